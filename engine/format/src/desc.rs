@@ -1,0 +1,142 @@
+//! The validated description of a checkpoint: what every later layer reads instead of the raw files.
+//!
+//! A [`TensorRef`] is only ever built by [`crate::checkpoint::describe`] after the tensor's dtype, shape, byte
+//! range and alignment were checked, so holders may slice the shard's bytes with it without re-validating.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::config::{ModelConfig, QuantConfig};
+
+/// Element types the engine reads from a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F16,
+    I32,
+}
+
+impl DType {
+    pub const fn size(self) -> usize {
+        match self {
+            DType::F16 => 2,
+            DType::I32 => 4,
+        }
+    }
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F16 => "F16",
+            DType::I32 => "I32",
+        }
+    }
+}
+
+/// A checked tensor: `len` bytes at absolute byte offset `start` of shard `shard`.
+///
+/// Invariants (established by `describe`): `start + len <= shard length`, `start % dtype.size() == 0`,
+/// `len == product(shape) * dtype.size()`, and no two tensors of one shard overlap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorRef {
+    pub name: String,
+    pub shard: usize,
+    pub start: usize,
+    pub len: usize,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+impl TensorRef {
+    pub fn numel(&self) -> usize {
+        self.len / self.dtype.size()
+    }
+    pub fn range(&self) -> core::ops::Range<usize> {
+        self.start..self.start + self.len
+    }
+}
+
+/// One linear layer `y = x · W` with `in_features` (K) inputs and `out_features` (N) outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Linear {
+    /// AutoGPTQ int4: `qweight` I32 [K/8, N], `qzeros` I32 [groups, N/8], `scales` F16 [groups, N], `g_idx` I32 [K]
+    /// (every entry checked to lie in `0..groups`). See [`crate::gptq`] for the exact bit layout.
+    Gptq {
+        qweight: TensorRef,
+        qzeros: TensorRef,
+        scales: TensorRef,
+        g_idx: TensorRef,
+        in_features: usize,
+        out_features: usize,
+        /// Rows per group as configured (`K` when the checkpoint uses one group, `group_size: -1`).
+        group_size: usize,
+        /// Number of groups: `ceil(K / group_size)`.
+        groups: usize,
+        /// Whether `g_idx` is exactly `k / group_size` for every row (no act-order permutation in effect).
+        g_idx_is_trivial: bool,
+    },
+    /// Unquantized fp16, PyTorch `nn.Linear` layout: `weight` F16 [N, K].
+    F16 { weight: TensorRef, in_features: usize, out_features: usize },
+}
+
+impl Linear {
+    pub fn in_features(&self) -> usize {
+        match self {
+            Linear::Gptq { in_features, .. } | Linear::F16 { in_features, .. } => *in_features,
+        }
+    }
+    pub fn out_features(&self) -> usize {
+        match self {
+            Linear::Gptq { out_features, .. } | Linear::F16 { out_features, .. } => *out_features,
+        }
+    }
+}
+
+/// A projection whose output is the concatenation of its parts along the output dimension.
+///
+/// Baichuan's fused `W_pack` is one part with rows q, k, v; LLaMA's separate `q_proj`, `k_proj`, `v_proj` are three
+/// parts. Every later layer sees the same thing: one projection producing `[q | k | v]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Projection {
+    pub parts: Vec<Linear>,
+}
+
+impl Projection {
+    pub fn in_features(&self) -> usize {
+        self.parts[0].in_features()
+    }
+    pub fn out_features(&self) -> usize {
+        self.parts.iter().map(Linear::out_features).sum()
+    }
+}
+
+/// The tensors of one transformer layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDesc {
+    /// F16 [hidden]
+    pub input_layernorm: TensorRef,
+    /// Output `[q (heads·head_dim) | k (kv_heads·head_dim) | v (kv_heads·head_dim)]`.
+    pub qkv: Projection,
+    pub o_proj: Linear,
+    /// F16 [hidden]
+    pub post_attention_layernorm: TensorRef,
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+/// A fully validated checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelDesc {
+    pub config: ModelConfig,
+    /// `None` for an unquantized fp16 checkpoint.
+    pub quant: Option<QuantConfig>,
+    /// Shard file names, index = `TensorRef::shard`.
+    pub shards: Vec<String>,
+    /// F16 [vocab, hidden]
+    pub embed_tokens: TensorRef,
+    pub layers: Vec<LayerDesc>,
+    /// F16 [hidden]
+    pub norm: TensorRef,
+    /// F16 [vocab, hidden]; the same tensor as `embed_tokens` when the config ties them.
+    pub lm_head: TensorRef,
+    /// Things that are odd but harmless (unexpected extra tensors), one line each, for the user to see.
+    pub warnings: Vec<String>,
+}

@@ -1,0 +1,73 @@
+//! The interface every backend implements: token ids and positions in, logits (or a sampled id) out.
+//!
+//! Backends know no text and no sampling policy beyond what they are handed; sessions, the C ABI and the CLI sit
+//! above this trait and are shared by all backends.
+
+use std::any::Any;
+
+use crate::error::Result;
+use crate::session::sampler::{Sampler, SamplerParams};
+use engine_format::ModelConfig;
+
+pub mod cpu;
+
+/// Which backend to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Cpu,
+    Cuda,
+    /// CUDA when a usable GPU is present, else the CPU.
+    Auto,
+}
+
+/// What the caller wants back from a forward pass.
+pub enum LogitsOut<'a> {
+    /// Nothing: a prefill chunk that is not the last.
+    None,
+    /// The logits of the last position: `vocab_size` floats.
+    Last(&'a mut [f32]),
+    /// The logits of every position, row-major `[tokens.len(), vocab_size]`.
+    All(&'a mut [f32]),
+}
+
+/// The KV cache of one sequence, owned by its session and handed back to the backend that made it.
+pub trait KvCache: Send + Any {
+    /// Positions this cache holds at most.
+    fn capacity(&self) -> usize;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+pub trait Backend: Send {
+    /// `"cpu"` or `"cuda"`.
+    fn name(&self) -> &'static str;
+    fn config(&self) -> &ModelConfig;
+    /// A description of the device for reports (`"CPU, 16 threads"`, `"NVIDIA H200, sm_90"`).
+    fn device_description(&self) -> String;
+
+    /// Allocate the KV cache for one sequence of up to `max_context` positions.
+    fn new_cache(&mut self, max_context: usize) -> Result<Box<dyn KvCache>>;
+
+    /// Run `tokens` at positions `start..start + tokens.len()` of `cache`, overwriting whatever the cache held
+    /// at those positions (positions before `start` must have been filled by earlier calls), and write the logits
+    /// `out` asks for.
+    fn forward(&mut self, cache: &mut dyn KvCache, start: usize, tokens: &[u32], out: LogitsOut<'_>) -> Result<()>;
+
+    /// Like [`Backend::forward`], then pick the next token from the last position's logits with `sampler`.
+    /// `history` is every token of the sequence so far (for the repetition penalty). Backends that can sample on
+    /// the device override this to avoid copying the logits back.
+    fn forward_sample(
+        &mut self,
+        cache: &mut dyn KvCache,
+        start: usize,
+        tokens: &[u32],
+        sampler: &mut Sampler,
+        history: &[u32],
+    ) -> Result<u32> {
+        let mut logits = vec![0f32; self.config().vocab_size];
+        self.forward(cache, start, tokens, LogitsOut::Last(&mut logits))?;
+        Ok(sampler.sample(&mut logits, history))
+    }
+}
+
+/// Sampler settings are part of the interface backends see.
+pub type SamplingParams = SamplerParams;

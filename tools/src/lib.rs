@@ -1,0 +1,1 @@
+//! Text around the engine: tokenization, streaming detokenization, prompts. Knows nothing of the model.
