@@ -1,3 +1,217 @@
-//! A conversation with the model: its KV cache, its tokens, sampling and stop rules, and the streaming loop.
+//! A conversation with the model: its KV cache and tokens, prefill in chunks, sampling, stop rules, and the
+//! streaming generation loop shared by the CLI and the C ABI.
 
 pub mod sampler;
+mod stop;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::backend::{Backend, KvCache, LogitsOut};
+use crate::error::{Error, Result};
+use sampler::{Sampler, SamplerParams};
+pub use stop::StopMatcher;
+
+/// The backend, shared by every session of one loaded model; each call holds the lock for one forward pass.
+pub type SharedBackend = Arc<Mutex<Box<dyn Backend>>>;
+
+/// One sequence: the tokens whose keys and values are in the cache, and the cache itself.
+pub struct Session {
+    backend: SharedBackend,
+    cache: Box<dyn KvCache>,
+    tokens: Vec<u32>,
+    prefill_chunk: usize,
+    vocab_size: usize,
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced the end-of-sequence token.
+    Eos,
+    /// The text matched one of the stop strings.
+    StopString,
+    /// `max_new_tokens` were generated.
+    MaxTokens,
+    /// The KV cache is full.
+    ContextFull,
+    /// The per-token callback asked to stop.
+    Callback,
+}
+
+/// What a generation call is asked to do besides sampling.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    pub sampler: SamplerParams,
+    /// Stop (and do not emit) when the text contains one of these.
+    pub stop_strings: Vec<String>,
+    /// The end-of-sequence id; `None` to never stop on it (benchmarks).
+    pub eos_token_id: Option<u32>,
+}
+
+/// Timings and counts of one generation call.
+#[derive(Debug, Clone, Default)]
+pub struct GenerateStats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// From the call until the first new token was known.
+    pub time_to_first_token: Duration,
+    /// From the first new token until the last.
+    pub decode_time: Duration,
+}
+
+impl GenerateStats {
+    /// Decode speed over the tokens after the first (the first is produced by the prefill).
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        let n = self.generated_tokens.saturating_sub(1);
+        if n == 0 || self.decode_time.is_zero() {
+            return 0.0;
+        }
+        n as f64 / self.decode_time.as_secs_f64()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(backend: SharedBackend, max_context: usize, prefill_chunk: usize) -> Result<Session> {
+        let (cache, vocab_size) = {
+            let mut b = lock(&backend);
+            (b.new_cache(max_context)?, b.config().vocab_size)
+        };
+        Ok(Session { backend, cache, tokens: Vec::new(), prefill_chunk: prefill_chunk.max(1), vocab_size })
+    }
+
+    /// Tokens currently in the cache.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Positions the cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+
+    /// Forget every token; the cache is reused.
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+    }
+
+    /// Drop tokens after the first `len` (to rewind a conversation).
+    pub fn truncate(&mut self, len: usize) {
+        self.tokens.truncate(len);
+    }
+
+    fn check_room(&self, extra: usize) -> Result<()> {
+        let needed = self.tokens.len() + extra;
+        if needed > self.capacity() {
+            return Err(Error::ContextOverflow { needed, limit: self.capacity(), what: "session context" });
+        }
+        Ok(())
+    }
+
+    /// Append `tokens` to the sequence, in prefill chunks, and return the logits of the last one.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let mut logits = vec![0f32; self.vocab_size];
+        self.feed_with(tokens, |b, cache, start, chunk, last| {
+            let out = if last { LogitsOut::Last(&mut logits) } else { LogitsOut::None };
+            b.forward(cache, start, chunk, out)
+        })?;
+        Ok(logits)
+    }
+
+    /// Append `tokens` and return the logits of every one of them, row-major `[tokens.len(), vocab]`.
+    pub fn feed_all_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let vocab = self.vocab_size;
+        let mut logits = vec![0f32; tokens.len() * vocab];
+        let mut row = 0;
+        self.feed_with(tokens, |b, cache, start, chunk, _| {
+            let dst = &mut logits[row * vocab..(row + chunk.len()) * vocab];
+            row += chunk.len();
+            b.forward(cache, start, chunk, LogitsOut::All(dst))
+        })?;
+        Ok(logits)
+    }
+
+    /// Append `tokens` and pick the next token with `sampler` (not yet appended: pass it to the next call).
+    pub fn feed_and_sample(&mut self, tokens: &[u32], sampler: &mut Sampler) -> Result<u32> {
+        let mut next = 0;
+        // The repetition penalty sees the whole sequence, including the tokens being fed.
+        let mut history = self.tokens.clone();
+        history.extend_from_slice(tokens);
+        self.feed_with(tokens, |b, cache, start, chunk, last| {
+            if last {
+                next = b.forward_sample(cache, start, chunk, sampler, &history)?;
+                Ok(())
+            } else {
+                b.forward(cache, start, chunk, LogitsOut::None)
+            }
+        })?;
+        Ok(next)
+    }
+
+    fn feed_with(
+        &mut self,
+        tokens: &[u32],
+        mut run: impl FnMut(&mut dyn Backend, &mut dyn KvCache, usize, &[u32], bool) -> Result<()>,
+    ) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("no tokens to feed".into()));
+        }
+        self.check_room(tokens.len())?;
+        let mut b = lock(&self.backend);
+        let n_chunks = tokens.len().div_ceil(self.prefill_chunk);
+        for (i, chunk) in tokens.chunks(self.prefill_chunk).enumerate() {
+            let start = self.tokens.len();
+            run(&mut **b, &mut *self.cache, start, chunk, i + 1 == n_chunks)?;
+            self.tokens.extend_from_slice(chunk);
+        }
+        Ok(())
+    }
+
+    /// Generate after `prompt` (appended to whatever the session holds). `on_token(id)` is called for each new
+    /// token in order and returns `false` to stop. Returns the new tokens, why it stopped, and timings.
+    ///
+    /// Text-level stop strings are the caller's business (see [`StopMatcher`]): `on_token` can return `false`.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        mut on_token: impl FnMut(u32) -> bool,
+    ) -> Result<(Vec<u32>, StopReason, GenerateStats)> {
+        let mut sampler = Sampler::new(opts.sampler)?;
+        let t0 = Instant::now();
+        let mut stats = GenerateStats { prompt_tokens: prompt.len(), ..Default::default() };
+        let mut out = Vec::new();
+        if opts.max_new_tokens == 0 {
+            return Ok((out, StopReason::MaxTokens, stats));
+        }
+        let mut next = self.feed_and_sample(prompt, &mut sampler)?;
+        stats.time_to_first_token = t0.elapsed();
+        let t1 = Instant::now();
+        let reason = loop {
+            out.push(next);
+            stats.generated_tokens = out.len();
+            if Some(next) == opts.eos_token_id {
+                break StopReason::Eos;
+            }
+            if !on_token(next) {
+                break StopReason::Callback;
+            }
+            if out.len() >= opts.max_new_tokens {
+                break StopReason::MaxTokens;
+            }
+            if self.tokens.len() + 1 > self.capacity() {
+                break StopReason::ContextFull;
+            }
+            next = self.feed_and_sample(&[next], &mut sampler)?;
+        };
+        stats.decode_time = t1.elapsed();
+        Ok((out, reason, stats))
+    }
+}
+
+fn lock(b: &SharedBackend) -> std::sync::MutexGuard<'_, Box<dyn Backend>> {
+    // A panic inside a backend call poisons the lock; the backend's state is still consistent for reads of
+    // configuration, and every forward pass rewrites what it reads, so continuing is sound.
+    b.lock().unwrap_or_else(|p| p.into_inner())
+}

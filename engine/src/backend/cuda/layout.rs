@@ -1,0 +1,301 @@
+//! The device layout of GPTQ int4 weights, and the repacking from AutoGPTQ's layout into it.
+//!
+//! AutoGPTQ stores `qweight` as [K/8, N] words: a warp reading 32 consecutive columns of one row gets 128 bytes,
+//! 4 bytes per lane. The decode GEMV wants 16 bytes per lane and every warp load fully contiguous, and its
+//! epilogues want related output columns in the same tile (a rotary pair of q/k, a gate column with its up column).
+//! So at load time each linear layer is rewritten once into tiles:
+//!
+//! - A **tile** is [`TILE_N`] output *slots*; `col_map[slot]` is the output column a slot computes (or
+//!   [`PAD_SLOT`]). Within a tile, slot `j < 8` and slot `j + 8` are partners: the two halves of a rotary pair,
+//!   or a gate column and its up column.
+//! - A tile's K rows are walked in **steps** of [`STEP_K`] = 64 rows. For one (tile, step) the 32 lanes of a warp
+//!   read 32 consecutive `uint4` (512 contiguous bytes): lane `l` gets the 32 rows `32·(2·step + l/16) ..` of slot
+//!   `l % 16`, as 4 words of 8 nibbles each (low nibble first, as in AutoGPTQ).
+//! - `sz[tile][group][slot]` holds `(scale, 1024 + zero)` as a half2, so the kernel turns a nibble into
+//!   `q − zero` with one `lop3` (which makes the half `1024 + q`) and one exact half2 subtraction.
+//! - With act-order (`g_idx` not `k / G`), rows are sorted by group first (`perm[k']` is the original row of
+//!   sorted row `k'`), so every 32-row chunk lies in one group; the kernel gathers `x[perm[k']]` once per block.
+//!
+//! K is padded to a multiple of [`STEP_K`] and N to a multiple of [`TILE_N`]; padded rows meet zeros in `x`, padded
+//! slots are never written.
+
+use engine_format::{gptq, Linear};
+use half::f16;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// Output slots per tile.
+pub const TILE_N: usize = 16;
+/// Input rows per warp step: two 32-row chunks, one per half-warp.
+pub const STEP_K: usize = 64;
+/// Input rows one lane reads per step (4 words of 8 nibbles).
+pub const CHUNK_K: usize = 32;
+/// `col_map` entry of a padding slot.
+pub const PAD_SLOT: u32 = u32::MAX;
+
+/// One linear layer (or several fused along N) in the device layout, still in host memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceLinear {
+    pub k: usize,
+    pub k_pad: usize,
+    pub n_pad: usize,
+    pub groups: usize,
+    /// Rows per group after sorting (a multiple of [`CHUNK_K`], or `k_pad` for one group).
+    pub group_size: usize,
+    /// `[n_pad / TILE_N][k_pad / STEP_K][32 lanes][4 words]`
+    pub qw: Vec<u32>,
+    /// `[n_pad / TILE_N][groups][TILE_N]` half2 bits: low half = scale, high half = 1024 + zero.
+    pub sz: Vec<u32>,
+    /// Original row of each sorted row, `k_pad` entries (padding rows point past `k`); `None` without act-order.
+    pub perm: Option<Vec<u32>>,
+    /// Output column of each slot, `n_pad` entries.
+    pub col_map: Vec<u32>,
+}
+
+impl DeviceLinear {
+    pub fn tiles(&self) -> usize {
+        self.n_pad / TILE_N
+    }
+    pub fn steps(&self) -> usize {
+        self.k_pad / STEP_K
+    }
+}
+
+/// Bytes of the device layout of a K×N linear with `groups` groups (as the memory plan counts them).
+pub fn device_bytes(k: usize, n_slots: usize, groups: usize, act_order: bool) -> (usize, usize, usize, usize) {
+    let k_pad = k.next_multiple_of(STEP_K);
+    let n_pad = n_slots.next_multiple_of(TILE_N);
+    (k_pad * n_pad / 2, n_pad * groups * 4, if act_order { k_pad * 4 } else { 0 }, n_pad * 4)
+}
+
+/// How the output columns of a fused projection are arranged into slots.
+#[derive(Debug, Clone, Copy)]
+pub enum ColumnOrder {
+    /// Slot `s` computes column `s`.
+    Identity,
+    /// q/k/v: the q and k columns as rotary pairs (`d`, `d + head_dim/2` of one head in slots `j`, `j + 8`), then
+    /// the v columns in order.
+    QkvRope { head_dim: usize, q_dim: usize, kv_dim: usize },
+    /// gate/up fused (`gate` = columns `0..inter`, `up` = `inter..2·inter`): gate `i` in slot `j`, up `i` in `j + 8`.
+    GateUp { inter: usize },
+}
+
+/// The slot → column map for `order` over `n` fused columns, padded to whole tiles.
+pub fn column_map(order: ColumnOrder, n: usize) -> Vec<u32> {
+    let half = TILE_N / 2;
+    let mut map = Vec::new();
+    // Place pairs (a_i, b_i) 8 per tile: a's in slots 0..8, b's in 8..16; a short last tile is padded.
+    let pairs = |map: &mut Vec<u32>, list: &[(u32, u32)]| {
+        for chunk in list.chunks(half) {
+            let mut tile = [PAD_SLOT; TILE_N];
+            for (j, &(a, b)) in chunk.iter().enumerate() {
+                tile[j] = a;
+                tile[j + half] = b;
+            }
+            map.extend_from_slice(&tile);
+        }
+    };
+    match order {
+        ColumnOrder::Identity => map.extend(0..n as u32),
+        ColumnOrder::QkvRope { head_dim, q_dim, kv_dim } => {
+            let h2 = head_dim / 2;
+            let rope_pairs: Vec<(u32, u32)> = (0..(q_dim + kv_dim) / head_dim)
+                .flat_map(|h| (0..h2).map(move |i| ((h * head_dim + i) as u32, (h * head_dim + h2 + i) as u32)))
+                .collect();
+            pairs(&mut map, &rope_pairs);
+            map.extend((q_dim + kv_dim) as u32..(q_dim + 2 * kv_dim) as u32);
+        }
+        ColumnOrder::GateUp { inter } => {
+            let gu: Vec<(u32, u32)> = (0..inter as u32).map(|i| (i, i + inter as u32)).collect();
+            pairs(&mut map, &gu);
+        }
+    }
+    map.resize(map.len().next_multiple_of(TILE_N), PAD_SLOT);
+    map
+}
+
+/// Views of one GPTQ linear's tensors.
+struct GptqView<'a> {
+    qweight: &'a [u32],
+    qzeros: &'a [u32],
+    scales: &'a [f16],
+    g_idx: &'a [u32],
+    n: usize,
+}
+
+/// Repack GPTQ `parts` (concatenated along N, sharing K, group size and `g_idx`) into the device layout, with
+/// slots arranged by `order`. `what` names the projection in errors.
+pub fn repack(model: &Model, parts: &[&Linear], order: ColumnOrder, what: &str) -> Result<DeviceLinear> {
+    let mut views = Vec::with_capacity(parts.len());
+    let (mut k, mut group_size, mut groups) = (0, 0, 0);
+    for (i, part) in parts.iter().enumerate() {
+        let Linear::Gptq { qweight, qzeros, scales, g_idx, in_features, out_features, group_size: g, groups: ng, .. } =
+            part
+        else {
+            return Err(Error::BackendUnavailable(format!(
+                "{what}: the CUDA backend runs GPTQ int4 linears; unquantized checkpoints run on --backend cpu"
+            )));
+        };
+        if i == 0 {
+            (k, group_size, groups) = (*in_features, *g, *ng);
+        } else if (*in_features, *g, *ng) != (k, group_size, groups) {
+            return Err(Error::BackendUnavailable(format!(
+                "{what}: fused parts differ in K or grouping ({in_features}/{g} vs {k}/{group_size})"
+            )));
+        }
+        views.push(GptqView {
+            qweight: model.u32(qweight),
+            qzeros: model.u32(qzeros),
+            scales: model.f16(scales),
+            g_idx: model.u32(g_idx),
+            n: *out_features,
+        });
+    }
+    if views.windows(2).any(|w| w[0].g_idx != w[1].g_idx) {
+        return Err(Error::BackendUnavailable(format!(
+            "{what}: the fused parts have different g_idx (act-order permutations); the CUDA backend needs them equal"
+        )));
+    }
+    let n_total: usize = views.iter().map(|v| v.n).sum();
+    let g_idx = views[0].g_idx;
+
+    // Sort rows by group. A stable sort keeps `perm` the identity when g_idx is already k / G.
+    let mut perm: Vec<u32> = (0..k as u32).collect();
+    perm.sort_by_key(|&r| g_idx[r as usize]);
+    let act_order = perm.iter().enumerate().any(|(i, &r)| i as u32 != r);
+    // After sorting, the group of sorted row k' must be k' / G for a G that chunks of 32 rows never straddle.
+    let sorted_group = |kk: usize| g_idx[perm[kk] as usize] as usize;
+    let eff_g = if groups == 1 { k.next_multiple_of(STEP_K) } else { group_size };
+    if groups > 1 && eff_g % CHUNK_K != 0 {
+        return Err(Error::BackendUnavailable(format!(
+            "{what}: group size {group_size} is not a multiple of {CHUNK_K}; run this checkpoint with --backend cpu"
+        )));
+    }
+    if let Some(bad) = (0..k).find(|&kk| sorted_group(kk) != kk / eff_g) {
+        return Err(Error::BackendUnavailable(format!(
+            "{what}: g_idx is not a permutation of equal groups of {group_size} rows (sorted row {bad} is in group {}); \
+             run this checkpoint with --backend cpu",
+            sorted_group(bad)
+        )));
+    }
+
+    let col_map = column_map(order, n_total);
+    let n_pad = col_map.len();
+    let k_pad = k.next_multiple_of(STEP_K);
+    let (tiles, steps) = (n_pad / TILE_N, k_pad / STEP_K);
+
+    // Locate fused column c in its part.
+    let locate = |c: usize| -> (&GptqView<'_>, usize) {
+        let mut c = c;
+        for v in &views {
+            if c < v.n {
+                return (v, c);
+            }
+            c -= v.n;
+        }
+        unreachable!("column map only names columns below n_total")
+    };
+
+    // Each tile's words and scales are contiguous, so tiles are repacked in parallel.
+    let mut qw = vec![0u32; n_pad * k_pad / 8];
+    let mut sz = vec![0u32; tiles * groups * TILE_N];
+    let words_per_row = k.div_ceil(8); // AutoGPTQ words per column
+    qw.par_chunks_mut(steps * 32 * 4).zip(sz.par_chunks_mut(groups * TILE_N)).enumerate().for_each(
+        |(t, (qw_t, sz_t))| {
+            for j in 0..TILE_N {
+                let slot = col_map[t * TILE_N + j];
+                if slot == PAD_SLOT {
+                    continue;
+                }
+                let (v, n) = locate(slot as usize);
+                for g in 0..groups {
+                    let scale = v.scales[g * v.n + n];
+                    let zero = gptq::zero_at(v.qzeros, v.n, g, n) as f32;
+                    let z = f16::from_f32(1024.0 + zero); // exact: 1025..=1040
+                    sz_t[g * TILE_N + j] = scale.to_bits() as u32 | (z.to_bits() as u32) << 16;
+                }
+                for s in 0..steps {
+                    for half in 0..2 {
+                        let lane = half * TILE_N + j;
+                        for w in 0..4 {
+                            let word_row = (2 * s + half) * 4 + w; // which 8-row word of the sorted column
+                            qw_t[(s * 32 + lane) * 4 + w] = if !act_order {
+                                // Rows keep their order: the device word is the checkpoint's word.
+                                if word_row < words_per_row { v.qweight[word_row * v.n + n] } else { 0 }
+                            } else {
+                                let mut word = [0u32; 8];
+                                for (i, q) in word.iter_mut().enumerate() {
+                                    let kk = word_row * 8 + i;
+                                    if kk < k {
+                                        *q = gptq::q_at(v.qweight, v.n, perm[kk] as usize, n);
+                                    }
+                                }
+                                gptq::pack8(word)
+                            };
+                        }
+                    }
+                }
+            }
+        },
+    );
+    let perm = act_order.then(|| {
+        let mut p = perm.clone();
+        p.resize(k_pad, k as u32);
+        p
+    });
+    Ok(DeviceLinear { k, k_pad, n_pad, groups, group_size: eff_g, qw, sz, perm, col_map })
+}
+
+/// The dequantized weight `W[k][column]` of a repacked linear, read back through the device layout exactly as the
+/// kernels index it. Tests compare this with the checkpoint's own dequantization.
+pub fn dequant_device(d: &DeviceLinear, slot: usize, sorted_row: usize) -> f32 {
+    let (t, j) = (slot / TILE_N, slot % TILE_N);
+    let chunk = sorted_row / CHUNK_K;
+    let (s, half) = (chunk / 2, chunk % 2);
+    let lane = half * TILE_N + j;
+    let w = (sorted_row % CHUNK_K) / 8;
+    let word = d.qw[((t * d.steps() + s) * 32 + lane) * 4 + w];
+    let q = gptq::nibble(word, sorted_row % 8) as f32;
+    let g = sorted_row / d.group_size;
+    let sz = d.sz[(t * d.groups + g) * TILE_N + j];
+    let scale = f16::from_bits(sz as u16).to_f32();
+    let zero = f16::from_bits((sz >> 16) as u16).to_f32() - 1024.0;
+    scale * (q - zero)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qkv_map_pairs_rotary_halves_and_keeps_v_in_order() {
+        let map = column_map(ColumnOrder::QkvRope { head_dim: 8, q_dim: 16, kv_dim: 8 }, 32);
+        // 3 heads of q/k → 12 pairs → 2 tiles (second padded), then 8 v columns in one padded tile.
+        assert_eq!(map.len(), 48);
+        assert_eq!(&map[..8], &[0, 1, 2, 3, 8, 9, 10, 11]);
+        assert_eq!(&map[8..16], &[4, 5, 6, 7, 12, 13, 14, 15]);
+        assert_eq!(&map[16..20], &[16, 17, 18, 19]);
+        assert_eq!(map[20], PAD_SLOT);
+        assert_eq!(&map[24..28], &[20, 21, 22, 23]);
+        assert_eq!(&map[32..40], &[24, 25, 26, 27, 28, 29, 30, 31]);
+        let mut seen: Vec<u32> = map.iter().copied().filter(|&c| c != PAD_SLOT).collect();
+        seen.sort();
+        assert_eq!(seen, (0..32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn gate_up_map_puts_partners_eight_apart() {
+        let map = column_map(ColumnOrder::GateUp { inter: 20 }, 40);
+        assert_eq!(map.len(), 48);
+        for (t, tile) in map.chunks(TILE_N).enumerate() {
+            for j in 0..8 {
+                if tile[j] != PAD_SLOT {
+                    assert_eq!(tile[j] as usize, t * 8 + j);
+                    assert_eq!(tile[j + 8], tile[j] + 20);
+                }
+            }
+        }
+    }
+}

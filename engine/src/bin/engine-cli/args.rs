@@ -1,0 +1,276 @@
+//! The command line, as clap types. Defaults are the ones a first-time user should get.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "engine-cli",
+    version,
+    about = "Fast single-stream generation for Baichuan-7B / LLaMA GPTQ int4 checkpoints",
+    long_about = "Fast single-stream generation for Baichuan-7B / LLaMA GPTQ int4 checkpoints.\n\n\
+        Without --model, commands use a built-in tiny model with random weights (made on first use), so that \
+        everything can be tried on any machine. Get the real model with:\n  \
+        huggingface-cli download TheBloke/baichuan-7B-GPTQ --local-dir baichuan-7B-GPTQ"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate text from a prompt, streamed to stdout; timings to stderr.
+    Generate(GenerateArgs),
+    /// Print the token ids of a text.
+    Tokenize(TokenizeArgs),
+    /// Write the logits of every position of a list of token ids to a file (little-endian f32, [ids, vocab]).
+    Logits(LogitsArgs),
+    /// Token-level perplexity of a text file.
+    Perplexity(PerplexityArgs),
+    /// Describe a checkpoint: configuration, quantization, tensors, warnings.
+    Inspect(InspectArgs),
+    /// Print the static device memory plan for a checkpoint and context length.
+    Plan(PlanArgs),
+    /// Write a random-weight checkpoint in the exact published layout.
+    Synth(SynthArgs),
+    /// Measure load time, time to first token, decode speed and memory on this machine.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model directory (config.json, quantize_config.json, *.safetensors, tokenizer.model).
+    /// Default: the built-in tiny model.
+    #[arg(long, short = 'm', value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// CUDA device ordinal.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub device: usize,
+    /// KV-cache positions to reserve (default: the model's max_position_embeddings).
+    #[arg(long, value_name = "N")]
+    pub ctx: Option<usize>,
+    /// CPU threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendArg {
+    Cpu,
+    Cuda,
+    /// CUDA if a usable GPU is present, else the CPU.
+    Auto,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateArg {
+    /// The prompt as given.
+    Raw,
+    /// `USER:{prompt}\nASSISTANT:`
+    Chat,
+    /// The model card's style: each --example line, then `{prompt}->`.
+    OneShot,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt text; `-` reads stdin. See also --prompt-file.
+    #[arg(long, short = 'p', value_name = "TEXT", conflicts_with = "prompt_file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(long, value_name = "FILE")]
+    pub prompt_file: Option<PathBuf>,
+    /// How to wrap the prompt.
+    #[arg(long, value_enum, default_value_t = TemplateArg::Raw)]
+    pub template: TemplateArg,
+    /// An example line for --template one-shot, e.g. `Hamlet->Shakespeare` (repeatable).
+    #[arg(long, value_name = "LINE")]
+    pub example: Vec<String>,
+    /// Turn `\n`, `\t` and `\\` in --prompt into newline, tab and backslash.
+    #[arg(long, short = 'e')]
+    pub escapes: bool,
+    /// Most new tokens to generate.
+    #[arg(long, short = 'n', default_value_t = 128, value_name = "N")]
+    pub max_new_tokens: usize,
+    /// 0 = greedy; higher = more random.
+    #[arg(long, default_value_t = 0.0, value_name = "T")]
+    pub temperature: f32,
+    /// Sample from the K most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub top_k: usize,
+    /// Sample from the smallest set of tokens whose probability reaches P (1 = all).
+    #[arg(long, default_value_t = 1.0, value_name = "P")]
+    pub top_p: f32,
+    /// Penalize tokens already present (Hugging Face semantics; the model card uses 1.1).
+    #[arg(long, default_value_t = 1.0, value_name = "R")]
+    pub repetition_penalty: f32,
+    /// Random seed: the same seed gives the same text.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub seed: u64,
+    /// Stop when this text appears (repeatable); it is not printed.
+    #[arg(long, value_name = "STR")]
+    pub stop: Vec<String>,
+    /// Keep generating after the end-of-sequence token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Do not prepend the BOS token.
+    #[arg(long)]
+    pub no_bos: bool,
+    /// Print one JSON object (text, tokens, timings) instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenizeArgs {
+    #[arg(long, short = 'm', value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// The text to tokenize; `-` reads stdin.
+    pub text: String,
+    /// Do not prepend the BOS token.
+    #[arg(long)]
+    pub no_bos: bool,
+    /// Also print each piece.
+    #[arg(long)]
+    pub pieces: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogitsArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Comma-separated token ids, e.g. `1,2,3`.
+    #[arg(long, value_name = "IDS")]
+    pub ids: String,
+    /// Output file: little-endian f32, row-major [number of ids, vocab].
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct PerplexityArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The text file to score.
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: PathBuf,
+    /// Tokens per evaluation window (default: min(ctx, 512)).
+    #[arg(long, value_name = "N")]
+    pub window: Option<usize>,
+    /// Tokens the window advances by (default: half the window); only the new tokens of a window are scored.
+    #[arg(long, value_name = "N")]
+    pub stride: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[arg(long, short = 'm', value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// List every tensor.
+    #[arg(long)]
+    pub tensors: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    #[arg(long, short = 'm', value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// KV-cache positions (default: the model's max_position_embeddings).
+    #[arg(long, value_name = "N")]
+    pub ctx: Option<usize>,
+    /// Most tokens per prefill chunk.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub chunk: usize,
+    /// List every buffer, not only the per-region totals and the largest buffers.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresetArg {
+    /// A few MB: tests and the default model.
+    Tiny,
+    /// The full Baichuan-7B shape (~3.9 GB).
+    #[value(name = "7b")]
+    B7,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchArg {
+    Baichuan,
+    Llama,
+}
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// Directory to write (created if missing).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = PresetArg::Tiny)]
+    pub preset: PresetArg,
+    /// Tensor naming: Baichuan (fused W_pack) or LLaMA (q/k/v separate).
+    #[arg(long, value_enum)]
+    pub arch: Option<ArchArg>,
+    /// Rows per quantization group: 32, 64, 128, ... or -1 for one group.
+    #[arg(long, value_name = "G", allow_hyphen_values = true)]
+    pub group_size: Option<i64>,
+    /// Act-order: a random permutation of each layer's groups (g_idx).
+    #[arg(long)]
+    pub desc_act: bool,
+    /// Asymmetric quantization (random zero points).
+    #[arg(long)]
+    pub asym: bool,
+    /// An unquantized fp16 checkpoint instead of GPTQ.
+    #[arg(long)]
+    pub f16: bool,
+    /// Split the weights into this many shards with an index file.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub shards: usize,
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub seed: u64,
+    #[arg(long, value_name = "N")]
+    pub hidden: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub intermediate: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub heads: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub kv_heads: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub layers: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub vocab: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub max_pos: Option<usize>,
+    /// Tie lm_head to the embedding (LLaMA naming only).
+    #[arg(long)]
+    pub tie_embeddings: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Tokens to decode after each prompt.
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub decode_tokens: usize,
+    /// Prompt lengths to measure time to first token for (comma-separated).
+    #[arg(long, default_value = "16,512,2048", value_name = "LIST")]
+    pub prompts: String,
+    /// Repetitions of each measurement (the median is reported).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub reps: usize,
+    /// Also print a per-kernel breakdown of one decode step (CUDA only).
+    #[arg(long)]
+    pub breakdown: bool,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,137 @@
+//! A loaded model ready to run: the validated checkpoint, the chosen backend, and the tokenizer. Sessions are
+//! made from it; the C ABI's model handle and the CLI both hold one.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use engine_tools::Tokenizer;
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{Backend, BackendKind};
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::session::{Session, SharedBackend};
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub backend: BackendKind,
+    /// CUDA device ordinal.
+    pub device: usize,
+    /// Positions of KV cache per session; `None` = the model's `max_position_embeddings`.
+    pub max_context: Option<usize>,
+    /// Most tokens per prefill forward pass.
+    pub prefill_chunk: usize,
+    /// Report loading progress on stderr.
+    pub progress: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { backend: BackendKind::Auto, device: 0, max_context: None, prefill_chunk: 512, progress: false }
+    }
+}
+
+/// A model loaded on a backend, with its tokenizer.
+pub struct Engine {
+    model: Arc<Model>,
+    backend: SharedBackend,
+    backend_name: &'static str,
+    device: String,
+    tokenizer: Tokenizer,
+    max_context: usize,
+    prefill_chunk: usize,
+    /// Why `Auto` did not pick CUDA, when it did not.
+    pub fallback_note: Option<String>,
+    pub load_time: Duration,
+}
+
+impl Engine {
+    /// Open the checkpoint in `dir`, its `tokenizer.model`, and the backend `opts` asks for.
+    pub fn load(dir: &Path, opts: &EngineOptions) -> Result<Engine> {
+        let t0 = Instant::now();
+        let model = Arc::new(Model::open(dir)?);
+        let c = &model.desc.config;
+        let max_context = opts.max_context.unwrap_or(c.max_position_embeddings);
+        if max_context == 0 || max_context > c.max_position_embeddings {
+            return Err(Error::InvalidArgument(format!(
+                "max context must be in 1..={} (max_position_embeddings of {}), got {max_context}",
+                c.max_position_embeddings,
+                dir.display()
+            )));
+        }
+        if opts.prefill_chunk == 0 {
+            return Err(Error::InvalidArgument("prefill chunk must be at least 1".into()));
+        }
+        let tok_path = dir.join("tokenizer.model");
+        let mut tokenizer = Tokenizer::open(&tok_path).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        tokenizer.set_special_ids(c.bos_token_id, c.eos_token_id);
+        if tokenizer.vocab_size() > c.vocab_size {
+            return Err(Error::Tokenizer(format!(
+                "{} has {} pieces but the model's vocab_size is {}",
+                tok_path.display(),
+                tokenizer.vocab_size(),
+                c.vocab_size
+            )));
+        }
+
+        let (backend, fallback_note) = make_backend(&model, opts, max_context)?;
+        let backend_name = backend.name();
+        let device = backend.device_description();
+        Ok(Engine {
+            model,
+            backend: Arc::new(Mutex::new(backend)),
+            backend_name,
+            device,
+            tokenizer,
+            max_context,
+            prefill_chunk: opts.prefill_chunk,
+            fallback_note,
+            load_time: t0.elapsed(),
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+    pub fn config(&self) -> &engine_format::ModelConfig {
+        &self.model.desc.config
+    }
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+    pub fn backend_name(&self) -> &'static str {
+        self.backend_name
+    }
+    pub fn device_description(&self) -> &str {
+        &self.device
+    }
+    pub fn max_context(&self) -> usize {
+        self.max_context
+    }
+
+    /// A new sequence with its own KV cache of `max_context` positions (`None`: the engine's).
+    pub fn new_session(&self, max_context: Option<usize>) -> Result<Session> {
+        let n = max_context.unwrap_or(self.max_context);
+        if n == 0 || n > self.max_context {
+            return Err(Error::InvalidArgument(format!("session context must be in 1..={}, got {n}", self.max_context)));
+        }
+        Session::new(self.backend.clone(), n, self.prefill_chunk)
+    }
+
+    /// Run `f` with exclusive access to the backend (benchmarks, kernel breakdowns).
+    pub fn with_backend<R>(&self, f: impl FnOnce(&mut dyn Backend) -> R) -> R {
+        let mut b = self.backend.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut **b)
+    }
+}
+
+fn make_backend(model: &Arc<Model>, opts: &EngineOptions, max_context: usize) -> Result<(Box<dyn Backend>, Option<String>)> {
+    let _ = max_context;
+    match opts.backend {
+        BackendKind::Cpu => Ok((Box::new(CpuBackend::new(model.clone())), None)),
+        BackendKind::Cuda => Err(Error::BackendUnavailable("the CUDA backend is not built yet".into())),
+        BackendKind::Auto => Ok((Box::new(CpuBackend::new(model.clone())), Some("CUDA backend not built".into()))),
+    }
+}

@@ -1,0 +1,199 @@
+// Causal attention over the fp16 KV cache, for decode (one query, split over the sequence, flash-decoding style)
+// and for prefill (one block per query row).
+//
+// Why this shape. At decode, one query per head meets up to `ctx` keys: too little work per head to fill the card
+// if a head is one block, so the sequence is split into `splits` ranges, each block keeps an online softmax (running
+// max m, running sum l, unnormalized output o) over its range, and the last block of a head to finish merges the
+// ranges in split order — a fixed order, so the result is the same bits every run (no float atomics).
+// Each position's key row is read by hd/8 lanes, 16 bytes each, so a warp reads whole rows contiguously, and the
+// row's value is read right after with the same pattern: K and V are each read exactly once.
+// Scores are kept in the log2 domain (the 1/sqrt(hd) scale is folded with log2(e)), so exp is one ex2.approx.
+#include "common.cuh"
+#include <cuda_fp16.h>
+
+struct AttnParams {
+    const __half* q;         // [rows][heads * head_dim], rotated
+    const __half* k_cache;   // this layer: [kv_heads][ctx][head_dim]
+    const __half* v_cache;
+    __half* out;             // [rows][heads * head_dim]
+    float* part_o;           // decode: [heads][splits][head_dim] unnormalized partial outputs
+    float* part_ml;          // decode: [heads][splits][2] (running max, running sum)
+    uint32_t* counters;      // decode: [heads]; zero at rest (the last block of a head resets its counter)
+    const uint32_t* pos;     // position of row 0
+    uint32_t heads;
+    uint32_t kv_heads;
+    uint32_t head_dim;       // 8, 16, 32, 64, 128 or 256
+    uint32_t ctx;
+    uint32_t splits;         // decode: blocks per head
+    float scale_log2;        // log2(e) / sqrt(head_dim)
+};
+
+namespace attn {
+
+constexpr int WARPS = 4;
+constexpr float NEG_INF = -__int_as_float(0x7f800000);
+
+// Online-softmax state of one lane: its 8 output dims plus the running max and sum of its position group.
+struct State {
+    float m, l, o[8];
+};
+
+ENGINE_DEV void merge(State& a, const State& b) {
+    const float m = fmaxf(a.m, b.m);
+    if (m == NEG_INF) return;  // both empty
+    const float ca = exp2f(a.m - m), cb = exp2f(b.m - m);
+    a.l = a.l * ca + b.l * cb;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) a.o[i] = a.o[i] * ca + b.o[i] * cb;
+    a.m = m;
+}
+
+ENGINE_DEV void load8(const __half* p, float out[8]) {
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+    const __half2* h = reinterpret_cast<const __half2*>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const float2 f = __half22float2(h[i]);
+        out[2 * i] = f.x;
+        out[2 * i + 1] = f.y;
+    }
+}
+
+// One block's pass over positions [p_begin, p_end) for query head `h` of row `row`. Returns the block's merged
+// state in every thread of warp 0 (lane layout: lane % lp = which 8 dims).
+ENGINE_DEV State block_pass(const AttnParams& p, uint32_t row, uint32_t h, uint32_t p_begin, uint32_t p_end,
+                            State* smem) {
+    const uint32_t lp = p.head_dim / 8;   // lanes per position
+    const uint32_t ppw = 32 / lp;         // positions per warp per iteration
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const uint32_t dl = lane % lp, pg = lane / lp;
+    const uint32_t kvh = h / (p.heads / p.kv_heads);
+
+    float q[8];
+    load8(p.q + (size_t)row * p.heads * p.head_dim + h * p.head_dim + dl * 8, q);
+
+    State st;
+    st.m = NEG_INF;
+    st.l = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) st.o[i] = 0.f;
+
+    const __half* kbase = p.k_cache + (size_t)kvh * p.ctx * p.head_dim + dl * 8;
+    const __half* vbase = p.v_cache + (size_t)kvh * p.ctx * p.head_dim + dl * 8;
+    // Every lane runs the same number of iterations, so the shuffles below always see the full warp.
+    for (uint32_t base = p_begin + warp * ppw; base < p_end; base += WARPS * ppw) {
+        const uint32_t pos = base + pg;
+        const bool valid = pos < p_end;
+        float k[8], v[8];
+        if (valid) {
+            load8(kbase + (size_t)pos * p.head_dim, k);
+            load8(vbase + (size_t)pos * p.head_dim, v);
+        }
+        float s = 0.f;
+        if (valid) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) s += q[i] * k[i];
+        }
+        for (uint32_t o = lp / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (valid) {
+            s *= p.scale_log2;
+            const float m = fmaxf(st.m, s);
+            const float c = exp2f(st.m - m), e = exp2f(s - m);
+            st.l = st.l * c + e;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) st.o[i] = st.o[i] * c + e * v[i];
+            st.m = m;
+        }
+    }
+    // Merge the position groups of the warp (lanes with the same dl), then the warps.
+    for (uint32_t o = lp; o < 32; o <<= 1) {
+        State other;
+        other.m = __shfl_xor_sync(0xffffffffu, st.m, o);
+        other.l = __shfl_xor_sync(0xffffffffu, st.l, o);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) other.o[i] = __shfl_xor_sync(0xffffffffu, st.o[i], o);
+        merge(st, other);
+    }
+    if (lane < (int)lp) smem[warp * 32 + lane] = st;
+    __syncthreads();
+    if (warp == 0 && lane < (int)lp) {
+        for (int w = 1; w < WARPS; ++w) merge(st, smem[w * 32 + lane]);
+    }
+    return st;
+}
+
+ENGINE_DEV void store8(__half* dst, const float v[8], float inv) {
+    uint4 out;
+    __half2* h = reinterpret_cast<__half2*>(&out);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) h[i] = __floats2half2_rn(v[2 * i] * inv, v[2 * i + 1] * inv);
+    *reinterpret_cast<uint4*>(dst) = out;
+}
+
+}  // namespace attn
+
+// Decode: grid (heads, splits), 128 threads. Row 0 at position *pos attends to positions 0..=*pos.
+extern "C" __global__ void __launch_bounds__(128) attn_decode(const AttnParams p) {
+    __shared__ attn::State smem[attn::WARPS * 32];
+    __shared__ bool is_last;
+    pdl_wait();
+    pdl_launch_dependents();
+    const uint32_t h = blockIdx.x, split = blockIdx.y;
+    const uint32_t len = *p.pos + 1;
+    const uint32_t per = (len + p.splits - 1) / p.splits;
+    const uint32_t begin = min(len, split * per), end = min(len, begin + per);
+    attn::State st = attn::block_pass(p, 0, h, begin, end, smem);
+
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const uint32_t lp = p.head_dim / 8;
+    if (warp == 0 && lane < (int)lp) {
+        float* o = p.part_o + ((size_t)h * p.splits + split) * p.head_dim + lane * 8;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) o[i] = st.o[i];
+        if (lane == 0) {
+            p.part_ml[(h * p.splits + split) * 2] = st.m;
+            p.part_ml[(h * p.splits + split) * 2 + 1] = st.l;
+        }
+    }
+    // The last block of this head to arrive merges the splits in order. The fence makes this block's partials
+    // visible before its arrival is counted.
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) is_last = atomicAdd(&p.counters[h], 1u) == p.splits - 1;
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    if (warp == 0 && lane < (int)lp) {
+        attn::State acc;
+        acc.m = attn::NEG_INF;
+        acc.l = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc.o[i] = 0.f;
+        for (uint32_t s = 0; s < p.splits; ++s) {
+            attn::State part;
+            // volatile-free: the fence above orders these reads after every block's writes.
+            part.m = __ldcg(&p.part_ml[(h * p.splits + s) * 2]);
+            part.l = __ldcg(&p.part_ml[(h * p.splits + s) * 2 + 1]);
+            const float* o = p.part_o + ((size_t)h * p.splits + s) * p.head_dim + lane * 8;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) part.o[i] = __ldcg(o + i);
+            attn::merge(acc, part);
+        }
+        attn::store8(p.out + h * p.head_dim + lane * 8, acc.o, 1.f / acc.l);
+    }
+    if (threadIdx.x == 0) p.counters[h] = 0;
+}
+
+// Prefill: grid (heads, rows), 128 threads. Row r at position *pos + r attends to positions 0..=*pos + r; its
+// keys and values are already in the cache.
+extern "C" __global__ void __launch_bounds__(128) attn_prefill(const AttnParams p) {
+    __shared__ attn::State smem[attn::WARPS * 32];
+    pdl_wait();
+    const uint32_t h = blockIdx.x, row = blockIdx.y;
+    const uint32_t len = *p.pos + row + 1;
+    attn::State st = attn::block_pass(p, row, h, 0, len, smem);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (warp == 0 && lane < (int)(p.head_dim / 8)) {
+        attn::store8(p.out + ((size_t)row * p.heads + h) * p.head_dim + lane * 8, st.o, 1.f / st.l);
+    }
+}

@@ -1,0 +1,229 @@
+// Decode GEMV for GPTQ int4 weights: y = x · W for one token, with the RMSNorm that precedes it fused into the
+// prologue and the operation that follows it fused into the epilogue.
+//
+// Why this shape. A decode step is a chain of GEMVs that each read their weights exactly once: the time is the
+// bytes of the weights over the card's bandwidth, plus whatever gaps the chain leaves. So:
+//   - every warp load is 512 contiguous bytes, 16 per lane (the tile layout is made for it, see int4.cuh);
+//   - each lane keeps several 16-byte loads in flight before it needs the first (UNROLL), so that enough bytes
+//     are on their way per SM to cover the memory latency;
+//   - dequantization is 2 integer ops and one exact fp16 subtraction per pair of weights, and the products are
+//     summed in fp16 over one 32-row chunk only, then in f32 (a 32-term fp16 sum of |x·(q−z)| ≲ 100 keeps ~1e-3
+//     relative error; every longer sum is f32);
+//   - the RMSNorm needs the whole input vector, so instead of a kernel of its own each block normalizes x while
+//     it stages it into shared memory, from per-tile partial sums of squares that the previous GEMV's epilogue
+//     left behind (summed in a fixed order, so the result is the same every run);
+//   - epilogues: rotary embedding + KV-cache append for q/k/v, SwiGLU for gate/up, the residual add (+ the
+//     partial sums of squares for the next norm) for o/down. Each saves a launch and a round trip through memory.
+//   - blocks are persistent over `tiles_per_block` tiles, so x is staged once per block, not once per tile.
+// All reductions are in a fixed order: the same inputs give the same bits, run after run.
+#include "int4.cuh"
+
+namespace gemv {
+
+constexpr int WARPS = 8;  // 256 threads: 8 warps split each tile's K steps
+constexpr int UNROLL = 4; // 16-byte loads in flight per lane before the first is consumed
+
+enum Prologue { NORM = 0, PLAIN = 1 };
+enum Epilogue { STORE = 0, RESIDUAL = 1, QKV_ROPE = 2, SWIGLU = 3 };
+
+// Block-wide sum with a fixed order: warp sums, then warp 0 sums the warps in index order. All threads get it.
+ENGINE_DEV float block_sum(float v, float* scratch) {
+    v = warp_reduce_sum(v);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float s = 0.f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) s += scratch[w];
+    __syncthreads();
+    return s;
+}
+
+// Stage the input into shared memory as fp16 pairs in the order the dequantizer produces weights: for packed word
+// r (rows 8r..8r+7), the pairs (x[8r+i], x[8r+i+4]) for i = 0..3. Sorted row a reads original row perm[a];
+// padding rows are zero, so the padded weights they meet contribute nothing.
+template <int PRO>
+ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, float* scratch) {
+    float inv_rms = 1.f;
+    if (PRO == NORM) {
+        float s = 0.f;
+        for (uint32_t i = threadIdx.x; i < p.n_ssq; i += blockDim.x) s += p.ssq[i];
+        inv_rms = rsqrtf(block_sum(s, scratch) / (float)p.k + p.eps);
+    }
+    const uint32_t pairs = p.k_pad / 2;
+    for (uint32_t e = threadIdx.x; e < pairs; e += blockDim.x) {
+        const uint32_t r = e >> 2, i = e & 3;
+        const uint32_t a = 8 * r + i, b = a + 4;
+        float v[2];
+        const uint32_t rows[2] = {a, b};
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const uint32_t row = rows[h];
+            float val = 0.f;
+            if (row < p.k) {
+                const uint32_t src = p.perm ? p.perm[row] : row;
+                if (PRO == NORM) {
+                    val = p.x[src] * inv_rms * __half2float(p.norm_w[src]);
+                } else {
+                    val = __half2float(p.x16[src]);
+                }
+            }
+            v[h] = val;
+        }
+        xs[e] = __floats2half2_rn(v[0], v[1]);
+    }
+    __syncthreads();
+}
+
+// The dot product of one lane's 32-row chunk (4 words of one slot) with the staged input, times the group scale.
+ENGINE_DEV float dot_chunk(uint4 w, const __half2* xs_chunk, uint32_t sz_bits) {
+    const __half2 sz = u32_as_half2(sz_bits);
+    const __half2 zz = __high2half2(sz);
+    const uint4* xv = reinterpret_cast<const uint4*>(xs_chunk);
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    // Two fp16 accumulators: half the dependency-chain length, and each sums only 16 products.
+    __half2 acc[2] = {__float2half2_rn(0.f), __float2half2_rn(0.f)};
+#pragma unroll
+    for (int wi = 0; wi < 4; ++wi) {
+        const uint4 xq = xv[wi];
+        const __half2 xp[4] = {u32_as_half2(xq.x), u32_as_half2(xq.y), u32_as_half2(xq.z), u32_as_half2(xq.w)};
+        __half2 d[4];
+        dequant_word(words[wi], zz, d);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[wi & 1] = __hfma2(d[i], xp[i], acc[wi & 1]);
+    }
+    const float2 f0 = __half22float2(acc[0]), f1 = __half22float2(acc[1]);
+    return __low2float(sz) * ((f0.x + f0.y) + (f1.x + f1.y));
+}
+
+// Rotate a value with its rotary partner (both lanes of one 16-lane group hold the pair in slots j, j + 8).
+ENGINE_DEV float rope_rotate(const GemvParams& p, uint32_t col, float v, float partner, uint32_t pos) {
+    const uint32_t half_dim = p.head_dim >> 1;
+    const uint32_t d = col % p.head_dim, i = d % half_dim;
+    const float c = p.rope_cos[(size_t)pos * half_dim + i], s = p.rope_sin[(size_t)pos * half_dim + i];
+    // rotate_half: (x_i, x_{i+h}) → (x_i·cos − x_{i+h}·sin, x_{i+h}·cos + x_i·sin)
+    return d < half_dim ? v * c - partner * s : v * c + partner * s;
+}
+
+// Called by all 32 lanes of warp 0 with the tile's 16 results (lanes 16..31 mirror lanes 0..15).
+template <int EPI>
+ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, float v) {
+    const int lane = threadIdx.x & 31, j = lane & 15;
+    const uint32_t col = p.col_map[tile * INT4_TILE_N + j];
+    const bool real = col != 0xFFFFFFFFu;
+    if (EPI == STORE) {
+        if (lane < 16 && real) p.y[col] = v;
+    } else if (EPI == RESIDUAL) {
+        float nv = 0.f;
+        if (real) nv = p.y[col] + v;
+        if (lane < 16 && real) p.y[col] = nv;
+        float sq = nv * nv;
+#pragma unroll
+        for (int o = 8; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o, 16);
+        if (lane == 0) p.ssq_out[tile] = sq;
+    } else if (EPI == QKV_ROPE) {
+        const float partner = __shfl_xor_sync(0xffffffffu, v, 8, 16);
+        if (lane < 16 && real) {
+            const uint32_t pos = *p.pos;
+            if (col < p.q_dim) {
+                p.out16[col] = __float2half_rn(rope_rotate(p, col, v, partner, pos));
+            } else if (col < p.q_dim + p.kv_dim) {
+                const uint32_t c = col - p.q_dim, h = c / p.head_dim, d = c % p.head_dim;
+                p.k_cache[((size_t)h * p.ctx + pos) * p.head_dim + d] = __float2half_rn(rope_rotate(p, col, v, partner, pos));
+            } else {
+                const uint32_t c = col - p.q_dim - p.kv_dim, h = c / p.head_dim, d = c % p.head_dim;
+                p.v_cache[((size_t)h * p.ctx + pos) * p.head_dim + d] = __float2half_rn(v);
+            }
+        }
+    } else if (EPI == SWIGLU) {
+        const float up = __shfl_xor_sync(0xffffffffu, v, 8, 16);
+        if (lane < 8 && real) {
+            const float silu = v / (1.f + __expf(-v));
+            p.out16[col] = __float2half_rn(silu * up);
+        }
+    }
+}
+
+template <int PRO, int EPI>
+ENGINE_DEV void run(const GemvParams& p) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    __half2* xs = reinterpret_cast<__half2*>(smem);
+    float* red = reinterpret_cast<float*>(smem + (size_t)p.k_pad * sizeof(__half));  // [WARPS][16]
+    float* scratch = red + WARPS * INT4_TILE_N;                                          // [WARPS]
+
+    // Nothing before this line may read what the previous kernel writes (x, ssq, the caches).
+    pdl_wait();
+    stage_input<PRO>(p, xs, scratch);
+    pdl_launch_dependents();
+
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int j = lane & 15, hsel = lane >> 4;
+    const uint32_t steps = p.k_pad / INT4_STEP_K, tiles = p.n_pad / INT4_TILE_N;
+    const uint32_t t_begin = blockIdx.x * p.tiles_per_block;
+    const uint32_t t_end = min(tiles, t_begin + p.tiles_per_block);
+
+    for (uint32_t t = t_begin; t < t_end; ++t) {
+        const uint4* wt = p.qw + (size_t)t * steps * 32 + lane;
+        const uint32_t* szt = p.sz + (size_t)t * p.groups * INT4_TILE_N + j;
+        float acc = 0.f;
+        for (uint32_t s0 = warp; s0 < steps; s0 += WARPS * UNROLL) {
+            uint4 w[UNROLL];
+            // Issue every load before the first use: UNROLL × 16 bytes per lane in flight.
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+                const uint32_t s = s0 + u * WARPS;
+                if (s < steps) w[u] = ldg_stream_v4(wt + (size_t)s * 32);
+            }
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+                const uint32_t s = s0 + u * WARPS;
+                if (s < steps) {
+                    const uint32_t chunk = 2 * s + hsel;
+                    const uint32_t g = chunk * INT4_CHUNK_K / p.group_size;
+                    acc += dot_chunk(w[u], xs + chunk * 16, szt[g * INT4_TILE_N]);
+                }
+            }
+        }
+        // Lanes j and j + 16 summed the two halves of each step for the same slot.
+        acc += __shfl_xor_sync(0xffffffffu, acc, 16);
+        if (lane < 16) red[warp * INT4_TILE_N + j] = acc;
+        __syncthreads();
+        if (warp == 0) {
+            float v = 0.f;
+#pragma unroll
+            for (int w = 0; w < WARPS; ++w) v += red[w * INT4_TILE_N + j];
+            epilogue<EPI>(p, t, v);
+        }
+        __syncthreads();
+    }
+}
+
+}  // namespace gemv
+
+// Shared memory: k_pad * 2 bytes (the staged input) + (WARPS * 16 + WARPS) * 4. Block: 256 threads.
+// Grid: ceil(n_pad / 16 / tiles_per_block) blocks.
+
+// q/k/v projection of the normalized residual stream, with rotary embedding and the KV-cache append.
+extern "C" __global__ void __launch_bounds__(256) gemv_int4_qkv(const GemvParams p) {
+    gemv::run<gemv::NORM, gemv::QKV_ROPE>(p);
+}
+
+// gate/up projection of the normalized residual stream, with SwiGLU: h = silu(gate) * up.
+extern "C" __global__ void __launch_bounds__(256) gemv_int4_gate_up(const GemvParams p) {
+    gemv::run<gemv::NORM, gemv::SWIGLU>(p);
+}
+
+// o/down projection of an f16 input, added to the residual stream, with partial sums of squares for the next norm.
+extern "C" __global__ void __launch_bounds__(256) gemv_int4_residual(const GemvParams p) {
+    gemv::run<gemv::PLAIN, gemv::RESIDUAL>(p);
+}
+
+// Plain y = x · W of an f16 input into f32 (kernel tests).
+extern "C" __global__ void __launch_bounds__(256) gemv_int4_store(const GemvParams p) {
+    gemv::run<gemv::PLAIN, gemv::STORE>(p);
+}
+
+// Plain y = rmsnorm(x) · W into f32 (kernel tests of the fused norm).
+extern "C" __global__ void __launch_bounds__(256) gemv_int4_norm_store(const GemvParams p) {
+    gemv::run<gemv::NORM, gemv::STORE>(p);
+}

@@ -1,0 +1,79 @@
+// GPTQ int4 helpers shared by the decode GEMV and the prefill GEMM, and the parameter blocks their kernels take.
+//
+// The weights are in the engine's tile layout (engine/src/backend/cuda/layout.rs has the full description):
+//   qw[tile][step][lane] is a uint4: lane l reads the 32 rows 32*(2*step + l/16) .. +32 of slot l%16 as 4 words
+//   of 8 nibbles (low nibble = lowest row); sz[tile][group][slot] is a half2 (scale, 1024 + zero).
+#pragma once
+#include "common.cuh"
+#include <cuda_fp16.h>
+
+// Output slots per tile and input rows per warp step; must match TILE_N / STEP_K in layout.rs.
+#define INT4_TILE_N 16
+#define INT4_STEP_K 64
+#define INT4_CHUNK_K 32
+
+// `(a & b) | c` in one instruction. Buys: turning a nibble into the fp16 number 1024 + q costs one LOP3 instead of
+// an AND and an OR (the dequantization is the GEMV's only arithmetic besides the FMAs, so every op counts).
+ENGINE_DEV uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+ENGINE_DEV __half2 u32_as_half2(uint32_t v) {
+    __half2 h;
+    *reinterpret_cast<uint32_t*>(&h) = v;
+    return h;
+}
+
+ENGINE_DEV uint32_t half2_as_u32(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
+
+// The four half2 pairs (q_i − zero, q_{i+4} − zero), i = 0..3, of one packed word, exactly.
+// Why it works: 0x6400 is fp16 1024.0, whose mantissa step is exactly 1, so OR-ing a 4-bit value into the low
+// mantissa bits gives the fp16 number 1024 + q; masking with 0x000F000F picks nibble i into the low half and
+// nibble i + 4 (bits 16..19 of word >> 4i) into the high half at once. Subtracting (1024 + zero), which the
+// layout stores precomputed, leaves q − zero ∈ [−16, 14], exact in fp16.
+ENGINE_DEV void dequant_word(uint32_t word, __half2 zz, __half2 out[4]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint32_t t = lop3_and_or(word >> (4 * i), 0x000F000Fu, 0x64006400u);
+        out[i] = __hsub2(u32_as_half2(t), zz);
+    }
+}
+
+// Everything the decode GEMV kernels read and write. One struct for every variant keeps the host side to one
+// #[repr(C)] mirror (engine/src/backend/cuda/params.rs); fields a variant does not use are ignored.
+// Pointers first, then 32-bit scalars, so that the C and Rust layouts have no padding to disagree on.
+struct GemvParams {
+    // Weights in the tile layout.
+    const uint4* qw;
+    const uint32_t* sz;       // half2 (scale, 1024 + zero) per [tile][group][slot]
+    const uint32_t* perm;     // act-order: original row of each sorted row (k_pad entries); null otherwise
+    const uint32_t* col_map;  // output column of each slot; 0xFFFFFFFF = padding
+    // Prologue inputs.
+    const float* x;           // NORM: the residual stream, f32 [k]
+    const __half* x16;        // PLAIN: the input, f16 [k]
+    const __half* norm_w;     // NORM: RMSNorm weight [k]
+    const float* ssq;         // NORM: partial sums of squares of x, n_ssq of them
+    // Epilogue outputs.
+    float* y;                 // STORE: y[n] = acc; RESIDUAL: y[n] += acc (y is the residual stream)
+    float* ssq_out;           // RESIDUAL: sum of squares of the new y over each tile's slots, one per tile
+    __half* out16;            // QKV: q [q_dim]; SWIGLU: h [inter]
+    __half* k_cache;          // QKV: this layer's keys [kv_heads][ctx][head_dim]
+    __half* v_cache;          // QKV: this layer's values, same shape
+    const float* rope_cos;    // QKV: [max_pos][head_dim / 2]
+    const float* rope_sin;
+    const uint32_t* pos;      // QKV: position of the token being decoded
+    uint32_t k;               // input rows (unpadded)
+    uint32_t k_pad;           // input rows padded to INT4_STEP_K
+    uint32_t n_pad;           // slots (a multiple of INT4_TILE_N)
+    uint32_t groups;
+    uint32_t group_size;      // rows per group after sorting (a multiple of INT4_CHUNK_K)
+    uint32_t tiles_per_block;
+    uint32_t n_ssq;
+    float eps;
+    uint32_t ctx;             // QKV: positions per KV head in the caches
+    uint32_t head_dim;
+    uint32_t q_dim;           // QKV: heads * head_dim
+    uint32_t kv_dim;          // QKV: kv_heads * head_dim
+};
