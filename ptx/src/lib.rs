@@ -55,7 +55,7 @@ pub mod kernels {
     /// `util.cu`: `copy_bytes_read_bw(const uint4* src, uint4* dst, uint64_t n16)`.
     ///
     /// Copies `16 * n16` bytes from `src` to `dst` (16-byte aligned, not overlapping); `bench` uses it for the
-    /// card's copy bandwidth (count bytes read + written). Grid of a few blocks per SM, e.g. 4 x SMs x 256 threads.
+    /// card's copy bandwidth (count bytes read + written). Grid of a few blocks per SM, e.g. 2 x SMs x 256 threads.
     pub const COPY_BYTES_READ_BW: &str = "copy_bytes_read_bw";
 
     /// Every kernel above.
