@@ -1,3 +1,149 @@
 //! The engine's GPU kernels, compiled ahead of time to PTX (see `ptx/build_ptx.py`) and committed, so that building
 //! the engine needs no CUDA toolkit and running it needs only an NVIDIA driver.
+//!
+//! Two modules hold every kernel of `ptx/kernels/*.cu`, compiled by NVRTC 12.4 to **PTX ISA 8.4**, which NVIDIA
+//! drivers **R550 and newer** load (an older driver fails `cuModuleLoadData` with an unsupported-PTX error):
+//! - [`PTX_SM80`] (`.target sm_80`): every card of compute capability 8.0 and up, through the driver's JIT;
+//! - [`PTX_SM90A`] (`.target sm_90a`): sm_90 (H100/H200) only, with the Hopper-only instructions enabled.
+//!
+//! [`ptx_for`] picks the module for a card; [`kernels`] names the entry points.
 #![no_std]
+
+/// All kernels for compute capability 8.0 and up (`.target sm_80`). The driver JIT-compiles it for the card; the
+/// Hopper-only paths (`griddepcontrol`, wgmma, setmaxnreg) are compiled out.
+pub const PTX_SM80: &str = include_str!("../generated/engine_sm80.ptx");
+
+/// All kernels for compute capability 9.0 exactly (`.target sm_90a`: arch-specific, it loads on no other card), with
+/// the Hopper-only paths compiled in.
+pub const PTX_SM90A: &str = include_str!("../generated/engine_sm90a.ptx");
+
+/// The PTX ISA version of both modules: drivers R550 and newer load it.
+pub const PTX_ISA_VERSION: &str = "8.4";
+
+/// The lowest compute capability the engine supports: sm_80 (A100). Older cards get `None` from [`ptx_for`].
+pub const MIN_COMPUTE_CAPABILITY: (u32, u32) = (8, 0);
+
+/// The PTX module for a card of compute capability `cc_major.cc_minor` (as the driver reports it), or `None` below
+/// the minimum, sm_80.
+///
+/// - 9.0 (H100, H200): [`PTX_SM90A`], whose `sm_90a` target loads only there;
+/// - every other capability from 8.0 up (8.0, 8.6, 8.7, 8.9, 10.x, 12.x, ...): [`PTX_SM80`], JIT-compiled by the
+///   driver;
+/// - below 8.0: `None`: sm_80 is the minimum (kernels may use `cp.async`, bf16 tensor cores and other sm_80
+///   features).
+pub fn ptx_for(cc_major: u32, cc_minor: u32) -> Option<&'static str> {
+    match (cc_major, cc_minor) {
+        (9, 0) => Some(PTX_SM90A),
+        (major, minor) if (major, minor) >= MIN_COMPUTE_CAPABILITY => Some(PTX_SM80),
+        _ => None,
+    }
+}
+
+/// Kernel entry points, present in both modules under the same names (the kernels are `extern "C"`).
+///
+/// To add a kernel: one `pub const` named like the kernel in capitals, with the source file, the parameter list
+/// exactly as in the `.cu` file (the launch must pass the arguments in that order, with those sizes), and the launch
+/// shape in its doc comment; then add it to [`ALL`]. The tests fail if a kernel of the PTX is missing here or a name
+/// here is missing from either module.
+pub mod kernels {
+    /// `util.cu`: `fill_u32(uint32_t* p, uint32_t value, uint64_t n)`.
+    ///
+    /// Sets `p[0..n)` to `value`; tests poison outputs with a NaN pattern (`0x7fc00000` f32, `0x7e007e00` a pair
+    /// of f16, `0x7fc07fc0` a pair of bf16) first. Any 1-D grid (grid-stride loop); `p` 4-byte aligned.
+    pub const FILL_U32: &str = "fill_u32";
+
+    /// `util.cu`: `copy_bytes_read_bw(const uint4* src, uint4* dst, uint64_t n16)`.
+    ///
+    /// Copies `16 * n16` bytes from `src` to `dst` (16-byte aligned, not overlapping); `bench` uses it for the
+    /// card's copy bandwidth (count bytes read + written). Grid of a few blocks per SM, e.g. 2 x SMs x 256 threads.
+    pub const COPY_BYTES_READ_BW: &str = "copy_bytes_read_bw";
+
+    /// Every kernel above.
+    pub const ALL: &[&str] = &[FILL_U32, COPY_BYTES_READ_BW];
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std; // the test harness has std; the crate itself stays no_std
+    use super::*;
+    use std::format;
+
+    const MODULES: [(&str, &str, &str); 2] = [
+        ("engine_sm80", PTX_SM80, "sm_80"),
+        ("engine_sm90a", PTX_SM90A, "sm_90a"),
+    ];
+
+    /// The names of the `.entry` directives of a PTX module.
+    fn entries(ptx: &str) -> impl Iterator<Item = &str> {
+        ptx.lines().filter_map(|line| {
+            let rest = line
+                .strip_prefix(".visible ")
+                .unwrap_or(line)
+                .strip_prefix(".entry ")?;
+            Some(rest.split('(').next().unwrap_or("").trim())
+        })
+    }
+
+    #[test]
+    fn every_listed_kernel_is_an_entry_of_both_modules() {
+        for (module, ptx, _) in MODULES {
+            for name in kernels::ALL {
+                let pattern = format!(".visible .entry {name}(");
+                assert!(
+                    ptx.contains(&pattern),
+                    "{module}: no `{pattern}`: regenerate with ptx/build_ptx.py"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_entry_of_both_modules_is_listed() {
+        for (module, ptx, _) in MODULES {
+            let mut count = 0;
+            for name in entries(ptx) {
+                assert!(
+                    kernels::ALL.contains(&name),
+                    "{module}: kernel `{name}` is not listed in ptx::kernels"
+                );
+                count += 1;
+            }
+            assert_eq!(count, kernels::ALL.len(), "{module}: entry count");
+        }
+    }
+
+    #[test]
+    fn modules_are_ptx_isa_8_4_for_their_target() {
+        for (module, ptx, target) in MODULES {
+            let version = ptx
+                .lines()
+                .find_map(|l| l.strip_prefix(".version "))
+                .map(str::trim);
+            assert_eq!(
+                version,
+                Some(PTX_ISA_VERSION),
+                "{module}: a newer ISA would raise the minimum driver"
+            );
+            let t = ptx
+                .lines()
+                .find_map(|l| l.strip_prefix(".target "))
+                .map(str::trim);
+            assert_eq!(t, Some(target), "{module}");
+            assert!(
+                !ptx.contains('\0'),
+                "{module}: NUL byte (the driver takes a C string)"
+            );
+        }
+    }
+
+    #[test]
+    fn ptx_for_picks_the_module_by_compute_capability() {
+        assert_eq!(ptx_for(9, 0), Some(PTX_SM90A));
+        for (major, minor) in [(8, 0), (8, 6), (8, 7), (8, 9), (9, 1), (10, 0), (12, 0)] {
+            assert_eq!(ptx_for(major, minor), Some(PTX_SM80), "{major}.{minor}");
+        }
+        for (major, minor) in [(7, 5), (7, 0), (6, 1), (0, 0)] {
+            assert_eq!(ptx_for(major, minor), None, "{major}.{minor}");
+        }
+    }
+}

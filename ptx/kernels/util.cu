@@ -1,0 +1,57 @@
+// Utility kernels that are not part of the model's math: filling buffers and measuring the card's copy bandwidth.
+#include "common.cuh"
+
+// Fill p[0..n) with `value`.
+// Why: tests poison output buffers with a NaN pattern before a kernel runs (0x7fc00000 for f32, 0x7e007e00 for a
+// pair of f16, 0x7fc07fc0 for a pair of bf16), so an element the kernel forgot to write shows up as NaN instead of
+// as a stale, plausible number.
+// Launch: any 1-D grid; the grid-stride loop covers all of n. p must be 4-byte aligned, need not be 16-byte aligned.
+extern "C" __global__ void fill_u32(uint32_t* __restrict__ p, uint32_t value, uint64_t n) {
+    pdl_launch_dependents();
+    pdl_wait();  // the previous kernel may still be reading the buffer we are about to overwrite
+
+    const uint64_t tid = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+
+    // Split into a head up to the first 16-byte boundary (0-3 words), a 16-byte-aligned body and a tail (0-3 words).
+    // Buys: the body uses 16-byte stores whatever offset the caller's view starts at.
+    uint64_t head = ((16u - ((uintptr_t)p & 15u)) & 15u) / 4u;
+    if (head > n) head = n;
+    const uint64_t n_body = (n - head) / 4u;  // in uint4
+    const uint64_t tail_begin = head + 4u * n_body;
+
+    if (tid < head) p[tid] = value;
+    uint4* body = reinterpret_cast<uint4*>(p + head);
+    const uint4 v = make_uint4(value, value, value, value);
+    for (uint64_t i = tid; i < n_body; i += stride) stg_stream_v4(body + i, v);
+    if (tid < n - tail_begin) p[tail_begin + tid] = value;
+}
+
+// dst[i] = src[i] for i in [0, n16): a copy of 16 * n16 bytes.
+// Why: `bench` measures the bandwidth a kernel can reach on this card (bytes read + bytes written per second), the
+// roof that the memory-bound decode kernels are judged against. Use buffers much larger than L2 (50 MB on H100) so
+// the number is DRAM bandwidth, not L2 bandwidth.
+// Launch: a 1-D grid of a few blocks per SM (2 x SMs x 256 threads was best on an H200: 4.0 TB/s read + write on
+// 2 GiB, cuMemcpyDtoD 4.28 TB/s); the grid-stride loop covers all of n16. src and dst must not overlap.
+extern "C" __global__ void copy_bytes_read_bw(const uint4* __restrict__ src, uint4* __restrict__ dst, uint64_t n16) {
+    pdl_launch_dependents();
+    pdl_wait();
+
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+
+    // Four independent 16-byte loads are issued before the first store. Buys: 64 bytes in flight per thread instead
+    // of 16, which is what it takes to cover DRAM latency with a grid of only a few blocks per SM. Consecutive lanes
+    // touch consecutive 16-byte chunks, so each load instruction of a warp reads 512 contiguous bytes.
+    for (; i + 3u * stride < n16; i += 4u * stride) {
+        const uint4 a = ldg_stream_v4(src + i);
+        const uint4 b = ldg_stream_v4(src + i + stride);
+        const uint4 c = ldg_stream_v4(src + i + 2u * stride);
+        const uint4 d = ldg_stream_v4(src + i + 3u * stride);
+        stg_stream_v4(dst + i, a);
+        stg_stream_v4(dst + i + stride, b);
+        stg_stream_v4(dst + i + 2u * stride, c);
+        stg_stream_v4(dst + i + 3u * stride, d);
+    }
+    for (; i < n16; i += stride) stg_stream_v4(dst + i, ldg_stream_v4(src + i));
+}
