@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use engine_tools::Tokenizer;
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::{CudaBackend, CudaOptions};
 use crate::backend::{Backend, BackendKind};
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -127,11 +128,23 @@ impl Engine {
     }
 }
 
-fn make_backend(model: &Arc<Model>, opts: &EngineOptions, max_context: usize) -> Result<(Box<dyn Backend>, Option<String>)> {
-    let _ = max_context;
+fn make_backend(
+    model: &Arc<Model>,
+    opts: &EngineOptions,
+    max_context: usize,
+) -> Result<(Box<dyn Backend>, Option<String>)> {
+    let cuda = || {
+        let o = CudaOptions { device: opts.device, max_context, prefill_chunk: opts.prefill_chunk, progress: opts.progress };
+        CudaBackend::new(model.clone(), o)
+    };
     match opts.backend {
         BackendKind::Cpu => Ok((Box::new(CpuBackend::new(model.clone())), None)),
-        BackendKind::Cuda => Err(Error::BackendUnavailable("the CUDA backend is not built yet".into())),
-        BackendKind::Auto => Ok((Box::new(CpuBackend::new(model.clone())), Some("CUDA backend not built".into()))),
+        BackendKind::Cuda => Ok((Box::new(cuda()?), None)),
+        BackendKind::Auto => match cuda() {
+            Ok(b) => Ok((Box::new(b), None)),
+            // Only a missing or unsuitable GPU falls back; a failure on a working GPU is reported.
+            Err(Error::BackendUnavailable(why)) => Ok((Box::new(CpuBackend::new(model.clone())), Some(why))),
+            Err(e) => Err(e),
+        },
     }
 }

@@ -31,7 +31,7 @@ struct AttnParams {
 namespace attn {
 
 constexpr int WARPS = 4;
-constexpr float NEG_INF = -__int_as_float(0x7f800000);
+#define ATTN_NEG_INF (-__int_as_float(0x7f800000))
 
 // Online-softmax state of one lane: its 8 output dims plus the running max and sum of its position group.
 struct State {
@@ -40,7 +40,7 @@ struct State {
 
 ENGINE_DEV void merge(State& a, const State& b) {
     const float m = fmaxf(a.m, b.m);
-    if (m == NEG_INF) return;  // both empty
+    if (m == ATTN_NEG_INF) return;  // both empty
     const float ca = exp2f(a.m - m), cb = exp2f(b.m - m);
     a.l = a.l * ca + b.l * cb;
 #pragma unroll
@@ -73,7 +73,7 @@ ENGINE_DEV State block_pass(const AttnParams& p, uint32_t row, uint32_t h, uint3
     load8(p.q + (size_t)row * p.heads * p.head_dim + h * p.head_dim + dl * 8, q);
 
     State st;
-    st.m = NEG_INF;
+    st.m = ATTN_NEG_INF;
     st.l = 0.f;
 #pragma unroll
     for (int i = 0; i < 8; ++i) st.o[i] = 0.f;
@@ -165,7 +165,7 @@ extern "C" __global__ void __launch_bounds__(128) attn_decode(const AttnParams p
     __threadfence();
     if (warp == 0 && lane < (int)lp) {
         attn::State acc;
-        acc.m = attn::NEG_INF;
+        acc.m = ATTN_NEG_INF;
         acc.l = 0.f;
 #pragma unroll
         for (int i = 0; i < 8; ++i) acc.o[i] = 0.f;

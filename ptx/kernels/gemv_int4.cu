@@ -179,7 +179,7 @@ ENGINE_DEV void run(const GemvParams& p) {
                 const uint32_t s = s0 + u * WARPS;
                 if (s < steps) {
                     const uint32_t chunk = 2 * s + hsel;
-                    const uint32_t g = chunk * INT4_CHUNK_K / p.group_size;
+                    const uint32_t g = min(chunk * INT4_CHUNK_K / p.group_size, p.groups - 1);
                     acc += dot_chunk(w[u], xs + chunk * 16, szt[g * INT4_TILE_N]);
                 }
             }

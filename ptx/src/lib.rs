@@ -58,8 +58,73 @@ pub mod kernels {
     /// card's copy bandwidth (count bytes read + written). Grid of a few blocks per SM, e.g. 2 x SMs x 256 threads.
     pub const COPY_BYTES_READ_BW: &str = "copy_bytes_read_bw";
 
+    /// `embed.cu`: `embed_tokens(const uint32_t* tokens, const __half* table, float* x, float* ssq_out, uint32_t dim)`.
+    /// One block per row, 256 threads; `ssq_out` may be null.
+    pub const EMBED_TOKENS: &str = "embed_tokens";
+    /// `norm.cu`: `rmsnorm_rows(const float* x, const __half* w, __half* out, const uint32_t* perm, uint32_t dim,
+    /// float eps)`. One block per row, 256 threads; `perm` may be null.
+    pub const RMSNORM_ROWS: &str = "rmsnorm_rows";
+    /// `norm.cu`: `permute_cols(const __half* in, __half* out, const uint32_t* perm, uint32_t cols)`. One block per
+    /// row, 256 threads.
+    pub const PERMUTE_COLS: &str = "permute_cols";
+    /// `rope.cu`: `rope_kv_rows(const __half* qkv, __half* q_out, __half* k_cache, __half* v_cache, const float* cos,
+    /// const float* sin, const uint32_t* pos0, uint32_t q_dim, uint32_t kv_dim, uint32_t head_dim, uint32_t ctx)`.
+    /// One block per row, 128 threads.
+    pub const ROPE_KV_ROWS: &str = "rope_kv_rows";
+    /// `swiglu.cu`: `swiglu_rows(const __half* gu, __half* h, const uint32_t* perm, uint32_t inter)`. One block per
+    /// row, 256 threads; `perm` may be null.
+    pub const SWIGLU_ROWS: &str = "swiglu_rows";
+    /// `gemv_int4.cu`: `gemv_int4_qkv(GemvParams)`: norm prologue, rotary + KV-append epilogue. 256 threads,
+    /// dynamic shared memory `k_pad * 2 + 544`.
+    pub const GEMV_INT4_QKV: &str = "gemv_int4_qkv";
+    /// `gemv_int4.cu`: `gemv_int4_gate_up(GemvParams)`: norm prologue, SwiGLU epilogue.
+    pub const GEMV_INT4_GATE_UP: &str = "gemv_int4_gate_up";
+    /// `gemv_int4.cu`: `gemv_int4_residual(GemvParams)`: f16 input, residual-add epilogue with partial sums of squares.
+    pub const GEMV_INT4_RESIDUAL: &str = "gemv_int4_residual";
+    /// `gemv_int4.cu`: `gemv_int4_store(GemvParams)`: f16 input, f32 output (tests).
+    pub const GEMV_INT4_STORE: &str = "gemv_int4_store";
+    /// `gemv_int4.cu`: `gemv_int4_norm_store(GemvParams)`: norm prologue, f32 output (tests).
+    pub const GEMV_INT4_NORM_STORE: &str = "gemv_int4_norm_store";
+    /// `gemm_int4.cu`: `gemm_int4_store16(GemmParams)`: 128 threads, 31744 bytes of dynamic shared memory, grid
+    /// (ceil(n_pad / 64), ceil(m / 64)); f16 output.
+    pub const GEMM_INT4_STORE16: &str = "gemm_int4_store16";
+    /// `gemm_int4.cu`: `gemm_int4_residual(GemmParams)`: adds into an f32 output.
+    pub const GEMM_INT4_RESIDUAL: &str = "gemm_int4_residual";
+    /// `gemm_int4.cu`: `gemm_int4_store32(GemmParams)`: f32 output (tests).
+    pub const GEMM_INT4_STORE32: &str = "gemm_int4_store32";
+    /// `attention.cu`: `attn_decode(AttnParams)`: grid (heads, splits), 128 threads.
+    pub const ATTN_DECODE: &str = "attn_decode";
+    /// `attention.cu`: `attn_prefill(AttnParams)`: grid (heads, rows), 128 threads.
+    pub const ATTN_PREFILL: &str = "attn_prefill";
+    /// `lm_head.cu`: `lm_head_f16(LmHeadParams)`: 256 threads, dynamic shared memory `k * 4`, grid
+    /// ceil(vocab / rows_per_block).
+    pub const LM_HEAD_F16: &str = "lm_head_f16";
+    /// `decode.cu`: `decode_advance(uint32_t* pos, const uint32_t* token, uint32_t* ring, uint32_t ring_len)`: one
+    /// thread.
+    pub const DECODE_ADVANCE: &str = "decode_advance";
+
     /// Every kernel above.
-    pub const ALL: &[&str] = &[FILL_U32, COPY_BYTES_READ_BW];
+    pub const ALL: &[&str] = &[
+        FILL_U32,
+        COPY_BYTES_READ_BW,
+        EMBED_TOKENS,
+        RMSNORM_ROWS,
+        PERMUTE_COLS,
+        ROPE_KV_ROWS,
+        SWIGLU_ROWS,
+        GEMV_INT4_QKV,
+        GEMV_INT4_GATE_UP,
+        GEMV_INT4_RESIDUAL,
+        GEMV_INT4_STORE,
+        GEMV_INT4_NORM_STORE,
+        GEMM_INT4_STORE16,
+        GEMM_INT4_RESIDUAL,
+        GEMM_INT4_STORE32,
+        ATTN_DECODE,
+        ATTN_PREFILL,
+        LM_HEAD_F16,
+        DECODE_ADVANCE,
+    ];
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use crate::session::sampler::{Sampler, SamplerParams};
 use engine_format::ModelConfig;
 
 pub mod cpu;
+pub mod cuda;
 
 /// Which backend to run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -116,13 +116,15 @@ pub fn column_map(order: ColumnOrder, n: usize) -> Vec<u32> {
     map
 }
 
-/// Views of one GPTQ linear's tensors.
-struct GptqView<'a> {
-    qweight: &'a [u32],
-    qzeros: &'a [u32],
-    scales: &'a [f16],
-    g_idx: &'a [u32],
-    n: usize,
+/// Views of one GPTQ linear's tensors, as AutoGPTQ lays them out.
+#[derive(Clone, Copy)]
+pub struct GptqParts<'a> {
+    pub qweight: &'a [u32],
+    pub qzeros: &'a [u32],
+    pub scales: &'a [f16],
+    pub g_idx: &'a [u32],
+    /// Output columns.
+    pub n: usize,
 }
 
 /// Repack GPTQ `parts` (concatenated along N, sharing K, group size and `g_idx`) into the device layout, with
@@ -145,7 +147,7 @@ pub fn repack(model: &Model, parts: &[&Linear], order: ColumnOrder, what: &str) 
                 "{what}: fused parts differ in K or grouping ({in_features}/{g} vs {k}/{group_size})"
             )));
         }
-        views.push(GptqView {
+        views.push(GptqParts {
             qweight: model.u32(qweight),
             qzeros: model.u32(qzeros),
             scales: model.f16(scales),
@@ -153,6 +155,18 @@ pub fn repack(model: &Model, parts: &[&Linear], order: ColumnOrder, what: &str) 
             n: *out_features,
         });
     }
+    repack_parts(&views, k, group_size, groups, order, what)
+}
+
+/// [`repack`] over raw tensors: `k` input rows, `group_size` rows per group (as configured), `groups` groups.
+pub fn repack_parts(
+    views: &[GptqParts<'_>],
+    k: usize,
+    group_size: usize,
+    groups: usize,
+    order: ColumnOrder,
+    what: &str,
+) -> Result<DeviceLinear> {
     if views.windows(2).any(|w| w[0].g_idx != w[1].g_idx) {
         return Err(Error::BackendUnavailable(format!(
             "{what}: the fused parts have different g_idx (act-order permutations); the CUDA backend needs them equal"
@@ -187,7 +201,7 @@ pub fn repack(model: &Model, parts: &[&Linear], order: ColumnOrder, what: &str) 
     let (tiles, steps) = (n_pad / TILE_N, k_pad / STEP_K);
 
     // Locate fused column c in its part.
-    let locate = |c: usize| -> (&GptqView<'_>, usize) {
+    let locate = |c: usize| -> (&GptqParts<'_>, usize) {
         let mut c = c;
         for v in &views {
             if c < v.n {

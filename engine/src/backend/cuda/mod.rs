@@ -1,0 +1,271 @@
+//! The CUDA backend: the memory plan allocated once, weights repacked and uploaded at load, a prefill path of
+//! tensor-core GEMMs, and a decode step captured once per KV cache as a CUDA graph and replayed per token.
+//!
+//! Where the work is: `ptx/kernels/` (one concern per file). This module only decides what runs where:
+//! - [`driver`]: device, module, memory, launches;
+//! - [`layout`]: the repacked int4 layout the kernels read;
+//! - [`params`]: the kernels' parameter blocks;
+//! - [`weights`]: the upload;
+//! - [`step`]: the launch sequences of a prefill chunk and of a decode step.
+
+pub mod driver;
+pub mod layout;
+pub mod params;
+mod step;
+pub mod weights;
+
+#[cfg(test)]
+mod tests;
+
+use std::any::Any;
+use std::sync::Arc;
+
+use cudarc::driver::CudaGraph;
+use engine_format::plan::{self, MemoryPlan, PlanLimits, Region};
+use engine_format::ModelConfig;
+
+use crate::backend::{Backend, KvCache, LogitsOut};
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::session::sampler::Sampler;
+use driver::{DeviceMem, Gpu};
+use weights::DeviceWeights;
+
+/// Load-time choices for the CUDA backend.
+#[derive(Debug, Clone, Copy)]
+pub struct CudaOptions {
+    pub device: usize,
+    pub max_context: usize,
+    pub prefill_chunk: usize,
+    pub progress: bool,
+}
+
+pub struct CudaBackend {
+    gpu: Gpu,
+    model: Arc<Model>,
+    plan: MemoryPlan,
+    w: DeviceWeights,
+    act: DeviceMem,
+    ws: DeviceMem,
+    prefill_chunk: usize,
+    /// Seconds the weight upload took (repack + copy).
+    pub upload_s: f64,
+}
+
+/// A KV cache on the device, and the decode graphs captured for it (their kernel parameters point into it).
+pub struct CudaKvCache {
+    mem: DeviceMem,
+    capacity: usize,
+    graphs: DecodeGraphs,
+}
+
+#[derive(Default)]
+struct DecodeGraphs {
+    /// Ends in the fused argmax and `decode_advance`: the next token never leaves the device.
+    greedy: Option<SendGraph>,
+    /// Ends with the logits in the workspace, for sampling on the host.
+    logits: Option<SendGraph>,
+}
+
+/// A captured graph. cudarc's `CudaGraph` is not `Send` because graph handles must not be used from two threads
+/// at once; every use here happens under the backend's lock (`&mut CudaBackend`), which serializes them.
+struct SendGraph(CudaGraph);
+// SAFETY: see the type's comment: access is serialized by `&mut` on the backend that owns the cache's use.
+unsafe impl Send for SendGraph {}
+
+impl KvCache for CudaKvCache {
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+impl CudaBackend {
+    pub fn new(model: Arc<Model>, opts: CudaOptions) -> Result<CudaBackend> {
+        let gpu = Gpu::open(opts.device)?;
+        check_supported(&model.desc.config)?;
+        let limits = PlanLimits { max_context: opts.max_context, prefill_chunk: opts.prefill_chunk };
+        let plan = plan::plan(&model.desc, limits);
+        let t0 = std::time::Instant::now();
+        let w = DeviceWeights::upload(&gpu, &model, &plan, opts.progress)?;
+        let upload_s = t0.elapsed().as_secs_f64();
+        let act = gpu.alloc(plan.region_size(Region::Activations), "activations")?;
+        let ws = gpu.alloc(plan.region_size(Region::Workspace), "workspace")?;
+        gpu.sync()?;
+        Ok(CudaBackend { gpu, model, plan, w, act, ws, prefill_chunk: opts.prefill_chunk, upload_s })
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+    pub fn plan(&self) -> &MemoryPlan {
+        &self.plan
+    }
+
+    /// Device address of a plan buffer in the activation or workspace region.
+    fn buf(&self, name: &str) -> u64 {
+        let b = self.plan.get(name).unwrap_or_else(|| panic!("plan has no buffer {name}"));
+        match b.region {
+            Region::Activations => self.act.ptr + b.offset as u64,
+            Region::Workspace => self.ws.ptr + b.offset as u64,
+            _ => unreachable!("{name} is not an activation or workspace buffer"),
+        }
+    }
+
+    fn cache<'a>(&self, cache: &'a mut dyn KvCache) -> Result<&'a mut CudaKvCache> {
+        cache
+            .as_any_mut()
+            .downcast_mut::<CudaKvCache>()
+            .ok_or_else(|| Error::InvalidArgument("KV cache was made by another backend".into()))
+    }
+
+    /// Run one decode step for `token` at `pos` through the graph of `kind`, capturing it on first use.
+    fn decode_step(&mut self, cache: &mut CudaKvCache, pos: usize, token: u32, greedy: bool) -> Result<()> {
+        self.gpu.upload(self.buf("ws.tokens"), bytemuck::bytes_of(&token))?;
+        self.gpu.upload(self.buf("ws.pos"), bytemuck::bytes_of(&(pos as u32)))?;
+        let captured = if greedy { cache.graphs.greedy.is_some() } else { cache.graphs.logits.is_some() };
+        if !captured {
+            let stream = self.gpu.stream.clone();
+            stream
+                .begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                .map_err(|e| Error::Device(format!("starting graph capture: {e}")))?;
+            let launched = step::decode(self, cache.mem.ptr, cache.capacity, greedy);
+            let graph = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
+            launched?;
+            let graph = graph
+                .map_err(|e| Error::Device(format!("capturing the decode graph: {e}")))?
+                .ok_or_else(|| Error::Device("graph capture produced no graph".into()))?;
+            let graph = Some(SendGraph(graph));
+            if greedy {
+                cache.graphs.greedy = graph;
+            } else {
+                cache.graphs.logits = graph;
+            }
+        }
+        let slot = if greedy { &cache.graphs.greedy } else { &cache.graphs.logits };
+        let graph = &slot.as_ref().expect("captured above").0;
+        graph.launch().map_err(|e| Error::Device(format!("replaying the decode graph: {e}")))
+    }
+
+    /// Run a prefill chunk of `tokens` at positions `start..`; leaves the last row's residual in `act.x`.
+    fn prefill(&mut self, cache: &CudaKvCache, start: usize, tokens: &[u32]) -> Result<()> {
+        self.gpu.upload(self.buf("ws.tokens"), bytemuck::cast_slice(tokens))?;
+        self.gpu.upload(self.buf("ws.pos"), bytemuck::bytes_of(&(start as u32)))?;
+        step::prefill(self, cache.mem.ptr, cache.capacity, tokens.len())
+    }
+}
+
+/// What the CUDA kernels need of a model's shape, checked before anything is allocated.
+fn check_supported(c: &ModelConfig) -> Result<()> {
+    let hd = c.head_dim;
+    if !(hd.is_power_of_two() && (8..=256).contains(&hd)) {
+        return Err(Error::BackendUnavailable(format!(
+            "head_dim {hd}: the CUDA attention kernels need a power of two in 8..=256; use --backend cpu"
+        )));
+    }
+    if c.hidden_size % 8 != 0 || c.intermediate_size % 8 != 0 {
+        return Err(Error::BackendUnavailable(
+            "hidden_size and intermediate_size must be multiples of 8 on the CUDA backend; use --backend cpu".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Backend for CudaBackend {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn config(&self) -> &ModelConfig {
+        &self.model.desc.config
+    }
+
+    fn device_description(&self) -> String {
+        self.gpu.describe()
+    }
+
+    fn new_cache(&mut self, max_context: usize) -> Result<Box<dyn KvCache>> {
+        if max_context == 0 || max_context > self.plan.limits.max_context {
+            return Err(Error::InvalidArgument(format!(
+                "max context must be in 1..={} (the context the model was loaded for), got {max_context}",
+                self.plan.limits.max_context
+            )));
+        }
+        let c = self.config();
+        let bytes = 2 * c.num_hidden_layers * c.num_key_value_heads * max_context * c.head_dim * 2;
+        let mem = self.gpu.alloc(bytes, "the KV cache")?;
+        Ok(Box::new(CudaKvCache { mem, capacity: max_context, graphs: DecodeGraphs::default() }))
+    }
+
+    fn forward(&mut self, cache: &mut dyn KvCache, start: usize, tokens: &[u32], out: LogitsOut<'_>) -> Result<()> {
+        let cache = self.cache(cache)?;
+        crate::backend::cpu::check_forward_args(self.config(), cache.capacity, start, tokens, &out)?;
+        if tokens.len() > self.prefill_chunk {
+            return Err(Error::InvalidArgument(format!(
+                "{} tokens in one forward pass; the CUDA backend takes at most the prefill chunk ({})",
+                tokens.len(),
+                self.prefill_chunk
+            )));
+        }
+        let vocab = self.config().vocab_size;
+        let logits = self.buf("ws.logits");
+        if tokens.len() == 1 {
+            self.decode_step(cache, start, tokens[0], false)?;
+            match out {
+                LogitsOut::None => self.gpu.sync(),
+                LogitsOut::Last(dst) | LogitsOut::All(dst) => self.gpu.download(dst, logits),
+            }
+        } else {
+            self.prefill(cache, start, tokens)?;
+            let rows: Vec<(usize, &mut [f32])> = match out {
+                LogitsOut::None => return self.gpu.sync(),
+                LogitsOut::Last(dst) => vec![(tokens.len() - 1, dst)],
+                LogitsOut::All(dst) => dst.chunks_mut(vocab).enumerate().collect(),
+            };
+            for (row, dst) in rows {
+                step::lm_head(self, row, false)?;
+                self.gpu.download(dst, logits)?;
+            }
+            Ok(())
+        }
+    }
+
+    fn forward_sample(
+        &mut self,
+        cache: &mut dyn KvCache,
+        start: usize,
+        tokens: &[u32],
+        sampler: &mut Sampler,
+        history: &[u32],
+    ) -> Result<u32> {
+        // The fused argmax answers greedy decoding without a penalty; everything else samples on the host.
+        let on_device = sampler.params.is_greedy() && sampler.params.repetition_penalty == 1.0;
+        if !on_device {
+            let mut logits = vec![0f32; self.config().vocab_size];
+            self.forward(cache, start, tokens, LogitsOut::Last(&mut logits))?;
+            return Ok(sampler.sample(&mut logits, history));
+        }
+        let cache = self.cache(cache)?;
+        crate::backend::cpu::check_forward_args(self.config(), cache.capacity, start, tokens, &LogitsOut::None)?;
+        let mut next = [0u32];
+        if tokens.len() == 1 {
+            self.decode_step(cache, start, tokens[0], true)?;
+            let ring = self.buf("ws.token_ring") + 4 * (start % plan::TOKEN_RING) as u64;
+            self.gpu.download(&mut next, ring)?;
+        } else {
+            if tokens.len() > self.prefill_chunk {
+                return Err(Error::InvalidArgument(format!(
+                    "{} tokens in one forward pass; the CUDA backend takes at most the prefill chunk ({})",
+                    tokens.len(),
+                    self.prefill_chunk
+                )));
+            }
+            self.prefill(cache, start, tokens)?;
+            step::lm_head(self, tokens.len() - 1, true)?;
+            self.gpu.download(&mut next, self.buf("ws.tokens"))?;
+        }
+        Ok(next[0])
+    }
+}

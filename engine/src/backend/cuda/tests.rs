@@ -1,0 +1,753 @@
+//! Every kernel against a float64 CPU counterpart, on fresh random inputs of many shapes, with outputs poisoned
+//! (NaN) before each launch so that an unwritten element fails the check.
+//!
+//! These need a GPU, so they are `#[ignore]`d in ordinary test runs; the GPU suite (`tests/gpu/suite.sh`) runs
+//! them with `--ignored`. On a machine without a GPU they fail loudly rather than pass.
+
+use half::f16;
+
+use super::driver::{DeviceMem, Gpu};
+use super::layout::{self, ColumnOrder, DeviceLinear, GptqParts, PAD_SLOT, TILE_N};
+use super::params::*;
+use super::step::arg;
+use crate::backend::cpu::RopeTable;
+use engine_format::gptq;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Harness
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// Uniform in [lo, hi).
+    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * ((self.next() >> 11) as f64 / (1u64 << 53) as f64)
+    }
+    fn vec_f16(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f16> {
+        (0..n).map(|_| f16::from_f64(self.uniform(lo, hi))).collect()
+    }
+    fn vec_f32(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi) as f32).collect()
+    }
+}
+
+fn gpu() -> Gpu {
+    Gpu::open(0).expect("the CUDA kernel tests need a CUDA device (run them through tests/gpu/suite.sh)")
+}
+
+fn put<T: bytemuck::Pod>(g: &Gpu, data: &[T]) -> DeviceMem {
+    let bytes: &[u8] = bytemuck::cast_slice(data);
+    let m = g.alloc(bytes.len(), "test input").unwrap();
+    g.upload(m.ptr, bytes).unwrap();
+    m
+}
+
+/// A device buffer of `n` elements of `size` bytes, filled with NaN bits (0xFF bytes: NaN in f32 and f16).
+fn poisoned(g: &Gpu, bytes: usize) -> DeviceMem {
+    let m = g.alloc(bytes, "test output").unwrap();
+    g.upload(m.ptr, &vec![0xFFu8; bytes]).unwrap();
+    m
+}
+
+fn get<T: bytemuck::Pod + Default + Copy>(g: &Gpu, m: &DeviceMem, n: usize) -> Vec<T> {
+    let mut v = vec![T::default(); n];
+    g.download(&mut v, m.ptr).unwrap();
+    v
+}
+
+fn f16s(v: &[u16]) -> Vec<f64> {
+    v.iter().map(|&b| f16::from_bits(b).to_f64()).collect()
+}
+
+/// ‖got − want‖ / ‖want‖, failing on any non-finite value.
+fn rel_l2(got: &[f64], want: &[f64], what: &str) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = got.iter().position(|v| !v.is_finite()) {
+        panic!("{what}: element {i} is {} (unwritten or overflowed)", got[i]);
+    }
+    let num: f64 = got.iter().zip(want).map(|(a, b)| (a - b) * (a - b)).sum();
+    let den: f64 = want.iter().map(|b| b * b).sum();
+    (num / den.max(1e-300)).sqrt()
+}
+
+fn check(got: &[f64], want: &[f64], tol: f64, what: &str) {
+    let e = rel_l2(got, want, what);
+    assert!(e <= tol, "{what}: relative L2 error {e:.3e} > {tol:.1e}");
+}
+
+/// A random AutoGPTQ linear (K × N, group size G or one group, optional act-order, sym or asym) with its exact
+/// dense float64 matrix W[k][n].
+struct RandLinear {
+    k: usize,
+    n: usize,
+    group_size: usize,
+    groups: usize,
+    qweight: Vec<u32>,
+    qzeros: Vec<u32>,
+    scales: Vec<f16>,
+    g_idx: Vec<u32>,
+}
+
+impl RandLinear {
+    fn new(rng: &mut Rng, k: usize, n: usize, group: Option<usize>, act_order: bool, sym: bool) -> Self {
+        let group_size = group.unwrap_or(k);
+        let groups = k.div_ceil(group_size);
+        let mut g_idx: Vec<u32> = (0..k).map(|r| (r / group_size) as u32).collect();
+        if act_order {
+            // AutoGPTQ's structure: g_idx[perm[i]] = i / G for a random permutation.
+            let mut perm: Vec<usize> = (0..k).collect();
+            for i in (1..k).rev() {
+                perm.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            for (i, &p) in perm.iter().enumerate() {
+                g_idx[p] = (i / group_size) as u32;
+            }
+        }
+        let qweight = (0..k / 8 * n).map(|_| rng.next() as u32).collect();
+        let qzeros = (0..groups * n / 8)
+            .map(|_| if sym { gptq::pack8([7; 8]) } else { rng.next() as u32 })
+            .collect();
+        let scales = rng.vec_f16(groups * n, 0.002, 0.02);
+        RandLinear { k, n, group_size, groups, qweight, qzeros, scales, g_idx }
+    }
+
+    fn parts(&self) -> GptqParts<'_> {
+        GptqParts { qweight: &self.qweight, qzeros: &self.qzeros, scales: &self.scales, g_idx: &self.g_idx, n: self.n }
+    }
+
+    fn w(&self, k: usize, n: usize) -> f64 {
+        let g = self.g_idx[k] as usize;
+        let q = gptq::q_at(&self.qweight, self.n, k, n) as f64;
+        let z = gptq::zero_at(&self.qzeros, self.n, g, n) as f64;
+        self.scales[g * self.n + n].to_f64() * (q - z)
+    }
+
+    /// y[n] = Σ_k x[k] W[k][n].
+    fn apply(&self, x: &[f64]) -> Vec<f64> {
+        let mut y = vec![0f64; self.n];
+        for k in 0..self.k {
+            for (n, y) in y.iter_mut().enumerate() {
+                *y += x[k] * self.w(k, n);
+            }
+        }
+        y
+    }
+
+    fn repack(&self, order: ColumnOrder) -> DeviceLinear {
+        layout::repack_parts(&[self.parts()], self.k, self.group_size, self.groups, order, "test").unwrap()
+    }
+}
+
+struct DevLin {
+    _mem: Vec<DeviceMem>,
+    p: GemvParams,
+    d: DeviceLinear,
+}
+
+fn upload_linear(g: &Gpu, d: DeviceLinear) -> DevLin {
+    let qw = put(g, &d.qw);
+    let sz = put(g, &d.sz);
+    let cm = put(g, &d.col_map);
+    let perm = d.perm.as_ref().map(|p| put(g, p));
+    let p = GemvParams {
+        qw: qw.ptr,
+        sz: sz.ptr,
+        perm: perm.as_ref().map_or(0, |m| m.ptr),
+        col_map: cm.ptr,
+        k: d.k as u32,
+        k_pad: d.k_pad as u32,
+        n_pad: d.n_pad as u32,
+        groups: d.groups as u32,
+        group_size: d.group_size as u32,
+        tiles_per_block: 1,
+        eps: 1e-6,
+        ..Default::default()
+    };
+    let mut mem = vec![qw, sz, cm];
+    mem.extend(perm);
+    DevLin { _mem: mem, p, d }
+}
+
+fn gemv(g: &Gpu, f: &cudarc::driver::CudaFunction, lin: &DevLin, p: &GemvParams) {
+    let tiles = lin.d.tiles() as u32;
+    let grid = tiles.div_ceil(p.tiles_per_block);
+    g.launch_struct(f, (grid, 1, 1), 256, lin.d.k_pad as u32 * 2 + 136 * 4, p).unwrap();
+    g.sync().unwrap();
+}
+
+/// The shapes every GPTQ kernel test walks: (K, N, group size, act-order, symmetric).
+const SHAPES: &[(usize, usize, Option<usize>, bool, bool)] = &[
+    (64, 16, Some(32), false, true),
+    (128, 48, Some(64), true, false),
+    (200, 24, Some(32), false, false),
+    (256, 100, None, false, true),
+    (512, 64, Some(128), true, true),
+    (1024, 136, Some(128), false, false),
+    (4096, 256, Some(128), false, true),
+    (4096, 128, Some(128), true, true),
+    (11008, 64, Some(128), false, true),
+];
+
+// ---------------------------------------------------------------------------------------------------------------
+// Layout (no GPU needed)
+
+#[test]
+fn repacked_layout_reads_back_the_checkpoint_weights() {
+    let mut rng = Rng(7);
+    for &(k, n, group, act, sym) in SHAPES.iter().take(6) {
+        let lin = RandLinear::new(&mut rng, k, n, group, act, sym);
+        let d = lin.repack(ColumnOrder::Identity);
+        let perm: Vec<usize> = match &d.perm {
+            Some(p) => p.iter().map(|&r| r as usize).collect(),
+            None => (0..d.k_pad).collect(),
+        };
+        for slot in 0..d.n_pad {
+            let col = d.col_map[slot];
+            if col == PAD_SLOT {
+                continue;
+            }
+            for sorted in 0..k {
+                let want = lin.w(perm[sorted], col as usize);
+                let got = layout::dequant_device(&d, slot, sorted) as f64;
+                assert!((got - want).abs() <= 1e-6 * want.abs().max(1e-3), "K={k} N={n} slot {slot} row {sorted}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// GEMV
+
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn gemv_int4_store_matches_f64() {
+    let g = gpu();
+    let mut rng = Rng(11);
+    for &(k, n, group, act, sym) in SHAPES {
+        for tpb in [1u32, 3] {
+            let lin = RandLinear::new(&mut rng, k, n, group, act, sym);
+            let dl = upload_linear(&g, lin.repack(ColumnOrder::Identity));
+            let x = rng.vec_f16(k, -1.0, 1.0);
+            let xm = put(&g, &x);
+            let y = poisoned(&g, n * 4);
+            let p = GemvParams { x16: xm.ptr, y: y.ptr, tiles_per_block: tpb, ..dl.p };
+            gemv(&g, &g.k.gemv_store, &dl, &p);
+            let got: Vec<f32> = get(&g, &y, n);
+            let want = lin.apply(&x.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
+            let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
+            check(&got, &want, 2e-3, &format!("gemv store K={k} N={n} G={group:?} act={act} sym={sym} tpb={tpb}"));
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn gemv_int4_norm_and_residual_match_f64() {
+    let g = gpu();
+    let mut rng = Rng(12);
+    for &(k, n, group, act, sym) in SHAPES {
+        let lin = RandLinear::new(&mut rng, k, n, group, act, sym);
+        let dl = upload_linear(&g, lin.repack(ColumnOrder::Identity));
+        // Fused RMSNorm prologue, the sum of squares given as three partials.
+        let x = rng.vec_f32(k, -3.0, 3.0);
+        let w = rng.vec_f16(k, 0.5, 1.5);
+        let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+        let parts = [ss * 0.25, ss * 0.5, ss * 0.25].map(|v| v as f32);
+        let (xm, wm, sm) = (put(&g, &x), put(&g, &w), put(&g, &parts));
+        let y = poisoned(&g, n * 4);
+        let p = GemvParams { x: xm.ptr, norm_w: wm.ptr, ssq: sm.ptr, n_ssq: 3, y: y.ptr, ..dl.p };
+        gemv(&g, &g.k.gemv_norm_store, &dl, &p);
+        let inv = 1.0 / (ss / k as f64 + 1e-6).sqrt();
+        let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
+        let got: Vec<f64> = get::<f32>(&g, &y, n).iter().map(|&v| v as f64).collect();
+        check(&got, &lin.apply(&xn), 2e-3, &format!("gemv norm K={k} N={n}"));
+
+        // Residual epilogue: y += x·W, and per-tile sums of squares of the new y.
+        let x16 = rng.vec_f16(k, -1.0, 1.0);
+        let y0 = rng.vec_f32(n, -1.0, 1.0);
+        let (xm, ym) = (put(&g, &x16), put(&g, &y0));
+        let tiles = dl.d.tiles();
+        let ssq = poisoned(&g, tiles * 4);
+        let p = GemvParams { x16: xm.ptr, y: ym.ptr, ssq_out: ssq.ptr, ..dl.p };
+        gemv(&g, &g.k.gemv_residual, &dl, &p);
+        let xw = lin.apply(&x16.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
+        let want: Vec<f64> = y0.iter().zip(&xw).map(|(&a, b)| a as f64 + b).collect();
+        let got: Vec<f64> = get::<f32>(&g, &ym, n).iter().map(|&v| v as f64).collect();
+        check(&got, &want, 1e-3, &format!("gemv residual K={k} N={n}"));
+        let got_ss: Vec<f64> = get::<f32>(&g, &ssq, tiles).iter().map(|&v| v as f64).collect();
+        let want_ss: Vec<f64> = (0..tiles)
+            .map(|t| {
+                (0..TILE_N)
+                    .map(|j| dl.d.col_map[t * TILE_N + j])
+                    .filter(|&c| c != PAD_SLOT)
+                    .map(|c| got[c as usize] * got[c as usize])
+                    .sum()
+            })
+            .collect();
+        check(&got_ss, &want_ss, 1e-5, &format!("gemv residual ssq K={k} N={n}"));
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn gemv_int4_qkv_rotates_and_appends_to_the_cache() {
+    let g = gpu();
+    let mut rng = Rng(13);
+    // (hidden, heads, kv_heads, head_dim, group, act-order)
+    for &(hidden, heads, kv_heads, hd, group, act) in &[
+        (64usize, 4usize, 4usize, 16usize, Some(32usize), false),
+        (256, 4, 2, 64, Some(64), true),
+        (512, 4, 4, 128, Some(128), false),
+        (4096, 32, 32, 128, Some(128), false),
+    ] {
+        let (q_dim, kv_dim) = (heads * hd, kv_heads * hd);
+        let n = q_dim + 2 * kv_dim;
+        let lin = RandLinear::new(&mut rng, hidden, n, group, act, true);
+        let dl = upload_linear(&g, lin.repack(ColumnOrder::QkvRope { head_dim: hd, q_dim, kv_dim }));
+        let (ctx, max_pos) = (64usize, 128usize);
+        let pos = rng.below(ctx as u64) as u32;
+        let rope = RopeTable::new(hd, 10000.0, max_pos);
+        let (cos, sin) = rope.tables();
+        let x = rng.vec_f32(hidden, -2.0, 2.0);
+        let w = vec![f16::ONE; hidden];
+        let ss: f32 = x.iter().map(|v| v * v).sum();
+        let (xm, wm, sm, pm) = (put(&g, &x), put(&g, &w), put(&g, &[ss]), put(&g, &[pos]));
+        let (cm, snm) = (put(&g, cos), put(&g, sin));
+        let q = poisoned(&g, q_dim * 2);
+        let kc = poisoned(&g, kv_heads * ctx * hd * 2);
+        let vc = poisoned(&g, kv_heads * ctx * hd * 2);
+        let p = GemvParams {
+            x: xm.ptr,
+            norm_w: wm.ptr,
+            ssq: sm.ptr,
+            n_ssq: 1,
+            out16: q.ptr,
+            k_cache: kc.ptr,
+            v_cache: vc.ptr,
+            rope_cos: cm.ptr,
+            rope_sin: snm.ptr,
+            pos: pm.ptr,
+            ctx: ctx as u32,
+            head_dim: hd as u32,
+            q_dim: q_dim as u32,
+            kv_dim: kv_dim as u32,
+            ..dl.p
+        };
+        gemv(&g, &g.k.gemv_qkv, &dl, &p);
+        let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
+        let xn: Vec<f64> = x.iter().map(|&v| v as f64 * inv).collect();
+        let y = lin.apply(&xn);
+        // Rotate q and k heads in f64.
+        let rot = |v: &[f64]| -> Vec<f64> {
+            let mut out = v.to_vec();
+            for (h, head) in v.chunks(hd).enumerate() {
+                for i in 0..hd / 2 {
+                    let a = 10000f64.powf(-(2.0 * i as f64) / hd as f64) * pos as f64;
+                    out[h * hd + i] = head[i] * a.cos() - head[i + hd / 2] * a.sin();
+                    out[h * hd + i + hd / 2] = head[i + hd / 2] * a.cos() + head[i] * a.sin();
+                }
+            }
+            out
+        };
+        let want_q = rot(&y[..q_dim]);
+        let want_k = rot(&y[q_dim..q_dim + kv_dim]);
+        let want_v = &y[q_dim + kv_dim..];
+        let got_q = f16s(&get::<u16>(&g, &q, q_dim));
+        check(&got_q, &want_q, 3e-3, &format!("qkv q hidden={hidden}"));
+        let kall = f16s(&get::<u16>(&g, &kc, kv_heads * ctx * hd));
+        let vall = f16s(&get::<u16>(&g, &vc, kv_heads * ctx * hd));
+        let at = |all: &[f64]| -> Vec<f64> {
+            (0..kv_heads).flat_map(|h| all[(h * ctx + pos as usize) * hd..][..hd].to_vec()).collect()
+        };
+        check(&at(&kall), &want_k, 3e-3, &format!("qkv k hidden={hidden}"));
+        check(&at(&vall), want_v, 3e-3, &format!("qkv v hidden={hidden}"));
+        // Nothing else in the caches was written.
+        let written = |all: &[f64]| (0..kv_heads * ctx).filter(|&r| r % ctx != pos as usize).any(|r| all[r * hd].is_finite());
+        assert!(!written(&kall) && !written(&vall), "qkv wrote cache positions other than {pos}");
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn gemv_int4_gate_up_applies_swiglu() {
+    let g = gpu();
+    let mut rng = Rng(14);
+    for &(hidden, inter, group, act) in
+        &[(64usize, 176usize, Some(32usize), false), (256, 344, Some(64), true), (4096, 11008, Some(128), false)]
+    {
+        // gate and up share g_idx, as AutoGPTQ writes them.
+        let gate = RandLinear::new(&mut rng, hidden, inter, group, act, true);
+        let mut up = RandLinear::new(&mut rng, hidden, inter, group, false, true);
+        up.g_idx = gate.g_idx.clone();
+        let d = layout::repack_parts(
+            &[gate.parts(), up.parts()],
+            hidden,
+            gate.group_size,
+            gate.groups,
+            ColumnOrder::GateUp { inter },
+            "test",
+        )
+        .unwrap();
+        let dl = upload_linear(&g, d);
+        let x = rng.vec_f32(hidden, -2.0, 2.0);
+        let w = rng.vec_f16(hidden, 0.5, 1.5);
+        let ss: f32 = x.iter().map(|v| v * v).sum();
+        let (xm, wm, sm) = (put(&g, &x), put(&g, &w), put(&g, &[ss]));
+        let h = poisoned(&g, inter * 2);
+        let p = GemvParams { x: xm.ptr, norm_w: wm.ptr, ssq: sm.ptr, n_ssq: 1, out16: h.ptr, ..dl.p };
+        gemv(&g, &g.k.gemv_gate_up, &dl, &p);
+        let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
+        let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
+        let (gv, uv) = (gate.apply(&xn), up.apply(&xn));
+        let want: Vec<f64> = gv.iter().zip(&uv).map(|(&a, &b)| a / (1.0 + (-a).exp()) * b).collect();
+        check(&f16s(&get::<u16>(&g, &h, inter)), &want, 3e-3, &format!("gate/up hidden={hidden} inter={inter}"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// GEMM
+
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn gemm_int4_matches_f64() {
+    let g = gpu();
+    let mut rng = Rng(21);
+    for &(k, n, group, act, sym) in SHAPES {
+        for m in [1usize, 7, 64, 130] {
+            if k * n * m > 4096 * 256 * 130 / 2 && m > 64 {
+                continue; // keep the f64 reference quick
+            }
+            let lin = RandLinear::new(&mut rng, k, n, group, act, sym);
+            let d = lin.repack(ColumnOrder::Identity);
+            let perm = d.perm.clone();
+            let dl = upload_linear(&g, d);
+            // A's columns in the sorted row order, as the producers write them.
+            let a = rng.vec_f16(m * k, -1.0, 1.0);
+            let a_sorted: Vec<f16> = match &perm {
+                Some(p) => (0..m).flat_map(|r| (0..k).map(|c| a[r * k + p[c] as usize]).collect::<Vec<_>>()).collect(),
+                None => a.clone(),
+            };
+            let am = put(&g, &a_sorted);
+            let y = poisoned(&g, m * n * 4);
+            let y0 = rng.vec_f32(m * n, -1.0, 1.0);
+            let yr = put(&g, &y0);
+            let y16 = poisoned(&g, m * n * 2);
+            let base = GemmParams {
+                qw: dl.p.qw,
+                sz: dl.p.sz,
+                col_map: dl.p.col_map,
+                a: am.ptr,
+                m: m as u32,
+                k: k as u32,
+                k_pad: dl.p.k_pad,
+                n_pad: dl.p.n_pad,
+                groups: dl.p.groups,
+                group_size: dl.p.group_size,
+                lda: k as u32,
+                ldy: n as u32,
+                ..Default::default()
+            };
+            let grid = (dl.p.n_pad.div_ceil(64), (m as u32).div_ceil(64), 1);
+            g.launch_struct(&g.k.gemm_store32, grid, 128, GEMM_SMEM_BYTES, &GemmParams { y32: y.ptr, ..base }).unwrap();
+            g.launch_struct(&g.k.gemm_residual, grid, 128, GEMM_SMEM_BYTES, &GemmParams { y32: yr.ptr, ..base })
+                .unwrap();
+            g.launch_struct(&g.k.gemm_store16, grid, 128, GEMM_SMEM_BYTES, &GemmParams { y16: y16.ptr, ..base })
+                .unwrap();
+            g.sync().unwrap();
+            let mut want = Vec::with_capacity(m * n);
+            for r in 0..m {
+                want.extend(lin.apply(&a[r * k..(r + 1) * k].iter().map(|v| v.to_f64()).collect::<Vec<_>>()));
+            }
+            let what = format!("gemm M={m} K={k} N={n} G={group:?} act={act} sym={sym}");
+            let got: Vec<f64> = get::<f32>(&g, &y, m * n).iter().map(|&v| v as f64).collect();
+            check(&got, &want, 2e-3, &what);
+            let got_r: Vec<f64> = get::<f32>(&g, &yr, m * n).iter().map(|&v| v as f64).collect();
+            let want_r: Vec<f64> = want.iter().zip(&y0).map(|(a, &b)| a + b as f64).collect();
+            check(&got_r, &want_r, 2e-3, &format!("{what} residual"));
+            check(&f16s(&get::<u16>(&g, &y16, m * n)), &want, 3e-3, &format!("{what} f16"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Attention
+
+fn attention_ref(q: &[f64], k: &[f64], v: &[f64], hd: usize, ctx: usize, kvh: usize, len: usize) -> Vec<f64> {
+    let scale = 1.0 / (hd as f64).sqrt();
+    let s: Vec<f64> =
+        (0..len).map(|p| (0..hd).map(|d| q[d] * k[(kvh * ctx + p) * hd + d]).sum::<f64>() * scale).collect();
+    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+    let z: f64 = e.iter().sum();
+    (0..hd).map(|d| (0..len).map(|p| e[p] / z * v[(kvh * ctx + p) * hd + d]).sum()).collect()
+}
+
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn attention_decode_and_prefill_match_f64() {
+    let g = gpu();
+    let mut rng = Rng(31);
+    for &(heads, kv_heads, hd, ctx) in &[(4usize, 4usize, 16usize, 40usize), (8, 2, 64, 300), (32, 32, 128, 2100)] {
+        let kc = rng.vec_f16(kv_heads * ctx * hd, -1.0, 1.0);
+        let vc = rng.vec_f16(kv_heads * ctx * hd, -1.0, 1.0);
+        let (kf, vf): (Vec<f64>, Vec<f64>) = (kc.iter().map(|v| v.to_f64()).collect(), vc.iter().map(|v| v.to_f64()).collect());
+        let (km, vm) = (put(&g, &kc), put(&g, &vc));
+        for splits in [1u32, 3, 16] {
+            for pos in [0usize, 1, ctx / 2, ctx - 1] {
+                let q = rng.vec_f16(heads * hd, -2.0, 2.0);
+                let qm = put(&g, &q);
+                let out = poisoned(&g, heads * hd * 2);
+                let po = g.alloc(heads * splits as usize * hd * 4, "t").unwrap();
+                let pml = g.alloc(heads * splits as usize * 8, "t").unwrap();
+                let counters = put(&g, &vec![0u32; heads]);
+                let pm = put(&g, &[pos as u32]);
+                let p = AttnParams {
+                    q: qm.ptr,
+                    k_cache: km.ptr,
+                    v_cache: vm.ptr,
+                    out: out.ptr,
+                    part_o: po.ptr,
+                    part_ml: pml.ptr,
+                    counters: counters.ptr,
+                    pos: pm.ptr,
+                    heads: heads as u32,
+                    kv_heads: kv_heads as u32,
+                    head_dim: hd as u32,
+                    ctx: ctx as u32,
+                    splits,
+                    scale_log2: std::f32::consts::LOG2_E / (hd as f32).sqrt(),
+                };
+                let mut want = Vec::new();
+                for h in 0..heads {
+                    let qh: Vec<f64> = q[h * hd..(h + 1) * hd].iter().map(|v| v.to_f64()).collect();
+                    want.extend(attention_ref(&qh, &kf, &vf, hd, ctx, h / (heads / kv_heads), pos + 1));
+                }
+                let what = format!("attn decode heads={heads}/{kv_heads} hd={hd} pos={pos} splits={splits}");
+                for run in 0..2 {
+                    g.launch_struct(&g.k.attn_decode, (heads as u32, splits, 1), 128, 0, &p).unwrap();
+                    g.sync().unwrap();
+                    check(&f16s(&get::<u16>(&g, &out, heads * hd)), &want, 3e-3, &format!("{what} run {run}"));
+                }
+                assert!(get::<u32>(&g, &counters, heads).iter().all(|&c| c == 0), "{what}: counters not reset");
+            }
+        }
+        // Prefill: rows at positions pos0.. attend causally.
+        let rows = 5usize;
+        let pos0 = ctx - rows - 1;
+        let q = rng.vec_f16(rows * heads * hd, -2.0, 2.0);
+        let (qm, pm) = (put(&g, &q), put(&g, &[pos0 as u32]));
+        let out = poisoned(&g, rows * heads * hd * 2);
+        let p = AttnParams {
+            q: qm.ptr,
+            k_cache: km.ptr,
+            v_cache: vm.ptr,
+            out: out.ptr,
+            pos: pm.ptr,
+            heads: heads as u32,
+            kv_heads: kv_heads as u32,
+            head_dim: hd as u32,
+            ctx: ctx as u32,
+            splits: 1,
+            scale_log2: std::f32::consts::LOG2_E / (hd as f32).sqrt(),
+            ..Default::default()
+        };
+        g.launch_struct(&g.k.attn_prefill, (heads as u32, rows as u32, 1), 128, 0, &p).unwrap();
+        g.sync().unwrap();
+        let mut want = Vec::new();
+        for r in 0..rows {
+            for h in 0..heads {
+                let qh: Vec<f64> = q[(r * heads + h) * hd..][..hd].iter().map(|v| v.to_f64()).collect();
+                want.extend(attention_ref(&qh, &kf, &vf, hd, ctx, h / (heads / kv_heads), pos0 + r + 1));
+            }
+        }
+        check(&f16s(&get::<u16>(&g, &out, rows * heads * hd)), &want, 3e-3, &format!("attn prefill hd={hd}"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Row kernels and the head
+
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn row_kernels_match_f64() {
+    let g = gpu();
+    let mut rng = Rng(41);
+    for &(rows, dim) in &[(1usize, 64usize), (3, 200), (17, 4096)] {
+        // embed_tokens
+        let vocab = 50usize;
+        let table = rng.vec_f16(vocab * dim, -1.0, 1.0);
+        let toks: Vec<u32> = (0..rows).map(|_| rng.below(vocab as u64) as u32).collect();
+        let (tm, tabm) = (put(&g, &toks), put(&g, &table));
+        let x = poisoned(&g, rows * dim * 4);
+        let ssq = poisoned(&g, rows * 4);
+        let (mut a0, mut a1, mut a2, mut a3, mut a4) = (tm.ptr, tabm.ptr, x.ptr, ssq.ptr, dim as u32);
+        unsafe {
+            g.launch_raw(&g.k.embed, (rows as u32, 1, 1), 256, 0, &mut [arg(&mut a0), arg(&mut a1), arg(&mut a2), arg(&mut a3), arg(&mut a4)])
+                .unwrap();
+        }
+        g.sync().unwrap();
+        let want: Vec<f64> = toks.iter().flat_map(|&t| table[t as usize * dim..][..dim].iter().map(|v| v.to_f64())).collect();
+        let gx: Vec<f64> = get::<f32>(&g, &x, rows * dim).iter().map(|&v| v as f64).collect();
+        check(&gx, &want, 0.0, "embed");
+        let want_ss: Vec<f64> = want.chunks(dim).map(|r| r.iter().map(|v| v * v).sum()).collect();
+        check(&get::<f32>(&g, &ssq, rows).iter().map(|&v| v as f64).collect::<Vec<_>>(), &want_ss, 1e-5, "embed ssq");
+
+        // rmsnorm_rows with a permutation
+        let xs = rng.vec_f32(rows * dim, -3.0, 3.0);
+        let w = rng.vec_f16(dim, 0.5, 1.5);
+        let mut perm: Vec<u32> = (0..dim as u32).collect();
+        for i in (1..dim).rev() {
+            perm.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let (xm, wm, pmm) = (put(&g, &xs), put(&g, &w), put(&g, &perm));
+        let out = poisoned(&g, rows * dim * 2);
+        let (mut b0, mut b1, mut b2, mut b3, mut b4, mut b5) = (xm.ptr, wm.ptr, out.ptr, pmm.ptr, dim as u32, 1e-6f32);
+        unsafe {
+            g.launch_raw(&g.k.rmsnorm_rows, (rows as u32, 1, 1), 256, 0, &mut [arg(&mut b0), arg(&mut b1), arg(&mut b2), arg(&mut b3), arg(&mut b4), arg(&mut b5)])
+                .unwrap();
+        }
+        g.sync().unwrap();
+        let mut want = Vec::new();
+        for r in xs.chunks(dim) {
+            let inv = 1.0 / (r.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / dim as f64 + 1e-6).sqrt();
+            want.extend(perm.iter().map(|&p| r[p as usize] as f64 * inv * w[p as usize].to_f64()));
+        }
+        check(&f16s(&get::<u16>(&g, &out, rows * dim)), &want, 1e-3, "rmsnorm_rows");
+
+        // permute_cols
+        let a = rng.vec_f16(rows * dim, -1.0, 1.0);
+        let am = put(&g, &a);
+        let out = poisoned(&g, rows * dim * 2);
+        let (mut c0, mut c1, mut c2, mut c3) = (am.ptr, out.ptr, pmm.ptr, dim as u32);
+        unsafe {
+            g.launch_raw(&g.k.permute_cols, (rows as u32, 1, 1), 256, 0, &mut [arg(&mut c0), arg(&mut c1), arg(&mut c2), arg(&mut c3)]).unwrap();
+        }
+        g.sync().unwrap();
+        let want: Vec<f64> = a.chunks(dim).flat_map(|r| perm.iter().map(|&p| r[p as usize].to_f64()).collect::<Vec<_>>()).collect();
+        check(&f16s(&get::<u16>(&g, &out, rows * dim)), &want, 0.0, "permute_cols");
+
+        // swiglu_rows with a permutation
+        let gu = rng.vec_f16(rows * 2 * dim, -3.0, 3.0);
+        let gm = put(&g, &gu);
+        let out = poisoned(&g, rows * dim * 2);
+        let (mut d0, mut d1, mut d2, mut d3) = (gm.ptr, out.ptr, pmm.ptr, dim as u32);
+        unsafe {
+            g.launch_raw(&g.k.swiglu_rows, (rows as u32, 1, 1), 256, 0, &mut [arg(&mut d0), arg(&mut d1), arg(&mut d2), arg(&mut d3)]).unwrap();
+        }
+        g.sync().unwrap();
+        let mut want = Vec::new();
+        for r in gu.chunks(2 * dim) {
+            want.extend(perm.iter().map(|&p| {
+                let (a, b) = (r[p as usize].to_f64(), r[dim + p as usize].to_f64());
+                a / (1.0 + (-a).exp()) * b
+            }));
+        }
+        check(&f16s(&get::<u16>(&g, &out, rows * dim)), &want, 2e-3, "swiglu_rows");
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn rope_kv_rows_matches_f64() {
+    let g = gpu();
+    let mut rng = Rng(51);
+    for &(heads, kv_heads, hd, rows) in &[(4usize, 4usize, 16usize, 3usize), (8, 2, 64, 9), (32, 32, 128, 20)] {
+        let (q_dim, kv_dim, ctx, max_pos) = (heads * hd, kv_heads * hd, 64usize, 128usize);
+        let pos0 = 40u32;
+        let qkv = rng.vec_f16(rows * (q_dim + 2 * kv_dim), -2.0, 2.0);
+        let rope = RopeTable::new(hd, 10000.0, max_pos);
+        let (cos, sin) = rope.tables();
+        let (qm, cm, sm, pm) = (put(&g, &qkv), put(&g, cos), put(&g, sin), put(&g, &[pos0]));
+        let q = poisoned(&g, rows * q_dim * 2);
+        let kc = poisoned(&g, kv_heads * ctx * hd * 2);
+        let vc = poisoned(&g, kv_heads * ctx * hd * 2);
+        let mut args = [qm.ptr, q.ptr, kc.ptr, vc.ptr, cm.ptr, sm.ptr, pm.ptr];
+        let mut dims = [q_dim as u32, kv_dim as u32, hd as u32, ctx as u32];
+        let mut ptrs: Vec<*mut std::ffi::c_void> = args.iter_mut().map(arg).collect();
+        ptrs.extend(dims.iter_mut().map(arg));
+        unsafe { g.launch_raw(&g.k.rope_kv_rows, (rows as u32, 1, 1), 128, 0, &mut ptrs).unwrap() };
+        g.sync().unwrap();
+        let width = q_dim + 2 * kv_dim;
+        let rot = |v: &[f64], pos: usize| -> Vec<f64> {
+            let mut out = v.to_vec();
+            for (h, head) in v.chunks(hd).enumerate() {
+                for i in 0..hd / 2 {
+                    let a = 10000f64.powf(-(2.0 * i as f64) / hd as f64) * pos as f64;
+                    out[h * hd + i] = head[i] * a.cos() - head[i + hd / 2] * a.sin();
+                    out[h * hd + i + hd / 2] = head[i + hd / 2] * a.cos() + head[i] * a.sin();
+                }
+            }
+            out
+        };
+        let (mut wq, mut wk, mut wv) = (Vec::new(), Vec::new(), Vec::new());
+        let (gk, gv) = (f16s(&get::<u16>(&g, &kc, kv_heads * ctx * hd)), f16s(&get::<u16>(&g, &vc, kv_heads * ctx * hd)));
+        let (mut gotk, mut gotv) = (Vec::new(), Vec::new());
+        for r in 0..rows {
+            let row: Vec<f64> = qkv[r * width..][..width].iter().map(|v| v.to_f64()).collect();
+            let pos = pos0 as usize + r;
+            wq.extend(rot(&row[..q_dim], pos));
+            wk.extend(rot(&row[q_dim..q_dim + kv_dim], pos));
+            wv.extend_from_slice(&row[q_dim + kv_dim..]);
+            for h in 0..kv_heads {
+                gotk.extend_from_slice(&gk[(h * ctx + pos) * hd..][..hd]);
+                gotv.extend_from_slice(&gv[(h * ctx + pos) * hd..][..hd]);
+            }
+        }
+        check(&f16s(&get::<u16>(&g, &q, rows * q_dim)), &wq, 2e-3, "rope q");
+        check(&gotk, &wk, 2e-3, "rope k");
+        check(&gotv, &wv, 0.0, "rope v");
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn lm_head_logits_and_argmax_match() {
+    let g = gpu();
+    let mut rng = Rng(61);
+    for &(vocab, k) in &[(100usize, 64usize), (1000, 200), (64000, 4096)] {
+        let w = rng.vec_f16(vocab * k, -0.05, 0.05);
+        let x = rng.vec_f32(k, -3.0, 3.0);
+        let nw = rng.vec_f16(k, 0.5, 1.5);
+        let (wm, xm, nm) = (put(&g, &w), put(&g, &x), put(&g, &nw));
+        let logits = poisoned(&g, vocab * 4);
+        let blocks = vocab.div_ceil(32);
+        let (pv, pi) = (g.alloc(blocks * 4, "t").unwrap(), g.alloc(blocks * 4, "t").unwrap());
+        let counter = put(&g, &[0u32]);
+        let tok = poisoned(&g, 4);
+        let p = LmHeadParams {
+            w: wm.ptr,
+            x: xm.ptr,
+            norm_w: nm.ptr,
+            logits: logits.ptr,
+            part_val: pv.ptr,
+            part_idx: pi.ptr,
+            counter: counter.ptr,
+            token_out: tok.ptr,
+            vocab: vocab as u32,
+            k: k as u32,
+            rows_per_block: 32,
+            eps: 1e-6,
+        };
+        for _ in 0..2 {
+            g.launch_struct(&g.k.lm_head, (blocks as u32, 1, 1), 256, k as u32 * 4, &p).unwrap();
+            g.sync().unwrap();
+            let inv = 1.0 / (x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / k as f64 + 1e-6).sqrt();
+            let xn: Vec<f64> = x.iter().zip(&nw).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
+            let want: Vec<f64> =
+                (0..vocab).map(|r| (0..k).map(|i| w[r * k + i].to_f64() * xn[i]).sum()).collect();
+            let got: Vec<f32> = get(&g, &logits, vocab);
+            check(&got.iter().map(|&v| v as f64).collect::<Vec<_>>(), &want, 1e-5, &format!("lm_head vocab={vocab}"));
+            let best = crate::session::sampler::argmax(&got);
+            assert_eq!(get::<u32>(&g, &tok, 1)[0], best, "lm_head argmax vocab={vocab}");
+            assert_eq!(get::<u32>(&g, &counter, 1)[0], 0, "argmax counter not reset");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+// The language-model head for one row: final RMSNorm, logits = x · W_lm^T over fp16 weights [vocab][hidden],
+// and (optionally) the greedy argmax, all in one launch.
+//
+// Why this shape. The head is the largest single matrix of a decode step (64000 × 4096 fp16 = 524 MB for
+// Baichuan-7B), read once: a warp owns 4 vocabulary rows at a time and streams them 16 bytes per lane, so each
+// lane has 4 independent loads in flight per k-step; the normalized input sits in shared memory as f32 (the dot
+// products are f32). The argmax is fused: each block writes its best (logit, id), and the last block to finish
+// reduces those in block order — a fixed order, ties to the smaller id, NaN never chosen — so greedy decoding
+// needs no extra launch and no copy of the logits to the host.
+#include "common.cuh"
+#include <cuda_fp16.h>
+
+struct LmHeadParams {
+    const __half* w;        // [vocab][k]
+    const float* x;         // the residual-stream row to project, f32 [k]
+    const __half* norm_w;   // final RMSNorm weight [k]
+    float* logits;          // [vocab]
+    float* part_val;        // [gridDim.x] best logit of each block
+    uint32_t* part_idx;     // [gridDim.x] its id
+    uint32_t* counter;      // one word, zero at rest (reset by the last block)
+    uint32_t* token_out;    // argmax destination; null = logits only
+    uint32_t vocab;
+    uint32_t k;             // a multiple of 8
+    uint32_t rows_per_block;
+    float eps;
+};
+
+namespace lmhead {
+
+constexpr int WARPS = 8;
+constexpr int ROWS = 4;  // vocabulary rows per warp pass
+
+// (value, id) order for the argmax: larger value first, then smaller id; NaN ranks below everything.
+ENGINE_DEV bool better(float v, uint32_t i, float bv, uint32_t bi) {
+    if (v != v) return false;
+    if (bv != bv) return true;
+    return v > bv || (v == bv && i < bi);
+}
+
+ENGINE_DEV void block_best(float& v, uint32_t& i, float* sv, uint32_t* si) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+        const uint32_t oi = __shfl_xor_sync(0xffffffffu, i, o);
+        if (better(ov, oi, v, i)) v = ov, i = oi;
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) sv[warp] = v, si[warp] = i;
+    __syncthreads();
+    v = sv[0], i = si[0];
+    for (int w = 1; w < WARPS; ++w)
+        if (better(sv[w], si[w], v, i)) v = sv[w], i = si[w];
+    __syncthreads();
+}
+
+}  // namespace lmhead
+
+// Block: 256 threads; shared memory k * 4 bytes (+ a little static). Grid: ceil(vocab / rows_per_block), with
+// rows_per_block a multiple of 32 (8 warps × 4 rows).
+extern "C" __global__ void __launch_bounds__(256) lm_head_f16(const LmHeadParams p) {
+    extern __shared__ __align__(16) float xs[];
+    __shared__ float sv[lmhead::WARPS];
+    __shared__ uint32_t si[lmhead::WARPS];
+    __shared__ float inv_rms_s;
+    __shared__ bool is_last;
+    using namespace lmhead;
+    pdl_wait();
+    pdl_launch_dependents();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+
+    // Stage x and normalize it (the sum of squares of one row is cheap next to the head's weights).
+    float ss = 0.f;
+    for (uint32_t i = threadIdx.x; i < p.k; i += blockDim.x) {
+        const float v = p.x[i];
+        xs[i] = v;
+        ss += v * v;
+    }
+    ss = warp_reduce_sum(ss);
+    if (lane == 0) sv[warp] = ss;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float t = 0.f;
+        for (int w = 0; w < WARPS; ++w) t += sv[w];
+        inv_rms_s = rsqrtf(t / (float)p.k + p.eps);
+    }
+    __syncthreads();
+    const float inv_rms = inv_rms_s;
+    for (uint32_t i = threadIdx.x; i < p.k; i += blockDim.x) xs[i] = xs[i] * inv_rms * __half2float(p.norm_w[i]);
+    __syncthreads();
+
+    float best_v = __int_as_float(0x7fc00000);  // NaN: "nothing yet"
+    uint32_t best_i = 0xFFFFFFFFu;
+    const uint32_t row0 = blockIdx.x * p.rows_per_block;
+    const uint32_t row_end = min(p.vocab, row0 + p.rows_per_block);
+    const uint32_t k16 = p.k / 8;  // 16-byte chunks per row
+    for (uint32_t r = row0 + warp * ROWS; r < row_end; r += WARPS * ROWS) {
+        float acc[ROWS] = {0.f, 0.f, 0.f, 0.f};
+        for (uint32_t c = lane; c < k16; c += 32) {
+            uint4 wv[ROWS];
+#pragma unroll
+            for (int j = 0; j < ROWS; ++j) {
+                const uint32_t row = min(r + j, p.vocab - 1);  // clamped rows are computed, never stored
+                wv[j] = ldg_stream_v4(reinterpret_cast<const uint4*>(p.w + (size_t)row * p.k) + c);
+            }
+            const float4 x0 = reinterpret_cast<const float4*>(xs)[2 * c];
+            const float4 x1 = reinterpret_cast<const float4*>(xs)[2 * c + 1];
+            const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+            for (int j = 0; j < ROWS; ++j) {
+                const __half2* h = reinterpret_cast<const __half2*>(&wv[j]);
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const float2 f = __half22float2(h[e]);
+                    acc[j] += f.x * xv[2 * e] + f.y * xv[2 * e + 1];
+                }
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < ROWS; ++j) {
+            const float v = warp_reduce_sum(acc[j]);
+            const uint32_t row = r + j;
+            if (row < row_end) {
+                if (lane == 0) p.logits[row] = v;
+                if (better(v, row, best_v, best_i)) best_v = v, best_i = row;
+            }
+        }
+    }
+    if (p.token_out == nullptr) return;
+
+    block_best(best_v, best_i, sv, si);
+    if (threadIdx.x == 0) {
+        p.part_val[blockIdx.x] = best_v;
+        p.part_idx[blockIdx.x] = best_i;
+    }
+    // The last block to arrive reduces every block's best in block order.
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) is_last = atomicAdd(p.counter, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    float v = __int_as_float(0x7fc00000);
+    uint32_t i = 0xFFFFFFFFu;
+    for (uint32_t b = threadIdx.x; b < gridDim.x; b += blockDim.x) {
+        const float bv = __ldcg(&p.part_val[b]);
+        const uint32_t bi = __ldcg(&p.part_idx[b]);
+        if (better(bv, bi, v, i)) v = bv, i = bi;
+    }
+    block_best(v, i, sv, si);
+    if (threadIdx.x == 0) {
+        // Every logit NaN: fall back to id 0 rather than an id outside the vocabulary.
+        *p.token_out = i == 0xFFFFFFFFu ? 0u : i;
+        *p.counter = 0;
+    }
+}
