@@ -1,0 +1,277 @@
+//! Compares tokenization with the reference Python `sentencepiece` (the
+//! version pinned in tools/tests/requirements.txt) on a varied set of strings
+//! and id sequences, for the test model and its 64000-piece padded version.
+//!
+//! The interpreter is `$ENGINE_PYTHON` (default `python3`). A missing
+//! interpreter or `sentencepiece` package fails the test with setup
+//! instructions: a comparison that silently does not run proves nothing.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use engine_tools::{padded_tokenizer_model, test_tokenizer_model, PieceKind, Tokenizer};
+use serde_json::{json, Value};
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn pinned_version() -> String {
+    let reqs = std::fs::read_to_string(manifest_dir().join("tests/requirements.txt")).unwrap();
+    reqs.lines()
+        .find_map(|l| l.trim().strip_prefix("sentencepiece=="))
+        .expect("tests/requirements.txt pins sentencepiece")
+        .to_owned()
+}
+
+/// Runs tests/sp_reference.py on `request`, failing with setup help if it can't.
+fn reference(request: &Value) -> Value {
+    let python = std::env::var("ENGINE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let script = manifest_dir().join("tests/sp_reference.py");
+    let setup = format!(
+        "set up the reference with `pip install sentencepiece=={}` (see tools/tests/requirements.txt), \
+         or set ENGINE_PYTHON to a Python that has it",
+        pinned_version()
+    );
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {python:?} ({e}); {setup}"));
+    let input = serde_json::to_vec(request).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Write from a thread: the reply can be larger than a pipe buffer.
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().unwrap();
+    // A script that exits early (no sentencepiece) closes its stdin; its
+    // status and stderr, checked next, are the useful part then.
+    let written = writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{} {} failed ({}):\n{stderr}\n{setup}",
+        python,
+        script.display(),
+        output.status
+    );
+    written.unwrap();
+    let reply: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON from the reference script ({e}); stderr:\n{stderr}"));
+    let version = reply["version"].as_str().unwrap_or("?");
+    if version != pinned_version() {
+        eprintln!(
+            "warning: comparing against sentencepiece {version}, but {} is pinned",
+            pinned_version()
+        );
+    }
+    reply
+}
+
+/// xorshift64*: deterministic test data without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn strings() -> Vec<String> {
+    let fixed = [
+        "",
+        " ",
+        "  ",
+        "\n",
+        "\n\n\n",
+        "\t",
+        "The quick brown fox jumps over the lazy dog.",
+        "Hello, world!",
+        " leading space",
+        "trailing space ",
+        "   three leading, two trailing  ",
+        "multiple   spaces    inside",
+        "line one\nline two\n\nline four\n",
+        "\ttab\tseparated\tvalues\t",
+        "mixed \t \n whitespace \r\n windows line end",
+        "我们今天去公园散步。",
+        "这个模型有七十亿个参数，需要很大的显存。",
+        "龘靐齉爩 rare characters fall back to bytes",
+        "中文和English混合，还有数字123和符号!?",
+        "0",
+        "1234567890",
+        "3.14159 2.71828 -42 1e-5 0x1F 1,000,000",
+        "2024-11-07 14:45:00",
+        "😀",
+        "emoji 😀🎉🚀 in text",
+        "family 👩‍👩‍👧‍👦 and flag 🇨🇳 and skin tone 👍🏽",
+        "fn main() {\n    println!(\"hi\");\n}\n",
+        "def f(x):\n\treturn x * 2\n",
+        "<s> and </s> and <unk> typed as text",
+        "<0x41> typed as text",
+        "▁ the meta symbol itself ▁▁",
+        "é vs e\u{301} (combining)",
+        "Ελληνικά, русский, العربية, हिन्दी, 日本語, 한국어",
+        "full-width ＡＢＣ１２３ and ideographic space\u{3000}here",
+        "zero\u{200b}width and nbsp\u{a0}here",
+        "nul\u{0}inside",
+        "<unused1000> <unused63999>",
+        "\u{fffd} replacement char",
+        "a",
+        "ab",
+        "x\ny",
+    ];
+    let mut out: Vec<String> = fixed.iter().map(|s| s.to_string()).collect();
+    // Random strings from a palette that mixes everything above.
+    let palette: Vec<char> =
+        "abcdefghijklmnopqrstuvwxyz ABCXYZ0123456789  \n\t.,;:!?-_()[]{}<>\"'\\/\
+                              我们的是在了一中文模型龘靐😀🎉👍🏽é\u{301}ß▁\u{3000}"
+            .chars()
+            .collect();
+    let mut rng = Rng(0xdead_beef_cafe_f00d);
+    for _ in 0..150 {
+        let len = rng.below(30);
+        out.push(
+            (0..len)
+                .map(|_| palette[rng.below(palette.len())])
+                .collect(),
+        );
+    }
+    out
+}
+
+fn id_sequences(tok: &Tokenizer, encoded: &[Vec<u32>], seed: u64) -> Vec<Vec<u32>> {
+    let vocab = tok.vocab_size();
+    let mut seqs: Vec<Vec<u32>> = encoded.to_vec();
+    seqs.push((0..vocab as u32).collect());
+    seqs.push(vec![1, 1, 2, 0, 0]);
+    let mut rng = Rng(seed);
+    for _ in 0..100 {
+        let len = rng.below(25);
+        seqs.push(
+            (0..len)
+                .map(|_| match rng.below(3) {
+                    0 => rng.below(vocab) as u32,
+                    1 => 3 + rng.below(256) as u32, // byte pieces in the test model
+                    _ => rng.below(vocab.min(1000)) as u32,
+                })
+                .collect(),
+        );
+    }
+    seqs
+}
+
+fn kind_name(kind: PieceKind) -> &'static str {
+    match kind {
+        PieceKind::Normal | PieceKind::UserDefined => "normal",
+        PieceKind::Unknown => "unknown",
+        PieceKind::Control => "control",
+        PieceKind::Unused => "unused",
+        PieceKind::Byte(_) => "byte",
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn matches_python_sentencepiece() {
+    let padded = padded_tokenizer_model(test_tokenizer_model(), 64000).unwrap();
+    let models: Vec<(&str, &[u8])> = vec![
+        ("test model", test_tokenizer_model()),
+        ("padded 64000", &padded),
+    ];
+    let texts = strings();
+
+    let mut request_models = Vec::new();
+    let mut ours = Vec::new();
+    for (i, (_, bytes)) in models.iter().enumerate() {
+        let tok = Tokenizer::from_bytes(bytes).unwrap();
+        let encoded: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| tok.encode(t, false).unwrap())
+            .collect();
+        let seqs = id_sequences(&tok, &encoded, 17 + i as u64);
+        request_models.push(json!({
+            "proto_hex": hex(bytes),
+            "encode": texts,
+            "decode": seqs,
+        }));
+        ours.push((tok, encoded, seqs));
+    }
+    let reply = reference(&json!({ "models": request_models }));
+
+    for ((name, _), ((tok, encoded, seqs), theirs)) in models
+        .iter()
+        .zip(ours.iter().zip(reply["models"].as_array().unwrap()))
+    {
+        assert_eq!(
+            theirs["vocab_size"],
+            json!(tok.vocab_size()),
+            "{name}: vocab size"
+        );
+        assert_eq!(theirs["bos_id"], json!(tok.bos_id()), "{name}: bos");
+        assert_eq!(theirs["eos_id"], json!(tok.eos_id()), "{name}: eos");
+        assert_eq!(theirs["unk_id"], json!(tok.unk_id()), "{name}: unk");
+        for id in 0..tok.vocab_size() as u32 {
+            let i = id as usize;
+            assert_eq!(
+                theirs["pieces"][i],
+                json!(tok.id_to_piece(id).unwrap()),
+                "{name}: piece {id}"
+            );
+            assert_eq!(
+                theirs["kinds"][i],
+                json!(kind_name(tok.piece_kind(id).unwrap())),
+                "{name}: kind of piece {id}"
+            );
+        }
+        for (i, text) in texts.iter().enumerate() {
+            assert_eq!(
+                theirs["encode"][i],
+                json!(encoded[i]),
+                "{name}: encode({text:?})"
+            );
+        }
+        for (i, ids) in seqs.iter().enumerate() {
+            let decoded = tok.decode(ids).unwrap();
+            assert_eq!(
+                theirs["decode"][i],
+                json!(decoded),
+                "{name}: decode({ids:?})"
+            );
+            // Streaming must agree with the reference too.
+            let mut stream = tok.stream_decoder();
+            let mut streamed = String::new();
+            for &id in ids {
+                streamed += &stream.push(id).unwrap();
+            }
+            streamed += &stream.finish().unwrap();
+            assert_eq!(streamed, decoded, "{name}: streamed decode({ids:?})");
+        }
+        // Round trips: text decodes back unchanged (identity normalization,
+        // no whitespace collapsing), except that a literal `▁` in the input
+        // is the library's own space marker and comes back as a space.
+        for (text, ids) in texts
+            .iter()
+            .zip(encoded)
+            .filter(|(t, _)| !t.contains('\u{2581}'))
+        {
+            assert_eq!(&tok.decode(ids).unwrap(), text, "{name}: round trip");
+        }
+    }
+    // Padding never changes how text encodes.
+    let base_encode = &reply["models"][0]["encode"];
+    assert_eq!(
+        &reply["models"][1]["encode"], base_encode,
+        "padded model encodes differently"
+    );
+}
