@@ -66,8 +66,10 @@ impl Engine {
             return Err(Error::InvalidArgument("prefill chunk must be at least 1".into()));
         }
         let tok_path = dir.join("tokenizer.model");
-        let mut tokenizer = Tokenizer::open(&tok_path).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        tokenizer.set_special_ids(c.bos_token_id, c.eos_token_id);
+        let tokenizer = Tokenizer::open(&tok_path)
+            .and_then(|t| t.with_bos_id(c.bos_token_id))
+            .and_then(|t| t.with_eos_id(c.eos_token_id))
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         if tokenizer.vocab_size() > c.vocab_size {
             return Err(Error::Tokenizer(format!(
                 "{} has {} pieces but the model's vocab_size is {}",

@@ -203,7 +203,7 @@ pub fn repack_parts(
     // Locate fused column c in its part.
     let locate = |c: usize| -> (&GptqParts<'_>, usize) {
         let mut c = c;
-        for v in &views {
+        for v in views {
             if c < v.n {
                 return (v, c);
             }

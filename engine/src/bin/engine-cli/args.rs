@@ -73,8 +73,9 @@ pub enum TemplateArg {
     Raw,
     /// `USER:{prompt}\nASSISTANT:`
     Chat,
-    /// The model card's style: each --example line, then `{prompt}->`.
-    OneShot,
+    /// The model card's few-shot completion style: each --example `input->output` line, then `{prompt}->`
+    /// (default example: `Hamlet->Shakespeare`).
+    Completion,
 }
 
 #[derive(Args, Debug)]
@@ -90,7 +91,7 @@ pub struct GenerateArgs {
     /// How to wrap the prompt.
     #[arg(long, value_enum, default_value_t = TemplateArg::Raw)]
     pub template: TemplateArg,
-    /// An example line for --template one-shot, e.g. `Hamlet->Shakespeare` (repeatable).
+    /// An example for --template completion, as `input->output` (repeatable).
     #[arg(long, value_name = "LINE")]
     pub example: Vec<String>,
     /// Turn `\n`, `\t` and `\\` in --prompt into newline, tab and backslash.

@@ -66,30 +66,42 @@ fn load(m: &ModelArgs) -> Result<Engine> {
 }
 
 fn read_prompt(a: &GenerateArgs) -> Result<String> {
-    let text = match (&a.prompt, &a.prompt_file) {
-        (Some(p), _) if p == "-" => prompt::read_source(prompt::PromptSource::Stdin),
-        (Some(p), _) => Ok(if a.escapes { prompt::unescape(p) } else { p.clone() }),
-        (None, Some(f)) => prompt::read_source(prompt::PromptSource::File(f.clone())),
-        (None, None) => {
-            if std::io::stdin().is_terminal() {
-                return Err(Error::InvalidArgument(
-                    "no prompt: pass --prompt TEXT, --prompt-file FILE, or pipe text to stdin".into(),
-                ));
-            }
-            prompt::read_source(prompt::PromptSource::Stdin)
+    let source = match (&a.prompt, &a.prompt_file) {
+        (Some(p), _) if p == "-" => prompt::PromptSource::Stdin,
+        (Some(p), _) if a.escapes => {
+            prompt::PromptSource::Text(prompt::unescape(p).map_err(|e| Error::InvalidArgument(e.to_string()))?)
         }
+        (Some(p), _) => prompt::PromptSource::Text(p.clone()),
+        (None, Some(f)) => prompt::PromptSource::from_path_arg(f),
+        (None, None) if std::io::stdin().is_terminal() => {
+            return Err(Error::InvalidArgument(
+                "no prompt: pass --prompt TEXT, --prompt-file FILE, or pipe text to stdin".into(),
+            ))
+        }
+        (None, None) => prompt::PromptSource::Stdin,
+    };
+    let mut text = source.read().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    if !matches!(source, prompt::PromptSource::Text(_)) {
+        text = prompt::trim_final_newline(&text).to_string();
     }
-    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
     let template = match a.template {
         TemplateArg::Raw => prompt::Template::Raw,
-        TemplateArg::Chat => prompt::Template::Chat,
-        TemplateArg::OneShot => prompt::Template::OneShot { examples: a.example.clone() },
+        TemplateArg::Chat => prompt::Template::Chat { history: Vec::new() },
+        TemplateArg::Completion if a.example.is_empty() => prompt::Template::one_shot(),
+        TemplateArg::Completion => {
+            let examples = a
+                .example
+                .iter()
+                .map(|e| {
+                    e.split_once(prompt::COMPLETION_SEPARATOR)
+                        .map(|(i, o)| (i.to_string(), o.to_string()))
+                        .ok_or_else(|| Error::InvalidArgument(format!("--example `{e}`: expected input->output")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            prompt::Template::Completion { examples }
+        }
     };
-    let rendered = template.render(&text);
-    if text.trim().is_empty() {
-        return Err(Error::InvalidArgument("the prompt is empty".into()));
-    }
-    Ok(rendered)
+    Ok(template.render(&text))
 }
 
 fn generate(a: GenerateArgs) -> Result<()> {
@@ -123,6 +135,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let mut text_out = String::new();
     let mut stdout = std::io::stdout().lock();
     let mut io_err = None;
+    let mut stream_err = None;
     let mut emit = |s: &str, text_out: &mut String| {
         text_out.push_str(s);
         if !a.json && !s.is_empty() {
@@ -136,7 +149,13 @@ fn generate(a: GenerateArgs) -> Result<()> {
         if id == eos && opts.eos_token_id.is_some() {
             return false;
         }
-        let piece = stream.push(id).unwrap_or_default();
+        let piece = match stream.push(id) {
+            Ok(p) => p,
+            Err(e) => {
+                stream_err.get_or_insert(e);
+                return false;
+            }
+        };
         let safe = stops.push(&piece);
         emit(&safe, &mut text_out);
         !stops.stopped()
@@ -144,12 +163,15 @@ fn generate(a: GenerateArgs) -> Result<()> {
     if stops.stopped() {
         reason = StopReason::StopString;
     } else {
-        let tail = stream.finish();
+        let tail = stream.finish().map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut rest = stops.push(&tail);
         if !stops.stopped() {
             rest.push_str(&stops.finish());
         }
         emit(&rest, &mut text_out);
+    }
+    if let Some(e) = stream_err {
+        return Err(Error::Tokenizer(e.to_string()));
     }
     if let Some(e) = io_err {
         return Err(Error::io("<stdout>", e));
@@ -191,7 +213,7 @@ fn tokenize(a: TokenizeArgs) -> Result<()> {
     let path = dir.join("tokenizer.model");
     let tok = engine_tools::Tokenizer::open(&path).map_err(|e| Error::Tokenizer(e.to_string()))?;
     let text = if a.text == "-" {
-        prompt::read_source(prompt::PromptSource::Stdin).map_err(|e| Error::InvalidArgument(e.to_string()))?
+        prompt::PromptSource::Stdin.read().map_err(|e| Error::InvalidArgument(e.to_string()))?
     } else {
         a.text.clone()
     };
