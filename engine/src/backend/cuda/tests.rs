@@ -188,7 +188,7 @@ const SHAPES: &[(usize, usize, Option<usize>, bool, bool)] = &[
     (64, 16, Some(32), false, true),
     (128, 48, Some(64), true, false),
     (200, 24, Some(32), false, false),
-    (256, 100, None, false, true),
+    (256, 104, None, false, true),
     (512, 64, Some(128), true, true),
     (1024, 136, Some(128), false, false),
     (4096, 256, Some(128), false, true),
