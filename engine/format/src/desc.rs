@@ -54,6 +54,9 @@ impl TensorRef {
 }
 
 /// One linear layer `y = x · W` with `in_features` (K) inputs and `out_features` (N) outputs.
+// A model holds a few hundred of these, so the size gap between variants costs nothing; boxing would only make
+// every match on them noisier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Linear {
     /// AutoGPTQ int4: `qweight` I32 [K/8, N], `qzeros` I32 [groups, N/8], `scales` F16 [groups, N], `g_idx` I32 [K]
