@@ -535,26 +535,29 @@ impl Layout<'_> {
             Arch::Baichuan => "Baichuan",
             Arch::Llama => "LLaMA",
         };
-        let mut patterns: BTreeMap<String, (usize, String)> = BTreeMap::new();
+        // pattern → (count, first name, where the first one is)
+        let mut patterns: BTreeMap<String, (usize, &str, String)> = BTreeMap::new();
         for (name, f) in &self.found {
-            let e = patterns.entry(layer_pattern(name)).or_insert((0, String::new()));
+            let e = patterns.entry(layer_pattern(name)).or_insert((0, name, String::new()));
             e.0 += 1;
             if e.0 == 1 {
-                e.1 = format!("in {} ({} {:?})", self.shard_name(f.shard), f.dtype, f.shape);
+                e.2 = format!("in {} ({} {:?})", self.shard_name(f.shard), f.dtype, f.shape);
             }
         }
         let total = patterns.len();
-        for (i, (pattern, (count, place))) in patterns.into_iter().enumerate() {
+        let mut lines = Vec::new();
+        for (i, (pattern, (count, first, place))) in patterns.into_iter().enumerate() {
             if i == MAX_WARNINGS {
-                self.warnings.push(format!("... and {} more kinds of extra tensors, also ignored", total - i));
+                lines.push(format!("... and {} more kinds of extra tensors, also ignored", total - i));
                 break;
             }
-            self.warnings.push(if count == 1 {
-                format!("extra tensor `{pattern}` {place} is not part of the {arch} layout and is ignored")
+            lines.push(if count == 1 {
+                format!("extra tensor `{first}` {place} is not part of the {arch} layout and is ignored")
             } else {
                 format!("extra tensor `{pattern}` (in {count} layers) is not part of the {arch} layout and is ignored")
             });
         }
+        self.warnings.extend(lines);
     }
 }
 
