@@ -54,6 +54,9 @@ impl TensorRef {
 }
 
 /// One linear layer `y = x · W` with `in_features` (K) inputs and `out_features` (N) outputs.
+// A model holds a few hundred of these, so the size gap between variants costs nothing; boxing would only make
+// every match on them noisier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Linear {
     /// AutoGPTQ int4: `qweight` I32 [K/8, N], `qzeros` I32 [groups, N/8], `scales` F16 [groups, N], `g_idx` I32 [K]
@@ -139,4 +142,45 @@ pub struct ModelDesc {
     pub lm_head: TensorRef,
     /// Things that are odd but harmless (unexpected extra tensors), one line each, for the user to see.
     pub warnings: Vec<String>,
+}
+
+impl Linear {
+    /// The tensors of this layer, in a fixed order (`qweight, qzeros, scales, g_idx` or `weight`).
+    pub fn tensors(&self) -> Vec<&TensorRef> {
+        match self {
+            Linear::Gptq { qweight, qzeros, scales, g_idx, .. } => alloc::vec![qweight, qzeros, scales, g_idx],
+            Linear::F16 { weight, .. } => alloc::vec![weight],
+        }
+    }
+}
+
+impl LayerDesc {
+    /// The linear layers in computation order: q/k/v parts, o_proj, gate_proj, up_proj, down_proj.
+    pub fn linears(&self) -> Vec<&Linear> {
+        let mut out: Vec<&Linear> = self.qkv.parts.iter().collect();
+        out.extend([&self.o_proj, &self.gate_proj, &self.up_proj, &self.down_proj]);
+        out
+    }
+}
+
+impl ModelDesc {
+    /// Every tensor the model uses, each once (a tied `lm_head` is the embedding and is not repeated), in
+    /// computation order. Extra tensors of the checkpoint are not included.
+    pub fn tensors(&self) -> Vec<&TensorRef> {
+        let mut out = alloc::vec![&self.embed_tokens];
+        for l in &self.layers {
+            out.push(&l.input_layernorm);
+            out.extend(l.qkv.parts.iter().flat_map(Linear::tensors));
+            out.extend(l.o_proj.tensors());
+            out.push(&l.post_attention_layernorm);
+            for lin in [&l.gate_proj, &l.up_proj, &l.down_proj] {
+                out.extend(lin.tensors());
+            }
+        }
+        out.push(&self.norm);
+        if self.lm_head != self.embed_tokens {
+            out.push(&self.lm_head);
+        }
+        out
+    }
 }

@@ -9,6 +9,8 @@
 //! - [`config`]: `config.json` and `quantize_config.json` → [`ModelConfig`], [`QuantConfig`].
 //! - [`gptq`]: the AutoGPTQ int4 layout (nibble order, zero-minus-one, group index) as plain functions.
 //! - [`checkpoint`]: safetensors headers + config → [`ModelDesc`], with every tensor checked.
+//! - [`write`]: safetensors header encoding, shared by the synthetic checkpoint writers.
+//! - `testutil` (feature `test-util`): tiny valid checkpoints in memory, for tests and fuzz targets.
 //! - [`plan`]: [`ModelDesc`] + run limits → the static device memory plan.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -21,9 +23,12 @@ pub mod desc;
 pub mod error;
 pub mod gptq;
 pub mod plan;
+#[cfg(feature = "test-util")]
+pub mod testutil;
+pub mod write;
 
-pub use checkpoint::{describe, Shard};
-pub use config::{Arch, ModelConfig, QuantConfig};
+pub use checkpoint::{check_index, describe, parse_index, read_shard, Shard, ShardIndex, ShardTensor};
+pub use config::{parse_model_config, parse_quant_config, Arch, ModelConfig, QuantConfig};
 pub use desc::{DType, LayerDesc, Linear, ModelDesc, Projection, TensorRef};
 pub use error::{FormatError, FormatErrorKind};
 pub use plan::{MemoryPlan, PlanBuffer, PlanLimits, Region};

@@ -1,0 +1,427 @@
+//! `describe` on tiny in-memory checkpoints: every layout variant that must load, and one test per class of bad
+//! input, checking the error kind and that the message names the file and the tensor.
+
+use engine_format::testutil::{serialize, tiny_checkpoint, RawTensor, TinySpec};
+use engine_format::{
+    check_index, describe, parse_index, parse_model_config, parse_quant_config, Arch, FormatError, FormatErrorKind,
+    Linear, ModelDesc, Shard,
+};
+
+const SHARD: &str = "gptq_model-4bit-8g.safetensors";
+
+fn describe_bytes(spec: &TinySpec, shards: &[(&str, &[u8])]) -> Result<ModelDesc, FormatError> {
+    let config = parse_model_config("config.json", spec.config_json().as_bytes()).unwrap();
+    let quant = spec.quant_json().map(|q| parse_quant_config("quantize_config.json", q.as_bytes()).unwrap());
+    let shards: Vec<Shard<'_>> = shards.iter().map(|&(name, bytes)| Shard { name, bytes }).collect();
+    let desc = describe(&config, quant.as_ref(), &shards)?;
+    check_invariants(&desc, &shards);
+    Ok(desc)
+}
+
+/// Build the spec's tensors, let `edit` break them, and describe the one-shard result.
+fn with_edit(spec: &TinySpec, edit: impl FnOnce(&mut Vec<RawTensor>)) -> Result<ModelDesc, FormatError> {
+    let mut tensors = spec.tensors();
+    edit(&mut tensors);
+    describe_bytes(spec, &[(SHARD, &serialize(&tensors))])
+}
+
+fn bytes_of(spec: &TinySpec) -> Vec<u8> {
+    serialize(&spec.tensors())
+}
+
+fn find<'a>(tensors: &'a mut [RawTensor], name: &str) -> &'a mut RawTensor {
+    tensors.iter_mut().find(|t| t.name == name).unwrap()
+}
+
+/// What `TensorRef` promises to the rest of the engine.
+fn check_invariants(desc: &ModelDesc, shards: &[Shard<'_>]) {
+    let mut all = vec![&desc.embed_tokens, &desc.norm, &desc.lm_head];
+    for l in &desc.layers {
+        all.extend([&l.input_layernorm, &l.post_attention_layernorm]);
+        for lin in l.qkv.parts.iter().chain([&l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj]) {
+            match lin {
+                Linear::Gptq { qweight, qzeros, scales, g_idx, .. } => all.extend([qweight, qzeros, scales, g_idx]),
+                Linear::F16 { weight, .. } => all.push(weight),
+            }
+        }
+    }
+    for t in all {
+        let shard = &shards[t.shard];
+        assert!(t.range().end <= shard.bytes.len(), "{} outside {}", t.name, shard.name);
+        assert_eq!(t.start % t.dtype.size(), 0, "{} misaligned", t.name);
+        assert_eq!(t.len, t.shape.iter().product::<usize>() * t.dtype.size(), "{}", t.name);
+    }
+}
+
+fn assert_err(r: Result<ModelDesc, FormatError>, kind: FormatErrorKind, file: &str, subject: Option<&str>) -> String {
+    let e = r.expect_err("expected an error");
+    assert_eq!(e.kind, kind, "{e}");
+    assert_eq!(e.file, file, "{e}");
+    assert_eq!(e.subject.as_deref(), subject, "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains(file), "{msg}");
+    if let Some(s) = subject {
+        assert!(msg.contains(s), "{msg}");
+    }
+    msg
+}
+
+// ---- layouts that must load ----
+
+#[test]
+fn baichuan_gptq_loads() {
+    let spec = TinySpec::baichuan();
+    let d = describe_bytes(&spec, &[(SHARD, &bytes_of(&spec))]).unwrap();
+    assert_eq!(d.config.arch, Arch::Baichuan);
+    assert_eq!(d.layers.len(), 2);
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+    let l = &d.layers[1];
+    assert_eq!(l.qkv.parts.len(), 1);
+    assert_eq!((l.qkv.in_features(), l.qkv.out_features()), (16, 48));
+    assert_eq!(l.qkv.parts[0].clone(), l.qkv.parts[0]);
+    match &l.down_proj {
+        Linear::Gptq { in_features, out_features, group_size, groups, g_idx_is_trivial, qweight, .. } => {
+            assert_eq!((*in_features, *out_features, *group_size, *groups), (24, 16, 8, 3));
+            assert!(g_idx_is_trivial);
+            assert_eq!(qweight.shape, [3, 16]);
+            assert_eq!(qweight.name, "model.layers.1.mlp.down_proj.qweight");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(d.shards, [SHARD]);
+    assert_ne!(d.lm_head, d.embed_tokens);
+}
+
+#[test]
+fn llama_gqa_act_order_loads() {
+    let spec = TinySpec::llama();
+    let (config, quant, shard) = tiny_checkpoint();
+    assert_eq!(config, spec.config_json().as_bytes());
+    let d = describe_bytes(&spec, &[(SHARD, &shard)]).unwrap();
+    assert_eq!(d.config.arch, Arch::Llama);
+    assert_eq!((d.config.num_key_value_heads, d.config.head_dim), (2, 8));
+    assert!(!quant.is_empty());
+    let parts = &d.layers[0].qkv.parts;
+    let outs: Vec<usize> = parts.iter().map(Linear::out_features).collect();
+    assert_eq!(outs, [32, 16, 16]);
+    for p in parts {
+        match p {
+            Linear::Gptq { g_idx_is_trivial, groups, .. } => assert!(!g_idx_is_trivial && *groups == 4),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(d.quant.as_ref().is_some_and(|q| q.desc_act && !q.sym));
+}
+
+#[test]
+fn group_sizes_and_single_group() {
+    for g in [Some(8), Some(16), Some(24), None] {
+        let spec = TinySpec { group_size: g, ..TinySpec::baichuan() };
+        let d = describe_bytes(&spec, &[(SHARD, &bytes_of(&spec))]).unwrap();
+        match &d.layers[0].down_proj {
+            Linear::Gptq { group_size, groups, g_idx_is_trivial, .. } => {
+                let want = g.unwrap_or(24);
+                assert_eq!((*group_size, *groups), (want, 24usize.div_ceil(want)), "{g:?}");
+                assert!(g_idx_is_trivial);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn fp16_and_tied_embeddings_load() {
+    let spec = TinySpec { quantized: false, tie_word_embeddings: true, ..TinySpec::llama() };
+    let d = describe_bytes(&spec, &[("model.safetensors", &bytes_of(&spec))]).unwrap();
+    assert!(d.quant.is_none());
+    assert_eq!(d.lm_head, d.embed_tokens);
+    match &d.layers[0].o_proj {
+        Linear::F16 { weight, in_features, out_features } => {
+            assert_eq!((weight.shape.as_slice(), *in_features, *out_features), (&[32, 32][..], 32, 32));
+        }
+        other => panic!("{other:?}"),
+    }
+    // An lm_head.weight that a tied config ignores is reported, not an error.
+    let mut tensors = spec.tensors();
+    tensors.push(RawTensor {
+        name: "lm_head.weight".into(),
+        dtype: "F16".into(),
+        shape: vec![32, 32],
+        data: vec![0; 2048],
+    });
+    let d = describe_bytes(&spec, &[("model.safetensors", &serialize(&tensors))]).unwrap();
+    assert_eq!(d.warnings.len(), 1);
+    assert!(d.warnings[0].contains("lm_head.weight"), "{:?}", d.warnings);
+}
+
+#[test]
+fn two_shards_load_and_keep_shard_numbers() {
+    let spec = TinySpec::llama();
+    let tensors = spec.tensors();
+    let (a, b) = tensors.split_at(tensors.len() / 2);
+    let (a, b) = (serialize(a), serialize(b));
+    let d =
+        describe_bytes(&spec, &[("model-00001-of-00002.safetensors", &a), ("model-00002-of-00002.safetensors", &b)])
+            .unwrap();
+    assert_eq!(d.shards.len(), 2);
+    assert_eq!(d.layers[0].qkv.parts[0].in_features(), 32);
+    assert_eq!(d.lm_head.shard, 1);
+}
+
+#[test]
+fn extra_tensors_are_warnings() {
+    let spec = TinySpec::baichuan();
+    let d = with_edit(&spec, |t| {
+        for l in 0..2 {
+            t.push(RawTensor {
+                name: format!("model.layers.{l}.mlp.up_proj.bias"),
+                dtype: "F16".into(),
+                shape: vec![24],
+                data: vec![0; 48],
+            });
+        }
+        t.push(RawTensor { name: "rotary.inv_freq".into(), dtype: "F32".into(), shape: vec![4], data: vec![0; 16] });
+    })
+    .unwrap();
+    assert_eq!(d.warnings.len(), 2, "{:?}", d.warnings);
+    assert!(d.warnings.iter().any(|w| w.contains("model.layers.{i}.mlp.up_proj.bias") && w.contains("2 layers")));
+    assert!(d.warnings.iter().any(|w| w.contains("rotary.inv_freq") && w.contains(SHARD)));
+}
+
+// ---- one test per class of bad input ----
+
+#[test]
+fn empty_file() {
+    let spec = TinySpec::baichuan();
+    let msg = assert_err(describe_bytes(&spec, &[(SHARD, b"")]), FormatErrorKind::Truncated, SHARD, None);
+    assert!(msg.contains("empty"), "{msg}");
+    assert_err(describe_bytes(&spec, &[(SHARD, b"\x10\0\0")]), FormatErrorKind::Truncated, SHARD, None);
+}
+
+#[test]
+fn truncated_file() {
+    let spec = TinySpec::baichuan();
+    let bytes = bytes_of(&spec);
+    let msg = assert_err(
+        describe_bytes(&spec, &[(SHARD, &bytes[..bytes.len() - 5])]),
+        FormatErrorKind::Truncated,
+        SHARD,
+        None,
+    );
+    assert!(msg.contains("truncated"), "{msg}");
+    // Cut inside the header.
+    assert_err(describe_bytes(&spec, &[(SHARD, &bytes[..100])]), FormatErrorKind::Truncated, SHARD, None);
+}
+
+#[test]
+fn trailing_bytes() {
+    let spec = TinySpec::baichuan();
+    let mut bytes = bytes_of(&spec);
+    bytes.extend_from_slice(&[0; 4]);
+    assert_err(describe_bytes(&spec, &[(SHARD, &bytes)]), FormatErrorKind::InvalidOffsets, SHARD, None);
+}
+
+#[test]
+fn header_length_past_end() {
+    let spec = TinySpec::baichuan();
+    let mut bytes = bytes_of(&spec);
+    let past = bytes.len() as u64;
+    bytes[..8].copy_from_slice(&past.to_le_bytes());
+    let msg = assert_err(describe_bytes(&spec, &[(SHARD, &bytes)]), FormatErrorKind::Truncated, SHARD, None);
+    assert!(msg.contains(&past.to_string()), "{msg}");
+}
+
+#[test]
+fn absurd_header_length() {
+    let spec = TinySpec::baichuan();
+    for n in [u64::MAX, 100_000_001, 1 << 40] {
+        let mut bytes = bytes_of(&spec);
+        bytes[..8].copy_from_slice(&n.to_le_bytes());
+        assert_err(describe_bytes(&spec, &[(SHARD, &bytes)]), FormatErrorKind::HeaderTooLarge, SHARD, None);
+    }
+}
+
+#[test]
+fn invalid_utf8_header() {
+    let spec = TinySpec::baichuan();
+    let mut bytes = bytes_of(&spec);
+    bytes[10] = 0xFF;
+    let msg = assert_err(describe_bytes(&spec, &[(SHARD, &bytes)]), FormatErrorKind::InvalidHeader, SHARD, None);
+    assert!(msg.contains("UTF-8"), "{msg}");
+}
+
+#[test]
+fn invalid_json_header() {
+    let spec = TinySpec::baichuan();
+    let mut bytes = bytes_of(&spec);
+    bytes[8] = b'[';
+    assert_err(describe_bytes(&spec, &[(SHARD, &bytes)]), FormatErrorKind::InvalidHeader, SHARD, None);
+    // Valid JSON, unknown dtype.
+    let r = with_edit(&spec, |t| t[0].dtype = "Q4".into());
+    assert_err(r, FormatErrorKind::InvalidHeader, SHARD, None);
+}
+
+#[test]
+fn overlapping_offsets() {
+    let spec = TinySpec::baichuan();
+    let bytes = bytes_of(&spec);
+    // Make the second tensor start 4 bytes early (padded with a space so the header length stays the same): it
+    // overlaps the first.
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
+    let first_len = spec.tensors()[0].data.len();
+    let needle = format!("\"data_offsets\":[{first_len},");
+    let patched = header.replacen(
+        &needle,
+        &format!("\"data_offsets\":[{:<w$},", first_len - 4, w = first_len.to_string().len()),
+        1,
+    );
+    assert_ne!(patched, header);
+    let mut bad = bytes[..8].to_vec();
+    bad.extend_from_slice(patched.as_bytes());
+    bad.extend_from_slice(&bytes[8 + n..]);
+    let second = spec.tensors()[1].name.clone();
+    let msg =
+        assert_err(describe_bytes(&spec, &[(SHARD, &bad)]), FormatErrorKind::InvalidOffsets, SHARD, Some(&second));
+    assert!(msg.contains("overlap"), "{msg}");
+}
+
+#[test]
+fn offsets_disagreeing_with_shape() {
+    let spec = TinySpec::baichuan();
+    // Header says [3, 48] but the data is the size of [2, 48]: the byte range no longer matches.
+    let r = with_edit(&spec, |t| t[0].shape = vec![t[0].shape[0] + 1, t[0].shape[1]]);
+    let name = spec.tensors()[0].name.clone();
+    let msg = assert_err(r, FormatErrorKind::InvalidOffsets, SHARD, Some(&name));
+    assert!(msg.contains("need"), "{msg}");
+}
+
+#[test]
+fn wrong_dtype() {
+    let spec = TinySpec::baichuan();
+    let r = with_edit(&spec, |t| find(t, "model.norm.weight").dtype = "BF16".into());
+    let msg = assert_err(r, FormatErrorKind::WrongDtype, SHARD, Some("model.norm.weight"));
+    assert!(msg.contains("expected F16, found BF16"), "{msg}");
+    let r = with_edit(&spec, |t| find(t, "model.layers.0.mlp.gate_proj.qweight").dtype = "U32".into());
+    assert_err(r, FormatErrorKind::WrongDtype, SHARD, Some("model.layers.0.mlp.gate_proj.qweight"));
+}
+
+#[test]
+fn wrong_shape() {
+    let spec = TinySpec::baichuan();
+    let name = "model.layers.1.self_attn.o_proj.scales";
+    let r = with_edit(&spec, |t| {
+        let s = find(t, name);
+        s.shape = vec![s.shape[1], s.shape[0]];
+    });
+    let msg = assert_err(r, FormatErrorKind::WrongShape, SHARD, Some(name));
+    assert!(msg.contains("expected shape [2, 16]") && msg.contains("found [16, 2]"), "{msg}");
+}
+
+#[test]
+fn missing_tensor() {
+    let spec = TinySpec::baichuan();
+    let name = "model.layers.1.mlp.up_proj.g_idx";
+    let r = with_edit(&spec, |t| t.retain(|t| t.name != name));
+    assert_err(r, FormatErrorKind::MissingTensor, SHARD, Some(name));
+    // Unquantized tensors under a GPTQ config: the message says so.
+    let f16 = TinySpec { quantized: false, ..TinySpec::baichuan() };
+    let r = describe_bytes(&spec, &[(SHARD, &bytes_of(&f16))]);
+    let msg = assert_err(r, FormatErrorKind::MissingTensor, SHARD, Some("model.layers.0.self_attn.W_pack.qweight"));
+    assert!(msg.contains("unquantized"), "{msg}");
+    let r = with_edit(&spec, |t| t.retain(|t| t.name != "lm_head.weight"));
+    let msg = assert_err(r, FormatErrorKind::MissingTensor, SHARD, Some("lm_head.weight"));
+    assert!(msg.contains("tie_word_embeddings"), "{msg}");
+}
+
+#[test]
+fn duplicate_tensor_across_shards() {
+    let spec = TinySpec::baichuan();
+    let tensors = spec.tensors();
+    let a = serialize(&tensors);
+    let b = serialize(&tensors[..1]);
+    let r = describe_bytes(&spec, &[("a.safetensors", &a), ("b.safetensors", &b)]);
+    let msg = assert_err(r, FormatErrorKind::Inconsistent, "b.safetensors", Some(&tensors[0].name));
+    assert!(msg.contains("a.safetensors"), "{msg}");
+}
+
+#[test]
+fn g_idx_out_of_range() {
+    let spec = TinySpec::baichuan();
+    let name = "model.layers.0.mlp.down_proj.g_idx";
+    for bad in [3i32, -1, i32::MAX] {
+        let r = with_edit(&spec, |t| find(t, name).data[20..24].copy_from_slice(&bad.to_le_bytes()));
+        let msg = assert_err(r, FormatErrorKind::ValueOutOfRange, SHARD, Some(name));
+        assert!(msg.contains(&format!("entry 5 is {bad}")) && msg.contains("0..3"), "{msg}");
+    }
+}
+
+#[test]
+fn misaligned_tensor() {
+    let spec = TinySpec::baichuan();
+    // A 2-byte extra tensor first shifts every I32 tensor off its 4-byte alignment.
+    let r = with_edit(&spec, |t| {
+        t.insert(0, RawTensor { name: "a.pad".into(), dtype: "F16".into(), shape: vec![1], data: vec![0; 2] })
+    });
+    let msg = assert_err(r, FormatErrorKind::Misaligned, SHARD, Some("model.layers.0.self_attn.W_pack.qweight"));
+    assert!(msg.contains("multiple of 4"), "{msg}");
+}
+
+#[test]
+fn gptq_needs_multiples_of_8() {
+    let spec = TinySpec { hidden: 20, heads: 2, ..TinySpec::baichuan() };
+    let r = describe_bytes(&spec, &[(SHARD, &bytes_of(&TinySpec::baichuan()))]);
+    let e = r.unwrap_err();
+    assert_eq!((e.kind, e.file.as_str()), (FormatErrorKind::InvalidValue, "config.json"), "{e}");
+}
+
+#[test]
+fn naming_mismatch_is_explained() {
+    let baichuan = TinySpec::baichuan();
+    let llama_named = TinySpec { arch: Arch::Llama, ..TinySpec::baichuan() };
+    let r = describe_bytes(&baichuan, &[(SHARD, &bytes_of(&llama_named))]);
+    let msg = assert_err(r, FormatErrorKind::MissingTensor, SHARD, Some("model.layers.0.self_attn.W_pack.qweight"));
+    assert!(msg.contains("LLaMA naming"), "{msg}");
+}
+
+// ---- shard index ----
+
+#[test]
+fn shard_index_checks() {
+    let spec = TinySpec::baichuan();
+    let tensors = spec.tensors();
+    let (a, b) = tensors.split_at(5);
+    let (sa, sb) = (serialize(a), serialize(b));
+    let shards = [Shard { name: "m-1.safetensors", bytes: &sa }, Shard { name: "m-2.safetensors", bytes: &sb }];
+    let map = |moved: Option<&str>| {
+        let entries: Vec<String> = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let f = if i < 5 { "m-1.safetensors" } else { "m-2.safetensors" };
+                let f = if Some(t.name.as_str()) == moved { "m-1.safetensors" } else { f };
+                format!("\"{}\": \"{f}\"", t.name)
+            })
+            .collect();
+        format!("{{\"metadata\": {{\"total_size\": 1}}, \"weight_map\": {{{}}}}}", entries.join(", "))
+    };
+    let index = parse_index("model.safetensors.index.json", map(None).as_bytes()).unwrap();
+    assert_eq!(index.files(), ["m-1.safetensors", "m-2.safetensors"]);
+    check_index("model.safetensors.index.json", &index, &shards).unwrap();
+
+    let wrong = parse_index("i.json", map(Some("model.norm.weight")).as_bytes()).unwrap();
+    let e = check_index("i.json", &wrong, &shards).unwrap_err();
+    assert_eq!((e.kind, e.subject.as_deref()), (FormatErrorKind::Inconsistent, Some("model.norm.weight")));
+
+    let e = check_index("i.json", &index, &shards[..1]).unwrap_err();
+    assert_eq!(e.kind, FormatErrorKind::Inconsistent);
+    assert!(e.detail.contains("does not contain"), "{e}");
+
+    for bad in
+        [&br#"{"weight_map": {"a": "../x.safetensors"}}"#[..], br#"{"weight_map": []}"#, br#"{"weight_map": {}}"#]
+    {
+        assert_eq!(parse_index("i.json", bad).unwrap_err().kind, FormatErrorKind::InvalidValue);
+    }
+    assert_eq!(parse_index("i.json", b"{}").unwrap_err().kind, FormatErrorKind::MissingField);
+    assert_eq!(parse_index("i.json", b"{").unwrap_err().kind, FormatErrorKind::InvalidJson);
+}
