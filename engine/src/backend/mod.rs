@@ -45,6 +45,9 @@ pub trait Backend: Send {
     /// A description of the device for reports (`"CPU, 16 threads"`, `"NVIDIA H200, sm_90"`).
     fn device_description(&self) -> String;
 
+    /// The concrete backend, for tools that need more than this trait (benchmarks, kernel breakdowns).
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+
     /// Allocate the KV cache for one sequence of up to `max_context` positions.
     fn new_cache(&mut self, max_context: usize) -> Result<Box<dyn KvCache>>;
 

@@ -131,7 +131,7 @@ impl CudaBackend {
             stream
                 .begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
                 .map_err(|e| Error::Device(format!("starting graph capture: {e}")))?;
-            let launched = step::decode(self, cache.mem.ptr, cache.capacity, greedy);
+            let launched = step::decode(self, cache.mem.ptr, cache.capacity, greedy, 0, &mut |_, _| Ok(()));
             let graph = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
             launched?;
             let graph = graph
@@ -154,6 +154,125 @@ impl CudaBackend {
         self.gpu.upload(self.buf("ws.tokens"), bytemuck::cast_slice(tokens))?;
         self.gpu.upload(self.buf("ws.pos"), bytemuck::bytes_of(&(start as u32)))?;
         step::prefill(self, cache.mem.ptr, cache.capacity, tokens.len())
+    }
+}
+
+/// One kernel's share of a decode step, summed over the layers.
+#[derive(Debug, Clone)]
+pub struct KernelTime {
+    pub kernel: &'static str,
+    pub launches: usize,
+    pub ms: f64,
+    pub bytes: u64,
+}
+
+impl CudaBackend {
+    /// Time each kernel of a decode step at context length `pos + 1`: the step's kernels are launched one by one
+    /// (no graph) with an event after each, `reps` times; the median of each kernel's time is kept.
+    pub fn profile_decode_step(&mut self, cache: &mut dyn KvCache, pos: usize, token: u32, reps: usize) -> Result<Vec<KernelTime>> {
+        let cache = self.cache(cache)?;
+        if pos >= cache.capacity {
+            return Err(Error::ContextOverflow { needed: pos + 1, limit: cache.capacity, what: "KV cache capacity" });
+        }
+        let ctx = self.gpu.ctx.clone();
+        let event = || ctx.new_event(None).map_err(|e| Error::Device(format!("creating an event: {e}")));
+        let mut samples: Vec<Vec<(&'static str, f64, u64)>> = Vec::new();
+        for _ in 0..reps.max(1) {
+            self.gpu.upload(self.buf("ws.tokens"), bytemuck::bytes_of(&token))?;
+            self.gpu.upload(self.buf("ws.pos"), bytemuck::bytes_of(&(pos as u32)))?;
+            let start = event()?;
+            start.record(&self.gpu.stream).map_err(|e| Error::Device(e.to_string()))?;
+            let mut marks = Vec::new();
+            step::decode(self, cache.mem.ptr, cache.capacity, false, pos + 1, &mut |name, bytes| {
+                let e = event()?;
+                e.record(&self.gpu.stream).map_err(|e| Error::Device(e.to_string()))?;
+                marks.push((name, bytes, e));
+                Ok(())
+            })?;
+            self.gpu.sync()?;
+            let mut prev = &start;
+            let mut row = Vec::new();
+            for (name, bytes, e) in &marks {
+                let ms = prev.elapsed_ms(e).map_err(|e| Error::Device(e.to_string()))? as f64;
+                row.push((*name, ms, *bytes));
+                prev = e;
+            }
+            samples.push(row);
+        }
+        // Median per launch position, then summed per kernel name in first-seen order.
+        let n = samples[0].len();
+        let mut out: Vec<KernelTime> = Vec::new();
+        for i in 0..n {
+            let mut t: Vec<f64> = samples.iter().map(|r| r[i].1).collect();
+            t.sort_by(|a, b| a.total_cmp(b));
+            let (name, bytes) = (samples[0][i].0, samples[0][i].2);
+            let ms = t[t.len() / 2];
+            match out.iter_mut().find(|k| k.kernel == name) {
+                Some(k) => {
+                    k.launches += 1;
+                    k.ms += ms;
+                    k.bytes += bytes;
+                }
+                None => out.push(KernelTime { kernel: name, launches: 1, ms, bytes }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The card's copy bandwidth in bytes per second (read + written), from a 2 × 1 GiB device-to-device copy by
+    /// the engine's own 16-byte copy kernel; median of 10 after a warm-up. The buffers are freed on return.
+    pub fn copy_bandwidth(&self) -> Result<f64> {
+        let bytes: usize = 1 << 30;
+        let (src, dst) = (self.gpu.alloc(bytes, "the bandwidth probe")?, self.gpu.alloc(bytes, "the bandwidth probe")?);
+        // Random-looking contents, not zeros.
+        let pattern: Vec<u8> = (0..bytes / 64).map(|i| (i as u32).wrapping_mul(2654435761) as u8).collect();
+        for c in 0..64 {
+            self.gpu.upload(src.ptr + (c * bytes / 64) as u64, &pattern)?;
+        }
+        let ctx = self.gpu.ctx.clone();
+        let event = || ctx.new_event(None).map_err(|e| Error::Device(format!("creating an event: {e}")));
+        let mut times = Vec::new();
+        for i in 0..11 {
+            let (a, b) = (event()?, event()?);
+            a.record(&self.gpu.stream).map_err(|e| Error::Device(e.to_string()))?;
+            let (mut s, mut d, mut n) = (src.ptr, dst.ptr, (bytes / 16) as u64);
+            let grid = 2 * self.gpu.sm_count;
+            // SAFETY: copy_bytes_read_bw(const uint4*, uint4*, uint64_t) over n 16-byte chunks of two 1 GiB buffers.
+            unsafe {
+                self.gpu.launch_raw(
+                    &self.gpu.k.copy_bw,
+                    (grid, 1, 1),
+                    256,
+                    0,
+                    &mut [step::arg(&mut s), step::arg(&mut d), step::arg(&mut n)],
+                )?;
+            }
+            b.record(&self.gpu.stream).map_err(|e| Error::Device(e.to_string()))?;
+            self.gpu.sync()?;
+            if i > 0 {
+                times.push(a.elapsed_ms(&b).map_err(|e| Error::Device(e.to_string()))? as f64);
+            }
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        Ok(2.0 * bytes as f64 / (times[times.len() / 2] / 1e3))
+    }
+
+    /// Bytes a decode step must read at context length `len`: every weight the step touches once (the embedding
+    /// only for its one row) plus the KV cache.
+    pub fn decode_bytes(&self, len: usize) -> u64 {
+        let c = self.config();
+        let mut bytes: u64 = self.w.layers.iter().map(|l| {
+            step::linear_bytes(&l.qkv) + step::linear_bytes(&l.o) + step::linear_bytes(&l.gate_up) + step::linear_bytes(&l.down)
+                + 2 * 2 * c.hidden_size as u64
+        }).sum();
+        bytes += (c.vocab_size * c.hidden_size * 2 + c.hidden_size * 2 + c.hidden_size * 2) as u64;
+        bytes + (2 * c.num_hidden_layers * c.num_key_value_heads * len * c.head_dim * 2) as u64
+    }
+
+    /// Device memory the engine holds: the plan's weights, activations and workspace (KV caches are counted by
+    /// the caller, one per session).
+    pub fn device_bytes(&self) -> (usize, usize, usize) {
+        (self.w.mem.len, self.act.len, self.ws.len)
     }
 }
 
@@ -184,6 +303,10 @@ impl Backend for CudaBackend {
 
     fn device_description(&self) -> String {
         self.gpu.describe()
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
     }
 
     fn new_cache(&mut self, max_context: usize) -> Result<Box<dyn KvCache>> {
