@@ -71,6 +71,32 @@ pub trait Backend: Send {
         self.forward(cache, start, tokens, LogitsOut::Last(&mut logits))?;
         Ok(sampler.sample(&mut logits, history))
     }
+
+    /// Greedy decoding without a penalty: feed `first` at position `start`, take the argmax, feed it, and so on,
+    /// calling `on_token` with each new token until it returns `false` or `max_tokens` tokens were produced.
+    /// Returns how many tokens were fed (the first, then every produced token but the last). Backends that can
+    /// keep this loop on the device override it; the cache may then hold a few positions beyond the last fed
+    /// token, which later calls overwrite.
+    fn decode_greedy(
+        &mut self,
+        cache: &mut dyn KvCache,
+        start: usize,
+        first: u32,
+        max_tokens: usize,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<usize> {
+        let mut sampler = Sampler::new(SamplerParams::default())?;
+        let (mut token, mut fed) = (first, 0);
+        while fed < max_tokens {
+            let next = self.forward_sample(cache, start + fed, &[token], &mut sampler, &[])?;
+            fed += 1;
+            if !on_token(next) {
+                break;
+            }
+            token = next;
+        }
+        Ok(fed)
+    }
 }
 
 /// Sampler settings are part of the interface backends see.

@@ -41,6 +41,8 @@ pub struct CudaOptions {
 }
 
 pub struct CudaBackend {
+    /// First, so that it is freed while the context still exists.
+    pinned: PinnedTokens,
     gpu: Gpu,
     model: Arc<Model>,
     plan: MemoryPlan,
@@ -51,6 +53,35 @@ pub struct CudaBackend {
     /// Seconds the weight upload took (repack + copy).
     pub upload_s: f64,
 }
+
+/// Decode steps the device may run ahead of the host in [`CudaBackend`]'s greedy loop.
+pub const RUN_AHEAD: usize = 8;
+
+/// `TOKEN_RING` words of page-locked host memory.
+struct PinnedTokens {
+    ptr: *mut u32,
+}
+
+impl PinnedTokens {
+    fn new() -> Result<PinnedTokens> {
+        // SAFETY: a plain page-locked allocation of TOKEN_RING words, freed in Drop.
+        let ptr = unsafe { cudarc::driver::result::malloc_host(plan::TOKEN_RING * 4, 0) }
+            .map_err(|e| Error::Device(format!("allocating pinned host memory: {e}")))?;
+        Ok(PinnedTokens { ptr: ptr as *mut u32 })
+    }
+}
+
+impl Drop for PinnedTokens {
+    fn drop(&mut self) {
+        // SAFETY: allocated by malloc_host in `new`, freed once.
+        unsafe {
+            let _ = cudarc::driver::result::free_host(self.ptr as *mut std::ffi::c_void);
+        }
+    }
+}
+
+// SAFETY: the pointer is only used under `&mut CudaBackend`, so never from two threads at once.
+unsafe impl Send for PinnedTokens {}
 
 /// A KV cache on the device, and the decode graphs captured for it (their kernel parameters point into it).
 pub struct CudaKvCache {
@@ -93,8 +124,9 @@ impl CudaBackend {
         let upload_s = t0.elapsed().as_secs_f64();
         let act = gpu.alloc(plan.region_size(Region::Activations), "activations")?;
         let ws = gpu.alloc(plan.region_size(Region::Workspace), "workspace")?;
+        let pinned = PinnedTokens::new()?;
         gpu.sync()?;
-        Ok(CudaBackend { gpu, model, plan, w, act, ws, prefill_chunk: opts.prefill_chunk, upload_s })
+        Ok(CudaBackend { gpu, model, plan, w, act, ws, prefill_chunk: opts.prefill_chunk, pinned, upload_s })
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -121,32 +153,43 @@ impl CudaBackend {
             .ok_or_else(|| Error::InvalidArgument("KV cache was made by another backend".into()))
     }
 
-    /// Run one decode step for `token` at `pos` through the graph of `kind`, capturing it on first use.
+    /// Capture the decode graph of `cache` (greedy or logits flavour) if it has not been captured yet.
+    fn ensure_graph(&mut self, cache: &mut CudaKvCache, greedy: bool) -> Result<()> {
+        let captured = if greedy { cache.graphs.greedy.is_some() } else { cache.graphs.logits.is_some() };
+        if captured {
+            return Ok(());
+        }
+        let stream = self.gpu.stream.clone();
+        stream
+            .begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| Error::Device(format!("starting graph capture: {e}")))?;
+        let launched = step::decode(self, cache.mem.ptr, cache.capacity, greedy, 0, &mut |_, _| Ok(()));
+        let graph = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
+        launched?;
+        let graph = graph
+            .map_err(|e| Error::Device(format!("capturing the decode graph: {e}")))?
+            .ok_or_else(|| Error::Device("graph capture produced no graph".into()))?;
+        let graph = Some(SendGraph(graph));
+        if greedy {
+            cache.graphs.greedy = graph;
+        } else {
+            cache.graphs.logits = graph;
+        }
+        Ok(())
+    }
+
+    fn replay(cache: &CudaKvCache, greedy: bool) -> Result<()> {
+        let slot = if greedy { &cache.graphs.greedy } else { &cache.graphs.logits };
+        let graph = &slot.as_ref().expect("ensure_graph ran first").0;
+        graph.launch().map_err(|e| Error::Device(format!("replaying the decode graph: {e}")))
+    }
+
+    /// Run one decode step for `token` at `pos` through the greedy or the logits graph.
     fn decode_step(&mut self, cache: &mut CudaKvCache, pos: usize, token: u32, greedy: bool) -> Result<()> {
         self.gpu.upload(self.buf("ws.tokens"), bytemuck::bytes_of(&token))?;
         self.gpu.upload(self.buf("ws.pos"), bytemuck::bytes_of(&(pos as u32)))?;
-        let captured = if greedy { cache.graphs.greedy.is_some() } else { cache.graphs.logits.is_some() };
-        if !captured {
-            let stream = self.gpu.stream.clone();
-            stream
-                .begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-                .map_err(|e| Error::Device(format!("starting graph capture: {e}")))?;
-            let launched = step::decode(self, cache.mem.ptr, cache.capacity, greedy, 0, &mut |_, _| Ok(()));
-            let graph = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
-            launched?;
-            let graph = graph
-                .map_err(|e| Error::Device(format!("capturing the decode graph: {e}")))?
-                .ok_or_else(|| Error::Device("graph capture produced no graph".into()))?;
-            let graph = Some(SendGraph(graph));
-            if greedy {
-                cache.graphs.greedy = graph;
-            } else {
-                cache.graphs.logits = graph;
-            }
-        }
-        let slot = if greedy { &cache.graphs.greedy } else { &cache.graphs.logits };
-        let graph = &slot.as_ref().expect("captured above").0;
-        graph.launch().map_err(|e| Error::Device(format!("replaying the decode graph: {e}")))
+        self.ensure_graph(cache, greedy)?;
+        Self::replay(cache, greedy)
     }
 
     /// Run a prefill chunk of `tokens` at positions `start..`; leaves the last row's residual in `act.x`.
@@ -175,7 +218,7 @@ impl CudaBackend {
             return Err(Error::ContextOverflow { needed: pos + 1, limit: cache.capacity, what: "KV cache capacity" });
         }
         let ctx = self.gpu.ctx.clone();
-        let event = || ctx.new_event(None).map_err(|e| Error::Device(format!("creating an event: {e}")));
+        let event = || ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| Error::Device(format!("creating an event: {e}")));
         let mut samples: Vec<Vec<(&'static str, f64, u64)>> = Vec::new();
         for _ in 0..reps.max(1) {
             self.gpu.upload(self.buf("ws.tokens"), bytemuck::bytes_of(&token))?;
@@ -230,7 +273,7 @@ impl CudaBackend {
             self.gpu.upload(src.ptr + (c * bytes / 64) as u64, &pattern)?;
         }
         let ctx = self.gpu.ctx.clone();
-        let event = || ctx.new_event(None).map_err(|e| Error::Device(format!("creating an event: {e}")));
+        let event = || ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| Error::Device(format!("creating an event: {e}")));
         let mut times = Vec::new();
         for i in 0..11 {
             let (a, b) = (event()?, event()?);
@@ -390,5 +433,62 @@ impl Backend for CudaBackend {
             self.gpu.download(&mut next, self.buf("ws.tokens"))?;
         }
         Ok(next[0])
+    }
+
+    /// The whole greedy loop on the device: the greedy graph writes each step's token where the next replay
+    /// reads it, so replays are queued back to back, up to [`RUN_AHEAD`] steps ahead of the host, which only
+    /// copies each token out (4 bytes, into pinned memory) to stream it and check the stop conditions.
+    fn decode_greedy(
+        &mut self,
+        cache: &mut dyn KvCache,
+        start: usize,
+        first: u32,
+        max_tokens: usize,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<usize> {
+        let cache = self.cache(cache)?;
+        crate::backend::cpu::check_forward_args(self.config(), cache.capacity, start, &[first], &LogitsOut::None)?;
+        let max_tokens = max_tokens.min(cache.capacity - start);
+        self.gpu.upload(self.buf("ws.tokens"), bytemuck::bytes_of(&first))?;
+        self.gpu.upload(self.buf("ws.pos"), bytemuck::bytes_of(&(start as u32)))?;
+        self.ensure_graph(cache, true)?;
+        let ring = self.buf("ws.token_ring");
+        let stream = self.gpu.stream.cu_stream();
+        let events: Vec<cudarc::driver::CudaEvent> =
+            (0..RUN_AHEAD).map(|_| self.gpu.ctx.new_event(None)).collect::<std::result::Result<_, _>>().map_err(
+                |e| Error::Device(format!("creating an event: {e}")),
+            )?;
+        let (mut launched, mut consumed) = (0usize, 0usize);
+        let mut result = Ok(());
+        while consumed < max_tokens {
+            while launched < max_tokens && launched < consumed + RUN_AHEAD {
+                Self::replay(cache, true)?;
+                let slot = (start + launched) % plan::TOKEN_RING;
+                // SAFETY: the pinned ring has TOKEN_RING words and lives as long as the backend; slot < TOKEN_RING;
+                // `ring + 4 * slot` lies in the device ring of TOKEN_RING words.
+                unsafe {
+                    let dst = std::slice::from_raw_parts_mut(self.pinned.ptr.add(slot), 1);
+                    cudarc::driver::result::memcpy_dtoh_async(dst, ring + 4 * slot as u64, stream)
+                        .map_err(|e| Error::Device(format!("copying a token: {e}")))?;
+                }
+                events[launched % RUN_AHEAD].record(&self.gpu.stream).map_err(|e| Error::Device(e.to_string()))?;
+                launched += 1;
+            }
+            events[consumed % RUN_AHEAD].synchronize().map_err(|e| Error::Device(format!("running the decode graph: {e}")))?;
+            // SAFETY: the event above orders this read after the copy into the slot; the slot is not written again
+            // before this token is read (at most RUN_AHEAD < TOKEN_RING copies are in flight).
+            let token = unsafe { std::ptr::read_volatile(self.pinned.ptr.add((start + consumed) % plan::TOKEN_RING)) };
+            consumed += 1;
+            if token as usize >= self.config().vocab_size {
+                result = Err(Error::Device(format!("the device produced token id {token}, outside the vocabulary")));
+                break;
+            }
+            if !on_token(token) {
+                break;
+            }
+        }
+        // Let the steps that ran ahead finish; what they wrote lies past the tokens the session keeps.
+        self.gpu.sync()?;
+        result.map(|_| consumed)
     }
 }

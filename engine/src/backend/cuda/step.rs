@@ -40,6 +40,7 @@ fn gemv_params(b: &CudaBackend, lin: &DevLinear) -> GemvParams {
         n_pad: lin.n_pad,
         groups: lin.groups,
         group_size: lin.group_size,
+        chunk_shift: lin.chunk_shift,
         tiles_per_block: tpb,
         eps: c.rms_norm_eps,
         ..Default::default()
