@@ -173,12 +173,21 @@ extern "C" __global__ void __launch_bounds__(128) attn_decode(const AttnParams p
     pdl_launch_dependents();
     const uint32_t h = blockIdx.x, split = blockIdx.y;
     const uint32_t len = *p.pos + 1;
+    // The grid is sized for the longest context; at short ones most splits have nothing to do and leave at
+    // once, and the merge only waits for the active ones.
     const uint32_t per = max((len + p.splits - 1) / p.splits, attn::MIN_PER_SPLIT);
-    const uint32_t begin = min(len, split * per), end = min(len, begin + per);
+    const uint32_t active = (len + per - 1) / per;
+    if (split >= active) return;
+    const uint32_t begin = split * per, end = min(len, begin + per);
     attn::State st = attn::block_pass(p, 0, h, begin, end, smem);
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const uint32_t lp = p.head_dim / 8;
+    if (active == 1) {
+        // One block covers the whole sequence: no partials, no merge.
+        if (warp == 0 && lane < (int)lp) attn::store8(p.out + h * p.head_dim + lane * 8, st.o, 1.f / st.l);
+        return;
+    }
     if (warp == 0 && lane < (int)lp) {
         float* o = p.part_o + ((size_t)h * p.splits + split) * p.head_dim + lane * 8;
 #pragma unroll
@@ -188,11 +197,11 @@ extern "C" __global__ void __launch_bounds__(128) attn_decode(const AttnParams p
             p.part_ml[(h * p.splits + split) * 2 + 1] = st.l;
         }
     }
-    // The last block of this head to arrive merges the splits in order. The fence makes this block's partials
-    // visible before its arrival is counted.
+    // The last active block of this head to arrive merges the splits in order. The fence makes this block's
+    // partials visible before its arrival is counted.
     __threadfence();
     __syncthreads();
-    if (threadIdx.x == 0) is_last = atomicAdd(&p.counters[h], 1u) == p.splits - 1;
+    if (threadIdx.x == 0) is_last = atomicAdd(&p.counters[h], 1u) == active - 1;
     __syncthreads();
     if (!is_last) return;
     __threadfence();
@@ -202,9 +211,9 @@ extern "C" __global__ void __launch_bounds__(128) attn_decode(const AttnParams p
         acc.l = 0.f;
 #pragma unroll
         for (int i = 0; i < 8; ++i) acc.o[i] = 0.f;
-        for (uint32_t s = 0; s < p.splits; ++s) {
+        for (uint32_t s = 0; s < active; ++s) {
             attn::State part;
-            // volatile-free: the fence above orders these reads after every block's writes.
+            // __ldcg reads L2, where the other blocks' writes are (made visible by their fences).
             part.m = __ldcg(&p.part_ml[(h * p.splits + s) * 2]);
             part.l = __ldcg(&p.part_ml[(h * p.splits + s) * 2 + 1]);
             const float* o = p.part_o + ((size_t)h * p.splits + s) * p.head_dim + lane * 8;

@@ -44,6 +44,8 @@ ENGINE_DEV float block_sum(float v, float* scratch) {
 // Stage the input into shared memory as fp16 pairs in the order the dequantizer produces weights: for packed word
 // r (rows 8r..8r+7), the pairs (x[8r+i], x[8r+i+4]) for i = 0..3. Sorted row a reads original row perm[a];
 // padding rows are zero, so the padded weights they meet contribute nothing.
+// Each thread stages whole words with 16-byte loads (x as 2 float4, the norm weight as 8 halves), every
+// iteration independent of the others, so the block's staging costs about one L2 round trip, not one per row.
 template <int PRO>
 ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, float* scratch) {
     float inv_rms = 1.f;
@@ -52,27 +54,51 @@ ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, float* scratch) {
         for (uint32_t i = threadIdx.x; i < p.n_ssq; i += blockDim.x) s += p.ssq[i];
         inv_rms = rsqrtf(block_sum(s, scratch) / (float)p.k + p.eps);
     }
-    const uint32_t pairs = p.k_pad / 2;
-    for (uint32_t e = threadIdx.x; e < pairs; e += blockDim.x) {
-        const uint32_t r = e >> 2, i = e & 3;
-        const uint32_t a = 8 * r + i, b = a + 4;
-        float v[2];
-        const uint32_t rows[2] = {a, b};
+    const uint32_t words = p.k_pad / 8;
+    for (uint32_t r = threadIdx.x; r < words; r += blockDim.x) {
+        const uint32_t row0 = 8 * r;
+        float v[8];
+        if (p.perm == nullptr && row0 + 8 <= p.k) {
+            if (PRO == NORM) {
+                const float4 a = *reinterpret_cast<const float4*>(p.x + row0);
+                const float4 b = *reinterpret_cast<const float4*>(p.x + row0 + 4);
+                const uint4 wq = *reinterpret_cast<const uint4*>(p.norm_w + row0);
+                const __half2* wh = reinterpret_cast<const __half2*>(&wq);
+                const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const uint32_t row = rows[h];
-            float val = 0.f;
-            if (row < p.k) {
-                const uint32_t src = p.perm ? p.perm[row] : row;
-                if (PRO == NORM) {
-                    val = p.x[src] * inv_rms * __half2float(p.norm_w[src]);
-                } else {
-                    val = __half2float(p.x16[src]);
+                for (int i = 0; i < 4; ++i) {
+                    const float2 w2 = __half22float2(wh[i]);
+                    v[2 * i] = xv[2 * i] * inv_rms * w2.x;
+                    v[2 * i + 1] = xv[2 * i + 1] * inv_rms * w2.y;
+                }
+            } else {
+                const uint4 xq = *reinterpret_cast<const uint4*>(p.x16 + row0);
+                const __half2* xh = reinterpret_cast<const __half2*>(&xq);
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const float2 f = __half22float2(xh[i]);
+                    v[2 * i] = f.x;
+                    v[2 * i + 1] = f.y;
                 }
             }
-            v[h] = val;
+        } else {
+            // Act-order gathers (or the ragged end of K): row by row, still independent of each other.
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const uint32_t row = row0 + i;
+                float val = 0.f;
+                if (row < p.k) {
+                    const uint32_t src = p.perm ? p.perm[row] : row;
+                    val = PRO == NORM ? p.x[src] * inv_rms * __half2float(p.norm_w[src]) : __half2float(p.x16[src]);
+                }
+                v[i] = val;
+            }
         }
-        xs[e] = __floats2half2_rn(v[0], v[1]);
+        uint4 out;
+        uint32_t* o = reinterpret_cast<uint32_t*>(&out);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) o[i] = half2_as_u32(__floats2half2_rn(v[i], v[i + 4]));
+        reinterpret_cast<uint4*>(xs)[r] = out;
     }
     __syncthreads();
 }
@@ -108,16 +134,16 @@ ENGINE_DEV float rope_rotate(const GemvParams& p, uint32_t col, float v, float p
 }
 
 // Called by all 32 lanes of warp 0 with the tile's 16 results (lanes 16..31 mirror lanes 0..15).
+// `col` is the slot's output column (prefetched), `resid` its residual-stream value (RESIDUAL only).
 template <int EPI>
-ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, float v) {
-    const int lane = threadIdx.x & 31, j = lane & 15;
-    const uint32_t col = p.col_map[tile * INT4_TILE_N + j];
+ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, uint32_t col, float resid, float v) {
+    const int lane = threadIdx.x & 31;
     const bool real = col != 0xFFFFFFFFu;
     if (EPI == STORE) {
         if (lane < 16 && real) p.y[col] = v;
     } else if (EPI == RESIDUAL) {
         float nv = 0.f;
-        if (real) nv = p.y[col] + v;
+        if (real) nv = resid + v;
         if (lane < 16 && real) p.y[col] = nv;
         float sq = nv * nv;
 #pragma unroll
@@ -146,13 +172,23 @@ ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, float v) {
     }
 }
 
-// Issue the 16-byte loads of one batch: steps s0, s0 + WARPS, ... of tile t (UNROLL of them, fewer at the end).
-ENGINE_DEV void load_batch(const GemvParams& p, uint32_t t, uint32_t s0, uint32_t steps, uint4 (&w)[UNROLL]) {
-    const uint4* wt = p.qw + (size_t)t * steps * 32 + (threadIdx.x & 31);
+// Issue the loads of one batch: steps s0, s0 + WARPS, ... of tile t (UNROLL of them, fewer at the end), the
+// 16-byte weight chunks and the (scale, zero) word of each chunk's group. The scales go out with the weights:
+// loaded inside the multiply, each would cost the step a full memory round trip.
+ENGINE_DEV void load_batch(const GemvParams& p, uint32_t t, uint32_t s0, uint32_t steps, uint4 (&w)[UNROLL],
+                           uint32_t (&sz)[UNROLL]) {
+    const int lane = threadIdx.x & 31;
+    const uint4* wt = p.qw + (size_t)t * steps * 32 + lane;
+    const uint32_t* szt = p.sz + (size_t)t * p.groups * INT4_TILE_N + (lane & 15);
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
         const uint32_t s = s0 + u * WARPS;
-        if (s < steps) w[u] = ldg_stream_v4(wt + (size_t)s * 32);
+        if (s < steps) {
+            w[u] = ldg_stream_v4(wt + (size_t)s * 32);
+            const uint32_t chunk = 2 * s + (lane >> 4);
+            // group_size / 32 is a power of two (checked at load), so no division here.
+            sz[u] = __ldg(szt + min(chunk >> p.chunk_shift, p.groups - 1) * INT4_TILE_N);
+        }
     }
 }
 
@@ -173,7 +209,8 @@ ENGINE_DEV void run(const GemvParams& p) {
     // previous kernel (programmatic dependent launch) and before staging x: the first batch's DRAM latency then
     // hides the launch gap and the prologue instead of adding to them.
     uint4 cur[UNROLL], nxt[UNROLL];
-    if (t_begin < t_end) load_batch(p, t_begin, warp, steps, cur);
+    uint32_t cur_sz[UNROLL], nxt_sz[UNROLL];
+    if (t_begin < t_end) load_batch(p, t_begin, warp, steps, cur, cur_sz);
 
     // Nothing before this line may read what the previous kernel writes (x, ssq, the caches).
     pdl_wait();
@@ -181,26 +218,27 @@ ENGINE_DEV void run(const GemvParams& p) {
     pdl_launch_dependents();
 
     for (uint32_t t = t_begin; t < t_end; ++t) {
-        const uint32_t* szt = p.sz + (size_t)t * p.groups * INT4_TILE_N + j;
+        // Warp 0 fetches what its epilogue needs now, so that those loads overlap the K loop.
+        uint32_t col = 0xFFFFFFFFu;
+        float resid = 0.f;
+        if (warp == 0) {
+            col = __ldg(p.col_map + t * INT4_TILE_N + j);
+            if (EPI == RESIDUAL && col != 0xFFFFFFFFu) resid = p.y[col];
+        }
         float acc = 0.f;
         for (uint32_t s0 = warp; s0 < steps; s0 += WARPS * UNROLL) {
             // Software pipelining: the next batch (of this tile, or the next tile's first) is in flight while
             // this one is multiplied, so each lane keeps up to 2 × UNROLL loads outstanding.
             uint32_t ns0 = s0 + WARPS * UNROLL, nt = t;
             if (ns0 >= steps) ns0 = warp, nt = t + 1;
-            if (nt < t_end) load_batch(p, nt, ns0, steps, nxt);
+            if (nt < t_end) load_batch(p, nt, ns0, steps, nxt, nxt_sz);
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
                 const uint32_t s = s0 + u * WARPS;
-                if (s < steps) {
-                    const uint32_t chunk = 2 * s + hsel;
-                    // group_size / 32 is a power of two (checked at load), so no division here.
-                    const uint32_t g = min(chunk >> p.chunk_shift, p.groups - 1);
-                    acc += dot_chunk(cur[u], xs + chunk * 16, szt[g * INT4_TILE_N]);
-                }
+                if (s < steps) acc += dot_chunk(cur[u], xs + (2 * s + hsel) * 16, cur_sz[u]);
             }
 #pragma unroll
-            for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u];
+            for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
         }
         // Lanes j and j + 16 summed the two halves of each step for the same slot.
         acc += __shfl_xor_sync(0xffffffffu, acc, 16);
@@ -210,7 +248,7 @@ ENGINE_DEV void run(const GemvParams& p) {
             float v = 0.f;
 #pragma unroll
             for (int w = 0; w < WARPS; ++w) v += red[w * INT4_TILE_N + j];
-            epilogue<EPI>(p, t, v);
+            epilogue<EPI>(p, t, col, resid, v);
         }
         __syncthreads();
     }
