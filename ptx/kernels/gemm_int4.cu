@@ -10,6 +10,9 @@
 //     (32 values) per thread — which every warp then reads with ldmatrix: dequantization is amortized over all
 //     64 rows of A, so it costs ~1/64 of a GEMV's per-weight work;
 //   - rows of both shared tiles are padded by 16 bytes so that ldmatrix's eight row addresses hit distinct banks.
+// Split-K (grid.z > 1): with few rows, N/64 blocks walking all of K one step at a time are latency-bound, so K is
+// split over grid.z blocks; each writes its partial tile, and the last of them to arrive (a counter per tile) adds
+// the partials in split order — fixed, so the result is the same bits every run — and applies the epilogue.
 // A's columns must already be in the weights' sorted row order (norm.cu / swiglu.cu permute them when act-order
 // is on). Rows past `m` and K columns past `k` are zero-filled by cp.async (src-size 0) and never stored.
 #include "int4.cuh"
@@ -27,8 +30,11 @@ struct GemmParams {
     uint32_t n_pad;
     uint32_t groups;
     uint32_t group_size;
+    float* part;              // split-K: partial sums [k_splits][m][n_pad] (slot order)
+    uint32_t* counters;       // split-K: one per (slot tile of 64, row tile of 64); zero at rest
     uint32_t lda;             // A row stride in elements
     uint32_t ldy;             // Y row stride in elements
+    uint32_t k_splits;        // blocks along K (grid.z); 1 = no split
 };
 
 namespace gemm {
@@ -78,7 +84,12 @@ ENGINE_DEV void run(const GemmParams& p) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int warp_m = warp >> 1, warp_n = warp & 1;  // 2 × 2 warps, 32 × 32 each
     const uint32_t m0 = blockIdx.y * BM, slot0 = blockIdx.x * BN;
-    const uint32_t steps = p.k_pad / BK, tiles = p.n_pad / INT4_TILE_N;
+    const uint32_t steps_all = p.k_pad / BK, tiles = p.n_pad / INT4_TILE_N;
+    // This block's K steps.
+    const uint32_t per_split = (steps_all + p.k_splits - 1) / p.k_splits;
+    const uint32_t step_begin = blockIdx.z * per_split;
+    const uint32_t step_end = min(steps_all, step_begin + per_split);
+    const uint32_t steps = steps_all;
 
     pdl_wait();
     pdl_launch_dependents();
@@ -110,11 +121,13 @@ ENGINE_DEV void run(const GemmParams& p) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
-    load_stage(0, 0);
-    cp_async_commit();
-    for (uint32_t step = 0; step < steps; ++step) {
-        const int buf = step & 1;
-        if (step + 1 < steps) {
+    if (step_begin < step_end) {
+        load_stage(0, step_begin);
+        cp_async_commit();
+    }
+    for (uint32_t step = step_begin; step < step_end; ++step) {
+        const int buf = (step - step_begin) & 1;
+        if (step + 1 < step_end) {
             load_stage(buf ^ 1, step + 1);
             cp_async_commit();
             cp_async_wait<1>();
@@ -180,6 +193,43 @@ ENGINE_DEV void run(const GemmParams& p) {
 
     // Epilogue: c0,c1 at (row g, cols 2t, 2t+1), c2,c3 at (row g + 8, same cols), g = lane / 4, t = lane % 4.
     const int g = lane >> 2, t4 = lane & 3;
+    if (p.k_splits > 1) {
+        // Write this split's partial tile, then let the last split to arrive finish the tile.
+        float* part = p.part + (size_t)blockIdx.z * p.m * p.n_pad;
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const uint32_t row = m0 + warp_m * 32 + mi * 16 + g + (e >> 1) * 8;
+                    const uint32_t slot = slot0 + warp_n * 32 + ni * 8 + 2 * t4 + (e & 1);
+                    if (row < p.m && slot < p.n_pad) part[(size_t)row * p.n_pad + slot] = acc[mi][ni][e];
+                }
+        __shared__ bool is_last;
+        __threadfence();
+        __syncthreads();
+        uint32_t* counter = p.counters + blockIdx.y * gridDim.x + blockIdx.x;
+        if (tid == 0) is_last = atomicAdd(counter, 1u) == p.k_splits - 1;
+        __syncthreads();
+        if (!is_last) return;
+        __threadfence();
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const uint32_t row = m0 + warp_m * 32 + mi * 16 + g + (e >> 1) * 8;
+                    const uint32_t slot = slot0 + warp_n * 32 + ni * 8 + 2 * t4 + (e & 1);
+                    float v = 0.f;
+                    if (row < p.m && slot < p.n_pad)
+                        for (uint32_t z = 0; z < p.k_splits; ++z)
+                            v += __ldcg(p.part + ((size_t)z * p.m + row) * p.n_pad + slot);
+                    acc[mi][ni][e] = v;
+                }
+        if (tid == 0) *counter = 0;
+    }
 #pragma unroll
     for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
@@ -201,7 +251,7 @@ ENGINE_DEV void run(const GemmParams& p) {
 }  // namespace gemm
 
 // Block: 128 threads; dynamic shared memory sizeof(gemm::Smem) = 31744 bytes. Grid: (ceil(n_pad / 64),
-// ceil(m / 64)).
+// ceil(m / 64), k_splits).
 extern "C" __global__ void __launch_bounds__(128) gemm_int4_store16(const GemmParams p) {
     gemm::run<gemm::STORE16>(p);
 }

@@ -103,6 +103,15 @@ pub fn attention_splits(c: &ModelConfig) -> usize {
 /// the host by at most this many steps).
 pub const TOKEN_RING: usize = 64;
 
+/// Rows × splits the prefill GEMM's split-K workspace holds: chunks of at most this many rows (over their split
+/// count) split K; larger chunks have enough row tiles to fill the card without it.
+pub const GEMM_SPLIT_ROWS: usize = 256;
+
+/// Largest slot count of any projection (the split-K partials are `[splits][rows][slots]`).
+pub fn max_slots(c: &ModelConfig) -> usize {
+    slots_qkv(c).max(slots_gate_up(c)).max(slots_identity(c.hidden_size))
+}
+
 /// Largest grid of the lm_head kernel (one partial argmax per block).
 pub fn lm_head_blocks(c: &ModelConfig) -> usize {
     c.vocab_size.div_ceil(32)
@@ -209,7 +218,9 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
     place_activations(&mut b, &act_size);
 
     // Workspace of one step.
-    let ws: [(&str, usize); 11] = [
+    let ws: [(&str, usize); 13] = [
+        ("ws.gemm_partial", GEMM_SPLIT_ROWS * max_slots(c) * 4),
+        ("ws.gemm_counters", GEMM_SPLIT_ROWS.div_ceil(64) * max_slots(c).div_ceil(64) * 4),
         ("ws.ssq", slots_identity(hidden) / TILE_N * 4),
         ("ws.attn_partial_o", c.num_attention_heads * attention_splits(c) * hd * 4),
         ("ws.attn_partial_ml", c.num_attention_heads * attention_splits(c) * 2 * 4),

@@ -48,6 +48,8 @@ pub struct GemmParams {
     pub a: u64,
     pub y32: u64,
     pub y16: u64,
+    pub part: u64,
+    pub counters: u64,
     pub m: u32,
     pub k: u32,
     pub k_pad: u32,
@@ -56,6 +58,7 @@ pub struct GemmParams {
     pub group_size: u32,
     pub lda: u32,
     pub ldy: u32,
+    pub k_splits: u32,
 }
 
 /// `AttnParams` of `attention.cu`.
@@ -105,10 +108,10 @@ mod tests {
 
     #[test]
     fn sizes_match_the_c_structs() {
-        // 16 pointers + 13 scalars (+ 4 bytes of tail padding to 8-byte alignment, in C as in Rust); 6 + 8;
+        // 16 pointers + 13 scalars (+ 4 bytes of tail padding to 8-byte alignment, in C as in Rust); 8 + 9 (+ 4);
         // 8 + 6; 8 + 4.
         assert_eq!(std::mem::size_of::<GemvParams>(), 16 * 8 + 13 * 4 + 4);
-        assert_eq!(std::mem::size_of::<GemmParams>(), 6 * 8 + 8 * 4);
+        assert_eq!(std::mem::size_of::<GemmParams>(), 8 * 8 + 9 * 4 + 4);
         assert_eq!(std::mem::size_of::<AttnParams>(), 8 * 8 + 6 * 4);
         assert_eq!(std::mem::size_of::<LmHeadParams>(), 8 * 8 + 4 * 4);
     }

@@ -313,6 +313,16 @@ pub fn prefill(b: &CudaBackend, kv: u64, ctx: usize, m: usize) -> Result<()> {
     Ok(())
 }
 
+/// How many blocks along K a prefill GEMM over `lin` with `m` rows uses: enough blocks to fill the card a few
+/// times over, at least 2 K steps per block, within the split-K workspace.
+fn gemm_splits(b: &CudaBackend, lin: &DevLinear, m: u32) -> u32 {
+    let base = lin.n_pad.div_ceil(64) * m.div_ceil(64);
+    let want = (4 * b.gpu.sm_count).div_ceil(base);
+    let by_steps = (lin.k_pad / 64 / 2).max(1);
+    let by_space = plan::GEMM_SPLIT_ROWS as u32 / m.max(1);
+    want.min(by_steps).min(by_space).max(1)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn gemm(
     b: &CudaBackend,
@@ -325,6 +335,7 @@ fn gemm(
     ldy: u32,
     m: u32,
 ) -> Result<()> {
+    let k_splits = gemm_splits(b, lin, m);
     let p = GemmParams {
         qw: lin.qw,
         sz: lin.sz,
@@ -332,6 +343,8 @@ fn gemm(
         a,
         y32,
         y16,
+        part: b.buf("ws.gemm_partial"),
+        counters: b.buf("ws.gemm_counters"),
         m,
         k: lin.k,
         k_pad: lin.k_pad,
@@ -340,8 +353,9 @@ fn gemm(
         group_size: lin.group_size,
         lda,
         ldy,
+        k_splits,
     };
-    b.gpu.launch_struct(f, (lin.n_pad.div_ceil(64), m.div_ceil(64), 1), 128, GEMM_SMEM_BYTES, &p)
+    b.gpu.launch_struct(f, (lin.n_pad.div_ceil(64), m.div_ceil(64), k_splits), 128, GEMM_SMEM_BYTES, &p)
 }
 
 fn rmsnorm(b: &CudaBackend, x: u64, w: u64, out: u64, perm: u64, dim: u32, m: u32) -> Result<()> {

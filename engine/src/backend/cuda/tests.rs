@@ -422,7 +422,7 @@ fn gemm_int4_matches_f64() {
     let g = gpu();
     let mut rng = Rng(21);
     for &(k, n, group, act, sym) in SHAPES {
-        for m in [1usize, 7, 64, 130] {
+        for (m, k_splits) in [(1usize, 1u32), (1, 5), (7, 3), (64, 1), (64, 2), (130, 1)] {
             if k * n * m > 4096 * 256 * 130 / 2 && m > 64 {
                 continue; // keep the f64 reference quick
             }
@@ -441,6 +441,8 @@ fn gemm_int4_matches_f64() {
             let y0 = rng.vec_f32(m * n, -1.0, 1.0);
             let yr = put(&g, &y0);
             let y16 = poisoned(&g, m * n * 2);
+            let part = g.alloc(k_splits as usize * m * dl.d.n_pad * 4, "t").unwrap();
+            let counters = put(&g, &vec![0u32; 64]);
             let base = GemmParams {
                 qw: dl.p.qw,
                 sz: dl.p.sz,
@@ -454,9 +456,12 @@ fn gemm_int4_matches_f64() {
                 group_size: dl.p.group_size,
                 lda: k as u32,
                 ldy: n as u32,
+                part: part.ptr,
+                counters: counters.ptr,
+                k_splits,
                 ..Default::default()
             };
-            let grid = (dl.p.n_pad.div_ceil(64), (m as u32).div_ceil(64), 1);
+            let grid = (dl.p.n_pad.div_ceil(64), (m as u32).div_ceil(64), k_splits);
             g.launch_struct(&g.k.gemm_store32, grid, 128, GEMM_SMEM_BYTES, &GemmParams { y32: y.ptr, ..base }).unwrap();
             g.launch_struct(&g.k.gemm_residual, grid, 128, GEMM_SMEM_BYTES, &GemmParams { y32: yr.ptr, ..base })
                 .unwrap();
@@ -467,7 +472,8 @@ fn gemm_int4_matches_f64() {
             for r in 0..m {
                 want.extend(lin.apply(&a[r * k..(r + 1) * k].iter().map(|v| v.to_f64()).collect::<Vec<_>>()));
             }
-            let what = format!("gemm M={m} K={k} N={n} G={group:?} act={act} sym={sym}");
+            let what = format!("gemm M={m} K={k} N={n} G={group:?} act={act} sym={sym} splits={k_splits}");
+            assert!(get::<u32>(&g, &counters, 64).iter().all(|&c| c == 0), "{what}: split counters not reset");
             let got: Vec<f64> = get::<f32>(&g, &y, m * n).iter().map(|&v| v as f64).collect();
             check(&got, &want, 2e-3, &what);
             let got_r: Vec<f64> = get::<f32>(&g, &yr, m * n).iter().map(|&v| v as f64).collect();
