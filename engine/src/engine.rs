@@ -118,7 +118,10 @@ impl Engine {
     pub fn new_session(&self, max_context: Option<usize>) -> Result<Session> {
         let n = max_context.unwrap_or(self.max_context);
         if n == 0 || n > self.max_context {
-            return Err(Error::InvalidArgument(format!("session context must be in 1..={}, got {n}", self.max_context)));
+            return Err(Error::InvalidArgument(format!(
+                "session context must be in 1..={}, got {n}",
+                self.max_context
+            )));
         }
         Session::new(self.backend.clone(), n, self.prefill_chunk)
     }
@@ -136,7 +139,12 @@ fn make_backend(
     max_context: usize,
 ) -> Result<(Box<dyn Backend>, Option<String>)> {
     let cuda = || {
-        let o = CudaOptions { device: opts.device, max_context, prefill_chunk: opts.prefill_chunk, progress: opts.progress };
+        let o = CudaOptions {
+            device: opts.device,
+            max_context,
+            prefill_chunk: opts.prefill_chunk,
+            progress: opts.progress,
+        };
         CudaBackend::new(model.clone(), o)
     };
     match opts.backend {

@@ -24,14 +24,14 @@ struct GemmParams {
     const __half* a;          // [m][lda] fp16
     float* y32;               // RESIDUAL: y32[r][col] += acc; STORE32: y32[r][col] = acc
     __half* y16;              // STORE16: y16[r][col] = acc
+    float* part;              // split-K: partial sums [k_splits][m][n_pad] (slot order)
+    uint32_t* counters;       // split-K: one per (slot tile of 64, row tile of 64); zero at rest
     uint32_t m;               // rows
     uint32_t k;               // input columns (a multiple of 8)
     uint32_t k_pad;
     uint32_t n_pad;
     uint32_t groups;
     uint32_t group_size;
-    float* part;              // split-K: partial sums [k_splits][m][n_pad] (slot order)
-    uint32_t* counters;       // split-K: one per (slot tile of 64, row tile of 64); zero at rest
     uint32_t lda;             // A row stride in elements
     uint32_t ldy;             // Y row stride in elements
     uint32_t k_splits;        // blocks along K (grid.z); 1 = no split

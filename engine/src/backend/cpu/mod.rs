@@ -116,12 +116,17 @@ pub(crate) fn check_forward_args(
         return Err(Error::ContextOverflow { needed: end, limit: capacity, what: "KV cache capacity" });
     }
     if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-        return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary (size {})", c.vocab_size)));
+        return Err(Error::InvalidArgument(format!(
+            "token id {bad} is outside the vocabulary (size {})",
+            c.vocab_size
+        )));
     }
     let want = match out {
         LogitsOut::None => 0,
         LogitsOut::Last(l) => (l.len() != c.vocab_size).then_some(c.vocab_size).unwrap_or(0),
-        LogitsOut::All(l) => (l.len() != tokens.len() * c.vocab_size).then_some(tokens.len() * c.vocab_size).unwrap_or(0),
+        LogitsOut::All(l) => {
+            (l.len() != tokens.len() * c.vocab_size).then_some(tokens.len() * c.vocab_size).unwrap_or(0)
+        }
     };
     if want != 0 {
         return Err(Error::InvalidArgument(format!("logits buffer must hold {want} floats")));

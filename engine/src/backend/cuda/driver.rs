@@ -83,9 +83,9 @@ impl Gpu {
             ))
         })?;
         let t0 = std::time::Instant::now();
-        let module = ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)).map_err(|e| {
-            dev_err("loading the kernels (the driver must support PTX ISA 8.4: R550 or newer)", e)
-        })?;
+        let module = ctx
+            .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+            .map_err(|e| dev_err("loading the kernels (the driver must support PTX ISA 8.4: R550 or newer)", e))?;
         let module_load_s = t0.elapsed().as_secs_f64();
         let f = |n: &str| module.load_function(n).map_err(|e| dev_err(&format!("kernel {n}"), e));
         use engine_ptx::kernels as kn;
@@ -131,11 +131,8 @@ impl Gpu {
     }
 
     fn set_max_dynamic_smem(&self, f: &CudaFunction, bytes: u32) -> Result<()> {
-        f.set_attribute(
-            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            bytes as i32,
-        )
-        .map_err(|e| dev_err("raising the shared-memory limit", e))
+        f.set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
+            .map_err(|e| dev_err("raising the shared-memory limit", e))
     }
 
     pub fn describe(&self) -> String {
@@ -144,9 +141,10 @@ impl Gpu {
 
     /// Allocate `bytes` of zeroed device memory.
     pub fn alloc(&self, bytes: usize, what: &str) -> Result<DeviceMem> {
-        let slice = self.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(|e| {
-            Error::Device(format!("allocating {:.1} MB for {what}: {e}", bytes as f64 / 1e6))
-        })?;
+        let slice = self
+            .stream
+            .alloc_zeros::<u8>(bytes.max(1))
+            .map_err(|e| Error::Device(format!("allocating {:.1} MB for {what}: {e}", bytes as f64 / 1e6)))?;
         let ptr = {
             let (ptr, _sync) = slice.device_ptr(&self.stream);
             ptr
@@ -175,7 +173,14 @@ impl Gpu {
     }
 
     /// Launch `f` on the engine's stream with one parameter block (a `#[repr(C)]` struct mirroring the kernel's).
-    pub fn launch_struct<P: Copy>(&self, f: &CudaFunction, grid: (u32, u32, u32), block: u32, smem: u32, params: &P) -> Result<()> {
+    pub fn launch_struct<P: Copy>(
+        &self,
+        f: &CudaFunction,
+        grid: (u32, u32, u32),
+        block: u32,
+        smem: u32,
+        params: &P,
+    ) -> Result<()> {
         let mut args = [params as *const P as *mut c_void];
         // SAFETY: the kernel takes exactly one parameter whose C layout `P` mirrors (params.rs pins the sizes).
         unsafe { self.launch_raw(f, grid, block, smem, &mut args) }
@@ -187,7 +192,14 @@ impl Gpu {
     /// # Safety
     /// `args` must match the kernel's parameter list in count, order and sizes, and every device pointer among the
     /// values must be valid for what the kernel does with it.
-    pub unsafe fn launch_raw(&self, f: &CudaFunction, grid: (u32, u32, u32), block: u32, smem: u32, args: &mut [*mut c_void]) -> Result<()> {
+    pub unsafe fn launch_raw(
+        &self,
+        f: &CudaFunction,
+        grid: (u32, u32, u32),
+        block: u32,
+        smem: u32,
+        args: &mut [*mut c_void],
+    ) -> Result<()> {
         let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
         attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
         attr.value.programmaticStreamSerializationAllowed = 1;

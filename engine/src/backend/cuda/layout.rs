@@ -135,8 +135,9 @@ pub fn repack(model: &Model, parts: &[&Linear], order: ColumnOrder, what: &str) 
     let mut views = Vec::with_capacity(parts.len());
     let (mut k, mut group_size, mut groups) = (0, 0, 0);
     for (i, part) in parts.iter().enumerate() {
-        let Linear::Gptq { qweight, qzeros, scales, g_idx, in_features, out_features, group_size: g, groups: ng, .. } =
-            part
+        let Linear::Gptq {
+            qweight, qzeros, scales, g_idx, in_features, out_features, group_size: g, groups: ng, ..
+        } = part
         else {
             return Err(Error::BackendUnavailable(format!(
                 "{what}: the CUDA backend runs GPTQ int4 linears; unquantized checkpoints run on --backend cpu"
@@ -241,7 +242,11 @@ pub fn repack_parts(
                             let word_row = (2 * s + half) * 4 + w; // which 8-row word of the sorted column
                             qw_t[(s * 32 + lane) * 4 + w] = if !act_order {
                                 // Rows keep their order: the device word is the checkpoint's word.
-                                if word_row < words_per_row { v.qweight[word_row * v.n + n] } else { 0 }
+                                if word_row < words_per_row {
+                                    v.qweight[word_row * v.n + n]
+                                } else {
+                                    0
+                                }
                             } else {
                                 let mut word = [0u32; 8];
                                 for (i, q) in word.iter_mut().enumerate() {

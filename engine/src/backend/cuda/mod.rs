@@ -212,13 +212,22 @@ pub struct KernelTime {
 impl CudaBackend {
     /// Time each kernel of a decode step at context length `pos + 1`: the step's kernels are launched one by one
     /// (no graph) with an event after each, `reps` times; the median of each kernel's time is kept.
-    pub fn profile_decode_step(&mut self, cache: &mut dyn KvCache, pos: usize, token: u32, reps: usize) -> Result<Vec<KernelTime>> {
+    pub fn profile_decode_step(
+        &mut self,
+        cache: &mut dyn KvCache,
+        pos: usize,
+        token: u32,
+        reps: usize,
+    ) -> Result<Vec<KernelTime>> {
         let cache = self.cache(cache)?;
         if pos >= cache.capacity {
             return Err(Error::ContextOverflow { needed: pos + 1, limit: cache.capacity, what: "KV cache capacity" });
         }
         let ctx = self.gpu.ctx.clone();
-        let event = || ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| Error::Device(format!("creating an event: {e}")));
+        let event = || {
+            ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(|e| Error::Device(format!("creating an event: {e}")))
+        };
         let mut samples: Vec<Vec<(&'static str, f64, u64)>> = Vec::new();
         for _ in 0..reps.max(1) {
             self.gpu.upload(self.buf("ws.tokens"), bytemuck::bytes_of(&token))?;
@@ -273,7 +282,10 @@ impl CudaBackend {
             self.gpu.upload(src.ptr + (c * bytes / 64) as u64, &pattern)?;
         }
         let ctx = self.gpu.ctx.clone();
-        let event = || ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| Error::Device(format!("creating an event: {e}")));
+        let event = || {
+            ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(|e| Error::Device(format!("creating an event: {e}")))
+        };
         let mut times = Vec::new();
         for i in 0..11 {
             let (a, b) = (event()?, event()?);
@@ -304,10 +316,18 @@ impl CudaBackend {
     /// only for its one row) plus the KV cache.
     pub fn decode_bytes(&self, len: usize) -> u64 {
         let c = self.config();
-        let mut bytes: u64 = self.w.layers.iter().map(|l| {
-            step::linear_bytes(&l.qkv) + step::linear_bytes(&l.o) + step::linear_bytes(&l.gate_up) + step::linear_bytes(&l.down)
-                + 2 * 2 * c.hidden_size as u64
-        }).sum();
+        let mut bytes: u64 = self
+            .w
+            .layers
+            .iter()
+            .map(|l| {
+                step::linear_bytes(&l.qkv)
+                    + step::linear_bytes(&l.o)
+                    + step::linear_bytes(&l.gate_up)
+                    + step::linear_bytes(&l.down)
+                    + 2 * 2 * c.hidden_size as u64
+            })
+            .sum();
         bytes += (c.vocab_size * c.hidden_size * 2 + c.hidden_size * 2 + c.hidden_size * 2) as u64;
         bytes + (2 * c.num_hidden_layers * c.num_key_value_heads * len * c.head_dim * 2) as u64
     }
@@ -454,10 +474,10 @@ impl Backend for CudaBackend {
         self.ensure_graph(cache, true)?;
         let ring = self.buf("ws.token_ring");
         let stream = self.gpu.stream.cu_stream();
-        let events: Vec<cudarc::driver::CudaEvent> =
-            (0..RUN_AHEAD).map(|_| self.gpu.ctx.new_event(None)).collect::<std::result::Result<_, _>>().map_err(
-                |e| Error::Device(format!("creating an event: {e}")),
-            )?;
+        let events: Vec<cudarc::driver::CudaEvent> = (0..RUN_AHEAD)
+            .map(|_| self.gpu.ctx.new_event(None))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Device(format!("creating an event: {e}")))?;
         let (mut launched, mut consumed) = (0usize, 0usize);
         let mut result = Ok(());
         while consumed < max_tokens {
@@ -474,7 +494,9 @@ impl Backend for CudaBackend {
                 events[launched % RUN_AHEAD].record(&self.gpu.stream).map_err(|e| Error::Device(e.to_string()))?;
                 launched += 1;
             }
-            events[consumed % RUN_AHEAD].synchronize().map_err(|e| Error::Device(format!("running the decode graph: {e}")))?;
+            events[consumed % RUN_AHEAD]
+                .synchronize()
+                .map_err(|e| Error::Device(format!("running the decode graph: {e}")))?;
             // SAFETY: the event above orders this read after the copy into the slot; the slot is not written again
             // before this token is read (at most RUN_AHEAD < TOKEN_RING copies are in flight).
             let token = unsafe { std::ptr::read_volatile(self.pinned.ptr.add((start + consumed) % plan::TOKEN_RING)) };

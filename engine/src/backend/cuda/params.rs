@@ -99,6 +99,102 @@ pub struct LmHeadParams {
     pub eps: f32,
 }
 
+impl GemvParams {
+    /// Field names in declaration order (checked against the C struct by a test).
+    pub const FIELDS: &'static [&'static str] = &[
+        "qw",
+        "sz",
+        "perm",
+        "col_map",
+        "x",
+        "x16",
+        "norm_w",
+        "ssq",
+        "y",
+        "ssq_out",
+        "out16",
+        "k_cache",
+        "v_cache",
+        "rope_cos",
+        "rope_sin",
+        "pos",
+        "k",
+        "k_pad",
+        "n_pad",
+        "groups",
+        "group_size",
+        "tiles_per_block",
+        "n_ssq",
+        "eps",
+        "ctx",
+        "head_dim",
+        "q_dim",
+        "kv_dim",
+        "chunk_shift",
+    ];
+}
+
+impl GemmParams {
+    /// Field names in declaration order (checked against the C struct by a test).
+    pub const FIELDS: &'static [&'static str] = &[
+        "qw",
+        "sz",
+        "col_map",
+        "a",
+        "y32",
+        "y16",
+        "part",
+        "counters",
+        "m",
+        "k",
+        "k_pad",
+        "n_pad",
+        "groups",
+        "group_size",
+        "lda",
+        "ldy",
+        "k_splits",
+    ];
+}
+
+impl AttnParams {
+    /// Field names in declaration order (checked against the C struct by a test).
+    pub const FIELDS: &'static [&'static str] = &[
+        "q",
+        "k_cache",
+        "v_cache",
+        "out",
+        "part_o",
+        "part_ml",
+        "counters",
+        "pos",
+        "heads",
+        "kv_heads",
+        "head_dim",
+        "ctx",
+        "splits",
+        "scale_log2",
+    ];
+}
+
+impl LmHeadParams {
+    /// Field names in declaration order (checked against the C struct by a test).
+    pub const FIELDS: &'static [&'static str] = &[
+        "w",
+        "x",
+        "norm_w",
+        "logits",
+        "part_val",
+        "part_idx",
+        "counter",
+        "token_out",
+        "vocab",
+        "k",
+        "rows_per_block",
+        "eps",
+    ];
+}
+
 /// Shared memory of `gemm_int4_*`: `sizeof(gemm::Smem)` = A 2×64×72 halves + raw W 2×4×32 uint4 + W 64×72 halves.
 pub const GEMM_SMEM_BYTES: u32 = 2 * 64 * 72 * 2 + 2 * 4 * 32 * 16 + 64 * 72 * 2;
 
@@ -114,5 +210,47 @@ mod tests {
         assert_eq!(std::mem::size_of::<GemmParams>(), 8 * 8 + 9 * 4 + 4);
         assert_eq!(std::mem::size_of::<AttnParams>(), 8 * 8 + 6 * 4);
         assert_eq!(std::mem::size_of::<LmHeadParams>(), 8 * 8 + 4 * 4);
+    }
+
+    /// Field names of each struct as the C source declares them, in order, with their sizes.
+    fn c_fields(source: &str, name: &str) -> Vec<(String, usize)> {
+        let start = source.find(&format!("struct {name} {{")).unwrap_or_else(|| panic!("struct {name} not found"));
+        let body = &source[start..];
+        let body = &body[body.find('{').unwrap() + 1..body.find("};").unwrap()];
+        body.lines()
+            .map(|l| l.split("//").next().unwrap().trim())
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let l = l.trim_end_matches(';');
+                let (ty, field) = l.rsplit_once(' ').unwrap();
+                let size = if ty.contains('*') { 8 } else { 4 }; // pointers, then uint32_t / float
+                (field.trim_start_matches('*').to_string(), size)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rust_mirrors_declare_the_c_fields_in_the_same_order() {
+        let k =
+            |f: &str| std::fs::read_to_string(format!("{}/../ptx/kernels/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let mirrors: [(&str, &str, &[&str]); 4] = [
+            ("int4.cuh", "GemvParams", GemvParams::FIELDS),
+            ("gemm_int4.cu", "GemmParams", GemmParams::FIELDS),
+            ("attention.cu", "AttnParams", AttnParams::FIELDS),
+            ("lm_head.cu", "LmHeadParams", LmHeadParams::FIELDS),
+        ];
+        for (file, name, rust) in mirrors {
+            let c = c_fields(&k(file), name);
+            let c_names: Vec<&str> = c.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(c_names, rust, "{name}: the Rust mirror's fields differ from {file}");
+            let c_size: usize = c.iter().map(|(_, s)| s).sum::<usize>().next_multiple_of(8);
+            let rust_size = match name {
+                "GemvParams" => std::mem::size_of::<GemvParams>(),
+                "GemmParams" => std::mem::size_of::<GemmParams>(),
+                "AttnParams" => std::mem::size_of::<AttnParams>(),
+                _ => std::mem::size_of::<LmHeadParams>(),
+            };
+            assert_eq!(c_size, rust_size, "{name}: size");
+        }
     }
 }

@@ -149,14 +149,8 @@ pub fn decode(
         launch_gemv(b, &b.gpu.k.gemv_residual, &lw.o, &p)?;
         mark("gemv o_proj + residual", linear_bytes(&lw.o))?;
         // gate/up with the post-attention norm fused in front and SwiGLU behind.
-        let p = GemvParams {
-            x,
-            norm_w: lw.post_norm,
-            ssq,
-            n_ssq: hidden_tiles,
-            out16: h,
-            ..gemv_params(b, &lw.gate_up)
-        };
+        let p =
+            GemvParams { x, norm_w: lw.post_norm, ssq, n_ssq: hidden_tiles, out16: h, ..gemv_params(b, &lw.gate_up) };
         launch_gemv(b, &b.gpu.k.gemv_gate_up, &lw.gate_up, &p)?;
         mark("gemv gate/up + norm + swiglu", linear_bytes(&lw.gate_up))?;
         // down_proj, added to the residual stream.

@@ -112,9 +112,7 @@ impl RandLinear {
             }
         }
         let qweight = (0..k / 8 * n).map(|_| rng.next() as u32).collect();
-        let qzeros = (0..groups * n / 8)
-            .map(|_| if sym { gptq::pack8([7; 8]) } else { rng.next() as u32 })
-            .collect();
+        let qzeros = (0..groups * n / 8).map(|_| if sym { gptq::pack8([7; 8]) } else { rng.next() as u32 }).collect();
         let scales = rng.vec_f16(groups * n, 0.002, 0.02);
         RandLinear { k, n, group_size, groups, qweight, qzeros, scales, g_idx }
     }
@@ -371,7 +369,8 @@ fn gemv_int4_qkv_rotates_and_appends_to_the_cache() {
         check(&at(&kall), &want_k, 3e-3, &format!("qkv k hidden={hidden}"));
         check(&at(&vall), want_v, 3e-3, &format!("qkv v hidden={hidden}"));
         // Nothing else in the caches was written.
-        let written = |all: &[f64]| (0..kv_heads * ctx).filter(|&r| r % ctx != pos as usize).any(|r| all[r * hd].is_finite());
+        let written =
+            |all: &[f64]| (0..kv_heads * ctx).filter(|&r| r % ctx != pos as usize).any(|r| all[r * hd].is_finite());
         assert!(!written(&kall) && !written(&vall), "qkv wrote cache positions other than {pos}");
     }
 }
@@ -505,7 +504,8 @@ fn attention_decode_and_prefill_match_f64() {
     for &(heads, kv_heads, hd, ctx) in &[(4usize, 4usize, 16usize, 40usize), (8, 2, 64, 300), (32, 32, 128, 2100)] {
         let kc = rng.vec_f16(kv_heads * ctx * hd, -1.0, 1.0);
         let vc = rng.vec_f16(kv_heads * ctx * hd, -1.0, 1.0);
-        let (kf, vf): (Vec<f64>, Vec<f64>) = (kc.iter().map(|v| v.to_f64()).collect(), vc.iter().map(|v| v.to_f64()).collect());
+        let (kf, vf): (Vec<f64>, Vec<f64>) =
+            (kc.iter().map(|v| v.to_f64()).collect(), vc.iter().map(|v| v.to_f64()).collect());
         let (km, vm) = (put(&g, &kc), put(&g, &vc));
         for splits in [1u32, 3, 16] {
             for pos in [0usize, 1, ctx / 2, ctx - 1] {
@@ -597,11 +597,18 @@ fn row_kernels_match_f64() {
         let ssq = poisoned(&g, rows * 4);
         let (mut a0, mut a1, mut a2, mut a3, mut a4) = (tm.ptr, tabm.ptr, x.ptr, ssq.ptr, dim as u32);
         unsafe {
-            g.launch_raw(&g.k.embed, (rows as u32, 1, 1), 256, 0, &mut [arg(&mut a0), arg(&mut a1), arg(&mut a2), arg(&mut a3), arg(&mut a4)])
-                .unwrap();
+            g.launch_raw(
+                &g.k.embed,
+                (rows as u32, 1, 1),
+                256,
+                0,
+                &mut [arg(&mut a0), arg(&mut a1), arg(&mut a2), arg(&mut a3), arg(&mut a4)],
+            )
+            .unwrap();
         }
         g.sync().unwrap();
-        let want: Vec<f64> = toks.iter().flat_map(|&t| table[t as usize * dim..][..dim].iter().map(|v| v.to_f64())).collect();
+        let want: Vec<f64> =
+            toks.iter().flat_map(|&t| table[t as usize * dim..][..dim].iter().map(|v| v.to_f64())).collect();
         let gx: Vec<f64> = get::<f32>(&g, &x, rows * dim).iter().map(|&v| v as f64).collect();
         check(&gx, &want, 0.0, "embed");
         let want_ss: Vec<f64> = want.chunks(dim).map(|r| r.iter().map(|v| v * v).sum()).collect();
@@ -618,8 +625,14 @@ fn row_kernels_match_f64() {
         let out = poisoned(&g, rows * dim * 2);
         let (mut b0, mut b1, mut b2, mut b3, mut b4, mut b5) = (xm.ptr, wm.ptr, out.ptr, pmm.ptr, dim as u32, 1e-6f32);
         unsafe {
-            g.launch_raw(&g.k.rmsnorm_rows, (rows as u32, 1, 1), 256, 0, &mut [arg(&mut b0), arg(&mut b1), arg(&mut b2), arg(&mut b3), arg(&mut b4), arg(&mut b5)])
-                .unwrap();
+            g.launch_raw(
+                &g.k.rmsnorm_rows,
+                (rows as u32, 1, 1),
+                256,
+                0,
+                &mut [arg(&mut b0), arg(&mut b1), arg(&mut b2), arg(&mut b3), arg(&mut b4), arg(&mut b5)],
+            )
+            .unwrap();
         }
         g.sync().unwrap();
         let mut want = Vec::new();
@@ -635,10 +648,18 @@ fn row_kernels_match_f64() {
         let out = poisoned(&g, rows * dim * 2);
         let (mut c0, mut c1, mut c2, mut c3) = (am.ptr, out.ptr, pmm.ptr, dim as u32);
         unsafe {
-            g.launch_raw(&g.k.permute_cols, (rows as u32, 1, 1), 256, 0, &mut [arg(&mut c0), arg(&mut c1), arg(&mut c2), arg(&mut c3)]).unwrap();
+            g.launch_raw(
+                &g.k.permute_cols,
+                (rows as u32, 1, 1),
+                256,
+                0,
+                &mut [arg(&mut c0), arg(&mut c1), arg(&mut c2), arg(&mut c3)],
+            )
+            .unwrap();
         }
         g.sync().unwrap();
-        let want: Vec<f64> = a.chunks(dim).flat_map(|r| perm.iter().map(|&p| r[p as usize].to_f64()).collect::<Vec<_>>()).collect();
+        let want: Vec<f64> =
+            a.chunks(dim).flat_map(|r| perm.iter().map(|&p| r[p as usize].to_f64()).collect::<Vec<_>>()).collect();
         check(&f16s(&get::<u16>(&g, &out, rows * dim)), &want, 0.0, "permute_cols");
 
         // swiglu_rows with a permutation
@@ -647,7 +668,14 @@ fn row_kernels_match_f64() {
         let out = poisoned(&g, rows * dim * 2);
         let (mut d0, mut d1, mut d2, mut d3) = (gm.ptr, out.ptr, pmm.ptr, dim as u32);
         unsafe {
-            g.launch_raw(&g.k.swiglu_rows, (rows as u32, 1, 1), 256, 0, &mut [arg(&mut d0), arg(&mut d1), arg(&mut d2), arg(&mut d3)]).unwrap();
+            g.launch_raw(
+                &g.k.swiglu_rows,
+                (rows as u32, 1, 1),
+                256,
+                0,
+                &mut [arg(&mut d0), arg(&mut d1), arg(&mut d2), arg(&mut d3)],
+            )
+            .unwrap();
         }
         g.sync().unwrap();
         let mut want = Vec::new();
@@ -695,7 +723,8 @@ fn rope_kv_rows_matches_f64() {
             out
         };
         let (mut wq, mut wk, mut wv) = (Vec::new(), Vec::new(), Vec::new());
-        let (gk, gv) = (f16s(&get::<u16>(&g, &kc, kv_heads * ctx * hd)), f16s(&get::<u16>(&g, &vc, kv_heads * ctx * hd)));
+        let (gk, gv) =
+            (f16s(&get::<u16>(&g, &kc, kv_heads * ctx * hd)), f16s(&get::<u16>(&g, &vc, kv_heads * ctx * hd)));
         let (mut gotk, mut gotv) = (Vec::new(), Vec::new());
         for r in 0..rows {
             let row: Vec<f64> = qkv[r * width..][..width].iter().map(|v| v.to_f64()).collect();
@@ -748,8 +777,7 @@ fn lm_head_logits_and_argmax_match() {
             g.sync().unwrap();
             let inv = 1.0 / (x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / k as f64 + 1e-6).sqrt();
             let xn: Vec<f64> = x.iter().zip(&nw).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
-            let want: Vec<f64> =
-                (0..vocab).map(|r| (0..k).map(|i| w[r * k + i].to_f64() * xn[i]).sum()).collect();
+            let want: Vec<f64> = (0..vocab).map(|r| (0..k).map(|i| w[r * k + i].to_f64() * xn[i]).sum()).collect();
             let got: Vec<f32> = get(&g, &logits, vocab);
             check(&got.iter().map(|&v| v as f64).collect::<Vec<_>>(), &want, 1e-5, &format!("lm_head vocab={vocab}"));
             let best = crate::session::sampler::argmax(&got);

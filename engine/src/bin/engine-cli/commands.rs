@@ -32,7 +32,10 @@ fn model_dir(arg: &Option<PathBuf>) -> Result<PathBuf> {
         Some(dir) => Ok(dir.clone()),
         None => {
             let dir = engine::tiny::builtin_tiny_model()?;
-            eprintln!("engine-cli: no --model given; using the built-in tiny model (random weights) in {}", dir.display());
+            eprintln!(
+                "engine-cli: no --model given; using the built-in tiny model (random weights) in {}",
+                dir.display()
+            );
             Ok(dir)
         }
     }
@@ -121,7 +124,11 @@ fn generate(a: GenerateArgs) -> Result<()> {
         return Err(Error::InvalidArgument("the prompt is empty".into()));
     }
     if ids.len() >= engine.max_context() {
-        return Err(Error::ContextOverflow { needed: ids.len() + 1, limit: engine.max_context(), what: "context (--ctx)" });
+        return Err(Error::ContextOverflow {
+            needed: ids.len() + 1,
+            limit: engine.max_context(),
+            what: "context (--ctx)",
+        });
     }
     let opts = GenerateOptions {
         max_new_tokens: a.max_new_tokens.min(engine.max_context() - ids.len()),
@@ -333,7 +340,10 @@ fn inspect(a: InspectArgs) -> Result<()> {
         c.vocab_size,
         c.max_position_embeddings
     );
-    println!("constants:  rms_norm_eps {}, rope_theta {}, bos {}, eos {}", c.rms_norm_eps, c.rope_theta, c.bos_token_id, c.eos_token_id);
+    println!(
+        "constants:  rms_norm_eps {}, rope_theta {}, bos {}, eos {}",
+        c.rms_norm_eps, c.rope_theta, c.bos_token_id, c.eos_token_id
+    );
     match &d.quant {
         Some(q) => println!(
             "quant:      GPTQ int{}, group size {}, desc_act {}, {}",
@@ -394,7 +404,10 @@ fn plan(a: PlanArgs) -> Result<()> {
     let c = &model.desc.config;
     let ctx = a.ctx.unwrap_or(c.max_position_embeddings);
     if ctx == 0 || ctx > c.max_position_embeddings {
-        return Err(Error::InvalidArgument(format!("--ctx must be in 1..={} (max_position_embeddings)", c.max_position_embeddings)));
+        return Err(Error::InvalidArgument(format!(
+            "--ctx must be in 1..={} (max_position_embeddings)",
+            c.max_position_embeddings
+        )));
     }
     if a.chunk == 0 {
         return Err(Error::InvalidArgument("--chunk must be at least 1".into()));
@@ -413,7 +426,9 @@ fn plan(a: PlanArgs) -> Result<()> {
     let mut shown: Vec<&engine_format::PlanBuffer> = p.buffers.iter().collect();
     if !a.all {
         // Everything but the per-layer weights, plus layer 0's as an example.
-        shown.retain(|b| b.region != Region::Weights || !b.name.starts_with("layers.") || b.name.starts_with("layers.0."));
+        shown.retain(|b| {
+            b.region != Region::Weights || !b.name.starts_with("layers.") || b.name.starts_with("layers.0.")
+        });
     }
     println!("{:<36} {:<12} {:>14} {:>12} {:>6}  live", "buffer", "region", "offset", "bytes", "align");
     for b in shown {
@@ -501,7 +516,9 @@ fn bench(a: BenchArgs) -> Result<()> {
     let prompts: Vec<usize> = a
         .prompts
         .split(',')
-        .map(|t| t.trim().parse::<usize>().map_err(|_| Error::InvalidArgument(format!("--prompts: `{t}` is not a length"))))
+        .map(|t| {
+            t.trim().parse::<usize>().map_err(|_| Error::InvalidArgument(format!("--prompts: `{t}` is not a length")))
+        })
         .collect::<Result<_>>()?;
     if prompts.iter().any(|&p| p == 0) || a.reps == 0 || a.decode_tokens == 0 {
         return Err(Error::InvalidArgument("--prompts lengths, --reps and --decode-tokens must be at least 1".into()));
@@ -524,13 +541,23 @@ fn bench(a: BenchArgs) -> Result<()> {
     let decode_ctx = 16 + a.decode_tokens / 2;
     let cuda_info = engine.with_backend(|b| {
         b.as_any_mut().downcast_mut::<CudaBackend>().map(|cb| -> Result<_> {
-            Ok((cb.copy_bandwidth()?, cb.decode_bytes(decode_ctx), cb.device_bytes(), cb.gpu().module_load_s, cb.upload_s))
+            Ok((
+                cb.copy_bandwidth()?,
+                cb.decode_bytes(decode_ctx),
+                cb.device_bytes(),
+                cb.gpu().module_load_s,
+                cb.upload_s,
+            ))
         })
     });
     let cuda_info = cuda_info.transpose()?;
     if let Some((bw, bytes, (w, act, ws), jit, upload)) = cuda_info {
         let floor_ms = bytes as f64 / bw * 1e3;
-        eprintln!("         of which kernel module load {:.0} ms, weight repack + upload {:.0} ms", jit * 1e3, upload * 1e3);
+        eprintln!(
+            "         of which kernel module load {:.0} ms, weight repack + upload {:.0} ms",
+            jit * 1e3,
+            upload * 1e3
+        );
         eprintln!("copy bw: {:.2} TB/s (read + write, engine copy kernel, 2 x 1 GiB)", bw / 1e12);
         eprintln!(
             "step:    {:.3} GB read per decode step at context {decode_ctx}; floor {:.3} ms/token = {:.0} tok/s",
@@ -608,7 +635,12 @@ fn bench(a: BenchArgs) -> Result<()> {
             continue;
         }
         let ids = bench_ids(p, vocab, 9);
-        let opts = GenerateOptions { max_new_tokens: 1, sampler: SamplerParams::default(), stop_strings: vec![], eos_token_id: None };
+        let opts = GenerateOptions {
+            max_new_tokens: 1,
+            sampler: SamplerParams::default(),
+            stop_strings: vec![],
+            eos_token_id: None,
+        };
         let mut v = Vec::new();
         for _ in 0..a.reps {
             let mut s = engine.new_session(None)?;
@@ -631,7 +663,10 @@ fn bench(a: BenchArgs) -> Result<()> {
                 })?;
                 let total: f64 = rows.iter().map(|r| r.ms).sum();
                 eprintln!("\nper-kernel breakdown of one decode step at context {} (kernels launched one by one, events between):", pos + 1);
-                eprintln!("  {:<40} {:>8} {:>10} {:>7} {:>10} {:>9}", "kernel", "launches", "time ms", "share", "GB/s", "% of bw");
+                eprintln!(
+                    "  {:<40} {:>8} {:>10} {:>7} {:>10} {:>9}",
+                    "kernel", "launches", "time ms", "share", "GB/s", "% of bw"
+                );
                 let mut out_rows = Vec::new();
                 for r in &rows {
                     let gbs = r.bytes as f64 / (r.ms / 1e3) / 1e9;
@@ -644,7 +679,9 @@ fn bench(a: BenchArgs) -> Result<()> {
                         gbs,
                         100.0 * gbs * 1e9 / bw
                     );
-                    out_rows.push(serde_json::json!({"kernel": r.kernel, "launches": r.launches, "ms": r.ms, "bytes": r.bytes}));
+                    out_rows.push(
+                        serde_json::json!({"kernel": r.kernel, "launches": r.launches, "ms": r.ms, "bytes": r.bytes}),
+                    );
                 }
                 eprintln!("  {:<40} {:>8} {:>10.4}", "total", rows.iter().map(|r| r.launches).sum::<usize>(), total);
                 put(&format!("breakdown_ctx_{}", pos + 1), out_rows.into());
