@@ -24,12 +24,18 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod generate;
-mod handles;
-pub mod model;
-pub mod session;
+// In the order their items appear in the header.
 pub mod status;
+
 pub mod strings;
+
+pub mod model;
+
+pub mod session;
+
+pub mod generate;
+
+mod handles;
 #[cfg(test)]
 mod tests;
 

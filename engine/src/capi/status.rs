@@ -46,26 +46,26 @@ pub enum EngineStatus {
     Internal = 99,
 }
 
-impl EngineStatus {
-    /// Every status, for `engine_status_string` and tests.
-    pub const ALL: [EngineStatus; 15] = [
-        EngineStatus::Ok,
-        EngineStatus::NullPointer,
-        EngineStatus::InvalidHandle,
-        EngineStatus::InvalidArgument,
-        EngineStatus::InvalidUtf8,
-        EngineStatus::BufferTooSmall,
-        EngineStatus::NotFound,
-        EngineStatus::Io,
-        EngineStatus::Format,
-        EngineStatus::Tokenizer,
-        EngineStatus::ContextOverflow,
-        EngineStatus::BackendUnavailable,
-        EngineStatus::Device,
-        EngineStatus::SessionBusy,
-        EngineStatus::Internal,
-    ];
+/// Every status, for `engine_status_string` and tests.
+pub(crate) const ALL_STATUSES: [EngineStatus; 15] = [
+    EngineStatus::Ok,
+    EngineStatus::NullPointer,
+    EngineStatus::InvalidHandle,
+    EngineStatus::InvalidArgument,
+    EngineStatus::InvalidUtf8,
+    EngineStatus::BufferTooSmall,
+    EngineStatus::NotFound,
+    EngineStatus::Io,
+    EngineStatus::Format,
+    EngineStatus::Tokenizer,
+    EngineStatus::ContextOverflow,
+    EngineStatus::BackendUnavailable,
+    EngineStatus::Device,
+    EngineStatus::SessionBusy,
+    EngineStatus::Internal,
+];
 
+impl EngineStatus {
     /// A short fixed description, NUL-terminated.
     fn description(self) -> &'static CStr {
         match self {
@@ -222,7 +222,7 @@ pub extern "C" fn engine_last_error() -> *const c_char {
 pub extern "C" fn engine_status_string(status: i32) -> *const c_char {
     const UNKNOWN: &CStr = c"unknown status";
     guard_value(UNKNOWN.as_ptr(), || {
-        EngineStatus::ALL.iter().find(|s| **s as i32 == status).map_or(UNKNOWN.as_ptr(), |s| s.description().as_ptr())
+        ALL_STATUSES.iter().find(|s| **s as i32 == status).map_or(UNKNOWN.as_ptr(), |s| s.description().as_ptr())
     })
 }
 
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn status_strings_cover_every_code_and_unknown_values() {
-        for s in EngineStatus::ALL {
+        for s in ALL_STATUSES {
             // SAFETY: engine_status_string returns a static NUL-terminated string.
             let text = unsafe { CStr::from_ptr(engine_status_string(s as i32)) };
             assert!(!text.to_bytes().is_empty());

@@ -1,0 +1,98 @@
+//! Build tests/c/client.c with the system C compiler (`cc`, or `$CC`) against the committed header, link it to the
+//! engine's cdylib and to its staticlib, run both on the tiny checkpoint (CPU) and check that every check passed.
+//! Also checks that the header compiles on its own as strict C99 and as C++.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use capi_tests::{header_path, libs_dir, tiny_model_dir, workspace_root};
+
+fn cc() -> String {
+    std::env::var("CC").unwrap_or_else(|_| "cc".to_string())
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("engine-capi-c-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{cmd:?} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}", out.status);
+    stdout
+}
+
+fn compile(exe: &Path, link: &[String]) {
+    let root = workspace_root();
+    let mut cmd = Command::new(cc());
+    cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1", "-g"])
+        .arg("-I")
+        .arg(root.join("engine/include"))
+        .arg(root.join("tests/c/client.c"))
+        .arg("-o")
+        .arg(exe)
+        .args(link);
+    run(&mut cmd);
+}
+
+fn check_client_output(stdout: &str) {
+    assert!(stdout.contains("model: backend=cpu"), "{stdout}");
+    assert!(stdout.contains("c client: all ") && stdout.contains(" checks passed"), "{stdout}");
+}
+
+#[test]
+fn c_client_against_the_cdylib() {
+    let libs = libs_dir();
+    let lib = libs.join(format!("{}engine{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX));
+    assert!(lib.exists(), "{} is missing: cargo builds it with this test", lib.display());
+    let exe = out_dir("dyn").join("client");
+    let l = libs.display().to_string();
+    compile(&exe, &[format!("-L{l}"), "-lengine".into(), format!("-Wl,-rpath,{l}"), "-lpthread".into(), "-lm".into()]);
+    // Cargo runs tests with LD_LIBRARY_PATH listing target/<profile> (which may hold an older libengine.so from a
+    // `cargo build`) ahead of the rpath: remove it, so the program finds the library as a user's would.
+    let stdout = run(Command::new(&exe).arg(tiny_model_dir()).env_remove("LD_LIBRARY_PATH"));
+    check_client_output(&stdout);
+    // The program really used the library built for this run.
+    if cfg!(target_os = "linux") {
+        let ldd = run(Command::new("ldd").arg(&exe).env_remove("LD_LIBRARY_PATH"));
+        assert!(ldd.contains(&lib.display().to_string()), "{ldd}");
+    }
+}
+
+#[test]
+fn c_client_against_the_staticlib() {
+    let lib = libs_dir().join("libengine.a");
+    assert!(lib.exists(), "{} is missing: cargo builds it with this test", lib.display());
+    let exe = out_dir("static").join("client");
+    // What the Rust standard library and sentencepiece (C++) need from the system, as
+    // `rustc --print native-static-libs` lists them, plus the C++ runtime.
+    let mut link = vec![lib.display().to_string()];
+    link.extend(["-lstdc++", "-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"].map(String::from));
+    compile(&exe, &link);
+    let stdout = run(Command::new(&exe).arg(tiny_model_dir()));
+    check_client_output(&stdout);
+}
+
+#[test]
+fn header_compiles_alone_as_c99_and_cpp() {
+    let h = header_path();
+    let dir = out_dir("header");
+    for (compiler, lang, std) in [(cc(), "c", "-std=c99"), ("c++".to_string(), "c++", "-std=c++11")] {
+        if compiler == "c++" && Command::new("c++").arg("--version").output().is_err() {
+            eprintln!("no c++ compiler: skipping the C++ check");
+            continue;
+        }
+        let src = dir.join(format!("include.{lang}"));
+        std::fs::write(
+            &src,
+            format!("#include \"{}\"\n#include \"{}\"\nint main(void) {{ return 0; }}\n", h.display(), h.display()),
+        )
+        .unwrap();
+        run(Command::new(&compiler)
+            .args(["-x", lang, std, "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only"])
+            .arg(&src));
+    }
+}
