@@ -4,23 +4,39 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::PathBuf;
 use std::ptr::{null, null_mut};
-use std::sync::OnceLock;
 
 use super::*;
 use crate::engine::{Engine, EngineOptions};
 use crate::session::sampler::Sampler;
 use crate::synth::{write_checkpoint, SynthSpec};
 
-/// The tiny model, written once per test process.
-fn tiny_dir() -> &'static CString {
-    static DIR: OnceLock<CString> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir: PathBuf = std::env::temp_dir().join(format!("engine-capi-unit-{}", std::process::id()));
+/// The tiny model in a temporary directory of its own, removed on drop (writing it takes milliseconds).
+struct Tiny {
+    dir: PathBuf,
+    c_dir: CString,
+}
+
+impl Tiny {
+    fn new(name: &str) -> Tiny {
+        let dir = std::env::temp_dir().join(format!("engine-capi-unit-{}-{name}", std::process::id()));
         let spec = SynthSpec::tiny();
         let tok = engine_tools::padded_tokenizer_model(engine_tools::test_tokenizer_model(), spec.vocab).unwrap();
         write_checkpoint(&dir, &SynthSpec { tokenizer_model: tok, ..spec }).unwrap();
-        CString::new(dir.to_str().unwrap()).unwrap()
-    })
+        Tiny { c_dir: CString::new(dir.to_str().unwrap()).unwrap(), dir }
+    }
+    fn load(&self, max_context: u32) -> *mut EngineModel {
+        let mut m = null_mut();
+        // SAFETY: valid string, options and out-pointer.
+        let s = unsafe { engine_model_load(self.c_dir.as_ptr(), &cpu_options(max_context), &mut m) };
+        assert_eq!(s, EngineStatus::Ok, "{}", last_error());
+        m
+    }
+}
+
+impl Drop for Tiny {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn last_error() -> String {
@@ -30,14 +46,6 @@ fn last_error() -> String {
 
 fn cpu_options(max_context: u32) -> EngineModelOptions {
     EngineModelOptions { backend: EngineBackend::Cpu as i32, max_context, ..engine_model_default_options() }
-}
-
-fn load(max_context: u32) -> *mut EngineModel {
-    let mut m = null_mut();
-    // SAFETY: valid string, options and out-pointer.
-    let s = unsafe { engine_model_load(tiny_dir().as_ptr(), &cpu_options(max_context), &mut m) };
-    assert_eq!(s, EngineStatus::Ok, "{}", last_error());
-    m
 }
 
 fn new_session(m: *mut EngineModel) -> *mut EngineSession {
@@ -103,7 +111,8 @@ fn result_text(r: &EngineGenerateResult) -> String {
 
 #[test]
 fn generate_streams_what_the_engine_generates() {
-    let m = load(0);
+    let tiny = Tiny::new("generate_streams_what_the_engine_generates");
+    let m = tiny.load(0);
     let s = new_session(m);
     let opts = EngineGenerateOptions { max_new_tokens: 12, ignore_eos: true, ..engine_generate_default_options() };
     let (st, c, r) = generate(s, "Hello world", &opts, usize::MAX);
@@ -115,11 +124,9 @@ fn generate_streams_what_the_engine_generates() {
     assert_eq!(result_text(&r), c.text);
 
     // The same greedy run through the engine's Rust API gives the same tokens.
-    let engine = Engine::load(
-        std::path::Path::new(tiny_dir().to_str().unwrap()),
-        &EngineOptions { backend: crate::backend::BackendKind::Cpu, ..Default::default() },
-    )
-    .unwrap();
+    let engine =
+        Engine::load(&tiny.dir, &EngineOptions { backend: crate::backend::BackendKind::Cpu, ..Default::default() })
+            .unwrap();
     let ids = engine.tokenizer().encode("Hello world", true).unwrap();
     assert_eq!(r.n_prompt_tokens as usize, ids.len());
     let mut sess = engine.new_session(None).unwrap();
@@ -148,7 +155,8 @@ fn generate_streams_what_the_engine_generates() {
 
 #[test]
 fn callback_stop_stop_strings_and_context_full() {
-    let m = load(24);
+    let tiny = Tiny::new("callback_stop_stop_strings_and_context_full");
+    let m = tiny.load(24);
     let s = new_session(m);
     let opts = EngineGenerateOptions { max_new_tokens: 50, ignore_eos: true, ..engine_generate_default_options() };
     let (st, c, r) = generate(s, "Hi", &opts, 3);
@@ -201,7 +209,8 @@ fn callback_stop_stop_strings_and_context_full() {
 
 #[test]
 fn feed_logits_sample_and_buffers() {
-    let m = load(0);
+    let tiny = Tiny::new("feed_logits_sample_and_buffers");
+    let m = tiny.load(0);
     let s = new_session(m);
     let mut info = std::mem::MaybeUninit::uninit();
     // SAFETY: valid out-pointer; initialized on OK.
@@ -295,7 +304,8 @@ fn feed_logits_sample_and_buffers() {
 
 #[test]
 fn handles_are_checked_before_use() {
-    let m = load(0);
+    let tiny = Tiny::new("handles_are_checked_before_use");
+    let m = tiny.load(0);
     let s = new_session(m);
     // SAFETY: every pointer below is either live or checked by the registry before it is read.
     unsafe {
@@ -330,6 +340,7 @@ fn handles_are_checked_before_use() {
 
 #[test]
 fn load_errors() {
+    let tiny = Tiny::new("load_errors");
     let mut m = std::ptr::dangling_mut::<EngineModel>(); // must be reset to NULL on failure
                                                          // SAFETY: valid strings and out-pointers.
     unsafe {
@@ -338,7 +349,7 @@ fn load_errors() {
         assert!(m.is_null());
         assert!(last_error().contains("/nonexistent/engine-model"), "{}", last_error());
         assert_eq!(engine_model_load(null(), null(), &mut m), EngineStatus::NullPointer);
-        assert_eq!(engine_model_load(tiny_dir().as_ptr(), null(), null_mut()), EngineStatus::NullPointer);
+        assert_eq!(engine_model_load(tiny.c_dir.as_ptr(), null(), null_mut()), EngineStatus::NullPointer);
         let bad_utf8 = b"/tmp/\xff\xfe\0";
         assert_eq!(engine_model_load(bad_utf8.as_ptr().cast(), null(), &mut m), EngineStatus::InvalidUtf8);
         for bad in [
@@ -347,11 +358,11 @@ fn load_errors() {
             cpu_options(513),
             EngineModelOptions { prefill_chunk: ENGINE_MAX_PREFILL_CHUNK + 1, ..cpu_options(0) },
         ] {
-            assert_eq!(engine_model_load(tiny_dir().as_ptr(), &bad, &mut m), EngineStatus::InvalidArgument, "{bad:?}");
+            assert_eq!(engine_model_load(tiny.c_dir.as_ptr(), &bad, &mut m), EngineStatus::InvalidArgument, "{bad:?}");
             assert!(m.is_null());
         }
         let mut s = null_mut();
-        let model = load(16);
+        let model = tiny.load(16);
         assert_eq!(engine_session_new(model, 17, &mut s), EngineStatus::InvalidArgument);
         engine_model_free(model);
     }
@@ -365,7 +376,8 @@ unsafe extern "C" fn reenter(user: *mut c_void, _: u32, _: *const c_char, _: usi
 
 #[test]
 fn reentrant_and_concurrent_use() {
-    let m = load(0);
+    let tiny = Tiny::new("reentrant_and_concurrent_use");
+    let m = tiny.load(0);
     let s = new_session(m);
     let mut state = (s, EngineStatus::Ok);
     let prompt = CString::new("Hi").unwrap();

@@ -2,7 +2,6 @@
 //! and where the built libraries are.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 // The declarations in `sys` resolve to the #[no_mangle] functions of this crate, which must therefore be linked.
 extern crate engine;
@@ -23,19 +22,37 @@ pub fn header_path() -> PathBuf {
     workspace_root().join("engine/include/engine.h")
 }
 
-/// The tiny synthetic checkpoint (random weights, the test tokenizer padded to its vocabulary), written once per
-/// test process into the system temp dir.
-pub fn tiny_model_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("engine-capi-tests-{}", std::process::id()));
-        let spec = engine::synth::SynthSpec::tiny();
-        let tok = engine_tools::padded_tokenizer_model(engine_tools::test_tokenizer_model(), spec.vocab)
-            .expect("padding the test tokenizer");
-        engine::synth::write_checkpoint(&dir, &engine::synth::SynthSpec { tokenizer_model: tok, ..spec })
-            .expect("writing the tiny checkpoint");
-        dir
-    })
+/// A directory under the system temp dir, unique to this process and `name`, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("engine-capi-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The tiny synthetic checkpoint (random weights, the test tokenizer padded to its vocabulary) in a fresh
+/// temporary directory; writing it takes milliseconds.
+pub fn tiny_model(name: &str) -> TempDir {
+    let dir = TempDir::new(name);
+    let spec = engine::synth::SynthSpec::tiny();
+    let tok = engine_tools::padded_tokenizer_model(engine_tools::test_tokenizer_model(), spec.vocab)
+        .expect("padding the test tokenizer");
+    engine::synth::write_checkpoint(dir.path(), &engine::synth::SynthSpec { tokenizer_model: tok, ..spec })
+        .expect("writing the tiny checkpoint");
+    dir
 }
 
 /// The directory holding the engine's cdylib and staticlib built for this test run. Cargo builds the `engine`

@@ -4,6 +4,7 @@
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::mem::{align_of, offset_of, size_of};
+use std::path::Path;
 use std::ptr::{null, null_mut};
 
 use capi_tests::sys;
@@ -119,8 +120,8 @@ fn last_error() -> String {
     unsafe { CStr::from_ptr(sys::engine_last_error()) }.to_string_lossy().into_owned()
 }
 
-fn load(max_context: u32) -> *mut sys::engine_model {
-    let dir = CString::new(capi_tests::tiny_model_dir().to_str().unwrap()).unwrap();
+fn load(dir: &Path, max_context: u32) -> *mut sys::engine_model {
+    let dir = CString::new(dir.to_str().unwrap()).unwrap();
     // SAFETY: default options by value, a valid directory string and out-pointer.
     unsafe {
         let mut o = sys::engine_model_default_options();
@@ -149,7 +150,8 @@ unsafe extern "C" fn on_token(user: *mut c_void, token: u32, piece: *const c_cha
 
 #[test]
 fn generate_through_the_header() {
-    let m = load(0);
+    let dir = capi_tests::tiny_model("bindings-generate");
+    let m = load(dir.path(), 0);
     // SAFETY: every pointer passed is valid for its call, as the header documents.
     unsafe {
         let mut info = sys::engine_model_info::default();
@@ -217,7 +219,8 @@ fn generate_through_the_header() {
 
 #[test]
 fn error_paths_through_the_header() {
-    let m = load(16);
+    let model_dir = capi_tests::tiny_model("bindings-errors");
+    let m = load(model_dir.path(), 16);
     // SAFETY: every pointer is valid, NULL, or a handle the registry checks before reading it.
     unsafe {
         // Null pointers.
@@ -259,7 +262,7 @@ fn error_paths_through_the_header() {
         let mut o = sys::engine_model_default_options();
         o.backend = 42;
         let mut m2 = null_mut();
-        let dir = CString::new(capi_tests::tiny_model_dir().to_str().unwrap()).unwrap();
+        let dir = CString::new(model_dir.path().to_str().unwrap()).unwrap();
         assert_eq!(sys::engine_model_load(dir.as_ptr(), &o, &mut m2), sys::ENGINE_STATUS_INVALID_ARGUMENT);
         assert!(m2.is_null());
         let mut g = sys::engine_generate_default_options();

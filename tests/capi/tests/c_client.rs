@@ -2,19 +2,13 @@
 //! engine's cdylib and to its staticlib, run both on the tiny checkpoint (CPU) and check that every check passed.
 //! Also checks that the header compiles on its own as strict C99 and as C++.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use capi_tests::{header_path, libs_dir, tiny_model_dir, workspace_root};
+use capi_tests::{header_path, libs_dir, tiny_model, workspace_root, TempDir};
 
 fn cc() -> String {
     std::env::var("CC").unwrap_or_else(|_| "cc".to_string())
-}
-
-fn out_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("engine-capi-c-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -48,12 +42,13 @@ fn c_client_against_the_cdylib() {
     let libs = libs_dir();
     let lib = libs.join(format!("{}engine{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX));
     assert!(lib.exists(), "{} is missing: cargo builds it with this test", lib.display());
-    let exe = out_dir("dyn").join("client");
+    let (model, out) = (tiny_model("c-dyn-model"), TempDir::new("c-dyn"));
+    let exe = out.path().join("client");
     let l = libs.display().to_string();
     compile(&exe, &[format!("-L{l}"), "-lengine".into(), format!("-Wl,-rpath,{l}"), "-lpthread".into(), "-lm".into()]);
     // Cargo runs tests with LD_LIBRARY_PATH listing target/<profile> (which may hold an older libengine.so from a
     // `cargo build`) ahead of the rpath: remove it, so the program finds the library as a user's would.
-    let stdout = run(Command::new(&exe).arg(tiny_model_dir()).env_remove("LD_LIBRARY_PATH"));
+    let stdout = run(Command::new(&exe).arg(model.path()).env_remove("LD_LIBRARY_PATH"));
     check_client_output(&stdout);
     // The program really used the library built for this run.
     if cfg!(target_os = "linux") {
@@ -66,20 +61,22 @@ fn c_client_against_the_cdylib() {
 fn c_client_against_the_staticlib() {
     let lib = libs_dir().join("libengine.a");
     assert!(lib.exists(), "{} is missing: cargo builds it with this test", lib.display());
-    let exe = out_dir("static").join("client");
+    let (model, out) = (tiny_model("c-static-model"), TempDir::new("c-static"));
+    let exe = out.path().join("client");
     // What the Rust standard library and sentencepiece (C++) need from the system, as
     // `rustc --print native-static-libs` lists them, plus the C++ runtime.
     let mut link = vec![lib.display().to_string()];
     link.extend(["-lstdc++", "-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"].map(String::from));
     compile(&exe, &link);
-    let stdout = run(Command::new(&exe).arg(tiny_model_dir()));
+    let stdout = run(Command::new(&exe).arg(model.path()));
     check_client_output(&stdout);
 }
 
 #[test]
 fn header_compiles_alone_as_c99_and_cpp() {
     let h = header_path();
-    let dir = out_dir("header");
+    let out = TempDir::new("c-header");
+    let dir = out.path();
     for (compiler, lang, std) in [(cc(), "c", "-std=c99"), ("c++".to_string(), "c++", "-std=c++11")] {
         if compiler == "c++" && Command::new("c++").arg("--version").output().is_err() {
             eprintln!("no c++ compiler: skipping the C++ check");
