@@ -93,3 +93,48 @@ fn header_compiles_alone_as_c99_and_cpp() {
             .arg(&src));
     }
 }
+
+/// engine/engine.pc.in filled in for the build tree, as a user would for an install prefix.
+fn write_pc(dir: &Path) {
+    let template = std::fs::read_to_string(workspace_root().join("engine/engine.pc.in")).unwrap();
+    let pc = template
+        .replace("@PREFIX@", &workspace_root().display().to_string())
+        .replace("@LIBDIR@", &libs_dir().display().to_string())
+        .replace("@INCLUDEDIR@", &workspace_root().join("engine/include").display().to_string())
+        .replace("@VERSION@", env!("CARGO_PKG_VERSION"));
+    assert!(!pc.contains('@'), "unfilled placeholder in engine.pc.in:\n{pc}");
+    std::fs::write(dir.join("engine.pc"), pc).unwrap();
+}
+
+/// The example of engine/include/README-capi.md is tests/c/example.c verbatim, and it builds with the flags
+/// pkg-config gives from engine/engine.pc.in, and runs.
+#[test]
+fn readme_example_builds_with_pkg_config_and_runs() {
+    let root = workspace_root();
+    let example = std::fs::read_to_string(root.join("tests/c/example.c")).unwrap();
+    let readme = std::fs::read_to_string(root.join("engine/include/README-capi.md")).unwrap();
+    assert!(readme.contains(&example), "README-capi.md must quote tests/c/example.c verbatim");
+
+    let (model, out) = (tiny_model("c-example-model"), TempDir::new("c-example"));
+    write_pc(out.path());
+    let pkg =
+        Command::new("pkg-config").args(["--cflags", "--libs", "engine"]).env("PKG_CONFIG_PATH", out.path()).output();
+    let flags = match pkg {
+        Ok(o) if o.status.success() => String::from_utf8(o.stdout).unwrap(),
+        Ok(o) => panic!("pkg-config failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => {
+            eprintln!("no pkg-config ({e}): skipping the example build");
+            return;
+        }
+    };
+    assert!(flags.contains("-lengine") && flags.contains("-I"), "{flags}");
+    let exe = out.path().join("example");
+    run(Command::new(cc())
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+        .arg(root.join("tests/c/example.c"))
+        .arg("-o")
+        .arg(&exe)
+        .args(flags.split_whitespace()));
+    let stdout = run(Command::new(&exe).arg(model.path()).arg("Hello").env_remove("LD_LIBRARY_PATH"));
+    assert!(stdout.contains(" tokens, "), "{stdout}");
+}
