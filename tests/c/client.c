@@ -365,6 +365,17 @@ int main(int argc, char **argv) {
         CHECK(len == 0); /* refused calls feed nothing */
     }
 
+    /* the CUDA backend loads, or says why it cannot (no GPU, no driver) */
+    {
+        engine_model_options co = mo;
+        co.backend = ENGINE_BACKEND_CUDA;
+        engine_status got = engine_model_load(dir, &co, &m2);
+        printf("cuda backend: %s%s%s\n", engine_status_string((int32_t)got), got ? ": " : "", engine_last_error());
+        CHECK(got == ENGINE_STATUS_OK || got == ENGINE_STATUS_BACKEND_UNAVAILABLE);
+        CHECK((got == ENGINE_STATUS_OK) == (m2 != NULL));
+        OK(engine_model_free(m2));
+    }
+
     /* missing model directory */
     EXPECT(engine_model_load("/nonexistent/engine/model", &mo, &m2), ENGINE_STATUS_NOT_FOUND);
     EXPECT_MESSAGE("/nonexistent/engine/model");

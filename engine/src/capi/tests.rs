@@ -368,6 +368,33 @@ fn load_errors() {
     }
 }
 
+#[test]
+fn auto_falls_back_and_cuda_reports_why_not() {
+    let tiny = Tiny::new("auto_falls_back_and_cuda_reports_why_not");
+    for (backend, allowed) in [
+        (EngineBackend::Auto, [EngineStatus::Ok, EngineStatus::Ok]),
+        (EngineBackend::Cuda, [EngineStatus::Ok, EngineStatus::BackendUnavailable]),
+    ] {
+        let o = EngineModelOptions { backend: backend as i32, ..engine_model_default_options() };
+        let mut m = null_mut();
+        // SAFETY: valid arguments.
+        let st = unsafe { engine_model_load(tiny.c_dir.as_ptr(), &o, &mut m) };
+        assert!(allowed.contains(&st), "{backend:?}: {st:?} {}", last_error());
+        if st == EngineStatus::Ok {
+            // SAFETY: a live model; the backend name is a static string.
+            unsafe {
+                let mut info = std::mem::zeroed::<EngineModelInfo>();
+                assert_eq!(engine_model_get_info(m, &mut info), EngineStatus::Ok);
+                let name = CStr::from_ptr(info.backend).to_str().unwrap();
+                assert!(name == "cpu" || name == "cuda", "{name}");
+                engine_model_free(m);
+            }
+        } else {
+            assert!(m.is_null());
+        }
+    }
+}
+
 unsafe extern "C" fn reenter(user: *mut c_void, _: u32, _: *const c_char, _: usize) -> bool {
     let (s, status) = unsafe { &mut *(user as *mut (*mut EngineSession, EngineStatus)) };
     *status = engine_session_reset(*s);
