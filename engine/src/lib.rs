@@ -16,6 +16,7 @@ pub mod error;
 pub mod model;
 pub mod session;
 pub mod synth;
+pub mod tiny;
 
 pub use engine_format::{self as format, ModelConfig, ModelDesc};
 pub use error::{Error, Result};

@@ -328,11 +328,13 @@ pub struct SynthReport {
     pub weight_bytes: u64,
 }
 
-/// Write a random checkpoint for `spec` into `dir` (created if needed; existing files of the same names are
-/// replaced). Deterministic: the same spec and seed give byte-identical files.
+/// Write a random checkpoint for `spec` into `dir` (created if needed; files of the same names, and weight files an
+/// earlier synthetic checkpoint left there, are replaced). Deterministic: the same spec and seed give
+/// byte-identical files.
 pub fn write_checkpoint(dir: &Path, spec: &SynthSpec) -> Result<SynthReport> {
     spec.validate()?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    remove_previous_weights(dir)?;
     let mut files = Vec::new();
     let mut write_file = |name: &str, bytes: &[u8]| -> Result<()> {
         let path = dir.join(name);
@@ -382,6 +384,26 @@ pub fn write_checkpoint(dir: &Path, spec: &SynthSpec) -> Result<SynthReport> {
         files.push(path);
     }
     Ok(SynthReport { dir: dir.to_path_buf(), files, weight_files, tensors: plan.len(), weight_bytes })
+}
+
+/// Remove weight files an earlier `write_checkpoint` into `dir` may have left with other settings: a stale index,
+/// quantize_config.json or second candidate file would make the loader pick the wrong weights or refuse to choose. Only names this module
+/// writes are touched.
+fn remove_previous_weights(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        // quantize_config.json too: it is rewritten for GPTQ, and a stale one would make an fp16 checkpoint GPTQ.
+        let ours = name == "model.safetensors"
+            || name == "quantize_config.json"
+            || name == "model.safetensors.index.json"
+            || (name.starts_with("gptq_model-4bit-") && name.ends_with("g.safetensors"))
+            || (name.starts_with("model-") && name.contains("-of-") && name.ends_with(".safetensors"));
+        if ours {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
 }
 
 fn to_json(v: &serde_json::Value) -> Vec<u8> {

@@ -31,6 +31,8 @@ struct AttnParams {
 namespace attn {
 
 constexpr int WARPS = 4;
+constexpr int UNROLL = 4;      // positions per lane group per iteration
+constexpr uint32_t MIN_PER_SPLIT = 64;  // fewer positions per block cost more in merging than they save
 #define ATTN_NEG_INF (-__int_as_float(0x7f800000))
 
 // Online-softmax state of one lane: its 8 output dims plus the running max and sum of its position group.
@@ -80,30 +82,61 @@ ENGINE_DEV State block_pass(const AttnParams& p, uint32_t row, uint32_t h, uint3
 
     const __half* kbase = p.k_cache + (size_t)kvh * p.ctx * p.head_dim + dl * 8;
     const __half* vbase = p.v_cache + (size_t)kvh * p.ctx * p.head_dim + dl * 8;
+    // Each lane position group takes UNROLL positions per iteration and issues all their K and V loads before
+    // the first use: without it the online-softmax dependency leaves one 16-byte load per array in flight.
     // Every lane runs the same number of iterations, so the shuffles below always see the full warp.
-    for (uint32_t base = p_begin + warp * ppw; base < p_end; base += WARPS * ppw) {
-        const uint32_t pos = base + pg;
-        const bool valid = pos < p_end;
-        float k[8], v[8];
-        if (valid) {
-            load8(kbase + (size_t)pos * p.head_dim, k);
-            load8(vbase + (size_t)pos * p.head_dim, v);
-        }
-        float s = 0.f;
-        if (valid) {
+    const uint32_t stride = WARPS * ppw * UNROLL;
+    for (uint32_t base = p_begin + warp * ppw * UNROLL; base < p_end; base += stride) {
+        uint4 kr[UNROLL], vr[UNROLL];
 #pragma unroll
-            for (int i = 0; i < 8; ++i) s += q[i] * k[i];
+        for (int u = 0; u < UNROLL; ++u) {
+            const uint32_t pos = base + u * ppw + pg;
+            if (pos < p_end) {
+                kr[u] = *reinterpret_cast<const uint4*>(kbase + (size_t)pos * p.head_dim);
+                vr[u] = *reinterpret_cast<const uint4*>(vbase + (size_t)pos * p.head_dim);
+            }
         }
-        for (uint32_t o = lp / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        if (valid) {
-            s *= p.scale_log2;
-            const float m = fmaxf(st.m, s);
-            const float c = exp2f(st.m - m), e = exp2f(s - m);
-            st.l = st.l * c + e;
+        float s[UNROLL];
 #pragma unroll
-            for (int i = 0; i < 8; ++i) st.o[i] = st.o[i] * c + e * v[i];
-            st.m = m;
+        for (int u = 0; u < UNROLL; ++u) {
+            const uint32_t pos = base + u * ppw + pg;
+            float acc = 0.f;
+            if (pos < p_end) {
+                const __half2* kh = reinterpret_cast<const __half2*>(&kr[u]);
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const float2 f = __half22float2(kh[i]);
+                    acc += q[2 * i] * f.x + q[2 * i + 1] * f.y;
+                }
+            }
+            for (uint32_t o = lp / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+            s[u] = pos < p_end ? acc * p.scale_log2 : ATTN_NEG_INF;
         }
+        // One rescale of the running state per UNROLL positions.
+        float m = st.m;
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) m = fmaxf(m, s[u]);
+        if (m == ATTN_NEG_INF) continue;  // nothing valid yet for this lane group
+        const float c = exp2f(st.m - m);
+        st.l *= c;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) st.o[i] *= c;
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const uint32_t pos = base + u * ppw + pg;
+            if (pos < p_end) {
+                const float e = exp2f(s[u] - m);
+                st.l += e;
+                const __half2* vh = reinterpret_cast<const __half2*>(&vr[u]);
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const float2 f = __half22float2(vh[i]);
+                    st.o[2 * i] += e * f.x;
+                    st.o[2 * i + 1] += e * f.y;
+                }
+            }
+        }
+        st.m = m;
     }
     // Merge the position groups of the warp (lanes with the same dl), then the warps.
     for (uint32_t o = lp; o < 32; o <<= 1) {
@@ -140,7 +173,7 @@ extern "C" __global__ void __launch_bounds__(128) attn_decode(const AttnParams p
     pdl_launch_dependents();
     const uint32_t h = blockIdx.x, split = blockIdx.y;
     const uint32_t len = *p.pos + 1;
-    const uint32_t per = (len + p.splits - 1) / p.splits;
+    const uint32_t per = max((len + p.splits - 1) / p.splits, attn::MIN_PER_SPLIT);
     const uint32_t begin = min(len, split * per), end = min(len, begin + per);
     attn::State st = attn::block_pass(p, 0, h, begin, end, smem);
 

@@ -15,6 +15,8 @@
 //   - epilogues: rotary embedding + KV-cache append for q/k/v, SwiGLU for gate/up, the residual add (+ the
 //     partial sums of squares for the next norm) for o/down. Each saves a launch and a round trip through memory.
 //   - blocks are persistent over `tiles_per_block` tiles, so x is staged once per block, not once per tile.
+//   - the first weight loads are issued before the prologue, and the next batch is always in flight while the
+//     current one is multiplied (software pipelining in registers).
 // All reductions are in a fixed order: the same inputs give the same bits, run after run.
 #include "int4.cuh"
 
@@ -144,6 +146,16 @@ ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, float v) {
     }
 }
 
+// Issue the 16-byte loads of one batch: steps s0, s0 + WARPS, ... of tile t (UNROLL of them, fewer at the end).
+ENGINE_DEV void load_batch(const GemvParams& p, uint32_t t, uint32_t s0, uint32_t steps, uint4 (&w)[UNROLL]) {
+    const uint4* wt = p.qw + (size_t)t * steps * 32 + (threadIdx.x & 31);
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+        const uint32_t s = s0 + u * WARPS;
+        if (s < steps) w[u] = ldg_stream_v4(wt + (size_t)s * 32);
+    }
+}
+
 template <int PRO, int EPI>
 ENGINE_DEV void run(const GemvParams& p) {
     extern __shared__ __align__(16) unsigned char smem[];
@@ -151,38 +163,44 @@ ENGINE_DEV void run(const GemvParams& p) {
     float* red = reinterpret_cast<float*>(smem + (size_t)p.k_pad * sizeof(__half));  // [WARPS][16]
     float* scratch = red + WARPS * INT4_TILE_N;                                          // [WARPS]
 
-    // Nothing before this line may read what the previous kernel writes (x, ssq, the caches).
-    pdl_wait();
-    stage_input<PRO>(p, xs, scratch);
-    pdl_launch_dependents();
-
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int j = lane & 15, hsel = lane >> 4;
     const uint32_t steps = p.k_pad / INT4_STEP_K, tiles = p.n_pad / INT4_TILE_N;
     const uint32_t t_begin = blockIdx.x * p.tiles_per_block;
     const uint32_t t_end = min(tiles, t_begin + p.tiles_per_block);
 
+    // The weights never change, so their first loads go out before anything else — before waiting for the
+    // previous kernel (programmatic dependent launch) and before staging x: the first batch's DRAM latency then
+    // hides the launch gap and the prologue instead of adding to them.
+    uint4 cur[UNROLL], nxt[UNROLL];
+    if (t_begin < t_end) load_batch(p, t_begin, warp, steps, cur);
+
+    // Nothing before this line may read what the previous kernel writes (x, ssq, the caches).
+    pdl_wait();
+    stage_input<PRO>(p, xs, scratch);
+    pdl_launch_dependents();
+
     for (uint32_t t = t_begin; t < t_end; ++t) {
-        const uint4* wt = p.qw + (size_t)t * steps * 32 + lane;
         const uint32_t* szt = p.sz + (size_t)t * p.groups * INT4_TILE_N + j;
         float acc = 0.f;
         for (uint32_t s0 = warp; s0 < steps; s0 += WARPS * UNROLL) {
-            uint4 w[UNROLL];
-            // Issue every load before the first use: UNROLL × 16 bytes per lane in flight.
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u) {
-                const uint32_t s = s0 + u * WARPS;
-                if (s < steps) w[u] = ldg_stream_v4(wt + (size_t)s * 32);
-            }
+            // Software pipelining: the next batch (of this tile, or the next tile's first) is in flight while
+            // this one is multiplied, so each lane keeps up to 2 × UNROLL loads outstanding.
+            uint32_t ns0 = s0 + WARPS * UNROLL, nt = t;
+            if (ns0 >= steps) ns0 = warp, nt = t + 1;
+            if (nt < t_end) load_batch(p, nt, ns0, steps, nxt);
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
                 const uint32_t s = s0 + u * WARPS;
                 if (s < steps) {
                     const uint32_t chunk = 2 * s + hsel;
-                    const uint32_t g = min(chunk * INT4_CHUNK_K / p.group_size, p.groups - 1);
-                    acc += dot_chunk(w[u], xs + chunk * 16, szt[g * INT4_TILE_N]);
+                    // group_size / 32 is a power of two (checked at load), so no division here.
+                    const uint32_t g = min(chunk >> p.chunk_shift, p.groups - 1);
+                    acc += dot_chunk(cur[u], xs + chunk * 16, szt[g * INT4_TILE_N]);
                 }
             }
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u];
         }
         // Lanes j and j + 16 summed the two halves of each step for the same slot.
         acc += __shfl_xor_sync(0xffffffffu, acc, 16);

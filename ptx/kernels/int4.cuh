@@ -76,4 +76,5 @@ struct GemvParams {
     uint32_t head_dim;
     uint32_t q_dim;           // QKV: heads * head_dim
     uint32_t kv_dim;          // QKV: kv_heads * head_dim
+    uint32_t chunk_shift;     // group of a 32-row chunk = chunk >> chunk_shift (group_size / 32 is a power of two)
 };

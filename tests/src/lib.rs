@@ -1,1 +1,112 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: synthetic checkpoints in temporary directories, the Python
+//! interpreter of the float64 reference, and error measures.
+
+use std::path::{Path, PathBuf};
+
+use engine::synth::{write_checkpoint, SynthSpec};
+use engine_format::Arch;
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("engine-e2e-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A named synthetic configuration.
+pub struct Case {
+    pub name: &'static str,
+    pub spec: SynthSpec,
+}
+
+/// Checkpoints of awkward sizes covering both namings, GQA, every group size, act-order, sym/asym, fp16, tied
+/// embeddings and shards.
+pub fn cases() -> Vec<Case> {
+    let tiny = SynthSpec::tiny();
+    let llama = SynthSpec {
+        arch: Arch::Llama,
+        hidden: 128,
+        intermediate: 344,
+        heads: 8,
+        kv_heads: 2,
+        layers: 2,
+        vocab: 1100,
+        group_size: Some(64),
+        desc_act: true,
+        sym: false,
+        seed: 7,
+        rope_theta: 500000.0,
+        ..tiny.clone()
+    };
+    vec![
+        Case { name: "baichuan-g32", spec: tiny.clone() },
+        Case { name: "baichuan-g128-actorder", spec: SynthSpec { hidden: 256, intermediate: 640, heads: 4, kv_heads: 4, group_size: Some(128), desc_act: true, seed: 3, ..tiny.clone() } },
+        Case { name: "baichuan-g64-asym-2shards", spec: SynthSpec { group_size: Some(64), sym: false, shards: 2, seed: 4, ..tiny.clone() } },
+        Case { name: "baichuan-one-group", spec: SynthSpec { group_size: None, seed: 5, ..tiny.clone() } },
+        Case { name: "llama-gqa-g64-actorder-asym", spec: llama.clone() },
+        Case { name: "llama-g32-tied", spec: SynthSpec { group_size: Some(32), desc_act: false, sym: true, tie_word_embeddings: true, seed: 8, ..llama.clone() } },
+        Case { name: "baichuan-fp16", spec: SynthSpec { quantized: false, seed: 6, ..tiny } },
+    ]
+}
+
+/// Write `spec` (with the test tokenizer) into a fresh temporary directory.
+pub fn synth(tag: &str, spec: &SynthSpec) -> TempDir {
+    let dir = TempDir::new(tag);
+    let spec = engine::tiny::with_test_tokenizer(spec.clone()).unwrap();
+    write_checkpoint(dir.path(), &spec).unwrap();
+    dir
+}
+
+/// The Python interpreter with numpy and sentencepiece: `$ENGINE_PYTHON`, else `.venv/bin/python` at the
+/// repository root if present, else `python3`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("ENGINE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    if venv.is_file() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// ‖a − b‖ / ‖b‖ in f64.
+pub fn rel_l2(a: &[f32], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| y * y).sum();
+    (num / den).sqrt()
+}
+
+/// Deterministic pseudo-random token ids in `1..vocab` (never 0, the unknown piece).
+pub fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            1 + (s % (vocab as u64 - 1)) as u32
+        })
+        .collect()
+}

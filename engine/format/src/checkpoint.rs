@@ -48,6 +48,7 @@ pub fn describe(
     quant: Option<&QuantConfig>,
     shards: &[Shard<'_>],
 ) -> Result<ModelDesc, FormatError> {
+    check_config(config, quant)?;
     if quant.is_some() {
         check_gptq_dims(config)?;
     }
@@ -134,6 +135,57 @@ pub fn describe(
         lm_head,
         warnings: l.warnings,
     })
+}
+
+/// The invariants `parse_model_config` / `parse_quant_config` establish, re-checked because the structs have public
+/// fields and may be built by hand: with them, no size computed below can divide by zero or overflow.
+fn check_config(c: &ModelConfig, quant: Option<&QuantConfig>) -> Result<(), FormatError> {
+    use crate::config::{MAX_DIM, MAX_LAYERS, MAX_VOCAB};
+    let bounded = [
+        ("hidden_size", c.hidden_size, MAX_DIM),
+        ("intermediate_size", c.intermediate_size, MAX_DIM),
+        ("num_attention_heads", c.num_attention_heads, MAX_DIM),
+        ("num_key_value_heads", c.num_key_value_heads, MAX_DIM),
+        ("head_dim", c.head_dim, MAX_DIM),
+        ("num_hidden_layers", c.num_hidden_layers, MAX_LAYERS),
+        ("vocab_size", c.vocab_size, MAX_VOCAB),
+        ("group_size", quant.and_then(|q| q.group_size).unwrap_or(1), MAX_DIM),
+    ];
+    for (field, v, max) in bounded {
+        if v == 0 || v > max {
+            return Err(FormatError::new(
+                FormatErrorKind::InvalidValue,
+                "config.json",
+                format!("expected 1..={max}, found {v}"),
+            )
+            .with_subject(field));
+        }
+    }
+    if c.num_attention_heads.checked_mul(c.head_dim) != Some(c.hidden_size)
+        || c.num_attention_heads % c.num_key_value_heads != 0
+    {
+        return Err(FormatError::new(
+            FormatErrorKind::InvalidValue,
+            "config.json",
+            format!(
+                "expected hidden_size = num_attention_heads × head_dim and num_attention_heads a multiple of \
+                 num_key_value_heads, found {} = {} × {} with {} key/value heads",
+                c.hidden_size, c.num_attention_heads, c.head_dim, c.num_key_value_heads
+            ),
+        )
+        .with_subject("num_attention_heads"));
+    }
+    if let Some(q) = quant {
+        if q.bits != 4 {
+            return Err(FormatError::new(
+                FormatErrorKind::Unsupported,
+                "quantize_config.json",
+                format!("{}-bit quantization is not supported: expected 4", q.bits),
+            )
+            .with_subject("bits"));
+        }
+    }
+    Ok(())
 }
 
 /// GPTQ packs 8 rows (qweight) and 8 columns (qzeros) per 32-bit word, so every linear's in and out features must
@@ -394,12 +446,11 @@ impl Layout<'_> {
         };
         let file = self.shard_name(f.shard);
         if !same_dtype(f.dtype, dtype) {
-            return Err(FormatError::new(
-                FormatErrorKind::WrongDtype,
-                file,
-                format!("expected {}, found {}", dtype.name(), f.dtype),
-            )
-            .with_subject(name));
+            let mut detail = format!("expected {}, found {}", dtype.name(), f.dtype);
+            if dtype == DType::F16 && matches!(f.dtype, Dtype::BF16 | Dtype::F32 | Dtype::F64) {
+                detail.push_str(": this engine reads float16 weights; convert the checkpoint to float16");
+            }
+            return Err(FormatError::new(FormatErrorKind::WrongDtype, file, detail).with_subject(name));
         }
         if f.shape != shape {
             return Err(FormatError::new(

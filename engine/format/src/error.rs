@@ -19,7 +19,8 @@ pub enum FormatErrorKind {
     Unsupported,
     /// A safetensors file shorter than its own header says, or empty.
     Truncated,
-    /// The 8-byte header length is absurd (past the end of the file, or larger than the format allows).
+    /// The 8-byte header length is absurd: larger than the format allows (100 MB), as when the file is not a
+    /// safetensors file at all. A length that merely runs past the end of the file is `Truncated`.
     HeaderTooLarge,
     /// The header is not a valid safetensors header (bad UTF-8/JSON, an unknown dtype, sizes that overflow).
     InvalidHeader,

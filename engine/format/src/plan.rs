@@ -278,3 +278,63 @@ impl MemoryPlan {
         self.buffers.iter().find(|b| b.name == name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil;
+
+    fn tiny_desc() -> ModelDesc {
+        let (config, quant, shard) = testutil::tiny_checkpoint();
+        let config = crate::config::parse_model_config("config.json", &config).unwrap();
+        let quant = crate::config::parse_quant_config("quantize_config.json", &quant).unwrap();
+        crate::describe(&config, Some(&quant), &[crate::Shard { name: "model.safetensors", bytes: &shard }]).unwrap()
+    }
+
+    #[test]
+    fn activations_with_overlapping_lifetimes_never_share_bytes() {
+        let desc = tiny_desc();
+        for chunk in [1, 7, 512] {
+            let p = plan(&desc, PlanLimits { max_context: 64, prefill_chunk: chunk });
+            let acts: Vec<&PlanBuffer> = p.buffers.iter().filter(|b| b.region == Region::Activations).collect();
+            assert_eq!(acts.len(), ACTIVATIONS.len());
+            for a in &acts {
+                assert!(a.offset + a.size <= p.region_size(Region::Activations));
+                for b in &acts {
+                    if a.name == b.name {
+                        continue;
+                    }
+                    let (af, al) = a.live.unwrap();
+                    let (bf, bl) = b.live.unwrap();
+                    let live_overlap = af <= bl && bf <= al;
+                    let mem_overlap = a.offset < b.offset + b.size && b.offset < a.offset + a.size;
+                    assert!(!(live_overlap && mem_overlap), "{} and {} overlap", a.name, b.name);
+                }
+            }
+            // Reuse happened: the region is smaller than the sum of its buffers (once buffers outgrow the alignment).
+            let sum: usize = acts.iter().map(|b| b.size).sum();
+            if chunk >= 512 {
+                assert!(p.region_size(Region::Activations) < sum, "no reuse at chunk {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn buffers_are_aligned_and_disjoint_within_fixed_regions() {
+        let desc = tiny_desc();
+        let p = plan(&desc, PlanLimits { max_context: 100, prefill_chunk: 16 });
+        for r in [Region::Weights, Region::KvCache, Region::Workspace] {
+            let mut bufs: Vec<&PlanBuffer> = p.buffers.iter().filter(|b| b.region == r).collect();
+            bufs.sort_by_key(|b| b.offset);
+            for w in bufs.windows(2) {
+                assert!(w[0].offset + w[0].size <= w[1].offset, "{} overlaps {}", w[0].name, w[1].name);
+            }
+            assert!(bufs.iter().all(|b| b.offset % ALIGN == 0));
+        }
+        // The KV cache is exactly layers × 2 × kv_heads × ctx × head_dim × 2 bytes.
+        let c = &desc.config;
+        let kv = 2 * c.num_hidden_layers * c.num_key_value_heads * 100 * c.head_dim * 2;
+        let got: usize = p.buffers.iter().filter(|b| b.region == Region::KvCache).map(|b| b.size).sum();
+        assert_eq!(got, kv);
+    }
+}

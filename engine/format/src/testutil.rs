@@ -74,6 +74,19 @@ impl TinySpec {
         }
     }
 
+    /// The four naming × quantization variants the fuzz targets use, one layer each to keep headers small (the
+    /// safetensors header parser dominates the cost of an execution): Baichuan GPTQ, LLaMA GQA act-order asym GPTQ,
+    /// Baichuan fp16, LLaMA fp16 with tied embeddings. Named for seed files.
+    pub fn fuzz_variants() -> [(&'static str, TinySpec); 4] {
+        let one = |s: TinySpec| TinySpec { layers: 1, ..s };
+        [
+            ("baichuan-gptq", one(Self::baichuan())),
+            ("llama-gqa-actorder", one(Self::llama())),
+            ("baichuan-f16", one(TinySpec { quantized: false, ..Self::baichuan() })),
+            ("llama-f16-tied", one(TinySpec { quantized: false, tie_word_embeddings: true, ..Self::llama() })),
+        ]
+    }
+
     fn head_dim(&self) -> usize {
         self.hidden / self.heads
     }

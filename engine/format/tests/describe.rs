@@ -301,7 +301,7 @@ fn wrong_dtype() {
     let spec = TinySpec::baichuan();
     let r = with_edit(&spec, |t| find(t, "model.norm.weight").dtype = "BF16".into());
     let msg = assert_err(r, FormatErrorKind::WrongDtype, SHARD, Some("model.norm.weight"));
-    assert!(msg.contains("expected F16, found BF16"), "{msg}");
+    assert!(msg.contains("expected F16, found BF16") && msg.contains("convert"), "{msg}");
     let r = with_edit(&spec, |t| find(t, "model.layers.0.mlp.gate_proj.qweight").dtype = "U32".into());
     assert_err(r, FormatErrorKind::WrongDtype, SHARD, Some("model.layers.0.mlp.gate_proj.qweight"));
 }
@@ -424,4 +424,29 @@ fn shard_index_checks() {
     }
     assert_eq!(parse_index("i.json", b"{}").unwrap_err().kind, FormatErrorKind::MissingField);
     assert_eq!(parse_index("i.json", b"{").unwrap_err().kind, FormatErrorKind::InvalidJson);
+}
+
+#[test]
+fn hand_built_configs_are_checked_not_trusted() {
+    let spec = TinySpec::baichuan();
+    let shard = bytes_of(&spec);
+    let shards = [Shard { name: SHARD, bytes: &shard }];
+    let good = parse_model_config("config.json", spec.config_json().as_bytes()).unwrap();
+    let quant = parse_quant_config("q", spec.quant_json().unwrap().as_bytes()).unwrap();
+    let mut zero_group = quant.clone();
+    zero_group.group_size = Some(0);
+    assert_eq!(describe(&good, Some(&zero_group), &shards).unwrap_err().kind, FormatErrorKind::InvalidValue);
+    let mut eight_bits = quant.clone();
+    eight_bits.bits = 8;
+    assert_eq!(describe(&good, Some(&eight_bits), &shards).unwrap_err().kind, FormatErrorKind::Unsupported);
+    for edit in [
+        |c: &mut engine_format::ModelConfig| c.num_key_value_heads = 0,
+        |c: &mut engine_format::ModelConfig| c.head_dim = usize::MAX,
+        |c: &mut engine_format::ModelConfig| c.num_hidden_layers = usize::MAX,
+        |c: &mut engine_format::ModelConfig| c.num_key_value_heads = 3,
+    ] {
+        let mut c = good.clone();
+        edit(&mut c);
+        assert_eq!(describe(&c, Some(&quant), &shards).unwrap_err().kind, FormatErrorKind::InvalidValue);
+    }
 }

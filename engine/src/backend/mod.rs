@@ -45,6 +45,9 @@ pub trait Backend: Send {
     /// A description of the device for reports (`"CPU, 16 threads"`, `"NVIDIA H200, sm_90"`).
     fn device_description(&self) -> String;
 
+    /// The concrete backend, for tools that need more than this trait (benchmarks, kernel breakdowns).
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+
     /// Allocate the KV cache for one sequence of up to `max_context` positions.
     fn new_cache(&mut self, max_context: usize) -> Result<Box<dyn KvCache>>;
 
@@ -67,6 +70,32 @@ pub trait Backend: Send {
         let mut logits = vec![0f32; self.config().vocab_size];
         self.forward(cache, start, tokens, LogitsOut::Last(&mut logits))?;
         Ok(sampler.sample(&mut logits, history))
+    }
+
+    /// Greedy decoding without a penalty: feed `first` at position `start`, take the argmax, feed it, and so on,
+    /// calling `on_token` with each new token until it returns `false` or `max_tokens` tokens were produced.
+    /// Returns how many tokens were fed (the first, then every produced token but the last). Backends that can
+    /// keep this loop on the device override it; the cache may then hold a few positions beyond the last fed
+    /// token, which later calls overwrite.
+    fn decode_greedy(
+        &mut self,
+        cache: &mut dyn KvCache,
+        start: usize,
+        first: u32,
+        max_tokens: usize,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<usize> {
+        let mut sampler = Sampler::new(SamplerParams::default())?;
+        let (mut token, mut fed) = (first, 0);
+        while fed < max_tokens {
+            let next = self.forward_sample(cache, start + fed, &[token], &mut sampler, &[])?;
+            fed += 1;
+            if !on_token(next) {
+                break;
+            }
+            token = next;
+        }
+        Ok(fed)
     }
 }
 

@@ -188,6 +188,8 @@ impl Session {
         let mut next = self.feed_and_sample(prompt, &mut sampler)?;
         stats.time_to_first_token = t0.elapsed();
         let t1 = Instant::now();
+        // Greedy without a penalty needs no logits on the host: the backend may run the whole loop itself.
+        let on_device = opts.sampler.is_greedy() && opts.sampler.repetition_penalty == 1.0;
         let reason = loop {
             out.push(next);
             stats.generated_tokens = out.len();
@@ -202,6 +204,33 @@ impl Session {
             }
             if self.tokens.len() + 1 > self.capacity() {
                 break StopReason::ContextFull;
+            }
+            if on_device {
+                let start = self.tokens.len();
+                let budget = (opts.max_new_tokens - out.len()).min(self.capacity() - start);
+                let produced_from = out.len();
+                let mut stop = None;
+                let fed = {
+                    let mut b = lock(&self.backend);
+                    b.decode_greedy(&mut *self.cache, start, next, budget, &mut |t| {
+                        out.push(t);
+                        if Some(t) == opts.eos_token_id {
+                            stop = Some(StopReason::Eos);
+                        } else if !on_token(t) {
+                            stop = Some(StopReason::Callback);
+                        }
+                        stop.is_none()
+                    })?
+                };
+                // Fed: `next`, then every produced token but the last.
+                self.tokens.push(next);
+                self.tokens.extend_from_slice(&out[produced_from..produced_from + fed - 1]);
+                stats.generated_tokens = out.len();
+                break stop.unwrap_or(if out.len() >= opts.max_new_tokens {
+                    StopReason::MaxTokens
+                } else {
+                    StopReason::ContextFull
+                });
             }
             next = self.feed_and_sample(&[next], &mut sampler)?;
         };

@@ -71,6 +71,10 @@ impl Backend for CpuBackend {
         format!("CPU, {} threads", rayon::current_num_threads())
     }
 
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
     fn new_cache(&mut self, max_context: usize) -> Result<Box<dyn KvCache>> {
         let c = self.config();
         if max_context == 0 || max_context > c.max_position_embeddings {

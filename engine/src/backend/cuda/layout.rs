@@ -44,6 +44,8 @@ pub struct DeviceLinear {
     pub groups: usize,
     /// Rows per group after sorting (a multiple of [`CHUNK_K`], or `k_pad` for one group).
     pub group_size: usize,
+    /// The group of 32-row chunk `c` is `c >> chunk_shift` (`group_size / 32` is a power of two; 31 for one group).
+    pub chunk_shift: u32,
     /// `[n_pad / TILE_N][k_pad / STEP_K][32 lanes][4 words]`
     pub qw: Vec<u32>,
     /// `[n_pad / TILE_N][groups][TILE_N]` half2 bits: low half = scale, high half = 1024 + zero.
@@ -182,11 +184,13 @@ pub fn repack_parts(
     // After sorting, the group of sorted row k' must be k' / G for a G that chunks of 32 rows never straddle.
     let sorted_group = |kk: usize| g_idx[perm[kk] as usize] as usize;
     let eff_g = if groups == 1 { k.next_multiple_of(STEP_K) } else { group_size };
-    if groups > 1 && eff_g % CHUNK_K != 0 {
+    if groups > 1 && !(eff_g % CHUNK_K == 0 && (eff_g / CHUNK_K).is_power_of_two()) {
         return Err(Error::BackendUnavailable(format!(
-            "{what}: group size {group_size} is not a multiple of {CHUNK_K}; run this checkpoint with --backend cpu"
+            "{what}: group size {group_size} is not {CHUNK_K} times a power of two (32, 64, 128, 256, ...); \
+             run this checkpoint with --backend cpu"
         )));
     }
+    let chunk_shift = if groups > 1 { (eff_g / CHUNK_K).trailing_zeros() } else { 31 };
     if let Some(bad) = (0..k).find(|&kk| sorted_group(kk) != kk / eff_g) {
         return Err(Error::BackendUnavailable(format!(
             "{what}: g_idx is not a permutation of equal groups of {group_size} rows (sorted row {bad} is in group {}); \
@@ -259,7 +263,7 @@ pub fn repack_parts(
         p.resize(k_pad, k as u32);
         p
     });
-    Ok(DeviceLinear { k, k_pad, n_pad, groups, group_size: eff_g, qw, sz, perm, col_map })
+    Ok(DeviceLinear { k, k_pad, n_pad, groups, group_size: eff_g, chunk_shift, qw, sz, perm, col_map })
 }
 
 /// The dequantized weight `W[k][column]` of a repacked linear, read back through the device layout exactly as the

@@ -41,6 +41,8 @@ pub struct CudaOptions {
 }
 
 pub struct CudaBackend {
+    /// First, so that it is freed while the context still exists.
+    pinned: PinnedTokens,
     gpu: Gpu,
     model: Arc<Model>,
     plan: MemoryPlan,
@@ -51,6 +53,35 @@ pub struct CudaBackend {
     /// Seconds the weight upload took (repack + copy).
     pub upload_s: f64,
 }
+
+/// Decode steps the device may run ahead of the host in [`CudaBackend`]'s greedy loop.
+pub const RUN_AHEAD: usize = 8;
+
+/// `TOKEN_RING` words of page-locked host memory.
+struct PinnedTokens {
+    ptr: *mut u32,
+}
+
+impl PinnedTokens {
+    fn new() -> Result<PinnedTokens> {
+        // SAFETY: a plain page-locked allocation of TOKEN_RING words, freed in Drop.
+        let ptr = unsafe { cudarc::driver::result::malloc_host(plan::TOKEN_RING * 4, 0) }
+            .map_err(|e| Error::Device(format!("allocating pinned host memory: {e}")))?;
+        Ok(PinnedTokens { ptr: ptr as *mut u32 })
+    }
+}
+
+impl Drop for PinnedTokens {
+    fn drop(&mut self) {
+        // SAFETY: allocated by malloc_host in `new`, freed once.
+        unsafe {
+            let _ = cudarc::driver::result::free_host(self.ptr as *mut std::ffi::c_void);
+        }
+    }
+}
+
+// SAFETY: the pointer is only used under `&mut CudaBackend`, so never from two threads at once.
+unsafe impl Send for PinnedTokens {}
 
 /// A KV cache on the device, and the decode graphs captured for it (their kernel parameters point into it).
 pub struct CudaKvCache {
@@ -93,8 +124,9 @@ impl CudaBackend {
         let upload_s = t0.elapsed().as_secs_f64();
         let act = gpu.alloc(plan.region_size(Region::Activations), "activations")?;
         let ws = gpu.alloc(plan.region_size(Region::Workspace), "workspace")?;
+        let pinned = PinnedTokens::new()?;
         gpu.sync()?;
-        Ok(CudaBackend { gpu, model, plan, w, act, ws, prefill_chunk: opts.prefill_chunk, upload_s })
+        Ok(CudaBackend { gpu, model, plan, w, act, ws, prefill_chunk: opts.prefill_chunk, pinned, upload_s })
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -121,32 +153,43 @@ impl CudaBackend {
             .ok_or_else(|| Error::InvalidArgument("KV cache was made by another backend".into()))
     }
 
-    /// Run one decode step for `token` at `pos` through the graph of `kind`, capturing it on first use.
+    /// Capture the decode graph of `cache` (greedy or logits flavour) if it has not been captured yet.
+    fn ensure_graph(&mut self, cache: &mut CudaKvCache, greedy: bool) -> Result<()> {
+        let captured = if greedy { cache.graphs.greedy.is_some() } else { cache.graphs.logits.is_some() };
+        if captured {
+            return Ok(());
+        }
+        let stream = self.gpu.stream.clone();
+        stream
+            .begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| Error::Device(format!("starting graph capture: {e}")))?;
+        let launched = step::decode(self, cache.mem.ptr, cache.capacity, greedy, 0, &mut |_, _| Ok(()));
+        let graph = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
+        launched?;
+        let graph = graph
+            .map_err(|e| Error::Device(format!("capturing the decode graph: {e}")))?
+            .ok_or_else(|| Error::Device("graph capture produced no graph".into()))?;
+        let graph = Some(SendGraph(graph));
+        if greedy {
+            cache.graphs.greedy = graph;
+        } else {
+            cache.graphs.logits = graph;
+        }
+        Ok(())
+    }
+
+    fn replay(cache: &CudaKvCache, greedy: bool) -> Result<()> {
+        let slot = if greedy { &cache.graphs.greedy } else { &cache.graphs.logits };
+        let graph = &slot.as_ref().expect("ensure_graph ran first").0;
+        graph.launch().map_err(|e| Error::Device(format!("replaying the decode graph: {e}")))
+    }
+
+    /// Run one decode step for `token` at `pos` through the greedy or the logits graph.
     fn decode_step(&mut self, cache: &mut CudaKvCache, pos: usize, token: u32, greedy: bool) -> Result<()> {
         self.gpu.upload(self.buf("ws.tokens"), bytemuck::bytes_of(&token))?;
         self.gpu.upload(self.buf("ws.pos"), bytemuck::bytes_of(&(pos as u32)))?;
-        let captured = if greedy { cache.graphs.greedy.is_some() } else { cache.graphs.logits.is_some() };
-        if !captured {
-            let stream = self.gpu.stream.clone();
-            stream
-                .begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-                .map_err(|e| Error::Device(format!("starting graph capture: {e}")))?;
-            let launched = step::decode(self, cache.mem.ptr, cache.capacity, greedy);
-            let graph = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
-            launched?;
-            let graph = graph
-                .map_err(|e| Error::Device(format!("capturing the decode graph: {e}")))?
-                .ok_or_else(|| Error::Device("graph capture produced no graph".into()))?;
-            let graph = Some(SendGraph(graph));
-            if greedy {
-                cache.graphs.greedy = graph;
-            } else {
-                cache.graphs.logits = graph;
-            }
-        }
-        let slot = if greedy { &cache.graphs.greedy } else { &cache.graphs.logits };
-        let graph = &slot.as_ref().expect("captured above").0;
-        graph.launch().map_err(|e| Error::Device(format!("replaying the decode graph: {e}")))
+        self.ensure_graph(cache, greedy)?;
+        Self::replay(cache, greedy)
     }
 
     /// Run a prefill chunk of `tokens` at positions `start..`; leaves the last row's residual in `act.x`.
@@ -154,6 +197,125 @@ impl CudaBackend {
         self.gpu.upload(self.buf("ws.tokens"), bytemuck::cast_slice(tokens))?;
         self.gpu.upload(self.buf("ws.pos"), bytemuck::bytes_of(&(start as u32)))?;
         step::prefill(self, cache.mem.ptr, cache.capacity, tokens.len())
+    }
+}
+
+/// One kernel's share of a decode step, summed over the layers.
+#[derive(Debug, Clone)]
+pub struct KernelTime {
+    pub kernel: &'static str,
+    pub launches: usize,
+    pub ms: f64,
+    pub bytes: u64,
+}
+
+impl CudaBackend {
+    /// Time each kernel of a decode step at context length `pos + 1`: the step's kernels are launched one by one
+    /// (no graph) with an event after each, `reps` times; the median of each kernel's time is kept.
+    pub fn profile_decode_step(&mut self, cache: &mut dyn KvCache, pos: usize, token: u32, reps: usize) -> Result<Vec<KernelTime>> {
+        let cache = self.cache(cache)?;
+        if pos >= cache.capacity {
+            return Err(Error::ContextOverflow { needed: pos + 1, limit: cache.capacity, what: "KV cache capacity" });
+        }
+        let ctx = self.gpu.ctx.clone();
+        let event = || ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| Error::Device(format!("creating an event: {e}")));
+        let mut samples: Vec<Vec<(&'static str, f64, u64)>> = Vec::new();
+        for _ in 0..reps.max(1) {
+            self.gpu.upload(self.buf("ws.tokens"), bytemuck::bytes_of(&token))?;
+            self.gpu.upload(self.buf("ws.pos"), bytemuck::bytes_of(&(pos as u32)))?;
+            let start = event()?;
+            start.record(&self.gpu.stream).map_err(|e| Error::Device(e.to_string()))?;
+            let mut marks = Vec::new();
+            step::decode(self, cache.mem.ptr, cache.capacity, false, pos + 1, &mut |name, bytes| {
+                let e = event()?;
+                e.record(&self.gpu.stream).map_err(|e| Error::Device(e.to_string()))?;
+                marks.push((name, bytes, e));
+                Ok(())
+            })?;
+            self.gpu.sync()?;
+            let mut prev = &start;
+            let mut row = Vec::new();
+            for (name, bytes, e) in &marks {
+                let ms = prev.elapsed_ms(e).map_err(|e| Error::Device(e.to_string()))? as f64;
+                row.push((*name, ms, *bytes));
+                prev = e;
+            }
+            samples.push(row);
+        }
+        // Median per launch position, then summed per kernel name in first-seen order.
+        let n = samples[0].len();
+        let mut out: Vec<KernelTime> = Vec::new();
+        for i in 0..n {
+            let mut t: Vec<f64> = samples.iter().map(|r| r[i].1).collect();
+            t.sort_by(|a, b| a.total_cmp(b));
+            let (name, bytes) = (samples[0][i].0, samples[0][i].2);
+            let ms = t[t.len() / 2];
+            match out.iter_mut().find(|k| k.kernel == name) {
+                Some(k) => {
+                    k.launches += 1;
+                    k.ms += ms;
+                    k.bytes += bytes;
+                }
+                None => out.push(KernelTime { kernel: name, launches: 1, ms, bytes }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The card's copy bandwidth in bytes per second (read + written), from a 2 × 1 GiB device-to-device copy by
+    /// the engine's own 16-byte copy kernel; median of 10 after a warm-up. The buffers are freed on return.
+    pub fn copy_bandwidth(&self) -> Result<f64> {
+        let bytes: usize = 1 << 30;
+        let (src, dst) = (self.gpu.alloc(bytes, "the bandwidth probe")?, self.gpu.alloc(bytes, "the bandwidth probe")?);
+        // Random-looking contents, not zeros.
+        let pattern: Vec<u8> = (0..bytes / 64).map(|i| (i as u32).wrapping_mul(2654435761) as u8).collect();
+        for c in 0..64 {
+            self.gpu.upload(src.ptr + (c * bytes / 64) as u64, &pattern)?;
+        }
+        let ctx = self.gpu.ctx.clone();
+        let event = || ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| Error::Device(format!("creating an event: {e}")));
+        let mut times = Vec::new();
+        for i in 0..11 {
+            let (a, b) = (event()?, event()?);
+            a.record(&self.gpu.stream).map_err(|e| Error::Device(e.to_string()))?;
+            let (mut s, mut d, mut n) = (src.ptr, dst.ptr, (bytes / 16) as u64);
+            let grid = 2 * self.gpu.sm_count;
+            // SAFETY: copy_bytes_read_bw(const uint4*, uint4*, uint64_t) over n 16-byte chunks of two 1 GiB buffers.
+            unsafe {
+                self.gpu.launch_raw(
+                    &self.gpu.k.copy_bw,
+                    (grid, 1, 1),
+                    256,
+                    0,
+                    &mut [step::arg(&mut s), step::arg(&mut d), step::arg(&mut n)],
+                )?;
+            }
+            b.record(&self.gpu.stream).map_err(|e| Error::Device(e.to_string()))?;
+            self.gpu.sync()?;
+            if i > 0 {
+                times.push(a.elapsed_ms(&b).map_err(|e| Error::Device(e.to_string()))? as f64);
+            }
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        Ok(2.0 * bytes as f64 / (times[times.len() / 2] / 1e3))
+    }
+
+    /// Bytes a decode step must read at context length `len`: every weight the step touches once (the embedding
+    /// only for its one row) plus the KV cache.
+    pub fn decode_bytes(&self, len: usize) -> u64 {
+        let c = self.config();
+        let mut bytes: u64 = self.w.layers.iter().map(|l| {
+            step::linear_bytes(&l.qkv) + step::linear_bytes(&l.o) + step::linear_bytes(&l.gate_up) + step::linear_bytes(&l.down)
+                + 2 * 2 * c.hidden_size as u64
+        }).sum();
+        bytes += (c.vocab_size * c.hidden_size * 2 + c.hidden_size * 2 + c.hidden_size * 2) as u64;
+        bytes + (2 * c.num_hidden_layers * c.num_key_value_heads * len * c.head_dim * 2) as u64
+    }
+
+    /// Device memory the engine holds: the plan's weights, activations and workspace (KV caches are counted by
+    /// the caller, one per session).
+    pub fn device_bytes(&self) -> (usize, usize, usize) {
+        (self.w.mem.len, self.act.len, self.ws.len)
     }
 }
 
@@ -184,6 +346,10 @@ impl Backend for CudaBackend {
 
     fn device_description(&self) -> String {
         self.gpu.describe()
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
     }
 
     fn new_cache(&mut self, max_context: usize) -> Result<Box<dyn KvCache>> {
@@ -267,5 +433,62 @@ impl Backend for CudaBackend {
             self.gpu.download(&mut next, self.buf("ws.tokens"))?;
         }
         Ok(next[0])
+    }
+
+    /// The whole greedy loop on the device: the greedy graph writes each step's token where the next replay
+    /// reads it, so replays are queued back to back, up to [`RUN_AHEAD`] steps ahead of the host, which only
+    /// copies each token out (4 bytes, into pinned memory) to stream it and check the stop conditions.
+    fn decode_greedy(
+        &mut self,
+        cache: &mut dyn KvCache,
+        start: usize,
+        first: u32,
+        max_tokens: usize,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<usize> {
+        let cache = self.cache(cache)?;
+        crate::backend::cpu::check_forward_args(self.config(), cache.capacity, start, &[first], &LogitsOut::None)?;
+        let max_tokens = max_tokens.min(cache.capacity - start);
+        self.gpu.upload(self.buf("ws.tokens"), bytemuck::bytes_of(&first))?;
+        self.gpu.upload(self.buf("ws.pos"), bytemuck::bytes_of(&(start as u32)))?;
+        self.ensure_graph(cache, true)?;
+        let ring = self.buf("ws.token_ring");
+        let stream = self.gpu.stream.cu_stream();
+        let events: Vec<cudarc::driver::CudaEvent> =
+            (0..RUN_AHEAD).map(|_| self.gpu.ctx.new_event(None)).collect::<std::result::Result<_, _>>().map_err(
+                |e| Error::Device(format!("creating an event: {e}")),
+            )?;
+        let (mut launched, mut consumed) = (0usize, 0usize);
+        let mut result = Ok(());
+        while consumed < max_tokens {
+            while launched < max_tokens && launched < consumed + RUN_AHEAD {
+                Self::replay(cache, true)?;
+                let slot = (start + launched) % plan::TOKEN_RING;
+                // SAFETY: the pinned ring has TOKEN_RING words and lives as long as the backend; slot < TOKEN_RING;
+                // `ring + 4 * slot` lies in the device ring of TOKEN_RING words.
+                unsafe {
+                    let dst = std::slice::from_raw_parts_mut(self.pinned.ptr.add(slot), 1);
+                    cudarc::driver::result::memcpy_dtoh_async(dst, ring + 4 * slot as u64, stream)
+                        .map_err(|e| Error::Device(format!("copying a token: {e}")))?;
+                }
+                events[launched % RUN_AHEAD].record(&self.gpu.stream).map_err(|e| Error::Device(e.to_string()))?;
+                launched += 1;
+            }
+            events[consumed % RUN_AHEAD].synchronize().map_err(|e| Error::Device(format!("running the decode graph: {e}")))?;
+            // SAFETY: the event above orders this read after the copy into the slot; the slot is not written again
+            // before this token is read (at most RUN_AHEAD < TOKEN_RING copies are in flight).
+            let token = unsafe { std::ptr::read_volatile(self.pinned.ptr.add((start + consumed) % plan::TOKEN_RING)) };
+            consumed += 1;
+            if token as usize >= self.config().vocab_size {
+                result = Err(Error::Device(format!("the device produced token id {token}, outside the vocabulary")));
+                break;
+            }
+            if !on_token(token) {
+                break;
+            }
+        }
+        // Let the steps that ran ahead finish; what they wrote lies past the tokens the session keeps.
+        self.gpu.sync()?;
+        result.map(|_| consumed)
     }
 }

@@ -35,6 +35,7 @@ pub struct GemvParams {
     pub head_dim: u32,
     pub q_dim: u32,
     pub kv_dim: u32,
+    pub chunk_shift: u32,
 }
 
 /// `GemmParams` of `gemm_int4.cu`.
@@ -104,8 +105,9 @@ mod tests {
 
     #[test]
     fn sizes_match_the_c_structs() {
-        // 16 pointers + 12 scalars; 6 + 8; 8 + 6; 8 + 4 — no padding anywhere.
-        assert_eq!(std::mem::size_of::<GemvParams>(), 16 * 8 + 12 * 4);
+        // 16 pointers + 13 scalars (+ 4 bytes of tail padding to 8-byte alignment, in C as in Rust); 6 + 8;
+        // 8 + 6; 8 + 4.
+        assert_eq!(std::mem::size_of::<GemvParams>(), 16 * 8 + 13 * 4 + 4);
         assert_eq!(std::mem::size_of::<GemmParams>(), 6 * 8 + 8 * 4);
         assert_eq!(std::mem::size_of::<AttnParams>(), 8 * 8 + 6 * 4);
         assert_eq!(std::mem::size_of::<LmHeadParams>(), 8 * 8 + 4 * 4);

@@ -40,6 +40,7 @@ fn gemv_params(b: &CudaBackend, lin: &DevLinear) -> GemvParams {
         n_pad: lin.n_pad,
         groups: lin.groups,
         group_size: lin.group_size,
+        chunk_shift: lin.chunk_shift,
         tiles_per_block: tpb,
         eps: c.rms_norm_eps,
         ..Default::default()
@@ -57,10 +58,26 @@ impl CudaBackend {
     }
 }
 
+/// Bytes a linear's kernel streams from memory: its repacked weights and tables.
+pub fn linear_bytes(lin: &DevLinear) -> u64 {
+    let (k_pad, n_pad, groups) = (lin.k_pad as u64, lin.n_pad as u64, lin.groups as u64);
+    k_pad * n_pad / 2 + n_pad * groups * 4 + n_pad * 4 + if lin.perm != 0 { k_pad * 4 } else { 0 }
+}
+
 /// The kernels of one decode step for the token in `ws.tokens[0]` at position `ws.pos`, over the KV cache at
 /// `kv` of `ctx` positions. With `greedy`, the step ends by writing the argmax token back into `ws.tokens[0]`
 /// and the token ring, and advancing `ws.pos`, so that the captured graph can be replayed step after step.
-pub fn decode(b: &CudaBackend, kv: u64, ctx: usize, greedy: bool) -> Result<()> {
+///
+/// `mark(kernel, bytes)` is called after each launch with the bytes the kernel must read at context length
+/// `len` (attention depends on it); the profiler records an event there, graph capture ignores it.
+pub fn decode(
+    b: &CudaBackend,
+    kv: u64,
+    ctx: usize,
+    greedy: bool,
+    len: usize,
+    mark: &mut dyn FnMut(&'static str, u64) -> Result<()>,
+) -> Result<()> {
     let c = b.config_ref();
     let (hidden, hd) = (c.hidden_size as u32, c.head_dim as u32);
     let (q_dim, kv_dim) = ((c.num_attention_heads * c.head_dim) as u32, c.kv_dim() as u32);
@@ -83,6 +100,8 @@ pub fn decode(b: &CudaBackend, kv: u64, ctx: usize, greedy: bool) -> Result<()> 
             &mut [arg(&mut a_tok), arg(&mut a_tab), arg(&mut a_x), arg(&mut a_ssq), arg(&mut a_dim)],
         )?;
     }
+    mark("embed", hidden as u64 * 2)?;
+    let kv_bytes = (2 * c.num_key_value_heads * len * c.head_dim * 2) as u64;
     let splits = plan::attention_splits(c) as u32;
     for (l, lw) in b.w.layers.iter().enumerate() {
         let (k_cache, v_cache) = (kv + layer_kv * l as u64, values + layer_kv * l as u64);
@@ -105,6 +124,7 @@ pub fn decode(b: &CudaBackend, kv: u64, ctx: usize, greedy: bool) -> Result<()> 
             ..gemv_params(b, &lw.qkv)
         };
         launch_gemv(b, &b.gpu.k.gemv_qkv, &lw.qkv, &p)?;
+        mark("gemv q/k/v + norm + rope + kv append", linear_bytes(&lw.qkv))?;
         // Attention over positions 0..=pos, split over the sequence.
         let ap = AttnParams {
             q,
@@ -123,9 +143,11 @@ pub fn decode(b: &CudaBackend, kv: u64, ctx: usize, greedy: bool) -> Result<()> 
             scale_log2: std::f32::consts::LOG2_E / (hd as f32).sqrt(),
         };
         b.gpu.launch_struct(&b.gpu.k.attn_decode, (c.num_attention_heads as u32, splits, 1), 128, 0, &ap)?;
+        mark("attention (split-K decode)", kv_bytes)?;
         // o_proj, added to the residual stream, leaving the sums of squares for the next norm.
         let p = GemvParams { x16: att, y: x, ssq_out: ssq, ..gemv_params(b, &lw.o) };
         launch_gemv(b, &b.gpu.k.gemv_residual, &lw.o, &p)?;
+        mark("gemv o_proj + residual", linear_bytes(&lw.o))?;
         // gate/up with the post-attention norm fused in front and SwiGLU behind.
         let p = GemvParams {
             x,
@@ -136,11 +158,14 @@ pub fn decode(b: &CudaBackend, kv: u64, ctx: usize, greedy: bool) -> Result<()> 
             ..gemv_params(b, &lw.gate_up)
         };
         launch_gemv(b, &b.gpu.k.gemv_gate_up, &lw.gate_up, &p)?;
+        mark("gemv gate/up + norm + swiglu", linear_bytes(&lw.gate_up))?;
         // down_proj, added to the residual stream.
         let p = GemvParams { x16: h, y: x, ssq_out: ssq, ..gemv_params(b, &lw.down) };
         launch_gemv(b, &b.gpu.k.gemv_residual, &lw.down, &p)?;
+        mark("gemv down_proj + residual", linear_bytes(&lw.down))?;
     }
     launch_lm_head(b, x, greedy)?;
+    mark("lm_head + norm + argmax", (c.vocab_size * c.hidden_size * 2) as u64)?;
     if greedy {
         let (mut a_pos, mut a_tok, mut a_ring, mut a_len) =
             (pos, tokens, b.buf("ws.token_ring"), plan::TOKEN_RING as u32);
@@ -154,6 +179,7 @@ pub fn decode(b: &CudaBackend, kv: u64, ctx: usize, greedy: bool) -> Result<()> 
                 &mut [arg(&mut a_pos), arg(&mut a_tok), arg(&mut a_ring), arg(&mut a_len)],
             )?;
         }
+        mark("decode_advance", 0)?;
     }
     Ok(())
 }

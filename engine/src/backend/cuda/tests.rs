@@ -167,6 +167,7 @@ fn upload_linear(g: &Gpu, d: DeviceLinear) -> DevLin {
         n_pad: d.n_pad as u32,
         groups: d.groups as u32,
         group_size: d.group_size as u32,
+        chunk_shift: d.chunk_shift,
         tiles_per_block: 1,
         eps: 1e-6,
         ..Default::default()

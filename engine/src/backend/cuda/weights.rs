@@ -28,6 +28,7 @@ pub struct DevLinear {
     pub n_pad: u32,
     pub groups: u32,
     pub group_size: u32,
+    pub chunk_shift: u32,
 }
 
 impl DevLinear {
@@ -119,6 +120,7 @@ impl Uploader<'_> {
             n_pad: d.n_pad as u32,
             groups: d.groups as u32,
             group_size: d.group_size as u32,
+            chunk_shift: d.chunk_shift,
         })
     }
 }

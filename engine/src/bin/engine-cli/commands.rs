@@ -31,7 +31,7 @@ fn model_dir(arg: &Option<PathBuf>) -> Result<PathBuf> {
     match arg {
         Some(dir) => Ok(dir.clone()),
         None => {
-            let dir = engine::synth::builtin_tiny_model()?;
+            let dir = engine::tiny::builtin_tiny_model()?;
             eprintln!("engine-cli: no --model given; using the built-in tiny model (random weights) in {}", dir.display());
             Ok(dir)
         }
@@ -388,16 +388,273 @@ fn all_tensors(d: &engine::ModelDesc) -> Vec<&engine_format::TensorRef> {
 }
 
 fn plan(a: PlanArgs) -> Result<()> {
-    let _ = a;
-    Err(Error::InvalidArgument("plan: not implemented yet".into()))
+    use engine_format::plan::{plan, PlanLimits, Region};
+    let dir = model_dir(&a.model)?;
+    let model = engine::Model::open(&dir)?;
+    let c = &model.desc.config;
+    let ctx = a.ctx.unwrap_or(c.max_position_embeddings);
+    if ctx == 0 || ctx > c.max_position_embeddings {
+        return Err(Error::InvalidArgument(format!("--ctx must be in 1..={} (max_position_embeddings)", c.max_position_embeddings)));
+    }
+    if a.chunk == 0 {
+        return Err(Error::InvalidArgument("--chunk must be at least 1".into()));
+    }
+    let p = plan(&model.desc, PlanLimits { max_context: ctx, prefill_chunk: a.chunk });
+    let mb = |b: usize| b as f64 / (1 << 20) as f64;
+    println!("memory plan for {} at context {ctx}, prefill chunk {}", dir.display(), a.chunk);
+    println!();
+    println!("{:<12} {:>12} {:>8}", "region", "MiB", "buffers");
+    for r in Region::ALL {
+        let n = p.buffers.iter().filter(|b| b.region == r).count();
+        println!("{:<12} {:>12.2} {:>8}", r.name(), mb(p.region_size(r)), n);
+    }
+    println!("{:<12} {:>12.2} {:>8}   ({:.3} GB)", "total", mb(p.total()), p.buffers.len(), p.total() as f64 / 1e9);
+    println!();
+    let mut shown: Vec<&engine_format::PlanBuffer> = p.buffers.iter().collect();
+    if !a.all {
+        // Everything but the per-layer weights, plus layer 0's as an example.
+        shown.retain(|b| b.region != Region::Weights || !b.name.starts_with("layers.") || b.name.starts_with("layers.0."));
+    }
+    println!("{:<36} {:<12} {:>14} {:>12} {:>6}  live", "buffer", "region", "offset", "bytes", "align");
+    for b in shown {
+        let live = b.live.map(|(f, l)| format!("steps {f}..={l}")).unwrap_or_default();
+        println!("{:<36} {:<12} {:>14} {:>12} {:>6}  {live}", b.name, b.region.name(), b.offset, b.size, b.align);
+    }
+    if !a.all {
+        println!("(layers 1..{} repeat layer 0; --all lists every buffer)", c.num_hidden_layers);
+    }
+    Ok(())
 }
 
 fn synth(a: SynthArgs) -> Result<()> {
-    let _ = a;
-    Err(Error::InvalidArgument("synth: not implemented yet".into()))
+    use engine::synth::SynthSpec;
+    let mut spec = match a.preset {
+        PresetArg::Tiny => SynthSpec::tiny(),
+        PresetArg::B7 => SynthSpec::baichuan_7b(),
+    };
+    if let Some(arch) = a.arch {
+        spec.arch = match arch {
+            ArchArg::Baichuan => engine_format::Arch::Baichuan,
+            ArchArg::Llama => engine_format::Arch::Llama,
+        };
+    }
+    if let Some(g) = a.group_size {
+        spec.group_size = match g {
+            -1 => None,
+            g if g > 0 => Some(g as usize),
+            _ => return Err(Error::InvalidArgument(format!("--group-size must be positive or -1, got {g}"))),
+        };
+    }
+    let set = |v: Option<usize>, field: &mut usize| {
+        if let Some(v) = v {
+            *field = v;
+        }
+    };
+    set(a.hidden, &mut spec.hidden);
+    set(a.intermediate, &mut spec.intermediate);
+    set(a.heads, &mut spec.heads);
+    set(a.layers, &mut spec.layers);
+    set(a.vocab, &mut spec.vocab);
+    set(a.max_pos, &mut spec.max_pos);
+    spec.kv_heads = a.kv_heads.unwrap_or(spec.heads);
+    spec.desc_act = a.desc_act;
+    spec.sym = !a.asym;
+    spec.quantized = !a.f16;
+    spec.shards = a.shards;
+    spec.seed = a.seed;
+    spec.tie_word_embeddings = a.tie_embeddings;
+    let spec = engine::tiny::with_test_tokenizer(spec)?;
+    let t0 = Instant::now();
+    let report = engine::synth::write_checkpoint(&a.out, &spec)?;
+    eprintln!(
+        "wrote {} tensors, {:.3} GB in {} file(s) to {} in {:.1} s (random weights; the tokenizer is the test tokenizer padded to {} pieces)",
+        report.tensors,
+        report.weight_bytes as f64 / 1e9,
+        report.weight_files.len(),
+        a.out.display(),
+        t0.elapsed().as_secs_f64(),
+        spec.vocab
+    );
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Pseudo-random token ids (never 0, the unknown piece): benchmarks run on real-looking input, not zeros.
+fn bench_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            1 + (s % (vocab as u64 - 1)) as u32
+        })
+        .collect()
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
-    let _ = a;
-    Err(Error::InvalidArgument("bench: not implemented yet".into()))
+    use engine::backend::cuda::CudaBackend;
+    let prompts: Vec<usize> = a
+        .prompts
+        .split(',')
+        .map(|t| t.trim().parse::<usize>().map_err(|_| Error::InvalidArgument(format!("--prompts: `{t}` is not a length"))))
+        .collect::<Result<_>>()?;
+    if prompts.iter().any(|&p| p == 0) || a.reps == 0 || a.decode_tokens == 0 {
+        return Err(Error::InvalidArgument("--prompts lengths, --reps and --decode-tokens must be at least 1".into()));
+    }
+    let engine = load(&a.model)?;
+    let c = engine.config().clone();
+    let (vocab, ctx) = (c.vocab_size, engine.max_context());
+    let mut report = serde_json::Map::new();
+    let mut put = |k: &str, v: serde_json::Value| {
+        report.insert(k.to_string(), v);
+    };
+    put("backend", engine.backend_name().into());
+    put("device", engine.device_description().into());
+    put("model", format!("{}", engine.model().dir.display()).into());
+    put("load_ms", (engine.load_time.as_secs_f64() * 1e3).into());
+    eprintln!("device:  {} ({})", engine.device_description(), engine.backend_name());
+    eprintln!("load:    {:.0} ms (page cache warm)", engine.load_time.as_secs_f64() * 1e3);
+
+    // The card's bandwidth and the bytes of a decode step set the floor.
+    let decode_ctx = 16 + a.decode_tokens / 2;
+    let cuda_info = engine.with_backend(|b| {
+        b.as_any_mut().downcast_mut::<CudaBackend>().map(|cb| -> Result<_> {
+            Ok((cb.copy_bandwidth()?, cb.decode_bytes(decode_ctx), cb.device_bytes(), cb.gpu().module_load_s, cb.upload_s))
+        })
+    });
+    let cuda_info = cuda_info.transpose()?;
+    if let Some((bw, bytes, (w, act, ws), jit, upload)) = cuda_info {
+        let floor_ms = bytes as f64 / bw * 1e3;
+        eprintln!("         of which kernel module load {:.0} ms, weight repack + upload {:.0} ms", jit * 1e3, upload * 1e3);
+        eprintln!("copy bw: {:.2} TB/s (read + write, engine copy kernel, 2 x 1 GiB)", bw / 1e12);
+        eprintln!(
+            "step:    {:.3} GB read per decode step at context {decode_ctx}; floor {:.3} ms/token = {:.0} tok/s",
+            bytes as f64 / 1e9,
+            floor_ms,
+            1e3 / floor_ms
+        );
+        let kv = 2 * c.num_hidden_layers * c.num_key_value_heads * ctx * c.head_dim * 2;
+        eprintln!(
+            "memory:  weights {:.3} GB + KV cache {:.3} GB (ctx {ctx}) + activations {:.1} MB + workspace {:.1} MB = +{:.2}% over weights + KV",
+            w as f64 / 1e9,
+            kv as f64 / 1e9,
+            act as f64 / 1e6,
+            ws as f64 / 1e6,
+            100.0 * (act + ws) as f64 / (w + kv) as f64
+        );
+        put("copy_bandwidth_tb_s", (bw / 1e12).into());
+        put("decode_bytes_per_step", bytes.into());
+        put("floor_ms_per_token", floor_ms.into());
+        put("weights_bytes", w.into());
+        put("kv_bytes", kv.into());
+        put("activation_workspace_bytes", (act + ws).into());
+    }
+
+    // Decode after a 16-token prompt, and after the longest prompt that fits.
+    let decode = |prompt_len: usize| -> Result<f64> {
+        let ids = bench_ids(prompt_len, vocab, 7);
+        let opts = GenerateOptions {
+            max_new_tokens: a.decode_tokens,
+            sampler: SamplerParams::default(),
+            stop_strings: vec![],
+            eos_token_id: None,
+        };
+        let mut v = Vec::new();
+        for _ in 0..a.reps {
+            let mut s = engine.new_session(None)?;
+            let (_, _, stats) = s.generate(&ids, &opts, |_| true)?;
+            v.push(stats.decode_tokens_per_second());
+        }
+        Ok(median(v))
+    };
+    let mut decode_rows = Vec::new();
+    for &p in [16usize].iter().chain(prompts.iter().filter(|&&p| p >= 1024)) {
+        if p + a.decode_tokens > ctx {
+            eprintln!("decode after {p}: skipped (needs ctx {} > {ctx})", p + a.decode_tokens);
+            continue;
+        }
+        let tps = decode(p)?;
+        let line = match cuda_info {
+            Some((bw, _, _, _, _)) => {
+                let bytes = engine.with_backend(|b| {
+                    b.as_any_mut().downcast_mut::<CudaBackend>().map(|cb| cb.decode_bytes(p + a.decode_tokens / 2))
+                });
+                let bytes = bytes.unwrap_or(0) as f64;
+                let floor_tps = bw / bytes;
+                format!(
+                    "decode:  {tps:.1} tok/s = {:.3} ms/token after a {p}-token prompt ({} tokens) | {:.0} GB/s | {:.1}% of the floor ({floor_tps:.0} tok/s)",
+                    1e3 / tps,
+                    a.decode_tokens,
+                    bytes * tps / 1e9,
+                    100.0 * tps / floor_tps
+                )
+            }
+            None => format!("decode:  {tps:.2} tok/s = {:.1} ms/token after a {p}-token prompt", 1e3 / tps),
+        };
+        eprintln!("{line}");
+        decode_rows.push(serde_json::json!({"prompt": p, "tokens": a.decode_tokens, "tok_s": tps}));
+    }
+    put("decode", decode_rows.into());
+
+    let mut ttft_rows = Vec::new();
+    for &p in &prompts {
+        if p + 1 > ctx {
+            eprintln!("ttft {p}: skipped (ctx {ctx})");
+            continue;
+        }
+        let ids = bench_ids(p, vocab, 9);
+        let opts = GenerateOptions { max_new_tokens: 1, sampler: SamplerParams::default(), stop_strings: vec![], eos_token_id: None };
+        let mut v = Vec::new();
+        for _ in 0..a.reps {
+            let mut s = engine.new_session(None)?;
+            let (_, _, stats) = s.generate(&ids, &opts, |_| true)?;
+            v.push(stats.time_to_first_token.as_secs_f64() * 1e3);
+        }
+        let ms = median(v);
+        eprintln!("ttft:    {ms:.2} ms for a {p}-token prompt ({:.0} tok/s prefill)", p as f64 / ms * 1e3);
+        ttft_rows.push(serde_json::json!({"prompt": p, "ms": ms}));
+    }
+    put("time_to_first_token", ttft_rows.into());
+
+    if a.breakdown {
+        if let Some((bw, ..)) = cuda_info {
+            for pos in [16usize, 2048].into_iter().filter(|&p| p < ctx) {
+                let rows = engine.with_backend(|b| -> Result<_> {
+                    let mut cache = b.new_cache(ctx)?;
+                    let cb = b.as_any_mut().downcast_mut::<CudaBackend>().expect("checked above");
+                    cb.profile_decode_step(&mut *cache, pos, 1, a.reps.max(5))
+                })?;
+                let total: f64 = rows.iter().map(|r| r.ms).sum();
+                eprintln!("\nper-kernel breakdown of one decode step at context {} (kernels launched one by one, events between):", pos + 1);
+                eprintln!("  {:<40} {:>8} {:>10} {:>7} {:>10} {:>9}", "kernel", "launches", "time ms", "share", "GB/s", "% of bw");
+                let mut out_rows = Vec::new();
+                for r in &rows {
+                    let gbs = r.bytes as f64 / (r.ms / 1e3) / 1e9;
+                    eprintln!(
+                        "  {:<40} {:>8} {:>10.4} {:>6.1}% {:>10.0} {:>8.1}%",
+                        r.kernel,
+                        r.launches,
+                        r.ms,
+                        100.0 * r.ms / total,
+                        gbs,
+                        100.0 * gbs * 1e9 / bw
+                    );
+                    out_rows.push(serde_json::json!({"kernel": r.kernel, "launches": r.launches, "ms": r.ms, "bytes": r.bytes}));
+                }
+                eprintln!("  {:<40} {:>8} {:>10.4}", "total", rows.iter().map(|r| r.launches).sum::<usize>(), total);
+                put(&format!("breakdown_ctx_{}", pos + 1), out_rows.into());
+            }
+        } else {
+            eprintln!("breakdown: only on the CUDA backend");
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::Value::Object(report));
+    }
+    Ok(())
 }

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Build the binaries the GPU suite needs and copy them into .gpu/ (git-ignored), to be carried to the GPU machine.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --release --bin engine-cli
+mkdir -p .gpu
+cp target/release/engine-cli .gpu/
+# Test binaries: their names carry a hash, so ask cargo for them.
+for spec in "-p engine --lib:engine-unit" "-p e2e-tests --test gpu_vs_cpu:gpu_vs_cpu"; do
+    args=${spec%%:*}; name=${spec##*:}
+    exe=$(cargo test $args --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] != ["bin"]:
+        print(m["executable"])' | tail -1)
+    cp "$exe" ".gpu/$name"
+done
+strip .gpu/* 2>/dev/null || true
+ls -la .gpu

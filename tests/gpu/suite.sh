@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The GPU check suite. Runs on a machine with an NVIDIA GPU from prebuilt binaries (no Rust needed there):
+#
+#   tests/gpu/stage.sh          # here: build and copy the binaries into .gpu/
+#   tests/gpu/suite.sh          # there: BIN=.gpu, logs in OUT (default /tmp/gpu-suite); with REPORT=FILE, every
+#                               # log is also gathered into that one file
+#
+# It prints one table: every kernel against its float64 CPU counterpart; the CUDA backend against the CPU
+# backend on synthetic checkpoints of awkward sizes (both namings, group sizes 32/64/128/-1, act-order, asym);
+# the same greedy text from engine-cli on both backends; compute-sanitizer memcheck and racecheck on the tiny
+# model; and the 7B-shaped model generating and benchmarking on the GPU.
+set -uo pipefail
+BIN=${BIN:-.gpu}
+OUT=${OUT:-/tmp/gpu-suite}
+SKIP_7B=${SKIP_7B:-0}
+mkdir -p "$OUT"
+declare -a rows
+
+row() { rows+=("$(printf '%-6s %-34s %s' "$1" "$2" "$3")"); }
+
+check() { # name, command...: PASS if it exits 0
+    local name=$1; shift
+    local t0=$SECONDS
+    if "$@" >"$OUT/$name.log" 2>&1; then row PASS "$name" "$((SECONDS - t0)) s"; else row FAIL "$name" "exit $? after $((SECONDS - t0)) s, see $name.log"; fi
+}
+
+echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
+check kernels "$BIN/engine-unit" --ignored --test-threads 1 backend::cuda
+check cuda-vs-cpu "$BIN/gpu_vs_cpu" --ignored --test-threads 1 --nocapture
+grep -E '^(baichuan|llama)' "$OUT/cuda-vs-cpu.log" | sed 's/^/       /' >"$OUT/cuda-vs-cpu.summary" || true
+
+# The same greedy text on both backends through the CLI.
+TINY=/tmp/engine-gpu-suite-tiny
+"$BIN/engine-cli" synth --out "$TINY" >/dev/null 2>&1
+for b in cpu cuda; do
+    "$BIN/engine-cli" generate -m "$TINY" --backend "$b" -e -p 'Hamlet->Shakespeare\nOne Hundred Years of Solitude->' \
+        -n 64 --ignore-eos --json >"$OUT/cli-$b.json" 2>"$OUT/cli-$b.err"
+done
+if python3 - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+a, b = (json.load(open(f"{out}/cli-{x}.json")) for x in ("cpu", "cuda"))
+assert a["tokens"] == b["tokens"] and a["text"] == b["text"], (a["tokens"], b["tokens"])
+print(len(a["tokens"]), "tokens identical")
+PY
+then row PASS cli-greedy-text-cpu-eq-cuda "$(wc -c <"$OUT/cli-cuda.json") bytes of JSON"; else row FAIL cli-greedy-text-cpu-eq-cuda "see cli-*.json"; fi
+
+gen_tiny=("$BIN/engine-cli" generate -m "$TINY" --backend cuda -p 'The quick brown fox jumps over the lazy dog and' -n 24 --ignore-eos)
+check memcheck compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}"
+check racecheck compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_tiny[@]}"
+check synccheck compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_tiny[@]}"
+
+if [ "$SKIP_7B" != 1 ]; then
+    check synth-7b "$BIN/engine-cli" synth --preset 7b --out /tmp/engine-7b
+    check generate-7b "$BIN/engine-cli" generate -m /tmp/engine-7b --backend cuda -p 'Hamlet->Shakespeare' -n 64 --ignore-eos
+    check bench-7b "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --breakdown --json
+    ENGINE_NO_PDL=1 check bench-7b-no-pdl "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,512 --reps 3
+fi
+
+if [ -n "${REPORT:-}" ]; then
+    for f in "$OUT"/*.log "$OUT"/*.json; do echo "===== $(basename "$f")"; cat "$f"; done >"$REPORT" 2>/dev/null
+fi
+echo
+printf '%s\n' "${rows[@]}"
+[ -s "$OUT/cuda-vs-cpu.summary" ] && cat "$OUT/cuda-vs-cpu.summary"
+grep -E '^(load|copy|step|memory|decode|ttft) ' "$OUT/bench-7b.log" 2>/dev/null | sed 's/^/       /'
+grep -E '^(decode|ttft) ' "$OUT/bench-7b-no-pdl.log" 2>/dev/null | sed 's/^/  nopdl/'
+grep -E 'tok/s' "$OUT/generate-7b.log" 2>/dev/null | sed 's/^/       /'
+! printf '%s\n' "${rows[@]}" | grep -q '^FAIL'
