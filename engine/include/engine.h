@@ -12,8 +12,9 @@
  *  - Every fallible call returns an engine_status; on failure engine_last_error() describes the problem.
  *    No C++ exception or Rust panic ever crosses the boundary (a bug gives ENGINE_STATUS_INTERNAL).
  *  - Threads: an engine_model may be used from any number of threads at once; its sessions' forward passes take
- *    turns on the backend. An engine_session must be used by one thread at a time (concurrent or re-entrant use
- *    gives ENGINE_STATUS_SESSION_BUSY). Sessions keep their model's resources alive: free in any order.
+ *    turns on the backend (a greedy engine_generate holds it for its whole loop). An engine_session must be used
+ *    by one thread at a time (concurrent or re-entrant use gives ENGINE_STATUS_SESSION_BUSY). A generate callback
+ *    must not run its own model (ENGINE_STATUS_MODEL_BUSY). Sessions keep their model's resources alive: free in any order.
  *  - Strings are NUL-terminated UTF-8 in both directions; borrowed arguments are read during the call only.
  *  - Options structs: start from the engine_*_default_options() functions and change fields, so that fields added
  *    in later versions get their defaults.
@@ -61,6 +62,9 @@ typedef enum engine_status {
     ENGINE_STATUS_DEVICE = 12,
     // The session is being used by another call: from another thread, or re-entrantly from a generate callback.
     ENGINE_STATUS_SESSION_BUSY = 13,
+    // A call from an `engine_generate` callback needs the model that is generating (a forward pass of any of its
+    // sessions, or a new session): the model's backend is in use until the callback returns.
+    ENGINE_STATUS_MODEL_BUSY = 14,
     // A bug in the library: a Rust panic was caught at the boundary. The message has the panic's text.
     ENGINE_STATUS_INTERNAL = 99,
 } engine_status;
@@ -192,7 +196,9 @@ typedef struct engine_generate_options {
 // not called again). After the last token, held-back text is delivered by one more call with token
 // ENGINE_NO_TOKEN, whose return value is ignored; the pieces then add up to `engine_generate_result.text`.
 // The EOS token is not passed to the callback. The callback must not unwind (no C++ exceptions or longjmp out
-// of it); it may call the library, except on this same session (that gives SESSION_BUSY).
+// of it). It may call the library, except to use this same session (refused with SESSION_BUSY) or to run this
+// same model (a feed, generate or new session on any of its sessions: refused with MODEL_BUSY, as the generation
+// may hold the model's backend while it calls back); tokenization and other models are fine.
 typedef bool (*engine_token_callback)(void *user_data, engine_token token, const char *piece, size_t piece_len);
 
 // What `engine_generate` did. Fields are zero / NULL / ENGINE_STOP_REASON_NONE when the call fails.

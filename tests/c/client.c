@@ -62,6 +62,8 @@ typedef struct {
     int echo;
     engine_session *reenter; /* if set, the callback tries to use this session (must be refused) */
     engine_status reenter_status;
+    engine_model *busy_model; /* if set, the callback tries to make a session of this model */
+    engine_status busy_status;
 } stream_t;
 
 static bool on_token(void *user_data, engine_token token, const char *piece, size_t piece_len) {
@@ -80,6 +82,11 @@ static bool on_token(void *user_data, engine_token token, const char *piece, siz
         fflush(stdout);
     }
     if (s->reenter != NULL) s->reenter_status = engine_session_reset(s->reenter);
+    if (s->busy_model != NULL) {
+        engine_session *x = NULL;
+        s->busy_status = engine_session_new(s->busy_model, 0, &x);
+        engine_session_free(x);
+    }
     if (token == ENGINE_NO_TOKEN) return true; /* the held-back tail; return value ignored */
     if (s->n_tokens < 1024) s->tokens[s->n_tokens++] = token;
     return s->n_tokens < s->stop_after;
@@ -405,13 +412,15 @@ int main(int argc, char **argv) {
         OK(engine_session_free(small));
     }
 
-    /* a session used re-entrantly from its own callback */
+    /* a session used re-entrantly from its own callback; its model run from the callback */
     {
         OK(engine_session_reset(sess));
         st = new_stream(2);
         st->reenter = sess;
+        st->busy_model = model;
         OK(engine_generate(sess, "Hi", &go, on_token, st, NULL));
         CHECK(st->reenter_status == ENGINE_STATUS_SESSION_BUSY);
+        CHECK(st->busy_status == ENGINE_STATUS_MODEL_BUSY); /* not a deadlock */
         free(st);
     }
 

@@ -21,7 +21,7 @@ import threading
 STATUS = {
     "OK": 0, "NULL_POINTER": 1, "INVALID_HANDLE": 2, "INVALID_ARGUMENT": 3, "INVALID_UTF8": 4,
     "BUFFER_TOO_SMALL": 5, "NOT_FOUND": 6, "IO": 7, "FORMAT": 8, "TOKENIZER": 9, "CONTEXT_OVERFLOW": 10,
-    "BACKEND_UNAVAILABLE": 11, "DEVICE": 12, "SESSION_BUSY": 13, "INTERNAL": 99,
+    "BACKEND_UNAVAILABLE": 11, "DEVICE": 12, "SESSION_BUSY": 13, "MODEL_BUSY": 14, "INTERNAL": 99,
 }
 STOP = {"NONE": 0, "EOS": 1, "STOP_STRING": 2, "MAX_TOKENS": 3, "CONTEXT_FULL": 4, "CALLBACK": 5}
 BACKEND = {"AUTO": 0, "CPU": 1, "CUDA": 2}
@@ -179,14 +179,19 @@ def tokens(ids):
 class Collector:
     """A generate callback that collects text and tokens, stopping after `stop_after` tokens."""
 
-    def __init__(self, stop_after=None, reenter=None):
+    def __init__(self, stop_after=None, reenter=None, busy_model=None):
         self.text, self.tokens, self.stop_after, self.reenter, self.reenter_status = "", [], stop_after, reenter, None
+        self.busy_model, self.busy_status = busy_model, None
         self.callback = TOKEN_CALLBACK(self._on_token)  # keep a reference while the library may call it
 
     def _on_token(self, _user, token, piece, piece_len):
         self.text += C.string_at(piece, piece_len).decode("utf-8")
         if self.reenter is not None:
             self.reenter_status = lib.engine_session_reset(self.reenter)
+        if self.busy_model is not None:
+            s = Session()
+            self.busy_status = lib.engine_session_new(self.busy_model, 0, C.byref(s))
+            lib.engine_session_free(s)
         if token == NO_TOKEN:
             return True
         self.tokens.append(token)
@@ -359,10 +364,13 @@ def main(argv):
     check(n.value == 0, "nothing fed")
     ok(lib.engine_session_free(small), "free small")
 
-    col = Collector(stop_after=2, reenter=session)
+    col = Collector(stop_after=2, reenter=session, busy_model=model)
     ok(lib.engine_session_reset(session), "reset")
-    ok(generate(session, "Hi", opts, col)[0], "re-entrant callback")
+    status, _, res = generate(session, "Hi", opts, col)
+    ok(status, "re-entrant callback")
+    take_string(res.text, res.text_len)
     check(col.reenter_status == STATUS["SESSION_BUSY"], "re-entrant use refused")
+    check(col.busy_status == STATUS["MODEL_BUSY"], "running the generating model from its callback refused")
 
     foreign = C.create_string_buffer(64)
     expect(lib.engine_model_get_info(C.cast(foreign, C.c_void_p), C.byref(info)), "INVALID_HANDLE", "foreign")

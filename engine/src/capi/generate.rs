@@ -5,6 +5,7 @@
 use std::ffi::{c_char, c_void};
 use std::ptr::addr_of;
 
+use super::model::GeneratingGuard;
 use super::session::{sampler_params_from, with_session, EngineSamplerOptions, EngineSession};
 use super::status::{guard, CResult, CapiError, EngineStatus};
 use super::strings::{new_string, str_arg};
@@ -18,7 +19,9 @@ use crate::session::{GenerateOptions, StopMatcher, StopReason};
 /// not called again). After the last token, held-back text is delivered by one more call with token
 /// ENGINE_NO_TOKEN, whose return value is ignored; the pieces then add up to `engine_generate_result.text`.
 /// The EOS token is not passed to the callback. The callback must not unwind (no C++ exceptions or longjmp out
-/// of it); it may call the library, except on this same session (that gives SESSION_BUSY).
+/// of it). It may call the library, except to use this same session (refused with SESSION_BUSY) or to run this
+/// same model (a feed, generate or new session on any of its sessions: refused with MODEL_BUSY, as the generation
+/// may hold the model's backend while it calls back); tokenization and other models are fine.
 pub type EngineTokenCallback = Option<
     unsafe extern "C" fn(user_data: *mut c_void, token: EngineToken, piece: *const c_char, piece_len: usize) -> bool,
 >;
@@ -198,6 +201,7 @@ pub unsafe extern "C" fn engine_generate(
             let sampler = sampler_params_from(&o.sampler)?;
 
             let model = s.model.clone();
+            model.check_not_generating()?;
             let engine = &model.engine;
             let tok = engine.tokenizer();
             let ids = tok.encode(prompt, o.add_bos)?;
@@ -229,6 +233,7 @@ pub unsafe extern "C" fn engine_generate(
             };
 
             s.clear_logits();
+            let generating = GeneratingGuard::enter(&model);
             let (tokens, mut reason, stats) = s.session.generate(&ids, &gen, |id| {
                 let piece = match stream.push(id) {
                     Ok(p) => p,
@@ -245,6 +250,7 @@ pub unsafe extern "C" fn engine_generate(
                 }
                 !stops.stopped()
             })?;
+            drop(generating);
             if let Some(e) = stream_err {
                 return Err(e.into());
             }

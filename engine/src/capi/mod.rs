@@ -16,9 +16,11 @@
 //! * **Ownership**: the caller frees models with `engine_model_free`, sessions with `engine_session_free` and
 //!   strings the library returns with `engine_string_free`. Strings the caller passes in are borrowed for the call
 //!   only. Static strings (version, status strings, backend names) are never freed.
-//! * **Threads**: a model may be used from any number of threads at once (its backend is behind a lock; forward
-//!   passes of different sessions take turns). A session must be used by one thread at a time; concurrent or
-//!   re-entrant use is detected and refused with `ENGINE_STATUS_SESSION_BUSY`. Sessions keep their model's
+//! * **Threads**: a model may be used from any number of threads at once (its backend is behind a lock: forward
+//!   passes of different sessions take turns, and a greedy `engine_generate` holds it for its whole loop). A
+//!   session must be used by one thread at a time; concurrent or re-entrant use is detected and refused with
+//!   `ENGINE_STATUS_SESSION_BUSY`. A generate callback that tries to run its own model gets
+//!   `ENGINE_STATUS_MODEL_BUSY` instead of a deadlock. Sessions keep their model's
 //!   resources alive, so models and sessions may be freed in any order.
 //! * **Text** is NUL-terminated UTF-8 both ways; invalid UTF-8 input gives `ENGINE_STATUS_INVALID_UTF8`.
 

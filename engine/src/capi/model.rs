@@ -1,5 +1,6 @@
 //! The model handle: loading, freeing, information, the memory plan, tokenization and detokenization.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::path::Path;
 use std::sync::Arc;
@@ -96,6 +97,50 @@ pub(crate) struct ModelShared {
     pub engine: Engine,
     pub prefill_chunk: usize,
     device: CString,
+}
+
+thread_local! {
+    /// The models (`ModelShared` addresses) whose `engine_generate` is running a callback on this thread.
+    static GENERATING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks a model as generating on this thread for as long as it lives (see [`ModelShared::check_not_generating`]).
+pub(crate) struct GeneratingGuard(usize);
+
+impl GeneratingGuard {
+    pub fn enter(model: &Arc<ModelShared>) -> GeneratingGuard {
+        let addr = Arc::as_ptr(model) as usize;
+        GENERATING.with(|g| g.borrow_mut().push(addr));
+        GeneratingGuard(addr)
+    }
+}
+
+impl Drop for GeneratingGuard {
+    fn drop(&mut self) {
+        let _ = GENERATING.try_with(|g| {
+            let mut g = g.borrow_mut();
+            if let Some(i) = g.iter().rposition(|&a| a == self.0) {
+                g.remove(i);
+            }
+        });
+    }
+}
+
+impl ModelShared {
+    /// Refuse to use the backend from inside this model's own generate callback: the generation may hold the
+    /// backend lock while it calls back (greedy decoding runs its whole loop under it), so waiting for the lock
+    /// there would deadlock. Refused whatever the sampler, so that behaviour does not depend on it.
+    pub fn check_not_generating(self: &Arc<Self>) -> CResult<()> {
+        let addr = Arc::as_ptr(self) as usize;
+        if GENERATING.try_with(|g| g.borrow().contains(&addr)).unwrap_or(false) {
+            return Err(CapiError::new(
+                EngineStatus::ModelBusy,
+                "this model is generating on this thread (the call comes from its engine_generate callback): run \
+                 its sessions after the callback returns",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Clone the shared part of the model behind `model`, checking the registry first.

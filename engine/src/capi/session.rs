@@ -153,6 +153,7 @@ pub unsafe extern "C" fn engine_session_new(
         // SAFETY: checked non-NULL and aligned; the caller provides storage for a pointer.
         unsafe { out_session.write(std::ptr::null_mut()) };
         let model = model_ref(model)?;
+        model.check_not_generating()?;
         let session = model.engine.new_session((max_context != 0).then_some(max_context as usize))?;
         let state = SessionState { model, session, sampler: None, last_logits: None };
         let p = Box::into_raw(Box::new(EngineSession { state: Arc::new(Mutex::new(state)) }));
@@ -206,6 +207,7 @@ pub unsafe extern "C" fn engine_session_feed(
             // SAFETY: the caller guarantees `tokens` holds `n_tokens` ids.
             let ids = unsafe { slice_arg(tokens, n_tokens, "tokens") }?;
             s.check_tokens(ids)?;
+            s.model.check_not_generating()?;
             let vocab = s.model.engine.config().vocab_size;
             let out = if logits.is_null() {
                 None
@@ -248,6 +250,7 @@ pub unsafe extern "C" fn engine_session_feed_all_logits(
             // SAFETY: the caller guarantees `tokens` holds `n_tokens` ids.
             let ids = unsafe { slice_arg(tokens, n_tokens, "tokens") }?;
             s.check_tokens(ids)?;
+            s.model.check_not_generating()?;
             let vocab = s.model.engine.config().vocab_size;
             if logits.is_null() {
                 return Err(CapiError::null("logits"));
@@ -323,6 +326,7 @@ pub unsafe extern "C" fn engine_session_feed_and_sample(
             s.check_tokens(ids)?;
             // SAFETY: the caller passes NULL or a valid engine_sampler_options.
             let params = unsafe { sampler_params(options) }?;
+            s.model.check_not_generating()?;
             s.last_logits = None;
             s.sampler(params)?;
             let SessionState { session: sess, sampler, .. } = s;

@@ -42,12 +42,15 @@ pub enum EngineStatus {
     Device = 12,
     /// The session is being used by another call: from another thread, or re-entrantly from a generate callback.
     SessionBusy = 13,
+    /// A call from an `engine_generate` callback needs the model that is generating (a forward pass of any of its
+    /// sessions, or a new session): the model's backend is in use until the callback returns.
+    ModelBusy = 14,
     /// A bug in the library: a Rust panic was caught at the boundary. The message has the panic's text.
     Internal = 99,
 }
 
 /// Every status, for `engine_status_string` and tests.
-pub(crate) const ALL_STATUSES: [EngineStatus; 15] = [
+pub(crate) const ALL_STATUSES: [EngineStatus; 16] = [
     EngineStatus::Ok,
     EngineStatus::NullPointer,
     EngineStatus::InvalidHandle,
@@ -62,6 +65,7 @@ pub(crate) const ALL_STATUSES: [EngineStatus; 15] = [
     EngineStatus::BackendUnavailable,
     EngineStatus::Device,
     EngineStatus::SessionBusy,
+    EngineStatus::ModelBusy,
     EngineStatus::Internal,
 ];
 
@@ -83,6 +87,7 @@ impl EngineStatus {
             EngineStatus::BackendUnavailable => c"backend unavailable",
             EngineStatus::Device => c"device error",
             EngineStatus::SessionBusy => c"session busy (used concurrently or re-entrantly)",
+            EngineStatus::ModelBusy => c"model busy (its generate callback is running on this thread)",
             EngineStatus::Internal => c"internal error (caught panic)",
         }
     }

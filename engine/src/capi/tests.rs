@@ -443,6 +443,62 @@ fn reentrant_and_concurrent_use() {
     }
 }
 
+struct Busy {
+    model: *mut EngineModel,
+    same_model_session: *mut EngineSession,
+    other_model_session: *mut EngineSession,
+    seen: Vec<[EngineStatus; 4]>,
+}
+
+unsafe extern "C" fn use_models(user: *mut c_void, _: u32, _: *const c_char, _: usize) -> bool {
+    // SAFETY: user_data is the &mut Busy passed to engine_generate; the handles in it are live.
+    unsafe {
+        let b = &mut *(user as *mut Busy);
+        let mut s = null_mut();
+        let mut n = 0;
+        let t = [5u32];
+        b.seen.push([
+            engine_session_new(b.model, 0, &mut s),
+            engine_session_feed(b.same_model_session, t.as_ptr(), 1, null_mut(), 0),
+            engine_tokenize(b.model, c"tokenizing is fine".as_ptr(), true, null_mut(), 0, &mut n),
+            engine_session_feed(b.other_model_session, t.as_ptr(), 1, null_mut(), 0),
+        ]);
+        b.seen.len() < 3
+    }
+}
+
+#[test]
+fn callbacks_cannot_run_their_own_model() {
+    let tiny = Tiny::new("callbacks_cannot_run_their_own_model");
+    let (m, other) = (tiny.load(0), tiny.load(0));
+    let (s, s2, s3) = (new_session(m), new_session(m), new_session(other));
+    for temperature in [0.0, 0.8] {
+        let mut b = Busy { model: m, same_model_session: s2, other_model_session: s3, seen: Vec::new() };
+        let mut o = engine_generate_default_options();
+        o.sampler.temperature = temperature;
+        // SAFETY: valid arguments; the callback gets &mut b.
+        let st = unsafe {
+            engine_session_reset(s);
+            engine_generate(s, c"Hi".as_ptr(), &o, Some(use_models), (&mut b as *mut Busy).cast(), null_mut())
+        };
+        assert_eq!(st, EngineStatus::Ok, "{}", last_error());
+        let expect = [EngineStatus::ModelBusy, EngineStatus::ModelBusy, EngineStatus::BufferTooSmall, EngineStatus::Ok];
+        assert_eq!(b.seen, vec![expect; 3], "temperature {temperature}");
+        // After the call the model is free again.
+        let t = [5u32];
+        // SAFETY: live session, valid tokens.
+        assert_eq!(unsafe { engine_session_feed(s2, t.as_ptr(), 1, null_mut(), 0) }, EngineStatus::Ok);
+    }
+    // SAFETY: live handles.
+    unsafe {
+        for x in [s, s2, s3] {
+            engine_session_free(x);
+        }
+        engine_model_free(m);
+        engine_model_free(other);
+    }
+}
+
 #[test]
 fn version_is_the_crate_version() {
     // SAFETY: static string.

@@ -90,6 +90,7 @@ fn header_layouts_and_constants_match_the_rust_abi() {
         (sys::ENGINE_STATUS_BACKEND_UNAVAILABLE, S::BackendUnavailable),
         (sys::ENGINE_STATUS_DEVICE, S::Device),
         (sys::ENGINE_STATUS_SESSION_BUSY, S::SessionBusy),
+        (sys::ENGINE_STATUS_MODEL_BUSY, S::ModelBusy),
         (sys::ENGINE_STATUS_INTERNAL, S::Internal),
     ] {
         assert_eq!(c as i64, r as i64, "{r:?}");

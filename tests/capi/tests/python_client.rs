@@ -1,5 +1,6 @@
 //! Run tests/python/client.py (ctypes, standard library only) against the cdylib built for this test run, on the
-//! tiny checkpoint. Needs `python3` (or `$PYTHON`); set ENGINE_SKIP_PYTHON=1 to skip where there is none.
+//! tiny checkpoint. Needs `$ENGINE_PYTHON`, `$PYTHON` or `python3` (standard library only); set ENGINE_SKIP_PYTHON=1
+//! to skip where there is none.
 
 use std::process::Command;
 
@@ -7,7 +8,8 @@ use capi_tests::{header_path, libs_dir, tiny_model, workspace_root};
 
 #[test]
 fn python_client_against_the_cdylib() {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let python =
+        std::env::var("ENGINE_PYTHON").or_else(|_| std::env::var("PYTHON")).unwrap_or_else(|_| "python3".to_string());
     if std::env::var_os("ENGINE_SKIP_PYTHON").is_some_and(|v| v == "1") {
         eprintln!("ENGINE_SKIP_PYTHON=1: skipping the Python client");
         return;
