@@ -7,7 +7,7 @@ use std::ptr::addr_of;
 
 use super::model::GeneratingGuard;
 use super::session::{sampler_params_from, with_session, EngineSamplerOptions, EngineSession};
-use super::status::{guard, CResult, CapiError, EngineStatus};
+use super::status::{guard, guard_value, CResult, CapiError, EngineStatus};
 use super::strings::{new_string, str_arg};
 use super::{check_out, slice_arg, u32_sat, EngineToken, ENGINE_NO_TOKEN};
 use crate::session::{GenerateOptions, StopMatcher, StopReason};
@@ -102,14 +102,15 @@ impl EngineGenerateResult {
 /// Thread-safe; cannot fail.
 #[no_mangle]
 pub extern "C" fn engine_generate_default_options() -> EngineGenerateOptions {
-    EngineGenerateOptions {
+    let default = EngineGenerateOptions {
         max_new_tokens: 256,
         add_bos: true,
         ignore_eos: false,
         sampler: super::session::engine_sampler_default_options(),
         stop_strings: std::ptr::null(),
         n_stop_strings: 0,
-    }
+    };
+    guard_value(default, || default)
 }
 
 struct Options {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use engine_format::plan::{plan, PlanLimits, Region};
 
 use super::handles::{self, Kind};
-use super::status::{guard, CResult, CapiError, EngineStatus};
+use super::status::{guard, guard_value, CResult, CapiError, EngineStatus};
 use super::strings::{new_string, str_arg};
 use super::{check_out, slice_arg, slice_arg_mut, u32_sat, write_out, EngineToken, ENGINE_MAX_PREFILL_CHUNK};
 use crate::backend::BackendKind;
@@ -160,7 +160,9 @@ pub(crate) fn model_ref(model: *const EngineModel) -> CResult<Arc<ModelShared>> 
 /// Thread-safe; cannot fail.
 #[no_mangle]
 pub extern "C" fn engine_model_default_options() -> EngineModelOptions {
-    EngineModelOptions { backend: EngineBackend::Auto as i32, device: 0, max_context: 0, prefill_chunk: 0 }
+    const DEFAULT: EngineModelOptions =
+        EngineModelOptions { backend: EngineBackend::Auto as i32, device: 0, max_context: 0, prefill_chunk: 0 };
+    guard_value(DEFAULT, || DEFAULT)
 }
 
 fn engine_options(o: &EngineModelOptions) -> CResult<EngineOptions> {

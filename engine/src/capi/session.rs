@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 
 use super::handles::{self, Kind};
 use super::model::{model_ref, EngineModel, ModelShared};
-use super::status::{guard, CResult, CapiError, EngineStatus};
+use super::status::{guard, guard_value, CResult, CapiError, EngineStatus};
 use super::{check_out, slice_arg, slice_arg_mut, write_out, EngineToken};
 use crate::session::sampler::{Sampler, SamplerParams};
 use crate::session::Session;
@@ -95,14 +95,10 @@ pub(crate) fn with_session<R>(
 /// The default sampler options: greedy decoding, no penalty, seed 0. Thread-safe; cannot fail.
 #[no_mangle]
 pub extern "C" fn engine_sampler_default_options() -> EngineSamplerOptions {
-    let d = SamplerParams::default();
-    EngineSamplerOptions {
-        temperature: d.temperature,
-        top_k: d.top_k as u32,
-        top_p: d.top_p,
-        repetition_penalty: d.repetition_penalty,
-        seed: d.seed,
-    }
+    // SamplerParams::default(), spelled out so that it is a constant (a test checks that they agree).
+    const DEFAULT: EngineSamplerOptions =
+        EngineSamplerOptions { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 0 };
+    guard_value(DEFAULT, || DEFAULT)
 }
 
 /// Read and validate the caller's sampler options; NULL means the defaults.

@@ -396,6 +396,7 @@ fn auto_falls_back_and_cuda_reports_why_not() {
 }
 
 unsafe extern "C" fn reenter(user: *mut c_void, _: u32, _: *const c_char, _: usize) -> bool {
+    // SAFETY: user_data is the &mut (session, status) passed to engine_generate, alive for the call.
     let (s, status) = unsafe { &mut *(user as *mut (*mut EngineSession, EngineStatus)) };
     *status = engine_session_reset(*s);
     false
@@ -497,6 +498,12 @@ fn callbacks_cannot_run_their_own_model() {
         engine_model_free(m);
         engine_model_free(other);
     }
+}
+
+#[test]
+fn default_sampler_options_are_the_engines_defaults() {
+    let d = crate::session::sampler::SamplerParams::default();
+    assert_eq!(session::sampler_params_from(&engine_sampler_default_options()).unwrap(), d);
 }
 
 #[test]
