@@ -10,6 +10,7 @@
 //! [`synth`] writes random checkpoints in the exact published layout, for tests and benchmarks.
 
 pub mod backend;
+pub mod capi;
 pub mod engine;
 pub mod error;
 pub mod model;
