@@ -133,18 +133,13 @@ mod tests {
     use super::*;
     use std::format;
 
-    const MODULES: [(&str, &str, &str); 2] = [
-        ("engine_sm80", PTX_SM80, "sm_80"),
-        ("engine_sm90a", PTX_SM90A, "sm_90a"),
-    ];
+    const MODULES: [(&str, &str, &str); 2] =
+        [("engine_sm80", PTX_SM80, "sm_80"), ("engine_sm90a", PTX_SM90A, "sm_90a")];
 
     /// The names of the `.entry` directives of a PTX module.
     fn entries(ptx: &str) -> impl Iterator<Item = &str> {
         ptx.lines().filter_map(|line| {
-            let rest = line
-                .strip_prefix(".visible ")
-                .unwrap_or(line)
-                .strip_prefix(".entry ")?;
+            let rest = line.strip_prefix(".visible ").unwrap_or(line).strip_prefix(".entry ")?;
             Some(rest.split('(').next().unwrap_or("").trim())
         })
     }
@@ -154,10 +149,7 @@ mod tests {
         for (module, ptx, _) in MODULES {
             for name in kernels::ALL {
                 let pattern = format!(".visible .entry {name}(");
-                assert!(
-                    ptx.contains(&pattern),
-                    "{module}: no `{pattern}`: regenerate with ptx/build_ptx.py"
-                );
+                assert!(ptx.contains(&pattern), "{module}: no `{pattern}`: regenerate with ptx/build_ptx.py");
             }
         }
     }
@@ -167,10 +159,7 @@ mod tests {
         for (module, ptx, _) in MODULES {
             let mut count = 0;
             for name in entries(ptx) {
-                assert!(
-                    kernels::ALL.contains(&name),
-                    "{module}: kernel `{name}` is not listed in ptx::kernels"
-                );
+                assert!(kernels::ALL.contains(&name), "{module}: kernel `{name}` is not listed in ptx::kernels");
                 count += 1;
             }
             assert_eq!(count, kernels::ALL.len(), "{module}: entry count");
@@ -180,24 +169,11 @@ mod tests {
     #[test]
     fn modules_are_ptx_isa_8_4_for_their_target() {
         for (module, ptx, target) in MODULES {
-            let version = ptx
-                .lines()
-                .find_map(|l| l.strip_prefix(".version "))
-                .map(str::trim);
-            assert_eq!(
-                version,
-                Some(PTX_ISA_VERSION),
-                "{module}: a newer ISA would raise the minimum driver"
-            );
-            let t = ptx
-                .lines()
-                .find_map(|l| l.strip_prefix(".target "))
-                .map(str::trim);
+            let version = ptx.lines().find_map(|l| l.strip_prefix(".version ")).map(str::trim);
+            assert_eq!(version, Some(PTX_ISA_VERSION), "{module}: a newer ISA would raise the minimum driver");
+            let t = ptx.lines().find_map(|l| l.strip_prefix(".target ")).map(str::trim);
             assert_eq!(t, Some(target), "{module}");
-            assert!(
-                !ptx.contains('\0'),
-                "{module}: NUL byte (the driver takes a C string)"
-            );
+            assert!(!ptx.contains('\0'), "{module}: NUL byte (the driver takes a C string)");
         }
     }
 

@@ -56,11 +56,36 @@ pub fn cases() -> Vec<Case> {
     };
     vec![
         Case { name: "baichuan-g32", spec: tiny.clone() },
-        Case { name: "baichuan-g128-actorder", spec: SynthSpec { hidden: 256, intermediate: 640, heads: 4, kv_heads: 4, group_size: Some(128), desc_act: true, seed: 3, ..tiny.clone() } },
-        Case { name: "baichuan-g64-asym-2shards", spec: SynthSpec { group_size: Some(64), sym: false, shards: 2, seed: 4, ..tiny.clone() } },
+        Case {
+            name: "baichuan-g128-actorder",
+            spec: SynthSpec {
+                hidden: 256,
+                intermediate: 640,
+                heads: 4,
+                kv_heads: 4,
+                group_size: Some(128),
+                desc_act: true,
+                seed: 3,
+                ..tiny.clone()
+            },
+        },
+        Case {
+            name: "baichuan-g64-asym-2shards",
+            spec: SynthSpec { group_size: Some(64), sym: false, shards: 2, seed: 4, ..tiny.clone() },
+        },
         Case { name: "baichuan-one-group", spec: SynthSpec { group_size: None, seed: 5, ..tiny.clone() } },
         Case { name: "llama-gqa-g64-actorder-asym", spec: llama.clone() },
-        Case { name: "llama-g32-tied", spec: SynthSpec { group_size: Some(32), desc_act: false, sym: true, tie_word_embeddings: true, seed: 8, ..llama.clone() } },
+        Case {
+            name: "llama-g32-tied",
+            spec: SynthSpec {
+                group_size: Some(32),
+                desc_act: false,
+                sym: true,
+                tie_word_embeddings: true,
+                seed: 8,
+                ..llama.clone()
+            },
+        },
         Case { name: "baichuan-fp16", spec: SynthSpec { quantized: false, seed: 6, ..tiny } },
     ]
 }

@@ -27,7 +27,11 @@ fn logits_match_the_float64_reference_at_every_position() {
             .arg(&out)
             .status()
             .expect("run the Python reference (set ENGINE_PYTHON to a python with numpy)");
-        assert!(status.success(), "{}: the float64 reference failed (is numpy installed? pip install numpy)", case.name);
+        assert!(
+            status.success(),
+            "{}: the float64 reference failed (is numpy installed? pip install numpy)",
+            case.name
+        );
         let bytes = std::fs::read(&out).unwrap();
         let want: Vec<f64> = bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect();
         assert_eq!(want.len(), ids.len() * vocab);

@@ -77,49 +77,35 @@ impl PromptSource {
         let (text, origin) = match self {
             PromptSource::Text(text) => (text.clone(), "the prompt argument".to_owned()),
             PromptSource::File(path) => {
-                let bytes = std::fs::read(path).map_err(|source| PromptError::ReadFile {
-                    path: path.clone(),
-                    source,
-                })?;
+                let bytes =
+                    std::fs::read(path).map_err(|source| PromptError::ReadFile { path: path.clone(), source })?;
                 let origin = format!("the prompt file {}", path.display());
                 (utf8(bytes, &origin)?, origin)
             }
             PromptSource::Stdin => {
                 let mut bytes = Vec::new();
-                stdin
-                    .read_to_end(&mut bytes)
-                    .map_err(|source| PromptError::ReadStdin { source })?;
+                stdin.read_to_end(&mut bytes).map_err(|source| PromptError::ReadStdin { source })?;
                 let origin = "the prompt from stdin".to_owned();
                 (utf8(bytes, &origin)?, origin)
             }
         };
         if text.trim().is_empty() {
-            let what = if text.is_empty() {
-                "has no text"
-            } else {
-                "has only whitespace"
-            };
-            return Err(PromptError::Empty {
-                detail: format!("{origin} {what}"),
-            });
+            let what = if text.is_empty() { "has no text" } else { "has only whitespace" };
+            return Err(PromptError::Empty { detail: format!("{origin} {what}") });
         }
         Ok(text)
     }
 }
 
 fn utf8(bytes: Vec<u8>, origin: &str) -> Result<String, PromptError> {
-    String::from_utf8(bytes).map_err(|e| PromptError::InvalidUtf8 {
-        origin: origin.to_owned(),
-        offset: e.utf8_error().valid_up_to(),
-    })
+    String::from_utf8(bytes)
+        .map_err(|e| PromptError::InvalidUtf8 { origin: origin.to_owned(), offset: e.utf8_error().valid_up_to() })
 }
 
 /// Drops one final `\n` or `\r\n`: editors and `echo` end files with one,
 /// and a stray newline at the end of a prompt changes what the model writes.
 pub fn trim_final_newline(text: &str) -> &str {
-    text.strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(text)
+    text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(text)
 }
 
 /// Separator of Baichuan's few-shot completion style.
@@ -151,18 +137,14 @@ impl Template {
         match name {
             "raw" => Ok(Template::Raw),
             "completion" => Ok(Template::one_shot()),
-            "chat" => Ok(Template::Chat {
-                history: Vec::new(),
-            }),
+            "chat" => Ok(Template::Chat { history: Vec::new() }),
             other => Err(PromptError::UnknownTemplate(other.to_owned())),
         }
     }
 
     /// The model card's one-shot completion prompt: `Hamlet->Shakespeare`.
     pub fn one_shot() -> Template {
-        Template::Completion {
-            examples: vec![("Hamlet".to_owned(), "Shakespeare".to_owned())],
-        }
+        Template::Completion { examples: vec![("Hamlet".to_owned(), "Shakespeare".to_owned())] }
     }
 
     /// Wraps `text` (the query, or the user's message).
@@ -252,13 +234,10 @@ pub fn unescape(arg: &str) -> Result<String, PromptError> {
                     .strip_prefix('{')
                     .and_then(|r| r.split_once('}'))
                     .map(|(digits, _)| digits)
-                    .filter(|d| {
-                        (1..=6).contains(&d.len()) && d.chars().all(|c| c.is_ascii_hexdigit())
-                    })
+                    .filter(|d| (1..=6).contains(&d.len()) && d.chars().all(|c| c.is_ascii_hexdigit()))
                     .ok_or_else(|| bad("\\u must be followed by {1 to 6 hex digits}".to_owned()))?;
                 let code = u32::from_str_radix(digits, 16).unwrap_or(u32::MAX);
-                let c = char::from_u32(code)
-                    .ok_or_else(|| bad(format!("U+{code:X} is not a Unicode scalar value")))?;
+                let c = char::from_u32(code).ok_or_else(|| bad(format!("U+{code:X} is not a Unicode scalar value")))?;
                 // Skip "{", the digits and "}".
                 for _ in 0..digits.len() + 2 {
                     chars.next();
@@ -283,47 +262,27 @@ mod tests {
             Template::one_shot().render("One Hundred Years of Solitude"),
             "Hamlet->Shakespeare\nOne Hundred Years of Solitude->"
         );
-        assert_eq!(
-            render_completion(&[("a", "1"), ("b", "2")], "c"),
-            "a->1\nb->2\nc->"
-        );
+        assert_eq!(render_completion(&[("a", "1"), ("b", "2")], "c"), "a->1\nb->2\nc->");
         assert_eq!(render_completion::<&str>(&[], "q"), "q->");
-        assert_eq!(
-            Template::from_name("chat").unwrap().render("你好"),
-            "USER:你好\nASSISTANT:"
-        );
+        assert_eq!(Template::from_name("chat").unwrap().render("你好"), "USER:你好\nASSISTANT:");
         let chat = Template::Chat {
-            history: vec![
-                ("hi".to_owned(), "hello".to_owned()),
-                ("2+2?".to_owned(), "4".to_owned()),
-            ],
+            history: vec![("hi".to_owned(), "hello".to_owned()), ("2+2?".to_owned(), "4".to_owned())],
         };
-        assert_eq!(
-            chat.render("thanks"),
-            "USER:hi\nASSISTANT:hello\nUSER:2+2?\nASSISTANT:4\nUSER:thanks\nASSISTANT:"
-        );
+        assert_eq!(chat.render("thanks"), "USER:hi\nASSISTANT:hello\nUSER:2+2?\nASSISTANT:4\nUSER:thanks\nASSISTANT:");
         for name in Template::NAMES {
             assert_eq!(name.parse::<Template>().unwrap().to_string(), name);
         }
         let err = "chatml".parse::<Template>().unwrap_err().to_string();
-        assert!(
-            err.contains("chatml") && err.contains("raw, completion, chat"),
-            "{err}"
-        );
+        assert!(err.contains("chatml") && err.contains("raw, completion, chat"), "{err}");
     }
 
     #[test]
     fn sources() {
         assert_eq!(PromptSource::from_path_arg("-"), PromptSource::Stdin);
-        assert_eq!(
-            PromptSource::from_path_arg("p.txt"),
-            PromptSource::File("p.txt".into())
-        );
+        assert_eq!(PromptSource::from_path_arg("p.txt"), PromptSource::File("p.txt".into()));
         let text = PromptSource::Text("hi".into()).read().unwrap();
         assert_eq!(text, "hi");
-        let got = PromptSource::Stdin
-            .read_with_stdin(&mut &b"from stdin\n"[..])
-            .unwrap();
+        let got = PromptSource::Stdin.read_with_stdin(&mut &b"from stdin\n"[..]).unwrap();
         assert_eq!(got, "from stdin\n");
         assert_eq!(trim_final_newline(&got), "from stdin");
         assert_eq!(trim_final_newline("a\r\n"), "a");
@@ -337,22 +296,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
 
         let missing = dir.join("missing.txt");
-        let err = PromptSource::File(missing.clone())
-            .read()
-            .unwrap_err()
-            .to_string();
+        let err = PromptSource::File(missing.clone()).read().unwrap_err().to_string();
         assert!(err.contains(&missing.display().to_string()), "{err}");
 
         let bad = dir.join("latin1.txt");
         std::fs::write(&bad, b"caf\xe9 ok").unwrap();
-        let err = PromptSource::File(bad.clone())
-            .read()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains(&bad.display().to_string()) && err.contains("offset 3"),
-            "{err}"
-        );
+        let err = PromptSource::File(bad.clone()).read().unwrap_err().to_string();
+        assert!(err.contains(&bad.display().to_string()) && err.contains("offset 3"), "{err}");
 
         let empty = dir.join("empty.txt");
         std::fs::write(&empty, b"").unwrap();
@@ -360,17 +310,11 @@ mod tests {
         assert!(err.starts_with("the prompt is empty"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
 
-        for source in [
-            PromptSource::Text(String::new()),
-            PromptSource::Text(" \n\t".into()),
-        ] {
+        for source in [PromptSource::Text(String::new()), PromptSource::Text(" \n\t".into())] {
             let err = source.read().unwrap_err().to_string();
             assert!(err.starts_with("the prompt is empty"), "{err}");
         }
-        let err = PromptSource::Stdin
-            .read_with_stdin(&mut &b"\xff"[..])
-            .unwrap_err()
-            .to_string();
+        let err = PromptSource::Stdin.read_with_stdin(&mut &b"\xff"[..]).unwrap_err().to_string();
         assert!(err.contains("stdin") && err.contains("offset 0"), "{err}");
     }
 
@@ -380,15 +324,7 @@ mod tests {
         assert_eq!(unescape(r#"\"q\" \'s\' \r\0"#).unwrap(), "\"q\" 's' \r\0");
         assert_eq!(unescape(r"\u{4e2d}\u{1F600}x").unwrap(), "中😀x");
         assert_eq!(unescape("中文 no escapes").unwrap(), "中文 no escapes");
-        for bad in [
-            r"end\",
-            r"\q",
-            r"\u4e2d",
-            r"\u{}",
-            r"\u{d800}",
-            r"\u{1234567}",
-            r"\u{12",
-        ] {
+        for bad in [r"end\", r"\q", r"\u4e2d", r"\u{}", r"\u{d800}", r"\u{1234567}", r"\u{12"] {
             let err = unescape(bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid escape"), "{bad}: {err}");
         }

@@ -90,17 +90,9 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
-        let end = self
-            .pos
-            .checked_add(len)
-            .filter(|&end| end <= self.buf.len())
-            .ok_or_else(|| {
-                format!(
-                    "field of {len} bytes at byte {} runs past the end ({} bytes)",
-                    self.pos,
-                    self.buf.len()
-                )
-            })?;
+        let end = self.pos.checked_add(len).filter(|&end| end <= self.buf.len()).ok_or_else(|| {
+            format!("field of {len} bytes at byte {} runs past the end ({} bytes)", self.pos, self.buf.len())
+        })?;
         let bytes = &self.buf[self.pos..end];
         self.pos = end;
         Ok(bytes)
@@ -124,8 +116,7 @@ impl<'a> Reader<'a> {
                 Value::Fixed64
             }
             2 => {
-                let len = usize::try_from(self.varint()?)
-                    .map_err(|_| format!("length too large at byte {at}"))?;
+                let len = usize::try_from(self.varint()?).map_err(|_| format!("length too large at byte {at}"))?;
                 Value::Bytes(self.take(len)?)
             }
             5 => {
@@ -166,10 +157,7 @@ pub(crate) fn parse_model(buf: &[u8]) -> Result<ModelInfo, String> {
     if pieces.is_empty() {
         return Err("it has no pieces".to_owned());
     }
-    Ok(ModelInfo {
-        pieces,
-        has_denormalizer,
-    })
+    Ok(ModelInfo { pieces, has_denormalizer })
 }
 
 fn parse_piece(buf: &[u8]) -> Result<PieceEntry, String> {
@@ -180,8 +168,7 @@ fn parse_piece(buf: &[u8]) -> Result<PieceEntry, String> {
     while let Some((number, value)) = reader.field()? {
         match (number, value) {
             (PIECE_TEXT, Value::Bytes(bytes)) => {
-                let s = std::str::from_utf8(bytes)
-                    .map_err(|e| format!("piece text is not UTF-8 ({e})"))?;
+                let s = std::str::from_utf8(bytes).map_err(|e| format!("piece text is not UTF-8 ({e})"))?;
                 text = Some(s.to_owned());
             }
             (PIECE_TYPE, Value::Varint(v)) if (1..=6).contains(&v) => kind_code = v,
@@ -194,9 +181,9 @@ fn parse_piece(buf: &[u8]) -> Result<PieceEntry, String> {
         TYPE_CONTROL => PieceKind::Control,
         TYPE_USER_DEFINED => PieceKind::UserDefined,
         TYPE_UNUSED => PieceKind::Unused,
-        TYPE_BYTE => PieceKind::Byte(
-            byte_piece_value(&text).ok_or_else(|| format!("byte piece {text:?} is not <0xHH>"))?,
-        ),
+        TYPE_BYTE => {
+            PieceKind::Byte(byte_piece_value(&text).ok_or_else(|| format!("byte piece {text:?} is not <0xHH>"))?)
+        }
         _ => PieceKind::Normal,
     };
     Ok(PieceEntry { text, kind })
@@ -205,11 +192,7 @@ fn parse_piece(buf: &[u8]) -> Result<PieceEntry, String> {
 /// `<0x41>` → 0x41, exactly as sentencepiece writes byte pieces (upper-case hex).
 fn byte_piece_value(text: &str) -> Option<u8> {
     let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
-    if hex.len() != 2
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
-    {
+    if hex.len() != 2 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
         return None;
     }
     u8::from_str_radix(hex, 16).ok()
@@ -219,8 +202,7 @@ fn check_trainer_spec(buf: &[u8]) -> Result<(), String> {
     let mut reader = Reader::new(buf);
     while let Some((number, value)) = reader.field()? {
         if let (TRAINER_UNK_SURFACE, Value::Bytes(bytes)) = (number, value) {
-            std::str::from_utf8(bytes)
-                .map_err(|e| format!("trainer_spec.unk_surface is not UTF-8 ({e})"))?;
+            std::str::from_utf8(bytes).map_err(|e| format!("trainer_spec.unk_surface is not UTF-8 ({e})"))?;
         }
     }
     Ok(())
@@ -296,17 +278,7 @@ mod tests {
 
     #[test]
     fn varint_round_trip() {
-        for v in [
-            0u64,
-            1,
-            127,
-            128,
-            300,
-            16_383,
-            16_384,
-            u32::MAX as u64,
-            u64::MAX,
-        ] {
+        for v in [0u64, 1, 127, 128, 300, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
             let mut buf = Vec::new();
             put_varint(&mut buf, v);
             assert_eq!(Reader::new(&buf).varint().unwrap(), v);

@@ -42,12 +42,7 @@ const REPLACEMENT: char = '\u{FFFD}';
 impl<'t> StreamDecoder<'t> {
     /// A decoder for a new sequence.
     pub fn new(tokenizer: &'t Tokenizer) -> Self {
-        StreamDecoder {
-            tokenizer,
-            window: Vec::with_capacity(8),
-            emitted: 0,
-            started: false,
-        }
+        StreamDecoder { tokenizer, window: Vec::with_capacity(8), emitted: 0, started: false }
     }
 
     /// Feeds one id and returns the text it completes (often empty: a control
@@ -73,20 +68,14 @@ impl<'t> StreamDecoder<'t> {
         let held = self.incomplete_tail();
         let mut stable_end = text.len().saturating_sub(held * REPLACEMENT.len_utf8());
         let mut trim = self.tokenizer.anchor.is_some();
-        if !text
-            .get(stable_end..)
-            .is_some_and(|tail| tail.chars().all(|c| c == REPLACEMENT))
-        {
+        if !text.get(stable_end..).is_some_and(|tail| tail.chars().all(|c| c == REPLACEMENT)) {
             // Not what the library's UTF-8 handling predicts (a model where
             // the piece table and the library disagree): hold back every
             // trailing U+FFFD and keep the whole window, which stays exact.
             stable_end = text.trim_end_matches(REPLACEMENT).len();
             trim = false;
         }
-        let out = text
-            .get(self.emitted..stable_end)
-            .unwrap_or_default()
-            .to_owned();
+        let out = text.get(self.emitted..stable_end).unwrap_or_default().to_owned();
         self.emitted = self.emitted.max(stable_end);
         self.started |= !text.is_empty();
 
@@ -104,8 +93,7 @@ impl<'t> StreamDecoder<'t> {
             // last of them can have ended that rule, since a piece after it
             // would have produced text, so the earlier ones can go. <unk>
             // breaks this argument when its surface is configured empty.
-            let unknown =
-                |id: &u32| matches!(self.tokenizer.piece_kind(*id), Ok(PieceKind::Unknown));
+            let unknown = |id: &u32| matches!(self.tokenizer.piece_kind(*id), Ok(PieceKind::Unknown));
             if !self.window.iter().any(unknown) {
                 self.window.drain(..self.window.len() - 1);
             }
@@ -277,27 +265,15 @@ mod tests {
             let mut ids = vec![space; 20];
             ids.extend([1, the, space, the]);
             check(&t, &ids);
-            random_sequences(
-                &t,
-                0x1234_5678 + u64::from(dummy_prefix) * 2 + u64::from(remove_ws),
-            );
+            random_sequences(&t, 0x1234_5678 + u64::from(dummy_prefix) * 2 + u64::from(remove_ws));
         }
     }
 
     fn random_sequences(t: &Tokenizer, seed: u64) {
         let mut rng = Rng(seed);
-        let whitespace = [
-            t.piece_to_id("\u{2581}").unwrap(),
-            t.piece_to_id("\u{2581}\u{2581}").unwrap(),
-        ];
-        let texts = [
-            "Hello, world!",
-            "  spaces   and\ttabs\n\n",
-            "中文和English混合",
-            "龘靐齉😀👩‍💻🇨🇳",
-            "0123456789",
-            "é ü ß ñ",
-        ];
+        let whitespace = [t.piece_to_id("\u{2581}").unwrap(), t.piece_to_id("\u{2581}\u{2581}").unwrap()];
+        let texts =
+            ["Hello, world!", "  spaces   and\ttabs\n\n", "中文和English混合", "龘靐齉😀👩‍💻🇨🇳", "0123456789", "é ü ß ñ"];
         for _ in 0..400 {
             let len = rng.below(40);
             let mut ids = Vec::new();
@@ -316,11 +292,7 @@ mod tests {
                     }
                     // Whitespace-only pieces and control pieces, which interact
                     // with the leading-space rule.
-                    3 => ids.push(if rng.below(2) == 0 {
-                        whitespace[rng.below(2)]
-                    } else {
-                        1 + rng.below(2) as u32
-                    }),
+                    3 => ids.push(if rng.below(2) == 0 { whitespace[rng.below(2)] } else { 1 + rng.below(2) as u32 }),
                     // Real encodings of text, often with byte fallback.
                     _ => {
                         let text = texts[rng.below(texts.len())];

@@ -39,24 +39,16 @@ pub fn padded_tokenizer_model(base: &[u8], vocab_size: usize) -> Result<Vec<u8>,
     let base_tok = Tokenizer::from_bytes(base)?;
     let base_size = base_tok.vocab_size();
     if vocab_size < base_size {
-        return Err(TokenizerError::PadTooSmall {
-            requested: vocab_size,
-            base: base_size,
-        });
+        return Err(TokenizerError::PadTooSmall { requested: vocab_size, base: base_size });
     }
     if vocab_size > MAX_PADDED_VOCAB {
-        return Err(TokenizerError::PadTooLarge {
-            requested: vocab_size,
-            max: MAX_PADDED_VOCAB,
-        });
+        return Err(TokenizerError::PadTooLarge { requested: vocab_size, max: MAX_PADDED_VOCAB });
     }
     if vocab_size == base_size {
         return Ok(base.to_vec());
     }
-    let info = proto::parse_model(base).map_err(|reason| TokenizerError::NotSentencePiece {
-        origin: "the base tokenizer model".to_owned(),
-        reason,
-    })?;
+    let info = proto::parse_model(base)
+        .map_err(|reason| TokenizerError::NotSentencePiece { origin: "the base tokenizer model".to_owned(), reason })?;
     let guard = MergeGuard::new(&info.pieces);
 
     let mut out = Vec::with_capacity(base.len() + (vocab_size - base_size) * 20 + 8);
@@ -83,10 +75,7 @@ pub fn padded_tokenizer_model(base: &[u8], vocab_size: usize) -> Result<Vec<u8>,
     if padded.vocab_size() != vocab_size {
         return Err(TokenizerError::NotSentencePiece {
             origin: "the padded tokenizer model".to_owned(),
-            reason: format!(
-                "it has {} pieces, expected {vocab_size}",
-                padded.vocab_size()
-            ),
+            reason: format!("it has {} pieces, expected {vocab_size}", padded.vocab_size()),
         });
     }
     Ok(out)
@@ -110,12 +99,7 @@ impl<'a> MergeGuard<'a> {
     fn new(pieces: &'a [PieceEntry]) -> Self {
         let mergeable = pieces
             .iter()
-            .filter(|p| {
-                matches!(
-                    p.kind,
-                    PieceKind::Normal | PieceKind::UserDefined | PieceKind::Unused
-                )
-            })
+            .filter(|p| matches!(p.kind, PieceKind::Normal | PieceKind::UserDefined | PieceKind::Unused))
             .map(|p| p.text.as_str())
             .collect();
         let all = pieces.iter().map(|p| p.text.as_str()).collect();
@@ -128,9 +112,7 @@ impl<'a> MergeGuard<'a> {
 
     /// Whether `s` = L ++ R with both L and R reachable symbols.
     fn splits_into_reachable(&self, s: &str, stack: &mut Vec<String>) -> bool {
-        s.char_indices()
-            .skip(1)
-            .any(|(i, _)| self.reachable(&s[..i], stack) && self.reachable(&s[i..], stack))
+        s.char_indices().skip(1).any(|(i, _)| self.reachable(&s[..i], stack) && self.reachable(&s[i..], stack))
     }
 
     fn reachable(&self, s: &str, stack: &mut Vec<String>) -> bool {
@@ -163,20 +145,10 @@ mod tests {
         assert_eq!(padded.id_to_piece(1000).unwrap(), "<unused1000>");
         assert_eq!(padded.id_to_piece(63999).unwrap(), "<unused63999>");
         assert_eq!(padded.piece_kind(5000).unwrap(), PieceKind::Unused);
-        for text in [
-            "Hello world <unused1000> <unused63999>",
-            "<unused5000><unused5001>",
-            "中文 😀 \n\t  x",
-        ] {
-            assert_eq!(
-                padded.encode(text, true).unwrap(),
-                base.encode(text, true).unwrap()
-            );
+        for text in ["Hello world <unused1000> <unused63999>", "<unused5000><unused5001>", "中文 😀 \n\t  x"] {
+            assert_eq!(padded.encode(text, true).unwrap(), base.encode(text, true).unwrap());
         }
-        assert_eq!(
-            padded.decode(&[1000, 63999]).unwrap(),
-            "<unused1000><unused63999>"
-        );
+        assert_eq!(padded.decode(&[1000, 63999]).unwrap(), "<unused1000><unused63999>");
         let all: Vec<u32> = (0..64000).collect();
         padded.decode(&all).unwrap();
     }
@@ -194,15 +166,9 @@ mod tests {
     #[test]
     fn padding_twice_matches_padding_once() {
         let once = padded_tokenizer_model(test_tokenizer_model(), 3000).unwrap();
-        let twice = padded_tokenizer_model(
-            &padded_tokenizer_model(test_tokenizer_model(), 2000).unwrap(),
-            3000,
-        )
-        .unwrap();
-        let (a, b) = (
-            Tokenizer::from_bytes(&once).unwrap(),
-            Tokenizer::from_bytes(&twice).unwrap(),
-        );
+        let twice =
+            padded_tokenizer_model(&padded_tokenizer_model(test_tokenizer_model(), 2000).unwrap(), 3000).unwrap();
+        let (a, b) = (Tokenizer::from_bytes(&once).unwrap(), Tokenizer::from_bytes(&twice).unwrap());
         for id in 0..3000 {
             assert_eq!(a.id_to_piece(id).unwrap(), b.id_to_piece(id).unwrap());
         }
@@ -210,19 +176,9 @@ mod tests {
 
     #[test]
     fn merge_guard_detects_reachable_names() {
-        let piece = |text: &str| PieceEntry {
-            text: text.to_owned(),
-            kind: PieceKind::Normal,
-        };
-        let pieces = [
-            piece("<u"),
-            piece("<un"),
-            piece("used7>"),
-            piece("sed7>"),
-            piece("ed7>"),
-            piece("d7>"),
-            piece("7>"),
-        ];
+        let piece = |text: &str| PieceEntry { text: text.to_owned(), kind: PieceKind::Normal };
+        let pieces =
+            [piece("<u"), piece("<un"), piece("used7>"), piece("sed7>"), piece("ed7>"), piece("d7>"), piece("7>")];
         let guard = MergeGuard::new(&pieces);
         // "<un" + "used7>": both halves in the merge table and buildable.
         assert!(!guard.is_safe("<unused7>"));

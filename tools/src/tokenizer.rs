@@ -31,18 +31,16 @@ pub enum TokenizerError {
         source: std::io::Error,
     },
     /// The bytes are not a SentencePiece model the library accepts.
-    #[error("{origin} is not a SentencePiece model ({reason}); use the tokenizer.model that ships with the checkpoint")]
+    #[error(
+        "{origin} is not a SentencePiece model ({reason}); use the tokenizer.model that ships with the checkpoint"
+    )]
     NotSentencePiece { origin: String, reason: String },
     /// A token id outside the vocabulary.
     #[error("token id {id} is out of range: the vocabulary has {vocab_size} pieces (ids 0..={})", vocab_size.saturating_sub(1))]
     IdOutOfRange { id: u32, vocab_size: usize },
     /// A BOS/EOS override outside the vocabulary.
     #[error("{which} id {id} is out of range for a vocabulary of {vocab_size} pieces; check {which}_token_id in config.json against tokenizer.model")]
-    SpecialIdOutOfRange {
-        which: &'static str,
-        id: u32,
-        vocab_size: usize,
-    },
+    SpecialIdOutOfRange { which: &'static str, id: u32, vocab_size: usize },
     /// The library failed to encode (it does not on valid models; kept so a
     /// library failure is an error rather than a panic).
     #[error("sentencepiece failed to encode the text: {0}")]
@@ -125,10 +123,10 @@ fn diagnose(bytes: &[u8], parse_error: &str) -> String {
     if bytes.is_empty() {
         "the file is empty".to_owned()
     } else if bytes.starts_with(b"version https://git-lfs") {
-        "it is a Git LFS pointer, not the file itself; run `git lfs pull` in the checkout"
-            .to_owned()
+        "it is a Git LFS pointer, not the file itself; run `git lfs pull` in the checkout".to_owned()
     } else if bytes.trim_ascii_start().starts_with(b"{") {
-        "it looks like JSON; SentencePiece models are binary protobuf files (tokenizer.json is a different format)".to_owned()
+        "it looks like JSON; SentencePiece models are binary protobuf files (tokenizer.json is a different format)"
+            .to_owned()
     } else {
         parse_error.to_owned()
     }
@@ -138,15 +136,8 @@ impl Tokenizer {
     /// Loads `path`, or `path/tokenizer.model` when `path` is a directory.
     pub fn open(path: impl AsRef<Path>) -> Result<Tokenizer, TokenizerError> {
         let path = path.as_ref();
-        let file = if path.is_dir() {
-            path.join("tokenizer.model")
-        } else {
-            path.to_path_buf()
-        };
-        let bytes = std::fs::read(&file).map_err(|source| TokenizerError::Read {
-            path: file.clone(),
-            source,
-        })?;
+        let file = if path.is_dir() { path.join("tokenizer.model") } else { path.to_path_buf() };
+        let bytes = std::fs::read(&file).map_err(|source| TokenizerError::Read { path: file.clone(), source })?;
         Self::load(&bytes, describe_path(&file))
     }
 
@@ -156,10 +147,7 @@ impl Tokenizer {
     }
 
     fn load(bytes: &[u8], origin: String) -> Result<Tokenizer, TokenizerError> {
-        let not_sp = |reason: String| TokenizerError::NotSentencePiece {
-            origin: origin.clone(),
-            reason,
-        };
+        let not_sp = |reason: String| TokenizerError::NotSentencePiece { origin: origin.clone(), reason };
         // Parse first: it rejects what would make the library (or the crate's
         // UTF-8 `expect`s) misbehave, and gives a clearer reason than the
         // library's bare status code.
@@ -183,14 +171,7 @@ impl Tokenizer {
                 )));
             }
         }
-        let mut tokenizer = Tokenizer {
-            unk_id: spp.unk_id(),
-            spp,
-            pieces: info.pieces,
-            bos_id,
-            eos_id,
-            anchor: None,
-        };
+        let mut tokenizer = Tokenizer { unk_id: spp.unk_id(), spp, pieces: info.pieces, bos_id, eos_id, anchor: None };
         if !info.has_denormalizer {
             tokenizer.anchor = tokenizer.find_anchor();
         }
@@ -201,29 +182,22 @@ impl Tokenizer {
     /// pieces; an ASCII byte piece works too (it is a complete character, so it
     /// cannot join a following byte sequence).
     fn find_anchor(&self) -> Option<Anchor> {
-        let candidates = self.pieces.iter().enumerate().filter(|(_, p)| {
-            matches!(
-                p.kind,
-                PieceKind::Normal | PieceKind::UserDefined | PieceKind::Unused
-            )
-        });
+        let candidates = self
+            .pieces
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| matches!(p.kind, PieceKind::Normal | PieceKind::UserDefined | PieceKind::Unused));
         let bytes = self
             .pieces
             .iter()
             .enumerate()
             .filter(|(_, p)| matches!(p.kind, PieceKind::Byte(b) if (0x20..0x7f).contains(&b)));
         // Bounded search: the first text piece nearly always qualifies.
-        candidates
-            .take(64)
-            .chain(bytes.take(4))
-            .find_map(|(id, _)| {
-                let id = id as u32;
-                let text = self.spp.decode_piece_ids(&[id]).ok()?;
-                (!text.is_empty() && !text.ends_with('\u{FFFD}')).then_some(Anchor {
-                    id,
-                    text_len: text.len(),
-                })
-            })
+        candidates.take(64).chain(bytes.take(4)).find_map(|(id, _)| {
+            let id = id as u32;
+            let text = self.spp.decode_piece_ids(&[id]).ok()?;
+            (!text.is_empty() && !text.ends_with('\u{FFFD}')).then_some(Anchor { id, text_len: text.len() })
+        })
     }
 
     /// Overrides the BOS id (e.g. with `bos_token_id` from `config.json`).
@@ -242,11 +216,7 @@ impl Tokenizer {
         if (id as usize) < self.vocab_size() {
             Ok(id)
         } else {
-            Err(TokenizerError::SpecialIdOutOfRange {
-                which,
-                id,
-                vocab_size: self.vocab_size(),
-            })
+            Err(TokenizerError::SpecialIdOutOfRange { which, id, vocab_size: self.vocab_size() })
         }
     }
 
@@ -261,10 +231,7 @@ impl Tokenizer {
         if text.is_empty() {
             return Ok(ids);
         }
-        let pieces = self
-            .spp
-            .encode(text)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        let pieces = self.spp.encode(text).map_err(|e| TokenizerError::Encode(e.to_string()))?;
         ids.extend(pieces.iter().map(|p| p.id));
         Ok(ids)
     }
@@ -274,9 +241,7 @@ impl Tokenizer {
     /// incomplete byte sequences become U+FFFD).
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         self.check_ids(ids)?;
-        self.spp
-            .decode_piece_ids(ids)
-            .map_err(|e| TokenizerError::Decode(e.to_string()))
+        self.spp.decode_piece_ids(ids).map_err(|e| TokenizerError::Decode(e.to_string()))
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<(), TokenizerError> {
@@ -287,10 +252,7 @@ impl Tokenizer {
     }
 
     fn out_of_range(&self, id: u32) -> TokenizerError {
-        TokenizerError::IdOutOfRange {
-            id,
-            vocab_size: self.pieces.len(),
-        }
+        TokenizerError::IdOutOfRange { id, vocab_size: self.pieces.len() }
     }
 
     /// Number of pieces; valid ids are `0..vocab_size()`.
@@ -315,22 +277,14 @@ impl Tokenizer {
 
     /// The piece text for `id` (`▁` marks a space, bytes are `<0xHH>`).
     pub fn id_to_piece(&self, id: u32) -> Result<&str, TokenizerError> {
-        self.pieces
-            .get(id as usize)
-            .map(|p| p.text.as_str())
-            .ok_or_else(|| self.out_of_range(id))
+        self.pieces.get(id as usize).map(|p| p.text.as_str()).ok_or_else(|| self.out_of_range(id))
     }
 
     /// The id of a piece text, if the vocabulary has it.
     pub fn piece_to_id(&self, piece: &str) -> Option<u32> {
         // The library maps unknown pieces to <unk> and the crate reports that
         // as None, so <unk> itself needs its own check.
-        if self
-            .pieces
-            .get(self.unk_id as usize)
-            .map(|p| p.text.as_str())
-            == Some(piece)
-        {
+        if self.pieces.get(self.unk_id as usize).map(|p| p.text.as_str()) == Some(piece) {
             return Some(self.unk_id);
         }
         self.spp.piece_to_id(piece).ok().flatten()
@@ -338,10 +292,7 @@ impl Tokenizer {
 
     /// What kind of piece `id` is.
     pub fn piece_kind(&self, id: u32) -> Result<PieceKind, TokenizerError> {
-        self.pieces
-            .get(id as usize)
-            .map(|p| p.kind)
-            .ok_or_else(|| self.out_of_range(id))
+        self.pieces.get(id as usize).map(|p| p.kind).ok_or_else(|| self.out_of_range(id))
     }
 
     /// A decoder that turns ids into text one at a time as they are generated.
@@ -382,13 +333,8 @@ mod tests {
         let t = tok();
         assert_eq!(t.encode("", false).unwrap(), Vec::<u32>::new());
         assert_eq!(t.encode("", true).unwrap(), vec![1]);
-        for text in [
-            "Hello world",
-            "  two  spaces\n\nand\ttabs ",
-            "我们今天去公园",
-            "龘😀 emoji 👩‍💻",
-            "x = 12345;",
-        ] {
+        for text in ["Hello world", "  two  spaces\n\nand\ttabs ", "我们今天去公园", "龘😀 emoji 👩‍💻", "x = 12345;"]
+        {
             let ids = t.encode(text, true).unwrap();
             assert_eq!(ids[0], 1);
             assert_eq!(t.decode(&ids).unwrap(), text);
@@ -401,10 +347,7 @@ mod tests {
         assert_eq!((t.bos_id(), t.eos_id()), (5, 7));
         assert_eq!(t.encode("", true).unwrap(), vec![5]);
         let err = tok().with_eos_id(1000).unwrap_err().to_string();
-        assert!(
-            err.contains("eos id 1000") && err.contains("config.json"),
-            "{err}"
-        );
+        assert!(err.contains("eos id 1000") && err.contains("config.json"), "{err}");
     }
 
     #[test]
@@ -412,10 +355,7 @@ mod tests {
         let t = tok();
         for id in [1000, 1001, u32::MAX, i32::MAX as u32 + 1] {
             let err = t.decode(&[5, id]).unwrap_err().to_string();
-            assert!(
-                err.contains(&id.to_string()) && err.contains("1000 pieces"),
-                "{err}"
-            );
+            assert!(err.contains(&id.to_string()) && err.contains("1000 pieces"), "{err}");
             assert!(t.id_to_piece(id).is_err());
             assert!(t.piece_kind(id).is_err());
         }
@@ -451,9 +391,7 @@ mod tests {
                 t.decode(&all).unwrap();
             }
         }
-        let err = Tokenizer::from_bytes(b"version https://git-lfs.github.com/spec/v1\n")
-            .unwrap_err()
-            .to_string();
+        let err = Tokenizer::from_bytes(b"version https://git-lfs.github.com/spec/v1\n").unwrap_err().to_string();
         assert!(err.contains("git lfs pull"), "{err}");
     }
 
@@ -462,27 +400,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("engine-tools-open-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let err = Tokenizer::open(&dir).unwrap_err().to_string();
-        assert!(
-            err.contains("tokenizer.model") && err.contains("cannot read"),
-            "{err}"
-        );
+        assert!(err.contains("tokenizer.model") && err.contains("cannot read"), "{err}");
         std::fs::write(dir.join("tokenizer.model"), b"not a model").unwrap();
         let err = Tokenizer::open(&dir).unwrap_err().to_string();
         assert!(
-            err.starts_with(&format!(
-                "tokenizer.model in {} is not a SentencePiece model (",
-                dir.display()
-            )),
+            err.starts_with(&format!("tokenizer.model in {} is not a SentencePiece model (", dir.display())),
             "{err}"
         );
         std::fs::write(dir.join("tokenizer.model"), test_tokenizer_model()).unwrap();
         assert_eq!(Tokenizer::open(&dir).unwrap().vocab_size(), 1000);
-        assert_eq!(
-            Tokenizer::open(dir.join("tokenizer.model"))
-                .unwrap()
-                .vocab_size(),
-            1000
-        );
+        assert_eq!(Tokenizer::open(dir.join("tokenizer.model")).unwrap().vocab_size(), 1000);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

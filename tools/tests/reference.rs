@@ -50,22 +50,13 @@ fn reference(request: &Value) -> Value {
     // status and stderr, checked next, are the useful part then.
     let written = writer.join().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{} {} failed ({}):\n{stderr}\n{setup}",
-        python,
-        script.display(),
-        output.status
-    );
+    assert!(output.status.success(), "{} {} failed ({}):\n{stderr}\n{setup}", python, script.display(), output.status);
     written.unwrap();
     let reply: Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("bad JSON from the reference script ({e}); stderr:\n{stderr}"));
     let version = reply["version"].as_str().unwrap_or("?");
     if version != pinned_version() {
-        eprintln!(
-            "warning: comparing against sentencepiece {version}, but {} is pinned",
-            pinned_version()
-        );
+        eprintln!("warning: comparing against sentencepiece {version}, but {} is pinned", pinned_version());
     }
     reply
 }
@@ -130,19 +121,14 @@ fn strings() -> Vec<String> {
     ];
     let mut out: Vec<String> = fixed.iter().map(|s| s.to_string()).collect();
     // Random strings from a palette that mixes everything above.
-    let palette: Vec<char> =
-        "abcdefghijklmnopqrstuvwxyz ABCXYZ0123456789  \n\t.,;:!?-_()[]{}<>\"'\\/\
+    let palette: Vec<char> = "abcdefghijklmnopqrstuvwxyz ABCXYZ0123456789  \n\t.,;:!?-_()[]{}<>\"'\\/\
                               我们的是在了一中文模型龘靐😀🎉👍🏽é\u{301}ß▁\u{3000}"
-            .chars()
-            .collect();
+        .chars()
+        .collect();
     let mut rng = Rng(0xdead_beef_cafe_f00d);
     for _ in 0..150 {
         let len = rng.below(30);
-        out.push(
-            (0..len)
-                .map(|_| palette[rng.below(palette.len())])
-                .collect(),
-        );
+        out.push((0..len).map(|_| palette[rng.below(palette.len())]).collect());
     }
     out
 }
@@ -185,20 +171,14 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn matches_python_sentencepiece() {
     let padded = padded_tokenizer_model(test_tokenizer_model(), 64000).unwrap();
-    let models: Vec<(&str, &[u8])> = vec![
-        ("test model", test_tokenizer_model()),
-        ("padded 64000", &padded),
-    ];
+    let models: Vec<(&str, &[u8])> = vec![("test model", test_tokenizer_model()), ("padded 64000", &padded)];
     let texts = strings();
 
     let mut request_models = Vec::new();
     let mut ours = Vec::new();
     for (i, (_, bytes)) in models.iter().enumerate() {
         let tok = Tokenizer::from_bytes(bytes).unwrap();
-        let encoded: Vec<Vec<u32>> = texts
-            .iter()
-            .map(|t| tok.encode(t, false).unwrap())
-            .collect();
+        let encoded: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t, false).unwrap()).collect();
         let seqs = id_sequences(&tok, &encoded, 17 + i as u64);
         request_models.push(json!({
             "proto_hex": hex(bytes),
@@ -209,45 +189,24 @@ fn matches_python_sentencepiece() {
     }
     let reply = reference(&json!({ "models": request_models }));
 
-    for ((name, _), ((tok, encoded, seqs), theirs)) in models
-        .iter()
-        .zip(ours.iter().zip(reply["models"].as_array().unwrap()))
+    for ((name, _), ((tok, encoded, seqs), theirs)) in
+        models.iter().zip(ours.iter().zip(reply["models"].as_array().unwrap()))
     {
-        assert_eq!(
-            theirs["vocab_size"],
-            json!(tok.vocab_size()),
-            "{name}: vocab size"
-        );
+        assert_eq!(theirs["vocab_size"], json!(tok.vocab_size()), "{name}: vocab size");
         assert_eq!(theirs["bos_id"], json!(tok.bos_id()), "{name}: bos");
         assert_eq!(theirs["eos_id"], json!(tok.eos_id()), "{name}: eos");
         assert_eq!(theirs["unk_id"], json!(tok.unk_id()), "{name}: unk");
         for id in 0..tok.vocab_size() as u32 {
             let i = id as usize;
-            assert_eq!(
-                theirs["pieces"][i],
-                json!(tok.id_to_piece(id).unwrap()),
-                "{name}: piece {id}"
-            );
-            assert_eq!(
-                theirs["kinds"][i],
-                json!(kind_name(tok.piece_kind(id).unwrap())),
-                "{name}: kind of piece {id}"
-            );
+            assert_eq!(theirs["pieces"][i], json!(tok.id_to_piece(id).unwrap()), "{name}: piece {id}");
+            assert_eq!(theirs["kinds"][i], json!(kind_name(tok.piece_kind(id).unwrap())), "{name}: kind of piece {id}");
         }
         for (i, text) in texts.iter().enumerate() {
-            assert_eq!(
-                theirs["encode"][i],
-                json!(encoded[i]),
-                "{name}: encode({text:?})"
-            );
+            assert_eq!(theirs["encode"][i], json!(encoded[i]), "{name}: encode({text:?})");
         }
         for (i, ids) in seqs.iter().enumerate() {
             let decoded = tok.decode(ids).unwrap();
-            assert_eq!(
-                theirs["decode"][i],
-                json!(decoded),
-                "{name}: decode({ids:?})"
-            );
+            assert_eq!(theirs["decode"][i], json!(decoded), "{name}: decode({ids:?})");
             // Streaming must agree with the reference too.
             let mut stream = tok.stream_decoder();
             let mut streamed = String::new();
@@ -260,18 +219,11 @@ fn matches_python_sentencepiece() {
         // Round trips: text decodes back unchanged (identity normalization,
         // no whitespace collapsing), except that a literal `▁` in the input
         // is the library's own space marker and comes back as a space.
-        for (text, ids) in texts
-            .iter()
-            .zip(encoded)
-            .filter(|(t, _)| !t.contains('\u{2581}'))
-        {
+        for (text, ids) in texts.iter().zip(encoded).filter(|(t, _)| !t.contains('\u{2581}')) {
             assert_eq!(&tok.decode(ids).unwrap(), text, "{name}: round trip");
         }
     }
     // Padding never changes how text encodes.
     let base_encode = &reply["models"][0]["encode"];
-    assert_eq!(
-        &reply["models"][1]["encode"], base_encode,
-        "padded model encodes differently"
-    );
+    assert_eq!(&reply["models"][1]["encode"], base_encode, "padded model encodes differently");
 }

@@ -251,14 +251,13 @@ fn place_activations(b: &mut Builder, size_of: &dyn Fn(&str) -> usize) {
     let mut placed: Vec<(usize, usize, u8, u8)> = Vec::new(); // offset, size, first, last
     let mut order: Vec<&(&str, u8, u8)> = ACTIVATIONS.iter().collect();
     // Largest first packs best.
-    order.sort_by(|a, b| size_of(b.0).cmp(&size_of(a.0)));
+    order.sort_by_key(|a| core::cmp::Reverse(size_of(a.0)));
     for &&(name, first, last) in &order {
         let size = size_of(name);
         let mut offset = 0usize;
         loop {
-            let clash = placed.iter().find(|&&(o, s, f, l)| {
-                first <= l && f <= last && offset < o + s && o < offset + size
-            });
+            let clash =
+                placed.iter().find(|&&(o, s, f, l)| first <= l && f <= last && offset < o + s && o < offset + size);
             match clash {
                 Some(&(o, s, _, _)) => offset = (o + s).next_multiple_of(ALIGN),
                 None => break,

@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn near_miss_is_released() {
-        assert_eq!(run(&["STOP"], &["ST", "OP", "!"]).1, true);
+        assert!(run(&["STOP"], &["ST", "OP", "!"]).1);
         assert_eq!(run(&["STOP"], &["ST", "AR"]), ("STAR".into(), false));
     }
 

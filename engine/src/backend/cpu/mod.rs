@@ -111,7 +111,7 @@ pub(crate) fn check_forward_args(
     if tokens.is_empty() {
         return Err(Error::InvalidArgument("no tokens to run".into()));
     }
-    let end = start.checked_add(tokens.len()).unwrap_or(usize::MAX);
+    let end = start.saturating_add(tokens.len());
     if end > capacity {
         return Err(Error::ContextOverflow { needed: end, limit: capacity, what: "KV cache capacity" });
     }
@@ -121,14 +121,13 @@ pub(crate) fn check_forward_args(
             c.vocab_size
         )));
     }
+    // The size the logits buffer must have, when it has another.
     let want = match out {
-        LogitsOut::None => 0,
-        LogitsOut::Last(l) => (l.len() != c.vocab_size).then_some(c.vocab_size).unwrap_or(0),
-        LogitsOut::All(l) => {
-            (l.len() != tokens.len() * c.vocab_size).then_some(tokens.len() * c.vocab_size).unwrap_or(0)
-        }
+        LogitsOut::None => None,
+        LogitsOut::Last(l) => Some(c.vocab_size).filter(|&n| l.len() != n),
+        LogitsOut::All(l) => Some(tokens.len() * c.vocab_size).filter(|&n| l.len() != n),
     };
-    if want != 0 {
+    if let Some(want) = want {
         return Err(Error::InvalidArgument(format!("logits buffer must hold {want} floats")));
     }
     Ok(())

@@ -131,9 +131,9 @@ impl RandLinear {
     /// y[n] = Σ_k x[k] W[k][n].
     fn apply(&self, x: &[f64]) -> Vec<f64> {
         let mut y = vec![0f64; self.n];
-        for k in 0..self.k {
+        for (k, &xk) in x.iter().enumerate().take(self.k) {
             for (n, y) in y.iter_mut().enumerate() {
-                *y += x[k] * self.w(k, n);
+                *y += xk * self.w(k, n);
             }
         }
         y
@@ -213,8 +213,8 @@ fn repacked_layout_reads_back_the_checkpoint_weights() {
             if col == PAD_SLOT {
                 continue;
             }
-            for sorted in 0..k {
-                let want = lin.w(perm[sorted], col as usize);
+            for (sorted, &row) in perm.iter().enumerate().take(k) {
+                let want = lin.w(row, col as usize);
                 let got = layout::dequant_device(&d, slot, sorted) as f64;
                 assert!((got - want).abs() <= 1e-6 * want.abs().max(1e-3), "K={k} N={n} slot {slot} row {sorted}");
             }

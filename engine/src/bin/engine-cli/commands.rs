@@ -520,7 +520,7 @@ fn bench(a: BenchArgs) -> Result<()> {
             t.trim().parse::<usize>().map_err(|_| Error::InvalidArgument(format!("--prompts: `{t}` is not a length")))
         })
         .collect::<Result<_>>()?;
-    if prompts.iter().any(|&p| p == 0) || a.reps == 0 || a.decode_tokens == 0 {
+    if prompts.contains(&0) || a.reps == 0 || a.decode_tokens == 0 {
         return Err(Error::InvalidArgument("--prompts lengths, --reps and --decode-tokens must be at least 1".into()));
     }
     let engine = load(&a.model)?;
