@@ -47,6 +47,8 @@ pub struct Gpu {
     pub pdl: bool,
     /// Seconds spent loading the module (the driver's JIT of the PTX, or its cache).
     pub module_load_s: f64,
+    /// Decode GEMV blocks per SM the grids are sized for (`ENGINE_GEMV_BLOCKS_PER_SM`, a tuning knob; default 4).
+    pub gemv_blocks_per_sm: u32,
 }
 
 fn dev_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -115,7 +117,12 @@ impl Gpu {
             .map_err(|e| dev_err("reading the SM count", e))? as u32;
         let stream = ctx.new_stream().map_err(|e| dev_err("creating a stream", e))?;
         let pdl = cc.0 >= 9 && std::env::var_os("ENGINE_NO_PDL").is_none();
-        let gpu = Gpu { ctx, stream, _module: module, k, name, cc, sm_count, pdl, module_load_s };
+        let gemv_blocks_per_sm = std::env::var("ENGINE_GEMV_BLOCKS_PER_SM")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|&v| (1..=8).contains(&v))
+            .unwrap_or(4);
+        let gpu = Gpu { ctx, stream, _module: module, k, name, cc, sm_count, pdl, module_load_s, gemv_blocks_per_sm };
         // Kernels that take more than 48 KB of dynamic shared memory must say so once.
         for f in [
             &gpu.k.gemv_qkv,

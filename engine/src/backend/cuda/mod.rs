@@ -312,6 +312,27 @@ impl CudaBackend {
         Ok(2.0 * bytes as f64 / (times[times.len() / 2] / 1e3))
     }
 
+    /// GPU time of a prefill of `tokens` at position 0 followed by the lm_head of the last row, in ms, measured with
+    /// events around the launches (so host launch cost is excluded when the GPU runs ahead of it).
+    pub fn time_prefill(&mut self, cache: &mut dyn KvCache, tokens: &[u32]) -> Result<f64> {
+        let cache = self.cache(cache)?;
+        crate::backend::cpu::check_forward_args(self.config(), cache.capacity, 0, tokens, &LogitsOut::None)?;
+        if tokens.len() > self.prefill_chunk || tokens.len() < 2 {
+            return Err(Error::InvalidArgument(format!("time_prefill takes 2..={} tokens", self.prefill_chunk)));
+        }
+        let ev = |ctx: &std::sync::Arc<cudarc::driver::CudaContext>| {
+            ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(|e| Error::Device(format!("creating an event: {e}")))
+        };
+        let (a, b) = (ev(&self.gpu.ctx)?, ev(&self.gpu.ctx)?);
+        a.record(&self.gpu.stream).map_err(|e| Error::Device(e.to_string()))?;
+        self.prefill(cache, 0, tokens)?;
+        step::lm_head(self, tokens.len() - 1, true)?;
+        b.record(&self.gpu.stream).map_err(|e| Error::Device(e.to_string()))?;
+        self.gpu.sync()?;
+        Ok(a.elapsed_ms(&b).map_err(|e| Error::Device(e.to_string()))? as f64)
+    }
+
     /// Bytes a decode step must read at context length `len`: every weight the step touches once (the embedding
     /// only for its one row) plus the KV cache.
     pub fn decode_bytes(&self, len: usize) -> u64 {

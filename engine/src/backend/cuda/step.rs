@@ -10,15 +10,14 @@ use crate::error::Result;
 
 /// Threads of the GEMV and lm_head kernels.
 const GEMV_THREADS: u32 = 256;
-/// GEMV blocks resident per SM that the grid is sized for (each block stays for `tiles_per_block` tiles).
-const GEMV_BLOCKS_PER_SM: u32 = 4;
 /// Vocabulary rows per lm_head block (8 warps × 4 rows).
 const LM_HEAD_ROWS: u32 = 32;
 
 /// Grid and tiles per block for a GEMV over `lin`: as few tiles per block as fill the card once.
 fn gemv_grid(b: &CudaBackend, lin: &DevLinear) -> (u32, u32) {
     let tiles = lin.tiles();
-    let blocks = (b.gpu.sm_count * GEMV_BLOCKS_PER_SM).max(1);
+    // Blocks resident per SM the grid is sized for; each block stays for `tiles_per_block` tiles.
+    let blocks = (b.gpu.sm_count * b.gpu.gemv_blocks_per_sm).max(1);
     let tpb = tiles.div_ceil(blocks).max(1);
     (tiles.div_ceil(tpb), tpb)
 }

@@ -648,7 +648,22 @@ fn bench(a: BenchArgs) -> Result<()> {
             v.push(stats.time_to_first_token.as_secs_f64() * 1e3);
         }
         let ms = median(v);
-        eprintln!("ttft:    {ms:.2} ms for a {p}-token prompt ({:.0} tok/s prefill)", p as f64 / ms * 1e3);
+        // The GPU's own time for the same work, to tell kernel time from launch cost.
+        let gpu_ms = engine.with_backend(|b| -> Result<Option<f64>> {
+            if p < 2 || p > engine::engine::EngineOptions::default().prefill_chunk {
+                return Ok(None);
+            }
+            let mut cache = b.new_cache(p + 1)?;
+            match b.as_any_mut().downcast_mut::<CudaBackend>() {
+                Some(cb) => {
+                    cb.time_prefill(&mut *cache, &ids)?;
+                    Ok(Some(cb.time_prefill(&mut *cache, &ids)?))
+                }
+                None => Ok(None),
+            }
+        })?;
+        let gpu_note = gpu_ms.map(|g| format!(", of which {g:.2} ms GPU time")).unwrap_or_default();
+        eprintln!("ttft:    {ms:.2} ms for a {p}-token prompt ({:.0} tok/s prefill{gpu_note})", p as f64 / ms * 1e3);
         ttft_rows.push(serde_json::json!({"prompt": p, "ms": ms}));
     }
     put("time_to_first_token", ttft_rows.into());
