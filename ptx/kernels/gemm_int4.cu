@@ -40,11 +40,19 @@ struct GemmParams {
 namespace gemm {
 
 constexpr int BM = 64, BN = 64, BK = 64;
+// K steps in flight: STAGES - 1 steps are being copied while one is multiplied. With few rows the GEMM streams
+// weights like a GEMV, and one step in flight per block (2 KB of weights) cannot cover the memory latency.
+constexpr int STAGES = 4;
 constexpr int THREADS = 128;
 constexpr int LDS = BK + 8;  // padded row (halves) of the shared A and dequantized-W tiles
 enum Out { STORE16 = 0, RESIDUAL = 1, STORE32 = 2 };
 
 ENGINE_DEV uint32_t smem_addr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+// 4-byte asynchronous copy global → shared (through L1: scales are reused by neighbouring blocks).
+ENGINE_DEV void cp_async4(void* dst, const void* src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(smem_addr(dst)), "l"(src) : "memory");
+}
 
 // 16-byte asynchronous copy global → shared; copies `bytes` (0 or 16) and zero-fills the rest.
 ENGINE_DEV void cp_async16(void* dst, const void* src, uint32_t bytes) {
@@ -72,8 +80,9 @@ ENGINE_DEV void mma_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t
 }
 
 struct Smem {
-    __half a[2][BM][LDS];
-    uint4 wraw[2][BN / INT4_TILE_N][32];
+    __half a[STAGES][BM][LDS];
+    uint4 wraw[STAGES][BN / INT4_TILE_N][32];
+    uint32_t sz[STAGES][THREADS];  // each thread's (scale, zero) word for its chunk of the step
     __half w[BN][LDS];  // dequantized: [slot][k]
 };
 
@@ -111,6 +120,10 @@ ENGINE_DEV void run(const GemmParams& p) {
         const bool ok = tile < tiles;
         const uint4* src = ok ? p.qw + ((size_t)tile * steps + step) * 32 + lane : p.qw;
         cp_async16(&s.wraw[buf][lt][lane], src, ok ? 16u : 0u);
+        // The scale of this thread's chunk travels with it: read in the dequantization, it would cost every step
+        // a dependent memory round trip.
+        const uint32_t g = min((step * BK + (lane >> 4) * INT4_CHUNK_K) / p.group_size, p.groups - 1);
+        cp_async4(&s.sz[buf][tid], p.sz + ((size_t)(ok ? tile : 0) * p.groups + g) * INT4_TILE_N + (lane & 15));
     };
 
     float acc[2][4][4];
@@ -121,29 +134,27 @@ ENGINE_DEV void run(const GemmParams& p) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
-    if (step_begin < step_end) {
-        load_stage(0, step_begin);
+    // Prologue: STAGES - 1 steps in flight. Every iteration commits one group (possibly empty), so that
+    // wait_group<STAGES - 2> always means "the step about to be used has landed".
+#pragma unroll
+    for (int i = 0; i < STAGES - 1; ++i) {
+        if (step_begin + i < step_end) load_stage(i, step_begin + i);
         cp_async_commit();
     }
     for (uint32_t step = step_begin; step < step_end; ++step) {
-        const int buf = (step - step_begin) & 1;
-        if (step + 1 < step_end) {
-            load_stage(buf ^ 1, step + 1);
+        const int buf = (step - step_begin) % STAGES;
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();  // the step has landed for every thread, and every warp is done with the stage reused below
+        {
+            const uint32_t next = step + STAGES - 1;
+            if (next < step_end) load_stage((next - step_begin) % STAGES, next);
             cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
         }
-        __syncthreads();
 
         // Dequantize this thread's uint4: slot j of slot-tile lt, rows 32 * (lane / 16) .. + 32 of the step.
         {
             const int lt = tid >> 5, j = lane & 15, hsel = lane >> 4;
-            const uint32_t tile = blockIdx.x * (BN / INT4_TILE_N) + lt;
-            const uint32_t krow = step * BK + hsel * INT4_CHUNK_K;
-            const uint32_t g = min(krow / p.group_size, p.groups - 1);
-            const uint32_t szb = tile < tiles ? p.sz[((size_t)tile * p.groups + g) * INT4_TILE_N + j] : 0u;
-            const __half2 szh = u32_as_half2(szb);
+            const __half2 szh = u32_as_half2(s.sz[buf][tid]);
             const __half2 zz = __high2half2(szh), sc = __low2half2(szh);
             const uint4 wv = s.wraw[buf][lt][lane];
             const uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
@@ -188,7 +199,6 @@ ENGINE_DEV void run(const GemmParams& p) {
                 }
             }
         }
-        __syncthreads();
     }
 
     // Epilogue: c0,c1 at (row g, cols 2t, 2t+1), c2,c3 at (row g + 8, same cols), g = lane / 4, t = lane % 4.
@@ -250,7 +260,7 @@ ENGINE_DEV void run(const GemmParams& p) {
 
 }  // namespace gemm
 
-// Block: 128 threads; dynamic shared memory sizeof(gemm::Smem) = 31744 bytes. Grid: (ceil(n_pad / 64),
+// Block: 128 threads; dynamic shared memory sizeof(gemm::Smem) = 56320 bytes. Grid: (ceil(n_pad / 64),
 // ceil(m / 64), k_splits).
 extern "C" __global__ void __launch_bounds__(128) gemm_int4_store16(const GemmParams p) {
     gemm::run<gemm::STORE16>(p);

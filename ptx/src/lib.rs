@@ -85,8 +85,8 @@ pub mod kernels {
     pub const GEMV_INT4_STORE: &str = "gemv_int4_store";
     /// `gemv_int4.cu`: `gemv_int4_norm_store(GemvParams)`: norm prologue, f32 output (tests).
     pub const GEMV_INT4_NORM_STORE: &str = "gemv_int4_norm_store";
-    /// `gemm_int4.cu`: `gemm_int4_store16(GemmParams)`: 128 threads, 31744 bytes of dynamic shared memory, grid
-    /// (ceil(n_pad / 64), ceil(m / 64)); f16 output.
+    /// `gemm_int4.cu`: `gemm_int4_store16(GemmParams)`: 128 threads, 56320 bytes of dynamic shared memory, grid
+    /// (ceil(n_pad / 64), ceil(m / 64), k_splits); f16 output.
     pub const GEMM_INT4_STORE16: &str = "gemm_int4_store16";
     /// `gemm_int4.cu`: `gemm_int4_residual(GemmParams)`: adds into an f32 output.
     pub const GEMM_INT4_RESIDUAL: &str = "gemm_int4_residual";

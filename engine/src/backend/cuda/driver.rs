@@ -47,7 +47,8 @@ pub struct Gpu {
     pub pdl: bool,
     /// Seconds spent loading the module (the driver's JIT of the PTX, or its cache).
     pub module_load_s: f64,
-    /// Decode GEMV blocks per SM the grids are sized for (`ENGINE_GEMV_BLOCKS_PER_SM`, a tuning knob; default 4).
+    /// Decode GEMV blocks per SM the grids are sized for (`ENGINE_GEMV_BLOCKS_PER_SM`, a tuning knob; default 6,
+    /// the best of 1, 2, 3, 4, 6 on an H200 — see BENCHMARKS.md).
     pub gemv_blocks_per_sm: u32,
 }
 
@@ -121,7 +122,7 @@ impl Gpu {
             .ok()
             .and_then(|v| v.parse::<u32>().ok())
             .filter(|&v| (1..=8).contains(&v))
-            .unwrap_or(4);
+            .unwrap_or(6);
         let gpu = Gpu { ctx, stream, _module: module, k, name, cc, sm_count, pdl, module_load_s, gemv_blocks_per_sm };
         // Kernels that take more than 48 KB of dynamic shared memory must say so once.
         for f in [
@@ -131,6 +132,9 @@ impl Gpu {
             &gpu.k.gemv_store,
             &gpu.k.gemv_norm_store,
             &gpu.k.lm_head,
+            &gpu.k.gemm_store16,
+            &gpu.k.gemm_residual,
+            &gpu.k.gemm_store32,
         ] {
             gpu.set_max_dynamic_smem(f, 160 * 1024)?;
         }

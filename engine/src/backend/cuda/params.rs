@@ -195,8 +195,9 @@ impl LmHeadParams {
     ];
 }
 
-/// Shared memory of `gemm_int4_*`: `sizeof(gemm::Smem)` = A 2×64×72 halves + raw W 2×4×32 uint4 + W 64×72 halves.
-pub const GEMM_SMEM_BYTES: u32 = 2 * 64 * 72 * 2 + 2 * 4 * 32 * 16 + 64 * 72 * 2;
+/// Shared memory of `gemm_int4_*`: `sizeof(gemm::Smem)` = A 4×64×72 halves + raw W 4×4×32 uint4 + scales 4×128
+/// words + dequantized W 64×72 halves (4 pipeline stages).
+pub const GEMM_SMEM_BYTES: u32 = 4 * 64 * 72 * 2 + 4 * 4 * 32 * 16 + 4 * 128 * 4 + 64 * 72 * 2;
 
 #[cfg(test)]
 mod tests {
