@@ -54,9 +54,6 @@ if [ "$SKIP_7B" != 1 ]; then
     check synth-7b "$BIN/engine-cli" synth --preset 7b --out /tmp/engine-7b
     check generate-7b "$BIN/engine-cli" generate -m /tmp/engine-7b --backend cuda -p 'Hamlet->Shakespeare' -n 64 --ignore-eos
     check bench-7b "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --breakdown --json
-    for bps in 1 2 3 6; do
-        ENGINE_GEMV_BLOCKS_PER_SM=$bps check "bench-7b-gemv-bps$bps" "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16 --reps 3
-    done
     ENGINE_NO_PDL=1 check bench-7b-no-pdl "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,512 --reps 3
 fi
 
@@ -68,6 +65,6 @@ printf '%s\n' "${rows[@]}"
 [ -s "$OUT/cuda-vs-cpu.summary" ] && cat "$OUT/cuda-vs-cpu.summary"
 grep -E '^(load|copy|step|memory|decode|ttft) ' "$OUT/bench-7b.log" 2>/dev/null | sed 's/^/       /'
 grep -E '^(decode|ttft) ' "$OUT/bench-7b-no-pdl.log" 2>/dev/null | sed 's/^/  nopdl/'
-for f in "$OUT"/bench-7b-gemv-bps*.log; do grep -E '^decode' "$f" | sed "s/^/  $(basename "$f" .log | sed 's/bench-7b-gemv-//') /"; done 2>/dev/null
+
 grep -E 'tok/s' "$OUT/generate-7b.log" 2>/dev/null | sed 's/^/       /'
 ! printf '%s\n' "${rows[@]}" | grep -q '^FAIL'
