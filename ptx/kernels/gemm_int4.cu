@@ -39,7 +39,7 @@ struct GemmParams {
 
 namespace gemm {
 
-constexpr int BM = 64, BN = 64, BK = 64;
+constexpr int BN = 64, BK = 64;  // the row tile BM is a template parameter: 64, or 16 for short prompts
 // K steps in flight: STAGES - 1 steps are being copied while one is multiplied. With few rows the GEMM streams
 // weights like a GEMV, and one step in flight per block (2 KB of weights) cannot cover the memory latency.
 constexpr int STAGES = 4;
@@ -79,6 +79,7 @@ ENGINE_DEV void mma_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+template <int BM>
 struct Smem {
     __half a[STAGES][BM][LDS];
     uint4 wraw[STAGES][BN / INT4_TILE_N][32];
@@ -86,12 +87,17 @@ struct Smem {
     __half w[BN][LDS];  // dequantized: [slot][k]
 };
 
-template <int OUT>
+// BM = 64: 2 × 2 warps of 32 rows × 32 slots. BM = 16: 1 × 4 warps of 16 rows × 16 slots — for prompts of at most
+// 16 tokens, where a 64-row tile would spend three quarters of its MMAs on padding.
+template <int OUT, int BM>
 ENGINE_DEV void run(const GemmParams& p) {
+    constexpr int WM = BM == 64 ? 2 : 1, WN = 4 / WM;  // warps along rows and slots
+    constexpr int MI = BM / (16 * WM);                  // m16 tiles per warp
+    constexpr int NI = BN / (8 * WN);                   // n8 tiles per warp
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    Smem& s = *reinterpret_cast<Smem*>(smem_raw);
+    Smem<BM>& s = *reinterpret_cast<Smem<BM>*>(smem_raw);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int warp_m = warp >> 1, warp_n = warp & 1;  // 2 × 2 warps, 32 × 32 each
+    const int warp_m = warp / WN, warp_n = warp % WN;
     const uint32_t m0 = blockIdx.y * BM, slot0 = blockIdx.x * BN;
     const uint32_t steps_all = p.k_pad / BK, tiles = p.n_pad / INT4_TILE_N;
     // This block's K steps.
@@ -104,9 +110,9 @@ ENGINE_DEV void run(const GemmParams& p) {
     pdl_launch_dependents();
 
     auto load_stage = [&](int buf, uint32_t step) {
-        // A: 64 rows × 64 columns = 512 chunks of 16 bytes, 4 per thread.
+        // A: BM rows × 64 columns = BM × 8 chunks of 16 bytes, BM / 16 per thread.
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
+        for (int i = 0; i < BM / 16; ++i) {
             const int chunk = tid + i * THREADS;
             const int r = chunk >> 3, c = (chunk & 7) * 8;
             const uint32_t row = m0 + r, col = step * BK + c;
@@ -126,11 +132,11 @@ ENGINE_DEV void run(const GemmParams& p) {
         cp_async4(&s.sz[buf][tid], p.sz + ((size_t)(ok ? tile : 0) * p.groups + g) * INT4_TILE_N + (lane & 15));
     };
 
-    float acc[2][4][4];
+    float acc[MI][NI][4];
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < MI; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j)
+        for (int j = 0; j < NI; ++j)
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
@@ -178,22 +184,22 @@ ENGINE_DEV void run(const GemmParams& p) {
 
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
-            uint32_t af[2][4];
+            uint32_t af[MI][4];
 #pragma unroll
-            for (int mi = 0; mi < 2; ++mi) {
-                const int r = warp_m * 32 + mi * 16 + (lane & 15);
+            for (int mi = 0; mi < MI; ++mi) {
+                const int r = warp_m * (BM / WM) + mi * 16 + (lane & 15);
                 const int c = kk + (lane >> 4) * 8;
                 ldmatrix_x4(af[mi], &s.a[buf][r][c]);
             }
 #pragma unroll
-            for (int nj = 0; nj < 2; ++nj) {
+            for (int nj = 0; nj < NI / 2; ++nj) {
                 // Two n8 tiles per ldmatrix.x4: matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, ...).
                 uint32_t bf[4];
-                const int n = warp_n * 32 + nj * 16 + (lane & 7) + ((lane >> 4) << 3);
+                const int n = warp_n * (BN / WN) + nj * 16 + (lane & 7) + ((lane >> 4) << 3);
                 const int c = kk + ((lane >> 3) & 1) * 8;
                 ldmatrix_x4(bf, &s.w[n][c]);
 #pragma unroll
-                for (int mi = 0; mi < 2; ++mi) {
+                for (int mi = 0; mi < MI; ++mi) {
                     mma_16816(acc[mi][2 * nj], af[mi], bf[0], bf[1]);
                     mma_16816(acc[mi][2 * nj + 1], af[mi], bf[2], bf[3]);
                 }
@@ -207,13 +213,13 @@ ENGINE_DEV void run(const GemmParams& p) {
         // Write this split's partial tile, then let the last split to arrive finish the tile.
         float* part = p.part + (size_t)blockIdx.z * p.m * p.n_pad;
 #pragma unroll
-        for (int mi = 0; mi < 2; ++mi)
+        for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-            for (int ni = 0; ni < 4; ++ni)
+            for (int ni = 0; ni < NI; ++ni)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    const uint32_t row = m0 + warp_m * 32 + mi * 16 + g + (e >> 1) * 8;
-                    const uint32_t slot = slot0 + warp_n * 32 + ni * 8 + 2 * t4 + (e & 1);
+                    const uint32_t row = m0 + warp_m * (BM / WM) + mi * 16 + g + (e >> 1) * 8;
+                    const uint32_t slot = slot0 + warp_n * (BN / WN) + ni * 8 + 2 * t4 + (e & 1);
                     if (row < p.m && slot < p.n_pad) part[(size_t)row * p.n_pad + slot] = acc[mi][ni][e];
                 }
         __shared__ bool is_last;
@@ -225,13 +231,13 @@ ENGINE_DEV void run(const GemmParams& p) {
         if (!is_last) return;
         __threadfence();
 #pragma unroll
-        for (int mi = 0; mi < 2; ++mi)
+        for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-            for (int ni = 0; ni < 4; ++ni)
+            for (int ni = 0; ni < NI; ++ni)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    const uint32_t row = m0 + warp_m * 32 + mi * 16 + g + (e >> 1) * 8;
-                    const uint32_t slot = slot0 + warp_n * 32 + ni * 8 + 2 * t4 + (e & 1);
+                    const uint32_t row = m0 + warp_m * (BM / WM) + mi * 16 + g + (e >> 1) * 8;
+                    const uint32_t slot = slot0 + warp_n * (BN / WN) + ni * 8 + 2 * t4 + (e & 1);
                     float v = 0.f;
                     if (row < p.m && slot < p.n_pad)
                         for (uint32_t z = 0; z < p.k_splits; ++z)
@@ -241,13 +247,13 @@ ENGINE_DEV void run(const GemmParams& p) {
         if (tid == 0) *counter = 0;
     }
 #pragma unroll
-    for (int mi = 0; mi < 2; ++mi)
+    for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-        for (int ni = 0; ni < 4; ++ni)
+        for (int ni = 0; ni < NI; ++ni)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const uint32_t row = m0 + warp_m * 32 + mi * 16 + g + (e >> 1) * 8;
-                const uint32_t slot = slot0 + warp_n * 32 + ni * 8 + 2 * t4 + (e & 1);
+                const uint32_t row = m0 + warp_m * (BM / WM) + mi * 16 + g + (e >> 1) * 8;
+                const uint32_t slot = slot0 + warp_n * (BN / WN) + ni * 8 + 2 * t4 + (e & 1);
                 if (row >= p.m || slot >= p.n_pad) continue;
                 const uint32_t col = p.col_map[slot];
                 if (col == 0xFFFFFFFFu) continue;
@@ -260,14 +266,23 @@ ENGINE_DEV void run(const GemmParams& p) {
 
 }  // namespace gemm
 
-// Block: 128 threads; dynamic shared memory sizeof(gemm::Smem) = 56320 bytes. Grid: (ceil(n_pad / 64),
-// ceil(m / 64), k_splits).
+// Block: 128 threads; dynamic shared memory sizeof(gemm::Smem<64>) = 56320 bytes (Smem<16>: 28672 for the gemm16_
+// kernels). Grid: (ceil(n_pad / 64), ceil(m / BM), k_splits).
 extern "C" __global__ void __launch_bounds__(128) gemm_int4_store16(const GemmParams p) {
-    gemm::run<gemm::STORE16>(p);
+    gemm::run<gemm::STORE16, 64>(p);
 }
 extern "C" __global__ void __launch_bounds__(128) gemm_int4_residual(const GemmParams p) {
-    gemm::run<gemm::RESIDUAL>(p);
+    gemm::run<gemm::RESIDUAL, 64>(p);
 }
 extern "C" __global__ void __launch_bounds__(128) gemm_int4_store32(const GemmParams p) {
-    gemm::run<gemm::STORE32>(p);
+    gemm::run<gemm::STORE32, 64>(p);
+}
+extern "C" __global__ void __launch_bounds__(128) gemm16_int4_store16(const GemmParams p) {
+    gemm::run<gemm::STORE16, 16>(p);
+}
+extern "C" __global__ void __launch_bounds__(128) gemm16_int4_residual(const GemmParams p) {
+    gemm::run<gemm::RESIDUAL, 16>(p);
+}
+extern "C" __global__ void __launch_bounds__(128) gemm16_int4_store32(const GemmParams p) {
+    gemm::run<gemm::STORE32, 16>(p);
 }

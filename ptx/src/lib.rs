@@ -85,13 +85,20 @@ pub mod kernels {
     pub const GEMV_INT4_STORE: &str = "gemv_int4_store";
     /// `gemv_int4.cu`: `gemv_int4_norm_store(GemvParams)`: norm prologue, f32 output (tests).
     pub const GEMV_INT4_NORM_STORE: &str = "gemv_int4_norm_store";
-    /// `gemm_int4.cu`: `gemm_int4_store16(GemmParams)`: 128 threads, 56320 bytes of dynamic shared memory, grid
+    /// `gemm_int4.cu`: `gemm_int4_store16(GemmParams)`: 64-row tiles, 128 threads, 56320 bytes of dynamic shared memory, grid
     /// (ceil(n_pad / 64), ceil(m / 64), k_splits); f16 output.
     pub const GEMM_INT4_STORE16: &str = "gemm_int4_store16";
     /// `gemm_int4.cu`: `gemm_int4_residual(GemmParams)`: adds into an f32 output.
     pub const GEMM_INT4_RESIDUAL: &str = "gemm_int4_residual";
     /// `gemm_int4.cu`: `gemm_int4_store32(GemmParams)`: f32 output (tests).
     pub const GEMM_INT4_STORE32: &str = "gemm_int4_store32";
+    /// `gemm_int4.cu`: `gemm16_int4_store16(GemmParams)`: the same with 16-row tiles (for at most 16 rows), 28672 bytes
+    /// of dynamic shared memory, grid (ceil(n_pad / 64), ceil(m / 16), k_splits).
+    pub const GEMM16_INT4_STORE16: &str = "gemm16_int4_store16";
+    /// `gemm_int4.cu`: `gemm16_int4_residual(GemmParams)`.
+    pub const GEMM16_INT4_RESIDUAL: &str = "gemm16_int4_residual";
+    /// `gemm_int4.cu`: `gemm16_int4_store32(GemmParams)` (tests).
+    pub const GEMM16_INT4_STORE32: &str = "gemm16_int4_store32";
     /// `attention.cu`: `attn_decode(AttnParams)`: grid (heads, splits), 128 threads.
     pub const ATTN_DECODE: &str = "attn_decode";
     /// `attention.cu`: `attn_prefill(AttnParams)`: grid (heads, rows), 128 threads.
@@ -120,6 +127,9 @@ pub mod kernels {
         GEMM_INT4_STORE16,
         GEMM_INT4_RESIDUAL,
         GEMM_INT4_STORE32,
+        GEMM16_INT4_STORE16,
+        GEMM16_INT4_RESIDUAL,
+        GEMM16_INT4_STORE32,
         ATTN_DECODE,
         ATTN_PREFILL,
         LM_HEAD_F16,

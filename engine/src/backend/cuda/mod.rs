@@ -11,6 +11,7 @@
 pub mod driver;
 pub mod layout;
 pub mod params;
+pub mod staging;
 mod step;
 pub mod weights;
 
@@ -41,8 +42,9 @@ pub struct CudaOptions {
 }
 
 pub struct CudaBackend {
-    /// First, so that it is freed while the context still exists.
-    pinned: PinnedTokens,
+    /// Host memory the greedy loop copies tokens into (`TOKEN_RING` words, pinned, so the copies are
+    /// asynchronous). First, so that it is freed while the context still exists.
+    pinned: staging::Pinned,
     gpu: Gpu,
     model: Arc<Model>,
     plan: MemoryPlan,
@@ -56,32 +58,6 @@ pub struct CudaBackend {
 
 /// Decode steps the device may run ahead of the host in [`CudaBackend`]'s greedy loop.
 pub const RUN_AHEAD: usize = 8;
-
-/// `TOKEN_RING` words of page-locked host memory.
-struct PinnedTokens {
-    ptr: *mut u32,
-}
-
-impl PinnedTokens {
-    fn new() -> Result<PinnedTokens> {
-        // SAFETY: a plain page-locked allocation of TOKEN_RING words, freed in Drop.
-        let ptr = unsafe { cudarc::driver::result::malloc_host(plan::TOKEN_RING * 4, 0) }
-            .map_err(|e| Error::Device(format!("allocating pinned host memory: {e}")))?;
-        Ok(PinnedTokens { ptr: ptr as *mut u32 })
-    }
-}
-
-impl Drop for PinnedTokens {
-    fn drop(&mut self) {
-        // SAFETY: allocated by malloc_host in `new`, freed once.
-        unsafe {
-            let _ = cudarc::driver::result::free_host(self.ptr as *mut std::ffi::c_void);
-        }
-    }
-}
-
-// SAFETY: the pointer is only used under `&mut CudaBackend`, so never from two threads at once.
-unsafe impl Send for PinnedTokens {}
 
 /// A KV cache on the device, and the decode graphs captured for it (their kernel parameters point into it).
 pub struct CudaKvCache {
@@ -124,7 +100,7 @@ impl CudaBackend {
         let upload_s = t0.elapsed().as_secs_f64();
         let act = gpu.alloc(plan.region_size(Region::Activations), "activations")?;
         let ws = gpu.alloc(plan.region_size(Region::Workspace), "workspace")?;
-        let pinned = PinnedTokens::new()?;
+        let pinned = staging::Pinned::new(plan::TOKEN_RING * 4)?;
         gpu.sync()?;
         Ok(CudaBackend { gpu, model, plan, w, act, ws, prefill_chunk: opts.prefill_chunk, pinned, upload_s })
     }
@@ -508,7 +484,7 @@ impl Backend for CudaBackend {
                 // SAFETY: the pinned ring has TOKEN_RING words and lives as long as the backend; slot < TOKEN_RING;
                 // `ring + 4 * slot` lies in the device ring of TOKEN_RING words.
                 unsafe {
-                    let dst = std::slice::from_raw_parts_mut(self.pinned.ptr.add(slot), 1);
+                    let dst = &mut self.pinned.as_mut_slice()[4 * slot..4 * slot + 4];
                     cudarc::driver::result::memcpy_dtoh_async(dst, ring + 4 * slot as u64, stream)
                         .map_err(|e| Error::Device(format!("copying a token: {e}")))?;
                 }
@@ -519,8 +495,10 @@ impl Backend for CudaBackend {
                 .synchronize()
                 .map_err(|e| Error::Device(format!("running the decode graph: {e}")))?;
             // SAFETY: the event above orders this read after the copy into the slot; the slot is not written again
-            // before this token is read (at most RUN_AHEAD < TOKEN_RING copies are in flight).
-            let token = unsafe { std::ptr::read_volatile(self.pinned.ptr.add((start + consumed) % plan::TOKEN_RING)) };
+            // before this token is read (at most RUN_AHEAD < TOKEN_RING copies are in flight); `at` is a 4-byte
+            // aligned offset inside the TOKEN_RING words of page-aligned pinned memory.
+            let at = 4 * ((start + consumed) % plan::TOKEN_RING);
+            let token = unsafe { std::ptr::read_volatile(self.pinned.as_ptr().add(at) as *const u32) };
             consumed += 1;
             if token as usize >= self.config().vocab_size {
                 result = Err(Error::Device(format!("the device produced token id {token}, outside the vocabulary")));

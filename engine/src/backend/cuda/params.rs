@@ -197,7 +197,12 @@ impl LmHeadParams {
 
 /// Shared memory of `gemm_int4_*`: `sizeof(gemm::Smem)` = A 4×64×72 halves + raw W 4×4×32 uint4 + scales 4×128
 /// words + dequantized W 64×72 halves (4 pipeline stages).
-pub const GEMM_SMEM_BYTES: u32 = 4 * 64 * 72 * 2 + 4 * 4 * 32 * 16 + 4 * 128 * 4 + 64 * 72 * 2;
+pub const GEMM_SMEM_BYTES: u32 = gemm_smem_bytes(64);
+
+/// `sizeof(gemm::Smem<BM>)` for a row tile of `bm` rows.
+pub const fn gemm_smem_bytes(bm: u32) -> u32 {
+    4 * bm * 72 * 2 + 4 * 4 * 32 * 16 + 4 * 128 * 4 + 64 * 72 * 2
+}
 
 #[cfg(test)]
 mod tests {

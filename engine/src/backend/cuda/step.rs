@@ -3,7 +3,7 @@
 
 use engine_format::plan;
 
-use super::params::{AttnParams, GemmParams, GemvParams, LmHeadParams, GEMM_SMEM_BYTES};
+use super::params::{gemm_smem_bytes, AttnParams, GemmParams, GemvParams, LmHeadParams};
 use super::weights::DevLinear;
 use super::CudaBackend;
 use crate::error::Result;
@@ -234,7 +234,7 @@ pub fn prefill(b: &CudaBackend, kv: u64, ctx: usize, m: usize) -> Result<()> {
     for (l, lw) in b.w.layers.iter().enumerate() {
         let (k_cache, v_cache) = (kv + layer_kv * l as u64, values + layer_kv * l as u64);
         rmsnorm(b, x, lw.input_norm, xn, lw.qkv.perm, hidden, m32)?;
-        gemm(b, &g.k.gemm_store16, &lw.qkv, xn, hidden, 0, qkv, q_dim + 2 * kv_dim, m32)?;
+        gemm(b, GemmOut::Store16, &lw.qkv, xn, hidden, qkv, q_dim + 2 * kv_dim, m32)?;
         // Rotary + KV append.
         {
             let (mut a_qkv, mut a_q, mut a_k, mut a_v) = (qkv, q, k_cache, v_cache);
@@ -285,9 +285,9 @@ pub fn prefill(b: &CudaBackend, kv: u64, ctx: usize, m: usize) -> Result<()> {
         } else {
             att
         };
-        gemm(b, &g.k.gemm_residual, &lw.o, o_in, q_dim, x, 0, hidden, m32)?;
+        gemm(b, GemmOut::Residual, &lw.o, o_in, q_dim, x, hidden, m32)?;
         rmsnorm(b, x, lw.post_norm, xn2, lw.gate_up.perm, hidden, m32)?;
-        gemm(b, &g.k.gemm_store16, &lw.gate_up, xn2, hidden, 0, gate_up, 2 * inter, m32)?;
+        gemm(b, GemmOut::Store16, &lw.gate_up, xn2, hidden, gate_up, 2 * inter, m32)?;
         {
             let (mut a_gu, mut a_h, mut a_perm, mut a_inter) = (gate_up, hbuf, lw.down.perm, inter);
             // SAFETY: swiglu_rows(const __half*, __half*, const uint32_t*, uint32_t); m rows of 2·inter → inter.
@@ -301,15 +301,33 @@ pub fn prefill(b: &CudaBackend, kv: u64, ctx: usize, m: usize) -> Result<()> {
                 )?;
             }
         }
-        gemm(b, &g.k.gemm_residual, &lw.down, hbuf, inter, x, 0, hidden, m32)?;
+        gemm(b, GemmOut::Residual, &lw.down, hbuf, inter, x, hidden, m32)?;
     }
     Ok(())
+}
+
+/// What a prefill GEMM does with its result.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GemmOut {
+    /// f16 into `y16[row][col]`.
+    Store16,
+    /// Added into the f32 residual stream `y32[row][col]`.
+    Residual,
+}
+
+/// Rows per tile: 16 for chunks of at most 16 rows (a 64-row tile would spend most of its MMAs on padding), else 64.
+fn gemm_rows(m: u32) -> u32 {
+    if m <= 16 {
+        16
+    } else {
+        64
+    }
 }
 
 /// How many blocks along K a prefill GEMM over `lin` with `m` rows uses: enough blocks to fill the card a few
 /// times over, at least 2 K steps per block, within the split-K workspace.
 fn gemm_splits(b: &CudaBackend, lin: &DevLinear, m: u32) -> u32 {
-    let base = lin.n_pad.div_ceil(64) * m.div_ceil(64);
+    let base = lin.n_pad.div_ceil(64) * m.div_ceil(gemm_rows(m));
     let want = (4 * b.gpu.sm_count).div_ceil(base);
     let by_steps = (lin.k_pad / 64 / 2).max(1);
     let by_space = plan::GEMM_SPLIT_ROWS as u32 / m.max(1);
@@ -317,18 +335,16 @@ fn gemm_splits(b: &CudaBackend, lin: &DevLinear, m: u32) -> u32 {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn gemm(
-    b: &CudaBackend,
-    f: &cudarc::driver::CudaFunction,
-    lin: &DevLinear,
-    a: u64,
-    lda: u32,
-    y32: u64,
-    y16: u64,
-    ldy: u32,
-    m: u32,
-) -> Result<()> {
+fn gemm(b: &CudaBackend, out: GemmOut, lin: &DevLinear, a: u64, lda: u32, y: u64, ldy: u32, m: u32) -> Result<()> {
     let k_splits = gemm_splits(b, lin, m);
+    let bm = gemm_rows(m);
+    let f = match (out, bm) {
+        (GemmOut::Store16, 16) => &b.gpu.k.gemm16_store16,
+        (GemmOut::Residual, 16) => &b.gpu.k.gemm16_residual,
+        (GemmOut::Store16, _) => &b.gpu.k.gemm_store16,
+        (GemmOut::Residual, _) => &b.gpu.k.gemm_residual,
+    };
+    let (y32, y16) = if out == GemmOut::Residual { (y, 0) } else { (0, y) };
     let p = GemmParams {
         qw: lin.qw,
         sz: lin.sz,
@@ -348,7 +364,7 @@ fn gemm(
         ldy,
         k_splits,
     };
-    b.gpu.launch_struct(f, (lin.n_pad.div_ceil(64), m.div_ceil(64), k_splits), 128, GEMM_SMEM_BYTES, &p)
+    b.gpu.launch_struct(f, (lin.n_pad.div_ceil(64), m.div_ceil(bm), k_splits), 128, gemm_smem_bytes(bm), &p)
 }
 
 fn rmsnorm(b: &CudaBackend, x: u64, w: u64, out: u64, perm: u64, dim: u32, m: u32) -> Result<()> {

@@ -460,25 +460,39 @@ fn gemm_int4_matches_f64() {
                 k_splits,
                 ..Default::default()
             };
-            let grid = (dl.p.n_pad.div_ceil(64), (m as u32).div_ceil(64), k_splits);
-            g.launch_struct(&g.k.gemm_store32, grid, 128, GEMM_SMEM_BYTES, &GemmParams { y32: y.ptr, ..base }).unwrap();
-            g.launch_struct(&g.k.gemm_residual, grid, 128, GEMM_SMEM_BYTES, &GemmParams { y32: yr.ptr, ..base })
-                .unwrap();
-            g.launch_struct(&g.k.gemm_store16, grid, 128, GEMM_SMEM_BYTES, &GemmParams { y16: y16.ptr, ..base })
-                .unwrap();
-            g.sync().unwrap();
+            // Both row tiles where the rows fit the small one.
+            let tiles: &[(u32, [&cudarc::driver::CudaFunction; 3])] = if m <= 16 {
+                &[
+                    (64, [&g.k.gemm_store32, &g.k.gemm_residual, &g.k.gemm_store16]),
+                    (16, [&g.k.gemm16_store32, &g.k.gemm16_residual, &g.k.gemm16_store16]),
+                ]
+            } else {
+                &[(64, [&g.k.gemm_store32, &g.k.gemm_residual, &g.k.gemm_store16])]
+            };
             let mut want = Vec::with_capacity(m * n);
             for r in 0..m {
                 want.extend(lin.apply(&a[r * k..(r + 1) * k].iter().map(|v| v.to_f64()).collect::<Vec<_>>()));
             }
-            let what = format!("gemm M={m} K={k} N={n} G={group:?} act={act} sym={sym} splits={k_splits}");
-            assert!(get::<u32>(&g, &counters, 64).iter().all(|&c| c == 0), "{what}: split counters not reset");
-            let got: Vec<f64> = get::<f32>(&g, &y, m * n).iter().map(|&v| v as f64).collect();
-            check(&got, &want, 2e-3, &what);
-            let got_r: Vec<f64> = get::<f32>(&g, &yr, m * n).iter().map(|&v| v as f64).collect();
-            let want_r: Vec<f64> = want.iter().zip(&y0).map(|(a, &b)| a + b as f64).collect();
-            check(&got_r, &want_r, 2e-3, &format!("{what} residual"));
-            check(&f16s(&get::<u16>(&g, &y16, m * n)), &want, 3e-3, &format!("{what} f16"));
+            for &(bm, [f32k, resk, f16k]) in tiles {
+                let grid = (dl.p.n_pad.div_ceil(64), (m as u32).div_ceil(bm), k_splits);
+                let smem = gemm_smem_bytes(bm);
+                // Fresh poison (and a fresh residual) for every variant, so that none passes on another's output.
+                g.upload(y.ptr, &vec![0xFFu8; m * n * 4]).unwrap();
+                g.upload(y16.ptr, &vec![0xFFu8; m * n * 2]).unwrap();
+                g.upload(yr.ptr, bytemuck::cast_slice(&y0)).unwrap();
+                g.launch_struct(f32k, grid, 128, smem, &GemmParams { y32: y.ptr, ..base }).unwrap();
+                g.launch_struct(resk, grid, 128, smem, &GemmParams { y32: yr.ptr, ..base }).unwrap();
+                g.launch_struct(f16k, grid, 128, smem, &GemmParams { y16: y16.ptr, ..base }).unwrap();
+                g.sync().unwrap();
+                let what = format!("gemm BM={bm} M={m} K={k} N={n} G={group:?} act={act} sym={sym} splits={k_splits}");
+                assert!(get::<u32>(&g, &counters, 64).iter().all(|&c| c == 0), "{what}: split counters not reset");
+                let got: Vec<f64> = get::<f32>(&g, &y, m * n).iter().map(|&v| v as f64).collect();
+                check(&got, &want, 2e-3, &what);
+                let got_r: Vec<f64> = get::<f32>(&g, &yr, m * n).iter().map(|&v| v as f64).collect();
+                let want_r: Vec<f64> = want.iter().zip(&y0).map(|(a, &b)| a + b as f64).collect();
+                check(&got_r, &want_r, 2e-3, &format!("{what} residual"));
+                check(&f16s(&get::<u16>(&g, &y16, m * n)), &want, 3e-3, &format!("{what} f16"));
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use engine_format::{Linear, TensorRef};
 
 use super::driver::{DeviceMem, Gpu};
 use super::layout::{self, ColumnOrder, DeviceLinear};
+use super::staging::Staging;
 use crate::backend::cpu::RopeTable;
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -58,7 +59,7 @@ pub struct DeviceWeights {
 }
 
 struct Uploader<'a> {
-    gpu: &'a Gpu,
+    staging: Staging<'a>,
     plan: &'a MemoryPlan,
     base: u64,
     done: usize,
@@ -82,7 +83,7 @@ impl Uploader<'_> {
             )));
         }
         let dst = self.base + b.offset as u64;
-        self.gpu.upload(dst, bytes)?;
+        self.staging.put(dst, bytes)?;
         self.done += bytes.len();
         if self.progress {
             let mut e = std::io::stderr().lock();
@@ -131,7 +132,7 @@ impl DeviceWeights {
         let c = &d.config;
         let total = plan.region_size(Region::Weights);
         let mem = gpu.alloc(total, "the weights")?;
-        let mut up = Uploader { gpu, plan, base: mem.ptr, done: 0, total, progress };
+        let mut up = Uploader { staging: Staging::new(gpu)?, plan, base: mem.ptr, done: 0, total, progress };
 
         let embed = up.tensor("embed_tokens", model, &d.embed_tokens)?;
         let q_dim = c.num_attention_heads * c.head_dim;
@@ -161,6 +162,7 @@ impl DeviceWeights {
         let (cos, sin) = rope.tables();
         let rope_cos = up.put("rope.cos", bytemuck::cast_slice(cos))?;
         let rope_sin = up.put("rope.sin", bytemuck::cast_slice(sin))?;
+        up.staging.finish()?;
         if progress {
             eprintln!();
         }

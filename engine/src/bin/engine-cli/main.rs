@@ -10,6 +10,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so a closed pipe (`engine-cli plan | head`) would surface as a failed print. Restore
+    // the default action: the process ends quietly when its reader goes away, as Unix tools do.
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid action for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // A panic is a bug, but the user still gets one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         let msg = info
