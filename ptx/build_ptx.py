@@ -8,6 +8,12 @@ target, compiled from a generated translation unit that #includes every ptx/kern
     ptx/generated/engine_sm80.ptx    compute_80   sm_80, 86, 89, 90, ... through the driver's JIT
     ptx/generated/engine_sm90a.ptx   compute_90a  sm_90 only (wgmma, setmaxnreg, griddepcontrol)
 
+and assembles them with ptxas into cubins for the common cards, which the engine loads instead of the PTX when
+the card matches (the driver's JIT of the whole module takes about 5 s on a first run; a cubin loads in ms):
+
+    ptx/generated/engine_sm_80.cubin, engine_sm_86.cubin, engine_sm_89.cubin   from engine_sm80.ptx
+    ptx/generated/engine_sm_90a.cubin                                           from engine_sm90a.ptx
+
 Usage (stdlib only; any python3 runs it, the toolchain comes from the venv that ptx/setup.sh makes):
     python3 ptx/build_ptx.py                 regenerate ptx/generated/*.ptx (commit them)
     python3 ptx/build_ptx.py --check         fail if the committed PTX differs from a fresh compile
@@ -51,6 +57,9 @@ COMMON_OPTIONS = [
     # More aggressive vectorization of device code by NVVM (still deterministic: --check compiles twice).
     "--extra-device-vectorization",
 ]
+
+# (PTX module, real architecture) of every committed cubin.
+CUBINS = [("engine_sm80", "sm_80"), ("engine_sm80", "sm_86"), ("engine_sm80", "sm_89"), ("engine_sm90a", "sm_90a")]
 
 NVRTC_VERSION = (12, 4)  # must match ptx/requirements.txt
 PTX_ISA_VERSION = "8.4"  # what NVRTC 12.4 emits; loads on drivers R550+
@@ -265,16 +274,35 @@ def entries(ptx):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def build_cubins(toolchain, modules):
+    """ptxas over `modules` ({file name: PTX text}) → {cubin file name: bytes}, for every entry of CUBINS."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, ptx in modules.items():
+            (Path(tmp) / name).write_text(ptx)
+        for module, arch in CUBINS:
+            dst = Path(tmp) / f"engine_{arch}.cubin"
+            cmd = [str(toolchain.ptxas), f"-arch={arch}", "-O3", "-o", str(dst), str(Path(tmp) / f"{module}.ptx")]
+            p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if p.returncode != 0:
+                die(f"ptxas -arch={arch} {module}.ptx failed:\n{p.stdout}")
+            out[dst.name] = dst.read_bytes()
+    return out
+
+
 def regenerate(toolchain, allow_warnings):
     GENERATED_DIR.mkdir(exist_ok=True)
-    for fname, ptx in build_modules(toolchain, allow_warnings).items():
+    modules = build_modules(toolchain, allow_warnings)
+    outputs = {name: ptx.encode() for name, ptx in modules.items()}
+    outputs.update(build_cubins(toolchain, modules))
+    for fname, data in outputs.items():
         path = GENERATED_DIR / fname
         old = path.read_bytes() if path.exists() else None
-        if old == ptx.encode():
+        if old == data:
             print(f"unchanged {rel(path)}")
             continue
-        tmp = path.with_suffix(".ptx.tmp")
-        tmp.write_bytes(ptx.encode())
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
         tmp.replace(path)
         print(f"wrote     {rel(path)}")
 
@@ -300,17 +328,26 @@ def check(toolchain, allow_warnings):
                                              n=1))
             shown = "\n".join(diff[:40]) + (f"\n... ({len(diff) - 40} more diff lines)" if len(diff) > 40 else "")
             problems.append(f"{rel(path)} differs from what ptx/kernels/*.cu compile to now:\n{shown}")
-    expected = set(fresh)
+    cubins = build_cubins(toolchain, fresh)
+    if cubins != build_cubins(toolchain, fresh):
+        die("ptxas output is not deterministic (two assemblies differ)")
+    for fname, data in cubins.items():
+        path = GENERATED_DIR / fname
+        if not path.exists():
+            problems.append(f"{rel(path)} is missing")
+        elif path.read_bytes() != data:
+            problems.append(f"{rel(path)} differs from what ptxas makes of the fresh PTX")
+    expected = set(fresh) | set(cubins)
     for path in sorted(GENERATED_DIR.glob("*")):
         if path.name not in expected:
             problems.append(f"{rel(path)} is not produced by build_ptx.py (stale? delete it)")
     if problems:
         for p in problems:
             print(f"error: {p}", file=sys.stderr)
-        die("the committed PTX is out of date. Regenerate and commit it:\n"
+        die("the committed PTX or cubins are out of date. Regenerate and commit them:\n"
             "    ptx/setup.sh && python3 ptx/build_ptx.py && git add ptx/generated")
-    print(f"ok: committed PTX matches a fresh compile ({', '.join(sorted(fresh))}; {time.perf_counter() - t0:.2f} s "
-          "for two compiles of each)")
+    print(f"ok: committed PTX and cubins match a fresh compile ({', '.join(sorted(expected))}; "
+          f"{time.perf_counter() - t0:.2f} s for two compiles of each)")
 
 
 PTXAS_ENTRY = re.compile(r"Compiling entry function '([^']+)' for '([^']+)'")

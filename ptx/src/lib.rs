@@ -17,6 +17,27 @@ pub const PTX_SM80: &str = include_str!("../generated/engine_sm80.ptx");
 /// the Hopper-only paths compiled in.
 pub const PTX_SM90A: &str = include_str!("../generated/engine_sm90a.ptx");
 
+/// The same kernels assembled by ptxas 12.4 for the common cards, so that they load without the driver's JIT
+/// (which takes seconds for this module on a first run): `sm_80` (A100), `sm_86` (RTX 30, A10, A40), `sm_89`
+/// (RTX 40, L4, L40) from [`PTX_SM80`], `sm_90a` (H100, H200) from [`PTX_SM90A`].
+pub const CUBIN_SM80: &[u8] = include_bytes!("../generated/engine_sm_80.cubin");
+pub const CUBIN_SM86: &[u8] = include_bytes!("../generated/engine_sm_86.cubin");
+pub const CUBIN_SM89: &[u8] = include_bytes!("../generated/engine_sm_89.cubin");
+pub const CUBIN_SM90A: &[u8] = include_bytes!("../generated/engine_sm_90a.cubin");
+
+/// The prebuilt cubin for a card of compute capability `cc_major.cc_minor`, when there is one: an exact match, or
+/// the cubin of the same major version and the highest lower minor (cubins run on later minors of their major).
+/// `None` means: load [`ptx_for`]'s PTX.
+pub fn cubin_for(cc_major: u32, cc_minor: u32) -> Option<&'static [u8]> {
+    match (cc_major, cc_minor) {
+        (9, 0) => Some(CUBIN_SM90A),
+        (8, 9..) => Some(CUBIN_SM89),
+        (8, 6..=8) => Some(CUBIN_SM86),
+        (8, 0..=5) => Some(CUBIN_SM80),
+        _ => None,
+    }
+}
+
 /// The PTX ISA version of both modules: drivers R550 and newer load it.
 pub const PTX_ISA_VERSION: &str = "8.4";
 
@@ -185,6 +206,15 @@ mod tests {
             assert_eq!(t, Some(target), "{module}");
             assert!(!ptx.contains('\0'), "{module}: NUL byte (the driver takes a C string)");
         }
+    }
+
+    #[test]
+    fn cubins_are_elf_images_for_the_cards_they_claim() {
+        for (major, minor) in [(8, 0), (8, 6), (8, 7), (8, 9), (9, 0)] {
+            let c = cubin_for(major, minor).unwrap();
+            assert_eq!(&c[..4], b"\x7fELF", "cubin for {major}.{minor} is not an ELF image");
+        }
+        assert!(cubin_for(7, 5).is_none() && cubin_for(10, 0).is_none() && cubin_for(12, 0).is_none());
     }
 
     #[test]

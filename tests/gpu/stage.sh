@@ -3,8 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release --bin engine-cli
+cargo build --release -p engine --lib
 mkdir -p .gpu
-cp target/release/engine-cli .gpu/
+cp target/release/engine-cli target/release/libengine.so .gpu/
 # Test binaries: their names carry a hash, so ask cargo for them.
 for spec in "-p engine --lib:engine-unit" "-p e2e-tests --test gpu_vs_cpu:gpu_vs_cpu"; do
     args=${spec%%:*}; name=${spec##*:}

@@ -45,6 +45,9 @@ print(len(a["tokens"]), "tokens identical")
 PY
 then row PASS cli-greedy-text-cpu-eq-cuda "$(wc -c <"$OUT/cli-cuda.json") bytes of JSON"; else row FAIL cli-greedy-text-cpu-eq-cuda "see cli-*.json"; fi
 
+# The C ABI on the GPU, through the Python ctypes client (the same client runs on the CPU in CI).
+ENGINE_CLIENT_BACKEND=CUDA check c-abi-python-cuda python3 tests/python/client.py "$BIN/libengine.so" "$TINY" engine/include/engine.h
+
 gen_tiny=("$BIN/engine-cli" generate -m "$TINY" --backend cuda -p 'The quick brown fox jumps over the lazy dog and' -n 24 --ignore-eos)
 check memcheck compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}"
 check racecheck compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_tiny[@]}"

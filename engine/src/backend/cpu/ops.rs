@@ -146,14 +146,23 @@ fn gptq_block(
 ) {
     let mut acc = vec![0f32; t_len * COLS_PER_TASK]; // [t][c]
     let mut w = [[0f32; COLS_PER_TASK]; gptq::PACK];
+    // The scale and zero point of the current group for each column: rows of one group are usually contiguous,
+    // so these are looked up once per group, not once per weight.
+    let (mut cur_g, mut scale, mut zero) = (usize::MAX, [0f32; COLS_PER_TASK], [0f32; COLS_PER_TASK]);
     for r in 0..k_dim / gptq::PACK {
         for (j, wj) in w.iter_mut().enumerate() {
             let g = g_idx[r * gptq::PACK + j] as usize;
+            if g != cur_g {
+                cur_g = g;
+                for c in 0..cols {
+                    scale[c] = scales[g * n_dim + n0 + c].to_f32();
+                    zero[c] = gptq::zero_at(qzeros, n_dim, g, n0 + c) as f32;
+                }
+            }
+            let words = &qweight[r * n_dim + n0..][..cols];
             for (c, wjc) in wj.iter_mut().enumerate().take(cols) {
-                let n = n0 + c;
-                let q = gptq::nibble(qweight[r * n_dim + n], j) as f32;
-                let z = gptq::zero_at(qzeros, n_dim, g, n) as f32;
-                *wjc = scales[g * n_dim + n].to_f32() * (q - z);
+                let q = gptq::nibble(words[c], j) as f32;
+                *wjc = scale[c] * (q - zero[c]);
             }
         }
         for t in 0..t_len {

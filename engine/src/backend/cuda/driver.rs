@@ -89,9 +89,18 @@ impl Gpu {
             ))
         })?;
         let t0 = std::time::Instant::now();
-        let module = ctx
-            .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
-            .map_err(|e| dev_err("loading the kernels (the driver must support PTX ISA 8.4: R550 or newer)", e))?;
+        // The prebuilt cubin for this card when there is one (milliseconds), else the PTX through the driver's JIT
+        // (seconds on a first run; the driver caches the result). A cubin the driver refuses falls back to the PTX.
+        let from_ptx = || {
+            ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+                .map_err(|e| dev_err("loading the kernels (the driver must support PTX ISA 8.4: R550 or newer)", e))
+        };
+        let module = match engine_ptx::cubin_for(cc.0, cc.1) {
+            Some(cubin) if std::env::var_os("ENGINE_FORCE_PTX").is_none() => {
+                ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin.to_vec())).or_else(|_| from_ptx())?
+            }
+            _ => from_ptx()?,
+        };
         let module_load_s = t0.elapsed().as_secs_f64();
         let f = |n: &str| module.load_function(n).map_err(|e| dev_err(&format!("kernel {n}"), e));
         use engine_ptx::kernels as kn;

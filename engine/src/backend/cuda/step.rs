@@ -325,7 +325,8 @@ fn gemm_rows(m: u32) -> u32 {
 }
 
 /// How many blocks along K a prefill GEMM over `lin` with `m` rows uses: enough blocks to fill the card a few
-/// times over, at least 2 K steps per block, within the split-K workspace.
+/// times over, at least 2 K steps per block, within the split-K workspace. (8 blocks per SM instead of 4 for
+/// 16-row chunks measured the same: 6.3 vs 6.1 ms GPU time for a 16-token prompt on an H200.)
 fn gemm_splits(b: &CudaBackend, lin: &DevLinear, m: u32) -> u32 {
     let base = lin.n_pad.div_ceil(64) * m.div_ceil(gemm_rows(m));
     let want = (4 * b.gpu.sm_count).div_ceil(base);
