@@ -5,7 +5,7 @@
 
 use std::any::Any;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::session::sampler::{Sampler, SamplerParams};
 use engine_format::ModelConfig;
 
@@ -67,9 +67,7 @@ pub trait Backend: Send {
         sampler: &mut Sampler,
         history: &[u32],
     ) -> Result<u32> {
-        let mut logits = vec![0f32; self.config().vocab_size];
-        self.forward(cache, start, tokens, LogitsOut::Last(&mut logits))?;
-        Ok(sampler.sample(&mut logits, history))
+        sample_on_host(self, cache, start, tokens, sampler, history)
     }
 
     /// Greedy decoding without a penalty: feed `first` at position `start`, take the argmax, feed it, and so on,
@@ -101,3 +99,52 @@ pub trait Backend: Send {
 
 /// Sampler settings are part of the interface backends see.
 pub type SamplingParams = SamplerParams;
+
+/// [`Backend::forward`] for the last position's logits, then `sampler` on the host: what
+/// [`Backend::forward_sample`] does unless a backend can sample on the device.
+pub fn sample_on_host<B: Backend + ?Sized>(
+    b: &mut B,
+    cache: &mut dyn KvCache,
+    start: usize,
+    tokens: &[u32],
+    sampler: &mut Sampler,
+    history: &[u32],
+) -> Result<u32> {
+    let mut logits = vec![0f32; b.config().vocab_size];
+    b.forward(cache, start, tokens, LogitsOut::Last(&mut logits))?;
+    Ok(sampler.sample(&mut logits, history))
+}
+
+/// The checks every backend makes before a forward pass: positions inside the cache, ids inside the vocabulary,
+/// output buffers of the right size.
+pub fn check_forward_args(
+    c: &ModelConfig,
+    capacity: usize,
+    start: usize,
+    tokens: &[u32],
+    out: &LogitsOut<'_>,
+) -> Result<()> {
+    if tokens.is_empty() {
+        return Err(Error::InvalidArgument("no tokens to run".into()));
+    }
+    let end = start.saturating_add(tokens.len());
+    if end > capacity {
+        return Err(Error::ContextOverflow { needed: end, limit: capacity, what: "KV cache capacity" });
+    }
+    if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+        return Err(Error::InvalidArgument(format!(
+            "token id {bad} is outside the vocabulary (size {})",
+            c.vocab_size
+        )));
+    }
+    // The size the logits buffer must have, when it has another.
+    let want = match out {
+        LogitsOut::None => None,
+        LogitsOut::Last(l) => Some(c.vocab_size).filter(|&n| l.len() != n),
+        LogitsOut::All(l) => Some(tokens.len() * c.vocab_size).filter(|&n| l.len() != n),
+    };
+    if let Some(want) = want {
+        return Err(Error::InvalidArgument(format!("logits buffer must hold {want} floats")));
+    }
+    Ok(())
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use engine_format::ModelConfig;
 
-use crate::backend::{Backend, KvCache, LogitsOut};
+use crate::backend::{check_forward_args, Backend, KvCache, LogitsOut};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -97,40 +97,6 @@ impl Backend for CpuBackend {
         forward(&self.model, &self.rope, cache, start, tokens, out);
         Ok(())
     }
-}
-
-/// The checks every backend makes before a forward pass: positions inside the cache, ids inside the vocabulary,
-/// output buffers of the right size.
-pub(crate) fn check_forward_args(
-    c: &ModelConfig,
-    capacity: usize,
-    start: usize,
-    tokens: &[u32],
-    out: &LogitsOut<'_>,
-) -> Result<()> {
-    if tokens.is_empty() {
-        return Err(Error::InvalidArgument("no tokens to run".into()));
-    }
-    let end = start.saturating_add(tokens.len());
-    if end > capacity {
-        return Err(Error::ContextOverflow { needed: end, limit: capacity, what: "KV cache capacity" });
-    }
-    if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-        return Err(Error::InvalidArgument(format!(
-            "token id {bad} is outside the vocabulary (size {})",
-            c.vocab_size
-        )));
-    }
-    // The size the logits buffer must have, when it has another.
-    let want = match out {
-        LogitsOut::None => None,
-        LogitsOut::Last(l) => Some(c.vocab_size).filter(|&n| l.len() != n),
-        LogitsOut::All(l) => Some(tokens.len() * c.vocab_size).filter(|&n| l.len() != n),
-    };
-    if let Some(want) = want {
-        return Err(Error::InvalidArgument(format!("logits buffer must hold {want} floats")));
-    }
-    Ok(())
 }
 
 /// One forward pass over `tokens` at positions `start..`, reading and extending `cache`.

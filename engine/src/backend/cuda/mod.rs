@@ -292,7 +292,7 @@ impl CudaBackend {
     /// events around the launches (so host launch cost is excluded when the GPU runs ahead of it).
     pub fn time_prefill(&mut self, cache: &mut dyn KvCache, tokens: &[u32]) -> Result<f64> {
         let cache = self.cache(cache)?;
-        crate::backend::cpu::check_forward_args(self.config(), cache.capacity, 0, tokens, &LogitsOut::None)?;
+        crate::backend::check_forward_args(self.config(), cache.capacity, 0, tokens, &LogitsOut::None)?;
         if tokens.len() > self.prefill_chunk || tokens.len() < 2 {
             return Err(Error::InvalidArgument(format!("time_prefill takes 2..={} tokens", self.prefill_chunk)));
         }
@@ -384,7 +384,7 @@ impl Backend for CudaBackend {
 
     fn forward(&mut self, cache: &mut dyn KvCache, start: usize, tokens: &[u32], out: LogitsOut<'_>) -> Result<()> {
         let cache = self.cache(cache)?;
-        crate::backend::cpu::check_forward_args(self.config(), cache.capacity, start, tokens, &out)?;
+        crate::backend::check_forward_args(self.config(), cache.capacity, start, tokens, &out)?;
         if tokens.len() > self.prefill_chunk {
             return Err(Error::InvalidArgument(format!(
                 "{} tokens in one forward pass; the CUDA backend takes at most the prefill chunk ({})",
@@ -426,12 +426,10 @@ impl Backend for CudaBackend {
         // The fused argmax answers greedy decoding without a penalty; everything else samples on the host.
         let on_device = sampler.params.is_greedy() && sampler.params.repetition_penalty == 1.0;
         if !on_device {
-            let mut logits = vec![0f32; self.config().vocab_size];
-            self.forward(cache, start, tokens, LogitsOut::Last(&mut logits))?;
-            return Ok(sampler.sample(&mut logits, history));
+            return crate::backend::sample_on_host(self, cache, start, tokens, sampler, history);
         }
         let cache = self.cache(cache)?;
-        crate::backend::cpu::check_forward_args(self.config(), cache.capacity, start, tokens, &LogitsOut::None)?;
+        crate::backend::check_forward_args(self.config(), cache.capacity, start, tokens, &LogitsOut::None)?;
         let mut next = [0u32];
         if tokens.len() == 1 {
             self.decode_step(cache, start, tokens[0], true)?;
@@ -464,7 +462,7 @@ impl Backend for CudaBackend {
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<usize> {
         let cache = self.cache(cache)?;
-        crate::backend::cpu::check_forward_args(self.config(), cache.capacity, start, &[first], &LogitsOut::None)?;
+        crate::backend::check_forward_args(self.config(), cache.capacity, start, &[first], &LogitsOut::None)?;
         let max_tokens = max_tokens.min(cache.capacity - start);
         self.gpu.upload(self.buf("ws.tokens"), bytemuck::bytes_of(&first))?;
         self.gpu.upload(self.buf("ws.pos"), bytemuck::bytes_of(&(start as u32)))?;
