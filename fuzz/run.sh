@@ -6,7 +6,8 @@
 # cargo-fuzz needs nightly-only rustc flags (-Zsanitizer=address); RUSTC_BOOTSTRAP=1 unlocks them on stable for this
 # build only (see shared/BUILD-NOTES.md). Seeds are read from fuzz/corpus-seeds/TARGET (committed, never written);
 # inputs libFuzzer finds go to fuzz/corpus/TARGET and crashes to fuzz/artifacts/TARGET (both git-ignored). Turn
-# every crash into a regression test in engine/format/tests before fixing it.
+# every crash into a regression test in engine/format/tests before fixing it; a crash of a harness itself (not of
+# the loader) goes into fuzz/corpus-seeds/TARGET as `regression-*`, which every run replays first.
 set -euo pipefail
 
 secs="${1:-60}"

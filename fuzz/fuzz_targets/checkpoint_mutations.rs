@@ -204,8 +204,10 @@ fuzz_target!(|data: &[u8]| {
                 };
                 if let Some(e) = g.get(pick).and_then(|&i| entries.get(i)) {
                     let count = e.end.saturating_sub(e.start) / 4;
-                    let at = e.start + 4 * input.index(count);
-                    if let Some(dst) = bytes.get_mut(at..at + 4) {
+                    // Offsets may already be mutated to anything: every step of this arithmetic is checked (an
+                    // overflow here was a crash of the harness itself, found by CI's fuzz run).
+                    let at = input.index(count).checked_mul(4).and_then(|o| e.start.checked_add(o));
+                    if let Some(dst) = at.and_then(|at| bytes.get_mut(at..at.checked_add(4)?)) {
                         dst.copy_from_slice(&value.to_le_bytes());
                     }
                 }
