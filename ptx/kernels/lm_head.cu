@@ -68,12 +68,25 @@ extern "C" __global__ void __launch_bounds__(256) lm_head_f16(const LmHeadParams
     pdl_launch_dependents();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 
-    // Stage x and normalize it (the sum of squares of one row is cheap next to the head's weights).
+    // Stage x and normalize it (the sum of squares of one row is cheap next to the head's weights). 16-byte loads,
+    // four per thread in flight before the first is used: every block pays this prologue before it streams.
+    const uint32_t k4 = p.k / 4;
+    const float4* x4 = reinterpret_cast<const float4*>(p.x);
+    float4* xs4 = reinterpret_cast<float4*>(xs);
     float ss = 0.f;
-    for (uint32_t i = threadIdx.x; i < p.k; i += blockDim.x) {
-        const float v = p.x[i];
-        xs[i] = v;
-        ss += v * v;
+    for (uint32_t base = threadIdx.x; base < k4; base += blockDim.x * 4) {
+        float4 v[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const uint32_t i = base + u * blockDim.x;
+            v[u] = i < k4 ? x4[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const uint32_t i = base + u * blockDim.x;
+            if (i < k4) xs4[i] = v[u];
+            ss += v[u].x * v[u].x + v[u].y * v[u].y + v[u].z * v[u].z + v[u].w * v[u].w;
+        }
     }
     ss = warp_reduce_sum(ss);
     if (lane == 0) sv[warp] = ss;
@@ -85,7 +98,27 @@ extern "C" __global__ void __launch_bounds__(256) lm_head_f16(const LmHeadParams
     }
     __syncthreads();
     const float inv_rms = inv_rms_s;
-    for (uint32_t i = threadIdx.x; i < p.k; i += blockDim.x) xs[i] = xs[i] * inv_rms * __half2float(p.norm_w[i]);
+    // Each thread scales the float4s it staged itself (so no barrier is needed between the passes), with the norm
+    // weight's four halves loaded 8 bytes at a time.
+    for (uint32_t base = threadIdx.x; base < k4; base += blockDim.x * 4) {
+        uint2 w[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const uint32_t i = base + u * blockDim.x;
+            if (i < k4) w[u] = reinterpret_cast<const uint2*>(p.norm_w)[i];
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const uint32_t i = base + u * blockDim.x;
+            if (i < k4) {
+                const float2 w01 = __half22float2(*reinterpret_cast<const __half2*>(&w[u].x));
+                const float2 w23 = __half22float2(*reinterpret_cast<const __half2*>(&w[u].y));
+                float4 v = xs4[i];
+                v.x *= inv_rms * w01.x, v.y *= inv_rms * w01.y, v.z *= inv_rms * w23.x, v.w *= inv_rms * w23.y;
+                xs4[i] = v;
+            }
+        }
+    }
     __syncthreads();
 
     float best_v = __int_as_float(0x7fc00000);  // NaN: "nothing yet"

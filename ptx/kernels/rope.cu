@@ -4,11 +4,15 @@
 // first and this pass rotates q and k (Hugging Face rotate_half: dimension i pairs with i + head_dim/2) and moves
 // k and v into the cache at their positions. Angles come from the host-computed f64 tables, so long positions
 // keep their precision.
+// One block per (row, head) rather than per row: a block walking a whole row waited a memory round trip per
+// 128 rotary pairs (32 of them for Baichuan-7B: ~18 µs, measured, for a 16-row prompt); per head it is one.
 #include "common.cuh"
 #include <cuda_fp16.h>
 
-// Grid: one block per row; 128 threads. qkv: [rows][q_dim + 2 kv_dim] fp16; q_out: [rows][q_dim];
-// caches: [kv_heads][ctx][head_dim]; row r is at position *pos0 + r.
+// Grid: (rows, heads + 2 · kv_heads); any block size (64 covers a 128-wide head in one pass). Block y < heads
+// rotates q head y, then kv_heads blocks rotate and append k, then kv_heads blocks append v.
+// qkv: [rows][q_dim + 2 kv_dim] fp16; q_out: [rows][q_dim]; caches: [kv_heads][ctx][head_dim]; row r is at
+// position *pos0 + r.
 extern "C" __global__ void __launch_bounds__(128)
     rope_kv_rows(const __half* qkv, __half* q_out, __half* k_cache, __half* v_cache, const float* rope_cos,
                  const float* rope_sin, const uint32_t* pos0, uint32_t q_dim, uint32_t kv_dim, uint32_t head_dim,
@@ -16,28 +20,27 @@ extern "C" __global__ void __launch_bounds__(128)
     pdl_wait();
     pdl_launch_dependents();
     const uint32_t row = blockIdx.x, pos = *pos0 + row, half_dim = head_dim / 2;
+    const uint32_t heads = q_dim / head_dim, kv_heads = kv_dim / head_dim;
     const __half* src = qkv + (size_t)row * (q_dim + 2 * kv_dim);
     const float* cs = rope_cos + (size_t)pos * half_dim;
     const float* sn = rope_sin + (size_t)pos * half_dim;
-    // Rotary pairs of q and k: (h, i) for i < half_dim.
-    const uint32_t pairs = (q_dim + kv_dim) / 2;
-    for (uint32_t e = threadIdx.x; e < pairs; e += blockDim.x) {
-        const uint32_t h = e / half_dim, i = e % half_dim;
-        const uint32_t a = h * head_dim + i, b = a + half_dim;
-        const float x0 = __half2float(src[a]), x1 = __half2float(src[b]);
-        const float r0 = x0 * cs[i] - x1 * sn[i], r1 = x1 * cs[i] + x0 * sn[i];
-        if (a < q_dim) {
-            q_out[(size_t)row * q_dim + a] = __float2half_rn(r0);
-            q_out[(size_t)row * q_dim + b] = __float2half_rn(r1);
+    for (uint32_t y = blockIdx.y; y < heads + 2 * kv_heads; y += gridDim.y) {
+        if (y < heads + kv_heads) {
+            // q head y, or k head y - heads: the pairs (i, i + half_dim).
+            const __half* s = src + (size_t)y * head_dim;
+            __half* dst = y < heads ? q_out + (size_t)row * q_dim + y * head_dim
+                                    : k_cache + ((size_t)(y - heads) * ctx + pos) * head_dim;
+            for (uint32_t i = threadIdx.x; i < half_dim; i += blockDim.x) {
+                const float x0 = __half2float(s[i]), x1 = __half2float(s[i + half_dim]);
+                const float c = cs[i], sv = sn[i];
+                dst[i] = __float2half_rn(x0 * c - x1 * sv);
+                dst[i + half_dim] = __float2half_rn(x1 * c + x0 * sv);
+            }
         } else {
-            const uint32_t kh = (a - q_dim) / head_dim;
-            __half* k = k_cache + ((size_t)kh * ctx + pos) * head_dim;
-            k[i] = __float2half_rn(r0);
-            k[i + half_dim] = __float2half_rn(r1);
+            const uint32_t vh = y - heads - kv_heads;
+            const __half* s = src + q_dim + kv_dim + (size_t)vh * head_dim;
+            __half* dst = v_cache + ((size_t)vh * ctx + pos) * head_dim;
+            for (uint32_t d = threadIdx.x; d < head_dim; d += blockDim.x) dst[d] = s[d];
         }
-    }
-    for (uint32_t c = threadIdx.x; c < kv_dim; c += blockDim.x) {
-        const uint32_t h = c / head_dim, d = c % head_dim;
-        v_cache[((size_t)h * ctx + pos) * head_dim + d] = src[q_dim + kv_dim + c];
     }
 }

@@ -90,10 +90,10 @@ pub mod kernels {
     pub const PERMUTE_COLS: &str = "permute_cols";
     /// `rope.cu`: `rope_kv_rows(const __half* qkv, __half* q_out, __half* k_cache, __half* v_cache, const float* cos,
     /// const float* sin, const uint32_t* pos0, uint32_t q_dim, uint32_t kv_dim, uint32_t head_dim, uint32_t ctx)`.
-    /// One block per row, 128 threads.
+    /// Grid (rows, heads + 2 · kv_heads), 64 threads.
     pub const ROPE_KV_ROWS: &str = "rope_kv_rows";
-    /// `swiglu.cu`: `swiglu_rows(const __half* gu, __half* h, const uint32_t* perm, uint32_t inter)`. One block per
-    /// row, 256 threads; `perm` may be null.
+    /// `swiglu.cu`: `swiglu_rows(const __half* gu, __half* h, const uint32_t* perm, uint32_t inter)`. Grid
+    /// (rows, ceil(inter / 256)), 256 threads; `perm` may be null.
     pub const SWIGLU_ROWS: &str = "swiglu_rows";
     /// `gemv_int4.cu`: `gemv_int4_qkv(GemvParams)`: norm prologue, rotary + KV-append epilogue. 256 threads,
     /// dynamic shared memory `k_pad * 2 + 544`.

@@ -50,10 +50,22 @@ pub struct Gpu {
     pub pdl: bool,
     /// Seconds spent loading the module (the driver's JIT of the PTX, or its cache).
     pub module_load_s: f64,
-    /// Decode GEMV blocks per SM the grids are sized for (`ENGINE_GEMV_BLOCKS_PER_SM`, a tuning knob; default 6,
-    /// the best of 1, 2, 3, 4, 6 on an H200 — see BENCHMARKS.md).
+    /// Launch-shape knobs of the decode kernels (environment overrides for measurements).
+    pub tuning: Tuning,
+}
+
+/// Launch-shape knobs of the decode kernels. Defaults are what measured best (BENCHMARKS.md); the environment
+/// variables exist to measure alternatives without rebuilding.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// GEMV blocks per SM the grids are sized for (`ENGINE_GEMV_BLOCKS_PER_SM`, 1..=16). More blocks than fit
+    /// at once is deliberate: a block that finishes frees its slot for one that starts streaming at once, and the
+    /// kernel is bound by memory latency, so more independent blocks keep more loads in flight.
     pub gemv_blocks_per_sm: u32,
 }
+
+/// Default GEMV blocks per SM: the best of 2, 4, 6, 8, 12 on an H200 (BENCHMARKS.md).
+const DEFAULT_GEMV_BLOCKS_PER_SM: u32 = 12;
 
 fn dev_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Device(format!("{what}: {e}"))
@@ -133,12 +145,14 @@ impl Gpu {
             .map_err(|e| dev_err("reading the SM count", e))? as u32;
         let stream = ctx.new_stream().map_err(|e| dev_err("creating a stream", e))?;
         let pdl = cc.0 >= 9 && std::env::var_os("ENGINE_NO_PDL").is_none();
-        let gemv_blocks_per_sm = std::env::var("ENGINE_GEMV_BLOCKS_PER_SM")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            .filter(|&v| (1..=8).contains(&v))
-            .unwrap_or(6);
-        let gpu = Gpu { ctx, stream, _module: module, k, name, cc, sm_count, pdl, module_load_s, gemv_blocks_per_sm };
+        let tuning = Tuning {
+            gemv_blocks_per_sm: std::env::var("ENGINE_GEMV_BLOCKS_PER_SM")
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok())
+                .filter(|v| (1..=16).contains(v))
+                .unwrap_or(DEFAULT_GEMV_BLOCKS_PER_SM),
+        };
+        let gpu = Gpu { ctx, stream, _module: module, k, name, cc, sm_count, pdl, module_load_s, tuning };
         // Kernels that take more than 48 KB of dynamic shared memory must say so once.
         for f in [
             &gpu.k.gemv_qkv,

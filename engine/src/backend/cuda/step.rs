@@ -13,13 +13,16 @@ const GEMV_THREADS: u32 = 256;
 /// Vocabulary rows per lm_head block (8 warps × 4 rows).
 const LM_HEAD_ROWS: u32 = 32;
 
-/// Grid and tiles per block for a GEMV over `lin`: as few tiles per block as fill the card once.
-fn gemv_grid(b: &CudaBackend, lin: &DevLinear) -> (u32, u32) {
-    let tiles = lin.tiles();
-    // Blocks resident per SM the grid is sized for; each block stays for `tiles_per_block` tiles.
-    let blocks = (b.gpu.sm_count * b.gpu.gemv_blocks_per_sm).max(1);
+/// Grid and tiles per block for a GEMV over `lin`: as few tiles per block as give the card
+/// `gemv_blocks_per_sm` blocks per SM.
+pub(super) fn gemv_grid(tiles: u32, sm_count: u32, blocks_per_sm: u32) -> (u32, u32) {
+    let blocks = (sm_count * blocks_per_sm).max(1);
     let tpb = tiles.div_ceil(blocks).max(1);
     (tiles.div_ceil(tpb), tpb)
+}
+
+fn gemv_grid_for(b: &CudaBackend, lin: &DevLinear) -> (u32, u32) {
+    gemv_grid(lin.tiles(), b.gpu.sm_count, b.gpu.tuning.gemv_blocks_per_sm)
 }
 
 fn gemv_smem(lin: &DevLinear) -> u32 {
@@ -27,7 +30,7 @@ fn gemv_smem(lin: &DevLinear) -> u32 {
 }
 
 fn gemv_params(b: &CudaBackend, lin: &DevLinear) -> GemvParams {
-    let (_, tpb) = gemv_grid(b, lin);
+    let (_, tpb) = gemv_grid_for(b, lin);
     let c = b.config_ref();
     GemvParams {
         qw: lin.qw,
@@ -47,7 +50,7 @@ fn gemv_params(b: &CudaBackend, lin: &DevLinear) -> GemvParams {
 }
 
 fn launch_gemv(b: &CudaBackend, f: &cudarc::driver::CudaFunction, lin: &DevLinear, p: &GemvParams) -> Result<()> {
-    let (grid, _) = gemv_grid(b, lin);
+    let (grid, _) = gemv_grid_for(b, lin);
     b.gpu.launch_struct(f, (grid, 1, 1), GEMV_THREADS, gemv_smem(lin), p)
 }
 
@@ -245,8 +248,8 @@ pub fn prefill(b: &CudaBackend, kv: u64, ctx: usize, m: usize) -> Result<()> {
             unsafe {
                 g.launch_raw(
                     &g.k.rope_kv_rows,
-                    (m32, 1, 1),
-                    128,
+                    rope_grid(c, m32),
+                    ROPE_THREADS,
                     0,
                     &mut [
                         arg(&mut a_qkv),
@@ -294,7 +297,7 @@ pub fn prefill(b: &CudaBackend, kv: u64, ctx: usize, m: usize) -> Result<()> {
             unsafe {
                 g.launch_raw(
                     &g.k.swiglu_rows,
-                    (m32, 1, 1),
+                    swiglu_grid(m32, inter),
                     256,
                     0,
                     &mut [arg(&mut a_gu), arg(&mut a_h), arg(&mut a_perm), arg(&mut a_inter)],
@@ -304,6 +307,23 @@ pub fn prefill(b: &CudaBackend, kv: u64, ctx: usize, m: usize) -> Result<()> {
         gemm(b, GemmOut::Residual, &lw.down, hbuf, inter, x, hidden, m32)?;
     }
     Ok(())
+}
+
+/// Threads of a `rope_kv_rows` block: one rotary pair each for a 128-wide head.
+pub(super) const ROPE_THREADS: u32 = 64;
+
+/// `rope_kv_rows` grid: one block per (row, q / k / v head).
+fn rope_grid(c: &engine_format::ModelConfig, m: u32) -> (u32, u32, u32) {
+    rope_grid_dims(m, c.num_attention_heads, c.num_key_value_heads)
+}
+
+pub(super) fn rope_grid_dims(m: u32, heads: usize, kv_heads: usize) -> (u32, u32, u32) {
+    (m, (heads + 2 * kv_heads) as u32, 1)
+}
+
+/// `swiglu_rows` grid: one thread per output column.
+pub(super) fn swiglu_grid(m: u32, inter: u32) -> (u32, u32, u32) {
+    (m, inter.div_ceil(256), 1)
 }
 
 /// What a prefill GEMM does with its result.

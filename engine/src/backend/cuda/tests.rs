@@ -11,7 +11,7 @@ use super::layout::{self, ColumnOrder, DeviceLinear, GptqParts, PAD_SLOT, TILE_N
 use super::params::*;
 use super::step::arg;
 use crate::backend::cpu::RopeTable;
-use engine_format::gptq;
+use engine_format::{gptq, plan};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Harness
@@ -684,7 +684,7 @@ fn row_kernels_match_f64() {
         unsafe {
             g.launch_raw(
                 &g.k.swiglu_rows,
-                (rows as u32, 1, 1),
+                super::step::swiglu_grid(rows as u32, dim as u32),
                 256,
                 0,
                 &mut [arg(&mut d0), arg(&mut d1), arg(&mut d2), arg(&mut d3)],
@@ -715,45 +715,48 @@ fn rope_kv_rows_matches_f64() {
         let rope = RopeTable::new(hd, 10000.0, max_pos);
         let (cos, sin) = rope.tables();
         let (qm, cm, sm, pm) = (put(&g, &qkv), put(&g, cos), put(&g, sin), put(&g, &[pos0]));
-        let q = poisoned(&g, rows * q_dim * 2);
-        let kc = poisoned(&g, kv_heads * ctx * hd * 2);
-        let vc = poisoned(&g, kv_heads * ctx * hd * 2);
-        let mut args = [qm.ptr, q.ptr, kc.ptr, vc.ptr, cm.ptr, sm.ptr, pm.ptr];
-        let mut dims = [q_dim as u32, kv_dim as u32, hd as u32, ctx as u32];
-        let mut ptrs: Vec<*mut std::ffi::c_void> = args.iter_mut().map(arg).collect();
-        ptrs.extend(dims.iter_mut().map(arg));
-        unsafe { g.launch_raw(&g.k.rope_kv_rows, (rows as u32, 1, 1), 128, 0, &mut ptrs).unwrap() };
-        g.sync().unwrap();
-        let width = q_dim + 2 * kv_dim;
-        let rot = |v: &[f64], pos: usize| -> Vec<f64> {
-            let mut out = v.to_vec();
-            for (h, head) in v.chunks(hd).enumerate() {
-                for i in 0..hd / 2 {
-                    let a = 10000f64.powf(-(2.0 * i as f64) / hd as f64) * pos as f64;
-                    out[h * hd + i] = head[i] * a.cos() - head[i + hd / 2] * a.sin();
-                    out[h * hd + i + hd / 2] = head[i + hd / 2] * a.cos() + head[i] * a.sin();
+        // The production grid, and one block per row (the kernel strides over heads for any grid.y).
+        for grid in [super::step::rope_grid_dims(rows as u32, heads, kv_heads), (rows as u32, 1, 1)] {
+            let q = poisoned(&g, rows * q_dim * 2);
+            let kc = poisoned(&g, kv_heads * ctx * hd * 2);
+            let vc = poisoned(&g, kv_heads * ctx * hd * 2);
+            let mut args = [qm.ptr, q.ptr, kc.ptr, vc.ptr, cm.ptr, sm.ptr, pm.ptr];
+            let mut dims = [q_dim as u32, kv_dim as u32, hd as u32, ctx as u32];
+            let mut ptrs: Vec<*mut std::ffi::c_void> = args.iter_mut().map(arg).collect();
+            ptrs.extend(dims.iter_mut().map(arg));
+            unsafe { g.launch_raw(&g.k.rope_kv_rows, grid, super::step::ROPE_THREADS, 0, &mut ptrs).unwrap() };
+            g.sync().unwrap();
+            let width = q_dim + 2 * kv_dim;
+            let rot = |v: &[f64], pos: usize| -> Vec<f64> {
+                let mut out = v.to_vec();
+                for (h, head) in v.chunks(hd).enumerate() {
+                    for i in 0..hd / 2 {
+                        let a = 10000f64.powf(-(2.0 * i as f64) / hd as f64) * pos as f64;
+                        out[h * hd + i] = head[i] * a.cos() - head[i + hd / 2] * a.sin();
+                        out[h * hd + i + hd / 2] = head[i + hd / 2] * a.cos() + head[i] * a.sin();
+                    }
+                }
+                out
+            };
+            let (mut wq, mut wk, mut wv) = (Vec::new(), Vec::new(), Vec::new());
+            let (gk, gv) =
+                (f16s(&get::<u16>(&g, &kc, kv_heads * ctx * hd)), f16s(&get::<u16>(&g, &vc, kv_heads * ctx * hd)));
+            let (mut gotk, mut gotv) = (Vec::new(), Vec::new());
+            for r in 0..rows {
+                let row: Vec<f64> = qkv[r * width..][..width].iter().map(|v| v.to_f64()).collect();
+                let pos = pos0 as usize + r;
+                wq.extend(rot(&row[..q_dim], pos));
+                wk.extend(rot(&row[q_dim..q_dim + kv_dim], pos));
+                wv.extend_from_slice(&row[q_dim + kv_dim..]);
+                for h in 0..kv_heads {
+                    gotk.extend_from_slice(&gk[(h * ctx + pos) * hd..][..hd]);
+                    gotv.extend_from_slice(&gv[(h * ctx + pos) * hd..][..hd]);
                 }
             }
-            out
-        };
-        let (mut wq, mut wk, mut wv) = (Vec::new(), Vec::new(), Vec::new());
-        let (gk, gv) =
-            (f16s(&get::<u16>(&g, &kc, kv_heads * ctx * hd)), f16s(&get::<u16>(&g, &vc, kv_heads * ctx * hd)));
-        let (mut gotk, mut gotv) = (Vec::new(), Vec::new());
-        for r in 0..rows {
-            let row: Vec<f64> = qkv[r * width..][..width].iter().map(|v| v.to_f64()).collect();
-            let pos = pos0 as usize + r;
-            wq.extend(rot(&row[..q_dim], pos));
-            wk.extend(rot(&row[q_dim..q_dim + kv_dim], pos));
-            wv.extend_from_slice(&row[q_dim + kv_dim..]);
-            for h in 0..kv_heads {
-                gotk.extend_from_slice(&gk[(h * ctx + pos) * hd..][..hd]);
-                gotv.extend_from_slice(&gv[(h * ctx + pos) * hd..][..hd]);
-            }
+            check(&f16s(&get::<u16>(&g, &q, rows * q_dim)), &wq, 2e-3, "rope q");
+            check(&gotk, &wk, 2e-3, "rope k");
+            check(&gotv, &wv, 0.0, "rope v");
         }
-        check(&f16s(&get::<u16>(&g, &q, rows * q_dim)), &wq, 2e-3, "rope q");
-        check(&gotk, &wk, 2e-3, "rope k");
-        check(&gotv, &wv, 0.0, "rope v");
     }
 }
 
@@ -797,6 +800,75 @@ fn lm_head_logits_and_argmax_match() {
             let best = crate::session::sampler::argmax(&got);
             assert_eq!(get::<u32>(&g, &tok, 1)[0], best, "lm_head argmax vocab={vocab}");
             assert_eq!(get::<u32>(&g, &counter, 1)[0], 0, "argmax counter not reset");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Measurement (prints, asserts only that it ran): where a decode GEMV's time goes.
+
+/// Per-launch time of the GEMV `f` over distinct copies of one weight matrix (256 MB of them, so that nothing is
+/// served from L2 that a decode step would read from memory), launched back to back 64 times between two events;
+/// median of 5.
+fn time_gemv_chain(g: &Gpu, f: &cudarc::driver::CudaFunction, dl: &DevLin, p: &GemvParams, grid: u32) -> f64 {
+    let bytes = dl.d.qw.len() * 4;
+    let copies = (256usize << 20).div_ceil(bytes).clamp(1, 64);
+    let pool: Vec<DeviceMem> = (0..copies).map(|_| put(g, &dl.d.qw)).collect();
+    let smem = dl.d.k_pad as u32 * 2 + 136 * 4;
+    let event = || g.ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
+    let mut times = Vec::new();
+    for rep in 0..6 {
+        let (a, b) = (event(), event());
+        a.record(&g.stream).unwrap();
+        for i in 0..64 {
+            let q = GemvParams { qw: pool[i % copies].ptr, ..*p };
+            g.launch_struct(f, (grid, 1, 1), 256, smem, &q).unwrap();
+        }
+        b.record(&g.stream).unwrap();
+        g.sync().unwrap();
+        if rep > 0 {
+            times.push(a.elapsed_ms(&b).unwrap() as f64 * 1e3 / 64.0);
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[times.len() / 2]
+}
+
+#[test]
+#[ignore = "needs a GPU: a measurement, run by hand (--nocapture)"]
+fn gemv_int4_time_per_launch() {
+    let g = gpu();
+    let mut rng = Rng(99);
+    for &(k, n) in &[(4096usize, 4096usize), (4096, 12288), (4096, 22016), (11008, 4096), (4096, 65536)] {
+        let lin = RandLinear::new(&mut rng, k, n, Some(128), false, true);
+        let dl = upload_linear(&g, lin.repack(ColumnOrder::Identity));
+        let x = rng.vec_f32(k, -1.0, 1.0);
+        let x16: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+        let w = rng.vec_f16(k, 0.5, 1.5);
+        let ss: f32 = x.iter().map(|v| v * v).sum();
+        let parts = vec![ss / 256.0; 256];
+        let (xm, x16m, wm, sm) = (put(&g, &x), put(&g, &x16), put(&g, &w), put(&g, &parts));
+        let y = poisoned(&g, n * 4);
+        let bytes = (dl.d.qw.len() * 4 + dl.d.sz.len() * 4) as f64;
+        for per_sm in [4u32, 6, 8, 12, 16] {
+            let (grid, tpb) = super::step::gemv_grid(dl.d.tiles() as u32, g.sm_count, per_sm);
+            for (name, f) in [("plain", &g.k.gemv_store), ("norm", &g.k.gemv_norm_store)] {
+                let p = GemvParams {
+                    x16: x16m.ptr,
+                    x: xm.ptr,
+                    norm_w: wm.ptr,
+                    ssq: sm.ptr,
+                    n_ssq: 256,
+                    y: y.ptr,
+                    tiles_per_block: tpb,
+                    ..dl.p
+                };
+                let us = time_gemv_chain(&g, f, &dl, &p, grid);
+                println!(
+                    "gemv {name:5} K={k:5} N={n:5} blocks/SM {per_sm:2} (grid {grid:4} × {tpb} tiles): {us:7.2} µs {:6.0} GB/s",
+                    bytes / us / 1e3
+                );
+            }
         }
     }
 }
