@@ -11,7 +11,7 @@ use super::layout::{self, ColumnOrder, DeviceLinear, GptqParts, PAD_SLOT, TILE_N
 use super::params::*;
 use super::step::arg;
 use crate::backend::cpu::RopeTable;
-use engine_format::{gptq, plan};
+use engine_format::gptq;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Harness
