@@ -26,6 +26,7 @@ struct AttnParams {
     uint32_t ctx;
     uint32_t splits;         // decode: blocks per head
     float scale_log2;        // log2(e) / sqrt(head_dim)
+    uint32_t rows;           // prefill: query rows of the chunk (attn_prefill_tc*; attn_prefill uses gridDim.y)
 };
 
 namespace attn {

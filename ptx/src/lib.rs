@@ -124,6 +124,12 @@ pub mod kernels {
     pub const ATTN_DECODE: &str = "attn_decode";
     /// `attention.cu`: `attn_prefill(AttnParams)`: grid (heads, rows), 128 threads.
     pub const ATTN_PREFILL: &str = "attn_prefill";
+    /// `attention_prefill.cu`: `attn_prefill_tc64(AttnParams)`: tensor-core prefill attention for head_dim 64
+    /// (`p.rows` = the chunk's rows): 128 threads, 36864 bytes of dynamic shared memory, grid (heads, ceil(rows / 64)).
+    pub const ATTN_PREFILL_TC64: &str = "attn_prefill_tc64";
+    /// `attention_prefill.cu`: `attn_prefill_tc128(AttnParams)`: the same for head_dim 128, 69632 bytes of dynamic
+    /// shared memory.
+    pub const ATTN_PREFILL_TC128: &str = "attn_prefill_tc128";
     /// `lm_head.cu`: `lm_head_f16(LmHeadParams)`: 256 threads, dynamic shared memory `k * 4`, grid
     /// ceil(vocab / rows_per_block).
     pub const LM_HEAD_F16: &str = "lm_head_f16";
@@ -153,6 +159,8 @@ pub mod kernels {
         GEMM16_INT4_STORE32,
         ATTN_DECODE,
         ATTN_PREFILL,
+        ATTN_PREFILL_TC64,
+        ATTN_PREFILL_TC128,
         LM_HEAD_F16,
         DECODE_ADVANCE,
     ];

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use cudarc::driver::sys;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
 
+use super::params::attn_prefill_tc_smem_bytes;
 use crate::error::{Error, Result};
 
 /// Every kernel of the engine's PTX module.
@@ -33,6 +34,8 @@ pub struct Kernels {
     pub gemm16_store32: CudaFunction,
     pub attn_decode: CudaFunction,
     pub attn_prefill: CudaFunction,
+    pub attn_prefill_tc64: CudaFunction,
+    pub attn_prefill_tc128: CudaFunction,
     pub lm_head: CudaFunction,
     pub decode_advance: CudaFunction,
 }
@@ -137,6 +140,8 @@ impl Gpu {
             gemm16_store32: f(kn::GEMM16_INT4_STORE32)?,
             attn_decode: f(kn::ATTN_DECODE)?,
             attn_prefill: f(kn::ATTN_PREFILL)?,
+            attn_prefill_tc64: f(kn::ATTN_PREFILL_TC64)?,
+            attn_prefill_tc128: f(kn::ATTN_PREFILL_TC128)?,
             lm_head: f(kn::LM_HEAD_F16)?,
             decode_advance: f(kn::DECODE_ADVANCE)?,
         };
@@ -167,6 +172,9 @@ impl Gpu {
         ] {
             gpu.set_max_dynamic_smem(f, 160 * 1024)?;
         }
+        // Exactly what they take (69632 bytes for head_dim 128, more than the default 48 KB).
+        gpu.set_max_dynamic_smem(&gpu.k.attn_prefill_tc64, attn_prefill_tc_smem_bytes(64))?;
+        gpu.set_max_dynamic_smem(&gpu.k.attn_prefill_tc128, attn_prefill_tc_smem_bytes(128))?;
         Ok(gpu)
     }
 

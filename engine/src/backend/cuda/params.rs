@@ -79,6 +79,7 @@ pub struct AttnParams {
     pub ctx: u32,
     pub splits: u32,
     pub scale_log2: f32,
+    pub rows: u32,
 }
 
 /// `LmHeadParams` of `lm_head.cu`.
@@ -174,6 +175,7 @@ impl AttnParams {
         "ctx",
         "splits",
         "scale_log2",
+        "rows",
     ];
 }
 
@@ -204,6 +206,15 @@ pub const fn gemm_smem_bytes(bm: u32) -> u32 {
     4 * bm * 72 * 2 + 4 * 4 * 32 * 16 + 4 * 128 * 4 + 64 * 72 * 2
 }
 
+/// Query rows per block of `attn_prefill_tc{64,128}` (grid (heads, ceil(rows / ATTN_TC_ROWS))).
+pub const ATTN_TC_ROWS: u32 = 64;
+
+/// Shared memory of `attn_prefill_tc{64,128}`: `sizeof(attn_tc::Smem<D>)` = K and V tiles of 64 positions ×
+/// (head_dim + 8) halves, double-buffered.
+pub const fn attn_prefill_tc_smem_bytes(head_dim: u32) -> u32 {
+    4 * 64 * (head_dim + 8) * 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,10 +222,10 @@ mod tests {
     #[test]
     fn sizes_match_the_c_structs() {
         // 16 pointers + 13 scalars (+ 4 bytes of tail padding to 8-byte alignment, in C as in Rust); 8 + 9 (+ 4);
-        // 8 + 6; 8 + 4.
+        // 8 + 7 (+ 4); 8 + 4.
         assert_eq!(std::mem::size_of::<GemvParams>(), 16 * 8 + 13 * 4 + 4);
         assert_eq!(std::mem::size_of::<GemmParams>(), 8 * 8 + 9 * 4 + 4);
-        assert_eq!(std::mem::size_of::<AttnParams>(), 8 * 8 + 6 * 4);
+        assert_eq!(std::mem::size_of::<AttnParams>(), 8 * 8 + 7 * 4 + 4);
         assert_eq!(std::mem::size_of::<LmHeadParams>(), 8 * 8 + 4 * 4);
     }
 

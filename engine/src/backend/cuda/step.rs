@@ -3,7 +3,10 @@
 
 use engine_format::plan;
 
-use super::params::{gemm_smem_bytes, AttnParams, GemmParams, GemvParams, LmHeadParams};
+use super::driver::Gpu;
+use super::params::{
+    attn_prefill_tc_smem_bytes, gemm_smem_bytes, AttnParams, GemmParams, GemvParams, LmHeadParams, ATTN_TC_ROWS,
+};
 use super::weights::DevLinear;
 use super::CudaBackend;
 use crate::error::Result;
@@ -143,6 +146,7 @@ pub fn decode(
             ctx: ctx as u32,
             splits,
             scale_log2: std::f32::consts::LOG2_E / (hd as f32).sqrt(),
+            rows: 1,
         };
         b.gpu.launch_struct(&b.gpu.k.attn_decode, (c.num_attention_heads as u32, splits, 1), 128, 0, &ap)?;
         mark("attention (split-K decode)", kv_bytes)?;
@@ -279,9 +283,10 @@ pub fn prefill(b: &CudaBackend, kv: u64, ctx: usize, m: usize) -> Result<()> {
             ctx: ctx as u32,
             splits: 1,
             scale_log2: std::f32::consts::LOG2_E / (hd as f32).sqrt(),
+            rows: m32,
             ..Default::default()
         };
-        g.launch_struct(&g.k.attn_prefill, (c.num_attention_heads as u32, m32, 1), 128, 0, &ap)?;
+        attention_prefill(g, &ap)?;
         let o_in = if lw.o.perm != 0 {
             permute(b, att, att_perm, lw.o.perm, q_dim, m32)?;
             att_perm
@@ -324,6 +329,18 @@ pub(super) fn rope_grid_dims(m: u32, heads: usize, kv_heads: usize) -> (u32, u32
 /// `swiglu_rows` grid: one thread per output column.
 pub(super) fn swiglu_grid(m: u32, inter: u32) -> (u32, u32, u32) {
     (m, inter.div_ceil(256), 1)
+}
+
+/// Causal attention of a prefill chunk of `p.rows` rows: the tensor-core kernel for head_dim 64 and 128 (every
+/// real model), the per-row kernel for the other head sizes (the tiny test models' 8 and 16).
+pub(super) fn attention_prefill(g: &Gpu, p: &AttnParams) -> Result<()> {
+    let f = match p.head_dim {
+        64 => &g.k.attn_prefill_tc64,
+        128 => &g.k.attn_prefill_tc128,
+        _ => return g.launch_struct(&g.k.attn_prefill, (p.heads, p.rows, 1), 128, 0, p),
+    };
+    let grid = (p.heads, p.rows.div_ceil(ATTN_TC_ROWS), 1);
+    g.launch_struct(f, grid, 128, attn_prefill_tc_smem_bytes(p.head_dim), p)
 }
 
 /// What a prefill GEMM does with its result.

@@ -545,6 +545,7 @@ fn attention_decode_and_prefill_match_f64() {
                     ctx: ctx as u32,
                     splits,
                     scale_log2: std::f32::consts::LOG2_E / (hd as f32).sqrt(),
+                    rows: 1,
                 };
                 let mut want = Vec::new();
                 for h in 0..heads {
@@ -590,6 +591,87 @@ fn attention_decode_and_prefill_match_f64() {
             }
         }
         check(&f16s(&get::<u16>(&g, &out, rows * heads * hd)), &want, 3e-3, &format!("attn prefill hd={hd}"));
+    }
+}
+
+/// The tensor-core prefill kernels (through the engine's dispatch, `step::attention_prefill`) against the float64
+/// reference: head_dim 64 and 128, GQA and MHA; chunks of 1, 5 (fewer than a warp's 16 rows), 64, 100 and 200 rows
+/// (partial row tiles) at the start of the cache and after earlier chunks (pos0 = 300, not a multiple of the
+/// 64-position key tile, so the causal diagonal crosses a tile boundary), and one long context. The cache
+/// positions past the chunk are NaN: the kernel must neither score them nor weight them by zero. Each case runs
+/// twice on freshly poisoned outputs and must give the same bits.
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn attention_prefill_tc_matches_f64_and_is_deterministic() {
+    let g = gpu();
+    let mut rng = Rng(37);
+    // (head_dim, heads, kv_heads, ctx, rows, pos0)
+    let mut cases = Vec::new();
+    for hd in [64usize, 128] {
+        for (heads, kv_heads) in [(8usize, 2usize), (4, 4)] {
+            for rows in [1usize, 5, 64, 100, 200] {
+                for pos0 in [0usize, 300] {
+                    cases.push((hd, heads, kv_heads, 560usize, rows, pos0));
+                }
+            }
+        }
+        cases.push((hd, 8, 2, 2200, 150, 2011));
+    }
+    let nan = f16::from_bits(0x7e00);
+    for (hd, heads, kv_heads, ctx, rows, pos0) in cases {
+        let end = pos0 + rows;
+        let mut kc = rng.vec_f16(kv_heads * ctx * hd, -1.0, 1.0);
+        let mut vc = rng.vec_f16(kv_heads * ctx * hd, -1.0, 1.0);
+        for h in 0..kv_heads {
+            kc[(h * ctx + end) * hd..(h + 1) * ctx * hd].fill(nan);
+            vc[(h * ctx + end) * hd..(h + 1) * ctx * hd].fill(nan);
+        }
+        let (kf, vf): (Vec<f64>, Vec<f64>) =
+            (kc.iter().map(|v| v.to_f64()).collect(), vc.iter().map(|v| v.to_f64()).collect());
+        let q = rng.vec_f16(rows * heads * hd, -2.0, 2.0);
+        let (qm, km, vm, pm) = (put(&g, &q), put(&g, &kc), put(&g, &vc), put(&g, &[pos0 as u32]));
+        let n_out = rows * heads * hd;
+        let out = poisoned(&g, n_out * 2);
+        let p = AttnParams {
+            q: qm.ptr,
+            k_cache: km.ptr,
+            v_cache: vm.ptr,
+            out: out.ptr,
+            pos: pm.ptr,
+            heads: heads as u32,
+            kv_heads: kv_heads as u32,
+            head_dim: hd as u32,
+            ctx: ctx as u32,
+            splits: 1,
+            scale_log2: std::f32::consts::LOG2_E / (hd as f32).sqrt(),
+            rows: rows as u32,
+            ..Default::default()
+        };
+        let mut want = Vec::with_capacity(n_out);
+        for r in 0..rows {
+            for h in 0..heads {
+                let qh: Vec<f64> = q[(r * heads + h) * hd..][..hd].iter().map(|v| v.to_f64()).collect();
+                want.extend(attention_ref(&qh, &kf, &vf, hd, ctx, h / (heads / kv_heads), pos0 + r + 1));
+            }
+        }
+        let what = format!("attn prefill tc hd={hd} heads={heads}/{kv_heads} ctx={ctx} rows={rows} pos0={pos0}");
+        let mut first: Option<Vec<u16>> = None;
+        for run in 0..2 {
+            if run > 0 {
+                g.upload(out.ptr, &vec![0xFFu8; n_out * 2]).unwrap();
+            }
+            super::step::attention_prefill(&g, &p).unwrap();
+            g.sync().unwrap();
+            let bits = get::<u16>(&g, &out, n_out);
+            // Per (row, head): one wrong row or head would vanish in the error of the whole output.
+            for (i, (got, want)) in f16s(&bits).chunks(hd).zip(want.chunks(hd)).enumerate() {
+                check(got, want, 3e-3, &format!("{what} run {run} row {} head {}", i / heads, i % heads));
+            }
+            match &first {
+                None => first = Some(bits),
+                Some(b) => assert!(b == &bits, "{what}: the second run differs from the first"),
+            }
+        }
     }
 }
 
