@@ -81,13 +81,15 @@ ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, float* scratch) {
     const uint32_t words = p.k_pad / 8;
     const bool direct = p.perm == nullptr;
     float inv_rms = 1.f;
-    for (uint32_t base = threadIdx.x; base < words; base += blockDim.x * STAGE_WORDS) {
+    // Every thread runs round 0, even with nothing to stage (K smaller than the block), because the norm's
+    // block-wide sum inside it has barriers.
+    for (uint32_t base = threadIdx.x; base == threadIdx.x || base < words; base += blockDim.x * STAGE_WORDS) {
         // Issue every load of this round first; x · w (NORM) or the fp16 input (PLAIN) lands in v.
         float v[STAGE_WORDS][8];
 #pragma unroll
         for (int u = 0; u < STAGE_WORDS; ++u) {
             const uint32_t r = base + u * blockDim.x, row0 = 8 * r;
-            if (direct && row0 + 8 <= p.k) {
+            if (r < words && direct && row0 + 8 <= p.k) {
                 const uint4 hq = *reinterpret_cast<const uint4*>((PRO == NORM ? p.norm_w : p.x16) + row0);
                 const __half2* h = reinterpret_cast<const __half2*>(&hq);
                 float4 a = make_float4(1.f, 1.f, 1.f, 1.f), b = a;
