@@ -90,7 +90,7 @@ pub mod kernels {
     pub const PERMUTE_COLS: &str = "permute_cols";
     /// `rope.cu`: `rope_kv_rows(const __half* qkv, __half* q_out, __half* k_cache, __half* v_cache, const float* cos,
     /// const float* sin, const uint32_t* pos0, uint32_t q_dim, uint32_t kv_dim, uint32_t head_dim, uint32_t ctx)`.
-    /// Grid (rows, heads + 2 · kv_heads), 64 threads.
+    /// Grid (rows, ceil((heads + 2 · kv_heads) / 4)), 256 threads.
     pub const ROPE_KV_ROWS: &str = "rope_kv_rows";
     /// `swiglu.cu`: `swiglu_rows(const __half* gu, __half* h, const uint32_t* perm, uint32_t inter)`. Grid
     /// (rows, ceil(inter / 256)), 256 threads; `perm` may be null.

@@ -314,16 +314,16 @@ pub fn prefill(b: &CudaBackend, kv: u64, ctx: usize, m: usize) -> Result<()> {
     Ok(())
 }
 
-/// Threads of a `rope_kv_rows` block: one rotary pair each for a 128-wide head.
-pub(super) const ROPE_THREADS: u32 = 64;
+/// Threads of a `rope_kv_rows` block: 4 heads (`ROPE_HEADS` in rope.cu) of 64 threads.
+pub(super) const ROPE_THREADS: u32 = 256;
 
-/// `rope_kv_rows` grid: one block per (row, q / k / v head).
+/// `rope_kv_rows` grid: one block per row and 4 of its q / k / v heads.
 fn rope_grid(c: &engine_format::ModelConfig, m: u32) -> (u32, u32, u32) {
     rope_grid_dims(m, c.num_attention_heads, c.num_key_value_heads)
 }
 
 pub(super) fn rope_grid_dims(m: u32, heads: usize, kv_heads: usize) -> (u32, u32, u32) {
-    (m, (heads + 2 * kv_heads) as u32, 1)
+    (m, (heads + 2 * kv_heads).div_ceil(4) as u32, 1)
 }
 
 /// `swiglu_rows` grid: one thread per output column.
