@@ -132,6 +132,18 @@ pub struct GptqParts<'a> {
 /// Repack GPTQ `parts` (concatenated along N, sharing K, group size and `g_idx`) into the device layout, with
 /// slots arranged by `order`. `what` names the projection in errors.
 pub fn repack(model: &Model, parts: &[&Linear], order: ColumnOrder, what: &str) -> Result<DeviceLinear> {
+    repack_in(model, parts, order, what, Vec::new())
+}
+
+/// [`repack`] into `qw`'s memory (its contents are discarded). Passing back the words of the previous linear
+/// saves the page faults of a fresh multi-megabyte allocation per layer, which were most of the loading time.
+pub fn repack_in(
+    model: &Model,
+    parts: &[&Linear],
+    order: ColumnOrder,
+    what: &str,
+    qw: Vec<u32>,
+) -> Result<DeviceLinear> {
     let mut views = Vec::with_capacity(parts.len());
     let (mut k, mut group_size, mut groups) = (0, 0, 0);
     for (i, part) in parts.iter().enumerate() {
@@ -158,7 +170,7 @@ pub fn repack(model: &Model, parts: &[&Linear], order: ColumnOrder, what: &str) 
             n: *out_features,
         });
     }
-    repack_parts(&views, k, group_size, groups, order, what)
+    repack_parts_in(&views, k, group_size, groups, order, what, qw)
 }
 
 /// [`repack`] over raw tensors: `k` input rows, `group_size` rows per group (as configured), `groups` groups.
@@ -169,6 +181,18 @@ pub fn repack_parts(
     groups: usize,
     order: ColumnOrder,
     what: &str,
+) -> Result<DeviceLinear> {
+    repack_parts_in(views, k, group_size, groups, order, what, Vec::new())
+}
+
+fn repack_parts_in(
+    views: &[GptqParts<'_>],
+    k: usize,
+    group_size: usize,
+    groups: usize,
+    order: ColumnOrder,
+    what: &str,
+    mut qw: Vec<u32>,
 ) -> Result<DeviceLinear> {
     if views.windows(2).any(|w| w[0].g_idx != w[1].g_idx) {
         return Err(Error::BackendUnavailable(format!(
@@ -218,45 +242,55 @@ pub fn repack_parts(
     };
 
     // Each tile's words and scales are contiguous, so tiles are repacked in parallel.
-    let mut qw = vec![0u32; n_pad * k_pad / 8];
+    qw.clear();
+    qw.resize(n_pad * k_pad / 8, 0);
     let mut sz = vec![0u32; tiles * groups * TILE_N];
     let words_per_row = k.div_ceil(8); // AutoGPTQ words per column
     qw.par_chunks_mut(steps * 32 * 4).zip(sz.par_chunks_mut(groups * TILE_N)).enumerate().for_each(
         |(t, (qw_t, sz_t))| {
-            for j in 0..TILE_N {
+            let slots: [Option<(&GptqParts<'_>, usize)>; TILE_N] = std::array::from_fn(|j| {
                 let slot = col_map[t * TILE_N + j];
-                if slot == PAD_SLOT {
-                    continue;
-                }
-                let (v, n) = locate(slot as usize);
+                (slot != PAD_SLOT).then(|| locate(slot as usize))
+            });
+            for (j, &(v, n)) in slots.iter().enumerate().filter_map(|(j, s)| s.as_ref().map(|s| (j, s))) {
                 for g in 0..groups {
                     let scale = v.scales[g * v.n + n];
                     let zero = gptq::zero_at(v.qzeros, v.n, g, n) as f32;
                     let z = f16::from_f32(1024.0 + zero); // exact: 1025..=1040
                     sz_t[g * TILE_N + j] = scale.to_bits() as u32 | (z.to_bits() as u32) << 16;
                 }
+            }
+            if !act_order {
+                // Rows keep their order: each device word is a checkpoint word. Walk the checkpoint row by row
+                // and take the tile's 16 columns of each word row together (they share one or a few cache
+                // lines), instead of column by column down the whole matrix: ~2x faster loading, measured.
+                for word_row in 0..words_per_row {
+                    let (chunk, w) = (word_row / 4, word_row % 4);
+                    let (s, half) = (chunk / 2, chunk % 2);
+                    let base = (s * 32 + half * TILE_N) * 4 + w;
+                    for (j, slot) in slots.iter().enumerate() {
+                        if let Some((v, n)) = slot {
+                            qw_t[base + j * 4] = v.qweight[word_row * v.n + n];
+                        }
+                    }
+                }
+                return;
+            }
+            for (j, &(v, n)) in slots.iter().enumerate().filter_map(|(j, s)| s.as_ref().map(|s| (j, s))) {
                 for s in 0..steps {
                     for half in 0..2 {
                         let lane = half * TILE_N + j;
                         for w in 0..4 {
                             let word_row = (2 * s + half) * 4 + w; // which 8-row word of the sorted column
-                            qw_t[(s * 32 + lane) * 4 + w] = if !act_order {
-                                // Rows keep their order: the device word is the checkpoint's word.
-                                if word_row < words_per_row {
-                                    v.qweight[word_row * v.n + n]
-                                } else {
-                                    0
+                                                                   // Act-order: gather the sorted rows' nibbles one by one.
+                            let mut word = [0u32; 8];
+                            for (i, q) in word.iter_mut().enumerate() {
+                                let kk = word_row * 8 + i;
+                                if kk < k {
+                                    *q = gptq::q_at(v.qweight, v.n, perm[kk] as usize, n);
                                 }
-                            } else {
-                                let mut word = [0u32; 8];
-                                for (i, q) in word.iter_mut().enumerate() {
-                                    let kk = word_row * 8 + i;
-                                    if kk < k {
-                                        *q = gptq::q_at(v.qweight, v.n, perm[kk] as usize, n);
-                                    }
-                                }
-                                gptq::pack8(word)
-                            };
+                            }
+                            qw_t[(s * 32 + lane) * 4 + w] = gptq::pack8(word);
                         }
                     }
                 }

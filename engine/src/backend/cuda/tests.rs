@@ -954,3 +954,52 @@ fn gemv_int4_time_per_launch() {
         }
     }
 }
+
+/// Host-side cost of loading: repacking every GPTQ linear of a real-sized checkpoint (ENGINE_REPACK_MODEL=DIR).
+#[test]
+#[ignore = "a measurement, run by hand with ENGINE_REPACK_MODEL set"]
+fn repack_time_of_a_checkpoint() {
+    let Some(dir) = std::env::var_os("ENGINE_REPACK_MODEL") else { return };
+    let t0 = std::time::Instant::now();
+    let model = crate::model::Model::open(std::path::Path::new(&dir)).unwrap();
+    let c = &model.desc.config;
+    println!("open {:.3} s", t0.elapsed().as_secs_f64());
+    let q_dim = c.num_attention_heads * c.head_dim;
+    for pass in 0..2 {
+        let (mut t_qkv, mut t_o, mut t_gu, mut t_down, mut bytes) = (0f64, 0f64, 0f64, 0f64, 0usize);
+        let mut sink = 0u32;
+        let mut spare = Vec::new();
+        for layer in &model.desc.layers {
+            let mut time =
+                |parts: &[&engine_format::Linear], order, acc: &mut f64, bytes: &mut usize, sink: &mut u32| {
+                    let t = std::time::Instant::now();
+                    let d = layout::repack_in(&model, parts, order, "t", std::mem::take(&mut spare)).unwrap();
+                    *acc += t.elapsed().as_secs_f64();
+                    *bytes += d.qw.len() * 4;
+                    *sink ^= d.qw[d.qw.len() / 2];
+                    spare = d.qw;
+                };
+            let qkv: Vec<&engine_format::Linear> = layer.qkv.parts.iter().collect();
+            time(
+                &qkv,
+                ColumnOrder::QkvRope { head_dim: c.head_dim, q_dim, kv_dim: c.kv_dim() },
+                &mut t_qkv,
+                &mut bytes,
+                &mut sink,
+            );
+            time(&[&layer.o_proj], ColumnOrder::Identity, &mut t_o, &mut bytes, &mut sink);
+            time(
+                &[&layer.gate_proj, &layer.up_proj],
+                ColumnOrder::GateUp { inter: c.intermediate_size },
+                &mut t_gu,
+                &mut bytes,
+                &mut sink,
+            );
+            time(&[&layer.down_proj], ColumnOrder::Identity, &mut t_down, &mut bytes, &mut sink);
+        }
+        println!(
+        "pass {pass}: repack {:.2} GB: qkv {t_qkv:.3} s, o {t_o:.3} s, gate/up {t_gu:.3} s, down {t_down:.3} s ({sink})",
+        bytes as f64 / 1e9
+    );
+    }
+}

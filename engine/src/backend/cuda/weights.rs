@@ -65,6 +65,8 @@ struct Uploader<'a> {
     done: usize,
     total: usize,
     progress: bool,
+    /// The repack buffer of the previous linear, reused (see [`layout::repack_in`]).
+    spare: Vec<u32>,
 }
 
 impl Uploader<'_> {
@@ -103,7 +105,17 @@ impl Uploader<'_> {
         self.put(name, model.bytes(t))
     }
 
-    fn linear(&mut self, prefix: &str, d: &DeviceLinear) -> Result<DevLinear> {
+    /// Repack a GPTQ linear (its parts fused in `order`) and queue it for the device under the plan names
+    /// `{prefix}.qw`, `.sz`, `.col_map`, `.perm`.
+    fn linear(&mut self, model: &Model, parts: &[&Linear], order: ColumnOrder, prefix: &str) -> Result<DevLinear> {
+        let d = layout::repack_in(model, parts, order, prefix, std::mem::take(&mut self.spare))?;
+        let dev = self.upload_linear(prefix, &d)?;
+        // The words are in pinned memory now: their buffer serves the next linear.
+        self.spare = d.qw;
+        Ok(dev)
+    }
+
+    fn upload_linear(&mut self, prefix: &str, d: &DeviceLinear) -> Result<DevLinear> {
         let qw = self.put(&format!("{prefix}.qw"), bytemuck::cast_slice(&d.qw))?;
         let sz = self.put(&format!("{prefix}.sz"), bytemuck::cast_slice(&d.sz))?;
         let col_map = self.put(&format!("{prefix}.col_map"), bytemuck::cast_slice(&d.col_map))?;
@@ -132,7 +144,8 @@ impl DeviceWeights {
         let c = &d.config;
         let total = plan.region_size(Region::Weights);
         let mem = gpu.alloc(total, "the weights")?;
-        let mut up = Uploader { staging: Staging::new(gpu)?, plan, base: mem.ptr, done: 0, total, progress };
+        let mut up =
+            Uploader { staging: Staging::new(gpu)?, plan, base: mem.ptr, done: 0, total, progress, spare: Vec::new() };
 
         let embed = up.tensor("embed_tokens", model, &d.embed_tokens)?;
         let q_dim = c.num_attention_heads * c.head_dim;
@@ -141,19 +154,16 @@ impl DeviceWeights {
             let input_norm = up.tensor(&format!("layers.{l}.input_layernorm"), model, &layer.input_layernorm)?;
             let parts: Vec<&Linear> = layer.qkv.parts.iter().collect();
             let order = ColumnOrder::QkvRope { head_dim: c.head_dim, q_dim, kv_dim: c.kv_dim() };
-            let qkv = layout::repack(model, &parts, order, &format!("layer {l} q/k/v"))?;
-            debug_assert_eq!(qkv.n_pad, plan::slots_qkv(c));
-            let qkv = up.linear(&format!("layers.{l}.qkv"), &qkv)?;
-            let o = layout::repack(model, &[&layer.o_proj], ColumnOrder::Identity, &format!("layer {l} o_proj"))?;
-            let o = up.linear(&format!("layers.{l}.o_proj"), &o)?;
+            let qkv = up.linear(model, &parts, order, &format!("layers.{l}.qkv"))?;
+            debug_assert_eq!(qkv.n_pad as usize, plan::slots_qkv(c));
+            let o = up.linear(model, &[&layer.o_proj], ColumnOrder::Identity, &format!("layers.{l}.o_proj"))?;
             let post_norm =
                 up.tensor(&format!("layers.{l}.post_attention_layernorm"), model, &layer.post_attention_layernorm)?;
             let order = ColumnOrder::GateUp { inter: c.intermediate_size };
-            let gu = layout::repack(model, &[&layer.gate_proj, &layer.up_proj], order, &format!("layer {l} gate/up"))?;
-            let gate_up = up.linear(&format!("layers.{l}.gate_up"), &gu)?;
+            let gate_up =
+                up.linear(model, &[&layer.gate_proj, &layer.up_proj], order, &format!("layers.{l}.gate_up"))?;
             let down =
-                layout::repack(model, &[&layer.down_proj], ColumnOrder::Identity, &format!("layer {l} down_proj"))?;
-            let down = up.linear(&format!("layers.{l}.down_proj"), &down)?;
+                up.linear(model, &[&layer.down_proj], ColumnOrder::Identity, &format!("layers.{l}.down_proj"))?;
             layers.push(LayerWeights { input_norm, post_norm, qkv, o, gate_up, down });
         }
         let norm = up.tensor("norm", model, &d.norm)?;
