@@ -93,7 +93,7 @@ pub mod kernels {
     /// Grid (rows, ceil((heads + 2 · kv_heads) / 4)), 256 threads.
     pub const ROPE_KV_ROWS: &str = "rope_kv_rows";
     /// `swiglu.cu`: `swiglu_rows(const __half* gu, __half* h, const uint32_t* perm, uint32_t inter)`. Grid
-    /// (rows, ceil(inter / 256)), 256 threads; `perm` may be null.
+    /// (rows, ceil(inter / 2048)), 256 threads; `perm` may be null.
     pub const SWIGLU_ROWS: &str = "swiglu_rows";
     /// `gemv_int4.cu`: `gemv_int4_qkv(GemvParams)`: norm prologue, rotary + KV-append epilogue. 256 threads,
     /// dynamic shared memory `k_pad * 2 + 544`.

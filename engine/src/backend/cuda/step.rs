@@ -326,9 +326,9 @@ pub(super) fn rope_grid_dims(m: u32, heads: usize, kv_heads: usize) -> (u32, u32
     (m, (heads + 2 * kv_heads).div_ceil(4) as u32, 1)
 }
 
-/// `swiglu_rows` grid: one thread per output column.
+/// `swiglu_rows` grid: one thread per 8 output columns.
 pub(super) fn swiglu_grid(m: u32, inter: u32) -> (u32, u32, u32) {
-    (m, inter.div_ceil(256), 1)
+    (m, inter.div_ceil(2048), 1)
 }
 
 /// Causal attention of a prefill chunk of `p.rows` rows: the tensor-core kernel for head_dim 64 and 128 (every

@@ -758,30 +758,34 @@ fn row_kernels_match_f64() {
             a.chunks(dim).flat_map(|r| perm.iter().map(|&p| r[p as usize].to_f64()).collect::<Vec<_>>()).collect();
         check(&f16s(&get::<u16>(&g, &out, rows * dim)), &want, 0.0, "permute_cols");
 
-        // swiglu_rows with a permutation
+        // swiglu_rows with a permutation (per column) and without (8 columns per thread where dim allows)
         let gu = rng.vec_f16(rows * 2 * dim, -3.0, 3.0);
         let gm = put(&g, &gu);
-        let out = poisoned(&g, rows * dim * 2);
-        let (mut d0, mut d1, mut d2, mut d3) = (gm.ptr, out.ptr, pmm.ptr, dim as u32);
-        unsafe {
-            g.launch_raw(
-                &g.k.swiglu_rows,
-                super::step::swiglu_grid(rows as u32, dim as u32),
-                256,
-                0,
-                &mut [arg(&mut d0), arg(&mut d1), arg(&mut d2), arg(&mut d3)],
-            )
-            .unwrap();
+        let identity: Vec<u32> = (0..dim as u32).collect();
+        for (pm_ptr, order) in [(pmm.ptr, &perm), (0u64, &identity)] {
+            let out = poisoned(&g, rows * dim * 2);
+            let (mut d0, mut d1, mut d2, mut d3) = (gm.ptr, out.ptr, pm_ptr, dim as u32);
+            unsafe {
+                g.launch_raw(
+                    &g.k.swiglu_rows,
+                    super::step::swiglu_grid(rows as u32, dim as u32),
+                    256,
+                    0,
+                    &mut [arg(&mut d0), arg(&mut d1), arg(&mut d2), arg(&mut d3)],
+                )
+                .unwrap();
+            }
+            g.sync().unwrap();
+            let mut want = Vec::new();
+            for r in gu.chunks(2 * dim) {
+                want.extend(order.iter().map(|&p| {
+                    let (a, b) = (r[p as usize].to_f64(), r[dim + p as usize].to_f64());
+                    a / (1.0 + (-a).exp()) * b
+                }));
+            }
+            let what = format!("swiglu_rows dim={dim} perm={}", pm_ptr != 0);
+            check(&f16s(&get::<u16>(&g, &out, rows * dim)), &want, 2e-3, &what);
         }
-        g.sync().unwrap();
-        let mut want = Vec::new();
-        for r in gu.chunks(2 * dim) {
-            want.extend(perm.iter().map(|&p| {
-                let (a, b) = (r[p as usize].to_f64(), r[dim + p as usize].to_f64());
-                a / (1.0 + (-a).exp()) * b
-            }));
-        }
-        check(&f16s(&get::<u16>(&g, &out, rows * dim)), &want, 2e-3, "swiglu_rows");
     }
 }
 
