@@ -13,6 +13,9 @@
 // Split-K (grid.z > 1): with few rows, N/64 blocks walking all of K one step at a time are latency-bound, so K is
 // split over grid.z blocks; each writes its partial tile, and the last of them to arrive (a counter per tile) adds
 // the partials in split order — fixed, so the result is the same bits every run — and applies the epilogue.
+// Chunks of 128 rows and more use the 128 × 128 variant further down (`gemm128_*`: 8 warps, a double-buffered
+// dequantized tile, one barrier per step; on cards that grant a block 105 KB of shared memory), where this 64 × 64
+// tile is bound by shared memory and barriers rather than by the tensor cores.
 // A's columns must already be in the weights' sorted row order (norm.cu / swiglu.cu permute them when act-order
 // is on). Rows past `m` and K columns past `k` are zero-filled by cp.async (src-size 0) and never stored.
 #include "int4.cuh"
@@ -25,7 +28,7 @@ struct GemmParams {
     float* y32;               // RESIDUAL: y32[r][col] += acc; STORE32: y32[r][col] = acc
     __half* y16;              // STORE16: y16[r][col] = acc
     float* part;              // split-K: partial sums [k_splits][m][n_pad] (slot order)
-    uint32_t* counters;       // split-K: one per (slot tile of 64, row tile of 64); zero at rest
+    uint32_t* counters;       // split-K: one per output tile of the grid (grid.x · grid.y); zero at rest
     uint32_t m;               // rows
     uint32_t k;               // input columns (a multiple of 8)
     uint32_t k_pad;
@@ -65,10 +68,33 @@ ENGINE_DEV void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
+// The same from a shared-space byte address, for kernels that keep their per-lane base addresses in registers.
+ENGINE_DEV void ldmatrix_x4_at(uint32_t r[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
 ENGINE_DEV void ldmatrix_x4(uint32_t r[4], const void* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(smem_addr(p)));
+}
+
+// The eight weights of one packed word, dequantized (scale · (q − zero)) and in row order: the 16 bytes one row of
+// the shared fp16 tile [slot][k] holds for these 8 rows, ready for one 16-byte store.
+ENGINE_DEV uint4 dequant8(uint32_t word, __half2 zz, __half2 sc) {
+    __half2 d[4];
+    dequant_word(word, zz, d);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) d[i] = __hmul2(d[i], sc);
+    // d[i] = (w_i, w_{i+4}); store w_0..w_7 in row order.
+    uint4 out;
+    out.x = half2_as_u32(__lows2half2(d[0], d[1]));
+    out.y = half2_as_u32(__lows2half2(d[2], d[3]));
+    out.z = half2_as_u32(__highs2half2(d[0], d[1]));
+    out.w = half2_as_u32(__highs2half2(d[2], d[3]));
+    return out;
 }
 
 ENGINE_DEV void mma_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
@@ -166,19 +192,7 @@ ENGINE_DEV void run(const GemmParams& p) {
             const uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
             __half* dst = &s.w[lt * INT4_TILE_N + j][hsel * INT4_CHUNK_K];
 #pragma unroll
-            for (int wi = 0; wi < 4; ++wi) {
-                __half2 d[4];
-                dequant_word(words[wi], zz, d);
-#pragma unroll
-                for (int i = 0; i < 4; ++i) d[i] = __hmul2(d[i], sc);
-                // d[i] = (w_i, w_{i+4}); store w_0..w_7 in row order.
-                uint4 out;
-                out.x = half2_as_u32(__lows2half2(d[0], d[1]));
-                out.y = half2_as_u32(__lows2half2(d[2], d[3]));
-                out.z = half2_as_u32(__highs2half2(d[0], d[1]));
-                out.w = half2_as_u32(__highs2half2(d[2], d[3]));
-                *reinterpret_cast<uint4*>(dst + wi * 8) = out;
-            }
+            for (int wi = 0; wi < 4; ++wi) *reinterpret_cast<uint4*>(dst + wi * 8) = dequant8(words[wi], zz, sc);
         }
         __syncthreads();
 
@@ -266,6 +280,288 @@ ENGINE_DEV void run(const GemmParams& p) {
 
 }  // namespace gemm
 
+// ---------------------------------------------------------------------------------------------------------------
+// The 128 × 128 tile, for chunks of at least 128 rows (`gemm128_*` kernels).
+//
+// With hundreds of rows the 64 × 64 kernel above is limited by its own shared-memory traffic and barriers, not by
+// the tensor cores (≈ 190 TFLOP/s of ≈ 790 on an H200): a 32 × 32 warp tile issues 4 ldmatrix.x4 per 8 MMAs, every
+// step pays two __syncthreads with the dequantization on the critical path between them, and each block reads A
+// from L2 for only 64 slots. This variant changes the shape of the work, not the arithmetic (same weight layout,
+// same exact dequantization, same epilogues, same split-K mechanism):
+//   - 256 threads = 8 warps as 4 (rows) × 2 (slots), each owning a 32 × 64 tile: per k16, 2 ldmatrix.x4 of A and
+//     4 of W feed 16 MMAs (3 per 8 instead of 4 per 8), and every byte of A a block reads from L2 feeds 128 slots;
+//   - the dequantized W tile is double-buffered and produced one step ahead: during step s each thread turns its
+//     uint4 of step s + 1 (8 slot-tiles × 32 lanes = 256 uint4, exactly one per thread) into w[(s + 1) % 2], one
+//     word per k16 between that k16's ldmatrix and its MMAs, while the MMAs of step s read w[s % 2]. The integer
+//     and half2 work of the dequantization then overlaps the tensor cores, and one __syncthreads per step suffices:
+//     the one at the top of step s + 1 publishes w[(s + 1) % 2], makes the A rows every thread waited for visible
+//     to all warps, and frees the buffers the next copies and the next dequantization overwrite;
+//   - so the raw words run one step ahead of A: the copies issued during step s are A of step s + 2 and the raw
+//     words of step s + 3, and with 3 stages in each ring every copy has two steps' time to land;
+//   - 3 A stages (3 × 18 KB) + 2 dequantized tiles (2 × 18 KB) + 3 raw stages (3 × 5 KB with scales) = 105 KB,
+//     so two blocks fit an sm_90 SM (227 KB): 16 warps hide each other's ldmatrix and barrier latencies. A fourth
+//     stage would not fit twice.
+// The warp tile is 32 × 64 rather than 64 × 32 (same ldmatrix count) because it keeps fewer fragments live: 2 A
+// fragments and 4 W fragments per k16 next to the 64 accumulators, so the kernel fits 128 registers (2 blocks × 256
+// threads) without spilling.
+namespace gemm {
+
+constexpr int BIG_BM = 128, BIG_BN = 128;
+constexpr int BIG_THREADS = 256;
+constexpr int BIG_STAGES = 3;                     // depth of the A ring and of the raw-weight ring
+constexpr int BIG_TILES = BIG_BN / INT4_TILE_N;   // slot-tiles per block: one per warp for the copies
+
+struct SmemBig {
+    __half a[BIG_STAGES][BIG_BM][LDS];
+    __half w[2][BIG_BN][LDS];  // dequantized: [slot][k], double-buffered
+    uint4 wraw[BIG_STAGES][BIG_TILES][32];
+    uint32_t sz[BIG_STAGES][BIG_THREADS];  // each thread's (scale, zero) word for its chunk of the step
+};
+static_assert(sizeof(SmemBig) == 107520, "GEMM128_SMEM_BYTES in engine/src/backend/cuda/params.rs must match");
+
+// One result of row `row` (the row's offset `at` = row · ldy) into output column `col` (skipped for padding).
+template <int OUT>
+ENGINE_DEV void store_one(const GemmParams& p, size_t at, uint32_t col, float v) {
+    if (col == 0xFFFFFFFFu) return;
+    if (OUT == STORE16) p.y16[at + col] = __float2half_rn(v);
+    else if (OUT == RESIDUAL) p.y32[at + col] += v;
+    else p.y32[at + col] = v;
+}
+
+// The results v0, v1 of two neighbouring slots of one row, for output columns c0, c1. When the columns are
+// neighbours too, starting at an even column, and `vec` says the row stride and base pointer keep such pairs
+// aligned, one 4-byte (f16) or 8-byte (f32) access does both: halves the epilogue's store instructions for the
+// Identity map always, and for q/k/v and gate/up whenever a tile's pairs are consecutive columns (the usual case).
+template <int OUT>
+ENGINE_DEV void store_pair(const GemmParams& p, uint32_t row, uint32_t c0, uint32_t c1, float v0, float v1,
+                           bool vec) {
+    const size_t at = (size_t)row * p.ldy;
+    if (vec && c0 != 0xFFFFFFFFu && c1 == c0 + 1 && (c0 & 1u) == 0) {
+        if (OUT == STORE16) {
+            *reinterpret_cast<__half2*>(p.y16 + at + c0) = __floats2half2_rn(v0, v1);
+        } else if (OUT == RESIDUAL) {
+            float2* y = reinterpret_cast<float2*>(p.y32 + at + c0);
+            float2 o = *y;
+            o.x += v0;
+            o.y += v1;
+            *y = o;
+        } else {
+            *reinterpret_cast<float2*>(p.y32 + at + c0) = make_float2(v0, v1);
+        }
+        return;
+    }
+    store_one<OUT>(p, at, c0, v0);
+    store_one<OUT>(p, at, c1, v1);
+}
+
+template <int OUT>
+ENGINE_DEV void run_big(const GemmParams& p) {
+    constexpr int WN = 2;                       // warps along slots (BIG_THREADS / 32 / WN = 4 along rows)
+    constexpr int WTM = 32, WTN = 64;           // warp tile: rows × slots
+    constexpr int MI = WTM / 16, NI = WTN / 8;  // 2 m16 tiles × 8 n8 tiles per warp
+    static_assert((BIG_THREADS / 32 / WN) * WTM == BIG_BM && WN * WTN == BIG_BN, "warps must cover the tile");
+    static_assert(BIG_TILES * 32 == BIG_THREADS, "one raw uint4 per thread per step");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    SmemBig& s = *reinterpret_cast<SmemBig*>(smem_raw);
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int warp_m = warp / WN, warp_n = warp % WN;
+    const uint32_t m0 = blockIdx.y * BIG_BM, slot0 = blockIdx.x * BIG_BN;
+    const uint32_t steps_all = p.k_pad / BK, tiles = p.n_pad / INT4_TILE_N;
+    // This block's K steps (clamped, so that a split left without steps just contributes zeros).
+    const uint32_t per_split = (steps_all + p.k_splits - 1) / p.k_splits;
+    const uint32_t step_begin = min(steps_all, blockIdx.z * per_split);
+    const int n_steps = (int)(min(steps_all, step_begin + per_split) - step_begin);
+
+    pdl_wait();
+    pdl_launch_dependents();
+
+    // A: 128 rows × 8 chunks of 16 bytes, 4 chunks per thread: rows tid / 8 + 32 i, chunk tid % 8 (a warp copies 4
+    // whole 128-byte rows of the step).
+    const int a_r = tid >> 3, a_c = (tid & 7) * 8;
+    auto load_a = [&](int buf, uint32_t step) {
+#pragma unroll
+        for (int i = 0; i < BIG_BM / 32; ++i) {
+            const int r = a_r + 32 * i;
+            const uint32_t row = m0 + r, col = step * BK + a_c;
+            const bool ok = row < p.m && col < p.k;
+            const __half* src = ok ? p.a + (size_t)row * p.lda + col : p.a;
+            cp_async16(&s.a[buf][r][a_c], src, ok ? 16u : 0u);
+        }
+    };
+    // Raw weights: warp w copies slot-tile w of the block (512 contiguous bytes), each lane with the (scale, zero)
+    // of its own 32-row chunk, which travels with the words (see the 64-row kernel).
+    const uint32_t w_tile = blockIdx.x * BIG_TILES + warp;
+    const bool w_ok = w_tile < tiles;
+    auto load_w = [&](int buf, uint32_t step) {
+        const uint4* src = w_ok ? p.qw + ((size_t)w_tile * steps_all + step) * 32 + lane : p.qw;
+        cp_async16(&s.wraw[buf][warp][lane], src, w_ok ? 16u : 0u);
+        const uint32_t g = min((step * BK + (lane >> 4) * INT4_CHUNK_K) / p.group_size, p.groups - 1);
+        cp_async4(&s.sz[buf][tid], p.sz + ((size_t)(w_ok ? w_tile : 0) * p.groups + g) * INT4_TILE_N + (lane & 15));
+    };
+    // What this thread dequantizes: the uint4 it copied, i.e. slot (lane % 16) of slot-tile `warp`, rows
+    // 32 · (lane / 16) .. + 32 of the step; word i (8 rows) becomes the 16 bytes at column 32 · (lane / 16) + 8 i.
+    const int dq_row = warp * INT4_TILE_N + (lane & 15), dq_col = (lane >> 4) * INT4_CHUNK_K;
+    // ldmatrix addresses of this lane at k16 = 0 of stage / buffer 0, as in the 64-row kernel: A rows
+    // warp_m · 32 + (lane % 16), k half lane / 16; W slots warp_n · 64 + (lane % 8) + 8 · (lane / 16), k half
+    // (lane / 8) % 2. Stage, m16 / n16 tile and k16 are constant byte offsets from these.
+    constexpr uint32_t A_STAGE_B = BIG_BM * LDS * 2, W_BUF_B = BIG_BN * LDS * 2, ROWS16_B = 16 * LDS * 2;
+    const uint32_t a_ld = smem_addr(&s.a[0][warp_m * WTM + (lane & 15)][(lane >> 4) * 8]);
+    const uint32_t w_ld = smem_addr(&s.w[0][warp_n * WTN + (lane & 7) + ((lane >> 4) << 3)][((lane >> 3) & 1) * 8]);
+
+    float acc[MI][NI][4];
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+    // Prologue. Local step j lives in A stage j % 3 and raw stage j % 3. Groups, in commit order:
+    //   P = {raw 0}, C(-2) = {A 0, raw 1}, C(-1) = {A 1, raw 2}, then C(i) = {A i + 2, raw i + 3} in step i;
+    // every group is committed even when empty, so that in step i wait_group 1 means "C(i - 2) has landed",
+    // which holds exactly what step i needs: A of step i and the raw words of step i + 1.
+    if (n_steps > 0) load_w(0, step_begin);
+    cp_async_commit();
+    if (n_steps > 0) load_a(0, step_begin);
+    if (n_steps > 1) load_w(1, step_begin + 1);
+    cp_async_commit();
+    if (n_steps > 1) load_a(1, step_begin + 1);
+    if (n_steps > 2) load_w(2, step_begin + 2);
+    cp_async_commit();
+    // P has landed. No barrier: each thread dequantizes exactly the uint4 and scale word it copied itself, and
+    // wait_group makes a thread's own copies visible to it (the same holds for the raw words in the loop).
+    cp_async_wait<2>();
+    if (n_steps > 0) {
+        const uint4 wv = s.wraw[0][warp][lane];
+        const __half2 szh = u32_as_half2(s.sz[0][tid]);
+        const __half2 zz = __high2half2(szh), sc = __low2half2(szh);
+        const uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
+        __half* dst = &s.w[0][dq_row][dq_col];
+#pragma unroll
+        for (int wi = 0; wi < 4; ++wi) *reinterpret_cast<uint4*>(dst + wi * 8) = dequant8(words[wi], zz, sc);
+    }
+
+    for (int i = 0; i < n_steps; ++i) {
+        cp_async_wait<1>();
+        // The one barrier of the step: A of step i has landed for everyone (each warp reads rows other threads
+        // copied), w[i % 2] (dequantized during step i - 1) is complete, and every warp has finished step i - 1,
+        // whose A stage ((i + 2) % 3), raw stage (i % 3, dequantized during i - 1) and tile w[(i + 1) % 2] are
+        // reused below.
+        __syncthreads();
+        if (i + 2 < n_steps) load_a((i + 2) % BIG_STAGES, step_begin + i + 2);
+        if (i + 3 < n_steps) load_w(i % BIG_STAGES, step_begin + i + 3);
+        cp_async_commit();
+
+        // The raw words of step i + 1, dequantized into w[(i + 1) % 2] one word per k16 below. Each word is read
+        // from shared memory where it is used rather than all four up front: the hot loop runs at the 128-register
+        // cap, and 3 fewer live registers keep it clear of spills on every target.
+        const bool dq = i + 1 < n_steps;
+        const int rb = (i + 1) % BIG_STAGES;
+        const uint32_t* dq_src = reinterpret_cast<const uint32_t*>(&s.wraw[rb][warp][lane]);
+        const uint32_t szw = dq ? s.sz[rb][tid] : 0u;
+        __half* dq_dst = &s.w[(i + 1) & 1][dq_row][dq_col];
+        const uint32_t a_base = a_ld + (uint32_t)(i % BIG_STAGES) * A_STAGE_B;
+        const uint32_t w_base = w_ld + (uint32_t)(i & 1) * W_BUF_B;
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; ++kk) {
+            uint32_t af[MI][4], bf[NI / 2][4];
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi) ldmatrix_x4_at(af[mi], a_base + mi * ROWS16_B + kk * 32);
+#pragma unroll
+            for (int nj = 0; nj < NI / 2; ++nj) ldmatrix_x4_at(bf[nj], w_base + nj * ROWS16_B + kk * 32);
+            if (dq) {
+                const __half2 szh = u32_as_half2(szw);
+                *reinterpret_cast<uint4*>(dq_dst + kk * 8) = dequant8(dq_src[kk], __high2half2(szh), __low2half2(szh));
+            }
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                for (int nj = 0; nj < NI / 2; ++nj) {
+                    // bf[nj] = (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15): two n8 tiles.
+                    mma_16816(acc[mi][2 * nj], af[mi], bf[nj][0], bf[nj][1]);
+                    mma_16816(acc[mi][2 * nj + 1], af[mi], bf[nj][2], bf[nj][3]);
+                }
+        }
+    }
+    cp_async_wait<0>();  // nothing real is pending (the last groups are empty); never leave a copy in flight
+
+    // Epilogue: c0,c1 at (row g, slots 2t, 2t+1), c2,c3 at (row g + 8, same slots), g = lane / 4, t = lane % 4.
+    const int g = lane >> 2, t4 = lane & 3;
+    const uint32_t row_l = m0 + warp_m * WTM + g;            // + 16 mi + 8 h
+    const uint32_t slot_l = slot0 + warp_n * WTN + 2 * t4;  // + 8 ni; always even, and n_pad is a multiple of 16,
+                                                            // so slot < n_pad implies slot + 1 < n_pad
+    if (p.k_splits > 1) {
+        // Write this split's partial tile, then let the last split to arrive finish the tile (as in the 64-row
+        // kernel; pairs of slots move as one float2).
+        float* part = p.part + (size_t)blockIdx.z * p.m * p.n_pad;
+#pragma unroll
+        for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < NI; ++ni)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const uint32_t row = row_l + mi * 16 + h * 8, slot = slot_l + ni * 8;
+                    if (row < p.m && slot < p.n_pad)
+                        *reinterpret_cast<float2*>(part + (size_t)row * p.n_pad + slot) =
+                            make_float2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
+                }
+        __shared__ bool is_last;
+        __threadfence();
+        __syncthreads();
+        uint32_t* counter = p.counters + blockIdx.y * gridDim.x + blockIdx.x;
+        if (tid == 0) is_last = atomicAdd(counter, 1u) == p.k_splits - 1;
+        __syncthreads();
+        if (!is_last) return;
+        __threadfence();
+        // Sum the partials in split order (0 + p0 + p1 + ...: the same bits whichever split arrived last). Splits
+        // outermost: each pass issues this thread's 32 independent loads at once instead of a chain of dependent
+        // loads per element, and the loop stays one compact body.
+#pragma unroll
+        for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < NI; ++ni)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
+#pragma unroll 1
+        for (uint32_t z = 0; z < p.k_splits; ++z) {
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const uint32_t row = row_l + mi * 16 + h * 8;
+                    if (row >= p.m) continue;
+                    // One pointer per row (recomputed per split, so that 32 addresses need not stay live).
+                    const float* src = p.part + ((size_t)z * p.m + row) * p.n_pad + slot_l;
+#pragma unroll
+                    for (int ni = 0; ni < NI; ++ni) {
+                        if (slot_l + ni * 8 >= p.n_pad) continue;
+                        const float2 q = __ldcg(reinterpret_cast<const float2*>(src + ni * 8));
+                        acc[mi][ni][2 * h] += q.x;
+                        acc[mi][ni][2 * h + 1] += q.y;
+                    }
+                }
+        }
+        if (tid == 0) *counter = 0;
+    }
+    const bool vec = (p.ldy & 1u) == 0 &&
+                     (OUT == STORE16 ? ((uintptr_t)p.y16 & 3u) == 0 : ((uintptr_t)p.y32 & 7u) == 0);
+#pragma unroll
+    for (int ni = 0; ni < NI; ++ni) {
+        const uint32_t slot = slot_l + ni * 8;
+        if (slot >= p.n_pad) continue;
+        const uint32_t c0 = p.col_map[slot], c1 = p.col_map[slot + 1];
+#pragma unroll
+        for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const uint32_t row = row_l + mi * 16 + h * 8;
+                if (row < p.m) store_pair<OUT>(p, row, c0, c1, acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1], vec);
+            }
+    }
+}
+
+}  // namespace gemm
+
 // Block: 128 threads; dynamic shared memory sizeof(gemm::Smem<64>) = 56320 bytes (Smem<16>: 28672 for the gemm16_
 // kernels). Grid: (ceil(n_pad / 64), ceil(m / BM), k_splits).
 extern "C" __global__ void __launch_bounds__(128) gemm_int4_store16(const GemmParams p) {
@@ -285,4 +581,17 @@ extern "C" __global__ void __launch_bounds__(128) gemm16_int4_residual(const Gem
 }
 extern "C" __global__ void __launch_bounds__(128) gemm16_int4_store32(const GemmParams p) {
     gemm::run<gemm::STORE32, 16>(p);
+}
+
+// Block: 256 threads; dynamic shared memory sizeof(gemm::SmemBig) = 107520 bytes (two blocks per SM on sm_90; the
+// host uses these only where the card grants that much to one block). Grid: (ceil(n_pad / 128), ceil(m / 128),
+// k_splits). At most 128 registers per thread, so that two blocks fit an SM's register file.
+extern "C" __global__ void __launch_bounds__(256, 2) gemm128_int4_store16(const GemmParams p) {
+    gemm::run_big<gemm::STORE16>(p);
+}
+extern "C" __global__ void __launch_bounds__(256, 2) gemm128_int4_residual(const GemmParams p) {
+    gemm::run_big<gemm::RESIDUAL>(p);
+}
+extern "C" __global__ void __launch_bounds__(256, 2) gemm128_int4_store32(const GemmParams p) {
+    gemm::run_big<gemm::STORE32>(p);
 }

@@ -120,6 +120,14 @@ pub mod kernels {
     pub const GEMM16_INT4_RESIDUAL: &str = "gemm16_int4_residual";
     /// `gemm_int4.cu`: `gemm16_int4_store32(GemmParams)` (tests).
     pub const GEMM16_INT4_STORE32: &str = "gemm16_int4_store32";
+    /// `gemm_int4.cu`: `gemm128_int4_store16(GemmParams)`: 128-row × 128-slot tiles for chunks of at least 128 rows,
+    /// 256 threads, 107520 bytes of dynamic shared memory (two blocks per SM on sm_90; needs a card that grants
+    /// that much to one block), grid (ceil(n_pad / 128), ceil(m / 128), k_splits); f16 output.
+    pub const GEMM128_INT4_STORE16: &str = "gemm128_int4_store16";
+    /// `gemm_int4.cu`: `gemm128_int4_residual(GemmParams)`: adds into an f32 output.
+    pub const GEMM128_INT4_RESIDUAL: &str = "gemm128_int4_residual";
+    /// `gemm_int4.cu`: `gemm128_int4_store32(GemmParams)`: f32 output (tests).
+    pub const GEMM128_INT4_STORE32: &str = "gemm128_int4_store32";
     /// `attention.cu`: `attn_decode(AttnParams)`: grid (heads, splits), 128 threads.
     pub const ATTN_DECODE: &str = "attn_decode";
     /// `attention.cu`: `attn_prefill(AttnParams)`: grid (heads, rows), 128 threads.
@@ -157,6 +165,9 @@ pub mod kernels {
         GEMM16_INT4_STORE16,
         GEMM16_INT4_RESIDUAL,
         GEMM16_INT4_STORE32,
+        GEMM128_INT4_STORE16,
+        GEMM128_INT4_RESIDUAL,
+        GEMM128_INT4_STORE32,
         ATTN_DECODE,
         ATTN_PREFILL,
         ATTN_PREFILL_TC64,

@@ -1,7 +1,8 @@
 //! The CUDA backend against the CPU reference on synthetic checkpoints of awkward sizes: logits at every prefill
-//! position and over 64 decode steps within 1e-2 relative L2, greedy tokens identical (a step where the CPU's two
-//! best logits are closer than four times the measured error is reported as a near tie). Needs a GPU, so it is
-//! ignored in ordinary runs; tests/gpu/suite.sh runs it with --ignored.
+//! position (in chunks of 64, and of 160 for the long-chunk GEMM tile) and over 64 decode steps within 1e-2
+//! relative L2, greedy tokens identical (a step where the CPU's two best logits are closer than four times the
+//! measured error is reported as a near tie). Needs a GPU, so it is ignored in ordinary runs; tests/gpu/suite.sh
+//! runs it with --ignored.
 
 use e2e_tests::{cases, random_ids, rel_l2, synth};
 use engine::backend::BackendKind;
@@ -58,6 +59,16 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
         let lg = gpu.new_session(None).unwrap().feed_all_logits(&ids).unwrap();
         let (e_prefill, p) = worst(&lg, &lc, vocab);
         assert!(e_prefill <= TOL, "{}: prefill position {p}: relative L2 {e_prefill:.2e}", case.name);
+
+        // Long chunks: from 128 rows the prefill GEMMs take the 128 × 128 tile (with split-K where the grid is
+        // small), which the 64-row chunks above never reach. 300 tokens in chunks of 160 and 140.
+        let long = random_ids(300, vocab, 12);
+        let gpu_long = load(dir.path(), BackendKind::Cuda, 160).unwrap();
+        let lc = cpu.new_session(None).unwrap().feed_all_logits(&long).unwrap();
+        let lg = gpu_long.new_session(None).unwrap().feed_all_logits(&long).unwrap();
+        let (e_long, p) = worst(&lg, &lc, vocab);
+        assert!(e_long <= TOL, "{}: prefill in chunks of 160, position {p}: relative L2 {e_long:.2e}", case.name);
+        drop(gpu_long);
 
         // 64 decode steps, both backends fed the CPU's greedy tokens: logits compared at every step, and the
         // token each backend would pick — the CUDA one by its fused on-device argmax — compared too.
@@ -119,7 +130,7 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
         assert_eq!(s1, s2, "{}: same seed, different tokens", case.name);
 
         println!(
-            "{:<30} prefill max rel L2 {e_prefill:.2e} | 64 decode steps max rel L2 {e_decode:.2e} | {identical} ({ties} near ties) | seeded sampling repeatable",
+            "{:<30} prefill max rel L2 {e_prefill:.2e} (chunks of 160: {e_long:.2e}) | 64 decode steps max rel L2 {e_decode:.2e} | {identical} ({ties} near ties) | seeded sampling repeatable",
             case.name
         );
     }

@@ -32,6 +32,9 @@ pub struct Kernels {
     pub gemm16_store16: CudaFunction,
     pub gemm16_residual: CudaFunction,
     pub gemm16_store32: CudaFunction,
+    pub gemm128_store16: CudaFunction,
+    pub gemm128_residual: CudaFunction,
+    pub gemm128_store32: CudaFunction,
     pub attn_decode: CudaFunction,
     pub attn_prefill: CudaFunction,
     pub attn_prefill_tc64: CudaFunction,
@@ -55,6 +58,12 @@ pub struct Gpu {
     pub module_load_s: f64,
     /// Launch-shape knobs of the decode kernels (environment overrides for measurements).
     pub tuning: Tuning,
+    /// Whether the 128 × 128 prefill GEMM tile (`gemm128_*`) can run: one block needs
+    /// [`GEMM128_SMEM_BYTES`](super::params::GEMM128_SMEM_BYTES) of shared memory, which sm_80 and sm_90 grant but
+    /// sm_86 / sm_89 (99 KB per block) do not; without it long chunks use the 64-row tile.
+    pub gemm128: bool,
+    /// Blocks of the 128 × 128 tile one SM holds at once, as its shared memory allows (2 on sm_90, 1 on sm_80).
+    pub gemm128_blocks_per_sm: u32,
 }
 
 /// Launch-shape knobs of the decode kernels. Defaults are what measured best (BENCHMARKS.md); the environment
@@ -138,6 +147,9 @@ impl Gpu {
             gemm16_store16: f(kn::GEMM16_INT4_STORE16)?,
             gemm16_residual: f(kn::GEMM16_INT4_RESIDUAL)?,
             gemm16_store32: f(kn::GEMM16_INT4_STORE32)?,
+            gemm128_store16: f(kn::GEMM128_INT4_STORE16)?,
+            gemm128_residual: f(kn::GEMM128_INT4_RESIDUAL)?,
+            gemm128_store32: f(kn::GEMM128_INT4_STORE32)?,
             attn_decode: f(kn::ATTN_DECODE)?,
             attn_prefill: f(kn::ATTN_PREFILL)?,
             attn_prefill_tc64: f(kn::ATTN_PREFILL_TC64)?,
@@ -157,7 +169,30 @@ impl Gpu {
                 .filter(|v| (1..=16).contains(v))
                 .unwrap_or(DEFAULT_GEMV_BLOCKS_PER_SM),
         };
-        let gpu = Gpu { ctx, stream, _module: module, k, name, cc, sm_count, pdl, module_load_s, tuning };
+        let smem_optin = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(|e| dev_err("reading the shared-memory limit", e))? as u32;
+        let smem_per_sm = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)
+            .map_err(|e| dev_err("reading the shared memory per SM", e))? as u32;
+        // The kernel's static shared memory (16 bytes: the split-K flag) counts against the same limit, and every
+        // resident block costs the SM another 1 KB the system reserves.
+        let gemm128 = smem_optin >= super::params::GEMM128_SMEM_BYTES + 16;
+        let gemm128_blocks_per_sm = (smem_per_sm / (super::params::GEMM128_SMEM_BYTES + 16 + 1024)).clamp(1, 2);
+        let gpu = Gpu {
+            ctx,
+            stream,
+            _module: module,
+            k,
+            name,
+            cc,
+            sm_count,
+            pdl,
+            module_load_s,
+            tuning,
+            gemm128,
+            gemm128_blocks_per_sm,
+        };
         // Kernels that take more than 48 KB of dynamic shared memory must say so once.
         for f in [
             &gpu.k.gemv_qkv,
@@ -175,6 +210,16 @@ impl Gpu {
         // Exactly what they take (69632 bytes for head_dim 128, more than the default 48 KB).
         gpu.set_max_dynamic_smem(&gpu.k.attn_prefill_tc64, attn_prefill_tc_smem_bytes(64))?;
         gpu.set_max_dynamic_smem(&gpu.k.attn_prefill_tc128, attn_prefill_tc_smem_bytes(128))?;
+        if gpu.gemm128 {
+            for f in [&gpu.k.gemm128_store16, &gpu.k.gemm128_residual, &gpu.k.gemm128_store32] {
+                gpu.set_max_dynamic_smem(f, super::params::GEMM128_SMEM_BYTES)?;
+                // Two blocks per SM need 2 × 106 KB of the SM's unified L1 / shared memory: ask for the largest
+                // shared-memory carveout rather than leave the split to the driver (a hint; the L1 left over is
+                // enough, A and the weights bypass L1 anyway).
+                f.set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, 100)
+                    .map_err(|e| dev_err("setting the shared-memory carveout", e))?;
+            }
+        }
         Ok(gpu)
     }
 

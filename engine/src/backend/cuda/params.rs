@@ -215,6 +215,14 @@ pub const fn attn_prefill_tc_smem_bytes(head_dim: u32) -> u32 {
     4 * 64 * (head_dim + 8) * 2
 }
 
+/// Shared memory of `gemm128_int4_*`: `sizeof(gemm::SmemBig)` = A 3×128×72 halves + dequantized W 2×128×72
+/// halves + raw W 3×8×32 uint4 + scales 3×256 words (3 pipeline stages, a double-buffered dequantized tile). The
+/// kernel source `static_assert`s the same number.
+pub const GEMM128_SMEM_BYTES: u32 = 3 * 128 * 72 * 2 + 2 * 128 * 72 * 2 + 3 * 8 * 32 * 16 + 3 * 256 * 4;
+// Two blocks per SM on sm_90: 228 KB of shared memory per SM, each block also holding its 16 static bytes and the
+// 1 KB the system reserves per block.
+const _: () = assert!(2 * (GEMM128_SMEM_BYTES + 16 + 1024) <= 228 * 1024);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +252,17 @@ mod tests {
                 (field.trim_start_matches('*').to_string(), size)
             })
             .collect()
+    }
+
+    #[test]
+    fn gemm128_smem_matches_the_kernels_static_assert() {
+        assert_eq!(GEMM128_SMEM_BYTES, 107520);
+        let src =
+            std::fs::read_to_string(format!("{}/../ptx/kernels/gemm_int4.cu", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert!(
+            src.contains(&format!("static_assert(sizeof(SmemBig) == {GEMM128_SMEM_BYTES}")),
+            "gemm_int4.cu's static_assert on sizeof(SmemBig) must name GEMM128_SMEM_BYTES"
+        );
     }
 
     #[test]

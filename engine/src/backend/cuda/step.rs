@@ -6,6 +6,7 @@ use engine_format::plan;
 use super::driver::Gpu;
 use super::params::{
     attn_prefill_tc_smem_bytes, gemm_smem_bytes, AttnParams, GemmParams, GemvParams, LmHeadParams, ATTN_TC_ROWS,
+    GEMM128_SMEM_BYTES,
 };
 use super::weights::DevLinear;
 use super::CudaBackend;
@@ -352,35 +353,127 @@ enum GemmOut {
     Residual,
 }
 
-/// Rows per tile: 16 for chunks of at most 16 rows (a 64-row tile would spend most of its MMAs on padding), else 64.
-fn gemm_rows(m: u32) -> u32 {
-    if m <= 16 {
-        16
-    } else {
-        64
+/// The tile of a prefill GEMM, by chunk rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GemmTile {
+    /// 16 rows × 64 slots, 128 threads: chunks of at most 16 rows (a 64-row tile would spend most of its MMAs on
+    /// padding).
+    Rows16,
+    /// 64 × 64, 128 threads.
+    Rows64,
+    /// 128 × 128, 256 threads, two blocks per SM on sm_90 (`gemm128_*`): chunks of at least [`GEMM128_MIN_ROWS`] rows, where
+    /// the 64 × 64 tile is bound by its shared-memory traffic and barriers rather than by the tensor cores.
+    Rows128,
+}
+
+/// Rows from which a prefill GEMM uses the 128 × 128 tile. Below, a 128-row tile would be mostly padding.
+const GEMM128_MIN_ROWS: u32 = 128;
+
+impl GemmTile {
+    /// `gemm128`: whether the card can run the 128 × 128 tile ([`super::driver::Gpu::gemm128`]).
+    fn for_rows(m: u32, gemm128: bool) -> GemmTile {
+        if m <= 16 {
+            GemmTile::Rows16
+        } else if m >= GEMM128_MIN_ROWS && gemm128 {
+            GemmTile::Rows128
+        } else {
+            GemmTile::Rows64
+        }
+    }
+    fn rows(self) -> u32 {
+        match self {
+            GemmTile::Rows16 => 16,
+            GemmTile::Rows64 => 64,
+            GemmTile::Rows128 => 128,
+        }
+    }
+    fn slots(self) -> u32 {
+        if self == GemmTile::Rows128 {
+            128
+        } else {
+            64
+        }
+    }
+    fn threads(self) -> u32 {
+        if self == GemmTile::Rows128 {
+            256
+        } else {
+            128
+        }
+    }
+    fn smem(self) -> u32 {
+        match self {
+            GemmTile::Rows128 => GEMM128_SMEM_BYTES,
+            t => gemm_smem_bytes(t.rows()),
+        }
     }
 }
 
-/// How many blocks along K a prefill GEMM over `lin` with `m` rows uses: enough blocks to fill the card a few
-/// times over, at least 2 K steps per block, within the split-K workspace. (8 blocks per SM instead of 4 for
-/// 16-row chunks measured the same: 6.3 vs 6.1 ms GPU time for a 16-token prompt on an H200.)
-fn gemm_splits(b: &CudaBackend, lin: &DevLinear, m: u32) -> u32 {
-    let base = lin.n_pad.div_ceil(64) * m.div_ceil(gemm_rows(m));
+/// How many blocks along K a prefill GEMM over `lin` with `m` rows in tiles of `bm` rows (16 or 64) uses: enough
+/// blocks to fill the card a few times over, at least 2 K steps per block, within the split-K workspace. (8 blocks
+/// per SM instead of 4 for 16-row chunks measured the same: 6.3 vs 6.1 ms GPU time for a 16-token prompt on an
+/// H200.)
+fn gemm_splits(b: &CudaBackend, lin: &DevLinear, m: u32, bm: u32) -> u32 {
+    let base = lin.n_pad.div_ceil(64) * m.div_ceil(bm);
     let want = (4 * b.gpu.sm_count).div_ceil(base);
     let by_steps = (lin.k_pad / 64 / 2).max(1);
     let by_space = plan::GEMM_SPLIT_ROWS as u32 / m.max(1);
     want.min(by_steps).min(by_space).max(1)
 }
 
+/// Fewest K steps (of 64) a split of the 128 × 128 tile gets: the pipeline's prologue loads 3 steps.
+const GEMM128_MIN_SPLIT_STEPS: u32 = 4;
+/// What a split-K reduction costs, in K steps of one block (each block writes its 64 KB partial tile, the last one
+/// reads them all back from L2): about 2–4; the larger guess keeps the split for when it clearly pays.
+const GEMM128_REDUCE_STEPS: u32 = 4;
+
+/// K splits for the 128 × 128 tile over `n_pad` slots, `k_pad` rows of K and `m` rows, on a card holding
+/// `resident` such blocks at once (SMs × blocks per SM: 2 on sm_90, where registers and shared memory allow two),
+/// with a split-K workspace of `part_floats` partial sums and `counters` tile counters.
+///
+/// A grid of n_pad/128 × m/128 blocks is small next to the card for narrow projections (o and down of a 7B model:
+/// 32 × 4 = 128 blocks at 512 rows, on 132 SMs that hold 264), so such GEMMs split K. The split minimizes
+/// waves × (steps per split + the reduction's cost), where a wave is one set of resident blocks: it fills idle SMs,
+/// and adds a wave only where shorter blocks more than pay for it (ties go to fewer splits). The workspace holds `GEMM_SPLIT_ROWS` rows of the widest
+/// projection, so narrow projections can split 512-row chunks (2 × 512 × 4096 partials fit); wide ones at 512 rows
+/// (q/k/v, gate/up: 384 and 688 blocks) already fill the card, and stay unsplit.
+fn gemm128_splits(resident: u32, n_pad: u32, k_pad: u32, m: u32, part_floats: usize, counters: usize) -> u32 {
+    let base = n_pad.div_ceil(128) * m.div_ceil(128);
+    let resident = resident.max(1);
+    let steps = k_pad / 64;
+    if base == 0 || base as usize > counters {
+        return 1;
+    }
+    let by_steps = (steps / GEMM128_MIN_SPLIT_STEPS).max(1);
+    let by_space = (part_floats / (m as usize * n_pad as usize).max(1)).min(u32::MAX as usize) as u32;
+    let max = by_steps.min(by_space).max(1);
+    let cost = |s: u32| {
+        let waves = (base * s).div_ceil(resident);
+        waves * (steps.div_ceil(s) + if s > 1 { GEMM128_REDUCE_STEPS } else { 0 })
+    };
+    (1..=max).min_by_key(|&s| (cost(s), s)).unwrap_or(1)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn gemm(b: &CudaBackend, out: GemmOut, lin: &DevLinear, a: u64, lda: u32, y: u64, ldy: u32, m: u32) -> Result<()> {
-    let k_splits = gemm_splits(b, lin, m);
-    let bm = gemm_rows(m);
-    let f = match (out, bm) {
-        (GemmOut::Store16, 16) => &b.gpu.k.gemm16_store16,
-        (GemmOut::Residual, 16) => &b.gpu.k.gemm16_residual,
-        (GemmOut::Store16, _) => &b.gpu.k.gemm_store16,
-        (GemmOut::Residual, _) => &b.gpu.k.gemm_residual,
+    let tile = GemmTile::for_rows(m, b.gpu.gemm128);
+    let k_splits = match tile {
+        GemmTile::Rows128 => {
+            let size = |name: &str| b.plan.get(name).map_or(0, |p| p.size / 4);
+            let (part, counters) = (size("ws.gemm_partial"), size("ws.gemm_counters"));
+            let resident = b.gpu.sm_count * b.gpu.gemm128_blocks_per_sm;
+            gemm128_splits(resident, lin.n_pad, lin.k_pad, m, part, counters)
+        }
+        t => gemm_splits(b, lin, m, t.rows()),
+    };
+    let k = &b.gpu.k;
+    let f = match (out, tile) {
+        (GemmOut::Store16, GemmTile::Rows16) => &k.gemm16_store16,
+        (GemmOut::Residual, GemmTile::Rows16) => &k.gemm16_residual,
+        (GemmOut::Store16, GemmTile::Rows64) => &k.gemm_store16,
+        (GemmOut::Residual, GemmTile::Rows64) => &k.gemm_residual,
+        (GemmOut::Store16, GemmTile::Rows128) => &k.gemm128_store16,
+        (GemmOut::Residual, GemmTile::Rows128) => &k.gemm128_residual,
     };
     let (y32, y16) = if out == GemmOut::Residual { (y, 0) } else { (0, y) };
     let p = GemmParams {
@@ -402,7 +495,8 @@ fn gemm(b: &CudaBackend, out: GemmOut, lin: &DevLinear, a: u64, lda: u32, y: u64
         ldy,
         k_splits,
     };
-    b.gpu.launch_struct(f, (lin.n_pad.div_ceil(64), m.div_ceil(bm), k_splits), 128, gemm_smem_bytes(bm), &p)
+    let grid = (lin.n_pad.div_ceil(tile.slots()), m.div_ceil(tile.rows()), k_splits);
+    b.gpu.launch_struct(f, grid, tile.threads(), tile.smem(), &p)
 }
 
 fn rmsnorm(b: &CudaBackend, x: u64, w: u64, out: u64, perm: u64, dim: u32, m: u32) -> Result<()> {
@@ -437,4 +531,54 @@ fn permute(b: &CudaBackend, input: u64, out: u64, perm: u64, cols: u32, m: u32) 
 /// A kernel argument: a pointer to the value (the driver copies it at launch).
 pub(super) fn arg<T>(v: &mut T) -> *mut std::ffi::c_void {
     v as *mut T as *mut std::ffi::c_void
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The split-K workspace of a 7B-shaped model (`GEMM_SPLIT_ROWS` × the widest projection, gate/up's 22016 slots).
+    const PART: usize = plan::GEMM_SPLIT_ROWS * 22016;
+    const COUNTERS: usize = plan::GEMM_SPLIT_ROWS.div_ceil(64) * 22016usize.div_ceil(64);
+
+    #[test]
+    fn gemm128_splits_fill_the_card_only_where_the_grid_is_small() {
+        // An H200: 132 SMs × 2 blocks.
+        let splits = |n: u32, k: u32, m: u32| gemm128_splits(264, n, k, m, PART, COUNTERS);
+        // 512 rows: o and down (128 blocks) split in two; q/k/v and gate/up (384, 688 blocks) don't.
+        assert_eq!(splits(4096, 4096, 512), 2);
+        assert_eq!(splits(4096, 11008, 512), 2);
+        assert_eq!(splits(12288, 4096, 512), 1);
+        assert_eq!(splits(22016, 4096, 512), 1);
+        // Fewer rows split more, never past the workspace, the counters or 4 steps per split.
+        for m in [128u32, 200, 256, 300, 512, 1000, 2048] {
+            for (n, k) in [(4096u32, 4096u32), (4096, 11008), (12288, 4096), (22016, 4096), (592, 320), (16, 64)] {
+                let s = splits(n, k, m);
+                assert!(s >= 1 && (s == 1 || s as u64 * m as u64 * n as u64 <= PART as u64), "m={m} n={n} k={k}: {s}");
+                assert!(s == 1 || (k / 64) / s >= GEMM128_MIN_SPLIT_STEPS, "m={m} n={n} k={k}: {s}");
+                assert!(s == 1 || (n.div_ceil(128) * m.div_ceil(128)) as usize <= COUNTERS);
+            }
+        }
+        assert!(splits(4096, 4096, 128) > 2);
+        // A tiny K never splits, nor does anything on a workspace without room.
+        assert_eq!(splits(4096, 192, 128), 1);
+        assert_eq!(gemm128_splits(264, 4096, 4096, 512, 0, COUNTERS), 1);
+        assert_eq!(gemm128_splits(264, 4096, 4096, 512, PART, 0), 1);
+        // An A100 (108 SMs × 1 block): o at 512 rows unsplit is 128 blocks, a full wave and one of 20 blocks
+        // (2 × 64 steps); two splits make 3 waves of 32 steps (+ the reduction), which the model prefers.
+        assert_eq!(gemm128_splits(108, 4096, 4096, 512, PART, COUNTERS), 2);
+    }
+
+    #[test]
+    fn gemm_tiles_by_rows() {
+        assert_eq!(GemmTile::for_rows(1, true), GemmTile::Rows16);
+        assert_eq!(GemmTile::for_rows(16, true), GemmTile::Rows16);
+        assert_eq!(GemmTile::for_rows(17, true), GemmTile::Rows64);
+        assert_eq!(GemmTile::for_rows(127, true), GemmTile::Rows64);
+        assert_eq!(GemmTile::for_rows(128, true), GemmTile::Rows128);
+        assert_eq!(GemmTile::for_rows(512, true), GemmTile::Rows128);
+        assert_eq!(GemmTile::for_rows(512, false), GemmTile::Rows64);
+        assert_eq!(GemmTile::Rows128.smem(), GEMM128_SMEM_BYTES);
+        assert_eq!(GemmTile::Rows64.smem(), gemm_smem_bytes(64));
+    }
 }

@@ -460,29 +460,30 @@ fn gemm_int4_matches_f64() {
                 k_splits,
                 ..Default::default()
             };
-            // Both row tiles where the rows fit the small one.
-            let tiles: &[(u32, [&cudarc::driver::CudaFunction; 3])] = if m <= 16 {
-                &[
-                    (64, [&g.k.gemm_store32, &g.k.gemm_residual, &g.k.gemm_store16]),
-                    (16, [&g.k.gemm16_store32, &g.k.gemm16_residual, &g.k.gemm16_store16]),
-                ]
-            } else {
-                &[(64, [&g.k.gemm_store32, &g.k.gemm_residual, &g.k.gemm_store16])]
-            };
+            // Every tile that can take these rows: 64 always, 16 where the rows fit it, and 128 × 128 (which the host
+            // picks from 128 rows on, but which must be right for any row count) where the card runs it.
+            let mut tiles = vec![GemmTileFns::rows64(&g)];
+            if m <= 16 {
+                tiles.push(GemmTileFns::rows16(&g));
+            }
+            if g.gemm128 {
+                tiles.push(GemmTileFns::rows128(&g));
+            }
             let mut want = Vec::with_capacity(m * n);
             for r in 0..m {
                 want.extend(lin.apply(&a[r * k..(r + 1) * k].iter().map(|v| v.to_f64()).collect::<Vec<_>>()));
             }
-            for &(bm, [f32k, resk, f16k]) in tiles {
-                let grid = (dl.p.n_pad.div_ceil(64), (m as u32).div_ceil(bm), k_splits);
-                let smem = gemm_smem_bytes(bm);
+            for t in &tiles {
+                let [f32k, resk, f16k] = t.fns;
+                let (bm, threads, smem) = (t.rows, t.threads, t.smem);
+                let grid = (dl.p.n_pad.div_ceil(t.slots), (m as u32).div_ceil(bm), k_splits);
                 // Fresh poison (and a fresh residual) for every variant, so that none passes on another's output.
                 g.upload(y.ptr, &vec![0xFFu8; m * n * 4]).unwrap();
                 g.upload(y16.ptr, &vec![0xFFu8; m * n * 2]).unwrap();
                 g.upload(yr.ptr, bytemuck::cast_slice(&y0)).unwrap();
-                g.launch_struct(f32k, grid, 128, smem, &GemmParams { y32: y.ptr, ..base }).unwrap();
-                g.launch_struct(resk, grid, 128, smem, &GemmParams { y32: yr.ptr, ..base }).unwrap();
-                g.launch_struct(f16k, grid, 128, smem, &GemmParams { y16: y16.ptr, ..base }).unwrap();
+                g.launch_struct(f32k, grid, threads, smem, &GemmParams { y32: y.ptr, ..base }).unwrap();
+                g.launch_struct(resk, grid, threads, smem, &GemmParams { y32: yr.ptr, ..base }).unwrap();
+                g.launch_struct(f16k, grid, threads, smem, &GemmParams { y16: y16.ptr, ..base }).unwrap();
                 g.sync().unwrap();
                 let what = format!("gemm BM={bm} M={m} K={k} N={n} G={group:?} act={act} sym={sym} splits={k_splits}");
                 assert!(get::<u32>(&g, &counters, 64).iter().all(|&c| c == 0), "{what}: split counters not reset");
@@ -493,6 +494,164 @@ fn gemm_int4_matches_f64() {
                 check(&got_r, &want_r, 2e-3, &format!("{what} residual"));
                 check(&f16s(&get::<u16>(&g, &y16, m * n)), &want, 3e-3, &format!("{what} f16"));
             }
+        }
+    }
+}
+
+/// One GEMM tile's kernels (f32 store, residual, f16 store) and launch shape.
+struct GemmTileFns<'a> {
+    rows: u32,
+    slots: u32,
+    threads: u32,
+    smem: u32,
+    fns: [&'a cudarc::driver::CudaFunction; 3],
+}
+
+impl<'a> GemmTileFns<'a> {
+    fn rows16(g: &'a Gpu) -> Self {
+        let fns = [&g.k.gemm16_store32, &g.k.gemm16_residual, &g.k.gemm16_store16];
+        GemmTileFns { rows: 16, slots: 64, threads: 128, smem: gemm_smem_bytes(16), fns }
+    }
+    fn rows64(g: &'a Gpu) -> Self {
+        let fns = [&g.k.gemm_store32, &g.k.gemm_residual, &g.k.gemm_store16];
+        GemmTileFns { rows: 64, slots: 64, threads: 128, smem: gemm_smem_bytes(64), fns }
+    }
+    fn rows128(g: &'a Gpu) -> Self {
+        let fns = [&g.k.gemm128_store32, &g.k.gemm128_residual, &g.k.gemm128_store16];
+        GemmTileFns { rows: 128, slots: 128, threads: 256, smem: GEMM128_SMEM_BYTES, fns }
+    }
+}
+
+impl RandLinear {
+    /// The dense W[k][n] (original row order), for references over many rows.
+    fn dense(&self) -> Vec<f64> {
+        let mut w = vec![0f64; self.k * self.n];
+        for k in 0..self.k {
+            for n in 0..self.n {
+                w[k * self.n + n] = self.w(k, n);
+            }
+        }
+        w
+    }
+}
+
+/// Y = A · W in f64: A row-major m × k, W row-major k × n.
+fn matmul_f64(a: &[f64], w: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut y = vec![0f64; m * n];
+    for (yr, ar) in y.chunks_mut(n).zip(a.chunks(k)).take(m) {
+        for (&av, wr) in ar.iter().zip(w.chunks(n)) {
+            for (yv, &wv) in yr.iter_mut().zip(wr) {
+                *yv += av * wv;
+            }
+        }
+    }
+    y
+}
+
+/// The 128 × 128 tile on chunks of the sizes it is chosen for, with awkward shapes: N not a multiple of 128 (a
+/// partial last block of slot-tiles), rows not a multiple of 128, K of 5 steps and of 172, group sizes 32 / 64 / 128
+/// and one group, act-order, asymmetric zeros, split-K (including more splits than the host would pick), padded row
+/// strides for A and Y (an odd Y stride forces the epilogue's one-element path; the padding must stay poisoned),
+/// all three epilogues, and the same bits from two runs.
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn gemm128_int4_matches_f64_on_long_chunks() {
+    let g = gpu();
+    if !g.gemm128 {
+        assert!(!matches!(g.cc, (8, 0) | (9, 0)), "{}: sm_80 and sm_90 must run the 128 × 128 tile", g.describe());
+        eprintln!("skipped: {} grants too little shared memory per block for the 128 × 128 tile", g.describe());
+        return;
+    }
+    let mut rng = Rng(23);
+    let t = GemmTileFns::rows128(&g);
+    // (rows, K, N, group, act-order, symmetric, K splits, extra A stride, extra Y stride)
+    #[allow(clippy::type_complexity)]
+    let cases: &[(usize, usize, usize, Option<usize>, bool, bool, &[u32], usize, usize)] = &[
+        (128, 4096, 16 * 37, Some(128), false, false, &[1, 3], 0, 0),
+        (200, 320, 16 * 37, Some(32), true, false, &[1, 2], 8, 1),
+        (200, 320, 16 * 37, None, false, false, &[1], 0, 2),
+        (512, 11008, 16 * 9, Some(128), false, false, &[1, 2], 0, 0),
+        (512, 4096, 16 * 21, None, false, true, &[1], 16, 0),
+        (200, 11008, 16 * 21, Some(32), false, false, &[3], 0, 3),
+        (512, 320, 16 * 69, Some(64), true, true, &[1], 0, 0),
+        (128, 4096, 256, Some(128), true, false, &[2], 0, 0),
+        (300, 4096, 128, Some(32), false, false, &[5], 8, 0),
+    ];
+    for &(m, k, n, group, act, sym, splits, lda_extra, ldy_extra) in cases {
+        let lin = RandLinear::new(&mut rng, k, n, group, act, sym);
+        let d = lin.repack(ColumnOrder::Identity);
+        let perm = d.perm.clone();
+        let dl = upload_linear(&g, d);
+        let (lda, ldy) = (k + lda_extra, n + ldy_extra);
+        // A's columns in the sorted row order, as the producers write them; the stride padding is NaN, which
+        // the kernel must never read.
+        let a = rng.vec_f16(m * k, -1.0, 1.0);
+        let mut a_dev = vec![f16::NAN; m * lda];
+        for r in 0..m {
+            for c in 0..k {
+                a_dev[r * lda + c] = a[r * k + perm.as_ref().map_or(c, |p| p[c] as usize)];
+            }
+        }
+        let am = put(&g, &a_dev);
+        let a64: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
+        let want = matmul_f64(&a64, &lin.dense(), m, k, n);
+        let y0 = rng.vec_f32(m * ldy, -1.0, 1.0);
+        let (y, y2, yr, y16) =
+            (poisoned(&g, m * ldy * 4), poisoned(&g, m * ldy * 4), put(&g, &y0), poisoned(&g, m * ldy * 2));
+        let max_splits = *splits.iter().max().unwrap() as usize;
+        let part = g.alloc(max_splits * m * dl.d.n_pad * 4, "t").unwrap();
+        let counters = put(&g, &vec![0u32; 64]);
+        // The n columns of each row of an m × ldy output, and whether the stride padding is still poison.
+        let cols = |v: Vec<f64>| -> Vec<f64> { v.chunks(ldy).flat_map(|r| r[..n].to_vec()).collect() };
+        for &k_splits in splits {
+            let base = GemmParams {
+                qw: dl.p.qw,
+                sz: dl.p.sz,
+                col_map: dl.p.col_map,
+                a: am.ptr,
+                m: m as u32,
+                k: k as u32,
+                k_pad: dl.p.k_pad,
+                n_pad: dl.p.n_pad,
+                groups: dl.p.groups,
+                group_size: dl.p.group_size,
+                lda: lda as u32,
+                ldy: ldy as u32,
+                part: part.ptr,
+                counters: counters.ptr,
+                k_splits,
+                ..Default::default()
+            };
+            let grid = (dl.p.n_pad.div_ceil(t.slots), (m as u32).div_ceil(t.rows), k_splits);
+            g.upload(y.ptr, &vec![0xFFu8; m * ldy * 4]).unwrap();
+            g.upload(y2.ptr, &vec![0xFFu8; m * ldy * 4]).unwrap();
+            g.upload(y16.ptr, &vec![0xFFu8; m * ldy * 2]).unwrap();
+            g.upload(yr.ptr, bytemuck::cast_slice(&y0)).unwrap();
+            let [f32k, resk, f16k] = t.fns;
+            g.launch_struct(f32k, grid, t.threads, t.smem, &GemmParams { y32: y.ptr, ..base }).unwrap();
+            g.launch_struct(resk, grid, t.threads, t.smem, &GemmParams { y32: yr.ptr, ..base }).unwrap();
+            g.launch_struct(f16k, grid, t.threads, t.smem, &GemmParams { y16: y16.ptr, ..base }).unwrap();
+            g.launch_struct(f32k, grid, t.threads, t.smem, &GemmParams { y32: y2.ptr, ..base }).unwrap();
+            g.sync().unwrap();
+            let what = format!(
+                "gemm128 M={m} K={k} N={n} G={group:?} act={act} sym={sym} splits={k_splits} lda={lda} ldy={ldy}"
+            );
+            assert!(get::<u32>(&g, &counters, 64).iter().all(|&c| c == 0), "{what}: split counters not reset");
+            let bits: Vec<u32> = get(&g, &y, m * ldy);
+            let bits2: Vec<u32> = get(&g, &y2, m * ldy);
+            assert!(bits == bits2, "{what}: two runs differ");
+            for (i, &b) in bits.iter().enumerate() {
+                if i % ldy >= n {
+                    assert_eq!(b, u32::MAX, "{what}: wrote stride padding at row {} col {}", i / ldy, i % ldy);
+                }
+            }
+            let got: Vec<f64> = bits.iter().map(|&b| f32::from_bits(b) as f64).collect();
+            check(&cols(got), &want, 2e-3, &what);
+            let got_r: Vec<f64> = get::<f32>(&g, &yr, m * ldy).iter().map(|&v| v as f64).collect();
+            let want_r: Vec<f64> = want.iter().enumerate().map(|(i, w)| w + y0[(i / n) * ldy + i % n] as f64).collect();
+            check(&cols(got_r), &want_r, 2e-3, &format!("{what} residual"));
+            let got16 = f16s(&get::<u16>(&g, &y16, m * ldy));
+            check(&cols(got16), &want, 3e-3, &format!("{what} f16"));
         }
     }
 }
