@@ -64,6 +64,9 @@ pub struct Gpu {
     pub gemm128: bool,
     /// Blocks of the 128 × 128 tile one SM holds at once, as its shared memory allows (2 on sm_90, 1 on sm_80).
     pub gemm128_blocks_per_sm: u32,
+    /// Whether prefill uses the 128 × 128 tile for long chunks: [`Gpu::gemm128`] unless `ENGINE_NO_GEMM128` is set
+    /// (an A/B knob: long chunks then take the 64-row tile, as before the 128 tile existed).
+    pub gemm128_prefill: bool,
 }
 
 /// Launch-shape knobs of the decode kernels. Defaults are what measured best (BENCHMARKS.md); the environment
@@ -192,6 +195,7 @@ impl Gpu {
             tuning,
             gemm128,
             gemm128_blocks_per_sm,
+            gemm128_prefill: gemm128 && std::env::var_os("ENGINE_NO_GEMM128").is_none(),
         };
         // Kernels that take more than 48 KB of dynamic shared memory must say so once.
         for f in [

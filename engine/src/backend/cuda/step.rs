@@ -370,7 +370,7 @@ enum GemmTile {
 const GEMM128_MIN_ROWS: u32 = 128;
 
 impl GemmTile {
-    /// `gemm128`: whether the card can run the 128 × 128 tile ([`super::driver::Gpu::gemm128`]).
+    /// `gemm128`: whether to use the 128 × 128 tile ([`super::driver::Gpu::gemm128_prefill`]).
     fn for_rows(m: u32, gemm128: bool) -> GemmTile {
         if m <= 16 {
             GemmTile::Rows16
@@ -456,7 +456,7 @@ fn gemm128_splits(resident: u32, n_pad: u32, k_pad: u32, m: u32, part_floats: us
 
 #[allow(clippy::too_many_arguments)]
 fn gemm(b: &CudaBackend, out: GemmOut, lin: &DevLinear, a: u64, lda: u32, y: u64, ldy: u32, m: u32) -> Result<()> {
-    let tile = GemmTile::for_rows(m, b.gpu.gemm128);
+    let tile = GemmTile::for_rows(m, b.gpu.gemm128_prefill);
     let k_splits = match tile {
         GemmTile::Rows128 => {
             let size = |name: &str| b.plan.get(name).map_or(0, |p| p.size / 4);
