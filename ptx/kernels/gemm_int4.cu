@@ -20,29 +20,9 @@
 // is on). Rows past `m` and K columns past `k` are zero-filled by cp.async (src-size 0) and never stored.
 #include "int4.cuh"
 
-struct GemmParams {
-    const uint4* qw;          // tile layout (int4.cuh)
-    const uint32_t* sz;       // half2 (scale, 1024 + zero) per [tile][group][slot]
-    const uint32_t* col_map;  // output column of each slot
-    const __half* a;          // [m][lda] fp16
-    float* y32;               // RESIDUAL: y32[r][col] += acc; STORE32: y32[r][col] = acc
-    __half* y16;              // STORE16: y16[r][col] = acc
-    float* part;              // split-K: partial sums [k_splits][m][n_pad] (slot order)
-    uint32_t* counters;       // split-K: one per output tile of the grid (grid.x · grid.y); zero at rest
-    uint32_t m;               // rows
-    uint32_t k;               // input columns (a multiple of 8)
-    uint32_t k_pad;
-    uint32_t n_pad;
-    uint32_t groups;
-    uint32_t group_size;
-    uint32_t lda;             // A row stride in elements
-    uint32_t ldy;             // Y row stride in elements
-    uint32_t k_splits;        // blocks along K (grid.z); 1 = no split
-};
-
 namespace gemm {
 
-constexpr int BN = 64, BK = 64;  // the row tile BM is a template parameter: 64, or 16 for short prompts
+constexpr int BN = 64, BK = 64;  // the row tile BM is a template parameter (64 is instantiated; see gemm_small.cu)
 // K steps in flight: STAGES - 1 steps are being copied while one is multiplied. With few rows the GEMM streams
 // weights like a GEMV, and one step in flight per block (2 KB of weights) cannot cover the memory latency.
 constexpr int STAGES = 4;
@@ -113,8 +93,8 @@ struct Smem {
     __half w[BN][LDS];  // dequantized: [slot][k]
 };
 
-// BM = 64: 2 × 2 warps of 32 rows × 32 slots. BM = 16: 1 × 4 warps of 16 rows × 16 slots — for prompts of at most
-// 16 tokens, where a 64-row tile would spend three quarters of its MMAs on padding.
+// BM = 64: 2 × 2 warps of 32 rows × 32 slots. (BM = 16, 1 × 4 warps of 16 rows × 16 slots, also compiles, but chunks
+// of at most 16 rows run gemm_small.cu, which streams the weights at close to the GEMV's rate.)
 template <int OUT, int BM>
 ENGINE_DEV void run(const GemmParams& p) {
     constexpr int WM = BM == 64 ? 2 : 1, WN = 4 / WM;  // warps along rows and slots
@@ -562,8 +542,8 @@ ENGINE_DEV void run_big(const GemmParams& p) {
 
 }  // namespace gemm
 
-// Block: 128 threads; dynamic shared memory sizeof(gemm::Smem<64>) = 56320 bytes (Smem<16>: 28672 for the gemm16_
-// kernels). Grid: (ceil(n_pad / 64), ceil(m / BM), k_splits).
+// Block: 128 threads; dynamic shared memory sizeof(gemm::Smem<64>) = 56320 bytes. Grid: (ceil(n_pad / 64),
+// ceil(m / 64), k_splits). Chunks of at most 16 rows go to gemm_small.cu instead.
 extern "C" __global__ void __launch_bounds__(128) gemm_int4_store16(const GemmParams p) {
     gemm::run<gemm::STORE16, 64>(p);
 }
@@ -572,15 +552,6 @@ extern "C" __global__ void __launch_bounds__(128) gemm_int4_residual(const GemmP
 }
 extern "C" __global__ void __launch_bounds__(128) gemm_int4_store32(const GemmParams p) {
     gemm::run<gemm::STORE32, 64>(p);
-}
-extern "C" __global__ void __launch_bounds__(128) gemm16_int4_store16(const GemmParams p) {
-    gemm::run<gemm::STORE16, 16>(p);
-}
-extern "C" __global__ void __launch_bounds__(128) gemm16_int4_residual(const GemmParams p) {
-    gemm::run<gemm::RESIDUAL, 16>(p);
-}
-extern "C" __global__ void __launch_bounds__(128) gemm16_int4_store32(const GemmParams p) {
-    gemm::run<gemm::STORE32, 16>(p);
 }
 
 // Block: 256 threads; dynamic shared memory sizeof(gemm::SmemBig) = 107520 bytes (two blocks per SM on sm_90; the

@@ -78,3 +78,26 @@ struct GemvParams {
     uint32_t kv_dim;          // QKV: kv_heads * head_dim
     uint32_t chunk_shift;     // group of a 32-row chunk = chunk >> chunk_shift (group_size / 32 is a power of two)
 };
+
+// Everything the prefill GEMM kernels read and write: gemm_int4.cu (row tiles of 64) and gemm_small.cu (chunks of
+// at most 16 rows). Mirrored in engine/src/backend/cuda/params.rs. Pointers first, then 32-bit scalars.
+struct GemmParams {
+    const uint4* qw;          // tile layout (int4.cuh)
+    const uint32_t* sz;       // half2 (scale, 1024 + zero) per [tile][group][slot]
+    const uint32_t* col_map;  // output column of each slot
+    const __half* a;          // [m][lda] fp16
+    float* y32;               // RESIDUAL: y32[r][col] += acc; STORE32: y32[r][col] = acc
+    __half* y16;              // STORE16: y16[r][col] = acc
+    float* part;              // split-K partial sums: gemm_int4 [k_splits][m][n_pad], gemm_small [k_splits][tile][256]
+    uint32_t* counters;       // split-K: gemm_int4 one per output tile of its grid (grid.x · grid.y), gemm_small one per
+                              // 16-slot tile; zero at rest
+    uint32_t m;               // rows
+    uint32_t k;               // input columns (a multiple of 8)
+    uint32_t k_pad;
+    uint32_t n_pad;
+    uint32_t groups;
+    uint32_t group_size;
+    uint32_t lda;             // A row stride in elements (a multiple of 8)
+    uint32_t ldy;             // Y row stride in elements
+    uint32_t k_splits;        // blocks along K (gemm_int4: grid.z; gemm_small: grid.y); 1 = no split
+};

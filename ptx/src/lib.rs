@@ -113,13 +113,6 @@ pub mod kernels {
     pub const GEMM_INT4_RESIDUAL: &str = "gemm_int4_residual";
     /// `gemm_int4.cu`: `gemm_int4_store32(GemmParams)`: f32 output (tests).
     pub const GEMM_INT4_STORE32: &str = "gemm_int4_store32";
-    /// `gemm_int4.cu`: `gemm16_int4_store16(GemmParams)`: the same with 16-row tiles (for at most 16 rows), 28672 bytes
-    /// of dynamic shared memory, grid (ceil(n_pad / 64), ceil(m / 16), k_splits).
-    pub const GEMM16_INT4_STORE16: &str = "gemm16_int4_store16";
-    /// `gemm_int4.cu`: `gemm16_int4_residual(GemmParams)`.
-    pub const GEMM16_INT4_RESIDUAL: &str = "gemm16_int4_residual";
-    /// `gemm_int4.cu`: `gemm16_int4_store32(GemmParams)` (tests).
-    pub const GEMM16_INT4_STORE32: &str = "gemm16_int4_store32";
     /// `gemm_int4.cu`: `gemm128_int4_store16(GemmParams)`: 128-row × 128-slot tiles for chunks of at least 128 rows,
     /// 256 threads, 107520 bytes of dynamic shared memory (two blocks per SM on sm_90; needs a card that grants
     /// that much to one block), grid (ceil(n_pad / 128), ceil(m / 128), k_splits); f16 output.
@@ -128,6 +121,13 @@ pub mod kernels {
     pub const GEMM128_INT4_RESIDUAL: &str = "gemm128_int4_residual";
     /// `gemm_int4.cu`: `gemm128_int4_store32(GemmParams)`: f32 output (tests).
     pub const GEMM128_INT4_STORE32: &str = "gemm128_int4_store32";
+    /// `gemm_small.cu`: `gemm_small_int4_store16(GemmParams)`: chunks of at most 16 rows, f16 output. 256 threads,
+    /// grid (ceil(tiles / tiles_per_block), k_splits) with tiles = n_pad / 16 (the kernel takes tiles_per_block =
+    /// ceil(tiles / grid.x)), dynamic shared memory 16 · (per_split · 128 + 64) bytes, per_split = ceil(k_pad / 64 /
+    /// k_splits) rounded up to even; split-K uses `part` and grid.x `counters`.
+    pub const GEMM_SMALL_INT4_STORE16: &str = "gemm_small_int4_store16";
+    /// `gemm_small.cu`: `gemm_small_int4_residual(GemmParams)`: the same, adding into an f32 output.
+    pub const GEMM_SMALL_INT4_RESIDUAL: &str = "gemm_small_int4_residual";
     /// `attention.cu`: `attn_decode(AttnParams)`: grid (heads, splits), 128 threads.
     pub const ATTN_DECODE: &str = "attn_decode";
     /// `attention.cu`: `attn_prefill(AttnParams)`: grid (heads, rows), 128 threads.
@@ -162,12 +162,11 @@ pub mod kernels {
         GEMM_INT4_STORE16,
         GEMM_INT4_RESIDUAL,
         GEMM_INT4_STORE32,
-        GEMM16_INT4_STORE16,
-        GEMM16_INT4_RESIDUAL,
-        GEMM16_INT4_STORE32,
         GEMM128_INT4_STORE16,
         GEMM128_INT4_RESIDUAL,
         GEMM128_INT4_STORE32,
+        GEMM_SMALL_INT4_STORE16,
+        GEMM_SMALL_INT4_RESIDUAL,
         ATTN_DECODE,
         ATTN_PREFILL,
         ATTN_PREFILL_TC64,

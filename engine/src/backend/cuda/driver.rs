@@ -9,7 +9,7 @@ use std::sync::Arc;
 use cudarc::driver::sys;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
 
-use super::params::attn_prefill_tc_smem_bytes;
+use super::params::{attn_prefill_tc_smem_bytes, GEMM_SMALL_MAX_SMEM_BYTES};
 use crate::error::{Error, Result};
 
 /// Every kernel of the engine's PTX module.
@@ -29,12 +29,11 @@ pub struct Kernels {
     pub gemm_store16: CudaFunction,
     pub gemm_residual: CudaFunction,
     pub gemm_store32: CudaFunction,
-    pub gemm16_store16: CudaFunction,
-    pub gemm16_residual: CudaFunction,
-    pub gemm16_store32: CudaFunction,
     pub gemm128_store16: CudaFunction,
     pub gemm128_residual: CudaFunction,
     pub gemm128_store32: CudaFunction,
+    pub gemm_small_store16: CudaFunction,
+    pub gemm_small_residual: CudaFunction,
     pub attn_decode: CudaFunction,
     pub attn_prefill: CudaFunction,
     pub attn_prefill_tc64: CudaFunction,
@@ -147,12 +146,11 @@ impl Gpu {
             gemm_store16: f(kn::GEMM_INT4_STORE16)?,
             gemm_residual: f(kn::GEMM_INT4_RESIDUAL)?,
             gemm_store32: f(kn::GEMM_INT4_STORE32)?,
-            gemm16_store16: f(kn::GEMM16_INT4_STORE16)?,
-            gemm16_residual: f(kn::GEMM16_INT4_RESIDUAL)?,
-            gemm16_store32: f(kn::GEMM16_INT4_STORE32)?,
             gemm128_store16: f(kn::GEMM128_INT4_STORE16)?,
             gemm128_residual: f(kn::GEMM128_INT4_RESIDUAL)?,
             gemm128_store32: f(kn::GEMM128_INT4_STORE32)?,
+            gemm_small_store16: f(kn::GEMM_SMALL_INT4_STORE16)?,
+            gemm_small_residual: f(kn::GEMM_SMALL_INT4_RESIDUAL)?,
             attn_decode: f(kn::ATTN_DECODE)?,
             attn_prefill: f(kn::ATTN_PREFILL)?,
             attn_prefill_tc64: f(kn::ATTN_PREFILL_TC64)?,
@@ -224,6 +222,9 @@ impl Gpu {
                     .map_err(|e| dev_err("setting the shared-memory carveout", e))?;
             }
         }
+        // At most 95232 bytes (46 K steps per split), which every card from sm_80 up allows.
+        gpu.set_max_dynamic_smem(&gpu.k.gemm_small_store16, GEMM_SMALL_MAX_SMEM_BYTES)?;
+        gpu.set_max_dynamic_smem(&gpu.k.gemm_small_residual, GEMM_SMALL_MAX_SMEM_BYTES)?;
         Ok(gpu)
     }
 

@@ -38,7 +38,7 @@ pub struct GemvParams {
     pub chunk_shift: u32,
 }
 
-/// `GemmParams` of `gemm_int4.cu`.
+/// `GemmParams` of `int4.cuh` (the kernels of `gemm_int4.cu` and `gemm_small.cu`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GemmParams {
@@ -206,6 +206,24 @@ pub const fn gemm_smem_bytes(bm: u32) -> u32 {
     4 * bm * 72 * 2 + 4 * 4 * 32 * 16 + 4 * 128 * 4 + 64 * 72 * 2
 }
 
+/// K steps (64 rows) per split of `gemm_small_int4_*`: ceil(steps / splits) rounded up to even, as the kernel computes
+/// it (`gsmall::per_split_steps`; a warp walks its split two steps at a time).
+pub const fn gemm_small_per_split(steps: u32, splits: u32) -> u32 {
+    steps.div_ceil(splits).next_multiple_of(2)
+}
+
+/// Shared memory of `gemm_small_int4_*`: the 16 staged rows of A over one split's K range, each row padded by 64 bytes
+/// (`gsmall::stage_a`).
+pub const fn gemm_small_smem_bytes(steps: u32, splits: u32) -> u32 {
+    16 * (gemm_small_per_split(steps, splits) * 128 + 64)
+}
+
+/// The most K steps per split the launch code gives `gemm_small_int4_*`: 46 keeps its shared memory at
+/// [`GEMM_SMALL_MAX_SMEM_BYTES`] = 95232 bytes, under the 99 KB a block may have on sm_86/sm_89 and small enough for two
+/// blocks per SM on sm_80/sm_90.
+pub const GEMM_SMALL_MAX_STEPS_PER_SPLIT: u32 = 46;
+pub const GEMM_SMALL_MAX_SMEM_BYTES: u32 = 16 * (GEMM_SMALL_MAX_STEPS_PER_SPLIT * 128 + 64);
+
 /// Query rows per block of `attn_prefill_tc{64,128}` (grid (heads, ceil(rows / ATTN_TC_ROWS))).
 pub const ATTN_TC_ROWS: u32 = 64;
 
@@ -266,12 +284,24 @@ mod tests {
     }
 
     #[test]
+    fn gemm_small_split_ranges_are_even_and_cover_k() {
+        for steps in 1..200u32 {
+            for splits in 1..=32u32 {
+                let per = gemm_small_per_split(steps, splits);
+                assert!(per % 2 == 0 && per * splits >= steps, "steps {steps} splits {splits}");
+                assert_eq!(gemm_small_smem_bytes(steps, splits), 16 * (per * 128 + 64));
+            }
+        }
+        assert_eq!(GEMM_SMALL_MAX_SMEM_BYTES, 95232);
+    }
+
+    #[test]
     fn rust_mirrors_declare_the_c_fields_in_the_same_order() {
         let k =
             |f: &str| std::fs::read_to_string(format!("{}/../ptx/kernels/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         let mirrors: [(&str, &str, &[&str]); 4] = [
             ("int4.cuh", "GemvParams", GemvParams::FIELDS),
-            ("gemm_int4.cu", "GemmParams", GemmParams::FIELDS),
+            ("int4.cuh", "GemmParams", GemmParams::FIELDS),
             ("attention.cu", "AttnParams", AttnParams::FIELDS),
             ("lm_head.cu", "LmHeadParams", LmHeadParams::FIELDS),
         ];

@@ -5,8 +5,8 @@ use engine_format::plan;
 
 use super::driver::Gpu;
 use super::params::{
-    attn_prefill_tc_smem_bytes, gemm_smem_bytes, AttnParams, GemmParams, GemvParams, LmHeadParams, ATTN_TC_ROWS,
-    GEMM128_SMEM_BYTES,
+    attn_prefill_tc_smem_bytes, gemm_small_per_split, gemm_small_smem_bytes, gemm_smem_bytes, AttnParams, GemmParams,
+    GemvParams, LmHeadParams, ATTN_TC_ROWS, GEMM128_SMEM_BYTES, GEMM_SMALL_MAX_STEPS_PER_SPLIT,
 };
 use super::weights::DevLinear;
 use super::CudaBackend;
@@ -356,9 +356,6 @@ enum GemmOut {
 /// The tile of a prefill GEMM, by chunk rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GemmTile {
-    /// 16 rows × 64 slots, 128 threads: chunks of at most 16 rows (a 64-row tile would spend most of its MMAs on
-    /// padding).
-    Rows16,
     /// 64 × 64, 128 threads.
     Rows64,
     /// 128 × 128, 256 threads, two blocks per SM on sm_90 (`gemm128_*`): chunks of at least [`GEMM128_MIN_ROWS`] rows, where
@@ -372,9 +369,7 @@ const GEMM128_MIN_ROWS: u32 = 128;
 impl GemmTile {
     /// `gemm128`: whether to use the 128 × 128 tile ([`super::driver::Gpu::gemm128_prefill`]).
     fn for_rows(m: u32, gemm128: bool) -> GemmTile {
-        if m <= 16 {
-            GemmTile::Rows16
-        } else if m >= GEMM128_MIN_ROWS && gemm128 {
+        if m >= GEMM128_MIN_ROWS && gemm128 {
             GemmTile::Rows128
         } else {
             GemmTile::Rows64
@@ -382,7 +377,6 @@ impl GemmTile {
     }
     fn rows(self) -> u32 {
         match self {
-            GemmTile::Rows16 => 16,
             GemmTile::Rows64 => 64,
             GemmTile::Rows128 => 128,
         }
@@ -409,12 +403,83 @@ impl GemmTile {
     }
 }
 
-/// How many blocks along K a prefill GEMM over `lin` with `m` rows in tiles of `bm` rows (16 or 64) uses: enough
-/// blocks to fill the card a few times over, at least 2 K steps per block, within the split-K workspace. (8 blocks
-/// per SM instead of 4 for 16-row chunks measured the same: 6.3 vs 6.1 ms GPU time for a 16-token prompt on an
-/// H200.)
-fn gemm_splits(b: &CudaBackend, lin: &DevLinear, m: u32, bm: u32) -> u32 {
-    let base = lin.n_pad.div_ceil(64) * m.div_ceil(bm);
+/// Launch shape of `gemm_small_int4_*`, the GEMM for chunks of at most 16 rows: each block owns
+/// `tiles_per_block` 16-slot tiles (its 8 warps take every 8th) and one of `splits` ranges of K.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SmallGemm {
+    pub tiles_per_block: u32,
+    pub splits: u32,
+}
+
+impl SmallGemm {
+    pub fn grid(&self, tiles: u32) -> (u32, u32, u32) {
+        (tiles.div_ceil(self.tiles_per_block), self.splits, 1)
+    }
+}
+
+/// Chooses the launch shape of `gemm_small_int4_*` for `m` ≤ 16 rows over `tiles` slot tiles and `steps` K steps
+/// of 64 rows, or `None` when K is too long for any split count the workspace allows (the 64-row GEMM runs then).
+///
+/// The kernel streams the weights like the GEMV; the shape decides the traffic around them, all through L2: each
+/// block stages its rows of A over its K range (4/tiles_per_block of the weights' bytes at 16 rows), and with
+/// split-K each tile's partial sums (1 KB per split) are written and read back once. It also sets two round trips
+/// that the streaming does not hide: staging A (a thread loads 8 of its 16-byte pieces at a time) and the split
+/// reduction of a warp's last tile (4 splits at a time). Among tiles_per_block ∈ {8, 16, 32} (whole tiles for every
+/// warp) and the split counts that leave no split empty, keep a split's A within
+/// [`GEMM_SMALL_MAX_STEPS_PER_SPLIT`] steps and the partials within the workspace, it takes the least estimated
+/// time: the larger of the weights over DRAM and all bytes over L2, stretched by √(2 blocks per SM / blocks) when
+/// the grid is smaller (fewer loads in flight) and by the number of waves of two blocks per SM, plus the round
+/// trips. The rates are estimates for an H100/H200; `gemm_small_int4_time_per_launch` measures every candidate.
+pub(super) fn gemm_small_shape(tiles: u32, steps: u32, m: u32, sm_count: u32) -> Option<SmallGemm> {
+    const DRAM_BYTES_PER_US: f64 = 3.0e6; // what the GEMV streams at
+    const L2_BYTES_PER_US: f64 = 6.0e6;
+    const ROUND_TRIP_US: f64 = 0.5; // one L2 round trip under load
+    let m = m.clamp(1, 16) as f64;
+    let resident = 2 * sm_count.max(1) as u64;
+    let weights = tiles as f64 * steps as f64 * 512.0;
+    // The partials are [splits][tiles][16 rows × 16 slots] floats, whatever m: 16 splits fill the workspace.
+    let max_splits = plan::GEMM_SPLIT_ROWS as u32 / 16;
+    let mut best: Option<(f64, SmallGemm)> = None;
+    for tiles_per_block in [8u32, 16, 32] {
+        let columns = tiles.div_ceil(tiles_per_block) as u64;
+        for splits in 1..=max_splits {
+            let per_split = gemm_small_per_split(steps, splits);
+            if per_split > GEMM_SMALL_MAX_STEPS_PER_SPLIT || steps.div_ceil(per_split) != splits {
+                continue;
+            }
+            let blocks = columns * splits as u64;
+            let a_bytes = blocks as f64 * m * per_split as f64 * 128.0;
+            let part_bytes = if splits > 1 { 2.0 * splits as f64 * tiles as f64 * 1024.0 } else { 0.0 };
+            let stream = (weights / DRAM_BYTES_PER_US).max((weights + a_bytes + part_bytes) / L2_BYTES_PER_US);
+            let short = (resident as f64 / blocks as f64).max(1.0).sqrt();
+            let waves = blocks.div_ceil(resident) as f64;
+            let stage = per_split.div_ceil(16) as f64 * ROUND_TRIP_US;
+            let tail = if splits > 1 { splits.div_ceil(4) as f64 * ROUND_TRIP_US } else { 0.0 };
+            let us = stream * short * waves + stage + tail;
+            if best.is_none_or(|(b, _)| us < b) {
+                best = Some((us, SmallGemm { tiles_per_block, splits }));
+            }
+        }
+    }
+    best.map(|(_, s)| s)
+}
+
+/// Launch `f` (a `gemm_small_int4_*` kernel) with `shape`; `p.k_splits` is taken from it.
+pub(super) fn launch_gemm_small(
+    g: &Gpu,
+    f: &cudarc::driver::CudaFunction,
+    p: &GemmParams,
+    shape: SmallGemm,
+) -> Result<()> {
+    let steps = p.k_pad / 64;
+    let p = GemmParams { k_splits: shape.splits, ..*p };
+    g.launch_struct(f, shape.grid(p.n_pad / 16), 256, gemm_small_smem_bytes(steps, shape.splits), &p)
+}
+
+/// How many blocks along K the 64-row prefill GEMM over `lin` with `m` rows uses: enough blocks to fill the card a
+/// few times over, at least 2 K steps per block, within the split-K workspace.
+fn gemm_splits(b: &CudaBackend, lin: &DevLinear, m: u32) -> u32 {
+    let base = lin.n_pad.div_ceil(64) * m.div_ceil(64);
     let want = (4 * b.gpu.sm_count).div_ceil(base);
     let by_steps = (lin.k_pad / 64 / 2).max(1);
     let by_space = plan::GEMM_SPLIT_ROWS as u32 / m.max(1);
@@ -454,27 +519,10 @@ fn gemm128_splits(resident: u32, n_pad: u32, k_pad: u32, m: u32, part_floats: us
     (1..=max).min_by_key(|&s| (cost(s), s)).unwrap_or(1)
 }
 
+/// `out`(Y[m][ldy]) = A[m][lda] · W over `lin`: chunks of at most 16 rows on `gemm_small_int4_*`, longer ones on
+/// the 64-row tiles of `gemm_int4_*`, or from 128 rows its 128 × 128 tiles where the card allows.
 #[allow(clippy::too_many_arguments)]
 fn gemm(b: &CudaBackend, out: GemmOut, lin: &DevLinear, a: u64, lda: u32, y: u64, ldy: u32, m: u32) -> Result<()> {
-    let tile = GemmTile::for_rows(m, b.gpu.gemm128_prefill);
-    let k_splits = match tile {
-        GemmTile::Rows128 => {
-            let size = |name: &str| b.plan.get(name).map_or(0, |p| p.size / 4);
-            let (part, counters) = (size("ws.gemm_partial"), size("ws.gemm_counters"));
-            let resident = b.gpu.sm_count * b.gpu.gemm128_blocks_per_sm;
-            gemm128_splits(resident, lin.n_pad, lin.k_pad, m, part, counters)
-        }
-        t => gemm_splits(b, lin, m, t.rows()),
-    };
-    let k = &b.gpu.k;
-    let f = match (out, tile) {
-        (GemmOut::Store16, GemmTile::Rows16) => &k.gemm16_store16,
-        (GemmOut::Residual, GemmTile::Rows16) => &k.gemm16_residual,
-        (GemmOut::Store16, GemmTile::Rows64) => &k.gemm_store16,
-        (GemmOut::Residual, GemmTile::Rows64) => &k.gemm_residual,
-        (GemmOut::Store16, GemmTile::Rows128) => &k.gemm128_store16,
-        (GemmOut::Residual, GemmTile::Rows128) => &k.gemm128_residual,
-    };
     let (y32, y16) = if out == GemmOut::Residual { (y, 0) } else { (0, y) };
     let p = GemmParams {
         qw: lin.qw,
@@ -493,8 +541,35 @@ fn gemm(b: &CudaBackend, out: GemmOut, lin: &DevLinear, a: u64, lda: u32, y: u64
         group_size: lin.group_size,
         lda,
         ldy,
-        k_splits,
+        k_splits: 1,
     };
+    if m <= 16 {
+        if let Some(shape) = gemm_small_shape(lin.tiles(), lin.k_pad / 64, m, b.gpu.sm_count) {
+            let f = match out {
+                GemmOut::Store16 => &b.gpu.k.gemm_small_store16,
+                GemmOut::Residual => &b.gpu.k.gemm_small_residual,
+            };
+            return launch_gemm_small(&b.gpu, f, &p, shape);
+        }
+    }
+    let tile = GemmTile::for_rows(m, b.gpu.gemm128_prefill);
+    let k_splits = match tile {
+        GemmTile::Rows128 => {
+            let size = |name: &str| b.plan.get(name).map_or(0, |p| p.size / 4);
+            let (part, counters) = (size("ws.gemm_partial"), size("ws.gemm_counters"));
+            let resident = b.gpu.sm_count * b.gpu.gemm128_blocks_per_sm;
+            gemm128_splits(resident, lin.n_pad, lin.k_pad, m, part, counters)
+        }
+        GemmTile::Rows64 => gemm_splits(b, lin, m),
+    };
+    let k = &b.gpu.k;
+    let f = match (out, tile) {
+        (GemmOut::Store16, GemmTile::Rows64) => &k.gemm_store16,
+        (GemmOut::Residual, GemmTile::Rows64) => &k.gemm_residual,
+        (GemmOut::Store16, GemmTile::Rows128) => &k.gemm128_store16,
+        (GemmOut::Residual, GemmTile::Rows128) => &k.gemm128_residual,
+    };
+    let p = GemmParams { k_splits, ..p };
     let grid = (lin.n_pad.div_ceil(tile.slots()), m.div_ceil(tile.rows()), k_splits);
     b.gpu.launch_struct(f, grid, tile.threads(), tile.smem(), &p)
 }
@@ -571,8 +646,8 @@ mod tests {
 
     #[test]
     fn gemm_tiles_by_rows() {
-        assert_eq!(GemmTile::for_rows(1, true), GemmTile::Rows16);
-        assert_eq!(GemmTile::for_rows(16, true), GemmTile::Rows16);
+        // (Chunks of at most 16 rows take gemm_small first; the 64-row tile is its fallback.)
+        assert_eq!(GemmTile::for_rows(1, true), GemmTile::Rows64);
         assert_eq!(GemmTile::for_rows(17, true), GemmTile::Rows64);
         assert_eq!(GemmTile::for_rows(127, true), GemmTile::Rows64);
         assert_eq!(GemmTile::for_rows(128, true), GemmTile::Rows128);

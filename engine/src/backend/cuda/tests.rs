@@ -9,9 +9,11 @@ use half::f16;
 use super::driver::{DeviceMem, Gpu};
 use super::layout::{self, ColumnOrder, DeviceLinear, GptqParts, PAD_SLOT, TILE_N};
 use super::params::*;
-use super::step::arg;
+use super::step::{arg, gemm_small_shape, launch_gemm_small, SmallGemm};
 use crate::backend::cpu::RopeTable;
 use engine_format::gptq;
+use engine_format::plan;
+use rayon::prelude::*;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Harness
@@ -137,6 +139,20 @@ impl RandLinear {
             }
         }
         y
+    }
+
+    /// Y[r][n] = Σ_k A[r][k] W[k][n] for the `m` rows of `a` ([m][k]), column by column in parallel (each column of
+    /// W decoded once, however many rows).
+    fn apply_rows(&self, a: &[f64], m: usize) -> Vec<f64> {
+        let k = self.k;
+        let cols: Vec<Vec<f64>> = (0..self.n)
+            .into_par_iter()
+            .map(|n| {
+                let w: Vec<f64> = (0..k).map(|kk| self.w(kk, n)).collect();
+                (0..m).map(|r| a[r * k..(r + 1) * k].iter().zip(&w).map(|(x, w)| x * w).sum()).collect()
+            })
+            .collect();
+        (0..m).flat_map(|r| cols.iter().map(move |c| c[r])).collect()
     }
 
     fn repack(&self, order: ColumnOrder) -> DeviceLinear {
@@ -460,12 +476,10 @@ fn gemm_int4_matches_f64() {
                 k_splits,
                 ..Default::default()
             };
-            // Every tile that can take these rows: 64 always, 16 where the rows fit it, and 128 × 128 (which the host
-            // picks from 128 rows on, but which must be right for any row count) where the card runs it.
+            // Every tile that can take these rows: 64 always, and 128 × 128 (which the host picks from 128 rows on,
+            // but which must be right for any row count) where the card runs it.
+            // (Chunks of at most 16 rows run gemm_small in the engine: tested below.)
             let mut tiles = vec![GemmTileFns::rows64(&g)];
-            if m <= 16 {
-                tiles.push(GemmTileFns::rows16(&g));
-            }
             if g.gemm128 {
                 tiles.push(GemmTileFns::rows128(&g));
             }
@@ -508,10 +522,6 @@ struct GemmTileFns<'a> {
 }
 
 impl<'a> GemmTileFns<'a> {
-    fn rows16(g: &'a Gpu) -> Self {
-        let fns = [&g.k.gemm16_store32, &g.k.gemm16_residual, &g.k.gemm16_store16];
-        GemmTileFns { rows: 16, slots: 64, threads: 128, smem: gemm_smem_bytes(16), fns }
-    }
     fn rows64(g: &'a Gpu) -> Self {
         let fns = [&g.k.gemm_store32, &g.k.gemm_residual, &g.k.gemm_store16];
         GemmTileFns { rows: 64, slots: 64, threads: 128, smem: gemm_smem_bytes(64), fns }
@@ -652,6 +662,251 @@ fn gemm128_int4_matches_f64_on_long_chunks() {
             check(&cols(got_r), &want_r, 2e-3, &format!("{what} residual"));
             let got16 = f16s(&get::<u16>(&g, &y16, m * ldy));
             check(&cols(got16), &want, 3e-3, &format!("{what} f16"));
+        }
+    }
+}
+
+/// The small-chunk GEMM's launch shapes (no GPU needed): within the split-K workspace and the shared memory the
+/// driver allows, no empty split, a counter for every block column; `None` only where no split count fits K.
+#[test]
+fn gemm_small_shapes_fit_the_workspace_and_shared_memory() {
+    for sm in [1u32, 46, 108, 132] {
+        for m in 1..=16u32 {
+            let max_splits = plan::GEMM_SPLIT_ROWS as u32 / 16;
+            for (tiles, steps) in
+                [(1u32, 1u32), (3, 4), (256, 64), (768, 64), (1376, 64), (256, 172), (4, 700), (9000, 9)]
+            {
+                let what = format!("sm {sm} m {m} tiles {tiles} steps {steps}");
+                let Some(s) = gemm_small_shape(tiles, steps, m, sm) else {
+                    assert!(gemm_small_per_split(steps, max_splits) > GEMM_SMALL_MAX_STEPS_PER_SPLIT, "{what}");
+                    continue;
+                };
+                let per_split = gemm_small_per_split(steps, s.splits);
+                assert!(per_split <= GEMM_SMALL_MAX_STEPS_PER_SPLIT, "{what}");
+                assert!(gemm_small_smem_bytes(steps, s.splits) <= GEMM_SMALL_MAX_SMEM_BYTES, "{what}");
+                assert_eq!(steps.div_ceil(per_split), s.splits, "{what}: an empty split");
+                assert!(s.splits * 16 <= plan::GEMM_SPLIT_ROWS as u32, "{what}: partials past the workspace");
+                let (gx, gy, gz) = s.grid(tiles);
+                assert!(gx <= tiles && gy == s.splits && gz == 1, "{what}: more block columns than counters");
+            }
+        }
+    }
+}
+
+/// The small-chunk GEMM (`gemm_small_int4_*`, at most 16 rows) against float64, both epilogues: m of 1, 3, 8, 9
+/// (either side of the kernel skipping rows 8..15) and 16; K of 64 (one step: the last double step is half empty),
+/// 200 (not a multiple of 64), 320 (an odd number of steps), 4096 and 11008; N of 16 to 12288; group sizes 32, 64,
+/// 128 and one group (also one of 344 chunks, not a power of two); asymmetric zeros; act-order, with A's columns
+/// permuted as the engine's producers write them; row strides wider than the rows. Each case runs the shape the
+/// engine would choose and variants: one tile per block (7 idle warps), 3 tiles per block with 3 splits (empty
+/// splits where K has fewer than 5 steps), 16 splits. Outputs are poisoned before every run; each shape runs twice
+/// and must give the same bits, and leave the split counters at zero.
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn gemm_small_int4_matches_f64() {
+    let g = gpu();
+    let mut rng = Rng(23);
+    // (m, K, N, group, act-order, symmetric)
+    type Case = (usize, usize, usize, Option<usize>, bool, bool);
+    let cases: &[Case] = &[
+        (1, 64, 16, Some(32), false, true),
+        (16, 64, 48, Some(32), false, false),
+        (3, 200, 48, Some(32), false, false),
+        (16, 200, 48, None, false, false),
+        (16, 256, 48, Some(64), true, false),
+        (8, 320, 32, Some(64), true, true),
+        (9, 1024, 48, Some(32), true, false),
+        (3, 4096, 4096, Some(128), true, true),
+        (16, 4096, 4096, Some(128), false, false),
+        (1, 11008, 64, None, false, false),
+        (16, 11008, 64, Some(128), false, true),
+        (16, 4096, 12288, Some(128), false, true),
+    ];
+    for &(m, k, n, group, act, sym) in cases {
+        let lin = RandLinear::new(&mut rng, k, n, group, act, sym);
+        let d = lin.repack(ColumnOrder::Identity);
+        let perm = d.perm.clone();
+        let dl = upload_linear(&g, d);
+        let (tiles, steps, n_pad) = (dl.d.tiles() as u32, dl.d.steps() as u32, dl.d.n_pad);
+        // Row strides wider than the rows on the smaller shapes: the kernel must use lda and ldy, and write nothing
+        // past column n.
+        let (lda, ldy) = if k * n <= 1 << 20 { (k + 8, n + 16) } else { (k, n) };
+        let a = rng.vec_f16(m * k, -1.0, 1.0);
+        let mut a_dev = vec![f16::ZERO; m * lda];
+        for r in 0..m {
+            for c in 0..k {
+                a_dev[r * lda + c] = a[r * k + perm.as_ref().map_or(c, |p| p[c] as usize)];
+            }
+        }
+        let want = lin.apply_rows(&a.iter().map(|v| v.to_f64()).collect::<Vec<_>>(), m);
+        let am = put(&g, &a_dev);
+        let y0 = rng.vec_f32(m * ldy, -1.0, 1.0);
+        let (y16, yr) = (poisoned(&g, m * ldy * 2), put(&g, &y0));
+
+        let mut shapes = vec![gemm_small_shape(tiles, steps, m as u32, g.sm_count).expect("a shape")];
+        let max_splits = 16;
+        for s in [
+            SmallGemm { tiles_per_block: 1, splits: 1 },
+            SmallGemm { tiles_per_block: 3, splits: 3 },
+            SmallGemm { tiles_per_block: 16, splits: max_splits },
+        ] {
+            if gemm_small_per_split(steps, s.splits) <= GEMM_SMALL_MAX_STEPS_PER_SPLIT && !shapes.contains(&s) {
+                shapes.push(s);
+            }
+        }
+        let part = g.alloc(max_splits as usize * 16 * n_pad * 4, "t").unwrap();
+        let counters = put(&g, &vec![0u32; tiles as usize]);
+        for shape in shapes {
+            let what = format!("gemm_small M={m} K={k} N={n} G={group:?} act={act} sym={sym} {shape:?}");
+            let base = GemmParams {
+                qw: dl.p.qw,
+                sz: dl.p.sz,
+                col_map: dl.p.col_map,
+                a: am.ptr,
+                part: part.ptr,
+                counters: counters.ptr,
+                m: m as u32,
+                k: k as u32,
+                k_pad: dl.p.k_pad,
+                n_pad: dl.p.n_pad,
+                groups: dl.p.groups,
+                group_size: dl.p.group_size,
+                lda: lda as u32,
+                ldy: ldy as u32,
+                ..Default::default()
+            };
+            let mut first: Option<(Vec<u16>, Vec<u32>)> = None;
+            for run in 0..2 {
+                g.upload(y16.ptr, &vec![0xFFu8; m * ldy * 2]).unwrap();
+                g.upload(yr.ptr, bytemuck::cast_slice(&y0)).unwrap();
+                launch_gemm_small(&g, &g.k.gemm_small_store16, &GemmParams { y16: y16.ptr, ..base }, shape).unwrap();
+                launch_gemm_small(&g, &g.k.gemm_small_residual, &GemmParams { y32: yr.ptr, ..base }, shape).unwrap();
+                g.sync().unwrap();
+                assert!(
+                    get::<u32>(&g, &counters, tiles as usize).iter().all(|&c| c == 0),
+                    "{what}: counters not reset"
+                );
+                let bits16: Vec<u16> = get(&g, &y16, m * ldy);
+                let bits32: Vec<u32> = get::<f32>(&g, &yr, m * ldy).iter().map(|v| v.to_bits()).collect();
+                let (mut got16, mut got_r, mut want_r) = (Vec::new(), Vec::new(), Vec::new());
+                for r in 0..m {
+                    for c in 0..ldy {
+                        let i = r * ldy + c;
+                        if c < n {
+                            got16.push(f16::from_bits(bits16[i]).to_f64());
+                            got_r.push(f32::from_bits(bits32[i]) as f64);
+                            want_r.push(want[r * n + c] + y0[i] as f64);
+                        } else {
+                            assert!(bits16[i] == 0xFFFF && bits32[i] == y0[i].to_bits(), "{what}: wrote past column n");
+                        }
+                    }
+                }
+                check(&got16, &want, 3e-3, &format!("{what} f16 run {run}"));
+                check(&got_r, &want_r, 2e-3, &format!("{what} residual run {run}"));
+                match &first {
+                    None => first = Some((bits16, bits32)),
+                    Some((b16, b32)) => {
+                        assert!(b16 == &bits16 && b32 == &bits32, "{what}: the second run differs from the first")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Per-launch time of the small-chunk GEMM on the Baichuan-7B shapes with 16 rows: the engine's shape, every other
+/// shape the chooser considers, and the one-row GEMV over the same weights for reference. Each launch reads its own
+/// copy of the weights (256 MB of copies, so that nothing is served from L2 that a prefill would read from memory);
+/// 64 launches back to back between two events, median of 5.
+#[test]
+#[ignore = "needs a GPU: a measurement, run by hand (--nocapture)"]
+fn gemm_small_int4_time_per_launch() {
+    let g = gpu();
+    let mut rng = Rng(98);
+    let m = 16usize;
+    let event = || g.ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
+    let time = |launch: &dyn Fn(usize)| -> f64 {
+        let mut times = Vec::new();
+        for rep in 0..6 {
+            let (a, b) = (event(), event());
+            a.record(&g.stream).unwrap();
+            for i in 0..64 {
+                launch(i);
+            }
+            b.record(&g.stream).unwrap();
+            g.sync().unwrap();
+            if rep > 0 {
+                times.push(a.elapsed_ms(&b).unwrap() as f64 * 1e3 / 64.0);
+            }
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        times[times.len() / 2]
+    };
+    for &(name, k, n) in
+        &[("q/k/v", 4096usize, 12288usize), ("o", 4096, 4096), ("gate/up", 4096, 22016), ("down", 11008, 4096)]
+    {
+        let lin = RandLinear::new(&mut rng, k, n, Some(128), false, true);
+        let dl = upload_linear(&g, lin.repack(ColumnOrder::Identity));
+        let bytes = dl.d.qw.len() * 4;
+        let copies = (256usize << 20).div_ceil(bytes).clamp(1, 64);
+        let pool: Vec<DeviceMem> = (0..copies).map(|_| put(&g, &dl.d.qw)).collect();
+        let (tiles, steps) = (dl.d.tiles() as u32, dl.d.steps() as u32);
+        let a = rng.vec_f16(m * k, -1.0, 1.0);
+        let (am, x16) = (put(&g, &a), put(&g, &a[..k]));
+        let y16 = poisoned(&g, m * n * 2);
+        let y = poisoned(&g, n * 4);
+        let part = g.alloc(plan::GEMM_SPLIT_ROWS * dl.d.n_pad * 4, "t").unwrap();
+        let counters = put(&g, &vec![0u32; tiles as usize]);
+        let gb = |us: f64| (bytes + dl.d.sz.len() * 4) as f64 / us / 1e3;
+
+        let gp = GemvParams { x16: x16.ptr, y: y.ptr, ..dl.p };
+        let (grid, tpb) = super::step::gemv_grid(tiles, g.sm_count, 12);
+        let gp = GemvParams { tiles_per_block: tpb, ..gp };
+        let smem = dl.d.k_pad as u32 * 2 + 136 * 4;
+        let us = time(&|i| {
+            let q = GemvParams { qw: pool[i % copies].ptr, ..gp };
+            g.launch_struct(&g.k.gemv_store, (grid, 1, 1), 256, smem, &q).unwrap();
+        });
+        println!("{name:8} K={k:5} N={n:5}  gemv 1 row (reference)            {us:7.2} µs {:6.0} GB/s", gb(us));
+
+        let base = GemmParams {
+            qw: dl.p.qw,
+            sz: dl.p.sz,
+            col_map: dl.p.col_map,
+            a: am.ptr,
+            y16: y16.ptr,
+            part: part.ptr,
+            counters: counters.ptr,
+            m: m as u32,
+            k: k as u32,
+            k_pad: dl.p.k_pad,
+            n_pad: dl.p.n_pad,
+            groups: dl.p.groups,
+            group_size: dl.p.group_size,
+            lda: k as u32,
+            ldy: n as u32,
+            ..Default::default()
+        };
+        let chosen = gemm_small_shape(tiles, steps, m as u32, g.sm_count).unwrap();
+        for tiles_per_block in [8u32, 16, 32] {
+            for splits in 1..=16u32 {
+                let per_split = gemm_small_per_split(steps, splits);
+                if per_split > GEMM_SMALL_MAX_STEPS_PER_SPLIT || steps.div_ceil(per_split) != splits {
+                    continue;
+                }
+                let shape = SmallGemm { tiles_per_block, splits };
+                let us = time(&|i| {
+                    let q = GemmParams { qw: pool[i % copies].ptr, ..base };
+                    launch_gemm_small(&g, &g.k.gemm_small_store16, &q, shape).unwrap();
+                });
+                let (gx, _, _) = shape.grid(tiles);
+                println!(
+                    "{name:8} K={k:5} N={n:5}  small {tiles_per_block:2} tiles/block × {splits:2} splits ({:4} blocks) {us:7.2} µs {:6.0} GB/s{}",
+                    gx * splits,
+                    gb(us),
+                    if shape == chosen { "  <- engine" } else { "" }
+                );
+            }
         }
     }
 }
