@@ -25,7 +25,7 @@ check() { # name, command...: PASS if it exits 0
 }
 
 echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
-check kernels "$BIN/engine-unit" --ignored --test-threads 1 backend::cuda
+check kernels "$BIN/engine-unit" --ignored --test-threads 1 backend::cuda --skip time_per_launch --skip repack_time
 check cuda-vs-cpu "$BIN/gpu_vs_cpu" --ignored --test-threads 1 --nocapture
 grep -E '^(baichuan|llama)' "$OUT/cuda-vs-cpu.log" | sed 's/^/       /' >"$OUT/cuda-vs-cpu.summary" || true
 
@@ -66,8 +66,8 @@ fi
 echo
 printf '%s\n' "${rows[@]}"
 [ -s "$OUT/cuda-vs-cpu.summary" ] && cat "$OUT/cuda-vs-cpu.summary"
-grep -E '^(load|copy|step|memory|decode|ttft) ' "$OUT/bench-7b.log" 2>/dev/null | sed 's/^/       /'
-grep -E '^(decode|ttft) ' "$OUT/bench-7b-no-pdl.log" 2>/dev/null | sed 's/^/  nopdl/'
+grep -E '^(load|copy|step|memory|decode|ttft):' "$OUT/bench-7b.log" 2>/dev/null | sed 's/^/       /'
+grep -E '^(decode|ttft):' "$OUT/bench-7b-no-pdl.log" 2>/dev/null | sed 's/^/  nopdl/'
 
 grep -E 'tok/s' "$OUT/generate-7b.log" 2>/dev/null | sed 's/^/       /'
 ! printf '%s\n' "${rows[@]}" | grep -q '^FAIL'

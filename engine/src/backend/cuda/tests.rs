@@ -1377,7 +1377,8 @@ fn gemv_int4_time_per_launch() {
 #[test]
 #[ignore = "a measurement, run by hand with ENGINE_REPACK_MODEL set"]
 fn repack_time_of_a_checkpoint() {
-    let Some(dir) = std::env::var_os("ENGINE_REPACK_MODEL") else { return };
+    let dir = std::env::var_os("ENGINE_REPACK_MODEL")
+        .expect("set ENGINE_REPACK_MODEL to a checkpoint directory (e.g. one from `engine-cli synth --preset 7b`)");
     let t0 = std::time::Instant::now();
     let model = crate::model::Model::open(std::path::Path::new(&dir)).unwrap();
     let c = &model.desc.config;
