@@ -19,6 +19,7 @@
 // A's columns must already be in the weights' sorted row order (norm.cu / swiglu.cu permute them when act-order
 // is on). Rows past `m` and K columns past `k` are zero-filled by cp.async (src-size 0) and never stored.
 #include "int4.cuh"
+#include "tensor_core.cuh"
 
 namespace gemm {
 
@@ -30,35 +31,18 @@ constexpr int THREADS = 128;
 constexpr int LDS = BK + 8;  // padded row (halves) of the shared A and dequantized-W tiles
 enum Out { STORE16 = 0, RESIDUAL = 1, STORE32 = 2 };
 
-ENGINE_DEV uint32_t smem_addr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+// The tensor-core building blocks (cp.async, ldmatrix, mma.sync) are tensor_core.cuh's.
+using tc::cp_async16;
+using tc::cp_async_commit;
+using tc::cp_async_wait;
+using tc::ldmatrix_x4;
+using tc::ldmatrix_x4_at;
+using tc::mma_16816;
+using tc::smem_addr;
 
 // 4-byte asynchronous copy global → shared (through L1: scales are reused by neighbouring blocks).
 ENGINE_DEV void cp_async4(void* dst, const void* src) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(smem_addr(dst)), "l"(src) : "memory");
-}
-
-// 16-byte asynchronous copy global → shared; copies `bytes` (0 or 16) and zero-fills the rest.
-ENGINE_DEV void cp_async16(void* dst, const void* src, uint32_t bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes)
-                 : "memory");
-}
-ENGINE_DEV void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-ENGINE_DEV void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-
-// The same from a shared-space byte address, for kernels that keep their per-lane base addresses in registers.
-ENGINE_DEV void ldmatrix_x4_at(uint32_t r[4], uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-
-ENGINE_DEV void ldmatrix_x4(uint32_t r[4], const void* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
 }
 
 // The eight weights of one packed word, dequantized (scale · (q − zero)) and in row order: the 16 bytes one row of
@@ -75,14 +59,6 @@ ENGINE_DEV uint4 dequant8(uint32_t word, __half2 zz, __half2 sc) {
     out.z = half2_as_u32(__highs2half2(d[0], d[1]));
     out.w = half2_as_u32(__highs2half2(d[2], d[3]));
     return out;
-}
-
-ENGINE_DEV void mma_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 template <int BM>

@@ -1,6 +1,6 @@
 // Tensor-core building blocks for sm_80 and newer: cp.async copies into shared memory, ldmatrix, and the
 // mma.sync.m16n8k16 (f16 in, f32 accumulate) they feed. Shared by kernels that tile through shared memory
-// (attention_prefill.cu, gemm_small.cu; gemm_int4.cu keeps its own copies in namespace gemm for now).
+// (attention_prefill.cu, gemm_int4.cu, gemm_small.cu).
 //
 // Fragment layouts of mma.m16n8k16 (PTX ISA "Matrix Fragments for mma.m16n8k16"), with g = lane / 4 and
 // t = lane % 4; a register holds two f16, the lower column (or k) index in the low 16 bits:
@@ -35,6 +35,13 @@ ENGINE_DEV void ldmatrix_x4(uint32_t r[4], const void* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(smem_addr(p)));
+}
+
+// The same from a shared-space byte address, for kernels that keep their per-lane base addresses in registers.
+ENGINE_DEV void ldmatrix_x4_at(uint32_t r[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
 }
 
 ENGINE_DEV void ldmatrix_x4_trans(uint32_t r[4], const void* p) {
