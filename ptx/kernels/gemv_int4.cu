@@ -22,13 +22,18 @@
 
 namespace gemv {
 
-constexpr int WARPS = 8;  // 256 threads: 8 warps split each tile's K steps
+// Warps per block: they split each tile's K steps. 8 for q/k/v and gate/up; 16 for o/down, whose 256 tiles give
+// only ~2 blocks per SM: the kernel is bound by memory latency, so more warps on a tile means more independent load
+// chains per SM (a split of K over blocks would do the same but its merge costs more than it hides, measured).
+constexpr int WARPS = 8;
+constexpr int WIDE_WARPS = 16;
 constexpr int UNROLL = 4; // 16-byte loads in flight per lane before the first is consumed
 
 enum Prologue { NORM = 0, PLAIN = 1 };
 enum Epilogue { STORE = 0, RESIDUAL = 1, QKV_ROPE = 2, SWIGLU = 3 };
 
 // Block-wide sum with a fixed order: warp sums, then warp 0 sums the warps in index order. All threads get it.
+template <int NW>
 ENGINE_DEV float block_sum(float v, float* scratch) {
     v = warp_reduce_sum(v);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -36,7 +41,7 @@ ENGINE_DEV float block_sum(float v, float* scratch) {
     __syncthreads();
     float s = 0.f;
 #pragma unroll
-    for (int w = 0; w < WARPS; ++w) s += scratch[w];
+    for (int w = 0; w < NW; ++w) s += scratch[w];
     __syncthreads();
     return s;
 }
@@ -76,7 +81,7 @@ ENGINE_DEV uint4 gather_word(const GemvParams& p, uint32_t row0, float inv_rms) 
     return pack_word(v);
 }
 
-template <int PRO>
+template <int PRO, int NW>
 ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, float* scratch) {
     const uint32_t words = p.k_pad / 8;
     const bool direct = p.perm == nullptr;
@@ -110,7 +115,7 @@ ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, float* scratch) {
             // First round: the sums of squares the previous kernel left, loaded while the loads above fly.
             float s = 0.f;
             for (uint32_t i = threadIdx.x; i < p.n_ssq; i += blockDim.x) s += p.ssq[i];
-            inv_rms = rsqrtf(block_sum(s, scratch) / (float)p.k + p.eps);
+            inv_rms = rsqrtf(block_sum<NW>(s, scratch) / (float)p.k + p.eps);
         }
 #pragma unroll
         for (int u = 0; u < STAGE_WORDS; ++u) {
@@ -212,9 +217,10 @@ ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, uint32_t col, float
     }
 }
 
-// Issue the loads of one batch: steps s0, s0 + WARPS, ... of tile t (UNROLL of them, fewer at the end), the
+// Issue the loads of one batch: steps s0, s0 + NW, ... of tile t (UNROLL of them, fewer at the end), the
 // 16-byte weight chunks and the (scale, zero) word of each chunk's group. The scales go out with the weights:
 // loaded inside the multiply, each would cost the step a full memory round trip.
+template <int NW>
 ENGINE_DEV void load_batch(const GemvParams& p, uint32_t t, uint32_t s0, uint32_t steps, uint4 (&w)[UNROLL],
                            uint32_t (&sz)[UNROLL]) {
     const int lane = threadIdx.x & 31;
@@ -222,7 +228,7 @@ ENGINE_DEV void load_batch(const GemvParams& p, uint32_t t, uint32_t s0, uint32_
     const uint32_t* szt = p.sz + (size_t)t * p.groups * INT4_TILE_N + (lane & 15);
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
-        const uint32_t s = s0 + u * WARPS;
+        const uint32_t s = s0 + u * NW;
         if (s < steps) {
             w[u] = ldg_stream_v4(wt + (size_t)s * 32);
             const uint32_t chunk = 2 * s + (lane >> 4);
@@ -232,12 +238,12 @@ ENGINE_DEV void load_batch(const GemvParams& p, uint32_t t, uint32_t s0, uint32_
     }
 }
 
-template <int PRO, int EPI>
+template <int PRO, int EPI, int NW = WARPS>
 ENGINE_DEV void run(const GemvParams& p) {
     extern __shared__ __align__(16) unsigned char smem[];
     __half2* xs = reinterpret_cast<__half2*>(smem);
-    float* red = reinterpret_cast<float*>(smem + (size_t)p.k_pad * sizeof(__half));  // [WARPS][16]
-    float* scratch = red + WARPS * INT4_TILE_N;                                          // [WARPS]
+    float* red = reinterpret_cast<float*>(smem + (size_t)p.k_pad * sizeof(__half));  // [NW][16]
+    float* scratch = red + NW * INT4_TILE_N;                                             // [NW]
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int j = lane & 15, hsel = lane >> 4;
@@ -250,11 +256,11 @@ ENGINE_DEV void run(const GemvParams& p) {
     // hides the launch gap and the prologue instead of adding to them.
     uint4 cur[UNROLL], nxt[UNROLL];
     uint32_t cur_sz[UNROLL], nxt_sz[UNROLL];
-    if (t_begin < t_end) load_batch(p, t_begin, warp, steps, cur, cur_sz);
+    if (t_begin < t_end) load_batch<NW>(p, t_begin, warp, steps, cur, cur_sz);
 
     // Nothing before this line may read what the previous kernel writes (x, ssq, the caches).
     pdl_wait();
-    stage_input<PRO>(p, xs, scratch);
+    stage_input<PRO, NW>(p, xs, scratch);
     pdl_launch_dependents();
 
     for (uint32_t t = t_begin; t < t_end; ++t) {
@@ -266,15 +272,15 @@ ENGINE_DEV void run(const GemvParams& p) {
             if (EPI == RESIDUAL && col != 0xFFFFFFFFu) resid = p.y[col];
         }
         float acc = 0.f;
-        for (uint32_t s0 = warp; s0 < steps; s0 += WARPS * UNROLL) {
+        for (uint32_t s0 = warp; s0 < steps; s0 += NW * UNROLL) {
             // Software pipelining: the next batch (of this tile, or the next tile's first) is in flight while
             // this one is multiplied, so each lane keeps up to 2 × UNROLL loads outstanding.
-            uint32_t ns0 = s0 + WARPS * UNROLL, nt = t;
+            uint32_t ns0 = s0 + NW * UNROLL, nt = t;
             if (ns0 >= steps) ns0 = warp, nt = t + 1;
-            if (nt < t_end) load_batch(p, nt, ns0, steps, nxt, nxt_sz);
+            if (nt < t_end) load_batch<NW>(p, nt, ns0, steps, nxt, nxt_sz);
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
-                const uint32_t s = s0 + u * WARPS;
+                const uint32_t s = s0 + u * NW;
                 if (s < steps) acc = dot_chunk(cur[u], xs + (2 * s + hsel) * 16, cur_sz[u], acc);
             }
 #pragma unroll
@@ -287,7 +293,7 @@ ENGINE_DEV void run(const GemvParams& p) {
         if (warp == 0) {
             float v = 0.f;
 #pragma unroll
-            for (int w = 0; w < WARPS; ++w) v += red[w * INT4_TILE_N + j];
+            for (int w = 0; w < NW; ++w) v += red[w * INT4_TILE_N + j];
             epilogue<EPI>(p, t, col, resid, v);
         }
         __syncthreads();
@@ -305,8 +311,8 @@ ENGINE_DEV void run(const GemvParams& p) {
 #define GEMV_MIN_BLOCKS 3
 #endif
 
-// Shared memory: k_pad * 2 bytes (the staged input) + (WARPS * 16 + WARPS) * 4. Block: 256 threads.
-// Grid: ceil(n_pad / 16 / tiles_per_block) blocks.
+// Shared memory: k_pad * 2 bytes (the staged input) + (NW * 16 + NW) * 4 with NW warps per block (8, or 16 for
+// the `_wide` kernel). Block: 32 · NW threads. Grid: ceil(n_pad / 16 / tiles_per_block) blocks.
 
 // q/k/v projection of the normalized residual stream, with rotary embedding and the KV-cache append.
 extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_qkv(const GemvParams p) {
@@ -321,6 +327,11 @@ extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_gat
 // o/down projection of an f16 input, added to the residual stream, with partial sums of squares for the next norm.
 extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_residual(const GemvParams p) {
     gemv::run<gemv::PLAIN, gemv::RESIDUAL>(p);
+}
+
+// The same with 16 warps per block (512 threads), for projections with too few tiles to fill the card.
+extern "C" __global__ void __launch_bounds__(512, GEMV_MIN_BLOCKS / 2) gemv_int4_residual_wide(const GemvParams p) {
+    gemv::run<gemv::PLAIN, gemv::RESIDUAL, gemv::WIDE_WARPS>(p);
 }
 
 // Plain y = x · W of an f16 input into f32 (kernel tests).

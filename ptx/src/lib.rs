@@ -102,6 +102,9 @@ pub mod kernels {
     pub const GEMV_INT4_GATE_UP: &str = "gemv_int4_gate_up";
     /// `gemv_int4.cu`: `gemv_int4_residual(GemvParams)`: f16 input, residual-add epilogue with partial sums of squares.
     pub const GEMV_INT4_RESIDUAL: &str = "gemv_int4_residual";
+    /// `gemv_int4.cu`: `gemv_int4_residual_wide(GemvParams)`: the same with 16 warps (512 threads), dynamic shared
+    /// memory `k_pad * 2 + 1088`, for projections with few tiles (o/down of a 7B model).
+    pub const GEMV_INT4_RESIDUAL_WIDE: &str = "gemv_int4_residual_wide";
     /// `gemv_int4.cu`: `gemv_int4_store(GemvParams)`: f16 input, f32 output (tests).
     pub const GEMV_INT4_STORE: &str = "gemv_int4_store";
     /// `gemv_int4.cu`: `gemv_int4_norm_store(GemvParams)`: norm prologue, f32 output (tests).
@@ -157,6 +160,7 @@ pub mod kernels {
         GEMV_INT4_QKV,
         GEMV_INT4_GATE_UP,
         GEMV_INT4_RESIDUAL,
+        GEMV_INT4_RESIDUAL_WIDE,
         GEMV_INT4_STORE,
         GEMV_INT4_NORM_STORE,
         GEMM_INT4_STORE16,

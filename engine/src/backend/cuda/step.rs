@@ -29,8 +29,22 @@ fn gemv_grid_for(b: &CudaBackend, lin: &DevLinear) -> (u32, u32) {
     gemv_grid(lin.tiles(), b.gpu.sm_count, b.gpu.tuning.gemv_blocks_per_sm)
 }
 
-fn gemv_smem(lin: &DevLinear) -> u32 {
-    lin.k_pad * 2 + (8 * 16 + 8) * 4
+/// Warps of the wide residual GEMV (`WIDE_WARPS` in gemv_int4.cu).
+pub(super) const GEMV_WIDE_WARPS: u32 = 16;
+
+/// Dynamic shared memory of a GEMV over `lin` with `warps` warps per block: the staged input and the per-warp sums.
+pub(super) fn gemv_smem(k_pad: u32, warps: u32) -> u32 {
+    k_pad * 2 + (warps * 16 + warps) * 4
+}
+
+/// The residual GEMV kernel (o/down) for `lin` and its warps per block: the 16-warp one where the projection has
+/// fewer than 4 tiles per SM (more load chains per SM for a latency-bound kernel; measured in BENCHMARKS.md).
+fn residual_gemv<'a>(b: &'a CudaBackend, lin: &DevLinear) -> (&'a cudarc::driver::CudaFunction, u32) {
+    if b.gpu.tuning.gemv_wide && lin.tiles() < 4 * b.gpu.sm_count {
+        (&b.gpu.k.gemv_residual_wide, GEMV_WIDE_WARPS)
+    } else {
+        (&b.gpu.k.gemv_residual, GEMV_THREADS / 32)
+    }
 }
 
 fn gemv_params(b: &CudaBackend, lin: &DevLinear) -> GemvParams {
@@ -54,8 +68,18 @@ fn gemv_params(b: &CudaBackend, lin: &DevLinear) -> GemvParams {
 }
 
 fn launch_gemv(b: &CudaBackend, f: &cudarc::driver::CudaFunction, lin: &DevLinear, p: &GemvParams) -> Result<()> {
+    launch_gemv_warps(b, f, GEMV_THREADS / 32, lin, p)
+}
+
+fn launch_gemv_warps(
+    b: &CudaBackend,
+    f: &cudarc::driver::CudaFunction,
+    warps: u32,
+    lin: &DevLinear,
+    p: &GemvParams,
+) -> Result<()> {
     let (grid, _) = gemv_grid_for(b, lin);
-    b.gpu.launch_struct(f, (grid, 1, 1), GEMV_THREADS, gemv_smem(lin), p)
+    b.gpu.launch_struct(f, (grid, 1, 1), warps * 32, gemv_smem(lin.k_pad, warps), p)
 }
 
 impl CudaBackend {
@@ -153,7 +177,8 @@ pub fn decode(
         mark("attention (split-K decode)", kv_bytes)?;
         // o_proj, added to the residual stream, leaving the sums of squares for the next norm.
         let p = GemvParams { x16: att, y: x, ssq_out: ssq, ..gemv_params(b, &lw.o) };
-        launch_gemv(b, &b.gpu.k.gemv_residual, &lw.o, &p)?;
+        let (f, warps) = residual_gemv(b, &lw.o);
+        launch_gemv_warps(b, f, warps, &lw.o, &p)?;
         mark("gemv o_proj + residual", linear_bytes(&lw.o))?;
         // gate/up with the post-attention norm fused in front and SwiGLU behind.
         let p =
@@ -162,7 +187,8 @@ pub fn decode(
         mark("gemv gate/up + norm + swiglu", linear_bytes(&lw.gate_up))?;
         // down_proj, added to the residual stream.
         let p = GemvParams { x16: h, y: x, ssq_out: ssq, ..gemv_params(b, &lw.down) };
-        launch_gemv(b, &b.gpu.k.gemv_residual, &lw.down, &p)?;
+        let (f, warps) = residual_gemv(b, &lw.down);
+        launch_gemv_warps(b, f, warps, &lw.down, &p)?;
         mark("gemv down_proj + residual", linear_bytes(&lw.down))?;
     }
     launch_lm_head(b, x, greedy)?;

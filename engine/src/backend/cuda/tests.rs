@@ -192,9 +192,13 @@ fn upload_linear(g: &Gpu, d: DeviceLinear) -> DevLin {
 }
 
 fn gemv(g: &Gpu, f: &cudarc::driver::CudaFunction, lin: &DevLin, p: &GemvParams) {
+    gemv_warps(g, f, 8, lin, p)
+}
+
+fn gemv_warps(g: &Gpu, f: &cudarc::driver::CudaFunction, warps: u32, lin: &DevLin, p: &GemvParams) {
     let tiles = lin.d.tiles() as u32;
     let grid = tiles.div_ceil(p.tiles_per_block);
-    g.launch_struct(f, (grid, 1, 1), 256, lin.d.k_pad as u32 * 2 + 136 * 4, p).unwrap();
+    g.launch_struct(f, (grid, 1, 1), warps * 32, super::step::gemv_smem(lin.d.k_pad as u32, warps), p).unwrap();
     g.sync().unwrap();
 }
 
@@ -285,29 +289,31 @@ fn gemv_int4_norm_and_residual_match_f64() {
         let got: Vec<f64> = get::<f32>(&g, &y, n).iter().map(|&v| v as f64).collect();
         check(&got, &lin.apply(&xn), 2e-3, &format!("gemv norm K={k} N={n}"));
 
-        // Residual epilogue: y += x·W, and per-tile sums of squares of the new y.
-        let x16 = rng.vec_f16(k, -1.0, 1.0);
-        let y0 = rng.vec_f32(n, -1.0, 1.0);
-        let (xm, ym) = (put(&g, &x16), put(&g, &y0));
-        let tiles = dl.d.tiles();
-        let ssq = poisoned(&g, tiles * 4);
-        let p = GemvParams { x16: xm.ptr, y: ym.ptr, ssq_out: ssq.ptr, ..dl.p };
-        gemv(&g, &g.k.gemv_residual, &dl, &p);
-        let xw = lin.apply(&x16.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
-        let want: Vec<f64> = y0.iter().zip(&xw).map(|(&a, b)| a as f64 + b).collect();
-        let got: Vec<f64> = get::<f32>(&g, &ym, n).iter().map(|&v| v as f64).collect();
-        check(&got, &want, 1e-3, &format!("gemv residual K={k} N={n}"));
-        let got_ss: Vec<f64> = get::<f32>(&g, &ssq, tiles).iter().map(|&v| v as f64).collect();
-        let want_ss: Vec<f64> = (0..tiles)
-            .map(|t| {
-                (0..TILE_N)
-                    .map(|j| dl.d.col_map[t * TILE_N + j])
-                    .filter(|&c| c != PAD_SLOT)
-                    .map(|c| got[c as usize] * got[c as usize])
-                    .sum()
-            })
-            .collect();
-        check(&got_ss, &want_ss, 1e-5, &format!("gemv residual ssq K={k} N={n}"));
+        // Residual epilogue: y += x·W, and per-tile sums of squares of the new y; 8 and 16 warps per block.
+        for (f, warps) in [(&g.k.gemv_residual, 8u32), (&g.k.gemv_residual_wide, 16)] {
+            let x16 = rng.vec_f16(k, -1.0, 1.0);
+            let y0 = rng.vec_f32(n, -1.0, 1.0);
+            let (xm, ym) = (put(&g, &x16), put(&g, &y0));
+            let tiles = dl.d.tiles();
+            let ssq = poisoned(&g, tiles * 4);
+            let p = GemvParams { x16: xm.ptr, y: ym.ptr, ssq_out: ssq.ptr, ..dl.p };
+            gemv_warps(&g, f, warps, &dl, &p);
+            let xw = lin.apply(&x16.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
+            let want: Vec<f64> = y0.iter().zip(&xw).map(|(&a, b)| a as f64 + b).collect();
+            let got: Vec<f64> = get::<f32>(&g, &ym, n).iter().map(|&v| v as f64).collect();
+            check(&got, &want, 1e-3, &format!("gemv residual K={k} N={n} warps={warps}"));
+            let got_ss: Vec<f64> = get::<f32>(&g, &ssq, tiles).iter().map(|&v| v as f64).collect();
+            let want_ss: Vec<f64> = (0..tiles)
+                .map(|t| {
+                    (0..TILE_N)
+                        .map(|j| dl.d.col_map[t * TILE_N + j])
+                        .filter(|&c| c != PAD_SLOT)
+                        .map(|c| got[c as usize] * got[c as usize])
+                        .sum()
+                })
+                .collect();
+            check(&got_ss, &want_ss, 1e-5, &format!("gemv residual ssq K={k} N={n} warps={warps}"));
+        }
     }
 }
 
