@@ -329,14 +329,6 @@ extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_res
     gemv::run<gemv::PLAIN, gemv::RESIDUAL>(p);
 }
 
-// q/k/v and gate/up with 16 warps per block (512 threads): measured against the 8-warp kernels (ENGINE_GEMV_WIDE).
-extern "C" __global__ void __launch_bounds__(512, GEMV_MIN_BLOCKS / 2) gemv_int4_qkv_wide(const GemvParams p) {
-    gemv::run<gemv::NORM, gemv::QKV_ROPE, gemv::WIDE_WARPS>(p);
-}
-extern "C" __global__ void __launch_bounds__(512, GEMV_MIN_BLOCKS / 2) gemv_int4_gate_up_wide(const GemvParams p) {
-    gemv::run<gemv::NORM, gemv::SWIGLU, gemv::WIDE_WARPS>(p);
-}
-
 // The same with 16 warps per block (512 threads), for projections with too few tiles to fill the card.
 extern "C" __global__ void __launch_bounds__(512, GEMV_MIN_BLOCKS / 2) gemv_int4_residual_wide(const GemvParams p) {
     gemv::run<gemv::PLAIN, gemv::RESIDUAL, gemv::WIDE_WARPS>(p);

@@ -105,10 +105,6 @@ pub mod kernels {
     /// `gemv_int4.cu`: `gemv_int4_residual_wide(GemvParams)`: the same with 16 warps (512 threads), dynamic shared
     /// memory `k_pad * 2 + 1088`, for projections with few tiles (o/down of a 7B model).
     pub const GEMV_INT4_RESIDUAL_WIDE: &str = "gemv_int4_residual_wide";
-    /// `gemv_int4.cu`: `gemv_int4_qkv_wide(GemvParams)`: `gemv_int4_qkv` with 16 warps (512 threads).
-    pub const GEMV_INT4_QKV_WIDE: &str = "gemv_int4_qkv_wide";
-    /// `gemv_int4.cu`: `gemv_int4_gate_up_wide(GemvParams)`: `gemv_int4_gate_up` with 16 warps (512 threads).
-    pub const GEMV_INT4_GATE_UP_WIDE: &str = "gemv_int4_gate_up_wide";
     /// `gemv_int4.cu`: `gemv_int4_store(GemvParams)`: f16 input, f32 output (tests).
     pub const GEMV_INT4_STORE: &str = "gemv_int4_store";
     /// `gemv_int4.cu`: `gemv_int4_norm_store(GemvParams)`: norm prologue, f32 output (tests).
@@ -165,8 +161,6 @@ pub mod kernels {
         GEMV_INT4_GATE_UP,
         GEMV_INT4_RESIDUAL,
         GEMV_INT4_RESIDUAL_WIDE,
-        GEMV_INT4_QKV_WIDE,
-        GEMV_INT4_GATE_UP_WIDE,
         GEMV_INT4_STORE,
         GEMV_INT4_NORM_STORE,
         GEMM_INT4_STORE16,

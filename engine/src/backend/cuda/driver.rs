@@ -25,8 +25,6 @@ pub struct Kernels {
     pub gemv_gate_up: CudaFunction,
     pub gemv_residual: CudaFunction,
     pub gemv_residual_wide: CudaFunction,
-    pub gemv_qkv_wide: CudaFunction,
-    pub gemv_gate_up_wide: CudaFunction,
     pub gemv_store: CudaFunction,
     pub gemv_norm_store: CudaFunction,
     pub gemm_store16: CudaFunction,
@@ -79,17 +77,9 @@ pub struct Tuning {
     /// at once is deliberate: a block that finishes frees its slot for one that starts streaming at once, and the
     /// kernel is bound by memory latency, so more independent blocks keep more loads in flight.
     pub gemv_blocks_per_sm: u32,
-    /// Which GEMVs run with 16 warps per block instead of 8 (`ENGINE_GEMV_WIDE`: `0` none, `residual` the o/down
-    /// GEMVs of projections with fewer than 4 tiles per SM, `all` every decode GEMV).
-    pub gemv_wide: GemvWide,
-}
-
-/// Which decode GEMVs run with 16 warps per block ([`Tuning::gemv_wide`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GemvWide {
-    None,
-    Residual,
-    All,
+    /// Run the residual GEMVs (o/down) of projections with fewer than 4 tiles per SM with 16 warps per block
+    /// instead of 8 (`ENGINE_GEMV_WIDE=0` turns it off).
+    pub gemv_wide: bool,
 }
 
 /// Default GEMV blocks per SM: the best of 2, 4, 6, 8, 12 on an H200 (BENCHMARKS.md).
@@ -156,8 +146,6 @@ impl Gpu {
             gemv_gate_up: f(kn::GEMV_INT4_GATE_UP)?,
             gemv_residual: f(kn::GEMV_INT4_RESIDUAL)?,
             gemv_residual_wide: f(kn::GEMV_INT4_RESIDUAL_WIDE)?,
-            gemv_qkv_wide: f(kn::GEMV_INT4_QKV_WIDE)?,
-            gemv_gate_up_wide: f(kn::GEMV_INT4_GATE_UP_WIDE)?,
             gemv_store: f(kn::GEMV_INT4_STORE)?,
             gemv_norm_store: f(kn::GEMV_INT4_NORM_STORE)?,
             gemm_store16: f(kn::GEMM_INT4_STORE16)?,
@@ -186,11 +174,7 @@ impl Gpu {
                 .and_then(|v| v.parse::<u32>().ok())
                 .filter(|v| (1..=16).contains(v))
                 .unwrap_or(DEFAULT_GEMV_BLOCKS_PER_SM),
-            gemv_wide: match std::env::var("ENGINE_GEMV_WIDE").as_deref() {
-                Ok("0") => GemvWide::None,
-                Ok("all") => GemvWide::All,
-                _ => GemvWide::Residual,
-            },
+            gemv_wide: std::env::var("ENGINE_GEMV_WIDE").map_or(true, |v| v != "0"),
         };
         let smem_optin = ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
@@ -223,8 +207,6 @@ impl Gpu {
             &gpu.k.gemv_gate_up,
             &gpu.k.gemv_residual,
             &gpu.k.gemv_residual_wide,
-            &gpu.k.gemv_qkv_wide,
-            &gpu.k.gemv_gate_up_wide,
             &gpu.k.gemv_store,
             &gpu.k.gemv_norm_store,
             &gpu.k.lm_head,

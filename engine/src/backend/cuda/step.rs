@@ -3,7 +3,7 @@
 
 use engine_format::plan;
 
-use super::driver::{GemvWide, Gpu};
+use super::driver::Gpu;
 use super::params::{
     attn_prefill_tc_smem_bytes, gemm_small_per_split, gemm_small_smem_bytes, gemm_smem_bytes, AttnParams, GemmParams,
     GemvParams, LmHeadParams, ATTN_TC_ROWS, GEMM128_SMEM_BYTES, GEMM_SMALL_MAX_STEPS_PER_SPLIT,
@@ -40,12 +40,7 @@ pub(super) fn gemv_smem(k_pad: u32, warps: u32) -> u32 {
 /// The residual GEMV kernel (o/down) for `lin` and its warps per block: the 16-warp one where the projection has
 /// fewer than 4 tiles per SM (more load chains per SM for a latency-bound kernel; measured in BENCHMARKS.md).
 fn residual_gemv<'a>(b: &'a CudaBackend, lin: &DevLinear) -> (&'a cudarc::driver::CudaFunction, u32) {
-    let wide = match b.gpu.tuning.gemv_wide {
-        GemvWide::None => false,
-        GemvWide::Residual => lin.tiles() < 4 * b.gpu.sm_count,
-        GemvWide::All => true,
-    };
-    if wide {
+    if b.gpu.tuning.gemv_wide && lin.tiles() < 4 * b.gpu.sm_count {
         (&b.gpu.k.gemv_residual_wide, GEMV_WIDE_WARPS)
     } else {
         (&b.gpu.k.gemv_residual, GEMV_THREADS / 32)
@@ -72,18 +67,8 @@ fn gemv_params(b: &CudaBackend, lin: &DevLinear) -> GemvParams {
     }
 }
 
-/// The 8-warp kernel `narrow` of a norm-prologue GEMV (q/k/v, gate/up), or its 16-warp twin `wide` when
-/// `ENGINE_GEMV_WIDE=all`.
-fn norm_gemv<'a>(
-    b: &CudaBackend,
-    narrow: &'a cudarc::driver::CudaFunction,
-    wide: &'a cudarc::driver::CudaFunction,
-) -> (&'a cudarc::driver::CudaFunction, u32) {
-    if b.gpu.tuning.gemv_wide == GemvWide::All {
-        (wide, GEMV_WIDE_WARPS)
-    } else {
-        (narrow, GEMV_THREADS / 32)
-    }
+fn launch_gemv(b: &CudaBackend, f: &cudarc::driver::CudaFunction, lin: &DevLinear, p: &GemvParams) -> Result<()> {
+    launch_gemv_warps(b, f, GEMV_THREADS / 32, lin, p)
 }
 
 fn launch_gemv_warps(
@@ -168,8 +153,7 @@ pub fn decode(
             kv_dim,
             ..gemv_params(b, &lw.qkv)
         };
-        let (f, warps) = norm_gemv(b, &b.gpu.k.gemv_qkv, &b.gpu.k.gemv_qkv_wide);
-        launch_gemv_warps(b, f, warps, &lw.qkv, &p)?;
+        launch_gemv(b, &b.gpu.k.gemv_qkv, &lw.qkv, &p)?;
         mark("gemv q/k/v + norm + rope + kv append", linear_bytes(&lw.qkv))?;
         // Attention over positions 0..=pos, split over the sequence.
         let ap = AttnParams {
@@ -199,8 +183,7 @@ pub fn decode(
         // gate/up with the post-attention norm fused in front and SwiGLU behind.
         let p =
             GemvParams { x, norm_w: lw.post_norm, ssq, n_ssq: hidden_tiles, out16: h, ..gemv_params(b, &lw.gate_up) };
-        let (f, warps) = norm_gemv(b, &b.gpu.k.gemv_gate_up, &b.gpu.k.gemv_gate_up_wide);
-        launch_gemv_warps(b, f, warps, &lw.gate_up, &p)?;
+        launch_gemv(b, &b.gpu.k.gemv_gate_up, &lw.gate_up, &p)?;
         mark("gemv gate/up + norm + swiglu", linear_bytes(&lw.gate_up))?;
         // down_proj, added to the residual stream.
         let p = GemvParams { x16: h, y: x, ssq_out: ssq, ..gemv_params(b, &lw.down) };

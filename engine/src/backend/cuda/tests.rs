@@ -342,60 +342,58 @@ fn gemv_int4_qkv_rotates_and_appends_to_the_cache() {
         let ss: f32 = x.iter().map(|v| v * v).sum();
         let (xm, wm, sm, pm) = (put(&g, &x), put(&g, &w), put(&g, &[ss]), put(&g, &[pos]));
         let (cm, snm) = (put(&g, cos), put(&g, sin));
-        for (f, warps) in [(&g.k.gemv_qkv, 8u32), (&g.k.gemv_qkv_wide, 16)] {
-            let q = poisoned(&g, q_dim * 2);
-            let kc = poisoned(&g, kv_heads * ctx * hd * 2);
-            let vc = poisoned(&g, kv_heads * ctx * hd * 2);
-            let p = GemvParams {
-                x: xm.ptr,
-                norm_w: wm.ptr,
-                ssq: sm.ptr,
-                n_ssq: 1,
-                out16: q.ptr,
-                k_cache: kc.ptr,
-                v_cache: vc.ptr,
-                rope_cos: cm.ptr,
-                rope_sin: snm.ptr,
-                pos: pm.ptr,
-                ctx: ctx as u32,
-                head_dim: hd as u32,
-                q_dim: q_dim as u32,
-                kv_dim: kv_dim as u32,
-                ..dl.p
-            };
-            gemv_warps(&g, f, warps, &dl, &p);
-            let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
-            let xn: Vec<f64> = x.iter().map(|&v| v as f64 * inv).collect();
-            let y = lin.apply(&xn);
-            // Rotate q and k heads in f64.
-            let rot = |v: &[f64]| -> Vec<f64> {
-                let mut out = v.to_vec();
-                for (h, head) in v.chunks(hd).enumerate() {
-                    for i in 0..hd / 2 {
-                        let a = 10000f64.powf(-(2.0 * i as f64) / hd as f64) * pos as f64;
-                        out[h * hd + i] = head[i] * a.cos() - head[i + hd / 2] * a.sin();
-                        out[h * hd + i + hd / 2] = head[i + hd / 2] * a.cos() + head[i] * a.sin();
-                    }
+        let q = poisoned(&g, q_dim * 2);
+        let kc = poisoned(&g, kv_heads * ctx * hd * 2);
+        let vc = poisoned(&g, kv_heads * ctx * hd * 2);
+        let p = GemvParams {
+            x: xm.ptr,
+            norm_w: wm.ptr,
+            ssq: sm.ptr,
+            n_ssq: 1,
+            out16: q.ptr,
+            k_cache: kc.ptr,
+            v_cache: vc.ptr,
+            rope_cos: cm.ptr,
+            rope_sin: snm.ptr,
+            pos: pm.ptr,
+            ctx: ctx as u32,
+            head_dim: hd as u32,
+            q_dim: q_dim as u32,
+            kv_dim: kv_dim as u32,
+            ..dl.p
+        };
+        gemv(&g, &g.k.gemv_qkv, &dl, &p);
+        let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
+        let xn: Vec<f64> = x.iter().map(|&v| v as f64 * inv).collect();
+        let y = lin.apply(&xn);
+        // Rotate q and k heads in f64.
+        let rot = |v: &[f64]| -> Vec<f64> {
+            let mut out = v.to_vec();
+            for (h, head) in v.chunks(hd).enumerate() {
+                for i in 0..hd / 2 {
+                    let a = 10000f64.powf(-(2.0 * i as f64) / hd as f64) * pos as f64;
+                    out[h * hd + i] = head[i] * a.cos() - head[i + hd / 2] * a.sin();
+                    out[h * hd + i + hd / 2] = head[i + hd / 2] * a.cos() + head[i] * a.sin();
                 }
-                out
-            };
-            let want_q = rot(&y[..q_dim]);
-            let want_k = rot(&y[q_dim..q_dim + kv_dim]);
-            let want_v = &y[q_dim + kv_dim..];
-            let got_q = f16s(&get::<u16>(&g, &q, q_dim));
-            check(&got_q, &want_q, 3e-3, &format!("qkv q hidden={hidden} warps={warps}"));
-            let kall = f16s(&get::<u16>(&g, &kc, kv_heads * ctx * hd));
-            let vall = f16s(&get::<u16>(&g, &vc, kv_heads * ctx * hd));
-            let at = |all: &[f64]| -> Vec<f64> {
-                (0..kv_heads).flat_map(|h| all[(h * ctx + pos as usize) * hd..][..hd].to_vec()).collect()
-            };
-            check(&at(&kall), &want_k, 3e-3, &format!("qkv k hidden={hidden}"));
-            check(&at(&vall), want_v, 3e-3, &format!("qkv v hidden={hidden}"));
-            // Nothing else in the caches was written.
-            let written =
-                |all: &[f64]| (0..kv_heads * ctx).filter(|&r| r % ctx != pos as usize).any(|r| all[r * hd].is_finite());
-            assert!(!written(&kall) && !written(&vall), "qkv wrote cache positions other than {pos}");
-        }
+            }
+            out
+        };
+        let want_q = rot(&y[..q_dim]);
+        let want_k = rot(&y[q_dim..q_dim + kv_dim]);
+        let want_v = &y[q_dim + kv_dim..];
+        let got_q = f16s(&get::<u16>(&g, &q, q_dim));
+        check(&got_q, &want_q, 3e-3, &format!("qkv q hidden={hidden}"));
+        let kall = f16s(&get::<u16>(&g, &kc, kv_heads * ctx * hd));
+        let vall = f16s(&get::<u16>(&g, &vc, kv_heads * ctx * hd));
+        let at = |all: &[f64]| -> Vec<f64> {
+            (0..kv_heads).flat_map(|h| all[(h * ctx + pos as usize) * hd..][..hd].to_vec()).collect()
+        };
+        check(&at(&kall), &want_k, 3e-3, &format!("qkv k hidden={hidden}"));
+        check(&at(&vall), want_v, 3e-3, &format!("qkv v hidden={hidden}"));
+        // Nothing else in the caches was written.
+        let written =
+            |all: &[f64]| (0..kv_heads * ctx).filter(|&r| r % ctx != pos as usize).any(|r| all[r * hd].is_finite());
+        assert!(!written(&kall) && !written(&vall), "qkv wrote cache positions other than {pos}");
     }
 }
 
@@ -425,21 +423,14 @@ fn gemv_int4_gate_up_applies_swiglu() {
         let w = rng.vec_f16(hidden, 0.5, 1.5);
         let ss: f32 = x.iter().map(|v| v * v).sum();
         let (xm, wm, sm) = (put(&g, &x), put(&g, &w), put(&g, &[ss]));
-        for (f, warps) in [(&g.k.gemv_gate_up, 8u32), (&g.k.gemv_gate_up_wide, 16)] {
-            let h = poisoned(&g, inter * 2);
-            let p = GemvParams { x: xm.ptr, norm_w: wm.ptr, ssq: sm.ptr, n_ssq: 1, out16: h.ptr, ..dl.p };
-            gemv_warps(&g, f, warps, &dl, &p);
-            let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
-            let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
-            let (gv, uv) = (gate.apply(&xn), up.apply(&xn));
-            let want: Vec<f64> = gv.iter().zip(&uv).map(|(&a, &b)| a / (1.0 + (-a).exp()) * b).collect();
-            check(
-                &f16s(&get::<u16>(&g, &h, inter)),
-                &want,
-                3e-3,
-                &format!("gate/up hidden={hidden} inter={inter} warps={warps}"),
-            );
-        }
+        let h = poisoned(&g, inter * 2);
+        let p = GemvParams { x: xm.ptr, norm_w: wm.ptr, ssq: sm.ptr, n_ssq: 1, out16: h.ptr, ..dl.p };
+        gemv(&g, &g.k.gemv_gate_up, &dl, &p);
+        let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
+        let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
+        let (gv, uv) = (gate.apply(&xn), up.apply(&xn));
+        let want: Vec<f64> = gv.iter().zip(&uv).map(|(&a, &b)| a / (1.0 + (-a).exp()) * b).collect();
+        check(&f16s(&get::<u16>(&g, &h, inter)), &want, 3e-3, &format!("gate/up hidden={hidden} inter={inter}"));
     }
 }
 
