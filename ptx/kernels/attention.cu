@@ -33,7 +33,9 @@ namespace attn {
 
 constexpr int WARPS = 4;
 constexpr int UNROLL = 4;      // positions per lane group per iteration
-constexpr uint32_t MIN_PER_SPLIT = 64;  // fewer positions per block cost more in merging than they save
+// Fewest positions per decode block: fewer cost more in merging than they save. 32 rather than 64 measured +1.1%
+// decode after a 16-token prompt (H100: 508.1 → 513.9 tok/s), the same after 2048 tokens.
+constexpr uint32_t MIN_PER_SPLIT = 32;
 #define ATTN_NEG_INF (-__int_as_float(0x7f800000))
 
 // Online-softmax state of one lane: its 8 output dims plus the running max and sum of its position group.
