@@ -69,6 +69,120 @@ struct Smem {
     __half w[BN][LDS];  // dequantized: [slot][k]
 };
 
+// One result of row `row` (the row's offset `at` = row · ldy) into output column `col` (skipped for padding).
+template <int OUT>
+ENGINE_DEV void store_one(const GemmParams& p, size_t at, uint32_t col, float v) {
+    if (col == 0xFFFFFFFFu) return;
+    if (OUT == STORE16) p.y16[at + col] = __float2half_rn(v);
+    else if (OUT == RESIDUAL) p.y32[at + col] += v;
+    else p.y32[at + col] = v;
+}
+
+// The results v0, v1 of two neighbouring slots of one row, for output columns c0, c1. When the columns are
+// neighbours too, starting at an even column, and `vec` says the row stride and base pointer keep such pairs
+// aligned, one 4-byte (f16) or 8-byte (f32) access does both: halves the epilogue's store instructions for the
+// Identity map always, and for q/k/v and gate/up whenever a tile's pairs are consecutive columns (the usual case).
+template <int OUT>
+ENGINE_DEV void store_pair(const GemmParams& p, uint32_t row, uint32_t c0, uint32_t c1, float v0, float v1,
+                           bool vec) {
+    const size_t at = (size_t)row * p.ldy;
+    if (vec && c0 != 0xFFFFFFFFu && c1 == c0 + 1 && (c0 & 1u) == 0) {
+        if (OUT == STORE16) {
+            *reinterpret_cast<__half2*>(p.y16 + at + c0) = __floats2half2_rn(v0, v1);
+        } else if (OUT == RESIDUAL) {
+            float2* y = reinterpret_cast<float2*>(p.y32 + at + c0);
+            float2 o = *y;
+            o.x += v0;
+            o.y += v1;
+            *y = o;
+        } else {
+            *reinterpret_cast<float2*>(p.y32 + at + c0) = make_float2(v0, v1);
+        }
+        return;
+    }
+    store_one<OUT>(p, at, c0, v0);
+    store_one<OUT>(p, at, c1, v1);
+}
+
+// The epilogue of both tiles. A warp's accumulators acc[MI][NI][4] hold, in the m16n8 C layout, rows
+// row_l + 16 mi + 8 h and slots slot_l + 8 ni + {0, 1} (c0, c1 for h = 0; c2, c3 for h = 1), where row_l is the
+// warp's first row + lane / 4 and slot_l its first slot + 2 (lane % 4): always even, and n_pad is a multiple of 16,
+// so slot < n_pad implies slot + 1 < n_pad. With split-K (k_splits > 1) each block writes its partial tile and the
+// last block of the tile to arrive (a counter per grid.x · grid.y tile) adds the partials in split order — fixed, so
+// the result is the same bits every run — and stores; the others return without storing.
+template <int OUT, int MI, int NI>
+ENGINE_DEV void finish_tile(const GemmParams& p, float (&acc)[MI][NI][4], uint32_t row_l, uint32_t slot_l) {
+    const int tid = threadIdx.x;
+    if (p.k_splits > 1) {
+        // Write this split's partial tile (pairs of slots move as one float2), then let the last split to arrive
+        // finish the tile.
+        float* part = p.part + (size_t)blockIdx.z * p.m * p.n_pad;
+#pragma unroll
+        for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < NI; ++ni)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const uint32_t row = row_l + mi * 16 + h * 8, slot = slot_l + ni * 8;
+                    if (row < p.m && slot < p.n_pad)
+                        *reinterpret_cast<float2*>(part + (size_t)row * p.n_pad + slot) =
+                            make_float2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
+                }
+        __shared__ bool is_last;
+        __threadfence();
+        __syncthreads();
+        uint32_t* counter = p.counters + blockIdx.y * gridDim.x + blockIdx.x;
+        if (tid == 0) is_last = atomicAdd(counter, 1u) == p.k_splits - 1;
+        __syncthreads();
+        if (!is_last) return;
+        __threadfence();
+        // Sum the partials in split order (0 + p0 + p1 + ...: the same bits whichever split arrived last). Splits
+        // outermost: each pass issues this thread's 32 independent loads at once instead of a chain of dependent
+        // loads per element, and the loop stays one compact body.
+#pragma unroll
+        for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < NI; ++ni)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
+#pragma unroll 1
+        for (uint32_t z = 0; z < p.k_splits; ++z) {
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const uint32_t row = row_l + mi * 16 + h * 8;
+                    if (row >= p.m) continue;
+                    // One pointer per row (recomputed per split, so that 32 addresses need not stay live).
+                    const float* src = p.part + ((size_t)z * p.m + row) * p.n_pad + slot_l;
+#pragma unroll
+                    for (int ni = 0; ni < NI; ++ni) {
+                        if (slot_l + ni * 8 >= p.n_pad) continue;
+                        const float2 q = __ldcg(reinterpret_cast<const float2*>(src + ni * 8));
+                        acc[mi][ni][2 * h] += q.x;
+                        acc[mi][ni][2 * h + 1] += q.y;
+                    }
+                }
+        }
+        if (tid == 0) *counter = 0;
+    }
+    const bool vec = (p.ldy & 1u) == 0 &&
+                     (OUT == STORE16 ? ((uintptr_t)p.y16 & 3u) == 0 : ((uintptr_t)p.y32 & 7u) == 0);
+#pragma unroll
+    for (int ni = 0; ni < NI; ++ni) {
+        const uint32_t slot = slot_l + ni * 8;
+        if (slot >= p.n_pad) continue;
+        const uint32_t c0 = p.col_map[slot], c1 = p.col_map[slot + 1];
+#pragma unroll
+        for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const uint32_t row = row_l + mi * 16 + h * 8;
+                if (row < p.m) store_pair<OUT>(p, row, c0, c1, acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1], vec);
+            }
+    }
+}
+
 // BM = 64: 2 × 2 warps of 32 rows × 32 slots. (BM = 16, 1 × 4 warps of 16 rows × 16 slots, also compiles, but chunks
 // of at most 16 rows run gemm_small.cu, which streams the weights at close to the GEMV's rate.)
 template <int OUT, int BM>
@@ -177,61 +291,9 @@ ENGINE_DEV void run(const GemmParams& p) {
         }
     }
 
-    // Epilogue: c0,c1 at (row g, cols 2t, 2t+1), c2,c3 at (row g + 8, same cols), g = lane / 4, t = lane % 4.
+    // Epilogue: c0,c1 at (row g, slots 2t, 2t+1), c2,c3 at (row g + 8, same slots), g = lane / 4, t = lane % 4.
     const int g = lane >> 2, t4 = lane & 3;
-    if (p.k_splits > 1) {
-        // Write this split's partial tile, then let the last split to arrive finish the tile.
-        float* part = p.part + (size_t)blockIdx.z * p.m * p.n_pad;
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-            for (int ni = 0; ni < NI; ++ni)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const uint32_t row = m0 + warp_m * (BM / WM) + mi * 16 + g + (e >> 1) * 8;
-                    const uint32_t slot = slot0 + warp_n * (BN / WN) + ni * 8 + 2 * t4 + (e & 1);
-                    if (row < p.m && slot < p.n_pad) part[(size_t)row * p.n_pad + slot] = acc[mi][ni][e];
-                }
-        __shared__ bool is_last;
-        __threadfence();
-        __syncthreads();
-        uint32_t* counter = p.counters + blockIdx.y * gridDim.x + blockIdx.x;
-        if (tid == 0) is_last = atomicAdd(counter, 1u) == p.k_splits - 1;
-        __syncthreads();
-        if (!is_last) return;
-        __threadfence();
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-            for (int ni = 0; ni < NI; ++ni)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const uint32_t row = m0 + warp_m * (BM / WM) + mi * 16 + g + (e >> 1) * 8;
-                    const uint32_t slot = slot0 + warp_n * (BN / WN) + ni * 8 + 2 * t4 + (e & 1);
-                    float v = 0.f;
-                    if (row < p.m && slot < p.n_pad)
-                        for (uint32_t z = 0; z < p.k_splits; ++z)
-                            v += __ldcg(p.part + ((size_t)z * p.m + row) * p.n_pad + slot);
-                    acc[mi][ni][e] = v;
-                }
-        if (tid == 0) *counter = 0;
-    }
-#pragma unroll
-    for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < NI; ++ni)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const uint32_t row = m0 + warp_m * (BM / WM) + mi * 16 + g + (e >> 1) * 8;
-                const uint32_t slot = slot0 + warp_n * (BN / WN) + ni * 8 + 2 * t4 + (e & 1);
-                if (row >= p.m || slot >= p.n_pad) continue;
-                const uint32_t col = p.col_map[slot];
-                if (col == 0xFFFFFFFFu) continue;
-                const float v = acc[mi][ni][e];
-                if (OUT == STORE16) p.y16[(size_t)row * p.ldy + col] = __float2half_rn(v);
-                else if (OUT == RESIDUAL) p.y32[(size_t)row * p.ldy + col] += v;
-                else p.y32[(size_t)row * p.ldy + col] = v;
-            }
+    finish_tile<OUT, MI, NI>(p, acc, m0 + warp_m * (BM / WM) + g, slot0 + warp_n * (BN / WN) + 2 * t4);
 }
 
 }  // namespace gemm
@@ -274,41 +336,6 @@ struct SmemBig {
     uint32_t sz[BIG_STAGES][BIG_THREADS];  // each thread's (scale, zero) word for its chunk of the step
 };
 static_assert(sizeof(SmemBig) == 107520, "GEMM128_SMEM_BYTES in engine/src/backend/cuda/params.rs must match");
-
-// One result of row `row` (the row's offset `at` = row · ldy) into output column `col` (skipped for padding).
-template <int OUT>
-ENGINE_DEV void store_one(const GemmParams& p, size_t at, uint32_t col, float v) {
-    if (col == 0xFFFFFFFFu) return;
-    if (OUT == STORE16) p.y16[at + col] = __float2half_rn(v);
-    else if (OUT == RESIDUAL) p.y32[at + col] += v;
-    else p.y32[at + col] = v;
-}
-
-// The results v0, v1 of two neighbouring slots of one row, for output columns c0, c1. When the columns are
-// neighbours too, starting at an even column, and `vec` says the row stride and base pointer keep such pairs
-// aligned, one 4-byte (f16) or 8-byte (f32) access does both: halves the epilogue's store instructions for the
-// Identity map always, and for q/k/v and gate/up whenever a tile's pairs are consecutive columns (the usual case).
-template <int OUT>
-ENGINE_DEV void store_pair(const GemmParams& p, uint32_t row, uint32_t c0, uint32_t c1, float v0, float v1,
-                           bool vec) {
-    const size_t at = (size_t)row * p.ldy;
-    if (vec && c0 != 0xFFFFFFFFu && c1 == c0 + 1 && (c0 & 1u) == 0) {
-        if (OUT == STORE16) {
-            *reinterpret_cast<__half2*>(p.y16 + at + c0) = __floats2half2_rn(v0, v1);
-        } else if (OUT == RESIDUAL) {
-            float2* y = reinterpret_cast<float2*>(p.y32 + at + c0);
-            float2 o = *y;
-            o.x += v0;
-            o.y += v1;
-            *y = o;
-        } else {
-            *reinterpret_cast<float2*>(p.y32 + at + c0) = make_float2(v0, v1);
-        }
-        return;
-    }
-    store_one<OUT>(p, at, c0, v0);
-    store_one<OUT>(p, at, c1, v1);
-}
 
 template <int OUT>
 ENGINE_DEV void run_big(const GemmParams& p) {
@@ -443,77 +470,7 @@ ENGINE_DEV void run_big(const GemmParams& p) {
 
     // Epilogue: c0,c1 at (row g, slots 2t, 2t+1), c2,c3 at (row g + 8, same slots), g = lane / 4, t = lane % 4.
     const int g = lane >> 2, t4 = lane & 3;
-    const uint32_t row_l = m0 + warp_m * WTM + g;            // + 16 mi + 8 h
-    const uint32_t slot_l = slot0 + warp_n * WTN + 2 * t4;  // + 8 ni; always even, and n_pad is a multiple of 16,
-                                                            // so slot < n_pad implies slot + 1 < n_pad
-    if (p.k_splits > 1) {
-        // Write this split's partial tile, then let the last split to arrive finish the tile (as in the 64-row
-        // kernel; pairs of slots move as one float2).
-        float* part = p.part + (size_t)blockIdx.z * p.m * p.n_pad;
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-            for (int ni = 0; ni < NI; ++ni)
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    const uint32_t row = row_l + mi * 16 + h * 8, slot = slot_l + ni * 8;
-                    if (row < p.m && slot < p.n_pad)
-                        *reinterpret_cast<float2*>(part + (size_t)row * p.n_pad + slot) =
-                            make_float2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
-                }
-        __shared__ bool is_last;
-        __threadfence();
-        __syncthreads();
-        uint32_t* counter = p.counters + blockIdx.y * gridDim.x + blockIdx.x;
-        if (tid == 0) is_last = atomicAdd(counter, 1u) == p.k_splits - 1;
-        __syncthreads();
-        if (!is_last) return;
-        __threadfence();
-        // Sum the partials in split order (0 + p0 + p1 + ...: the same bits whichever split arrived last). Splits
-        // outermost: each pass issues this thread's 32 independent loads at once instead of a chain of dependent
-        // loads per element, and the loop stays one compact body.
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-            for (int ni = 0; ni < NI; ++ni)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
-#pragma unroll 1
-        for (uint32_t z = 0; z < p.k_splits; ++z) {
-#pragma unroll
-            for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    const uint32_t row = row_l + mi * 16 + h * 8;
-                    if (row >= p.m) continue;
-                    // One pointer per row (recomputed per split, so that 32 addresses need not stay live).
-                    const float* src = p.part + ((size_t)z * p.m + row) * p.n_pad + slot_l;
-#pragma unroll
-                    for (int ni = 0; ni < NI; ++ni) {
-                        if (slot_l + ni * 8 >= p.n_pad) continue;
-                        const float2 q = __ldcg(reinterpret_cast<const float2*>(src + ni * 8));
-                        acc[mi][ni][2 * h] += q.x;
-                        acc[mi][ni][2 * h + 1] += q.y;
-                    }
-                }
-        }
-        if (tid == 0) *counter = 0;
-    }
-    const bool vec = (p.ldy & 1u) == 0 &&
-                     (OUT == STORE16 ? ((uintptr_t)p.y16 & 3u) == 0 : ((uintptr_t)p.y32 & 7u) == 0);
-#pragma unroll
-    for (int ni = 0; ni < NI; ++ni) {
-        const uint32_t slot = slot_l + ni * 8;
-        if (slot >= p.n_pad) continue;
-        const uint32_t c0 = p.col_map[slot], c1 = p.col_map[slot + 1];
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const uint32_t row = row_l + mi * 16 + h * 8;
-                if (row < p.m) store_pair<OUT>(p, row, c0, c1, acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1], vec);
-            }
-    }
+    finish_tile<OUT, MI, NI>(p, acc, m0 + warp_m * WTM + g, slot0 + warp_n * WTN + 2 * t4);
 }
 
 }  // namespace gemm
