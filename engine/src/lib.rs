@@ -14,6 +14,7 @@ pub mod capi;
 pub mod engine;
 pub mod error;
 pub mod model;
+pub mod sampling;
 pub mod session;
 pub mod synth;
 pub mod tiny;

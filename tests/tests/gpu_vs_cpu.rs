@@ -7,7 +7,7 @@
 use e2e_tests::{cases, random_ids, rel_l2, synth};
 use engine::backend::BackendKind;
 use engine::engine::{Engine, EngineOptions};
-use engine::session::sampler::{argmax, Sampler, SamplerParams};
+use engine::sampling::{argmax, Sampler, SamplerParams};
 use engine::session::GenerateOptions;
 
 const TOL: f64 = 1e-2;

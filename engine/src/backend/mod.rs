@@ -6,11 +6,12 @@
 use std::any::Any;
 
 use crate::error::{Error, Result};
-use crate::session::sampler::{Sampler, SamplerParams};
+use crate::sampling::{Sampler, SamplerParams};
 use engine_format::ModelConfig;
 
 pub mod cpu;
 pub mod cuda;
+pub mod rope;
 
 /// Which backend to run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

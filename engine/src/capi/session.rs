@@ -6,7 +6,7 @@ use super::handles::{self, Kind};
 use super::model::{model_ref, EngineModel, ModelShared};
 use super::status::{guard, guard_value, CResult, CapiError, EngineStatus};
 use super::{check_out, slice_arg, slice_arg_mut, write_out, EngineToken};
-use crate::session::sampler::{Sampler, SamplerParams};
+use crate::sampling::{Sampler, SamplerParams};
 use crate::session::Session;
 
 /// How to pick tokens (Hugging Face semantics: repetition penalty, then temperature, top-k, top-p). Start from

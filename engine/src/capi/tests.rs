@@ -7,7 +7,7 @@ use std::ptr::{null, null_mut};
 
 use super::*;
 use crate::engine::{Engine, EngineOptions};
-use crate::session::sampler::Sampler;
+use crate::sampling::Sampler;
 use crate::synth::{write_checkpoint, SynthSpec};
 
 /// The tiny model in a temporary directory of its own, removed on drop (writing it takes milliseconds).
@@ -236,7 +236,7 @@ fn feed_logits_sample_and_buffers() {
         assert_eq!(engine_session_feed(s, ids.as_ptr(), ids.len(), logits.as_mut_ptr(), vocab), EngineStatus::Ok);
         let mut t = 0;
         assert_eq!(engine_session_sample(s, null(), &mut t), EngineStatus::Ok);
-        assert_eq!(t, crate::session::sampler::argmax(&logits));
+        assert_eq!(t, crate::sampling::argmax(&logits));
 
         // All logits of the same tokens: the last row equals the last-token logits.
         let s2 = new_session(m);
@@ -502,7 +502,7 @@ fn callbacks_cannot_run_their_own_model() {
 
 #[test]
 fn default_sampler_options_are_the_engines_defaults() {
-    let d = crate::session::sampler::SamplerParams::default();
+    let d = crate::sampling::SamplerParams::default();
     assert_eq!(session::sampler_params_from(&engine_sampler_default_options()).unwrap(), d);
 }
 

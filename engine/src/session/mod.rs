@@ -1,7 +1,6 @@
 //! A conversation with the model: its KV cache and tokens, prefill in chunks, sampling, stop rules, and the
 //! streaming generation loop shared by the CLI and the C ABI.
 
-pub mod sampler;
 mod stop;
 
 use std::sync::{Arc, Mutex};
@@ -9,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, KvCache, LogitsOut};
 use crate::error::{Error, Result};
-use sampler::{Sampler, SamplerParams};
+use crate::sampling::{Sampler, SamplerParams};
 pub use stop::StopMatcher;
 
 /// The backend, shared by every session of one loaded model; each call holds the lock for one forward pass.

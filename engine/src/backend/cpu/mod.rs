@@ -15,7 +15,8 @@ use crate::backend::{check_forward_args, Backend, KvCache, LogitsOut};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
-pub use ops::{matmul, RopeTable};
+use crate::backend::rope::RopeTable;
+pub use ops::matmul;
 
 /// The reference backend.
 pub struct CpuBackend {

@@ -28,7 +28,7 @@ use engine_format::ModelConfig;
 use crate::backend::{Backend, KvCache, LogitsOut};
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::session::sampler::Sampler;
+use crate::sampling::Sampler;
 use driver::{DeviceMem, Gpu};
 use weights::DeviceWeights;
 

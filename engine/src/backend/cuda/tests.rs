@@ -10,7 +10,7 @@ use super::driver::{DeviceMem, Gpu};
 use super::layout::{self, ColumnOrder, DeviceLinear, GptqParts, PAD_SLOT, TILE_N};
 use super::params::*;
 use super::step::{arg, gemm_small_shape, launch_gemm_small, SmallGemm};
-use crate::backend::cpu::RopeTable;
+use crate::backend::rope::RopeTable;
 use engine_format::gptq;
 use engine_format::plan;
 use rayon::prelude::*;
@@ -1303,7 +1303,7 @@ fn lm_head_logits_and_argmax_match() {
             let want: Vec<f64> = (0..vocab).map(|r| (0..k).map(|i| w[r * k + i].to_f64() * xn[i]).sum()).collect();
             let got: Vec<f32> = get(&g, &logits, vocab);
             check(&got.iter().map(|&v| v as f64).collect::<Vec<_>>(), &want, 1e-5, &format!("lm_head vocab={vocab}"));
-            let best = crate::session::sampler::argmax(&got);
+            let best = crate::sampling::argmax(&got);
             assert_eq!(get::<u32>(&g, &tok, 1)[0], best, "lm_head argmax vocab={vocab}");
             assert_eq!(get::<u32>(&g, &counter, 1)[0], 0, "argmax counter not reset");
         }

@@ -12,7 +12,7 @@ use engine_format::{Linear, TensorRef};
 use super::driver::{DeviceMem, Gpu};
 use super::layout::{self, ColumnOrder, DeviceLinear};
 use super::staging::Staging;
-use crate::backend::cpu::RopeTable;
+use crate::backend::rope::RopeTable;
 use crate::error::{Error, Result};
 use crate::model::Model;
 

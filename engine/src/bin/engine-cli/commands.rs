@@ -7,7 +7,7 @@ use std::time::Instant;
 use engine::backend::BackendKind;
 use engine::engine::{Engine, EngineOptions};
 use engine::error::{Error, Result};
-use engine::session::sampler::SamplerParams;
+use engine::sampling::SamplerParams;
 use engine::session::{GenerateOptions, StopMatcher, StopReason};
 use engine_tools::prompt;
 
