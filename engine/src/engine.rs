@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use engine_tools::Tokenizer;
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::cuda::{CudaBackend, CudaOptions};
+use crate::backend::cuda::{CudaBackend, CudaOptions, Tuning};
 use crate::backend::{Backend, BackendKind};
 use crate::error::{Error, Result};
+use crate::measure::Measure;
 use crate::model::Model;
 use crate::session::{Session, SharedBackend};
 
@@ -26,11 +27,20 @@ pub struct EngineOptions {
     pub prefill_chunk: usize,
     /// Report loading progress on stderr.
     pub progress: bool,
+    /// Launch choices of the CUDA backend (the defaults are what measured fastest; see [`Tuning`]).
+    pub tuning: Tuning,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { backend: BackendKind::Auto, device: 0, max_context: None, prefill_chunk: 512, progress: false }
+        EngineOptions {
+            backend: BackendKind::Auto,
+            device: 0,
+            max_context: None,
+            prefill_chunk: 512,
+            progress: false,
+            tuning: Tuning::default(),
+        }
     }
 }
 
@@ -113,6 +123,10 @@ impl Engine {
     pub fn max_context(&self) -> usize {
         self.max_context
     }
+    /// Most tokens one forward pass takes while prefilling.
+    pub fn prefill_chunk(&self) -> usize {
+        self.prefill_chunk
+    }
 
     /// A new sequence with its own KV cache of `max_context` positions (`None`: the engine's).
     pub fn new_session(&self, max_context: Option<usize>) -> Result<Session> {
@@ -126,10 +140,11 @@ impl Engine {
         Session::new(self.backend.clone(), n, self.prefill_chunk)
     }
 
-    /// Run `f` with exclusive access to the backend (benchmarks, kernel breakdowns).
-    pub fn with_backend<R>(&self, f: impl FnOnce(&mut dyn Backend) -> R) -> R {
+    /// Run `f` with the backend's measurement interface (benchmarks, kernel breakdowns), holding the backend for
+    /// the call; `None` when the backend measures nothing (the CPU).
+    pub fn with_measure<R>(&self, f: impl FnOnce(&mut dyn Measure) -> R) -> Option<R> {
         let mut b = self.backend.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut **b)
+        b.measure().map(f)
     }
 }
 
@@ -144,6 +159,7 @@ fn make_backend(
             max_context,
             prefill_chunk: opts.prefill_chunk,
             progress: opts.progress,
+            tuning: opts.tuning,
         };
         CudaBackend::new(model.clone(), o)
     };

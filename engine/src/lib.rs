@@ -1,24 +1,30 @@
 //! A small, fast inference engine for Baichuan-7B and LLaMA-family GPTQ int4 checkpoints.
 //!
 //! The path of a token, one module per step:
-//! - [`engine_format`] (no_std crate): config + safetensors headers → a validated [`ModelDesc`], and the memory plan;
+//! - [`engine_format`] (no_std crate): config + safetensors headers → a validated [`ModelDesc`], and the memory
+//!   [`plan`];
 //! - [`model`]: memory-maps the files and hands out zero-copy typed views of the checked tensors;
-//! - [`backend`]: one interface, two implementations — [`backend::cpu`] (the reference) and `backend::cuda`;
-//! - [`session`]: a conversation's KV state, sampling, stop rules, the streaming loop;
-//! - `capi` and the `engine-cli` binary: the two faces over session + `engine_tools`.
+//! - `backend` (crate-private): one interface, two implementations — `cpu` (the reference) and `cuda`;
+//! - [`engine`]: a model loaded on a backend with its tokenizer; [`session`]: a conversation's KV state and the
+//!   generation loops; [`sampling`]: picking tokens;
+//! - `capi` and the `engine-cli` binary: the two faces over engine + session + `engine_tools`.
 //!
-//! [`synth`] writes random checkpoints in the exact published layout, for tests and benchmarks.
+//! [`measure`] is what benchmarks ask of a backend; [`synth`] writes random checkpoints in the exact published
+//! layout, for tests and benchmarks.
 
-pub mod backend;
+mod backend;
 pub mod capi;
 pub mod engine;
 pub mod error;
+pub mod measure;
 pub mod model;
 pub mod sampling;
 pub mod session;
 pub mod synth;
 pub mod tiny;
 
-pub use engine_format::{self as format, ModelConfig, ModelDesc};
+pub use backend::cuda::{Tuning, TUNING_KEYS};
+pub use backend::BackendKind;
+pub use engine_format::{self as format, plan, ModelConfig, ModelDesc};
 pub use error::{Error, Result};
 pub use model::Model;

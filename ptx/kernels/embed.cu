@@ -5,11 +5,22 @@
 #include "common.cuh"
 #include <cuda_fp16.h>
 
-// Grid: one block per row; 256 threads. tokens: [rows] ids (read on the device, so a captured graph decodes
-// whatever token the previous step wrote); table: [vocab][dim]; x: [rows][dim]; ssq_out: [rows].
-// dim must be a multiple of 8 (16-byte rows of fp16).
-extern "C" __global__ void __launch_bounds__(256)
-    embed_tokens(const uint32_t* tokens, const __half* table, float* x, float* ssq_out, uint32_t dim) {
+struct EmbedParams {
+    const uint32_t* tokens;  // [rows] ids (read on the device, so a captured graph decodes whatever token the
+                             // previous step wrote)
+    const __half* table;     // [vocab][dim]
+    float* x;                // [rows][dim]
+    float* ssq_out;          // [rows]; may be null
+    uint32_t dim;            // a multiple of 8 (16-byte rows of fp16)
+};
+
+// Grid: one block per row; 256 threads.
+extern "C" __global__ void __launch_bounds__(256) embed_tokens(const EmbedParams a) {
+    const uint32_t* tokens = a.tokens;
+    const __half* table = a.table;
+    float* x = a.x;
+    float* ssq_out = a.ssq_out;
+    const uint32_t dim = a.dim;
     __shared__ float warp_sums[8];
     pdl_wait();
     pdl_launch_dependents();

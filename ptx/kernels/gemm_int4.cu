@@ -72,7 +72,7 @@ struct Smem {
 // One result of row `row` (the row's offset `at` = row · ldy) into output column `col` (skipped for padding).
 template <int OUT>
 ENGINE_DEV void store_one(const GemmParams& p, size_t at, uint32_t col, float v) {
-    if (col == 0xFFFFFFFFu) return;
+    if (col == INT4_PAD_SLOT) return;
     if (OUT == STORE16) p.y16[at + col] = __float2half_rn(v);
     else if (OUT == RESIDUAL) p.y32[at + col] += v;
     else p.y32[at + col] = v;
@@ -86,7 +86,7 @@ template <int OUT>
 ENGINE_DEV void store_pair(const GemmParams& p, uint32_t row, uint32_t c0, uint32_t c1, float v0, float v1,
                            bool vec) {
     const size_t at = (size_t)row * p.ldy;
-    if (vec && c0 != 0xFFFFFFFFu && c1 == c0 + 1 && (c0 & 1u) == 0) {
+    if (vec && c0 != INT4_PAD_SLOT && c1 == c0 + 1 && (c0 & 1u) == 0) {
         if (OUT == STORE16) {
             *reinterpret_cast<__half2*>(p.y16 + at + c0) = __floats2half2_rn(v0, v1);
         } else if (OUT == RESIDUAL) {

@@ -221,7 +221,7 @@ ENGINE_DEV void epilogue(const GemmParams& p, uint32_t mm, uint32_t tile, const 
             if (row >= mm) continue;
 #pragma unroll
             for (int c = 0; c < 2; ++c)
-                if (col[c] != 0xFFFFFFFFu) store_out<OUT>(p, row, col[c], acc[h][2 * r + c]);
+                if (col[c] != INT4_PAD_SLOT) store_out<OUT>(p, row, col[c], acc[h][2 * r + c]);
         }
     }
 }

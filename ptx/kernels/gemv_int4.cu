@@ -183,7 +183,7 @@ ENGINE_DEV float rope_rotate(const GemvParams& p, uint32_t col, float v, float p
 template <int EPI>
 ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, uint32_t col, float resid, float v) {
     const int lane = threadIdx.x & 31;
-    const bool real = col != 0xFFFFFFFFu;
+    const bool real = col != INT4_PAD_SLOT;
     if (EPI == STORE) {
         if (lane < 16 && real) p.y[col] = v;
     } else if (EPI == RESIDUAL) {
@@ -265,11 +265,11 @@ ENGINE_DEV void run(const GemvParams& p) {
 
     for (uint32_t t = t_begin; t < t_end; ++t) {
         // Warp 0 fetches what its epilogue needs now, so that those loads overlap the K loop.
-        uint32_t col = 0xFFFFFFFFu;
+        uint32_t col = INT4_PAD_SLOT;
         float resid = 0.f;
         if (warp == 0) {
             col = __ldg(p.col_map + t * INT4_TILE_N + j);
-            if (EPI == RESIDUAL && col != 0xFFFFFFFFu) resid = p.y[col];
+            if (EPI == RESIDUAL && col != INT4_PAD_SLOT) resid = p.y[col];
         }
         float acc = 0.f;
         for (uint32_t s0 = warp; s0 < steps; s0 += NW * UNROLL) {

@@ -5,12 +5,8 @@
 //   of 8 nibbles (low nibble = lowest row); sz[tile][group][slot] is a half2 (scale, 1024 + zero).
 #pragma once
 #include "common.cuh"
+#include "tile_layout.h"
 #include <cuda_fp16.h>
-
-// Output slots per tile and input rows per warp step; must match TILE_N / STEP_K in layout.rs.
-#define INT4_TILE_N 16
-#define INT4_STEP_K 64
-#define INT4_CHUNK_K 32
 
 // `(a & b) | c` in one instruction. Buys: turning a nibble into the fp16 number 1024 + q costs one LOP3 instead of
 // an AND and an OR (the dequantization is the GEMV's only arithmetic besides the FMAs, so every op counts).
@@ -49,7 +45,7 @@ struct GemvParams {
     const uint4* qw;
     const uint32_t* sz;       // half2 (scale, 1024 + zero) per [tile][group][slot]
     const uint32_t* perm;     // act-order: original row of each sorted row (k_pad entries); null otherwise
-    const uint32_t* col_map;  // output column of each slot; 0xFFFFFFFF = padding
+    const uint32_t* col_map;  // output column of each slot; INT4_PAD_SLOT = padding
     // Prologue inputs.
     const float* x;           // NORM: the residual stream, f32 [k]
     const __half* x16;        // PLAIN: the input, f16 [k]

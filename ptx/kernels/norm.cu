@@ -12,9 +12,23 @@
 
 #define ROW_UNROLL 8
 
+struct RmsNormParams {
+    const float* x;         // [rows][dim] the residual stream
+    const __half* w;        // [dim]
+    __half* out;            // [rows][dim]
+    const uint32_t* perm;   // [dim] act-order row order of the next GEMM's weights; may be null
+    uint32_t dim;
+    float eps;
+};
+
 // Grid: one block per row; 256 threads. out[r][k'] = x[r][perm[k']] / rms(x[r]) * w[perm[k']].
-extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows(const float* x, const __half* w, __half* out,
-                                                                const uint32_t* perm, uint32_t dim, float eps) {
+extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows(const RmsNormParams a) {
+    const float* x = a.x;
+    const __half* w = a.w;
+    __half* out = a.out;
+    const uint32_t* perm = a.perm;
+    const uint32_t dim = a.dim;
+    const float eps = a.eps;
     __shared__ float warp_sums[8];
     __shared__ float inv_rms;
     pdl_wait();
@@ -59,10 +73,20 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows(const float* x, c
     }
 }
 
+struct PermuteParams {
+    const __half* in;       // [rows][cols]
+    __half* out;            // [rows][cols]
+    const uint32_t* perm;   // [cols]
+    uint32_t cols;
+};
+
 // Column permutation of fp16 rows, for act-order inputs that no norm writes (the attention output feeding o_proj).
 // Grid: one block per row; 256 threads. out[r][k'] = in[r][perm[k']].
-extern "C" __global__ void __launch_bounds__(256)
-    permute_cols(const __half* in, __half* out, const uint32_t* perm, uint32_t cols) {
+extern "C" __global__ void __launch_bounds__(256) permute_cols(const PermuteParams a) {
+    const __half* in = a.in;
+    __half* out = a.out;
+    const uint32_t* perm = a.perm;
+    const uint32_t cols = a.cols;
     pdl_wait();
     pdl_launch_dependents();
     const __half* src = in + (size_t)blockIdx.x * cols;

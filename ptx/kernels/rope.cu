@@ -14,14 +14,31 @@
 #define ROPE_HEADS 4
 #define ROPE_LANES 64  // threads per head: rotary pairs (or value elements) strided by 64
 
+struct RopeParams {
+    const __half* qkv;        // [rows][q_dim + 2 kv_dim]
+    __half* q_out;            // [rows][q_dim]
+    __half* k_cache;          // this layer's keys [kv_heads][ctx][head_dim]
+    __half* v_cache;          // this layer's values, same shape
+    const float* rope_cos;    // [max_pos][head_dim / 2]
+    const float* rope_sin;
+    const uint32_t* pos0;     // row r is at position *pos0 + r
+    uint32_t q_dim;
+    uint32_t kv_dim;
+    uint32_t head_dim;
+    uint32_t ctx;
+};
+
 // Grid: (rows, ceil((heads + 2 · kv_heads) / ROPE_HEADS)); 256 threads. Head y < heads is q head y, then kv_heads
 // k heads (rotated and appended), then kv_heads v heads (appended). Any grid.y works: blocks stride over heads.
-// qkv: [rows][q_dim + 2 kv_dim] fp16; q_out: [rows][q_dim]; caches: [kv_heads][ctx][head_dim]; row r is at
-// position *pos0 + r.
-extern "C" __global__ void __launch_bounds__(256)
-    rope_kv_rows(const __half* qkv, __half* q_out, __half* k_cache, __half* v_cache, const float* rope_cos,
-                 const float* rope_sin, const uint32_t* pos0, uint32_t q_dim, uint32_t kv_dim, uint32_t head_dim,
-                 uint32_t ctx) {
+extern "C" __global__ void __launch_bounds__(256) rope_kv_rows(const RopeParams a) {
+    const __half* qkv = a.qkv;
+    __half* q_out = a.q_out;
+    __half* k_cache = a.k_cache;
+    __half* v_cache = a.v_cache;
+    const float* rope_cos = a.rope_cos;
+    const float* rope_sin = a.rope_sin;
+    const uint32_t* pos0 = a.pos0;
+    const uint32_t q_dim = a.q_dim, kv_dim = a.kv_dim, head_dim = a.head_dim, ctx = a.ctx;
     pdl_wait();
     pdl_launch_dependents();
     const uint32_t row = blockIdx.x, pos = *pos0 + row, half_dim = head_dim / 2;

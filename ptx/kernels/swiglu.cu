@@ -8,10 +8,20 @@
 #include "common.cuh"
 #include <cuda_fp16.h>
 
-// Grid: (rows, ceil(inter / 2048)); 256 threads. gu: [rows][2 * inter]; h: [rows][inter]; h[r][k'] uses column
-// perm[k']. Block y of a row covers columns [2048 y, 2048 (y + 1)), stepping by 2048 · gridDim.y.
-extern "C" __global__ void __launch_bounds__(256)
-    swiglu_rows(const __half* gu, __half* h, const uint32_t* perm, uint32_t inter) {
+struct SwigluParams {
+    const __half* gu;       // [rows][2 * inter]: gate | up
+    __half* h;              // [rows][inter]; h[r][k'] uses column perm[k']
+    const uint32_t* perm;   // the down projection's act-order row order; may be null
+    uint32_t inter;
+};
+
+// Grid: (rows, ceil(inter / 2048)); 256 threads. Block y of a row covers columns [2048 y, 2048 (y + 1)), stepping
+// by 2048 · gridDim.y.
+extern "C" __global__ void __launch_bounds__(256) swiglu_rows(const SwigluParams a) {
+    const __half* gu = a.gu;
+    __half* h = a.h;
+    const uint32_t* perm = a.perm;
+    const uint32_t inter = a.inter;
     pdl_wait();
     pdl_launch_dependents();
     const __half* g = gu + (size_t)blockIdx.x * 2 * inter;

@@ -6,7 +6,16 @@
 // pair of f16, 0x7fc07fc0 for a pair of bf16), so an element the kernel forgot to write shows up as NaN instead of
 // as a stale, plausible number.
 // Launch: any 1-D grid; the grid-stride loop covers all of n. p must be 4-byte aligned, need not be 16-byte aligned.
-extern "C" __global__ void fill_u32(uint32_t* __restrict__ p, uint32_t value, uint64_t n) {
+struct FillParams {
+    uint32_t* p;
+    uint64_t n;
+    uint32_t value;
+};
+
+extern "C" __global__ void fill_u32(const FillParams a) {
+    uint32_t* __restrict__ p = a.p;
+    const uint64_t n = a.n;
+    const uint32_t value = a.value;
     pdl_launch_dependents();
     pdl_wait();  // the previous kernel may still be reading the buffer we are about to overwrite
 
@@ -33,7 +42,16 @@ extern "C" __global__ void fill_u32(uint32_t* __restrict__ p, uint32_t value, ui
 // the number is DRAM bandwidth, not L2 bandwidth.
 // Launch: a 1-D grid of a few blocks per SM (2 x SMs x 256 threads was best on an H200: 4.0 TB/s read + write on
 // 2 GiB, cuMemcpyDtoD 4.28 TB/s); the grid-stride loop covers all of n16. src and dst must not overlap.
-extern "C" __global__ void copy_bytes_read_bw(const uint4* __restrict__ src, uint4* __restrict__ dst, uint64_t n16) {
+struct CopyParams {
+    const uint4* src;
+    uint4* dst;
+    uint64_t n16;
+};
+
+extern "C" __global__ void copy_bytes_read_bw(const CopyParams a) {
+    const uint4* __restrict__ src = a.src;
+    uint4* __restrict__ dst = a.dst;
+    const uint64_t n16 = a.n16;
     pdl_launch_dependents();
     pdl_wait();
 

@@ -6,8 +6,15 @@
 //! - [`PTX_SM80`] (`.target sm_80`): every card of compute capability 8.0 and up, through the driver's JIT;
 //! - [`PTX_SM90A`] (`.target sm_90a`): sm_90 (H100/H200) only, with the Hopper-only instructions enabled.
 //!
-//! [`ptx_for`] picks the module for a card; [`kernels`] names the entry points.
+//! [`ptx_for`] picks the module for a card; [`kernels`] names the entry points; [`tile`] holds the numbers of the
+//! int4 weight layout, generated from the header the kernels include (`kernels/tile_layout.h`).
 #![no_std]
+
+/// The int4 tile layout's numbers, from `kernels/tile_layout.h` (the build script generates this module, so the
+/// kernels and the Rust layout code share one source).
+pub mod tile {
+    include!(concat!(env!("OUT_DIR"), "/tile.rs"));
+}
 
 /// All kernels for compute capability 8.0 and up (`.target sm_80`). The driver JIT-compiles it for the card; the
 /// Hopper-only paths (`griddepcontrol`, wgmma, setmaxnreg) are compiled out.
@@ -62,38 +69,33 @@ pub fn ptx_for(cc_major: u32, cc_minor: u32) -> Option<&'static str> {
 
 /// Kernel entry points, present in both modules under the same names (the kernels are `extern "C"`).
 ///
-/// To add a kernel: one `pub const` named like the kernel in capitals, with the source file, the parameter list
-/// exactly as in the `.cu` file (the launch must pass the arguments in that order, with those sizes), and the launch
-/// shape in its doc comment; then add it to [`ALL`]. The tests fail if a kernel of the PTX is missing here or a name
-/// here is missing from either module.
+/// Every kernel takes exactly one parameter, a C struct declared next to it in its `.cu` file and mirrored by a
+/// `#[repr(C)]` struct in the engine (`engine/src/backend/cuda/kernels.rs`, whose tests pin the two layouts). To add
+/// a kernel: one `pub const` named like the kernel in capitals, with the source file, its parameter struct and the
+/// launch shape in its doc comment; then add it to [`ALL`]. The tests fail if a kernel of the PTX is missing here or
+/// a name here is missing from either module.
 pub mod kernels {
-    /// `util.cu`: `fill_u32(uint32_t* p, uint32_t value, uint64_t n)`.
+    /// `util.cu`: `fill_u32(FillParams)`.
     ///
     /// Sets `p[0..n)` to `value`; tests poison outputs with a NaN pattern (`0x7fc00000` f32, `0x7e007e00` a pair
     /// of f16, `0x7fc07fc0` a pair of bf16) first. Any 1-D grid (grid-stride loop); `p` 4-byte aligned.
     pub const FILL_U32: &str = "fill_u32";
 
-    /// `util.cu`: `copy_bytes_read_bw(const uint4* src, uint4* dst, uint64_t n16)`.
+    /// `util.cu`: `copy_bytes_read_bw(CopyParams)`.
     ///
     /// Copies `16 * n16` bytes from `src` to `dst` (16-byte aligned, not overlapping); `bench` uses it for the
     /// card's copy bandwidth (count bytes read + written). Grid of a few blocks per SM, e.g. 2 x SMs x 256 threads.
     pub const COPY_BYTES_READ_BW: &str = "copy_bytes_read_bw";
 
-    /// `embed.cu`: `embed_tokens(const uint32_t* tokens, const __half* table, float* x, float* ssq_out, uint32_t dim)`.
-    /// One block per row, 256 threads; `ssq_out` may be null.
+    /// `embed.cu`: `embed_tokens(EmbedParams)`. One block per row, 256 threads; `ssq_out` may be null.
     pub const EMBED_TOKENS: &str = "embed_tokens";
-    /// `norm.cu`: `rmsnorm_rows(const float* x, const __half* w, __half* out, const uint32_t* perm, uint32_t dim,
-    /// float eps)`. One block per row, 256 threads; `perm` may be null.
+    /// `norm.cu`: `rmsnorm_rows(RmsNormParams)`. One block per row, 256 threads; `perm` may be null.
     pub const RMSNORM_ROWS: &str = "rmsnorm_rows";
-    /// `norm.cu`: `permute_cols(const __half* in, __half* out, const uint32_t* perm, uint32_t cols)`. One block per
-    /// row, 256 threads.
+    /// `norm.cu`: `permute_cols(PermuteParams)`. One block per row, 256 threads.
     pub const PERMUTE_COLS: &str = "permute_cols";
-    /// `rope.cu`: `rope_kv_rows(const __half* qkv, __half* q_out, __half* k_cache, __half* v_cache, const float* cos,
-    /// const float* sin, const uint32_t* pos0, uint32_t q_dim, uint32_t kv_dim, uint32_t head_dim, uint32_t ctx)`.
-    /// Grid (rows, ceil((heads + 2 · kv_heads) / 4)), 256 threads.
+    /// `rope.cu`: `rope_kv_rows(RopeParams)`. Grid (rows, ceil((heads + 2 · kv_heads) / 4)), 256 threads.
     pub const ROPE_KV_ROWS: &str = "rope_kv_rows";
-    /// `swiglu.cu`: `swiglu_rows(const __half* gu, __half* h, const uint32_t* perm, uint32_t inter)`. Grid
-    /// (rows, ceil(inter / 2048)), 256 threads; `perm` may be null.
+    /// `swiglu.cu`: `swiglu_rows(SwigluParams)`. Grid (rows, ceil(inter / 2048)), 256 threads; `perm` may be null.
     pub const SWIGLU_ROWS: &str = "swiglu_rows";
     /// `gemv_int4.cu`: `gemv_int4_qkv(GemvParams)`: norm prologue, rotary + KV-append epilogue. 256 threads,
     /// dynamic shared memory `k_pad * 2 + 544`.
@@ -144,8 +146,7 @@ pub mod kernels {
     /// `lm_head.cu`: `lm_head_f16(LmHeadParams)`: 256 threads, dynamic shared memory `k * 4`, grid
     /// ceil(vocab / rows_per_block).
     pub const LM_HEAD_F16: &str = "lm_head_f16";
-    /// `decode.cu`: `decode_advance(uint32_t* pos, const uint32_t* token, uint32_t* ring, uint32_t ring_len)`: one
-    /// thread.
+    /// `decode.cu`: `decode_advance(DecodeAdvanceParams)`: one thread.
     pub const DECODE_ADVANCE: &str = "decode_advance";
 
     /// Every kernel above.

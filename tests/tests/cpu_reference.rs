@@ -2,8 +2,8 @@
 //! with the KV cache against the full-prompt pass.
 
 use e2e_tests::{cases, python, random_ids, rel_l2, repo_root, synth};
-use engine::backend::BackendKind;
 use engine::engine::{Engine, EngineOptions};
+use engine::BackendKind;
 
 fn cpu(dir: &std::path::Path) -> Engine {
     Engine::load(dir, &EngineOptions { backend: BackendKind::Cpu, ..Default::default() }).unwrap()

@@ -5,10 +5,10 @@
 //! runs it with --ignored.
 
 use e2e_tests::{cases, random_ids, rel_l2, synth};
-use engine::backend::BackendKind;
 use engine::engine::{Engine, EngineOptions};
 use engine::sampling::{argmax, Sampler, SamplerParams};
 use engine::session::GenerateOptions;
+use engine::BackendKind;
 
 const TOL: f64 = 1e-2;
 

@@ -31,4 +31,4 @@ pub use checkpoint::{check_index, describe, parse_index, read_shard, Shard, Shar
 pub use config::{parse_model_config, parse_quant_config, Arch, ModelConfig, QuantConfig};
 pub use desc::{DType, LayerDesc, Linear, ModelDesc, Projection, TensorRef};
 pub use error::{FormatError, FormatErrorKind};
-pub use plan::{MemoryPlan, PlanBuffer, PlanLimits, Region};
+pub use plan::{Buf, KvLayout, MemoryPlan, PlanBuffer, PlanLimits, Region};

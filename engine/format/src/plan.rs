@@ -1,22 +1,32 @@
 //! The static device memory plan: every buffer the CUDA backend will ever use, with region, offset, size and
-//! alignment, computed from the model description and the run limits before anything is allocated.
+//! element type, computed from the model description and the run limits before anything is allocated.
 //!
 //! Four regions, each one device allocation:
-//! - **Weights**: every tensor in the device layout (GPTQ linears repacked into tiles, see [`slots_qkv`] and
-//!   friends; fp16 tensors as stored) plus the rotary tables.
-//! - **KV cache**: keys and values of one sequence, `[layer][kv_head][position][head_dim]` fp16.
-//! - **Activations**: the rows of one prefill chunk as they flow through a layer. Buffers whose lifetimes (the
-//!   steps of a layer during which they hold live data) do not overlap share memory: see [`ACTIVATIONS`].
-//! - **Workspace**: small per-step scratch (norm partial sums, attention partials, logits, argmax, token slots).
+//! - **Weights** ([`WeightBuffers`]): every tensor in the device layout (GPTQ linears repacked into tiles, see
+//!   [`slots_qkv`] and friends; fp16 tensors as stored) plus the rotary tables.
+//! - **KV cache** ([`KvLayout`]): keys and values of one sequence, `[layer][kv_head][position][head_dim]` fp16.
+//! - **Activations** ([`ActivationBuffers`]): the rows of one prefill chunk as they flow through a layer. Buffers
+//!   whose lifetimes (the steps of a layer during which they hold live data) do not overlap share memory: see
+//!   [`ACTIVATIONS`].
+//! - **Workspace** ([`WorkspaceBuffers`]): small per-step scratch (norm partial sums, attention partials, logits,
+//!   argmax, token slots).
 //!
-//! The engine allocates exactly these sizes and nothing per token. `engine-cli plan` prints this table.
+//! Every buffer is a field of a typed struct ([`Buf<T>`]: offset and element count), so a backend reaches its
+//! buffers by name at compile time, never by string at run time. [`MemoryPlan::buffers`] lists them all for
+//! printing (`engine-cli plan`). The engine allocates exactly these sizes and nothing per token.
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::marker::PhantomData;
+
+use half::f16;
 
 use crate::config::ModelConfig;
 use crate::desc::{Linear, ModelDesc};
+
+/// The int4 tile layout's numbers, shared with the kernels (one source: the kernels' `tile_layout.h`).
+pub use engine_ptx::tile::{STEP_K, TILE_N};
 
 /// Limits the plan is computed for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +58,62 @@ impl Region {
     }
 }
 
+/// One buffer of the plan: `len` elements of `T` starting `offset` bytes into its region.
+pub struct Buf<T> {
+    pub offset: usize,
+    pub len: usize,
+    _elem: PhantomData<fn() -> T>,
+}
+
+impl<T> Buf<T> {
+    pub const fn new(offset: usize, len: usize) -> Self {
+        Buf { offset, len, _elem: PhantomData }
+    }
+    /// Size in bytes.
+    pub const fn bytes(&self) -> usize {
+        self.len * core::mem::size_of::<T>()
+    }
+    /// One past the last byte.
+    pub const fn end(&self) -> usize {
+        self.offset + self.bytes()
+    }
+    /// Elements `start..start + len` of this buffer. Panics if they are not inside it (a bug in the caller).
+    pub fn slice(&self, start: usize, len: usize) -> Buf<T> {
+        assert!(
+            start.checked_add(len).is_some_and(|e| e <= self.len),
+            "{start}+{len} outside a buffer of {}",
+            self.len
+        );
+        Buf::new(self.offset + start * core::mem::size_of::<T>(), len)
+    }
+}
+
+impl<T> Clone for Buf<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Buf<T> {}
+impl<T> PartialEq for Buf<T> {
+    fn eq(&self, o: &Self) -> bool {
+        (self.offset, self.len) == (o.offset, o.len)
+    }
+}
+impl<T> Eq for Buf<T> {}
+impl<T> core::fmt::Debug for Buf<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "Buf<{}>({} x {} @ {})",
+            core::any::type_name::<T>(),
+            self.len,
+            core::mem::size_of::<T>(),
+            self.offset
+        )
+    }
+}
+
+/// One line of the printable plan ([`MemoryPlan::buffers`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanBuffer {
     pub name: String,
@@ -60,9 +126,154 @@ pub struct PlanBuffer {
     pub live: Option<(u8, u8)>,
 }
 
+/// The buffers of one GPTQ int4 linear in the tile layout (`engine/src/backend/cuda/layout.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Int4Buffers {
+    /// `[tiles][k_pad / STEP_K][32 lanes]` 16-byte words.
+    pub qw: Buf<[u32; 4]>,
+    /// `[tiles][groups][TILE_N]` (scale, 1024 + zero) half2 pairs.
+    pub sz: Buf<u32>,
+    /// Output column of each slot.
+    pub col_map: Buf<u32>,
+    /// Act-order: the original row of each sorted row; `None` without act-order.
+    pub perm: Option<Buf<u32>>,
+}
+
+/// The buffers of one (possibly fused) linear layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinearBuffers {
+    Int4(Int4Buffers),
+    /// Unquantized: one `[out][in]` fp16 matrix per fused part (the CUDA backend does not run these yet).
+    F16(Vec<Buf<f16>>),
+}
+
+/// The weights of one decoder layer, projections fused as the kernels want them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBuffers {
+    pub input_norm: Buf<f16>,
+    pub qkv: LinearBuffers,
+    pub o_proj: LinearBuffers,
+    pub post_norm: Buf<f16>,
+    pub gate_up: LinearBuffers,
+    pub down_proj: LinearBuffers,
+}
+
+/// The weights region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightBuffers {
+    pub embed: Buf<f16>,
+    pub layers: Vec<LayerBuffers>,
+    pub norm: Buf<f16>,
+    /// The same buffer as `embed` when the embeddings are tied.
+    pub lm_head: Buf<f16>,
+    /// `[max_position_embeddings][head_dim / 2]` rotary cosines and sines.
+    pub rope_cos: Buf<f32>,
+    pub rope_sin: Buf<f32>,
+}
+
+/// Keys and values of one sequence of `positions` positions: all keys `[layer][kv_head][position][head_dim]` fp16,
+/// then (at the next aligned offset) all values in the same shape. The one place KV-cache sizes are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvLayout {
+    pub layers: usize,
+    pub kv_heads: usize,
+    pub positions: usize,
+    pub head_dim: usize,
+}
+
+impl KvLayout {
+    pub fn new(c: &ModelConfig, positions: usize) -> KvLayout {
+        KvLayout { layers: c.num_hidden_layers, kv_heads: c.num_key_value_heads, positions, head_dim: c.head_dim }
+    }
+    /// Elements of one layer's keys (or values).
+    pub fn layer_len(&self) -> usize {
+        self.kv_heads * self.positions * self.head_dim
+    }
+    /// Every layer's keys.
+    pub fn keys(&self) -> Buf<f16> {
+        Buf::new(0, self.layers * self.layer_len())
+    }
+    /// Every layer's values.
+    pub fn values(&self) -> Buf<f16> {
+        Buf::new(self.keys().bytes().next_multiple_of(ALIGN), self.layers * self.layer_len())
+    }
+    pub fn layer_keys(&self, layer: usize) -> Buf<f16> {
+        self.keys().slice(layer * self.layer_len(), self.layer_len())
+    }
+    pub fn layer_values(&self, layer: usize) -> Buf<f16> {
+        self.values().slice(layer * self.layer_len(), self.layer_len())
+    }
+    /// Bytes of the allocation that holds this cache.
+    pub fn bytes(&self) -> usize {
+        self.values().end()
+    }
+    /// Bytes of keys and values of every position (what a decode step at this length reads).
+    pub fn data_bytes(&self) -> usize {
+        2 * self.keys().bytes()
+    }
+}
+
+/// The activation buffers of one prefill chunk (decode uses the first row of each). See [`ACTIVATIONS`] for when
+/// each holds live data; buffers that are never live together share bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivationBuffers {
+    /// The residual stream, `[rows][hidden]`.
+    pub x: Buf<f32>,
+    /// The input norm's output, `[rows][hidden]`.
+    pub xn: Buf<f16>,
+    /// The q/k/v projection, `[rows][q_dim + 2 kv_dim]`.
+    pub qkv: Buf<f16>,
+    /// Rotated queries, `[rows][q_dim]`.
+    pub q: Buf<f16>,
+    /// The attention output, `[rows][q_dim]`.
+    pub att: Buf<f16>,
+    /// The attention output in o_proj's act-order row order, `[rows][q_dim]`.
+    pub att_perm: Buf<f16>,
+    /// The post-attention norm's output, `[rows][hidden]`.
+    pub xn2: Buf<f16>,
+    /// The gate/up projection, `[rows][2 inter]`.
+    pub gate_up: Buf<f16>,
+    /// SwiGLU's output, `[rows][inter]`.
+    pub h: Buf<f16>,
+}
+
+/// Per-step scratch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkspaceBuffers {
+    /// Split-K partial sums of the prefill GEMMs: `GEMM_SPLIT_ROWS` rows of the widest projection.
+    pub gemm_partial: Buf<f32>,
+    /// Split-K tile counters, zero at rest.
+    pub gemm_counters: Buf<u32>,
+    /// Sums of squares of the residual stream, one per hidden tile (the fused norms' input).
+    pub ssq: Buf<f32>,
+    /// Decode attention partials: `[heads][splits][head_dim]` outputs and `[heads][splits][2]` (max, sum).
+    pub attn_partial_o: Buf<f32>,
+    pub attn_partial_ml: Buf<f32>,
+    /// Decode attention counters, one per head, zero at rest.
+    pub attn_counters: Buf<u32>,
+    /// The logits of one row.
+    pub logits: Buf<f32>,
+    /// lm_head's per-block best logit and its id, and the counter of the block that merges them.
+    pub argmax_val: Buf<f32>,
+    pub argmax_idx: Buf<u32>,
+    pub argmax_counter: Buf<u32>,
+    /// The ids of the chunk being run (decode: one, rewritten by the greedy step).
+    pub tokens: Buf<u32>,
+    /// The position of the first row.
+    pub pos: Buf<u32>,
+    /// The tokens greedy decode steps produced, by position modulo [`TOKEN_RING`].
+    pub token_ring: Buf<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryPlan {
     pub limits: PlanLimits,
+    pub weights: WeightBuffers,
+    /// The KV cache of one sequence of `limits.max_context` positions.
+    pub kv: KvLayout,
+    pub act: ActivationBuffers,
+    pub ws: WorkspaceBuffers,
+    /// Every buffer above, for printing.
     pub buffers: Vec<PlanBuffer>,
     /// Bytes of each region, in [`Region::ALL`] order (offsets of the last buffer plus its size, aligned).
     pub region_sizes: [usize; 4],
@@ -70,11 +281,6 @@ pub struct MemoryPlan {
 
 /// Alignment of every buffer: 256 bytes, what the driver gives allocations, more than any kernel's 16-byte loads.
 pub const ALIGN: usize = 256;
-
-/// Rows of K per warp step of the int4 kernels (padding of K); must match the CUDA layout.
-pub const STEP_K: usize = 64;
-/// Output slots per tile of the int4 kernels; must match the CUDA layout.
-pub const TILE_N: usize = 16;
 
 /// Slots of the fused q/k/v projection: rotary pairs of q and k, 8 per tile, then v columns, 16 per tile.
 pub fn slots_qkv(c: &ModelConfig) -> usize {
@@ -117,10 +323,11 @@ pub fn lm_head_blocks(c: &ModelConfig) -> usize {
     c.vocab_size.div_ceil(32)
 }
 
-/// The activation buffers of one prefill chunk and the steps of a layer during which each is live:
-/// 0 norm → 1 q/k/v GEMM → 2 rotary + KV append → 3 attention → 4 (act-order) permute → 5 o GEMM + residual →
-/// 6 norm → 7 gate/up GEMM → 8 SwiGLU → 9 down GEMM + residual. `x` (the residual stream) lives throughout.
-pub const ACTIVATIONS: &[(&str, u8, u8)] = &[
+/// The activation buffers of one prefill chunk, in [`ActivationBuffers`] field order, and the steps of a layer
+/// during which each is live: 0 norm → 1 q/k/v GEMM → 2 rotary + KV append → 3 attention → 4 (act-order) permute
+/// → 5 o GEMM + residual → 6 norm → 7 gate/up GEMM → 8 SwiGLU → 9 down GEMM + residual. `x` (the residual stream)
+/// lives throughout.
+pub const ACTIVATIONS: [(&str, u8, u8); 9] = [
     ("act.x", 0, 9),
     ("act.xn", 0, 1),
     ("act.qkv", 1, 2),
@@ -138,31 +345,42 @@ struct Builder {
 }
 
 impl Builder {
-    fn push(&mut self, name: String, region: Region, size: usize) {
+    /// Append `len` elements of `T` to `region`, aligned, and list the buffer as `name`.
+    fn push<T>(&mut self, name: String, region: Region, len: usize) -> Buf<T> {
         let r = region as usize;
         let offset = self.sizes[r].next_multiple_of(ALIGN);
-        self.sizes[r] = offset + size;
-        self.buffers.push(PlanBuffer { name, region, offset, size, align: ALIGN, live: None });
+        let buf = Buf::new(offset, len);
+        self.sizes[r] = buf.end();
+        self.buffers.push(PlanBuffer { name, region, offset, size: buf.bytes(), align: ALIGN, live: None });
+        buf
     }
-}
 
-/// Device bytes of one linear: (name suffix, bytes) for each buffer it needs.
-fn linear_buffers(parts: &[&Linear], slots: usize) -> Vec<(&'static str, usize)> {
-    match parts[0] {
-        Linear::Gptq { in_features, groups, .. } => {
-            let kp = k_pad(*in_features);
-            let act_order = parts.iter().any(|p| matches!(p, Linear::Gptq { g_idx_is_trivial: false, .. }));
-            let mut v = alloc::vec![("qw", kp * slots / 2), ("sz", slots * groups * 4), ("col_map", slots * 4)];
-            if act_order {
-                v.push(("perm", kp * 4));
+    /// The buffers of one linear (`parts` fused along N into `slots` slots) named `{prefix}.{qw,sz,col_map,perm}`,
+    /// or `{prefix}.fp16` once per part for unquantized weights.
+    fn linear(&mut self, prefix: &str, parts: &[&Linear], slots: usize) -> LinearBuffers {
+        match parts[0] {
+            Linear::Gptq { in_features, groups, .. } => {
+                let kp = k_pad(*in_features);
+                let act_order = parts.iter().any(|p| matches!(p, Linear::Gptq { g_idx_is_trivial: false, .. }));
+                let w = Region::Weights;
+                LinearBuffers::Int4(Int4Buffers {
+                    qw: self.push(format!("{prefix}.qw"), w, kp * slots / 32),
+                    sz: self.push(format!("{prefix}.sz"), w, slots * groups),
+                    col_map: self.push(format!("{prefix}.col_map"), w, slots),
+                    perm: act_order.then(|| self.push(format!("{prefix}.perm"), w, kp)),
+                })
             }
-            v
+            Linear::F16 { .. } => LinearBuffers::F16(
+                parts
+                    .iter()
+                    .map(|p| self.push(format!("{prefix}.fp16"), Region::Weights, p.in_features() * p.out_features()))
+                    .collect(),
+            ),
         }
-        Linear::F16 { .. } => parts.iter().map(|p| ("fp16", p.in_features() * p.out_features() * 2)).collect(),
     }
 }
 
-/// Compute the plan. Sizes use checked arithmetic; the config's limits already keep every product in range.
+/// Compute the plan. The config's limits already keep every product in range.
 pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
     let c = &desc.config;
     let mut b = Builder { buffers: Vec::new(), sizes: [0; 4] };
@@ -170,90 +388,106 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
     let (q_dim, kv_dim, hd) = (c.num_attention_heads * c.head_dim, c.kv_dim(), c.head_dim);
 
     // Weights, in the order a forward pass reads them.
-    b.push("embed_tokens".into(), Region::Weights, vocab * hidden * 2);
+    let w = Region::Weights;
+    let embed = b.push("embed_tokens".into(), w, vocab * hidden);
+    let mut layers = Vec::with_capacity(desc.layers.len());
     for (l, layer) in desc.layers.iter().enumerate() {
-        b.push(format!("layers.{l}.input_layernorm"), Region::Weights, hidden * 2);
+        let input_norm = b.push(format!("layers.{l}.input_layernorm"), w, hidden);
         let qkv: Vec<&Linear> = layer.qkv.parts.iter().collect();
-        let projections: [(&str, Vec<&Linear>, usize); 4] = [
-            ("qkv", qkv, slots_qkv(c)),
-            ("o_proj", alloc::vec![&layer.o_proj], slots_identity(hidden)),
-            ("gate_up", alloc::vec![&layer.gate_proj, &layer.up_proj], slots_gate_up(c)),
-            ("down_proj", alloc::vec![&layer.down_proj], slots_identity(hidden)),
-        ];
-        for (name, parts, slots) in projections {
-            if name == "gate_up" {
-                b.push(format!("layers.{l}.post_attention_layernorm"), Region::Weights, hidden * 2);
-            }
-            for (suffix, size) in linear_buffers(&parts, slots) {
-                b.push(format!("layers.{l}.{name}.{suffix}"), Region::Weights, size);
-            }
-        }
+        let qkv = b.linear(&format!("layers.{l}.qkv"), &qkv, slots_qkv(c));
+        let o_proj = b.linear(&format!("layers.{l}.o_proj"), &[&layer.o_proj], slots_identity(hidden));
+        let post_norm = b.push(format!("layers.{l}.post_attention_layernorm"), w, hidden);
+        let gate_up = b.linear(&format!("layers.{l}.gate_up"), &[&layer.gate_proj, &layer.up_proj], slots_gate_up(c));
+        let down_proj = b.linear(&format!("layers.{l}.down_proj"), &[&layer.down_proj], slots_identity(hidden));
+        layers.push(LayerBuffers { input_norm, qkv, o_proj, post_norm, gate_up, down_proj });
     }
-    b.push("norm".into(), Region::Weights, hidden * 2);
-    if desc.lm_head != desc.embed_tokens {
-        b.push("lm_head".into(), Region::Weights, vocab * hidden * 2);
-    }
-    let rope = c.max_position_embeddings * (hd / 2) * 4;
-    b.push("rope.cos".into(), Region::Weights, rope);
-    b.push("rope.sin".into(), Region::Weights, rope);
+    let norm = b.push("norm".into(), w, hidden);
+    let lm_head = if desc.lm_head != desc.embed_tokens { b.push("lm_head".into(), w, vocab * hidden) } else { embed };
+    let rope = c.max_position_embeddings * (hd / 2);
+    let rope_cos = b.push("rope.cos".into(), w, rope);
+    let rope_sin = b.push("rope.sin".into(), w, rope);
+    let weights = WeightBuffers { embed, layers, norm, lm_head, rope_cos, rope_sin };
 
     // KV cache of one sequence.
-    let kv = c.num_hidden_layers * c.num_key_value_heads * limits.max_context * hd * 2;
-    b.push("kv.keys".into(), Region::KvCache, kv);
-    b.push("kv.values".into(), Region::KvCache, kv);
+    let kv = KvLayout::new(c, limits.max_context);
+    for (name, buf) in [("kv.keys", kv.keys()), ("kv.values", kv.values())] {
+        let size = buf.bytes();
+        b.buffers.push(PlanBuffer {
+            name: name.into(),
+            region: Region::KvCache,
+            offset: buf.offset,
+            size,
+            align: ALIGN,
+            live: None,
+        });
+    }
+    b.sizes[Region::KvCache as usize] = kv.bytes();
 
     // Activations of one prefill chunk, placed so that buffers with disjoint lifetimes share bytes.
     let m = limits.prefill_chunk;
-    let act_size = |name: &str| -> usize {
-        match name {
-            "act.x" => m * hidden * 4,
-            "act.xn" | "act.xn2" => m * hidden * 2,
-            "act.qkv" => m * (q_dim + 2 * kv_dim) * 2,
-            "act.q" | "act.att" | "act.att_perm" => m * q_dim * 2,
-            "act.gate_up" => m * 2 * inter * 2,
-            "act.h" => m * inter * 2,
-            _ => 0,
-        }
+    let qkv_dim = q_dim + 2 * kv_dim;
+    // (elements, element size) in ACTIVATIONS order.
+    let shapes: [(usize, usize); 9] = [
+        (m * hidden, 4),
+        (m * hidden, 2),
+        (m * qkv_dim, 2),
+        (m * q_dim, 2),
+        (m * q_dim, 2),
+        (m * q_dim, 2),
+        (m * hidden, 2),
+        (m * 2 * inter, 2),
+        (m * inter, 2),
+    ];
+    let at = place_activations(&mut b, &shapes.map(|(n, size)| n * size));
+    let act = ActivationBuffers {
+        x: Buf::new(at[0], shapes[0].0),
+        xn: Buf::new(at[1], shapes[1].0),
+        qkv: Buf::new(at[2], shapes[2].0),
+        q: Buf::new(at[3], shapes[3].0),
+        att: Buf::new(at[4], shapes[4].0),
+        att_perm: Buf::new(at[5], shapes[5].0),
+        xn2: Buf::new(at[6], shapes[6].0),
+        gate_up: Buf::new(at[7], shapes[7].0),
+        h: Buf::new(at[8], shapes[8].0),
     };
-    place_activations(&mut b, &act_size);
 
     // Workspace of one step.
-    let ws: [(&str, usize); 13] = [
-        ("ws.gemm_partial", GEMM_SPLIT_ROWS * max_slots(c) * 4),
-        ("ws.gemm_counters", GEMM_SPLIT_ROWS.div_ceil(64) * max_slots(c).div_ceil(64) * 4),
-        ("ws.ssq", slots_identity(hidden) / TILE_N * 4),
-        ("ws.attn_partial_o", c.num_attention_heads * attention_splits(c) * hd * 4),
-        ("ws.attn_partial_ml", c.num_attention_heads * attention_splits(c) * 2 * 4),
-        ("ws.attn_counters", c.num_attention_heads * 4),
-        ("ws.logits", vocab * 4),
-        ("ws.argmax_val", lm_head_blocks(c) * 4),
-        ("ws.argmax_idx", lm_head_blocks(c) * 4),
-        ("ws.argmax_counter", 4),
-        ("ws.tokens", m.max(1) * 4),
-        ("ws.pos", 4),
-        ("ws.token_ring", TOKEN_RING * 4),
-    ];
-    for (name, size) in ws {
-        b.push(name.into(), Region::Workspace, size);
-    }
+    let s = Region::Workspace;
+    let (heads, splits) = (c.num_attention_heads, attention_splits(c));
+    let ws = WorkspaceBuffers {
+        gemm_partial: b.push("ws.gemm_partial".into(), s, GEMM_SPLIT_ROWS * max_slots(c)),
+        gemm_counters: b.push("ws.gemm_counters".into(), s, GEMM_SPLIT_ROWS.div_ceil(64) * max_slots(c).div_ceil(64)),
+        ssq: b.push("ws.ssq".into(), s, slots_identity(hidden) / TILE_N),
+        attn_partial_o: b.push("ws.attn_partial_o".into(), s, heads * splits * hd),
+        attn_partial_ml: b.push("ws.attn_partial_ml".into(), s, heads * splits * 2),
+        attn_counters: b.push("ws.attn_counters".into(), s, heads),
+        logits: b.push("ws.logits".into(), s, vocab),
+        argmax_val: b.push("ws.argmax_val".into(), s, lm_head_blocks(c)),
+        argmax_idx: b.push("ws.argmax_idx".into(), s, lm_head_blocks(c)),
+        argmax_counter: b.push("ws.argmax_counter".into(), s, 1),
+        tokens: b.push("ws.tokens".into(), s, m.max(1)),
+        pos: b.push("ws.pos".into(), s, 1),
+        token_ring: b.push("ws.token_ring".into(), s, TOKEN_RING),
+    };
 
     let mut region_sizes = b.sizes;
     for s in region_sizes.iter_mut() {
         *s = s.next_multiple_of(ALIGN);
     }
-    MemoryPlan { limits, buffers: b.buffers, region_sizes }
+    MemoryPlan { limits, weights, kv, act, ws, buffers: b.buffers, region_sizes }
 }
 
-/// Greedy interval placement: each activation goes at the lowest offset where it overlaps no live-overlapping
-/// buffer already placed. Lifetimes are inclusive step ranges.
-fn place_activations(b: &mut Builder, size_of: &dyn Fn(&str) -> usize) {
+/// Greedy interval placement of the [`ACTIVATIONS`] of the given byte sizes: each goes at the lowest offset where
+/// it overlaps no live-overlapping buffer already placed. Lifetimes are inclusive step ranges. Returns the offsets.
+fn place_activations(b: &mut Builder, sizes: &[usize; 9]) -> [usize; 9] {
     let r = Region::Activations as usize;
     let mut placed: Vec<(usize, usize, u8, u8)> = Vec::new(); // offset, size, first, last
-    let mut order: Vec<&(&str, u8, u8)> = ACTIVATIONS.iter().collect();
+    let mut offsets = [0usize; 9];
     // Largest first packs best.
-    order.sort_by_key(|a| core::cmp::Reverse(size_of(a.0)));
-    for &&(name, first, last) in &order {
-        let size = size_of(name);
+    let mut order: Vec<usize> = (0..ACTIVATIONS.len()).collect();
+    order.sort_by_key(|&i| core::cmp::Reverse(sizes[i]));
+    for i in order {
+        let ((name, first, last), size) = (ACTIVATIONS[i], sizes[i]);
         let mut offset = 0usize;
         loop {
             let clash =
@@ -264,6 +498,7 @@ fn place_activations(b: &mut Builder, size_of: &dyn Fn(&str) -> usize) {
             }
         }
         placed.push((offset, size, first, last));
+        offsets[i] = offset;
         b.sizes[r] = b.sizes[r].max(offset + size);
         b.buffers.push(PlanBuffer {
             name: name.into(),
@@ -274,6 +509,7 @@ fn place_activations(b: &mut Builder, size_of: &dyn Fn(&str) -> usize) {
             live: Some((first, last)),
         });
     }
+    offsets
 }
 
 impl MemoryPlan {
@@ -283,9 +519,6 @@ impl MemoryPlan {
     }
     pub fn region_size(&self, r: Region) -> usize {
         self.region_sizes[r as usize]
-    }
-    pub fn get(&self, name: &str) -> Option<&PlanBuffer> {
-        self.buffers.iter().find(|b| b.name == name)
     }
 }
 
@@ -330,6 +563,30 @@ mod tests {
     }
 
     #[test]
+    fn typed_activation_fields_are_the_listed_buffers() {
+        let p = plan(&tiny_desc(), PlanLimits { max_context: 64, prefill_chunk: 9 });
+        let a = &p.act;
+        let fields = [
+            (a.x.offset, a.x.bytes()),
+            (a.xn.offset, a.xn.bytes()),
+            (a.qkv.offset, a.qkv.bytes()),
+            (a.q.offset, a.q.bytes()),
+            (a.att.offset, a.att.bytes()),
+            (a.att_perm.offset, a.att_perm.bytes()),
+            (a.xn2.offset, a.xn2.bytes()),
+            (a.gate_up.offset, a.gate_up.bytes()),
+            (a.h.offset, a.h.bytes()),
+        ];
+        for ((name, ..), (offset, size)) in ACTIVATIONS.iter().zip(fields) {
+            let listed = p.buffers.iter().find(|b| b.name == *name).unwrap();
+            assert_eq!((listed.offset, listed.size), (offset, size), "{name}");
+        }
+        let c = &tiny_desc().config;
+        assert_eq!(a.x.len, 9 * c.hidden_size);
+        assert_eq!(a.h.len, 9 * c.intermediate_size);
+    }
+
+    #[test]
     fn buffers_are_aligned_and_disjoint_within_fixed_regions() {
         let desc = tiny_desc();
         let p = plan(&desc, PlanLimits { max_context: 100, prefill_chunk: 16 });
@@ -340,11 +597,30 @@ mod tests {
                 assert!(w[0].offset + w[0].size <= w[1].offset, "{} overlaps {}", w[0].name, w[1].name);
             }
             assert!(bufs.iter().all(|b| b.offset % ALIGN == 0));
+            assert!(bufs.iter().all(|b| b.offset + b.size <= p.region_size(r)), "{r:?}");
         }
-        // The KV cache is exactly layers × 2 × kv_heads × ctx × head_dim × 2 bytes.
+        // The KV cache holds layers × 2 × kv_heads × ctx × head_dim halves, and every layer's slice lies inside.
         let c = &desc.config;
         let kv = 2 * c.num_hidden_layers * c.num_key_value_heads * 100 * c.head_dim * 2;
         let got: usize = p.buffers.iter().filter(|b| b.region == Region::KvCache).map(|b| b.size).sum();
         assert_eq!(got, kv);
+        assert_eq!(p.kv.data_bytes(), kv);
+        let last = p.kv.layer_values(c.num_hidden_layers - 1);
+        assert_eq!(last.end(), p.kv.bytes());
+        assert!(p.kv.layer_keys(c.num_hidden_layers - 1).end() <= p.kv.values().offset);
+    }
+
+    #[test]
+    fn weight_buffers_match_the_listing() {
+        let desc = tiny_desc();
+        let p = plan(&desc, PlanLimits { max_context: 64, prefill_chunk: 16 });
+        let find = |name: &str| p.buffers.iter().find(|b| b.name == name).map(|b| (b.offset, b.size)).unwrap();
+        let l0 = &p.weights.layers[0];
+        let LinearBuffers::Int4(qkv) = &l0.qkv else { panic!("tiny model is GPTQ") };
+        assert_eq!(find("layers.0.qkv.qw"), (qkv.qw.offset, qkv.qw.bytes()));
+        assert_eq!(find("layers.0.qkv.sz"), (qkv.sz.offset, qkv.sz.bytes()));
+        assert_eq!(find("layers.0.post_attention_layernorm"), (l0.post_norm.offset, l0.post_norm.bytes()));
+        assert_eq!(find("rope.sin"), (p.weights.rope_sin.offset, p.weights.rope_sin.bytes()));
+        assert_eq!(qkv.qw.bytes(), k_pad(desc.config.hidden_size) * slots_qkv(&desc.config) / 2);
     }
 }

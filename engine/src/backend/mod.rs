@@ -6,6 +6,7 @@
 use std::any::Any;
 
 use crate::error::{Error, Result};
+use crate::measure::Measure;
 use crate::sampling::{Sampler, SamplerParams};
 use engine_format::ModelConfig;
 
@@ -46,8 +47,10 @@ pub trait Backend: Send {
     /// A description of the device for reports (`"CPU, 16 threads"`, `"NVIDIA H200, sm_90"`).
     fn device_description(&self) -> String;
 
-    /// The concrete backend, for tools that need more than this trait (benchmarks, kernel breakdowns).
-    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// What the backend can measure about itself (`engine-cli bench`), if anything.
+    fn measure(&mut self) -> Option<&mut dyn Measure> {
+        None
+    }
 
     /// Allocate the KV cache for one sequence of up to `max_context` positions.
     fn new_cache(&mut self, max_context: usize) -> Result<Box<dyn KvCache>>;
@@ -97,9 +100,6 @@ pub trait Backend: Send {
         Ok(fed)
     }
 }
-
-/// Sampler settings are part of the interface backends see.
-pub type SamplingParams = SamplerParams;
 
 /// [`Backend::forward`] for the last position's logits, then `sampler` on the host: what
 /// [`Backend::forward_sample`] does unless a backend can sample on the device.

@@ -188,7 +188,7 @@ fn engine_options(o: &EngineModelOptions) -> CResult<EngineOptions> {
         device: o.device as usize,
         max_context: (o.max_context != 0).then_some(o.max_context as usize),
         prefill_chunk: if o.prefill_chunk == 0 { d.prefill_chunk } else { o.prefill_chunk as usize },
-        progress: false,
+        ..d
     })
 }
 

@@ -16,7 +16,6 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 
 use crate::backend::rope::RopeTable;
-pub use ops::matmul;
 
 /// The reference backend.
 pub struct CpuBackend {
@@ -53,10 +52,6 @@ impl CpuBackend {
         let rope = RopeTable::new(c.head_dim, c.rope_theta as f64, c.max_position_embeddings);
         CpuBackend { model, rope }
     }
-
-    pub fn model(&self) -> &Arc<Model> {
-        &self.model
-    }
 }
 
 impl Backend for CpuBackend {
@@ -70,10 +65,6 @@ impl Backend for CpuBackend {
 
     fn device_description(&self) -> String {
         format!("CPU, {} threads", rayon::current_num_threads())
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 
     fn new_cache(&mut self, max_context: usize) -> Result<Box<dyn KvCache>> {

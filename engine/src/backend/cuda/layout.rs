@@ -26,14 +26,8 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::model::Model;
 
-/// Output slots per tile.
-pub const TILE_N: usize = 16;
-/// Input rows per warp step: two 32-row chunks, one per half-warp.
-pub const STEP_K: usize = 64;
-/// Input rows one lane reads per step (4 words of 8 nibbles).
-pub const CHUNK_K: usize = 32;
-/// `col_map` entry of a padding slot.
-pub const PAD_SLOT: u32 = u32::MAX;
+/// The tile's numbers, from the header the kernels include (`ptx/kernels/tile_layout.h`).
+pub use engine_ptx::tile::{CHUNK_K, PAD_SLOT, STEP_K, TILE_N};
 
 /// One linear layer (or several fused along N) in the device layout, still in host memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +50,7 @@ pub struct DeviceLinear {
     pub col_map: Vec<u32>,
 }
 
+#[cfg(test)]
 impl DeviceLinear {
     pub fn tiles(&self) -> usize {
         self.n_pad / TILE_N
@@ -63,13 +58,6 @@ impl DeviceLinear {
     pub fn steps(&self) -> usize {
         self.k_pad / STEP_K
     }
-}
-
-/// Bytes of the device layout of a K×N linear with `groups` groups (as the memory plan counts them).
-pub fn device_bytes(k: usize, n_slots: usize, groups: usize, act_order: bool) -> (usize, usize, usize, usize) {
-    let k_pad = k.next_multiple_of(STEP_K);
-    let n_pad = n_slots.next_multiple_of(TILE_N);
-    (k_pad * n_pad / 2, n_pad * groups * 4, if act_order { k_pad * 4 } else { 0 }, n_pad * 4)
 }
 
 /// How the output columns of a fused projection are arranged into slots.
@@ -130,13 +118,9 @@ pub struct GptqParts<'a> {
 }
 
 /// Repack GPTQ `parts` (concatenated along N, sharing K, group size and `g_idx`) into the device layout, with
-/// slots arranged by `order`. `what` names the projection in errors.
-pub fn repack(model: &Model, parts: &[&Linear], order: ColumnOrder, what: &str) -> Result<DeviceLinear> {
-    repack_in(model, parts, order, what, Vec::new())
-}
-
-/// [`repack`] into `qw`'s memory (its contents are discarded). Passing back the words of the previous linear
-/// saves the page faults of a fresh multi-megabyte allocation per layer, which were most of the loading time.
+/// slots arranged by `order`, into `qw`'s memory (its contents are discarded). `what` names the projection in
+/// errors. Passing back the words of the previous linear saves the page faults of a fresh multi-megabyte
+/// allocation per layer, which were most of the loading time.
 pub fn repack_in(
     model: &Model,
     parts: &[&Linear],
@@ -173,7 +157,9 @@ pub fn repack_in(
     repack_parts_in(&views, k, group_size, groups, order, what, qw)
 }
 
-/// [`repack`] over raw tensors: `k` input rows, `group_size` rows per group (as configured), `groups` groups.
+/// [`repack_in`] over raw tensors into a fresh buffer: `k` input rows, `group_size` rows per group (as
+/// configured), `groups` groups.
+#[cfg(test)]
 pub fn repack_parts(
     views: &[GptqParts<'_>],
     k: usize,
@@ -307,6 +293,7 @@ fn repack_parts_in(
 
 /// The dequantized weight `W[k][column]` of a repacked linear, read back through the device layout exactly as the
 /// kernels index it. Tests compare this with the checkpoint's own dequantization.
+#[cfg(test)]
 pub fn dequant_device(d: &DeviceLinear, slot: usize, sorted_row: usize) -> f32 {
     let (t, j) = (slot / TILE_N, slot % TILE_N);
     let chunk = sorted_row / CHUNK_K;

@@ -4,12 +4,17 @@
 //! These need a GPU, so they are `#[ignore]`d in ordinary test runs; the GPU suite (`tests/gpu/suite.sh`) runs
 //! them with `--ignored`. On a machine without a GPU they fail loudly rather than pass.
 
+use bytemuck::Pod;
 use half::f16;
 
-use super::driver::{DeviceMem, Gpu};
+use super::driver::{DevPtr, DeviceBuffer, Gpu, Kernel, KernelParams, Launch};
+use super::kernels::*;
 use super::layout::{self, ColumnOrder, DeviceLinear, GptqParts, PAD_SLOT, TILE_N};
-use super::params::*;
-use super::step::{arg, gemm_small_shape, launch_gemm_small, SmallGemm};
+use super::shapes::{
+    self, gemm_small_per_split, gemm_small_shape, gemm_smem_bytes, GemmTile, GEMM128_SMEM_BYTES,
+    GEMM_SMALL_MAX_STEPS_PER_SPLIT,
+};
+use super::tuning::Tuning;
 use crate::backend::rope::RopeTable;
 use engine_format::gptq;
 use engine_format::plan;
@@ -42,27 +47,45 @@ impl Rng {
 }
 
 fn gpu() -> Gpu {
-    Gpu::open(0).expect("the CUDA kernel tests need a CUDA device (run them through tests/gpu/suite.sh)")
+    Gpu::open(0, &Tuning::default())
+        .expect("the CUDA kernel tests need a CUDA device (run them through tests/gpu/suite.sh)")
 }
 
-fn put<T: bytemuck::Pod>(g: &Gpu, data: &[T]) -> DeviceMem {
-    let bytes: &[u8] = bytemuck::cast_slice(data);
-    let m = g.alloc(bytes.len(), "test input").unwrap();
-    g.upload(m.ptr, bytes).unwrap();
+fn put<T: Pod>(g: &Gpu, data: &[T]) -> DeviceBuffer {
+    let m = g.alloc(std::mem::size_of_val(data), "test input").unwrap();
+    set(g, &m, data);
     m
 }
 
-/// A device buffer of `n` elements of `size` bytes, filled with NaN bits (0xFF bytes: NaN in f32 and f16).
-fn poisoned(g: &Gpu, bytes: usize) -> DeviceMem {
+/// Overwrite the start of `m` with `data`.
+fn set<T: Pod>(g: &Gpu, m: &DeviceBuffer, data: &[T]) {
+    g.upload(m, m.all(), data).unwrap();
+}
+
+/// A device buffer of `bytes` bytes filled with NaN bits (0xFF bytes: NaN in f32 and f16), by `fill_u32` where
+/// the size allows.
+fn poisoned(g: &Gpu, bytes: usize) -> DeviceBuffer {
+    if bytes % 4 != 0 {
+        return put(g, &vec![0xFFu8; bytes]);
+    }
     let m = g.alloc(bytes, "test output").unwrap();
-    g.upload(m.ptr, &vec![0xFFu8; bytes]).unwrap();
+    let p = FillParams { p: m.ptr(), n: (bytes / 4) as u64, value: u32::MAX };
+    launch(g, &g.k.fill_u32, Launch::new(2 * g.limits.sm_count, 256, 0), &p);
+    g.sync().unwrap();
     m
 }
 
-fn get<T: bytemuck::Pod + Default + Copy>(g: &Gpu, m: &DeviceMem, n: usize) -> Vec<T> {
+fn get<T: Pod + Default>(g: &Gpu, m: &DeviceBuffer, n: usize) -> Vec<T> {
     let mut v = vec![T::default(); n];
-    g.download(&mut v, m.ptr).unwrap();
+    g.download(&mut v, m, m.all()).unwrap();
     v
+}
+
+/// Launch `kernel` and return when it is queued. Every test builds `p` from buffers it allocated for the sizes in
+/// `p` and `l` (that is what makes the launch sound), and checks the results after `g.sync()`.
+fn launch<P: KernelParams>(g: &Gpu, kernel: &Kernel<P>, l: Launch, p: &P) {
+    // SAFETY: see the function's comment.
+    unsafe { g.launch(kernel, l, p) }.unwrap();
 }
 
 fn f16s(v: &[u16]) -> Vec<f64> {
@@ -161,7 +184,7 @@ impl RandLinear {
 }
 
 struct DevLin {
-    _mem: Vec<DeviceMem>,
+    _mem: Vec<DeviceBuffer>,
     p: GemvParams,
     d: DeviceLinear,
 }
@@ -172,10 +195,10 @@ fn upload_linear(g: &Gpu, d: DeviceLinear) -> DevLin {
     let cm = put(g, &d.col_map);
     let perm = d.perm.as_ref().map(|p| put(g, p));
     let p = GemvParams {
-        qw: qw.ptr,
-        sz: sz.ptr,
-        perm: perm.as_ref().map_or(0, |m| m.ptr),
-        col_map: cm.ptr,
+        qw: qw.ptr(),
+        sz: sz.ptr(),
+        perm: perm.as_ref().map_or(DevPtr::NULL, |m| m.ptr()),
+        col_map: cm.ptr(),
         k: d.k as u32,
         k_pad: d.k_pad as u32,
         n_pad: d.n_pad as u32,
@@ -191,14 +214,14 @@ fn upload_linear(g: &Gpu, d: DeviceLinear) -> DevLin {
     DevLin { _mem: mem, p, d }
 }
 
-fn gemv(g: &Gpu, f: &cudarc::driver::CudaFunction, lin: &DevLin, p: &GemvParams) {
+fn gemv(g: &Gpu, f: &Kernel<GemvParams>, lin: &DevLin, p: &GemvParams) {
     gemv_warps(g, f, 8, lin, p)
 }
 
-fn gemv_warps(g: &Gpu, f: &cudarc::driver::CudaFunction, warps: u32, lin: &DevLin, p: &GemvParams) {
+fn gemv_warps(g: &Gpu, f: &Kernel<GemvParams>, warps: u32, lin: &DevLin, p: &GemvParams) {
     let tiles = lin.d.tiles() as u32;
     let grid = tiles.div_ceil(p.tiles_per_block);
-    g.launch_struct(f, (grid, 1, 1), warps * 32, super::step::gemv_smem(lin.d.k_pad as u32, warps), p).unwrap();
+    launch(g, f, Launch::new((grid, 1, 1), warps * 32, shapes::gemv_smem(lin.d.k_pad as u32, warps)), p);
     g.sync().unwrap();
 }
 
@@ -257,7 +280,7 @@ fn gemv_int4_store_matches_f64() {
             let x = rng.vec_f16(k, -1.0, 1.0);
             let xm = put(&g, &x);
             let y = poisoned(&g, n * 4);
-            let p = GemvParams { x16: xm.ptr, y: y.ptr, tiles_per_block: tpb, ..dl.p };
+            let p = GemvParams { x16: xm.ptr(), y: y.ptr(), tiles_per_block: tpb, ..dl.p };
             gemv(&g, &g.k.gemv_store, &dl, &p);
             let got: Vec<f32> = get(&g, &y, n);
             let want = lin.apply(&x.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
@@ -282,7 +305,7 @@ fn gemv_int4_norm_and_residual_match_f64() {
         let parts = [ss * 0.25, ss * 0.5, ss * 0.25].map(|v| v as f32);
         let (xm, wm, sm) = (put(&g, &x), put(&g, &w), put(&g, &parts));
         let y = poisoned(&g, n * 4);
-        let p = GemvParams { x: xm.ptr, norm_w: wm.ptr, ssq: sm.ptr, n_ssq: 3, y: y.ptr, ..dl.p };
+        let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 3, y: y.ptr(), ..dl.p };
         gemv(&g, &g.k.gemv_norm_store, &dl, &p);
         let inv = 1.0 / (ss / k as f64 + 1e-6).sqrt();
         let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
@@ -296,7 +319,7 @@ fn gemv_int4_norm_and_residual_match_f64() {
             let (xm, ym) = (put(&g, &x16), put(&g, &y0));
             let tiles = dl.d.tiles();
             let ssq = poisoned(&g, tiles * 4);
-            let p = GemvParams { x16: xm.ptr, y: ym.ptr, ssq_out: ssq.ptr, ..dl.p };
+            let p = GemvParams { x16: xm.ptr(), y: ym.ptr(), ssq_out: ssq.ptr(), ..dl.p };
             gemv_warps(&g, f, warps, &dl, &p);
             let xw = lin.apply(&x16.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
             let want: Vec<f64> = y0.iter().zip(&xw).map(|(&a, b)| a as f64 + b).collect();
@@ -346,16 +369,16 @@ fn gemv_int4_qkv_rotates_and_appends_to_the_cache() {
         let kc = poisoned(&g, kv_heads * ctx * hd * 2);
         let vc = poisoned(&g, kv_heads * ctx * hd * 2);
         let p = GemvParams {
-            x: xm.ptr,
-            norm_w: wm.ptr,
-            ssq: sm.ptr,
+            x: xm.ptr(),
+            norm_w: wm.ptr(),
+            ssq: sm.ptr(),
             n_ssq: 1,
-            out16: q.ptr,
-            k_cache: kc.ptr,
-            v_cache: vc.ptr,
-            rope_cos: cm.ptr,
-            rope_sin: snm.ptr,
-            pos: pm.ptr,
+            out16: q.ptr(),
+            k_cache: kc.ptr(),
+            v_cache: vc.ptr(),
+            rope_cos: cm.ptr(),
+            rope_sin: snm.ptr(),
+            pos: pm.ptr(),
             ctx: ctx as u32,
             head_dim: hd as u32,
             q_dim: q_dim as u32,
@@ -424,7 +447,7 @@ fn gemv_int4_gate_up_applies_swiglu() {
         let ss: f32 = x.iter().map(|v| v * v).sum();
         let (xm, wm, sm) = (put(&g, &x), put(&g, &w), put(&g, &[ss]));
         let h = poisoned(&g, inter * 2);
-        let p = GemvParams { x: xm.ptr, norm_w: wm.ptr, ssq: sm.ptr, n_ssq: 1, out16: h.ptr, ..dl.p };
+        let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 1, out16: h.ptr(), ..dl.p };
         gemv(&g, &g.k.gemv_gate_up, &dl, &p);
         let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
         let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
@@ -468,7 +491,7 @@ fn gemm_int4_matches_f64() {
                 qw: dl.p.qw,
                 sz: dl.p.sz,
                 col_map: dl.p.col_map,
-                a: am.ptr,
+                a: am.ptr(),
                 m: m as u32,
                 k: k as u32,
                 k_pad: dl.p.k_pad,
@@ -477,8 +500,8 @@ fn gemm_int4_matches_f64() {
                 group_size: dl.p.group_size,
                 lda: k as u32,
                 ldy: n as u32,
-                part: part.ptr,
-                counters: counters.ptr,
+                part: part.ptr(),
+                counters: counters.ptr(),
                 k_splits,
                 ..Default::default()
             };
@@ -486,7 +509,7 @@ fn gemm_int4_matches_f64() {
             // but which must be right for any row count) where the card runs it.
             // (Chunks of at most 16 rows run gemm_small in the engine: tested below.)
             let mut tiles = vec![GemmTileFns::rows64(&g)];
-            if g.gemm128 {
+            if shapes::gemm128_fits(&g.limits) {
                 tiles.push(GemmTileFns::rows128(&g));
             }
             let mut want = Vec::with_capacity(m * n);
@@ -498,12 +521,12 @@ fn gemm_int4_matches_f64() {
                 let (bm, threads, smem) = (t.rows, t.threads, t.smem);
                 let grid = (dl.p.n_pad.div_ceil(t.slots), (m as u32).div_ceil(bm), k_splits);
                 // Fresh poison (and a fresh residual) for every variant, so that none passes on another's output.
-                g.upload(y.ptr, &vec![0xFFu8; m * n * 4]).unwrap();
-                g.upload(y16.ptr, &vec![0xFFu8; m * n * 2]).unwrap();
-                g.upload(yr.ptr, bytemuck::cast_slice(&y0)).unwrap();
-                g.launch_struct(f32k, grid, threads, smem, &GemmParams { y32: y.ptr, ..base }).unwrap();
-                g.launch_struct(resk, grid, threads, smem, &GemmParams { y32: yr.ptr, ..base }).unwrap();
-                g.launch_struct(f16k, grid, threads, smem, &GemmParams { y16: y16.ptr, ..base }).unwrap();
+                set(&g, &y, &vec![0xFFu8; m * n * 4]);
+                set(&g, &y16, &vec![0xFFu8; m * n * 2]);
+                set(&g, &yr, &y0);
+                launch(&g, f32k, Launch::new(grid, threads, smem), &GemmParams { y32: y.ptr(), ..base });
+                launch(&g, resk, Launch::new(grid, threads, smem), &GemmParams { y32: yr.ptr(), ..base });
+                launch(&g, f16k, Launch::new(grid, threads, smem), &GemmParams { y16: y16.ptr(), ..base });
                 g.sync().unwrap();
                 let what = format!("gemm BM={bm} M={m} K={k} N={n} G={group:?} act={act} sym={sym} splits={k_splits}");
                 assert!(get::<u32>(&g, &counters, 64).iter().all(|&c| c == 0), "{what}: split counters not reset");
@@ -524,7 +547,7 @@ struct GemmTileFns<'a> {
     slots: u32,
     threads: u32,
     smem: u32,
-    fns: [&'a cudarc::driver::CudaFunction; 3],
+    fns: [&'a Kernel<GemmParams>; 3],
 }
 
 impl<'a> GemmTileFns<'a> {
@@ -573,7 +596,7 @@ fn matmul_f64(a: &[f64], w: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
 fn gemm128_int4_matches_f64_on_long_chunks() {
     let g = gpu();
-    if !g.gemm128 {
+    if !shapes::gemm128_fits(&g.limits) {
         assert!(!matches!(g.cc, (8, 0) | (9, 0)), "{}: sm_80 and sm_90 must run the 128 × 128 tile", g.describe());
         eprintln!("skipped: {} grants too little shared memory per block for the 128 × 128 tile", g.describe());
         return;
@@ -624,7 +647,7 @@ fn gemm128_int4_matches_f64_on_long_chunks() {
                 qw: dl.p.qw,
                 sz: dl.p.sz,
                 col_map: dl.p.col_map,
-                a: am.ptr,
+                a: am.ptr(),
                 m: m as u32,
                 k: k as u32,
                 k_pad: dl.p.k_pad,
@@ -633,21 +656,21 @@ fn gemm128_int4_matches_f64_on_long_chunks() {
                 group_size: dl.p.group_size,
                 lda: lda as u32,
                 ldy: ldy as u32,
-                part: part.ptr,
-                counters: counters.ptr,
+                part: part.ptr(),
+                counters: counters.ptr(),
                 k_splits,
                 ..Default::default()
             };
             let grid = (dl.p.n_pad.div_ceil(t.slots), (m as u32).div_ceil(t.rows), k_splits);
-            g.upload(y.ptr, &vec![0xFFu8; m * ldy * 4]).unwrap();
-            g.upload(y2.ptr, &vec![0xFFu8; m * ldy * 4]).unwrap();
-            g.upload(y16.ptr, &vec![0xFFu8; m * ldy * 2]).unwrap();
-            g.upload(yr.ptr, bytemuck::cast_slice(&y0)).unwrap();
+            set(&g, &y, &vec![0xFFu8; m * ldy * 4]);
+            set(&g, &y2, &vec![0xFFu8; m * ldy * 4]);
+            set(&g, &y16, &vec![0xFFu8; m * ldy * 2]);
+            set(&g, &yr, &y0);
             let [f32k, resk, f16k] = t.fns;
-            g.launch_struct(f32k, grid, t.threads, t.smem, &GemmParams { y32: y.ptr, ..base }).unwrap();
-            g.launch_struct(resk, grid, t.threads, t.smem, &GemmParams { y32: yr.ptr, ..base }).unwrap();
-            g.launch_struct(f16k, grid, t.threads, t.smem, &GemmParams { y16: y16.ptr, ..base }).unwrap();
-            g.launch_struct(f32k, grid, t.threads, t.smem, &GemmParams { y32: y2.ptr, ..base }).unwrap();
+            launch(&g, f32k, Launch::new(grid, t.threads, t.smem), &GemmParams { y32: y.ptr(), ..base });
+            launch(&g, resk, Launch::new(grid, t.threads, t.smem), &GemmParams { y32: yr.ptr(), ..base });
+            launch(&g, f16k, Launch::new(grid, t.threads, t.smem), &GemmParams { y16: y16.ptr(), ..base });
+            launch(&g, f32k, Launch::new(grid, t.threads, t.smem), &GemmParams { y32: y2.ptr(), ..base });
             g.sync().unwrap();
             let what = format!(
                 "gemm128 M={m} K={k} N={n} G={group:?} act={act} sym={sym} splits={k_splits} lda={lda} ldy={ldy}"
@@ -668,33 +691,6 @@ fn gemm128_int4_matches_f64_on_long_chunks() {
             check(&cols(got_r), &want_r, 2e-3, &format!("{what} residual"));
             let got16 = f16s(&get::<u16>(&g, &y16, m * ldy));
             check(&cols(got16), &want, 3e-3, &format!("{what} f16"));
-        }
-    }
-}
-
-/// The small-chunk GEMM's launch shapes (no GPU needed): within the split-K workspace and the shared memory the
-/// driver allows, no empty split, a counter for every block column; `None` only where no split count fits K.
-#[test]
-fn gemm_small_shapes_fit_the_workspace_and_shared_memory() {
-    for sm in [1u32, 46, 108, 132] {
-        for m in 1..=16u32 {
-            let max_splits = plan::GEMM_SPLIT_ROWS as u32 / 16;
-            for (tiles, steps) in
-                [(1u32, 1u32), (3, 4), (256, 64), (768, 64), (1376, 64), (256, 172), (4, 700), (9000, 9)]
-            {
-                let what = format!("sm {sm} m {m} tiles {tiles} steps {steps}");
-                let Some(s) = gemm_small_shape(tiles, steps, m, sm) else {
-                    assert!(gemm_small_per_split(steps, max_splits) > GEMM_SMALL_MAX_STEPS_PER_SPLIT, "{what}");
-                    continue;
-                };
-                let per_split = gemm_small_per_split(steps, s.splits);
-                assert!(per_split <= GEMM_SMALL_MAX_STEPS_PER_SPLIT, "{what}");
-                assert!(gemm_small_smem_bytes(steps, s.splits) <= GEMM_SMALL_MAX_SMEM_BYTES, "{what}");
-                assert_eq!(steps.div_ceil(per_split), s.splits, "{what}: an empty split");
-                assert!(s.splits * 16 <= plan::GEMM_SPLIT_ROWS as u32, "{what}: partials past the workspace");
-                let (gx, gy, gz) = s.grid(tiles);
-                assert!(gx <= tiles && gy == s.splits && gz == 1, "{what}: more block columns than counters");
-            }
         }
     }
 }
@@ -749,14 +745,11 @@ fn gemm_small_int4_matches_f64() {
         let y0 = rng.vec_f32(m * ldy, -1.0, 1.0);
         let (y16, yr) = (poisoned(&g, m * ldy * 2), put(&g, &y0));
 
-        let mut shapes = vec![gemm_small_shape(tiles, steps, m as u32, g.sm_count).expect("a shape")];
+        let mut shapes = vec![gemm_small_shape(tiles, steps, m as u32, g.limits.sm_count).expect("a shape")];
         let max_splits = 16;
-        for s in [
-            SmallGemm { tiles_per_block: 1, splits: 1 },
-            SmallGemm { tiles_per_block: 3, splits: 3 },
-            SmallGemm { tiles_per_block: 16, splits: max_splits },
-        ] {
-            if gemm_small_per_split(steps, s.splits) <= GEMM_SMALL_MAX_STEPS_PER_SPLIT && !shapes.contains(&s) {
+        for (tiles_per_block, splits) in [(1, 1), (3, 3), (16, max_splits)] {
+            let s = GemmTile::Small { tiles_per_block, splits };
+            if gemm_small_per_split(steps, splits) <= GEMM_SMALL_MAX_STEPS_PER_SPLIT && !shapes.contains(&s) {
                 shapes.push(s);
             }
         }
@@ -764,13 +757,15 @@ fn gemm_small_int4_matches_f64() {
         let counters = put(&g, &vec![0u32; tiles as usize]);
         for shape in shapes {
             let what = format!("gemm_small M={m} K={k} N={n} G={group:?} act={act} sym={sym} {shape:?}");
+            let GemmTile::Small { splits, .. } = shape else { unreachable!("only small shapes here") };
+            let l = shape.launch(n_pad as u32, dl.p.k_pad, m as u32, splits);
             let base = GemmParams {
                 qw: dl.p.qw,
                 sz: dl.p.sz,
                 col_map: dl.p.col_map,
-                a: am.ptr,
-                part: part.ptr,
-                counters: counters.ptr,
+                a: am.ptr(),
+                part: part.ptr(),
+                counters: counters.ptr(),
                 m: m as u32,
                 k: k as u32,
                 k_pad: dl.p.k_pad,
@@ -783,10 +778,10 @@ fn gemm_small_int4_matches_f64() {
             };
             let mut first: Option<(Vec<u16>, Vec<u32>)> = None;
             for run in 0..2 {
-                g.upload(y16.ptr, &vec![0xFFu8; m * ldy * 2]).unwrap();
-                g.upload(yr.ptr, bytemuck::cast_slice(&y0)).unwrap();
-                launch_gemm_small(&g, &g.k.gemm_small_store16, &GemmParams { y16: y16.ptr, ..base }, shape).unwrap();
-                launch_gemm_small(&g, &g.k.gemm_small_residual, &GemmParams { y32: yr.ptr, ..base }, shape).unwrap();
+                set(&g, &y16, &vec![0xFFu8; m * ldy * 2]);
+                set(&g, &yr, &y0);
+                launch(&g, &g.k.gemm_small_store16, l, &GemmParams { y16: y16.ptr(), k_splits: splits, ..base });
+                launch(&g, &g.k.gemm_small_residual, l, &GemmParams { y32: yr.ptr(), k_splits: splits, ..base });
                 g.sync().unwrap();
                 assert!(
                     get::<u32>(&g, &counters, tiles as usize).iter().all(|&c| c == 0),
@@ -830,7 +825,7 @@ fn gemm_small_int4_time_per_launch() {
     let g = gpu();
     let mut rng = Rng(98);
     let m = 16usize;
-    let event = || g.ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
+    let event = || g.event(true).unwrap();
     let time = |launch: &dyn Fn(usize)| -> f64 {
         let mut times = Vec::new();
         for rep in 0..6 {
@@ -855,7 +850,7 @@ fn gemm_small_int4_time_per_launch() {
         let dl = upload_linear(&g, lin.repack(ColumnOrder::Identity));
         let bytes = dl.d.qw.len() * 4;
         let copies = (256usize << 20).div_ceil(bytes).clamp(1, 64);
-        let pool: Vec<DeviceMem> = (0..copies).map(|_| put(&g, &dl.d.qw)).collect();
+        let pool: Vec<DeviceBuffer> = (0..copies).map(|_| put(&g, &dl.d.qw)).collect();
         let (tiles, steps) = (dl.d.tiles() as u32, dl.d.steps() as u32);
         let a = rng.vec_f16(m * k, -1.0, 1.0);
         let (am, x16) = (put(&g, &a), put(&g, &a[..k]));
@@ -865,13 +860,13 @@ fn gemm_small_int4_time_per_launch() {
         let counters = put(&g, &vec![0u32; tiles as usize]);
         let gb = |us: f64| (bytes + dl.d.sz.len() * 4) as f64 / us / 1e3;
 
-        let gp = GemvParams { x16: x16.ptr, y: y.ptr, ..dl.p };
-        let (grid, tpb) = super::step::gemv_grid(tiles, g.sm_count, 12);
+        let gp = GemvParams { x16: x16.ptr(), y: y.ptr(), ..dl.p };
+        let (grid, tpb) = shapes::gemv_grid(tiles, g.limits.sm_count, 12);
         let gp = GemvParams { tiles_per_block: tpb, ..gp };
         let smem = dl.d.k_pad as u32 * 2 + 136 * 4;
         let us = time(&|i| {
-            let q = GemvParams { qw: pool[i % copies].ptr, ..gp };
-            g.launch_struct(&g.k.gemv_store, (grid, 1, 1), 256, smem, &q).unwrap();
+            let q = GemvParams { qw: pool[i % copies].ptr(), ..gp };
+            launch(&g, &g.k.gemv_store, Launch::new((grid, 1, 1), 256, smem), &q);
         });
         println!("{name:8} K={k:5} N={n:5}  gemv 1 row (reference)            {us:7.2} µs {:6.0} GB/s", gb(us));
 
@@ -879,10 +874,10 @@ fn gemm_small_int4_time_per_launch() {
             qw: dl.p.qw,
             sz: dl.p.sz,
             col_map: dl.p.col_map,
-            a: am.ptr,
-            y16: y16.ptr,
-            part: part.ptr,
-            counters: counters.ptr,
+            a: am.ptr(),
+            y16: y16.ptr(),
+            part: part.ptr(),
+            counters: counters.ptr(),
             m: m as u32,
             k: k as u32,
             k_pad: dl.p.k_pad,
@@ -893,19 +888,20 @@ fn gemm_small_int4_time_per_launch() {
             ldy: n as u32,
             ..Default::default()
         };
-        let chosen = gemm_small_shape(tiles, steps, m as u32, g.sm_count).unwrap();
+        let chosen = gemm_small_shape(tiles, steps, m as u32, g.limits.sm_count).unwrap();
         for tiles_per_block in [8u32, 16, 32] {
             for splits in 1..=16u32 {
                 let per_split = gemm_small_per_split(steps, splits);
                 if per_split > GEMM_SMALL_MAX_STEPS_PER_SPLIT || steps.div_ceil(per_split) != splits {
                     continue;
                 }
-                let shape = SmallGemm { tiles_per_block, splits };
+                let shape = GemmTile::Small { tiles_per_block, splits };
+                let l = shape.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits);
                 let us = time(&|i| {
-                    let q = GemmParams { qw: pool[i % copies].ptr, ..base };
-                    launch_gemm_small(&g, &g.k.gemm_small_store16, &q, shape).unwrap();
+                    let q = GemmParams { qw: pool[i % copies].ptr(), k_splits: splits, ..base };
+                    launch(&g, &g.k.gemm_small_store16, l, &q);
                 });
-                let (gx, _, _) = shape.grid(tiles);
+                let gx = l.grid.0;
                 println!(
                     "{name:8} K={k:5} N={n:5}  small {tiles_per_block:2} tiles/block × {splits:2} splits ({:4} blocks) {us:7.2} µs {:6.0} GB/s{}",
                     gx * splits,
@@ -951,14 +947,14 @@ fn attention_decode_and_prefill_match_f64() {
                 let counters = put(&g, &vec![0u32; heads]);
                 let pm = put(&g, &[pos as u32]);
                 let p = AttnParams {
-                    q: qm.ptr,
-                    k_cache: km.ptr,
-                    v_cache: vm.ptr,
-                    out: out.ptr,
-                    part_o: po.ptr,
-                    part_ml: pml.ptr,
-                    counters: counters.ptr,
-                    pos: pm.ptr,
+                    q: qm.ptr(),
+                    k_cache: km.ptr(),
+                    v_cache: vm.ptr(),
+                    out: out.ptr(),
+                    part_o: po.ptr(),
+                    part_ml: pml.ptr(),
+                    counters: counters.ptr(),
+                    pos: pm.ptr(),
                     heads: heads as u32,
                     kv_heads: kv_heads as u32,
                     head_dim: hd as u32,
@@ -974,7 +970,7 @@ fn attention_decode_and_prefill_match_f64() {
                 }
                 let what = format!("attn decode heads={heads}/{kv_heads} hd={hd} pos={pos} splits={splits}");
                 for run in 0..2 {
-                    g.launch_struct(&g.k.attn_decode, (heads as u32, splits, 1), 128, 0, &p).unwrap();
+                    launch(&g, &g.k.attn_decode, Launch::new((heads as u32, splits, 1), 128, 0), &p);
                     g.sync().unwrap();
                     check(&f16s(&get::<u16>(&g, &out, heads * hd)), &want, 3e-3, &format!("{what} run {run}"));
                 }
@@ -988,11 +984,11 @@ fn attention_decode_and_prefill_match_f64() {
         let (qm, pm) = (put(&g, &q), put(&g, &[pos0 as u32]));
         let out = poisoned(&g, rows * heads * hd * 2);
         let p = AttnParams {
-            q: qm.ptr,
-            k_cache: km.ptr,
-            v_cache: vm.ptr,
-            out: out.ptr,
-            pos: pm.ptr,
+            q: qm.ptr(),
+            k_cache: km.ptr(),
+            v_cache: vm.ptr(),
+            out: out.ptr(),
+            pos: pm.ptr(),
             heads: heads as u32,
             kv_heads: kv_heads as u32,
             head_dim: hd as u32,
@@ -1001,7 +997,7 @@ fn attention_decode_and_prefill_match_f64() {
             scale_log2: std::f32::consts::LOG2_E / (hd as f32).sqrt(),
             ..Default::default()
         };
-        g.launch_struct(&g.k.attn_prefill, (heads as u32, rows as u32, 1), 128, 0, &p).unwrap();
+        launch(&g, &g.k.attn_prefill, Launch::new((heads as u32, rows as u32, 1), 128, 0), &p);
         g.sync().unwrap();
         let mut want = Vec::new();
         for r in 0..rows {
@@ -1014,7 +1010,7 @@ fn attention_decode_and_prefill_match_f64() {
     }
 }
 
-/// The tensor-core prefill kernels (through the engine's dispatch, `step::attention_prefill`) against the float64
+/// The tensor-core prefill kernels (through the engine's dispatch, `shapes::attn_prefill`) against the float64
 /// reference: head_dim 64 and 128, GQA and MHA; chunks of 1, 5 (fewer than a warp's 16 rows), 64, 100 and 200 rows
 /// (partial row tiles) at the start of the cache and after earlier chunks (pos0 = 300, not a multiple of the
 /// 64-position key tile, so the causal diagonal crosses a tile boundary), and one long context. The cache
@@ -1053,11 +1049,11 @@ fn attention_prefill_tc_matches_f64_and_is_deterministic() {
         let n_out = rows * heads * hd;
         let out = poisoned(&g, n_out * 2);
         let p = AttnParams {
-            q: qm.ptr,
-            k_cache: km.ptr,
-            v_cache: vm.ptr,
-            out: out.ptr,
-            pos: pm.ptr,
+            q: qm.ptr(),
+            k_cache: km.ptr(),
+            v_cache: vm.ptr(),
+            out: out.ptr(),
+            pos: pm.ptr(),
             heads: heads as u32,
             kv_heads: kv_heads as u32,
             head_dim: hd as u32,
@@ -1078,9 +1074,10 @@ fn attention_prefill_tc_matches_f64_and_is_deterministic() {
         let mut first: Option<Vec<u16>> = None;
         for run in 0..2 {
             if run > 0 {
-                g.upload(out.ptr, &vec![0xFFu8; n_out * 2]).unwrap();
+                set(&g, &out, &vec![0xFFu8; n_out * 2]);
             }
-            super::step::attention_prefill(&g, &p).unwrap();
+            let (which, l) = shapes::attn_prefill(p.head_dim, p.heads, p.rows);
+            launch(&g, g.k.attn_prefill_kernel(which), l, &p);
             g.sync().unwrap();
             let bits = get::<u16>(&g, &out, n_out);
             // Per (row, head): one wrong row or head would vanish in the error of the whole output.
@@ -1111,17 +1108,8 @@ fn row_kernels_match_f64() {
         let (tm, tabm) = (put(&g, &toks), put(&g, &table));
         let x = poisoned(&g, rows * dim * 4);
         let ssq = poisoned(&g, rows * 4);
-        let (mut a0, mut a1, mut a2, mut a3, mut a4) = (tm.ptr, tabm.ptr, x.ptr, ssq.ptr, dim as u32);
-        unsafe {
-            g.launch_raw(
-                &g.k.embed,
-                (rows as u32, 1, 1),
-                256,
-                0,
-                &mut [arg(&mut a0), arg(&mut a1), arg(&mut a2), arg(&mut a3), arg(&mut a4)],
-            )
-            .unwrap();
-        }
+        let p = EmbedParams { tokens: tm.ptr(), table: tabm.ptr(), x: x.ptr(), ssq_out: ssq.ptr(), dim: dim as u32 };
+        launch(&g, &g.k.embed, shapes::per_row(rows as u32), &p);
         g.sync().unwrap();
         let want: Vec<f64> =
             toks.iter().flat_map(|&t| table[t as usize * dim..][..dim].iter().map(|v| v.to_f64())).collect();
@@ -1139,17 +1127,8 @@ fn row_kernels_match_f64() {
         }
         let (xm, wm, pmm) = (put(&g, &xs), put(&g, &w), put(&g, &perm));
         let out = poisoned(&g, rows * dim * 2);
-        let (mut b0, mut b1, mut b2, mut b3, mut b4, mut b5) = (xm.ptr, wm.ptr, out.ptr, pmm.ptr, dim as u32, 1e-6f32);
-        unsafe {
-            g.launch_raw(
-                &g.k.rmsnorm_rows,
-                (rows as u32, 1, 1),
-                256,
-                0,
-                &mut [arg(&mut b0), arg(&mut b1), arg(&mut b2), arg(&mut b3), arg(&mut b4), arg(&mut b5)],
-            )
-            .unwrap();
-        }
+        let p = RmsNormParams { x: xm.ptr(), w: wm.ptr(), out: out.ptr(), perm: pmm.ptr(), dim: dim as u32, eps: 1e-6 };
+        launch(&g, &g.k.rmsnorm_rows, shapes::per_row(rows as u32), &p);
         g.sync().unwrap();
         let mut want = Vec::new();
         for r in xs.chunks(dim) {
@@ -1162,17 +1141,8 @@ fn row_kernels_match_f64() {
         let a = rng.vec_f16(rows * dim, -1.0, 1.0);
         let am = put(&g, &a);
         let out = poisoned(&g, rows * dim * 2);
-        let (mut c0, mut c1, mut c2, mut c3) = (am.ptr, out.ptr, pmm.ptr, dim as u32);
-        unsafe {
-            g.launch_raw(
-                &g.k.permute_cols,
-                (rows as u32, 1, 1),
-                256,
-                0,
-                &mut [arg(&mut c0), arg(&mut c1), arg(&mut c2), arg(&mut c3)],
-            )
-            .unwrap();
-        }
+        let p = PermuteParams { input: am.ptr(), out: out.ptr(), perm: pmm.ptr(), cols: dim as u32 };
+        launch(&g, &g.k.permute_cols, shapes::per_row(rows as u32), &p);
         g.sync().unwrap();
         let want: Vec<f64> =
             a.chunks(dim).flat_map(|r| perm.iter().map(|&p| r[p as usize].to_f64()).collect::<Vec<_>>()).collect();
@@ -1182,19 +1152,10 @@ fn row_kernels_match_f64() {
         let gu = rng.vec_f16(rows * 2 * dim, -3.0, 3.0);
         let gm = put(&g, &gu);
         let identity: Vec<u32> = (0..dim as u32).collect();
-        for (pm_ptr, order) in [(pmm.ptr, &perm), (0u64, &identity)] {
+        for (pm_ptr, order) in [(pmm.ptr(), &perm), (DevPtr::NULL, &identity)] {
             let out = poisoned(&g, rows * dim * 2);
-            let (mut d0, mut d1, mut d2, mut d3) = (gm.ptr, out.ptr, pm_ptr, dim as u32);
-            unsafe {
-                g.launch_raw(
-                    &g.k.swiglu_rows,
-                    super::step::swiglu_grid(rows as u32, dim as u32),
-                    256,
-                    0,
-                    &mut [arg(&mut d0), arg(&mut d1), arg(&mut d2), arg(&mut d3)],
-                )
-                .unwrap();
-            }
+            let p = SwigluParams { gu: gm.ptr(), h: out.ptr(), perm: pm_ptr, inter: dim as u32 };
+            launch(&g, &g.k.swiglu_rows, shapes::swiglu(rows as u32, dim as u32), &p);
             g.sync().unwrap();
             let mut want = Vec::new();
             for r in gu.chunks(2 * dim) {
@@ -1203,7 +1164,7 @@ fn row_kernels_match_f64() {
                     a / (1.0 + (-a).exp()) * b
                 }));
             }
-            let what = format!("swiglu_rows dim={dim} perm={}", pm_ptr != 0);
+            let what = format!("swiglu_rows dim={dim} perm={}", !pm_ptr.is_null());
             check(&f16s(&get::<u16>(&g, &out, rows * dim)), &want, 2e-3, &what);
         }
     }
@@ -1222,15 +1183,25 @@ fn rope_kv_rows_matches_f64() {
         let (cos, sin) = rope.tables();
         let (qm, cm, sm, pm) = (put(&g, &qkv), put(&g, cos), put(&g, sin), put(&g, &[pos0]));
         // The production grid, and one block per row (the kernel strides over heads for any grid.y).
-        for grid in [super::step::rope_grid_dims(rows as u32, heads, kv_heads), (rows as u32, 1, 1)] {
+        let production = shapes::rope(rows as u32, heads, kv_heads);
+        for l in [production, Launch { grid: (rows as u32, 1, 1), ..production }] {
             let q = poisoned(&g, rows * q_dim * 2);
             let kc = poisoned(&g, kv_heads * ctx * hd * 2);
             let vc = poisoned(&g, kv_heads * ctx * hd * 2);
-            let mut args = [qm.ptr, q.ptr, kc.ptr, vc.ptr, cm.ptr, sm.ptr, pm.ptr];
-            let mut dims = [q_dim as u32, kv_dim as u32, hd as u32, ctx as u32];
-            let mut ptrs: Vec<*mut std::ffi::c_void> = args.iter_mut().map(arg).collect();
-            ptrs.extend(dims.iter_mut().map(arg));
-            unsafe { g.launch_raw(&g.k.rope_kv_rows, grid, super::step::ROPE_THREADS, 0, &mut ptrs).unwrap() };
+            let p = RopeParams {
+                qkv: qm.ptr(),
+                q_out: q.ptr(),
+                k_cache: kc.ptr(),
+                v_cache: vc.ptr(),
+                rope_cos: cm.ptr(),
+                rope_sin: sm.ptr(),
+                pos0: pm.ptr(),
+                q_dim: q_dim as u32,
+                kv_dim: kv_dim as u32,
+                head_dim: hd as u32,
+                ctx: ctx as u32,
+            };
+            launch(&g, &g.k.rope_kv_rows, l, &p);
             g.sync().unwrap();
             let width = q_dim + 2 * kv_dim;
             let rot = |v: &[f64], pos: usize| -> Vec<f64> {
@@ -1282,21 +1253,21 @@ fn lm_head_logits_and_argmax_match() {
         let counter = put(&g, &[0u32]);
         let tok = poisoned(&g, 4);
         let p = LmHeadParams {
-            w: wm.ptr,
-            x: xm.ptr,
-            norm_w: nm.ptr,
-            logits: logits.ptr,
-            part_val: pv.ptr,
-            part_idx: pi.ptr,
-            counter: counter.ptr,
-            token_out: tok.ptr,
+            w: wm.ptr(),
+            x: xm.ptr(),
+            norm_w: nm.ptr(),
+            logits: logits.ptr(),
+            part_val: pv.ptr(),
+            part_idx: pi.ptr(),
+            counter: counter.ptr(),
+            token_out: tok.ptr(),
             vocab: vocab as u32,
             k: k as u32,
             rows_per_block: 32,
             eps: 1e-6,
         };
         for _ in 0..2 {
-            g.launch_struct(&g.k.lm_head, (blocks as u32, 1, 1), 256, k as u32 * 4, &p).unwrap();
+            launch(&g, &g.k.lm_head, Launch::new((blocks as u32, 1, 1), 256, k as u32 * 4), &p);
             g.sync().unwrap();
             let inv = 1.0 / (x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / k as f64 + 1e-6).sqrt();
             let xn: Vec<f64> = x.iter().zip(&nw).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
@@ -1316,19 +1287,19 @@ fn lm_head_logits_and_argmax_match() {
 /// Per-launch time of the GEMV `f` over distinct copies of one weight matrix (256 MB of them, so that nothing is
 /// served from L2 that a decode step would read from memory), launched back to back 64 times between two events;
 /// median of 5.
-fn time_gemv_chain(g: &Gpu, f: &cudarc::driver::CudaFunction, dl: &DevLin, p: &GemvParams, grid: u32) -> f64 {
+fn time_gemv_chain(g: &Gpu, f: &Kernel<GemvParams>, dl: &DevLin, p: &GemvParams, grid: u32) -> f64 {
     let bytes = dl.d.qw.len() * 4;
     let copies = (256usize << 20).div_ceil(bytes).clamp(1, 64);
-    let pool: Vec<DeviceMem> = (0..copies).map(|_| put(g, &dl.d.qw)).collect();
+    let pool: Vec<DeviceBuffer> = (0..copies).map(|_| put(g, &dl.d.qw)).collect();
     let smem = dl.d.k_pad as u32 * 2 + 136 * 4;
-    let event = || g.ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
+    let event = || g.event(true).unwrap();
     let mut times = Vec::new();
     for rep in 0..6 {
         let (a, b) = (event(), event());
         a.record(&g.stream).unwrap();
         for i in 0..64 {
-            let q = GemvParams { qw: pool[i % copies].ptr, ..*p };
-            g.launch_struct(f, (grid, 1, 1), 256, smem, &q).unwrap();
+            let q = GemvParams { qw: pool[i % copies].ptr(), ..*p };
+            launch(g, f, Launch::new((grid, 1, 1), 256, smem), &q);
         }
         b.record(&g.stream).unwrap();
         g.sync().unwrap();
@@ -1357,15 +1328,15 @@ fn gemv_int4_time_per_launch() {
         let y = poisoned(&g, n * 4);
         let bytes = (dl.d.qw.len() * 4 + dl.d.sz.len() * 4) as f64;
         for per_sm in [4u32, 6, 8, 12, 16] {
-            let (grid, tpb) = super::step::gemv_grid(dl.d.tiles() as u32, g.sm_count, per_sm);
+            let (grid, tpb) = shapes::gemv_grid(dl.d.tiles() as u32, g.limits.sm_count, per_sm);
             for (name, f) in [("plain", &g.k.gemv_store), ("norm", &g.k.gemv_norm_store)] {
                 let p = GemvParams {
-                    x16: x16m.ptr,
-                    x: xm.ptr,
-                    norm_w: wm.ptr,
-                    ssq: sm.ptr,
+                    x16: x16m.ptr(),
+                    x: xm.ptr(),
+                    norm_w: wm.ptr(),
+                    ssq: sm.ptr(),
                     n_ssq: 256,
-                    y: y.ptr,
+                    y: y.ptr(),
                     tiles_per_block: tpb,
                     ..dl.p
                 };

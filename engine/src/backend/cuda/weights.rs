@@ -1,4 +1,4 @@
-//! The weights on the device: every tensor at its memory-plan offset, GPTQ linears repacked into the tile layout.
+//! The weights on the device: every tensor in its memory-plan buffer, GPTQ linears repacked into the tile layout.
 //!
 //! Linear layers are fused where the kernels want them fused: q/k/v into one projection whose tiles pair the
 //! rotary halves (LLaMA's three tensors become one, as Baichuan's `W_pack` already is), gate and up into one
@@ -6,24 +6,25 @@
 
 use std::io::Write;
 
-use engine_format::plan::{self, MemoryPlan, Region};
+use engine_format::plan::{Int4Buffers, LinearBuffers, MemoryPlan, Region};
 use engine_format::{Linear, TensorRef};
+use half::f16;
 
-use super::driver::{DeviceMem, Gpu};
+use super::driver::{DevPtr, DeviceBuffer, Gpu};
 use super::layout::{self, ColumnOrder, DeviceLinear};
 use super::staging::Staging;
 use crate::backend::rope::RopeTable;
 use crate::error::{Error, Result};
 use crate::model::Model;
 
-/// A repacked linear layer on the device: addresses and the shape numbers its kernels take.
+/// A repacked linear layer on the device: its buffers and the shape numbers its kernels take.
 #[derive(Debug, Clone, Copy)]
-pub struct DevLinear {
-    pub qw: u64,
-    pub sz: u64,
-    /// 0 without act-order.
-    pub perm: u64,
-    pub col_map: u64,
+pub(crate) struct DevLinear {
+    pub qw: DevPtr<[u32; 4]>,
+    pub sz: DevPtr<u32>,
+    /// Null without act-order.
+    pub perm: DevPtr<u32>,
+    pub col_map: DevPtr<u32>,
     pub k: u32,
     pub k_pad: u32,
     pub n_pad: u32,
@@ -36,32 +37,36 @@ impl DevLinear {
     pub fn tiles(&self) -> u32 {
         self.n_pad / layout::TILE_N as u32
     }
+    /// Bytes a kernel streams from memory for this linear: its repacked weights and tables.
+    pub fn bytes(&self) -> u64 {
+        let (k_pad, n_pad, groups) = (self.k_pad as u64, self.n_pad as u64, self.groups as u64);
+        k_pad * n_pad / 2 + n_pad * groups * 4 + n_pad * 4 + if self.perm.is_null() { 0 } else { k_pad * 4 }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct LayerWeights {
-    pub input_norm: u64,
-    pub post_norm: u64,
+pub(crate) struct LayerWeights {
+    pub input_norm: DevPtr<f16>,
+    pub post_norm: DevPtr<f16>,
     pub qkv: DevLinear,
     pub o: DevLinear,
     pub gate_up: DevLinear,
     pub down: DevLinear,
 }
 
-pub struct DeviceWeights {
-    pub mem: DeviceMem,
-    pub embed: u64,
+pub(crate) struct DeviceWeights {
+    pub mem: DeviceBuffer,
+    pub embed: DevPtr<f16>,
     pub layers: Vec<LayerWeights>,
-    pub norm: u64,
-    pub lm_head: u64,
-    pub rope_cos: u64,
-    pub rope_sin: u64,
+    pub norm: DevPtr<f16>,
+    pub lm_head: DevPtr<f16>,
+    pub rope_cos: DevPtr<f32>,
+    pub rope_sin: DevPtr<f32>,
 }
 
 struct Uploader<'a> {
     staging: Staging<'a>,
-    plan: &'a MemoryPlan,
-    base: u64,
+    mem: &'a DeviceBuffer,
     done: usize,
     total: usize,
     progress: bool,
@@ -70,23 +75,17 @@ struct Uploader<'a> {
 }
 
 impl Uploader<'_> {
-    /// Copy `bytes` to the plan buffer `name`, whose size must be exactly `bytes.len()`.
-    fn put(&mut self, name: &str, bytes: &[u8]) -> Result<u64> {
-        let b = self
-            .plan
-            .get(name)
-            .filter(|b| b.region == Region::Weights)
-            .ok_or_else(|| Error::Device(format!("memory plan has no weight buffer {name}")))?;
-        if b.size != bytes.len() {
+    /// Queue `data` for its plan buffer `at`, which must hold exactly `data.len()` elements.
+    fn put<T: bytemuck::Pod>(&mut self, at: engine_format::plan::Buf<T>, data: &[T]) -> Result<DevPtr<T>> {
+        if at.len != data.len() {
             return Err(Error::Device(format!(
-                "memory plan says {name} is {} bytes, the repacked tensor is {} (plan and layout disagree)",
-                b.size,
-                bytes.len()
+                "the memory plan has {} elements for a tensor of {} (plan and layout disagree)",
+                at.len,
+                data.len()
             )));
         }
-        let dst = self.base + b.offset as u64;
-        self.staging.put(dst, bytes)?;
-        self.done += bytes.len();
+        let ptr = self.staging.put(self.mem, at, data)?;
+        self.done += at.bytes();
         if self.progress {
             let mut e = std::io::stderr().lock();
             let _ = write!(
@@ -98,30 +97,41 @@ impl Uploader<'_> {
             );
             let _ = e.flush();
         }
-        Ok(dst)
+        Ok(ptr)
     }
 
-    fn tensor(&mut self, name: &str, model: &Model, t: &TensorRef) -> Result<u64> {
-        self.put(name, model.bytes(t))
+    fn tensor(&mut self, at: engine_format::plan::Buf<f16>, model: &Model, t: &TensorRef) -> Result<DevPtr<f16>> {
+        self.put(at, model.f16(t))
     }
 
-    /// Repack a GPTQ linear (its parts fused in `order`) and queue it for the device under the plan names
-    /// `{prefix}.qw`, `.sz`, `.col_map`, `.perm`.
-    fn linear(&mut self, model: &Model, parts: &[&Linear], order: ColumnOrder, prefix: &str) -> Result<DevLinear> {
-        let d = layout::repack_in(model, parts, order, prefix, std::mem::take(&mut self.spare))?;
-        let dev = self.upload_linear(prefix, &d)?;
+    /// Repack a GPTQ linear (its parts fused in `order`) and queue it for its plan buffers `at`.
+    fn linear(
+        &mut self,
+        model: &Model,
+        parts: &[&Linear],
+        order: ColumnOrder,
+        at: &LinearBuffers,
+        what: &str,
+    ) -> Result<DevLinear> {
+        let d = layout::repack_in(model, parts, order, what, std::mem::take(&mut self.spare))?;
+        let LinearBuffers::Int4(at) = at else {
+            // repack_in refuses unquantized linears first; the plan describes the same checkpoint.
+            return Err(Error::BackendUnavailable(format!("{what}: the CUDA backend runs GPTQ int4 linears")));
+        };
+        let dev = self.upload_linear(at, &d)?;
         // The words are in pinned memory now: their buffer serves the next linear.
         self.spare = d.qw;
         Ok(dev)
     }
 
-    fn upload_linear(&mut self, prefix: &str, d: &DeviceLinear) -> Result<DevLinear> {
-        let qw = self.put(&format!("{prefix}.qw"), bytemuck::cast_slice(&d.qw))?;
-        let sz = self.put(&format!("{prefix}.sz"), bytemuck::cast_slice(&d.sz))?;
-        let col_map = self.put(&format!("{prefix}.col_map"), bytemuck::cast_slice(&d.col_map))?;
-        let perm = match &d.perm {
-            Some(p) => self.put(&format!("{prefix}.perm"), bytemuck::cast_slice(p))?,
-            None => 0,
+    fn upload_linear(&mut self, at: &Int4Buffers, d: &DeviceLinear) -> Result<DevLinear> {
+        let qw = self.put(at.qw, bytemuck::cast_slice(&d.qw))?;
+        let sz = self.put(at.sz, &d.sz)?;
+        let col_map = self.put(at.col_map, &d.col_map)?;
+        let perm = match (&d.perm, at.perm) {
+            (Some(p), Some(buf)) => self.put(buf, p)?,
+            (None, None) => DevPtr::NULL,
+            _ => return Err(Error::Device("the plan and the repacked layout disagree on act-order".into())),
         };
         Ok(DevLinear {
             qw,
@@ -142,37 +152,40 @@ impl DeviceWeights {
     pub fn upload(gpu: &Gpu, model: &Model, plan: &MemoryPlan, progress: bool) -> Result<DeviceWeights> {
         let d = &model.desc;
         let c = &d.config;
+        let p = &plan.weights;
         let total = plan.region_size(Region::Weights);
         let mem = gpu.alloc(total, "the weights")?;
-        let mut up =
-            Uploader { staging: Staging::new(gpu)?, plan, base: mem.ptr, done: 0, total, progress, spare: Vec::new() };
+        let (embed, layers, norm, lm_head, rope_cos, rope_sin) = {
+            let mut up =
+                Uploader { staging: Staging::new(gpu)?, mem: &mem, done: 0, total, progress, spare: Vec::new() };
 
-        let embed = up.tensor("embed_tokens", model, &d.embed_tokens)?;
-        let q_dim = c.num_attention_heads * c.head_dim;
-        let mut layers = Vec::with_capacity(d.layers.len());
-        for (l, layer) in d.layers.iter().enumerate() {
-            let input_norm = up.tensor(&format!("layers.{l}.input_layernorm"), model, &layer.input_layernorm)?;
-            let parts: Vec<&Linear> = layer.qkv.parts.iter().collect();
-            let order = ColumnOrder::QkvRope { head_dim: c.head_dim, q_dim, kv_dim: c.kv_dim() };
-            let qkv = up.linear(model, &parts, order, &format!("layers.{l}.qkv"))?;
-            debug_assert_eq!(qkv.n_pad as usize, plan::slots_qkv(c));
-            let o = up.linear(model, &[&layer.o_proj], ColumnOrder::Identity, &format!("layers.{l}.o_proj"))?;
-            let post_norm =
-                up.tensor(&format!("layers.{l}.post_attention_layernorm"), model, &layer.post_attention_layernorm)?;
-            let order = ColumnOrder::GateUp { inter: c.intermediate_size };
-            let gate_up =
-                up.linear(model, &[&layer.gate_proj, &layer.up_proj], order, &format!("layers.{l}.gate_up"))?;
-            let down =
-                up.linear(model, &[&layer.down_proj], ColumnOrder::Identity, &format!("layers.{l}.down_proj"))?;
-            layers.push(LayerWeights { input_norm, post_norm, qkv, o, gate_up, down });
-        }
-        let norm = up.tensor("norm", model, &d.norm)?;
-        let lm_head = if d.lm_head == d.embed_tokens { embed } else { up.tensor("lm_head", model, &d.lm_head)? };
-        let rope = RopeTable::new(c.head_dim, c.rope_theta as f64, c.max_position_embeddings);
-        let (cos, sin) = rope.tables();
-        let rope_cos = up.put("rope.cos", bytemuck::cast_slice(cos))?;
-        let rope_sin = up.put("rope.sin", bytemuck::cast_slice(sin))?;
-        up.staging.finish()?;
+            let embed = up.tensor(p.embed, model, &d.embed_tokens)?;
+            let q_dim = c.num_attention_heads * c.head_dim;
+            let mut layers = Vec::with_capacity(d.layers.len());
+            for ((l, layer), at) in d.layers.iter().enumerate().zip(&p.layers) {
+                let name = |what: &str| format!("layers.{l}.{what}");
+                let input_norm = up.tensor(at.input_norm, model, &layer.input_layernorm)?;
+                let parts: Vec<&Linear> = layer.qkv.parts.iter().collect();
+                let order = ColumnOrder::QkvRope { head_dim: c.head_dim, q_dim, kv_dim: c.kv_dim() };
+                let qkv = up.linear(model, &parts, order, &at.qkv, &name("qkv"))?;
+                let o = up.linear(model, &[&layer.o_proj], ColumnOrder::Identity, &at.o_proj, &name("o_proj"))?;
+                let post_norm = up.tensor(at.post_norm, model, &layer.post_attention_layernorm)?;
+                let order = ColumnOrder::GateUp { inter: c.intermediate_size };
+                let gate_up =
+                    up.linear(model, &[&layer.gate_proj, &layer.up_proj], order, &at.gate_up, &name("gate_up"))?;
+                let down =
+                    up.linear(model, &[&layer.down_proj], ColumnOrder::Identity, &at.down_proj, &name("down_proj"))?;
+                layers.push(LayerWeights { input_norm, post_norm, qkv, o, gate_up, down });
+            }
+            let norm = up.tensor(p.norm, model, &d.norm)?;
+            let lm_head = if d.lm_head == d.embed_tokens { embed } else { up.tensor(p.lm_head, model, &d.lm_head)? };
+            let rope = RopeTable::new(c.head_dim, c.rope_theta as f64, c.max_position_embeddings);
+            let (cos, sin) = rope.tables();
+            let rope_cos = up.put(p.rope_cos, cos)?;
+            let rope_sin = up.put(p.rope_sin, sin)?;
+            up.staging.finish()?;
+            (embed, layers, norm, lm_head, rope_cos, rope_sin)
+        };
         if progress {
             eprintln!();
         }

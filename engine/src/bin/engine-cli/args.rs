@@ -271,6 +271,11 @@ pub struct BenchArgs {
     /// Also print a per-kernel breakdown of one decode step (CUDA only).
     #[arg(long)]
     pub breakdown: bool,
+    /// Change a CUDA launch choice for this run, to measure an alternative (repeatable or comma-separated):
+    /// pdl=on|off, gemv_blocks_per_sm=1..=16, gemv_wide=on|off, gemm128=on|off, cubin=on|off. The defaults are
+    /// what measured fastest.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub tune: Vec<String>,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,

@@ -4,11 +4,11 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use engine::backend::BackendKind;
 use engine::engine::{Engine, EngineOptions};
 use engine::error::{Error, Result};
 use engine::sampling::SamplerParams;
 use engine::session::{GenerateOptions, StopMatcher, StopReason};
+use engine::BackendKind;
 use engine_tools::prompt;
 
 use crate::args::*;
@@ -42,6 +42,11 @@ fn model_dir(arg: &Option<PathBuf>) -> Result<PathBuf> {
 }
 
 fn load(m: &ModelArgs) -> Result<Engine> {
+    load_tuned(m, engine::Tuning::default())
+}
+
+/// [`load`] with CUDA launch choices other than the defaults (`bench --tune`).
+fn load_tuned(m: &ModelArgs, tuning: engine::Tuning) -> Result<Engine> {
     if let Some(n) = m.threads {
         if n == 0 {
             return Err(Error::InvalidArgument("--threads must be at least 1".into()));
@@ -59,6 +64,7 @@ fn load(m: &ModelArgs) -> Result<Engine> {
         device: m.device,
         max_context: m.ctx,
         progress: std::io::stderr().is_terminal(),
+        tuning,
         ..EngineOptions::default()
     };
     let engine = Engine::load(&dir, &opts)?;
@@ -512,7 +518,6 @@ fn bench_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
-    use engine::backend::cuda::CudaBackend;
     let prompts: Vec<usize> = a
         .prompts
         .split(',')
@@ -523,7 +528,8 @@ fn bench(a: BenchArgs) -> Result<()> {
     if prompts.contains(&0) || a.reps == 0 || a.decode_tokens == 0 {
         return Err(Error::InvalidArgument("--prompts lengths, --reps and --decode-tokens must be at least 1".into()));
     }
-    let engine = load(&a.model)?;
+    let tuning = engine::Tuning::parse(&a.tune.join(","))?;
+    let engine = load_tuned(&a.model, tuning)?;
     let c = engine.config().clone();
     let (vocab, ctx) = (c.vocab_size, engine.max_context());
     let mut report = serde_json::Map::new();
@@ -537,50 +543,48 @@ fn bench(a: BenchArgs) -> Result<()> {
     eprintln!("device:  {} ({})", engine.device_description(), engine.backend_name());
     eprintln!("load:    {:.0} ms (page cache warm)", engine.load_time.as_secs_f64() * 1e3);
 
-    // The card's bandwidth and the bytes of a decode step set the floor.
+    // The card's bandwidth and the bytes of a decode step set the floor (where the backend measures itself).
     let decode_ctx = 16 + a.decode_tokens / 2;
-    let cuda_info = engine.with_backend(|b| {
-        b.as_any_mut().downcast_mut::<CudaBackend>().map(|cb| -> Result<_> {
-            Ok((
-                cb.copy_bandwidth()?,
-                cb.decode_bytes(decode_ctx),
-                cb.device_bytes(),
-                cb.gpu().module_load_s,
-                cb.upload_s,
-            ))
-        })
+    let floor = engine.with_measure(|m| -> Result<_> {
+        let phases: Vec<String> = m.load_phases().iter().map(|(what, s)| format!("{what} {:.0} ms", s * 1e3)).collect();
+        eprintln!("         of which {}", phases.join(", "));
+        eprintln!("tuning:  {}", m.tuning());
+        let bw = m.copy_bandwidth()?;
+        let bytes = m.decode_step_bytes(decode_ctx);
+        let mem = m.memory();
+        let kv = m.kv_cache_bytes(ctx) as usize;
+        Ok((bw, bytes, mem, kv, m.tuning()))
     });
-    let cuda_info = cuda_info.transpose()?;
-    if let Some((bw, bytes, (w, act, ws), jit, upload)) = cuda_info {
-        let floor_ms = bytes as f64 / bw * 1e3;
-        eprintln!(
-            "         of which kernel module load {:.0} ms, weight repack + upload {:.0} ms",
-            jit * 1e3,
-            upload * 1e3
-        );
-        eprintln!("copy bw: {:.2} TB/s (read + write, engine copy kernel, 2 x 1 GiB)", bw / 1e12);
-        eprintln!(
-            "step:    {:.3} GB read per decode step at context {decode_ctx}; floor {:.3} ms/token = {:.0} tok/s",
-            bytes as f64 / 1e9,
-            floor_ms,
-            1e3 / floor_ms
-        );
-        let kv = 2 * c.num_hidden_layers * c.num_key_value_heads * ctx * c.head_dim * 2;
-        eprintln!(
-            "memory:  weights {:.3} GB + KV cache {:.3} GB (ctx {ctx}) + activations {:.1} MB + workspace {:.1} MB = +{:.2}% over weights + KV",
-            w as f64 / 1e9,
-            kv as f64 / 1e9,
-            act as f64 / 1e6,
-            ws as f64 / 1e6,
-            100.0 * (act + ws) as f64 / (w + kv) as f64
-        );
-        put("copy_bandwidth_tb_s", (bw / 1e12).into());
-        put("decode_bytes_per_step", bytes.into());
-        put("floor_ms_per_token", floor_ms.into());
-        put("weights_bytes", w.into());
-        put("kv_bytes", kv.into());
-        put("activation_workspace_bytes", (act + ws).into());
-    }
+    let bw = match floor.transpose()? {
+        Some((bw, bytes, mem, kv, tuning)) => {
+            let floor_ms = bytes as f64 / bw * 1e3;
+            eprintln!("copy bw: {:.2} TB/s (read + write, engine copy kernel, 2 x 1 GiB)", bw / 1e12);
+            eprintln!(
+                "step:    {:.3} GB read per decode step at context {decode_ctx}; floor {:.3} ms/token = {:.0} tok/s",
+                bytes as f64 / 1e9,
+                floor_ms,
+                1e3 / floor_ms
+            );
+            let (w, act, ws) = (mem.weights, mem.activations, mem.workspace);
+            eprintln!(
+                "memory:  weights {:.3} GB + KV cache {:.3} GB (ctx {ctx}) + activations {:.1} MB + workspace {:.1} MB = +{:.2}% over weights + KV",
+                w as f64 / 1e9,
+                kv as f64 / 1e9,
+                act as f64 / 1e6,
+                ws as f64 / 1e6,
+                100.0 * (act + ws) as f64 / (w + kv) as f64
+            );
+            put("tuning", tuning.into());
+            put("copy_bandwidth_tb_s", (bw / 1e12).into());
+            put("decode_bytes_per_step", bytes.into());
+            put("floor_ms_per_token", floor_ms.into());
+            put("weights_bytes", w.into());
+            put("kv_bytes", kv.into());
+            put("activation_workspace_bytes", (act + ws).into());
+            Some(bw)
+        }
+        None => None,
+    };
 
     // Decode after a 16-token prompt, and after the longest prompt that fits.
     let decode = |prompt_len: usize| -> Result<f64> {
@@ -606,22 +610,19 @@ fn bench(a: BenchArgs) -> Result<()> {
             continue;
         }
         let tps = decode(p)?;
-        let line = match cuda_info {
-            Some((bw, _, _, _, _)) => {
-                let bytes = engine.with_backend(|b| {
-                    b.as_any_mut().downcast_mut::<CudaBackend>().map(|cb| cb.decode_bytes(p + a.decode_tokens / 2))
-                });
-                let bytes = bytes.unwrap_or(0) as f64;
-                let floor_tps = bw / bytes;
+        let bytes = engine.with_measure(|m| m.decode_step_bytes(p + a.decode_tokens / 2));
+        let line = match (bw, bytes) {
+            (Some(bw), Some(bytes)) => {
+                let floor_tps = bw / bytes as f64;
                 format!(
                     "decode:  {tps:.1} tok/s = {:.3} ms/token after a {p}-token prompt ({} tokens) | {:.0} GB/s | {:.1}% of the floor ({floor_tps:.0} tok/s)",
                     1e3 / tps,
                     a.decode_tokens,
-                    bytes * tps / 1e9,
+                    bytes as f64 * tps / 1e9,
                     100.0 * tps / floor_tps
                 )
             }
-            None => format!("decode:  {tps:.2} tok/s = {:.1} ms/token after a {p}-token prompt", 1e3 / tps),
+            _ => format!("decode:  {tps:.2} tok/s = {:.1} ms/token after a {p}-token prompt", 1e3 / tps),
         };
         eprintln!("{line}");
         decode_rows.push(serde_json::json!({"prompt": p, "tokens": a.decode_tokens, "tok_s": tps}));
@@ -648,20 +649,12 @@ fn bench(a: BenchArgs) -> Result<()> {
             v.push(stats.time_to_first_token.as_secs_f64() * 1e3);
         }
         let ms = median(v);
-        // The GPU's own time for the same work, to tell kernel time from launch cost.
-        let gpu_ms = engine.with_backend(|b| -> Result<Option<f64>> {
-            if p < 2 || p > engine::engine::EngineOptions::default().prefill_chunk {
-                return Ok(None);
-            }
-            let mut cache = b.new_cache(p + 1)?;
-            match b.as_any_mut().downcast_mut::<CudaBackend>() {
-                Some(cb) => {
-                    cb.time_prefill(&mut *cache, &ids)?;
-                    Ok(Some(cb.time_prefill(&mut *cache, &ids)?))
-                }
-                None => Ok(None),
-            }
-        })?;
+        // The device's own time for the same work, to tell kernel time from launch cost.
+        let gpu_ms = if (2..=engine.prefill_chunk()).contains(&p) {
+            engine.with_measure(|m| m.time_prefill(&ids)).transpose()?
+        } else {
+            None
+        };
         let gpu_note = gpu_ms.map(|g| format!(", of which {g:.2} ms GPU time")).unwrap_or_default();
         eprintln!("ttft:    {ms:.2} ms for a {p}-token prompt ({:.0} tok/s prefill{gpu_note})", p as f64 / ms * 1e3);
         ttft_rows.push(serde_json::json!({"prompt": p, "ms": ms}));
@@ -669,40 +662,45 @@ fn bench(a: BenchArgs) -> Result<()> {
     put("time_to_first_token", ttft_rows.into());
 
     if a.breakdown {
-        if let Some((bw, ..)) = cuda_info {
-            for pos in [16usize, 2048].into_iter().filter(|&p| p < ctx) {
-                let rows = engine.with_backend(|b| -> Result<_> {
-                    let mut cache = b.new_cache(ctx)?;
-                    let cb = b.as_any_mut().downcast_mut::<CudaBackend>().expect("checked above");
-                    cb.profile_decode_step(&mut *cache, pos, 1, a.reps.max(5))
-                })?;
-                let total: f64 = rows.iter().map(|r| r.ms).sum();
-                eprintln!("\nper-kernel breakdown of one decode step at context {} (kernels launched one by one, events between):", pos + 1);
-                eprintln!(
-                    "  {:<40} {:>8} {:>10} {:>7} {:>10} {:>9}",
-                    "kernel", "launches", "time ms", "share", "GB/s", "% of bw"
-                );
-                let mut out_rows = Vec::new();
-                for r in &rows {
-                    let gbs = r.bytes as f64 / (r.ms / 1e3) / 1e9;
+        match bw {
+            Some(bw) => {
+                for pos in [16usize, 2048].into_iter().filter(|&p| p < ctx) {
+                    let rows = engine
+                        .with_measure(|m| m.profile_decode_step(pos, 1, a.reps.max(5)))
+                        .transpose()?
+                        .unwrap_or_default();
+                    let total: f64 = rows.iter().map(|r| r.ms).sum();
+                    eprintln!("\nper-kernel breakdown of one decode step at context {} (kernels launched one by one, events between):", pos + 1);
                     eprintln!(
-                        "  {:<40} {:>8} {:>10.4} {:>6.1}% {:>10.0} {:>8.1}%",
-                        r.kernel,
-                        r.launches,
-                        r.ms,
-                        100.0 * r.ms / total,
-                        gbs,
-                        100.0 * gbs * 1e9 / bw
+                        "  {:<40} {:>8} {:>10} {:>7} {:>10} {:>9}",
+                        "kernel", "launches", "time ms", "share", "GB/s", "% of bw"
                     );
-                    out_rows.push(
-                        serde_json::json!({"kernel": r.kernel, "launches": r.launches, "ms": r.ms, "bytes": r.bytes}),
+                    let mut out_rows = Vec::new();
+                    for r in &rows {
+                        let gbs = r.bytes as f64 / (r.ms / 1e3) / 1e9;
+                        eprintln!(
+                            "  {:<40} {:>8} {:>10.4} {:>6.1}% {:>10.0} {:>8.1}%",
+                            r.kernel,
+                            r.launches,
+                            r.ms,
+                            100.0 * r.ms / total,
+                            gbs,
+                            100.0 * gbs * 1e9 / bw
+                        );
+                        out_rows.push(
+                            serde_json::json!({"kernel": r.kernel, "launches": r.launches, "ms": r.ms, "bytes": r.bytes}),
+                        );
+                    }
+                    eprintln!(
+                        "  {:<40} {:>8} {:>10.4}",
+                        "total",
+                        rows.iter().map(|r| r.launches).sum::<usize>(),
+                        total
                     );
+                    put(&format!("breakdown_ctx_{}", pos + 1), out_rows.into());
                 }
-                eprintln!("  {:<40} {:>8} {:>10.4}", "total", rows.iter().map(|r| r.launches).sum::<usize>(), total);
-                put(&format!("breakdown_ctx_{}", pos + 1), out_rows.into());
             }
-        } else {
-            eprintln!("breakdown: only on the CUDA backend");
+            None => eprintln!("breakdown: only on the CUDA backend"),
         }
     }
     if a.json {

@@ -1,0 +1,392 @@
+//! Every kernel of the module as a typed handle, and the `#[repr(C)]` mirror of each kernel's parameter struct
+//! (`ptx/kernels/*.cu`), field for field.
+//!
+//! A kernel takes exactly one parameter, a C struct; here each struct is declared once (the `kernel_params!` list)
+//! and each kernel name is paired with its struct once (the `kernels!` list), so `Gpu::launch(&k.attn_decode, ..)`
+//! only compiles with an `AttnParams`. Device addresses are typed ([`DevPtr`]`<f16>` for `__half*`, ...), so a
+//! buffer of the wrong element type does not compile either. The tests pin every struct against its C declaration
+//! (names, order, types) and against the parameter size the compiled PTX declares.
+
+use std::sync::Arc;
+
+use cudarc::driver::CudaModule;
+use half::f16;
+
+use super::driver::{dev_err, DevPtr, DeviceLimits, Kernel, KernelParams};
+use super::shapes;
+use crate::error::Result;
+
+/// Declares each parameter struct with its C source file; see the module comment.
+macro_rules! kernel_params {
+    ($( $(#[$doc:meta])* $file:literal struct $name:ident { $( $(#[$fdoc:meta])* $field:ident: $ty:ty, )* } )*) => {
+        $(
+            $(#[$doc])*
+            #[repr(C)]
+            #[derive(Debug, Clone, Copy, Default)]
+            pub(crate) struct $name { $( $(#[$fdoc])* pub $field: $ty, )* }
+            // SAFETY: `#[repr(C)]` with the C struct's fields in its order and of its sizes: the tests below check
+            // this against the struct in `$file` and the parameter size in the compiled PTX.
+            unsafe impl KernelParams for $name {}
+        )*
+        /// (C file, struct, [(field, Rust type)], size) of every parameter struct, for the layout tests.
+        #[cfg(test)]
+        const PARAM_STRUCTS: &[(&str, &str, &[(&str, &str)], usize)] = &[$((
+            $file,
+            stringify!($name),
+            &[$((stringify!($field), stringify!($ty))),*],
+            std::mem::size_of::<$name>(),
+        )),*];
+    };
+}
+
+/// Declares the kernel table: each field a kernel of the module paired with its parameter struct.
+macro_rules! kernels {
+    ($( $(#[$doc:meta])* $field:ident: $params:ident = $name:path, )*) => {
+        /// Every kernel of the engine's module, resolved once when the module loads.
+        pub(crate) struct Kernels { $( $(#[$doc])* pub $field: Kernel<$params>, )* }
+
+        impl Kernels {
+            fn functions(module: &Arc<CudaModule>) -> Result<Kernels> {
+                Ok(Kernels { $(
+                    $field: Kernel::new(
+                        module.load_function($name).map_err(|e| dev_err(&format!("kernel {}", $name), e))?,
+                    ),
+                )* })
+            }
+        }
+
+        /// (kernel, parameter struct, its size) of every kernel, for the layout tests.
+        #[cfg(test)]
+        const KERNEL_PARAMS: &[(&str, &str, usize)] =
+            &[$(($name, stringify!($params), std::mem::size_of::<$params>())),*];
+    };
+}
+
+kernel_params! {
+    /// The decode GEMV kernels' parameters: one struct for every variant (`int4.cuh`); fields a variant does not
+    /// use are ignored.
+    "int4.cuh" struct GemvParams {
+        qw: DevPtr<[u32; 4]>,
+        sz: DevPtr<u32>,
+        perm: DevPtr<u32>,
+        col_map: DevPtr<u32>,
+        x: DevPtr<f32>,
+        x16: DevPtr<f16>,
+        norm_w: DevPtr<f16>,
+        ssq: DevPtr<f32>,
+        y: DevPtr<f32>,
+        ssq_out: DevPtr<f32>,
+        out16: DevPtr<f16>,
+        k_cache: DevPtr<f16>,
+        v_cache: DevPtr<f16>,
+        rope_cos: DevPtr<f32>,
+        rope_sin: DevPtr<f32>,
+        pos: DevPtr<u32>,
+        k: u32,
+        k_pad: u32,
+        n_pad: u32,
+        groups: u32,
+        group_size: u32,
+        tiles_per_block: u32,
+        n_ssq: u32,
+        eps: f32,
+        ctx: u32,
+        head_dim: u32,
+        q_dim: u32,
+        kv_dim: u32,
+        chunk_shift: u32,
+    }
+
+    /// The prefill GEMM kernels' parameters (`gemm_int4.cu`, `gemm_small.cu`).
+    "int4.cuh" struct GemmParams {
+        qw: DevPtr<[u32; 4]>,
+        sz: DevPtr<u32>,
+        col_map: DevPtr<u32>,
+        a: DevPtr<f16>,
+        y32: DevPtr<f32>,
+        y16: DevPtr<f16>,
+        part: DevPtr<f32>,
+        counters: DevPtr<u32>,
+        m: u32,
+        k: u32,
+        k_pad: u32,
+        n_pad: u32,
+        groups: u32,
+        group_size: u32,
+        lda: u32,
+        ldy: u32,
+        k_splits: u32,
+    }
+
+    /// Attention, decode and prefill.
+    "attention.cu" struct AttnParams {
+        q: DevPtr<f16>,
+        k_cache: DevPtr<f16>,
+        v_cache: DevPtr<f16>,
+        out: DevPtr<f16>,
+        part_o: DevPtr<f32>,
+        part_ml: DevPtr<f32>,
+        counters: DevPtr<u32>,
+        pos: DevPtr<u32>,
+        heads: u32,
+        kv_heads: u32,
+        head_dim: u32,
+        ctx: u32,
+        splits: u32,
+        scale_log2: f32,
+        rows: u32,
+    }
+
+    /// The fp16 lm_head with the final norm in front and the argmax behind.
+    "lm_head.cu" struct LmHeadParams {
+        w: DevPtr<f16>,
+        x: DevPtr<f32>,
+        norm_w: DevPtr<f16>,
+        logits: DevPtr<f32>,
+        part_val: DevPtr<f32>,
+        part_idx: DevPtr<u32>,
+        counter: DevPtr<u32>,
+        token_out: DevPtr<u32>,
+        vocab: u32,
+        k: u32,
+        rows_per_block: u32,
+        eps: f32,
+    }
+
+    /// Token embedding rows into the residual stream.
+    "embed.cu" struct EmbedParams {
+        tokens: DevPtr<u32>,
+        table: DevPtr<f16>,
+        x: DevPtr<f32>,
+        ssq_out: DevPtr<f32>,
+        dim: u32,
+    }
+
+    /// RMSNorm of prefill rows.
+    "norm.cu" struct RmsNormParams {
+        x: DevPtr<f32>,
+        w: DevPtr<f16>,
+        out: DevPtr<f16>,
+        perm: DevPtr<u32>,
+        dim: u32,
+        eps: f32,
+    }
+
+    /// Column permutation of fp16 rows.
+    "norm.cu" struct PermuteParams {
+        input: DevPtr<f16>,
+        out: DevPtr<f16>,
+        perm: DevPtr<u32>,
+        cols: u32,
+    }
+
+    /// Rotary embedding and KV-cache append of prefill rows.
+    "rope.cu" struct RopeParams {
+        qkv: DevPtr<f16>,
+        q_out: DevPtr<f16>,
+        k_cache: DevPtr<f16>,
+        v_cache: DevPtr<f16>,
+        rope_cos: DevPtr<f32>,
+        rope_sin: DevPtr<f32>,
+        pos0: DevPtr<u32>,
+        q_dim: u32,
+        kv_dim: u32,
+        head_dim: u32,
+        ctx: u32,
+    }
+
+    /// SwiGLU of prefill rows.
+    "swiglu.cu" struct SwigluParams {
+        gu: DevPtr<f16>,
+        h: DevPtr<f16>,
+        perm: DevPtr<u32>,
+        inter: u32,
+    }
+
+    /// The greedy step's bookkeeping: record the token, advance the position.
+    "decode.cu" struct DecodeAdvanceParams {
+        pos: DevPtr<u32>,
+        token: DevPtr<u32>,
+        ring: DevPtr<u32>,
+        ring_len: u32,
+    }
+
+    /// Fill a buffer with one 32-bit value (tests poison outputs with NaN bits).
+    "util.cu" struct FillParams {
+        p: DevPtr<u32>,
+        n: u64,
+        value: u32,
+    }
+
+    /// The copy-bandwidth probe.
+    "util.cu" struct CopyParams {
+        src: DevPtr<[u32; 4]>,
+        dst: DevPtr<[u32; 4]>,
+        n16: u64,
+    }
+}
+
+use engine_ptx::kernels as name;
+
+kernels! {
+    /// Tests poison outputs with it before each launch.
+    #[cfg_attr(not(test), allow(dead_code))]
+    fill_u32: FillParams = name::FILL_U32,
+    copy_bw: CopyParams = name::COPY_BYTES_READ_BW,
+    embed: EmbedParams = name::EMBED_TOKENS,
+    rmsnorm_rows: RmsNormParams = name::RMSNORM_ROWS,
+    permute_cols: PermuteParams = name::PERMUTE_COLS,
+    rope_kv_rows: RopeParams = name::ROPE_KV_ROWS,
+    swiglu_rows: SwigluParams = name::SWIGLU_ROWS,
+    gemv_qkv: GemvParams = name::GEMV_INT4_QKV,
+    gemv_gate_up: GemvParams = name::GEMV_INT4_GATE_UP,
+    gemv_residual: GemvParams = name::GEMV_INT4_RESIDUAL,
+    gemv_residual_wide: GemvParams = name::GEMV_INT4_RESIDUAL_WIDE,
+    gemv_store: GemvParams = name::GEMV_INT4_STORE,
+    gemv_norm_store: GemvParams = name::GEMV_INT4_NORM_STORE,
+    gemm_store16: GemmParams = name::GEMM_INT4_STORE16,
+    gemm_residual: GemmParams = name::GEMM_INT4_RESIDUAL,
+    gemm_store32: GemmParams = name::GEMM_INT4_STORE32,
+    gemm128_store16: GemmParams = name::GEMM128_INT4_STORE16,
+    gemm128_residual: GemmParams = name::GEMM128_INT4_RESIDUAL,
+    gemm128_store32: GemmParams = name::GEMM128_INT4_STORE32,
+    gemm_small_store16: GemmParams = name::GEMM_SMALL_INT4_STORE16,
+    gemm_small_residual: GemmParams = name::GEMM_SMALL_INT4_RESIDUAL,
+    attn_decode: AttnParams = name::ATTN_DECODE,
+    attn_prefill: AttnParams = name::ATTN_PREFILL,
+    attn_prefill_tc64: AttnParams = name::ATTN_PREFILL_TC64,
+    attn_prefill_tc128: AttnParams = name::ATTN_PREFILL_TC128,
+    lm_head: LmHeadParams = name::LM_HEAD_F16,
+    decode_advance: DecodeAdvanceParams = name::DECODE_ADVANCE,
+}
+
+impl Kernels {
+    /// Resolve every kernel of `module` and raise the shared-memory limits of those that take more than the
+    /// default 48 KB, as far as the card allows.
+    pub fn load(module: &Arc<CudaModule>, limits: &DeviceLimits) -> Result<Kernels> {
+        let k = Kernels::functions(module)?;
+        // The GEMVs and lm_head stage their input in shared memory: K × 2 (or × 4) bytes, up to the card's limit.
+        let staged = shapes::GEMV_MAX_SMEM_BYTES.min(limits.smem_per_block);
+        for f in
+            [&k.gemv_qkv, &k.gemv_gate_up, &k.gemv_residual, &k.gemv_residual_wide, &k.gemv_store, &k.gemv_norm_store]
+        {
+            f.set_max_dynamic_smem(staged)?;
+        }
+        k.lm_head.set_max_dynamic_smem(staged)?;
+        for f in [&k.gemm_store16, &k.gemm_residual, &k.gemm_store32] {
+            f.set_max_dynamic_smem(shapes::gemm_smem_bytes(64))?;
+        }
+        // Exactly what they take (69632 bytes for head_dim 128, more than the default 48 KB).
+        k.attn_prefill_tc64.set_max_dynamic_smem(shapes::attn_prefill_tc_smem_bytes(64))?;
+        k.attn_prefill_tc128.set_max_dynamic_smem(shapes::attn_prefill_tc_smem_bytes(128))?;
+        if shapes::gemm128_fits(limits) {
+            for f in [&k.gemm128_store16, &k.gemm128_residual, &k.gemm128_store32] {
+                f.set_max_dynamic_smem(shapes::GEMM128_SMEM_BYTES)?;
+                // Two blocks per SM need 2 × 106 KB of the SM's unified L1 / shared memory: ask for the largest
+                // shared-memory carveout rather than leave the split to the driver (the L1 left over is enough,
+                // A and the weights bypass L1 anyway).
+                f.prefer_shared_memory()?;
+            }
+        }
+        k.gemm_small_store16.set_max_dynamic_smem(shapes::GEMM_SMALL_MAX_SMEM_BYTES)?;
+        k.gemm_small_residual.set_max_dynamic_smem(shapes::GEMM_SMALL_MAX_SMEM_BYTES)?;
+        Ok(k)
+    }
+
+    /// The prefill attention kernel `shapes::attn_prefill` chose.
+    pub fn attn_prefill_kernel(&self, which: shapes::AttnPrefill) -> &Kernel<AttnParams> {
+        match which {
+            shapes::AttnPrefill::Tc64 => &self.attn_prefill_tc64,
+            shapes::AttnPrefill::Tc128 => &self.attn_prefill_tc128,
+            shapes::AttnPrefill::PerRow => &self.attn_prefill,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel_source(file: &str) -> String {
+        let path = format!("{}/../ptx/kernels/{file}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// (field, C type without `const`, size) of `struct {name}` in `source`, one declaration per line.
+    fn c_fields(source: &str, name: &str) -> Vec<(String, String, usize)> {
+        let start = source.find(&format!("struct {name} {{")).unwrap_or_else(|| panic!("struct {name} not found"));
+        let body = &source[start..];
+        let body = &body[body.find('{').unwrap() + 1..body.find("};").unwrap()];
+        body.lines()
+            .map(|l| l.split("//").next().unwrap().trim())
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let l = l.trim_end_matches(';');
+                let (ty, field) = l.rsplit_once(' ').unwrap_or_else(|| panic!("{name}: cannot read `{l}`"));
+                let pointer = ty.ends_with('*') || field.starts_with('*');
+                let ty = ty.trim_start_matches("const ").trim_end_matches('*').trim().to_string();
+                let ty = if pointer { format!("{ty}*") } else { ty };
+                let size = if pointer || ty == "uint64_t" { 8 } else { 4 };
+                (field.trim_start_matches('*').to_string(), ty, size)
+            })
+            .collect()
+    }
+
+    /// The Rust type that mirrors a C field type.
+    fn rust_type_of(c: &str) -> &'static str {
+        match c {
+            "__half*" => "DevPtr<f16>",
+            "float*" => "DevPtr<f32>",
+            "uint32_t*" => "DevPtr<u32>",
+            "uint4*" => "DevPtr<[u32; 4]>",
+            "uint32_t" => "u32",
+            "uint64_t" => "u64",
+            "float" => "f32",
+            other => panic!("no Rust mirror for C type `{other}`: extend kernels.rs's tests"),
+        }
+    }
+
+    #[test]
+    fn every_param_struct_mirrors_its_c_struct() {
+        for &(file, name, fields, size) in PARAM_STRUCTS {
+            let c = c_fields(&kernel_source(file), name);
+            // `in` is a Rust keyword; the mirror calls that field `input`.
+            let c_names: Vec<&str> = c.iter().map(|(n, ..)| if n == "in" { "input" } else { n.as_str() }).collect();
+            let rust_names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
+            assert_eq!(c_names, rust_names, "{name}: the Rust mirror's fields differ from {file}");
+            for ((field, c_ty, _), (_, rust_ty)) in c.iter().zip(fields.iter()) {
+                let rust_ty: String = rust_ty.split_whitespace().collect::<Vec<_>>().join(" ").replace(" <", "<");
+                let rust_ty = rust_ty.replace("< ", "<").replace(" >", ">").replace("[ ", "[").replace(" ]", "]");
+                assert_eq!(rust_ty, rust_type_of(c_ty), "{name}.{field}: C type {c_ty}");
+            }
+            // Natural alignment, padded to the largest member (8 bytes: every struct holds a pointer or u64).
+            let mut c_size = 0usize;
+            for (.., s) in &c {
+                c_size = c_size.next_multiple_of(*s) + s;
+            }
+            assert_eq!(c_size.next_multiple_of(8), size, "{name}: size");
+        }
+    }
+
+    #[test]
+    fn every_kernel_takes_its_param_struct_as_the_ptx_declares_it() {
+        // Every kernel of the module has a typed handle, and nothing else does.
+        let mut listed: Vec<&str> = KERNEL_PARAMS.iter().map(|(k, ..)| *k).collect();
+        let mut all = engine_ptx::kernels::ALL.to_vec();
+        listed.sort();
+        all.sort();
+        assert_eq!(listed, all, "the kernel table and engine_ptx::kernels::ALL differ");
+        for (module, ptx) in [("sm80", engine_ptx::PTX_SM80), ("sm90a", engine_ptx::PTX_SM90A)] {
+            for &(kernel, params, size) in KERNEL_PARAMS {
+                let entry = format!(".visible .entry {kernel}(");
+                let at = ptx.find(&entry).unwrap_or_else(|| panic!("{module}: no {entry}"));
+                let decl = &ptx[at + entry.len()..];
+                let decl = &decl[..decl.find(')').unwrap()];
+                let params_declared: Vec<&str> = decl.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+                assert_eq!(params_declared.len(), 1, "{module} {kernel}: one parameter expected, got {decl}");
+                let want = format!(".param .align 8 .b8 {kernel}_param_0[{size}]");
+                assert_eq!(params_declared[0], want, "{module} {kernel}: the PTX parameter is not a {params}");
+            }
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! Launch shapes: how many blocks of how many threads with how much shared memory each kernel runs with, and the
+//! choices behind them (tile sizes, split-K counts). Pure arithmetic on the problem's sizes and the card's limits,
+//! so every choice is unit-tested here and `step.rs` only says what runs.
+
+use engine_format::plan::{self, GEMM_SPLIT_ROWS, STEP_K, TILE_N};
+
+use super::driver::{DeviceLimits, Launch};
+use super::tuning::Tuning;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Decode GEMV and lm_head
+
+/// Threads of the GEMV (8 warps) and lm_head kernels (`WARPS` in gemv_int4.cu and lm_head.cu).
+pub const GEMV_THREADS: u32 = 256;
+/// Warps of the wide residual GEMV (`WIDE_WARPS` in gemv_int4.cu).
+pub const GEMV_WIDE_WARPS: u32 = 16;
+/// The most dynamic shared memory a GEMV may stage its input in (K × 2 bytes plus the per-warp sums).
+pub const GEMV_MAX_SMEM_BYTES: u32 = 160 * 1024;
+/// Vocabulary rows per lm_head block (8 warps × 4 rows).
+pub const LM_HEAD_ROWS: u32 = 32;
+
+/// Grid and tiles per block of a GEMV over `tiles` slot tiles: as few tiles per block as give the card
+/// `blocks_per_sm` blocks per SM. More blocks than fit at once is deliberate: a block that finishes frees its slot
+/// for one that starts streaming at once, and the kernel is bound by memory latency, so more independent blocks
+/// keep more loads in flight.
+pub fn gemv_grid(tiles: u32, sm_count: u32, blocks_per_sm: u32) -> (u32, u32) {
+    let blocks = (sm_count * blocks_per_sm).max(1);
+    let tpb = tiles.div_ceil(blocks).max(1);
+    (tiles.div_ceil(tpb), tpb)
+}
+
+/// Dynamic shared memory of a GEMV with `warps` warps over K padded to `k_pad`: the staged input and the per-warp
+/// sums.
+pub fn gemv_smem(k_pad: u32, warps: u32) -> u32 {
+    k_pad * 2 + (warps * 16 + warps) * 4
+}
+
+/// The launch of a GEMV over `tiles` tiles of K `k_pad` with `warps` warps per block, and its tiles per block.
+pub fn gemv(tiles: u32, k_pad: u32, warps: u32, limits: &DeviceLimits, tuning: &Tuning) -> (Launch, u32) {
+    let (grid, tiles_per_block) = gemv_grid(tiles, limits.sm_count, tuning.gemv_blocks_per_sm);
+    (Launch::new(grid, warps * 32, gemv_smem(k_pad, warps)), tiles_per_block)
+}
+
+/// Warps of the residual GEMV (o/down) over `tiles` tiles: 16 where the projection has fewer than 4 tiles per SM
+/// (more load chains per SM for a latency-bound kernel; measured in BENCHMARKS.md), else 8.
+pub fn residual_gemv_warps(tiles: u32, limits: &DeviceLimits, tuning: &Tuning) -> u32 {
+    if tuning.gemv_wide && tiles < 4 * limits.sm_count {
+        GEMV_WIDE_WARPS
+    } else {
+        GEMV_THREADS / 32
+    }
+}
+
+/// lm_head over a vocabulary of `vocab` rows of `hidden`: the f32 input row is staged in shared memory.
+pub fn lm_head(vocab: u32, hidden: u32) -> Launch {
+    Launch::new(vocab.div_ceil(LM_HEAD_ROWS), GEMV_THREADS, hidden * 4)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Row kernels
+
+/// One block of 256 threads per row (embedding, RMSNorm, column permutation).
+pub fn per_row(rows: u32) -> Launch {
+    Launch::new(rows, 256, 0)
+}
+
+/// `rope_kv_rows`: one block per row and 4 of its q / k / v heads (`ROPE_HEADS` in rope.cu) of 64 threads.
+pub fn rope(rows: u32, heads: usize, kv_heads: usize) -> Launch {
+    Launch::new((rows, (heads + 2 * kv_heads).div_ceil(4) as u32), 256, 0)
+}
+
+/// `swiglu_rows`: one thread per 8 output columns, 256 threads per block.
+pub fn swiglu(rows: u32, inter: u32) -> Launch {
+    Launch::new((rows, inter.div_ceil(2048)), 256, 0)
+}
+
+/// `decode_advance`: one thread.
+pub fn single_thread() -> Launch {
+    Launch::new(1, 1, 0)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Attention
+
+/// Split-K decode attention: one block of 128 threads per (head, split).
+pub fn attn_decode(heads: u32, splits: u32) -> Launch {
+    Launch::new((heads, splits), 128, 0)
+}
+
+/// Query rows per block of `attn_prefill_tc{64,128}`.
+pub const ATTN_TC_ROWS: u32 = 64;
+
+/// Shared memory of `attn_prefill_tc{64,128}`: `sizeof(attn_tc::Smem<D>)` = K and V tiles of 64 positions ×
+/// (head_dim + 8) halves, double-buffered.
+pub const fn attn_prefill_tc_smem_bytes(head_dim: u32) -> u32 {
+    4 * 64 * (head_dim + 8) * 2
+}
+
+/// Which prefill attention kernel runs: the tensor-core one for head_dim 64 and 128 (every real model), the
+/// per-row one for the other head sizes (the tiny test models' 8 and 16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttnPrefill {
+    Tc64,
+    Tc128,
+    PerRow,
+}
+
+pub fn attn_prefill(head_dim: u32, heads: u32, rows: u32) -> (AttnPrefill, Launch) {
+    match head_dim {
+        64 | 128 => {
+            let which = if head_dim == 64 { AttnPrefill::Tc64 } else { AttnPrefill::Tc128 };
+            (which, Launch::new((heads, rows.div_ceil(ATTN_TC_ROWS)), 128, attn_prefill_tc_smem_bytes(head_dim)))
+        }
+        _ => (AttnPrefill::PerRow, Launch::new((heads, rows), 128, 0)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Prefill GEMMs
+
+/// `sizeof(gemm::Smem<BM>)` for a row tile of `bm` rows: A 4×BM×72 halves + raw W 4×4×32 uint4 + scales 4×128
+/// words + dequantized W 64×72 halves (4 pipeline stages).
+pub const fn gemm_smem_bytes(bm: u32) -> u32 {
+    4 * bm * 72 * 2 + 4 * 4 * 32 * 16 + 4 * 128 * 4 + 64 * 72 * 2
+}
+
+/// Shared memory of `gemm128_int4_*`: `sizeof(gemm::SmemBig)` = A 3×128×72 halves + dequantized W 2×128×72
+/// halves + raw W 3×8×32 uint4 + scales 3×256 words (3 pipeline stages, a double-buffered dequantized tile). The
+/// kernel source `static_assert`s the same number.
+pub const GEMM128_SMEM_BYTES: u32 = 3 * 128 * 72 * 2 + 2 * 128 * 72 * 2 + 3 * 8 * 32 * 16 + 3 * 256 * 4;
+// Two blocks per SM on sm_90: 228 KB of shared memory per SM, each block also holding its 16 static bytes and the
+// 1 KB the system reserves per block.
+const _: () = assert!(2 * (GEMM128_SMEM_BYTES + 16 + 1024) <= 228 * 1024);
+
+/// Whether one block of the 128 × 128 tile fits the card: sm_80 and sm_90 grant its shared memory (plus the
+/// kernel's 16 static bytes, the split-K flag), sm_86 / sm_89 (99 KB per block) do not.
+pub fn gemm128_fits(limits: &DeviceLimits) -> bool {
+    limits.smem_per_block >= GEMM128_SMEM_BYTES + 16
+}
+
+/// Blocks of the 128 × 128 tile one SM holds at once, as its shared memory allows (2 on sm_90, 1 on sm_80): each
+/// resident block also costs the SM 1 KB that the system reserves.
+pub fn gemm128_blocks_per_sm(limits: &DeviceLimits) -> u32 {
+    (limits.smem_per_sm / (GEMM128_SMEM_BYTES + 16 + 1024)).clamp(1, 2)
+}
+
+/// K steps (64 rows) per split of `gemm_small_int4_*`: ceil(steps / splits) rounded up to even, as the kernel
+/// computes it (`gsmall::per_split_steps`; a warp walks its split two steps at a time).
+pub const fn gemm_small_per_split(steps: u32, splits: u32) -> u32 {
+    steps.div_ceil(splits).next_multiple_of(2)
+}
+
+/// Shared memory of `gemm_small_int4_*`: the 16 staged rows of A over one split's K range, each row padded by 64
+/// bytes (`gsmall::stage_a`).
+pub const fn gemm_small_smem_bytes(steps: u32, splits: u32) -> u32 {
+    16 * (gemm_small_per_split(steps, splits) * 128 + 64)
+}
+
+/// The most K steps per split the launch code gives `gemm_small_int4_*`: 46 keeps its shared memory at
+/// [`GEMM_SMALL_MAX_SMEM_BYTES`] = 95232 bytes, under the 99 KB a block may have on sm_86/sm_89 and small enough
+/// for two blocks per SM on sm_80/sm_90.
+pub const GEMM_SMALL_MAX_STEPS_PER_SPLIT: u32 = 46;
+pub const GEMM_SMALL_MAX_SMEM_BYTES: u32 = 16 * (GEMM_SMALL_MAX_STEPS_PER_SPLIT * 128 + 64);
+
+/// Which GEMM kernel family a prefill chunk uses, by rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmTile {
+    /// Chunks of at most 16 rows (`gemm_small_int4_*`): weights streamed like the GEMV straight into mma operands;
+    /// each block owns `tiles_per_block` 16-slot tiles (its 8 warps take every 8th) and one of `splits` ranges of K.
+    Small { tiles_per_block: u32, splits: u32 },
+    /// 64 × 64, 128 threads (`gemm_int4_*`).
+    Rows64,
+    /// 128 × 128, 256 threads, two blocks per SM on sm_90 (`gemm128_int4_*`): chunks of at least
+    /// [`GEMM128_MIN_ROWS`] rows, where the 64 × 64 tile is bound by its shared-memory traffic and barriers rather
+    /// than by the tensor cores.
+    Rows128,
+}
+
+/// Rows from which a prefill GEMM uses the 128 × 128 tile. Below, a 128-row tile would be mostly padding.
+pub const GEMM128_MIN_ROWS: u32 = 128;
+
+impl GemmTile {
+    /// The tile for `m` rows of a GEMM over `tiles` slot tiles and `steps` K steps: `gemm_small` for at most 16
+    /// rows when a shape fits, the 128 × 128 tile from 128 rows when `gemm128` (the card allows it and the tuning
+    /// wants it), else the 64 × 64 tile.
+    pub fn choose(m: u32, tiles: u32, steps: u32, sm_count: u32, gemm128: bool) -> GemmTile {
+        if m <= 16 {
+            if let Some(t) = gemm_small_shape(tiles, steps, m, sm_count) {
+                return t;
+            }
+        }
+        if m >= GEMM128_MIN_ROWS && gemm128 {
+            GemmTile::Rows128
+        } else {
+            GemmTile::Rows64
+        }
+    }
+
+    fn rows(self) -> u32 {
+        match self {
+            GemmTile::Small { .. } => 16,
+            GemmTile::Rows64 => 64,
+            GemmTile::Rows128 => 128,
+        }
+    }
+    fn slots(self) -> u32 {
+        match self {
+            GemmTile::Small { tiles_per_block, .. } => tiles_per_block * TILE_N as u32,
+            GemmTile::Rows64 => 64,
+            GemmTile::Rows128 => 128,
+        }
+    }
+    fn threads(self) -> u32 {
+        match self {
+            GemmTile::Small { .. } | GemmTile::Rows128 => 256,
+            GemmTile::Rows64 => 128,
+        }
+    }
+
+    /// The launch over `n_pad` slots, K padded to `k_pad`, `m` rows in `k_splits` splits.
+    pub fn launch(self, n_pad: u32, k_pad: u32, m: u32, k_splits: u32) -> Launch {
+        match self {
+            GemmTile::Small { tiles_per_block, splits } => {
+                let tiles = n_pad / TILE_N as u32;
+                let steps = k_pad / STEP_K as u32;
+                Launch::new((tiles.div_ceil(tiles_per_block), splits), 256, gemm_small_smem_bytes(steps, splits))
+            }
+            GemmTile::Rows64 => {
+                let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
+                Launch::new(grid, self.threads(), gemm_smem_bytes(64))
+            }
+            GemmTile::Rows128 => {
+                let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
+                Launch::new(grid, self.threads(), GEMM128_SMEM_BYTES)
+            }
+        }
+    }
+}
+
+/// Chooses the launch shape of `gemm_small_int4_*` for `m` ≤ 16 rows over `tiles` slot tiles and `steps` K steps
+/// of 64 rows, or `None` when K is too long for any split count the workspace allows (the 64-row GEMM runs then).
+///
+/// The kernel streams the weights like the GEMV; the shape decides the traffic around them, all through L2: each
+/// block stages its rows of A over its K range (4/tiles_per_block of the weights' bytes at 16 rows), and with
+/// split-K each tile's partial sums (1 KB per split) are written and read back once. It also sets two round trips
+/// that the streaming does not hide: staging A (a thread loads 8 of its 16-byte pieces at a time) and the split
+/// reduction of a warp's last tile (4 splits at a time). Among tiles_per_block ∈ {8, 16, 32} (whole tiles for every
+/// warp) and the split counts that leave no split empty, keep a split's A within
+/// [`GEMM_SMALL_MAX_STEPS_PER_SPLIT`] steps and the partials within the workspace, it takes the least estimated
+/// time: the larger of the weights over DRAM and all bytes over L2, stretched by √(2 blocks per SM / blocks) when
+/// the grid is smaller (fewer loads in flight) and by the number of waves of two blocks per SM, plus the round
+/// trips. The rates are estimates for an H100/H200; `gemm_small_int4_time_per_launch` measures every candidate.
+pub fn gemm_small_shape(tiles: u32, steps: u32, m: u32, sm_count: u32) -> Option<GemmTile> {
+    const DRAM_BYTES_PER_US: f64 = 3.0e6; // what the GEMV streams at
+    const L2_BYTES_PER_US: f64 = 6.0e6;
+    const ROUND_TRIP_US: f64 = 0.5; // one L2 round trip under load
+    let m = m.clamp(1, 16) as f64;
+    let resident = 2 * sm_count.max(1) as u64;
+    let weights = tiles as f64 * steps as f64 * 512.0;
+    // The partials are [splits][tiles][16 rows × 16 slots] floats, whatever m: 16 splits fill the workspace.
+    let max_splits = GEMM_SPLIT_ROWS as u32 / 16;
+    let mut best: Option<(f64, GemmTile)> = None;
+    for tiles_per_block in [8u32, 16, 32] {
+        let columns = tiles.div_ceil(tiles_per_block) as u64;
+        for splits in 1..=max_splits {
+            let per_split = gemm_small_per_split(steps, splits);
+            if per_split > GEMM_SMALL_MAX_STEPS_PER_SPLIT || steps.div_ceil(per_split) != splits {
+                continue;
+            }
+            let blocks = columns * splits as u64;
+            let a_bytes = blocks as f64 * m * per_split as f64 * 128.0;
+            let part_bytes = if splits > 1 { 2.0 * splits as f64 * tiles as f64 * 1024.0 } else { 0.0 };
+            let stream = (weights / DRAM_BYTES_PER_US).max((weights + a_bytes + part_bytes) / L2_BYTES_PER_US);
+            let short = (resident as f64 / blocks as f64).max(1.0).sqrt();
+            let waves = blocks.div_ceil(resident) as f64;
+            let stage = per_split.div_ceil(16) as f64 * ROUND_TRIP_US;
+            let tail = if splits > 1 { splits.div_ceil(4) as f64 * ROUND_TRIP_US } else { 0.0 };
+            let us = stream * short * waves + stage + tail;
+            if best.is_none_or(|(b, _)| us < b) {
+                best = Some((us, GemmTile::Small { tiles_per_block, splits }));
+            }
+        }
+    }
+    best.map(|(_, s)| s)
+}
+
+/// How many blocks along K the 64-row prefill GEMM over `n_pad` slots and K `k_pad` with `m` rows uses: enough
+/// blocks to fill the card a few times over, at least 2 K steps per block, within the split-K workspace.
+pub fn gemm64_splits(n_pad: u32, k_pad: u32, m: u32, sm_count: u32) -> u32 {
+    let base = n_pad.div_ceil(64) * m.div_ceil(64);
+    let want = (4 * sm_count).div_ceil(base);
+    let by_steps = (k_pad / 64 / 2).max(1);
+    let by_space = GEMM_SPLIT_ROWS as u32 / m.max(1);
+    want.min(by_steps).min(by_space).max(1)
+}
+
+/// Fewest K steps (of 64) a split of the 128 × 128 tile gets: the pipeline's prologue loads 3 steps.
+pub const GEMM128_MIN_SPLIT_STEPS: u32 = 4;
+/// What a split-K reduction costs, in K steps of one block (each block writes its 64 KB partial tile, the last one
+/// reads them all back from L2): about 2–4; the larger guess keeps the split for when it clearly pays.
+const GEMM128_REDUCE_STEPS: u32 = 4;
+
+/// K splits for the 128 × 128 tile over `n_pad` slots, `k_pad` rows of K and `m` rows, on a card holding
+/// `resident` such blocks at once (SMs × blocks per SM: 2 on sm_90, where registers and shared memory allow two),
+/// with a split-K workspace of `part_floats` partial sums and `counters` tile counters.
+///
+/// A grid of n_pad/128 × m/128 blocks is small next to the card for narrow projections (o and down of a 7B model:
+/// 32 × 4 = 128 blocks at 512 rows, on 132 SMs that hold 264), so such GEMMs split K. The split minimizes
+/// waves × (steps per split + the reduction's cost), where a wave is one set of resident blocks: it fills idle SMs,
+/// and adds a wave only where shorter blocks more than pay for it (ties go to fewer splits). The workspace holds
+/// `GEMM_SPLIT_ROWS` rows of the widest projection, so narrow projections can split 512-row chunks (2 × 512 × 4096
+/// partials fit); wide ones at 512 rows (q/k/v, gate/up: 384 and 688 blocks) already fill the card, and stay
+/// unsplit.
+pub fn gemm128_splits(resident: u32, n_pad: u32, k_pad: u32, m: u32, part_floats: usize, counters: usize) -> u32 {
+    let base = n_pad.div_ceil(128) * m.div_ceil(128);
+    let resident = resident.max(1);
+    let steps = k_pad / 64;
+    if base == 0 || base as usize > counters {
+        return 1;
+    }
+    let by_steps = (steps / GEMM128_MIN_SPLIT_STEPS).max(1);
+    let by_space = (part_floats / (m as usize * n_pad as usize).max(1)).min(u32::MAX as usize) as u32;
+    let max = by_steps.min(by_space).max(1);
+    let cost = |s: u32| {
+        let waves = (base * s).div_ceil(resident);
+        waves * (steps.div_ceil(s) + if s > 1 { GEMM128_REDUCE_STEPS } else { 0 })
+    };
+    (1..=max).min_by_key(|&s| (cost(s), s)).unwrap_or(1)
+}
+
+/// The split-K count of a GEMM of `tile` over `n_pad` slots, K `k_pad`, `m` rows, with the workspace `ws`.
+pub fn gemm_splits(
+    tile: GemmTile,
+    n_pad: u32,
+    k_pad: u32,
+    m: u32,
+    limits: &DeviceLimits,
+    ws: &plan::WorkspaceBuffers,
+) -> u32 {
+    match tile {
+        GemmTile::Small { splits, .. } => splits,
+        GemmTile::Rows64 => gemm64_splits(n_pad, k_pad, m, limits.sm_count),
+        GemmTile::Rows128 => {
+            let resident = limits.sm_count * gemm128_blocks_per_sm(limits);
+            gemm128_splits(resident, n_pad, k_pad, m, ws.gemm_partial.len, ws.gemm_counters.len)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The split-K workspace of a 7B-shaped model (`GEMM_SPLIT_ROWS` × the widest projection, gate/up's 22016 slots).
+    const PART: usize = GEMM_SPLIT_ROWS * 22016;
+    const COUNTERS: usize = GEMM_SPLIT_ROWS.div_ceil(64) * 22016usize.div_ceil(64);
+
+    #[test]
+    fn gemm128_splits_fill_the_card_only_where_the_grid_is_small() {
+        // An H200: 132 SMs × 2 blocks.
+        let splits = |n: u32, k: u32, m: u32| gemm128_splits(264, n, k, m, PART, COUNTERS);
+        // 512 rows: o and down (128 blocks) split in two; q/k/v and gate/up (384, 688 blocks) don't.
+        assert_eq!(splits(4096, 4096, 512), 2);
+        assert_eq!(splits(4096, 11008, 512), 2);
+        assert_eq!(splits(12288, 4096, 512), 1);
+        assert_eq!(splits(22016, 4096, 512), 1);
+        // Fewer rows split more, never past the workspace, the counters or 4 steps per split.
+        for m in [128u32, 200, 256, 300, 512, 1000, 2048] {
+            for (n, k) in [(4096u32, 4096u32), (4096, 11008), (12288, 4096), (22016, 4096), (592, 320), (16, 64)] {
+                let s = splits(n, k, m);
+                assert!(s >= 1 && (s == 1 || s as u64 * m as u64 * n as u64 <= PART as u64), "m={m} n={n} k={k}: {s}");
+                assert!(s == 1 || (k / 64) / s >= GEMM128_MIN_SPLIT_STEPS, "m={m} n={n} k={k}: {s}");
+                assert!(s == 1 || (n.div_ceil(128) * m.div_ceil(128)) as usize <= COUNTERS);
+            }
+        }
+        assert!(splits(4096, 4096, 128) > 2);
+        // A tiny K never splits, nor does anything on a workspace without room.
+        assert_eq!(splits(4096, 192, 128), 1);
+        assert_eq!(gemm128_splits(264, 4096, 4096, 512, 0, COUNTERS), 1);
+        assert_eq!(gemm128_splits(264, 4096, 4096, 512, PART, 0), 1);
+        // An A100 (108 SMs × 1 block): o at 512 rows unsplit is 128 blocks, a full wave and one of 20 blocks
+        // (2 × 64 steps); two splits make 3 waves of 32 steps (+ the reduction), which the model prefers.
+        assert_eq!(gemm128_splits(108, 4096, 4096, 512, PART, COUNTERS), 2);
+    }
+
+    #[test]
+    fn gemm_tiles_by_rows() {
+        // At most 16 rows take gemm_small when a shape fits; the 64-row tile is its fallback.
+        let choose = |m: u32, gemm128: bool| GemmTile::choose(m, 256, 64, 132, gemm128);
+        assert!(matches!(choose(1, true), GemmTile::Small { .. }));
+        assert!(matches!(choose(16, true), GemmTile::Small { .. }));
+        assert_eq!(GemmTile::choose(16, 256, 100_000, 132, true), GemmTile::Rows64);
+        assert_eq!(choose(17, true), GemmTile::Rows64);
+        assert_eq!(choose(127, true), GemmTile::Rows64);
+        assert_eq!(choose(128, true), GemmTile::Rows128);
+        assert_eq!(choose(512, true), GemmTile::Rows128);
+        assert_eq!(choose(512, false), GemmTile::Rows64);
+        assert_eq!(GemmTile::Rows128.launch(4096, 4096, 512, 2), Launch::new((32, 4, 2), 256, GEMM128_SMEM_BYTES));
+        assert_eq!(GemmTile::Rows64.launch(4096, 4096, 100, 3), Launch::new((64, 2, 3), 128, gemm_smem_bytes(64)));
+    }
+
+    #[test]
+    fn gemm128_smem_matches_the_kernels_static_assert() {
+        assert_eq!(GEMM128_SMEM_BYTES, 107520);
+        let src =
+            std::fs::read_to_string(format!("{}/../ptx/kernels/gemm_int4.cu", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert!(
+            src.contains(&format!("static_assert(sizeof(SmemBig) == {GEMM128_SMEM_BYTES}")),
+            "gemm_int4.cu's static_assert on sizeof(SmemBig) must name GEMM128_SMEM_BYTES"
+        );
+    }
+
+    #[test]
+    fn gemm_small_split_ranges_are_even_and_cover_k() {
+        for steps in 1..200u32 {
+            for splits in 1..=32u32 {
+                let per = gemm_small_per_split(steps, splits);
+                assert!(per % 2 == 0 && per * splits >= steps, "steps {steps} splits {splits}");
+                assert_eq!(gemm_small_smem_bytes(steps, splits), 16 * (per * 128 + 64));
+            }
+        }
+        assert_eq!(GEMM_SMALL_MAX_SMEM_BYTES, 95232);
+    }
+
+    /// The small-chunk GEMM's launch shapes: within the split-K workspace and the shared memory the driver allows,
+    /// no empty split, a counter for every block column; `None` only where no split count fits K.
+    #[test]
+    fn gemm_small_shapes_fit_the_workspace_and_shared_memory() {
+        for sm in [1u32, 46, 108, 132] {
+            for m in 1..=16u32 {
+                let max_splits = GEMM_SPLIT_ROWS as u32 / 16;
+                for (tiles, steps) in
+                    [(1u32, 1u32), (3, 4), (256, 64), (768, 64), (1376, 64), (256, 172), (4, 700), (9000, 9)]
+                {
+                    let what = format!("sm {sm} m {m} tiles {tiles} steps {steps}");
+                    let Some(shape) = gemm_small_shape(tiles, steps, m, sm) else {
+                        assert!(gemm_small_per_split(steps, max_splits) > GEMM_SMALL_MAX_STEPS_PER_SPLIT, "{what}");
+                        continue;
+                    };
+                    let GemmTile::Small { splits, .. } = shape else { panic!("{what}: {shape:?}") };
+                    let per_split = gemm_small_per_split(steps, splits);
+                    assert!(per_split <= GEMM_SMALL_MAX_STEPS_PER_SPLIT, "{what}");
+                    assert!(gemm_small_smem_bytes(steps, splits) <= GEMM_SMALL_MAX_SMEM_BYTES, "{what}");
+                    assert_eq!(steps.div_ceil(per_split), splits, "{what}: an empty split");
+                    assert!(splits * 16 <= GEMM_SPLIT_ROWS as u32, "{what}: partials past the workspace");
+                    let l = shape.launch(tiles * TILE_N as u32, steps * STEP_K as u32, m, splits);
+                    assert_eq!(l.smem, gemm_small_smem_bytes(steps, splits), "{what}");
+                    let (gx, gy, gz) = l.grid;
+                    assert!(gx <= tiles && gy == splits && gz == 1, "{what}: more block columns than counters");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemv_grids_cover_every_tile() {
+        for tiles in [1u32, 5, 256, 1376, 10000] {
+            for bps in [1u32, 4, 12, 16] {
+                let (grid, tpb) = gemv_grid(tiles, 132, bps);
+                assert!(grid * tpb >= tiles && (grid - 1) * tpb < tiles, "{tiles} {bps}");
+            }
+        }
+    }
+}

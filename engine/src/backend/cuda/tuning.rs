@@ -1,0 +1,119 @@
+//! The CUDA backend's launch choices as an options struct: the defaults are what measured fastest
+//! (BENCHMARKS.md), and experiments change them through the API (`EngineOptions::tuning`) or
+//! `engine-cli bench --tune key=value`. Nothing here is read from the environment.
+
+use crate::error::{Error, Result};
+
+/// Launch choices of the CUDA backend. [`Tuning::default`] is what measured best; the other values exist to
+/// measure alternatives without rebuilding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Programmatic dependent launch (sm_90+): each kernel may start its prologue while the previous one drains.
+    /// Off measured 460.8 instead of 514.2 tok/s on an H100. Ignored below sm_90.
+    pub pdl: bool,
+    /// GEMV blocks per SM the decode grids are sized for, 1..=16 (12: the best of 2, 4, 6, 8, 12 on an H200).
+    pub gemv_blocks_per_sm: u32,
+    /// Residual GEMVs (o/down) with 16 warps per block where the projection has fewer than 4 tiles per SM.
+    pub gemv_wide: bool,
+    /// The 128 × 128 prefill GEMM tile for chunks of at least 128 rows, where the card's shared memory allows it.
+    pub gemm128: bool,
+    /// Load the prebuilt cubin for the card when there is one; off loads the PTX through the driver's JIT
+    /// (seconds on a first run).
+    pub cubin: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning { pdl: true, gemv_blocks_per_sm: 12, gemv_wide: true, gemm128: true, cubin: true }
+    }
+}
+
+/// Every key [`Tuning::set`] takes, with the values it accepts and what it changes.
+pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
+    ("pdl", "on|off", "programmatic dependent launch between kernels (sm_90+)"),
+    ("gemv_blocks_per_sm", "1..=16", "GEMV blocks per SM the decode grids are sized for"),
+    ("gemv_wide", "on|off", "16-warp o/down GEMVs where a projection has fewer than 4 tiles per SM"),
+    ("gemm128", "on|off", "the 128 x 128 prefill GEMM tile for chunks of >= 128 rows"),
+    ("cubin", "on|off", "the prebuilt cubin (off: the PTX through the driver's JIT)"),
+];
+
+impl Tuning {
+    /// Set one knob from `key=value` text (see [`TUNING_KEYS`]); the error names the key and what it accepts.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let flag = |v: &str| match v {
+            "on" | "true" | "1" => Ok(true),
+            "off" | "false" | "0" => Ok(false),
+            _ => Err(Error::InvalidArgument(format!("tuning {key}={v}: expected on or off"))),
+        };
+        match key {
+            "pdl" => self.pdl = flag(value)?,
+            "gemv_wide" => self.gemv_wide = flag(value)?,
+            "gemm128" => self.gemm128 = flag(value)?,
+            "cubin" => self.cubin = flag(value)?,
+            "gemv_blocks_per_sm" => {
+                self.gemv_blocks_per_sm = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|v| (1..=16).contains(v))
+                    .ok_or_else(|| Error::InvalidArgument(format!("tuning {key}={value}: expected 1..=16")))?
+            }
+            _ => {
+                let keys: Vec<&str> = TUNING_KEYS.iter().map(|k| k.0).collect();
+                return Err(Error::InvalidArgument(format!(
+                    "unknown tuning key `{key}`: expected one of {}",
+                    keys.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply comma-separated `key=value` assignments (`"pdl=off,gemv_blocks_per_sm=8"`) to the defaults.
+    pub fn parse(spec: &str) -> Result<Tuning> {
+        let mut t = Tuning::default();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| Error::InvalidArgument(format!("tuning `{item}`: expected key=value")))?;
+            t.set(key.trim(), value.trim())?;
+        }
+        Ok(t)
+    }
+
+    /// The settings as `key=value` text, in [`TUNING_KEYS`] order (what reports print).
+    pub fn describe(&self) -> String {
+        let on = |b: bool| if b { "on" } else { "off" };
+        format!(
+            "pdl={},gemv_blocks_per_sm={},gemv_wide={},gemm128={},cubin={}",
+            on(self.pdl),
+            self.gemv_blocks_per_sm,
+            on(self.gemv_wide),
+            on(self.gemm128),
+            on(self.cubin)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_sets_each_key_and_describe_round_trips() {
+        let t = Tuning::parse("pdl=off, gemv_blocks_per_sm=8,gemv_wide=0,gemm128=false,cubin=off").unwrap();
+        assert_eq!(t, Tuning { pdl: false, gemv_blocks_per_sm: 8, gemv_wide: false, gemm128: false, cubin: false });
+        assert_eq!(Tuning::parse(&t.describe()).unwrap(), t);
+        assert_eq!(Tuning::parse("").unwrap(), Tuning::default());
+        assert_eq!(TUNING_KEYS.len(), t.describe().split(',').count());
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_what_it_takes() {
+        let e = |s: &str| Tuning::parse(s).unwrap_err().to_string();
+        assert!(e("pdl=maybe").contains("pdl=maybe: expected on or off"), "{}", e("pdl=maybe"));
+        assert!(e("gemv_blocks_per_sm=0").contains("expected 1..=16"));
+        assert!(e("gemv_blocks_per_sm=x").contains("expected 1..=16"));
+        assert!(e("warp_speed=9").contains("unknown tuning key `warp_speed`: expected one of pdl,"));
+        assert!(e("pdl").contains("expected key=value"));
+    }
+}
