@@ -217,7 +217,7 @@ pub unsafe extern "C" fn engine_generate(
                 eos_token_id: (!o.ignore_eos).then_some(eos),
             };
 
-            let mut stream = tok.stream_decoder();
+            let mut stream = engine_tools::StreamDecoder::new(tok);
             let mut stops = StopMatcher::new(&o.stops);
             let mut text = String::new();
             let mut stream_err = None;

@@ -137,7 +137,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         eos_token_id: (!a.ignore_eos).then_some(engine.config().eos_token_id),
     };
     let mut session = engine.new_session(None)?;
-    let mut stream = tok.stream_decoder();
+    let mut stream = engine_tools::StreamDecoder::new(tok);
     let mut stops = StopMatcher::new(&a.stop);
     let mut text_out = String::new();
     let mut stdout = std::io::stdout().lock();
