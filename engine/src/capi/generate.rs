@@ -4,11 +4,12 @@
 use std::ffi::{c_char, c_void};
 use std::ptr::addr_of;
 
+use super::args::{check_out, slice_arg, u32_sat};
 use super::model::GeneratingGuard;
 use super::session::{sampler_params_from, with_session, EngineSamplerOptions, EngineSession};
 use super::status::{guard, guard_value, CResult, CapiError, EngineStatus};
 use super::strings::{new_string, str_arg};
-use super::{check_out, slice_arg, u32_sat, EngineToken, ENGINE_NO_TOKEN};
+use super::token::{EngineToken, ENGINE_NO_TOKEN};
 use crate::session::text::{generate_text, TextOptions};
 use crate::session::{GenerateOptions, StopReason};
 
