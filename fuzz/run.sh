@@ -3,11 +3,11 @@
 #
 #   fuzz/run.sh [SECONDS_PER_TARGET]   (default 60)
 #
-# cargo-fuzz needs nightly-only rustc flags (-Zsanitizer=address); RUSTC_BOOTSTRAP=1 unlocks them on stable for this
-# build only (see shared/BUILD-NOTES.md). Seeds are read from fuzz/corpus-seeds/TARGET (committed, never written);
-# inputs libFuzzer finds go to fuzz/corpus/TARGET and crashes to fuzz/artifacts/TARGET (both git-ignored). Turn
-# every crash into a regression test in engine/format/tests before fixing it; a crash of a harness itself (not of
-# the loader) goes into fuzz/corpus-seeds/TARGET as `regression-*`, which every run replays first.
+# cargo-fuzz builds with -Zsanitizer=address, a flag only nightly rustc accepts; RUSTC_BOOTSTRAP=1 (exported below)
+# lets the stable toolchain accept it, for this build only. Seeds are read from fuzz/corpus-seeds/TARGET (committed,
+# never written); inputs libFuzzer finds go to fuzz/corpus/TARGET and crashes to fuzz/artifacts/TARGET (both
+# git-ignored). Turn every crash into a regression test in engine/format/tests before fixing it; a crash of a harness
+# itself (not of the loader) goes into fuzz/corpus-seeds/TARGET as `regression-*`, which every run replays first.
 set -euo pipefail
 
 secs="${1:-60}"

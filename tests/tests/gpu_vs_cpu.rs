@@ -104,12 +104,7 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
 
         // Greedy generation end to end (the GPU's graph replays with the fused argmax): identical tokens, up to
         // the first near tie if there is one.
-        let opts = GenerateOptions {
-            max_new_tokens: 64,
-            sampler: SamplerParams::default(),
-            stop_strings: vec![],
-            eos_token_id: None,
-        };
+        let opts = GenerateOptions { max_new_tokens: 64, sampler: SamplerParams::default(), eos_token_id: None };
         let (tc, _, _) = cpu.new_session(None).unwrap().generate(prompt, &opts, |_| true).unwrap();
         let (tg, _, _) = gpu.new_session(None).unwrap().generate(prompt, &opts, |_| true).unwrap();
         assert_eq!(tc, c_tokens, "{}: CPU greedy generate disagrees with CPU argmax", case.name);

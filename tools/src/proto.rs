@@ -12,8 +12,6 @@
 //! NormalizerSpec denormalizer_spec = 5; }` and
 //! `SentencePiece { string piece = 1; float score = 2; Type type = 3 [default = NORMAL]; }`.
 
-use crate::tokenizer::PieceKind;
-
 /// `ModelProto.pieces`.
 const MODEL_PIECES: u32 = 1;
 /// `ModelProto.trainer_spec`.
@@ -38,6 +36,23 @@ const TYPE_CONTROL: u64 = 3;
 const TYPE_USER_DEFINED: u64 = 4;
 pub(crate) const TYPE_UNUSED: u64 = 5;
 const TYPE_BYTE: u64 = 6;
+
+/// The type of a vocabulary entry (SentencePiece's `ModelProto.SentencePiece.Type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PieceKind {
+    /// Ordinary text piece; `▁` stands for a space.
+    Normal,
+    /// `<unk>`; decodes to ` ⁇ `.
+    Unknown,
+    /// `<s>`, `</s>` and the like; decodes to nothing.
+    Control,
+    /// Always kept whole by the encoder.
+    UserDefined,
+    /// Reserved; never produced by the encoder, decodes to its text.
+    Unused,
+    /// One raw byte of a character outside the vocabulary (byte fallback).
+    Byte(u8),
+}
 
 /// One entry of the piece table, in id order.
 #[derive(Clone, Debug, PartialEq)]

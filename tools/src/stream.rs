@@ -21,7 +21,8 @@
 //! (none of the Baichuan/LLaMA family) rewrite the whole text, so for them the
 //! window is never trimmed: still exact, but quadratic.
 
-use crate::tokenizer::{PieceKind, Tokenizer, TokenizerError};
+use crate::proto::PieceKind;
+use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// Incremental decoder for one generated sequence; see the module docs.
 #[derive(Debug)]
@@ -178,7 +179,7 @@ mod tests {
     /// Streams `ids`, checks the concatenation against `decode`, that the
     /// window stays small, and returns the per-push outputs.
     fn check(t: &Tokenizer, ids: &[u32]) -> Vec<String> {
-        let mut dec = t.stream_decoder();
+        let mut dec = StreamDecoder::new(t);
         let mut outs = Vec::new();
         for &id in ids {
             outs.push(dec.push(id).unwrap());
@@ -228,7 +229,7 @@ mod tests {
     #[test]
     fn bad_id_leaves_state_alone() {
         let t = tok();
-        let mut dec = t.stream_decoder();
+        let mut dec = StreamDecoder::new(&t);
         let ids = t.encode("中龘", false).unwrap();
         let mut out = String::new();
         for &id in &ids[..2] {
@@ -307,7 +308,7 @@ mod tests {
     #[test]
     fn decoder_is_reusable_after_finish() {
         let t = tok();
-        let mut dec = t.stream_decoder();
+        let mut dec = StreamDecoder::new(&t);
         for text in ["first 龘", "second"] {
             let mut out = String::new();
             for id in t.encode(text, true).unwrap() {

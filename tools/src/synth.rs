@@ -8,8 +8,8 @@
 
 use std::collections::HashSet;
 
-use crate::proto::{self, PieceEntry};
-use crate::tokenizer::{PieceKind, Tokenizer, TokenizerError};
+use crate::proto::{self, PieceEntry, PieceKind};
+use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// Largest vocabulary [`padded_tokenizer_model`] will build; real models stay
 /// far below (Baichuan-7B: 64000), and ids must fit SentencePiece's `int`.

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use sentencepiece::SentencePieceProcessor;
 
+// Re-exported here, where users meet it (`Tokenizer::piece_kind`); it is defined with the file format it decodes.
+pub use crate::proto::PieceKind;
 use crate::proto::{self, PieceEntry};
-use crate::stream::StreamDecoder;
 
 /// Baichuan-7B's BOS id, used when the model file does not name a BOS piece.
 pub const BAICHUAN_BOS_ID: u32 = 1;
@@ -56,23 +57,6 @@ pub enum TokenizerError {
     PadTooLarge { requested: usize, max: usize },
 }
 
-/// The type of a vocabulary entry (SentencePiece's `ModelProto.SentencePiece.Type`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PieceKind {
-    /// Ordinary text piece; `▁` stands for a space.
-    Normal,
-    /// `<unk>`; decodes to ` ⁇ `.
-    Unknown,
-    /// `<s>`, `</s>` and the like; decodes to nothing.
-    Control,
-    /// Always kept whole by the encoder.
-    UserDefined,
-    /// Reserved; never produced by the encoder, decodes to its text.
-    Unused,
-    /// One raw byte of a character outside the vocabulary (byte fallback).
-    Byte(u8),
-}
-
 /// A loaded SentencePiece model plus Baichuan's BOS/EOS conventions.
 ///
 /// Thread-safe (`Send + Sync`): the underlying processor is immutable after load.
@@ -82,8 +66,8 @@ pub struct Tokenizer {
     bos_id: u32,
     eos_id: u32,
     unk_id: u32,
-    /// See [`StreamDecoder`]: a piece whose decoded text is non-empty, used as a
-    /// stand-in for the history when decoding a short window. `None` disables
+    /// See the `stream` module: a piece whose decoded text is non-empty, used
+    /// as a stand-in for the history when decoding a short window. `None` disables
     /// windowing (every push re-decodes the whole sequence).
     pub(crate) anchor: Option<Anchor>,
 }
@@ -293,11 +277,6 @@ impl Tokenizer {
     /// What kind of piece `id` is.
     pub fn piece_kind(&self, id: u32) -> Result<PieceKind, TokenizerError> {
         self.pieces.get(id as usize).map(|p| p.kind).ok_or_else(|| self.out_of_range(id))
-    }
-
-    /// A decoder that turns ids into text one at a time as they are generated.
-    pub fn stream_decoder(&self) -> StreamDecoder<'_> {
-        StreamDecoder::new(self)
     }
 }
 

@@ -1,16 +1,17 @@
-//! One-call generation with streaming: `engine_generate` runs the engine's own loop (`Session::generate`), turns
-//! tokens into text with `engine_tools::StreamDecoder`, applies stop strings with `StopMatcher`, and hands each
-//! token and its text to the caller's callback, exactly as `engine-cli generate` does.
+//! One-call generation with streaming: `engine_generate` runs the engine's text loop (`session::text`, the same
+//! as `engine-cli generate`) and hands each token and its text to the caller's callback, NUL-terminated.
 
 use std::ffi::{c_char, c_void};
 use std::ptr::addr_of;
 
+use super::args::{check_out, slice_arg, u32_sat};
 use super::model::GeneratingGuard;
 use super::session::{sampler_params_from, with_session, EngineSamplerOptions, EngineSession};
 use super::status::{guard, guard_value, CResult, CapiError, EngineStatus};
 use super::strings::{new_string, str_arg};
-use super::{check_out, slice_arg, u32_sat, EngineToken, ENGINE_NO_TOKEN};
-use crate::session::{GenerateOptions, StopMatcher, StopReason};
+use super::token::{EngineToken, ENGINE_NO_TOKEN};
+use crate::session::text::{generate_text, TextOptions};
+use crate::session::{GenerateOptions, StopReason};
 
 /// Called by `engine_generate` once per generated token, in order, on the calling thread:
 /// `token` is the id, `piece` the new text it completes (NUL-terminated UTF-8, `piece_len` bytes without the
@@ -210,69 +211,37 @@ pub unsafe extern "C" fn engine_generate(
                 return Err(CapiError::invalid("the prompt is empty (no tokens): pass some text or set add_bos"));
             }
             let eos = engine.config().eos_token_id;
-            let gen = GenerateOptions {
-                max_new_tokens: o.max_new_tokens,
-                sampler,
-                stop_strings: o.stops.clone(),
-                eos_token_id: (!o.ignore_eos).then_some(eos),
+            let opts = TextOptions {
+                generate: GenerateOptions {
+                    max_new_tokens: o.max_new_tokens,
+                    sampler,
+                    eos_token_id: (!o.ignore_eos).then_some(eos),
+                },
+                stop_strings: o.stops,
             };
 
-            let mut stream = tok.stream_decoder();
-            let mut stops = StopMatcher::new(&o.stops);
-            let mut text = String::new();
-            let mut stream_err = None;
-            let mut callback_stopped = false;
+            s.clear_logits();
+            let mut generating = Some(GeneratingGuard::enter(&model));
             let mut piece_buf = Vec::new();
-            let mut call = |token: EngineToken, piece: &str| -> bool {
+            let out = generate_text(&mut s.session, tok, &ids, &opts, |token, piece| {
+                if token.is_none() {
+                    // The held-back end comes after the last token, when the model is no longer running: from
+                    // here on the callback may use it.
+                    generating = None;
+                }
                 let Some(cb) = callback else { return true };
                 piece_buf.clear();
                 piece_buf.extend_from_slice(piece.as_bytes());
                 piece_buf.push(0);
                 // SAFETY: `cb` is the caller's function of the documented type; `piece_buf` is NUL-terminated,
                 // `piece.len()` bytes before the NUL, and outlives the call; user_data is passed through untouched.
-                unsafe { cb(user_data, token, piece_buf.as_ptr().cast(), piece.len()) }
-            };
-
-            s.clear_logits();
-            let generating = GeneratingGuard::enter(&model);
-            let (tokens, mut reason, stats) = s.session.generate(&ids, &gen, |id| {
-                let piece = match stream.push(id) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        stream_err.get_or_insert(e);
-                        return false;
-                    }
-                };
-                let safe = stops.push(&piece);
-                text.push_str(&safe);
-                if !call(id, &safe) {
-                    callback_stopped = true;
-                    return false;
-                }
-                !stops.stopped()
+                unsafe { cb(user_data, token.unwrap_or(ENGINE_NO_TOKEN), piece_buf.as_ptr().cast(), piece.len()) }
             })?;
             drop(generating);
-            if let Some(e) = stream_err {
-                return Err(e.into());
-            }
-            if !stops.stopped() {
-                let tail = stream.finish()?;
-                let mut rest = stops.push(&tail);
-                if !stops.stopped() {
-                    rest.push_str(&stops.finish());
-                }
-                text.push_str(&rest);
-                if !rest.is_empty() && !callback_stopped {
-                    call(ENGINE_NO_TOKEN, &rest);
-                }
-            }
-            if stops.stopped() {
-                reason = StopReason::StopString;
-            }
 
             if !out_result.is_null() {
                 let r = EngineGenerateResult {
-                    stop_reason: match reason {
+                    stop_reason: match out.reason {
                         StopReason::Eos => EngineStopReason::Eos,
                         StopReason::StopString => EngineStopReason::StopString,
                         StopReason::MaxTokens => EngineStopReason::MaxTokens,
@@ -280,12 +249,12 @@ pub unsafe extern "C" fn engine_generate(
                         StopReason::Callback => EngineStopReason::Callback,
                     },
                     n_prompt_tokens: u32_sat(ids.len()),
-                    n_generated_tokens: u32_sat(tokens.len()),
-                    last_token: tokens.last().copied().unwrap_or(ENGINE_NO_TOKEN),
-                    time_to_first_token_ms: stats.time_to_first_token.as_secs_f64() * 1e3,
-                    decode_tokens_per_second: stats.decode_tokens_per_second(),
-                    text: new_string(text.as_bytes()),
-                    text_len: text.len(),
+                    n_generated_tokens: u32_sat(out.tokens.len()),
+                    last_token: out.tokens.last().copied().unwrap_or(ENGINE_NO_TOKEN),
+                    time_to_first_token_ms: out.stats.time_to_first_token.as_secs_f64() * 1e3,
+                    decode_tokens_per_second: out.stats.decode_tokens_per_second(),
+                    text: new_string(out.text.as_bytes()),
+                    text_len: out.text.len(),
                 };
                 // SAFETY: checked at the start; the caller provides storage for an engine_generate_result.
                 unsafe { out_result.write(r) };

@@ -26,7 +26,10 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-// In the order their items appear in the header.
+// cbindgen reads the modules in this order, which sets the order of the header. This file only declares and
+// re-exports: the modules share each other's items, never this file's, so that none of them refers back to it.
+pub mod token;
+
 pub mod status;
 
 pub mod strings;
@@ -37,6 +40,7 @@ pub mod session;
 
 pub mod generate;
 
+mod args;
 mod handles;
 #[cfg(test)]
 mod tests;
@@ -46,88 +50,4 @@ pub use model::*;
 pub use session::*;
 pub use status::*;
 pub use strings::*;
-
-use status::{CResult, CapiError};
-
-/// A token id.
-pub type EngineToken = u32;
-
-/// "No token": the token id passed to the generate callback with text that belongs to no single token (the held
-/// back end of the stream), and `engine_generate_result.last_token` when nothing was generated.
-pub const ENGINE_NO_TOKEN: EngineToken = u32::MAX;
-
-/// Largest prefill chunk accepted (tokens per forward pass during prefill).
-pub const ENGINE_MAX_PREFILL_CHUNK: u32 = 65536;
-
-/// Borrow the caller's array `p[0..n]` (`what` names it in errors). `n == 0` gives an empty slice whatever `p` is.
-///
-/// # Safety
-/// If `n > 0` and `p` is not NULL, `p` points to `n` initialized values valid and unmodified during the call.
-pub(crate) unsafe fn slice_arg<'a, T>(p: *const T, n: usize, what: &str) -> CResult<&'a [T]> {
-    if n == 0 {
-        return Ok(&[]);
-    }
-    check_array(p, n, what)?;
-    // SAFETY: non-NULL and aligned (checked), `n` elements fit in isize (checked), and the caller guarantees `n`
-    // initialized values valid for the call.
-    Ok(unsafe { std::slice::from_raw_parts(p, n) })
-}
-
-/// Borrow the caller's writable array `p[0..n]`.
-///
-/// # Safety
-/// If `n > 0` and `p` is not NULL, `p` points to `n` writable values not otherwise accessed during the call.
-pub(crate) unsafe fn slice_arg_mut<'a, T>(p: *mut T, n: usize, what: &str) -> CResult<&'a mut [T]> {
-    if n == 0 {
-        return Ok(&mut []);
-    }
-    check_array(p, n, what)?;
-    // SAFETY: as in `slice_arg`, and the caller guarantees exclusive access to the `n` elements for the call.
-    Ok(unsafe { std::slice::from_raw_parts_mut(p, n) })
-}
-
-fn check_array<T>(p: *const T, n: usize, what: &str) -> CResult<()> {
-    if p.is_null() {
-        return Err(CapiError::null(what));
-    }
-    if !p.is_aligned() {
-        return Err(CapiError::invalid(format!("{what} is not aligned to {} bytes", std::mem::align_of::<T>())));
-    }
-    if n.checked_mul(std::mem::size_of::<T>()).is_none_or(|b| b > isize::MAX as usize) {
-        return Err(CapiError::invalid(format!("{what}: {n} elements is too large")));
-    }
-    Ok(())
-}
-
-/// Write `v` through the caller's out-parameter `p`.
-///
-/// # Safety
-/// `p` is NULL or points to writable memory for one `T` (its old value is not dropped).
-pub(crate) unsafe fn write_out<T>(p: *mut T, v: T, what: &str) -> CResult<()> {
-    if p.is_null() {
-        return Err(CapiError::null(what));
-    }
-    if !p.is_aligned() {
-        return Err(CapiError::invalid(format!("{what} is not aligned to {} bytes", std::mem::align_of::<T>())));
-    }
-    // SAFETY: non-NULL, aligned, and writable by the caller's contract; `write` does not read or drop the old
-    // value, which may be uninitialized.
-    unsafe { p.write(v) };
-    Ok(())
-}
-
-/// Check that an out-parameter is usable before doing work whose result would be lost.
-pub(crate) fn check_out<T>(p: *mut T, what: &str) -> CResult<()> {
-    if p.is_null() {
-        return Err(CapiError::null(what));
-    }
-    if !p.is_aligned() {
-        return Err(CapiError::invalid(format!("{what} is not aligned to {} bytes", std::mem::align_of::<T>())));
-    }
-    Ok(())
-}
-
-/// Saturating conversion for sizes reported through `uint32_t` fields.
-pub(crate) fn u32_sat(v: usize) -> u32 {
-    u32::try_from(v).unwrap_or(u32::MAX)
-}
+pub use token::*;

@@ -7,12 +7,16 @@ use std::sync::Arc;
 
 use engine_format::plan::{plan, PlanLimits, Region};
 
+use super::args::{check_out, slice_arg, slice_arg_mut, u32_sat, write_out};
 use super::handles::{self, Kind};
 use super::status::{guard, guard_value, CResult, CapiError, EngineStatus};
 use super::strings::{new_string, str_arg};
-use super::{check_out, slice_arg, slice_arg_mut, u32_sat, write_out, EngineToken, ENGINE_MAX_PREFILL_CHUNK};
+use super::token::EngineToken;
 use crate::backend::BackendKind;
 use crate::engine::{Engine, EngineOptions};
+
+/// Largest prefill chunk accepted (tokens per forward pass during prefill).
+pub const ENGINE_MAX_PREFILL_CHUNK: u32 = 65536;
 
 /// Which backend `engine_model_load` uses. Stored in `engine_model_options.backend` as an `int32_t`.
 #[repr(C)]

@@ -2,10 +2,11 @@
 
 use std::sync::{Arc, Mutex, TryLockError};
 
+use super::args::{check_out, slice_arg, slice_arg_mut, write_out};
 use super::handles::{self, Kind};
 use super::model::{model_ref, EngineModel, ModelShared};
 use super::status::{guard, guard_value, CResult, CapiError, EngineStatus};
-use super::{check_out, slice_arg, slice_arg_mut, write_out, EngineToken};
+use super::token::EngineToken;
 use crate::sampling::{Sampler, SamplerParams};
 use crate::session::Session;
 

@@ -1,7 +1,8 @@
-//! A conversation with the model: its KV cache and tokens, prefill in chunks, sampling, stop rules, and the
-//! streaming generation loop shared by the CLI and the C ABI.
+//! A conversation with the model: its KV cache and tokens, prefill in chunks, and the token-level generation loop.
+//! [`text`] turns that loop into streamed text with stop strings, for the CLI and the C ABI.
 
 mod stop;
+pub mod text;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,8 +44,6 @@ pub enum StopReason {
 pub struct GenerateOptions {
     pub max_new_tokens: usize,
     pub sampler: SamplerParams,
-    /// Stop (and do not emit) when the text contains one of these.
-    pub stop_strings: Vec<String>,
     /// The end-of-sequence id; `None` to never stop on it (benchmarks).
     pub eos_token_id: Option<u32>,
 }
@@ -170,7 +169,7 @@ impl Session {
     /// Generate after `prompt` (appended to whatever the session holds). `on_token(id)` is called for each new
     /// token in order and returns `false` to stop. Returns the new tokens, why it stopped, and timings.
     ///
-    /// Text-level stop strings are the caller's business (see [`StopMatcher`]): `on_token` can return `false`.
+    /// Text, and stop strings over it, are [`text::generate_text`]'s business: `on_token` can return `false`.
     pub fn generate(
         &mut self,
         prompt: &[u32],

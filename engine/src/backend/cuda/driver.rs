@@ -13,8 +13,6 @@ use cudarc::driver::sys;
 use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
 use engine_format::plan::Buf;
 
-use super::kernels::Kernels;
-use super::tuning::Tuning;
 use crate::error::{Error, Result};
 
 pub(super) fn dev_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -102,8 +100,11 @@ pub(crate) struct Kernel<P> {
 }
 
 impl<P: KernelParams> Kernel<P> {
-    pub(super) fn new(f: CudaFunction) -> Self {
-        Kernel { f, _params: PhantomData }
+    /// The function `name` of `module`, whose one parameter must be a `P` (only `Kernels::load` calls this, from
+    /// the list that pairs each kernel with its struct).
+    pub(super) fn load(module: &Arc<CudaModule>, name: &str) -> Result<Self> {
+        let f = module.load_function(name).map_err(|e| dev_err(&format!("kernel {name}"), e))?;
+        Ok(Kernel { f, _params: PhantomData })
     }
     pub fn set_max_dynamic_smem(&self, bytes: u32) -> Result<()> {
         self.f
@@ -167,24 +168,20 @@ pub(crate) struct DeviceLimits {
     pub smem_per_sm: u32,
 }
 
-/// An open device: context, the stream all work goes to, and the loaded kernels.
+/// An open device: its context and the stream all work goes to.
 pub(crate) struct Gpu {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
-    _module: Arc<CudaModule>,
-    pub k: Kernels,
     pub name: String,
     pub cc: (u32, u32),
     pub limits: DeviceLimits,
-    /// Launch with programmatic dependent launch: each kernel may start while the previous one drains (sm_90+,
-    /// unless the tuning turns it off).
+    /// Launch with programmatic dependent launch: each kernel may start while the previous one drains.
     pdl: bool,
-    /// Seconds spent loading the module (the driver's JIT of the PTX, or the prebuilt cubin).
-    pub module_load_s: f64,
 }
 
 impl Gpu {
-    pub fn open(ordinal: usize, tuning: &Tuning) -> Result<Gpu> {
+    /// Open device `ordinal`; `pdl` asks for programmatic dependent launch, which only sm_90 and newer have.
+    pub fn open(ordinal: usize, pdl: bool) -> Result<Gpu> {
         // SAFETY: only probes whether the driver library can be loaded; cudarc's dynamic loading would panic at the
         // first driver call without it.
         if !unsafe { sys::is_culib_present() } {
@@ -207,25 +204,6 @@ impl Gpu {
         let (major, minor) = ctx.compute_capability().map_err(|e| dev_err("reading the compute capability", e))?;
         let cc = (major as u32, minor as u32);
         let name = ctx.name().unwrap_or_else(|_| "NVIDIA GPU".into());
-        let ptx = engine_ptx::ptx_for(cc.0, cc.1).ok_or_else(|| {
-            Error::BackendUnavailable(format!(
-                "{name} has compute capability {major}.{minor}; the engine needs 8.0 (sm_80) or newer"
-            ))
-        })?;
-        let t0 = std::time::Instant::now();
-        // The prebuilt cubin for this card when there is one (milliseconds), else the PTX through the driver's JIT
-        // (seconds on a first run; the driver caches the result). A cubin the driver refuses falls back to the PTX.
-        let from_ptx = || {
-            ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx))
-                .map_err(|e| dev_err("loading the kernels (the driver must support PTX ISA 8.4: R550 or newer)", e))
-        };
-        let module = match engine_ptx::cubin_for(cc.0, cc.1) {
-            Some(cubin) if tuning.cubin => {
-                ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin.to_vec())).or_else(|_| from_ptx())?
-            }
-            _ => from_ptx()?,
-        };
-        let module_load_s = t0.elapsed().as_secs_f64();
         let attr = |a, what| ctx.attribute(a).map(|v| v as u32).map_err(|e| dev_err(what, e));
         use sys::CUdevice_attribute as A;
         let limits = DeviceLimits {
@@ -239,9 +217,24 @@ impl Gpu {
                 "reading the shared memory per SM",
             )?,
         };
-        let k = Kernels::load(&module, &limits)?;
         let stream = ctx.new_stream().map_err(|e| dev_err("creating a stream", e))?;
-        Ok(Gpu { ctx, stream, _module: module, k, name, cc, limits, pdl: cc.0 >= 9 && tuning.pdl, module_load_s })
+        Ok(Gpu { ctx, stream, name, cc, limits, pdl: cc.0 >= 9 && pdl })
+    }
+
+    /// Load a module: the prebuilt `cubin` when given (milliseconds), falling back to `ptx` through the driver's
+    /// JIT (seconds on a first run; the driver caches the result) if there is none or the driver refuses it.
+    pub fn load_module(&self, ptx: &str, cubin: Option<&[u8]>) -> Result<Arc<CudaModule>> {
+        let from_ptx = || {
+            self.ctx
+                .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+                .map_err(|e| dev_err("loading the kernels (the driver must support PTX ISA 8.4: R550 or newer)", e))
+        };
+        match cubin {
+            Some(cubin) => {
+                self.ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin.to_vec())).or_else(|_| from_ptx())
+            }
+            None => from_ptx(),
+        }
     }
 
     pub fn describe(&self) -> String {

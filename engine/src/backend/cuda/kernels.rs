@@ -12,9 +12,10 @@ use std::sync::Arc;
 use cudarc::driver::CudaModule;
 use half::f16;
 
-use super::driver::{dev_err, DevPtr, DeviceLimits, Kernel, KernelParams};
+use super::driver::{DevPtr, Gpu, Kernel, KernelParams};
 use super::shapes;
-use crate::error::Result;
+use super::tuning::Tuning;
+use crate::error::{Error, Result};
 
 /// Declares each parameter struct with its C source file; see the module comment.
 macro_rules! kernel_params {
@@ -47,11 +48,7 @@ macro_rules! kernels {
 
         impl Kernels {
             fn functions(module: &Arc<CudaModule>) -> Result<Kernels> {
-                Ok(Kernels { $(
-                    $field: Kernel::new(
-                        module.load_function($name).map_err(|e| dev_err(&format!("kernel {}", $name), e))?,
-                    ),
-                )* })
+                Ok(Kernels { $( $field: Kernel::load(module, $name)?, )* })
             }
         }
 
@@ -260,10 +257,46 @@ kernels! {
     decode_advance: DecodeAdvanceParams = name::DECODE_ADVANCE,
 }
 
+/// An open device with the engine's kernels loaded: what the launch code runs on.
+pub(crate) struct Device {
+    pub gpu: Gpu,
+    pub k: Kernels,
+    /// Seconds spent loading the module (the driver's JIT of the PTX, or the prebuilt cubin).
+    pub module_load_s: f64,
+}
+
+impl Device {
+    pub fn open(ordinal: usize, tuning: &Tuning) -> Result<Device> {
+        let gpu = Gpu::open(ordinal, tuning.pdl)?;
+        let (major, minor) = gpu.cc;
+        let ptx = engine_ptx::ptx_for(major, minor).ok_or_else(|| {
+            Error::BackendUnavailable(format!(
+                "{} has compute capability {major}.{minor}; the engine needs 8.0 (sm_80) or newer",
+                gpu.name
+            ))
+        })?;
+        let cubin = engine_ptx::cubin_for(major, minor).filter(|_| tuning.cubin);
+        let t0 = std::time::Instant::now();
+        let module = gpu.load_module(ptx, cubin)?;
+        let module_load_s = t0.elapsed().as_secs_f64();
+        let k = Kernels::load(&module, &gpu)?;
+        Ok(Device { gpu, k, module_load_s })
+    }
+}
+
+/// The launch code works on a device with kernels; most of what it calls is the device's.
+impl std::ops::Deref for Device {
+    type Target = Gpu;
+    fn deref(&self) -> &Gpu {
+        &self.gpu
+    }
+}
+
 impl Kernels {
     /// Resolve every kernel of `module` and raise the shared-memory limits of those that take more than the
     /// default 48 KB, as far as the card allows.
-    pub fn load(module: &Arc<CudaModule>, limits: &DeviceLimits) -> Result<Kernels> {
+    fn load(module: &Arc<CudaModule>, gpu: &Gpu) -> Result<Kernels> {
+        let limits = &gpu.limits;
         let k = Kernels::functions(module)?;
         // The GEMVs and lm_head stage their input in shared memory: K × 2 (or × 4) bytes, up to the card's limit.
         let staged = shapes::GEMV_MAX_SMEM_BYTES.min(limits.smem_per_block);

@@ -36,7 +36,8 @@ use crate::measure::Measure;
 use crate::model::Model;
 use crate::sampling::Sampler;
 use buffers::{Activations, KvCacheMem, Workspace};
-use driver::{DeviceBuffer, Gpu};
+use driver::DeviceBuffer;
+use kernels::Device;
 use staging::TokenRing;
 use step::{no_observer, Step};
 use weights::DeviceWeights;
@@ -56,7 +57,7 @@ pub(crate) struct CudaOptions {
 pub(crate) struct CudaBackend {
     /// Page-locked words the greedy loop reads tokens from. First, so that it is freed while the context exists.
     token_ring: TokenRing,
-    gpu: Gpu,
+    gpu: Device,
     tuning: Tuning,
     model: Arc<Model>,
     plan: MemoryPlan,
@@ -100,7 +101,7 @@ impl KvCache for CudaKvCache {
 
 impl CudaBackend {
     pub fn new(model: Arc<Model>, opts: CudaOptions) -> Result<CudaBackend> {
-        let gpu = Gpu::open(opts.device, &opts.tuning)?;
+        let gpu = Device::open(opts.device, &opts.tuning)?;
         check_supported(&model.desc.config)?;
         let limits = PlanLimits { max_context: opts.max_context, prefill_chunk: opts.prefill_chunk };
         let plan = plan::plan(&model.desc, limits);

@@ -11,10 +11,10 @@ use engine_format::ModelConfig;
 use half::f16;
 
 use super::buffers::{Activations, KvCacheMem, Workspace};
-use super::driver::{DevPtr, Gpu, Kernel, KernelParams, Launch};
+use super::driver::{DevPtr, Kernel, KernelParams, Launch};
 use super::kernels::{
-    AttnParams, DecodeAdvanceParams, EmbedParams, GemmParams, GemvParams, LmHeadParams, PermuteParams, RmsNormParams,
-    RopeParams, SwigluParams,
+    AttnParams, DecodeAdvanceParams, Device, EmbedParams, GemmParams, GemvParams, LmHeadParams, PermuteParams,
+    RmsNormParams, RopeParams, SwigluParams,
 };
 use super::shapes::{self, GemmTile, GEMV_THREADS, LM_HEAD_ROWS};
 use super::tuning::Tuning;
@@ -40,7 +40,7 @@ pub(crate) fn no_observer(_: &'static str, _: Reads) -> Result<()> {
 
 /// Everything a launch sequence reads: the device, the tuning, the model's shape and the resolved plan.
 pub(crate) struct Step<'a> {
-    pub gpu: &'a Gpu,
+    pub gpu: &'a Device,
     pub tuning: &'a Tuning,
     pub config: &'a ModelConfig,
     pub weights: &'a DeviceWeights,

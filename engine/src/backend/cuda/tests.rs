@@ -7,7 +7,7 @@
 use bytemuck::Pod;
 use half::f16;
 
-use super::driver::{DevPtr, DeviceBuffer, Gpu, Kernel, KernelParams, Launch};
+use super::driver::{DevPtr, DeviceBuffer, Kernel, KernelParams, Launch};
 use super::kernels::*;
 use super::layout::{self, ColumnOrder, DeviceLinear, GptqParts, PAD_SLOT, TILE_N};
 use super::shapes::{
@@ -46,25 +46,25 @@ impl Rng {
     }
 }
 
-fn gpu() -> Gpu {
-    Gpu::open(0, &Tuning::default())
+fn gpu() -> Device {
+    Device::open(0, &Tuning::default())
         .expect("the CUDA kernel tests need a CUDA device (run them through tests/gpu/suite.sh)")
 }
 
-fn put<T: Pod>(g: &Gpu, data: &[T]) -> DeviceBuffer {
+fn put<T: Pod>(g: &Device, data: &[T]) -> DeviceBuffer {
     let m = g.alloc(std::mem::size_of_val(data), "test input").unwrap();
     set(g, &m, data);
     m
 }
 
 /// Overwrite the start of `m` with `data`.
-fn set<T: Pod>(g: &Gpu, m: &DeviceBuffer, data: &[T]) {
+fn set<T: Pod>(g: &Device, m: &DeviceBuffer, data: &[T]) {
     g.upload(m, m.all(), data).unwrap();
 }
 
 /// A device buffer of `bytes` bytes filled with NaN bits (0xFF bytes: NaN in f32 and f16), by `fill_u32` where
 /// the size allows.
-fn poisoned(g: &Gpu, bytes: usize) -> DeviceBuffer {
+fn poisoned(g: &Device, bytes: usize) -> DeviceBuffer {
     if bytes % 4 != 0 {
         return put(g, &vec![0xFFu8; bytes]);
     }
@@ -75,7 +75,7 @@ fn poisoned(g: &Gpu, bytes: usize) -> DeviceBuffer {
     m
 }
 
-fn get<T: Pod + Default>(g: &Gpu, m: &DeviceBuffer, n: usize) -> Vec<T> {
+fn get<T: Pod + Default>(g: &Device, m: &DeviceBuffer, n: usize) -> Vec<T> {
     let mut v = vec![T::default(); n];
     g.download(&mut v, m, m.all()).unwrap();
     v
@@ -83,7 +83,7 @@ fn get<T: Pod + Default>(g: &Gpu, m: &DeviceBuffer, n: usize) -> Vec<T> {
 
 /// Launch `kernel` and return when it is queued. Every test builds `p` from buffers it allocated for the sizes in
 /// `p` and `l` (that is what makes the launch sound), and checks the results after `g.sync()`.
-fn launch<P: KernelParams>(g: &Gpu, kernel: &Kernel<P>, l: Launch, p: &P) {
+fn launch<P: KernelParams>(g: &Device, kernel: &Kernel<P>, l: Launch, p: &P) {
     // SAFETY: see the function's comment.
     unsafe { g.launch(kernel, l, p) }.unwrap();
 }
@@ -189,7 +189,7 @@ struct DevLin {
     d: DeviceLinear,
 }
 
-fn upload_linear(g: &Gpu, d: DeviceLinear) -> DevLin {
+fn upload_linear(g: &Device, d: DeviceLinear) -> DevLin {
     let qw = put(g, &d.qw);
     let sz = put(g, &d.sz);
     let cm = put(g, &d.col_map);
@@ -214,11 +214,11 @@ fn upload_linear(g: &Gpu, d: DeviceLinear) -> DevLin {
     DevLin { _mem: mem, p, d }
 }
 
-fn gemv(g: &Gpu, f: &Kernel<GemvParams>, lin: &DevLin, p: &GemvParams) {
+fn gemv(g: &Device, f: &Kernel<GemvParams>, lin: &DevLin, p: &GemvParams) {
     gemv_warps(g, f, 8, lin, p)
 }
 
-fn gemv_warps(g: &Gpu, f: &Kernel<GemvParams>, warps: u32, lin: &DevLin, p: &GemvParams) {
+fn gemv_warps(g: &Device, f: &Kernel<GemvParams>, warps: u32, lin: &DevLin, p: &GemvParams) {
     let tiles = lin.d.tiles() as u32;
     let grid = tiles.div_ceil(p.tiles_per_block);
     launch(g, f, Launch::new((grid, 1, 1), warps * 32, shapes::gemv_smem(lin.d.k_pad as u32, warps)), p);
@@ -551,11 +551,11 @@ struct GemmTileFns<'a> {
 }
 
 impl<'a> GemmTileFns<'a> {
-    fn rows64(g: &'a Gpu) -> Self {
+    fn rows64(g: &'a Device) -> Self {
         let fns = [&g.k.gemm_store32, &g.k.gemm_residual, &g.k.gemm_store16];
         GemmTileFns { rows: 64, slots: 64, threads: 128, smem: gemm_smem_bytes(64), fns }
     }
-    fn rows128(g: &'a Gpu) -> Self {
+    fn rows128(g: &'a Device) -> Self {
         let fns = [&g.k.gemm128_store32, &g.k.gemm128_residual, &g.k.gemm128_store16];
         GemmTileFns { rows: 128, slots: 128, threads: 256, smem: GEMM128_SMEM_BYTES, fns }
     }
@@ -1287,7 +1287,7 @@ fn lm_head_logits_and_argmax_match() {
 /// Per-launch time of the GEMV `f` over distinct copies of one weight matrix (256 MB of them, so that nothing is
 /// served from L2 that a decode step would read from memory), launched back to back 64 times between two events;
 /// median of 5.
-fn time_gemv_chain(g: &Gpu, f: &Kernel<GemvParams>, dl: &DevLin, p: &GemvParams, grid: u32) -> f64 {
+fn time_gemv_chain(g: &Device, f: &Kernel<GemvParams>, dl: &DevLin, p: &GemvParams, grid: u32) -> f64 {
     let bytes = dl.d.qw.len() * 4;
     let copies = (256usize << 20).div_ceil(bytes).clamp(1, 64);
     let pool: Vec<DeviceBuffer> = (0..copies).map(|_| put(g, &dl.d.qw)).collect();

@@ -7,7 +7,8 @@ use std::time::Instant;
 use engine::engine::{Engine, EngineOptions};
 use engine::error::{Error, Result};
 use engine::sampling::SamplerParams;
-use engine::session::{GenerateOptions, StopMatcher, StopReason};
+use engine::session::text::{generate_text, TextOptions};
+use engine::session::GenerateOptions;
 use engine::BackendKind;
 use engine_tools::prompt;
 
@@ -136,72 +137,46 @@ fn generate(a: GenerateArgs) -> Result<()> {
             what: "context (--ctx)",
         });
     }
-    let opts = GenerateOptions {
-        max_new_tokens: a.max_new_tokens.min(engine.max_context() - ids.len()),
-        sampler,
+    let opts = TextOptions {
+        generate: GenerateOptions {
+            max_new_tokens: a.max_new_tokens.min(engine.max_context() - ids.len()),
+            sampler,
+            eos_token_id: (!a.ignore_eos).then_some(engine.config().eos_token_id),
+        },
         stop_strings: a.stop.clone(),
-        eos_token_id: (!a.ignore_eos).then_some(engine.config().eos_token_id),
     };
     let mut session = engine.new_session(None)?;
-    let mut stream = tok.stream_decoder();
-    let mut stops = StopMatcher::new(&a.stop);
-    let mut text_out = String::new();
     let mut stdout = std::io::stdout().lock();
     let mut io_err = None;
-    let mut stream_err = None;
-    let mut emit = |s: &str, text_out: &mut String| {
-        text_out.push_str(s);
-        if !a.json && !s.is_empty() {
-            if let Err(e) = stdout.write_all(s.as_bytes()).and_then(|_| stdout.flush()) {
-                io_err.get_or_insert(e);
-            }
+    let out = generate_text(&mut session, tok, &ids, &opts, |_, piece| {
+        if a.json || piece.is_empty() {
+            return true;
         }
-    };
-    let eos = engine.config().eos_token_id;
-    let (tokens, mut reason, stats) = session.generate(&ids, &opts, |id| {
-        if id == eos && opts.eos_token_id.is_some() {
-            return false;
-        }
-        let piece = match stream.push(id) {
-            Ok(p) => p,
+        match stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()) {
+            Ok(()) => true,
             Err(e) => {
-                stream_err.get_or_insert(e);
-                return false;
+                // Nothing more can be shown: stop generating and report it.
+                io_err = Some(e);
+                false
             }
-        };
-        let safe = stops.push(&piece);
-        emit(&safe, &mut text_out);
-        !stops.stopped()
-    })?;
-    if stops.stopped() {
-        reason = StopReason::StopString;
-    } else {
-        let tail = stream.finish().map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let mut rest = stops.push(&tail);
-        if !stops.stopped() {
-            rest.push_str(&stops.finish());
         }
-        emit(&rest, &mut text_out);
-    }
-    if let Some(e) = stream_err {
-        return Err(Error::Tokenizer(e.to_string()));
-    }
+    })?;
     if let Some(e) = io_err {
         return Err(Error::io("<stdout>", e));
     }
-    let ttft_ms = stats.time_to_first_token.as_secs_f64() * 1e3;
+    let ttft_ms = out.stats.time_to_first_token.as_secs_f64() * 1e3;
     if a.json {
         let j = serde_json::json!({
-            "text": text_out,
+            "text": out.text,
             "prompt_tokens": ids.len(),
-            "generated_tokens": tokens.len(),
-            "tokens": tokens,
-            "stop_reason": format!("{reason:?}").to_lowercase(),
+            "generated_tokens": out.tokens.len(),
+            "tokens": out.tokens,
+            "stop_reason": format!("{:?}", out.reason).to_lowercase(),
             "backend": engine.backend_name(),
             "device": engine.device_description(),
             "load_ms": engine.load_time.as_secs_f64() * 1e3,
             "time_to_first_token_ms": ttft_ms,
-            "decode_tokens_per_second": stats.decode_tokens_per_second(),
+            "decode_tokens_per_second": out.stats.decode_tokens_per_second(),
         });
         println!("{j}");
     } else {
@@ -213,9 +188,9 @@ fn generate(a: GenerateArgs) -> Result<()> {
             engine.load_time.as_secs_f64() * 1e3,
             ids.len(),
             ttft_ms,
-            tokens.len(),
-            stats.decode_tokens_per_second(),
-            reason
+            out.tokens.len(),
+            out.stats.decode_tokens_per_second(),
+            out.reason
         );
     }
     Ok(())
@@ -589,12 +564,8 @@ fn bench(a: BenchArgs) -> Result<()> {
     // Decode after a 16-token prompt, and after the longest prompt that fits.
     let decode = |prompt_len: usize| -> Result<f64> {
         let ids = bench_ids(prompt_len, vocab, 7);
-        let opts = GenerateOptions {
-            max_new_tokens: a.decode_tokens,
-            sampler: SamplerParams::default(),
-            stop_strings: vec![],
-            eos_token_id: None,
-        };
+        let opts =
+            GenerateOptions { max_new_tokens: a.decode_tokens, sampler: SamplerParams::default(), eos_token_id: None };
         let mut v = Vec::new();
         for _ in 0..a.reps {
             let mut s = engine.new_session(None)?;
@@ -636,12 +607,7 @@ fn bench(a: BenchArgs) -> Result<()> {
             continue;
         }
         let ids = bench_ids(p, vocab, 9);
-        let opts = GenerateOptions {
-            max_new_tokens: 1,
-            sampler: SamplerParams::default(),
-            stop_strings: vec![],
-            eos_token_id: None,
-        };
+        let opts = GenerateOptions { max_new_tokens: 1, sampler: SamplerParams::default(), eos_token_id: None };
         let mut v = Vec::new();
         for _ in 0..a.reps {
             let mut s = engine.new_session(None)?;

@@ -1,0 +1,313 @@
+//! `engine-cli` as a user runs it: each subcommand's main path and its errors, on a tiny model that `engine-cli
+//! synth` writes into a scratch folder of the test's own. Outputs are checked against each other (the streamed text
+//! against the JSON, the logits file against generate and perplexity), errors for their one-line form.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// A scratch folder for one test, removed on drop, holding a tiny model written by `engine-cli synth`.
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("engine-cli-test-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = Scratch { dir };
+        let model = s.model();
+        ok(&s.run(&["synth", "--out", path_arg(&model)]));
+        s
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn model(&self) -> PathBuf {
+        self.path("model")
+    }
+
+    /// `engine-cli args...`; a command without `--model` gets a built-in model inside the scratch folder, never in
+    /// the user's cache.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_engine-cli"))
+            .args(args)
+            .env("ENGINE_TINY_MODEL_DIR", self.path("builtin"))
+            .output()
+            .expect("engine-cli runs")
+    }
+
+    /// `engine-cli COMMAND --model <the tiny model> args...`, on the CPU for the commands that run the model (so
+    /// that results and messages are the same with or without a GPU).
+    fn on_model(&self, command: &str, args: &[&str]) -> Output {
+        let model = self.model();
+        let mut all = vec![command, "--model", path_arg(&model)];
+        if matches!(command, "generate" | "logits" | "perplexity" | "bench") {
+            all.extend(["--backend", "cpu"]);
+        }
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
+    /// `vocab_size`, `hidden_size`, ... of the tiny model's config.json.
+    fn config(&self, key: &str) -> usize {
+        let text = std::fs::read_to_string(self.model().join("config.json")).unwrap();
+        let config: Value = serde_json::from_str(&text).unwrap();
+        config[key].as_u64().unwrap_or_else(|| panic!("config.json has no {key}")) as usize
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn path_arg(p: &Path) -> &str {
+    p.to_str().expect("temporary paths are UTF-8")
+}
+
+/// Stdout of a successful run.
+fn ok(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "engine-cli failed with {}: {stderr}", out.status);
+    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
+}
+
+/// Checks a failed run: exit `code`, nothing on stdout, exactly one line on stderr that starts with `engine-cli: `
+/// and contains every one of `names` (the argument or file at fault).
+fn fails(out: &Output, code: i32, names: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.starts_with("engine-cli: ") && stderr.ends_with('\n') && stderr.lines().count() == 1, "{stderr:?}");
+    for name in names {
+        assert!(stderr.contains(name), "the error does not name {name}: {stderr}");
+    }
+}
+
+fn json(out: &Output) -> Value {
+    let stdout = ok(out);
+    assert_eq!(stdout.lines().count(), 1, "one JSON object on one line: {stdout}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+fn ids_of(tokenize_stdout: &str) -> Vec<u32> {
+    tokenize_stdout.trim_end().split(',').map(|t| t.parse().unwrap_or_else(|_| panic!("not an id: {t:?}"))).collect()
+}
+
+/// Little-endian f32 rows of `vocab` values, as `engine-cli logits` writes them.
+fn read_logits(path: &Path, vocab: usize) -> Vec<Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(bytes.len() % (vocab * 4), 0);
+    let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    values.chunks(vocab).map(<[f32]>::to_vec).collect()
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a))).unwrap() as u32
+}
+
+const PROMPT: &str = "Hello world";
+
+#[test]
+fn generate_greedy_text_is_deterministic_and_streams_what_json_reports() {
+    let s = Scratch::new("generate");
+    let args = ["-p", PROMPT, "-n", "16", "--ignore-eos"];
+    let plain = s.on_model("generate", &args);
+    let streamed = ok(&plain);
+    assert_eq!(streamed, ok(&s.on_model("generate", &args)), "greedy generation differs between two runs");
+    let stats = String::from_utf8_lossy(&plain.stderr);
+    assert!(stats.contains("16 tokens") && stats.contains("stop: MaxTokens"), "{stats}");
+
+    let j = json(&s.on_model("generate", &[&args[..], &["--json"]].concat()));
+    let text = j["text"].as_str().unwrap();
+    assert_eq!(format!("{text}\n"), streamed);
+    assert_eq!(j["stop_reason"], "maxtokens");
+    assert_eq!((j["generated_tokens"].as_u64(), j["tokens"].as_array().map(Vec::len)), (Some(16), Some(16)));
+    let prompt_ids = ids_of(&ok(&s.on_model("tokenize", &[PROMPT])));
+    assert_eq!(j["prompt_tokens"].as_u64(), Some(prompt_ids.len() as u64));
+
+    // A stop string taken from the middle of that text: both outputs end just before its first occurrence.
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let stop = (chars.len() / 2..chars.len() - 1)
+        .map(|k| text[chars[k].0..].chars().take(2).collect::<String>())
+        .find(|s| !s.contains('\0'))
+        .expect("16 tokens of text hold two characters without a NUL");
+    let before = &text[..text.find(&stop).unwrap()];
+    let stop_arg = format!("--stop={stop}");
+    let j = json(&s.on_model("generate", &[&args[..], &["--json", &stop_arg]].concat()));
+    assert_eq!((j["text"].as_str(), &j["stop_reason"]), (Some(before), &Value::from("stopstring")));
+    let plain = s.on_model("generate", &[&args[..], &[stop_arg.as_str()]].concat());
+    assert_eq!(ok(&plain), format!("{before}\n"));
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("stop: StopString"));
+}
+
+#[test]
+fn generate_errors_name_what_is_wrong() {
+    let s = Scratch::new("generate-errors");
+    let missing = s.path("missing");
+    fails(&s.run(&["generate", "-m", path_arg(&missing), "-p", "hi", "--backend", "cpu"]), 1, &[path_arg(&missing)]);
+    fails(&s.on_model("generate", &["-p", "hi", "--temperature=-1"]), 1, &["temperature", "-1"]);
+    let no_file = s.path("no-prompt.txt");
+    fails(&s.on_model("generate", &["--prompt-file", path_arg(&no_file)]), 1, &[path_arg(&no_file)]);
+    fails(&s.on_model("generate", &["-p", "hi", "--ctx", "2"]), 1, &["--ctx"]);
+    // Argument errors are clap's, still one line, exit status 2.
+    fails(&s.on_model("generate", &["-p", "hi", "--frobnicate"]), 2, &["--frobnicate"]);
+}
+
+#[test]
+fn without_a_model_the_builtin_one_is_made_where_engine_tiny_model_dir_says() {
+    let s = Scratch::new("builtin");
+    let out = s.run(&["generate", "-p", PROMPT, "-n", "4", "--backend", "cpu", "--json"]);
+    assert_eq!(json(&out)["generated_tokens"].as_u64().map(|n| n <= 4), Some(true));
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(note.contains("built-in tiny model") && note.contains(path_arg(&s.path("builtin"))), "{note}");
+    assert!(s.path("builtin").join("config.json").is_file());
+}
+
+#[test]
+fn tokenize_prints_ids_and_pieces() {
+    let s = Scratch::new("tokenize");
+    let ids = ids_of(&ok(&s.on_model("tokenize", &[PROMPT])));
+    assert!(ids.len() > 2 && ids[0] == 1, "BOS first: {ids:?}");
+    assert!(ids.iter().all(|&id| (id as usize) < s.config("vocab_size")));
+    assert_eq!(ids_of(&ok(&s.on_model("tokenize", &[PROMPT, "--no-bos"]))), ids[1..]);
+    let pieces = ok(&s.on_model("tokenize", &[PROMPT, "--pieces"]));
+    let rows: Vec<(u32, String)> = pieces
+        .lines()
+        .map(|l| {
+            let (id, piece) = l.split_once('\t').unwrap_or_else(|| panic!("not `id<TAB>piece`: {l:?}"));
+            (id.parse().unwrap(), piece.to_string())
+        })
+        .collect();
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), ids);
+    assert_eq!(rows[1..].iter().map(|r| r.1.as_str()).collect::<String>().replace('\u{2581}', " "), PROMPT);
+
+    let missing = s.path("missing");
+    fails(
+        &s.run(&["tokenize", "-m", path_arg(&missing), "hi"]),
+        1,
+        &[&format!("{}/tokenizer.model", missing.display())],
+    );
+}
+
+#[test]
+fn logits_file_is_ids_by_vocab_floats_and_agrees_with_generate() {
+    let s = Scratch::new("logits");
+    let vocab = s.config("vocab_size");
+    let ids = ok(&s.on_model("tokenize", &[PROMPT]));
+    let out = s.path("logits.bin");
+    ok(&s.on_model("logits", &["--ids", ids.trim_end(), "--out", path_arg(&out)]));
+    let n = ids_of(&ids).len();
+    assert_eq!(std::fs::metadata(&out).unwrap().len() as usize, n * vocab * 4);
+    let rows = read_logits(&out, vocab);
+    assert!(rows.iter().flatten().all(|v| v.is_finite()));
+    // Greedy decoding picks the largest logit after the prompt.
+    let j = json(&s.on_model("generate", &["-p", PROMPT, "-n", "1", "--ignore-eos", "--json"]));
+    assert_eq!(j["tokens"][0].as_u64(), Some(argmax(&rows[n - 1]) as u64));
+
+    fails(&s.on_model("logits", &["--ids", "1,x", "--out", path_arg(&out)]), 1, &["--ids", "`x`"]);
+    fails(&s.on_model("logits", &["--ids", "1,5000", "--out", path_arg(&out)]), 1, &["5000"]);
+    let unwritable = s.path("missing/logits.bin");
+    fails(&s.on_model("logits", &["--ids", "1,2", "--out", path_arg(&unwritable)]), 1, &[path_arg(&unwritable)]);
+}
+
+#[test]
+fn perplexity_is_the_mean_loss_of_the_logits() {
+    let s = Scratch::new("perplexity");
+    let text = "The cat sat on the mat. The dog sat on the log.\n";
+    let file = s.path("text.txt");
+    std::fs::write(&file, text).unwrap();
+    let printed = ok(&s.on_model("perplexity", &["--file", path_arg(&file)]));
+    let ppl: f64 = printed.trim().parse().unwrap_or_else(|_| panic!("not a number: {printed:?}"));
+
+    // The same from the logits of the same ids: exp of the mean negative log-likelihood of each next token.
+    let ids = ok(&s.on_model("tokenize", &[text]));
+    let logits = s.path("logits.bin");
+    ok(&s.on_model("logits", &["--ids", ids.trim_end(), "--out", path_arg(&logits)]));
+    let (ids, rows) = (ids_of(&ids), read_logits(&logits, s.config("vocab_size")));
+    let nll: f64 = (1..ids.len())
+        .map(|t| {
+            let row = &rows[t - 1];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = max + row.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
+            lse - row[ids[t] as usize] as f64
+        })
+        .sum();
+    let expect = (nll / (ids.len() - 1) as f64).exp();
+    // Printed with four decimals.
+    assert!((ppl - expect).abs() <= 1e-4 + 1e-9 * expect, "perplexity {ppl}, from the logits {expect}");
+
+    let missing = s.path("missing.txt");
+    fails(&s.on_model("perplexity", &["--file", path_arg(&missing)]), 1, &[path_arg(&missing)]);
+    fails(&s.on_model("perplexity", &["--file", path_arg(&file), "--window", "1"]), 1, &["--window"]);
+}
+
+#[test]
+fn inspect_describes_the_checkpoint() {
+    let s = Scratch::new("inspect");
+    let out = ok(&s.on_model("inspect", &[]));
+    let vocab = format!("vocab {}", s.config("vocab_size"));
+    for want in ["naming:     Baichuan", &vocab, "quant:      GPTQ int4, group size 32", "tensors:    47 used"] {
+        assert!(out.contains(want), "no {want:?} in\n{out}");
+    }
+    let listed = ok(&s.on_model("inspect", &["--tensors"]));
+    let rows = listed.lines().filter(|l| l.starts_with("  ") && l.contains(".safetensors:"));
+    assert_eq!(rows.count(), 47, "{listed}");
+
+    let missing = s.path("missing");
+    fails(&s.run(&["inspect", "-m", path_arg(&missing)]), 1, &[path_arg(&missing)]);
+}
+
+#[test]
+fn plan_sizes_the_kv_cache_from_the_context() {
+    let s = Scratch::new("plan");
+    let out = ok(&s.on_model("plan", &["--ctx", "64", "--all"]));
+    for region in ["weights", "kv cache", "activations", "workspace", "total"] {
+        assert!(out.lines().any(|l| l.starts_with(region)), "no {region} row in\n{out}");
+    }
+    // Keys: one fp16 vector per layer, KV head (Baichuan: one per head) and position.
+    let keys = out.lines().find(|l| l.starts_with("kv.keys")).expect("a kv.keys buffer");
+    let bytes: usize = keys.split_whitespace().nth(4).unwrap().parse().unwrap();
+    let head_dim = s.config("hidden_size") / s.config("num_attention_heads");
+    assert_eq!(bytes, s.config("num_hidden_layers") * s.config("num_attention_heads") * 64 * head_dim * 2, "{keys}");
+    let short = ok(&s.on_model("plan", &["--ctx", "64"]));
+    assert!(short.lines().count() < out.lines().count() && short.contains("--all lists every buffer"));
+
+    fails(&s.on_model("plan", &["--ctx", "0"]), 1, &["--ctx"]);
+}
+
+#[test]
+fn synth_writes_what_inspect_reads() {
+    let s = Scratch::new("synth");
+    let llama = s.path("llama");
+    ok(&s.run(&["synth", "--out", path_arg(&llama), "--arch", "llama", "--group-size", "64", "--shards", "2"]));
+    let out = ok(&s.run(&["inspect", "-m", path_arg(&llama)]));
+    for want in ["naming:     Llama", "group size 64", "model-00001-of-00002.safetensors, model-00002-of-00002"] {
+        assert!(out.contains(want), "no {want:?} in\n{out}");
+    }
+
+    fails(&s.run(&["synth", "--out", path_arg(&s.path("bad")), "--group-size", "0"]), 1, &["--group-size"]);
+    // A file where the directory should go.
+    let file = s.model().join("config.json");
+    fails(&s.run(&["synth", "--out", path_arg(&file)]), 1, &[path_arg(&file)]);
+}
+
+#[test]
+fn bench_on_the_cpu_reports_json() {
+    let s = Scratch::new("bench");
+    let args = ["--decode-tokens", "4", "--prompts", "8", "--reps", "1", "--json"];
+    let j = json(&s.on_model("bench", &args));
+    assert_eq!(j["backend"], "cpu");
+    assert_eq!(j["decode"][0]["tokens"].as_u64(), Some(4));
+    assert!(j["decode"][0]["tok_s"].as_f64().is_some_and(|t| t > 0.0), "{j}");
+    assert_eq!(j["time_to_first_token"][0]["prompt"].as_u64(), Some(8));
+    assert!(j["time_to_first_token"][0]["ms"].as_f64().is_some_and(|t| t > 0.0), "{j}");
+
+    fails(&s.on_model("bench", &["--prompts", "8,x"]), 1, &["--prompts", "`x`"]);
+}
