@@ -310,4 +310,15 @@ fn bench_on_the_cpu_reports_json() {
     assert!(j["time_to_first_token"][0]["ms"].as_f64().is_some_and(|t| t > 0.0), "{j}");
 
     fails(&s.on_model("bench", &["--prompts", "8,x"]), 1, &["--prompts", "`x`"]);
+    fails(&s.on_model("bench", &["--tune", "pdl=maybe"]), 1, &["--tune", "pdl=maybe", "on or off"]);
+    fails(&s.on_model("bench", &["--tune", "warp=9"]), 1, &["--tune", "`warp`", "gemv_blocks_per_sm"]);
+}
+
+#[test]
+fn bench_help_lists_every_tuning_key() {
+    let s = Scratch::new("bench-help");
+    let help = ok(&s.run(&["bench", "--help"]));
+    for (key, values, _) in engine::TUNING_KEYS {
+        assert!(help.contains(&format!("{key}={values}")), "bench --help does not list {key}={values}:\n{help}");
+    }
 }

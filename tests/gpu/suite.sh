@@ -57,7 +57,7 @@ if [ "$SKIP_7B" != 1 ]; then
     check synth-7b "$BIN/engine-cli" synth --preset 7b --out /tmp/engine-7b
     check generate-7b "$BIN/engine-cli" generate -m /tmp/engine-7b --backend cuda -p 'Hamlet->Shakespeare' -n 64 --ignore-eos
     check bench-7b "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --breakdown --json
-    ENGINE_NO_PDL=1 check bench-7b-no-pdl "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,512 --reps 3
+    check bench-7b-no-pdl "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,512 --reps 3 --tune pdl=off
 fi
 
 if [ -n "${REPORT:-}" ]; then

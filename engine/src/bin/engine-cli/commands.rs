@@ -503,8 +503,14 @@ fn bench(a: BenchArgs) -> Result<()> {
     if prompts.contains(&0) || a.reps == 0 || a.decode_tokens == 0 {
         return Err(Error::InvalidArgument("--prompts lengths, --reps and --decode-tokens must be at least 1".into()));
     }
-    let tuning = engine::Tuning::parse(&a.tune.join(","))?;
+    let tuning = engine::Tuning::parse(&a.tune.join(",")).map_err(|e| match e {
+        Error::InvalidArgument(why) => Error::InvalidArgument(format!("--tune: {why}")),
+        e => e,
+    })?;
     let engine = load_tuned(&a.model, tuning)?;
+    if !a.tune.is_empty() && engine.backend_name() != "cuda" {
+        eprintln!("engine-cli: --tune changes CUDA launches only; the {} backend ignores it", engine.backend_name());
+    }
     let c = engine.config().clone();
     let (vocab, ctx) = (c.vocab_size, engine.max_context());
     let mut report = serde_json::Map::new();
