@@ -90,9 +90,8 @@ impl Measure for CudaBackend {
         let (a, b) = (g.event(true)?, g.event(true)?);
         let run = || -> Result<f64> {
             g.record(&a)?;
-            self.upload_chunk(0, tokens)?;
             let step = self.step();
-            step.prefill(&kv, 0, tokens.len())?;
+            step.prefill(&kv, 0, tokens)?;
             step.lm_head(tokens.len() - 1, true)?;
             g.record(&b)?;
             g.sync()?;
@@ -111,7 +110,7 @@ impl Measure for CudaBackend {
         let g = &self.gpu;
         let mut samples: Vec<Vec<(&'static str, f64, u64)>> = Vec::new();
         for _ in 0..reps.max(1) {
-            self.upload_chunk(pos, &[token])?;
+            self.step().upload(pos, &[token])?;
             let start = g.event(true)?;
             g.record(&start)?;
             let mut marks = Vec::new();
@@ -125,7 +124,8 @@ impl Measure for CudaBackend {
                 marks.push((name, bytes, e));
                 Ok(())
             };
-            // SAFETY: ws.pos was set to `pos` < kv.positions() just above; `kv` lives until the sync below.
+            // SAFETY: ws.tokens / ws.pos hold the checked `token` and `pos` < kv.positions() (uploaded just above,
+            // after check_forward_args); `kv` lives until the sync below.
             unsafe { self.step().decode(&kv, false, &mut observe)? };
             g.sync()?;
             let mut prev = &start;

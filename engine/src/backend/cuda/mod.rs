@@ -141,6 +141,7 @@ impl CudaBackend {
             weights: &self.weights,
             act: &self.act,
             ws: &self.ws,
+            ws_mem: &self.ws_mem,
             ws_plan: &self.plan.ws,
             chunk: self.plan.limits.prefill_chunk,
         }
@@ -170,12 +171,6 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Put the ids of a chunk and its first position where the kernels read them.
-    fn upload_chunk(&self, start: usize, tokens: &[u32]) -> Result<()> {
-        self.gpu.upload(&self.ws_mem, self.plan.ws.tokens, tokens)?;
-        self.gpu.upload(&self.ws_mem, self.plan.ws.pos, &[start as u32])
-    }
-
     /// Capture the decode graph of `cache` (greedy or logits flavour) if it has not been captured yet.
     fn ensure_graph(&self, cache: &mut CudaKvCache, greedy: bool) -> Result<()> {
         let slot = if greedy { &mut cache.graphs.greedy } else { &mut cache.graphs.logits };
@@ -186,9 +181,10 @@ impl CudaBackend {
         stream
             .begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
             .map_err(|e| Error::Device(format!("starting graph capture: {e}")))?;
-        // SAFETY: the graph runs only through `replay`, whose callers have put a position below the cache's
-        // capacity into ws.pos first (`decode_step`), or bound the greedy steps that advance it on the device by
-        // the capacity (`decode_greedy`); the cache owns the graph, so it outlives every replay.
+        // SAFETY: the graph runs only through `replay`, whose callers have put a checked token and a position below
+        // the cache's capacity into ws.tokens / ws.pos first (`decode_step`), or bound the greedy steps, which
+        // write argmax tokens and advance the position on the device, by the capacity (`decode_greedy`); the cache
+        // owns the graph, so it outlives every replay.
         let launched = unsafe { self.step().decode(&cache.mem, greedy, &mut no_observer) };
         let graph = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
         launched?;
@@ -207,15 +203,14 @@ impl CudaBackend {
 
     /// Run one decode step for `token` at `pos` (< the cache's capacity) through the greedy or the logits graph.
     fn decode_step(&self, cache: &mut CudaKvCache, pos: usize, token: u32, greedy: bool) -> Result<()> {
-        self.upload_chunk(pos, &[token])?;
+        self.step().upload(pos, &[token])?;
         self.ensure_graph(cache, greedy)?;
         Self::replay(cache, greedy)
     }
 
     /// Run a prefill chunk of `tokens` at positions `start..`; leaves the rows' residual stream in `act.x`.
     fn prefill(&self, cache: &CudaKvCache, start: usize, tokens: &[u32]) -> Result<()> {
-        self.upload_chunk(start, tokens)?;
-        self.step().prefill(&cache.mem, start, tokens.len())
+        self.step().prefill(&cache.mem, start, tokens)
     }
 }
 
@@ -332,7 +327,7 @@ impl Backend for CudaBackend {
         check_forward_args(self.config_ref(), cache.capacity(), start, &[first], &LogitsOut::None)?;
         // Each replay decodes at the position the previous one advanced to: at most capacity − start of them.
         let max_tokens = max_tokens.min(cache.capacity() - start);
-        self.upload_chunk(start, &[first])?;
+        self.step().upload(start, &[first])?;
         self.ensure_graph(cache, true)?;
         let ring = self.ws.token_ring;
         self.token_ring.reset();

@@ -2,16 +2,17 @@
 //! Read top to bottom, each follows the CPU backend's forward pass, with the fusions noted where they happen.
 //!
 //! Every device address a launch gets comes from the resolved memory plan ([`Activations`], [`Workspace`],
-//! [`DeviceWeights`], [`KvCacheMem`]), whose buffers the plan sized for its limits: `prefill_chunk` rows and the
-//! cache's positions. That is the invariant each launch's safety rests on; the entry points check the rows and
-//! positions they are given against it (`decode`, whose position lives on the device, states it as its contract).
+//! [`DeviceWeights`], [`KvCacheMem`]), whose buffers the plan sized for its limits: `prefill_chunk` rows, the
+//! cache's positions and the vocabulary. That is the invariant each launch's safety rests on; `prefill` checks the
+//! ids, rows and positions it is given against it, and `decode`, whose token and position live on the device (a
+//! captured graph advances them itself), states it as its contract.
 
 use engine_format::plan::{self, WorkspaceBuffers, TOKEN_RING};
 use engine_format::ModelConfig;
 use half::f16;
 
 use super::buffers::{Activations, KvCacheMem, Workspace};
-use super::driver::{DevPtr, Kernel, KernelParams, Launch};
+use super::driver::{DevPtr, DeviceBuffer, Kernel, KernelParams, Launch};
 use super::kernels::{
     AttnParams, DecodeAdvanceParams, Device, EmbedParams, GemmParams, GemvParams, LmHeadParams, PermuteParams,
     RmsNormParams, RopeParams, SwigluParams,
@@ -46,7 +47,9 @@ pub(crate) struct Step<'a> {
     pub weights: &'a DeviceWeights,
     pub act: &'a Activations,
     pub ws: &'a Workspace,
-    /// The plan's workspace sizes (the split-K choices depend on them).
+    /// The workspace allocation and the plan's view of it (host copies of ids and positions; the split-K choices
+    /// depend on its sizes).
+    pub ws_mem: &'a DeviceBuffer,
     pub ws_plan: &'a WorkspaceBuffers,
     /// Rows the activation buffers hold (the plan's prefill chunk).
     pub chunk: usize,
@@ -68,8 +71,9 @@ impl Step<'_> {
     /// logits in `ws.logits`.
     ///
     /// # Safety
-    /// Whenever these launches run (now, or as a captured graph's replay), `ws.pos` holds a position below
-    /// `kv.positions()` and `kv` is alive: the kernels index the cache by it.
+    /// Whenever these launches run (now, or as a captured graph's replay), `ws.tokens[0]` holds an id below the
+    /// vocabulary size, `ws.pos` a position below `kv.positions()`, and `kv` is alive: the kernels index the
+    /// embedding table and the cache by them ([`Step::upload`] puts checked values there).
     pub unsafe fn decode(&self, kv: &KvCacheMem, greedy: bool, observe: Observe) -> Result<()> {
         let c = self.config;
         let (hidden, hd) = (c.hidden_size as u32, c.head_dim as u32);
@@ -153,16 +157,33 @@ impl Step<'_> {
         Ok(())
     }
 
-    /// One prefill chunk of `m` rows (ids in `ws.tokens`) at positions `start..start + m` (`start` is also in
-    /// `ws.pos`) over the KV cache `kv`; leaves the rows' residual stream in `act.x`.
-    pub fn prefill(&self, kv: &KvCacheMem, start: usize, m: usize) -> Result<()> {
-        if m == 0 || m > self.chunk || start + m > kv.positions() {
+    /// Put `tokens` (at most the plan's chunk, every id inside the vocabulary) and the position `start` of the
+    /// first where the kernels read them (`ws.tokens`, `ws.pos`).
+    pub fn upload(&self, start: usize, tokens: &[u32]) -> Result<()> {
+        let vocab = self.config.vocab_size;
+        if tokens.is_empty() || tokens.len() > self.chunk || tokens.iter().any(|&t| t as usize >= vocab) {
             return Err(Error::InvalidArgument(format!(
-                "prefill of {m} rows at {start}: the plan holds {} rows and the cache {} positions",
-                self.chunk,
+                "{} ids for the device: at most {} (the prefill chunk), each below {vocab}",
+                tokens.len(),
+                self.chunk
+            )));
+        }
+        let pos = u32::try_from(start).map_err(|_| Error::InvalidArgument(format!("position {start}")))?;
+        self.gpu.upload(self.ws_mem, self.ws_plan.tokens, tokens)?;
+        self.gpu.upload(self.ws_mem, self.ws_plan.pos, &[pos])
+    }
+
+    /// One prefill chunk of `tokens` at positions `start..start + tokens.len()` over the KV cache `kv`; leaves the
+    /// rows' residual stream in `act.x`.
+    pub fn prefill(&self, kv: &KvCacheMem, start: usize, tokens: &[u32]) -> Result<()> {
+        let m = tokens.len();
+        if start + m > kv.positions() {
+            return Err(Error::InvalidArgument(format!(
+                "prefill of {m} rows at {start}: the cache holds {} positions",
                 kv.positions()
             )));
         }
+        self.upload(start, tokens)?;
         let c = self.config;
         let m32 = m as u32;
         let (hidden, inter, hd) = (c.hidden_size as u32, c.intermediate_size as u32, c.head_dim as u32);
