@@ -159,8 +159,8 @@ typedef struct engine_memory_plan {
     uint64_t total_bytes;
 } engine_memory_plan;
 
-// How to pick tokens (Hugging Face semantics: repetition penalty, then temperature, top-k, top-p). Start from
-// `engine_sampler_default_options()` (greedy decoding).
+// How to pick tokens (Hugging Face semantics: repetition penalty, then temperature, top-k, top-p, min-p). Start
+// from `engine_sampler_default_options()` (greedy decoding).
 typedef struct engine_sampler_options {
     // 0 = greedy (argmax); otherwise a finite value > 0 that divides the logits.
     float temperature;
@@ -170,8 +170,12 @@ typedef struct engine_sampler_options {
     float top_p;
     // Penalty on every token already in the sequence: a finite value > 0; 1 = none (Baichuan's card uses 1.1).
     float repetition_penalty;
-    // Seed of the random generator: the same seed gives the same tokens.
+    // Seed of the random generator. The number drawn for a token depends only on the seed and the token's position
+    // in the session, so the same seed gives the same tokens, on either backend (except where two tokens are
+    // within rounding of a sampling boundary).
     uint64_t seed;
+    // Keep only tokens at least min_p times as likely as the most likely one: in [0, 1]; 0 = no limit.
+    float min_p;
 } engine_sampler_options;
 
 // What `engine_generate` is asked to do. Start from `engine_generate_default_options()`.
@@ -386,8 +390,8 @@ enum engine_status engine_session_feed_all_logits(struct engine_session *session
 
 // Pick a token from the logits of the last `engine_session_feed` / `_feed_all_logits` with `options` (NULL =
 // greedy); the penalty sees every token in the session. The token is not appended: feed it to continue.
-// The sampler's random stream continues across calls with the same options (a change of options, or a reset,
-// starts it again from options->seed). INVALID_ARGUMENT if nothing was fed since the last reset, truncation or
+// The draw depends on options->seed and the position the token will take (the session's length), so sampling
+// the same logits twice gives the same token. INVALID_ARGUMENT if nothing was fed since the last reset, truncation or
 // `engine_session_feed_and_sample`, or if an option is out of range. One thread at a time per session.
 //
 // # Safety

@@ -148,6 +148,9 @@ pub mod kernels {
     pub const LM_HEAD_F16: &str = "lm_head_f16";
     /// `decode.cu`: `decode_advance(DecodeAdvanceParams)`: one thread.
     pub const DECODE_ADVANCE: &str = "decode_advance";
+    /// `sample.cu`: `sample_token(SampleParams)`: the next token from one row of logits under the sampler settings
+    /// (`SamplerConfig`) and the penalty set; one block of 1024 threads, static shared memory only.
+    pub const SAMPLE_TOKEN: &str = "sample_token";
 
     /// Every kernel above.
     pub const ALL: &[&str] = &[
@@ -178,6 +181,7 @@ pub mod kernels {
         ATTN_PREFILL_TC128,
         LM_HEAD_F16,
         DECODE_ADVANCE,
+        SAMPLE_TOKEN,
     ];
 }
 

@@ -356,6 +356,10 @@ int main(int argc, char **argv) {
         EXPECT(engine_session_feed_and_sample(sess, ids, 2, &b, &picked), ENGINE_STATUS_INVALID_ARGUMENT);
         EXPECT_MESSAGE("top_p");
         b = engine_sampler_default_options();
+        b.min_p = -0.5f;
+        EXPECT(engine_session_feed_and_sample(sess, ids, 2, &b, &picked), ENGINE_STATUS_INVALID_ARGUMENT);
+        EXPECT_MESSAGE("min_p");
+        b = engine_sampler_default_options();
         b.repetition_penalty = NAN;
         engine_generate_options o = engine_generate_default_options();
         o.sampler = b;

@@ -53,7 +53,7 @@ class MemoryPlan(C.Structure):
 
 class SamplerOptions(C.Structure):
     _fields_ = [("temperature", C.c_float), ("top_k", C.c_uint32), ("top_p", C.c_float),
-                ("repetition_penalty", C.c_float), ("seed", C.c_uint64)]
+                ("repetition_penalty", C.c_float), ("seed", C.c_uint64), ("min_p", C.c_float)]
 
 
 class GenerateOptions(C.Structure):
@@ -347,7 +347,7 @@ def main(argv):
     expect(lib.engine_model_load(model_dir, C.byref(bad), C.byref(m2)), "INVALID_ARGUMENT", "max_context")
     bad = ModelOptions(BACKEND["CPU"], 0, 0, MAX_PREFILL_CHUNK + 1)
     expect(lib.engine_model_load(model_dir, C.byref(bad), C.byref(m2)), "INVALID_ARGUMENT", "prefill_chunk")
-    for field, value in (("temperature", -0.5), ("top_p", 1.5), ("repetition_penalty", math.inf)):
+    for field, value in (("temperature", -0.5), ("top_p", 1.5), ("repetition_penalty", math.inf), ("min_p", 2.0)):
         o = lib.engine_generate_default_options()
         setattr(o.sampler, field, value)
         expect(generate(session, "hi", o)[0], "INVALID_ARGUMENT", field)

@@ -6,7 +6,7 @@
 
 use e2e_tests::{cases, random_ids, rel_l2, synth};
 use engine::engine::{Engine, EngineOptions};
-use engine::sampling::{argmax, Sampler, SamplerParams};
+use engine::sampling::{argmax, probabilities, uniform, Sampler, SamplerParams};
 use engine::session::GenerateOptions;
 use engine::BackendKind;
 
@@ -117,15 +117,57 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
             format!("greedy tokens identical up to the near tie at step {upto}")
         };
 
-        // Sampling: the same seed gives the same tokens.
-        let sampled = SamplerParams { temperature: 0.8, top_k: 40, top_p: 0.95, repetition_penalty: 1.1, seed: 42 };
+        // Sampling: the same seed gives the same tokens, on each backend.
+        let sampled =
+            SamplerParams { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.01, repetition_penalty: 1.1, seed: 42 };
         let opts = GenerateOptions { sampler: sampled, ..opts };
-        let (s1, _, _) = gpu.new_session(None).unwrap().generate(prompt, &opts, |_| true).unwrap();
-        let (s2, _, _) = gpu.new_session(None).unwrap().generate(prompt, &opts, |_| true).unwrap();
-        assert_eq!(s1, s2, "{}: same seed, different tokens", case.name);
+        for backend in [&gpu, &cpu] {
+            let (s1, _, _) = backend.new_session(None).unwrap().generate(prompt, &opts, |_| true).unwrap();
+            let (s2, _, _) = backend.new_session(None).unwrap().generate(prompt, &opts, |_| true).unwrap();
+            assert_eq!(s1, s2, "{}: same seed, different tokens", case.name);
+        }
+
+        // The device sampler picks the CPU sampler's token wherever the draw is not near a tie: both backends fed
+        // the CPU's sampled tokens, at each step the picks must agree unless the draw lies closer to a boundary of
+        // the CPU's distribution (cumulative, in id order) than the two backends' distributions differ (their total
+        // variation distance bounds how far any boundary can move).
+        let (mut cs, mut gl, mut gs) =
+            (cpu.new_session(None).unwrap(), gpu.new_session(None).unwrap(), gpu.new_session(None).unwrap());
+        let (mut c_sampler, mut g_sampler) = (Sampler::new(sampled).unwrap(), Sampler::new(sampled).unwrap());
+        let mut context = prompt.to_vec();
+        let mut c_logits = cs.feed(prompt).unwrap();
+        let mut g_logits = gl.feed(prompt).unwrap();
+        let mut g_pick = gs.feed_and_sample(prompt, &mut g_sampler).unwrap();
+        let (mut sampled_ties, mut sampled_agree) = (0, 0);
+        for step in 0..64 {
+            let c_pick = c_sampler.sample(&mut c_logits.clone(), &context, context.len());
+            let (pc, pg) = (probabilities(&c_logits, &context, &sampled), probabilities(&g_logits, &context, &sampled));
+            let tv = 0.5 * pc.iter().zip(&pg).map(|(a, b)| (a - b).abs()).sum::<f64>();
+            let u = uniform(sampled.seed, context.len() as u64);
+            let mut cum = 0.0;
+            let mut distance = u.min(1.0 - u);
+            for &p in pc.iter().filter(|&&p| p > 0.0) {
+                cum += p;
+                distance = distance.min((u - cum).abs());
+            }
+            if distance > 2.0 * tv + 1e-6 {
+                assert_eq!(
+                    g_pick, c_pick,
+                    "{}: sampled step {step}: the device sampler picks another token",
+                    case.name
+                );
+                sampled_agree += 1;
+            } else {
+                sampled_ties += 1;
+            }
+            context.push(c_pick);
+            c_logits = cs.feed(&[c_pick]).unwrap();
+            g_logits = gl.feed(&[c_pick]).unwrap();
+            g_pick = gs.feed_and_sample(&[c_pick], &mut g_sampler).unwrap();
+        }
 
         println!(
-            "{:<30} prefill max rel L2 {e_prefill:.2e} (chunks of 160: {e_long:.2e}) | 64 decode steps max rel L2 {e_decode:.2e} | {identical} ({ties} near ties) | seeded sampling repeatable",
+            "{:<30} prefill max rel L2 {e_prefill:.2e} (chunks of 160: {e_long:.2e}) | 64 decode steps max rel L2 {e_decode:.2e} | {identical} ({ties} near ties) | seeded sampling repeatable; sampled picks equal to the CPU's at {sampled_agree} of 64 steps ({sampled_ties} near a boundary)",
             case.name
         );
     }

@@ -261,8 +261,12 @@ pub struct WorkspaceBuffers {
     pub tokens: Buf<u32>,
     /// The position of the first row.
     pub pos: Buf<u32>,
-    /// The tokens greedy decode steps produced, by position modulo [`TOKEN_RING`].
+    /// The tokens the on-device decode loop produced, by position modulo [`TOKEN_RING`].
     pub token_ring: Buf<u32>,
+    /// The sampler's settings (8 words: `SamplerConfig` of `ptx/kernels/sample.cu`).
+    pub sampler: Buf<u32>,
+    /// The repetition penalty's set: one bit per vocabulary id, set for the tokens in the context.
+    pub seen: Buf<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,6 +312,9 @@ pub fn attention_splits(c: &ModelConfig) -> usize {
 /// Decode steps whose sampled tokens the device keeps before the host must have read them (decode runs ahead of
 /// the host by at most this many steps).
 pub const TOKEN_RING: usize = 64;
+
+/// Words of the sampler's settings on the device (`SamplerConfig` of `ptx/kernels/sample.cu`).
+pub const SAMPLER_CONFIG_WORDS: usize = 8;
 
 /// Rows × splits the prefill GEMM's split-K workspace holds: chunks of at most this many rows (over their split
 /// count) split K; larger chunks have enough row tiles to fill the card without it.
@@ -468,6 +475,8 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
         tokens: b.push("ws.tokens".into(), s, m.max(1)),
         pos: b.push("ws.pos".into(), s, 1),
         token_ring: b.push("ws.token_ring".into(), s, TOKEN_RING),
+        sampler: b.push("ws.sampler".into(), s, SAMPLER_CONFIG_WORDS),
+        seen: b.push("ws.seen".into(), s, vocab.div_ceil(32)),
     };
 
     let mut region_sizes = b.sizes;

@@ -60,9 +60,9 @@ pub trait Backend: Send {
     /// `out` asks for.
     fn forward(&mut self, cache: &mut dyn KvCache, start: usize, tokens: &[u32], out: LogitsOut<'_>) -> Result<()>;
 
-    /// Like [`Backend::forward`], then pick the next token from the last position's logits with `sampler`.
-    /// `history` is every token of the sequence so far (for the repetition penalty). Backends that can sample on
-    /// the device override this to avoid copying the logits back.
+    /// Like [`Backend::forward`], then pick the token for position `start + tokens.len()` from the last position's
+    /// logits with `sampler`. `history` is every token of the sequence so far, `tokens` included (for the
+    /// repetition penalty). Backends that can sample on the device override this to avoid copying the logits back.
     fn forward_sample(
         &mut self,
         cache: &mut dyn KvCache,
@@ -74,23 +74,29 @@ pub trait Backend: Send {
         sample_on_host(self, cache, start, tokens, sampler, history)
     }
 
-    /// Greedy decoding without a penalty: feed `first` at position `start`, take the argmax, feed it, and so on,
+    /// The decode loop: feed `first` at position `start`, pick the next token with `params` (the repetition
+    /// penalty over `history`, every token before `first`, and over the tokens fed since), feed it, and so on,
     /// calling `on_token` with each new token until it returns `false` or `max_tokens` tokens were produced.
     /// Returns how many tokens were fed (the first, then every produced token but the last). Backends that can
     /// keep this loop on the device override it; the cache may then hold a few positions beyond the last fed
     /// token, which later calls overwrite.
-    fn decode_greedy(
+    #[allow(clippy::too_many_arguments)]
+    fn decode_loop(
         &mut self,
         cache: &mut dyn KvCache,
         start: usize,
         first: u32,
         max_tokens: usize,
+        params: &SamplerParams,
+        history: &[u32],
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<usize> {
-        let mut sampler = Sampler::new(SamplerParams::default())?;
+        let mut sampler = Sampler::new(*params)?;
+        let mut context = history.to_vec();
         let (mut token, mut fed) = (first, 0);
         while fed < max_tokens {
-            let next = self.forward_sample(cache, start + fed, &[token], &mut sampler, &[])?;
+            context.push(token);
+            let next = self.forward_sample(cache, start + fed, &[token], &mut sampler, &context)?;
             fed += 1;
             if !on_token(next) {
                 break;
@@ -113,7 +119,7 @@ pub fn sample_on_host<B: Backend + ?Sized>(
 ) -> Result<u32> {
     let mut logits = vec![0f32; b.config().vocab_size];
     b.forward(cache, start, tokens, LogitsOut::Last(&mut logits))?;
-    Ok(sampler.sample(&mut logits, history))
+    Ok(sampler.sample(&mut logits, history, start + tokens.len()))
 }
 
 /// The checks every backend makes before a forward pass: positions inside the cache, ids inside the vocabulary,

@@ -206,7 +206,10 @@ pub unsafe extern "C" fn engine_generate(
             model.check_not_generating()?;
             let engine = &model.engine;
             let tok = engine.tokenizer();
+            // The time to the first token counts from here: tokenizing is part of what the caller waits for.
+            let t0 = std::time::Instant::now();
             let ids = tok.encode(prompt, o.add_bos)?;
+            let tokenize_time = t0.elapsed();
             if ids.is_empty() {
                 return Err(CapiError::invalid("the prompt is empty (no tokens): pass some text or set add_bos"));
             }
@@ -251,7 +254,7 @@ pub unsafe extern "C" fn engine_generate(
                     n_prompt_tokens: u32_sat(ids.len()),
                     n_generated_tokens: u32_sat(out.tokens.len()),
                     last_token: out.tokens.last().copied().unwrap_or(ENGINE_NO_TOKEN),
-                    time_to_first_token_ms: out.stats.time_to_first_token.as_secs_f64() * 1e3,
+                    time_to_first_token_ms: (tokenize_time + out.stats.time_to_first_token).as_secs_f64() * 1e3,
                     decode_tokens_per_second: out.stats.decode_tokens_per_second(),
                     text: new_string(out.text.as_bytes()),
                     text_len: out.text.len(),

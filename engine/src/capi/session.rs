@@ -10,8 +10,8 @@ use super::token::EngineToken;
 use crate::sampling::{Sampler, SamplerParams};
 use crate::session::Session;
 
-/// How to pick tokens (Hugging Face semantics: repetition penalty, then temperature, top-k, top-p). Start from
-/// `engine_sampler_default_options()` (greedy decoding).
+/// How to pick tokens (Hugging Face semantics: repetition penalty, then temperature, top-k, top-p, min-p). Start
+/// from `engine_sampler_default_options()` (greedy decoding).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EngineSamplerOptions {
@@ -23,8 +23,12 @@ pub struct EngineSamplerOptions {
     pub top_p: f32,
     /// Penalty on every token already in the sequence: a finite value > 0; 1 = none (Baichuan's card uses 1.1).
     pub repetition_penalty: f32,
-    /// Seed of the random generator: the same seed gives the same tokens.
+    /// Seed of the random generator. The number drawn for a token depends only on the seed and the token's position
+    /// in the session, so the same seed gives the same tokens, on either backend (except where two tokens are
+    /// within rounding of a sampling boundary).
     pub seed: u64,
+    /// Keep only tokens at least min_p times as likely as the most likely one: in [0, 1]; 0 = no limit.
+    pub min_p: f32,
 }
 
 /// A sequence (opaque to C).
@@ -35,8 +39,8 @@ pub struct EngineSession {
 pub(crate) struct SessionState {
     pub model: Arc<ModelShared>,
     pub session: Session,
-    /// The sampler of `engine_session_sample` / `_feed_and_sample`, kept so that its random stream continues from
-    /// call to call; replaced when the options change and dropped on reset.
+    /// The sampler of `engine_session_sample` / `_feed_and_sample`, kept for its scratch space (it holds no random
+    /// state: the draw depends on the seed and the position); replaced when the options change, dropped on reset.
     sampler: Option<Sampler>,
     /// Logits of the last position fed by `engine_session_feed` / `_feed_all_logits`, for `engine_session_sample`.
     last_logits: Option<Vec<f32>>,
@@ -98,7 +102,7 @@ pub(crate) fn with_session<R>(
 pub extern "C" fn engine_sampler_default_options() -> EngineSamplerOptions {
     // SamplerParams::default(), spelled out so that it is a constant (a test checks that they agree).
     const DEFAULT: EngineSamplerOptions =
-        EngineSamplerOptions { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 0 };
+        EngineSamplerOptions { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 0, min_p: 0.0 };
     guard_value(DEFAULT, || DEFAULT)
 }
 
@@ -125,6 +129,7 @@ pub(crate) fn sampler_params_from(o: &EngineSamplerOptions) -> CResult<SamplerPa
         temperature: o.temperature,
         top_k: o.top_k as usize,
         top_p: o.top_p,
+        min_p: o.min_p,
         repetition_penalty: o.repetition_penalty,
         seed: o.seed,
     };
@@ -269,8 +274,8 @@ pub unsafe extern "C" fn engine_session_feed_all_logits(
 
 /// Pick a token from the logits of the last `engine_session_feed` / `_feed_all_logits` with `options` (NULL =
 /// greedy); the penalty sees every token in the session. The token is not appended: feed it to continue.
-/// The sampler's random stream continues across calls with the same options (a change of options, or a reset,
-/// starts it again from options->seed). INVALID_ARGUMENT if nothing was fed since the last reset, truncation or
+/// The draw depends on options->seed and the position the token will take (the session's length), so sampling
+/// the same logits twice gives the same token. INVALID_ARGUMENT if nothing was fed since the last reset, truncation or
 /// `engine_session_feed_and_sample`, or if an option is out of range. One thread at a time per session.
 ///
 /// # Safety
@@ -293,7 +298,7 @@ pub unsafe extern "C" fn engine_session_sample(
                 ));
             };
             let history = s.session.tokens().to_vec();
-            let token = s.sampler(params)?.sample(&mut logits, &history);
+            let token = s.sampler(params)?.sample(&mut logits, &history, history.len());
             // SAFETY: checked above.
             unsafe { write_out(out_token, token, "out_token") }
         })

@@ -183,54 +183,51 @@ impl Session {
         if opts.max_new_tokens == 0 {
             return Ok((out, StopReason::MaxTokens, stats));
         }
-        let mut next = self.feed_and_sample(prompt, &mut sampler)?;
+        let next = self.feed_and_sample(prompt, &mut sampler)?;
         stats.time_to_first_token = t0.elapsed();
         let t1 = Instant::now();
-        // Greedy without a penalty needs no logits on the host: the backend may run the whole loop itself.
-        let on_device = opts.sampler.is_greedy() && opts.sampler.repetition_penalty == 1.0;
-        let reason = loop {
+        let reason = 'decode: {
             out.push(next);
             stats.generated_tokens = out.len();
             if Some(next) == opts.eos_token_id {
-                break StopReason::Eos;
+                break 'decode StopReason::Eos;
             }
             if !on_token(next) {
-                break StopReason::Callback;
+                break 'decode StopReason::Callback;
             }
             if out.len() >= opts.max_new_tokens {
-                break StopReason::MaxTokens;
+                break 'decode StopReason::MaxTokens;
             }
             if self.tokens.len() + 1 > self.capacity() {
-                break StopReason::ContextFull;
+                break 'decode StopReason::ContextFull;
             }
-            if on_device {
-                let start = self.tokens.len();
-                let budget = (opts.max_new_tokens - out.len()).min(self.capacity() - start);
-                let produced_from = out.len();
-                let mut stop = None;
-                let fed = {
-                    let mut b = lock(&self.backend);
-                    b.decode_greedy(&mut *self.cache, start, next, budget, &mut |t| {
-                        out.push(t);
-                        if Some(t) == opts.eos_token_id {
-                            stop = Some(StopReason::Eos);
-                        } else if !on_token(t) {
-                            stop = Some(StopReason::Callback);
-                        }
-                        stop.is_none()
-                    })?
-                };
-                // Fed: `next`, then every produced token but the last.
-                self.tokens.push(next);
-                self.tokens.extend_from_slice(&out[produced_from..produced_from + fed - 1]);
-                stats.generated_tokens = out.len();
-                break stop.unwrap_or(if out.len() >= opts.max_new_tokens {
-                    StopReason::MaxTokens
-                } else {
-                    StopReason::ContextFull
-                });
-            }
-            next = self.feed_and_sample(&[next], &mut sampler)?;
+            // The rest of the loop is the backend's: the CUDA backend keeps it on the device, the host only reads
+            // each token behind it.
+            let start = self.tokens.len();
+            let budget = (opts.max_new_tokens - out.len()).min(self.capacity() - start);
+            let produced_from = out.len();
+            let mut stop = None;
+            let fed = {
+                let mut b = lock(&self.backend);
+                b.decode_loop(&mut *self.cache, start, next, budget, &opts.sampler, &self.tokens, &mut |t| {
+                    out.push(t);
+                    if Some(t) == opts.eos_token_id {
+                        stop = Some(StopReason::Eos);
+                    } else if !on_token(t) {
+                        stop = Some(StopReason::Callback);
+                    }
+                    stop.is_none()
+                })?
+            };
+            // Fed: `next`, then every produced token but the last.
+            self.tokens.push(next);
+            self.tokens.extend_from_slice(&out[produced_from..produced_from + fed - 1]);
+            stats.generated_tokens = out.len();
+            stop.unwrap_or(if out.len() >= opts.max_new_tokens {
+                StopReason::MaxTokens
+            } else {
+                StopReason::ContextFull
+            })
         };
         stats.decode_time = t1.elapsed();
         Ok((out, reason, stats))

@@ -6,6 +6,7 @@ use engine_format::plan::{ActivationBuffers, KvLayout, WorkspaceBuffers};
 use half::f16;
 
 use super::driver::{DevPtr, DeviceBuffer};
+use super::kernels::SamplerConfig;
 
 /// The activation region (see [`ActivationBuffers`]).
 pub(crate) struct Activations {
@@ -51,6 +52,8 @@ pub(crate) struct Workspace {
     pub tokens: DevPtr<u32>,
     pub pos: DevPtr<u32>,
     pub token_ring: DevPtr<u32>,
+    pub sampler: DevPtr<SamplerConfig>,
+    pub seen: DevPtr<u32>,
 }
 
 impl Workspace {
@@ -69,6 +72,8 @@ impl Workspace {
             tokens: mem.at(w.tokens),
             pos: mem.at(w.pos),
             token_ring: mem.at(w.token_ring),
+            sampler: mem.at(w.sampler).cast(),
+            seen: mem.at(w.seen),
         }
     }
 }

@@ -44,6 +44,10 @@ impl<T> DevPtr<T> {
     pub fn add(self, n: usize) -> Self {
         DevPtr::at(self.addr + (n * std::mem::size_of::<T>()) as u64)
     }
+    /// The same address as elements of `U` (for buffers the plan counts in words but kernels read as structs).
+    pub fn cast<U>(self) -> DevPtr<U> {
+        DevPtr::at(self.addr)
+    }
 }
 
 impl<T> Clone for DevPtr<T> {
@@ -104,6 +108,12 @@ impl<P: KernelParams> Kernel<P> {
     /// the list that pairs each kernel with its struct).
     pub(super) fn load(module: &Arc<CudaModule>, name: &str) -> Result<Self> {
         let f = module.load_function(name).map_err(|e| dev_err(&format!("kernel {name}"), e))?;
+        // Drivers load a module's functions lazily by default (on first launch); a first prompt would pay for
+        // every kernel it meets. Loading them now moves that cost to model load.
+        // SAFETY: `f` is a function handle of `module`, which its `CudaFunction` keeps alive.
+        unsafe { sys::cuFuncLoad(f.cu_function()) }
+            .result()
+            .map_err(|e| dev_err(&format!("loading kernel {name}"), e))?;
         Ok(Kernel { f, _params: PhantomData })
     }
     pub fn set_max_dynamic_smem(&self, bytes: u32) -> Result<()> {
@@ -247,11 +257,25 @@ impl Gpu {
             .stream
             .alloc_zeros::<u8>(bytes.max(1))
             .map_err(|e| Error::Device(format!("allocating {:.1} MB for {what}: {e}", bytes as f64 / 1e6)))?;
+        Ok(Self::buffer(slice, bytes, &self.stream))
+    }
+
+    /// Allocate `bytes` of device memory left as it is: for buffers every reader only reads where a kernel wrote
+    /// before (the KV cache), where zeroing gigabytes would only delay the first prompt.
+    pub fn alloc_uninit(&self, bytes: usize, what: &str) -> Result<DeviceBuffer> {
+        // SAFETY: device memory of any content is a valid `u8` buffer for the device; the host never reads it
+        // (copies out go through `download`, into `Pod` types, of buffers kernels wrote).
+        let slice = unsafe { self.stream.alloc::<u8>(bytes.max(1)) }
+            .map_err(|e| Error::Device(format!("allocating {:.1} MB for {what}: {e}", bytes as f64 / 1e6)))?;
+        Ok(Self::buffer(slice, bytes, &self.stream))
+    }
+
+    fn buffer(slice: CudaSlice<u8>, bytes: usize, stream: &Arc<CudaStream>) -> DeviceBuffer {
         let ptr = {
-            let (ptr, _sync) = slice.device_ptr(&self.stream);
+            let (ptr, _sync) = slice.device_ptr(stream);
             ptr
         };
-        Ok(DeviceBuffer { ptr, bytes, _slice: slice })
+        DeviceBuffer { ptr, bytes, _slice: slice }
     }
 
     /// Copy `src` into the first `src.len()` elements of buffer `at` of `dst`, in stream order. Fails if `src`

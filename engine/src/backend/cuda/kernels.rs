@@ -208,6 +208,17 @@ kernel_params! {
         ring_len: u32,
     }
 
+    /// The sampler: the next token from one row of logits.
+    "sample.cu" struct SampleParams {
+        logits: DevPtr<f32>,
+        config: DevPtr<SamplerConfig>,
+        seen: DevPtr<u32>,
+        token: DevPtr<u32>,
+        pos: DevPtr<u32>,
+        vocab: u32,
+        pos_offset: u32,
+    }
+
     /// Fill a buffer with one 32-bit value (tests poison outputs with NaN bits).
     "util.cu" struct FillParams {
         p: DevPtr<u32>,
@@ -221,6 +232,36 @@ kernel_params! {
         dst: DevPtr<[u32; 4]>,
         n16: u64,
     }
+}
+
+/// The sampler settings as the device reads them (`SamplerConfig` of sample.cu), written by the host before a
+/// generation rather than baked into the decode graph.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct SamplerConfig {
+    pub temperature: f32,
+    pub top_k: u32,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub penalty: f32,
+    pub seed_lo: u32,
+    pub seed_hi: u32,
+    pub reserved: u32,
+}
+
+impl SamplerConfig {
+    /// (field, Rust type) in order, for the layout test.
+    #[cfg(test)]
+    const FIELDS: &'static [(&'static str, &'static str)] = &[
+        ("temperature", "f32"),
+        ("top_k", "u32"),
+        ("top_p", "f32"),
+        ("min_p", "f32"),
+        ("penalty", "f32"),
+        ("seed_lo", "u32"),
+        ("seed_hi", "u32"),
+        ("reserved", "u32"),
+    ];
 }
 
 use engine_ptx::kernels as name;
@@ -255,6 +296,7 @@ kernels! {
     attn_prefill_tc128: AttnParams = name::ATTN_PREFILL_TC128,
     lm_head: LmHeadParams = name::LM_HEAD_F16,
     decode_advance: DecodeAdvanceParams = name::DECODE_ADVANCE,
+    sample: SampleParams = name::SAMPLE_TOKEN,
 }
 
 /// An open device with the engine's kernels loaded: what the launch code runs on.
@@ -372,6 +414,7 @@ mod tests {
             "float*" => "DevPtr<f32>",
             "uint32_t*" => "DevPtr<u32>",
             "uint4*" => "DevPtr<[u32; 4]>",
+            "SamplerConfig*" => "DevPtr<SamplerConfig>",
             "uint32_t" => "u32",
             "uint64_t" => "u64",
             "float" => "f32",
@@ -381,7 +424,8 @@ mod tests {
 
     #[test]
     fn every_param_struct_mirrors_its_c_struct() {
-        for &(file, name, fields, size) in PARAM_STRUCTS {
+        let config = ("sample.cu", "SamplerConfig", SamplerConfig::FIELDS, std::mem::size_of::<SamplerConfig>());
+        for &(file, name, fields, size) in PARAM_STRUCTS.iter().chain([&config]) {
             let c = c_fields(&kernel_source(file), name);
             // `in` is a Rust keyword; the mirror calls that field `input`.
             let c_names: Vec<&str> = c.iter().map(|(n, ..)| if n == "in" { "input" } else { n.as_str() }).collect();

@@ -5,7 +5,7 @@ use engine_format::plan::KvLayout;
 
 use super::driver::Launch;
 use super::kernels::CopyParams;
-use super::step::Reads;
+use super::step::{Reads, StepEnd};
 use super::CudaBackend;
 use crate::backend::{check_forward_args, LogitsOut};
 use crate::error::{Error, Result};
@@ -126,7 +126,7 @@ impl Measure for CudaBackend {
             };
             // SAFETY: ws.tokens / ws.pos hold the checked `token` and `pos` < kv.positions() (uploaded just above,
             // after check_forward_args); `kv` lives until the sync below.
-            unsafe { self.step().decode(&kv, false, &mut observe)? };
+            unsafe { self.step().decode(&kv, StepEnd::Logits, &mut observe)? };
             g.sync()?;
             let mut prev = &start;
             let mut row = Vec::new();

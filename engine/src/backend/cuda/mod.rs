@@ -30,16 +30,17 @@ use cudarc::driver::CudaGraph;
 use engine_format::plan::{self, KvLayout, MemoryPlan, PlanLimits, Region};
 use engine_format::ModelConfig;
 
-use crate::backend::{check_forward_args, sample_on_host, Backend, KvCache, LogitsOut};
+use crate::backend::{check_forward_args, Backend, KvCache, LogitsOut};
 use crate::error::{Error, Result};
 use crate::measure::Measure;
 use crate::model::Model;
-use crate::sampling::Sampler;
+use crate::sampling::{Sampler, SamplerParams};
 use buffers::{Activations, KvCacheMem, Workspace};
 use driver::DeviceBuffer;
 use kernels::Device;
+use kernels::SamplerConfig;
 use staging::TokenRing;
-use step::{no_observer, Step};
+use step::{no_observer, Step, StepEnd};
 use weights::DeviceWeights;
 
 pub use tuning::{Tuning, TUNING_KEYS};
@@ -76,12 +77,25 @@ pub(crate) struct CudaKvCache {
     mem: KvCacheMem,
 }
 
+/// One graph per way a step ends (see [`StepEnd`]), captured when first needed.
 #[derive(Default)]
 struct DecodeGraphs {
     /// Ends in the fused argmax and `decode_advance`: the next token never leaves the device.
-    greedy: Option<SendGraph>,
-    /// Ends with the logits in the workspace, for sampling on the host.
+    argmax: Option<SendGraph>,
+    /// Ends in the sampler and `decode_advance`: likewise, under the settings in the workspace.
+    sample: Option<SendGraph>,
+    /// Ends with the logits in the workspace, for the host.
     logits: Option<SendGraph>,
+}
+
+impl DecodeGraphs {
+    fn slot(&mut self, end: StepEnd) -> &mut Option<SendGraph> {
+        match end {
+            StepEnd::Argmax => &mut self.argmax,
+            StepEnd::Sample => &mut self.sample,
+            StepEnd::Logits => &mut self.logits,
+        }
+    }
 }
 
 /// A captured graph. cudarc's `CudaGraph` is not `Send` because graph handles must not be used from two threads
@@ -150,7 +164,8 @@ impl CudaBackend {
     /// A KV cache of `positions` positions on the device.
     fn new_kv(&self, positions: usize) -> Result<KvCacheMem> {
         let layout = KvLayout::new(self.config_ref(), positions);
-        Ok(KvCacheMem::new(self.gpu.alloc(layout.bytes(), "the KV cache")?, layout))
+        // Not zeroed: attention reads only positions a step wrote (and the prefill kernels mask the rest of a tile).
+        Ok(KvCacheMem::new(self.gpu.alloc_uninit(layout.bytes(), "the KV cache")?, layout))
     }
 
     fn cache<'a>(&self, cache: &'a mut dyn KvCache) -> Result<&'a mut CudaKvCache> {
@@ -171,9 +186,33 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Capture the decode graph of `cache` (greedy or logits flavour) if it has not been captured yet.
-    fn ensure_graph(&self, cache: &mut CudaKvCache, greedy: bool) -> Result<()> {
-        let slot = if greedy { &mut cache.graphs.greedy } else { &mut cache.graphs.logits };
+    /// Put the sampler's settings and the penalty's set (the ids in `context`) where the sampler kernel reads them.
+    fn load_sampler(&self, params: &SamplerParams, context: &[u32]) -> Result<()> {
+        let seed = params.seed;
+        let config = SamplerConfig {
+            temperature: params.temperature,
+            top_k: params.top_k.min(u32::MAX as usize) as u32,
+            top_p: params.top_p,
+            min_p: params.min_p,
+            penalty: params.repetition_penalty,
+            seed_lo: seed as u32,
+            seed_hi: (seed >> 32) as u32,
+            reserved: 0,
+        };
+        self.gpu.upload(&self.ws_mem, self.plan.ws.sampler, bytemuck::cast_slice(&[config]))?;
+        if params.repetition_penalty != 1.0 {
+            let mut seen = vec![0u32; self.plan.ws.seen.len];
+            for &t in context.iter().filter(|&&t| (t as usize) < self.config_ref().vocab_size) {
+                seen[t as usize / 32] |= 1 << (t % 32);
+            }
+            self.gpu.upload(&self.ws_mem, self.plan.ws.seen, &seen)?;
+        }
+        Ok(())
+    }
+
+    /// Capture the decode graph of `cache` that ends as `end` says, if it has not been captured yet.
+    fn ensure_graph(&self, cache: &mut CudaKvCache, end: StepEnd) -> Result<()> {
+        let slot = cache.graphs.slot(end);
         if slot.is_some() {
             return Ok(());
         }
@@ -185,7 +224,7 @@ impl CudaBackend {
         // the cache's capacity into ws.tokens / ws.pos first (`decode_step`), or bound the greedy steps, which
         // write argmax tokens and advance the position on the device, by the capacity (`decode_greedy`); the cache
         // owns the graph, so it outlives every replay.
-        let launched = unsafe { self.step().decode(&cache.mem, greedy, &mut no_observer) };
+        let launched = unsafe { self.step().decode(&cache.mem, end, &mut no_observer) };
         let graph = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
         launched?;
         let graph = graph
@@ -195,17 +234,16 @@ impl CudaBackend {
         Ok(())
     }
 
-    fn replay(cache: &CudaKvCache, greedy: bool) -> Result<()> {
-        let slot = if greedy { &cache.graphs.greedy } else { &cache.graphs.logits };
-        let graph = &slot.as_ref().expect("ensure_graph ran first").0;
+    fn replay(cache: &mut CudaKvCache, end: StepEnd) -> Result<()> {
+        let graph = &cache.graphs.slot(end).as_ref().expect("ensure_graph ran first").0;
         graph.launch().map_err(|e| Error::Device(format!("replaying the decode graph: {e}")))
     }
 
-    /// Run one decode step for `token` at `pos` (< the cache's capacity) through the greedy or the logits graph.
-    fn decode_step(&self, cache: &mut CudaKvCache, pos: usize, token: u32, greedy: bool) -> Result<()> {
+    /// Run one decode step for `token` at `pos` (< the cache's capacity) through the graph that ends as `end`.
+    fn decode_step(&self, cache: &mut CudaKvCache, pos: usize, token: u32, end: StepEnd) -> Result<()> {
         self.step().upload(pos, &[token])?;
-        self.ensure_graph(cache, greedy)?;
-        Self::replay(cache, greedy)
+        self.ensure_graph(cache, end)?;
+        Self::replay(cache, end)
     }
 
     /// Run a prefill chunk of `tokens` at positions `start..`; leaves the rows' residual stream in `act.x`.
@@ -263,7 +301,7 @@ impl Backend for CudaBackend {
         self.check_chunk(tokens)?;
         let (vocab, logits) = (self.config_ref().vocab_size, self.plan.ws.logits);
         if tokens.len() == 1 {
-            self.decode_step(cache, start, tokens[0], false)?;
+            self.decode_step(cache, start, tokens[0], StepEnd::Logits)?;
             match out {
                 LogitsOut::None => self.gpu.sync(),
                 LogitsOut::Last(dst) | LogitsOut::All(dst) => self.gpu.download(dst, &self.ws_mem, logits),
@@ -291,51 +329,64 @@ impl Backend for CudaBackend {
         sampler: &mut Sampler,
         history: &[u32],
     ) -> Result<u32> {
-        // The fused argmax answers greedy decoding without a penalty; everything else samples on the host.
-        let on_device = sampler.params.is_greedy() && sampler.params.repetition_penalty == 1.0;
-        if !on_device {
-            return sample_on_host(self, cache, start, tokens, sampler, history);
-        }
+        // The fused argmax answers greedy decoding without a penalty; every other setting is the sampler kernel's.
+        let end = if sampler.params.is_plain_argmax() { StepEnd::Argmax } else { StepEnd::Sample };
         let cache = self.cache(cache)?;
         check_forward_args(self.config_ref(), cache.capacity(), start, tokens, &LogitsOut::None)?;
         self.check_chunk(tokens)?;
+        if end == StepEnd::Sample {
+            self.load_sampler(&sampler.params, history)?;
+        }
         let mut next = [0u32];
         if tokens.len() == 1 {
-            self.decode_step(cache, start, tokens[0], true)?;
+            self.decode_step(cache, start, tokens[0], end)?;
             let slot = self.plan.ws.token_ring.slice(start % plan::TOKEN_RING, 1);
             self.gpu.download(&mut next, &self.ws_mem, slot)?;
         } else {
             self.prefill(cache, start, tokens)?;
-            self.step().lm_head(tokens.len() - 1, true)?;
+            let step = self.step();
+            step.lm_head(tokens.len() - 1, end == StepEnd::Argmax)?;
+            if end == StepEnd::Sample {
+                step.sample(tokens.len() as u32)?;
+            }
             self.gpu.download(&mut next, &self.ws_mem, self.plan.ws.tokens)?;
         }
         Ok(next[0])
     }
 
-    /// The whole greedy loop on the device: the greedy graph writes each step's token where the next replay
-    /// reads it, so replays are queued back to back, up to [`staging::RUN_AHEAD`] steps ahead of the host, which
-    /// only copies each token out (4 bytes, into pinned memory) to stream it and check the stop conditions.
-    fn decode_greedy(
+    /// The whole decode loop on the device, whatever the sampler settings: the graph (fused argmax, or the sampler
+    /// kernel) writes each step's token where the next replay reads it, so replays are queued back to back, up to
+    /// [`staging::RUN_AHEAD`] steps ahead of the host, which only copies each token out (4 bytes, into pinned
+    /// memory) to stream it and check the stop conditions. The sampler keeps the penalty's set on the device and
+    /// adds each fed token to it itself.
+    fn decode_loop(
         &mut self,
         cache: &mut dyn KvCache,
         start: usize,
         first: u32,
         max_tokens: usize,
+        params: &SamplerParams,
+        history: &[u32],
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<usize> {
+        params.validate()?;
         let cache = self.cache(cache)?;
         check_forward_args(self.config_ref(), cache.capacity(), start, &[first], &LogitsOut::None)?;
         // Each replay decodes at the position the previous one advanced to: at most capacity − start of them.
         let max_tokens = max_tokens.min(cache.capacity() - start);
+        let end = if params.is_plain_argmax() { StepEnd::Argmax } else { StepEnd::Sample };
+        if end == StepEnd::Sample {
+            self.load_sampler(params, history)?;
+        }
         self.step().upload(start, &[first])?;
-        self.ensure_graph(cache, true)?;
+        self.ensure_graph(cache, end)?;
         let ring = self.ws.token_ring;
         self.token_ring.reset();
         let (mut launched, mut consumed) = (0usize, 0usize);
         let mut run = || -> Result<usize> {
             while consumed < max_tokens {
                 while launched < max_tokens && self.token_ring.has_room() {
-                    Self::replay(cache, true)?;
+                    Self::replay(cache, end)?;
                     self.token_ring.fetch(&self.gpu, ring.add((start + launched) % plan::TOKEN_RING))?;
                     launched += 1;
                 }

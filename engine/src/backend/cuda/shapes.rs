@@ -74,6 +74,11 @@ pub fn swiglu(rows: u32, inter: u32) -> Launch {
     Launch::new((rows, inter.div_ceil(2048)), 256, 0)
 }
 
+/// `sample_token`: one block of 1024 threads (its shared memory is static).
+pub fn sample() -> Launch {
+    Launch::new(1, 1024, 0)
+}
+
 /// `decode_advance`: one thread.
 pub fn single_thread() -> Launch {
     Launch::new(1, 1, 0)

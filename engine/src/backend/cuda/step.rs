@@ -15,7 +15,7 @@ use super::buffers::{Activations, KvCacheMem, Workspace};
 use super::driver::{DevPtr, DeviceBuffer, Kernel, KernelParams, Launch};
 use super::kernels::{
     AttnParams, DecodeAdvanceParams, Device, EmbedParams, GemmParams, GemvParams, LmHeadParams, PermuteParams,
-    RmsNormParams, RopeParams, SwigluParams,
+    RmsNormParams, RopeParams, SampleParams, SwigluParams,
 };
 use super::shapes::{self, GemmTile, GEMV_THREADS, LM_HEAD_ROWS};
 use super::tuning::Tuning;
@@ -55,6 +55,17 @@ pub(crate) struct Step<'a> {
     pub chunk: usize,
 }
 
+/// How a decode step ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StepEnd {
+    /// With the logits in `ws.logits`, for the host.
+    Logits,
+    /// With the argmax of the raw logits (fused into lm_head) as the next token: greedy decoding without a penalty.
+    Argmax,
+    /// With the sampler's token (settings in `ws.sampler`, the penalty's set in `ws.seen`) as the next token.
+    Sample,
+}
+
 /// Where a prefill GEMM puts its result.
 #[derive(Clone, Copy)]
 enum GemmOut {
@@ -66,15 +77,15 @@ enum GemmOut {
 
 impl Step<'_> {
     /// One decode step for the token in `ws.tokens[0]` at the position in `ws.pos`, over the KV cache `kv`. With
-    /// `greedy`, the step ends by writing the argmax token back into `ws.tokens[0]` and the token ring and
-    /// advancing `ws.pos`, so that the captured graph can be replayed step after step; otherwise it ends with the
-    /// logits in `ws.logits`.
+    /// `StepEnd::Argmax` or `StepEnd::Sample` the step ends by writing the next token back into `ws.tokens[0]` and
+    /// the token ring and advancing `ws.pos`, so that the captured graph can be replayed step after step; with
+    /// `StepEnd::Logits` it ends with the logits in `ws.logits`.
     ///
     /// # Safety
     /// Whenever these launches run (now, or as a captured graph's replay), `ws.tokens[0]` holds an id below the
     /// vocabulary size, `ws.pos` a position below `kv.positions()`, and `kv` is alive: the kernels index the
     /// embedding table and the cache by them ([`Step::upload`] puts checked values there).
-    pub unsafe fn decode(&self, kv: &KvCacheMem, greedy: bool, observe: Observe) -> Result<()> {
+    pub unsafe fn decode(&self, kv: &KvCacheMem, end: StepEnd, observe: Observe) -> Result<()> {
         let c = self.config;
         let (hidden, hd) = (c.hidden_size as u32, c.head_dim as u32);
         let (q_dim, kv_dim) = ((c.num_attention_heads * c.head_dim) as u32, c.kv_dim() as u32);
@@ -146,9 +157,13 @@ impl Step<'_> {
             self.residual_gemv(&lw.down, act.h)?;
             observe("gemv down_proj + residual", Reads::Bytes(lw.down.bytes()))?;
         }
-        self.lm_head_of(act.x, greedy)?;
+        self.lm_head_of(act.x, end == StepEnd::Argmax)?;
         observe("lm_head + norm + argmax", Reads::Bytes((c.vocab_size * c.hidden_size * 2) as u64))?;
-        if greedy {
+        if end == StepEnd::Sample {
+            self.sample(1)?;
+            observe("sample", Reads::Bytes((c.vocab_size * 4) as u64))?;
+        }
+        if end != StepEnd::Logits {
             let p =
                 DecodeAdvanceParams { pos: ws.pos, token: ws.tokens, ring: ws.token_ring, ring_len: TOKEN_RING as u32 };
             self.run(&k.decode_advance, shapes::single_thread(), &p)?;
@@ -253,6 +268,22 @@ impl Step<'_> {
             return Err(Error::InvalidArgument(format!("lm_head of row {row}: the plan holds {} rows", self.chunk)));
         }
         self.lm_head_of(self.act.x.add(row * self.config.hidden_size), argmax)
+    }
+
+    /// The sampler over `ws.logits` (the row at `ws.pos + pos_offset − 1`): the token at position
+    /// `ws.pos + pos_offset` into `ws.tokens[0]`, after marking the token in `ws.tokens[0]` as seen.
+    pub fn sample(&self, pos_offset: u32) -> Result<()> {
+        let ws = self.ws;
+        let p = SampleParams {
+            logits: ws.logits,
+            config: ws.sampler,
+            seen: ws.seen,
+            token: ws.tokens,
+            pos: ws.pos,
+            vocab: self.config.vocab_size as u32,
+            pos_offset,
+        };
+        self.run(&self.gpu.k.sample, shapes::sample(), &p)
     }
 
     fn lm_head_of(&self, x: DevPtr<f32>, argmax: bool) -> Result<()> {

@@ -16,6 +16,7 @@ use super::shapes::{
 };
 use super::tuning::Tuning;
 use crate::backend::rope::RopeTable;
+use crate::sampling::SamplerParams;
 use engine_format::gptq;
 use engine_format::plan;
 use rayon::prelude::*;
@@ -1279,6 +1280,132 @@ fn lm_head_logits_and_argmax_match() {
             assert_eq!(get::<u32>(&g, &counter, 1)[0], 0, "argmax counter not reset");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The sampler
+
+/// `sample_token` over fixed logits: `n` draws at positions `pos0 + 1 ..= pos0 + n` (one launch each, every
+/// launch writing its own token slot, whose initial value u32::MAX marks nothing), after loading `case`'s settings
+/// and the penalty set of its history. Returns the tokens and the penalty set as the kernel left it.
+fn device_draws(g: &Device, logits: &[f32], history: &[u32], params: &SamplerParams, n: usize) -> (Vec<u32>, Vec<u32>) {
+    let vocab = logits.len();
+    let mut seen = vec![0u32; vocab.div_ceil(32)];
+    if params.repetition_penalty != 1.0 {
+        for &t in history.iter().filter(|&&t| (t as usize) < vocab) {
+            seen[t as usize / 32] |= 1 << (t % 32);
+        }
+    }
+    let config = SamplerConfig {
+        temperature: params.temperature,
+        top_k: params.top_k as u32,
+        top_p: params.top_p,
+        min_p: params.min_p,
+        penalty: params.repetition_penalty,
+        seed_lo: params.seed as u32,
+        seed_hi: (params.seed >> 32) as u32,
+        reserved: 0,
+    };
+    let (lm, cm, sm, pm) = (put(g, logits), put(g, &[config]), put(g, &seen), put(g, &[0u32]));
+    let tokens = put(g, &vec![u32::MAX; n]);
+    for i in 0..n {
+        let p = SampleParams {
+            logits: lm.ptr(),
+            config: cm.ptr(),
+            seen: sm.ptr(),
+            token: tokens.ptr::<u32>().add(i),
+            pos: pm.ptr(),
+            vocab: vocab as u32,
+            pos_offset: i as u32 + 1,
+        };
+        launch(g, &g.k.sample, shapes::sample(), &p);
+    }
+    g.sync().unwrap();
+    (get(g, &tokens, n), get(g, &sm, seen.len()))
+}
+
+/// The device sampler draws from the exact distribution of every setting of the distribution test (the CPU
+/// sampler's test cases: each setting and the edge cases — top-k 1, top-p below the top token's mass, temperatures
+/// of 1e-3 and 100, ties at the top-k and top-p boundaries, -inf logits, vocabularies of 2051 and 4099 — and one
+/// of 64000), checked by chi-square over 10000 draws; it picks the CPU sampler's token at the same positions
+/// (the same rules and arithmetic; only the two libraries' exp may round a boundary differently); and two runs give
+/// the same tokens.
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn sample_token_draws_the_exact_distribution_and_the_cpu_samplers_tokens() {
+    use crate::sampling::{distribution_test, probabilities, Sampler};
+    let g = gpu();
+    let mut cases = distribution_test::cases();
+    let mut rng = Rng(71);
+    cases.push(distribution_test::Case {
+        name: "temperature 0.7, top-k 40, top-p 0.9, vocab 64000",
+        logits: rng
+            .vec_f32(64000, -4.0, 4.0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| if i % 97 == 0 { l + 6.0 } else { l })
+            .collect(),
+        history: vec![],
+        params: SamplerParams { temperature: 0.7, top_k: 40, top_p: 0.9, seed: 99, ..Default::default() },
+    });
+    for case in &cases {
+        let n = 10000;
+        let (tokens, _) = device_draws(&g, &case.logits, &case.history, &case.params, n);
+        let (again, _) = device_draws(&g, &case.logits, &case.history, &case.params, n);
+        assert!(tokens == again, "{}: two runs give different tokens", case.name);
+        let vocab = case.logits.len();
+        let mut counts = vec![0u64; vocab];
+        for &t in &tokens {
+            assert!((t as usize) < vocab, "{}: token {t} outside the vocabulary", case.name);
+            counts[t as usize] += 1;
+        }
+        let probs = probabilities(&case.logits, &case.history, &case.params);
+        distribution_test::check(case.name, &counts, &probs).unwrap();
+        let mut cpu = Sampler::new(case.params).unwrap();
+        let differ =
+            (0..n).filter(|&i| cpu.sample(&mut case.logits.clone(), &case.history, i + 1) != tokens[i]).count();
+        assert!(differ * 1000 <= n, "{}: {differ} of {n} draws differ from the CPU sampler's", case.name);
+        println!("{:<55} chi-square ok; {differ} of {n} draws differ from the CPU's", case.name);
+    }
+}
+
+/// With a penalty the kernel adds the token it was fed to the penalty set (and without one leaves the set alone),
+/// and the penalty then applies to it: greedy with a penalty of 1e6 never picks a fed token again.
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn sample_token_adds_the_fed_token_to_the_penalty_set() {
+    let g = gpu();
+    let logits: Vec<f32> = (0..300).map(|i| if i == 77 { 9.0 } else { (i % 7) as f32 }).collect();
+    let params = SamplerParams { repetition_penalty: 1e6, ..Default::default() };
+    let config = SamplerConfig { penalty: 1e6, top_p: 1.0, ..Default::default() };
+    let (lm, cm, pm) = (put(&g, &logits), put(&g, &[config]), put(&g, &[0u32]));
+    let seen = put(&g, &[0u32; 10]);
+    let token = put(&g, &[77u32]);
+    let p = SampleParams {
+        logits: lm.ptr(),
+        config: cm.ptr(),
+        seen: seen.ptr(),
+        token: token.ptr(),
+        pos: pm.ptr(),
+        vocab: 300,
+        pos_offset: 1,
+    };
+    launch(&g, &g.k.sample, shapes::sample(), &p);
+    g.sync().unwrap();
+    let bits: Vec<u32> = get(&g, &seen, 10);
+    assert_eq!(bits[77 / 32], 1 << (77 % 32), "token 77 not added to the penalty set");
+    let picked = get::<u32>(&g, &token, 1)[0];
+    let want = crate::sampling::probabilities(&logits, &[77], &params);
+    assert_eq!(want[picked as usize], 1.0, "picked {picked}");
+    assert_ne!(picked, 77);
+    // No penalty: the set is left alone.
+    set(&g, &seen, &[0u32; 10]);
+    set(&g, &token, &[77u32]);
+    set(&g, &cm, &[SamplerConfig { penalty: 1.0, ..config }]);
+    launch(&g, &g.k.sample, shapes::sample(), &p);
+    g.sync().unwrap();
+    assert!(get::<u32>(&g, &seen, 10).iter().all(|&b| b == 0), "marked without a penalty");
+    assert_eq!(get::<u32>(&g, &token, 1)[0], 77, "greedy without a penalty picks the largest logit");
 }
 
 // ---------------------------------------------------------------------------------------------------------------

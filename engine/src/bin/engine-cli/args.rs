@@ -109,6 +109,9 @@ pub struct GenerateArgs {
     /// Sample from the smallest set of tokens whose probability reaches P (1 = all).
     #[arg(long, default_value_t = 1.0, value_name = "P")]
     pub top_p: f32,
+    /// Sample only from tokens at least M times as likely as the most likely one (0 = all).
+    #[arg(long, default_value_t = 0.0, value_name = "M")]
+    pub min_p: f32,
     /// Penalize tokens already present (Hugging Face semantics; the model card uses 1.1).
     #[arg(long, default_value_t = 1.0, value_name = "R")]
     pub repetition_penalty: f32,

@@ -119,6 +119,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         temperature: a.temperature,
         top_k: a.top_k,
         top_p: a.top_p,
+        min_p: a.min_p,
         repetition_penalty: a.repetition_penalty,
         seed: a.seed,
     };
@@ -126,7 +127,10 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let text = read_prompt(&a)?;
     let engine = load(&a.model)?;
     let tok = engine.tokenizer();
+    // The time to the first token counts from here: tokenizing is part of what the user waits for.
+    let t0 = Instant::now();
     let ids = tok.encode(&text, !a.no_bos).map_err(|e| Error::Tokenizer(e.to_string()))?;
+    let tokenize_time = t0.elapsed();
     if ids.is_empty() {
         return Err(Error::InvalidArgument("the prompt is empty".into()));
     }
@@ -164,7 +168,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
     if let Some(e) = io_err {
         return Err(Error::io("<stdout>", e));
     }
-    let ttft_ms = out.stats.time_to_first_token.as_secs_f64() * 1e3;
+    let ttft_ms = (tokenize_time + out.stats.time_to_first_token).as_secs_f64() * 1e3;
     if a.json {
         let j = serde_json::json!({
             "text": out.text,
