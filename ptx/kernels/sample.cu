@@ -10,9 +10,10 @@
 // on the order of the additions, so the same logits give the same token run after run (float atomics would not),
 // and the CPU, adding the same integers in another order, gets the same totals.
 //
-// Why one block: the work is a few passes over the logits (64000 floats, from L2): microseconds, about 1% of a
-// decode step; one block needs no grid-wide synchronization, so the kernel sits in the captured decode graph
-// between lm_head and decode_advance and the sampled token never leaves the device.
+// Why one block: the work is a few passes over the logits (64000 floats, from L2); one block needs no grid-wide
+// synchronization, so the kernel sits in the captured decode graph between lm_head and decode_advance and the
+// sampled token never leaves the device. Every pass reads 16 bytes per lane with two loads in flight before their
+// first use: one SM then streams the row at L2 speed instead of waiting a round trip per element.
 //
 // How the thresholds are found without sorting: top-k needs the k-th largest logit and top-p the logit at which the
 // mass of the larger ones reaches p. Both are a radix select over an order-preserving 32-bit key of the logit: a
@@ -48,8 +49,8 @@ namespace smp {
 constexpr int THREADS = 1024;
 constexpr int WARPS = THREADS / 32;
 constexpr int BINS = 2048;  // the widest radix digit: 11 bits
-#define SAMPLE_NEG_INF (-__int_as_float(0x7f800000))
 constexpr float MASS_ONE = 1099511627776.0f;  // 2^40: a probability of 1 (relative to the largest) in fixed point
+#define SAMPLE_NEG_INF (-__int_as_float(0x7f800000))
 
 // Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011): a counter-based
 // generator, so the number drawn for a position depends only on (seed, position), however the steps are
@@ -78,6 +79,9 @@ ENGINE_DEV uint32_t order_key(float z) {
     const uint32_t b = __float_as_uint(z);
     return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
+ENGINE_DEV float key_value(uint32_t key) {
+    return __uint_as_float((key & 0x80000000u) ? (key & 0x7FFFFFFFu) : ~key);
+}
 
 // The digit of `key` at radix level 0, 1, 2 (bits 31..21, 20..10, 9..0), and whether `key` lies in the bin chosen
 // by the levels above (`prefix`: the key's bits above this level's digit).
@@ -92,22 +96,59 @@ ENGINE_DEV int digit_bits(int level) { return level == 2 ? 10 : 11; }
 
 // The settings and the row, shared by every pass.
 struct Row {
-    const float* logits;
+    const float* logits;  // 16-byte aligned (a workspace buffer)
     const uint32_t* seen;
     uint32_t vocab;
     bool penalize;
     float penalty;
     float inv_t;  // 1 / temperature (1 for greedy)
 
-    // The logit of token i as the sampler sees it: NaN as -inf, the penalty, the temperature (the CPU's order
+    // A logit as the sampler sees it: NaN as -inf, the penalty if `penalized`, the temperature (the CPU's order
     // and operations: l / penalty or l * penalty, then l * (1 / temperature)).
-    __device__ __forceinline__ float z(uint32_t i) const {
-        float l = logits[i];
+    __device__ __forceinline__ float adjust(float l, uint32_t penalized) const {
         if (l != l) l = SAMPLE_NEG_INF;
-        if (penalize && ((seen[i >> 5] >> (i & 31)) & 1u)) l = l > 0.f ? l / penalty : l * penalty;
+        if (penalized) l = l > 0.f ? l / penalty : l * penalty;
         return l * inv_t + 0.f;
     }
+    __device__ __forceinline__ float z(uint32_t i) const {
+        return adjust(logits[i], penalize ? (seen[i >> 5] >> (i & 31)) & 1u : 0u);
+    }
+    // Tokens 4c .. 4c + 3 (all inside the vocabulary): one 16-byte load and one penalty word.
+    __device__ __forceinline__ float4 z4(uint32_t c) const {
+        const float4 l = reinterpret_cast<const float4*>(logits)[c];
+        const uint32_t bits = penalize ? seen[c >> 3] >> ((c & 7) * 4) : 0u;
+        return make_float4(adjust(l.x, bits & 1u), adjust(l.y, (bits >> 1) & 1u), adjust(l.z, (bits >> 2) & 1u),
+                           adjust(l.w, (bits >> 3) & 1u));
+    }
 };
+
+// Calls f(i, z, valid) for every token, each thread taking 4-token chunks strided over the block, two chunks (two
+// 16-byte loads in flight) per round. Every lane makes the same number of calls (past the end with valid = false),
+// so `f` may use warp-wide operations.
+template <class F>
+ENGINE_DEV void each_token(const Row& row, F f) {
+    const uint32_t chunks = row.vocab / 4;
+    for (uint32_t base = 0; base * 4 < row.vocab; base += 2 * THREADS) {
+        const uint32_t c0 = base + threadIdx.x, c1 = c0 + THREADS;
+        const float4 a = c0 < chunks ? row.z4(c0) : make_float4(0.f, 0.f, 0.f, 0.f);
+        const float4 b = c1 < chunks ? row.z4(c1) : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const uint32_t c = h == 0 ? c0 : c1;
+            const float4 v = h == 0 ? a : b;
+            if (c < chunks) {
+                f(4 * c, v.x, true), f(4 * c + 1, v.y, true), f(4 * c + 2, v.z, true), f(4 * c + 3, v.w, true);
+            } else {
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const uint32_t i = 4 * c + j;
+                    const bool valid = i < row.vocab && c == chunks;  // the tail after the last whole chunk
+                    f(i, valid ? row.z(i) : 0.f, valid);
+                }
+            }
+        }
+    }
+}
 
 // Its mass relative to the largest: exp(z − zmax) in 2^-40 fixed point (truncated, as the CPU's `as u64`).
 ENGINE_DEV uint64_t mass(float z, float zmax) { return __float2ull_rz(expf(z - zmax) * MASS_ONE); }
@@ -140,91 +181,102 @@ ENGINE_DEV uint64_t block_exclusive_scan(uint64_t v, uint64_t* scratch, uint64_t
     return out;
 }
 
+// A histogram of 64-bit weights kept as two 32-bit halves, because shared-memory atomics are native for 32 bits
+// (64-bit ones loop on compare-and-swap): the adder that wraps the low word carries into the high one, so the sums
+// are exact whatever the order of the additions.
+struct Hist {
+    uint32_t lo[BINS];
+    uint32_t hi[BINS];
+    __device__ __forceinline__ void clear() {
+        for (int b = threadIdx.x; b < BINS; b += THREADS) lo[b] = 0, hi[b] = 0;
+    }
+    __device__ __forceinline__ uint64_t at(int b) const { return ((uint64_t)hi[b] << 32) | lo[b]; }
+    __device__ __forceinline__ void add(uint32_t b, uint64_t w) {
+        const uint32_t w_lo = (uint32_t)w, old = atomicAdd(&lo[b], w_lo);
+        const uint32_t carry = old + w_lo < old, w_hi = (uint32_t)(w >> 32) + carry;
+        if (w_hi) atomicAdd(&hi[b], w_hi);
+    }
+};
+
 // Add `w` into bin `bin` (skipped when `bin` is out of range or `w` is 0). Neighbouring lanes often share a bin
 // (logits of similar size share their top key bits), so the lanes of one bin add their weights first (two 20-bit
-// halves, each warp sum fits 32 bits) and one of them does the atomic: fewer colliding shared-memory atomics.
-// All 32 lanes must call it.
-ENGINE_DEV void hist_add(unsigned long long* hist, uint32_t bin, uint64_t w, uint32_t nbins) {
+// halves, each warp sum fits 32 bits) and one of them does the atomic: fewer colliding atomics. All 32 lanes must
+// call it.
+ENGINE_DEV void hist_add(Hist& hist, uint32_t bin, uint64_t w, uint32_t nbins) {
     const uint32_t peers = __match_any_sync(0xffffffffu, bin);
     const uint32_t lo = __reduce_add_sync(peers, (uint32_t)(w & 0xFFFFFu));
     const uint32_t hi = __reduce_add_sync(peers, (uint32_t)(w >> 20));
     const int lane = threadIdx.x & 31;
-    if (lane == __ffs(peers) - 1 && bin < nbins && (lo | hi)) {
-        atomicAdd(hist + bin, ((unsigned long long)hi << 20) + lo);
-    }
+    if (lane == __ffs(peers) - 1 && bin < nbins && (lo | hi)) hist.add(bin, ((uint64_t)hi << 20) + lo);
 }
+
+// Where a radix level landed: the bin, the weight above it, and the bin's own weight.
+struct Selected {
+    uint32_t bin;
+    uint64_t above;
+    uint64_t weight;
+};
 
 // The bin b of `hist` (bins [0, nbins), higher bins = larger keys) where the weight above it plus `base` is below
 // `target` and reaches it with b: (double)(base + above(b)) < target <= (double)(base + above(b) + hist[b]).
-// Returns b in `out_bin` and base + above(b) in `out_above` (shared), and the sum of every bin.
-ENGINE_DEV uint64_t select_bin(const unsigned long long* hist, int nbins, uint64_t base, double target,
-                               uint64_t* scratch, uint32_t* out_bin, uint64_t* out_above) {
+// Writes it to `out` (shared) and returns the sum of every bin.
+ENGINE_DEV uint64_t select_bin(const Hist& hist, int nbins, uint64_t base, double target, uint64_t* scratch,
+                               Selected* out) {
     // Thread t takes bins hi = nbins - 1 - 2t and hi - 1: thread order is descending key order.
     const int t = threadIdx.x, hi_bin = nbins - 1 - 2 * t;
-    const uint64_t h_hi = hi_bin >= 0 ? hist[hi_bin] : 0, h_lo = hi_bin >= 1 ? hist[hi_bin - 1] : 0;
+    const uint64_t h_hi = hi_bin >= 0 ? hist.at(hi_bin) : 0, h_lo = hi_bin >= 1 ? hist.at(hi_bin - 1) : 0;
     uint64_t total;
     const uint64_t above = base + block_exclusive_scan(h_hi + h_lo, scratch, total);
     if (hi_bin >= 0 && (double)above < target && target <= (double)(above + h_hi)) {
-        *out_bin = hi_bin, *out_above = above;
+        *out = Selected{(uint32_t)hi_bin, above, h_hi};
     } else if (hi_bin >= 1 && (double)(above + h_hi) < target && target <= (double)(above + h_hi + h_lo)) {
-        *out_bin = hi_bin - 1, *out_above = above + h_hi;
+        *out = Selected{(uint32_t)hi_bin - 1, above + h_hi, h_lo};
     }
     __syncthreads();
     return total;
 }
 
 // One radix level: the histogram of `level`'s digit over the keys in `prefix` that are >= `key_floor`, weighted
-// by count (mass = false) or by mass (zmax given).
-ENGINE_DEV void level_histogram(const Row& row, unsigned long long* hist, int level, uint32_t prefix,
-                                uint32_t key_floor, bool by_mass, float zmax) {
-    const int nbins = digit_bins(level);
-    for (int b = threadIdx.x; b < BINS; b += THREADS) hist[b] = 0;
+// by count (by_mass false) or by mass.
+ENGINE_DEV void level_histogram(const Row& row, Hist& hist, int level, uint32_t prefix, uint32_t key_floor,
+                                bool by_mass, float zmax) {
+    const uint32_t nbins = digit_bins(level);
+    hist.clear();
     __syncthreads();
-    for (uint32_t base = 0; base < row.vocab; base += THREADS) {
-        const uint32_t i = base + threadIdx.x;
-        uint32_t bin = BINS;  // none
-        uint64_t w = 0;
-        if (i < row.vocab) {
-            const float z = row.z(i);
-            const uint32_t key = order_key(z);
-            if (key >= key_floor && in_prefix(key, level, prefix)) {
-                bin = digit(key, level);
-                w = by_mass ? mass(z, zmax) : 1;
-            }
-        }
-        hist_add(hist, bin, w, nbins);
-    }
+    each_token(row, [&](uint32_t, float z, bool valid) {
+        const uint32_t key = order_key(z);
+        const bool in = valid && key >= key_floor && in_prefix(key, level, prefix);
+        hist_add(hist, in ? digit(key, level) : BINS, in ? (by_mass ? mass(z, zmax) : 1) : 0, nbins);
+    });
     __syncthreads();
 }
 
-// The exact key at which the weight of the larger keys (from `key_floor` up) reaches `target`, and that weight
-// (the keys strictly above it), by three radix levels. With `level0_ready`, `hist` already holds level 0.
-ENGINE_DEV uint32_t radix_select(const Row& row, unsigned long long* hist, uint64_t* scratch, uint32_t* sel_bin,
-                                 uint64_t* sel_above, uint32_t key_floor, bool by_mass, float zmax, double target,
-                                 bool level0_ready, uint64_t& above) {
+// The exact key at which the weight of the larger keys (from `key_floor` up) reaches `target`, by three radix
+// levels; `sel` ends holding that key's own weight and the weight strictly above it. With `level0_ready`, `hist`
+// already holds level 0.
+ENGINE_DEV uint32_t radix_select(const Row& row, Hist& hist, uint64_t* scratch, Selected* sel, uint32_t key_floor,
+                                 bool by_mass, float zmax, double target, bool level0_ready) {
     uint32_t prefix = 0;
     uint64_t base = 0;
     for (int level = 0; level < 3; ++level) {
         if (level > 0 || !level0_ready) level_histogram(row, hist, level, prefix, key_floor, by_mass, zmax);
-        select_bin(hist, digit_bins(level), base, target, scratch, sel_bin, sel_above);
-        prefix = (prefix << digit_bits(level)) | *sel_bin;
-        base = *sel_above;
+        select_bin(hist, digit_bins(level), base, target, scratch, sel);
+        prefix = (prefix << digit_bits(level)) | sel->bin;
+        base = sel->above;
         __syncthreads();
     }
-    above = base;
     return prefix;
 }
 
 }  // namespace smp
 
-// One block of 1024 threads. Reads logits[vocab] (as lm_head left them), the settings and the penalty set; writes
-// the token into *token. Deterministic: the same inputs give the same token.
+// One block of 1024 threads. Reads logits[vocab] (as lm_head left them; 16-byte aligned), the settings and the
+// penalty set; writes the token into *token. Deterministic: the same inputs give the same token.
 extern "C" __global__ void __launch_bounds__(1024, 1) sample_token(const SampleParams p) {
     using namespace smp;
-    __shared__ unsigned long long hist[BINS];
+    __shared__ Hist hist;
     __shared__ uint64_t scratch[33];
-    __shared__ uint32_t sel_bin;
-    __shared__ uint64_t sel_above;
+    __shared__ Selected sel;
     __shared__ float red_v[WARPS];
     __shared__ uint32_t red_i[WARPS];
     __shared__ uint32_t chosen;
@@ -242,13 +294,12 @@ extern "C" __global__ void __launch_bounds__(1024, 1) sample_token(const SampleP
     const bool greedy = c.temperature == 0.f || c.top_k == 1;
     const Row row{p.logits, p.seen, p.vocab, penalize, c.penalty, greedy ? 1.f : 1.f / c.temperature};
 
-    // The largest z and its first id (ids ascend within a thread, so `>` keeps each thread's first).
+    // The largest z and its first id.
     float best = SAMPLE_NEG_INF;
     uint32_t best_i = 0xFFFFFFFFu;
-    for (uint32_t i = tid; i < p.vocab; i += THREADS) {
-        const float z = row.z(i);
-        if (z > best) best = z, best_i = i;
-    }
+    each_token(row, [&](uint32_t i, float z, bool valid) {
+        if (valid && (z > best || (z == best && i < best_i && z > SAMPLE_NEG_INF))) best = z, best_i = i;
+    });
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
         const float ov = __shfl_xor_sync(0xffffffffu, best, o);
@@ -270,62 +321,77 @@ extern "C" __global__ void __launch_bounds__(1024, 1) sample_token(const SampleP
     // Top-k: every z >= the k-th largest survives (ties at the boundary too).
     uint32_t key_k = 0;
     if (c.top_k > 0 && c.top_k < p.vocab) {
-        uint64_t above;
-        key_k =
-            radix_select(row, hist, scratch, &sel_bin, &sel_above, 0, false, zmax, (double)c.top_k, false, above);
+        key_k = radix_select(row, hist, scratch, &sel, 0, false, zmax, (double)c.top_k, false);
     }
 
     // Top-p over the top-k survivors: keep the tokens, largest first (ties by id), while the mass of the larger ones
-    // is below p of the survivors' mass. key_p: the boundary key; n_tie: how many of the ties at it survive.
+    // is below p of the survivors' mass. key_p: the boundary key; n_tie: how many of the ties at it survive (in id
+    // order); all_ties: whether that is all of them.
     uint32_t key_p = 0, n_tie = 0xFFFFFFFFu;
+    bool all_ties = true;
     if (c.top_p < 1.f) {
         level_histogram(row, hist, 0, 0, key_k, true, zmax);
-        uint64_t z_total;
-        // The level-0 histogram's total is the survivors' mass Z; the target is p · Z.
+        uint64_t z_total;  // the level-0 histogram's total: the survivors' mass Z
         {
-            const int t = tid, hi_bin = BINS - 1 - 2 * t;
-            uint64_t v = (hi_bin >= 0 ? hist[hi_bin] : 0) + (hi_bin >= 1 ? hist[hi_bin - 1] : 0);
-            block_exclusive_scan(v, scratch, z_total);
+            const int hi_bin = BINS - 1 - 2 * (int)tid;
+            block_exclusive_scan((hi_bin >= 0 ? hist.at(hi_bin) : 0) + (hi_bin >= 1 ? hist.at(hi_bin - 1) : 0),
+                                 scratch, z_total);
         }
         const double target = (double)c.top_p * (double)z_total;
-        uint64_t above;
-        key_p = radix_select(row, hist, scratch, &sel_bin, &sel_above, key_k, true, zmax, target, true, above);
+        key_p = radix_select(row, hist, scratch, &sel, key_k, true, zmax, target, true);
         // The ties at key_p all have the same mass m; the j-th (in id order) survives while above + j·m < target.
         if (tid == 0) {
-            const float zp = __uint_as_float((key_p & 0x80000000u) ? (key_p & 0x7FFFFFFFu) : ~key_p);
-            const uint64_t m = mass(zp, zmax);
+            const uint64_t m = mass(key_value(key_p), zmax), above = sel.above;
             uint32_t lo = 1, hi = p.vocab;  // the first j that fails (j = 0 always survives: above < target)
             while (lo < hi) {
                 const uint32_t mid = lo + (hi - lo) / 2;
                 if ((double)(above + (uint64_t)mid * m) < target) lo = mid + 1;
                 else hi = mid;
             }
-            chosen = lo;
+            // The bin's weight is m times the number of ties (m > 0: a bin of weight 0 is never selected).
+            red_i[0] = lo;
+            red_i[1] = (uint64_t)lo * m >= sel.weight;
         }
         __syncthreads();
-        n_tie = chosen;
+        n_tie = red_i[0];
+        all_ties = red_i[1];
         __syncthreads();
     }
 
     // The draw: in id order over the survivors (top-k, top-p, and min-p: mass >= min_p of the largest's), the first
-    // token at which the cumulative mass passes u · (their total). Each thread takes a contiguous run of ids.
-    const uint32_t run = (p.vocab + THREADS - 1) / THREADS;
+    // token at which the cumulative mass passes u · (their total). Each thread takes a contiguous run of ids (a
+    // multiple of 4, so its loads are whole chunks), for the prefix sums in id order.
+    const uint32_t run = 4 * ((p.vocab / 4 + THREADS) / THREADS);
     const uint32_t begin = min(tid * run, p.vocab), end = min(begin + run, p.vocab);
     const float min_e = c.min_p;
-    uint64_t ties_here = 0;
-    for (uint32_t i = begin; i < end; ++i) ties_here += order_key(row.z(i)) == key_p;
-    uint64_t ties_total;
-    const uint64_t tie0 = block_exclusive_scan(ties_here, scratch, ties_total);
+    // How many ties at key_p come before this thread's run (only needed when some of them are cut).
+    uint64_t tie0 = 0;
+    if (!all_ties) {
+        uint64_t ties_here = 0, ties_total;
+        for (uint32_t i = begin; i < end; ++i) ties_here += order_key(row.z(i)) == key_p;
+        tie0 = block_exclusive_scan(ties_here, scratch, ties_total);
+    }
+    auto survives = [&](float z, uint64_t& j) {
+        const uint32_t key = order_key(z);
+        bool keep = key >= key_k && (key > key_p || (key == key_p && (all_ties || j < n_tie)));
+        j += key == key_p;
+        if (keep && min_e > 0.f) keep = expf(z - zmax) >= min_e;
+        return keep;
+    };
     uint64_t kept = 0;
     {
         uint64_t j = tie0;
-        for (uint32_t i = begin; i < end; ++i) {
+        uint32_t i = begin;
+        for (; i + 4 <= end; i += 4) {
+            const float4 z = row.z4(i / 4);
+            if (survives(z.x, j)) kept += mass(z.x, zmax);
+            if (survives(z.y, j)) kept += mass(z.y, zmax);
+            if (survives(z.z, j)) kept += mass(z.z, zmax);
+            if (survives(z.w, j)) kept += mass(z.w, zmax);
+        }
+        for (; i < end; ++i) {
             const float z = row.z(i);
-            const uint32_t key = order_key(z);
-            bool keep = key >= key_k && (key > key_p || (key == key_p && j < n_tie));
-            j += key == key_p;
-            if (keep && min_e > 0.f) keep = expf(z - zmax) >= min_e;
-            if (keep) kept += mass(z, zmax);
+            if (survives(z, j)) kept += mass(z, zmax);
         }
     }
     uint64_t kept_total;
@@ -338,11 +404,7 @@ extern "C" __global__ void __launch_bounds__(1024, 1) sample_token(const SampleP
         uint64_t acc = kept0, j = tie0;
         for (uint32_t i = begin; i < end; ++i) {
             const float z = row.z(i);
-            const uint32_t key = order_key(z);
-            bool keep = key >= key_k && (key > key_p || (key == key_p && j < n_tie));
-            j += key == key_p;
-            if (keep && min_e > 0.f) keep = expf(z - zmax) >= min_e;
-            if (!keep) continue;
+            if (!survives(z, j)) continue;
             acc += mass(z, zmax);
             if (target < acc) {
                 chosen = i;

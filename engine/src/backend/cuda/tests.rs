@@ -1408,6 +1408,66 @@ fn sample_token_adds_the_fed_token_to_the_penalty_set() {
     assert_eq!(get::<u32>(&g, &token, 1)[0], 77, "greedy without a penalty picks the largest logit");
 }
 
+/// Per-launch time of `sample_token` over 64000 logits under the settings of the sampling table (100 launches back
+/// to back between two events, median of 5), on two kinds of logits: flat (a random model's: most of the
+/// vocabulary inside top-p 0.9) and peaked (a trained model's: a few dozen tokens hold the mass).
+#[test]
+#[ignore = "needs a GPU: a measurement, run by hand (--nocapture)"]
+fn sample_token_time_per_launch() {
+    let g = gpu();
+    let mut rng = Rng(5);
+    let flat = rng.vec_f32(64000, -2.0, 2.0);
+    let peaked: Vec<f32> = flat.iter().enumerate().map(|(i, &l)| if i % 1000 == 0 { l + 12.0 } else { l }).collect();
+    let settings = [
+        ("greedy + penalty 1.1", SamplerParams { repetition_penalty: 1.1, ..Default::default() }),
+        ("temperature 0.7, top-p 0.9", SamplerParams { temperature: 0.7, top_p: 0.9, ..Default::default() }),
+        (
+            "temperature 0.7, top-p 0.9, penalty 1.1",
+            SamplerParams { temperature: 0.7, top_p: 0.9, repetition_penalty: 1.1, ..Default::default() },
+        ),
+        ("temperature 0.8, top-k 40", SamplerParams { temperature: 0.8, top_k: 40, ..Default::default() }),
+        ("temperature 0.7, min-p 0.05", SamplerParams { temperature: 0.7, min_p: 0.05, ..Default::default() }),
+    ];
+    for (kind, logits) in [("flat", &flat), ("peaked", &peaked)] {
+        for (name, params) in &settings {
+            let config = SamplerConfig {
+                temperature: params.temperature,
+                top_k: params.top_k as u32,
+                top_p: params.top_p,
+                min_p: params.min_p,
+                penalty: params.repetition_penalty,
+                ..Default::default()
+            };
+            let (lm, cm, sm, pm, tm) =
+                (put(&g, logits), put(&g, &[config]), put(&g, &[0u32; 2000]), put(&g, &[0u32]), put(&g, &[0u32]));
+            let p = SampleParams {
+                logits: lm.ptr(),
+                config: cm.ptr(),
+                seen: sm.ptr(),
+                token: tm.ptr(),
+                pos: pm.ptr(),
+                vocab: 64000,
+                pos_offset: 1,
+            };
+            let mut times = Vec::new();
+            for rep in 0..6 {
+                let (a, b) = (g.event(true).unwrap(), g.event(true).unwrap());
+                g.record(&a).unwrap();
+                for _ in 0..100 {
+                    launch(&g, &g.k.sample, shapes::sample(), &p);
+                }
+                g.record(&b).unwrap();
+                g.sync().unwrap();
+                if rep > 0 {
+                    times.push(a.elapsed_ms(&b).unwrap() as f64 * 10.0);
+                }
+            }
+            times.sort_by(|a, b| a.total_cmp(b));
+            println!("sample_token {kind:6} {name:42} {:7.1} µs", times[times.len() / 2]);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Measurement (prints, asserts only that it ran): where a decode GEMV's time goes.
 
