@@ -21,6 +21,8 @@ pub mod model;
 pub mod sampling;
 pub mod session;
 pub mod synth;
+#[cfg(test)]
+mod testing;
 pub mod tiny;
 
 pub use backend::cuda::{Tuning, TUNING_KEYS};

@@ -151,6 +151,13 @@ pub mod kernels {
     /// `sample.cu`: `sample_token(SampleParams)`: the next token from one row of logits under the sampler settings
     /// (`SamplerConfig`) and the penalty set; one block of 1024 threads, static shared memory only.
     pub const SAMPLE_TOKEN: &str = "sample_token";
+    /// `score.cu`: `score_tile(ScoreParams)`: the logits of a window's normalized rows, 64 × 64 per block on the
+    /// tensor cores, reduced to per-tile (max, sum of exp) partials and the targets' logits. Grid (ceil(vocab / 64),
+    /// ceil(m / 64)), 128 threads, 56320 bytes of dynamic shared memory.
+    pub const SCORE_TILE: &str = "score_tile";
+    /// `score.cu`: `score_reduce(ScoreParams)`: each row's negative log-likelihood from its partials. One block of
+    /// 256 threads per row.
+    pub const SCORE_REDUCE: &str = "score_reduce";
 
     /// Every kernel above.
     pub const ALL: &[&str] = &[
@@ -182,6 +189,8 @@ pub mod kernels {
         LM_HEAD_F16,
         DECODE_ADVANCE,
         SAMPLE_TOKEN,
+        SCORE_TILE,
+        SCORE_REDUCE,
     ];
 }
 

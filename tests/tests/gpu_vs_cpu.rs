@@ -70,6 +70,22 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
         assert!(e_long <= TOL, "{}: prefill in chunks of 160, position {p}: relative L2 {e_long:.2e}", case.name);
         drop(gpu_long);
 
+        // Scoring (perplexity) on the device: each position's loss against the CPU's, in one chunk of 100 and in
+        // chunks of 64 + 36 (a target opening the next chunk).
+        let lc = cpu.new_session(None).unwrap().feed_scored(&ids).unwrap();
+        let lg = gpu.new_session(None).unwrap().feed_scored(&ids).unwrap();
+        let lg_long =
+            load(dir.path(), BackendKind::Cuda, 512).unwrap().new_session(None).unwrap().feed_scored(&ids).unwrap();
+        assert_eq!((lc.len(), lg.len(), lg_long.len()), (ids.len() - 1, ids.len() - 1, ids.len() - 1));
+        let mut e_score = 0f64;
+        for (p, ((c, g), g1)) in lc.iter().zip(&lg).zip(&lg_long).enumerate() {
+            for (what, g) in [("chunks of 64", g), ("one chunk", g1)] {
+                let e = (g - c).abs() / c.abs().max(1.0);
+                e_score = e_score.max(e);
+                assert!(e <= 2e-2, "{}: loss of position {} ({what}): CUDA {g} vs CPU {c}", case.name, p + 1);
+            }
+        }
+
         // 64 decode steps, both backends fed the CPU's greedy tokens: logits compared at every step, and the
         // token each backend would pick — the CUDA one by its fused on-device argmax — compared too.
         let (mut sc, mut sg, mut sa) =
@@ -167,7 +183,7 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
         }
 
         println!(
-            "{:<30} prefill max rel L2 {e_prefill:.2e} (chunks of 160: {e_long:.2e}) | 64 decode steps max rel L2 {e_decode:.2e} | {identical} ({ties} near ties) | seeded sampling repeatable; sampled picks equal to the CPU's at {sampled_agree} of 64 steps ({sampled_ties} near a boundary)",
+            "{:<30} prefill max rel L2 {e_prefill:.2e} (chunks of 160: {e_long:.2e}) | 64 decode steps max rel L2 {e_decode:.2e} | {identical} ({ties} near ties) | losses max rel err {e_score:.1e} | seeded sampling repeatable; sampled picks equal to the CPU's at {sampled_agree} of 64 steps ({sampled_ties} near a boundary)",
             case.name
         );
     }

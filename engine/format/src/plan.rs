@@ -267,6 +267,12 @@ pub struct WorkspaceBuffers {
     pub sampler: Buf<u32>,
     /// The repetition penalty's set: one bit per vocabulary id, set for the tokens in the context.
     pub seen: Buf<u32>,
+    /// Scoring a chunk (perplexity): each row's next token, its logit, per-64-column partials (max, sum of exp) and
+    /// the rows' negative log-likelihoods.
+    pub score_targets: Buf<u32>,
+    pub score_target_logit: Buf<f32>,
+    pub score_part: Buf<f32>,
+    pub score_nll: Buf<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -477,6 +483,10 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
         token_ring: b.push("ws.token_ring".into(), s, TOKEN_RING),
         sampler: b.push("ws.sampler".into(), s, SAMPLER_CONFIG_WORDS),
         seen: b.push("ws.seen".into(), s, vocab.div_ceil(32)),
+        score_targets: b.push("ws.score_targets".into(), s, m.max(1)),
+        score_target_logit: b.push("ws.score_target_logit".into(), s, m.max(1)),
+        score_part: b.push("ws.score_part".into(), s, m.max(1) * vocab.div_ceil(64) * 2),
+        score_nll: b.push("ws.score_nll".into(), s, m.max(1)),
     };
 
     let mut region_sizes = b.sizes;

@@ -74,6 +74,17 @@ pub trait Backend: Send {
         sample_on_host(self, cache, start, tokens, sampler, history)
     }
 
+    /// Like [`Backend::forward`], then the negative log-likelihood (natural log) of `next[r]` after row `r`, for
+    /// each of the first `next.len()` rows (`next.len()` is `tokens.len()` or one less): −log softmax(logits)[next].
+    /// Backends that can score on the device override this to keep the logits there.
+    fn forward_nll(&mut self, cache: &mut dyn KvCache, start: usize, tokens: &[u32], next: &[u32]) -> Result<Vec<f64>> {
+        check_next(self.config(), tokens, next)?;
+        let vocab = self.config().vocab_size;
+        let mut logits = vec![0f32; tokens.len() * vocab];
+        self.forward(cache, start, tokens, LogitsOut::All(&mut logits))?;
+        Ok(next.iter().zip(logits.chunks(vocab)).map(|(&t, row)| nll(row, t)).collect())
+    }
+
     /// The decode loop: feed `first` at position `start`, pick the next token with `params` (the repetition
     /// penalty over `history`, every token before `first`, and over the tokens fed since), feed it, and so on,
     /// calling `on_token` with each new token until it returns `false` or `max_tokens` tokens were produced.
@@ -120,6 +131,31 @@ pub fn sample_on_host<B: Backend + ?Sized>(
     let mut logits = vec![0f32; b.config().vocab_size];
     b.forward(cache, start, tokens, LogitsOut::Last(&mut logits))?;
     Ok(sampler.sample(&mut logits, history, start + tokens.len()))
+}
+
+/// −log softmax(`row`)[`target`] in f64: the log-sum-exp minus the target's logit.
+pub fn nll(row: &[f32], target: u32) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max + row.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
+    lse - row[target as usize] as f64
+}
+
+/// The scoring targets of [`Backend::forward_nll`]: one per row, or one fewer, each inside the vocabulary.
+pub fn check_next(c: &ModelConfig, tokens: &[u32], next: &[u32]) -> Result<()> {
+    if next.len() > tokens.len() || next.len() + 1 < tokens.len() {
+        return Err(Error::InvalidArgument(format!(
+            "{} targets for {} rows: one per row, or one fewer",
+            next.len(),
+            tokens.len()
+        )));
+    }
+    if let Some(&bad) = next.iter().find(|&&t| t as usize >= c.vocab_size) {
+        return Err(Error::InvalidArgument(format!(
+            "target id {bad} is outside the vocabulary (size {})",
+            c.vocab_size
+        )));
+    }
+    Ok(())
 }
 
 /// The checks every backend makes before a forward pass: positions inside the cache, ids inside the vocabulary,

@@ -130,6 +130,22 @@ impl Session {
         Ok(logits)
     }
 
+    /// Append `tokens` and score them: the negative log-likelihood (natural log) of each token after the first,
+    /// given everything before it (`tokens.len() - 1` values; a perplexity is exp of their mean). The logits stay on
+    /// the device where the backend can score there.
+    pub fn feed_scored(&mut self, tokens: &[u32]) -> Result<Vec<f64>> {
+        let mut out = Vec::with_capacity(tokens.len().saturating_sub(1));
+        let mut offset = 0;
+        self.feed_with(tokens, |b, cache, start, chunk, _| {
+            // Row r of this chunk predicts the token after it, which may open the next chunk.
+            let next = &tokens[(offset + 1).min(tokens.len())..(offset + chunk.len() + 1).min(tokens.len())];
+            offset += chunk.len();
+            out.extend(b.forward_nll(cache, start, chunk, next)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     /// Append `tokens` and pick the next token with `sampler` (not yet appended: pass it to the next call).
     pub fn feed_and_sample(&mut self, tokens: &[u32], sampler: &mut Sampler) -> Result<u32> {
         let mut next = 0;
@@ -238,4 +254,27 @@ fn lock(b: &SharedBackend) -> std::sync::MutexGuard<'_, Box<dyn Backend>> {
     // A panic inside a backend call poisons the lock; the backend's state is still consistent for reads of
     // configuration, and every forward pass rewrites what it reads, so continuing is sound.
     b.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::nll;
+    use crate::testing::TinyModel;
+
+    /// Scoring in chunks (targets opening the next chunk) gives each token's loss from the full pass's logits.
+    #[test]
+    fn feed_scored_is_the_loss_of_every_next_token_across_chunks() {
+        let tiny = TinyModel::new("scored", 3);
+        let vocab = tiny.engine.config().vocab_size;
+        let ids: Vec<u32> = (0..11).map(|i| (i * 37 + 5) % vocab as u32).collect();
+        let losses = tiny.engine.new_session(None).unwrap().feed_scored(&ids).unwrap();
+        let logits = tiny.engine.new_session(None).unwrap().feed_all_logits(&ids).unwrap();
+        assert_eq!(losses.len(), ids.len() - 1);
+        for (r, &loss) in losses.iter().enumerate() {
+            let want = nll(&logits[r * vocab..(r + 1) * vocab], ids[r + 1]);
+            assert!((loss - want).abs() < 1e-9, "position {}: {loss} vs {want}", r + 1);
+        }
+        // One token has nothing to score.
+        assert!(tiny.engine.new_session(None).unwrap().feed_scored(&ids[..1]).unwrap().is_empty());
+    }
 }

@@ -89,27 +89,16 @@ pub fn generate_text(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-    use crate::backend::BackendKind;
-    use crate::engine::{Engine, EngineOptions};
     use crate::sampling::SamplerParams;
-    use crate::synth::{write_checkpoint, SynthSpec};
+    use crate::testing::TinyModel;
 
-    /// The built-in tiny model, written to a folder of its own for one test and loaded on the CPU.
-    struct Tiny {
-        dir: PathBuf,
-        engine: Engine,
-    }
+    /// The built-in tiny model on the CPU, with the text loop around it.
+    struct Tiny(TinyModel);
 
     impl Tiny {
         fn new(name: &str) -> Tiny {
-            let dir = std::env::temp_dir().join(format!("engine-text-unit-{}-{name}", std::process::id()));
-            write_checkpoint(&dir, &crate::tiny::with_test_tokenizer(SynthSpec::tiny()).unwrap()).unwrap();
-            let engine =
-                Engine::load(&dir, &EngineOptions { backend: BackendKind::Cpu, ..Default::default() }).unwrap();
-            Tiny { dir, engine }
+            Tiny(TinyModel::new(&format!("text-{name}"), 512))
         }
 
         /// Greedy text after a fixed prompt, with every call `on_piece` got; `stop_after` tokens make it return false.
@@ -118,9 +107,9 @@ mod tests {
                 generate: GenerateOptions { max_new_tokens: max, sampler: SamplerParams::default(), eos_token_id: eos },
                 stop_strings: stops.to_vec(),
             };
-            let tok = self.engine.tokenizer();
+            let tok = self.0.engine.tokenizer();
             let prompt = tok.encode("Hello world", true).unwrap();
-            let mut session = self.engine.new_session(None).unwrap();
+            let mut session = self.0.engine.new_session(None).unwrap();
             let mut calls = Vec::new();
             let out = generate_text(&mut session, tok, &prompt, &opts, |t, piece| {
                 calls.push((t, piece.to_string()));
@@ -128,12 +117,6 @@ mod tests {
             })
             .unwrap();
             (out, calls)
-        }
-    }
-
-    impl Drop for Tiny {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 
@@ -154,7 +137,7 @@ mod tests {
         assert_eq!(out.reason, StopReason::MaxTokens);
         assert_eq!(out.tokens.len(), 32);
         assert_eq!(token_calls(&calls), out.tokens);
-        assert_eq!(out.text, tiny.engine.tokenizer().decode(&out.tokens).unwrap());
+        assert_eq!(out.text, tiny.0.engine.tokenizer().decode(&out.tokens).unwrap());
         assert_eq!(concat(&calls), out.text);
     }
 
@@ -223,7 +206,7 @@ mod tests {
         assert_eq!(out.reason, StopReason::Eos);
         assert_eq!(out.tokens, full.tokens[..=k]);
         assert_eq!(token_calls(&calls), full.tokens[..k]);
-        assert_eq!(out.text, tiny.engine.tokenizer().decode(&full.tokens[..k]).unwrap());
+        assert_eq!(out.text, tiny.0.engine.tokenizer().decode(&full.tokens[..k]).unwrap());
         assert_eq!(concat(&calls), out.text);
     }
 }

@@ -54,6 +54,10 @@ pub(crate) struct Workspace {
     pub token_ring: DevPtr<u32>,
     pub sampler: DevPtr<SamplerConfig>,
     pub seen: DevPtr<u32>,
+    pub score_targets: DevPtr<u32>,
+    pub score_target_logit: DevPtr<f32>,
+    pub score_part: DevPtr<f32>,
+    pub score_nll: DevPtr<f32>,
 }
 
 impl Workspace {
@@ -74,6 +78,10 @@ impl Workspace {
             token_ring: mem.at(w.token_ring),
             sampler: mem.at(w.sampler).cast(),
             seen: mem.at(w.seen),
+            score_targets: mem.at(w.score_targets),
+            score_target_logit: mem.at(w.score_target_logit),
+            score_part: mem.at(w.score_part),
+            score_nll: mem.at(w.score_nll),
         }
     }
 }

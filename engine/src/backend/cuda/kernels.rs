@@ -219,6 +219,21 @@ kernel_params! {
         pos_offset: u32,
     }
 
+    /// Scoring a window: the tile GEMM with its (max, sum of exp) epilogue, and the per-row merge.
+    "score.cu" struct ScoreParams {
+        a: DevPtr<f16>,
+        w: DevPtr<f16>,
+        targets: DevPtr<u32>,
+        part: DevPtr<f32>,
+        target_logit: DevPtr<f32>,
+        nll: DevPtr<f32>,
+        m: u32,
+        k: u32,
+        lda: u32,
+        vocab: u32,
+        n_tiles: u32,
+    }
+
     /// Fill a buffer with one 32-bit value (tests poison outputs with NaN bits).
     "util.cu" struct FillParams {
         p: DevPtr<u32>,
@@ -297,6 +312,8 @@ kernels! {
     lm_head: LmHeadParams = name::LM_HEAD_F16,
     decode_advance: DecodeAdvanceParams = name::DECODE_ADVANCE,
     sample: SampleParams = name::SAMPLE_TOKEN,
+    score_tile: ScoreParams = name::SCORE_TILE,
+    score_reduce: ScoreParams = name::SCORE_REDUCE,
 }
 
 /// An open device with the engine's kernels loaded: what the launch code runs on.
@@ -363,6 +380,7 @@ impl Kernels {
                 f.prefer_shared_memory()?;
             }
         }
+        k.score_tile.set_max_dynamic_smem(shapes::SCORE_SMEM_BYTES)?;
         k.gemm_small_store16.set_max_dynamic_smem(shapes::GEMM_SMALL_MAX_SMEM_BYTES)?;
         k.gemm_small_residual.set_max_dynamic_smem(shapes::GEMM_SMALL_MAX_SMEM_BYTES)?;
         Ok(k)

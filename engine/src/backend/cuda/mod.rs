@@ -321,6 +321,24 @@ impl Backend for CudaBackend {
         }
     }
 
+    /// Prefill, then the scoring kernels: the head as one GEMM over the chunk's rows, reduced to each row's
+    /// negative log-likelihood on the device; only `next.len()` floats come back.
+    fn forward_nll(&mut self, cache: &mut dyn KvCache, start: usize, tokens: &[u32], next: &[u32]) -> Result<Vec<f64>> {
+        let cache = self.cache(cache)?;
+        check_forward_args(self.config_ref(), cache.capacity(), start, tokens, &LogitsOut::None)?;
+        crate::backend::check_next(self.config_ref(), tokens, next)?;
+        self.check_chunk(tokens)?;
+        self.prefill(cache, start, tokens)?;
+        // Rows without a target (the last, when `next` is one short) are marked by an id outside the vocabulary.
+        let mut targets = next.to_vec();
+        targets.resize(tokens.len(), u32::MAX);
+        self.gpu.upload(&self.ws_mem, self.plan.ws.score_targets, &targets)?;
+        self.step().score(tokens.len())?;
+        let mut nll = vec![0f32; next.len()];
+        self.gpu.download(&mut nll, &self.ws_mem, self.plan.ws.score_nll)?;
+        Ok(nll.into_iter().map(f64::from).collect())
+    }
+
     fn forward_sample(
         &mut self,
         cache: &mut dyn KvCache,

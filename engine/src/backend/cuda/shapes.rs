@@ -79,6 +79,22 @@ pub fn sample() -> Launch {
     Launch::new(1, 1024, 0)
 }
 
+/// Columns of the vocabulary per `score_tile` block (and rows of the window).
+pub const SCORE_TILE: u32 = 64;
+/// Shared memory of `score_tile`: `sizeof(score::Smem)` (the kernel source `static_assert`s it): A and W tiles of
+/// 64 × 72 halves in 3 stages, and 2 × 2 × 64 floats for the partials.
+pub const SCORE_SMEM_BYTES: u32 = 2 * 3 * 64 * 72 * 2 + 2 * 2 * 64 * 4;
+
+/// `score_tile` over a vocabulary of `vocab` and `m` rows.
+pub fn score_tile(vocab: u32, m: u32) -> Launch {
+    Launch::new((vocab.div_ceil(SCORE_TILE), m.div_ceil(SCORE_TILE)), 128, SCORE_SMEM_BYTES)
+}
+
+/// `score_reduce`: one block of 256 threads per row.
+pub fn score_reduce(m: u32) -> Launch {
+    Launch::new(m, 256, 0)
+}
+
 /// `decode_advance`: one thread.
 pub fn single_thread() -> Launch {
     Launch::new(1, 1, 0)
@@ -413,6 +429,12 @@ mod tests {
             src.contains(&format!("static_assert(sizeof(SmemBig) == {GEMM128_SMEM_BYTES}")),
             "gemm_int4.cu's static_assert on sizeof(SmemBig) must name GEMM128_SMEM_BYTES"
         );
+    }
+
+    #[test]
+    fn score_smem_matches_the_kernels_static_assert() {
+        let src = std::fs::read_to_string(format!("{}/../ptx/kernels/score.cu", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert!(src.contains(&format!("static_assert(sizeof(Smem) == {SCORE_SMEM_BYTES}")));
     }
 
     #[test]

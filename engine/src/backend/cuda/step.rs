@@ -15,7 +15,7 @@ use super::buffers::{Activations, KvCacheMem, Workspace};
 use super::driver::{DevPtr, DeviceBuffer, Kernel, KernelParams, Launch};
 use super::kernels::{
     AttnParams, DecodeAdvanceParams, Device, EmbedParams, GemmParams, GemvParams, LmHeadParams, PermuteParams,
-    RmsNormParams, RopeParams, SampleParams, SwigluParams,
+    RmsNormParams, RopeParams, SampleParams, ScoreParams, SwigluParams,
 };
 use super::shapes::{self, GemmTile, GEMV_THREADS, LM_HEAD_ROWS};
 use super::tuning::Tuning;
@@ -268,6 +268,34 @@ impl Step<'_> {
             return Err(Error::InvalidArgument(format!("lm_head of row {row}: the plan holds {} rows", self.chunk)));
         }
         self.lm_head_of(self.act.x.add(row * self.config.hidden_size), argmax)
+    }
+
+    /// The negative log-likelihood of each of the `m` prefilled rows' next token (the ids in `ws.score_targets`;
+    /// ids outside the vocabulary are skipped) into `ws.score_nll`: the final norm into `act.xn`, the head as one
+    /// tensor-core GEMM reduced to per-tile partials, then a merge per row.
+    pub fn score(&self, m: usize) -> Result<()> {
+        if m == 0 || m > self.chunk {
+            return Err(Error::InvalidArgument(format!("scoring {m} rows: the plan holds {} rows", self.chunk)));
+        }
+        let (c, w, ws, k) = (self.config, self.weights, self.ws, &self.gpu.k);
+        let m32 = m as u32;
+        self.rmsnorm(self.act.x, w.norm, self.act.xn, DevPtr::NULL, m32)?;
+        let vocab = c.vocab_size as u32;
+        let p = ScoreParams {
+            a: self.act.xn,
+            w: w.lm_head,
+            targets: ws.score_targets,
+            part: ws.score_part,
+            target_logit: ws.score_target_logit,
+            nll: ws.score_nll,
+            m: m32,
+            k: c.hidden_size as u32,
+            lda: c.hidden_size as u32,
+            vocab,
+            n_tiles: vocab.div_ceil(shapes::SCORE_TILE),
+        };
+        self.run(&k.score_tile, shapes::score_tile(vocab, m32), &p)?;
+        self.run(&k.score_reduce, shapes::score_reduce(m32), &p)
     }
 
     /// The sampler over `ws.logits` (the row at `ws.pos + pos_offset − 1`): the token at position

@@ -1283,6 +1283,73 @@ fn lm_head_logits_and_argmax_match() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Scoring (perplexity)
+
+/// `score_tile` + `score_reduce` against float64: the negative log-likelihood of each row's target under the logits
+/// A · Wᵀ, for row counts around the 64-row tile (1, 5, 64, 100, 130), vocabularies that are and are not a
+/// multiple of the 64-column tile, K of one step, of a partial step (200) and of 4096; rows without a target keep
+/// their poisoned output; two runs give the same bits.
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn score_matches_f64() {
+    let g = gpu();
+    let mut rng = Rng(81);
+    for &(m, k, vocab) in
+        &[(1usize, 64usize, 1000usize), (5, 200, 2051), (64, 4096, 1000), (100, 200, 64 * 17), (130, 4096, 2051)]
+    {
+        let a = rng.vec_f16(m * k, -1.0, 1.0);
+        let w = rng.vec_f16(vocab * k, -0.3, 0.3);
+        // Every third row has no target (an id outside the vocabulary).
+        let targets: Vec<u32> =
+            (0..m).map(|r| if r % 3 == 2 { u32::MAX } else { rng.below(vocab as u64) as u32 }).collect();
+        let n_tiles = vocab.div_ceil(64);
+        let (am, wm, tm) = (put(&g, &a), put(&g, &w), put(&g, &targets));
+        let part = poisoned(&g, m * n_tiles * 2 * 4);
+        let (tl, nll) = (poisoned(&g, m * 4), poisoned(&g, m * 4));
+        let p = ScoreParams {
+            a: am.ptr(),
+            w: wm.ptr(),
+            targets: tm.ptr(),
+            part: part.ptr(),
+            target_logit: tl.ptr(),
+            nll: nll.ptr(),
+            m: m as u32,
+            k: k as u32,
+            lda: k as u32,
+            vocab: vocab as u32,
+            n_tiles: n_tiles as u32,
+        };
+        let what = format!("score m={m} k={k} vocab={vocab}");
+        let mut first: Option<Vec<u32>> = None;
+        for run in 0..2 {
+            set(&g, &nll, &vec![0xFFu8; m * 4]);
+            launch(&g, &g.k.score_tile, shapes::score_tile(vocab as u32, m as u32), &p);
+            launch(&g, &g.k.score_reduce, shapes::score_reduce(m as u32), &p);
+            g.sync().unwrap();
+            let bits: Vec<u32> = get(&g, &nll, m);
+            for r in 0..m {
+                let got = f32::from_bits(bits[r]) as f64;
+                if targets[r] == u32::MAX {
+                    assert!(bits[r] == u32::MAX, "{what}: row {r} has no target but was written");
+                    continue;
+                }
+                let logits: Vec<f64> = (0..vocab)
+                    .map(|v| (0..k).map(|i| a[r * k + i].to_f64() * w[v * k + i].to_f64()).sum::<f64>())
+                    .collect();
+                let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+                let want = lse - logits[targets[r] as usize];
+                assert!((got - want).abs() <= 1e-3 * want.abs().max(1.0), "{what} run {run} row {r}: {got} vs {want}");
+            }
+            match &first {
+                None => first = Some(bits),
+                Some(b) => assert!(b == &bits, "{what}: the second run differs from the first"),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // The sampler
 
 /// `sample_token` over fixed logits: `n` draws at positions `pos0 + 1 ..= pos0 + n` (one launch each, every

@@ -269,7 +269,6 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     if stride == 0 || stride > window {
         return Err(Error::InvalidArgument(format!("--stride must be in 1..={window}")));
     }
-    let vocab = engine.config().vocab_size;
     let mut session = engine.new_session(Some(window))?;
     let (mut nll, mut count) = (0f64, 0usize);
     let mut scored_until = 0; // tokens 1..=scored_until have been scored
@@ -278,18 +277,14 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     loop {
         let end = (begin + window).min(ids.len());
         session.reset();
-        let logits = session.feed_all_logits(&ids[begin..end])?;
-        // Row r predicts token begin + r + 1; score only targets not scored by an earlier window.
-        for r in 0..end - begin - 1 {
-            let target = begin + r + 1;
-            if target <= scored_until {
-                continue;
+        // Value r is the loss of token begin + r + 1 (scored on the device where the backend can); count only
+        // targets no earlier window scored.
+        let losses = session.feed_scored(&ids[begin..end])?;
+        for (r, loss) in losses.into_iter().enumerate() {
+            if begin + r + 1 > scored_until {
+                nll += loss;
+                count += 1;
             }
-            let row = &logits[r * vocab..(r + 1) * vocab];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let lse = max + row.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
-            nll += lse - row[ids[target] as usize] as f64;
-            count += 1;
         }
         scored_until = end - 1;
         if end == ids.len() {
