@@ -58,6 +58,9 @@ if [ "$SKIP_7B" != 1 ]; then
     check generate-7b "$BIN/engine-cli" generate -m /tmp/engine-7b --backend cuda -p 'Hamlet->Shakespeare' -n 64 --ignore-eos
     check bench-7b "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --breakdown --json
     check bench-7b-no-pdl "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,512 --reps 3 --tune pdl=off
+    MODEL=/tmp/engine-7b check sampling-7b bash tests/gpu/sampling.sh
+    for i in $(seq 1 12); do cat tools/testdata/corpus.txt; done >"$OUT/corpus.txt"
+    check perplexity-7b "$BIN/engine-cli" perplexity -m /tmp/engine-7b --backend cuda --file "$OUT/corpus.txt" --stride 512
 fi
 
 if [ -n "${REPORT:-}" ]; then
@@ -68,6 +71,8 @@ printf '%s\n' "${rows[@]}"
 [ -s "$OUT/cuda-vs-cpu.summary" ] && cat "$OUT/cuda-vs-cpu.summary"
 grep -E '^(load|copy|step|memory|decode|ttft):' "$OUT/bench-7b.log" 2>/dev/null | sed 's/^/       /'
 grep -E '^(decode|ttft):' "$OUT/bench-7b-no-pdl.log" 2>/dev/null | sed 's/^/  nopdl/'
+grep -E 'tok/s|ttft' "$OUT/sampling-7b.log" 2>/dev/null | sed 's/^/       /'
+grep -E '^perplexity' "$OUT/perplexity-7b.log" 2>/dev/null | sed 's/^/       /'
 
 grep -E 'tok/s' "$OUT/generate-7b.log" 2>/dev/null | sed 's/^/       /'
 ! printf '%s\n' "${rows[@]}" | grep -q '^FAIL'
