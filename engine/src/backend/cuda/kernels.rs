@@ -265,6 +265,19 @@ pub(crate) struct SamplerConfig {
 }
 
 impl SamplerConfig {
+    pub fn new(p: &crate::sampling::SamplerParams) -> SamplerConfig {
+        SamplerConfig {
+            temperature: p.temperature,
+            top_k: p.top_k.min(u32::MAX as usize) as u32,
+            top_p: p.top_p,
+            min_p: p.min_p,
+            penalty: p.repetition_penalty,
+            seed_lo: p.seed as u32,
+            seed_hi: (p.seed >> 32) as u32,
+            reserved: 0,
+        }
+    }
+
     /// (field, Rust type) in order, for the layout test.
     #[cfg(test)]
     const FIELDS: &'static [(&'static str, &'static str)] = &[

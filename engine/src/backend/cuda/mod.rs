@@ -188,17 +188,7 @@ impl CudaBackend {
 
     /// Put the sampler's settings and the penalty's set (the ids in `context`) where the sampler kernel reads them.
     fn load_sampler(&self, params: &SamplerParams, context: &[u32]) -> Result<()> {
-        let seed = params.seed;
-        let config = SamplerConfig {
-            temperature: params.temperature,
-            top_k: params.top_k.min(u32::MAX as usize) as u32,
-            top_p: params.top_p,
-            min_p: params.min_p,
-            penalty: params.repetition_penalty,
-            seed_lo: seed as u32,
-            seed_hi: (seed >> 32) as u32,
-            reserved: 0,
-        };
+        let config = SamplerConfig::new(params);
         self.gpu.upload(&self.ws_mem, self.plan.ws.sampler, bytemuck::cast_slice(&[config]))?;
         if params.repetition_penalty != 1.0 {
             let mut seen = vec![0u32; self.plan.ws.seen.len];

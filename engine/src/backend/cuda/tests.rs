@@ -1363,16 +1363,7 @@ fn device_draws(g: &Device, logits: &[f32], history: &[u32], params: &SamplerPar
             seen[t as usize / 32] |= 1 << (t % 32);
         }
     }
-    let config = SamplerConfig {
-        temperature: params.temperature,
-        top_k: params.top_k as u32,
-        top_p: params.top_p,
-        min_p: params.min_p,
-        penalty: params.repetition_penalty,
-        seed_lo: params.seed as u32,
-        seed_hi: (params.seed >> 32) as u32,
-        reserved: 0,
-    };
+    let config = SamplerConfig::new(params);
     let (lm, cm, sm, pm) = (put(g, logits), put(g, &[config]), put(g, &seen), put(g, &[0u32]));
     let tokens = put(g, &vec![u32::MAX; n]);
     for i in 0..n {
@@ -1497,14 +1488,7 @@ fn sample_token_time_per_launch() {
     ];
     for (kind, logits) in [("flat", &flat), ("peaked", &peaked)] {
         for (name, params) in &settings {
-            let config = SamplerConfig {
-                temperature: params.temperature,
-                top_k: params.top_k as u32,
-                top_p: params.top_p,
-                min_p: params.min_p,
-                penalty: params.repetition_penalty,
-                ..Default::default()
-            };
+            let config = SamplerConfig::new(params);
             let (lm, cm, sm, pm, tm) =
                 (put(&g, logits), put(&g, &[config]), put(&g, &[0u32; 2000]), put(&g, &[0u32]), put(&g, &[0u32]));
             let p = SampleParams {
