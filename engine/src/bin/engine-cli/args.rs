@@ -168,7 +168,9 @@ pub struct PerplexityArgs {
     /// Tokens per evaluation window (default: min(ctx, 512)).
     #[arg(long, value_name = "N")]
     pub window: Option<usize>,
-    /// Tokens the window advances by (default: half the window); only the new tokens of a window are scored.
+    /// Tokens the window advances by; only the new tokens of a window are scored. Default: the window (windows side
+    /// by side, every token prefilled once, as lm-eval-harness's rolling log-likelihood scores a document); a
+    /// smaller stride gives each scored token more context at the cost of prefilling it again.
     #[arg(long, value_name = "N")]
     pub stride: Option<usize>,
 }

@@ -265,7 +265,7 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     if window < 2 || window > engine.max_context() {
         return Err(Error::InvalidArgument(format!("--window must be in 2..={}", engine.max_context())));
     }
-    let stride = a.stride.unwrap_or(window / 2);
+    let stride = a.stride.unwrap_or(window);
     if stride == 0 || stride > window {
         return Err(Error::InvalidArgument(format!("--stride must be in 1..={window}")));
     }
