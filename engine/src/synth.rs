@@ -20,6 +20,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use engine_format::config::{MAX_DIM, MAX_LAYERS, MAX_POSITIONS, MAX_VOCAB};
+use engine_format::gptq::Bits;
 use engine_format::write::{encode_header, HeaderEntry};
 use engine_format::{Arch, DType};
 use half::f16;
@@ -42,6 +43,8 @@ pub struct SynthSpec {
     pub layers: usize,
     pub vocab: usize,
     pub max_pos: usize,
+    /// GPTQ bits per weight: 4 (8 values per 32-bit word) or 8 (4 per word), AutoGPTQ's packing.
+    pub bits: u32,
     /// Rows per GPTQ group; `None` writes `group_size: -1` (one group).
     pub group_size: Option<usize>,
     /// Act-order: `g_idx` is a permuted group assignment.
@@ -73,6 +76,7 @@ impl SynthSpec {
             layers: 2,
             vocab: 1024,
             max_pos: 512,
+            bits: 4,
             group_size: Some(32),
             desc_act: false,
             sym: true,
@@ -104,9 +108,15 @@ impl SynthSpec {
         self.hidden / self.heads.max(1)
     }
 
-    /// The file base name AutoGPTQ uses: `gptq_model-4bit-128g`, or `gptq_model-4bit--1g` for one group.
+    /// The file base name AutoGPTQ uses: `gptq_model-4bit-128g`, `gptq_model-8bit-32g`, or `gptq_model-4bit--1g`
+    /// for one group.
     pub fn gptq_base_name(&self) -> String {
-        format!("gptq_model-4bit-{}g", self.group_size.map_or(-1, |g| g as i64))
+        format!("gptq_model-{}bit-{}g", self.bits, self.group_size.map_or(-1, |g| g as i64))
+    }
+
+    /// The packing of the GPTQ tensors; `None` when `bits` is not a width the engine reads.
+    fn packing(&self) -> Option<Bits> {
+        Bits::from_count(self.bits)
     }
 
     /// Check that the spec describes a model the engine can load; the message names the offending field.
@@ -147,12 +157,18 @@ impl SynthSpec {
             return bad(format!("rope_theta = {}: expected a finite positive number", self.rope_theta));
         }
         if self.quantized {
-            let kv_dim = self.kv_heads * self.head_dim();
+            let Some(bits) = self.packing() else {
+                return bad(format!("bits = {}: expected 4 or 8", self.bits));
+            };
+            let (kv_dim, p) = (self.kv_heads * self.head_dim(), bits.per_word());
             for (name, v) in
                 [("hidden", self.hidden), ("intermediate", self.intermediate), ("kv_heads × head_dim", kv_dim)]
             {
-                if v % 8 != 0 {
-                    return bad(format!("{name} = {v}: GPTQ packs 8 values per word, so it must be a multiple of 8"));
+                if v % p != 0 {
+                    return bad(format!(
+                        "{name} = {v}: {}-bit GPTQ packs {p} values per word, so it must be a multiple of {p}",
+                        self.bits
+                    ));
                 }
             }
             if let Some(g) = self.group_size {
@@ -217,7 +233,7 @@ impl SynthSpec {
 
     fn quantize_config_json(&self, base_name: &str) -> serde_json::Value {
         json!({
-            "bits": 4,
+            "bits": self.bits,
             "group_size": self.group_size.map_or(-1, |g| g as i64),
             "damp_percent": 0.01,
             "desc_act": self.desc_act,
@@ -274,13 +290,18 @@ impl SynthSpec {
             return;
         }
         let groups = k.div_ceil(self.group_size.unwrap_or(k));
-        // q - zero has rms ≈ 4.6 (sym, zero 8) or ≈ 6.6 (asym, zero 1..16); pick the scale so W has std ≈ 1/sqrt(K).
-        let base = if self.sym { 0.25 } else { 0.17 } * inv_sqrt_k;
+        let bits = self.packing().expect("validate() refuses other widths before anything is planned");
+        let p = bits.per_word();
+        // At 4 bits q - zero has rms ≈ 4.6 (sym, zero 8) or ≈ 6.6 (asym, zero 1..16); each further bit doubles
+        // both. Pick the scale so that W has std ≈ 1/sqrt(K).
+        let base = if self.sym { 0.25 } else { 0.17 } * inv_sqrt_k / (1u32 << (bits.count() - 4)) as f32;
         let i32_plan =
             |name: String, shape: Vec<usize>, fill: Fill| TensorPlan { name, dtype: DType::I32, shape, fill };
-        out.push(i32_plan(format!("{prefix}.qweight"), vec![k / 8, n], Fill::Words));
-        let zeros = if self.sym { Fill::Const(0x7777_7777) } else { Fill::Words };
-        out.push(i32_plan(format!("{prefix}.qzeros"), vec![groups, n / 8], zeros));
+        out.push(i32_plan(format!("{prefix}.qweight"), vec![k / p, n], Fill::Words));
+        // Sym: every stored zero is 2^(bits-1) - 1 (the zero point 2^(bits-1), stored minus one), in every field.
+        let sym_zero = bits.pack(&[(1 << (bits.count() - 1)) - 1; 8][..p]);
+        let zeros = if self.sym { Fill::Const(sym_zero) } else { Fill::Words };
+        out.push(i32_plan(format!("{prefix}.qzeros"), vec![groups, n / p], zeros));
         // U(0.5, 1.5) × base.
         out.push(TensorPlan::f16(&format!("{prefix}.scales"), vec![groups, n], base, 0.5 * base));
         out.push(i32_plan(format!("{prefix}.g_idx"), vec![k], Fill::GIdx(g_table)));
@@ -397,7 +418,7 @@ fn remove_previous_weights(dir: &Path) -> Result<()> {
         let ours = name == "model.safetensors"
             || name == "quantize_config.json"
             || name == "model.safetensors.index.json"
-            || (name.starts_with("gptq_model-4bit-") && name.ends_with("g.safetensors"))
+            || (name.starts_with("gptq_model-") && name.contains("bit-") && name.ends_with("g.safetensors"))
             || (name.starts_with("model-") && name.contains("-of-") && name.ends_with(".safetensors"));
         if ours {
             std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;

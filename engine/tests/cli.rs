@@ -299,6 +299,38 @@ fn synth_writes_what_inspect_reads() {
 }
 
 #[test]
+fn eight_bit_checkpoints_are_written_described_planned_and_run_on_the_cpu() {
+    let s = Scratch::new("int8");
+    let m = s.path("int8");
+    let args =
+        ["synth", "--out", path_arg(&m), "--bits", "8", "--arch", "llama", "--intermediate", "172", "--desc-act"];
+    ok(&s.run(&args));
+    assert!(m.join("gptq_model-8bit-32g.safetensors").is_file());
+    let out = ok(&s.run(&["inspect", "-m", path_arg(&m)]));
+    assert!(out.contains("quant:      GPTQ int8, group size 32, desc_act true"), "{out}");
+    // The plan sizes 8-bit linears as the int4 tiles with one byte per weight: q/k/v's 64 rows × its slots.
+    let plan = ok(&s.run(&["plan", "-m", path_arg(&m), "--ctx", "64"]));
+    let qkv = plan.lines().find(|l| l.starts_with("layers.0.qkv.qw ")).expect("a q/k/v buffer");
+    let col_map = plan.lines().find(|l| l.starts_with("layers.0.qkv.col_map ")).expect("a column map");
+    let bytes = |l: &str| -> usize { l.split_whitespace().nth(3).unwrap().parse().unwrap() };
+    assert_eq!(
+        bytes(qkv),
+        64 * bytes(col_map) / 4,
+        "{qkv}
+{col_map}"
+    );
+
+    let logits = s.path("int8.f32");
+    ok(&s.run(&["logits", "-m", path_arg(&m), "--backend", "cpu", "--ids", "1,5,9", "--out", path_arg(&logits)]));
+    assert_eq!(std::fs::metadata(&logits).unwrap().len() as usize, 3 * 1024 * 4);
+    // CUDA says what it runs and where this checkpoint runs, with or without a GPU.
+    let gen = ["generate", "-m", path_arg(&m), "--backend", "cuda", "-p", "hi", "-n", "1"];
+    fails(&s.run(&gen), 1, &["8-bit", "4-bit GPTQ", "--backend cpu"]);
+
+    fails(&s.run(&["synth", "--out", path_arg(&s.path("bad")), "--bits", "3"]), 1, &["--bits", "4 or 8"]);
+}
+
+#[test]
 fn bench_on_the_cpu_reports_json() {
     let s = Scratch::new("bench");
     let args = ["--decode-tokens", "4", "--prompts", "8", "--reps", "1", "--json"];

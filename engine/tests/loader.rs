@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use engine::format::gptq::Bits;
 use engine::format::testutil::{serialize, RawTensor, TinySpec};
-use engine::format::{gptq, Arch, FormatErrorKind, Linear};
+use engine::format::{Arch, FormatErrorKind, Linear};
 use engine::synth::{write_checkpoint, SynthSpec};
 use engine::{Error, Model};
 
@@ -97,14 +98,14 @@ fn check_desc(m: &Model, spec: &SynthSpec) {
 /// `x · W` for one linear layer of the model, dequantizing as the GPTQ layout says.
 fn matvec(m: &Model, lin: &Linear, x: &[f32]) -> Vec<f32> {
     match lin {
-        Linear::Gptq { qweight, qzeros, scales, g_idx, in_features: k, out_features: n, .. } => {
+        Linear::Gptq { bits, qweight, qzeros, scales, g_idx, in_features: k, out_features: n, .. } => {
             let (qw, qz, sc, gi) = (m.u32(qweight), m.u32(qzeros), m.f16(scales), m.u32(g_idx));
             let mut y = vec![0f32; *n];
             for (row, &xv) in x.iter().enumerate().take(*k) {
                 let g = gi[row] as usize;
                 for (col, yv) in y.iter_mut().enumerate() {
-                    let q = gptq::q_at(qw, *n, row, col) as f32;
-                    let z = gptq::zero_at(qz, *n, g, col) as f32;
+                    let q = bits.q_at(qw, *n, row, col) as f32;
+                    let z = bits.zero_at(qz, *n, g, col) as f32;
                     *yv += xv * sc[g * n + col].to_f32() * (q - z);
                 }
             }
@@ -178,15 +179,7 @@ fn tiny_baichuan_round_trip() {
     let Linear::Gptq { qzeros, .. } = &m.desc.layers[0].down_proj else { panic!() };
     assert!(m.u32(qzeros).iter().all(|&w| w == 0x7777_7777));
     // Dequantized weights have std ≈ 1/sqrt(K).
-    let lin = &m.desc.layers[1].gate_proj;
-    let k = lin.in_features();
-    let mut sum2 = 0f64;
-    for row in 0..k {
-        let mut e = vec![0f32; k];
-        e[row] = 1.0;
-        sum2 += matvec(&m, lin, &e).iter().map(|&v| f64::from(v * v)).sum::<f64>();
-    }
-    let std = (sum2 / (k * lin.out_features()) as f64).sqrt() * (k as f64).sqrt();
+    let std = weight_std_times_sqrt_k(&m, &m.desc.layers[1].gate_proj);
     assert!((0.7..1.5).contains(&std), "std × sqrt(K) = {std}");
 }
 
@@ -211,6 +204,43 @@ fn llama_gqa_act_order_asym_round_trip() {
     for group in 0..6 {
         let n = gi.iter().filter(|&&v| v == group).count();
         assert_eq!(n, if group < 5 { 32 } else { 176 - 5 * 32 }, "group {group}");
+    }
+}
+
+/// std × sqrt(K) of a linear's dequantized weights, from its response to every unit input.
+fn weight_std_times_sqrt_k(m: &Model, lin: &Linear) -> f64 {
+    let k = lin.in_features();
+    let mut sum2 = 0f64;
+    for row in 0..k {
+        let mut e = vec![0f32; k];
+        e[row] = 1.0;
+        sum2 += matvec(m, lin, &e).iter().map(|&v| f64::from(v * v)).sum::<f64>();
+    }
+    (sum2 / (k * lin.out_features()) as f64).sqrt() * (k as f64).sqrt()
+}
+
+#[test]
+fn eight_bit_round_trip() {
+    let sym = SynthSpec { bits: 8, intermediate: 172, ..SynthSpec::tiny() };
+    let asym = SynthSpec { bits: 8, intermediate: 172, desc_act: true, sym: false, ..llama(2) };
+    for (name, spec) in [("int8-sym", sym), ("int8-asym-actorder", asym)] {
+        let (dir, m) = synth(name, &spec);
+        check_desc(&m, &spec);
+        check_numerics(&m, 11);
+        assert_eq!(m.desc.shards, ["gptq_model-8bit-32g.safetensors"]);
+        let q: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("quantize_config.json")).unwrap()).unwrap();
+        assert_eq!(q["bits"], 8);
+        for lin in m.desc.layers[0].linears() {
+            let Linear::Gptq { bits, qweight, qzeros, in_features: k, out_features: n, .. } = lin else { panic!() };
+            assert_eq!((*bits, qweight.shape.as_slice(), qzeros.shape[1]), (Bits::Eight, &[k / 4, *n][..], n / 4));
+            if spec.sym {
+                // Every stored zero is 127 (zero point 128).
+                assert!(m.u32(qzeros).iter().all(|&w| w == 0x7F7F_7F7F), "{}", qzeros.name);
+            }
+        }
+        let std = weight_std_times_sqrt_k(&m, &m.desc.layers[1].gate_proj);
+        assert!((0.7..1.5).contains(&std), "{name}: std × sqrt(K) = {std}");
     }
 }
 
@@ -279,6 +309,8 @@ fn synth_rejects_bad_specs() {
         (SynthSpec { shards: 0, ..SynthSpec::tiny() }, "shards"),
         (SynthSpec { layers: 0, ..SynthSpec::tiny() }, "layers"),
         (SynthSpec { heads: 64, kv_heads: 64, ..SynthSpec::tiny() }, "even"),
+        (SynthSpec { bits: 3, ..SynthSpec::tiny() }, "bits = 3: expected 4 or 8"),
+        (SynthSpec { bits: 8, intermediate: 170, ..SynthSpec::tiny() }, "multiple of 4"),
     ] {
         match write_checkpoint(dir.path(), &spec) {
             Err(Error::InvalidArgument(msg)) => assert!(msg.contains(needle), "{msg}"),
@@ -298,7 +330,7 @@ fn tiny_dir(name: &str, spec: &TinySpec, tensors: &[RawTensor]) -> TempDir {
         dir.write("quantize_config.json", q);
     }
     let file = match spec.group_size {
-        Some(g) if spec.quantized => format!("gptq_model-4bit-{g}g.safetensors"),
+        Some(g) if spec.quantized => format!("gptq_model-{}bit-{g}g.safetensors", spec.bits),
         _ => "model.safetensors".into(),
     };
     dir.write(&file, serialize(tensors));
@@ -410,7 +442,7 @@ fn index_problems() {
 fn config_problems() {
     let spec = TinySpec::baichuan();
     let dir = tiny_dir("config", &spec, &spec.tensors());
-    let cases: [(&str, &str, FormatErrorKind, &str); 6] = [
+    let cases: [(&str, &str, FormatErrorKind, &str); 7] = [
         ("config.json", "{\"hidden_size\": ", FormatErrorKind::InvalidJson, "config.json"),
         (
             "config.json",
@@ -432,9 +464,15 @@ fn config_problems() {
         ),
         (
             "quantize_config.json",
-            &spec.quant_json().unwrap().replace("\"bits\": 4", "\"bits\": 8"),
+            &spec.quant_json().unwrap().replace("\"bits\": 4", "\"bits\": 3"),
             FormatErrorKind::Unsupported,
-            "8-bit",
+            "quantize_config.json: `bits`: 3-bit quantization is not supported: expected 4 or 8",
+        ),
+        (
+            "quantize_config.json",
+            &spec.quant_json().unwrap().replace("\"bits\": 4", "\"bits\": 5"),
+            FormatErrorKind::Unsupported,
+            "quantize_config.json: `bits`: 5-bit quantization is not supported: expected 4 or 8",
         ),
         ("quantize_config.json", "[]", FormatErrorKind::InvalidJson, "quantize_config.json"),
     ];
@@ -447,6 +485,27 @@ fn config_problems() {
         dir.write("quantize_config.json", spec.quant_json().unwrap());
     }
     Model::open(dir.path()).unwrap();
+}
+
+#[test]
+fn eight_bit_tensors_are_checked_against_the_eight_bit_packing() {
+    let eight = TinySpec { bits: 8, ..TinySpec::baichuan() };
+    let dir = tiny_dir("int8", &eight, &eight.tensors());
+    let m = Model::open(dir.path()).unwrap();
+    assert_eq!(m.desc.shards, ["gptq_model-8bit-8g.safetensors"]);
+    assert!(m.desc.warnings.is_empty(), "{:?}", m.desc.warnings);
+
+    // Tensors packed 8 values per word under a config that says 8 bits: the file and the tensor are named.
+    let dir = tiny_dir("int8-packed-as-int4", &eight, &TinySpec::baichuan().tensors());
+    let e = format_err(Model::open(dir.path()));
+    assert_eq!(e.kind, FormatErrorKind::WrongShape);
+    assert!(
+        e.to_string().starts_with(
+            "gptq_model-8bit-8g.safetensors: `model.layers.0.self_attn.W_pack.qweight`: expected shape [4, 48] \
+             [in_features / 4, out_features] (8-bit), found [2, 48]"
+        ),
+        "{e}"
+    );
 }
 
 #[test]

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Independent float64 reference forward pass for Baichuan-7B / LLaMA GPTQ checkpoints.
 
-Shares no code with the Rust engine: it parses the safetensors header and the AutoGPTQ layout itself, dequantizes
-every linear layer to a dense float64 matrix, and runs the textbook computation (RMSNorm, rotary embedding in the
-Hugging Face rotate_half convention, causal attention with grouped KV heads, SwiGLU) in float64 with numpy.
+Shares no code with the Rust engine: it parses the safetensors header and the AutoGPTQ layout (4 or 8 bits, as
+quantize_config.json says) itself, dequantizes every linear layer to a dense float64 matrix, and runs the textbook
+computation (RMSNorm, rotary embedding in the Hugging Face rotate_half convention, causal attention with grouped KV
+heads, SwiGLU) in float64 with numpy.
 
     forward.py MODEL_DIR IDS OUT
 
@@ -44,26 +45,28 @@ def load_tensors(model_dir):
     return tensors
 
 
-def unpack_nibbles(words, axis):
-    """Expand int32 words into their 8 nibbles (low bits first) along `axis`."""
+def unpack(words, axis, bits):
+    """Expand int32 words into their 32 / bits fields (low bits first) along `axis`: AutoGPTQ's packing, where
+    field j of word r holds entry (32 / bits) * r + j."""
+    per_word = 32 // bits
     w = words.astype(np.int64) & 0xFFFFFFFF
-    parts = [(w >> (4 * j)) & 0xF for j in range(8)]
-    stacked = np.stack(parts, axis=axis + 1)  # [..., words, 8, ...]
+    parts = [(w >> (bits * j)) & ((1 << bits) - 1) for j in range(per_word)]
+    stacked = np.stack(parts, axis=axis + 1)  # [..., words, per_word, ...]
     shape = list(words.shape)
-    shape[axis] *= 8
+    shape[axis] *= per_word
     return stacked.reshape(shape)
 
 
-def dense(tensors, prefix):
+def dense(tensors, prefix, bits):
     """The float64 matrix W [K, N] of one linear layer, so that y = x @ W."""
     if prefix + ".weight" in tensors:  # unquantized, nn.Linear layout [N, K]
         return tensors[prefix + ".weight"].astype(np.float64).T
-    qweight = tensors[prefix + ".qweight"]  # [K/8, N]
-    qzeros = tensors[prefix + ".qzeros"]  # [groups, N/8]
+    qweight = tensors[prefix + ".qweight"]  # [K / (32 / bits), N]
+    qzeros = tensors[prefix + ".qzeros"]  # [groups, N / (32 / bits)]
     scales = tensors[prefix + ".scales"].astype(np.float64)  # [groups, N]
     g_idx = tensors[prefix + ".g_idx"].astype(np.int64)  # [K]
-    q = unpack_nibbles(qweight, axis=0)  # [K, N]
-    zeros = unpack_nibbles(qzeros, axis=1) + 1  # [groups, N]; stored as zero - 1
+    q = unpack(qweight, 0, bits)  # [K, N]
+    zeros = unpack(qzeros, 1, bits) + 1  # [groups, N]; stored as zero - 1
     return scales[g_idx] * (q - zeros[g_idx])
 
 
@@ -88,6 +91,11 @@ def main():
     with open(os.path.join(model_dir, "config.json")) as f:
         cfg = json.load(f)
     t = load_tensors(model_dir)
+    quant_path = os.path.join(model_dir, "quantize_config.json")
+    bits = None
+    if os.path.exists(quant_path):
+        with open(quant_path) as f:
+            bits = json.load(f)["bits"]
     arch = cfg["architectures"][0]
     hidden, heads = cfg["hidden_size"], cfg["num_attention_heads"]
     kv_heads = cfg.get("num_key_value_heads", heads)
@@ -102,9 +110,9 @@ def main():
         p = f"model.layers.{layer}."
         h = rmsnorm(x, t[p + "input_layernorm.weight"].astype(np.float64), eps)
         if arch == "LlamaForCausalLM":
-            wq, wk, wv = (dense(t, p + f"self_attn.{n}_proj") for n in "qkv")
+            wq, wk, wv = (dense(t, p + f"self_attn.{n}_proj", bits) for n in "qkv")
         else:
-            wpack = dense(t, p + "self_attn.W_pack")
+            wpack = dense(t, p + "self_attn.W_pack", bits)
             wq, wk, wv = np.split(wpack, [heads * hd, heads * hd + kv_heads * hd], axis=1)
         q = rope((h @ wq).reshape(T, heads, hd), pos, theta)
         k = rope((h @ wk).reshape(T, kv_heads, hd), pos, theta)
@@ -115,10 +123,10 @@ def main():
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
         probs = scores / scores.sum(axis=-1, keepdims=True)
         att = np.einsum("hts,shd->thd", probs, v).reshape(T, heads * hd)
-        x = x + att @ dense(t, p + "self_attn.o_proj")
+        x = x + att @ dense(t, p + "self_attn.o_proj", bits)
         h = rmsnorm(x, t[p + "post_attention_layernorm.weight"].astype(np.float64), eps)
-        g, u = h @ dense(t, p + "mlp.gate_proj"), h @ dense(t, p + "mlp.up_proj")
-        x = x + (g / (1.0 + np.exp(-g)) * u) @ dense(t, p + "mlp.down_proj")
+        g, u = h @ dense(t, p + "mlp.gate_proj", bits), h @ dense(t, p + "mlp.up_proj", bits)
+        x = x + (g / (1.0 + np.exp(-g)) * u) @ dense(t, p + "mlp.down_proj", bits)
     x = rmsnorm(x, t["model.norm.weight"].astype(np.float64), eps)
     head = t.get("lm_head.weight", t["model.embed_tokens.weight"]).astype(np.float64)
     logits = x @ head.T

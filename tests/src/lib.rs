@@ -33,10 +33,22 @@ impl Drop for TempDir {
 pub struct Case {
     pub name: &'static str,
     pub spec: SynthSpec,
+    /// `None` when the CUDA backend runs this checkpoint; else a phrase its refusal must contain (every refusal
+    /// also names `--backend cpu`).
+    pub cuda_refuses: Option<&'static str>,
 }
 
-/// Checkpoints of awkward sizes covering both namings, GQA, every group size, act-order, sym/asym, fp16, tied
-/// embeddings and shards.
+impl Case {
+    fn new(name: &'static str, spec: SynthSpec) -> Case {
+        Case { name, spec, cuda_refuses: None }
+    }
+    fn cuda_refuses(self, because: &'static str) -> Case {
+        Case { cuda_refuses: Some(because), ..self }
+    }
+}
+
+/// Checkpoints of awkward sizes covering both namings, GQA, 4- and 8-bit GPTQ, every group size, act-order,
+/// sym/asym, fp16, tied embeddings and shards.
 pub fn cases() -> Vec<Case> {
     let tiny = SynthSpec::tiny();
     let llama = SynthSpec {
@@ -55,10 +67,10 @@ pub fn cases() -> Vec<Case> {
         ..tiny.clone()
     };
     vec![
-        Case { name: "baichuan-g32", spec: tiny.clone() },
-        Case {
-            name: "baichuan-g128-actorder",
-            spec: SynthSpec {
+        Case::new("baichuan-g32", tiny.clone()),
+        Case::new(
+            "baichuan-g128-actorder",
+            SynthSpec {
                 hidden: 256,
                 intermediate: 640,
                 heads: 4,
@@ -68,16 +80,16 @@ pub fn cases() -> Vec<Case> {
                 seed: 3,
                 ..tiny.clone()
             },
-        },
-        Case {
-            name: "baichuan-g64-asym-2shards",
-            spec: SynthSpec { group_size: Some(64), sym: false, shards: 2, seed: 4, ..tiny.clone() },
-        },
-        Case { name: "baichuan-one-group", spec: SynthSpec { group_size: None, seed: 5, ..tiny.clone() } },
-        Case { name: "llama-gqa-g64-actorder-asym", spec: llama.clone() },
-        Case {
-            name: "llama-g32-tied",
-            spec: SynthSpec {
+        ),
+        Case::new(
+            "baichuan-g64-asym-2shards",
+            SynthSpec { group_size: Some(64), sym: false, shards: 2, seed: 4, ..tiny.clone() },
+        ),
+        Case::new("baichuan-one-group", SynthSpec { group_size: None, seed: 5, ..tiny.clone() }),
+        Case::new("llama-gqa-g64-actorder-asym", llama.clone()),
+        Case::new(
+            "llama-g32-tied",
+            SynthSpec {
                 group_size: Some(32),
                 desc_act: false,
                 sym: true,
@@ -85,8 +97,22 @@ pub fn cases() -> Vec<Case> {
                 seed: 8,
                 ..llama.clone()
             },
-        },
-        Case { name: "baichuan-fp16", spec: SynthSpec { quantized: false, seed: 6, ..tiny } },
+        ),
+        Case::new("baichuan-fp16", SynthSpec { quantized: false, seed: 6, ..tiny.clone() }).cuda_refuses("unquantized"),
+        // 8-bit GPTQ. intermediate 172 is a multiple of 4 (the 8-bit packing) but not of 8 and leaves a partial last
+        // group; 8-bit zero points run 1..=256 (asym) or are 128 (sym).
+        Case::new("baichuan-int8-g32", SynthSpec { bits: 8, intermediate: 172, seed: 9, ..tiny.clone() })
+            .cuda_refuses("8-bit"),
+        Case::new(
+            "llama-int8-gqa-g64-actorder-asym",
+            SynthSpec { bits: 8, intermediate: 340, seed: 10, ..llama.clone() },
+        )
+        .cuda_refuses("8-bit"),
+        Case::new(
+            "baichuan-int8-one-group-asym",
+            SynthSpec { bits: 8, group_size: None, sym: false, seed: 11, ..tiny.clone() },
+        )
+        .cuda_refuses("8-bit"),
     ]
 }
 

@@ -43,10 +43,11 @@ fn margin(l: &[f32]) -> f64 {
 fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
     for case in cases() {
         let dir = synth(case.name, &case.spec);
-        if !case.spec.quantized {
-            let err = load(dir.path(), BackendKind::Cuda, 64).err().expect("fp16 on CUDA must be refused clearly");
-            assert!(err.to_string().contains("--backend cpu"), "{}: {err}", case.name);
-            println!("{:<30} fp16: refused on CUDA with a clear error (runs on the CPU backend)", case.name);
+        if let Some(because) = case.cuda_refuses {
+            let err = load(dir.path(), BackendKind::Cuda, 64).err().expect("CUDA must refuse this format clearly");
+            let msg = err.to_string();
+            assert!(msg.contains("--backend cpu") && msg.contains(because), "{}: {msg}", case.name);
+            println!("{:<30} refused on CUDA with a clear error (runs on the CPU backend): {msg}", case.name);
             continue;
         }
         let cpu = load(dir.path(), BackendKind::Cpu, 64).unwrap();

@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::config::{parse_object, show, Arch, ModelConfig, QuantConfig};
 use crate::desc::{DType, LayerDesc, Linear, ModelDesc, Projection, TensorRef};
 use crate::error::{FormatError, FormatErrorKind};
-use crate::gptq;
+use crate::gptq::{self, Bits};
 
 /// The largest header the safetensors format (and its reference parser) accepts.
 pub const MAX_HEADER_LEN: u64 = 100_000_000;
@@ -48,9 +48,9 @@ pub fn describe(
     quant: Option<&QuantConfig>,
     shards: &[Shard<'_>],
 ) -> Result<ModelDesc, FormatError> {
-    check_config(config, quant)?;
-    if quant.is_some() {
-        check_gptq_dims(config)?;
+    let bits = check_config(config, quant)?;
+    if let Some(bits) = bits {
+        check_gptq_dims(config, bits)?;
     }
     let mut found: BTreeMap<String, Found> = BTreeMap::new();
     for (index, shard) in shards.iter().enumerate() {
@@ -72,7 +72,8 @@ pub fn describe(
         }
     }
 
-    let mut l = Layout { config, quant, shards, found, warnings: Vec::new() };
+    let gptq = quant.zip(bits);
+    let mut l = Layout { config, gptq, shards, found, warnings: Vec::new() };
     let c = config;
     let (hidden, inter) = (c.hidden_size, c.intermediate_size);
 
@@ -138,8 +139,9 @@ pub fn describe(
 }
 
 /// The invariants `parse_model_config` / `parse_quant_config` establish, re-checked because the structs have public
-/// fields and may be built by hand: with them, no size computed below can divide by zero or overflow.
-fn check_config(c: &ModelConfig, quant: Option<&QuantConfig>) -> Result<(), FormatError> {
+/// fields and may be built by hand: with them, no size computed below can divide by zero or overflow. Returns the
+/// GPTQ bit width (`None` for an unquantized checkpoint).
+fn check_config(c: &ModelConfig, quant: Option<&QuantConfig>) -> Result<Option<Bits>, FormatError> {
     use crate::config::{MAX_DIM, MAX_LAYERS, MAX_VOCAB};
     let bounded = [
         ("hidden_size", c.hidden_size, MAX_DIM),
@@ -175,30 +177,31 @@ fn check_config(c: &ModelConfig, quant: Option<&QuantConfig>) -> Result<(), Form
         )
         .with_subject("num_attention_heads"));
     }
-    if let Some(q) = quant {
-        if q.bits != 4 {
-            return Err(FormatError::new(
-                FormatErrorKind::Unsupported,
-                "quantize_config.json",
-                format!("{}-bit quantization is not supported: expected 4", q.bits),
-            )
-            .with_subject("bits"));
-        }
+    let Some(q) = quant else { return Ok(None) };
+    match Bits::from_count(q.bits) {
+        Some(bits) => Ok(Some(bits)),
+        None => Err(FormatError::new(
+            FormatErrorKind::Unsupported,
+            "quantize_config.json",
+            format!("{}-bit quantization is not supported: expected 4 or 8", q.bits),
+        )
+        .with_subject("bits")),
     }
-    Ok(())
 }
 
-/// GPTQ packs 8 rows (qweight) and 8 columns (qzeros) per 32-bit word, so every linear's in and out features must
-/// be multiples of 8; checked on the config first so that the error names the config field, not a tensor.
-fn check_gptq_dims(c: &ModelConfig) -> Result<(), FormatError> {
+/// GPTQ packs `32 / bits` rows (qweight) and columns (qzeros) per 32-bit word — 8 at 4 bits, 4 at 8 bits — so every
+/// linear's in and out features must be multiples of that; checked on the config first so that the error names the
+/// config field, not a tensor.
+fn check_gptq_dims(c: &ModelConfig, bits: Bits) -> Result<(), FormatError> {
     let dims = [
         ("hidden_size", c.hidden_size),
         ("intermediate_size", c.intermediate_size),
         ("num_key_value_heads", c.kv_dim()),
         ("num_attention_heads", c.q_dim()),
     ];
+    let per_word = bits.per_word();
     for (field, v) in dims {
-        if v % gptq::PACK != 0 {
+        if v % per_word != 0 {
             let what = match field {
                 "num_key_value_heads" => "the key/value width num_key_value_heads × head_dim",
                 "num_attention_heads" => "the attention width num_attention_heads × head_dim",
@@ -208,8 +211,10 @@ fn check_gptq_dims(c: &ModelConfig) -> Result<(), FormatError> {
                 FormatErrorKind::InvalidValue,
                 "config.json",
                 format!(
-                    "{what} = {v} is not a multiple of 8: GPTQ int4 packs 8 values per 32-bit word, so no GPTQ \
-                     checkpoint can have this shape"
+                    "{what} = {v} is not a multiple of {per_word}: GPTQ int{} packs {per_word} values per 32-bit \
+                     word, so no {}-bit GPTQ checkpoint can have this shape",
+                    bits.count(),
+                    bits.count()
                 ),
             )
             .with_subject(field));
@@ -413,7 +418,8 @@ struct Found {
 /// The matching state: tensors not yet claimed by the layout, and the warnings so far.
 struct Layout<'a> {
     config: &'a ModelConfig,
-    quant: Option<&'a QuantConfig>,
+    /// The quantization and its checked width; `None` for an unquantized checkpoint.
+    gptq: Option<(&'a QuantConfig, Bits)>,
     shards: &'a [Shard<'a>],
     found: BTreeMap<String, Found>,
     warnings: Vec<String>,
@@ -523,20 +529,30 @@ impl Layout<'_> {
 
     /// The linear layer `prefix` with `k` inputs and `n` outputs, GPTQ or fp16 as the checkpoint is.
     fn linear(&mut self, prefix: &str, k: usize, n: usize) -> Result<Linear, FormatError> {
-        let Some(q) = self.quant else {
+        let Some((q, bits)) = self.gptq else {
             let weight = self.take(&format!("{prefix}.weight"), DType::F16, &[n, k], "[out_features, in_features]")?;
             return Ok(Linear::F16 { weight, in_features: k, out_features: n });
         };
+        let p = bits.per_word();
         let group_size = q.group_size_for(k);
         let groups = gptq::groups(k, group_size);
-        let qweight =
-            self.take(&format!("{prefix}.qweight"), DType::I32, &[k / 8, n], "[in_features / 8, out_features]")?;
-        let qzeros =
-            self.take(&format!("{prefix}.qzeros"), DType::I32, &[groups, n / 8], "[groups, out_features / 8]")?;
+        let qweight = self.take(
+            &format!("{prefix}.qweight"),
+            DType::I32,
+            &[k / p, n],
+            &format!("[in_features / {p}, out_features] ({}-bit)", bits.count()),
+        )?;
+        let qzeros = self.take(
+            &format!("{prefix}.qzeros"),
+            DType::I32,
+            &[groups, n / p],
+            &format!("[groups, out_features / {p}] ({}-bit)", bits.count()),
+        )?;
         let scales = self.take(&format!("{prefix}.scales"), DType::F16, &[groups, n], "[groups, out_features]")?;
         let g_idx = self.take(&format!("{prefix}.g_idx"), DType::I32, &[k], "[in_features]")?;
         let g_idx_is_trivial = self.check_g_idx(&g_idx, group_size, groups)?;
         Ok(Linear::Gptq {
+            bits,
             qweight,
             qzeros,
             scales,

@@ -90,7 +90,7 @@ impl ModelConfig {
 /// GPTQ settings from `quantize_config.json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuantConfig {
-    /// Always 4: other widths are rejected as unsupported.
+    /// 4 or 8 ([`crate::gptq::Bits`]): other widths are rejected as unsupported.
     pub bits: u32,
     /// Rows per group; `None` when the file says `-1` (one group spanning all input rows).
     pub group_size: Option<usize>,
@@ -253,18 +253,21 @@ pub fn parse_quant_config(file: &str, bytes: &[u8]) -> Result<QuantConfig, Forma
         ));
     }
 
+    // AutoGPTQ also writes 2- and 3-bit checkpoints (3 bits even straddle word boundaries); only 4 and 8 run here.
     let bits = match f.get("bits") {
-        None => return Err(f.err(FormatErrorKind::MissingField, "bits", "required field is absent: expected 4")),
+        None => return Err(f.err(FormatErrorKind::MissingField, "bits", "required field is absent: expected 4 or 8")),
         Some(v) => match v.as_i64() {
-            Some(4) => 4,
+            Some(b @ (4 | 8)) => b as u32,
             Some(b) if b > 0 && b <= 64 => {
                 return Err(f.err(
                     FormatErrorKind::Unsupported,
                     "bits",
-                    format!("{b}-bit quantization is not supported: expected 4"),
+                    format!("{b}-bit quantization is not supported: expected 4 or 8"),
                 ))
             }
-            _ => return Err(f.err(FormatErrorKind::InvalidValue, "bits", format!("expected 4, found {}", show(v)))),
+            _ => {
+                return Err(f.err(FormatErrorKind::InvalidValue, "bits", format!("expected 4 or 8, found {}", show(v))))
+            }
         },
     };
 
@@ -724,9 +727,17 @@ mod tests {
         let q = parse_quant_config("q", br#"{"bits": 4, "group_size": -1, "desc_act": true, "sym": false}"#).unwrap();
         assert_eq!((q.group_size, q.desc_act, q.sym, q.group_size_for(96)), (None, true, false, 96));
 
-        let e = parse_quant_config("quantize_config.json", br#"{"bits": 8, "group_size": 128}"#).unwrap_err();
-        assert_eq!(e.kind, FormatErrorKind::Unsupported);
-        assert_eq!(e.to_string(), "quantize_config.json: `bits`: 8-bit quantization is not supported: expected 4");
+        let q = parse_quant_config("q", br#"{"bits": 8, "group_size": 32, "desc_act": true, "sym": false}"#).unwrap();
+        assert_eq!((q.bits, q.group_size, q.desc_act, q.sym), (8, Some(32), true, false));
+        for b in [2, 3, 5, 16] {
+            let bytes = format!(r#"{{"bits": {b}, "group_size": 128}}"#);
+            let e = parse_quant_config("quantize_config.json", bytes.as_bytes()).unwrap_err();
+            assert_eq!(e.kind, FormatErrorKind::Unsupported);
+            assert_eq!(
+                e.to_string(),
+                format!("quantize_config.json: `bits`: {b}-bit quantization is not supported: expected 4 or 8")
+            );
+        }
         for bad in [
             &br#"{"bits": 4, "group_size": 0}"#[..],
             br#"{"bits": 4, "group_size": -2}"#,

@@ -7,6 +7,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::config::{ModelConfig, QuantConfig};
+use crate::gptq::Bits;
 
 /// Element types the engine reads from a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,9 +60,12 @@ impl TensorRef {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Linear {
-    /// AutoGPTQ int4: `qweight` I32 [K/8, N], `qzeros` I32 [groups, N/8], `scales` F16 [groups, N], `g_idx` I32 [K]
-    /// (every entry checked to lie in `0..groups`). See [`crate::gptq`] for the exact bit layout.
+    /// AutoGPTQ at `bits` bits, `P = 32 / bits` values per word: `qweight` I32 [K/P, N], `qzeros` I32
+    /// [groups, N/P], `scales` F16 [groups, N], `g_idx` I32 [K] (every entry checked to lie in `0..groups`). See
+    /// [`crate::gptq`] for the exact bit layout.
     Gptq {
+        /// 4 or 8 bits per weight, as `quantize_config.json` says (every linear of a checkpoint has the same).
+        bits: Bits,
         qweight: TensorRef,
         qzeros: TensorRef,
         scales: TensorRef,

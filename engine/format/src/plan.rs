@@ -3,7 +3,9 @@
 //!
 //! Four regions, each one device allocation:
 //! - **Weights** ([`WeightBuffers`]): every tensor in the device layout (GPTQ linears repacked into tiles, see
-//!   [`slots_qkv`] and friends; fp16 tensors as stored) plus the rotary tables.
+//!   [`slots_qkv`] and friends; fp16 tensors as stored) plus the rotary tables. 8-bit GPTQ linears are planned in
+//!   the same tiles with one byte per weight ([`LinearBuffers::Int8`]), what the CUDA kernels will need once they
+//!   run them; today the CUDA backend refuses those checkpoints before it allocates anything.
 //! - **KV cache** ([`KvLayout`]): keys and values of one sequence, `[layer][kv_head][position][head_dim]` fp16.
 //! - **Activations** ([`ActivationBuffers`]): the rows of one prefill chunk as they flow through a layer. Buffers
 //!   whose lifetimes (the steps of a layer during which they hold live data) do not overlap share memory: see
@@ -24,6 +26,7 @@ use half::f16;
 
 use crate::config::ModelConfig;
 use crate::desc::{Linear, ModelDesc};
+use crate::gptq::Bits;
 
 /// The int4 tile layout's numbers, shared with the kernels (one source: the kernels' `tile_layout.h`).
 pub use engine_ptx::tile::{STEP_K, TILE_N};
@@ -126,10 +129,11 @@ pub struct PlanBuffer {
     pub live: Option<(u8, u8)>,
 }
 
-/// The buffers of one GPTQ int4 linear in the tile layout (`engine/src/backend/cuda/layout.rs`).
+/// The buffers of one GPTQ linear in the tile layout (`engine/src/backend/cuda/layout.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Int4Buffers {
-    /// `[tiles][k_pad / STEP_K][32 lanes]` 16-byte words.
+pub struct GptqBuffers {
+    /// `[tiles][k_pad / STEP_K][32 lanes × bits / 4]` 16-byte words: at 4 bits each lane's 32 rows of a slot are one
+    /// 16-byte word; at 8 bits the same tile walk with one byte per weight takes two.
     pub qw: Buf<[u32; 4]>,
     /// `[tiles][groups][TILE_N]` (scale, 1024 + zero) half2 pairs.
     pub sz: Buf<u32>,
@@ -142,7 +146,11 @@ pub struct Int4Buffers {
 /// The buffers of one (possibly fused) linear layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinearBuffers {
-    Int4(Int4Buffers),
+    Int4(GptqBuffers),
+    /// 8-bit GPTQ: what the CUDA side will need when it runs these — the int4 tile layout with one byte per weight
+    /// (twice the `qw` words), the same `(scale, 1024 + zero)` pairs (exact in fp16 for zeros up to 256), column maps
+    /// and act-order permutation. The CUDA backend refuses 8-bit checkpoints today.
+    Int8(GptqBuffers),
     /// Unquantized: one `[out][in]` fp16 matrix per fused part (the CUDA backend does not run these yet).
     F16(Vec<Buf<f16>>),
 }
@@ -372,16 +380,22 @@ impl Builder {
     /// or `{prefix}.fp16` once per part for unquantized weights.
     fn linear(&mut self, prefix: &str, parts: &[&Linear], slots: usize) -> LinearBuffers {
         match parts[0] {
-            Linear::Gptq { in_features, groups, .. } => {
+            Linear::Gptq { bits, in_features, groups, .. } => {
                 let kp = k_pad(*in_features);
                 let act_order = parts.iter().any(|p| matches!(p, Linear::Gptq { g_idx_is_trivial: false, .. }));
                 let w = Region::Weights;
-                LinearBuffers::Int4(Int4Buffers {
-                    qw: self.push(format!("{prefix}.qw"), w, kp * slots / 32),
+                // kp × slots weights of `bits` bits in 16-byte (128-bit) words.
+                let words = kp * slots * bits.count() as usize / 128;
+                let buffers = GptqBuffers {
+                    qw: self.push(format!("{prefix}.qw"), w, words),
                     sz: self.push(format!("{prefix}.sz"), w, slots * groups),
                     col_map: self.push(format!("{prefix}.col_map"), w, slots),
                     perm: act_order.then(|| self.push(format!("{prefix}.perm"), w, kp)),
-                })
+                };
+                match bits {
+                    Bits::Four => LinearBuffers::Int4(buffers),
+                    Bits::Eight => LinearBuffers::Int8(buffers),
+                }
             }
             Linear::F16 { .. } => LinearBuffers::F16(
                 parts
@@ -627,6 +641,33 @@ mod tests {
         let last = p.kv.layer_values(c.num_hidden_layers - 1);
         assert_eq!(last.end(), p.kv.bytes());
         assert!(p.kv.layer_keys(c.num_hidden_layers - 1).end() <= p.kv.values().offset);
+    }
+
+    #[test]
+    fn eight_bit_linears_take_one_byte_per_weight_in_the_same_tiles() {
+        let describe = |bits: u32| {
+            let spec = testutil::TinySpec { bits, ..testutil::TinySpec::llama() };
+            let config = crate::config::parse_model_config("config.json", spec.config_json().as_bytes()).unwrap();
+            let quant = spec.quant_json().unwrap();
+            let quant = crate::config::parse_quant_config("quantize_config.json", quant.as_bytes()).unwrap();
+            let shard = testutil::serialize(&spec.tensors());
+            let desc = crate::describe(&config, Some(&quant), &[crate::Shard { name: "m", bytes: &shard }]).unwrap();
+            plan(&desc, PlanLimits { max_context: 64, prefill_chunk: 16 })
+        };
+        let (p4, p8) = (describe(4), describe(8));
+        for (l4, l8) in p4.weights.layers.iter().zip(&p8.weights.layers) {
+            for (a, b) in [(&l4.qkv, &l8.qkv), (&l4.o_proj, &l8.o_proj), (&l4.gate_up, &l8.gate_up)] {
+                let (LinearBuffers::Int4(a), LinearBuffers::Int8(b)) = (a, b) else { panic!("{a:?} / {b:?}") };
+                assert_eq!(b.qw.bytes(), 2 * a.qw.bytes());
+                assert_eq!(
+                    (b.sz.len, b.col_map.len, b.perm.map(|p| p.len)),
+                    (a.sz.len, a.col_map.len, a.perm.map(|p| p.len))
+                );
+            }
+        }
+        // One byte per (padded row, slot): hidden 32 rows padded to a warp step, times the q/k/v slots.
+        let LinearBuffers::Int8(qkv) = &p8.weights.layers[0].qkv else { panic!() };
+        assert_eq!(qkv.qw.bytes(), k_pad(32) * qkv.col_map.len);
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct TinySpec {
     pub vocab: usize,
     /// `false`: an fp16 checkpoint without `quantize_config.json`.
     pub quantized: bool,
+    /// GPTQ bits per weight (any number: tests write unsupported widths on purpose; 4 and 8 pack as AutoGPTQ does).
+    pub bits: u32,
     /// `None` = `group_size: -1`.
     pub group_size: Option<usize>,
     pub desc_act: bool,
@@ -53,6 +55,7 @@ impl TinySpec {
             layers: 2,
             vocab: 32,
             quantized: true,
+            bits: 4,
             group_size: Some(8),
             desc_act: false,
             sym: true,
@@ -117,11 +120,11 @@ impl TinySpec {
         if !self.quantized {
             return None;
         }
-        let g = self.group_size.map_or(-1, |g| g as i64);
+        let (g, bits) = (self.group_size.map_or(-1, |g| g as i64), self.bits);
         Some(format!(
-            "{{\"bits\": 4, \"group_size\": {g}, \"damp_percent\": 0.01, \"desc_act\": {}, \"sym\": {}, \
+            "{{\"bits\": {bits}, \"group_size\": {g}, \"damp_percent\": 0.01, \"desc_act\": {}, \"sym\": {}, \
              \"true_sequential\": true, \"model_name_or_path\": null, \"model_file_base_name\": \
-             \"gptq_model-4bit-{g}g\"}}",
+             \"gptq_model-{bits}bit-{g}g\"}}",
             self.desc_act, self.sym
         ))
     }
@@ -190,20 +193,27 @@ impl TinySpec {
             return;
         }
         let groups = k.div_ceil(self.group_size.unwrap_or(k).max(1));
-        let qweight: Vec<u8> = (0..k / 8 * n).flat_map(|_| (rng.next() as u32).to_le_bytes()).collect();
-        let qzeros: Vec<u8> = (0..groups * (n / 8))
-            .flat_map(|_| if self.sym { 0x7777_7777u32 } else { rng.next() as u32 }.to_le_bytes())
+        // Values per 32-bit word; for widths the engine refuses, whatever keeps the shapes meaningful.
+        let per_word = (32 / self.bits.clamp(1, 32)) as usize;
+        // Symmetric: every stored zero is 2^(bits-1) - 1 (the zero point 2^(bits-1) minus one), in every field.
+        let sym_zero = match self.bits {
+            8 => 0x7F7F_7F7Fu32,
+            _ => 0x7777_7777,
+        };
+        let qweight: Vec<u8> = (0..k / per_word * n).flat_map(|_| (rng.next() as u32).to_le_bytes()).collect();
+        let qzeros: Vec<u8> = (0..groups * (n / per_word))
+            .flat_map(|_| if self.sym { sym_zero } else { rng.next() as u32 }.to_le_bytes())
             .collect();
         out.push(RawTensor {
             name: format!("{prefix}.qweight"),
             dtype: "I32".into(),
-            shape: vec![k / 8, n],
+            shape: vec![k / per_word, n],
             data: qweight,
         });
         out.push(RawTensor {
             name: format!("{prefix}.qzeros"),
             dtype: "I32".into(),
-            shape: vec![groups, n / 8],
+            shape: vec![groups, n / per_word],
             data: qzeros,
         });
         out.push(f16_tensor(rng, &format!("{prefix}.scales"), &[groups, n], 0x2C00));

@@ -1,6 +1,7 @@
 //! `describe` on tiny in-memory checkpoints: every layout variant that must load, and one test per class of bad
 //! input, checking the error kind and that the message names the file and the tensor.
 
+use engine_format::gptq::Bits;
 use engine_format::testutil::{serialize, tiny_checkpoint, RawTensor, TinySpec};
 use engine_format::{
     check_index, describe, parse_index, parse_model_config, parse_quant_config, Arch, FormatError, FormatErrorKind,
@@ -127,6 +128,86 @@ fn group_sizes_and_single_group() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+#[test]
+fn eight_bit_gptq_loads_with_four_values_per_word() {
+    // intermediate 20: a multiple of 4 (the 8-bit packing) but not of 8; act-order, asym, GQA.
+    for spec in [
+        TinySpec { bits: 8, intermediate: 20, ..TinySpec::llama() },
+        TinySpec { bits: 8, group_size: None, ..TinySpec::baichuan() },
+    ] {
+        let d = describe_bytes(&spec, &[(SHARD, &bytes_of(&spec))]).unwrap();
+        assert_eq!(d.quant.as_ref().map(|q| q.bits), Some(8));
+        for l in &d.layers {
+            for lin in l.linears() {
+                let Linear::Gptq {
+                    bits, qweight, qzeros, scales, g_idx, in_features: k, out_features: n, groups, ..
+                } = lin
+                else {
+                    panic!("{lin:?}")
+                };
+                assert_eq!(*bits, Bits::Eight);
+                assert_eq!(qweight.shape, [k / 4, *n], "{}", qweight.name);
+                assert_eq!(qzeros.shape, [*groups, n / 4], "{}", qzeros.name);
+                assert_eq!(scales.shape, [*groups, *n]);
+                assert_eq!(g_idx.shape, [*k]);
+            }
+        }
+        let down = &d.layers[0].down_proj;
+        assert_eq!(down.in_features(), spec.intermediate);
+    }
+}
+
+#[test]
+fn eight_bit_config_over_four_bit_tensors_names_the_shape() {
+    // quantize_config.json says 8 bits, the tensors are packed 8 values per word: the first qweight is half as tall.
+    let four = TinySpec::baichuan();
+    let eight = TinySpec { bits: 8, ..four.clone() };
+    let name = "model.layers.0.self_attn.W_pack.qweight";
+    let msg = assert_err(
+        describe_bytes(&eight, &[(SHARD, &bytes_of(&four))]),
+        FormatErrorKind::WrongShape,
+        SHARD,
+        Some(name),
+    );
+    assert!(msg.contains("expected shape [4, 48] [in_features / 4, out_features] (8-bit), found [2, 48]"), "{msg}");
+    // And the other way round.
+    let msg = assert_err(
+        describe_bytes(&four, &[(SHARD, &bytes_of(&eight))]),
+        FormatErrorKind::WrongShape,
+        SHARD,
+        Some(name),
+    );
+    assert!(msg.contains("[in_features / 8, out_features] (4-bit), found [4, 48]"), "{msg}");
+    // An 8-bit qzeros packed as 4-bit: [groups, N/8] instead of [groups, N/4].
+    let qz = "model.layers.1.mlp.gate_proj.qzeros";
+    let r = with_edit(&eight, |t| {
+        let z = find(t, qz);
+        z.shape[1] /= 2;
+        let len = z.data.len() / 2;
+        z.data.truncate(len);
+    });
+    let msg = assert_err(r, FormatErrorKind::WrongShape, SHARD, Some(qz));
+    assert!(msg.contains("expected shape [2, 6] [groups, out_features / 4] (8-bit), found [2, 3]"), "{msg}");
+}
+
+#[test]
+fn packing_decides_which_widths_divide() {
+    // 20 is a multiple of 4 but not of 8: fine at 8 bits, impossible at 4.
+    let spec = TinySpec { intermediate: 20, ..TinySpec::baichuan() };
+    let eight = TinySpec { bits: 8, ..spec.clone() };
+    describe_bytes(&eight, &[(SHARD, &bytes_of(&eight))]).unwrap();
+    let e = describe_bytes(&spec, &[(SHARD, &bytes_of(&eight))]).unwrap_err();
+    assert_eq!(
+        (e.kind, e.file.as_str(), e.subject.as_deref()),
+        (FormatErrorKind::InvalidValue, "config.json", Some("intermediate_size"))
+    );
+    assert!(e.detail.contains("not a multiple of 8") && e.detail.contains("int4"), "{e}");
+    // 22 is not a multiple of 4 either.
+    let odd = TinySpec { intermediate: 22, ..eight.clone() };
+    let e = describe_bytes(&odd, &[(SHARD, &bytes_of(&eight))]).unwrap_err();
+    assert!(e.detail.contains("not a multiple of 4") && e.detail.contains("int8"), "{e}");
 }
 
 #[test]
@@ -436,9 +517,16 @@ fn hand_built_configs_are_checked_not_trusted() {
     let mut zero_group = quant.clone();
     zero_group.group_size = Some(0);
     assert_eq!(describe(&good, Some(&zero_group), &shards).unwrap_err().kind, FormatErrorKind::InvalidValue);
-    let mut eight_bits = quant.clone();
-    eight_bits.bits = 8;
-    assert_eq!(describe(&good, Some(&eight_bits), &shards).unwrap_err().kind, FormatErrorKind::Unsupported);
+    for bits in [0, 3, 5, 16] {
+        let mut other = quant.clone();
+        other.bits = bits;
+        let e = describe(&good, Some(&other), &shards).unwrap_err();
+        assert_eq!(
+            (e.kind, e.file.as_str(), e.subject.as_deref()),
+            (FormatErrorKind::Unsupported, "quantize_config.json", Some("bits"))
+        );
+        assert!(e.detail.contains("expected 4 or 8"), "{e}");
+    }
     for edit in [
         |c: &mut engine_format::ModelConfig| c.num_key_value_heads = 0,
         |c: &mut engine_format::ModelConfig| c.head_dim = usize::MAX,

@@ -1,8 +1,9 @@
 //! The CPU backend: the reference forward pass of Baichuan-7B / LLaMA, read top to bottom in [`CpuBackend::forward`].
 //!
-//! f32 activations and accumulation; int4 weights are dequantized on the fly inside the matmul (there is never a
-//! dequantized copy of a matrix in memory); the KV cache is f32. Work is spread over the rayon thread pool. This is
-//! the oracle the CUDA backend is checked against, so it favours clarity over speed wherever the two disagree.
+//! f32 activations and accumulation; GPTQ weights (4 or 8 bits) are dequantized on the fly inside the matmul (there
+//! is never a dequantized copy of a matrix in memory); the KV cache is f32. Work is spread over the rayon thread
+//! pool. This is the oracle the CUDA backend is checked against, so it favours clarity over speed wherever the two
+//! disagree.
 
 mod ops;
 

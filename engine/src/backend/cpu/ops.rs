@@ -1,6 +1,7 @@
 //! The operations of the reference forward pass, each on plain f32 slices.
 
-use engine_format::{gptq, Linear, ModelConfig, Projection};
+use engine_format::gptq::{self, Bits};
+use engine_format::{Linear, ModelConfig, Projection};
 use half::f16;
 use rayon::prelude::*;
 
@@ -44,7 +45,7 @@ pub fn project(model: &Model, p: &Projection, x: &[f32], t_len: usize) -> Vec<f3
     out
 }
 
-/// `x [t_len, K] · W → [t_len, N]` for one linear layer, in f32, dequantizing int4 weights on the fly.
+/// `x [t_len, K] · W → [t_len, N]` for one linear layer, in f32, dequantizing GPTQ weights on the fly.
 pub fn matmul(model: &Model, linear: &Linear, x: &[f32], t_len: usize) -> Vec<f32> {
     let (k_dim, n_dim) = (linear.in_features(), linear.out_features());
     debug_assert_eq!(x.len(), t_len * k_dim);
@@ -53,13 +54,14 @@ pub fn matmul(model: &Model, linear: &Linear, x: &[f32], t_len: usize) -> Vec<f3
     let mut blocks = vec![0f32; n_dim * t_len];
     let task_len = COLS_PER_TASK * t_len;
     match linear {
-        Linear::Gptq { qweight, qzeros, scales, g_idx, .. } => {
+        Linear::Gptq { bits, qweight, qzeros, scales, g_idx, .. } => {
             let (qw, qz, sc) = (model.u32(qweight), model.u32(qzeros), model.f16(scales));
             let g_idx = model.u32(g_idx);
+            let w = GptqWeights { bits: *bits, qweight: qw, qzeros: qz, scales: sc, g_idx };
             blocks.par_chunks_mut(task_len).enumerate().for_each(|(task, block)| {
                 let n0 = task * COLS_PER_TASK;
                 let cols = block.len() / t_len;
-                gptq_block(block, x, t_len, k_dim, n_dim, n0, cols, qw, qz, sc, g_idx);
+                gptq_block(block, x, t_len, k_dim, n_dim, n0, cols, &w);
             });
         }
         Linear::F16 { weight, .. } => {
@@ -79,11 +81,20 @@ pub fn matmul(model: &Model, linear: &Linear, x: &[f32], t_len: usize) -> Vec<f3
     transpose_blocks(&blocks, t_len, n_dim)
 }
 
-/// One block of output columns `n0..n0+cols` of an AutoGPTQ int4 matmul, written `[column][t]`.
+/// One GPTQ linear's tensors as the checkpoint stores them (see [`gptq`] for the layout).
+struct GptqWeights<'a> {
+    bits: Bits,
+    qweight: &'a [u32],
+    qzeros: &'a [u32],
+    scales: &'a [f16],
+    g_idx: &'a [u32],
+}
+
+/// One block of output columns `n0..n0+cols` of an AutoGPTQ matmul (4 or 8 bits), written `[column][t]`.
 ///
-/// Eight input rows share one packed word per column, so the block walks K eight rows at a time: it dequantizes
-/// `8 × cols` weights once (`scale · (q − zero)` with the group of each row from `g_idx`) and applies them to every
-/// row of `x`.
+/// `P = 32 / bits` input rows share one packed word per column (8 at 4 bits, 4 at 8 bits), so the block walks K
+/// P rows at a time: it dequantizes `P × cols` weights once (`scale · (q − zero)` with the group of each row from
+/// `g_idx`) and applies them to every row of `x`.
 #[allow(clippy::too_many_arguments)]
 fn gptq_block(
     block: &mut [f32],
@@ -93,34 +104,33 @@ fn gptq_block(
     n_dim: usize,
     n0: usize,
     cols: usize,
-    qweight: &[u32],
-    qzeros: &[u32],
-    scales: &[f16],
-    g_idx: &[u32],
+    wt: &GptqWeights<'_>,
 ) {
+    let (bits, p) = (wt.bits, wt.bits.per_word());
     let mut acc = vec![0f32; t_len * COLS_PER_TASK]; // [t][c]
+                                                     // Room for the widest word (8 rows at 4 bits); only the first `p` rows are used.
     let mut w = [[0f32; COLS_PER_TASK]; gptq::PACK];
     // The scale and zero point of the current group for each column: rows of one group are usually contiguous,
     // so these are looked up once per group, not once per weight.
     let (mut cur_g, mut scale, mut zero) = (usize::MAX, [0f32; COLS_PER_TASK], [0f32; COLS_PER_TASK]);
-    for r in 0..k_dim / gptq::PACK {
-        for (j, wj) in w.iter_mut().enumerate() {
-            let g = g_idx[r * gptq::PACK + j] as usize;
+    for r in 0..k_dim / p {
+        for (j, wj) in w.iter_mut().enumerate().take(p) {
+            let g = wt.g_idx[r * p + j] as usize;
             if g != cur_g {
                 cur_g = g;
                 for c in 0..cols {
-                    scale[c] = scales[g * n_dim + n0 + c].to_f32();
-                    zero[c] = gptq::zero_at(qzeros, n_dim, g, n0 + c) as f32;
+                    scale[c] = wt.scales[g * n_dim + n0 + c].to_f32();
+                    zero[c] = bits.zero_at(wt.qzeros, n_dim, g, n0 + c) as f32;
                 }
             }
-            let words = &qweight[r * n_dim + n0..][..cols];
+            let words = &wt.qweight[r * n_dim + n0..][..cols];
             for (c, wjc) in wj.iter_mut().enumerate().take(cols) {
-                let q = gptq::nibble(words[c], j) as f32;
+                let q = bits.field(words[c], j) as f32;
                 *wjc = scale[c] * (q - zero[c]);
             }
         }
         for t in 0..t_len {
-            let xr = &x[t * k_dim + r * gptq::PACK..][..gptq::PACK];
+            let xr = &x[t * k_dim + r * p..][..p];
             let a = &mut acc[t * COLS_PER_TASK..][..COLS_PER_TASK];
             for (xj, wj) in xr.iter().zip(&w) {
                 for (a, w) in a.iter_mut().zip(wj) {

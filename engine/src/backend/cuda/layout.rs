@@ -19,7 +19,8 @@
 //! K is padded to a multiple of [`STEP_K`] and N to a multiple of [`TILE_N`]; padded rows meet zeros in `x`, padded
 //! slots are never written.
 
-use engine_format::{gptq, Linear};
+use engine_format::gptq::{self, Bits};
+use engine_format::Linear;
 use half::f16;
 use rayon::prelude::*;
 
@@ -132,13 +133,30 @@ pub fn repack_in(
     let (mut k, mut group_size, mut groups) = (0, 0, 0);
     for (i, part) in parts.iter().enumerate() {
         let Linear::Gptq {
-            qweight, qzeros, scales, g_idx, in_features, out_features, group_size: g, groups: ng, ..
+            bits,
+            qweight,
+            qzeros,
+            scales,
+            g_idx,
+            in_features,
+            out_features,
+            group_size: g,
+            groups: ng,
+            ..
         } = part
         else {
             return Err(Error::BackendUnavailable(format!(
                 "{what}: the CUDA backend runs GPTQ int4 linears; unquantized checkpoints run on --backend cpu"
             )));
         };
+        // The tiles hold nibbles; CudaBackend::new refuses other widths before loading, this keeps the repack honest.
+        if *bits != Bits::Four {
+            return Err(Error::BackendUnavailable(format!(
+                "{what}: {}-bit GPTQ is not supported by the CUDA backend (it runs 4-bit GPTQ); run this checkpoint \
+                 with --backend cpu",
+                bits.count()
+            )));
+        }
         if i == 0 {
             (k, group_size, groups) = (*in_features, *g, *ng);
         } else if (*in_features, *g, *ng) != (k, group_size, groups) {

@@ -8,7 +8,8 @@
 //! - [`buffers`] and [`weights`]: the memory plan resolved to typed device addresses, the weights uploaded;
 //! - [`layout`]: the repacked int4 layout the kernels read;
 //! - [`driver`]: device, module, typed memory, copies, launches; [`staging`]: page-locked host memory;
-//! - [`tuning`]: the launch choices as options; [`measure`]: what `engine-cli bench` asks of the backend.
+//! - [`tuning`]: the launch choices as options; [`measure`]: what `engine-cli bench` asks of the backend;
+//! - [`support`]: which checkpoints it runs, checked before any device is touched.
 
 mod buffers;
 mod driver;
@@ -18,6 +19,7 @@ mod measure;
 mod shapes;
 mod staging;
 mod step;
+mod support;
 mod tuning;
 mod weights;
 
@@ -115,8 +117,9 @@ impl KvCache for CudaKvCache {
 
 impl CudaBackend {
     pub fn new(model: Arc<Model>, opts: CudaOptions) -> Result<CudaBackend> {
+        // Before the device: a checkpoint CUDA cannot run is refused the same way with or without a GPU.
+        support::check(&model)?;
         let gpu = Device::open(opts.device, &opts.tuning)?;
-        check_supported(&model.desc.config)?;
         let limits = PlanLimits { max_context: opts.max_context, prefill_chunk: opts.prefill_chunk };
         let plan = plan::plan(&model.desc, limits);
         let t0 = std::time::Instant::now();
@@ -240,22 +243,6 @@ impl CudaBackend {
     fn prefill(&self, cache: &CudaKvCache, start: usize, tokens: &[u32]) -> Result<()> {
         self.step().prefill(&cache.mem, start, tokens)
     }
-}
-
-/// What the CUDA kernels need of a model's shape, checked before anything is allocated.
-fn check_supported(c: &ModelConfig) -> Result<()> {
-    let hd = c.head_dim;
-    if !(hd.is_power_of_two() && (8..=256).contains(&hd)) {
-        return Err(Error::BackendUnavailable(format!(
-            "head_dim {hd}: the CUDA attention kernels need a power of two in 8..=256; use --backend cpu"
-        )));
-    }
-    if c.hidden_size % 8 != 0 || c.intermediate_size % 8 != 0 {
-        return Err(Error::BackendUnavailable(
-            "hidden_size and intermediate_size must be multiples of 8 on the CUDA backend; use --backend cpu".into(),
-        ));
-    }
-    Ok(())
 }
 
 impl Backend for CudaBackend {

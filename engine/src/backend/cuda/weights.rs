@@ -6,7 +6,7 @@
 
 use std::io::Write;
 
-use engine_format::plan::{Int4Buffers, LinearBuffers, MemoryPlan, Region};
+use engine_format::plan::{GptqBuffers, LinearBuffers, MemoryPlan, Region};
 use engine_format::{Linear, TensorRef};
 use half::f16;
 
@@ -124,7 +124,7 @@ impl Uploader<'_> {
         Ok(dev)
     }
 
-    fn upload_linear(&mut self, at: &Int4Buffers, d: &DeviceLinear) -> Result<DevLinear> {
+    fn upload_linear(&mut self, at: &GptqBuffers, d: &DeviceLinear) -> Result<DevLinear> {
         let qw = self.put(at.qw, bytemuck::cast_slice(&d.qw))?;
         let sz = self.put(at.sz, &d.sz)?;
         let col_map = self.put(at.col_map, &d.col_map)?;

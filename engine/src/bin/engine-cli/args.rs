@@ -224,6 +224,9 @@ pub struct SynthArgs {
     /// Tensor naming: Baichuan (fused W_pack) or LLaMA (q/k/v separate).
     #[arg(long, value_enum)]
     pub arch: Option<ArchArg>,
+    /// GPTQ bits per weight: 4 (AutoGPTQ's int4, 8 values per word) or 8 (4 values per word).
+    #[arg(long, default_value_t = 4, value_name = "B")]
+    pub bits: u32,
     /// Rows per quantization group: 32, 64, 128, ... or -1 for one group.
     #[arg(long, value_name = "G", allow_hyphen_values = true)]
     pub group_size: Option<i64>,

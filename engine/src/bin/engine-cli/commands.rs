@@ -433,6 +433,10 @@ fn synth(a: SynthArgs) -> Result<()> {
             ArchArg::Llama => engine_format::Arch::Llama,
         };
     }
+    spec.bits = match a.bits {
+        4 | 8 => a.bits,
+        b => return Err(Error::InvalidArgument(format!("--bits must be 4 or 8, got {b}"))),
+    };
     if let Some(g) = a.group_size {
         spec.group_size = match g {
             -1 => None,

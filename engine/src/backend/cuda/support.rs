@@ -1,0 +1,52 @@
+//! What the CUDA backend runs, checked on the validated model before any device is touched, so that every refusal
+//! is one clear sentence — what the checkpoint is, what CUDA runs, and `--backend cpu`, which runs everything the
+//! loader accepts — on any machine, with or without a GPU. `--backend auto` falls back to the CPU on these.
+
+use engine_format::ModelDesc;
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// Refuse what the kernels cannot run: anything but 4-bit GPTQ, and shapes the kernels do not cover.
+pub(crate) fn check(model: &Model) -> Result<()> {
+    check_format(&model.desc)?;
+    check_shape(&model.desc)
+}
+
+fn unavailable(what: String) -> Error {
+    Error::BackendUnavailable(format!("{what}; run this checkpoint with --backend cpu"))
+}
+
+/// The quantization: the kernels read 4-bit GPTQ tiles.
+fn check_format(d: &ModelDesc) -> Result<()> {
+    let Some(q) = &d.quant else {
+        return Err(unavailable(
+            "unquantized checkpoint (no quantize_config.json): the CUDA backend runs 4-bit GPTQ checkpoints only"
+                .into(),
+        ));
+    };
+    if q.bits != 4 {
+        return Err(unavailable(format!(
+            "quantize_config.json: `bits` is {}: the CUDA backend runs 4-bit GPTQ only ({}-bit GPTQ runs on the CPU)",
+            q.bits, q.bits
+        )));
+    }
+    Ok(())
+}
+
+/// The shape: the attention kernels' head sizes and the packing of the GEMVs.
+fn check_shape(d: &ModelDesc) -> Result<()> {
+    let c = &d.config;
+    let hd = c.head_dim;
+    if !(hd.is_power_of_two() && (8..=256).contains(&hd)) {
+        return Err(Error::BackendUnavailable(format!(
+            "head_dim {hd}: the CUDA attention kernels need a power of two in 8..=256; use --backend cpu"
+        )));
+    }
+    if c.hidden_size % 8 != 0 || c.intermediate_size % 8 != 0 {
+        return Err(Error::BackendUnavailable(
+            "hidden_size and intermediate_size must be multiples of 8 on the CUDA backend; use --backend cpu".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,29 @@
+//! The CUDA backend refuses every synthetic checkpoint it cannot run (unquantized, 8-bit, ...) with one clear
+//! error — what the checkpoint is, what CUDA runs, and `--backend cpu` — before it touches a device, so this runs
+//! on any machine, GPU or not. The checkpoints it does run are compared with the CPU in gpu_vs_cpu.rs.
+
+use e2e_tests::{cases, synth};
+use engine::engine::{Engine, EngineOptions};
+use engine::{BackendKind, Error};
+
+#[test]
+fn cuda_refuses_what_it_cannot_run_and_names_the_cpu_backend() {
+    let mut refused = 0;
+    for case in cases() {
+        let Some(because) = case.cuda_refuses else { continue };
+        let dir = synth(case.name, &case.spec);
+        let cuda = EngineOptions { backend: BackendKind::Cuda, ..Default::default() };
+        match Engine::load(dir.path(), &cuda) {
+            Err(Error::BackendUnavailable(msg)) => {
+                assert!(msg.contains(because) && msg.contains("--backend cpu"), "{}: {msg}", case.name);
+            }
+            Err(other) => panic!("{}: expected the backend to be unavailable, got: {other}", case.name),
+            Ok(_) => panic!("{}: the CUDA backend loaded a checkpoint it cannot run", case.name),
+        }
+        // `auto` falls back to the CPU, which runs it.
+        let auto = Engine::load(dir.path(), &EngineOptions { backend: BackendKind::Auto, ..Default::default() });
+        assert_eq!(auto.unwrap_or_else(|e| panic!("{}: {e}", case.name)).backend_name(), "cpu", "{}", case.name);
+        refused += 1;
+    }
+    assert!(refused >= 4, "only {refused} refusals exercised");
+}
