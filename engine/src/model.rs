@@ -1,6 +1,6 @@
 //! A checkpoint directory, memory-mapped and validated: the weights every backend reads.
 //!
-//! `Model::open` reads `config.json` and `quantize_config.json` (absent for an fp16 checkpoint), finds the
+//! `Model::open` reads `config.json` and `quantize_config.json` (absent for an unquantized checkpoint), finds the
 //! safetensors shards (`model_file_base_name`, a `*.safetensors.index.json`, or the single `*.safetensors`), maps
 //! them, and hands the bytes to [`engine_format::describe`]. After that, every [`TensorRef`] in the description is
 //! known to lie inside its mapped shard, aligned to its element size, so the typed views below cannot fail.
@@ -13,10 +13,11 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use engine_format::{
-    check_index, describe, parse_index, parse_model_config, parse_quant_config, FormatError, FormatErrorKind,
+    check_index, describe, parse_index, parse_model_config, parse_quant_config, DType, FormatError, FormatErrorKind,
     ModelDesc, QuantConfig, Shard, ShardIndex, TensorRef,
 };
-use half::f16;
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
@@ -76,13 +77,23 @@ impl Model {
 
     /// An F16 tensor as a slice. Panics only if `t` is not an F16 tensor of this model (a programming error).
     pub fn f16(&self, t: &TensorRef) -> &[f16] {
-        assert_eq!(t.dtype, engine_format::DType::F16, "{} is not F16", t.name);
+        assert_eq!(t.dtype, DType::F16, "{} is not F16", t.name);
         bytemuck::cast_slice(self.bytes(t))
+    }
+
+    /// A float tensor (F16 or BF16) as a view that converts to f32. Panics only if `t` is not a float tensor of this
+    /// model (a programming error).
+    pub fn floats(&self, t: &TensorRef) -> Floats<'_> {
+        match t.dtype {
+            DType::F16 => Floats::F16(bytemuck::cast_slice(self.bytes(t))),
+            DType::BF16 => Floats::Bf16(bytemuck::cast_slice(self.bytes(t))),
+            DType::I32 => panic!("{} is I32, not a float tensor", t.name),
+        }
     }
 
     /// An I32 tensor as unsigned words (GPTQ packs nibbles, so the sign bit is data).
     pub fn u32(&self, t: &TensorRef) -> &[u32] {
-        assert_eq!(t.dtype, engine_format::DType::I32, "{} is not I32", t.name);
+        assert_eq!(t.dtype, DType::I32, "{} is not I32", t.name);
         bytemuck::cast_slice(self.bytes(t))
     }
 
@@ -95,6 +106,39 @@ impl Model {
     /// The paths of the mapped shard files, in `TensorRef::shard` order.
     pub fn shard_paths(&self) -> Vec<PathBuf> {
         self.desc.shards.iter().map(|s| self.dir.join(s)).collect()
+    }
+}
+
+/// A float tensor as stored: fp16 or bfloat16. Both widen to f32 exactly, which is all the CPU backend reads.
+#[derive(Clone, Copy)]
+pub enum Floats<'a> {
+    F16(&'a [f16]),
+    Bf16(&'a [bf16]),
+}
+
+impl Floats<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Floats::F16(v) => v.len(),
+            Floats::Bf16(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Elements `start..start + out.len()` widened into `out`.
+    pub fn to_f32(&self, start: usize, out: &mut [f32]) {
+        let end = start + out.len();
+        match self {
+            Floats::F16(v) => v[start..end].convert_to_f32_slice(out),
+            Floats::Bf16(v) => v[start..end].convert_to_f32_slice(out),
+        }
+    }
+    /// Elements `start..start + len` as a new f32 vector.
+    pub fn to_f32_vec(&self, start: usize, len: usize) -> Vec<f32> {
+        let mut out = vec![0f32; len];
+        self.to_f32(start, &mut out);
+        out
     }
 }
 
@@ -112,7 +156,7 @@ fn read_required(path: &Path, what_expected: &str) -> Result<Vec<u8>> {
 }
 
 /// `quantize_config.json` if present; else the `quantization_config` object newer `config.json` files embed; else
-/// `None` (an fp16 checkpoint).
+/// `None` (an unquantized checkpoint).
 fn read_quant_config(dir: &Path, config_bytes: &[u8]) -> Result<Option<QuantConfig>> {
     let path = dir.join("quantize_config.json");
     match std::fs::read(&path) {

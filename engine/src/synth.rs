@@ -23,8 +23,8 @@ use engine_format::config::{MAX_DIM, MAX_LAYERS, MAX_POSITIONS, MAX_VOCAB};
 use engine_format::gptq::Bits;
 use engine_format::write::{encode_header, HeaderEntry};
 use engine_format::{Arch, DType};
-use half::f16;
 use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -51,8 +51,12 @@ pub struct SynthSpec {
     pub desc_act: bool,
     /// Symmetric quantization (every zero point 8) or asymmetric (random zero points).
     pub sym: bool,
-    /// `false` writes an unquantized fp16 checkpoint (`{name}.weight` [N, K], no `quantize_config.json`).
+    /// `false` writes an unquantized checkpoint (`{name}.weight` [N, K], no `quantize_config.json`).
     pub quantized: bool,
+    /// Element type of every float tensor but the GPTQ scales (which AutoGPTQ keeps F16): `F16`, or `BF16` with
+    /// `torch_dtype: bfloat16` in config.json (an unquantized bfloat16 checkpoint, or GPTQ with bfloat16 embeddings
+    /// and norms).
+    pub float_dtype: DType,
     /// Number of safetensors files; more than one also writes `model.safetensors.index.json`.
     pub shards: usize,
     pub seed: u64,
@@ -81,6 +85,7 @@ impl SynthSpec {
             desc_act: false,
             sym: true,
             quantized: true,
+            float_dtype: DType::F16,
             shards: 1,
             seed: 0x5eed,
             rope_theta: 10000.0,
@@ -153,6 +158,9 @@ impl SynthSpec {
         if self.vocab < 3 {
             return bad(format!("vocab = {}: expected at least 3 (bos 1 and eos 2 must exist)", self.vocab));
         }
+        if !matches!(self.float_dtype, DType::F16 | DType::BF16) {
+            return bad(format!("float_dtype = {}: expected F16 or BF16", self.float_dtype.name()));
+        }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return bad(format!("rope_theta = {}: expected a finite positive number", self.rope_theta));
         }
@@ -201,7 +209,7 @@ impl SynthSpec {
             "num_hidden_layers": self.layers,
             "rms_norm_eps": 1e-6,
             "tie_word_embeddings": self.tie_word_embeddings,
-            "torch_dtype": "float16",
+            "torch_dtype": if self.float_dtype == DType::BF16 { "bfloat16" } else { "float16" },
             "transformers_version": "4.29.1",
             "use_cache": true,
             "vocab_size": self.vocab,
@@ -254,8 +262,11 @@ impl SynthSpec {
         // Unit-variance embeddings; when tied they are also the output layer, which needs std 1/sqrt(hidden) for
         // unit-variance logits (the first RMSNorm makes the residual's scale irrelevant to the layers).
         let embed_half_width = if self.tie_word_embeddings { lm_head_half_width } else { sqrt3 };
-        out.push(TensorPlan::f16("model.embed_tokens.weight", vec![self.vocab, h], 0.0, embed_half_width));
-        let norm = |name: String| TensorPlan::f16(&name, vec![h], 1.0, 0.05);
+        let float = |name: &str, shape, center, half_width| {
+            TensorPlan::uniform(name, self.float_dtype, shape, center, half_width)
+        };
+        out.push(float("model.embed_tokens.weight", vec![self.vocab, h], 0.0, embed_half_width));
+        let norm = |name: String| float(&name, vec![h], 1.0, 0.05);
         for l in 0..self.layers {
             let p = format!("model.layers.{l}");
             out.push(norm(format!("{p}.input_layernorm.weight")));
@@ -277,7 +288,7 @@ impl SynthSpec {
         }
         out.push(norm("model.norm.weight".into()));
         if !self.tie_word_embeddings {
-            out.push(TensorPlan::f16("lm_head.weight", vec![self.vocab, h], 0.0, lm_head_half_width));
+            out.push(float("lm_head.weight", vec![self.vocab, h], 0.0, lm_head_half_width));
         }
         out
     }
@@ -286,7 +297,14 @@ impl SynthSpec {
     fn linear(&self, out: &mut Vec<TensorPlan>, prefix: &str, k: usize, n: usize, g_table: usize) {
         let inv_sqrt_k = 1.0 / (k as f32).sqrt();
         if !self.quantized {
-            out.push(TensorPlan::f16(&format!("{prefix}.weight"), vec![n, k], 0.0, 3f32.sqrt() * inv_sqrt_k));
+            let w = TensorPlan::uniform(
+                &format!("{prefix}.weight"),
+                self.float_dtype,
+                vec![n, k],
+                0.0,
+                3f32.sqrt() * inv_sqrt_k,
+            );
+            out.push(w);
             return;
         }
         let groups = k.div_ceil(self.group_size.unwrap_or(k));
@@ -303,7 +321,7 @@ impl SynthSpec {
         let zeros = if self.sym { Fill::Const(sym_zero) } else { Fill::Words };
         out.push(i32_plan(format!("{prefix}.qzeros"), vec![groups, n / p], zeros));
         // U(0.5, 1.5) × base.
-        out.push(TensorPlan::f16(&format!("{prefix}.scales"), vec![groups, n], base, 0.5 * base));
+        out.push(TensorPlan::uniform(&format!("{prefix}.scales"), DType::F16, vec![groups, n], base, 0.5 * base));
         out.push(i32_plan(format!("{prefix}.g_idx"), vec![k], Fill::GIdx(g_table)));
     }
 
@@ -517,7 +535,7 @@ const CHUNK_BYTES: usize = 4 << 20;
 /// How a tensor's elements are produced.
 #[derive(Debug, Clone)]
 enum Fill {
-    /// F16, uniform in `center ± half_width`.
+    /// F16 or BF16 (the tensor's dtype), uniform in `center ± half_width`.
     Uniform { center: f32, half_width: f32 },
     /// Random 32-bit words (packed nibbles, each uniform 0..15).
     Words,
@@ -536,8 +554,9 @@ struct TensorPlan {
 }
 
 impl TensorPlan {
-    fn f16(name: &str, shape: Vec<usize>, center: f32, half_width: f32) -> Self {
-        TensorPlan { name: name.to_string(), dtype: DType::F16, shape, fill: Fill::Uniform { center, half_width } }
+    /// A float tensor (F16 or BF16) uniform in `center ± half_width`.
+    fn uniform(name: &str, dtype: DType, shape: Vec<usize>, center: f32, half_width: f32) -> Self {
+        TensorPlan { name: name.to_string(), dtype, shape, fill: Fill::Uniform { center, half_width } }
     }
 
     fn bytes(&self) -> usize {
@@ -561,7 +580,7 @@ impl TensorPlan {
                 }
             }
             Fill::Uniform { center, half_width } => {
-                let halves: &mut [f16] = bytemuck::cast_slice_mut(&mut words);
+                let halves: &mut [u16] = bytemuck::cast_slice_mut(&mut words);
                 let (lo, width) = (center - half_width, 2.0 * half_width);
                 // Small blocks on the stack, converted with the CPU's f16 instructions where it has them.
                 let mut scratch = [0f32; 64];
@@ -573,7 +592,12 @@ impl TensorPlan {
                             *x = lo + width * ((bits >> 8) as f32 * (1.0 / (1u32 << 24) as f32));
                         }
                     }
-                    block.convert_from_f32_slice(xs);
+                    // validate() allows only the two float types here.
+                    if self.dtype == DType::BF16 {
+                        bytemuck::cast_slice_mut::<u16, bf16>(block).convert_from_f32_slice(xs);
+                    } else {
+                        bytemuck::cast_slice_mut::<u16, f16>(block).convert_from_f32_slice(xs);
+                    }
                 }
             }
         }

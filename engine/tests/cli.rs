@@ -253,7 +253,13 @@ fn inspect_describes_the_checkpoint() {
     let s = Scratch::new("inspect");
     let out = ok(&s.on_model("inspect", &[]));
     let vocab = format!("vocab {}", s.config("vocab_size"));
-    for want in ["naming:     Baichuan", &vocab, "quant:      GPTQ int4, group size 32", "tensors:    47 used"] {
+    for want in [
+        "naming:     Baichuan",
+        &vocab,
+        "quant:      GPTQ int4, group size 32",
+        "floats:     fp16 (config.json torch_dtype float16)",
+        "tensors:    47 used",
+    ] {
         assert!(out.contains(want), "no {want:?} in\n{out}");
     }
     let listed = ok(&s.on_model("inspect", &["--tensors"]));
@@ -328,6 +334,25 @@ fn eight_bit_checkpoints_are_written_described_planned_and_run_on_the_cpu() {
     fails(&s.run(&gen), 1, &["8-bit", "4-bit GPTQ", "--backend cpu"]);
 
     fails(&s.run(&["synth", "--out", path_arg(&s.path("bad")), "--bits", "3"]), 1, &["--bits", "4 or 8"]);
+}
+
+#[test]
+fn bf16_checkpoints_are_written_described_and_run_on_the_cpu() {
+    let s = Scratch::new("bf16");
+    let m = s.path("bf16");
+    ok(&s.run(&["synth", "--out", path_arg(&m), "--bf16", "--arch", "llama", "--kv-heads", "2"]));
+    assert!(!m.join("quantize_config.json").exists());
+    let out = ok(&s.run(&["inspect", "-m", path_arg(&m)]));
+    for want in ["quant:      none (unquantized)", "floats:     bf16 (config.json torch_dtype bfloat16)"] {
+        assert!(out.contains(want), "no {want:?} in\n{out}");
+    }
+    let listed = ok(&s.run(&["inspect", "-m", path_arg(&m), "--tensors"]));
+    assert!(listed.lines().filter(|l| l.starts_with("  ")).all(|l| l.contains(" BF16 ")), "{listed}");
+    ok(&s.run(&["plan", "-m", path_arg(&m), "--ctx", "64"]));
+    let text = ok(&s.run(&["generate", "-m", path_arg(&m), "--backend", "cpu", "-p", "hi", "-n", "3", "--json"]));
+    assert!(text.contains("\"tokens\""), "{text}");
+    fails(&s.run(&["generate", "-m", path_arg(&m), "--backend", "cuda", "-p", "hi"]), 1, &["BF16", "--backend cpu"]);
+    fails(&s.run(&["synth", "--out", path_arg(&s.path("both")), "--bf16", "--f16"]), 2, &["--f16"]);
 }
 
 #[test]

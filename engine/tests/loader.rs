@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use engine::format::gptq::Bits;
 use engine::format::testutil::{serialize, RawTensor, TinySpec};
-use engine::format::{Arch, FormatErrorKind, Linear};
+use engine::format::{Arch, DType, FormatErrorKind, Linear, TensorRef};
 use engine::synth::{write_checkpoint, SynthSpec};
 use engine::{Error, Model};
 
@@ -84,7 +84,7 @@ fn check_desc(m: &Model, spec: &SynthSpec) {
                     // A permutation can leave g_idx trivial only by chance; with these sizes it never does.
                     assert_eq!(*g_idx_is_trivial, !spec.desc_act || *groups == 1);
                 }
-                Linear::F16 { .. } => assert!(!spec.quantized),
+                Linear::Dense { .. } => assert!(!spec.quantized),
             }
         }
     }
@@ -111,17 +111,23 @@ fn matvec(m: &Model, lin: &Linear, x: &[f32]) -> Vec<f32> {
             }
             y
         }
-        Linear::F16 { weight, in_features: k, out_features: n } => {
-            let w = m.f16(weight);
-            (0..*n).map(|col| (0..*k).map(|row| x[row] * w[col * k + row].to_f32()).sum()).collect()
+        Linear::Dense { weight, in_features: k, out_features: n } => {
+            let w = floats(m, weight);
+            (0..*n).map(|col| (0..*k).map(|row| x[row] * w[col * k + row]).sum()).collect()
         }
     }
 }
 
-fn rms_norm(x: &[f32], w: &[half::f16], eps: f32) -> Vec<f32> {
+/// A float tensor (F16 or BF16) widened to f32.
+fn floats(m: &Model, t: &TensorRef) -> Vec<f32> {
+    let f = m.floats(t);
+    f.to_f32_vec(0, f.len())
+}
+
+fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     let r = 1.0 / (ms + eps).sqrt();
-    x.iter().zip(w).map(|(v, w)| v * r * w.to_f32()).collect()
+    x.iter().zip(w).map(|(v, w)| v * r * w).collect()
 }
 
 fn rms(x: &[f32]) -> f32 {
@@ -134,9 +140,9 @@ fn check_numerics(m: &Model, token: usize) {
     let d = &m.desc;
     let c = &d.config;
     let (h, hd) = (c.hidden_size, c.head_dim);
-    let mut x: Vec<f32> = m.f16(&d.embed_tokens)[token * h..(token + 1) * h].iter().map(|v| v.to_f32()).collect();
+    let mut x: Vec<f32> = m.floats(&d.embed_tokens).to_f32_vec(token * h, h);
     for (i, l) in d.layers.iter().enumerate() {
-        let a = rms_norm(&x, m.f16(&l.input_layernorm), c.rms_norm_eps);
+        let a = rms_norm(&x, &floats(m, &l.input_layernorm), c.rms_norm_eps);
         let qkv: Vec<f32> = l.qkv.parts.iter().flat_map(|p| matvec(m, p, &a)).collect();
         let v = &qkv[c.q_dim() + c.kv_dim()..];
         let group = c.num_attention_heads / c.num_key_value_heads;
@@ -144,7 +150,7 @@ fn check_numerics(m: &Model, token: usize) {
         for (xv, o) in x.iter_mut().zip(matvec(m, &l.o_proj, &attn)) {
             *xv += o;
         }
-        let a = rms_norm(&x, m.f16(&l.post_attention_layernorm), c.rms_norm_eps);
+        let a = rms_norm(&x, &floats(m, &l.post_attention_layernorm), c.rms_norm_eps);
         let (g, u) = (matvec(m, &l.gate_proj, &a), matvec(m, &l.up_proj, &a));
         let act: Vec<f32> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
         let down = matvec(m, &l.down_proj, &act);
@@ -154,9 +160,9 @@ fn check_numerics(m: &Model, token: usize) {
         }
         assert!(x.iter().all(|v| v.is_finite()) && (0.1..50.0).contains(&rms(&x)), "layer {i}: rms {}", rms(&x));
     }
-    let a = rms_norm(&x, m.f16(&d.norm), c.rms_norm_eps);
-    let lm = m.f16(&d.lm_head);
-    let logits: Vec<f32> = (0..c.vocab_size).map(|t| (0..h).map(|k| a[k] * lm[t * h + k].to_f32()).sum()).collect();
+    let a = rms_norm(&x, &floats(m, &d.norm), c.rms_norm_eps);
+    let lm = floats(m, &d.lm_head);
+    let logits: Vec<f32> = (0..c.vocab_size).map(|t| (0..h).map(|k| a[k] * lm[t * h + k]).sum()).collect();
     assert!(logits.iter().all(|v| v.is_finite()));
     assert!((0.2..5.0).contains(&rms(&logits)), "logits rms {}", rms(&logits));
 }
@@ -263,6 +269,29 @@ fn fp16_round_trip() {
     check_numerics(&m, 3);
     assert!(!dir.path().join("quantize_config.json").exists());
     assert_eq!(m.desc.shards, ["model.safetensors"]);
+}
+
+#[test]
+fn bf16_round_trip() {
+    // Unquantized bfloat16, and 8-bit GPTQ of a bfloat16 model (embeddings and norms BF16, scales F16).
+    let dense = SynthSpec { quantized: false, float_dtype: DType::BF16, tie_word_embeddings: true, ..llama(2) };
+    let gptq = SynthSpec { bits: 8, float_dtype: DType::BF16, ..SynthSpec::tiny() };
+    for (name, spec) in [("bf16-dense", dense), ("bf16-int8", gptq)] {
+        let (dir, m) = synth(name, &spec);
+        check_desc(&m, &spec);
+        check_numerics(&m, 3);
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+        assert_eq!(config["torch_dtype"], "bfloat16");
+        for t in m.desc.tensors() {
+            let want = match t.name.rsplit('.').next() {
+                Some("qweight" | "qzeros" | "g_idx") => DType::I32,
+                Some("scales") => DType::F16,
+                _ => DType::BF16,
+            };
+            assert_eq!(t.dtype, want, "{name}: {}", t.name);
+        }
+    }
 }
 
 #[test]

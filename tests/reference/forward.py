@@ -18,7 +18,12 @@ import sys
 
 import numpy as np
 
-DTYPES = {"F16": np.float16, "I32": np.int32, "F32": np.float32, "BF16": None}
+DTYPES = {"F16": np.float16, "I32": np.int32, "F32": np.float32, "BF16": np.uint16}
+
+
+def bf16_to_f32(raw):
+    """bfloat16 is the top 16 bits of a float32 (numpy has no bfloat16): widen the raw bits, exactly."""
+    return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
 def load_tensors(model_dir):
@@ -41,6 +46,8 @@ def load_tensors(model_dir):
                 continue
             start, end = info["data_offsets"]
             arr = np.frombuffer(data[base + start : base + end], dtype=DTYPES[info["dtype"]])
+            if info["dtype"] == "BF16":
+                arr = bf16_to_f32(arr)
             tensors[key] = arr.reshape(info["shape"])
     return tensors
 

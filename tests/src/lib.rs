@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use engine::synth::{write_checkpoint, SynthSpec};
-use engine_format::Arch;
+use engine_format::{Arch, DType};
 
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -48,7 +48,7 @@ impl Case {
 }
 
 /// Checkpoints of awkward sizes covering both namings, GQA, 4- and 8-bit GPTQ, every group size, act-order,
-/// sym/asym, fp16, tied embeddings and shards.
+/// sym/asym, fp16 and bf16, tied embeddings and shards.
 pub fn cases() -> Vec<Case> {
     let tiny = SynthSpec::tiny();
     let llama = SynthSpec {
@@ -113,6 +113,23 @@ pub fn cases() -> Vec<Case> {
             SynthSpec { bits: 8, group_size: None, sym: false, seed: 11, ..tiny.clone() },
         )
         .cuda_refuses("8-bit"),
+        // bfloat16: unquantized in both namings (tied embeddings in LLaMA's), and 4-bit GPTQ of a bfloat16 model
+        // (embeddings and norms BF16, scales F16).
+        Case::new("baichuan-bf16", SynthSpec { quantized: false, float_dtype: DType::BF16, seed: 12, ..tiny.clone() })
+            .cuda_refuses("unquantized BF16"),
+        Case::new(
+            "llama-bf16-gqa-tied",
+            SynthSpec {
+                quantized: false,
+                float_dtype: DType::BF16,
+                tie_word_embeddings: true,
+                seed: 13,
+                ..llama.clone()
+            },
+        )
+        .cuda_refuses("unquantized BF16"),
+        Case::new("baichuan-g32-bf16", SynthSpec { float_dtype: DType::BF16, seed: 14, ..tiny.clone() })
+            .cuda_refuses("is BF16"),
     ]
 }
 

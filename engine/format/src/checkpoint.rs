@@ -20,7 +20,7 @@ use safetensors::tensor::{Metadata, SafeTensorError, TensorInfo};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
-use crate::config::{parse_object, show, Arch, ModelConfig, QuantConfig};
+use crate::config::{parse_object, show, Arch, ModelConfig, QuantConfig, TorchDtype};
 use crate::desc::{DType, LayerDesc, Linear, ModelDesc, Projection, TensorRef};
 use crate::error::{FormatError, FormatErrorKind};
 use crate::gptq::{self, Bits};
@@ -40,7 +40,7 @@ pub struct Shard<'a> {
 
 /// Validate the shards against the config and build the description of the model.
 ///
-/// `quant` is `None` for an unquantized fp16 checkpoint. Every expected tensor must be present exactly once across
+/// `quant` is `None` for an unquantized (fp16 or bf16) checkpoint. Every expected tensor must be present exactly once across
 /// the shards with the dtype and shape the config implies; tensors must lie inside their file, be aligned to their
 /// element size, and not overlap; every `g_idx` entry must name an existing group.
 pub fn describe(
@@ -78,11 +78,11 @@ pub fn describe(
     let (hidden, inter) = (c.hidden_size, c.intermediate_size);
 
     let embed_tokens =
-        l.take("model.embed_tokens.weight", DType::F16, &[c.vocab_size, hidden], "[vocab_size, hidden_size]")?;
+        l.take_float("model.embed_tokens.weight", &[c.vocab_size, hidden], "[vocab_size, hidden_size]")?;
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
     for i in 0..c.num_hidden_layers {
         let p = format!("model.layers.{i}");
-        let input_layernorm = l.take(&format!("{p}.input_layernorm.weight"), DType::F16, &[hidden], "[hidden_size]")?;
+        let input_layernorm = l.take_float(&format!("{p}.input_layernorm.weight"), &[hidden], "[hidden_size]")?;
         let qkv = match c.arch {
             Arch::Baichuan => {
                 Projection { parts: vec![l.linear(&format!("{p}.self_attn.W_pack"), hidden, c.qkv_dim())?] }
@@ -97,7 +97,7 @@ pub fn describe(
         };
         let o_proj = l.linear(&format!("{p}.self_attn.o_proj"), c.q_dim(), hidden)?;
         let post_attention_layernorm =
-            l.take(&format!("{p}.post_attention_layernorm.weight"), DType::F16, &[hidden], "[hidden_size]")?;
+            l.take_float(&format!("{p}.post_attention_layernorm.weight"), &[hidden], "[hidden_size]")?;
         let gate_proj = l.linear(&format!("{p}.mlp.gate_proj"), hidden, inter)?;
         let up_proj = l.linear(&format!("{p}.mlp.up_proj"), hidden, inter)?;
         let down_proj = l.linear(&format!("{p}.mlp.down_proj"), inter, hidden)?;
@@ -111,7 +111,7 @@ pub fn describe(
             down_proj,
         });
     }
-    let norm = l.take("model.norm.weight", DType::F16, &[hidden], "[hidden_size]")?;
+    let norm = l.take_float("model.norm.weight", &[hidden], "[hidden_size]")?;
     let lm_head = if c.tie_word_embeddings {
         if let Some(f) = l.found.remove("lm_head.weight") {
             let file = l.shard_name(f.shard);
@@ -122,7 +122,7 @@ pub fn describe(
         }
         embed_tokens.clone()
     } else {
-        l.take("lm_head.weight", DType::F16, &[c.vocab_size, hidden], "[vocab_size, hidden_size]")?
+        l.take_float("lm_head.weight", &[c.vocab_size, hidden], "[vocab_size, hidden_size]")?
     };
 
     l.warn_extras();
@@ -439,11 +439,25 @@ impl Layout<'_> {
         }
     }
 
-    /// Remove the tensor `name` from the unclaimed set and check it is `dtype` with `shape` (described to the user
-    /// as `dims`, e.g. `[vocab_size, hidden_size]`) and aligned to its element size.
-    fn take(&mut self, name: &str, dtype: DType, shape: &[usize], dims: &str) -> Result<TensorRef, FormatError> {
+    /// The float dtypes this checkpoint may hold: F16, and BF16 when config.json says `torch_dtype: bfloat16`.
+    fn float_dtypes(&self) -> &'static [DType] {
+        match self.config.torch_dtype {
+            TorchDtype::Bfloat16 => &[DType::F16, DType::BF16],
+            TorchDtype::Float16 | TorchDtype::Float32 => &[DType::F16],
+        }
+    }
+
+    /// [`Layout::take`] for a float tensor (embedding, norm, output layer, unquantized linear).
+    fn take_float(&mut self, name: &str, shape: &[usize], dims: &str) -> Result<TensorRef, FormatError> {
+        self.take(name, self.float_dtypes(), shape, dims)
+    }
+
+    /// Remove the tensor `name` from the unclaimed set and check it is one of `dtypes` with `shape` (described to
+    /// the user as `dims`, e.g. `[vocab_size, hidden_size]`) and aligned to its element size.
+    fn take(&mut self, name: &str, dtypes: &[DType], shape: &[usize], dims: &str) -> Result<TensorRef, FormatError> {
+        let expected = dtypes.iter().map(|d| d.name()).collect::<Vec<_>>().join(" or ");
         let Some(f) = self.found.remove(name) else {
-            let mut detail = format!("absent: expected a {} tensor of shape {shape:?} {dims}", dtype.name());
+            let mut detail = format!("absent: expected a {expected} tensor of shape {shape:?} {dims}");
             if let Some(hint) = self.hint(name) {
                 detail.push_str("; ");
                 detail.push_str(&hint);
@@ -451,13 +465,24 @@ impl Layout<'_> {
             return Err(FormatError::new(FormatErrorKind::MissingTensor, self.all_shards(), detail).with_subject(name));
         };
         let file = self.shard_name(f.shard);
-        if !same_dtype(f.dtype, dtype) {
-            let mut detail = format!("expected {}, found {}", dtype.name(), f.dtype);
-            if dtype == DType::F16 && matches!(f.dtype, Dtype::BF16 | Dtype::F32 | Dtype::F64) {
-                detail.push_str(": this engine reads float16 weights; convert the checkpoint to float16");
+        let Some(dtype) = dtypes.iter().copied().find(|&d| same_dtype(f.dtype, d)) else {
+            let mut detail = format!("expected {expected}, found {}", f.dtype);
+            let float = dtypes.contains(&DType::F16);
+            if float && f.dtype == Dtype::BF16 {
+                if name.ends_with(".scales") {
+                    detail.push_str(": GPTQ scales are float16 in the AutoGPTQ format");
+                } else {
+                    detail.push_str(&format!(
+                        ": config.json says torch_dtype \"{}\"; a bfloat16 checkpoint says \"bfloat16\" (or convert \
+                         the checkpoint to float16)",
+                        self.config.torch_dtype.name()
+                    ));
+                }
+            } else if float && matches!(f.dtype, Dtype::F32 | Dtype::F64) {
+                detail.push_str(": this engine reads float16 and bfloat16 weights; convert the checkpoint to float16");
             }
             return Err(FormatError::new(FormatErrorKind::WrongDtype, file, detail).with_subject(name));
-        }
+        };
         if f.shape != shape {
             return Err(FormatError::new(
                 FormatErrorKind::WrongShape,
@@ -530,26 +555,26 @@ impl Layout<'_> {
     /// The linear layer `prefix` with `k` inputs and `n` outputs, GPTQ or fp16 as the checkpoint is.
     fn linear(&mut self, prefix: &str, k: usize, n: usize) -> Result<Linear, FormatError> {
         let Some((q, bits)) = self.gptq else {
-            let weight = self.take(&format!("{prefix}.weight"), DType::F16, &[n, k], "[out_features, in_features]")?;
-            return Ok(Linear::F16 { weight, in_features: k, out_features: n });
+            let weight = self.take_float(&format!("{prefix}.weight"), &[n, k], "[out_features, in_features]")?;
+            return Ok(Linear::Dense { weight, in_features: k, out_features: n });
         };
         let p = bits.per_word();
         let group_size = q.group_size_for(k);
         let groups = gptq::groups(k, group_size);
         let qweight = self.take(
             &format!("{prefix}.qweight"),
-            DType::I32,
+            &[DType::I32],
             &[k / p, n],
             &format!("[in_features / {p}, out_features] ({}-bit)", bits.count()),
         )?;
         let qzeros = self.take(
             &format!("{prefix}.qzeros"),
-            DType::I32,
+            &[DType::I32],
             &[groups, n / p],
             &format!("[groups, out_features / {p}] ({}-bit)", bits.count()),
         )?;
-        let scales = self.take(&format!("{prefix}.scales"), DType::F16, &[groups, n], "[groups, out_features]")?;
-        let g_idx = self.take(&format!("{prefix}.g_idx"), DType::I32, &[k], "[in_features]")?;
+        let scales = self.take(&format!("{prefix}.scales"), &[DType::F16], &[groups, n], "[groups, out_features]")?;
+        let g_idx = self.take(&format!("{prefix}.g_idx"), &[DType::I32], &[k], "[in_features]")?;
         let g_idx_is_trivial = self.check_g_idx(&g_idx, group_size, groups)?;
         Ok(Linear::Gptq {
             bits,
@@ -641,7 +666,7 @@ fn layer_pattern(name: &str) -> String {
 }
 
 fn same_dtype(found: Dtype, want: DType) -> bool {
-    matches!((found, want), (Dtype::F16, DType::F16) | (Dtype::I32, DType::I32))
+    matches!((found, want), (Dtype::F16, DType::F16) | (Dtype::BF16, DType::BF16) | (Dtype::I32, DType::I32))
 }
 
 /// `model.safetensors.index.json`, parsed: which shard file holds each tensor.

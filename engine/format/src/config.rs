@@ -2,7 +2,7 @@
 //!
 //! Both files are parsed to a `serde_json::Value` first and fields are pulled out by hand instead of through a
 //! derived `Deserialize`: that way every error names the file and the field and says what was expected and what was
-//! found, which a derive cannot do, and unknown keys (`auto_map`, `torch_dtype`, ...) are ignored for free.
+//! found, which a derive cannot do, and unknown keys (`auto_map`, `use_cache`, ...) are ignored for free.
 //!
 //! Every dimension is bounded (see [`MAX_DIM`] and friends) so that products of dimensions computed later — tensor
 //! sizes, KV cache sizes — cannot overflow a 64-bit `usize`.
@@ -50,6 +50,28 @@ impl Arch {
     }
 }
 
+/// `torch_dtype` of `config.json`: the element type the model was saved in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TorchDtype {
+    /// `"float16"` (or `"half"`), and what an absent `torch_dtype` means.
+    Float16,
+    /// `"bfloat16"`: the checkpoint's float tensors may be BF16.
+    Bfloat16,
+    /// `"float32"` (or `"float"`): accepted as a config value; F32 tensors themselves are refused.
+    Float32,
+}
+
+impl TorchDtype {
+    /// The name Hugging Face writes.
+    pub const fn name(self) -> &'static str {
+        match self {
+            TorchDtype::Float16 => "float16",
+            TorchDtype::Bfloat16 => "bfloat16",
+            TorchDtype::Float32 => "float32",
+        }
+    }
+}
+
 /// The model's dimensions and constants, all validated (positive, divisible as the computation needs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
@@ -71,6 +93,9 @@ pub struct ModelConfig {
     pub eos_token_id: u32,
     pub pad_token_id: Option<u32>,
     pub tie_word_embeddings: bool,
+    /// Which float tensors the checkpoint may hold: F16 always, BF16 only when this says `bfloat16` (GPTQ
+    /// checkpoints of bfloat16 models often keep `"bfloat16"` here while storing F16 tensors).
+    pub torch_dtype: TorchDtype,
 }
 
 impl ModelConfig {
@@ -157,6 +182,7 @@ pub fn parse_model_config(file: &str, bytes: &[u8]) -> Result<ModelConfig, Forma
     let rms_norm_eps = f.positive_f32("rms_norm_eps", None)?;
     let rope_theta = f.positive_f32("rope_theta", Some(DEFAULT_ROPE_THETA))?;
     let tie_word_embeddings = f.opt_bool("tie_word_embeddings", false)?;
+    let torch_dtype = f.torch_dtype()?;
 
     if hidden_size % num_attention_heads != 0 {
         return Err(f.err(
@@ -220,6 +246,7 @@ pub fn parse_model_config(file: &str, bytes: &[u8]) -> Result<ModelConfig, Forma
         eos_token_id,
         pad_token_id,
         tie_word_embeddings,
+        torch_dtype,
     })
 }
 
@@ -472,6 +499,31 @@ impl Fields<'_> {
         Ok(v as u32)
     }
 
+    /// `torch_dtype`: absent means float16, as Hugging Face assumes for GPTQ checkpoints.
+    fn torch_dtype(&self) -> Result<TorchDtype, FormatError> {
+        match self.get("torch_dtype") {
+            None => Ok(TorchDtype::Float16),
+            Some(Value::String(s)) => match s.as_str() {
+                "float16" | "half" => Ok(TorchDtype::Float16),
+                "bfloat16" => Ok(TorchDtype::Bfloat16),
+                "float32" | "float" => Ok(TorchDtype::Float32),
+                _ => Err(self.err(
+                    FormatErrorKind::Unsupported,
+                    "torch_dtype",
+                    format!(
+                        "{} is not supported: expected \"float16\", \"bfloat16\" or \"float32\"",
+                        show(&Value::String(s.clone()))
+                    ),
+                )),
+            },
+            Some(v) => Err(self.err(
+                FormatErrorKind::InvalidValue,
+                "torch_dtype",
+                format!("expected a dtype name such as \"float16\", found {}", show(v)),
+            )),
+        }
+    }
+
     /// `pad_token_id` is optional and unused by inference; old LLaMA configs write `-1` for "none".
     fn pad_token_id(&self, vocab: usize) -> Result<Option<u32>, FormatError> {
         let Some(v) = self.get("pad_token_id") else { return Ok(None) };
@@ -665,6 +717,19 @@ mod tests {
         assert_eq!(e.subject.as_deref(), Some("eos_token_id"));
         let e = err(&with("head_dim", "64"));
         assert_eq!(e.kind, FormatErrorKind::Unsupported);
+    }
+
+    #[test]
+    fn torch_dtype_says_which_float_tensors_to_expect() {
+        let dtype = |v: &str| parse_model_config("config.json", &with("torch_dtype", v)).map(|c| c.torch_dtype);
+        assert_eq!(dtype(r#""float16""#), Ok(TorchDtype::Float16));
+        assert_eq!(dtype(""), Ok(TorchDtype::Float16));
+        assert_eq!(dtype(r#""bfloat16""#), Ok(TorchDtype::Bfloat16));
+        assert_eq!(dtype(r#""float32""#), Ok(TorchDtype::Float32));
+        let e = dtype(r#""float8_e4m3fn""#).unwrap_err();
+        assert_eq!((e.kind, e.subject.as_deref()), (FormatErrorKind::Unsupported, Some("torch_dtype")));
+        assert!(e.detail.contains("float8_e4m3fn") && e.detail.contains("\"bfloat16\""), "{e}");
+        assert_eq!(dtype("16").unwrap_err().kind, FormatErrorKind::InvalidValue);
     }
 
     #[test]

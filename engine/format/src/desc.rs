@@ -13,19 +13,23 @@ use crate::gptq::Bits;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
     F16,
+    /// bfloat16: the top half of an f32 (checkpoints whose config says `torch_dtype: bfloat16`).
+    BF16,
     I32,
 }
 
 impl DType {
     pub const fn size(self) -> usize {
         match self {
-            DType::F16 => 2,
+            DType::F16 | DType::BF16 => 2,
             DType::I32 => 4,
         }
     }
+    /// The name safetensors uses.
     pub const fn name(self) -> &'static str {
         match self {
             DType::F16 => "F16",
+            DType::BF16 => "BF16",
             DType::I32 => "I32",
         }
     }
@@ -79,19 +83,19 @@ pub enum Linear {
         /// Whether `g_idx` is exactly `k / group_size` for every row (no act-order permutation in effect).
         g_idx_is_trivial: bool,
     },
-    /// Unquantized fp16, PyTorch `nn.Linear` layout: `weight` F16 [N, K].
-    F16 { weight: TensorRef, in_features: usize, out_features: usize },
+    /// Unquantized, PyTorch `nn.Linear` layout: `weight` F16 or BF16 [N, K].
+    Dense { weight: TensorRef, in_features: usize, out_features: usize },
 }
 
 impl Linear {
     pub fn in_features(&self) -> usize {
         match self {
-            Linear::Gptq { in_features, .. } | Linear::F16 { in_features, .. } => *in_features,
+            Linear::Gptq { in_features, .. } | Linear::Dense { in_features, .. } => *in_features,
         }
     }
     pub fn out_features(&self) -> usize {
         match self {
-            Linear::Gptq { out_features, .. } | Linear::F16 { out_features, .. } => *out_features,
+            Linear::Gptq { out_features, .. } | Linear::Dense { out_features, .. } => *out_features,
         }
     }
 }
@@ -114,15 +118,15 @@ impl Projection {
     }
 }
 
-/// The tensors of one transformer layer.
+/// The tensors of one transformer layer. "Float" tensors are F16, or BF16 where the config says bfloat16.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerDesc {
-    /// F16 [hidden]
+    /// Float [hidden]
     pub input_layernorm: TensorRef,
     /// Output `[q (heads·head_dim) | k (kv_heads·head_dim) | v (kv_heads·head_dim)]`.
     pub qkv: Projection,
     pub o_proj: Linear,
-    /// F16 [hidden]
+    /// Float [hidden]
     pub post_attention_layernorm: TensorRef,
     pub gate_proj: Linear,
     pub up_proj: Linear,
@@ -133,16 +137,16 @@ pub struct LayerDesc {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelDesc {
     pub config: ModelConfig,
-    /// `None` for an unquantized fp16 checkpoint.
+    /// `None` for an unquantized (fp16 or bf16) checkpoint.
     pub quant: Option<QuantConfig>,
     /// Shard file names, index = `TensorRef::shard`.
     pub shards: Vec<String>,
-    /// F16 [vocab, hidden]
+    /// Float (F16 or BF16) [vocab, hidden]
     pub embed_tokens: TensorRef,
     pub layers: Vec<LayerDesc>,
-    /// F16 [hidden]
+    /// Float [hidden]
     pub norm: TensorRef,
-    /// F16 [vocab, hidden]; the same tensor as `embed_tokens` when the config ties them.
+    /// Float [vocab, hidden]; the same tensor as `embed_tokens` when the config ties them.
     pub lm_head: TensorRef,
     /// Things that are odd but harmless (unexpected extra tensors), one line each, for the user to see.
     pub warnings: Vec<String>,
@@ -153,7 +157,7 @@ impl Linear {
     pub fn tensors(&self) -> Vec<&TensorRef> {
         match self {
             Linear::Gptq { qweight, qzeros, scales, g_idx, .. } => alloc::vec![qweight, qzeros, scales, g_idx],
-            Linear::F16 { weight, .. } => alloc::vec![weight],
+            Linear::Dense { weight, .. } => alloc::vec![weight],
         }
     }
 }

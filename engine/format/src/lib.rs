@@ -28,7 +28,7 @@ pub mod testutil;
 pub mod write;
 
 pub use checkpoint::{check_index, describe, parse_index, read_shard, Shard, ShardIndex, ShardTensor};
-pub use config::{parse_model_config, parse_quant_config, Arch, ModelConfig, QuantConfig};
+pub use config::{parse_model_config, parse_quant_config, Arch, ModelConfig, QuantConfig, TorchDtype};
 pub use desc::{DType, LayerDesc, Linear, ModelDesc, Projection, TensorRef};
 pub use error::{FormatError, FormatErrorKind};
 pub use plan::{Buf, KvLayout, MemoryPlan, PlanBuffer, PlanLimits, Region};

@@ -397,7 +397,7 @@ impl Builder {
                     Bits::Eight => LinearBuffers::Int8(buffers),
                 }
             }
-            Linear::F16 { .. } => LinearBuffers::F16(
+            Linear::Dense { .. } => LinearBuffers::F16(
                 parts
                     .iter()
                     .map(|p| self.push(format!("{prefix}.fp16"), Region::Weights, p.in_features() * p.out_features()))

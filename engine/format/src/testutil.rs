@@ -9,7 +9,10 @@ use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 
+use half::{bf16, f16};
+
 use crate::config::Arch;
+use crate::desc::DType;
 use crate::write::{encode_header, HeaderEntry};
 
 /// A tensor to be written: any dtype string, any shape, any bytes (tests make them disagree on purpose).
@@ -33,6 +36,9 @@ pub struct TinySpec {
     pub vocab: usize,
     /// `false`: an fp16 checkpoint without `quantize_config.json`.
     pub quantized: bool,
+    /// Element type of the float tensors but GPTQ scales (`F16` or `BF16`; BF16 also writes `torch_dtype:
+    /// bfloat16`). Anything else is written as F16.
+    pub float_dtype: DType,
     /// GPTQ bits per weight (any number: tests write unsupported widths on purpose; 4 and 8 pack as AutoGPTQ does).
     pub bits: u32,
     /// `None` = `group_size: -1`.
@@ -55,6 +61,7 @@ impl TinySpec {
             layers: 2,
             vocab: 32,
             quantized: true,
+            float_dtype: DType::F16,
             bits: 4,
             group_size: Some(8),
             desc_act: false,
@@ -109,9 +116,15 @@ impl TinySpec {
              \"hidden_size\": {}, \"intermediate_size\": {}, \"num_attention_heads\": {}, {extra}\
              \"num_hidden_layers\": {}, \"rms_norm_eps\": 1e-06, \"vocab_size\": {}, \
              \"max_position_embeddings\": 64, \"bos_token_id\": 1, \"eos_token_id\": 2, \"pad_token_id\": 0, \
-             \"tie_word_embeddings\": {}, \"torch_dtype\": \"float16\", \"use_cache\": true, \
+             \"tie_word_embeddings\": {}, \"torch_dtype\": \"{}\", \"use_cache\": true, \
              \"initializer_range\": 0.02}}",
-            self.hidden, self.intermediate, self.heads, self.layers, self.vocab, self.tie_word_embeddings
+            self.hidden,
+            self.intermediate,
+            self.heads,
+            self.layers,
+            self.vocab,
+            self.tie_word_embeddings,
+            if self.float_dtype == DType::BF16 { "bfloat16" } else { "float16" }
         )
     }
 
@@ -135,11 +148,11 @@ impl TinySpec {
         let (h, i, hd) = (self.hidden, self.intermediate, self.head_dim());
         let (qd, kvd) = (self.heads * hd, self.kv_heads * hd);
         let mut out = Vec::new();
-        out.push(f16_tensor(&mut rng, "model.embed_tokens.weight", &[self.vocab, h], 0x3400));
+        out.push(self.float(f16_tensor(&mut rng, "model.embed_tokens.weight", &[self.vocab, h], 0x3400)));
         for l in 0..self.layers {
             let p = format!("model.layers.{l}");
-            out.push(f16_const(format!("{p}.input_layernorm.weight"), h, 0x3C00));
-            out.push(f16_const(format!("{p}.post_attention_layernorm.weight"), h, 0x3C00));
+            out.push(self.float(f16_const(format!("{p}.input_layernorm.weight"), h, 0x3C00)));
+            out.push(self.float(f16_const(format!("{p}.post_attention_layernorm.weight"), h, 0x3C00)));
             // q/k/v and gate/up share their input, so act-order gives them the same g_idx.
             let g_attn = self.g_idx(&mut rng, h);
             let g_mlp = self.g_idx(&mut rng, h);
@@ -160,13 +173,28 @@ impl TinySpec {
             self.linear(&mut rng, &mut out, &format!("{p}.mlp.up_proj"), h, i, &g_mlp);
             self.linear(&mut rng, &mut out, &format!("{p}.mlp.down_proj"), i, h, &g_down);
         }
-        out.push(f16_const("model.norm.weight".to_string(), h, 0x3C00));
+        out.push(self.float(f16_const("model.norm.weight".to_string(), h, 0x3C00)));
         if !self.tie_word_embeddings {
-            out.push(f16_tensor(&mut rng, "lm_head.weight", &[self.vocab, h], 0x2C00));
+            out.push(self.float(f16_tensor(&mut rng, "lm_head.weight", &[self.vocab, h], 0x2C00)));
         }
         // Stable sort: I32 (4-byte) tensors first, then F16, as the Python writer orders by alignment.
         out.sort_by_key(|t| if t.dtype == "I32" { 0 } else { 1 });
         out
+    }
+
+    /// An F16 tensor in the spec's float type: BF16 rounds each value to the nearest bfloat16.
+    fn float(&self, t: RawTensor) -> RawTensor {
+        if self.float_dtype != DType::BF16 {
+            return t;
+        }
+        let data = t
+            .data
+            .chunks_exact(2)
+            .flat_map(|b| {
+                bf16::from_f32(f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()).to_bits().to_le_bytes()
+            })
+            .collect();
+        RawTensor { dtype: "BF16".into(), data, ..t }
     }
 
     /// `g_idx` for `k` input rows: `k / G`, or with act-order `g_idx[perm[r]] = r / G` for a random permutation.
@@ -189,7 +217,7 @@ impl TinySpec {
 
     fn linear(&self, rng: &mut SplitMix, out: &mut Vec<RawTensor>, prefix: &str, k: usize, n: usize, g_idx: &[i32]) {
         if !self.quantized {
-            out.push(f16_tensor(rng, &format!("{prefix}.weight"), &[n, k], 0x2C00));
+            out.push(self.float(f16_tensor(rng, &format!("{prefix}.weight"), &[n, k], 0x2C00)));
             return;
         }
         let groups = k.div_ceil(self.group_size.unwrap_or(k).max(1));

@@ -4,8 +4,8 @@
 use engine_format::gptq::Bits;
 use engine_format::testutil::{serialize, tiny_checkpoint, RawTensor, TinySpec};
 use engine_format::{
-    check_index, describe, parse_index, parse_model_config, parse_quant_config, Arch, FormatError, FormatErrorKind,
-    Linear, ModelDesc, Shard,
+    check_index, describe, parse_index, parse_model_config, parse_quant_config, Arch, DType, FormatError,
+    FormatErrorKind, Linear, ModelDesc, Shard, TorchDtype,
 };
 
 const SHARD: &str = "gptq_model-4bit-8g.safetensors";
@@ -42,7 +42,7 @@ fn check_invariants(desc: &ModelDesc, shards: &[Shard<'_>]) {
         for lin in l.qkv.parts.iter().chain([&l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj]) {
             match lin {
                 Linear::Gptq { qweight, qzeros, scales, g_idx, .. } => all.extend([qweight, qzeros, scales, g_idx]),
-                Linear::F16 { weight, .. } => all.push(weight),
+                Linear::Dense { weight, .. } => all.push(weight),
             }
         }
     }
@@ -211,13 +211,60 @@ fn packing_decides_which_widths_divide() {
 }
 
 #[test]
+fn bf16_tensors_load_where_the_config_says_bfloat16() {
+    let floats = |d: &ModelDesc| -> Vec<(String, DType)> {
+        d.tensors().iter().filter(|t| t.dtype != DType::I32).map(|t| (t.name.clone(), t.dtype)).collect()
+    };
+    // Unquantized bfloat16 (tied embeddings, GQA): every tensor is BF16, the linears dense.
+    let spec = TinySpec { quantized: false, float_dtype: DType::BF16, tie_word_embeddings: true, ..TinySpec::llama() };
+    let d = describe_bytes(&spec, &[("model.safetensors", &bytes_of(&spec))]).unwrap();
+    assert_eq!(d.config.torch_dtype, TorchDtype::Bfloat16);
+    assert!(floats(&d).iter().all(|(_, t)| *t == DType::BF16), "{:?}", floats(&d));
+    assert!(matches!(&d.layers[1].gate_proj, Linear::Dense { weight, .. } if weight.dtype == DType::BF16));
+    // GPTQ of a bfloat16 model: embeddings and norms BF16, scales F16 as AutoGPTQ writes them.
+    let spec = TinySpec { float_dtype: DType::BF16, ..TinySpec::baichuan() };
+    let d = describe_bytes(&spec, &[(SHARD, &bytes_of(&spec))]).unwrap();
+    for (name, t) in floats(&d) {
+        assert_eq!(t, if name.ends_with(".scales") { DType::F16 } else { DType::BF16 }, "{name}");
+    }
+    // A bfloat16 config over F16 tensors (GPTQ repositories of bfloat16 models keep the original torch_dtype).
+    let f16 = TinySpec::baichuan();
+    let d = describe_bytes(&spec, &[(SHARD, &bytes_of(&f16))]).unwrap();
+    assert!(floats(&d).iter().all(|(_, t)| *t == DType::F16));
+}
+
+#[test]
+fn bf16_where_it_does_not_belong_is_named() {
+    // BF16 tensors under a float16 config.
+    let f16 = TinySpec { quantized: false, ..TinySpec::baichuan() };
+    let bf16 = TinySpec { float_dtype: DType::BF16, ..f16.clone() };
+    let r = describe_bytes(&f16, &[("model.safetensors", &bytes_of(&bf16))]);
+    let msg = assert_err(r, FormatErrorKind::WrongDtype, "model.safetensors", Some("model.embed_tokens.weight"));
+    assert!(msg.contains("expected F16, found BF16: config.json says torch_dtype \"float16\""), "{msg}");
+    // BF16 scales, even in a bfloat16 checkpoint.
+    let spec = TinySpec { float_dtype: DType::BF16, ..TinySpec::baichuan() };
+    let name = "model.layers.0.mlp.up_proj.scales";
+    let r = with_edit(&spec, |t| find(t, name).dtype = "BF16".into());
+    let msg = assert_err(r, FormatErrorKind::WrongDtype, SHARD, Some(name));
+    assert!(msg.contains("expected F16, found BF16: GPTQ scales are float16"), "{msg}");
+    // F32 is neither.
+    let r = with_edit(&TinySpec { quantized: false, ..spec.clone() }, |t| {
+        let w = find(t, "lm_head.weight");
+        w.dtype = "F32".into();
+        w.shape[0] /= 2;
+    });
+    let msg = assert_err(r, FormatErrorKind::WrongDtype, SHARD, Some("lm_head.weight"));
+    assert!(msg.contains("expected F16 or BF16, found F32") && msg.contains("convert"), "{msg}");
+}
+
+#[test]
 fn fp16_and_tied_embeddings_load() {
     let spec = TinySpec { quantized: false, tie_word_embeddings: true, ..TinySpec::llama() };
     let d = describe_bytes(&spec, &[("model.safetensors", &bytes_of(&spec))]).unwrap();
     assert!(d.quant.is_none());
     assert_eq!(d.lm_head, d.embed_tokens);
     match &d.layers[0].o_proj {
-        Linear::F16 { weight, in_features, out_features } => {
+        Linear::Dense { weight, in_features, out_features } => {
             assert_eq!((weight.shape.as_slice(), *in_features, *out_features), (&[32, 32][..], 32, 32));
         }
         other => panic!("{other:?}"),

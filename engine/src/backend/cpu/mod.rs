@@ -10,7 +10,7 @@ mod ops;
 use std::any::Any;
 use std::sync::Arc;
 
-use engine_format::ModelConfig;
+use engine_format::{ModelConfig, TensorRef};
 
 use crate::backend::{check_forward_args, Backend, KvCache, LogitsOut};
 use crate::error::{Error, Result};
@@ -100,17 +100,17 @@ fn forward(model: &Model, rope: &RopeTable, cache: &mut CpuKvCache, start: usize
     let (q_dim, kv_dim) = (c.num_attention_heads * hd, c.kv_dim());
 
     // Token embedding: the residual stream x, [t_len, dim].
-    let embed = model.f16(&d.embed_tokens);
-    let mut x: Vec<f32> = Vec::with_capacity(t_len * dim);
-    for &tok in tokens {
-        x.extend(embed[tok as usize * dim..][..dim].iter().map(|v| v.to_f32()));
+    let embed = model.floats(&d.embed_tokens);
+    let mut x = vec![0f32; t_len * dim];
+    for (row, &tok) in x.chunks_exact_mut(dim).zip(tokens) {
+        embed.to_f32(tok as usize * dim, row);
     }
 
     let mut xb = vec![0f32; t_len * dim];
     let mut att = vec![0f32; t_len * q_dim];
     for (l, layer) in d.layers.iter().enumerate() {
         // Attention block: x += o_proj(attention(rope(W_pack(rmsnorm(x)))))
-        ops::rmsnorm(&mut xb, &x, model.f16(&layer.input_layernorm), c.rms_norm_eps);
+        ops::rmsnorm(&mut xb, &x, &norm_weights(model, &layer.input_layernorm), c.rms_norm_eps);
         let qkv = ops::project(model, &layer.qkv, &xb, t_len);
         let qkv_dim = q_dim + 2 * kv_dim;
         let mut q = vec![0f32; t_len * q_dim];
@@ -131,7 +131,7 @@ fn forward(model: &Model, rope: &RopeTable, cache: &mut CpuKvCache, start: usize
         x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
 
         // Feed-forward block: x += down(silu(gate(h)) * up(h)), h = rmsnorm(x)
-        ops::rmsnorm(&mut xb, &x, model.f16(&layer.post_attention_layernorm), c.rms_norm_eps);
+        ops::rmsnorm(&mut xb, &x, &norm_weights(model, &layer.post_attention_layernorm), c.rms_norm_eps);
         let mut gate = ops::matmul(model, &layer.gate_proj, &xb, t_len);
         let up = ops::matmul(model, &layer.up_proj, &xb, t_len);
         gate.iter_mut().zip(&up).for_each(|(g, u)| *g = ops::silu(*g) * u);
@@ -147,6 +147,12 @@ fn forward(model: &Model, rope: &RopeTable, cache: &mut CpuKvCache, start: usize
     };
     let n_rows = rows.len();
     let mut xf = vec![0f32; n_rows * dim];
-    ops::rmsnorm(&mut xf, &x[rows.start * dim..rows.end * dim], model.f16(&d.norm), c.rms_norm_eps);
-    ops::lm_head(dst, &xf, model.f16(&d.lm_head), c.vocab_size, dim);
+    ops::rmsnorm(&mut xf, &x[rows.start * dim..rows.end * dim], &norm_weights(model, &d.norm), c.rms_norm_eps);
+    ops::lm_head(dst, &xf, model.floats(&d.lm_head), c.vocab_size, dim);
+}
+
+/// A norm's weights widened to f32 (a few thousand values, once per use).
+fn norm_weights(model: &Model, t: &TensorRef) -> Vec<f32> {
+    let w = model.floats(t);
+    w.to_f32_vec(0, w.len())
 }

@@ -5,19 +5,19 @@ use engine_format::{Linear, ModelConfig, Projection};
 use half::f16;
 use rayon::prelude::*;
 
-use crate::model::Model;
+use crate::model::{Floats, Model};
 
 /// Output columns one task computes: small enough to spread over threads, wide enough to vectorize.
 const COLS_PER_TASK: usize = 16;
 
 /// `out[t] = x[t] / rms(x[t]) * weight` for each row `t` of width `weight.len()`.
-pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f16], eps: f32) {
+pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
     let dim = weight.len();
     for (o, x) in out.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
         let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / dim as f32;
         let inv = 1.0 / (ss + eps).sqrt();
         for ((o, x), w) in o.iter_mut().zip(x).zip(weight) {
-            *o = x * inv * w.to_f32();
+            *o = x * inv * w;
         }
     }
 }
@@ -64,13 +64,13 @@ pub fn matmul(model: &Model, linear: &Linear, x: &[f32], t_len: usize) -> Vec<f3
                 gptq_block(block, x, t_len, k_dim, n_dim, n0, cols, &w);
             });
         }
-        Linear::F16 { weight, .. } => {
-            let w = model.f16(weight);
+        Linear::Dense { weight, .. } => {
+            let w = model.floats(weight);
             blocks.par_chunks_mut(task_len).enumerate().for_each(|(task, block)| {
                 let n0 = task * COLS_PER_TASK;
                 let mut row = vec![0f32; k_dim];
                 for (c, out) in block.chunks_exact_mut(t_len).enumerate() {
-                    row.iter_mut().zip(&w[(n0 + c) * k_dim..][..k_dim]).for_each(|(r, w)| *r = w.to_f32());
+                    w.to_f32((n0 + c) * k_dim, &mut row);
                     for (t, o) in out.iter_mut().enumerate() {
                         *o = dot(&row, &x[t * k_dim..][..k_dim]);
                     }
@@ -208,8 +208,8 @@ pub fn attention(out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], c: &ModelConf
     });
 }
 
-/// `logits[r] = x[r] · lm_head^T` for each row, with `lm_head` F16 `[vocab, dim]`.
-pub fn lm_head(logits: &mut [f32], x: &[f32], w: &[f16], vocab: usize, dim: usize) {
+/// `logits[r] = x[r] · lm_head^T` for each row, with `lm_head` F16 or BF16 `[vocab, dim]`.
+pub fn lm_head(logits: &mut [f32], x: &[f32], w: Floats<'_>, vocab: usize, dim: usize) {
     let rows = x.len() / dim;
     // Parallel over vocabulary blocks; each block converts its weight rows once and serves every input row.
     let mut blocks = vec![0f32; vocab * rows];
@@ -217,7 +217,7 @@ pub fn lm_head(logits: &mut [f32], x: &[f32], w: &[f16], vocab: usize, dim: usiz
         let mut row = vec![0f32; dim];
         for (c, out) in block.chunks_exact_mut(rows).enumerate() {
             let n = task * COLS_PER_TASK + c;
-            row.iter_mut().zip(&w[n * dim..][..dim]).for_each(|(r, w)| *r = w.to_f32());
+            w.to_f32(n * dim, &mut row);
             for (r, o) in out.iter_mut().enumerate() {
                 *o = dot(&row, &x[r * dim..][..dim]);
             }

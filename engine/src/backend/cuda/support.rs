@@ -2,7 +2,7 @@
 //! is one clear sentence — what the checkpoint is, what CUDA runs, and `--backend cpu`, which runs everything the
 //! loader accepts — on any machine, with or without a GPU. `--backend auto` falls back to the CPU on these.
 
-use engine_format::ModelDesc;
+use engine_format::{DType, ModelDesc};
 
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -17,18 +17,24 @@ fn unavailable(what: String) -> Error {
     Error::BackendUnavailable(format!("{what}; run this checkpoint with --backend cpu"))
 }
 
-/// The quantization: the kernels read 4-bit GPTQ tiles.
+/// The quantization and the float type: the kernels read 4-bit GPTQ tiles and fp16 tensors.
 fn check_format(d: &ModelDesc) -> Result<()> {
     let Some(q) = &d.quant else {
-        return Err(unavailable(
-            "unquantized checkpoint (no quantize_config.json): the CUDA backend runs 4-bit GPTQ checkpoints only"
-                .into(),
-        ));
+        return Err(unavailable(format!(
+            "unquantized {} checkpoint (no quantize_config.json): the CUDA backend runs 4-bit GPTQ checkpoints only",
+            d.embed_tokens.dtype.name()
+        )));
     };
     if q.bits != 4 {
         return Err(unavailable(format!(
             "quantize_config.json: `bits` is {}: the CUDA backend runs 4-bit GPTQ only ({}-bit GPTQ runs on the CPU)",
             q.bits, q.bits
+        )));
+    }
+    if let Some(t) = d.tensors().into_iter().find(|t| t.dtype == DType::BF16) {
+        return Err(unavailable(format!(
+            "`{}` is BF16 (config.json: torch_dtype \"bfloat16\"): the CUDA backend reads float16 tensors only",
+            t.name
         )));
     }
     Ok(())

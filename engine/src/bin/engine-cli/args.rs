@@ -237,8 +237,11 @@ pub struct SynthArgs {
     #[arg(long)]
     pub asym: bool,
     /// An unquantized fp16 checkpoint instead of GPTQ.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bf16")]
     pub f16: bool,
+    /// An unquantized bfloat16 checkpoint (torch_dtype bfloat16) instead of GPTQ.
+    #[arg(long)]
+    pub bf16: bool,
     /// Split the weights into this many shards with an index file.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub shards: usize,

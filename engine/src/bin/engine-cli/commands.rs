@@ -332,8 +332,9 @@ fn inspect(a: InspectArgs) -> Result<()> {
             q.desc_act,
             if q.sym { "symmetric" } else { "asymmetric" }
         ),
-        None => println!("quant:      none (fp16)"),
+        None => println!("quant:      none (unquantized)"),
     }
+    println!("floats:     {} (config.json torch_dtype {})", float_types(d), c.torch_dtype.name());
     println!("shards:     {}", d.shards.join(", "));
     let tensors = all_tensors(d);
     let bytes: usize = tensors.iter().map(|t| t.len).sum();
@@ -349,6 +350,19 @@ fn inspect(a: InspectArgs) -> Result<()> {
     Ok(())
 }
 
+/// The element types of the float tensors (embeddings, norms, unquantized weights; GPTQ scales are always fp16):
+/// `fp16`, `bf16`, or both.
+fn float_types(d: &engine::ModelDesc) -> String {
+    use engine_format::DType;
+    let floats: Vec<DType> = d.tensors().iter().filter(|t| !t.name.ends_with(".scales")).map(|t| t.dtype).collect();
+    let names: Vec<&str> = [(DType::F16, "fp16"), (DType::BF16, "bf16")]
+        .iter()
+        .filter(|(t, _)| floats.contains(t))
+        .map(|(_, n)| *n)
+        .collect();
+    names.join(" + ")
+}
+
 /// Every tensor the engine reads, in checkpoint order (lm_head once even when tied).
 fn all_tensors(d: &engine::ModelDesc) -> Vec<&engine_format::TensorRef> {
     use engine_format::Linear;
@@ -356,7 +370,7 @@ fn all_tensors(d: &engine::ModelDesc) -> Vec<&engine_format::TensorRef> {
     fn push<'a>(v: &mut Vec<&'a engine_format::TensorRef>, l: &'a Linear) {
         match l {
             Linear::Gptq { qweight, qzeros, scales, g_idx, .. } => v.extend([qweight, qzeros, scales, g_idx]),
-            Linear::F16 { weight, .. } => v.push(weight),
+            Linear::Dense { weight, .. } => v.push(weight),
         }
     }
     for l in &d.layers {
@@ -458,7 +472,10 @@ fn synth(a: SynthArgs) -> Result<()> {
     spec.kv_heads = a.kv_heads.unwrap_or(spec.heads);
     spec.desc_act = a.desc_act;
     spec.sym = !a.asym;
-    spec.quantized = !a.f16;
+    spec.quantized = !(a.f16 || a.bf16);
+    if a.bf16 {
+        spec.float_dtype = engine_format::DType::BF16;
+    }
     spec.shards = a.shards;
     spec.seed = a.seed;
     spec.tie_word_embeddings = a.tie_embeddings;
