@@ -1,15 +1,17 @@
 //! Synthetic checkpoints: random weights in exactly the published layout, for tests and benchmarks.
 //!
 //! [`write_checkpoint`] writes a model directory that [`crate::Model::open`] loads like the real one:
-//! `config.json`, `quantize_config.json` (GPTQ only), the safetensors file(s) (`gptq_model-4bit-{g}g.safetensors`
-//! as AutoGPTQ names it, or `model-0000i-of-0000N.safetensors` + `model.safetensors.index.json` when sharded),
-//! `tokenizer.model` (bytes supplied by the caller), `tokenizer_config.json` and `special_tokens_map.json`.
+//! `config.json`, `quantize_config.json` (GPTQ only), the safetensors file(s) (`gptq_model-{4,8}bit-{g}g.safetensors`
+//! as AutoGPTQ names it, `model.safetensors` unquantized, or `model-0000i-of-0000N.safetensors` +
+//! `model.safetensors.index.json` when sharded), `tokenizer.model` (bytes supplied by the caller),
+//! `tokenizer_config.json` and `special_tokens_map.json`. Formats: 4- or 8-bit GPTQ, unquantized fp16 or bf16.
 //!
 //! The weights are random but numerically sane, so a real forward pass keeps activations finite and O(1): every
 //! linear has weights of standard deviation about `1/sqrt(in_features)`, norms are about 1, embeddings have unit
-//! variance (std 1/sqrt(hidden) when tied to the output layer) and `lm_head` gives logits of unit variance. With `desc_act` the `g_idx` tensors have AutoGPTQ's
-//! act-order structure (`g_idx[perm[i]] = i / G` for a random permutation), shared by the layers that read the same
-//! input, as AutoGPTQ produces them.
+//! variance (std 1/sqrt(hidden) when tied to the output layer) and `lm_head` gives logits of unit variance. With
+//! `desc_act` the `g_idx` tensors have AutoGPTQ's act-order structure (`g_idx[perm[i]] = i / G` for a random
+//! permutation), shared by the linears that read the same input, or (`g_idx_per_linear`) one per linear, as
+//! AutoGPTQ writes act-order checkpoints.
 //!
 //! Speed: the 7B preset is ~4 GB. Data is generated in fixed 4 MiB chunks, each from its own RNG stream seeded by
 //! (seed, tensor, chunk) so the output does not depend on the thread count, by rayon workers while the previous
@@ -49,6 +51,10 @@ pub struct SynthSpec {
     pub group_size: Option<usize>,
     /// Act-order: `g_idx` is a permuted group assignment.
     pub desc_act: bool,
+    /// With `desc_act`: every linear gets its own permutation — q, k, v, gate and up each theirs, as AutoGPTQ writes
+    /// act-order checkpoints (it quantizes each linear separately) — instead of one per distinct input. Baichuan's
+    /// W_pack is one linear, so it has one.
+    pub g_idx_per_linear: bool,
     /// Symmetric quantization (every zero point 8) or asymmetric (random zero points).
     pub sym: bool,
     /// `false` writes an unquantized checkpoint (`{name}.weight` [N, K], no `quantize_config.json`).
@@ -83,6 +89,7 @@ impl SynthSpec {
             bits: 4,
             group_size: Some(32),
             desc_act: false,
+            g_idx_per_linear: false,
             sym: true,
             quantized: true,
             float_dtype: DType::F16,
@@ -157,6 +164,9 @@ impl SynthSpec {
         }
         if self.vocab < 3 {
             return bad(format!("vocab = {}: expected at least 3 (bos 1 and eos 2 must exist)", self.vocab));
+        }
+        if self.g_idx_per_linear && !(self.quantized && self.desc_act) {
+            return bad("g_idx_per_linear: a permutation per linear needs a quantized act-order (desc_act) spec".into());
         }
         if !matches!(self.float_dtype, DType::F16 | DType::BF16) {
             return bad(format!("float_dtype = {}: expected F16 or BF16", self.float_dtype.name()));
@@ -270,21 +280,24 @@ impl SynthSpec {
         for l in 0..self.layers {
             let p = format!("model.layers.{l}");
             out.push(norm(format!("{p}.input_layernorm.weight")));
-            // One g_idx per distinct input: q/k/v (or W_pack), o_proj, gate/up, down_proj.
-            let g = 4 * l;
+            // The g_idx table of each linear: by its input (q/k/v or W_pack, o_proj, gate/up, down_proj) and its
+            // place among the linears reading that input (see g_idx_tables).
+            let g = |input: usize, part: usize| self.g_table(l, input, part);
             match self.arch {
-                Arch::Baichuan => self.linear(&mut out, &format!("{p}.self_attn.W_pack"), h, q_dim + 2 * kv_dim, g),
+                Arch::Baichuan => {
+                    self.linear(&mut out, &format!("{p}.self_attn.W_pack"), h, q_dim + 2 * kv_dim, g(0, 0))
+                }
                 Arch::Llama => {
-                    self.linear(&mut out, &format!("{p}.self_attn.q_proj"), h, q_dim, g);
-                    self.linear(&mut out, &format!("{p}.self_attn.k_proj"), h, kv_dim, g);
-                    self.linear(&mut out, &format!("{p}.self_attn.v_proj"), h, kv_dim, g);
+                    self.linear(&mut out, &format!("{p}.self_attn.q_proj"), h, q_dim, g(0, 0));
+                    self.linear(&mut out, &format!("{p}.self_attn.k_proj"), h, kv_dim, g(0, 1));
+                    self.linear(&mut out, &format!("{p}.self_attn.v_proj"), h, kv_dim, g(0, 2));
                 }
             }
-            self.linear(&mut out, &format!("{p}.self_attn.o_proj"), q_dim, h, g + 1);
+            self.linear(&mut out, &format!("{p}.self_attn.o_proj"), q_dim, h, g(1, 0));
             out.push(norm(format!("{p}.post_attention_layernorm.weight")));
-            self.linear(&mut out, &format!("{p}.mlp.gate_proj"), h, inter, g + 2);
-            self.linear(&mut out, &format!("{p}.mlp.up_proj"), h, inter, g + 2);
-            self.linear(&mut out, &format!("{p}.mlp.down_proj"), inter, h, g + 3);
+            self.linear(&mut out, &format!("{p}.mlp.gate_proj"), h, inter, g(2, 0));
+            self.linear(&mut out, &format!("{p}.mlp.up_proj"), h, inter, g(2, 1));
+            self.linear(&mut out, &format!("{p}.mlp.down_proj"), inter, h, g(3, 0));
         }
         out.push(norm("model.norm.weight".into()));
         if !self.tie_word_embeddings {
@@ -325,33 +338,53 @@ impl SynthSpec {
         out.push(i32_plan(format!("{prefix}.g_idx"), vec![k], Fill::GIdx(g_table)));
     }
 
-    /// The `g_idx` tables: for each layer, one per distinct linear input (see [`SynthSpec::plan`]).
+    /// The index in [`SynthSpec::g_idx_tables`] of the table of layer `l`'s linear number `part` among those reading
+    /// input `input` (0 q/k/v or W_pack, 1 o_proj, 2 gate/up, 3 down_proj). Without `g_idx_per_linear` the linears
+    /// of one input share part 0's table.
+    fn g_table(&self, l: usize, input: usize, part: usize) -> usize {
+        (4 * l + input) * LINEARS_PER_INPUT + if self.g_idx_per_linear { part } else { 0 }
+    }
+
+    /// The `g_idx` tables: for each layer and each of its 4 distinct linear inputs, [`LINEARS_PER_INPUT`] tables
+    /// (all but the first empty unless `g_idx_per_linear`). Act-order gives each AutoGPTQ's structure:
+    /// `g_idx[perm[i]] = i / G` for a random permutation.
     fn g_idx_tables(&self) -> Vec<Vec<i32>> {
         if !self.quantized {
             return Vec::new();
         }
         let (h, q_dim) = (self.hidden, self.heads * self.head_dim());
-        let mut tables = Vec::with_capacity(4 * self.layers);
+        let mut tables = Vec::with_capacity(4 * LINEARS_PER_INPUT * self.layers);
         for l in 0..self.layers {
-            for (role, k) in [h, q_dim, h, self.intermediate].into_iter().enumerate() {
-                let g = self.group_size.unwrap_or(k);
-                let mut idx: Vec<i32> = (0..k).map(|r| (r / g) as i32).collect();
-                if self.desc_act {
-                    let mut rng = Wy::new(mix(self.seed, 0xD35C_AC70, (4 * l + role) as u64));
-                    let mut perm: Vec<usize> = (0..k).collect();
-                    for r in (1..k).rev() {
-                        perm.swap(r, (rng.next() % (r as u64 + 1)) as usize);
+            for (input, k) in [h, q_dim, h, self.intermediate].into_iter().enumerate() {
+                for part in 0..LINEARS_PER_INPUT {
+                    if part > 0 && !self.g_idx_per_linear {
+                        tables.push(Vec::new());
+                        continue;
                     }
-                    for (i, &p) in perm.iter().enumerate() {
-                        idx[p] = (i / g) as i32;
+                    let g = self.group_size.unwrap_or(k);
+                    let mut idx: Vec<i32> = (0..k).map(|r| (r / g) as i32).collect();
+                    if self.desc_act {
+                        // Part 0 keeps the stream a shared table always had, so those checkpoints stay the same.
+                        let stream = 0xD35C_AC70 + part as u64;
+                        let mut rng = Wy::new(mix(self.seed, stream, (4 * l + input) as u64));
+                        let mut perm: Vec<usize> = (0..k).collect();
+                        for r in (1..k).rev() {
+                            perm.swap(r, (rng.next() % (r as u64 + 1)) as usize);
+                        }
+                        for (i, &p) in perm.iter().enumerate() {
+                            idx[p] = (i / g) as i32;
+                        }
                     }
+                    tables.push(idx);
                 }
-                tables.push(idx);
             }
         }
         tables
     }
 }
+
+/// The most linears that read one input: q, k and v (gate and up are two).
+const LINEARS_PER_INPUT: usize = 3;
 
 /// What [`write_checkpoint`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -308,8 +308,18 @@ fn synth_writes_what_inspect_reads() {
 fn eight_bit_checkpoints_are_written_described_planned_and_run_on_the_cpu() {
     let s = Scratch::new("int8");
     let m = s.path("int8");
-    let args =
-        ["synth", "--out", path_arg(&m), "--bits", "8", "--arch", "llama", "--intermediate", "172", "--desc-act"];
+    let args = [
+        "synth",
+        "--out",
+        path_arg(&m),
+        "--bits",
+        "8",
+        "--arch",
+        "llama",
+        "--intermediate",
+        "172",
+        "--desc-act-per-linear",
+    ];
     ok(&s.run(&args));
     assert!(m.join("gptq_model-8bit-32g.safetensors").is_file());
     let out = ok(&s.run(&["inspect", "-m", path_arg(&m)]));
@@ -334,6 +344,20 @@ fn eight_bit_checkpoints_are_written_described_planned_and_run_on_the_cpu() {
     fails(&s.run(&gen), 1, &["8-bit", "4-bit GPTQ", "--backend cpu"]);
 
     fails(&s.run(&["synth", "--out", path_arg(&s.path("bad")), "--bits", "3"]), 1, &["--bits", "4 or 8"]);
+}
+
+#[test]
+fn act_order_per_linear_runs_on_the_cpu_and_cuda_says_why_not() {
+    // 4-bit with a permutation per linear: CUDA runs 4-bit, but not q/k/v under three permutations.
+    let s = Scratch::new("per-linear");
+    let m = s.path("per-linear");
+    ok(&s.run(&["synth", "--out", path_arg(&m), "--arch", "llama", "--desc-act-per-linear"]));
+    let out = ok(&s.run(&["inspect", "-m", path_arg(&m)]));
+    assert!(out.contains("quant:      GPTQ int4, group size 32, desc_act true"), "{out}");
+    let logits = s.path("per-linear.f32");
+    ok(&s.run(&["logits", "-m", path_arg(&m), "--backend", "cpu", "--ids", "1,5", "--out", path_arg(&logits)]));
+    let gen = ["generate", "-m", path_arg(&m), "--backend", "cuda", "-p", "hi", "-n", "1"];
+    fails(&s.run(&gen), 1, &["k_proj.g_idx", "own permutation", "--backend cpu"]);
 }
 
 #[test]

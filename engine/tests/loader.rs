@@ -251,6 +251,43 @@ fn eight_bit_round_trip() {
 }
 
 #[test]
+fn act_order_per_linear_round_trip() {
+    let g = |m: &Model, lin: &Linear| match lin {
+        Linear::Gptq { g_idx, .. } => m.u32(g_idx).to_vec(),
+        _ => panic!(),
+    };
+    // LLaMA: q, k, v, gate and up each have their own permutation, as AutoGPTQ writes them.
+    let spec = SynthSpec { desc_act: true, g_idx_per_linear: true, sym: false, ..llama(2) };
+    let (_dir, m) = synth("per-linear-llama", &spec);
+    check_desc(&m, &spec);
+    check_numerics(&m, 17);
+    for l in &m.desc.layers {
+        let (q, k, v) = (g(&m, &l.qkv.parts[0]), g(&m, &l.qkv.parts[1]), g(&m, &l.qkv.parts[2]));
+        assert!(q != k && k != v && q != v);
+        assert_ne!(g(&m, &l.gate_proj), g(&m, &l.up_proj));
+        // Each is still AutoGPTQ's structure: every group holds exactly G rows.
+        for t in [q, k, v] {
+            assert!((0..2).all(|group| t.iter().filter(|&&x| x == group).count() == 32));
+        }
+    }
+    // The shared-permutation checkpoint of the same seed is what it always was: the first linear of each input keeps
+    // its permutation.
+    let shared = SynthSpec { g_idx_per_linear: false, ..spec.clone() };
+    let (_dir2, m2) = synth("per-linear-shared", &shared);
+    let (l, l2) = (&m.desc.layers[1], &m2.desc.layers[1]);
+    assert_eq!(g(&m, &l.qkv.parts[0]), g(&m2, &l2.qkv.parts[0]));
+    assert_eq!(g(&m, &l.gate_proj), g(&m2, &l2.gate_proj));
+    assert_eq!(g(&m2, &l2.gate_proj), g(&m2, &l2.up_proj));
+    // Baichuan: W_pack is one linear; its gate and up differ.
+    let spec = SynthSpec { bits: 8, desc_act: true, g_idx_per_linear: true, ..SynthSpec::tiny() };
+    let (_dir3, m) = synth("per-linear-baichuan", &spec);
+    check_desc(&m, &spec);
+    let l = &m.desc.layers[0];
+    assert_eq!(l.qkv.parts.len(), 1);
+    assert_ne!(g(&m, &l.gate_proj), g(&m, &l.up_proj));
+}
+
+#[test]
 fn group_sizes_round_trip() {
     for g in [Some(32), Some(64), Some(128), None] {
         let spec = SynthSpec { group_size: g, hidden: 128, intermediate: 352, desc_act: g == Some(64), ..llama(1) };
@@ -339,6 +376,7 @@ fn synth_rejects_bad_specs() {
         (SynthSpec { layers: 0, ..SynthSpec::tiny() }, "layers"),
         (SynthSpec { heads: 64, kv_heads: 64, ..SynthSpec::tiny() }, "even"),
         (SynthSpec { bits: 3, ..SynthSpec::tiny() }, "bits = 3: expected 4 or 8"),
+        (SynthSpec { g_idx_per_linear: true, ..SynthSpec::tiny() }, "desc_act"),
         (SynthSpec { bits: 8, intermediate: 170, ..SynthSpec::tiny() }, "multiple of 4"),
     ] {
         match write_checkpoint(dir.path(), &spec) {

@@ -47,8 +47,9 @@ impl Case {
     }
 }
 
-/// Checkpoints of awkward sizes covering both namings, GQA, 4- and 8-bit GPTQ, every group size, act-order,
-/// sym/asym, fp16 and bf16, tied embeddings and shards.
+/// Checkpoints of awkward sizes covering both namings, GQA, 4- and 8-bit GPTQ, every group size, act-order (one
+/// permutation per input, and one per linear as AutoGPTQ writes them), sym/asym, fp16 and bf16, tied embeddings and
+/// shards.
 pub fn cases() -> Vec<Case> {
     let tiny = SynthSpec::tiny();
     let llama = SynthSpec {
@@ -104,8 +105,13 @@ pub fn cases() -> Vec<Case> {
         Case::new("baichuan-int8-g32", SynthSpec { bits: 8, intermediate: 172, seed: 9, ..tiny.clone() })
             .cuda_refuses("8-bit"),
         Case::new(
-            "llama-int8-gqa-g64-actorder-asym",
-            SynthSpec { bits: 8, intermediate: 340, seed: 10, ..llama.clone() },
+            "llama-int8-gqa-g64-actorder-per-linear-asym",
+            SynthSpec { bits: 8, intermediate: 340, g_idx_per_linear: true, seed: 10, ..llama.clone() },
+        )
+        .cuda_refuses("8-bit"),
+        Case::new(
+            "baichuan-int8-g32-actorder-per-linear",
+            SynthSpec { bits: 8, desc_act: true, g_idx_per_linear: true, seed: 15, ..tiny.clone() },
         )
         .cuda_refuses("8-bit"),
         Case::new(
@@ -113,6 +119,18 @@ pub fn cases() -> Vec<Case> {
             SynthSpec { bits: 8, group_size: None, sym: false, seed: 11, ..tiny.clone() },
         )
         .cuda_refuses("8-bit"),
+        // AutoGPTQ's act-order: every linear its own permutation (LLaMA's q, k, v, gate, up separately; Baichuan's
+        // W_pack is one linear, its gate and up differ).
+        Case::new(
+            "llama-gqa-g32-actorder-per-linear",
+            SynthSpec { group_size: Some(32), g_idx_per_linear: true, seed: 16, ..llama.clone() },
+        )
+        .cuda_refuses("own permutation"),
+        Case::new(
+            "baichuan-g32-actorder-per-linear-asym",
+            SynthSpec { desc_act: true, g_idx_per_linear: true, sym: false, seed: 17, ..tiny.clone() },
+        )
+        .cuda_refuses("own permutation"),
         // bfloat16: unquantized in both namings (tied embeddings in LLaMA's), and 4-bit GPTQ of a bfloat16 model
         // (embeddings and norms BF16, scales F16).
         Case::new("baichuan-bf16", SynthSpec { quantized: false, float_dtype: DType::BF16, seed: 12, ..tiny.clone() })

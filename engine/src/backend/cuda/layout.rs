@@ -200,7 +200,8 @@ fn repack_parts_in(
 ) -> Result<DeviceLinear> {
     if views.windows(2).any(|w| w[0].g_idx != w[1].g_idx) {
         return Err(Error::BackendUnavailable(format!(
-            "{what}: the fused parts have different g_idx (act-order permutations); the CUDA backend needs them equal"
+            "{what}: the fused parts have different g_idx (an act-order permutation per linear); the CUDA backend \
+             needs one per fused projection; run this checkpoint with --backend cpu"
         )));
     }
     let n_total: usize = views.iter().map(|v| v.n).sum();

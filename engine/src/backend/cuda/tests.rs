@@ -266,6 +266,22 @@ fn repacked_layout_reads_back_the_checkpoint_weights() {
     }
 }
 
+#[test]
+fn fused_parts_with_their_own_act_order_permutations_are_refused() {
+    let mut rng = Rng(8);
+    let (a, b) = (
+        RandLinear::new(&mut rng, 128, 16, Some(32), true, true),
+        RandLinear::new(&mut rng, 128, 16, Some(32), true, true),
+    );
+    assert_ne!(a.g_idx, b.g_idx);
+    let err = layout::repack_parts(&[a.parts(), b.parts()], 128, 32, 4, ColumnOrder::GateUp { inter: 16 }, "gate_up")
+        .expect_err("different permutations cannot share tiles");
+    let msg = err.to_string();
+    assert!(msg.contains("gate_up") && msg.contains("g_idx") && msg.contains("--backend cpu"), "{msg}");
+    // The same permutation fuses.
+    layout::repack_parts(&[a.parts(), a.parts()], 128, 32, 4, ColumnOrder::GateUp { inter: 16 }, "gate_up").unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // GEMV
 

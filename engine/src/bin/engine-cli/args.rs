@@ -230,9 +230,13 @@ pub struct SynthArgs {
     /// Rows per quantization group: 32, 64, 128, ... or -1 for one group.
     #[arg(long, value_name = "G", allow_hyphen_values = true)]
     pub group_size: Option<i64>,
-    /// Act-order: a random permutation of each layer's groups (g_idx).
+    /// Act-order: a random permutation of each layer's groups (g_idx), one per distinct input (q/k/v share one).
     #[arg(long)]
     pub desc_act: bool,
+    /// Act-order with a permutation of its own for every linear (q, k, v, gate and up each theirs), as AutoGPTQ
+    /// writes act-order checkpoints. Implies --desc-act.
+    #[arg(long)]
+    pub desc_act_per_linear: bool,
     /// Asymmetric quantization (random zero points).
     #[arg(long)]
     pub asym: bool,

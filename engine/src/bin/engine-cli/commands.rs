@@ -470,7 +470,8 @@ fn synth(a: SynthArgs) -> Result<()> {
     set(a.vocab, &mut spec.vocab);
     set(a.max_pos, &mut spec.max_pos);
     spec.kv_heads = a.kv_heads.unwrap_or(spec.heads);
-    spec.desc_act = a.desc_act;
+    spec.desc_act = a.desc_act || a.desc_act_per_linear;
+    spec.g_idx_per_linear = a.desc_act_per_linear;
     spec.sym = !a.asym;
     spec.quantized = !(a.f16 || a.bf16);
     if a.bf16 {
