@@ -14,7 +14,7 @@ pub struct Tiny {
     pub shard: Vec<u8>,
 }
 
-/// The four naming × quantization variants (see `TinySpec::fuzz_variants`), in that order.
+/// The naming × format variants (see `TinySpec::fuzz_variants`), in that order.
 pub fn variants() -> Vec<Tiny> {
     TinySpec::fuzz_variants()
         .into_iter()
@@ -29,15 +29,23 @@ pub fn variants() -> Vec<Tiny> {
         .collect()
 }
 
-/// The variant whose tensors match a config of this naming and quantization.
-pub fn matching(variants: &[Tiny], arch: Arch, quantized: bool) -> &Tiny {
-    let i = match (arch, quantized) {
-        (Arch::Baichuan, true) => 0,
-        (Arch::Llama, true) => 1,
-        (Arch::Baichuan, false) => 2,
-        (Arch::Llama, false) => 3,
-    };
-    &variants[i]
+/// The variant whose tensors match this config: same naming, quantization (bits) and torch_dtype where one exists,
+/// else same naming and quantized-or-not.
+pub fn matching<'a>(variants: &'a [Tiny], config: &ModelConfig, quant: Option<&QuantConfig>) -> &'a Tiny {
+    let bits = quant.map(|q| q.bits);
+    variants
+        .iter()
+        .find(|v| {
+            v.config.arch == config.arch
+                && v.quant.as_ref().map(|q| q.bits) == bits
+                && v.config.torch_dtype == config.torch_dtype
+        })
+        .unwrap_or_else(|| of_kind(variants, config.arch, quant.is_some()))
+}
+
+/// The first variant of this naming, quantized or not.
+pub fn of_kind(variants: &[Tiny], arch: Arch, quantized: bool) -> &Tiny {
+    variants.iter().find(|v| v.config.arch == arch && v.quant.is_some() == quantized).unwrap_or(&variants[0])
 }
 
 /// What `TensorRef` promises the engine: inside its shard, aligned, as long as its shape says. A violation is a

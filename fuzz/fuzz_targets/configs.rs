@@ -30,13 +30,13 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let Ok(config) = parse_model_config("config.json", config) else { return };
-    let v = common::matching(variants, config.arch, quant.is_some());
+    let v = common::matching(variants, &config, quant.as_ref());
     let shards = [Shard { name: "model.safetensors", bytes: &v.shard }];
     if let Ok(desc) = describe(&config, quant.as_ref(), &shards) {
         common::check_invariants(&desc, &shards);
     }
     // The same config against the shard of the other quantization: wrong names and shapes must be errors.
-    let other = common::matching(variants, config.arch, quant.is_none());
+    let other = common::of_kind(variants, config.arch, quant.is_none());
     let shards = [Shard { name: "model.safetensors", bytes: &other.shard }];
     if let Ok(desc) = describe(&config, quant.as_ref(), &shards) {
         common::check_invariants(&desc, &shards);

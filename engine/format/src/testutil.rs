@@ -84,16 +84,19 @@ impl TinySpec {
         }
     }
 
-    /// The four naming × quantization variants the fuzz targets use, one layer each to keep headers small (the
-    /// safetensors header parser dominates the cost of an execution): Baichuan GPTQ, LLaMA GQA act-order asym GPTQ,
-    /// Baichuan fp16, LLaMA fp16 with tied embeddings. Named for seed files.
-    pub fn fuzz_variants() -> [(&'static str, TinySpec); 4] {
+    /// The naming × format variants the fuzz targets use, one layer each to keep headers small (the safetensors
+    /// header parser dominates the cost of an execution): Baichuan GPTQ, LLaMA GQA act-order asym GPTQ, Baichuan
+    /// fp16, LLaMA fp16 with tied embeddings, LLaMA GQA act-order asym 8-bit GPTQ with bf16 floats, Baichuan bf16.
+    /// Named for seed files; new variants go at the end, so that committed seeds keep choosing the same ones.
+    pub fn fuzz_variants() -> [(&'static str, TinySpec); 6] {
         let one = |s: TinySpec| TinySpec { layers: 1, ..s };
         [
             ("baichuan-gptq", one(Self::baichuan())),
             ("llama-gqa-actorder", one(Self::llama())),
             ("baichuan-f16", one(TinySpec { quantized: false, ..Self::baichuan() })),
             ("llama-f16-tied", one(TinySpec { quantized: false, tie_word_embeddings: true, ..Self::llama() })),
+            ("llama-gptq8-bf16", one(TinySpec { bits: 8, float_dtype: DType::BF16, ..Self::llama() })),
+            ("baichuan-bf16", one(TinySpec { quantized: false, float_dtype: DType::BF16, ..Self::baichuan() })),
         ]
     }
 
