@@ -40,9 +40,9 @@ pub struct Shard<'a> {
 
 /// Validate the shards against the config and build the description of the model.
 ///
-/// `quant` is `None` for an unquantized (fp16 or bf16) checkpoint. Every expected tensor must be present exactly once across
-/// the shards with the dtype and shape the config implies; tensors must lie inside their file, be aligned to their
-/// element size, and not overlap; every `g_idx` entry must name an existing group.
+/// `quant` is `None` for an unquantized (fp16 or bf16) checkpoint. Every expected tensor must be present exactly once
+/// across the shards with the dtype and shape the config implies; tensors must lie inside their file, be aligned to
+/// their element size, and not overlap; every `g_idx` entry must name an existing group.
 pub fn describe(
     config: &ModelConfig,
     quant: Option<&QuantConfig>,

@@ -108,7 +108,8 @@ fn gptq_block(
 ) {
     let (bits, p) = (wt.bits, wt.bits.per_word());
     let mut acc = vec![0f32; t_len * COLS_PER_TASK]; // [t][c]
-                                                     // Room for the widest word (8 rows at 4 bits); only the first `p` rows are used.
+
+    // Room for the widest word (8 rows at 4 bits); only the first `p` rows are used.
     let mut w = [[0f32; COLS_PER_TASK]; gptq::PACK];
     // The scale and zero point of the current group for each column: rows of one group are usually contiguous,
     // so these are looked up once per group, not once per weight.

@@ -28,7 +28,7 @@ fn check_format(d: &ModelDesc) -> Result<()> {
     };
     if q.bits != 4 {
         return Err(unavailable(format!(
-            "quantize_config.json: `bits` is {}: the CUDA backend runs 4-bit GPTQ only ({}-bit GPTQ runs on the CPU)",
+            "{}-bit GPTQ checkpoint (quantization `bits`: {}): the CUDA backend runs 4-bit GPTQ only",
             q.bits, q.bits
         )));
     }
