@@ -178,7 +178,9 @@ typedef struct engine_sampler_options {
 typedef struct engine_generate_options {
     // Most tokens to generate (an EOS included); 0 generates nothing and does not feed the prompt.
     uint32_t max_new_tokens;
-    // Put the BOS token before the prompt (true for a new conversation, false to continue one).
+    // Start a new sequence: the BOS token goes before the prompt when the tokenizer starts sequences with one
+    // (always for tokenizer.model; as tokenizer_config.json says for tokenizer.json). True for a new
+    // conversation, false to continue one.
     bool add_bos;
     // Do not stop at the EOS token (benchmarks).
     bool ignore_eos;
@@ -261,8 +263,9 @@ const char *engine_version(void);
 // Thread-safe; cannot fail.
 struct engine_model_options engine_model_default_options(void);
 
-// Load the checkpoint in directory `dir` (config.json, quantize_config.json, *.safetensors, tokenizer.model)
-// on the backend `options` asks for. `options` may be NULL for `engine_model_default_options()`.
+// Load the checkpoint in directory `dir` (config.json, quantize_config.json, *.safetensors, and tokenizer.model or
+// else tokenizer.json with tokenizer_config.json) on the backend `options` asks for. `options` may be NULL for
+// `engine_model_default_options()`.
 // On success `*out_model` is a new model to free with `engine_model_free`; on failure it is set to NULL.
 //
 // Errors: NOT_FOUND (no such directory or a required file missing), FORMAT, IO, TOKENIZER, INVALID_ARGUMENT
@@ -304,7 +307,8 @@ enum engine_status engine_model_memory_plan(const struct engine_model *model,
                                             uint32_t prefill_chunk,
                                             struct engine_memory_plan *out_plan);
 
-// Tokenize the NUL-terminated UTF-8 `text`, with the BOS token first when `add_bos`.
+// Tokenize the NUL-terminated UTF-8 `text`. With `add_bos`, the BOS token comes first when the tokenizer starts
+// sequences with one (always for tokenizer.model; as tokenizer_config.json says for tokenizer.json).
 //
 // Writes the number of tokens to `*out_n_tokens` and, if `capacity` is large enough, the tokens to
 // `tokens[0..n]`. If `capacity` is too small, nothing is written to `tokens`, `*out_n_tokens` is the capacity

@@ -148,6 +148,48 @@ fn generate_greedy_text_is_deterministic_and_streams_what_json_reports() {
 }
 
 #[test]
+fn a_checkpoint_with_tokenizer_json_runs_end_to_end() {
+    let s = Scratch::new("tokenizer-json");
+    let dir = s.path("json-model");
+    let made = s.run(&["synth", "--out", path_arg(&dir), "--tokenizer", "json"]);
+    ok(&made);
+    assert!(String::from_utf8_lossy(&made.stderr).contains("tokenizer.json is the test tokenizer padded to"));
+    assert!(dir.join("tokenizer.json").is_file() && !dir.join("tokenizer.model").exists());
+    let config = std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap();
+    assert!(config.contains("\"add_bos_token\": true") && config.contains("\"bos_token\": \"<s>\""), "{config}");
+    let model = path_arg(&dir);
+
+    // Byte-level pieces (Ġ for a space), BOS first as tokenizer_config.json asks.
+    let text = "Hello world, 你好 😀";
+    let rows = ok(&s.run(&["tokenize", "-m", model, text, "--pieces"]));
+    let rows: Vec<(u32, &str)> =
+        rows.lines().map(|l| l.split_once('\t').map(|(id, p)| (id.parse().unwrap(), p)).unwrap()).collect();
+    assert_eq!(rows[0], (1, "<s>"));
+    assert!(rows.iter().any(|(_, p)| p.starts_with('\u{120}')), "{rows:?}");
+    let ids = ids_of(&ok(&s.run(&["tokenize", "-m", model, text])));
+    assert_eq!(ids_of(&ok(&s.run(&["tokenize", "-m", model, text, "--no-bos"]))), ids[1..]);
+
+    // Greedy generation: streamed text = the JSON's text = the decoded tokens, prompt tokens = tokenize's.
+    let args = ["generate", "-m", model, "--backend", "cpu", "-p", text, "-n", "24", "--ignore-eos"];
+    let streamed = ok(&s.run(&args));
+    let j = json(&s.run(&[&args[..], &["--json"]].concat()));
+    assert_eq!(format!("{}\n", j["text"].as_str().unwrap()), streamed);
+    assert_eq!(j["prompt_tokens"].as_u64(), Some(ids.len() as u64));
+    assert_eq!(j["generated_tokens"].as_u64(), Some(24));
+
+    // Without tokenizer.model and tokenizer.json the error names both.
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    fails(&s.run(&["tokenize", "-m", model, "hi"]), 1, &["tokenizer.model", "tokenizer.json"]);
+}
+
+#[test]
+fn generate_help_says_the_chat_template_of_tokenizer_config_is_not_used() {
+    let s = Scratch::new("generate-help");
+    let help = ok(&s.run(&["generate", "--help"]));
+    assert!(help.contains("chat template of a tokenizer_config.json is not used"), "{help}");
+}
+
+#[test]
 fn generate_errors_name_what_is_wrong() {
     let s = Scratch::new("generate-errors");
     let missing = s.path("missing");

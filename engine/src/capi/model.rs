@@ -196,8 +196,9 @@ fn engine_options(o: &EngineModelOptions) -> CResult<EngineOptions> {
     })
 }
 
-/// Load the checkpoint in directory `dir` (config.json, quantize_config.json, *.safetensors, tokenizer.model)
-/// on the backend `options` asks for. `options` may be NULL for `engine_model_default_options()`.
+/// Load the checkpoint in directory `dir` (config.json, quantize_config.json, *.safetensors, and tokenizer.model or
+/// else tokenizer.json with tokenizer_config.json) on the backend `options` asks for. `options` may be NULL for
+/// `engine_model_default_options()`.
 /// On success `*out_model` is a new model to free with `engine_model_free`; on failure it is set to NULL.
 ///
 /// Errors: NOT_FOUND (no such directory or a required file missing), FORMAT, IO, TOKENIZER, INVALID_ARGUMENT
@@ -348,7 +349,8 @@ pub unsafe extern "C" fn engine_model_memory_plan(
     })
 }
 
-/// Tokenize the NUL-terminated UTF-8 `text`, with the BOS token first when `add_bos`.
+/// Tokenize the NUL-terminated UTF-8 `text`. With `add_bos`, the BOS token comes first when the tokenizer starts
+/// sequences with one (always for tokenizer.model; as tokenizer_config.json says for tokenizer.json).
 ///
 /// Writes the number of tokens to `*out_n_tokens` and, if `capacity` is large enough, the tokens to
 /// `tokens[0..n]`. If `capacity` is too small, nothing is written to `tokens`, `*out_n_tokens` is the capacity

@@ -41,8 +41,8 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model directory (config.json, quantize_config.json, *.safetensors, tokenizer.model).
-    /// Default: the built-in tiny model.
+    /// Model directory (config.json, quantize_config.json, *.safetensors, and tokenizer.model or else
+    /// tokenizer.json with tokenizer_config.json). Default: the built-in tiny model.
     #[arg(long, short = 'm', value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Where to run.
@@ -88,7 +88,8 @@ pub struct GenerateArgs {
     /// Read the prompt from a file.
     #[arg(long, value_name = "FILE")]
     pub prompt_file: Option<PathBuf>,
-    /// How to wrap the prompt.
+    /// How to wrap the prompt. The chat template of a tokenizer_config.json is not used: `chat` is the plain
+    /// USER:/ASSISTANT: role template.
     #[arg(long, value_enum, default_value_t = TemplateArg::Raw)]
     pub template: TemplateArg,
     /// An example for --template completion, as `input->output` (repeatable).
@@ -121,7 +122,8 @@ pub struct GenerateArgs {
     /// Keep generating after the end-of-sequence token.
     #[arg(long)]
     pub ignore_eos: bool,
-    /// Do not prepend the BOS token.
+    /// Do not start with the BOS token (by default it comes first when the tokenizer adds one: always for
+    /// tokenizer.model, as tokenizer_config.json says for tokenizer.json).
     #[arg(long)]
     pub no_bos: bool,
     /// Print one JSON object (text, tokens, timings) instead of streaming.
@@ -135,7 +137,8 @@ pub struct TokenizeArgs {
     pub model: Option<PathBuf>,
     /// The text to tokenize; `-` reads stdin.
     pub text: String,
-    /// Do not prepend the BOS token.
+    /// Do not start with the BOS token (by default it comes first when the tokenizer adds one: always for
+    /// tokenizer.model, as tokenizer_config.json says for tokenizer.json).
     #[arg(long)]
     pub no_bos: bool,
     /// Also print each piece.
@@ -209,6 +212,14 @@ pub enum ArchArg {
     Llama,
 }
 
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenizerArg {
+    /// tokenizer.model: the SentencePiece test tokenizer (byte fallback, Baichuan's settings).
+    Sentencepiece,
+    /// tokenizer.json + tokenizer_config.json: the Hugging Face test tokenizer (GPT-2-style byte-level BPE).
+    Json,
+}
+
 #[derive(Args, Debug)]
 pub struct SynthArgs {
     /// Directory to write (created if missing).
@@ -253,6 +264,9 @@ pub struct SynthArgs {
     /// Tie lm_head to the embedding (LLaMA naming only).
     #[arg(long)]
     pub tie_embeddings: bool,
+    /// Which tokenizer to write, padded to the vocabulary size.
+    #[arg(long, value_enum, default_value_t = TokenizerArg::Sentencepiece)]
+    pub tokenizer: TokenizerArg,
 }
 
 #[derive(Args, Debug)]

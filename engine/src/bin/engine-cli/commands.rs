@@ -198,8 +198,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
 
 fn tokenize(a: TokenizeArgs) -> Result<()> {
     let dir = model_dir(&a.model)?;
-    let path = dir.join("tokenizer.model");
-    let tok = engine_tools::Tokenizer::open(&path).map_err(|e| Error::Tokenizer(e.to_string()))?;
+    let tok = engine_tools::Tokenizer::open(&dir).map_err(|e| Error::Tokenizer(e.to_string()))?;
     let text = if a.text == "-" {
         prompt::PromptSource::Stdin.read().map_err(|e| Error::InvalidArgument(e.to_string()))?
     } else {
@@ -459,11 +458,14 @@ fn synth(a: SynthArgs) -> Result<()> {
     spec.shards = a.shards;
     spec.seed = a.seed;
     spec.tie_word_embeddings = a.tie_embeddings;
-    let spec = engine::tiny::with_test_tokenizer(spec)?;
+    let (spec, tokenizer_file) = match a.tokenizer {
+        TokenizerArg::Sentencepiece => (engine::tiny::with_test_tokenizer(spec)?, "tokenizer.model"),
+        TokenizerArg::Json => (engine::tiny::with_test_tokenizer_json(spec)?, "tokenizer.json"),
+    };
     let t0 = Instant::now();
     let report = engine::synth::write_checkpoint(&a.out, &spec)?;
     eprintln!(
-        "wrote {} tensors, {:.3} GB in {} file(s) to {} in {:.1} s (random weights; the tokenizer is the test tokenizer padded to {} pieces)",
+        "wrote {} tensors, {:.3} GB in {} file(s) to {} in {:.1} s (random weights; {tokenizer_file} is the test tokenizer padded to {} pieces)",
         report.tensors,
         report.weight_bytes as f64 / 1e9,
         report.weight_files.len(),
