@@ -17,6 +17,7 @@ use crate::args::*;
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(a) => generate(a),
+        Command::Chat(a) => crate::chat::run(&load(&a.model)?, a),
         Command::Tokenize(a) => tokenize(a),
         Command::Logits(a) => logits(a),
         Command::Perplexity(a) => perplexity(a),
@@ -94,23 +95,7 @@ fn read_prompt(a: &GenerateArgs) -> Result<String> {
     if !matches!(source, prompt::PromptSource::Text(_)) {
         text = prompt::trim_final_newline(&text).to_string();
     }
-    let template = match a.template {
-        TemplateArg::Raw => prompt::Template::Raw,
-        TemplateArg::Chat => prompt::Template::Chat { history: Vec::new() },
-        TemplateArg::Completion if a.example.is_empty() => prompt::Template::one_shot(),
-        TemplateArg::Completion => {
-            let examples = a
-                .example
-                .iter()
-                .map(|e| {
-                    e.split_once(prompt::COMPLETION_SEPARATOR)
-                        .map(|(i, o)| (i.to_string(), o.to_string()))
-                        .ok_or_else(|| Error::InvalidArgument(format!("--example `{e}`: expected input->output")))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            prompt::Template::Completion { examples }
-        }
-    };
+    let template = a.template.template(&a.example).map_err(Error::InvalidArgument)?;
     Ok(template.render(&text))
 }
 
