@@ -225,7 +225,7 @@ typedef struct engine_generate_result {
 
 // "No token": the token id passed to the generate callback with text that belongs to no single token (the held
 // back end of the stream), and `engine_generate_result.last_token` when nothing was generated.
-#define ENGINE_NO_TOKEN UINT32_MAX
+#define ENGINE_NO_TOKEN 4294967295
 
 #ifdef __cplusplus
 extern "C" {
@@ -279,6 +279,18 @@ struct engine_model_options engine_model_default_options(void);
 enum engine_status engine_model_load(const char *dir,
                                      const struct engine_model_options *options,
                                      struct engine_model **out_model);
+
+// The directory of the built-in tiny model (random weights in the real layout, so that the library can be tried
+// on any machine), written there first if it is missing: `$ENGINE_TINY_MODEL_DIR`, else
+// `$XDG_CACHE_HOME/engine/tiny-v1` or `~/.cache/engine/tiny-v1`; the model `engine-cli` uses without `--model`.
+// Pass the directory to `engine_model_load`. On success `*out_dir` is a new NUL-terminated UTF-8 string to free
+// with `engine_string_free`, and `*out_len` (if not NULL) its length in bytes.
+//
+// Errors: IO (the directory cannot be written), INVALID_ARGUMENT (the path is not UTF-8). Thread-safe.
+//
+// # Safety
+// `out_dir` is NULL or writable; `out_len` is NULL or writable.
+enum engine_status engine_tiny_model_dir(char **out_dir, size_t *out_len);
 
 // Free a model. Sessions made from it stay usable (they keep what they need alive) and must still be freed.
 // NULL is a no-op returning OK; a freed or foreign pointer gives INVALID_HANDLE and is not touched.

@@ -12,6 +12,9 @@
 //! [`measure`] is what benchmarks ask of a backend; [`synth`] writes random checkpoints in the exact published
 //! layout, for tests and benchmarks.
 
+// The backend's constants are not part of the C ABI; without this, cbindgen run on the whole crate (as maturin runs
+// it for the Python package's cffi declarations) would put them in the header.
+/// cbindgen:ignore
 mod backend;
 pub mod capi;
 pub mod chat;

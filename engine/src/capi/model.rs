@@ -243,6 +243,39 @@ pub unsafe extern "C" fn engine_model_load(
     })
 }
 
+/// The directory of the built-in tiny model (random weights in the real layout, so that the library can be tried
+/// on any machine), written there first if it is missing: `$ENGINE_TINY_MODEL_DIR`, else
+/// `$XDG_CACHE_HOME/engine/tiny-v1` or `~/.cache/engine/tiny-v1`; the model `engine-cli` uses without `--model`.
+/// Pass the directory to `engine_model_load`. On success `*out_dir` is a new NUL-terminated UTF-8 string to free
+/// with `engine_string_free`, and `*out_len` (if not NULL) its length in bytes.
+///
+/// Errors: IO (the directory cannot be written), INVALID_ARGUMENT (the path is not UTF-8). Thread-safe.
+///
+/// # Safety
+/// `out_dir` is NULL or writable; `out_len` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn engine_tiny_model_dir(out_dir: *mut *mut c_char, out_len: *mut usize) -> EngineStatus {
+    guard(|| {
+        check_out(out_dir, "out_dir")?;
+        if !out_len.is_null() {
+            check_out(out_len, "out_len")?;
+        }
+        let dir = crate::tiny::builtin_tiny_model()?;
+        let dir = dir
+            .to_str()
+            .ok_or_else(|| CapiError::invalid(format!("the tiny model's directory {} is not UTF-8", dir.display())))?;
+        let s = new_string(dir.as_bytes());
+        // SAFETY: checked above; the caller provides a writable pointer (and size_t when out_len is not NULL).
+        unsafe {
+            out_dir.write(s);
+            if !out_len.is_null() {
+                out_len.write(dir.len());
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Free a model. Sessions made from it stay usable (they keep what they need alive) and must still be freed.
 /// NULL is a no-op returning OK; a freed or foreign pointer gives INVALID_HANDLE and is not touched.
 ///
