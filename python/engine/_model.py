@@ -548,8 +548,9 @@ _DONE = object()
 
 class Stream(Iterator[str]):
     """A generation running on a worker thread, yielding its text pieces as they come. `result` is the
-    `Completion` once the stream is exhausted. `close()` (or leaving a `with` block, or dropping the stream)
-    cancels the generation at the next token and waits for it; errors are raised from the iteration."""
+    `Completion` once the stream is exhausted. `close()` (or leaving a `with` block) cancels the generation at the
+    next token and waits for it, and so does anything else done to its session: a new `generate`, `reset`,
+    `truncate`, or closing the session or its model. Errors are raised from the iteration."""
 
     def __init__(self, run: Callable[[Callable[[str], bool]], Completion]) -> None:
         self.result: Optional[Completion] = None

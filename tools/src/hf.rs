@@ -128,11 +128,10 @@ impl HfTokenizer {
             }
         }
 
-        let config = match config {
+        let (config, config_origin) = match config {
             Some((bytes, config_origin)) => (TokenizerConfig::parse(bytes, config_origin)?, config_origin),
             None => (TokenizerConfig::default(), "tokenizer_config.json"),
         };
-        let (config, config_origin) = config;
         let bad_config =
             |reason: String| TokenizerError::BadTokenizerConfig { origin: config_origin.to_owned(), reason };
         let named = |key: &str, token: &Option<String>| -> Result<Option<u32>, TokenizerError> {
