@@ -182,7 +182,9 @@ typedef struct engine_sampler_options {
 typedef struct engine_generate_options {
     // Most tokens to generate (an EOS included); 0 generates nothing and does not feed the prompt.
     uint32_t max_new_tokens;
-    // Put the BOS token before the prompt (true for a new conversation, false to continue one).
+    // Start a new sequence: the BOS token goes before the prompt when the tokenizer starts sequences with one
+    // (always for tokenizer.model; as tokenizer_config.json says for tokenizer.json). True for a new
+    // conversation, false to continue one.
     bool add_bos;
     // Do not stop at the EOS token (benchmarks).
     bool ignore_eos;
@@ -227,7 +229,7 @@ typedef struct engine_generate_result {
 
 // "No token": the token id passed to the generate callback with text that belongs to no single token (the held
 // back end of the stream), and `engine_generate_result.last_token` when nothing was generated.
-#define ENGINE_NO_TOKEN UINT32_MAX
+#define ENGINE_NO_TOKEN 4294967295
 
 #ifdef __cplusplus
 extern "C" {
@@ -265,8 +267,9 @@ const char *engine_version(void);
 // Thread-safe; cannot fail.
 struct engine_model_options engine_model_default_options(void);
 
-// Load the checkpoint in directory `dir` (config.json, quantize_config.json, *.safetensors, tokenizer.model)
-// on the backend `options` asks for. `options` may be NULL for `engine_model_default_options()`.
+// Load the checkpoint in directory `dir` (config.json, quantize_config.json, *.safetensors, and tokenizer.model or
+// else tokenizer.json with tokenizer_config.json) on the backend `options` asks for. `options` may be NULL for
+// `engine_model_default_options()`.
 // On success `*out_model` is a new model to free with `engine_model_free`; on failure it is set to NULL.
 //
 // Errors: NOT_FOUND (no such directory or a required file missing), FORMAT, IO, TOKENIZER, INVALID_ARGUMENT
@@ -280,6 +283,18 @@ struct engine_model_options engine_model_default_options(void);
 enum engine_status engine_model_load(const char *dir,
                                      const struct engine_model_options *options,
                                      struct engine_model **out_model);
+
+// The directory of the built-in tiny model (random weights in the real layout, so that the library can be tried
+// on any machine), written there first if it is missing: `$ENGINE_TINY_MODEL_DIR`, else
+// `$XDG_CACHE_HOME/engine/tiny-v1` or `~/.cache/engine/tiny-v1`; the model `engine-cli` uses without `--model`.
+// Pass the directory to `engine_model_load`. On success `*out_dir` is a new NUL-terminated UTF-8 string to free
+// with `engine_string_free`, and `*out_len` (if not NULL) its length in bytes.
+//
+// Errors: IO (the directory cannot be written), INVALID_ARGUMENT (the path is not UTF-8). Thread-safe.
+//
+// # Safety
+// `out_dir` is NULL or writable; `out_len` is NULL or writable.
+enum engine_status engine_tiny_model_dir(char **out_dir, size_t *out_len);
 
 // Free a model. Sessions made from it stay usable (they keep what they need alive) and must still be freed.
 // NULL is a no-op returning OK; a freed or foreign pointer gives INVALID_HANDLE and is not touched.
@@ -308,7 +323,8 @@ enum engine_status engine_model_memory_plan(const struct engine_model *model,
                                             uint32_t prefill_chunk,
                                             struct engine_memory_plan *out_plan);
 
-// Tokenize the NUL-terminated UTF-8 `text`, with the BOS token first when `add_bos`.
+// Tokenize the NUL-terminated UTF-8 `text`. With `add_bos`, the BOS token comes first when the tokenizer starts
+// sequences with one (always for tokenizer.model; as tokenizer_config.json says for tokenizer.json).
 //
 // Writes the number of tokens to `*out_n_tokens` and, if `capacity` is large enough, the tokens to
 // `tokens[0..n]`. If `capacity` is too small, nothing is written to `tokens`, `*out_n_tokens` is the capacity

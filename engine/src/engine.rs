@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use engine_tools::Tokenizer;
+use engine_tools::{Tokenizer, TokenizerKind};
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::cuda::{CudaBackend, CudaOptions, Tuning};
@@ -59,7 +59,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Open the checkpoint in `dir`, its `tokenizer.model`, and the backend `opts` asks for.
+    /// Open the checkpoint in `dir`, its tokenizer (`tokenizer.model`, else `tokenizer.json`), and the backend `opts`
+    /// asks for.
     pub fn load(dir: &Path, opts: &EngineOptions) -> Result<Engine> {
         let t0 = Instant::now();
         let model = Arc::new(Model::open(dir)?);
@@ -75,15 +76,11 @@ impl Engine {
         if opts.prefill_chunk == 0 {
             return Err(Error::InvalidArgument("prefill chunk must be at least 1".into()));
         }
-        let tok_path = dir.join("tokenizer.model");
-        let tokenizer = Tokenizer::open(&tok_path)
-            .and_then(|t| t.with_bos_id(c.bos_token_id))
-            .and_then(|t| t.with_eos_id(c.eos_token_id))
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let tokenizer = load_tokenizer(dir, c).map_err(|e| Error::Tokenizer(e.to_string()))?;
         if tokenizer.vocab_size() > c.vocab_size {
             return Err(Error::Tokenizer(format!(
                 "{} has {} pieces but the model's vocab_size is {}",
-                tok_path.display(),
+                tokenizer.origin(),
                 tokenizer.vocab_size(),
                 c.vocab_size
             )));
@@ -145,6 +142,30 @@ impl Engine {
     pub fn with_measure<R>(&self, f: impl FnOnce(&mut dyn Measure) -> R) -> Option<R> {
         let mut b = self.backend.lock().unwrap_or_else(|p| p.into_inner());
         b.measure().map(f)
+    }
+}
+
+/// The checkpoint's tokenizer with its special ids. A SentencePiece model takes BOS and EOS from `config.json`
+/// (Baichuan's files name them there). A `tokenizer.json` keeps what `tokenizer_config.json` (or its post-processor)
+/// says, as `transformers` does, and takes from `config.json` only what neither names. Generation ends at
+/// `config.json`'s `eos_token_id` in both cases.
+fn load_tokenizer(dir: &Path, c: &engine_format::ModelConfig) -> Result<Tokenizer, engine_tools::TokenizerError> {
+    let tokenizer = Tokenizer::open(dir)?;
+    match tokenizer.kind() {
+        TokenizerKind::SentencePiece => tokenizer.with_bos_id(c.bos_token_id)?.with_eos_id(c.eos_token_id),
+        TokenizerKind::HuggingFace => {
+            let vocab = tokenizer.vocab_size();
+            let fits = |id: u32| (id as usize) < vocab;
+            let (bos, eos) = (tokenizer.bos_id(), tokenizer.eos_id());
+            let mut tokenizer = tokenizer;
+            if bos.is_none() && fits(c.bos_token_id) {
+                tokenizer = tokenizer.with_bos_id(c.bos_token_id)?;
+            }
+            if eos.is_none() && fits(c.eos_token_id) {
+                tokenizer = tokenizer.with_eos_id(c.eos_token_id)?;
+            }
+            Ok(tokenizer)
+        }
     }
 }
 

@@ -69,8 +69,12 @@ pub struct SynthSpec {
     pub rope_theta: f32,
     /// No `lm_head.weight`: the output layer is the embedding.
     pub tie_word_embeddings: bool,
-    /// Written verbatim as `tokenizer.model`.
+    /// Written verbatim as `tokenizer.model` (unless `tokenizer_json` is set).
     pub tokenizer_model: Vec<u8>,
+    /// When set, written verbatim as `tokenizer.json` instead of `tokenizer.model`, with a `tokenizer_config.json`
+    /// in the style of `transformers`' fast tokenizers naming ids 1 and 2 (the `bos_token_id` and `eos_token_id` of
+    /// `config.json`) as BOS and EOS, BOS added.
+    pub tokenizer_json: Option<Vec<u8>>,
 }
 
 impl SynthSpec {
@@ -98,6 +102,7 @@ impl SynthSpec {
             rope_theta: 10000.0,
             tie_word_embeddings: false,
             tokenizer_model: Vec::new(),
+            tokenizer_json: None,
         }
     }
 
@@ -431,8 +436,16 @@ pub fn write_checkpoint(dir: &Path, spec: &SynthSpec) -> Result<SynthReport> {
         let base = if shards.len() == 1 { spec.gptq_base_name() } else { "model".to_string() };
         write_file("quantize_config.json", &to_json(&spec.quantize_config_json(&base)))?;
     }
-    write_file("tokenizer.model", &spec.tokenizer_model)?;
-    write_file("tokenizer_config.json", tokenizer_config(spec.arch).as_bytes())?;
+    match &spec.tokenizer_json {
+        None => {
+            write_file("tokenizer.model", &spec.tokenizer_model)?;
+            write_file("tokenizer_config.json", tokenizer_config(spec.arch).as_bytes())?;
+        }
+        Some(json) => {
+            write_file("tokenizer.json", json)?;
+            write_file("tokenizer_config.json", &json_tokenizer_config(json)?)?;
+        }
+    }
     write_file("special_tokens_map.json", SPECIAL_TOKENS_MAP.as_bytes())?;
 
     let tables = spec.g_idx_tables();
@@ -466,8 +479,11 @@ fn remove_previous_weights(dir: &Path) -> Result<()> {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let Ok(name) = entry.file_name().into_string() else { continue };
         // quantize_config.json too: it is rewritten for GPTQ, and a stale one would make an fp16 checkpoint GPTQ.
+        // Both tokenizer files: the engine prefers tokenizer.model, so a stale one would hide a new tokenizer.json.
         let ours = name == "model.safetensors"
             || name == "quantize_config.json"
+            || name == "tokenizer.model"
+            || name == "tokenizer.json"
             || name == "model.safetensors.index.json"
             || (name.starts_with("gptq_model-") && name.contains("bit-") && name.ends_with("g.safetensors"))
             || (name.starts_with("model-") && name.contains("-of-") && name.ends_with(".safetensors"));
@@ -658,6 +674,22 @@ impl Wy {
         let t = u128::from(self.0) * u128::from(self.0 ^ 0xE703_7ED1_A0B4_28DB);
         ((t >> 64) ^ t) as u64
     }
+}
+
+/// `tokenizer_config.json` for a `tokenizer.json`, as `transformers` writes it for a fast tokenizer: BOS and EOS are
+/// the tokens of ids 1 and 2 (config.json's `bos_token_id` and `eos_token_id`), and BOS is added.
+fn json_tokenizer_config(tokenizer_json: &[u8]) -> Result<Vec<u8>> {
+    let tok = engine_tools::Tokenizer::from_json(tokenizer_json, None).map_err(|e| Error::Tokenizer(e.to_string()))?;
+    let piece = |id: u32| tok.id_to_piece(id).map(str::to_owned).map_err(|e| Error::Tokenizer(e.to_string()));
+    Ok(to_json(&json!({
+        "add_bos_token": true,
+        "add_eos_token": false,
+        "bos_token": piece(1)?,
+        "clean_up_tokenization_spaces": false,
+        "eos_token": piece(2)?,
+        "model_max_length": 1_000_000_000_000_000_000u64,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    })))
 }
 
 /// `tokenizer_config.json` as the published repositories ship it (Baichuan's remote-code tokenizer, or LLaMA's).

@@ -16,6 +16,16 @@ pub fn with_test_tokenizer(mut spec: SynthSpec) -> Result<SynthSpec> {
     Ok(spec)
 }
 
+/// `spec` with the repository's `tokenizer.json` test tokenizer (byte-level BPE), padded to the spec's vocabulary
+/// size, instead of a `tokenizer.model`.
+pub fn with_test_tokenizer_json(mut spec: SynthSpec) -> Result<SynthSpec> {
+    spec.tokenizer_json = Some(
+        engine_tools::padded_tokenizer_json(engine_tools::test_tokenizer_json(), spec.vocab)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?,
+    );
+    Ok(spec)
+}
+
 /// Where the built-in model lives: `$ENGINE_TINY_MODEL_DIR`, else `$XDG_CACHE_HOME/engine/tiny-vN`, else
 /// `~/.cache/engine/tiny-vN`, else a folder under the system temp directory.
 pub fn builtin_tiny_model_dir() -> PathBuf {

@@ -2,8 +2,9 @@
 //! synth` writes into a scratch folder of the test's own. Outputs are checked against each other (the streamed text
 //! against the JSON, the logits file against generate and perplexity), errors for their one-line form.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -41,16 +42,44 @@ impl Scratch {
             .expect("engine-cli runs")
     }
 
+    /// [`run`](Self::run) with `input` as stdin (a pipe).
+    fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_engine-cli"))
+            .args(args)
+            .env("ENGINE_TINY_MODEL_DIR", self.path("builtin"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("engine-cli runs");
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        // From a thread: the output can be larger than a pipe buffer; a chat that ends early closes its stdin.
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().expect("engine-cli runs");
+        writer.join().unwrap();
+        out
+    }
+
     /// `engine-cli COMMAND --model <the tiny model> args...`, on the CPU for the commands that run the model (so
     /// that results and messages are the same with or without a GPU).
     fn on_model(&self, command: &str, args: &[&str]) -> Output {
         let model = self.model();
         let mut all = vec![command, "--model", path_arg(&model)];
-        if matches!(command, "generate" | "logits" | "perplexity" | "bench") {
+        if matches!(command, "generate" | "chat" | "logits" | "perplexity" | "bench") {
             all.extend(["--backend", "cpu"]);
         }
         all.extend_from_slice(args);
         self.run(&all)
+    }
+
+    /// `engine-cli chat --model <the tiny model> --backend cpu args...` with `input` piped to it.
+    fn chat(&self, args: &[&str], input: &str) -> Output {
+        let model = self.model();
+        let all = [&["chat", "--model", path_arg(&model), "--backend", "cpu"][..], args].concat();
+        self.run_with_stdin(&all, input.as_bytes())
     }
 
     /// `vocab_size`, `hidden_size`, ... of the tiny model's config.json.
@@ -145,6 +174,158 @@ fn generate_greedy_text_is_deterministic_and_streams_what_json_reports() {
     let plain = s.on_model("generate", &[&args[..], &[stop_arg.as_str()]].concat());
     assert_eq!(ok(&plain), format!("{before}\n"));
     assert!(String::from_utf8_lossy(&plain.stderr).contains("stop: StopString"));
+}
+
+#[test]
+fn a_checkpoint_with_tokenizer_json_runs_end_to_end() {
+    let s = Scratch::new("tokenizer-json");
+    let dir = s.path("json-model");
+    let made = s.run(&["synth", "--out", path_arg(&dir), "--tokenizer", "json"]);
+    ok(&made);
+    assert!(String::from_utf8_lossy(&made.stderr).contains("tokenizer.json is the test tokenizer padded to"));
+    assert!(dir.join("tokenizer.json").is_file() && !dir.join("tokenizer.model").exists());
+    let config = std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap();
+    assert!(config.contains("\"add_bos_token\": true") && config.contains("\"bos_token\": \"<s>\""), "{config}");
+    let model = path_arg(&dir);
+
+    // Byte-level pieces (Ġ for a space), BOS first as tokenizer_config.json asks.
+    let text = "Hello world, 你好 😀";
+    let rows = ok(&s.run(&["tokenize", "-m", model, text, "--pieces"]));
+    let rows: Vec<(u32, &str)> =
+        rows.lines().map(|l| l.split_once('\t').map(|(id, p)| (id.parse().unwrap(), p)).unwrap()).collect();
+    assert_eq!(rows[0], (1, "<s>"));
+    assert!(rows.iter().any(|(_, p)| p.starts_with('\u{120}')), "{rows:?}");
+    let ids = ids_of(&ok(&s.run(&["tokenize", "-m", model, text])));
+    assert_eq!(ids_of(&ok(&s.run(&["tokenize", "-m", model, text, "--no-bos"]))), ids[1..]);
+
+    // Greedy generation: streamed text = the JSON's text = the decoded tokens, prompt tokens = tokenize's.
+    let args = ["generate", "-m", model, "--backend", "cpu", "-p", text, "-n", "24", "--ignore-eos"];
+    let streamed = ok(&s.run(&args));
+    let j = json(&s.run(&[&args[..], &["--json"]].concat()));
+    assert_eq!(format!("{}\n", j["text"].as_str().unwrap()), streamed);
+    assert_eq!(j["prompt_tokens"].as_u64(), Some(ids.len() as u64));
+    assert_eq!(j["generated_tokens"].as_u64(), Some(24));
+
+    // Without tokenizer.model and tokenizer.json the error names both.
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    fails(&s.run(&["tokenize", "-m", model, "hi"]), 1, &["tokenizer.model", "tokenizer.json"]);
+}
+
+#[test]
+fn generate_help_says_the_chat_template_of_tokenizer_config_is_not_used() {
+    let s = Scratch::new("generate-help");
+    let help = ok(&s.run(&["generate", "--help"]));
+    assert!(help.contains("chat template of a tokenizer_config.json is not used"), "{help}");
+}
+
+/// One JSON object per line of a `--json` chat.
+fn json_lines(out: &Output) -> Vec<Value> {
+    ok(out).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+}
+
+fn n(v: &Value, key: &str) -> usize {
+    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}")) as usize
+}
+
+#[test]
+fn chat_feeds_each_turn_only_its_own_tokens_and_undo_restores_the_state() {
+    let s = Scratch::new("chat");
+    let (before, after) = (s.path("before.bin"), s.path("after-undo.bin"));
+    let input = format!(
+        "Hello there\n/logits {}\nHow are you today?\n/undo\n/logits {}\nTell me more\n",
+        before.display(),
+        after.display()
+    );
+    let args = ["-n", "8", "--ignore-eos"];
+    let lines = json_lines(&s.chat(&[&args[..], &["--json"]].concat(), &input));
+    let [t1, logits1, t2, undo, logits2, t3] = &lines[..] else { panic!("six JSON lines: {lines:?}") };
+
+    // What each turn's own text tokenizes to: the first with BOS, the others after the previous reply.
+    let own = |text: &str, first: bool| {
+        let bos: &[&str] = if first { &[] } else { &["--no-bos"] };
+        ids_of(&ok(&s.on_model("tokenize", &[&[text][..], bos].concat()))).len()
+    };
+    assert_eq!((n(t1, "cached_before"), n(t1, "dropped_turns")), (0, 0));
+    assert_eq!(n(t1, "fed_tokens"), own("USER:Hello there\nASSISTANT:", true));
+    assert_eq!(n(t1, "cached_after"), n(t1, "fed_tokens") + 8, "the whole reply is in the cache");
+    // The second turn starts from the first's cache and feeds only its own tokens.
+    assert_eq!(n(t2, "cached_before"), n(t1, "cached_after"));
+    assert_eq!(n(t2, "fed_tokens"), own("\nUSER:How are you today?\nASSISTANT:", false));
+    assert_eq!(n(t2, "fed_tokens"), n(t2, "turn_tokens"));
+    assert_eq!(n(t2, "cached_after"), n(t2, "cached_before") + n(t2, "fed_tokens") + 8);
+    // /undo truncates to the end of the first turn: the same positions, the same next-token logits, bit for bit.
+    assert_eq!(
+        (&undo["command"], n(undo, "cached"), n(undo, "turns")),
+        (&Value::from("undo"), n(t1, "cached_after"), 1)
+    );
+    assert_eq!((n(logits1, "cached"), n(logits2, "cached")), (n(t1, "cached_after"), n(t1, "cached_after")));
+    let (a, b) = (std::fs::read(&before).unwrap(), std::fs::read(&after).unwrap());
+    assert_eq!(a.len(), s.config("vocab_size") * 4);
+    assert!(a == b, "the logits after /undo differ from those before the undone turn");
+    // The third turn again feeds only its own tokens.
+    assert_eq!(n(t3, "cached_before"), n(t1, "cached_after"));
+    assert_eq!(n(t3, "fed_tokens"), own("\nUSER:Tell me more\nASSISTANT:", false));
+
+    // The first reply is what generate gives for the same prompt, and the turn after /undo is what a conversation
+    // that never had the undone turn gives.
+    let g = json(
+        &s.on_model("generate", &["--template", "chat", "-p", "Hello there", "-n", "8", "--ignore-eos", "--json"]),
+    );
+    assert_eq!(g["tokens"], t1["tokens"]);
+    let direct = json_lines(&s.chat(&[&args[..], &["--json"]].concat(), "Hello there\nTell me more\n"));
+    assert_eq!((&direct[1]["tokens"], &direct[1]["cached_after"]), (&t3["tokens"], &t3["cached_after"]));
+
+    // Without --json the replies stream to stdout, one line each, and per-turn stats go to stderr.
+    let plain = s.chat(&args, &input);
+    let texts: Vec<&str> = [t1, t2, t3].iter().map(|t| t["text"].as_str().unwrap()).collect();
+    assert_eq!(ok(&plain), format!("{}\n{}\n{}\n", texts[0], texts[1], texts[2]));
+    let stats = String::from_utf8_lossy(&plain.stderr);
+    assert!(stats.contains("[turn 2]") && stats.contains("first token") && stats.contains("undone"), "{stats}");
+}
+
+#[test]
+fn chat_context_full_stops_or_drops_the_oldest_turns() {
+    let s = Scratch::new("chat-full");
+    let input = "Hello there\nHow are you today?\nTell me more\n";
+    let args = ["-n", "16", "--ignore-eos", "--json", "--ctx", "96"];
+    // Dropping: the third turn drops the first and prefills the second again with its own tokens.
+    let lines = json_lines(&s.chat(&[&args[..], &["--on-full", "drop-oldest"]].concat(), input));
+    let [t1, t2, t3] = &lines[..] else { panic!("three turns: {lines:?}") };
+    assert_eq!((n(t1, "dropped_turns"), n(t2, "dropped_turns"), n(t3, "dropped_turns")), (0, 0, 1));
+    let head = 1; // BOS: the chat template has no preamble
+    let second = n(t2, "cached_after") - n(t2, "cached_before");
+    assert_eq!(n(t3, "fed_tokens"), head + second + n(t3, "turn_tokens"));
+    assert_eq!(n(t3, "cached_after"), n(t3, "fed_tokens") + 16);
+    assert!(n(t3, "cached_after") <= 96);
+
+    // Stopping: the third message does not fit; from a pipe that ends the chat with an error naming the ways out.
+    let out = s.chat(&args, input);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(ok_lines(&out), 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("engine-cli: context overflow") && stderr.lines().count() == 1, "{stderr}");
+    for name in ["/undo", "--on-full drop-oldest", "--ctx"] {
+        assert!(stderr.contains(name), "{stderr}");
+    }
+}
+
+/// Lines of stdout, whatever the exit status.
+fn ok_lines(out: &Output) -> usize {
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn chat_errors_from_a_pipe_end_the_chat() {
+    let s = Scratch::new("chat-errors");
+    fails(&s.chat(&[], "/bogus\n"), 1, &["/bogus", "/undo"]);
+    fails(&s.chat(&[], "/logits\n"), 1, &["/logits FILE"]);
+    let model = s.model();
+    let chat = ["chat", "-m", path_arg(&model), "--backend", "cpu"];
+    fails(&s.run_with_stdin(&chat, b"\n\nab\xff\n"), 1, &["line 3 of stdin", "offset 2"]);
+    assert_eq!(json_lines(&s.chat(&["--json"], "/undo\n"))[0]["undone"], false);
+    fails(&s.chat(&["-n", "0"], "hi\n"), 1, &["--max-new-tokens"]);
+    let help = ok(&s.run(&["chat", "--help"]));
+    assert!(help.contains("chat template of a tokenizer_config.json is not used") && help.contains("--on-full"));
 }
 
 #[test]

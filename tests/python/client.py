@@ -124,7 +124,7 @@ def check_header(path):
         for name, value in table.items():
             assert found.get(prefix + name) == value, f"ENGINE_{prefix}{name}: header {found.get(prefix + name)}"
     assert re.search(r"#define ENGINE_MAX_PREFILL_CHUNK %d\b" % MAX_PREFILL_CHUNK, text)
-    assert "#define ENGINE_NO_TOKEN UINT32_MAX" in text
+    assert "#define ENGINE_NO_TOKEN %d" % NO_TOKEN in text
     expected = set(f"ENGINE_{p}{n}" for t, p in ((STATUS, "STATUS_"), (STOP, "STOP_REASON_"), (BACKEND, "BACKEND_"))
                    for n in t)
     assert set("ENGINE_" + k for k in found) == expected, set("ENGINE_" + k for k in found) ^ expected

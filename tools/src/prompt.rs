@@ -4,7 +4,9 @@
 //!   errors that name the file and, for bad encodings, the byte offset.
 //! * [`Template`]: raw text, Baichuan's few-shot completion style
 //!   (`Hamlet->Shakespeare\nOne Hundred Years of Solitude->`), or the chat
-//!   style `USER:{text}\nASSISTANT:` with earlier turns joined by `\n`.
+//!   style `USER:{text}\nASSISTANT:` with earlier turns joined by `\n`; for a
+//!   conversation fed turn by turn, the same text split into a preamble and
+//!   one piece per turn ([`Template::preamble`], [`Template::turn`]).
 //! * [`unescape`]: turns `\n`, `\t`, … typed in a shell argument into the
 //!   characters, for a CLI flag that asks for it.
 
@@ -142,6 +144,11 @@ impl Template {
         }
     }
 
+    /// The chat template without history.
+    pub fn chat() -> Template {
+        Template::Chat { history: Vec::new() }
+    }
+
     /// The model card's one-shot completion prompt: `Hamlet->Shakespeare`.
     pub fn one_shot() -> Template {
         Template::Completion { examples: vec![("Hamlet".to_owned(), "Shakespeare".to_owned())] }
@@ -153,6 +160,45 @@ impl Template {
             Template::Raw => text.to_owned(),
             Template::Completion { examples } => render_completion(examples, text),
             Template::Chat { history } => render_chat(history, text),
+        }
+    }
+}
+
+impl Template {
+    /// What comes before the first turn of a conversation: the completion examples (`Hamlet->Shakespeare`) or
+    /// the chat history, without the separator that follows them; empty for raw text.
+    pub fn preamble(&self) -> String {
+        match self {
+            Template::Raw => String::new(),
+            Template::Completion { examples } => {
+                examples.iter().map(|(i, o)| format!("{i}{COMPLETION_SEPARATOR}{o}")).collect::<Vec<_>>().join("\n")
+            }
+            Template::Chat { history } => {
+                history.iter().map(|(q, a)| format!("USER:{q}\nASSISTANT:{a}")).collect::<Vec<_>>().join("\n")
+            }
+        }
+    }
+
+    /// One turn of a conversation fed turn by turn: the user's `text` wrapped, with the separator from what came
+    /// before unless the conversation is still empty (`first`: no preamble and no earlier turn). The model's
+    /// reply follows it. So `preamble() + turn(q1, first) + a1 + turn(q2, false) + ...` is the text
+    /// [`render`](Self::render) gives for the same history, and raw turns simply continue the text.
+    pub fn turn(&self, text: &str, first: bool) -> String {
+        let sep = if first { "" } else { "\n" };
+        match self {
+            Template::Raw => text.to_owned(),
+            Template::Completion { .. } => format!("{sep}{text}{COMPLETION_SEPARATOR}"),
+            Template::Chat { .. } => format!("{sep}USER:{text}\nASSISTANT:"),
+        }
+    }
+
+    /// Where a reply ends in a conversation: at the line break that would begin the next completion line, or at
+    /// the model starting the user's next turn itself. Raw text has none.
+    pub fn stop_strings(&self) -> Vec<String> {
+        match self {
+            Template::Raw => Vec::new(),
+            Template::Completion { .. } => vec!["\n".to_owned()],
+            Template::Chat { .. } => vec!["\nUSER:".to_owned()],
         }
     }
 }
@@ -274,6 +320,35 @@ mod tests {
         }
         let err = "chatml".parse::<Template>().unwrap_err().to_string();
         assert!(err.contains("chatml") && err.contains("raw, completion, chat"), "{err}");
+    }
+
+    #[test]
+    fn turns_add_up_to_the_rendered_conversation() {
+        let examples = vec![("Hamlet".to_owned(), "Shakespeare".to_owned()), ("Emma".to_owned(), "Austen".to_owned())];
+        let (q1, a1, q2) = ("Dune", "Herbert", "Ulysses");
+        for template in [Template::Raw, Template::Completion { examples: examples.clone() }, Template::chat()] {
+            let pre = template.preamble();
+            let one = format!("{pre}{}", template.turn(q1, pre.is_empty()));
+            assert_eq!(one, template.render(q1), "{template}");
+            let two = format!("{one}{a1}{}", template.turn(q2, false));
+            let with_history = match &template {
+                Template::Raw => format!("{q1}{a1}{q2}"),
+                Template::Completion { examples } => {
+                    let mut e = examples.clone();
+                    e.push((q1.to_owned(), a1.to_owned()));
+                    Template::Completion { examples: e }.render(q2)
+                }
+                Template::Chat { .. } => Template::Chat { history: vec![(q1.to_owned(), a1.to_owned())] }.render(q2),
+            };
+            assert_eq!(two, with_history, "{template}");
+        }
+        assert_eq!(Template::one_shot().preamble(), "Hamlet->Shakespeare");
+        assert_eq!(Template::chat().turn("hi", true), "USER:hi\nASSISTANT:");
+        assert_eq!(Template::chat().turn("hi", false), "\nUSER:hi\nASSISTANT:");
+        let history = Template::Chat { history: vec![("a".into(), "b".into()), ("c".into(), "d".into())] };
+        assert_eq!(history.preamble(), "USER:a\nASSISTANT:b\nUSER:c\nASSISTANT:d");
+        assert_eq!(Template::Raw.stop_strings(), Vec::<String>::new());
+        assert_eq!(Template::chat().stop_strings(), ["\nUSER:"]);
     }
 
     #[test]

@@ -204,8 +204,9 @@ fn parse_piece(buf: &[u8]) -> Result<PieceEntry, String> {
     Ok(PieceEntry { text, kind })
 }
 
-/// `<0x41>` → 0x41, exactly as sentencepiece writes byte pieces (upper-case hex).
-fn byte_piece_value(text: &str) -> Option<u8> {
+/// `<0x41>` → 0x41, exactly as sentencepiece writes byte pieces (upper-case hex; `tokenizer.json` files converted
+/// from SentencePiece models keep the same names).
+pub(crate) fn byte_piece_value(text: &str) -> Option<u8> {
     let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
     if hex.len() != 2 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
         return None;

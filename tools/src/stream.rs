@@ -2,11 +2,11 @@
 //!
 //! The contract: the concatenation of everything [`StreamDecoder::push`] and
 //! [`StreamDecoder::finish`] return equals `Tokenizer::decode` of all the ids,
-//! and no character is ever split (a character spelled with byte-fallback
-//! pieces comes out whole once its last byte arrives).
+//! and no character is ever split (a character spelled with several byte
+//! tokens comes out whole once its last byte arrives).
 //!
-//! How: SentencePiece's decode is a concatenation of per-piece surfaces with
-//! two couplings between pieces:
+//! How, for SentencePiece: its decode is a concatenation of per-piece surfaces
+//! with two couplings between pieces:
 //!   * consecutive byte pieces are decoded together as UTF-8, and an
 //!     incomplete trailing sequence decodes to one U+FFFD per byte until the
 //!     rest arrives;
@@ -20,9 +20,25 @@
 //! the new id. Each push costs O(1) library work. Models with a denormalizer
 //! (none of the Baichuan/LLaMA family) rewrite the whole text, so for them the
 //! window is never trimmed: still exact, but quadratic.
+//!
+//! For `tokenizer.json` (byte-level BPE above all): the decoder joins the bytes
+//! of every token and decodes them as UTF-8, replacing each invalid or
+//! incomplete sequence by one U+FFFD (SentencePiece-style `ByteFallback`
+//! decoders: one per byte, at most 3 for an incomplete character). Text up to
+//! the last complete character never changes as tokens are appended, so the
+//! decoder holds back at most 3 trailing U+FFFD and, once the text ends in a
+//! complete character, replaces the settled ids by an anchor token (plain ASCII
+//! letters whose text does not depend on their neighbours). The piece table does
+//! not say which token holds which bytes, so while the text ends in U+FFFD the
+//! window keeps growing: a run of invalid bytes costs quadratic time, normal
+//! text O(1) per token. Special tokens vanish from decoding wherever they are,
+//! so they are dropped on arrival. Exact for decoders whose text for a token
+//! depends only on the tokens before it up to the last complete character
+//! (byte-level, `Metaspace`, `ByteFallback`/`Fuse`/`Replace`, leading `Strip`);
+//! not for WordPiece's clean-up, which rewrites text already produced.
 
 use crate::proto::PieceKind;
-use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::tokenizer::{Tokenizer, TokenizerError, TokenizerKind};
 
 /// Incremental decoder for one generated sequence; see the module docs.
 #[derive(Debug)]
@@ -50,6 +66,13 @@ impl<'t> StreamDecoder<'t> {
     /// token, or a byte piece in the middle of a character). An out-of-range id
     /// is an error and leaves the decoder unchanged.
     pub fn push(&mut self, id: u32) -> Result<String, TokenizerError> {
+        match self.tokenizer.kind() {
+            TokenizerKind::SentencePiece => self.push_sentencepiece(id),
+            TokenizerKind::HuggingFace => self.push_json(id),
+        }
+    }
+
+    fn push_sentencepiece(&mut self, id: u32) -> Result<String, TokenizerError> {
         let kind = self.tokenizer.piece_kind(id)?;
         // Before any text, control pieces change nothing in the library's
         // decode (they are not bytes and do not affect the first-piece rule),
@@ -97,6 +120,34 @@ impl<'t> StreamDecoder<'t> {
             let unknown = |id: &u32| matches!(self.tokenizer.piece_kind(*id), Ok(PieceKind::Unknown));
             if !self.window.iter().any(unknown) {
                 self.window.drain(..self.window.len() - 1);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`push`](Self::push) for `tokenizer.json`; see the module docs.
+    fn push_json(&mut self, id: u32) -> Result<String, TokenizerError> {
+        if self.tokenizer.piece_kind(id)? == PieceKind::Control {
+            return Ok(String::new());
+        }
+        self.window.push(id);
+        let text = match self.tokenizer.decode(&self.window) {
+            Ok(text) => text,
+            Err(e) => {
+                self.window.pop();
+                return Err(e);
+            }
+        };
+        let trailing = text.chars().rev().take_while(|&c| c == REPLACEMENT).count();
+        let stable_end = text.len() - trailing.min(3) * REPLACEMENT.len_utf8();
+        let out = text.get(self.emitted..stable_end).unwrap_or_default().to_owned();
+        self.emitted = self.emitted.max(stable_end);
+        self.started |= !text.is_empty();
+        if self.started && trailing == 0 {
+            if let Some(anchor) = self.tokenizer.anchor {
+                self.window.clear();
+                self.window.push(anchor.id);
+                self.emitted = anchor.text_len;
             }
         }
         Ok(out)
@@ -179,11 +230,16 @@ mod tests {
     /// Streams `ids`, checks the concatenation against `decode`, that the
     /// window stays small, and returns the per-push outputs.
     fn check(t: &Tokenizer, ids: &[u32]) -> Vec<String> {
+        check_window(t, ids, 5)
+    }
+
+    /// [`check`] with another bound on the window.
+    fn check_window(t: &Tokenizer, ids: &[u32], max_window: usize) -> Vec<String> {
         let mut dec = StreamDecoder::new(t);
         let mut outs = Vec::new();
         for &id in ids {
             outs.push(dec.push(id).unwrap());
-            assert!(dec.window.len() <= 5, "window grew to {:?}", dec.window);
+            assert!(dec.window.len() <= max_window, "window grew to {:?}", dec.window);
         }
         outs.push(dec.finish().unwrap());
         let expected = t.decode(ids).unwrap();
@@ -316,6 +372,96 @@ mod tests {
             }
             out += &dec.finish().unwrap();
             assert_eq!(out, text);
+        }
+    }
+
+    fn json_tok() -> Tokenizer {
+        Tokenizer::from_json(crate::test_tokenizer_json(), None).unwrap()
+    }
+
+    /// Ids of the byte-level tokens that stand for one byte each, indexed by the byte.
+    fn json_byte_ids(t: &Tokenizer) -> Vec<u32> {
+        (0..=255u8)
+            .map(|b| {
+                let ids = t.encode(&String::from_utf8_lossy(&[b]), false).unwrap();
+                // Bytes >= 0x80 alone are not UTF-8: find the token whose piece is the byte's stand-in character.
+                if b < 0x80 {
+                    assert_eq!(ids.len(), 1);
+                    return ids[0];
+                }
+                (0..t.vocab_size() as u32)
+                    .find(|&id| {
+                        let piece = t.id_to_piece(id).unwrap();
+                        piece.chars().count() == 1 && {
+                            // GPT-2's byte-to-character table: bytes 0x80..=0xA0 and 0xAD map to U+0100 + n,
+                            // the others to themselves.
+                            let c = piece.chars().next().unwrap() as u32;
+                            let n = (0..=255u32).filter(|&x| !is_printable_byte(x)).position(|x| x == b as u32);
+                            match n {
+                                Some(n) => c == 256 + n as u32,
+                                None => c == b as u32,
+                            }
+                        }
+                    })
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    fn is_printable_byte(b: u32) -> bool {
+        (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+    }
+
+    #[test]
+    fn json_characters_come_out_whole() {
+        let t = json_tok();
+        let bytes = json_byte_ids(&t);
+        // 龘 as its three bytes, one token each.
+        let ids = [bytes[b'a' as usize], bytes[0xE9], bytes[0xBE], bytes[0x98], bytes[b'b' as usize]];
+        assert_eq!(t.decode(&ids).unwrap(), "a龘b");
+        assert_eq!(check(&t, &ids), ["a", "", "", "龘", "b", ""]);
+        // An emoji cut short: one U+FFFD for the incomplete sequence, released by finish() or by what follows.
+        let emoji: Vec<u32> = "😀".bytes().map(|b| bytes[b as usize]).collect();
+        assert_eq!(check(&t, &emoji), ["", "", "", "😀", ""]);
+        assert_eq!(check(&t, &emoji[..2]), ["", "", "\u{FFFD}"]);
+        assert_eq!(check(&t, &[emoji[0], emoji[1], bytes[b'x' as usize]]), ["", "", "\u{FFFD}x", ""]);
+        // Special tokens vanish wherever they are, even inside a character.
+        assert_eq!(check(&t, &[emoji[0], 1, emoji[1], 2, emoji[2], emoji[3]]).concat(), "😀");
+    }
+
+    #[test]
+    fn json_window_stays_small_on_text() {
+        let t = json_tok();
+        assert!(t.anchor.is_some());
+        let text = "The quick brown fox 跳过了 the lazy dog 🐕.\n\n    fn main() { println!(\"hi\"); }\n";
+        let ids = t.encode(text, false).unwrap();
+        assert_eq!(check(&t, &ids).concat(), text);
+    }
+
+    #[test]
+    fn json_random_sequences_match_full_decode() {
+        let t = json_tok();
+        let bytes = json_byte_ids(&t);
+        let mut rng = Rng(0x5eed_1234_abcd_ef01);
+        let texts = ["Hello, world!", "  spaces   and\ttabs\n\n", "中文和English混合", "龘靐齉😀👩‍💻🇨🇳", "0123456789"];
+        for _ in 0..400 {
+            let len = rng.below(40);
+            let mut ids = Vec::new();
+            while ids.len() < len {
+                match rng.below(6) {
+                    0 => ids.push(rng.below(t.vocab_size()) as u32),
+                    1 => ids.push(bytes[rng.below(256)]),
+                    2 => {
+                        ids.push(bytes[0xC0 + rng.below(0x38)]);
+                        for _ in 0..rng.below(4) {
+                            ids.push(bytes[0x80 + rng.below(0x40)]);
+                        }
+                    }
+                    3 => ids.push(rng.below(3) as u32),
+                    _ => ids.extend(t.encode(texts[rng.below(texts.len())], rng.below(2) == 0).unwrap()),
+                }
+            }
+            check_window(&t, &ids, usize::MAX);
         }
     }
 }

@@ -1,12 +1,15 @@
-//! Tokenizer models for tests and synthetic checkpoints.
+//! Tokenizers for tests and synthetic checkpoints.
 //!
 //! The engine's `synth` command writes checkpoints of any shape (e.g. the 7B
-//! shape with 64000 ids) and needs a `tokenizer.model` with exactly that many
-//! pieces. [`padded_tokenizer_model`] extends the small test model (or any
-//! model) with reserved pieces that the encoder can never produce, so text
-//! encodes exactly as with the base model while every id decodes.
+//! shape with 64000 ids) and needs a `tokenizer.model` or `tokenizer.json`
+//! with exactly that many pieces. [`padded_tokenizer_model`] and
+//! [`padded_tokenizer_json`] extend the small test tokenizers (or others) with
+//! reserved pieces that the encoder can never produce, so text encodes exactly
+//! as with the base tokenizer while every id decodes.
 
 use std::collections::HashSet;
+
+use serde_json::Value;
 
 use crate::proto::{self, PieceEntry, PieceKind};
 use crate::tokenizer::{Tokenizer, TokenizerError};
@@ -24,6 +27,62 @@ const PAD_SCORE: f32 = -1.0e9;
 /// normalizer settings. Regenerate with `tools/testdata/train_tokenizer.py`.
 pub fn test_tokenizer_model() -> &'static [u8] {
     include_bytes!("../testdata/tokenizer.model")
+}
+
+/// The committed Hugging Face test tokenizer (`tools/testdata/tokenizer.json`):
+/// GPT-2-style byte-level BPE of 1000 tokens trained on the same text as
+/// [`test_tokenizer_model`], special tokens `<|pad|>`=0, `<s>`=1, `</s>`=2.
+/// Regenerate with `tools/testdata/train_tokenizer_json.py`.
+pub fn test_tokenizer_json() -> &'static [u8] {
+    include_bytes!("../testdata/tokenizer.json")
+}
+
+/// Returns the `tokenizer.json` `base` extended to exactly `vocab_size` ids.
+///
+/// The new tokens are `<unusedN>` (N = the id; another name if the base has it) in the BPE model's vocabulary.
+/// A BPE model produces a token of several characters only by a merge, and every merge's result is in the base
+/// vocabulary, so the new tokens are unreachable and text encodes as before; decoding one yields its name.
+/// Models that look whole words up in the vocabulary (`ignore_merges`) and other model types are refused.
+pub fn padded_tokenizer_json(base: &[u8], vocab_size: usize) -> Result<Vec<u8>, TokenizerError> {
+    let bad =
+        |reason: String| TokenizerError::NotTokenizerJson { origin: "the base tokenizer.json".to_owned(), reason };
+    let base_tok = Tokenizer::from_json(base, None)?;
+    let base_size = base_tok.vocab_size();
+    if vocab_size < base_size {
+        return Err(TokenizerError::PadTooSmall { requested: vocab_size, base: base_size });
+    }
+    if vocab_size > MAX_PADDED_VOCAB {
+        return Err(TokenizerError::PadTooLarge { requested: vocab_size, max: MAX_PADDED_VOCAB });
+    }
+    if vocab_size == base_size {
+        return Ok(base.to_vec());
+    }
+    let mut value: Value = serde_json::from_slice(base).map_err(|e| bad(e.to_string()))?;
+    let model = &mut value["model"];
+    if model["type"] != "BPE" || model["ignore_merges"] == true {
+        return Err(bad("padding needs a BPE model without ignore_merges".to_owned()));
+    }
+    let Some(vocab) = model["vocab"].as_object_mut() else {
+        return Err(bad("its model has no vocab object".to_owned()));
+    };
+    for id in base_size..vocab_size {
+        let name = (0..1000)
+            .map(|attempt| match attempt {
+                0 => format!("<unused{id}>"),
+                n => format!("<unused{id}~{n}>"),
+            })
+            .find(|name| !vocab.contains_key(name) && base_tok.piece_to_id(name).is_none())
+            .ok_or_else(|| bad(format!("no free name for the padding token {id}")))?;
+        vocab.insert(name, Value::from(id));
+    }
+    let out = serde_json::to_vec(&value).map_err(|e| bad(e.to_string()))?;
+
+    // Cheap insurance that the library reads the padded file as intended.
+    let padded = Tokenizer::from_json(&out, None)?;
+    if padded.vocab_size() != vocab_size {
+        return Err(bad(format!("the padded file has {} ids, expected {vocab_size}", padded.vocab_size())));
+    }
+    Ok(out)
 }
 
 /// Returns `base` extended to exactly `vocab_size` pieces.
@@ -172,6 +231,35 @@ mod tests {
         for id in 0..3000 {
             assert_eq!(a.id_to_piece(id).unwrap(), b.id_to_piece(id).unwrap());
         }
+    }
+
+    #[test]
+    fn json_pads_to_the_requested_size_without_changing_encoding() {
+        let base = Tokenizer::from_json(test_tokenizer_json(), None).unwrap();
+        assert_eq!(base.vocab_size(), 1000);
+        let padded_bytes = padded_tokenizer_json(test_tokenizer_json(), 64000).unwrap();
+        let padded = Tokenizer::from_json(&padded_bytes, None).unwrap();
+        assert_eq!(padded.vocab_size(), 64000);
+        assert_eq!(padded.id_to_piece(1000).unwrap(), "<unused1000>");
+        assert_eq!(padded.id_to_piece(63999).unwrap(), "<unused63999>");
+        assert_eq!(padded.piece_kind(5000).unwrap(), PieceKind::Normal);
+        for text in ["Hello world <unused1000> <unused63999>", "<unused5000><unused5001>", "中文 😀 \n\t  x"] {
+            assert_eq!(padded.encode(text, true).unwrap(), base.encode(text, true).unwrap());
+        }
+        assert_eq!(padded.decode(&[1000, 63999]).unwrap(), "<unused1000><unused63999>");
+        let all: Vec<u32> = (0..64000).collect();
+        padded.decode(&all).unwrap();
+
+        assert_eq!(padded_tokenizer_json(test_tokenizer_json(), 1000).unwrap(), test_tokenizer_json());
+        let err = padded_tokenizer_json(test_tokenizer_json(), 999).unwrap_err().to_string();
+        assert!(err.contains("999") && err.contains("1000"), "{err}");
+        assert!(padded_tokenizer_json(test_tokenizer_json(), MAX_PADDED_VOCAB + 1).is_err());
+        assert!(padded_tokenizer_json(b"{}", 2000).is_err());
+        let whole_words = String::from_utf8(test_tokenizer_json().to_vec())
+            .unwrap()
+            .replace("\"ignore_merges\": false", "\"ignore_merges\": true");
+        let err = padded_tokenizer_json(whole_words.as_bytes(), 2000).unwrap_err().to_string();
+        assert!(err.contains("ignore_merges"), "{err}");
     }
 
     #[test]

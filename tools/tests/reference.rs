@@ -13,6 +13,9 @@ use std::process::{Command, Stdio};
 use engine_tools::{padded_tokenizer_model, test_tokenizer_model, PieceKind, StreamDecoder, Tokenizer};
 use serde_json::{json, Value};
 
+mod common;
+use common::{strings, Rng};
+
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -59,78 +62,6 @@ fn reference(request: &Value) -> Value {
         eprintln!("warning: comparing against sentencepiece {version}, but {} is pinned", pinned_version());
     }
     reply
-}
-
-/// xorshift64*: deterministic test data without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-fn strings() -> Vec<String> {
-    let fixed = [
-        "",
-        " ",
-        "  ",
-        "\n",
-        "\n\n\n",
-        "\t",
-        "The quick brown fox jumps over the lazy dog.",
-        "Hello, world!",
-        " leading space",
-        "trailing space ",
-        "   three leading, two trailing  ",
-        "multiple   spaces    inside",
-        "line one\nline two\n\nline four\n",
-        "\ttab\tseparated\tvalues\t",
-        "mixed \t \n whitespace \r\n windows line end",
-        "我们今天去公园散步。",
-        "这个模型有七十亿个参数，需要很大的显存。",
-        "龘靐齉爩 rare characters fall back to bytes",
-        "中文和English混合，还有数字123和符号!?",
-        "0",
-        "1234567890",
-        "3.14159 2.71828 -42 1e-5 0x1F 1,000,000",
-        "2024-11-07 14:45:00",
-        "😀",
-        "emoji 😀🎉🚀 in text",
-        "family 👩‍👩‍👧‍👦 and flag 🇨🇳 and skin tone 👍🏽",
-        "fn main() {\n    println!(\"hi\");\n}\n",
-        "def f(x):\n\treturn x * 2\n",
-        "<s> and </s> and <unk> typed as text",
-        "<0x41> typed as text",
-        "▁ the meta symbol itself ▁▁",
-        "é vs e\u{301} (combining)",
-        "Ελληνικά, русский, العربية, हिन्दी, 日本語, 한국어",
-        "full-width ＡＢＣ１２３ and ideographic space\u{3000}here",
-        "zero\u{200b}width and nbsp\u{a0}here",
-        "nul\u{0}inside",
-        "<unused1000> <unused63999>",
-        "\u{fffd} replacement char",
-        "a",
-        "ab",
-        "x\ny",
-    ];
-    let mut out: Vec<String> = fixed.iter().map(|s| s.to_string()).collect();
-    // Random strings from a palette that mixes everything above.
-    let palette: Vec<char> = "abcdefghijklmnopqrstuvwxyz ABCXYZ0123456789  \n\t.,;:!?-_()[]{}<>\"'\\/\
-                              我们的是在了一中文模型龘靐😀🎉👍🏽é\u{301}ß▁\u{3000}"
-        .chars()
-        .collect();
-    let mut rng = Rng(0xdead_beef_cafe_f00d);
-    for _ in 0..150 {
-        let len = rng.below(30);
-        out.push((0..len).map(|_| palette[rng.below(palette.len())]).collect());
-    }
-    out
 }
 
 fn id_sequences(tok: &Tokenizer, encoded: &[Vec<u32>], seed: u64) -> Vec<Vec<u32>> {

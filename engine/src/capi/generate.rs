@@ -51,7 +51,9 @@ pub enum EngineStopReason {
 pub struct EngineGenerateOptions {
     /// Most tokens to generate (an EOS included); 0 generates nothing and does not feed the prompt.
     pub max_new_tokens: u32,
-    /// Put the BOS token before the prompt (true for a new conversation, false to continue one).
+    /// Start a new sequence: the BOS token goes before the prompt when the tokenizer starts sequences with one
+    /// (always for tokenizer.model; as tokenizer_config.json says for tokenizer.json). True for a new
+    /// conversation, false to continue one.
     pub add_bos: bool,
     /// Do not stop at the EOS token (benchmarks).
     pub ignore_eos: bool,

@@ -196,8 +196,9 @@ fn engine_options(o: &EngineModelOptions) -> CResult<EngineOptions> {
     })
 }
 
-/// Load the checkpoint in directory `dir` (config.json, quantize_config.json, *.safetensors, tokenizer.model)
-/// on the backend `options` asks for. `options` may be NULL for `engine_model_default_options()`.
+/// Load the checkpoint in directory `dir` (config.json, quantize_config.json, *.safetensors, and tokenizer.model or
+/// else tokenizer.json with tokenizer_config.json) on the backend `options` asks for. `options` may be NULL for
+/// `engine_model_default_options()`.
 /// On success `*out_model` is a new model to free with `engine_model_free`; on failure it is set to NULL.
 ///
 /// Errors: NOT_FOUND (no such directory or a required file missing), FORMAT, IO, TOKENIZER, INVALID_ARGUMENT
@@ -238,6 +239,39 @@ pub unsafe extern "C" fn engine_model_load(
         handles::register(p as usize, Kind::Model);
         // SAFETY: checked above.
         unsafe { out_model.write(p) };
+        Ok(())
+    })
+}
+
+/// The directory of the built-in tiny model (random weights in the real layout, so that the library can be tried
+/// on any machine), written there first if it is missing: `$ENGINE_TINY_MODEL_DIR`, else
+/// `$XDG_CACHE_HOME/engine/tiny-v1` or `~/.cache/engine/tiny-v1`; the model `engine-cli` uses without `--model`.
+/// Pass the directory to `engine_model_load`. On success `*out_dir` is a new NUL-terminated UTF-8 string to free
+/// with `engine_string_free`, and `*out_len` (if not NULL) its length in bytes.
+///
+/// Errors: IO (the directory cannot be written), INVALID_ARGUMENT (the path is not UTF-8). Thread-safe.
+///
+/// # Safety
+/// `out_dir` is NULL or writable; `out_len` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn engine_tiny_model_dir(out_dir: *mut *mut c_char, out_len: *mut usize) -> EngineStatus {
+    guard(|| {
+        check_out(out_dir, "out_dir")?;
+        if !out_len.is_null() {
+            check_out(out_len, "out_len")?;
+        }
+        let dir = crate::tiny::builtin_tiny_model()?;
+        let dir = dir
+            .to_str()
+            .ok_or_else(|| CapiError::invalid(format!("the tiny model's directory {} is not UTF-8", dir.display())))?;
+        let s = new_string(dir.as_bytes());
+        // SAFETY: checked above; the caller provides a writable pointer (and size_t when out_len is not NULL).
+        unsafe {
+            out_dir.write(s);
+            if !out_len.is_null() {
+                out_len.write(dir.len());
+            }
+        }
         Ok(())
     })
 }
@@ -348,7 +382,8 @@ pub unsafe extern "C" fn engine_model_memory_plan(
     })
 }
 
-/// Tokenize the NUL-terminated UTF-8 `text`, with the BOS token first when `add_bos`.
+/// Tokenize the NUL-terminated UTF-8 `text`. With `add_bos`, the BOS token comes first when the tokenizer starts
+/// sequences with one (always for tokenizer.model; as tokenizer_config.json says for tokenizer.json).
 ///
 /// Writes the number of tokens to `*out_n_tokens` and, if `capacity` is large enough, the tokens to
 /// `tokens[0..n]`. If `capacity` is too small, nothing is written to `tokens`, `*out_n_tokens` is the capacity

@@ -24,6 +24,12 @@ impl Tiny {
         write_checkpoint(&dir, &SynthSpec { tokenizer_model: tok, ..spec }).unwrap();
         Tiny { c_dir: CString::new(dir.to_str().unwrap()).unwrap(), dir }
     }
+    /// The tiny model with the `tokenizer.json` test tokenizer instead of `tokenizer.model`.
+    fn with_tokenizer_json(name: &str) -> Tiny {
+        let dir = std::env::temp_dir().join(format!("engine-capi-unit-{}-{name}", std::process::id()));
+        write_checkpoint(&dir, &crate::tiny::with_test_tokenizer_json(SynthSpec::tiny()).unwrap()).unwrap();
+        Tiny { c_dir: CString::new(dir.to_str().unwrap()).unwrap(), dir }
+    }
     fn load(&self, max_context: u32) -> *mut EngineModel {
         let mut m = null_mut();
         // SAFETY: valid string, options and out-pointer.
@@ -146,6 +152,35 @@ fn generate_streams_what_the_engine_generates() {
     assert_eq!(unsafe { engine_session_length(s, &mut n, &mut cap) }, EngineStatus::Ok);
     assert_eq!((n, cap), (ids.len() + 11, 512));
 
+    // SAFETY: live handles, freed once.
+    unsafe {
+        assert_eq!(engine_session_free(s), EngineStatus::Ok);
+        assert_eq!(engine_model_free(m), EngineStatus::Ok);
+    }
+}
+
+#[test]
+fn a_tokenizer_json_checkpoint_tokenizes_and_generates() {
+    let tiny = Tiny::with_tokenizer_json("tokenizer-json");
+    let m = tiny.load(0);
+    let text = "Hello, 世界 😀  x";
+    let ids = tokenize(m, text, true);
+    // tokenizer_config.json (as synth writes it) asks for BOS <s> = 1.
+    assert_eq!((ids[0], &ids[1..]), (1, &tokenize(m, text, false)[..]));
+    let (mut out, mut len) = (null_mut(), 0);
+    // SAFETY: valid ids and out-pointers; the string is freed below.
+    unsafe {
+        assert_eq!(engine_detokenize(m, ids.as_ptr(), ids.len(), &mut out, &mut len), EngineStatus::Ok);
+        assert_eq!(CStr::from_ptr(out).to_str().unwrap(), text);
+        assert_eq!(len, text.len());
+        assert_eq!(engine_string_free(out), EngineStatus::Ok);
+    }
+    let s = new_session(m);
+    let opts = EngineGenerateOptions { max_new_tokens: 16, ignore_eos: true, ..engine_generate_default_options() };
+    let (st, c, r) = generate(s, text, &opts, usize::MAX);
+    assert_eq!(st, EngineStatus::Ok, "{}", last_error());
+    assert_eq!((r.n_prompt_tokens as usize, c.tokens.len()), (ids.len(), 16));
+    assert_eq!(result_text(&r), c.text);
     // SAFETY: live handles, freed once.
     unsafe {
         assert_eq!(engine_session_free(s), EngineStatus::Ok);

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use engine_tools::prompt::{Template, COMPLETION_SEPARATOR};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,6 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Generate text from a prompt, streamed to stdout; timings to stderr.
     Generate(GenerateArgs),
+    /// A conversation: one message per line of stdin (a terminal or a pipe), replies streamed to stdout, each turn
+    /// feeding only its own tokens. Lines starting with / are commands: /undo, /reset, /logits FILE, /help, /quit.
+    Chat(ChatArgs),
     /// Print the token ids of a text.
     Tokenize(TokenizeArgs),
     /// Write the logits of every position of a list of token ids to a file (little-endian f32, [ids, vocab]).
@@ -41,8 +45,8 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model directory (config.json, quantize_config.json, *.safetensors, tokenizer.model).
-    /// Default: the built-in tiny model.
+    /// Model directory (config.json, quantize_config.json, *.safetensors, and tokenizer.model or else
+    /// tokenizer.json with tokenizer_config.json). Default: the built-in tiny model.
     #[arg(long, short = 'm', value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Where to run.
@@ -78,6 +82,27 @@ pub enum TemplateArg {
     Completion,
 }
 
+impl TemplateArg {
+    /// The template, with the --example lines for `completion` (`Hamlet->Shakespeare` when there are none).
+    pub fn template(self, examples: &[String]) -> Result<Template, String> {
+        Ok(match self {
+            TemplateArg::Raw => Template::Raw,
+            TemplateArg::Chat => Template::chat(),
+            TemplateArg::Completion if examples.is_empty() => Template::one_shot(),
+            TemplateArg::Completion => Template::Completion {
+                examples: examples
+                    .iter()
+                    .map(|e| {
+                        e.split_once(COMPLETION_SEPARATOR)
+                            .map(|(i, o)| (i.to_string(), o.to_string()))
+                            .ok_or_else(|| format!("--example `{e}`: expected input->output"))
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
+        })
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     #[command(flatten)]
@@ -88,7 +113,8 @@ pub struct GenerateArgs {
     /// Read the prompt from a file.
     #[arg(long, value_name = "FILE")]
     pub prompt_file: Option<PathBuf>,
-    /// How to wrap the prompt.
+    /// How to wrap the prompt. The chat template of a tokenizer_config.json is not used: `chat` is the plain
+    /// USER:/ASSISTANT: role template.
     #[arg(long, value_enum, default_value_t = TemplateArg::Raw)]
     pub template: TemplateArg,
     /// An example for --template completion, as `input->output` (repeatable).
@@ -124,10 +150,66 @@ pub struct GenerateArgs {
     /// Keep generating after the end-of-sequence token.
     #[arg(long)]
     pub ignore_eos: bool,
-    /// Do not prepend the BOS token.
+    /// Do not start with the BOS token (by default it comes first when the tokenizer adds one: always for
+    /// tokenizer.model, as tokenizer_config.json says for tokenizer.json).
     #[arg(long)]
     pub no_bos: bool,
     /// Print one JSON object (text, tokens, timings) instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFullArg {
+    /// Refuse a message that does not fit (from a pipe: end with an error) and end a reply where the context ends.
+    Stop,
+    /// Drop the oldest turns until the message and a whole reply fit, and prefill the rest again.
+    DropOldest,
+}
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// How to wrap each message. The chat template of a tokenizer_config.json is not used: `chat` is the plain
+    /// USER:/ASSISTANT: role template (a reply ends where the model starts a new USER: line), `completion` the
+    /// model card's one-shot style (one line per reply), `raw` continues the text as typed.
+    #[arg(long, value_enum, default_value_t = TemplateArg::Chat)]
+    pub template: TemplateArg,
+    /// An example for --template completion, as `input->output` (repeatable; default `Hamlet->Shakespeare`).
+    #[arg(long, value_name = "LINE")]
+    pub example: Vec<String>,
+    /// Most new tokens per reply.
+    #[arg(long, short = 'n', default_value_t = 256, value_name = "N")]
+    pub max_new_tokens: usize,
+    /// 0 = greedy; higher = more random.
+    #[arg(long, default_value_t = 0.0, value_name = "T")]
+    pub temperature: f32,
+    /// Sample from the K most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub top_k: usize,
+    /// Sample from the smallest set of tokens whose probability reaches P (1 = all).
+    #[arg(long, default_value_t = 1.0, value_name = "P")]
+    pub top_p: f32,
+    /// Penalize tokens already present, over the whole conversation (Hugging Face semantics).
+    #[arg(long, default_value_t = 1.0, value_name = "R")]
+    pub repetition_penalty: f32,
+    /// Random seed of each reply.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub seed: u64,
+    /// Also end a reply when this text appears (repeatable); it is not printed.
+    #[arg(long, value_name = "STR")]
+    pub stop: Vec<String>,
+    /// Do not end a reply at the end-of-sequence token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Do not start the conversation with the BOS token.
+    #[arg(long)]
+    pub no_bos: bool,
+    /// When the conversation fills the context (--ctx).
+    #[arg(long, value_enum, default_value_t = OnFullArg::Stop)]
+    pub on_full: OnFullArg,
+    /// Print one JSON object per turn and command (reply, tokens, cache positions, timings) instead of streaming.
     #[arg(long)]
     pub json: bool,
 }
@@ -138,7 +220,8 @@ pub struct TokenizeArgs {
     pub model: Option<PathBuf>,
     /// The text to tokenize; `-` reads stdin.
     pub text: String,
-    /// Do not prepend the BOS token.
+    /// Do not start with the BOS token (by default it comes first when the tokenizer adds one: always for
+    /// tokenizer.model, as tokenizer_config.json says for tokenizer.json).
     #[arg(long)]
     pub no_bos: bool,
     /// Also print each piece.
@@ -214,6 +297,14 @@ pub enum ArchArg {
     Llama,
 }
 
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenizerArg {
+    /// tokenizer.model: the SentencePiece test tokenizer (byte fallback, Baichuan's settings).
+    Sentencepiece,
+    /// tokenizer.json + tokenizer_config.json: the Hugging Face test tokenizer (GPT-2-style byte-level BPE).
+    Json,
+}
+
 #[derive(Args, Debug)]
 pub struct SynthArgs {
     /// Directory to write (created if missing).
@@ -268,6 +359,9 @@ pub struct SynthArgs {
     /// Tie lm_head to the embedding (LLaMA naming only).
     #[arg(long)]
     pub tie_embeddings: bool,
+    /// Which tokenizer to write, padded to the vocabulary size.
+    #[arg(long, value_enum, default_value_t = TokenizerArg::Sentencepiece)]
+    pub tokenizer: TokenizerArg,
 }
 
 #[derive(Args, Debug)]

@@ -17,6 +17,7 @@ use crate::args::*;
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(a) => generate(a),
+        Command::Chat(a) => crate::chat::run(&load(&a.model)?, a),
         Command::Tokenize(a) => tokenize(a),
         Command::Logits(a) => logits(a),
         Command::Perplexity(a) => perplexity(a),
@@ -94,23 +95,7 @@ fn read_prompt(a: &GenerateArgs) -> Result<String> {
     if !matches!(source, prompt::PromptSource::Text(_)) {
         text = prompt::trim_final_newline(&text).to_string();
     }
-    let template = match a.template {
-        TemplateArg::Raw => prompt::Template::Raw,
-        TemplateArg::Chat => prompt::Template::Chat { history: Vec::new() },
-        TemplateArg::Completion if a.example.is_empty() => prompt::Template::one_shot(),
-        TemplateArg::Completion => {
-            let examples = a
-                .example
-                .iter()
-                .map(|e| {
-                    e.split_once(prompt::COMPLETION_SEPARATOR)
-                        .map(|(i, o)| (i.to_string(), o.to_string()))
-                        .ok_or_else(|| Error::InvalidArgument(format!("--example `{e}`: expected input->output")))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            prompt::Template::Completion { examples }
-        }
-    };
+    let template = a.template.template(&a.example).map_err(Error::InvalidArgument)?;
     Ok(template.render(&text))
 }
 
@@ -202,8 +187,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
 
 fn tokenize(a: TokenizeArgs) -> Result<()> {
     let dir = model_dir(&a.model)?;
-    let path = dir.join("tokenizer.model");
-    let tok = engine_tools::Tokenizer::open(&path).map_err(|e| Error::Tokenizer(e.to_string()))?;
+    let tok = engine_tools::Tokenizer::open(&dir).map_err(|e| Error::Tokenizer(e.to_string()))?;
     let text = if a.text == "-" {
         prompt::PromptSource::Stdin.read().map_err(|e| Error::InvalidArgument(e.to_string()))?
     } else {
@@ -480,11 +464,14 @@ fn synth(a: SynthArgs) -> Result<()> {
     spec.shards = a.shards;
     spec.seed = a.seed;
     spec.tie_word_embeddings = a.tie_embeddings;
-    let spec = engine::tiny::with_test_tokenizer(spec)?;
+    let (spec, tokenizer_file) = match a.tokenizer {
+        TokenizerArg::Sentencepiece => (engine::tiny::with_test_tokenizer(spec)?, "tokenizer.model"),
+        TokenizerArg::Json => (engine::tiny::with_test_tokenizer_json(spec)?, "tokenizer.json"),
+    };
     let t0 = Instant::now();
     let report = engine::synth::write_checkpoint(&a.out, &spec)?;
     eprintln!(
-        "wrote {} tensors, {:.3} GB in {} file(s) to {} in {:.1} s (random weights; the tokenizer is the test tokenizer padded to {} pieces)",
+        "wrote {} tensors, {:.3} GB in {} file(s) to {} in {:.1} s (random weights; {tokenizer_file} is the test tokenizer padded to {} pieces)",
         report.tensors,
         report.weight_bytes as f64 / 1e9,
         report.weight_files.len(),

@@ -1,7 +1,9 @@
-//! `engine-cli`: latency-critical single-stream generation, and the tools around it (tokenize, logits, perplexity,
-//! inspect, plan, synth, bench). Every failure is one line on stderr and a non-zero exit, never a backtrace.
+//! `engine-cli`: latency-critical single-stream generation and chat, and the tools around it (tokenize, logits,
+//! perplexity, inspect, plan, synth, bench). Every failure is one line on stderr and a non-zero exit, never a
+//! backtrace.
 
 mod args;
+mod chat;
 mod commands;
 
 use std::io::Write;
