@@ -126,24 +126,8 @@ pub struct GenerateArgs {
     /// Most new tokens to generate.
     #[arg(long, short = 'n', default_value_t = 128, value_name = "N")]
     pub max_new_tokens: usize,
-    /// 0 = greedy; higher = more random.
-    #[arg(long, default_value_t = 0.0, value_name = "T")]
-    pub temperature: f32,
-    /// Sample from the K most likely tokens (0 = all).
-    #[arg(long, default_value_t = 0, value_name = "K")]
-    pub top_k: usize,
-    /// Sample from the smallest set of tokens whose probability reaches P (1 = all).
-    #[arg(long, default_value_t = 1.0, value_name = "P")]
-    pub top_p: f32,
-    /// Sample only from tokens at least M times as likely as the most likely one (0 = all).
-    #[arg(long, default_value_t = 0.0, value_name = "M")]
-    pub min_p: f32,
-    /// Penalize tokens already present (Hugging Face semantics; the model card uses 1.1).
-    #[arg(long, default_value_t = 1.0, value_name = "R")]
-    pub repetition_penalty: f32,
-    /// Random seed: the same seed gives the same text.
-    #[arg(long, default_value_t = 0, value_name = "S")]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Stop when this text appears (repeatable); it is not printed.
     #[arg(long, value_name = "STR")]
     pub stop: Vec<String>,
@@ -182,21 +166,8 @@ pub struct ChatArgs {
     /// Most new tokens per reply.
     #[arg(long, short = 'n', default_value_t = 256, value_name = "N")]
     pub max_new_tokens: usize,
-    /// 0 = greedy; higher = more random.
-    #[arg(long, default_value_t = 0.0, value_name = "T")]
-    pub temperature: f32,
-    /// Sample from the K most likely tokens (0 = all).
-    #[arg(long, default_value_t = 0, value_name = "K")]
-    pub top_k: usize,
-    /// Sample from the smallest set of tokens whose probability reaches P (1 = all).
-    #[arg(long, default_value_t = 1.0, value_name = "P")]
-    pub top_p: f32,
-    /// Penalize tokens already present, over the whole conversation (Hugging Face semantics).
-    #[arg(long, default_value_t = 1.0, value_name = "R")]
-    pub repetition_penalty: f32,
-    /// Random seed of each reply.
-    #[arg(long, default_value_t = 0, value_name = "S")]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Also end a reply when this text appears (repeatable); it is not printed.
     #[arg(long, value_name = "STR")]
     pub stop: Vec<String>,
@@ -388,4 +359,41 @@ pub struct BenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How tokens are picked, for `generate` and `chat` (Hugging Face semantics; every setting runs on the device on
+/// the CUDA backend).
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// 0 = greedy; higher = more random.
+    #[arg(long, default_value_t = 0.0, value_name = "T")]
+    pub temperature: f32,
+    /// Sample from the K most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub top_k: usize,
+    /// Sample from the smallest set of tokens whose probability reaches P (1 = all).
+    #[arg(long, default_value_t = 1.0, value_name = "P")]
+    pub top_p: f32,
+    /// Sample only from tokens at least M times as likely as the most likely one (0 = all).
+    #[arg(long, default_value_t = 0.0, value_name = "M")]
+    pub min_p: f32,
+    /// Penalize tokens already in the context (Hugging Face semantics; the model card uses 1.1).
+    #[arg(long, default_value_t = 1.0, value_name = "R")]
+    pub repetition_penalty: f32,
+    /// Random seed: the number drawn for a token depends only on the seed and the token's position.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> engine::sampling::SamplerParams {
+        engine::sampling::SamplerParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+        }
+    }
 }

@@ -12,7 +12,6 @@ use std::path::Path;
 use engine::chat::{ChatOptions, Conversation, OnFull, TurnOutcome};
 use engine::engine::Engine;
 use engine::error::{Error, Result};
-use engine::sampling::SamplerParams;
 use engine::session::StopReason;
 use serde_json::json;
 
@@ -26,13 +25,7 @@ pub fn run(engine: &Engine, a: ChatArgs) -> Result<()> {
     let opts = ChatOptions {
         template: a.template.template(&a.example).map_err(Error::InvalidArgument)?,
         max_new_tokens: a.max_new_tokens,
-        sampler: SamplerParams {
-            temperature: a.temperature,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            repetition_penalty: a.repetition_penalty,
-            seed: a.seed,
-        },
+        sampler: a.sampling.params(),
         stop_strings: a.stop.clone(),
         stop_at_eos: !a.ignore_eos,
         add_bos: !a.no_bos,

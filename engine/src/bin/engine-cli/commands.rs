@@ -100,14 +100,7 @@ fn read_prompt(a: &GenerateArgs) -> Result<String> {
 }
 
 fn generate(a: GenerateArgs) -> Result<()> {
-    let sampler = SamplerParams {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        min_p: a.min_p,
-        repetition_penalty: a.repetition_penalty,
-        seed: a.seed,
-    };
+    let sampler = a.sampling.params();
     sampler.validate()?;
     let text = read_prompt(&a)?;
     let engine = load(&a.model)?;
