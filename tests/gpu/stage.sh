@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Build the binaries the GPU suite needs and copy them into .gpu/ (git-ignored), to be carried to the GPU machine.
+# Build the binaries the GPU suite needs and copy them into .gpu/ (git-ignored), and pack them into
+# target/gpu-pack/gpu.tar.xz (about 11 MB; the binaries themselves are ~70 MB, more than a device run may carry):
+# carry `target/gpu-pack` and run `tar xJf target/gpu-pack/gpu.tar.xz` first on the GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release --bin engine-cli
@@ -18,4 +20,6 @@ for line in sys.stdin:
     cp "$exe" ".gpu/$name"
 done
 strip .gpu/* 2>/dev/null || true
-ls -la .gpu
+mkdir -p target/gpu-pack
+tar cJf target/gpu-pack/gpu.tar.xz .gpu
+ls -la .gpu target/gpu-pack

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check suite. Runs on a machine with an NVIDIA GPU from prebuilt binaries (no Rust needed there):
 #
-#   tests/gpu/stage.sh          # here: build and copy the binaries into .gpu/
+#   tests/gpu/stage.sh          # here: build and copy the binaries into .gpu/, packed into target/gpu-pack
+#   tar xJf target/gpu-pack/gpu.tar.xz   # there, first
 #   tests/gpu/suite.sh          # there: BIN=.gpu, logs in OUT (default /tmp/gpu-suite); with REPORT=FILE, every
 #                               # log is also gathered into that one file
 #
