@@ -63,11 +63,14 @@ def token_array(ids: Sequence[int], what: str = "ids") -> Any:
     return ffi.new("engine_token[]", [check_int(i, f"{what}[{n}]", 0, UINT32_MAX) for n, i in enumerate(ids)])
 
 
-def fill_sampler(o: Any, temperature: float, top_k: int, top_p: float, repetition_penalty: float, seed: int) -> None:
+def fill_sampler(
+    o: Any, temperature: float, top_k: int, top_p: float, min_p: float, repetition_penalty: float, seed: int
+) -> None:
     """Set the fields of the `engine_sampler_options` `o` (the ranges are the engine's to check: it names the
     field)."""
     o.temperature = check_float(temperature, "temperature")
     o.top_k = check_int(top_k, "top_k", 0, UINT32_MAX)
     o.top_p = check_float(top_p, "top_p")
+    o.min_p = check_float(min_p, "min_p")
     o.repetition_penalty = check_float(repetition_penalty, "repetition_penalty")
     o.seed = check_int(seed, "seed", 0, UINT64_MAX)

@@ -217,6 +217,7 @@ class Model:
         temperature: float = ...,
         top_p: float = ...,
         top_k: int = ...,
+        min_p: float = ...,
         repetition_penalty: float = ...,
         seed: int = ...,
         stop: Union[str, Sequence[str], None] = ...,
@@ -234,6 +235,7 @@ class Model:
         temperature: float = ...,
         top_p: float = ...,
         top_k: int = ...,
+        min_p: float = ...,
         repetition_penalty: float = ...,
         seed: int = ...,
         stop: Union[str, Sequence[str], None] = ...,
@@ -250,6 +252,7 @@ class Model:
         temperature: float = 0.0,
         top_p: float = 1.0,
         top_k: int = 0,
+        min_p: float = 0.0,
         repetition_penalty: float = 1.0,
         seed: int = 0,
         stop: Union[str, Sequence[str], None] = None,
@@ -259,7 +262,8 @@ class Model:
     ) -> Union[Completion, "Stream"]:
         """Generate after `prompt`, as a fresh sequence (on the model's default session; a stream still running
         there is cancelled first). Sampling follows Hugging Face `generate`: repetition penalty, then temperature
-        (0 = greedy), top-k (0 = off), top-p (1 = off); the same seed gives the same text. Generation ends at the
+        (0 = greedy), top-k (0 = off), top-p (1 = off), min-p (0 = off); the same seed gives the same text (the
+        number drawn for a token depends only on the seed and the token's position). Generation ends at the
         end-of-sequence token (unless `ignore_eos`), after `max_tokens`, or at the first of the `stop` strings
         (not included in the text).
 
@@ -268,7 +272,7 @@ class Model:
         """
         s = self._session()
         s.reset()
-        sampler = (temperature, top_k, top_p, repetition_penalty, seed)
+        sampler = (temperature, top_k, top_p, min_p, repetition_penalty, seed)
         return s._start(prompt, max_tokens, sampler, stop, ignore_eos, add_bos, stream)
 
 
@@ -379,12 +383,13 @@ class Session:
         temperature: float = 0.0,
         top_p: float = 1.0,
         top_k: int = 0,
+        min_p: float = 0.0,
         repetition_penalty: float = 1.0,
         seed: int = 0,
     ) -> int:
         """A token picked from the logits of the last `feed` / `logits` (not appended: feed it to go on)."""
         options = ffi.new("engine_sampler_options *")
-        fill_sampler(options[0], temperature, top_k, top_p, repetition_penalty, seed)
+        fill_sampler(options[0], temperature, top_k, top_p, min_p, repetition_penalty, seed)
         out = ffi.new("engine_token *")
         check(lib.engine_session_sample(self._handle(), options, out))
         return int(out[0])
@@ -398,6 +403,7 @@ class Session:
         temperature: float = ...,
         top_p: float = ...,
         top_k: int = ...,
+        min_p: float = ...,
         repetition_penalty: float = ...,
         seed: int = ...,
         stop: Union[str, Sequence[str], None] = ...,
@@ -415,6 +421,7 @@ class Session:
         temperature: float = ...,
         top_p: float = ...,
         top_k: int = ...,
+        min_p: float = ...,
         repetition_penalty: float = ...,
         seed: int = ...,
         stop: Union[str, Sequence[str], None] = ...,
@@ -431,6 +438,7 @@ class Session:
         temperature: float = 0.0,
         top_p: float = 1.0,
         top_k: int = 0,
+        min_p: float = 0.0,
         repetition_penalty: float = 1.0,
         seed: int = 0,
         stop: Union[str, Sequence[str], None] = None,
@@ -441,14 +449,14 @@ class Session:
         """Generate after what the session holds and `prompt` (see `Model.generate` for the options; BOS is added
         only when the session is empty and `add_bos`). A stream still running on this session is cancelled first.
         """
-        sampler = (temperature, top_k, top_p, repetition_penalty, seed)
+        sampler = (temperature, top_k, top_p, min_p, repetition_penalty, seed)
         return self._start(prompt, max_tokens, sampler, stop, ignore_eos, add_bos, stream)
 
     def _start(
         self,
         prompt: str,
         max_tokens: int,
-        sampler: "tuple[float, int, float, float, int]",
+        sampler: "tuple[float, int, float, float, float, int]",
         stop: Union[str, Sequence[str], None],
         ignore_eos: bool,
         add_bos: bool,
@@ -483,7 +491,7 @@ class _GenerateCall:
         max_tokens: int,
         add_bos: bool,
         ignore_eos: bool,
-        sampler: "tuple[float, int, float, float, int]",
+        sampler: "tuple[float, int, float, float, float, int]",
         stop: Union[str, Sequence[str], None],
     ) -> None:
         self.session = session

@@ -91,7 +91,7 @@ def test_generate_is_deterministic_and_streams_the_same_text(model: engine.Model
 def test_sampling_is_reproducible_by_seed(model: engine.Model) -> None:
     def run(seed: int) -> List[int]:
         sampled = model.generate(
-            PROMPT, max_tokens=16, ignore_eos=True, seed=seed, temperature=0.9, top_k=50, top_p=0.95,
+            PROMPT, max_tokens=16, ignore_eos=True, seed=seed, temperature=0.9, top_k=50, top_p=0.95, min_p=0.01,
             repetition_penalty=1.1,
         )
         return sampled.tokens
@@ -177,6 +177,8 @@ def test_errors_carry_the_engines_message(model: engine.Model, tmp_path: Path) -
         model.generate("hi", top_p=1.5)
     with pytest.raises(ValueError, match="top_p"):  # InvalidArgumentError is a ValueError
         model.generate("hi", top_p=0.0)
+    with pytest.raises(engine.InvalidArgumentError, match="min_p"):
+        model.generate("hi", min_p=1.5)
     with pytest.raises(engine.InvalidArgumentError, match="1024"):
         model.detokenize([5, 1024])
     with pytest.raises(engine.InvalidArgumentError, match="max context must be in 1..=512"):
