@@ -7,58 +7,15 @@
 //! The interpreter is `$ENGINE_PYTHON` (default `python3`). A missing interpreter or `tokenizers` package fails the
 //! test with setup instructions: a comparison that silently does not run proves nothing.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-
 use engine_tools::{test_tokenizer_json, PieceKind, StreamDecoder, Tokenizer};
 use serde_json::{json, Value};
 
 mod common;
-use common::{more_strings, strings};
+use common::{more_strings, run_reference, strings};
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn pinned_version() -> String {
-    let reqs = std::fs::read_to_string(manifest_dir().join("tests/requirements.txt")).unwrap();
-    reqs.lines()
-        .find_map(|l| l.trim().strip_prefix("tokenizers=="))
-        .expect("tools/tests/requirements.txt pins tokenizers")
-        .to_owned()
-}
-
-/// Runs tests/hf_reference.py on `request`, failing with setup help if it can't.
+/// Runs tests/hf_reference.py on `request`; it must run the pinned `tokenizers`, the crate's own version.
 fn reference(request: &Value) -> Value {
-    let python = std::env::var("ENGINE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let script = manifest_dir().join("tests/hf_reference.py");
-    let setup = format!(
-        "set up the reference with `pip install tokenizers=={}` (see tools/tests/requirements.txt), \
-         or set ENGINE_PYTHON to a Python that has it",
-        pinned_version()
-    );
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {python:?} ({e}); {setup}"));
-    let input = serde_json::to_vec(request).unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    // Write from a thread: the reply can be larger than a pipe buffer.
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let output = child.wait_with_output().unwrap();
-    let written = writer.join().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{} {} failed ({}):\n{stderr}\n{setup}", python, script.display(), output.status);
-    written.unwrap();
-    let reply: Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("bad JSON from the reference script ({e}); stderr:\n{stderr}"));
-    let version = reply["version"].as_str().unwrap_or("?");
-    assert_eq!(version, pinned_version(), "the reference must run the tokenizers version the crate is");
-    reply
+    run_reference("hf_reference.py", "tokenizers", true, request)
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -71,7 +28,7 @@ fn matches_python_tokenizers() {
     assert!(texts.len() >= 250, "{} strings", texts.len());
     let committed = std::str::from_utf8(test_tokenizer_json()).unwrap();
     let reply = reference(&json!({
-        "corpus": manifest_dir().join("testdata/corpus.txt"),
+        "corpus": std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/corpus.txt"),
         "tokenizers": [{"name": "committed gpt2-style", "json": committed}],
         "encode": texts,
         "seed": 7,

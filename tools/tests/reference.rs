@@ -6,62 +6,15 @@
 //! interpreter or `sentencepiece` package fails the test with setup
 //! instructions: a comparison that silently does not run proves nothing.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-
 use engine_tools::{padded_tokenizer_model, test_tokenizer_model, PieceKind, StreamDecoder, Tokenizer};
 use serde_json::{json, Value};
 
 mod common;
-use common::{strings, Rng};
+use common::{run_reference, strings, Rng};
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn pinned_version() -> String {
-    let reqs = std::fs::read_to_string(manifest_dir().join("tests/requirements.txt")).unwrap();
-    reqs.lines()
-        .find_map(|l| l.trim().strip_prefix("sentencepiece=="))
-        .expect("tests/requirements.txt pins sentencepiece")
-        .to_owned()
-}
-
-/// Runs tests/sp_reference.py on `request`, failing with setup help if it can't.
+/// Runs tests/sp_reference.py on `request` (another `sentencepiece` than the pinned one is only warned about).
 fn reference(request: &Value) -> Value {
-    let python = std::env::var("ENGINE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let script = manifest_dir().join("tests/sp_reference.py");
-    let setup = format!(
-        "set up the reference with `pip install sentencepiece=={}` (see tools/tests/requirements.txt), \
-         or set ENGINE_PYTHON to a Python that has it",
-        pinned_version()
-    );
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {python:?} ({e}); {setup}"));
-    let input = serde_json::to_vec(request).unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    // Write from a thread: the reply can be larger than a pipe buffer.
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let output = child.wait_with_output().unwrap();
-    // A script that exits early (no sentencepiece) closes its stdin; its
-    // status and stderr, checked next, are the useful part then.
-    let written = writer.join().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{} {} failed ({}):\n{stderr}\n{setup}", python, script.display(), output.status);
-    written.unwrap();
-    let reply: Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("bad JSON from the reference script ({e}); stderr:\n{stderr}"));
-    let version = reply["version"].as_str().unwrap_or("?");
-    if version != pinned_version() {
-        eprintln!("warning: comparing against sentencepiece {version}, but {} is pinned", pinned_version());
-    }
-    reply
+    run_reference("sp_reference.py", "sentencepiece", false, request)
 }
 
 fn id_sequences(tok: &Tokenizer, encoded: &[Vec<u32>], seed: u64) -> Vec<Vec<u32>> {

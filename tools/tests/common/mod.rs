@@ -1,7 +1,62 @@
 //! What the reference comparisons (reference.rs for SentencePiece, hf_reference.rs for tokenizer.json) share:
-//! a deterministic generator and the strings both tokenize.
+//! running a reference script, a deterministic generator and the strings both tokenize.
 
 #![allow(dead_code)] // each test binary uses its part
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+/// The version of `package` tools/tests/requirements.txt pins.
+pub fn pinned_version(package: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let reqs = std::fs::read_to_string(dir.join("tests/requirements.txt")).unwrap();
+    reqs.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{package}==")).map(str::to_owned))
+        .unwrap_or_else(|| panic!("tools/tests/requirements.txt pins no {package}"))
+}
+
+/// Runs the Python script `tests/{script}` on `request` (JSON in, JSON out) with `$ENGINE_PYTHON` (default
+/// `python3`), failing with setup help for `package` if it can't. The reply names the version of `package` it ran;
+/// a version other than the pinned one fails with `strict_version`, and is warned about otherwise.
+pub fn run_reference(script: &str, package: &str, strict_version: bool, request: &Value) -> Value {
+    let python = std::env::var("ENGINE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join(script);
+    let pinned = pinned_version(package);
+    let setup = format!(
+        "set up the reference with `pip install {package}=={pinned}` (see tools/tests/requirements.txt), \
+         or set ENGINE_PYTHON to a Python that has it"
+    );
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {python:?} ({e}); {setup}"));
+    let input = serde_json::to_vec(request).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Write from a thread: the reply can be larger than a pipe buffer.
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().unwrap();
+    // A script that exits early (the package missing) closes its stdin; its status and stderr, checked next, are
+    // the useful part then.
+    let written = writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{} {} failed ({}):\n{stderr}\n{setup}", python, script.display(), output.status);
+    written.unwrap();
+    let reply: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON from the reference script ({e}); stderr:\n{stderr}"));
+    let version = reply["version"].as_str().unwrap_or("?");
+    if strict_version {
+        assert_eq!(version, pinned, "the reference must run the {package} version the crate is");
+    } else if version != pinned {
+        eprintln!("warning: comparing against {package} {version}, but {pinned} is pinned");
+    }
+    reply
+}
 
 /// xorshift64*: deterministic test data without a dependency.
 pub struct Rng(pub u64);
