@@ -16,6 +16,7 @@ use engine::session::StopReason;
 use serde_json::json;
 
 use crate::args::{ChatArgs, OnFullArg};
+use crate::stream_out::StreamOut;
 
 const HELP: &str = "commands: /undo (forget the last turn), /reset (start over), /logits FILE (write the next \
                     token's logits, little-endian f32), /help, /quit; // starts a message with /; a line ending in \\ \
@@ -161,24 +162,9 @@ fn print_line(line: &str) -> Result<()> {
 }
 
 fn turn(conv: &mut Conversation<'_>, n: usize, message: &str, json: bool) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    let mut io_err = None;
-    let t = conv.turn(message, |piece| {
-        if json || piece.is_empty() {
-            return true;
-        }
-        match stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()) {
-            Ok(()) => true,
-            Err(e) => {
-                io_err = Some(e);
-                false
-            }
-        }
-    })?;
-    if let Some(e) = io_err {
-        return Err(Error::io("<stdout>", e));
-    }
-    drop(stdout);
+    let mut stdout = StreamOut::new(json);
+    let t = conv.turn(message, |piece| stdout.piece(piece))?;
+    stdout.finish()?;
     let capacity = conv.session().capacity();
     if json {
         return print_line(&turn_json(n, message, &t, capacity).to_string());

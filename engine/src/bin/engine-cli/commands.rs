@@ -1,6 +1,6 @@
 //! What each subcommand does. Errors carry the file or argument concerned; `main` prints them as one line.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -13,6 +13,7 @@ use engine::BackendKind;
 use engine_tools::prompt;
 
 use crate::args::*;
+use crate::stream_out::StreamOut;
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -128,24 +129,9 @@ fn generate(a: GenerateArgs) -> Result<()> {
         stop_strings: a.stop.clone(),
     };
     let mut session = engine.new_session(None)?;
-    let mut stdout = std::io::stdout().lock();
-    let mut io_err = None;
-    let out = generate_text(&mut session, tok, &ids, &opts, |_, piece| {
-        if a.json || piece.is_empty() {
-            return true;
-        }
-        match stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()) {
-            Ok(()) => true,
-            Err(e) => {
-                // Nothing more can be shown: stop generating and report it.
-                io_err = Some(e);
-                false
-            }
-        }
-    })?;
-    if let Some(e) = io_err {
-        return Err(Error::io("<stdout>", e));
-    }
+    let mut stdout = StreamOut::new(a.json);
+    let out = generate_text(&mut session, tok, &ids, &opts, |_, piece| stdout.piece(piece))?;
+    stdout.finish()?;
     let ttft_ms = (tokenize_time + out.stats.time_to_first_token).as_secs_f64() * 1e3;
     if a.json {
         let j = serde_json::json!({

@@ -5,6 +5,7 @@
 mod args;
 mod chat;
 mod commands;
+mod stream_out;
 
 use std::io::Write;
 use std::process::ExitCode;
