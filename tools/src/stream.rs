@@ -80,14 +80,7 @@ impl<'t> StreamDecoder<'t> {
         if !self.started && kind == PieceKind::Control {
             return Ok(String::new());
         }
-        self.window.push(id);
-        let text = match self.tokenizer.decode(&self.window) {
-            Ok(text) => text,
-            Err(e) => {
-                self.window.pop();
-                return Err(e);
-            }
-        };
+        let text = self.decode_with(id)?;
 
         let held = self.incomplete_tail();
         let mut stable_end = text.len().saturating_sub(held * REPLACEMENT.len_utf8());
@@ -125,19 +118,20 @@ impl<'t> StreamDecoder<'t> {
         Ok(out)
     }
 
+    /// The window's text with `id` appended to it; on an error the window is left as it was.
+    fn decode_with(&mut self, id: u32) -> Result<String, TokenizerError> {
+        self.window.push(id);
+        self.tokenizer.decode(&self.window).inspect_err(|_| {
+            self.window.pop();
+        })
+    }
+
     /// [`push`](Self::push) for `tokenizer.json`; see the module docs.
     fn push_json(&mut self, id: u32) -> Result<String, TokenizerError> {
         if self.tokenizer.piece_kind(id)? == PieceKind::Control {
             return Ok(String::new());
         }
-        self.window.push(id);
-        let text = match self.tokenizer.decode(&self.window) {
-            Ok(text) => text,
-            Err(e) => {
-                self.window.pop();
-                return Err(e);
-            }
-        };
+        let text = self.decode_with(id)?;
         let trailing = text.chars().rev().take_while(|&c| c == REPLACEMENT).count();
         let stable_end = text.len() - trailing.min(3) * REPLACEMENT.len_utf8();
         let out = text.get(self.emitted..stable_end).unwrap_or_default().to_owned();
