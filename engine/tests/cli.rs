@@ -528,17 +528,26 @@ fn eight_bit_checkpoints_are_written_described_planned_and_run_on_the_cpu() {
 }
 
 #[test]
-fn act_order_per_linear_runs_on_the_cpu_and_cuda_says_why_not() {
-    // 4-bit with a permutation per linear: CUDA runs 4-bit, but not q/k/v under three permutations.
+fn act_order_per_linear_runs_on_the_cpu_and_plans_a_permutation_per_part() {
+    // 4-bit with a permutation per linear, as AutoGPTQ writes act-order: q, k, v, gate and up each their own.
     let s = Scratch::new("per-linear");
     let m = s.path("per-linear");
-    ok(&s.run(&["synth", "--out", path_arg(&m), "--arch", "llama", "--desc-act-per-linear"]));
+    let args = ["synth", "--out", path_arg(&m), "--arch", "llama", "--desc-act-per-linear", "--intermediate", "168"];
+    ok(&s.run(&args));
     let out = ok(&s.run(&["inspect", "-m", path_arg(&m)]));
     assert!(out.contains("quant:      GPTQ int4, group size 32, desc_act true"), "{out}");
     let logits = s.path("per-linear.f32");
     ok(&s.run(&["logits", "-m", path_arg(&m), "--backend", "cpu", "--ids", "1,5", "--out", path_arg(&logits)]));
-    let gen = ["generate", "-m", path_arg(&m), "--backend", "cuda", "-p", "hi", "-n", "1"];
-    fails(&s.run(&gen), 1, &["k_proj.g_idx", "own permutation", "--backend cpu"]);
+    // The device plan holds one row order per fused part (q/k/v: 3, gate/up: 2, each K rows padded to 64), and
+    // lays gate/up out split: the gate columns' tiles, then the up columns' (168 → 176 slots each).
+    let plan = ok(&s.run(&["plan", "-m", path_arg(&m), "--ctx", "64"]));
+    let line = |name: &str| plan.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name}\n{plan}"));
+    let bytes = |l: &str| -> usize { l.split_whitespace().nth(3).unwrap().parse().unwrap() };
+    let hidden = 64;
+    assert_eq!(bytes(line("layers.0.qkv.perm ")), 3 * hidden * 4, "{plan}");
+    assert_eq!(bytes(line("layers.0.gate_up.perm ")), 2 * hidden * 4, "{plan}");
+    assert_eq!(bytes(line("layers.0.gate_up.col_map ")), 2 * 176 * 4, "{plan}");
+    assert_eq!(bytes(line("layers.0.down_proj.perm ")), 192 * 4, "{plan}");
 }
 
 #[test]

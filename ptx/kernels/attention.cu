@@ -20,6 +20,8 @@ struct AttnParams {
     float* part_ml;          // decode: [heads][splits][2] (running max, running sum)
     uint32_t* counters;      // decode: [heads]; zero at rest (the last block of a head resets its counter)
     const uint32_t* pos;     // position of row 0
+    const uint32_t* out_idx; // decode, act-order: out[out_idx[c]] instead of out[c] (o_proj's sorted row order);
+                             // null: in order
     uint32_t heads;
     uint32_t kv_heads;
     uint32_t head_dim;       // 8, 16, 32, 64, 128 or 256
@@ -166,6 +168,14 @@ ENGINE_DEV void store8(__half* dst, const float v[8], float inv) {
     *reinterpret_cast<uint4*>(dst) = out;
 }
 
+// Decode's output of one lane: 8 dims from column c, in order, or (act-order) each where o_proj's sorted input
+// wants it.
+ENGINE_DEV void store_out(const AttnParams& p, uint32_t c, const float v[8], float inv) {
+    if (!p.out_idx) return store8(p.out + c, v, inv);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) p.out[__ldg(p.out_idx + c + i)] = __float2half_rn(v[i] * inv);
+}
+
 }  // namespace attn
 
 // Decode: grid (heads, splits), 128 threads. Row 0 at position *pos attends to positions 0..=*pos.
@@ -182,13 +192,15 @@ extern "C" __global__ void __launch_bounds__(128) attn_decode(const AttnParams p
     const uint32_t active = (len + per - 1) / per;
     if (split >= active) return;
     const uint32_t begin = split * per, end = min(len, begin + per);
+    // Act-order: the output's indices, into L1 while the pass runs (whichever block stores them).
+    if (p.out_idx && threadIdx.x < p.head_dim / 8) prefetch_l1(p.out_idx + h * p.head_dim + threadIdx.x * 8);
     attn::State st = attn::block_pass(p, 0, h, begin, end, smem);
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const uint32_t lp = p.head_dim / 8;
     if (active == 1) {
         // One block covers the whole sequence: no partials, no merge.
-        if (warp == 0 && lane < (int)lp) attn::store8(p.out + h * p.head_dim + lane * 8, st.o, 1.f / st.l);
+        if (warp == 0 && lane < (int)lp) attn::store_out(p, h * p.head_dim + lane * 8, st.o, 1.f / st.l);
         return;
     }
     if (warp == 0 && lane < (int)lp) {
@@ -224,7 +236,7 @@ extern "C" __global__ void __launch_bounds__(128) attn_decode(const AttnParams p
             for (int i = 0; i < 8; ++i) part.o[i] = __ldcg(o + i);
             attn::merge(acc, part);
         }
-        attn::store8(p.out + h * p.head_dim + lane * 8, acc.o, 1.f / acc.l);
+        attn::store_out(p, h * p.head_dim + lane * 8, acc.o, 1.f / acc.l);
     }
     if (threadIdx.x == 0) p.counters[h] = 0;
 }

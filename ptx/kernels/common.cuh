@@ -69,6 +69,11 @@ ENGINE_DEV void stg_stream_v4(uint4* p, uint4 v) {
                  : "memory");
 }
 
+// Ask for the line holding `p` to be brought into L2 (and L1 with `_l1`), without waiting and without a
+// register to receive it: for data a kernel will need later, where a load held in flight would cost registers.
+ENGINE_DEV void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+ENGINE_DEV void prefetch_l1(const void* p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
+
 // ---------------------------------------------------------------------------------------------------------------
 // Warp reductions. All 32 lanes must be active and call them together. The xor butterfly leaves the result in every
 // lane, so no broadcast is needed afterwards, and the order of operations is fixed, so results are bit-for-bit

@@ -10,11 +10,20 @@ struct EmbedParams {
                              // previous step wrote)
     const __half* table;     // [vocab][dim]
     float* x;                // [rows][dim]
-    float* ssq_out;          // [rows]; may be null
+    float* ssq_out;          // [rows][slices] partial sums of squares; may be null
+    // Decode with act-order: the first q/k/v projection's input, a copy per part in that part's sorted row order with
+    // its norm weight folded in: x_sorted[q · stride + idx[q · stride + i]] = x[i] · norm_w[i] for q < parts.
+    float* x_sorted;
+    const uint32_t* idx;
+    const __half* norm_w;
     uint32_t dim;            // a multiple of 8 (16-byte rows of fp16)
+    uint32_t parts;          // 0: none (row 0 only)
+    uint32_t stride;
 };
 
-// Grid: one block per row; 256 threads.
+// Grid: (rows, slices); 256 threads. Block (r, y) copies slice y of row r's 8-element words and writes the slice's
+// sum of squares to ssq_out[r · slices + y]: the fused norm after it sums any number of partials, and in decode (one
+// row) several blocks share the row, each with a slice of the act-order scatter.
 extern "C" __global__ void __launch_bounds__(256) embed_tokens(const EmbedParams a) {
     const uint32_t* tokens = a.tokens;
     const __half* table = a.table;
@@ -28,8 +37,10 @@ extern "C" __global__ void __launch_bounds__(256) embed_tokens(const EmbedParams
     const uint32_t tok = tokens[row];
     const uint4* src = reinterpret_cast<const uint4*>(table + (size_t)tok * dim);
     float* dst = x + (size_t)row * dim;
+    const uint32_t words = dim / 8, per = (words + gridDim.y - 1) / gridDim.y;
+    const uint32_t w_begin = blockIdx.y * per, w_end = min(words, w_begin + per);
     float ss = 0.f;
-    for (uint32_t i = threadIdx.x; i < dim / 8; i += blockDim.x) {
+    for (uint32_t i = w_begin + threadIdx.x; i < w_end; i += blockDim.x) {
         const uint4 v = ldg_nc_v4(src + i);
         const __half2* h = reinterpret_cast<const __half2*>(&v);
 #pragma unroll
@@ -39,6 +50,14 @@ extern "C" __global__ void __launch_bounds__(256) embed_tokens(const EmbedParams
             dst[8 * i + 2 * j + 1] = f.y;
             ss += f.x * f.x + f.y * f.y;
         }
+        for (uint32_t q = 0; q < a.parts; ++q) {
+            const size_t o = (size_t)q * a.stride;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const uint32_t c = 8 * i + j;
+                a.x_sorted[o + __ldg(a.idx + o + c)] = dst[c] * __half2float(a.norm_w[c]);
+            }
+        }
     }
     ss = warp_reduce_sum(ss);
     if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = ss;
@@ -46,6 +65,6 @@ extern "C" __global__ void __launch_bounds__(256) embed_tokens(const EmbedParams
     if (threadIdx.x == 0 && ssq_out != nullptr) {
         float total = 0.f;
         for (int w = 0; w < (int)(blockDim.x >> 5); ++w) total += warp_sums[w];
-        ssq_out[row] = total;
+        ssq_out[row * gridDim.y + blockIdx.y] = total;
     }
 }

@@ -17,7 +17,7 @@
 // dequantized tile, one barrier per step; on cards that grant a block 105 KB of shared memory), where this 64 × 64
 // tile is bound by shared memory and barriers rather than by the tensor cores.
 // A's columns must already be in the weights' sorted row order (norm.cu / swiglu.cu permute them when act-order
-// is on). Rows past `m` and K columns past `k` are zero-filled by cp.async (src-size 0) and never stored.
+// is on; with a permutation per fused part, a block picks the copy of its part: part_a). Rows past `m` and K columns past `k` are zero-filled by cp.async (src-size 0) and never stored.
 #include "int4.cuh"
 #include "tensor_core.cuh"
 
@@ -59,6 +59,13 @@ ENGINE_DEV uint4 dequant8(uint32_t word, __half2 zz, __half2 sc) {
     out.z = half2_as_u32(__highs2half2(d[0], d[1]));
     out.w = half2_as_u32(__highs2half2(d[2], d[3]));
     return out;
+}
+
+// The A a block reads: with act-order and a permutation per fused part, the copy in its part's row order (the
+// host keeps part boundaries on block boundaries).
+ENGINE_DEV const __half* part_a(const GemmParams& p, uint32_t slot0) {
+    const uint32_t part = (slot0 >= p.part_slot1) + (slot0 >= p.part_slot2);
+    return p.a + (size_t)part * p.a_part_stride;
 }
 
 template <int BM>
@@ -196,6 +203,7 @@ ENGINE_DEV void run(const GemmParams& p) {
     const int warp_m = warp / WN, warp_n = warp % WN;
     const uint32_t m0 = blockIdx.y * BM, slot0 = blockIdx.x * BN;
     const uint32_t steps_all = p.k_pad / BK, tiles = p.n_pad / INT4_TILE_N;
+    const __half* a = part_a(p, slot0);
     // This block's K steps.
     const uint32_t per_split = (steps_all + p.k_splits - 1) / p.k_splits;
     const uint32_t step_begin = blockIdx.z * per_split;
@@ -213,7 +221,7 @@ ENGINE_DEV void run(const GemmParams& p) {
             const int r = chunk >> 3, c = (chunk & 7) * 8;
             const uint32_t row = m0 + r, col = step * BK + c;
             const bool ok = row < p.m && col < p.k;
-            const __half* src = ok ? p.a + (size_t)row * p.lda + col : p.a;
+            const __half* src = ok ? a + (size_t)row * p.lda + col : a;
             cp_async16(&s.a[buf][r][c], src, ok ? 16u : 0u);
         }
         // Raw weights: 4 slot-tiles × 32 lanes, one uint4 per thread.
@@ -350,6 +358,7 @@ ENGINE_DEV void run_big(const GemmParams& p) {
     const int warp_m = warp / WN, warp_n = warp % WN;
     const uint32_t m0 = blockIdx.y * BIG_BM, slot0 = blockIdx.x * BIG_BN;
     const uint32_t steps_all = p.k_pad / BK, tiles = p.n_pad / INT4_TILE_N;
+    const __half* a = part_a(p, slot0);
     // This block's K steps (clamped, so that a split left without steps just contributes zeros).
     const uint32_t per_split = (steps_all + p.k_splits - 1) / p.k_splits;
     const uint32_t step_begin = min(steps_all, blockIdx.z * per_split);
@@ -367,7 +376,7 @@ ENGINE_DEV void run_big(const GemmParams& p) {
             const int r = a_r + 32 * i;
             const uint32_t row = m0 + r, col = step * BK + a_c;
             const bool ok = row < p.m && col < p.k;
-            const __half* src = ok ? p.a + (size_t)row * p.lda + col : p.a;
+            const __half* src = ok ? a + (size_t)row * p.lda + col : a;
             cp_async16(&s.a[buf][r][a_c], src, ok ? 16u : 0u);
         }
     };

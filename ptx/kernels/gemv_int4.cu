@@ -30,7 +30,7 @@ constexpr int WIDE_WARPS = 16;
 constexpr int UNROLL = 4; // 16-byte loads in flight per lane before the first is consumed
 
 enum Prologue { NORM = 0, PLAIN = 1 };
-enum Epilogue { STORE = 0, RESIDUAL = 1, QKV_ROPE = 2, SWIGLU = 3 };
+enum Epilogue { STORE = 0, RESIDUAL = 1, QKV_ROPE = 2, SWIGLU = 3, SWIGLU_SPLIT = 4 };
 
 // Block-wide sum with a fixed order: warp sums, then warp 0 sums the warps in index order. All threads get it.
 template <int NW>
@@ -47,8 +47,13 @@ ENGINE_DEV float block_sum(float v, float* scratch) {
 }
 
 // Stage the input into shared memory as fp16 pairs in the order the dequantizer produces weights: for packed word
-// r (rows 8r..8r+7), the pairs (x[8r+i], x[8r+i+4]) for i = 0..3. Sorted row a reads original row perm[a];
-// padding rows are zero, so the padded weights they meet contribute nothing.
+// r (rows 8r..8r+7), the pairs (x[8r+i], x[8r+i+4]) for i = 0..3. The input is already in the weights' sorted row
+// order (act-order: the kernel before this one wrote it so); padding rows are zero, so the padded weights they
+// meet contribute nothing.
+// With act-order and several fused parts (q, k, v; gate, up: AutoGPTQ sorts every linear by its own g_idx) each
+// part has its own copy of the input, k_pad elements apart, and the block stages the copies of the parts
+// its tiles belong to, one after another in shared memory. Those copies come with the norm weight already folded
+// in (`norm_w` null).
 // Why it is written this way: staging sits between the block's start and its first multiply, so its latency is
 // paid by every block. Each thread loads whole words with 16-byte loads (x as 2 float4, the norm weight as 8
 // halves), up to STAGE_WORDS of them before using any, and with the norm the partial sums of squares are loaded
@@ -64,50 +69,56 @@ ENGINE_DEV uint4 pack_word(const float v[8]) {
     return out;
 }
 
-// Row by row: act-order gathers, and the ragged end of K. Rows past k are zero.
+// The ragged end of K, row by row (rows past k are zero). `base`: the element of row0 in the input, `row0`: its
+// row in its part.
 template <int PRO>
-ENGINE_DEV uint4 gather_word(const GemvParams& p, uint32_t row0, float inv_rms) {
+ENGINE_DEV uint4 ragged_word(const GemvParams& p, uint32_t base, uint32_t row0, float inv_rms) {
     float v[8];
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
         const uint32_t row = row0 + i;
         float val = 0.f;
         if (row < p.k) {
-            const uint32_t src = p.perm ? p.perm[row] : row;
-            val = PRO == NORM ? p.x[src] * inv_rms * __half2float(p.norm_w[src]) : __half2float(p.x16[src]);
+            const float w = p.norm_w ? __half2float(p.norm_w[row]) : 1.f;
+            val = PRO == NORM ? p.x[base + i] * inv_rms * w : __half2float(p.x16[base + i]);
         }
         v[i] = val;
     }
     return pack_word(v);
 }
 
-template <int PRO, int NW>
-ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, float* scratch) {
-    const uint32_t words = p.k_pad / 8;
-    const bool direct = p.perm == nullptr;
+// Stage the input of parts part_lo..part_hi into shared memory, one after another (one part: the kernels without
+// act-order, and o/down). The parts' copies lie k_pad apart in x / x16, so several parts are one contiguous range
+// of words, staged by one loop. Every thread runs round 0, even with nothing to stage (K smaller than the block),
+// because the norm's block-wide sum inside it has barriers.
+template <int PRO, int NW, bool PARTS>
+ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, uint32_t part_lo, uint32_t part_hi, float* scratch) {
+    const uint32_t words = p.k_pad / 8, total = (part_hi - part_lo + 1) * words, first = part_lo * words;
+    // Word i's row in its part (one part: i itself, no division).
+    auto row_of = [&](uint32_t i) { return 8 * (PARTS ? i % words : i); };
     float inv_rms = 1.f;
-    // Every thread runs round 0, even with nothing to stage (K smaller than the block), because the norm's
-    // block-wide sum inside it has barriers.
-    for (uint32_t base = threadIdx.x; base == threadIdx.x || base < words; base += blockDim.x * STAGE_WORDS) {
+    for (uint32_t base = threadIdx.x; base == threadIdx.x || base < total; base += blockDim.x * STAGE_WORDS) {
         // Issue every load of this round first; x · w (NORM) or the fp16 input (PLAIN) lands in v.
         float v[STAGE_WORDS][8];
 #pragma unroll
         for (int u = 0; u < STAGE_WORDS; ++u) {
-            const uint32_t r = base + u * blockDim.x, row0 = 8 * r;
-            if (r < words && direct && row0 + 8 <= p.k) {
-                const uint4 hq = *reinterpret_cast<const uint4*>((PRO == NORM ? p.norm_w : p.x16) + row0);
+            const uint32_t i = base + u * blockDim.x, row0 = row_of(i), at = 8 * (first + i);
+            if (i < total && row0 + 8 <= p.k) {
+                uint4 hq = make_uint4(0x3C003C00u, 0x3C003C00u, 0x3C003C00u, 0x3C003C00u);  // 1.0: norm folded in
+                if (PRO == PLAIN) hq = *reinterpret_cast<const uint4*>(p.x16 + at);
+                else if (p.norm_w) hq = *reinterpret_cast<const uint4*>(p.norm_w + row0);
                 const __half2* h = reinterpret_cast<const __half2*>(&hq);
                 float4 a = make_float4(1.f, 1.f, 1.f, 1.f), b = a;
                 if (PRO == NORM) {
-                    a = *reinterpret_cast<const float4*>(p.x + row0);
-                    b = *reinterpret_cast<const float4*>(p.x + row0 + 4);
+                    a = *reinterpret_cast<const float4*>(p.x + at);
+                    b = *reinterpret_cast<const float4*>(p.x + at + 4);
                 }
                 const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
 #pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const float2 f = __half22float2(h[i]);
-                    v[u][2 * i] = xv[2 * i] * f.x;
-                    v[u][2 * i + 1] = xv[2 * i + 1] * f.y;
+                for (int j = 0; j < 4; ++j) {
+                    const float2 f = __half22float2(h[j]);
+                    v[u][2 * j] = xv[2 * j] * f.x;
+                    v[u][2 * j + 1] = xv[2 * j + 1] * f.y;
                 }
             }
         }
@@ -119,20 +130,26 @@ ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, float* scratch) {
         }
 #pragma unroll
         for (int u = 0; u < STAGE_WORDS; ++u) {
-            const uint32_t r = base + u * blockDim.x, row0 = 8 * r;
-            if (r >= words) break;
+            const uint32_t i = base + u * blockDim.x, row0 = row_of(i);
+            if (i >= total) break;
             uint4 out;
-            if (direct && row0 + 8 <= p.k) {
+            if (row0 + 8 <= p.k) {
 #pragma unroll
-                for (int i = 0; i < 8; ++i) v[u][i] *= inv_rms;
+                for (int j = 0; j < 8; ++j) v[u][j] *= inv_rms;
                 out = pack_word(v[u]);
             } else {
-                out = gather_word<PRO>(p, row0, inv_rms);
+                out = ragged_word<PRO>(p, 8 * (first + i), row0, inv_rms);
             }
-            reinterpret_cast<uint4*>(xs)[r] = out;
+            reinterpret_cast<uint4*>(xs)[i] = out;
         }
     }
     __syncthreads();
+}
+
+// The part of the fused projection tile t belongs to (act-order with a permutation per part; 0 otherwise).
+ENGINE_DEV uint32_t part_of(const GemvParams& p, uint32_t t) {
+    const uint32_t slot = t * INT4_TILE_N;
+    return (slot >= p.part_slot1) + (slot >= p.part_slot2);
 }
 
 // The dot product of one lane's 32-row chunk (4 words of one slot) with the staged input, times the group scale.
@@ -178,9 +195,14 @@ ENGINE_DEV float rope_rotate(const GemvParams& p, uint32_t col, float v, float p
     return d < half_dim ? v * c - partner * s : v * c + partner * s;
 }
 
+// Where SwiGLU's output for column `col` goes: act-order puts it in down_proj's sorted row order.
+ENGINE_DEV uint32_t swiglu_dst(const GemvParams& p, uint32_t col) {
+    return p.out_idx ? __ldg(p.out_idx + col) : col;
+}
+
 // Called by all 32 lanes of warp 0 with the tile's 16 results (lanes 16..31 mirror lanes 0..15).
 // `col` is the slot's output column (prefetched), `resid` its residual-stream value (RESIDUAL only).
-template <int EPI>
+template <int EPI, bool SCATTER>
 ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, uint32_t col, float resid, float v) {
     const int lane = threadIdx.x & 31;
     const bool real = col != INT4_PAD_SLOT;
@@ -189,7 +211,18 @@ ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, uint32_t col, float
     } else if (EPI == RESIDUAL) {
         float nv = 0.f;
         if (real) nv = resid + v;
-        if (lane < 16 && real) p.y[col] = nv;
+        if (lane < 16 && real) {
+            p.y[col] = nv;
+            // Act-order: the next projection's input, a copy per part in that part's row order, norm weight folded
+            // in (a scatter of 16 words per part and tile, so the next kernel stages with 16-byte loads).
+            if (SCATTER) {
+                const float wv = nv * __half2float(p.out_norm_w[col]);
+                const uint32_t* idx = p.out_idx + col;
+                float* ys = p.y_sorted;
+#pragma unroll 1
+                for (uint32_t q = 0; q < p.out_parts; ++q, idx += p.out_stride, ys += p.out_stride) ys[__ldg(idx)] = wv;
+            }
+        }
         float sq = nv * nv;
 #pragma unroll
         for (int o = 8; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o, 16);
@@ -212,7 +245,7 @@ ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, uint32_t col, float
         const float up = __shfl_xor_sync(0xffffffffu, v, 8, 16);
         if (lane < 8 && real) {
             const float silu = v / (1.f + __expf(-v));
-            p.out16[col] = __float2half_rn(silu * up);
+            p.out16[swiglu_dst(p, col)] = __float2half_rn(silu * up);
         }
     }
 }
@@ -238,50 +271,95 @@ ENGINE_DEV void load_batch(const GemvParams& p, uint32_t t, uint32_t s0, uint32_
     }
 }
 
-template <int PRO, int EPI, int NW = WARPS>
+// The tile of unit sequence index v. A block walks its units in order; a unit is one tile, or with SWIGLU_SPLIT a
+// gate tile (even v) followed by its up tile (odd v), part_slot1 / 16 tiles further on (read from the parameters
+// at each use: a register held for it would make the kernel spill).
+template <int EPI>
+ENGINE_DEV uint32_t tile_at(const GemvParams& p, uint32_t v) {
+    return EPI == SWIGLU_SPLIT ? (v >> 1) + (v & 1u) * (p.part_slot1 / INT4_TILE_N) : v;
+}
+
+// The lines load_batch would load for step s0 of tile t, asked into L2 without registers to hold them (for a
+// kernel that issues the loads themselves later).
+template <int NW>
+ENGINE_DEV void prefetch_batch(const GemvParams& p, uint32_t t, uint32_t s0, uint32_t steps) {
+    const uint4* wt = p.qw + (size_t)t * steps * 32 + (threadIdx.x & 31);
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+        const uint32_t s = s0 + u * NW;
+        if (s < steps) prefetch_l2(wt + (size_t)s * 32);
+    }
+}
+
+// The act-order variants: PARTS (the input in a copy per fused part) and SCATTER (the residual epilogue also writes
+// the next projection's copies); template parameters so that the other kernels carry none of it in registers.
+enum Variant { ONE_INPUT = 0, PARTS = 1, SCATTER = 2 };
+
+template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT>
 ENGINE_DEV void run(const GemvParams& p) {
+    // The per-warp sums first (NW · 17 floats), SWIGLU_SPLIT's gate values and columns (32 words; together a
+    // multiple of 16 bytes), then the staged input(s).
     extern __shared__ __align__(16) unsigned char smem[];
-    __half2* xs = reinterpret_cast<__half2*>(smem);
-    float* red = reinterpret_cast<float*>(smem + (size_t)p.k_pad * sizeof(__half));  // [NW][16]
-    float* scratch = red + NW * INT4_TILE_N;                                             // [NW]
+    float* red = reinterpret_cast<float*>(smem);  // [NW][16]
+    float* scratch = red + NW * INT4_TILE_N;       // [NW], then the gate values [16] and columns [16]
+    __half2* xs = reinterpret_cast<__half2*>(scratch + NW + 2 * INT4_TILE_N);
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int j = lane & 15, hsel = lane >> 4;
     const uint32_t steps = p.k_pad / INT4_STEP_K, tiles = p.n_pad / INT4_TILE_N;
-    const uint32_t t_begin = blockIdx.x * p.tiles_per_block;
-    const uint32_t t_end = min(tiles, t_begin + p.tiles_per_block);
+    // SWIGLU_SPLIT: the up tiles start at part 1; a unit is a (gate, up) pair of tiles.
+    const uint32_t units = EPI == SWIGLU_SPLIT ? p.part_slot1 / INT4_TILE_N : tiles;
+    const uint32_t u_begin = blockIdx.x * p.tiles_per_block;
+    const uint32_t u_end = min(units, u_begin + p.tiles_per_block);
+    const uint32_t per_unit = EPI == SWIGLU_SPLIT ? 2 : 1;
+    const uint32_t v_begin = u_begin * per_unit, v_end = u_end * per_unit;
+    // The parts this block's tiles belong to, each with its staged input (act-order; one part otherwise).
+    const uint32_t part_lo = VAR == PARTS && v_begin < v_end ? part_of(p, tile_at<EPI>(p, v_begin)) : 0;
+    const uint32_t part_hi = VAR == PARTS && v_begin < v_end ? part_of(p, tile_at<EPI>(p, v_end - 1)) : part_lo;
 
     // The weights never change, so their first loads go out before anything else — before waiting for the
     // previous kernel (programmatic dependent launch) and before staging x: the first batch's DRAM latency then
     // hides the launch gap and the prologue instead of adding to them.
     uint4 cur[UNROLL], nxt[UNROLL];
     uint32_t cur_sz[UNROLL], nxt_sz[UNROLL];
-    if (t_begin < t_end) load_batch<NW>(p, t_begin, warp, steps, cur, cur_sz);
+    // (The split gate/up kernel loads them after staging its two inputs, held across which they would spill; it
+    // asks for them into L2 here instead.)
+    constexpr bool EARLY = EPI != SWIGLU_SPLIT;
+    if (EARLY && v_begin < v_end) load_batch<NW>(p, tile_at<EPI>(p, v_begin), warp, steps, cur, cur_sz);
+    if (!EARLY && v_begin < v_end) prefetch_batch<NW>(p, tile_at<EPI>(p, v_begin), warp, steps);
 
     // Nothing before this line may read what the previous kernel writes (x, ssq, the caches).
     pdl_wait();
-    stage_input<PRO, NW>(p, xs, scratch);
+    stage_input<PRO, NW, VAR == PARTS>(p, xs, part_lo, part_hi, scratch);
+    if (!EARLY && v_begin < v_end) load_batch<NW>(p, tile_at<EPI>(p, v_begin), warp, steps, cur, cur_sz);
     pdl_launch_dependents();
 
-    for (uint32_t t = t_begin; t < t_end; ++t) {
+    for (uint32_t v = v_begin; v < v_end; ++v) {
+        const uint32_t t = tile_at<EPI>(p, v);
+        const __half2* xt = VAR == PARTS ? xs + (size_t)(part_of(p, t) - part_lo) * (p.k_pad / 2) : xs;
         // Warp 0 fetches what its epilogue needs now, so that those loads overlap the K loop.
         uint32_t col = INT4_PAD_SLOT;
         float resid = 0.f;
         if (warp == 0) {
             col = __ldg(p.col_map + t * INT4_TILE_N + j);
             if (EPI == RESIDUAL && col != INT4_PAD_SLOT) resid = p.y[col];
+            // The scatter's indices and norm weight, into L1 while the K loop runs (lanes 16..31 mirror 0..15).
+            if (VAR == SCATTER && lane < 16 && col != INT4_PAD_SLOT) {
+                prefetch_l1(p.out_norm_w + col);
+                for (uint32_t q = 0; q < p.out_parts; ++q) prefetch_l1(p.out_idx + q * p.out_stride + col);
+            }
         }
         float acc = 0.f;
         for (uint32_t s0 = warp; s0 < steps; s0 += NW * UNROLL) {
             // Software pipelining: the next batch (of this tile, or the next tile's first) is in flight while
             // this one is multiplied, so each lane keeps up to 2 × UNROLL loads outstanding.
-            uint32_t ns0 = s0 + NW * UNROLL, nt = t;
-            if (ns0 >= steps) ns0 = warp, nt = t + 1;
-            if (nt < t_end) load_batch<NW>(p, nt, ns0, steps, nxt, nxt_sz);
+            uint32_t ns0 = s0 + NW * UNROLL, nv = v;
+            if (ns0 >= steps) ns0 = warp, nv = v + 1;
+            if (nv < v_end) load_batch<NW>(p, tile_at<EPI>(p, nv), ns0, steps, nxt, nxt_sz);
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
                 const uint32_t s = s0 + u * NW;
-                if (s < steps) acc = dot_chunk(cur[u], xs + (2 * s + hsel) * 16, cur_sz[u], acc);
+                if (s < steps) acc = dot_chunk(cur[u], xt + (2 * s + hsel) * 16, cur_sz[u], acc);
             }
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
@@ -291,10 +369,23 @@ ENGINE_DEV void run(const GemvParams& p) {
         if (lane < 16) red[warp * INT4_TILE_N + j] = acc;
         __syncthreads();
         if (warp == 0) {
-            float v = 0.f;
+            float sum = 0.f;
 #pragma unroll
-            for (int w = 0; w < NW; ++w) v += red[w * INT4_TILE_N + j];
-            epilogue<EPI>(p, t, col, resid, v);
+            for (int w = 0; w < NW; ++w) sum += red[w * INT4_TILE_N + j];
+            if (EPI != SWIGLU_SPLIT) {
+                epilogue<EPI, VAR == SCATTER>(p, t, col, resid, sum);
+            } else if (lane < 16) {
+                // A unit's gate tile leaves its values (and columns) in shared memory, each lane its own slot, for
+                // its up tile: h = silu(gate) · up, stored at the gate's column (up column i is gate i + inter).
+                float* gate_v = scratch + NW;
+                uint32_t* gate_col = reinterpret_cast<uint32_t*>(gate_v + INT4_TILE_N);
+                if ((v & 1u) == 0) {
+                    gate_v[j] = sum, gate_col[j] = col;
+                } else if (gate_col[j] != INT4_PAD_SLOT) {
+                    const float g = gate_v[j];
+                    p.out16[swiglu_dst(p, gate_col[j])] = __float2half_rn(g / (1.f + __expf(-g)) * sum);
+                }
+            }
         }
         __syncthreads();
     }
@@ -311,8 +402,10 @@ ENGINE_DEV void run(const GemvParams& p) {
 #define GEMV_MIN_BLOCKS 3
 #endif
 
-// Shared memory: k_pad * 2 bytes (the staged input) + (NW * 16 + NW) * 4 with NW warps per block (8, or 16 for
-// the `_wide` kernel). Block: 32 · NW threads. Grid: ceil(n_pad / 16 / tiles_per_block) blocks.
+// Shared memory: (NW * 16 + NW + 32) * 4 + k_pad * 2 bytes per staged input (one; with act-order up to one per fused
+// part: as many as part_slot1 / part_slot2 name) with NW warps per block (8, or 16 for the `_wide` kernel). Block: 32 · NW
+// threads. Grid: ceil(units / tiles_per_block) blocks, units = n_pad / 16 tiles (gate/up split: part_slot1 / 16
+// pairs of tiles).
 
 // q/k/v projection of the normalized residual stream, with rotary embedding and the KV-cache append.
 extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_qkv(const GemvParams p) {
@@ -322,6 +415,26 @@ extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_qkv
 // gate/up projection of the normalized residual stream, with SwiGLU: h = silu(gate) * up.
 extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_gate_up(const GemvParams p) {
     gemv::run<gemv::NORM, gemv::SWIGLU>(p);
+}
+
+// gate/up with a row order each (act-order, ColumnOrder::GateUpSplit): gate tiles, then up tiles from part_slot1;
+// each unit of work is gate tile u and up tile u + part_slot1 / 16, so SwiGLU still needs no second kernel.
+extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_gate_up_split(const GemvParams p) {
+    gemv::run<gemv::NORM, gemv::SWIGLU_SPLIT, gemv::WARPS, gemv::PARTS>(p);
+}
+
+// Act-order q/k/v: the input copies of its parts (one for Baichuan's W_pack, three for LLaMA's q, k, v).
+extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_qkv_sorted(const GemvParams p) {
+    gemv::run<gemv::NORM, gemv::QKV_ROPE, gemv::WARPS, gemv::PARTS>(p);
+}
+
+// Act-order o/down: the residual epilogue also writes the next projection's input copies.
+extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_residual_sorted(const GemvParams p) {
+    gemv::run<gemv::PLAIN, gemv::RESIDUAL, gemv::WARPS, gemv::SCATTER>(p);
+}
+extern "C" __global__ void __launch_bounds__(512, GEMV_MIN_BLOCKS / 2)
+    gemv_int4_residual_wide_sorted(const GemvParams p) {
+    gemv::run<gemv::PLAIN, gemv::RESIDUAL, gemv::WIDE_WARPS, gemv::SCATTER>(p);
 }
 
 // o/down projection of an f16 input, added to the residual stream, with partial sums of squares for the next norm.

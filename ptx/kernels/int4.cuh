@@ -44,12 +44,11 @@ struct GemvParams {
     // Weights in the tile layout.
     const uint4* qw;
     const uint32_t* sz;       // half2 (scale, 1024 + zero) per [tile][group][slot]
-    const uint32_t* perm;     // act-order: original row of each sorted row (k_pad entries); null otherwise
     const uint32_t* col_map;  // output column of each slot; INT4_PAD_SLOT = padding
     // Prologue inputs.
-    const float* x;           // NORM: the residual stream, f32 [k]
-    const __half* x16;        // PLAIN: the input, f16 [k]
-    const __half* norm_w;     // NORM: RMSNorm weight [k]
+    const float* x;           // NORM: the residual stream, f32 [k] (act-order: its copies, see part_slot1)
+    const __half* x16;        // PLAIN: the input, f16 [k], in the weights' sorted row order
+    const __half* norm_w;     // NORM: RMSNorm weight [k]; null where x already has it folded in
     const float* ssq;         // NORM: partial sums of squares of x, n_ssq of them
     // Epilogue outputs.
     float* y;                 // STORE: y[n] = acc; RESIDUAL: y[n] += acc (y is the residual stream)
@@ -60,6 +59,12 @@ struct GemvParams {
     const float* rope_cos;    // QKV: [max_pos][head_dim / 2]
     const float* rope_sin;
     const uint32_t* pos;      // QKV: position of the token being decoded
+    // Act-order: where the next projection wants each output column in its sorted input ([out_parts][out_stride]
+    // sorted rows, i.e. inverse permutations). RESIDUAL: y_sorted[q][out_idx[q][col]] = y[col] · out_norm_w[col]
+    // for q < out_parts; SWIGLU: out16[out_idx[col]] instead of out16[col]. Null / 0: none.
+    const uint32_t* out_idx;
+    float* y_sorted;
+    const __half* out_norm_w;
     uint32_t k;               // input rows (unpadded)
     uint32_t k_pad;           // input rows padded to INT4_STEP_K
     uint32_t n_pad;           // slots (a multiple of INT4_TILE_N)
@@ -73,6 +78,11 @@ struct GemvParams {
     uint32_t q_dim;           // QKV: heads * head_dim
     uint32_t kv_dim;          // QKV: kv_heads * head_dim
     uint32_t chunk_shift;     // group of a 32-row chunk = chunk >> chunk_shift (group_size / 32 is a power of two)
+    uint32_t part_slot1;      // act-order with a permutation per fused part: first slot of part 1 (whole tiles; part
+    uint32_t part_slot2;      // i reads its input copy at x / x16 + i · k_pad), first slot of part 2;
+                              // 0xFFFFFFFF where there is none
+    uint32_t out_parts;       // RESIDUAL: copies in y_sorted (0: none)
+    uint32_t out_stride;      // elements between two parts' rows of out_idx and y_sorted
 };
 
 // Everything the prefill GEMM kernels read and write: gemm_int4.cu (row tiles of 64) and gemm_small.cu (chunks of
@@ -96,4 +106,10 @@ struct GemmParams {
     uint32_t lda;             // A row stride in elements (a multiple of 8)
     uint32_t ldy;             // Y row stride in elements
     uint32_t k_splits;        // blocks along K (gemm_int4: grid.z; gemm_small: grid.y); 1 = no split
+    // gemm_int4, act-order with a permutation per fused part: a block whose first slot is in part i (from
+    // part_slot1 / part_slot2 on; each a multiple of the block's slots, 0xFFFFFFFF where there is none) reads its A
+    // at a + i · a_part_stride, the copy in that part's row order. gemm_small ignores them (one part per launch).
+    uint32_t a_part_stride;
+    uint32_t part_slot1;
+    uint32_t part_slot2;
 };

@@ -16,17 +16,21 @@ struct RmsNormParams {
     const float* x;         // [rows][dim] the residual stream
     const __half* w;        // [dim]
     __half* out;            // [rows][dim]
-    const uint32_t* perm;   // [dim] act-order row order of the next GEMM's weights; may be null
+    const uint32_t* perm;   // [parts][perm_stride] act-order row orders of the next GEMM's weights; may be null
     uint32_t dim;
     float eps;
+    uint32_t perm_stride;   // entries between the row orders of two parts
+    uint32_t out_stride;    // elements between the outputs of two parts
 };
 
-// Grid: one block per row; 256 threads. out[r][k'] = x[r][perm[k']] / rms(x[r]) * w[perm[k']].
+// Grid: (rows, parts, slices); 256 threads. Part i of row r (i = blockIdx.y, one part without act-order):
+// out[i · out_stride + r · dim + k'] = x[r][perm_i[k']] / rms(x[r]) * w[perm_i[k']], perm_i = perm + i · perm_stride.
+// Why the parts: with act-order each fused part (q, k, v; gate, up) has its own row order, so each gets its copy.
 extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows(const RmsNormParams a) {
     const float* x = a.x;
     const __half* w = a.w;
-    __half* out = a.out;
-    const uint32_t* perm = a.perm;
+    __half* out = a.out + (size_t)blockIdx.y * a.out_stride;
+    const uint32_t* perm = a.perm ? a.perm + (size_t)blockIdx.y * a.perm_stride : nullptr;
     const uint32_t dim = a.dim;
     const float eps = a.eps;
     __shared__ float warp_sums[8];
@@ -55,12 +59,15 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows(const RmsNormPara
     }
     __syncthreads();
     __half* o = out + (size_t)blockIdx.x * dim;
-    for (uint32_t base = threadIdx.x; base < dim; base += blockDim.x * ROW_UNROLL) {
+    // This block's slice of the outputs (grid.z slices: a few-row prompt has too few rows to fill the card, so each
+    // row's outputs are split over several blocks, each of which reduces the whole row itself).
+    const uint32_t per = (dim + gridDim.z - 1) / gridDim.z, lo = blockIdx.z * per, hi = min(dim, lo + per);
+    for (uint32_t base = lo + threadIdx.x; base < hi; base += blockDim.x * ROW_UNROLL) {
         uint32_t src[ROW_UNROLL];
 #pragma unroll
         for (int u = 0; u < ROW_UNROLL; ++u) {
             const uint32_t i = base + u * blockDim.x;
-            src[u] = i < dim ? (perm ? perm[i] : i) : 0;
+            src[u] = i < hi ? (perm ? perm[i] : i) : 0;
         }
         float v[ROW_UNROLL], wv[ROW_UNROLL];
 #pragma unroll
@@ -68,7 +75,7 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows(const RmsNormPara
 #pragma unroll
         for (int u = 0; u < ROW_UNROLL; ++u) {
             const uint32_t i = base + u * blockDim.x;
-            if (i < dim) o[i] = __float2half_rn(v[u] * inv_rms * wv[u]);
+            if (i < hi) o[i] = __float2half_rn(v[u] * inv_rms * wv[u]);
         }
     }
 }
@@ -81,7 +88,7 @@ struct PermuteParams {
 };
 
 // Column permutation of fp16 rows, for act-order inputs that no norm writes (the attention output feeding o_proj).
-// Grid: one block per row; 256 threads. out[r][k'] = in[r][perm[k']].
+// Grid: (rows, slices); 256 threads: block (r, y) writes slice y of row r. out[r][k'] = in[r][perm[k']].
 extern "C" __global__ void __launch_bounds__(256) permute_cols(const PermuteParams a) {
     const __half* in = a.in;
     __half* out = a.out;
@@ -91,12 +98,13 @@ extern "C" __global__ void __launch_bounds__(256) permute_cols(const PermutePara
     pdl_launch_dependents();
     const __half* src = in + (size_t)blockIdx.x * cols;
     __half* dst = out + (size_t)blockIdx.x * cols;
-    for (uint32_t base = threadIdx.x; base < cols; base += blockDim.x * ROW_UNROLL) {
+    const uint32_t per = (cols + gridDim.y - 1) / gridDim.y, lo = blockIdx.y * per, hi = min(cols, lo + per);
+    for (uint32_t base = lo + threadIdx.x; base < hi; base += blockDim.x * ROW_UNROLL) {
         uint32_t s[ROW_UNROLL];
 #pragma unroll
         for (int u = 0; u < ROW_UNROLL; ++u) {
             const uint32_t i = base + u * blockDim.x;
-            s[u] = i < cols ? perm[i] : 0;
+            s[u] = i < hi ? perm[i] : 0;
         }
         __half v[ROW_UNROLL];
 #pragma unroll
@@ -104,7 +112,7 @@ extern "C" __global__ void __launch_bounds__(256) permute_cols(const PermutePara
 #pragma unroll
         for (int u = 0; u < ROW_UNROLL; ++u) {
             const uint32_t i = base + u * blockDim.x;
-            if (i < cols) dst[i] = v[u];
+            if (i < hi) dst[i] = v[u];
         }
     }
 }

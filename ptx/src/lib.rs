@@ -89,7 +89,7 @@ pub mod kernels {
 
     /// `embed.cu`: `embed_tokens(EmbedParams)`. One block per row, 256 threads; `ssq_out` may be null.
     pub const EMBED_TOKENS: &str = "embed_tokens";
-    /// `norm.cu`: `rmsnorm_rows(RmsNormParams)`. One block per row, 256 threads; `perm` may be null.
+    /// `norm.cu`: `rmsnorm_rows(RmsNormParams)`. Grid (rows, copies), 256 threads; `perm` may be null.
     pub const RMSNORM_ROWS: &str = "rmsnorm_rows";
     /// `norm.cu`: `permute_cols(PermuteParams)`. One block per row, 256 threads.
     pub const PERMUTE_COLS: &str = "permute_cols";
@@ -98,14 +98,23 @@ pub mod kernels {
     /// `swiglu.cu`: `swiglu_rows(SwigluParams)`. Grid (rows, ceil(inter / 2048)), 256 threads; `perm` may be null.
     pub const SWIGLU_ROWS: &str = "swiglu_rows";
     /// `gemv_int4.cu`: `gemv_int4_qkv(GemvParams)`: norm prologue, rotary + KV-append epilogue. 256 threads,
-    /// dynamic shared memory `k_pad * 2 + 544`.
+    /// dynamic shared memory `672 + k_pad * 2` per staged input (act-order: one per fused part).
     pub const GEMV_INT4_QKV: &str = "gemv_int4_qkv";
     /// `gemv_int4.cu`: `gemv_int4_gate_up(GemvParams)`: norm prologue, SwiGLU epilogue.
     pub const GEMV_INT4_GATE_UP: &str = "gemv_int4_gate_up";
+    /// `gemv_int4.cu`: `gemv_int4_gate_up_split(GemvParams)`: the same over act-order's split gate/up layout (gate
+    /// tiles, then up tiles from `part_slot1`), one input staged per part.
+    pub const GEMV_INT4_GATE_UP_SPLIT: &str = "gemv_int4_gate_up_split";
+    /// `gemv_int4.cu`: `gemv_int4_qkv_sorted(GemvParams)`: act-order q/k/v, one input copy per fused part.
+    pub const GEMV_INT4_QKV_SORTED: &str = "gemv_int4_qkv_sorted";
+    /// `gemv_int4.cu`: `gemv_int4_residual_sorted(GemvParams)` and `gemv_int4_residual_wide_sorted`: the residual
+    /// GEMVs whose epilogue also writes the next (act-order) projection's sorted input copies.
+    pub const GEMV_INT4_RESIDUAL_SORTED: &str = "gemv_int4_residual_sorted";
+    pub const GEMV_INT4_RESIDUAL_WIDE_SORTED: &str = "gemv_int4_residual_wide_sorted";
     /// `gemv_int4.cu`: `gemv_int4_residual(GemvParams)`: f16 input, residual-add epilogue with partial sums of squares.
     pub const GEMV_INT4_RESIDUAL: &str = "gemv_int4_residual";
     /// `gemv_int4.cu`: `gemv_int4_residual_wide(GemvParams)`: the same with 16 warps (512 threads), dynamic shared
-    /// memory `k_pad * 2 + 1088`, for projections with few tiles (o/down of a 7B model).
+    /// memory `1216 + k_pad * 2`, for projections with few tiles (o/down of a 7B model).
     pub const GEMV_INT4_RESIDUAL_WIDE: &str = "gemv_int4_residual_wide";
     /// `gemv_int4.cu`: `gemv_int4_store(GemvParams)`: f16 input, f32 output (tests).
     pub const GEMV_INT4_STORE: &str = "gemv_int4_store";
@@ -170,6 +179,10 @@ pub mod kernels {
         SWIGLU_ROWS,
         GEMV_INT4_QKV,
         GEMV_INT4_GATE_UP,
+        GEMV_INT4_GATE_UP_SPLIT,
+        GEMV_INT4_QKV_SORTED,
+        GEMV_INT4_RESIDUAL_SORTED,
+        GEMV_INT4_RESIDUAL_WIDE_SORTED,
         GEMV_INT4_RESIDUAL,
         GEMV_INT4_RESIDUAL_WIDE,
         GEMV_INT4_STORE,

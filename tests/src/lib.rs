@@ -124,13 +124,11 @@ pub fn cases() -> Vec<Case> {
         Case::new(
             "llama-gqa-g32-actorder-per-linear",
             SynthSpec { group_size: Some(32), g_idx_per_linear: true, seed: 16, ..llama.clone() },
-        )
-        .cuda_refuses("own permutation"),
+        ),
         Case::new(
             "baichuan-g32-actorder-per-linear-asym",
             SynthSpec { desc_act: true, g_idx_per_linear: true, sym: false, seed: 17, ..tiny.clone() },
-        )
-        .cuda_refuses("own permutation"),
+        ),
         // bfloat16: unquantized in both namings (tied embeddings in LLaMA's), and 4-bit GPTQ of a bfloat16 model
         // (embeddings and norms BF16, scales F16).
         Case::new("baichuan-bf16", SynthSpec { quantized: false, float_dtype: DType::BF16, seed: 12, ..tiny.clone() })

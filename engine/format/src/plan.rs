@@ -19,13 +19,14 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::marker::PhantomData;
 
 use half::f16;
 
 use crate::config::ModelConfig;
-use crate::desc::{Linear, ModelDesc};
+use crate::desc::{LayerDesc, Linear, ModelDesc};
 use crate::gptq::Bits;
 
 /// The int4 tile layout's numbers, shared with the kernels (one source: the kernels' `tile_layout.h`).
@@ -139,8 +140,12 @@ pub struct GptqBuffers {
     pub sz: Buf<u32>,
     /// Output column of each slot.
     pub col_map: Buf<u32>,
-    /// Act-order: the original row of each sorted row; `None` without act-order.
+    /// Act-order: the original row of each sorted row, one permutation of `k_pad` rows per fused part
+    /// (`[parts][k_pad]`, see [`perms`]); `None` without act-order.
     pub perm: Option<Buf<u32>>,
+    /// Act-order: the inverse permutations (the sorted row of each original row, `[parts][k_pad]`), by which the
+    /// kernel before this linear writes its input in sorted order; `None` without act-order.
+    pub inv: Option<Buf<u32>>,
 }
 
 /// The buffers of one (possibly fused) linear layer.
@@ -227,7 +232,8 @@ impl KvLayout {
 pub struct ActivationBuffers {
     /// The residual stream, `[rows][hidden]`.
     pub x: Buf<f32>,
-    /// The input norm's output, `[rows][hidden]`.
+    /// The input norm's output, `[rows][hidden]`; with act-order one such block per permutation of q/k/v
+    /// (`[perms][prefill_chunk][hidden]`).
     pub xn: Buf<f16>,
     /// The q/k/v projection, `[rows][q_dim + 2 kv_dim]`.
     pub qkv: Buf<f16>,
@@ -237,7 +243,7 @@ pub struct ActivationBuffers {
     pub att: Buf<f16>,
     /// The attention output in o_proj's act-order row order, `[rows][q_dim]`.
     pub att_perm: Buf<f16>,
-    /// The post-attention norm's output, `[rows][hidden]`.
+    /// The post-attention norm's output, `[rows][hidden]`; with act-order `[perms][prefill_chunk][hidden]` as `xn`.
     pub xn2: Buf<f16>,
     /// The gate/up projection, `[rows][2 inter]`.
     pub gate_up: Buf<f16>,
@@ -254,6 +260,9 @@ pub struct WorkspaceBuffers {
     pub gemm_counters: Buf<u32>,
     /// Sums of squares of the residual stream, one per hidden tile (the fused norms' input).
     pub ssq: Buf<f32>,
+    /// Decode with act-order: the residual stream × the next norm's weight, a copy per fused part of the next
+    /// projection in that part's sorted row order (`[parts][k_pad(hidden)]`).
+    pub x_sorted: Buf<f32>,
     /// Decode attention partials: `[heads][splits][head_dim]` outputs and `[heads][splits][2]` (max, sum).
     pub attn_partial_o: Buf<f32>,
     pub attn_partial_ml: Buf<f32>,
@@ -300,14 +309,36 @@ pub struct MemoryPlan {
 /// Alignment of every buffer: 256 bytes, what the driver gives allocations, more than any kernel's 16-byte loads.
 pub const ALIGN: usize = 256;
 
-/// Slots of the fused q/k/v projection: rotary pairs of q and k, 8 per tile, then v columns, 16 per tile.
+/// Slots of the fused q/k/v projection: rotary pairs of q, 8 per tile, then those of k, then the v columns, 16 per
+/// tile; each of q, k and v starts a tile, so that a tile belongs to one of them (with act-order each has its own
+/// row order).
 pub fn slots_qkv(c: &ModelConfig) -> usize {
-    let pairs = (c.num_attention_heads + c.num_key_value_heads) * c.head_dim / 2;
-    TILE_N * (pairs.div_ceil(TILE_N / 2) + c.kv_dim().div_ceil(TILE_N))
+    let (q_pairs, k_pairs) = (c.num_attention_heads * c.head_dim / 2, c.num_key_value_heads * c.head_dim / 2);
+    TILE_N * (q_pairs.div_ceil(TILE_N / 2) + k_pairs.div_ceil(TILE_N / 2) + c.kv_dim().div_ceil(TILE_N))
 }
-/// Slots of the fused gate/up projection: gate column i and up column i share a tile, 8 pairs per tile.
-pub fn slots_gate_up(c: &ModelConfig) -> usize {
-    TILE_N * c.intermediate_size.div_ceil(TILE_N / 2)
+/// Slots of the fused gate/up projection. Paired (`split` false): gate column i and up column i share a tile, 8
+/// pairs per tile. Split (act-order, where gate and up each have their own row order): the gate columns' tiles,
+/// then the up columns' in the same order.
+pub fn slots_gate_up(c: &ModelConfig, split: bool) -> usize {
+    if split {
+        2 * slots_identity(c.intermediate_size)
+    } else {
+        TILE_N * c.intermediate_size.div_ceil(TILE_N / 2)
+    }
+}
+/// Act-order permutations a fused linear of these `parts` carries on the device: none without act-order, else one
+/// per part (AutoGPTQ sorts every linear by its own `g_idx`; Baichuan's W_pack is one part).
+pub fn perms(parts: &[&Linear]) -> usize {
+    let act_order = parts.iter().any(|p| matches!(p, Linear::Gptq { g_idx_is_trivial: false, .. }));
+    if act_order {
+        parts.len()
+    } else {
+        0
+    }
+}
+/// Whether a gate/up pair is laid out split (see [`slots_gate_up`]): with act-order.
+pub fn gate_up_split(gate: &Linear, up: &Linear) -> bool {
+    perms(&[gate, up]) > 0
 }
 /// Slots of a plain projection of `n` columns.
 pub fn slots_identity(n: usize) -> usize {
@@ -336,7 +367,7 @@ pub const GEMM_SPLIT_ROWS: usize = 256;
 
 /// Largest slot count of any projection (the split-K partials are `[splits][rows][slots]`).
 pub fn max_slots(c: &ModelConfig) -> usize {
-    slots_qkv(c).max(slots_gate_up(c)).max(slots_identity(c.hidden_size))
+    slots_qkv(c).max(slots_gate_up(c, true)).max(slots_identity(c.hidden_size))
 }
 
 /// Largest grid of the lm_head kernel (one partial argmax per block).
@@ -382,7 +413,7 @@ impl Builder {
         match parts[0] {
             Linear::Gptq { bits, in_features, groups, .. } => {
                 let kp = k_pad(*in_features);
-                let act_order = parts.iter().any(|p| matches!(p, Linear::Gptq { g_idx_is_trivial: false, .. }));
+                let perms = perms(parts);
                 let w = Region::Weights;
                 // kp × slots weights of `bits` bits in 16-byte (128-bit) words.
                 let words = kp * slots * bits.count() as usize / 128;
@@ -390,7 +421,8 @@ impl Builder {
                     qw: self.push(format!("{prefix}.qw"), w, words),
                     sz: self.push(format!("{prefix}.sz"), w, slots * groups),
                     col_map: self.push(format!("{prefix}.col_map"), w, slots),
-                    perm: act_order.then(|| self.push(format!("{prefix}.perm"), w, kp)),
+                    perm: (perms > 0).then(|| self.push(format!("{prefix}.perm"), w, perms * kp)),
+                    inv: (perms > 0).then(|| self.push(format!("{prefix}.inv"), w, perms * kp)),
                 };
                 match bits {
                     Bits::Four => LinearBuffers::Int4(buffers),
@@ -424,7 +456,9 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
         let qkv = b.linear(&format!("layers.{l}.qkv"), &qkv, slots_qkv(c));
         let o_proj = b.linear(&format!("layers.{l}.o_proj"), &[&layer.o_proj], slots_identity(hidden));
         let post_norm = b.push(format!("layers.{l}.post_attention_layernorm"), w, hidden);
-        let gate_up = b.linear(&format!("layers.{l}.gate_up"), &[&layer.gate_proj, &layer.up_proj], slots_gate_up(c));
+        let split = gate_up_split(&layer.gate_proj, &layer.up_proj);
+        let gate_up =
+            b.linear(&format!("layers.{l}.gate_up"), &[&layer.gate_proj, &layer.up_proj], slots_gate_up(c, split));
         let down_proj = b.linear(&format!("layers.{l}.down_proj"), &[&layer.down_proj], slots_identity(hidden));
         layers.push(LayerBuffers { input_norm, qkv, o_proj, post_norm, gate_up, down_proj });
     }
@@ -453,15 +487,20 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
     // Activations of one prefill chunk, placed so that buffers with disjoint lifetimes share bytes.
     let m = limits.prefill_chunk;
     let qkv_dim = q_dim + 2 * kv_dim;
+    // The norms write one copy of their rows per act-order permutation of the projection they feed.
+    let copies =
+        |parts: fn(&LayerDesc) -> Vec<&Linear>| desc.layers.iter().map(|l| perms(&parts(l))).max().unwrap_or(0);
+    let xn_copies = copies(|l| l.qkv.parts.iter().collect()).max(1);
+    let xn2_copies = copies(|l| vec![&l.gate_proj, &l.up_proj]).max(1);
     // (elements, element size) in ACTIVATIONS order.
     let shapes: [(usize, usize); 9] = [
         (m * hidden, 4),
-        (m * hidden, 2),
+        (xn_copies * m * hidden, 2),
         (m * qkv_dim, 2),
         (m * q_dim, 2),
         (m * q_dim, 2),
         (m * q_dim, 2),
-        (m * hidden, 2),
+        (xn2_copies * m * hidden, 2),
         (m * 2 * inter, 2),
         (m * inter, 2),
     ];
@@ -485,6 +524,7 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
         gemm_partial: b.push("ws.gemm_partial".into(), s, GEMM_SPLIT_ROWS * max_slots(c)),
         gemm_counters: b.push("ws.gemm_counters".into(), s, GEMM_SPLIT_ROWS.div_ceil(64) * max_slots(c).div_ceil(64)),
         ssq: b.push("ws.ssq".into(), s, slots_identity(hidden) / TILE_N),
+        x_sorted: b.push("ws.x_sorted".into(), s, xn_copies.max(xn2_copies) * k_pad(hidden)),
         attn_partial_o: b.push("ws.attn_partial_o".into(), s, heads * splits * hd),
         attn_partial_ml: b.push("ws.attn_partial_ml".into(), s, heads * splits * 2),
         attn_counters: b.push("ws.attn_counters".into(), s, heads),

@@ -65,7 +65,6 @@ kernel_params! {
     "int4.cuh" struct GemvParams {
         qw: DevPtr<[u32; 4]>,
         sz: DevPtr<u32>,
-        perm: DevPtr<u32>,
         col_map: DevPtr<u32>,
         x: DevPtr<f32>,
         x16: DevPtr<f16>,
@@ -79,6 +78,9 @@ kernel_params! {
         rope_cos: DevPtr<f32>,
         rope_sin: DevPtr<f32>,
         pos: DevPtr<u32>,
+        out_idx: DevPtr<u32>,
+        y_sorted: DevPtr<f32>,
+        out_norm_w: DevPtr<f16>,
         k: u32,
         k_pad: u32,
         n_pad: u32,
@@ -92,6 +94,10 @@ kernel_params! {
         q_dim: u32,
         kv_dim: u32,
         chunk_shift: u32,
+        part_slot1: u32,
+        part_slot2: u32,
+        out_parts: u32,
+        out_stride: u32,
     }
 
     /// The prefill GEMM kernels' parameters (`gemm_int4.cu`, `gemm_small.cu`).
@@ -113,6 +119,9 @@ kernel_params! {
         lda: u32,
         ldy: u32,
         k_splits: u32,
+        a_part_stride: u32,
+        part_slot1: u32,
+        part_slot2: u32,
     }
 
     /// Attention, decode and prefill.
@@ -125,6 +134,7 @@ kernel_params! {
         part_ml: DevPtr<f32>,
         counters: DevPtr<u32>,
         pos: DevPtr<u32>,
+        out_idx: DevPtr<u32>,
         heads: u32,
         kv_heads: u32,
         head_dim: u32,
@@ -156,7 +166,12 @@ kernel_params! {
         table: DevPtr<f16>,
         x: DevPtr<f32>,
         ssq_out: DevPtr<f32>,
+        x_sorted: DevPtr<f32>,
+        idx: DevPtr<u32>,
+        norm_w: DevPtr<f16>,
         dim: u32,
+        parts: u32,
+        stride: u32,
     }
 
     /// RMSNorm of prefill rows.
@@ -167,6 +182,8 @@ kernel_params! {
         perm: DevPtr<u32>,
         dim: u32,
         eps: f32,
+        perm_stride: u32,
+        out_stride: u32,
     }
 
     /// Column permutation of fp16 rows.
@@ -306,6 +323,10 @@ kernels! {
     swiglu_rows: SwigluParams = name::SWIGLU_ROWS,
     gemv_qkv: GemvParams = name::GEMV_INT4_QKV,
     gemv_gate_up: GemvParams = name::GEMV_INT4_GATE_UP,
+    gemv_gate_up_split: GemvParams = name::GEMV_INT4_GATE_UP_SPLIT,
+    gemv_qkv_sorted: GemvParams = name::GEMV_INT4_QKV_SORTED,
+    gemv_residual_sorted: GemvParams = name::GEMV_INT4_RESIDUAL_SORTED,
+    gemv_residual_wide_sorted: GemvParams = name::GEMV_INT4_RESIDUAL_WIDE_SORTED,
     gemv_residual: GemvParams = name::GEMV_INT4_RESIDUAL,
     gemv_residual_wide: GemvParams = name::GEMV_INT4_RESIDUAL_WIDE,
     gemv_store: GemvParams = name::GEMV_INT4_STORE,
@@ -372,9 +393,10 @@ impl Kernels {
         let k = Kernels::functions(module)?;
         // The GEMVs and lm_head stage their input in shared memory: K × 2 (or × 4) bytes, up to the card's limit.
         let staged = shapes::GEMV_MAX_SMEM_BYTES.min(limits.smem_per_block);
-        for f in
-            [&k.gemv_qkv, &k.gemv_gate_up, &k.gemv_residual, &k.gemv_residual_wide, &k.gemv_store, &k.gemv_norm_store]
-        {
+        let gemvs = [&k.gemv_qkv, &k.gemv_gate_up, &k.gemv_residual, &k.gemv_residual_wide, &k.gemv_store];
+        let act_order =
+            [&k.gemv_qkv_sorted, &k.gemv_gate_up_split, &k.gemv_residual_sorted, &k.gemv_residual_wide_sorted];
+        for f in gemvs.into_iter().chain(act_order).chain([&k.gemv_norm_store]) {
             f.set_max_dynamic_smem(staged)?;
         }
         k.lm_head.set_max_dynamic_smem(staged)?;

@@ -15,6 +15,8 @@
 //!   `q − zero` with one `lop3` (which makes the half `1024 + q`) and one exact half2 subtraction.
 //! - With act-order (`g_idx` not `k / G`), rows are sorted by group first (`perm[k']` is the original row of
 //!   sorted row `k'`), so every 32-row chunk lies in one group; the kernel gathers `x[perm[k']]` once per block.
+//!   Each fused part (q, k, v; gate, up) is sorted by its own `g_idx`, as AutoGPTQ quantizes each linear on its
+//!   own: the parts then occupy whole tiles each (`part_slots`), and a kernel stages one gathered input per part.
 //!
 //! K is padded to a multiple of [`STEP_K`] and N to a multiple of [`TILE_N`]; padded rows meet zeros in `x`, padded
 //! slots are never written.
@@ -29,6 +31,9 @@ use crate::model::Model;
 
 /// The tile's numbers, from the header the kernels include (`ptx/kernels/tile_layout.h`).
 pub use engine_ptx::tile::{CHUNK_K, PAD_SLOT, STEP_K, TILE_N};
+
+/// `part_slots` entry of a part that does not exist: past every slot.
+pub const NO_PART: u32 = u32::MAX;
 
 /// One linear layer (or several fused along N) in the device layout, still in host memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +50,15 @@ pub struct DeviceLinear {
     pub qw: Vec<u32>,
     /// `[n_pad / TILE_N][groups][TILE_N]` half2 bits: low half = scale, high half = 1024 + zero.
     pub sz: Vec<u32>,
-    /// Original row of each sorted row, `k_pad` entries (padding rows point past `k`); `None` without act-order.
+    /// Original row of each sorted row, `k_pad` entries per fused part (`[parts][k_pad]`; padding rows point past
+    /// `k`); `None` without act-order.
     pub perm: Option<Vec<u32>>,
+    /// The inverse of `perm`, part by part: the sorted row of each original row (`[parts][k_pad]`; rows past `k`
+    /// map to themselves). The kernel before this linear writes its input through it.
+    pub inv: Option<Vec<u32>>,
+    /// With a permutation per part: the first slot of parts 1 and 2 (each a whole number of tiles); `NO_PART`
+    /// where there is no such part.
+    pub part_slots: [u32; 2],
     /// Output column of each slot, `n_pad` entries.
     pub col_map: Vec<u32>,
 }
@@ -67,10 +79,13 @@ pub enum ColumnOrder {
     /// Slot `s` computes column `s`.
     Identity,
     /// q/k/v: the q and k columns as rotary pairs (`d`, `d + head_dim/2` of one head in slots `j`, `j + 8`), then
-    /// the v columns in order.
+    /// the v columns in order; q, k and v each start a tile.
     QkvRope { head_dim: usize, q_dim: usize, kv_dim: usize },
     /// gate/up fused (`gate` = columns `0..inter`, `up` = `inter..2·inter`): gate `i` in slot `j`, up `i` in `j + 8`.
     GateUp { inter: usize },
+    /// gate/up fused with a row order each (act-order): the gate columns in order, then the up columns from the
+    /// next tile on, so that up column `i` sits exactly `part_slots[0]` slots after gate column `i`.
+    GateUpSplit { inter: usize },
 }
 
 /// The slot → column map for `order` over `n` fused columns, padded to whole tiles.
@@ -92,15 +107,23 @@ pub fn column_map(order: ColumnOrder, n: usize) -> Vec<u32> {
         ColumnOrder::Identity => map.extend(0..n as u32),
         ColumnOrder::QkvRope { head_dim, q_dim, kv_dim } => {
             let h2 = head_dim / 2;
-            let rope_pairs: Vec<(u32, u32)> = (0..(q_dim + kv_dim) / head_dim)
-                .flat_map(|h| (0..h2).map(move |i| ((h * head_dim + i) as u32, (h * head_dim + h2 + i) as u32)))
-                .collect();
-            pairs(&mut map, &rope_pairs);
+            let rope_pairs = |cols: std::ops::Range<usize>| -> Vec<(u32, u32)> {
+                cols.step_by(head_dim)
+                    .flat_map(|h| (0..h2).map(move |i| ((h + i) as u32, (h + h2 + i) as u32)))
+                    .collect()
+            };
+            pairs(&mut map, &rope_pairs(0..q_dim));
+            pairs(&mut map, &rope_pairs(q_dim..q_dim + kv_dim));
             map.extend((q_dim + kv_dim) as u32..(q_dim + 2 * kv_dim) as u32);
         }
         ColumnOrder::GateUp { inter } => {
             let gu: Vec<(u32, u32)> = (0..inter as u32).map(|i| (i, i + inter as u32)).collect();
             pairs(&mut map, &gu);
+        }
+        ColumnOrder::GateUpSplit { inter } => {
+            map.extend(0..inter as u32);
+            map.resize(inter.next_multiple_of(TILE_N), PAD_SLOT);
+            map.extend(inter as u32..2 * inter as u32);
         }
     }
     map.resize(map.len().next_multiple_of(TILE_N), PAD_SLOT);
@@ -198,21 +221,7 @@ fn repack_parts_in(
     what: &str,
     mut qw: Vec<u32>,
 ) -> Result<DeviceLinear> {
-    if views.windows(2).any(|w| w[0].g_idx != w[1].g_idx) {
-        return Err(Error::BackendUnavailable(format!(
-            "{what}: the fused parts have different g_idx (an act-order permutation per linear); the CUDA backend \
-             needs one per fused projection; run this checkpoint with --backend cpu"
-        )));
-    }
     let n_total: usize = views.iter().map(|v| v.n).sum();
-    let g_idx = views[0].g_idx;
-
-    // Sort rows by group. A stable sort keeps `perm` the identity when g_idx is already k / G.
-    let mut perm: Vec<u32> = (0..k as u32).collect();
-    perm.sort_by_key(|&r| g_idx[r as usize]);
-    let act_order = perm.iter().enumerate().any(|(i, &r)| i as u32 != r);
-    // After sorting, the group of sorted row k' must be k' / G for a G that chunks of 32 rows never straddle.
-    let sorted_group = |kk: usize| g_idx[perm[kk] as usize] as usize;
     let eff_g = if groups == 1 { k.next_multiple_of(STEP_K) } else { group_size };
     if groups > 1 && !(eff_g % CHUNK_K == 0 && (eff_g / CHUNK_K).is_power_of_two()) {
         return Err(Error::BackendUnavailable(format!(
@@ -221,31 +230,61 @@ fn repack_parts_in(
         )));
     }
     let chunk_shift = if groups > 1 { (eff_g / CHUNK_K).trailing_zeros() } else { 31 };
-    if let Some(bad) = (0..k).find(|&kk| sorted_group(kk) != kk / eff_g) {
-        return Err(Error::BackendUnavailable(format!(
-            "{what}: g_idx is not a permutation of equal groups of {group_size} rows (sorted row {bad} is in group {}); \
-             run this checkpoint with --backend cpu",
-            sorted_group(bad)
-        )));
+
+    // Sort each part's rows by its group. A stable sort keeps the order the identity when g_idx is already k / G.
+    let mut perms: Vec<Vec<u32>> = Vec::with_capacity(views.len());
+    for (i, v) in views.iter().enumerate() {
+        let mut perm: Vec<u32> = (0..k as u32).collect();
+        perm.sort_by_key(|&r| v.g_idx[r as usize]);
+        // After sorting, the group of sorted row k' must be k' / G for a G that chunks of 32 rows never straddle.
+        let sorted_group = |kk: usize| v.g_idx[perm[kk] as usize] as usize;
+        if let Some(bad) = (0..k).find(|&kk| sorted_group(kk) != kk / eff_g) {
+            return Err(Error::BackendUnavailable(format!(
+                "{what}: g_idx of part {i} is not a permutation of equal groups of {group_size} rows (sorted row \
+                 {bad} is in group {}); run this checkpoint with --backend cpu",
+                sorted_group(bad)
+            )));
+        }
+        perms.push(perm);
     }
+    let act_order = perms.iter().any(|p| p.iter().enumerate().any(|(i, &r)| i as u32 != r));
 
     let col_map = column_map(order, n_total);
     let n_pad = col_map.len();
     let k_pad = k.next_multiple_of(STEP_K);
     let (tiles, steps) = (n_pad / TILE_N, k_pad / STEP_K);
 
-    // Locate fused column c in its part.
-    let locate = |c: usize| -> (&GptqParts<'_>, usize) {
+    // Locate fused column c: its part and its column in the part.
+    let locate = |c: usize| -> (usize, usize) {
         let mut c = c;
-        for v in views {
+        for (i, v) in views.iter().enumerate() {
             if c < v.n {
-                return (v, c);
+                return (i, c);
             }
             c -= v.n;
         }
         unreachable!("column map only names columns below n_total")
     };
-
+    // With act-order, every part brings its own row order, so a tile must hold columns of one part only, and the
+    // parts must follow each other in tile order (the kernels find a tile's part from `part_slots`).
+    let mut part_slots = [NO_PART; 2];
+    if act_order && views.len() > 1 {
+        let mut part_of_tile = Vec::with_capacity(tiles);
+        for (t, tile) in col_map.chunks(TILE_N).enumerate() {
+            let parts: Vec<usize> = tile.iter().filter(|&&c| c != PAD_SLOT).map(|&c| locate(c as usize).0).collect();
+            let part = parts.first().copied().unwrap_or(part_of_tile.last().copied().unwrap_or(0));
+            if parts.iter().any(|&p| p != part) || part_of_tile.last().is_some_and(|&last| part < last) {
+                return Err(Error::BackendUnavailable(format!(
+                    "{what}: tile {t} mixes fused parts that have different act-order permutations (the column \
+                     order {order:?} cannot carry a permutation per part); run this checkpoint with --backend cpu"
+                )));
+            }
+            part_of_tile.push(part);
+        }
+        for (p, at) in part_slots.iter_mut().enumerate().take(views.len() - 1) {
+            *at = part_of_tile.iter().position(|&q| q > p).map_or(NO_PART, |t| (t * TILE_N) as u32);
+        }
+    }
     // Each tile's words and scales are contiguous, so tiles are repacked in parallel.
     qw.clear();
     qw.resize(n_pad * k_pad / 8, 0);
@@ -253,11 +292,12 @@ fn repack_parts_in(
     let words_per_row = k.div_ceil(8); // AutoGPTQ words per column
     qw.par_chunks_mut(steps * 32 * 4).zip(sz.par_chunks_mut(groups * TILE_N)).enumerate().for_each(
         |(t, (qw_t, sz_t))| {
-            let slots: [Option<(&GptqParts<'_>, usize)>; TILE_N] = std::array::from_fn(|j| {
+            let slots: [Option<(usize, usize)>; TILE_N] = std::array::from_fn(|j| {
                 let slot = col_map[t * TILE_N + j];
                 (slot != PAD_SLOT).then(|| locate(slot as usize))
             });
-            for (j, &(v, n)) in slots.iter().enumerate().filter_map(|(j, s)| s.as_ref().map(|s| (j, s))) {
+            for (j, &(part, n)) in slots.iter().enumerate().filter_map(|(j, s)| s.as_ref().map(|s| (j, s))) {
+                let v = &views[part];
                 for g in 0..groups {
                     let scale = v.scales[g * v.n + n];
                     let zero = gptq::zero_at(v.qzeros, v.n, g, n) as f32;
@@ -274,14 +314,16 @@ fn repack_parts_in(
                     let (s, half) = (chunk / 2, chunk % 2);
                     let base = (s * 32 + half * TILE_N) * 4 + w;
                     for (j, slot) in slots.iter().enumerate() {
-                        if let Some((v, n)) = slot {
+                        if let Some((part, n)) = *slot {
+                            let v = &views[part];
                             qw_t[base + j * 4] = v.qweight[word_row * v.n + n];
                         }
                     }
                 }
                 return;
             }
-            for (j, &(v, n)) in slots.iter().enumerate().filter_map(|(j, s)| s.as_ref().map(|s| (j, s))) {
+            for (j, &(part, n)) in slots.iter().enumerate().filter_map(|(j, s)| s.as_ref().map(|s| (j, s))) {
+                let (v, perm) = (&views[part], &perms[part]);
                 for s in 0..steps {
                     for half in 0..2 {
                         let lane = half * TILE_N + j;
@@ -303,11 +345,25 @@ fn repack_parts_in(
         },
     );
     let perm = act_order.then(|| {
-        let mut p = perm.clone();
-        p.resize(k_pad, k as u32);
-        p
+        perms
+            .iter()
+            .flat_map(|p| {
+                let mut p = p.clone();
+                p.resize(k_pad, k as u32);
+                p
+            })
+            .collect()
     });
-    Ok(DeviceLinear { k, k_pad, n_pad, groups, group_size: eff_g, chunk_shift, qw, sz, perm, col_map })
+    let inv = perm.as_ref().map(|perm: &Vec<u32>| {
+        let mut inv: Vec<u32> = (0..perm.len() as u32).map(|i| i % k_pad as u32).collect();
+        for (part, rows) in perm.chunks(k_pad).enumerate() {
+            for (sorted, &orig) in rows.iter().enumerate().take(k) {
+                inv[part * k_pad + orig as usize] = sorted as u32;
+            }
+        }
+        inv
+    });
+    Ok(DeviceLinear { k, k_pad, n_pad, groups, group_size: eff_g, chunk_shift, qw, sz, perm, inv, part_slots, col_map })
 }
 
 /// The dequantized weight `W[k][column]` of a repacked linear, read back through the device layout exactly as the

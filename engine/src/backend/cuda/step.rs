@@ -17,6 +17,7 @@ use super::kernels::{
     AttnParams, DecodeAdvanceParams, Device, EmbedParams, GemmParams, GemvParams, LmHeadParams, PermuteParams,
     RmsNormParams, RopeParams, SampleParams, ScoreParams, SwigluParams,
 };
+use super::layout;
 use super::shapes::{self, GemmTile, GEMV_THREADS, LM_HEAD_ROWS};
 use super::tuning::Tuning;
 use super::weights::{DevLinear, DeviceWeights};
@@ -93,18 +94,31 @@ impl Step<'_> {
         let ctx = kv.positions() as u32;
         let hidden_tiles = (plan::slots_identity(c.hidden_size) / plan::TILE_N) as u32;
 
-        // Embedding, with the sum of squares the first layer's fused norm needs.
-        let p = EmbedParams { tokens: ws.tokens, table: w.embed, x: act.x, ssq_out: ws.ssq, dim: hidden };
-        self.run(&k.embed, shapes::per_row(1), &p)?;
+        // Embedding, with the sum of squares the first layer's fused norm needs (and, with act-order, the first
+        // q/k/v's input in its sorted row order).
+        let first = w.layers.first().map(|lw| self.sorted_input(&lw.qkv, lw.input_norm)).unwrap_or_default();
+        let p = EmbedParams {
+            tokens: ws.tokens,
+            table: w.embed,
+            x: act.x,
+            ssq_out: ws.ssq,
+            x_sorted: first.y_sorted,
+            idx: first.out_idx,
+            norm_w: first.out_norm_w,
+            dim: hidden,
+            parts: first.out_parts,
+            stride: first.out_stride,
+        };
+        // Sliced over several blocks (the act-order scatter is scalar), each leaving a partial sum of squares.
+        let embed_slices = hidden_tiles.min(shapes::EMBED_SLICES);
+        self.run(&k.embed, shapes::embed_decode(embed_slices), &p)?;
         observe("embed", Reads::Bytes(hidden as u64 * 2))?;
         for (l, lw) in w.layers.iter().enumerate() {
             let (k_cache, v_cache) = (kv.keys[l], kv.values[l]);
             // q/k/v with the input norm fused in front and rotary + KV append fused behind.
             let p = GemvParams {
-                x: act.x,
-                norm_w: lw.input_norm,
                 ssq: ws.ssq,
-                n_ssq: if l == 0 { 1 } else { hidden_tiles },
+                n_ssq: if l == 0 { embed_slices } else { hidden_tiles },
                 out16: act.q,
                 k_cache,
                 v_cache,
@@ -115,11 +129,12 @@ impl Step<'_> {
                 head_dim: hd,
                 q_dim,
                 kv_dim,
-                ..Default::default()
+                ..self.norm_input(&lw.qkv, lw.input_norm)
             };
-            self.gemv(&k.gemv_qkv, &lw.qkv, GEMV_THREADS / 32, p)?;
+            let qkv = if lw.qkv.inv.is_null() { &k.gemv_qkv } else { &k.gemv_qkv_sorted };
+            self.gemv(qkv, &lw.qkv, GEMV_THREADS / 32, p)?;
             observe("gemv q/k/v + norm + rope + kv append", Reads::Bytes(lw.qkv.bytes()))?;
-            // Attention over positions 0..=pos, split over the sequence.
+            // Attention over positions 0..=pos, split over the sequence (its output in o_proj's row order).
             let p = AttnParams {
                 q: act.q,
                 k_cache,
@@ -129,6 +144,7 @@ impl Step<'_> {
                 part_ml: ws.attn_partial_ml,
                 counters: ws.attn_counters,
                 pos: ws.pos,
+                out_idx: lw.o.inv,
                 heads: c.num_attention_heads as u32,
                 kv_heads: c.num_key_value_heads as u32,
                 head_dim: hd,
@@ -139,22 +155,31 @@ impl Step<'_> {
             };
             self.run(&k.attn_decode, shapes::attn_decode(p.heads, p.splits), &p)?;
             observe("attention (split-K decode)", Reads::LayerKv)?;
-            // o_proj, added to the residual stream, leaving the sums of squares for the next norm.
-            self.residual_gemv(&lw.o, act.att)?;
+            // o_proj, added to the residual stream, leaving the sums of squares for the next norm (and gate/up's
+            // sorted inputs).
+            self.residual_gemv(&lw.o, act.att, self.sorted_input(&lw.gate_up, lw.post_norm))?;
             observe("gemv o_proj + residual", Reads::Bytes(lw.o.bytes()))?;
-            // gate/up with the post-attention norm fused in front and SwiGLU behind.
+            // gate/up with the post-attention norm fused in front and SwiGLU behind (its output in down_proj's
+            // row order).
             let p = GemvParams {
-                x: act.x,
-                norm_w: lw.post_norm,
                 ssq: ws.ssq,
                 n_ssq: hidden_tiles,
                 out16: act.h,
-                ..Default::default()
+                out_idx: lw.down.inv,
+                ..self.norm_input(&lw.gate_up, lw.post_norm)
             };
-            self.gemv(&k.gemv_gate_up, &lw.gate_up, GEMV_THREADS / 32, p)?;
+            // Act-order lays gate and up out in tiles of their own (each has its row order): the split kernel, whose
+            // unit of work is a gate tile and its up tile.
+            if lw.gate_up.parts() > 1 {
+                let pairs = lw.gate_up.part_slots[0] / plan::TILE_N as u32;
+                self.gemv_units(&k.gemv_gate_up_split, &lw.gate_up, pairs, GEMV_THREADS / 32, p)?;
+            } else {
+                self.gemv(&k.gemv_gate_up, &lw.gate_up, GEMV_THREADS / 32, p)?;
+            }
             observe("gemv gate/up + norm + swiglu", Reads::Bytes(lw.gate_up.bytes()))?;
-            // down_proj, added to the residual stream.
-            self.residual_gemv(&lw.down, act.h)?;
+            // down_proj, added to the residual stream (and the next q/k/v's sorted inputs).
+            let next = w.layers.get(l + 1).map(|n| self.sorted_input(&n.qkv, n.input_norm)).unwrap_or_default();
+            self.residual_gemv(&lw.down, act.h, next)?;
             observe("gemv down_proj + residual", Reads::Bytes(lw.down.bytes()))?;
         }
         self.lm_head_of(act.x, end == StepEnd::Argmax)?;
@@ -205,12 +230,12 @@ impl Step<'_> {
         let (q_dim, kv_dim) = ((c.num_attention_heads * c.head_dim) as u32, c.kv_dim() as u32);
         let (k, w, act, ws) = (&self.gpu.k, self.weights, self.act, self.ws);
 
-        let p = EmbedParams { tokens: ws.tokens, table: w.embed, x: act.x, ssq_out: DevPtr::NULL, dim: hidden };
+        let p = EmbedParams { tokens: ws.tokens, table: w.embed, x: act.x, dim: hidden, ..Default::default() };
         self.run(&k.embed, shapes::per_row(m32), &p)?;
         for (l, lw) in w.layers.iter().enumerate() {
             let (k_cache, v_cache) = (kv.keys[l], kv.values[l]);
             // Attention block: x += o_proj(attention(rope(W_pack(rmsnorm(x))))).
-            self.rmsnorm(act.x, lw.input_norm, act.xn, lw.qkv.perm, m32)?;
+            self.rmsnorm(act.x, lw.input_norm, act.xn, &lw.qkv, m32)?;
             self.gemm(&lw.qkv, act.xn, hidden, GemmOut::Store16(act.qkv), q_dim + 2 * kv_dim, m32)?;
             let p = RopeParams {
                 qkv: act.qkv,
@@ -246,13 +271,13 @@ impl Step<'_> {
                 act.att
             } else {
                 let p = PermuteParams { input: act.att, out: act.att_perm, perm: lw.o.perm, cols: q_dim };
-                self.run(&k.permute_cols, shapes::per_row(m32), &p)?;
+                self.run(&k.permute_cols, shapes::permute(m32), &p)?;
                 act.att_perm
             };
             self.gemm(&lw.o, o_in, q_dim, GemmOut::Residual(act.x), hidden, m32)?;
 
             // Feed-forward block: x += down(silu(gate(h)) * up(h)), h = rmsnorm(x).
-            self.rmsnorm(act.x, lw.post_norm, act.xn2, lw.gate_up.perm, m32)?;
+            self.rmsnorm(act.x, lw.post_norm, act.xn2, &lw.gate_up, m32)?;
             self.gemm(&lw.gate_up, act.xn2, hidden, GemmOut::Store16(act.gate_up), 2 * inter, m32)?;
             let p = SwigluParams { gu: act.gate_up, h: act.h, perm: lw.down.perm, inter };
             self.run(&k.swiglu_rows, shapes::swiglu(m32, inter), &p)?;
@@ -279,7 +304,15 @@ impl Step<'_> {
         }
         let (c, w, ws, k) = (self.config, self.weights, self.ws, &self.gpu.k);
         let m32 = m as u32;
-        self.rmsnorm(self.act.x, w.norm, self.act.xn, DevPtr::NULL, m32)?;
+        let p = RmsNormParams {
+            x: self.act.x,
+            w: w.norm,
+            out: self.act.xn,
+            dim: c.hidden_size as u32,
+            eps: c.rms_norm_eps,
+            ..Default::default()
+        };
+        self.run(&k.rmsnorm_rows, shapes::per_row(m32), &p)?;
         let vocab = c.vocab_size as u32;
         let p = ScoreParams {
             a: self.act.xn,
@@ -336,11 +369,23 @@ impl Step<'_> {
     /// A GEMV over `lin` with `warps` warps per block: `p` says what comes in and goes out, the linear's fields
     /// are filled in here.
     fn gemv(&self, kernel: &Kernel<GemvParams>, lin: &DevLinear, warps: u32, p: GemvParams) -> Result<()> {
-        let (launch, tiles_per_block) = shapes::gemv(lin.tiles(), lin.k_pad, warps, &self.gpu.limits, self.tuning);
+        self.gemv_units(kernel, lin, lin.tiles(), warps, p)
+    }
+
+    /// [`Step::gemv`] over `units` units of work (a kernel's tiles, or pairs of them).
+    fn gemv_units(
+        &self,
+        kernel: &Kernel<GemvParams>,
+        lin: &DevLinear,
+        units: u32,
+        warps: u32,
+        p: GemvParams,
+    ) -> Result<()> {
+        let limits = &self.gpu.limits;
+        let (launch, tiles_per_block) = shapes::gemv(units, lin.k_pad, warps, lin.parts(), limits, self.tuning);
         let p = GemvParams {
             qw: lin.qw,
             sz: lin.sz,
-            perm: lin.perm,
             col_map: lin.col_map,
             k: lin.k,
             k_pad: lin.k_pad,
@@ -348,6 +393,8 @@ impl Step<'_> {
             groups: lin.groups,
             group_size: lin.group_size,
             chunk_shift: lin.chunk_shift,
+            part_slot1: lin.part_slots[0],
+            part_slot2: lin.part_slots[1],
             tiles_per_block,
             eps: self.config.rms_norm_eps,
             ..p
@@ -355,18 +402,69 @@ impl Step<'_> {
         self.run(kernel, launch, &p)
     }
 
-    /// `x += x16 · W` over `lin` (o_proj, down_proj), leaving the new sums of squares in `ws.ssq`.
-    fn residual_gemv(&self, lin: &DevLinear, x16: DevPtr<f16>) -> Result<()> {
+    /// `x += x16 · W` over `lin` (o_proj, down_proj), leaving the new sums of squares in `ws.ssq` and, with
+    /// `sorted` (from [`Step::sorted_input`]), the next projection's act-order inputs.
+    fn residual_gemv(&self, lin: &DevLinear, x16: DevPtr<f16>, sorted: GemvParams) -> Result<()> {
         let warps = shapes::residual_gemv_warps(lin.tiles(), &self.gpu.limits, self.tuning);
         let k = &self.gpu.k;
-        let kernel = if warps == shapes::GEMV_WIDE_WARPS { &k.gemv_residual_wide } else { &k.gemv_residual };
-        let p = GemvParams { x16, y: self.act.x, ssq_out: self.ws.ssq, ..Default::default() };
+        let kernel = match (warps == shapes::GEMV_WIDE_WARPS, sorted.out_parts > 0) {
+            (false, false) => &k.gemv_residual,
+            (true, false) => &k.gemv_residual_wide,
+            (false, true) => &k.gemv_residual_sorted,
+            (true, true) => &k.gemv_residual_wide_sorted,
+        };
+        let p = GemvParams { x16, y: self.act.x, ssq_out: self.ws.ssq, ..sorted };
         self.gemv(kernel, lin, warps, p)
     }
 
-    fn rmsnorm(&self, x: DevPtr<f32>, w: DevPtr<f16>, out: DevPtr<f16>, perm: DevPtr<u32>, m: u32) -> Result<()> {
-        let p = RmsNormParams { x, w, out, perm, dim: self.config.hidden_size as u32, eps: self.config.rms_norm_eps };
-        self.run(&self.gpu.k.rmsnorm_rows, shapes::per_row(m), &p)
+    /// The fields by which the kernel that updates the residual stream writes `next`'s input with act-order: a copy
+    /// per part in `ws.x_sorted`, in that part's row order, times `norm` (the norm in front of `next`). Nothing
+    /// without act-order.
+    fn sorted_input(&self, next: &DevLinear, norm: DevPtr<f16>) -> GemvParams {
+        if next.inv.is_null() {
+            return GemvParams::default();
+        }
+        GemvParams {
+            out_idx: next.inv,
+            y_sorted: self.ws.x_sorted,
+            out_norm_w: norm,
+            out_parts: next.parts(),
+            out_stride: next.k_pad,
+            ..Default::default()
+        }
+    }
+
+    /// The input fields of a GEMV with the norm `norm` fused in front of `lin`: the residual stream and the norm
+    /// weight, or with act-order the sorted copies [`Step::sorted_input`] had written (norm folded in).
+    fn norm_input(&self, lin: &DevLinear, norm: DevPtr<f16>) -> GemvParams {
+        if lin.inv.is_null() {
+            GemvParams { x: self.act.x, norm_w: norm, ..Default::default() }
+        } else {
+            GemvParams { x: self.ws.x_sorted, ..Default::default() }
+        }
+    }
+
+    /// The norm of `m` rows as `lin`, the projection it feeds, wants them: one copy per fused part with act-order
+    /// (in that part's row order, [`Step::part_stride`] apart), else one in order.
+    fn rmsnorm(&self, x: DevPtr<f32>, w: DevPtr<f16>, out: DevPtr<f16>, lin: &DevLinear, m: u32) -> Result<()> {
+        let c = self.config;
+        let p = RmsNormParams {
+            x,
+            w,
+            out,
+            perm: lin.perm,
+            dim: c.hidden_size as u32,
+            eps: c.rms_norm_eps,
+            perm_stride: lin.k_pad,
+            out_stride: self.part_stride(),
+        };
+        let copies = if lin.perm.is_null() { 1 } else { lin.parts() };
+        self.run(&self.gpu.k.rmsnorm_rows, shapes::per_row_parts(m, copies), &p)
+    }
+
+    /// Elements between the per-part copies of a normalized chunk (`act.xn`, `act.xn2`): one chunk of rows.
+    fn part_stride(&self) -> u32 {
+        (self.chunk * self.config.hidden_size) as u32
     }
 
     /// Causal attention of the chunk's `p.rows` rows over the cache.
@@ -375,12 +473,60 @@ impl Step<'_> {
         self.run(self.gpu.k.attn_prefill_kernel(which), launch, p)
     }
 
-    /// `out` = A[m][lda] · W over `lin`, into `ldy`-wide rows: the tile shapes.rs picks for `m` rows.
+    /// `out` = A[m][lda] · W over `lin`, into `ldy`-wide rows: the tile shapes.rs picks for `m` rows. With act-order
+    /// and several fused parts each part reads its own copy of A ([`Step::part_stride`] apart, as
+    /// [`Step::rmsnorm`] writes them): the 64- and 128-row tiles pick it per block where the parts start on block
+    /// boundaries (one launch); otherwise (16-row chunks, which stage one A per block, or unaligned parts) each
+    /// part is a launch of its own.
     fn gemm(&self, lin: &DevLinear, a: DevPtr<f16>, lda: u32, out: GemmOut, ldy: u32, m: u32) -> Result<()> {
+        let tile = self.gemm_tile(lin, m);
+        let aligned = |bn: u32| lin.part_slots.iter().all(|&s| s == layout::NO_PART || s % bn == 0);
+        let one_launch = lin.parts() == 1
+            || match tile {
+                GemmTile::Small { .. } => false,
+                GemmTile::Rows64 => aligned(64),
+                GemmTile::Rows128 => aligned(128),
+            };
+        if one_launch {
+            return self.gemm_launch(lin, tile, a, lda, out, ldy, m);
+        }
+        let steps = lin.k_pad / plan::STEP_K as u32;
+        for (i, (start, end)) in lin.part_ranges().enumerate() {
+            let tile0 = (start / plan::TILE_N as u32) as usize;
+            let part = DevLinear {
+                qw: lin.qw.add(tile0 * steps as usize * 32),
+                sz: lin.sz.add(tile0 * (lin.groups as usize) * plan::TILE_N),
+                col_map: lin.col_map.add(start as usize),
+                n_pad: end - start,
+                part_slots: [layout::NO_PART; 2],
+                ..*lin
+            };
+            let a = a.add(i * self.part_stride() as usize);
+            self.gemm_launch(&part, self.gemm_tile(&part, m), a, lda, out, ldy, m)?;
+        }
+        Ok(())
+    }
+
+    /// The tile shapes.rs picks for `m` rows of `lin`.
+    fn gemm_tile(&self, lin: &DevLinear, m: u32) -> GemmTile {
         let limits = &self.gpu.limits;
         let gemm128 = self.tuning.gemm128 && shapes::gemm128_fits(limits);
-        let tile = GemmTile::choose(m, lin.tiles(), lin.k_pad / plan::STEP_K as u32, limits.sm_count, gemm128);
-        let k_splits = shapes::gemm_splits(tile, lin.n_pad, lin.k_pad, m, limits, self.ws_plan);
+        GemmTile::choose(m, lin.tiles(), lin.k_pad / plan::STEP_K as u32, limits.sm_count, gemm128)
+    }
+
+    /// One GEMM launch over all of `lin` with `tile`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_launch(
+        &self,
+        lin: &DevLinear,
+        tile: GemmTile,
+        a: DevPtr<f16>,
+        lda: u32,
+        out: GemmOut,
+        ldy: u32,
+        m: u32,
+    ) -> Result<()> {
+        let k_splits = shapes::gemm_splits(tile, lin.n_pad, lin.k_pad, m, &self.gpu.limits, self.ws_plan);
         let k = &self.gpu.k;
         let (kernel, y32, y16) = match (out, tile) {
             (GemmOut::Store16(y), GemmTile::Small { .. }) => (&k.gemm_small_store16, DevPtr::NULL, y),
@@ -408,6 +554,9 @@ impl Step<'_> {
             lda,
             ldy,
             k_splits,
+            a_part_stride: if lin.parts() > 1 { self.part_stride() } else { 0 },
+            part_slot1: lin.part_slots[0],
+            part_slot2: lin.part_slots[1],
         };
         self.run(kernel, tile.launch(lin.n_pad, lin.k_pad, m, k_splits), &p)
     }

@@ -2,7 +2,7 @@
 //! is one clear sentence — what the checkpoint is, what CUDA runs, and `--backend cpu`, which runs everything the
 //! loader accepts — on any machine, with or without a GPU. `--backend auto` falls back to the CPU on these.
 
-use engine_format::{DType, Linear, ModelDesc, TensorRef};
+use engine_format::{DType, ModelDesc};
 
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -10,7 +10,6 @@ use crate::model::Model;
 /// Refuse what the kernels cannot run: anything but 4-bit GPTQ, and shapes the kernels do not cover.
 pub(crate) fn check(model: &Model) -> Result<()> {
     check_format(&model.desc)?;
-    check_fused_g_idx(model)?;
     check_shape(&model.desc)
 }
 
@@ -37,32 +36,6 @@ fn check_format(d: &ModelDesc) -> Result<()> {
             "`{}` is BF16 (config.json: torch_dtype \"bfloat16\"): the CUDA backend reads float16 tensors only",
             t.name
         )));
-    }
-    Ok(())
-}
-
-/// The kernels fuse q/k/v into one projection and gate/up into another, and a fused projection's tiles are sorted
-/// by one act-order permutation. AutoGPTQ writes act-order checkpoints with a permutation per linear (LLaMA's q, k, v
-/// and every gate/up pair differ), which the tiles cannot hold yet; the repack refuses them too, this says so first.
-fn check_fused_g_idx(model: &Model) -> Result<()> {
-    for layer in &model.desc.layers {
-        let qkv: Vec<&Linear> = layer.qkv.parts.iter().collect();
-        for fused in [qkv, vec![&layer.gate_proj, &layer.up_proj]] {
-            let g_idx: Vec<&TensorRef> = fused
-                .iter()
-                .filter_map(|l| match l {
-                    Linear::Gptq { g_idx, .. } => Some(g_idx),
-                    Linear::Dense { .. } => None,
-                })
-                .collect();
-            if let Some(w) = g_idx.windows(2).find(|w| model.bytes(w[0]) != model.bytes(w[1])) {
-                return Err(unavailable(format!(
-                    "`{}` differs from `{}`: this act-order checkpoint gives each linear its own permutation, and the \
-                     CUDA backend fuses q/k/v and gate/up under one permutation each, so it cannot run it yet",
-                    w[1].name, w[0].name
-                )));
-            }
-        }
     }
     Ok(())
 }

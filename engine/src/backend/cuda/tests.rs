@@ -194,11 +194,9 @@ fn upload_linear(g: &Device, d: DeviceLinear) -> DevLin {
     let qw = put(g, &d.qw);
     let sz = put(g, &d.sz);
     let cm = put(g, &d.col_map);
-    let perm = d.perm.as_ref().map(|p| put(g, p));
     let p = GemvParams {
         qw: qw.ptr(),
         sz: sz.ptr(),
-        perm: perm.as_ref().map_or(DevPtr::NULL, |m| m.ptr()),
         col_map: cm.ptr(),
         k: d.k as u32,
         k_pad: d.k_pad as u32,
@@ -206,13 +204,34 @@ fn upload_linear(g: &Device, d: DeviceLinear) -> DevLin {
         groups: d.groups as u32,
         group_size: d.group_size as u32,
         chunk_shift: d.chunk_shift,
+        part_slot1: d.part_slots[0],
+        part_slot2: d.part_slots[1],
         tiles_per_block: 1,
         eps: 1e-6,
         ..Default::default()
     };
-    let mut mem = vec![qw, sz, cm];
-    mem.extend(perm);
-    DevLin { _mem: mem, p, d }
+    DevLin { _mem: vec![qw, sz, cm], p, d }
+}
+
+impl DevLin {
+    /// The GEMM parameters of this linear over `m` rows of `a` (row stride `lda`) into rows of stride `ldy`.
+    fn gemm(&self, a: DevPtr<f16>, m: usize, lda: usize, ldy: usize) -> GemmParams {
+        GemmParams {
+            qw: self.p.qw,
+            sz: self.p.sz,
+            col_map: self.p.col_map,
+            a,
+            m: m as u32,
+            k: self.d.k as u32,
+            k_pad: self.p.k_pad,
+            n_pad: self.p.n_pad,
+            groups: self.p.groups,
+            group_size: self.p.group_size,
+            lda: lda as u32,
+            ldy: ldy as u32,
+            ..Default::default()
+        }
+    }
 }
 
 fn gemv(g: &Device, f: &Kernel<GemvParams>, lin: &DevLin, p: &GemvParams) {
@@ -220,10 +239,54 @@ fn gemv(g: &Device, f: &Kernel<GemvParams>, lin: &DevLin, p: &GemvParams) {
 }
 
 fn gemv_warps(g: &Device, f: &Kernel<GemvParams>, warps: u32, lin: &DevLin, p: &GemvParams) {
-    let tiles = lin.d.tiles() as u32;
-    let grid = tiles.div_ceil(p.tiles_per_block);
-    launch(g, f, Launch::new((grid, 1, 1), warps * 32, shapes::gemv_smem(lin.d.k_pad as u32, warps)), p);
+    gemv_units(g, f, warps, lin.d.tiles() as u32, lin, p)
+}
+
+/// A GEMV launch over `units` units of work (tiles, or the split gate/up's pairs of tiles).
+fn gemv_units(g: &Device, f: &Kernel<GemvParams>, warps: u32, units: u32, lin: &DevLin, p: &GemvParams) {
+    let grid = units.div_ceil(p.tiles_per_block);
+    let inputs = 1 + lin.d.part_slots.iter().filter(|&&s| s != layout::NO_PART).count() as u32;
+    let smem = shapes::gemv_smem(lin.d.k_pad as u32, warps, inputs);
+    launch(g, f, Launch::new((grid, 1, 1), warps * 32, smem), p);
     g.sync().unwrap();
+}
+
+/// The part (index into the fused views) of each slot of a repacked linear, from its column map.
+fn part_of_slot(d: &DeviceLinear, widths: &[usize]) -> Vec<usize> {
+    d.col_map
+        .iter()
+        .map(|&c| {
+            let mut c = c as usize;
+            widths
+                .iter()
+                .position(|&w| {
+                    let inside = c < w;
+                    c = c.saturating_sub(w);
+                    inside
+                })
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// Original row of sorted row `sorted` for a slot of `part` (identity without act-order).
+fn original_row(d: &DeviceLinear, part: usize, sorted: usize) -> usize {
+    d.perm.as_ref().map_or(sorted, |p| p[part * d.k_pad + sorted] as usize)
+}
+
+/// `x` (K values) in the sorted row order of `part` of a repacked linear: the input its GEMV reads, as the
+/// producers write it with act-order.
+fn sorted<T: Copy>(d: &DeviceLinear, part: usize, x: &[T]) -> Vec<T> {
+    (0..d.k).map(|s| x[original_row(d, part, s)]).collect()
+}
+
+/// A random permutation of 0..n.
+fn shuffled(rng: &mut Rng, n: usize) -> Vec<u32> {
+    let mut p: Vec<u32> = (0..n as u32).collect();
+    for i in (1..n).rev() {
+        p.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    p
 }
 
 /// The shapes every GPTQ kernel test walks: (K, N, group size, act-order, symmetric).
@@ -266,20 +329,76 @@ fn repacked_layout_reads_back_the_checkpoint_weights() {
     }
 }
 
+/// AutoGPTQ's act-order: every fused part with its own permutation. The split gate/up layout and q/k/v (whose
+/// parts start tiles) read back every part's weights through that part's row order; the paired gate/up layout,
+/// whose tiles mix the parts, is refused.
 #[test]
-fn fused_parts_with_their_own_act_order_permutations_are_refused() {
+fn fused_parts_with_their_own_act_order_permutations_read_back() {
     let mut rng = Rng(8);
-    let (a, b) = (
-        RandLinear::new(&mut rng, 128, 16, Some(32), true, true),
-        RandLinear::new(&mut rng, 128, 16, Some(32), true, true),
+    for (k, n, group) in [(128usize, 20usize, 32usize), (256, 48, 64)] {
+        let (a, b) = (
+            RandLinear::new(&mut rng, k, n, Some(group), true, true),
+            RandLinear::new(&mut rng, k, n, Some(group), true, false),
+        );
+        assert_ne!(a.g_idx, b.g_idx);
+        let groups = k / group;
+        let paired = ColumnOrder::GateUp { inter: n };
+        let err = layout::repack_parts(&[a.parts(), b.parts()], k, group, groups, paired, "gate_up")
+            .expect_err("different permutations cannot share tiles");
+        let msg = err.to_string();
+        assert!(msg.contains("gate_up") && msg.contains("permutation") && msg.contains("--backend cpu"), "{msg}");
+
+        let split = ColumnOrder::GateUpSplit { inter: n };
+        let d = layout::repack_parts(&[a.parts(), b.parts()], k, group, groups, split, "gate_up").unwrap();
+        assert_eq!(d.part_slots, [n.next_multiple_of(TILE_N) as u32, layout::NO_PART]);
+        let parts = part_of_slot(&d, &[n, n]);
+        for (slot, (&col, &part)) in d.col_map.iter().zip(&parts).enumerate() {
+            if col == PAD_SLOT {
+                continue;
+            }
+            let (lin, c) = if (col as usize) < n { (&a, col as usize) } else { (&b, col as usize - n) };
+            assert_eq!(part, usize::from(std::ptr::eq(lin, &b)), "slot {slot}");
+            for sorted in 0..k {
+                let want = lin.w(original_row(&d, part, sorted), c);
+                let got = layout::dequant_device(&d, slot, sorted) as f64;
+                assert!((got - want).abs() <= 1e-6 * want.abs().max(1e-3), "K={k} slot {slot} row {sorted}");
+            }
+        }
+    }
+    // q/k/v as LLaMA names them: three linears, three permutations, each part on tiles of its own.
+    let (hd, q_dim, kv_dim, k) = (8usize, 24usize, 8usize, 128usize);
+    let (q, kk, v) = (
+        RandLinear::new(&mut rng, k, q_dim, Some(32), true, true),
+        RandLinear::new(&mut rng, k, kv_dim, Some(32), true, true),
+        RandLinear::new(&mut rng, k, kv_dim, Some(32), true, true),
     );
-    assert_ne!(a.g_idx, b.g_idx);
-    let err = layout::repack_parts(&[a.parts(), b.parts()], 128, 32, 4, ColumnOrder::GateUp { inter: 16 }, "gate_up")
-        .expect_err("different permutations cannot share tiles");
-    let msg = err.to_string();
-    assert!(msg.contains("gate_up") && msg.contains("g_idx") && msg.contains("--backend cpu"), "{msg}");
-    // The same permutation fuses.
-    layout::repack_parts(&[a.parts(), a.parts()], 128, 32, 4, ColumnOrder::GateUp { inter: 16 }, "gate_up").unwrap();
+    let order = ColumnOrder::QkvRope { head_dim: hd, q_dim, kv_dim };
+    let d = layout::repack_parts(&[q.parts(), kk.parts(), v.parts()], k, 32, 4, order, "qkv").unwrap();
+    assert_eq!(d.n_pad, plan_slots_qkv(3, 1, hd));
+    let parts = part_of_slot(&d, &[q_dim, kv_dim, kv_dim]);
+    for (slot, &col) in d.col_map.iter().enumerate() {
+        if col == PAD_SLOT {
+            continue;
+        }
+        let part = parts[slot];
+        assert_eq!(part, (slot >= d.part_slots[0] as usize) as usize + (slot >= d.part_slots[1] as usize) as usize);
+        let (lin, c) = match part {
+            0 => (&q, col as usize),
+            1 => (&kk, col as usize - q_dim),
+            _ => (&v, col as usize - q_dim - kv_dim),
+        };
+        for sorted in 0..k {
+            let want = lin.w(original_row(&d, part, sorted), c);
+            let got = layout::dequant_device(&d, slot, sorted) as f64;
+            assert!((got - want).abs() <= 1e-6 * want.abs().max(1e-3), "qkv slot {slot} row {sorted}");
+        }
+    }
+}
+
+/// The plan's slot count of q/k/v for `heads` query heads, `kv_heads` key/value heads of `hd`.
+fn plan_slots_qkv(heads: usize, kv_heads: usize, hd: usize) -> usize {
+    let (q_pairs, k_pairs) = (heads * hd / 2, kv_heads * hd / 2);
+    TILE_N * (q_pairs.div_ceil(TILE_N / 2) + k_pairs.div_ceil(TILE_N / 2) + (kv_heads * hd).div_ceil(TILE_N))
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -295,7 +414,7 @@ fn gemv_int4_store_matches_f64() {
             let lin = RandLinear::new(&mut rng, k, n, group, act, sym);
             let dl = upload_linear(&g, lin.repack(ColumnOrder::Identity));
             let x = rng.vec_f16(k, -1.0, 1.0);
-            let xm = put(&g, &x);
+            let xm = put(&g, &sorted(&dl.d, 0, &x));
             let y = poisoned(&g, n * 4);
             let p = GemvParams { x16: xm.ptr(), y: y.ptr(), tiles_per_block: tpb, ..dl.p };
             gemv(&g, &g.k.gemv_store, &dl, &p);
@@ -320,7 +439,7 @@ fn gemv_int4_norm_and_residual_match_f64() {
         let w = rng.vec_f16(k, 0.5, 1.5);
         let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
         let parts = [ss * 0.25, ss * 0.5, ss * 0.25].map(|v| v as f32);
-        let (xm, wm, sm) = (put(&g, &x), put(&g, &w), put(&g, &parts));
+        let (xm, wm, sm) = (put(&g, &sorted(&dl.d, 0, &x)), put(&g, &sorted(&dl.d, 0, &w)), put(&g, &parts));
         let y = poisoned(&g, n * 4);
         let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 3, y: y.ptr(), ..dl.p };
         gemv(&g, &g.k.gemv_norm_store, &dl, &p);
@@ -329,19 +448,43 @@ fn gemv_int4_norm_and_residual_match_f64() {
         let got: Vec<f64> = get::<f32>(&g, &y, n).iter().map(|&v| v as f64).collect();
         check(&got, &lin.apply(&xn), 2e-3, &format!("gemv norm K={k} N={n}"));
 
-        // Residual epilogue: y += x·W, and per-tile sums of squares of the new y; 8 and 16 warps per block.
-        for (f, warps) in [(&g.k.gemv_residual, 8u32), (&g.k.gemv_residual_wide, 16)] {
+        // Residual epilogue: y += x·W, and per-tile sums of squares of the new y; 8 and 16 warps per block; with
+        // the next projection's act-order inputs (two parts, a padded stride) scattered behind.
+        let kernels = [
+            (&g.k.gemv_residual, 8u32, false),
+            (&g.k.gemv_residual_wide, 16, false),
+            (&g.k.gemv_residual_sorted, 8, true),
+            (&g.k.gemv_residual_wide_sorted, 16, true),
+        ];
+        for (f, warps, scatter) in kernels {
             let x16 = rng.vec_f16(k, -1.0, 1.0);
             let y0 = rng.vec_f32(n, -1.0, 1.0);
-            let (xm, ym) = (put(&g, &x16), put(&g, &y0));
+            let (xm, ym) = (put(&g, &sorted(&dl.d, 0, &x16)), put(&g, &y0));
             let tiles = dl.d.tiles();
             let ssq = poisoned(&g, tiles * 4);
-            let p = GemvParams { x16: xm.ptr(), y: ym.ptr(), ssq_out: ssq.ptr(), ..dl.p };
+            let stride = n + 8;
+            let mut idx = vec![u32::MAX; 2 * stride];
+            for q in 0..2 {
+                idx[q * stride..][..n].copy_from_slice(&shuffled(&mut rng, n));
+            }
+            let next_w = rng.vec_f16(n, 0.5, 1.5);
+            let (im, nwm, ys) = (put(&g, &idx), put(&g, &next_w), poisoned(&g, 2 * stride * 4));
+            let p = GemvParams {
+                x16: xm.ptr(),
+                y: ym.ptr(),
+                ssq_out: ssq.ptr(),
+                out_idx: im.ptr(),
+                y_sorted: ys.ptr(),
+                out_norm_w: nwm.ptr(),
+                out_parts: if scatter { 2 } else { 0 },
+                out_stride: stride as u32,
+                ..dl.p
+            };
             gemv_warps(&g, f, warps, &dl, &p);
             let xw = lin.apply(&x16.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
             let want: Vec<f64> = y0.iter().zip(&xw).map(|(&a, b)| a as f64 + b).collect();
             let got: Vec<f64> = get::<f32>(&g, &ym, n).iter().map(|&v| v as f64).collect();
-            check(&got, &want, 1e-3, &format!("gemv residual K={k} N={n} warps={warps}"));
+            check(&got, &want, 1e-3, &format!("gemv residual K={k} N={n} warps={warps} scatter={scatter}"));
             let got_ss: Vec<f64> = get::<f32>(&g, &ssq, tiles).iter().map(|&v| v as f64).collect();
             let want_ss: Vec<f64> = (0..tiles)
                 .map(|t| {
@@ -353,6 +496,18 @@ fn gemv_int4_norm_and_residual_match_f64() {
                 })
                 .collect();
             check(&got_ss, &want_ss, 1e-5, &format!("gemv residual ssq K={k} N={n} warps={warps}"));
+            let all: Vec<f32> = get(&g, &ys, 2 * stride);
+            if !scatter {
+                assert!(all.iter().all(|v| v.is_nan()), "gemv residual K={k} N={n} warps={warps} wrote sorted copies");
+                continue;
+            }
+            // Each copy holds the new residual (as the kernel stored it) times the next norm's weight.
+            let want_copy: Vec<f64> = (0..n).map(|c| got[c] * next_w[c].to_f64()).collect();
+            for q in 0..2 {
+                let copy: Vec<f64> = (0..n).map(|c| all[q * stride + idx[q * stride + c] as usize] as f64).collect();
+                check(&copy, &want_copy, 1e-6, &format!("gemv residual sorted copy {q} K={k} N={n} warps={warps}"));
+                assert!(all[q * stride + n..][..8].iter().all(|v| v.is_nan()), "wrote past copy {q}'s columns");
+            }
         }
     }
 }
@@ -374,22 +529,53 @@ fn gemv_int4_qkv_rotates_and_appends_to_the_cache() {
         let lin = RandLinear::new(&mut rng, hidden, n, group, act, true);
         let dl = upload_linear(&g, lin.repack(ColumnOrder::QkvRope { head_dim: hd, q_dim, kv_dim }));
         let (ctx, max_pos) = (64usize, 128usize);
-        let pos = rng.below(ctx as u64) as u32;
-        let rope = RopeTable::new(hd, 10000.0, max_pos);
-        let (cos, sin) = rope.tables();
+        let out = QkvOut::new(&g, heads, kv_heads, hd, ctx, max_pos, rng.below(ctx as u64) as u32);
         let x = rng.vec_f32(hidden, -2.0, 2.0);
         let w = vec![f16::ONE; hidden];
         let ss: f32 = x.iter().map(|v| v * v).sum();
-        let (xm, wm, sm, pm) = (put(&g, &x), put(&g, &w), put(&g, &[ss]), put(&g, &[pos]));
-        let (cm, snm) = (put(&g, cos), put(&g, sin));
-        let q = poisoned(&g, q_dim * 2);
-        let kc = poisoned(&g, kv_heads * ctx * hd * 2);
-        let vc = poisoned(&g, kv_heads * ctx * hd * 2);
-        let p = GemvParams {
-            x: xm.ptr(),
-            norm_w: wm.ptr(),
-            ssq: sm.ptr(),
-            n_ssq: 1,
+        let (xm, wm, sm) = (put(&g, &sorted(&dl.d, 0, &x)), put(&g, &w), put(&g, &[ss]));
+        let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 1, ..out.params(dl.p) };
+        gemv(&g, &g.k.gemv_qkv, &dl, &p);
+        let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
+        let xn: Vec<f64> = x.iter().map(|&v| v as f64 * inv).collect();
+        out.check(&g, &lin.apply(&xn), &format!("qkv hidden={hidden}"));
+    }
+}
+
+/// Rotate each `hd`-wide head of `v` to position `pos` in f64 (rotate_half, theta 10000).
+fn rope_f64(v: &[f64], hd: usize, pos: u32) -> Vec<f64> {
+    let mut out = v.to_vec();
+    for (h, head) in v.chunks(hd).enumerate() {
+        for i in 0..hd / 2 {
+            let a = 10000f64.powf(-(2.0 * i as f64) / hd as f64) * pos as f64;
+            out[h * hd + i] = head[i] * a.cos() - head[i + hd / 2] * a.sin();
+            out[h * hd + i + hd / 2] = head[i + hd / 2] * a.cos() + head[i] * a.sin();
+        }
+    }
+    out
+}
+
+/// What a q/k/v GEMV writes, poisoned: the rotated queries and a position of the KV caches, with the rotary tables
+/// and the position it reads.
+struct QkvOut {
+    _tables: Vec<DeviceBuffer>,
+    q: DeviceBuffer,
+    kc: DeviceBuffer,
+    vc: DeviceBuffer,
+    dims: (usize, usize, usize, usize),
+    pos: u32,
+    params: GemvParams,
+}
+
+impl QkvOut {
+    fn new(g: &Device, heads: usize, kv_heads: usize, hd: usize, ctx: usize, max_pos: usize, pos: u32) -> QkvOut {
+        let (q_dim, kv_dim) = (heads * hd, kv_heads * hd);
+        let rope = RopeTable::new(hd, 10000.0, max_pos);
+        let (cos, sin) = rope.tables();
+        let (cm, snm, pm) = (put(g, cos), put(g, sin), put(g, &[pos]));
+        let q = poisoned(g, q_dim * 2);
+        let (kc, vc) = (poisoned(g, kv_heads * ctx * hd * 2), poisoned(g, kv_heads * ctx * hd * 2));
+        let params = GemvParams {
             out16: q.ptr(),
             k_cache: kc.ptr(),
             v_cache: vc.ptr(),
@@ -400,40 +586,44 @@ fn gemv_int4_qkv_rotates_and_appends_to_the_cache() {
             head_dim: hd as u32,
             q_dim: q_dim as u32,
             kv_dim: kv_dim as u32,
-            ..dl.p
+            ..Default::default()
         };
-        gemv(&g, &g.k.gemv_qkv, &dl, &p);
-        let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
-        let xn: Vec<f64> = x.iter().map(|&v| v as f64 * inv).collect();
-        let y = lin.apply(&xn);
-        // Rotate q and k heads in f64.
-        let rot = |v: &[f64]| -> Vec<f64> {
-            let mut out = v.to_vec();
-            for (h, head) in v.chunks(hd).enumerate() {
-                for i in 0..hd / 2 {
-                    let a = 10000f64.powf(-(2.0 * i as f64) / hd as f64) * pos as f64;
-                    out[h * hd + i] = head[i] * a.cos() - head[i + hd / 2] * a.sin();
-                    out[h * hd + i + hd / 2] = head[i + hd / 2] * a.cos() + head[i] * a.sin();
-                }
-            }
-            out
-        };
-        let want_q = rot(&y[..q_dim]);
-        let want_k = rot(&y[q_dim..q_dim + kv_dim]);
-        let want_v = &y[q_dim + kv_dim..];
-        let got_q = f16s(&get::<u16>(&g, &q, q_dim));
-        check(&got_q, &want_q, 3e-3, &format!("qkv q hidden={hidden}"));
-        let kall = f16s(&get::<u16>(&g, &kc, kv_heads * ctx * hd));
-        let vall = f16s(&get::<u16>(&g, &vc, kv_heads * ctx * hd));
+        QkvOut { _tables: vec![cm, snm, pm], q, kc, vc, dims: (q_dim, kv_heads, hd, ctx), pos, params }
+    }
+
+    /// `lin`'s parameters with this output's.
+    fn params(&self, lin: GemvParams) -> GemvParams {
+        GemvParams {
+            out16: self.params.out16,
+            k_cache: self.params.k_cache,
+            v_cache: self.params.v_cache,
+            rope_cos: self.params.rope_cos,
+            rope_sin: self.params.rope_sin,
+            pos: self.params.pos,
+            ctx: self.params.ctx,
+            head_dim: self.params.head_dim,
+            q_dim: self.params.q_dim,
+            kv_dim: self.params.kv_dim,
+            ..lin
+        }
+    }
+
+    /// Compare with the f64 projection `y` (q | k | v): q and k rotated, k and v at the position, nothing else in
+    /// the caches written.
+    fn check(&self, g: &Device, y: &[f64], what: &str) {
+        let ((q_dim, kv_heads, hd, ctx), pos) = (self.dims, self.pos as usize);
+        let kv_dim = kv_heads * hd;
+        check(&f16s(&get::<u16>(g, &self.q, q_dim)), &rope_f64(&y[..q_dim], hd, self.pos), 3e-3, &format!("{what} q"));
+        let kall = f16s(&get::<u16>(g, &self.kc, kv_heads * ctx * hd));
+        let vall = f16s(&get::<u16>(g, &self.vc, kv_heads * ctx * hd));
         let at = |all: &[f64]| -> Vec<f64> {
-            (0..kv_heads).flat_map(|h| all[(h * ctx + pos as usize) * hd..][..hd].to_vec()).collect()
+            (0..kv_heads).flat_map(|h| all[(h * ctx + pos) * hd..][..hd].to_vec()).collect()
         };
-        check(&at(&kall), &want_k, 3e-3, &format!("qkv k hidden={hidden}"));
-        check(&at(&vall), want_v, 3e-3, &format!("qkv v hidden={hidden}"));
-        // Nothing else in the caches was written.
-        let written =
-            |all: &[f64]| (0..kv_heads * ctx).filter(|&r| r % ctx != pos as usize).any(|r| all[r * hd].is_finite());
-        assert!(!written(&kall) && !written(&vall), "qkv wrote cache positions other than {pos}");
+        let want_k = rope_f64(&y[q_dim..q_dim + kv_dim], hd, self.pos);
+        check(&at(&kall), &want_k, 3e-3, &format!("{what} k"));
+        check(&at(&vall), &y[q_dim + kv_dim..], 3e-3, &format!("{what} v"));
+        let written = |all: &[f64]| (0..kv_heads * ctx).filter(|&r| r % ctx != pos).any(|r| all[r * hd].is_finite());
+        assert!(!written(&kall) && !written(&vall), "{what}: wrote cache positions other than {pos}");
     }
 }
 
@@ -443,9 +633,9 @@ fn gemv_int4_gate_up_applies_swiglu() {
     let g = gpu();
     let mut rng = Rng(14);
     for &(hidden, inter, group, act) in
-        &[(64usize, 176usize, Some(32usize), false), (256, 344, Some(64), true), (4096, 11008, Some(128), false)]
+        &[(64usize, 176usize, Some(32usize), false), (256, 344, Some(64), false), (4096, 11008, Some(128), false)]
     {
-        // gate and up share g_idx, as AutoGPTQ writes them.
+        // The paired layout (act-order lays gate/up out split: gemv_int4_per_part_act_order_matches_f64).
         let gate = RandLinear::new(&mut rng, hidden, inter, group, act, true);
         let mut up = RandLinear::new(&mut rng, hidden, inter, group, false, true);
         up.g_idx = gate.g_idx.clone();
@@ -471,6 +661,87 @@ fn gemv_int4_gate_up_applies_swiglu() {
         let (gv, uv) = (gate.apply(&xn), up.apply(&xn));
         let want: Vec<f64> = gv.iter().zip(&uv).map(|(&a, &b)| a / (1.0 + (-a).exp()) * b).collect();
         check(&f16s(&get::<u16>(&g, &h, inter)), &want, 3e-3, &format!("gate/up hidden={hidden} inter={inter}"));
+    }
+}
+
+/// AutoGPTQ act-order, where every fused part has its own permutation: q/k/v from three linears (GQA, with blocks
+/// of 1 and 3 tiles, so that a block spans parts) through `gemv_int4_qkv_sorted`, and gate/up from two through the split
+/// layout's `gemv_int4_gate_up_split` (blocks of 1 and 3 pairs, awkward widths), against float64.
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn gemv_int4_per_part_act_order_matches_f64() {
+    let g = gpu();
+    let mut rng = Rng(15);
+    // A residual stream, its norm and its sum of squares; the kernels read it as the producers write it with
+    // act-order: a copy per part in that part's row order, norm weight folded in, k_pad apart.
+    let norm_input = |rng: &mut Rng, d: &DeviceLinear, parts: usize| {
+        let k = d.k;
+        let x = rng.vec_f32(k, -2.0, 2.0);
+        let w = rng.vec_f16(k, 0.5, 1.5);
+        let ss: f32 = x.iter().map(|v| v * v).sum();
+        let inv = 1.0 / (ss as f64 / k as f64 + 1e-6).sqrt();
+        let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
+        let folded: Vec<f32> = x.iter().zip(&w).map(|(&a, b)| a * b.to_f32()).collect();
+        let mut copies = vec![f32::NAN; parts * d.k_pad];
+        for part in 0..parts {
+            copies[part * d.k_pad..][..k].copy_from_slice(&sorted(d, part, &folded));
+        }
+        (copies, ss, xn)
+    };
+    // (hidden, heads, kv_heads, head_dim, group)
+    for &(hidden, heads, kv_heads, hd, group) in
+        &[(256usize, 3usize, 1usize, 16usize, 64usize), (4096, 32, 8, 128, 128)]
+    {
+        let (q_dim, kv_dim) = (heads * hd, kv_heads * hd);
+        let lins = [
+            RandLinear::new(&mut rng, hidden, q_dim, Some(group), true, true),
+            RandLinear::new(&mut rng, hidden, kv_dim, Some(group), true, false),
+            RandLinear::new(&mut rng, hidden, kv_dim, Some(group), true, true),
+        ];
+        let views: Vec<GptqParts> = lins.iter().map(|l| l.parts()).collect();
+        let order = ColumnOrder::QkvRope { head_dim: hd, q_dim, kv_dim };
+        let d = layout::repack_parts(&views, hidden, group, hidden / group, order, "qkv").unwrap();
+        let dl = upload_linear(&g, d);
+        for tpb in [1u32, 3] {
+            let out = QkvOut::new(&g, heads, kv_heads, hd, 16, 16, 5);
+            let (copies, ss, xn) = norm_input(&mut rng, &dl.d, 3);
+            let (xm, sm) = (put(&g, &copies), put(&g, &[ss]));
+            let p = GemvParams { x: xm.ptr(), ssq: sm.ptr(), n_ssq: 1, tiles_per_block: tpb, ..out.params(dl.p) };
+            gemv(&g, &g.k.gemv_qkv_sorted, &dl, &p);
+            let y: Vec<f64> = lins.iter().flat_map(|l| l.apply(&xn)).collect();
+            out.check(&g, &y, &format!("per-part qkv hidden={hidden} tpb={tpb}"));
+        }
+    }
+    for &(hidden, inter, group) in &[(64usize, 20usize, 32usize), (256, 344, 64), (4096, 11008, 128)] {
+        let gate = RandLinear::new(&mut rng, hidden, inter, Some(group), true, true);
+        let up = RandLinear::new(&mut rng, hidden, inter, Some(group), true, false);
+        let order = ColumnOrder::GateUpSplit { inter };
+        let d =
+            layout::repack_parts(&[gate.parts(), up.parts()], hidden, group, hidden / group, order, "gate_up").unwrap();
+        let dl = upload_linear(&g, d);
+        let pairs = dl.d.part_slots[0] / TILE_N as u32;
+        for tpb in [1u32, 3] {
+            let (copies, ss, xn) = norm_input(&mut rng, &dl.d, 2);
+            let (xm, sm) = (put(&g, &copies), put(&g, &[ss]));
+            // SwiGLU's output goes where down_proj's sorted input wants it.
+            let down_inv = shuffled(&mut rng, inter);
+            let (h, im) = (poisoned(&g, inter * 2), put(&g, &down_inv));
+            let p = GemvParams {
+                x: xm.ptr(),
+                ssq: sm.ptr(),
+                n_ssq: 1,
+                out16: h.ptr(),
+                out_idx: im.ptr(),
+                tiles_per_block: tpb,
+                ..dl.p
+            };
+            gemv_units(&g, &g.k.gemv_gate_up_split, 8, pairs, &dl, &p);
+            let (gv, uv) = (gate.apply(&xn), up.apply(&xn));
+            let want: Vec<f64> = gv.iter().zip(&uv).map(|(&a, &b)| a / (1.0 + (-a).exp()) * b).collect();
+            let all = f16s(&get::<u16>(&g, &h, inter));
+            let got: Vec<f64> = (0..inter).map(|i| all[down_inv[i] as usize]).collect();
+            check(&got, &want, 3e-3, &format!("split gate/up hidden={hidden} inter={inter} tpb={tpb}"));
+        }
     }
 }
 
@@ -504,24 +775,8 @@ fn gemm_int4_matches_f64() {
             let y16 = poisoned(&g, m * n * 2);
             let part = g.alloc(k_splits as usize * m * dl.d.n_pad * 4, "t").unwrap();
             let counters = put(&g, &vec![0u32; 64]);
-            let base = GemmParams {
-                qw: dl.p.qw,
-                sz: dl.p.sz,
-                col_map: dl.p.col_map,
-                a: am.ptr(),
-                m: m as u32,
-                k: k as u32,
-                k_pad: dl.p.k_pad,
-                n_pad: dl.p.n_pad,
-                groups: dl.p.groups,
-                group_size: dl.p.group_size,
-                lda: k as u32,
-                ldy: n as u32,
-                part: part.ptr(),
-                counters: counters.ptr(),
-                k_splits,
-                ..Default::default()
-            };
+            let base =
+                GemmParams { part: part.ptr(), counters: counters.ptr(), k_splits, ..dl.gemm(am.ptr(), m, k, n) };
             // Every tile that can take these rows: 64 always, and 128 × 128 (which the host picks from 128 rows on,
             // but which must be right for any row count) where the card runs it.
             // (Chunks of at most 16 rows run gemm_small in the engine: tested below.)
@@ -604,6 +859,64 @@ fn matmul_f64(a: &[f64], w: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
     y
 }
 
+/// Act-order with a permutation per fused part in one launch of the 64- and 128-row tiles: gate/up of two linears
+/// (split layout, parts on 128-slot boundaries), each block reading the copy of A in its part's row order.
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn gemm_int4_per_part_act_order_matches_f64() {
+    let g = gpu();
+    let mut rng = Rng(22);
+    let (k, n, group) = (320usize, 128usize, 64usize);
+    let (gate, up) = (
+        RandLinear::new(&mut rng, k, n, Some(group), true, true),
+        RandLinear::new(&mut rng, k, n, Some(group), true, false),
+    );
+    let order = ColumnOrder::GateUpSplit { inter: n };
+    let d = layout::repack_parts(&[gate.parts(), up.parts()], k, group, k / group, order, "gate_up").unwrap();
+    assert_eq!(d.part_slots, [n as u32, layout::NO_PART]);
+    let dl = upload_linear(&g, d);
+    let mut tiles = vec![GemmTileFns::rows64(&g)];
+    if shapes::gemm128_fits(&g.limits) {
+        tiles.push(GemmTileFns::rows128(&g));
+    }
+    for (m, k_splits) in [(64usize, 1u32), (130, 2), (256, 1)] {
+        let a = rng.vec_f16(m * k, -1.0, 1.0);
+        // Two copies of A, each in its part's row order, a chunk of 300 rows apart (as the norm writes them).
+        let stride = 300 * k;
+        let mut a_dev = vec![f16::NAN; 2 * stride];
+        for part in 0..2 {
+            for r in 0..m {
+                a_dev[part * stride + r * k..][..k].copy_from_slice(&sorted(&dl.d, part, &a[r * k..(r + 1) * k]));
+            }
+        }
+        let am = put(&g, &a_dev);
+        let a64: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
+        let (wg, wu) = (matmul_f64(&a64, &gate.dense(), m, k, n), matmul_f64(&a64, &up.dense(), m, k, n));
+        let want: Vec<f64> = (0..m).flat_map(|r| wg[r * n..][..n].iter().chain(&wu[r * n..][..n]).copied()).collect();
+        let y = poisoned(&g, m * 2 * n * 4);
+        let part = g.alloc(k_splits as usize * m * dl.d.n_pad * 4, "t").unwrap();
+        let counters = put(&g, &vec![0u32; 64]);
+        for t in &tiles {
+            set(&g, &y, &vec![0xFFu8; m * 2 * n * 4]);
+            let p = GemmParams {
+                y32: y.ptr(),
+                part: part.ptr(),
+                counters: counters.ptr(),
+                k_splits,
+                a_part_stride: stride as u32,
+                part_slot1: n as u32,
+                part_slot2: layout::NO_PART,
+                ..dl.gemm(am.ptr(), m, k, 2 * n)
+            };
+            let grid = (dl.p.n_pad.div_ceil(t.slots), (m as u32).div_ceil(t.rows), k_splits);
+            launch(&g, t.fns[0], Launch::new(grid, t.threads, t.smem), &p);
+            g.sync().unwrap();
+            let got: Vec<f64> = get::<f32>(&g, &y, m * 2 * n).iter().map(|&v| v as f64).collect();
+            check(&got, &want, 2e-3, &format!("per-part gemm BM={} M={m} splits={k_splits}", t.rows));
+        }
+    }
+}
+
 /// The 128 × 128 tile on chunks of the sizes it is chosen for, with awkward shapes: N not a multiple of 128 (a
 /// partial last block of slot-tiles), rows not a multiple of 128, K of 5 steps and of 172, group sizes 32 / 64 / 128
 /// and one group, act-order, asymmetric zeros, split-K (including more splits than the host would pick), padded row
@@ -660,24 +973,8 @@ fn gemm128_int4_matches_f64_on_long_chunks() {
         // The n columns of each row of an m × ldy output, and whether the stride padding is still poison.
         let cols = |v: Vec<f64>| -> Vec<f64> { v.chunks(ldy).flat_map(|r| r[..n].to_vec()).collect() };
         for &k_splits in splits {
-            let base = GemmParams {
-                qw: dl.p.qw,
-                sz: dl.p.sz,
-                col_map: dl.p.col_map,
-                a: am.ptr(),
-                m: m as u32,
-                k: k as u32,
-                k_pad: dl.p.k_pad,
-                n_pad: dl.p.n_pad,
-                groups: dl.p.groups,
-                group_size: dl.p.group_size,
-                lda: lda as u32,
-                ldy: ldy as u32,
-                part: part.ptr(),
-                counters: counters.ptr(),
-                k_splits,
-                ..Default::default()
-            };
+            let base =
+                GemmParams { part: part.ptr(), counters: counters.ptr(), k_splits, ..dl.gemm(am.ptr(), m, lda, ldy) };
             let grid = (dl.p.n_pad.div_ceil(t.slots), (m as u32).div_ceil(t.rows), k_splits);
             set(&g, &y, &vec![0xFFu8; m * ldy * 4]);
             set(&g, &y2, &vec![0xFFu8; m * ldy * 4]);
@@ -776,23 +1073,7 @@ fn gemm_small_int4_matches_f64() {
             let what = format!("gemm_small M={m} K={k} N={n} G={group:?} act={act} sym={sym} {shape:?}");
             let GemmTile::Small { splits, .. } = shape else { unreachable!("only small shapes here") };
             let l = shape.launch(n_pad as u32, dl.p.k_pad, m as u32, splits);
-            let base = GemmParams {
-                qw: dl.p.qw,
-                sz: dl.p.sz,
-                col_map: dl.p.col_map,
-                a: am.ptr(),
-                part: part.ptr(),
-                counters: counters.ptr(),
-                m: m as u32,
-                k: k as u32,
-                k_pad: dl.p.k_pad,
-                n_pad: dl.p.n_pad,
-                groups: dl.p.groups,
-                group_size: dl.p.group_size,
-                lda: lda as u32,
-                ldy: ldy as u32,
-                ..Default::default()
-            };
+            let base = GemmParams { part: part.ptr(), counters: counters.ptr(), ..dl.gemm(am.ptr(), m, lda, ldy) };
             let mut first: Option<(Vec<u16>, Vec<u32>)> = None;
             for run in 0..2 {
                 set(&g, &y16, &vec![0xFFu8; m * ldy * 2]);
@@ -887,24 +1168,8 @@ fn gemm_small_int4_time_per_launch() {
         });
         println!("{name:8} K={k:5} N={n:5}  gemv 1 row (reference)            {us:7.2} µs {:6.0} GB/s", gb(us));
 
-        let base = GemmParams {
-            qw: dl.p.qw,
-            sz: dl.p.sz,
-            col_map: dl.p.col_map,
-            a: am.ptr(),
-            y16: y16.ptr(),
-            part: part.ptr(),
-            counters: counters.ptr(),
-            m: m as u32,
-            k: k as u32,
-            k_pad: dl.p.k_pad,
-            n_pad: dl.p.n_pad,
-            groups: dl.p.groups,
-            group_size: dl.p.group_size,
-            lda: k as u32,
-            ldy: n as u32,
-            ..Default::default()
-        };
+        let base =
+            GemmParams { y16: y16.ptr(), part: part.ptr(), counters: counters.ptr(), ..dl.gemm(am.ptr(), m, k, n) };
         let chosen = gemm_small_shape(tiles, steps, m as u32, g.limits.sm_count).unwrap();
         for tiles_per_block in [8u32, 16, 32] {
             for splits in 1..=16u32 {
@@ -972,6 +1237,7 @@ fn attention_decode_and_prefill_match_f64() {
                     part_ml: pml.ptr(),
                     counters: counters.ptr(),
                     pos: pm.ptr(),
+                    out_idx: DevPtr::NULL,
                     heads: heads as u32,
                     kv_heads: kv_heads as u32,
                     head_dim: hd as u32,
@@ -991,6 +1257,15 @@ fn attention_decode_and_prefill_match_f64() {
                     g.sync().unwrap();
                     check(&f16s(&get::<u16>(&g, &out, heads * hd)), &want, 3e-3, &format!("{what} run {run}"));
                 }
+                // Act-order: the output scattered into o_proj's sorted row order.
+                let inv = shuffled(&mut rng, heads * hd);
+                let (im, out2) = (put(&g, &inv), poisoned(&g, heads * hd * 2));
+                let p2 = AttnParams { out: out2.ptr(), out_idx: im.ptr(), ..p };
+                launch(&g, &g.k.attn_decode, Launch::new((heads as u32, splits, 1), 128, 0), &p2);
+                g.sync().unwrap();
+                let all = f16s(&get::<u16>(&g, &out2, heads * hd));
+                let got: Vec<f64> = (0..heads * hd).map(|c| all[inv[c] as usize]).collect();
+                check(&got, &want, 3e-3, &format!("{what} scattered"));
                 assert!(get::<u32>(&g, &counters, heads).iter().all(|&c| c == 0), "{what}: counters not reset");
             }
         }
@@ -1125,7 +1400,14 @@ fn row_kernels_match_f64() {
         let (tm, tabm) = (put(&g, &toks), put(&g, &table));
         let x = poisoned(&g, rows * dim * 4);
         let ssq = poisoned(&g, rows * 4);
-        let p = EmbedParams { tokens: tm.ptr(), table: tabm.ptr(), x: x.ptr(), ssq_out: ssq.ptr(), dim: dim as u32 };
+        let p = EmbedParams {
+            tokens: tm.ptr(),
+            table: tabm.ptr(),
+            x: x.ptr(),
+            ssq_out: ssq.ptr(),
+            dim: dim as u32,
+            ..Default::default()
+        };
         launch(&g, &g.k.embed, shapes::per_row(rows as u32), &p);
         g.sync().unwrap();
         let want: Vec<f64> =
@@ -1134,32 +1416,87 @@ fn row_kernels_match_f64() {
         check(&gx, &want, 0.0, "embed");
         let want_ss: Vec<f64> = want.chunks(dim).map(|r| r.iter().map(|v| v * v).sum()).collect();
         check(&get::<f32>(&g, &ssq, rows).iter().map(|&v| v as f64).collect::<Vec<_>>(), &want_ss, 1e-5, "embed ssq");
+        // Decode: one row sliced over 3 blocks (3 partial sums of squares), with act-order the first q/k/v's input
+        // copies (two parts, norm weight folded in).
+        let stride = dim + 8;
+        let mut idx = vec![u32::MAX; 2 * stride];
+        for q in 0..2 {
+            idx[q * stride..][..dim].copy_from_slice(&shuffled(&mut rng, dim));
+        }
+        let norm = rng.vec_f16(dim, 0.5, 1.5);
+        let (im, nm, xs) = (put(&g, &idx), put(&g, &norm), poisoned(&g, 2 * stride * 4));
+        let p1 =
+            EmbedParams { x_sorted: xs.ptr(), idx: im.ptr(), norm_w: nm.ptr(), parts: 2, stride: stride as u32, ..p };
+        let ssq3 = poisoned(&g, 3 * 4);
+        launch(&g, &g.k.embed, shapes::embed_decode(3), &EmbedParams { ssq_out: ssq3.ptr(), ..p1 });
+        g.sync().unwrap();
+        let partial: f64 = get::<f32>(&g, &ssq3, 3).iter().map(|&v| v as f64).sum();
+        check(&[partial], &want_ss[..1], 1e-5, "embed sliced ssq");
+        let all: Vec<f32> = get(&g, &xs, 2 * stride);
+        let row0 = &table[toks[0] as usize * dim..][..dim];
+        let want: Vec<f64> = (0..dim).map(|i| row0[i].to_f64() * norm[i].to_f64()).collect();
+        for q in 0..2 {
+            let got: Vec<f64> = (0..dim).map(|i| all[q * stride + idx[q * stride + i] as usize] as f64).collect();
+            check(&got, &want, 1e-6, &format!("embed sorted copy {q}"));
+            assert!(all[q * stride + dim..][..8].iter().all(|v| v.is_nan()), "embed wrote past copy {q}");
+        }
 
-        // rmsnorm_rows with a permutation
+        // rmsnorm_rows with a permutation, then with three (act-order q/k/v: one copy per part, a gap between the
+        // copies and a padded permutation stride, which must stay unread and unwritten)
         let xs = rng.vec_f32(rows * dim, -3.0, 3.0);
         let w = rng.vec_f16(dim, 0.5, 1.5);
-        let mut perm: Vec<u32> = (0..dim as u32).collect();
-        for i in (1..dim).rev() {
-            perm.swap(i, rng.below(i as u64 + 1) as usize);
-        }
+        let perm = shuffled(&mut rng, dim);
         let (xm, wm, pmm) = (put(&g, &xs), put(&g, &w), put(&g, &perm));
+        let norm_rows = |perm: &[u32]| -> Vec<f64> {
+            let mut want = Vec::new();
+            for r in xs.chunks(dim) {
+                let inv = 1.0 / (r.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / dim as f64 + 1e-6).sqrt();
+                want.extend(perm.iter().map(|&p| r[p as usize] as f64 * inv * w[p as usize].to_f64()));
+            }
+            want
+        };
         let out = poisoned(&g, rows * dim * 2);
-        let p = RmsNormParams { x: xm.ptr(), w: wm.ptr(), out: out.ptr(), perm: pmm.ptr(), dim: dim as u32, eps: 1e-6 };
+        let p = RmsNormParams {
+            x: xm.ptr(),
+            w: wm.ptr(),
+            out: out.ptr(),
+            perm: pmm.ptr(),
+            dim: dim as u32,
+            eps: 1e-6,
+            ..Default::default()
+        };
         launch(&g, &g.k.rmsnorm_rows, shapes::per_row(rows as u32), &p);
         g.sync().unwrap();
-        let mut want = Vec::new();
-        for r in xs.chunks(dim) {
-            let inv = 1.0 / (r.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / dim as f64 + 1e-6).sqrt();
-            want.extend(perm.iter().map(|&p| r[p as usize] as f64 * inv * w[p as usize].to_f64()));
+        check(&f16s(&get::<u16>(&g, &out, rows * dim)), &norm_rows(&perm), 1e-3, "rmsnorm_rows");
+        let perms: Vec<Vec<u32>> = (0..3).map(|_| shuffled(&mut rng, dim)).collect();
+        let (perm_stride, out_stride) = (dim + 8, rows * dim + 16);
+        let mut flat = vec![u32::MAX; 3 * perm_stride];
+        for (i, p) in perms.iter().enumerate() {
+            flat[i * perm_stride..][..dim].copy_from_slice(p);
         }
-        check(&f16s(&get::<u16>(&g, &out, rows * dim)), &want, 1e-3, "rmsnorm_rows");
+        let (pm3, out3) = (put(&g, &flat), poisoned(&g, 3 * out_stride * 2));
+        let p = RmsNormParams {
+            perm: pm3.ptr(),
+            out: out3.ptr(),
+            perm_stride: perm_stride as u32,
+            out_stride: out_stride as u32,
+            ..p
+        };
+        launch(&g, &g.k.rmsnorm_rows, shapes::per_row_parts(rows as u32, 3), &p);
+        g.sync().unwrap();
+        let all = get::<u16>(&g, &out3, 3 * out_stride);
+        for (i, p) in perms.iter().enumerate() {
+            let copy = &all[i * out_stride..][..out_stride];
+            check(&f16s(&copy[..rows * dim]), &norm_rows(p), 1e-3, &format!("rmsnorm_rows part {i}"));
+            assert!(copy[rows * dim..].iter().all(|&b| b == 0xFFFF), "rmsnorm_rows part {i} wrote past its rows");
+        }
 
         // permute_cols
         let a = rng.vec_f16(rows * dim, -1.0, 1.0);
         let am = put(&g, &a);
         let out = poisoned(&g, rows * dim * 2);
         let p = PermuteParams { input: am.ptr(), out: out.ptr(), perm: pmm.ptr(), cols: dim as u32 };
-        launch(&g, &g.k.permute_cols, shapes::per_row(rows as u32), &p);
+        launch(&g, &g.k.permute_cols, shapes::permute(rows as u32), &p);
         g.sync().unwrap();
         let want: Vec<f64> =
             a.chunks(dim).flat_map(|r| perm.iter().map(|&p| r[p as usize].to_f64()).collect::<Vec<_>>()).collect();
@@ -1221,17 +1558,7 @@ fn rope_kv_rows_matches_f64() {
             launch(&g, &g.k.rope_kv_rows, l, &p);
             g.sync().unwrap();
             let width = q_dim + 2 * kv_dim;
-            let rot = |v: &[f64], pos: usize| -> Vec<f64> {
-                let mut out = v.to_vec();
-                for (h, head) in v.chunks(hd).enumerate() {
-                    for i in 0..hd / 2 {
-                        let a = 10000f64.powf(-(2.0 * i as f64) / hd as f64) * pos as f64;
-                        out[h * hd + i] = head[i] * a.cos() - head[i + hd / 2] * a.sin();
-                        out[h * hd + i + hd / 2] = head[i + hd / 2] * a.cos() + head[i] * a.sin();
-                    }
-                }
-                out
-            };
+            let rot = |v: &[f64], pos: usize| rope_f64(v, hd, pos as u32);
             let (mut wq, mut wk, mut wv) = (Vec::new(), Vec::new(), Vec::new());
             let (gk, gv) =
                 (f16s(&get::<u16>(&g, &kc, kv_heads * ctx * hd)), f16s(&get::<u16>(&g, &vc, kv_heads * ctx * hd)));

@@ -22,8 +22,14 @@ use crate::model::Model;
 pub(crate) struct DevLinear {
     pub qw: DevPtr<[u32; 4]>,
     pub sz: DevPtr<u32>,
-    /// Null without act-order.
+    /// Null without act-order; `[parts][k_pad]` with it.
     pub perm: DevPtr<u32>,
+    /// The inverse permutations (null without act-order): where the producer of this linear's input puts each
+    /// column.
+    pub inv: DevPtr<u32>,
+    /// With act-order and more than one fused part: the first slot of parts 1 and 2 ([`layout::NO_PART`] where
+    /// there is none).
+    pub part_slots: [u32; 2],
     pub col_map: DevPtr<u32>,
     pub k: u32,
     pub k_pad: u32,
@@ -37,10 +43,21 @@ impl DevLinear {
     pub fn tiles(&self) -> u32 {
         self.n_pad / layout::TILE_N as u32
     }
-    /// Bytes a kernel streams from memory for this linear: its repacked weights and tables.
+    /// Fused parts with a row order of their own: the inputs a kernel stages (1 without act-order).
+    pub fn parts(&self) -> u32 {
+        1 + self.part_slots.iter().filter(|&&s| s != layout::NO_PART).count() as u32
+    }
+    /// The slot range `[start, end)` of each part.
+    pub fn part_ranges(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let starts = [0, self.part_slots[0], self.part_slots[1]];
+        let n = self.parts() as usize;
+        (0..n).map(move |i| (starts[i], if i + 1 < n { starts[i + 1] } else { self.n_pad }))
+    }
+    /// Bytes a decode GEMV streams from memory for this linear: its repacked weights and tables (the permutations
+    /// are the producers' business: each reads its inverse, one word per output column).
     pub fn bytes(&self) -> u64 {
         let (k_pad, n_pad, groups) = (self.k_pad as u64, self.n_pad as u64, self.groups as u64);
-        k_pad * n_pad / 2 + n_pad * groups * 4 + n_pad * 4 + if self.perm.is_null() { 0 } else { k_pad * 4 }
+        k_pad * n_pad / 2 + n_pad * groups * 4 + n_pad * 4
     }
 }
 
@@ -128,15 +145,17 @@ impl Uploader<'_> {
         let qw = self.put(at.qw, bytemuck::cast_slice(&d.qw))?;
         let sz = self.put(at.sz, &d.sz)?;
         let col_map = self.put(at.col_map, &d.col_map)?;
-        let perm = match (&d.perm, at.perm) {
-            (Some(p), Some(buf)) => self.put(buf, p)?,
-            (None, None) => DevPtr::NULL,
+        let (perm, inv) = match (&d.perm, &d.inv, at.perm, at.inv) {
+            (Some(p), Some(i), Some(p_at), Some(i_at)) => (self.put(p_at, p)?, self.put(i_at, i)?),
+            (None, None, None, None) => (DevPtr::NULL, DevPtr::NULL),
             _ => return Err(Error::Device("the plan and the repacked layout disagree on act-order".into())),
         };
         Ok(DevLinear {
             qw,
             sz,
             perm,
+            inv,
+            part_slots: d.part_slots,
             col_map,
             k: d.k as u32,
             k_pad: d.k_pad as u32,
@@ -170,7 +189,9 @@ impl DeviceWeights {
                 let qkv = up.linear(model, &parts, order, &at.qkv, &name("qkv"))?;
                 let o = up.linear(model, &[&layer.o_proj], ColumnOrder::Identity, &at.o_proj, &name("o_proj"))?;
                 let post_norm = up.tensor(at.post_norm, model, &layer.post_attention_layernorm)?;
-                let order = ColumnOrder::GateUp { inter: c.intermediate_size };
+                let inter = c.intermediate_size;
+                let split = engine_format::plan::gate_up_split(&layer.gate_proj, &layer.up_proj);
+                let order = if split { ColumnOrder::GateUpSplit { inter } } else { ColumnOrder::GateUp { inter } };
                 let gate_up =
                     up.linear(model, &[&layer.gate_proj, &layer.up_proj], order, &at.gate_up, &name("gate_up"))?;
                 let down =
