@@ -391,7 +391,7 @@ enum engine_status engine_session_feed(struct engine_session *session,
                                        float *logits,
                                        size_t logits_capacity);
 
-// Like `engine_session_feed`, but copies the logits of every fed token: row i (the prediction after tokens[i])
+// Like `engine_session_feed`, but copies the logits of every fed token: row i (the prediction after `tokens[i]`)
 // is `logits[i * vocab_size .. (i + 1) * vocab_size]`. `logits` is required and must hold
 // `n_tokens * vocab_size` floats (`logits_capacity`), else BUFFER_TOO_SMALL before anything is fed.
 // For scoring text (perplexity). One thread at a time per session.

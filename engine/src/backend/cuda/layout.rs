@@ -1,4 +1,5 @@
-//! The device layout of GPTQ int4 weights, and the repacking from AutoGPTQ's layout into it.
+//! The device layout of GPTQ weights (int4, and int8 for the kernels to come), and the repacking from AutoGPTQ's
+//! layout into it.
 //!
 //! AutoGPTQ stores `qweight` as [K/8, N] words: a warp reading 32 consecutive columns of one row gets 128 bytes,
 //! 4 bytes per lane. The decode GEMV wants 16 bytes per lane and every warp load fully contiguous, and its
@@ -11,6 +12,9 @@
 //! - A tile's K rows are walked in **steps** of [`STEP_K`] = 64 rows. For one (tile, step) the 32 lanes of a warp
 //!   read 32 consecutive `uint4` (512 contiguous bytes): lane `l` gets the 32 rows `32·(2·step + l/16) ..` of slot
 //!   `l % 16`, as 4 words of 8 nibbles each (low nibble first, as in AutoGPTQ).
+//! - 8-bit GPTQ uses the same walk with two 16-byte words per lane and step (the first for all 32 lanes, then the
+//!   second: each 512 contiguous bytes), bytes arranged by [`pack_chunk_int8`] so that they dequantize into the same
+//!   pairs of rows as nibbles do. (The CUDA kernels do not read 8-bit tiles yet; the backend refuses 8-bit.)
 //! - `sz[tile][group][slot]` holds `(scale, 1024 + zero)` as a half2, so the kernel turns a nibble into
 //!   `q − zero` with one `lop3` (which makes the half `1024 + q`) and one exact half2 subtraction.
 //! - With act-order (`g_idx` not `k / G`), rows are sorted by group first (`perm[k']` is the original row of
@@ -38,6 +42,8 @@ pub const NO_PART: u32 = u32::MAX;
 /// One linear layer (or several fused along N) in the device layout, still in host memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceLinear {
+    /// Bits per weight: 4 (one 16-byte word per lane and step) or 8 (two, see [`pack_chunk_int8`]).
+    pub bits: Bits,
     pub k: usize,
     pub k_pad: usize,
     pub n_pad: usize,
@@ -46,7 +52,7 @@ pub struct DeviceLinear {
     pub group_size: usize,
     /// The group of 32-row chunk `c` is `c >> chunk_shift` (`group_size / 32` is a power of two; 31 for one group).
     pub chunk_shift: u32,
-    /// `[n_pad / TILE_N][k_pad / STEP_K][32 lanes][4 words]`
+    /// `[n_pad / TILE_N][k_pad / STEP_K][32 lanes][4 words]` (8 bits: `[..][k_pad / STEP_K][2][32 lanes][4 words]`)
     pub qw: Vec<u32>,
     /// `[n_pad / TILE_N][groups][TILE_N]` half2 bits: low half = scale, high half = 1024 + zero.
     pub sz: Vec<u32>,
@@ -139,6 +145,8 @@ pub struct GptqParts<'a> {
     pub g_idx: &'a [u32],
     /// Output columns.
     pub n: usize,
+    /// Bits per weight of `qweight` and `qzeros`.
+    pub bits: Bits,
 }
 
 /// Repack GPTQ `parts` (concatenated along N, sharing K, group size and `g_idx`) into the device layout, with
@@ -172,14 +180,6 @@ pub fn repack_in(
                 "{what}: the CUDA backend runs GPTQ int4 linears; unquantized checkpoints run on --backend cpu"
             )));
         };
-        // The tiles hold nibbles; CudaBackend::new refuses other widths before loading, this keeps the repack honest.
-        if *bits != Bits::Four {
-            return Err(Error::BackendUnavailable(format!(
-                "{what}: {}-bit GPTQ is not supported by the CUDA backend (it runs 4-bit GPTQ); run this checkpoint \
-                 with --backend cpu",
-                bits.count()
-            )));
-        }
         if i == 0 {
             (k, group_size, groups) = (*in_features, *g, *ng);
         } else if (*in_features, *g, *ng) != (k, group_size, groups) {
@@ -193,6 +193,7 @@ pub fn repack_in(
             scales: model.f16(scales),
             g_idx: model.u32(g_idx),
             n: *out_features,
+            bits: *bits,
         });
     }
     repack_parts_in(&views, k, group_size, groups, order, what, qw)
@@ -222,6 +223,10 @@ fn repack_parts_in(
     mut qw: Vec<u32>,
 ) -> Result<DeviceLinear> {
     let n_total: usize = views.iter().map(|v| v.n).sum();
+    let bits = views[0].bits;
+    if views.iter().any(|v| v.bits != bits) {
+        return Err(Error::BackendUnavailable(format!("{what}: fused parts differ in bits per weight")));
+    }
     let eff_g = if groups == 1 { k.next_multiple_of(STEP_K) } else { group_size };
     if groups > 1 && !(eff_g % CHUNK_K == 0 && (eff_g / CHUNK_K).is_power_of_two()) {
         return Err(Error::BackendUnavailable(format!(
@@ -286,11 +291,13 @@ fn repack_parts_in(
         }
     }
     // Each tile's words and scales are contiguous, so tiles are repacked in parallel.
+    // 16-byte words per lane and step: one of 32 nibbles, two of 32 bytes.
+    let lane_words = bits.count() as usize / 4;
     qw.clear();
-    qw.resize(n_pad * k_pad / 8, 0);
+    qw.resize(n_pad * k_pad * lane_words / 8, 0);
     let mut sz = vec![0u32; tiles * groups * TILE_N];
-    let words_per_row = k.div_ceil(8); // AutoGPTQ words per column
-    qw.par_chunks_mut(steps * 32 * 4).zip(sz.par_chunks_mut(groups * TILE_N)).enumerate().for_each(
+    let words_per_row = k.div_ceil(8); // AutoGPTQ words per column (4 bits)
+    qw.par_chunks_mut(steps * 32 * 4 * lane_words).zip(sz.par_chunks_mut(groups * TILE_N)).enumerate().for_each(
         |(t, (qw_t, sz_t))| {
             let slots: [Option<(usize, usize)>; TILE_N] = std::array::from_fn(|j| {
                 let slot = col_map[t * TILE_N + j];
@@ -300,12 +307,12 @@ fn repack_parts_in(
                 let v = &views[part];
                 for g in 0..groups {
                     let scale = v.scales[g * v.n + n];
-                    let zero = gptq::zero_at(v.qzeros, v.n, g, n) as f32;
-                    let z = f16::from_f32(1024.0 + zero); // exact: 1025..=1040
+                    let zero = bits.zero_at(v.qzeros, v.n, g, n) as f32;
+                    let z = f16::from_f32(1024.0 + zero); // exact: 1025..=1040 (4 bits), 1025..=1280 (8 bits)
                     sz_t[g * TILE_N + j] = scale.to_bits() as u32 | (z.to_bits() as u32) << 16;
                 }
             }
-            if !act_order {
+            if !act_order && bits == Bits::Four {
                 // Rows keep their order: each device word is a checkpoint word. Walk the checkpoint row by row
                 // and take the tile's 16 columns of each word row together (they share one or a few cache
                 // lines), instead of column by column down the whole matrix: ~2x faster loading, measured.
@@ -322,22 +329,36 @@ fn repack_parts_in(
                 }
                 return;
             }
+            // Value by value: act-order gathers the sorted rows, and 8-bit bytes are rearranged within each chunk.
             for (j, &(part, n)) in slots.iter().enumerate().filter_map(|(j, s)| s.as_ref().map(|s| (j, s))) {
                 let (v, perm) = (&views[part], &perms[part]);
                 for s in 0..steps {
                     for half in 0..2 {
                         let lane = half * TILE_N + j;
-                        for w in 0..4 {
-                            let word_row = (2 * s + half) * 4 + w; // which 8-row word of the sorted column
-                                                                   // Act-order: gather the sorted rows' nibbles one by one.
-                            let mut word = [0u32; 8];
-                            for (i, q) in word.iter_mut().enumerate() {
-                                let kk = word_row * 8 + i;
-                                if kk < k {
-                                    *q = gptq::q_at(v.qweight, v.n, perm[kk] as usize, n);
+                        // The lane's 32-row chunk of the sorted column; rows past k are zero.
+                        let base = (2 * s + half) * CHUNK_K;
+                        let q: [u32; CHUNK_K] = std::array::from_fn(|i| {
+                            let kk = base + i;
+                            if kk < k {
+                                bits.q_at(v.qweight, v.n, perm[kk] as usize, n)
+                            } else {
+                                0
+                            }
+                        });
+                        match bits {
+                            Bits::Four => {
+                                for w in 0..4 {
+                                    let word: [u32; 8] = std::array::from_fn(|i| q[8 * w + i]);
+                                    qw_t[(s * 32 + lane) * 4 + w] = gptq::pack8(word);
                                 }
                             }
-                            qw_t[(s * 32 + lane) * 4 + w] = gptq::pack8(word);
+                            Bits::Eight => {
+                                let words = pack_chunk_int8(&q);
+                                for (u, four) in words.chunks(4).enumerate() {
+                                    let at = ((s * 2 + u) * 32 + lane) * 4;
+                                    qw_t[at..at + 4].copy_from_slice(four);
+                                }
+                            }
                         }
                     }
                 }
@@ -363,7 +384,42 @@ fn repack_parts_in(
         }
         inv
     });
-    Ok(DeviceLinear { k, k_pad, n_pad, groups, group_size: eff_g, chunk_shift, qw, sz, perm, inv, part_slots, col_map })
+    Ok(DeviceLinear {
+        bits,
+        k,
+        k_pad,
+        n_pad,
+        groups,
+        group_size: eff_g,
+        chunk_shift,
+        qw,
+        sz,
+        perm,
+        inv,
+        part_slots,
+        col_map,
+    })
+}
+
+/// An 8-bit chunk (32 rows of one slot) as the tiles hold it: 8 words, and in each 8-row group `r0..r7` two words,
+/// bytes `[r0, r4, r1, r5]` and `[r2, r6, r3, r7]`. Why: a byte permute (`prmt`) of such a word with 0x64 bytes
+/// gives two fp16 pairs `1024 + (r_i, r_i+4)` — the same (row i, row i + 4) pairs the int4 dequantizer produces from
+/// a nibble word, so the staged input, the FMAs and the MMA operand layouts are shared by both widths.
+pub fn pack_chunk_int8(q: &[u32; CHUNK_K]) -> [u32; 8] {
+    const ORDER: [usize; 8] = [0, 4, 1, 5, 2, 6, 3, 7];
+    std::array::from_fn(|w| {
+        let (group, second) = (w / 2, w % 2);
+        (0..4).fold(0u32, |word, b| word | (q[8 * group + ORDER[4 * second + b]] & 0xFF) << (8 * b))
+    })
+}
+
+/// Value `i` (row `i` of the chunk) of an 8-bit chunk packed by [`pack_chunk_int8`].
+#[cfg(test)]
+pub fn chunk_int8_value(words: &[u32; 8], i: usize) -> u32 {
+    const SLOT: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7]; // byte position of row r within its group's 8 bytes
+    let (group, r) = (i / 8, i % 8);
+    let byte = SLOT[r];
+    (words[2 * group + byte / 4] >> (8 * (byte % 4))) & 0xFF
 }
 
 /// The dequantized weight `W[k][column]` of a repacked linear, read back through the device layout exactly as the
@@ -374,9 +430,18 @@ pub fn dequant_device(d: &DeviceLinear, slot: usize, sorted_row: usize) -> f32 {
     let chunk = sorted_row / CHUNK_K;
     let (s, half) = (chunk / 2, chunk % 2);
     let lane = half * TILE_N + j;
-    let w = (sorted_row % CHUNK_K) / 8;
-    let word = d.qw[((t * d.steps() + s) * 32 + lane) * 4 + w];
-    let q = gptq::nibble(word, sorted_row % 8) as f32;
+    let q = match d.bits {
+        Bits::Four => {
+            let w = (sorted_row % CHUNK_K) / 8;
+            let word = d.qw[((t * d.steps() + s) * 32 + lane) * 4 + w];
+            gptq::nibble(word, sorted_row % 8) as f32
+        }
+        Bits::Eight => {
+            let words: [u32; 8] =
+                std::array::from_fn(|w| d.qw[(((t * d.steps() + s) * 2 + w / 4) * 32 + lane) * 4 + w % 4]);
+            chunk_int8_value(&words, sorted_row % CHUNK_K) as f32
+        }
+    };
     let g = sorted_row / d.group_size;
     let sz = d.sz[(t * d.groups + g) * TILE_N + j];
     let scale = f16::from_bits(sz as u16).to_f32();

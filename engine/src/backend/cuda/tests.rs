@@ -17,7 +17,7 @@ use super::shapes::{
 use super::tuning::Tuning;
 use crate::backend::rope::RopeTable;
 use crate::sampling::SamplerParams;
-use engine_format::gptq;
+use engine_format::gptq::{self, Bits};
 use engine_format::plan;
 use rayon::prelude::*;
 
@@ -144,7 +144,14 @@ impl RandLinear {
     }
 
     fn parts(&self) -> GptqParts<'_> {
-        GptqParts { qweight: &self.qweight, qzeros: &self.qzeros, scales: &self.scales, g_idx: &self.g_idx, n: self.n }
+        GptqParts {
+            qweight: &self.qweight,
+            qzeros: &self.qzeros,
+            scales: &self.scales,
+            g_idx: &self.g_idx,
+            n: self.n,
+            bits: Bits::Four,
+        }
     }
 
     fn w(&self, k: usize, n: usize) -> f64 {
@@ -324,6 +331,69 @@ fn repacked_layout_reads_back_the_checkpoint_weights() {
                 let want = lin.w(row, col as usize);
                 let got = layout::dequant_device(&d, slot, sorted) as f64;
                 assert!((got - want).abs() <= 1e-6 * want.abs().max(1e-3), "K={k} N={n} slot {slot} row {sorted}");
+            }
+        }
+    }
+}
+
+/// 8-bit GPTQ (AutoGPTQ's packing: `qweight` [K/4, N], byte j of a word is row 4r + j; `qzeros` [groups, N/4] with
+/// stored zero = real − 1), with and without act-order, sym and asym, fused parts: the tiles read back every weight
+/// through `dequant_device`, and the byte order within a chunk is the one `pack_chunk_int8` documents.
+#[test]
+fn int8_layout_reads_back_the_checkpoint_weights() {
+    let mut rng = Rng(9);
+    let chunk: [u32; 32] = std::array::from_fn(|i| (i as u32 * 7 + 3) & 0xFF);
+    let words = layout::pack_chunk_int8(&chunk);
+    assert_eq!(words[0], chunk[0] | chunk[4] << 8 | chunk[1] << 16 | chunk[5] << 24);
+    assert_eq!(words[1], chunk[2] | chunk[6] << 8 | chunk[3] << 16 | chunk[7] << 24);
+    assert!((0..32).all(|i| layout::chunk_int8_value(&words, i) == chunk[i]));
+    // (K, N per part, group size, act-order, symmetric)
+    for &(k, n, group, act, sym) in
+        &[(64usize, 16usize, 32usize, false, true), (192, 20, 64, true, false), (320, 8, 320, false, false)]
+    {
+        let groups = k.div_ceil(group);
+        // (qweight, qzeros, scales, g_idx) of each part.
+        type Tensors = (Vec<u32>, Vec<u32>, Vec<f16>, Vec<u32>);
+        let parts: Vec<Tensors> = (0..2)
+            .map(|_| {
+                let mut g_idx: Vec<u32> = (0..k).map(|r| (r / group) as u32).collect();
+                if act {
+                    let perm = shuffled(&mut rng, k);
+                    for (i, &p) in perm.iter().enumerate() {
+                        g_idx[p as usize] = (i / group) as u32;
+                    }
+                }
+                let qweight = (0..k / 4 * n).map(|_| rng.next() as u32).collect();
+                let zero = |rng: &mut Rng| if sym { 127 } else { rng.below(256) as u32 };
+                let qzeros =
+                    (0..groups * n / 4).map(|_| (0..4).fold(0u32, |w, b| w | zero(&mut rng) << (8 * b))).collect();
+                (qweight, qzeros, rng.vec_f16(groups * n, 0.002, 0.02), g_idx)
+            })
+            .collect();
+        let views: Vec<GptqParts> = parts
+            .iter()
+            .map(|(qw, qz, sc, gi)| GptqParts { qweight: qw, qzeros: qz, scales: sc, g_idx: gi, n, bits: Bits::Eight })
+            .collect();
+        let order = if act { ColumnOrder::GateUpSplit { inter: n } } else { ColumnOrder::GateUp { inter: n } };
+        let d = layout::repack_parts(&views, k, group, groups, order, "gate_up").unwrap();
+        assert_eq!(d.qw.len(), d.n_pad * d.k_pad / 4, "two 16-byte words per lane and step");
+        let slot_parts = part_of_slot(&d, &[n, n]);
+        for (slot, (&col, &part)) in d.col_map.iter().zip(&slot_parts).enumerate() {
+            if col == PAD_SLOT {
+                continue;
+            }
+            let (c, v) = (col as usize % n, &views[col as usize / n]);
+            for sorted in 0..k {
+                let row = original_row(&d, part, sorted);
+                let g = v.g_idx[row] as usize;
+                let q = Bits::Eight.q_at(v.qweight, n, row, c) as f64;
+                let z = Bits::Eight.zero_at(v.qzeros, n, g, c) as f64;
+                let want = v.scales[g * n + c].to_f64() * (q - z);
+                let got = layout::dequant_device(&d, slot, sorted) as f64;
+                assert!(
+                    (got - want).abs() <= 1e-6 * want.abs().max(1e-3),
+                    "K={k} slot {slot} row {sorted}: {got} vs {want}"
+                );
             }
         }
     }
