@@ -330,21 +330,32 @@ fn repack_parts_in(
                 return;
             }
             // Value by value: act-order gathers the sorted rows, and 8-bit bytes are rearranged within each chunk.
-            for (j, &(part, n)) in slots.iter().enumerate().filter_map(|(j, s)| s.as_ref().map(|s| (j, s))) {
-                let (v, perm) = (&views[part], &perms[part]);
-                for s in 0..steps {
-                    for half in 0..2 {
+            // Row by row across the tile's 16 columns (which share the part, and so the row order, and lie in one
+            // or two cache lines of each checkpoint row), rather than column by column down the matrix: the
+            // gathered rows come in random order, and a column at a time would touch a new line per value.
+            // The slots share a row order: a tile holds one part where the parts' orders differ (checked above),
+            // and otherwise every part's order is the same. Padding slots read column 0 of part 0, never stored.
+            let Some(first) = slots.iter().flatten().map(|&(part, _)| part).next() else { return };
+            let perm = &perms[first];
+            let cols: [(&[u32], usize, usize); TILE_N] = std::array::from_fn(|j| {
+                let (part, n) = slots[j].unwrap_or((0, 0));
+                (views[part].qweight, views[part].n, n)
+            });
+            let per_word = 32 / bits.count() as usize;
+            for s in 0..steps {
+                for half in 0..2 {
+                    // The 16 slots' 32-row chunk of the sorted column; rows past k are zero.
+                    let base = (2 * s + half) * CHUNK_K;
+                    let mut q = [[0u32; CHUNK_K]; TILE_N];
+                    for i in 0..CHUNK_K.min(k.saturating_sub(base)) {
+                        let row = perm[base + i] as usize;
+                        let (word_row, field) = (row / per_word, row % per_word);
+                        for (q, &(qweight, n_cols, n)) in q.iter_mut().zip(&cols) {
+                            q[i] = bits.field(qweight[word_row * n_cols + n], field);
+                        }
+                    }
+                    for (j, q) in q.iter().enumerate().filter(|(j, _)| slots[*j].is_some()) {
                         let lane = half * TILE_N + j;
-                        // The lane's 32-row chunk of the sorted column; rows past k are zero.
-                        let base = (2 * s + half) * CHUNK_K;
-                        let q: [u32; CHUNK_K] = std::array::from_fn(|i| {
-                            let kk = base + i;
-                            if kk < k {
-                                bits.q_at(v.qweight, v.n, perm[kk] as usize, n)
-                            } else {
-                                0
-                            }
-                        });
                         match bits {
                             Bits::Four => {
                                 for w in 0..4 {
@@ -353,7 +364,7 @@ fn repack_parts_in(
                                 }
                             }
                             Bits::Eight => {
-                                let words = pack_chunk_int8(&q);
+                                let words = pack_chunk_int8(q);
                                 for (u, four) in words.chunks(4).enumerate() {
                                     let at = ((s * 2 + u) * 32 + lane) * 4;
                                     qw_t[at..at + 4].copy_from_slice(four);

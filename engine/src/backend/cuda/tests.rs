@@ -2035,9 +2035,11 @@ fn repack_time_of_a_checkpoint() {
                 &mut sink,
             );
             time(&[&layer.o_proj], ColumnOrder::Identity, &mut t_o, &mut bytes, &mut sink);
+            let inter = c.intermediate_size;
+            let split = plan::gate_up_split(&layer.gate_proj, &layer.up_proj);
             time(
                 &[&layer.gate_proj, &layer.up_proj],
-                ColumnOrder::GateUp { inter: c.intermediate_size },
+                if split { ColumnOrder::GateUpSplit { inter } } else { ColumnOrder::GateUp { inter } },
                 &mut t_gu,
                 &mut bytes,
                 &mut sink,
