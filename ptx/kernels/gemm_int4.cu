@@ -17,7 +17,8 @@
 // dequantized tile, one barrier per step; on cards that grant a block 105 KB of shared memory), where this 64 × 64
 // tile is bound by shared memory and barriers rather than by the tensor cores.
 // A's columns must already be in the weights' sorted row order (norm.cu / swiglu.cu permute them when act-order
-// is on; with a permutation per fused part, a block picks the copy of its part: part_a). Rows past `m` and K columns past `k` are zero-filled by cp.async (src-size 0) and never stored.
+// is on; with a permutation per fused part, a block picks the copy of its part: part_a). Rows past `m` and K
+// columns past `k` are zero-filled by cp.async (src-size 0) and never stored.
 #include "int4.cuh"
 #include "tensor_core.cuh"
 

@@ -220,7 +220,8 @@ ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, uint32_t col, float
                 const uint32_t* idx = p.out_idx + col;
                 float* ys = p.y_sorted;
 #pragma unroll 1
-                for (uint32_t q = 0; q < p.out_parts; ++q, idx += p.out_stride, ys += p.out_stride) ys[__ldg(idx)] = wv;
+                for (uint32_t q = 0; q < p.out_parts; ++q, idx += p.out_stride, ys += p.out_stride)
+                    ys[__ldg(idx)] = wv;
             }
         }
         float sq = nv * nv;
@@ -402,10 +403,10 @@ ENGINE_DEV void run(const GemvParams& p) {
 #define GEMV_MIN_BLOCKS 3
 #endif
 
-// Shared memory: (NW * 16 + NW + 32) * 4 + k_pad * 2 bytes per staged input (one; with act-order up to one per fused
-// part: as many as part_slot1 / part_slot2 name) with NW warps per block (8, or 16 for the `_wide` kernel). Block: 32 · NW
-// threads. Grid: ceil(units / tiles_per_block) blocks, units = n_pad / 16 tiles (gate/up split: part_slot1 / 16
-// pairs of tiles).
+// Shared memory: (NW * 16 + NW + 32) * 4 + k_pad * 2 bytes per staged input (one; with act-order up to one per
+// fused part: as many as part_slot1 / part_slot2 name) with NW warps per block (8, or 16 for the `_wide` kernel).
+// Block: 32 · NW threads. Grid: ceil(units / tiles_per_block) blocks, units = n_pad / 16 tiles (gate/up split:
+// part_slot1 / 16 pairs of tiles).
 
 // q/k/v projection of the normalized residual stream, with rotary embedding and the KV-cache append.
 extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_qkv(const GemvParams p) {

@@ -94,6 +94,23 @@ pub enum ColumnOrder {
     GateUpSplit { inter: usize },
 }
 
+impl ColumnOrder {
+    /// The order of a fused gate/up of `inter` columns each: split with act-order (each part has its own row order),
+    /// paired otherwise; the memory plan sizes it by the same rule.
+    pub fn gate_up(gate: &Linear, up: &Linear, inter: usize) -> ColumnOrder {
+        if engine_format::plan::gate_up_split(gate, up) {
+            ColumnOrder::GateUpSplit { inter }
+        } else {
+            ColumnOrder::GateUp { inter }
+        }
+    }
+}
+
+/// Fused parts with a row order of their own, from a linear's `part_slots`: the inputs a kernel stages.
+pub fn part_count(part_slots: [u32; 2]) -> u32 {
+    1 + part_slots.iter().filter(|&&s| s != NO_PART).count() as u32
+}
+
 /// The slot → column map for `order` over `n` fused columns, padded to whole tiles.
 pub fn column_map(order: ColumnOrder, n: usize) -> Vec<u32> {
     let half = TILE_N / 2;

@@ -257,7 +257,8 @@ impl GemmTile {
             GemmTile::Rows128 => 128,
         }
     }
-    fn slots(self) -> u32 {
+    /// Slots one block covers.
+    pub fn slots(self) -> u32 {
         match self {
             GemmTile::Small { tiles_per_block, .. } => tiles_per_block * TILE_N as u32,
             GemmTile::Rows64 => 64,

@@ -235,7 +235,7 @@ impl Step<'_> {
         for (l, lw) in w.layers.iter().enumerate() {
             let (k_cache, v_cache) = (kv.keys[l], kv.values[l]);
             // Attention block: x += o_proj(attention(rope(W_pack(rmsnorm(x))))).
-            self.rmsnorm(act.x, lw.input_norm, act.xn, &lw.qkv, m32)?;
+            self.rmsnorm(act.x, lw.input_norm, act.xn, Some(&lw.qkv), m32)?;
             self.gemm(&lw.qkv, act.xn, hidden, GemmOut::Store16(act.qkv), q_dim + 2 * kv_dim, m32)?;
             let p = RopeParams {
                 qkv: act.qkv,
@@ -277,7 +277,7 @@ impl Step<'_> {
             self.gemm(&lw.o, o_in, q_dim, GemmOut::Residual(act.x), hidden, m32)?;
 
             // Feed-forward block: x += down(silu(gate(h)) * up(h)), h = rmsnorm(x).
-            self.rmsnorm(act.x, lw.post_norm, act.xn2, &lw.gate_up, m32)?;
+            self.rmsnorm(act.x, lw.post_norm, act.xn2, Some(&lw.gate_up), m32)?;
             self.gemm(&lw.gate_up, act.xn2, hidden, GemmOut::Store16(act.gate_up), 2 * inter, m32)?;
             let p = SwigluParams { gu: act.gate_up, h: act.h, perm: lw.down.perm, inter };
             self.run(&k.swiglu_rows, shapes::swiglu(m32, inter), &p)?;
@@ -304,15 +304,7 @@ impl Step<'_> {
         }
         let (c, w, ws, k) = (self.config, self.weights, self.ws, &self.gpu.k);
         let m32 = m as u32;
-        let p = RmsNormParams {
-            x: self.act.x,
-            w: w.norm,
-            out: self.act.xn,
-            dim: c.hidden_size as u32,
-            eps: c.rms_norm_eps,
-            ..Default::default()
-        };
-        self.run(&k.rmsnorm_rows, shapes::per_row(m32), &p)?;
+        self.rmsnorm(self.act.x, w.norm, self.act.xn, None, m32)?;
         let vocab = c.vocab_size as u32;
         let p = ScoreParams {
             a: self.act.xn,
@@ -444,21 +436,29 @@ impl Step<'_> {
         }
     }
 
-    /// The norm of `m` rows as `lin`, the projection it feeds, wants them: one copy per fused part with act-order
-    /// (in that part's row order, [`Step::part_stride`] apart), else one in order.
-    fn rmsnorm(&self, x: DevPtr<f32>, w: DevPtr<f16>, out: DevPtr<f16>, lin: &DevLinear, m: u32) -> Result<()> {
+    /// The norm of `m` rows as `next`, the projection it feeds, wants them: one copy per fused part with act-order
+    /// (in that part's row order, [`Step::part_stride`] apart), else (or with no projection) one in order.
+    fn rmsnorm(
+        &self,
+        x: DevPtr<f32>,
+        w: DevPtr<f16>,
+        out: DevPtr<f16>,
+        next: Option<&DevLinear>,
+        m: u32,
+    ) -> Result<()> {
         let c = self.config;
+        let perm = next.map_or(DevPtr::NULL, |lin| lin.perm);
         let p = RmsNormParams {
             x,
             w,
             out,
-            perm: lin.perm,
+            perm,
             dim: c.hidden_size as u32,
             eps: c.rms_norm_eps,
-            perm_stride: lin.k_pad,
+            perm_stride: next.map_or(0, |lin| lin.k_pad),
             out_stride: self.part_stride(),
         };
-        let copies = if lin.perm.is_null() { 1 } else { lin.parts() };
+        let copies = next.filter(|_| !perm.is_null()).map_or(1, |lin| lin.parts());
         self.run(&self.gpu.k.rmsnorm_rows, shapes::per_row_parts(m, copies), &p)
     }
 
@@ -480,13 +480,8 @@ impl Step<'_> {
     /// part is a launch of its own.
     fn gemm(&self, lin: &DevLinear, a: DevPtr<f16>, lda: u32, out: GemmOut, ldy: u32, m: u32) -> Result<()> {
         let tile = self.gemm_tile(lin, m);
-        let aligned = |bn: u32| lin.part_slots.iter().all(|&s| s == layout::NO_PART || s % bn == 0);
-        let one_launch = lin.parts() == 1
-            || match tile {
-                GemmTile::Small { .. } => false,
-                GemmTile::Rows64 => aligned(64),
-                GemmTile::Rows128 => aligned(128),
-            };
+        let on_block_boundaries = lin.part_slots.iter().all(|&s| s == layout::NO_PART || s % tile.slots() == 0);
+        let one_launch = lin.parts() == 1 || (!matches!(tile, GemmTile::Small { .. }) && on_block_boundaries);
         if one_launch {
             return self.gemm_launch(lin, tile, a, lda, out, ldy, m);
         }

@@ -252,8 +252,7 @@ fn gemv_warps(g: &Device, f: &Kernel<GemvParams>, warps: u32, lin: &DevLin, p: &
 /// A GEMV launch over `units` units of work (tiles, or the split gate/up's pairs of tiles).
 fn gemv_units(g: &Device, f: &Kernel<GemvParams>, warps: u32, units: u32, lin: &DevLin, p: &GemvParams) {
     let grid = units.div_ceil(p.tiles_per_block);
-    let inputs = 1 + lin.d.part_slots.iter().filter(|&&s| s != layout::NO_PART).count() as u32;
-    let smem = shapes::gemv_smem(lin.d.k_pad as u32, warps, inputs);
+    let smem = shapes::gemv_smem(lin.d.k_pad as u32, warps, layout::part_count(lin.d.part_slots));
     launch(g, f, Launch::new((grid, 1, 1), warps * 32, smem), p);
     g.sync().unwrap();
 }
@@ -2035,11 +2034,9 @@ fn repack_time_of_a_checkpoint() {
                 &mut sink,
             );
             time(&[&layer.o_proj], ColumnOrder::Identity, &mut t_o, &mut bytes, &mut sink);
-            let inter = c.intermediate_size;
-            let split = plan::gate_up_split(&layer.gate_proj, &layer.up_proj);
             time(
                 &[&layer.gate_proj, &layer.up_proj],
-                if split { ColumnOrder::GateUpSplit { inter } } else { ColumnOrder::GateUp { inter } },
+                ColumnOrder::gate_up(&layer.gate_proj, &layer.up_proj, c.intermediate_size),
                 &mut t_gu,
                 &mut bytes,
                 &mut sink,

@@ -45,7 +45,7 @@ impl DevLinear {
     }
     /// Fused parts with a row order of their own: the inputs a kernel stages (1 without act-order).
     pub fn parts(&self) -> u32 {
-        1 + self.part_slots.iter().filter(|&&s| s != layout::NO_PART).count() as u32
+        layout::part_count(self.part_slots)
     }
     /// The slot range `[start, end)` of each part.
     pub fn part_ranges(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
@@ -189,9 +189,7 @@ impl DeviceWeights {
                 let qkv = up.linear(model, &parts, order, &at.qkv, &name("qkv"))?;
                 let o = up.linear(model, &[&layer.o_proj], ColumnOrder::Identity, &at.o_proj, &name("o_proj"))?;
                 let post_norm = up.tensor(at.post_norm, model, &layer.post_attention_layernorm)?;
-                let inter = c.intermediate_size;
-                let split = engine_format::plan::gate_up_split(&layer.gate_proj, &layer.up_proj);
-                let order = if split { ColumnOrder::GateUpSplit { inter } } else { ColumnOrder::GateUp { inter } };
+                let order = ColumnOrder::gate_up(&layer.gate_proj, &layer.up_proj, c.intermediate_size);
                 let gate_up =
                     up.linear(model, &[&layer.gate_proj, &layer.up_proj], order, &at.gate_up, &name("gate_up"))?;
                 let down =
