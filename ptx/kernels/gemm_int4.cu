@@ -46,11 +46,9 @@ ENGINE_DEV void cp_async4(void* dst, const void* src) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(smem_addr(dst)), "l"(src) : "memory");
 }
 
-// The eight weights of one packed word, dequantized (scale · (q − zero)) and in row order: the 16 bytes one row of
-// the shared fp16 tile [slot][k] holds for these 8 rows, ready for one 16-byte store.
-ENGINE_DEV uint4 dequant8(uint32_t word, __half2 zz, __half2 sc) {
-    __half2 d[4];
-    dequant_word(word, zz, d);
+// Eight weights as the pairs d[j] = (row j, row j + 4), q − zero, scaled and put in row order: the 16 bytes one row
+// of the shared fp16 tile [slot][k] holds for these 8 rows, ready for one 16-byte store.
+ENGINE_DEV uint4 scaled_in_row_order(__half2 (&d)[4], __half2 sc) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) d[i] = __hmul2(d[i], sc);
     // d[i] = (w_i, w_{i+4}); store w_0..w_7 in row order.
@@ -62,6 +60,21 @@ ENGINE_DEV uint4 dequant8(uint32_t word, __half2 zz, __half2 sc) {
     return out;
 }
 
+// The eight weights of one packed int4 word, dequantized (scale · (q − zero)) and in row order.
+ENGINE_DEV uint4 dequant8(uint32_t word, __half2 zz, __half2 sc) {
+    __half2 d[4];
+    dequant_word(word, zz, d);
+    return scaled_in_row_order(d, sc);
+}
+
+// Rows 8i .. 8i + 7 of a lane's 32-row chunk (its lane_words<BITS>() words `w`), dequantized and in row order.
+template <int BITS>
+ENGINE_DEV uint4 dequant_rows(const uint4* w, int i, __half2 zz, __half2 sc) {
+    __half2 d[4];
+    dequant_rows8<BITS>(w, i, zz, d);
+    return scaled_in_row_order(d, sc);
+}
+
 // The A a block reads: with act-order and a permutation per fused part, the copy in its part's row order (the
 // host keeps part boundaries on block boundaries).
 ENGINE_DEV const __half* part_a(const GemmParams& p, uint32_t slot0) {
@@ -69,13 +82,16 @@ ENGINE_DEV const __half* part_a(const GemmParams& p, uint32_t slot0) {
     return p.a + (size_t)part * p.a_part_stride;
 }
 
-template <int BM>
+// W: 16-byte words per lane and step (lane_words: 1 for int4, 2 for int8).
+template <int BM, int W>
 struct Smem {
     __half a[STAGES][BM][LDS];
-    uint4 wraw[STAGES][BN / INT4_TILE_N][32];
+    uint4 wraw[STAGES][BN / INT4_TILE_N][W][32];
     uint32_t sz[STAGES][THREADS];  // each thread's (scale, zero) word for its chunk of the step
     __half w[BN][LDS];  // dequantized: [slot][k]
 };
+static_assert(sizeof(Smem<64, 1>) == 56320 && sizeof(Smem<64, 2>) == 64512,
+              "gemm_smem_bytes in engine/src/backend/cuda/shapes.rs must match");
 
 // One result of row `row` (the row's offset `at` = row · ldy) into output column `col` (skipped for padding).
 template <int OUT>
@@ -192,14 +208,16 @@ ENGINE_DEV void finish_tile(const GemmParams& p, float (&acc)[MI][NI][4], uint32
 }
 
 // BM = 64: 2 × 2 warps of 32 rows × 32 slots. (BM = 16, 1 × 4 warps of 16 rows × 16 slots, also compiles, but chunks
-// of at most 16 rows run gemm_small.cu, which streams the weights at close to the GEMV's rate.)
-template <int OUT, int BM>
+// of at most 16 rows run gemm_small.cu, which streams the weights at close to the GEMV's rate.) BITS: 4 or 8 (each
+// thread then copies and dequantizes two uint4s per step instead of one).
+template <int OUT, int BM, int BITS>
 ENGINE_DEV void run(const GemmParams& p) {
+    constexpr int W = lane_words<BITS>();
     constexpr int WM = BM == 64 ? 2 : 1, WN = 4 / WM;  // warps along rows and slots
     constexpr int MI = BM / (16 * WM);                  // m16 tiles per warp
     constexpr int NI = BN / (8 * WN);                   // n8 tiles per warp
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    Smem<BM>& s = *reinterpret_cast<Smem<BM>*>(smem_raw);
+    Smem<BM, W>& s = *reinterpret_cast<Smem<BM, W>*>(smem_raw);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int warp_m = warp / WN, warp_n = warp % WN;
     const uint32_t m0 = blockIdx.y * BM, slot0 = blockIdx.x * BN;
@@ -225,12 +243,15 @@ ENGINE_DEV void run(const GemmParams& p) {
             const __half* src = ok ? a + (size_t)row * p.lda + col : a;
             cp_async16(&s.a[buf][r][c], src, ok ? 16u : 0u);
         }
-        // Raw weights: 4 slot-tiles × 32 lanes, one uint4 per thread.
+        // Raw weights: 4 slot-tiles × 32 lanes, W uint4s per thread.
         const int lt = tid >> 5;
         const uint32_t tile = blockIdx.x * (BN / INT4_TILE_N) + lt;
         const bool ok = tile < tiles;
-        const uint4* src = ok ? p.qw + ((size_t)tile * steps + step) * 32 + lane : p.qw;
-        cp_async16(&s.wraw[buf][lt][lane], src, ok ? 16u : 0u);
+#pragma unroll
+        for (int h = 0; h < W; ++h) {
+            const uint4* src = ok ? p.qw + (((size_t)tile * steps + step) * W + h) * 32 + lane : p.qw;
+            cp_async16(&s.wraw[buf][lt][h][lane], src, ok ? 16u : 0u);
+        }
         // The scale of this thread's chunk travels with it: read in the dequantization, it would cost every step
         // a dependent memory round trip.
         const uint32_t g = min((step * BK + (lane >> 4) * INT4_CHUNK_K) / p.group_size, p.groups - 1);
@@ -262,16 +283,17 @@ ENGINE_DEV void run(const GemmParams& p) {
             cp_async_commit();
         }
 
-        // Dequantize this thread's uint4: slot j of slot-tile lt, rows 32 * (lane / 16) .. + 32 of the step.
+        // Dequantize this thread's chunk: slot j of slot-tile lt, rows 32 * (lane / 16) .. + 32 of the step.
         {
             const int lt = tid >> 5, j = lane & 15, hsel = lane >> 4;
             const __half2 szh = u32_as_half2(s.sz[buf][tid]);
             const __half2 zz = __high2half2(szh), sc = __low2half2(szh);
-            const uint4 wv = s.wraw[buf][lt][lane];
-            const uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
+            uint4 wv[W];
+#pragma unroll
+            for (int h = 0; h < W; ++h) wv[h] = s.wraw[buf][lt][h][lane];
             __half* dst = &s.w[lt * INT4_TILE_N + j][hsel * INT4_CHUNK_K];
 #pragma unroll
-            for (int wi = 0; wi < 4; ++wi) *reinterpret_cast<uint4*>(dst + wi * 8) = dequant8(words[wi], zz, sc);
+            for (int wi = 0; wi < 4; ++wi) *reinterpret_cast<uint4*>(dst + wi * 8) = dequant_rows<BITS>(wv, wi, zz, sc);
         }
         __syncthreads();
 
@@ -485,20 +507,22 @@ ENGINE_DEV void run_big(const GemmParams& p) {
 
 }  // namespace gemm
 
-// Block: 128 threads; dynamic shared memory sizeof(gemm::Smem<64>) = 56320 bytes. Grid: (ceil(n_pad / 64),
-// ceil(m / 64), k_splits). Chunks of at most 16 rows go to gemm_small.cu instead.
-extern "C" __global__ void __launch_bounds__(128) gemm_int4_store16(const GemmParams p) {
-    gemm::run<gemm::STORE16, 64>(p);
-}
-extern "C" __global__ void __launch_bounds__(128) gemm_int4_residual(const GemmParams p) {
-    gemm::run<gemm::RESIDUAL, 64>(p);
-}
-extern "C" __global__ void __launch_bounds__(128) gemm_int4_store32(const GemmParams p) {
-    gemm::run<gemm::STORE32, 64>(p);
-}
+// Block: 128 threads; dynamic shared memory sizeof(gemm::Smem<64, W>) = 56320 bytes (int4), 64512 (int8). Grid:
+// (ceil(n_pad / 64), ceil(m / 64), k_splits). Chunks of at most 16 rows go to gemm_small.cu instead.
+#define GEMM64_KERNEL(NAME, OUT)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(128) gemm_int4_##NAME(const GemmParams p) {                     \
+        gemm::run<OUT, 64, 4>(p);                                                                                 \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(128) gemm_int8_##NAME(const GemmParams p) {                     \
+        gemm::run<OUT, 64, 8>(p);                                                                                 \
+    }
+GEMM64_KERNEL(store16, gemm::STORE16)
+GEMM64_KERNEL(residual, gemm::RESIDUAL)
+GEMM64_KERNEL(store32, gemm::STORE32)
 
 // Block: 256 threads; dynamic shared memory sizeof(gemm::SmemBig) = 107520 bytes (two blocks per SM on sm_90; the
-// host uses these only where the card grants that much to one block). Grid: (ceil(n_pad / 128), ceil(m / 128),
+// host uses these only where the card grants that much to one block). int4 only: 8-bit tiles would double the raw
+// ring, and two blocks would no longer fit an SM; int8 chunks of any length above 16 rows take the 64-row tile. Grid: (ceil(n_pad / 128), ceil(m / 128),
 // k_splits). At most 128 registers per thread, so that two blocks fit an SM's register file.
 extern "C" __global__ void __launch_bounds__(256, 2) gemm128_int4_store16(const GemmParams p) {
     gemm::run_big<gemm::STORE16>(p);

@@ -54,6 +54,11 @@ constexpr int ROWS = 16;  // A rows staged per block: m ≤ 16 (rows past m are 
 // Two blocks of 8 warps per SM then keep up to 64 KB of weights on their way: at 3 TB/s and ~1 µs of loaded DRAM
 // latency an SM needs ~23 KB. More would not fit 128 registers next to the accumulators and the split reduction.
 constexpr int DEPTH = 4;
+// The same bytes in flight with 8-bit tiles, whose items are twice as large.
+template <int BITS>
+constexpr int depth() {
+    return DEPTH / lane_words<BITS>();
+}
 constexpr int STAGE = 8;  // 16-byte A loads a thread issues before storing any: ≤ 3 round trips at 46 steps
 enum Out { STORE16 = 0, RESIDUAL = 1 };
 
@@ -86,9 +91,11 @@ ENGINE_DEV uint32_t group_of(uint32_t chunk, const Groups& gm) {
     return min(gm.pow2 ? chunk >> gm.shift : chunk / gm.chunks, gm.last);
 }
 
-// One work item of a lane: its two weight uint4s (h = 0: slot g, h = 1: slot 8 + g) and their (scale, zero) words.
+// One work item of a lane: its weight uint4s (h = 0: slot g, h = 1: slot 8 + g; W = lane_words of each) and their
+// (scale, zero) words.
+template <int W>
 struct Item {
-    uint4 w[2];
+    uint4 w[2][W];
     uint32_t sz[2];
 };
 
@@ -96,20 +103,25 @@ struct Item {
 // whose step is past the split's end (the odd last step of K) gets zero weights and a zero (scale, 1024 + zero):
 // they dequantize to 0, finite, and meet zeros in A anyway. The scales go out with the weights: loaded inside the
 // multiply, each would cost the item a dependent memory round trip.
+template <int W>
 ENGINE_DEV void load_item(const GemmParams& p, const Groups& gm, uint32_t steps, uint32_t tile, uint32_t s,
-                          uint32_t s_end, Item& it) {
+                          uint32_t s_end, Item<W>& it) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const uint32_t step = s + (t >> 1);
     if (step < s_end) {
         const uint32_t chunk = 2 * s + t;  // = 2 · step + t % 2
-        const uint4* w = p.qw + ((size_t)tile * steps + step) * 32 + (t & 1) * 16 + g;
+        const uint4* w = p.qw + ((size_t)tile * steps + step) * 32 * W + (t & 1) * 16 + g;
         const uint32_t* z = p.sz + ((size_t)tile * p.groups + group_of(chunk, gm)) * INT4_TILE_N + g;
-        it.w[0] = ldg_stream_v4(w);
-        it.w[1] = ldg_stream_v4(w + 8);
+#pragma unroll
+        for (int u = 0; u < W; ++u) {
+            it.w[0][u] = ldg_stream_v4(w + u * 32);
+            it.w[1][u] = ldg_stream_v4(w + u * 32 + 8);
+        }
         it.sz[0] = __ldg(z);
         it.sz[1] = __ldg(z + 8);
     } else {
-        it.w[0] = it.w[1] = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+        for (int u = 0; u < W; ++u) it.w[0][u] = it.w[1][u] = make_uint4(0u, 0u, 0u, 0u);
         it.sz[0] = it.sz[1] = 0u;
     }
 }
@@ -129,9 +141,19 @@ ENGINE_DEV void dequant_scaled(uint32_t word, __half2 zz, __half2 zh, __half2 sc
         __hmul2(__hfma2(u32_as_half2(lop3_and_or(hi, 0x00F000F0u, 0x64006400u)), sixteenth, zh), sc));
 }
 
+// The same for rows 8i .. 8i + 7 of an 8-bit chunk (its two words `w`): one PRMT, one HSUB2 (exact) and one HMUL2
+// per pair, the values of gemm_int4.cu's int8 dequantization.
+ENGINE_DEV void dequant_scaled8(const uint4* w, int i, __half2 zz, __half2 sc, uint32_t d[4]) {
+    __half2 q[4];
+    dequant_rows8<8>(w, i, zz, q);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) d[j] = half2_as_u32(__hmul2(q[j], sc));
+}
+
 // The 16 MMAs of one item. `a_lo` points at the staged unit (q, w = 0, t) of row g, `a_hi` at row g + 8; word w is
 // 4 units further. acc[h][e]: h = slot half, e as in the C fragment (row g / g + 8, slot 8h + 2t + e % 2).
-ENGINE_DEV void mma_item(const Item& it, const uint4* a_lo, const uint4* a_hi, bool hi_rows, float acc[2][4]) {
+template <int W>
+ENGINE_DEV void mma_item(const Item<W>& it, const uint4* a_lo, const uint4* a_hi, bool hi_rows, float acc[2][4]) {
     __half2 zz[2], zh[2], sc[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -150,8 +172,8 @@ ENGINE_DEV void mma_item(const Item& it, const uint4* a_lo, const uint4* a_hi, b
         uint32_t d[2][4];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-            const uint32_t word = w == 0 ? it.w[h].x : w == 1 ? it.w[h].y : w == 2 ? it.w[h].z : it.w[h].w;
-            dequant_scaled(word, zz[h], zh[h], sc[h], d[h]);
+            if constexpr (W == 1) dequant_scaled(word_of(it.w[h][0], w), zz[h], zh[h], sc[h], d[h]);
+            else dequant_scaled8(it.w[h], w, zz[h], sc[h], d[h]);
         }
         // Alternate the two accumulators: each MMA's predecessor on the same accumulator is two MMAs back.
         tc::mma_16816(acc[0], a_e0, d[0][0], d[0][1]);
@@ -278,8 +300,9 @@ ENGINE_DEV void finish_tile(const GemmParams& p, uint32_t mm, uint32_t tile, flo
     if (p.k_splits == 1 || publish_or_reduce(p, tile, acc)) epilogue<OUT>(p, mm, tile, acc);
 }
 
-template <int OUT>
+template <int OUT, int BITS>
 ENGINE_DEV void run(const GemmParams& p) {
+    constexpr int W = lane_words<BITS>(), D = depth<BITS>();
     extern __shared__ __align__(16) unsigned char smem_raw[];
     uint4* as = reinterpret_cast<uint4*>(smem_raw);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -303,10 +326,10 @@ ENGINE_DEV void run(const GemmParams& p) {
 
     // The weights never change, so the first DEPTH items go out before waiting for the previous kernel: their
     // DRAM latency hides the launch gap and the staging of A.
-    Item buf[DEPTH];
+    Item<W> buf[D];
     uint32_t ld_tile = first, ld_q = 0;
 #pragma unroll
-    for (int u = 0; u < DEPTH; ++u) {
+    for (int u = 0; u < D; ++u) {
         if ((uint32_t)u < n_items) {
             load_item(p, gm, steps, ld_tile, s_begin + 2 * ld_q, s_end, buf[u]);
             if (++ld_q == nq) ld_q = 0, ld_tile += WARPS;
@@ -338,14 +361,14 @@ ENGINE_DEV void run(const GemmParams& p) {
     }
     uint32_t c_tile = first, c_q = 0;
     const uint4* a_row = as + g * rsu + t;  // unit (q = 0, w = 0, t) of row g
-    for (uint32_t i0 = 0; i0 < n_items; i0 += DEPTH) {
+    for (uint32_t i0 = 0; i0 < n_items; i0 += D) {
 #pragma unroll
-        for (int u = 0; u < DEPTH; ++u) {
+        for (int u = 0; u < D; ++u) {
             const uint32_t i = i0 + u;
             if (i < n_items) {
                 mma_item(buf[u], a_row + 16 * c_q, a_row + 8 * rsu + 16 * c_q, hi_rows, acc);
                 // Refill the slot just consumed with the item DEPTH ahead (software pipelining in registers).
-                if (i + DEPTH < n_items) {
+                if (i + D < n_items) {
                     load_item(p, gm, steps, ld_tile, s_begin + 2 * ld_q, s_end, buf[u]);
                     if (++ld_q == nq) ld_q = 0, ld_tile += WARPS;
                 }
@@ -370,12 +393,17 @@ ENGINE_DEV void run(const GemmParams& p) {
 // (k_splits · 16 · n_pad floats) and one counter per tile, zero at rest. m ≤ 16.
 // Two blocks per SM: at most 128 registers per thread.
 
+// Each kernel comes twice, gemm_small_int4_NAME and gemm_small_int8_NAME (the same code over 8-bit tiles).
+#define GEMM_SMALL_KERNEL(NAME, OUT)                                                                              \
+    extern "C" __global__ void __launch_bounds__(256, 2) gemm_small_int4_##NAME(const GemmParams p) {            \
+        gsmall::run<OUT, 4>(p);                                                                                   \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(256, 2) gemm_small_int8_##NAME(const GemmParams p) {            \
+        gsmall::run<OUT, 8>(p);                                                                                   \
+    }
+
 // f16 output: y16[r][col] = acc (q/k/v, gate/up).
-extern "C" __global__ void __launch_bounds__(256, 2) gemm_small_int4_store16(const GemmParams p) {
-    gsmall::run<gsmall::STORE16>(p);
-}
+GEMM_SMALL_KERNEL(store16, gsmall::STORE16)
 
 // Added into the f32 residual stream: y32[r][col] += acc (o, down).
-extern "C" __global__ void __launch_bounds__(256, 2) gemm_small_int4_residual(const GemmParams p) {
-    gsmall::run<gsmall::RESIDUAL>(p);
-}
+GEMM_SMALL_KERNEL(residual, gsmall::RESIDUAL)

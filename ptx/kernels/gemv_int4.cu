@@ -186,6 +186,34 @@ ENGINE_DEV float dot_chunk(uint4 w, const __half2* xs_chunk, uint32_t sz_bits, f
     return fmaf(__low2float(sz), f.x + f.y, acc);
 }
 
+// dot_chunk for 8-bit weights: the lane's chunk is two uint4s (see dequant_rows8 for the byte order).
+// Why (q − z) / 16 rather than q − z: an 8-bit q − z reaches ±256, so a 32-term fp16 sum of products could pass
+// fp16's 65504 where int4's cannot; one sixteenth keeps the terms in int4's range. It costs nothing: each pair is one
+// PRMT and one HFMA2 (× 1/16, − (64 + zero / 16)), exact because (q − z) / 16 has at most 9 significant bits, and
+// the 16 goes into the group scale. 12 instructions per 8 weights with the shared-memory load.
+ENGINE_DEV float dot_chunk8(const uint4 (&w)[2], const __half2* xs_chunk, uint32_t sz_bits, float acc) {
+    const __half2 sz = u32_as_half2(sz_bits);
+    const __half2 zh = __hmul2(__high2half2(sz), u32_as_half2(0xAC00AC00u));  // −(1024 + zero) / 16, exact
+    const __half2 sixteenth = u32_as_half2(0x2C002C00u);
+    const uint4* xv = reinterpret_cast<const uint4*>(xs_chunk);
+    __half2 a0 = __float2half2_rn(0.f), a1 = a0;
+#pragma unroll
+    for (int g = 0; g < 4; ++g) {
+        const uint4 xq = xv[g];
+        const uint32_t a = word_of(w[g / 2], (2 * g) % 4), b = word_of(w[g / 2], (2 * g + 1) % 4);
+        const __half2 d0 = __hfma2(u32_as_half2(biased_byte_pair(a, BYTE_PAIR_LO)), sixteenth, zh);
+        const __half2 d1 = __hfma2(u32_as_half2(biased_byte_pair(a, BYTE_PAIR_HI)), sixteenth, zh);
+        const __half2 d2 = __hfma2(u32_as_half2(biased_byte_pair(b, BYTE_PAIR_LO)), sixteenth, zh);
+        const __half2 d3 = __hfma2(u32_as_half2(biased_byte_pair(b, BYTE_PAIR_HI)), sixteenth, zh);
+        a0 = __hfma2(d0, u32_as_half2(xq.x), a0);
+        a1 = __hfma2(d1, u32_as_half2(xq.y), a1);
+        a0 = __hfma2(d2, u32_as_half2(xq.z), a0);
+        a1 = __hfma2(d3, u32_as_half2(xq.w), a1);
+    }
+    const float2 f = __half22float2(__hadd2(a0, a1));
+    return fmaf(16.f * __low2float(sz), f.x + f.y, acc);
+}
+
 // Rotate a value with its rotary partner (both lanes of one 16-lane group hold the pair in slots j, j + 8).
 ENGINE_DEV float rope_rotate(const GemvParams& p, uint32_t col, float v, float partner, uint32_t pos) {
     const uint32_t half_dim = p.head_dim >> 1;
@@ -251,20 +279,29 @@ ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, uint32_t col, float
     }
 }
 
-// Issue the loads of one batch: steps s0, s0 + NW, ... of tile t (UNROLL of them, fewer at the end), the
+// Steps per batch: UNROLL 16-byte loads per lane whatever the width (8 bits: two per step), so that the bytes in
+// flight, and the registers holding them, are the same.
+template <int BITS>
+constexpr int batch_steps() {
+    return UNROLL / lane_words<BITS>();
+}
+
+// Issue the loads of one batch: steps s0, s0 + NW, ... of tile t (batch_steps of them, fewer at the end), the
 // 16-byte weight chunks and the (scale, zero) word of each chunk's group. The scales go out with the weights:
 // loaded inside the multiply, each would cost the step a full memory round trip.
-template <int NW>
+template <int NW, int BITS>
 ENGINE_DEV void load_batch(const GemvParams& p, uint32_t t, uint32_t s0, uint32_t steps, uint4 (&w)[UNROLL],
                            uint32_t (&sz)[UNROLL]) {
+    constexpr int W = lane_words<BITS>();
     const int lane = threadIdx.x & 31;
-    const uint4* wt = p.qw + (size_t)t * steps * 32 + lane;
+    const uint4* wt = p.qw + (size_t)t * steps * 32 * W + lane;
     const uint32_t* szt = p.sz + (size_t)t * p.groups * INT4_TILE_N + (lane & 15);
 #pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
+    for (int u = 0; u < batch_steps<BITS>(); ++u) {
         const uint32_t s = s0 + u * NW;
         if (s < steps) {
-            w[u] = ldg_stream_v4(wt + (size_t)s * 32);
+#pragma unroll
+            for (int h = 0; h < W; ++h) w[u * W + h] = ldg_stream_v4(wt + ((size_t)s * W + h) * 32);
             const uint32_t chunk = 2 * s + (lane >> 4);
             // group_size / 32 is a power of two (checked at load), so no division here.
             sz[u] = __ldg(szt + min(chunk >> p.chunk_shift, p.groups - 1) * INT4_TILE_N);
@@ -282,13 +319,16 @@ ENGINE_DEV uint32_t tile_at(const GemvParams& p, uint32_t v) {
 
 // The lines load_batch would load for step s0 of tile t, asked into L2 without registers to hold them (for a
 // kernel that issues the loads themselves later).
-template <int NW>
+template <int NW, int BITS>
 ENGINE_DEV void prefetch_batch(const GemvParams& p, uint32_t t, uint32_t s0, uint32_t steps) {
-    const uint4* wt = p.qw + (size_t)t * steps * 32 + (threadIdx.x & 31);
+    constexpr int W = lane_words<BITS>();
+    const uint4* wt = p.qw + (size_t)t * steps * 32 * W + (threadIdx.x & 31);
 #pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
+    for (int u = 0; u < batch_steps<BITS>(); ++u) {
         const uint32_t s = s0 + u * NW;
-        if (s < steps) prefetch_l2(wt + (size_t)s * 32);
+#pragma unroll
+        for (int h = 0; h < W; ++h)
+            if (s < steps) prefetch_l2(wt + ((size_t)s * W + h) * 32);
     }
 }
 
@@ -296,8 +336,9 @@ ENGINE_DEV void prefetch_batch(const GemvParams& p, uint32_t t, uint32_t s0, uin
 // the next projection's copies); template parameters so that the other kernels carry none of it in registers.
 enum Variant { ONE_INPUT = 0, PARTS = 1, SCATTER = 2 };
 
-template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT>
+template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT, int BITS = 4>
 ENGINE_DEV void run(const GemvParams& p) {
+    constexpr int W = lane_words<BITS>(), SB = batch_steps<BITS>();
     // The per-warp sums first (NW · 17 floats), SWIGLU_SPLIT's gate values and columns (32 words; together a
     // multiple of 16 bytes), then the staged input(s).
     extern __shared__ __align__(16) unsigned char smem[];
@@ -326,13 +367,13 @@ ENGINE_DEV void run(const GemvParams& p) {
     // (The split gate/up kernel loads them after staging its two inputs, held across which they would spill; it
     // asks for them into L2 here instead.)
     constexpr bool EARLY = EPI != SWIGLU_SPLIT;
-    if (EARLY && v_begin < v_end) load_batch<NW>(p, tile_at<EPI>(p, v_begin), warp, steps, cur, cur_sz);
-    if (!EARLY && v_begin < v_end) prefetch_batch<NW>(p, tile_at<EPI>(p, v_begin), warp, steps);
+    if (EARLY && v_begin < v_end) load_batch<NW, BITS>(p, tile_at<EPI>(p, v_begin), warp, steps, cur, cur_sz);
+    if (!EARLY && v_begin < v_end) prefetch_batch<NW, BITS>(p, tile_at<EPI>(p, v_begin), warp, steps);
 
     // Nothing before this line may read what the previous kernel writes (x, ssq, the caches).
     pdl_wait();
     stage_input<PRO, NW, VAR == PARTS>(p, xs, part_lo, part_hi, scratch);
-    if (!EARLY && v_begin < v_end) load_batch<NW>(p, tile_at<EPI>(p, v_begin), warp, steps, cur, cur_sz);
+    if (!EARLY && v_begin < v_end) load_batch<NW, BITS>(p, tile_at<EPI>(p, v_begin), warp, steps, cur, cur_sz);
     pdl_launch_dependents();
 
     for (uint32_t v = v_begin; v < v_end; ++v) {
@@ -351,16 +392,22 @@ ENGINE_DEV void run(const GemvParams& p) {
             }
         }
         float acc = 0.f;
-        for (uint32_t s0 = warp; s0 < steps; s0 += NW * UNROLL) {
+        for (uint32_t s0 = warp; s0 < steps; s0 += NW * SB) {
             // Software pipelining: the next batch (of this tile, or the next tile's first) is in flight while
             // this one is multiplied, so each lane keeps up to 2 × UNROLL loads outstanding.
-            uint32_t ns0 = s0 + NW * UNROLL, nv = v;
+            uint32_t ns0 = s0 + NW * SB, nv = v;
             if (ns0 >= steps) ns0 = warp, nv = v + 1;
-            if (nv < v_end) load_batch<NW>(p, tile_at<EPI>(p, nv), ns0, steps, nxt, nxt_sz);
+            if (nv < v_end) load_batch<NW, BITS>(p, tile_at<EPI>(p, nv), ns0, steps, nxt, nxt_sz);
 #pragma unroll
-            for (int u = 0; u < UNROLL; ++u) {
+            for (int u = 0; u < SB; ++u) {
                 const uint32_t s = s0 + u * NW;
-                if (s < steps) acc = dot_chunk(cur[u], xt + (2 * s + hsel) * 16, cur_sz[u], acc);
+                if (s >= steps) continue;
+                if constexpr (BITS == 4) {
+                    acc = dot_chunk(cur[u], xt + (2 * s + hsel) * 16, cur_sz[u], acc);
+                } else {
+                    const uint4 w2[2] = {cur[u * W], cur[u * W + 1]};
+                    acc = dot_chunk8(w2, xt + (2 * s + hsel) * 16, cur_sz[u], acc);
+                }
             }
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
@@ -407,53 +454,42 @@ ENGINE_DEV void run(const GemvParams& p) {
 // fused part: as many as part_slot1 / part_slot2 name) with NW warps per block (8, or 16 for the `_wide` kernel).
 // Block: 32 · NW threads. Grid: ceil(units / tiles_per_block) blocks, units = n_pad / 16 tiles (gate/up split:
 // part_slot1 / 16 pairs of tiles).
+//
+// Every kernel comes twice, gemv_int4_NAME over 4-bit tiles and gemv_int8_NAME over 8-bit tiles: the same code.
+#define GEMV_KERNEL(NAME, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)                                                \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gemv_int4_##NAME(const GemvParams p) { \
+        gemv::run<PRO, EPI, NW, VAR, 4>(p);                                                                  \
+    }                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gemv_int8_##NAME(const GemvParams p) { \
+        gemv::run<PRO, EPI, NW, VAR, 8>(p);                                                                  \
+    }
 
 // q/k/v projection of the normalized residual stream, with rotary embedding and the KV-cache append.
-extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_qkv(const GemvParams p) {
-    gemv::run<gemv::NORM, gemv::QKV_ROPE>(p);
-}
+GEMV_KERNEL(qkv, 256, GEMV_MIN_BLOCKS, gemv::NORM, gemv::QKV_ROPE, gemv::WARPS, gemv::ONE_INPUT)
 
 // gate/up projection of the normalized residual stream, with SwiGLU: h = silu(gate) * up.
-extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_gate_up(const GemvParams p) {
-    gemv::run<gemv::NORM, gemv::SWIGLU>(p);
-}
+GEMV_KERNEL(gate_up, 256, GEMV_MIN_BLOCKS, gemv::NORM, gemv::SWIGLU, gemv::WARPS, gemv::ONE_INPUT)
 
 // gate/up with a row order each (act-order, ColumnOrder::GateUpSplit): gate tiles, then up tiles from part_slot1;
 // each unit of work is gate tile u and up tile u + part_slot1 / 16, so SwiGLU still needs no second kernel.
-extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_gate_up_split(const GemvParams p) {
-    gemv::run<gemv::NORM, gemv::SWIGLU_SPLIT, gemv::WARPS, gemv::PARTS>(p);
-}
+GEMV_KERNEL(gate_up_split, 256, GEMV_MIN_BLOCKS, gemv::NORM, gemv::SWIGLU_SPLIT, gemv::WARPS, gemv::PARTS)
 
 // Act-order q/k/v: the input copies of its parts (one for Baichuan's W_pack, three for LLaMA's q, k, v).
-extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_qkv_sorted(const GemvParams p) {
-    gemv::run<gemv::NORM, gemv::QKV_ROPE, gemv::WARPS, gemv::PARTS>(p);
-}
+GEMV_KERNEL(qkv_sorted, 256, GEMV_MIN_BLOCKS, gemv::NORM, gemv::QKV_ROPE, gemv::WARPS, gemv::PARTS)
 
 // Act-order o/down: the residual epilogue also writes the next projection's input copies.
-extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_residual_sorted(const GemvParams p) {
-    gemv::run<gemv::PLAIN, gemv::RESIDUAL, gemv::WARPS, gemv::SCATTER>(p);
-}
-extern "C" __global__ void __launch_bounds__(512, GEMV_MIN_BLOCKS / 2)
-    gemv_int4_residual_wide_sorted(const GemvParams p) {
-    gemv::run<gemv::PLAIN, gemv::RESIDUAL, gemv::WIDE_WARPS, gemv::SCATTER>(p);
-}
+GEMV_KERNEL(residual_sorted, 256, GEMV_MIN_BLOCKS, gemv::PLAIN, gemv::RESIDUAL, gemv::WARPS, gemv::SCATTER)
+GEMV_KERNEL(residual_wide_sorted, 512, GEMV_MIN_BLOCKS / 2, gemv::PLAIN, gemv::RESIDUAL, gemv::WIDE_WARPS,
+            gemv::SCATTER)
 
 // o/down projection of an f16 input, added to the residual stream, with partial sums of squares for the next norm.
-extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_residual(const GemvParams p) {
-    gemv::run<gemv::PLAIN, gemv::RESIDUAL>(p);
-}
+GEMV_KERNEL(residual, 256, GEMV_MIN_BLOCKS, gemv::PLAIN, gemv::RESIDUAL, gemv::WARPS, gemv::ONE_INPUT)
 
 // The same with 16 warps per block (512 threads), for projections with too few tiles to fill the card.
-extern "C" __global__ void __launch_bounds__(512, GEMV_MIN_BLOCKS / 2) gemv_int4_residual_wide(const GemvParams p) {
-    gemv::run<gemv::PLAIN, gemv::RESIDUAL, gemv::WIDE_WARPS>(p);
-}
+GEMV_KERNEL(residual_wide, 512, GEMV_MIN_BLOCKS / 2, gemv::PLAIN, gemv::RESIDUAL, gemv::WIDE_WARPS, gemv::ONE_INPUT)
 
 // Plain y = x · W of an f16 input into f32 (kernel tests).
-extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_store(const GemvParams p) {
-    gemv::run<gemv::PLAIN, gemv::STORE>(p);
-}
+GEMV_KERNEL(store, 256, GEMV_MIN_BLOCKS, gemv::PLAIN, gemv::STORE, gemv::WARPS, gemv::ONE_INPUT)
 
 // Plain y = rmsnorm(x) · W into f32 (kernel tests of the fused norm).
-extern "C" __global__ void __launch_bounds__(256, GEMV_MIN_BLOCKS) gemv_int4_norm_store(const GemvParams p) {
-    gemv::run<gemv::NORM, gemv::STORE>(p);
-}
+GEMV_KERNEL(norm_store, 256, GEMV_MIN_BLOCKS, gemv::NORM, gemv::STORE, gemv::WARPS, gemv::ONE_INPUT)

@@ -1,8 +1,10 @@
-// GPTQ int4 helpers shared by the decode GEMV and the prefill GEMM, and the parameter blocks their kernels take.
+// GPTQ helpers shared by the decode GEMV and the prefill GEMMs (int4, and int8 in the same walk), and the parameter
+// blocks their kernels take.
 //
 // The weights are in the engine's tile layout (engine/src/backend/cuda/layout.rs has the full description):
 //   qw[tile][step][lane] is a uint4: lane l reads the 32 rows 32*(2*step + l/16) .. +32 of slot l%16 as 4 words
-//   of 8 nibbles (low nibble = lowest row); sz[tile][group][slot] is a half2 (scale, 1024 + zero).
+//   of 8 nibbles (low nibble = lowest row); 8 bits: qw[tile][step][2][lane], the chunk's 32 bytes in two uint4s
+//   (see dequant_rows8); sz[tile][group][slot] is a half2 (scale, 1024 + zero).
 #pragma once
 #include "common.cuh"
 #include "tile_layout.h"
@@ -34,6 +36,44 @@ ENGINE_DEV void dequant_word(uint32_t word, __half2 zz, __half2 out[4]) {
     for (int i = 0; i < 4; ++i) {
         const uint32_t t = lop3_and_or(word >> (4 * i), 0x000F000Fu, 0x64006400u);
         out[i] = __hsub2(u32_as_half2(t), zz);
+    }
+}
+
+// 8-bit GPTQ. The tiles hold a lane's 32-row chunk as two 16-byte words (layout.rs: pack_chunk_int8), each 8-row
+// group r0..r7 as the 32-bit words [r0, r4, r1, r5] and [r2, r6, r3, r7]; so one byte permute of a word with
+// 0x64 bytes makes two of the int4 dequantizer's (row i, row i + 4) pairs at once, as 1024 + q (0x64qq is fp16
+// 1024 + q, exact for q < 1024). Every consumer of the pairs — the staged input, the FMAs, the MMA operands — is
+// then the same for both widths.
+constexpr uint32_t BYTE_PAIR_LO = 0x4140;  // prmt selector: bytes 0, 1 of the word as (0x64 b0, 0x64 b1)
+constexpr uint32_t BYTE_PAIR_HI = 0x4342;  // bytes 2, 3
+
+ENGINE_DEV uint32_t biased_byte_pair(uint32_t word, uint32_t selector) {
+    return __byte_perm(word, 0x64646464u, selector);
+}
+
+// 16-byte words one lane reads per K step: one of 32 nibbles, two of 32 bytes.
+template <int BITS>
+constexpr int lane_words() {
+    static_assert(BITS == 4 || BITS == 8, "GPTQ tiles are 4 or 8 bits wide");
+    return BITS / 4;
+}
+
+// Component i of a uint4 (i known at compile time after unrolling).
+ENGINE_DEV uint32_t word_of(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+
+// The 8 weights of rows 8i .. 8i + 7 of a lane's 32-row chunk (its lane_words<BITS>() words `w`), as the pairs
+// (row 8i + j, row 8i + j + 4), j = 0..3, each q − zero exactly (zz = 1024 + zero). The prefill GEMMs scale these;
+// the decode GEMV has instruction-counted variants of its own (dot_chunk).
+template <int BITS>
+ENGINE_DEV void dequant_rows8(const uint4* w, int i, __half2 zz, __half2 out[4]) {
+    if constexpr (BITS == 4) {
+        dequant_word(word_of(w[0], i), zz, out);
+    } else {
+        const uint32_t a = word_of(w[i / 2], (2 * i) % 4), b = word_of(w[i / 2], (2 * i + 1) % 4);
+        out[0] = __hsub2(u32_as_half2(biased_byte_pair(a, BYTE_PAIR_LO)), zz);
+        out[1] = __hsub2(u32_as_half2(biased_byte_pair(a, BYTE_PAIR_HI)), zz);
+        out[2] = __hsub2(u32_as_half2(biased_byte_pair(b, BYTE_PAIR_LO)), zz);
+        out[3] = __hsub2(u32_as_half2(biased_byte_pair(b, BYTE_PAIR_HI)), zz);
     }
 }
 

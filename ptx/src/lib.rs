@@ -142,6 +142,25 @@ pub mod kernels {
     pub const GEMM_SMALL_INT4_STORE16: &str = "gemm_small_int4_store16";
     /// `gemm_small.cu`: `gemm_small_int4_residual(GemmParams)`: the same, adding into an f32 output.
     pub const GEMM_SMALL_INT4_RESIDUAL: &str = "gemm_small_int4_residual";
+    /// The same GEMVs over 8-bit GPTQ tiles (`gemv_int4.cu` instantiates each kernel for both widths; same
+    /// launch contracts).
+    pub const GEMV_INT8_QKV: &str = "gemv_int8_qkv";
+    pub const GEMV_INT8_GATE_UP: &str = "gemv_int8_gate_up";
+    pub const GEMV_INT8_GATE_UP_SPLIT: &str = "gemv_int8_gate_up_split";
+    pub const GEMV_INT8_QKV_SORTED: &str = "gemv_int8_qkv_sorted";
+    pub const GEMV_INT8_RESIDUAL_SORTED: &str = "gemv_int8_residual_sorted";
+    pub const GEMV_INT8_RESIDUAL_WIDE_SORTED: &str = "gemv_int8_residual_wide_sorted";
+    pub const GEMV_INT8_RESIDUAL: &str = "gemv_int8_residual";
+    pub const GEMV_INT8_RESIDUAL_WIDE: &str = "gemv_int8_residual_wide";
+    pub const GEMV_INT8_STORE: &str = "gemv_int8_store";
+    pub const GEMV_INT8_NORM_STORE: &str = "gemv_int8_norm_store";
+    /// The 64-row and small-chunk GEMMs over 8-bit tiles (`gemm_int8_*`: 64512 bytes of dynamic shared memory;
+    /// `gemm_small_int8_*`: as the int4 ones). There is no 128-row int8 tile: two blocks would not fit an SM.
+    pub const GEMM_INT8_STORE16: &str = "gemm_int8_store16";
+    pub const GEMM_INT8_RESIDUAL: &str = "gemm_int8_residual";
+    pub const GEMM_INT8_STORE32: &str = "gemm_int8_store32";
+    pub const GEMM_SMALL_INT8_STORE16: &str = "gemm_small_int8_store16";
+    pub const GEMM_SMALL_INT8_RESIDUAL: &str = "gemm_small_int8_residual";
     /// `attention.cu`: `attn_decode(AttnParams)`: grid (heads, splits), 128 threads.
     pub const ATTN_DECODE: &str = "attn_decode";
     /// `attention.cu`: `attn_prefill(AttnParams)`: grid (heads, rows), 128 threads.
@@ -195,6 +214,21 @@ pub mod kernels {
         GEMM128_INT4_STORE32,
         GEMM_SMALL_INT4_STORE16,
         GEMM_SMALL_INT4_RESIDUAL,
+        GEMV_INT8_QKV,
+        GEMV_INT8_GATE_UP,
+        GEMV_INT8_GATE_UP_SPLIT,
+        GEMV_INT8_QKV_SORTED,
+        GEMV_INT8_RESIDUAL_SORTED,
+        GEMV_INT8_RESIDUAL_WIDE_SORTED,
+        GEMV_INT8_RESIDUAL,
+        GEMV_INT8_RESIDUAL_WIDE,
+        GEMV_INT8_STORE,
+        GEMV_INT8_NORM_STORE,
+        GEMM_INT8_STORE16,
+        GEMM_INT8_RESIDUAL,
+        GEMM_INT8_STORE32,
+        GEMM_SMALL_INT8_STORE16,
+        GEMM_SMALL_INT8_RESIDUAL,
         ATTN_DECODE,
         ATTN_PREFILL,
         ATTN_PREFILL_TC64,

@@ -152,9 +152,8 @@ pub struct GptqBuffers {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinearBuffers {
     Int4(GptqBuffers),
-    /// 8-bit GPTQ: what the CUDA side will need when it runs these — the int4 tile layout with one byte per weight
-    /// (twice the `qw` words), the same `(scale, 1024 + zero)` pairs (exact in fp16 for zeros up to 256), column maps
-    /// and act-order permutation. The CUDA backend refuses 8-bit checkpoints today.
+    /// 8-bit GPTQ: the int4 tile layout with one byte per weight (twice the `qw` words), the same
+    /// `(scale, 1024 + zero)` pairs (exact in fp16 for zeros up to 256), column maps and act-order permutations.
     Int8(GptqBuffers),
     /// Unquantized: one `[out][in]` fp16 matrix per fused part (the CUDA backend does not run these yet).
     F16(Vec<Buf<f16>>),

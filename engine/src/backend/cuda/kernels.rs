@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use cudarc::driver::CudaModule;
+use engine_format::gptq::Bits;
 use half::f16;
 
 use super::driver::{DevPtr, Gpu, Kernel, KernelParams};
@@ -40,22 +41,54 @@ macro_rules! kernel_params {
     };
 }
 
-/// Declares the kernel table: each field a kernel of the module paired with its parameter struct.
+/// A kernel compiled once per GPTQ width: `*_int4_*` and `*_int8_*`, the same code over 4- and 8-bit tiles. The
+/// linear a launch is for picks one ([`ByWidth::of`]), so no caller chooses a width apart from its weights.
+pub(crate) struct ByWidth<P> {
+    int4: Kernel<P>,
+    int8: Kernel<P>,
+}
+
+impl<P> ByWidth<P> {
+    pub fn of(&self, bits: Bits) -> &Kernel<P> {
+        match bits {
+            Bits::Four => &self.int4,
+            Bits::Eight => &self.int8,
+        }
+    }
+    fn both(&self) -> [&Kernel<P>; 2] {
+        [&self.int4, &self.int8]
+    }
+}
+
+/// Declares the kernel table: each field a kernel of the module paired with its parameter struct; in `by_width`,
+/// the kernels compiled for both GPTQ widths, with their two names.
 macro_rules! kernels {
-    ($( $(#[$doc:meta])* $field:ident: $params:ident = $name:path, )*) => {
+    (one { $( $(#[$doc:meta])* $field:ident: $params:ident = $name:path, )* }
+     by_width { $( $(#[$wdoc:meta])* $wfield:ident: $wparams:ident = $int4:path, $int8:path; )* }) => {
         /// Every kernel of the engine's module, resolved once when the module loads.
-        pub(crate) struct Kernels { $( $(#[$doc])* pub $field: Kernel<$params>, )* }
+        pub(crate) struct Kernels {
+            $( $(#[$doc])* pub $field: Kernel<$params>, )*
+            $( $(#[$wdoc])* pub $wfield: ByWidth<$wparams>, )*
+        }
 
         impl Kernels {
             fn functions(module: &Arc<CudaModule>) -> Result<Kernels> {
-                Ok(Kernels { $( $field: Kernel::load(module, $name)?, )* })
+                Ok(Kernels {
+                    $( $field: Kernel::load(module, $name)?, )*
+                    $( $wfield: ByWidth { int4: Kernel::load(module, $int4)?, int8: Kernel::load(module, $int8)? }, )*
+                })
             }
         }
 
         /// (kernel, parameter struct, its size) of every kernel, for the layout tests.
         #[cfg(test)]
-        const KERNEL_PARAMS: &[(&str, &str, usize)] =
-            &[$(($name, stringify!($params), std::mem::size_of::<$params>())),*];
+        const KERNEL_PARAMS: &[(&str, &str, usize)] = &[
+            $(($name, stringify!($params), std::mem::size_of::<$params>()),)*
+            $(
+                ($int4, stringify!($wparams), std::mem::size_of::<$wparams>()),
+                ($int8, stringify!($wparams), std::mem::size_of::<$wparams>()),
+            )*
+        ];
     };
 }
 
@@ -312,42 +345,48 @@ impl SamplerConfig {
 use engine_ptx::kernels as name;
 
 kernels! {
-    /// Tests poison outputs with it before each launch.
-    #[cfg_attr(not(test), allow(dead_code))]
-    fill_u32: FillParams = name::FILL_U32,
-    copy_bw: CopyParams = name::COPY_BYTES_READ_BW,
-    embed: EmbedParams = name::EMBED_TOKENS,
-    rmsnorm_rows: RmsNormParams = name::RMSNORM_ROWS,
-    permute_cols: PermuteParams = name::PERMUTE_COLS,
-    rope_kv_rows: RopeParams = name::ROPE_KV_ROWS,
-    swiglu_rows: SwigluParams = name::SWIGLU_ROWS,
-    gemv_qkv: GemvParams = name::GEMV_INT4_QKV,
-    gemv_gate_up: GemvParams = name::GEMV_INT4_GATE_UP,
-    gemv_gate_up_split: GemvParams = name::GEMV_INT4_GATE_UP_SPLIT,
-    gemv_qkv_sorted: GemvParams = name::GEMV_INT4_QKV_SORTED,
-    gemv_residual_sorted: GemvParams = name::GEMV_INT4_RESIDUAL_SORTED,
-    gemv_residual_wide_sorted: GemvParams = name::GEMV_INT4_RESIDUAL_WIDE_SORTED,
-    gemv_residual: GemvParams = name::GEMV_INT4_RESIDUAL,
-    gemv_residual_wide: GemvParams = name::GEMV_INT4_RESIDUAL_WIDE,
-    gemv_store: GemvParams = name::GEMV_INT4_STORE,
-    gemv_norm_store: GemvParams = name::GEMV_INT4_NORM_STORE,
-    gemm_store16: GemmParams = name::GEMM_INT4_STORE16,
-    gemm_residual: GemmParams = name::GEMM_INT4_RESIDUAL,
-    gemm_store32: GemmParams = name::GEMM_INT4_STORE32,
-    gemm128_store16: GemmParams = name::GEMM128_INT4_STORE16,
-    gemm128_residual: GemmParams = name::GEMM128_INT4_RESIDUAL,
-    gemm128_store32: GemmParams = name::GEMM128_INT4_STORE32,
-    gemm_small_store16: GemmParams = name::GEMM_SMALL_INT4_STORE16,
-    gemm_small_residual: GemmParams = name::GEMM_SMALL_INT4_RESIDUAL,
-    attn_decode: AttnParams = name::ATTN_DECODE,
-    attn_prefill: AttnParams = name::ATTN_PREFILL,
-    attn_prefill_tc64: AttnParams = name::ATTN_PREFILL_TC64,
-    attn_prefill_tc128: AttnParams = name::ATTN_PREFILL_TC128,
-    lm_head: LmHeadParams = name::LM_HEAD_F16,
-    decode_advance: DecodeAdvanceParams = name::DECODE_ADVANCE,
-    sample: SampleParams = name::SAMPLE_TOKEN,
-    score_tile: ScoreParams = name::SCORE_TILE,
-    score_reduce: ScoreParams = name::SCORE_REDUCE,
+    one {
+        /// Tests poison outputs with it before each launch.
+        #[cfg_attr(not(test), allow(dead_code))]
+        fill_u32: FillParams = name::FILL_U32,
+        copy_bw: CopyParams = name::COPY_BYTES_READ_BW,
+        embed: EmbedParams = name::EMBED_TOKENS,
+        rmsnorm_rows: RmsNormParams = name::RMSNORM_ROWS,
+        permute_cols: PermuteParams = name::PERMUTE_COLS,
+        rope_kv_rows: RopeParams = name::ROPE_KV_ROWS,
+        swiglu_rows: SwigluParams = name::SWIGLU_ROWS,
+        /// int4 only (an 8-bit 128-row tile would not fit two blocks per SM; see gemm_int4.cu).
+        gemm128_store16: GemmParams = name::GEMM128_INT4_STORE16,
+        gemm128_residual: GemmParams = name::GEMM128_INT4_RESIDUAL,
+        gemm128_store32: GemmParams = name::GEMM128_INT4_STORE32,
+        attn_decode: AttnParams = name::ATTN_DECODE,
+        attn_prefill: AttnParams = name::ATTN_PREFILL,
+        attn_prefill_tc64: AttnParams = name::ATTN_PREFILL_TC64,
+        attn_prefill_tc128: AttnParams = name::ATTN_PREFILL_TC128,
+        lm_head: LmHeadParams = name::LM_HEAD_F16,
+        decode_advance: DecodeAdvanceParams = name::DECODE_ADVANCE,
+        sample: SampleParams = name::SAMPLE_TOKEN,
+        score_tile: ScoreParams = name::SCORE_TILE,
+        score_reduce: ScoreParams = name::SCORE_REDUCE,
+    }
+    by_width {
+        gemv_qkv: GemvParams = name::GEMV_INT4_QKV, name::GEMV_INT8_QKV;
+        gemv_gate_up: GemvParams = name::GEMV_INT4_GATE_UP, name::GEMV_INT8_GATE_UP;
+        gemv_gate_up_split: GemvParams = name::GEMV_INT4_GATE_UP_SPLIT, name::GEMV_INT8_GATE_UP_SPLIT;
+        gemv_qkv_sorted: GemvParams = name::GEMV_INT4_QKV_SORTED, name::GEMV_INT8_QKV_SORTED;
+        gemv_residual_sorted: GemvParams = name::GEMV_INT4_RESIDUAL_SORTED, name::GEMV_INT8_RESIDUAL_SORTED;
+        gemv_residual_wide_sorted: GemvParams =
+            name::GEMV_INT4_RESIDUAL_WIDE_SORTED, name::GEMV_INT8_RESIDUAL_WIDE_SORTED;
+        gemv_residual: GemvParams = name::GEMV_INT4_RESIDUAL, name::GEMV_INT8_RESIDUAL;
+        gemv_residual_wide: GemvParams = name::GEMV_INT4_RESIDUAL_WIDE, name::GEMV_INT8_RESIDUAL_WIDE;
+        gemv_store: GemvParams = name::GEMV_INT4_STORE, name::GEMV_INT8_STORE;
+        gemv_norm_store: GemvParams = name::GEMV_INT4_NORM_STORE, name::GEMV_INT8_NORM_STORE;
+        gemm_store16: GemmParams = name::GEMM_INT4_STORE16, name::GEMM_INT8_STORE16;
+        gemm_residual: GemmParams = name::GEMM_INT4_RESIDUAL, name::GEMM_INT8_RESIDUAL;
+        gemm_store32: GemmParams = name::GEMM_INT4_STORE32, name::GEMM_INT8_STORE32;
+        gemm_small_store16: GemmParams = name::GEMM_SMALL_INT4_STORE16, name::GEMM_SMALL_INT8_STORE16;
+        gemm_small_residual: GemmParams = name::GEMM_SMALL_INT4_RESIDUAL, name::GEMM_SMALL_INT8_RESIDUAL;
+    }
 }
 
 /// An open device with the engine's kernels loaded: what the launch code runs on.
@@ -396,12 +435,13 @@ impl Kernels {
         let gemvs = [&k.gemv_qkv, &k.gemv_gate_up, &k.gemv_residual, &k.gemv_residual_wide, &k.gemv_store];
         let act_order =
             [&k.gemv_qkv_sorted, &k.gemv_gate_up_split, &k.gemv_residual_sorted, &k.gemv_residual_wide_sorted];
-        for f in gemvs.into_iter().chain(act_order).chain([&k.gemv_norm_store]) {
+        for f in gemvs.into_iter().chain(act_order).chain([&k.gemv_norm_store]).flat_map(ByWidth::both) {
             f.set_max_dynamic_smem(staged)?;
         }
         k.lm_head.set_max_dynamic_smem(staged)?;
         for f in [&k.gemm_store16, &k.gemm_residual, &k.gemm_store32] {
-            f.set_max_dynamic_smem(shapes::gemm_smem_bytes(64))?;
+            f.int4.set_max_dynamic_smem(shapes::gemm_smem_bytes(64, Bits::Four))?;
+            f.int8.set_max_dynamic_smem(shapes::gemm_smem_bytes(64, Bits::Eight))?;
         }
         // Exactly what they take (69632 bytes for head_dim 128, more than the default 48 KB).
         k.attn_prefill_tc64.set_max_dynamic_smem(shapes::attn_prefill_tc_smem_bytes(64))?;
@@ -416,8 +456,9 @@ impl Kernels {
             }
         }
         k.score_tile.set_max_dynamic_smem(shapes::SCORE_SMEM_BYTES)?;
-        k.gemm_small_store16.set_max_dynamic_smem(shapes::GEMM_SMALL_MAX_SMEM_BYTES)?;
-        k.gemm_small_residual.set_max_dynamic_smem(shapes::GEMM_SMALL_MAX_SMEM_BYTES)?;
+        for f in [&k.gemm_small_store16, &k.gemm_small_residual].into_iter().flat_map(ByWidth::both) {
+            f.set_max_dynamic_smem(shapes::GEMM_SMALL_MAX_SMEM_BYTES)?;
+        }
         Ok(k)
     }
 

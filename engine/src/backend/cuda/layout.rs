@@ -1,5 +1,4 @@
-//! The device layout of GPTQ weights (int4, and int8 for the kernels to come), and the repacking from AutoGPTQ's
-//! layout into it.
+//! The device layout of GPTQ weights (int4 and int8), and the repacking from AutoGPTQ's layout into it.
 //!
 //! AutoGPTQ stores `qweight` as [K/8, N] words: a warp reading 32 consecutive columns of one row gets 128 bytes,
 //! 4 bytes per lane. The decode GEMV wants 16 bytes per lane and every warp load fully contiguous, and its
@@ -14,7 +13,7 @@
 //!   `l % 16`, as 4 words of 8 nibbles each (low nibble first, as in AutoGPTQ).
 //! - 8-bit GPTQ uses the same walk with two 16-byte words per lane and step (the first for all 32 lanes, then the
 //!   second: each 512 contiguous bytes), bytes arranged by [`pack_chunk_int8`] so that they dequantize into the same
-//!   pairs of rows as nibbles do. (The CUDA kernels do not read 8-bit tiles yet; the backend refuses 8-bit.)
+//!   pairs of rows as nibbles do.
 //! - `sz[tile][group][slot]` holds `(scale, 1024 + zero)` as a half2, so the kernel turns a nibble into
 //!   `q − zero` with one `lop3` (which makes the half `1024 + q`) and one exact half2 subtraction.
 //! - With act-order (`g_idx` not `k / G`), rows are sorted by group first (`perm[k']` is the original row of
@@ -194,7 +193,7 @@ pub fn repack_in(
         } = part
         else {
             return Err(Error::BackendUnavailable(format!(
-                "{what}: the CUDA backend runs GPTQ int4 linears; unquantized checkpoints run on --backend cpu"
+                "{what}: the CUDA backend runs GPTQ linears; unquantized checkpoints run on --backend cpu"
             )));
         };
         if i == 0 {

@@ -2,6 +2,7 @@
 //! choices behind them (tile sizes, split-K counts). Pure arithmetic on the problem's sizes and the card's limits,
 //! so every choice is unit-tested here and `step.rs` only says what runs.
 
+use engine_format::gptq::Bits;
 use engine_format::plan::{self, GEMM_SPLIT_ROWS, STEP_K, TILE_N};
 
 use super::driver::{DeviceLimits, Launch};
@@ -172,10 +173,12 @@ pub fn attn_prefill(head_dim: u32, heads: u32, rows: u32) -> (AttnPrefill, Launc
 // ---------------------------------------------------------------------------------------------------------------
 // Prefill GEMMs
 
-/// `sizeof(gemm::Smem<BM>)` for a row tile of `bm` rows: A 4×BM×72 halves + raw W 4×4×32 uint4 + scales 4×128
-/// words + dequantized W 64×72 halves (4 pipeline stages).
-pub const fn gemm_smem_bytes(bm: u32) -> u32 {
-    4 * bm * 72 * 2 + 4 * 4 * 32 * 16 + 4 * 128 * 4 + 64 * 72 * 2
+/// `sizeof(gemm::Smem<BM, W>)` for a row tile of `bm` rows over `bits`-wide weights: A 4×BM×72 halves + raw W
+/// 4×4×W×32 uint4 (W = 1 for int4, 2 for int8) + scales 4×128 words + dequantized W 64×72 halves (4 pipeline
+/// stages). The kernel source `static_assert`s the 64-row numbers.
+pub const fn gemm_smem_bytes(bm: u32, bits: Bits) -> u32 {
+    let lane_words = bits.count() / 4;
+    4 * bm * 72 * 2 + 4 * 4 * lane_words * 32 * 16 + 4 * 128 * 4 + 64 * 72 * 2
 }
 
 /// Shared memory of `gemm128_int4_*`: `sizeof(gemm::SmemBig)` = A 3×128×72 halves + dequantized W 2×128×72
@@ -272,8 +275,8 @@ impl GemmTile {
         }
     }
 
-    /// The launch over `n_pad` slots, K padded to `k_pad`, `m` rows in `k_splits` splits.
-    pub fn launch(self, n_pad: u32, k_pad: u32, m: u32, k_splits: u32) -> Launch {
+    /// The launch over `n_pad` slots of `bits`-wide weights, K padded to `k_pad`, `m` rows in `k_splits` splits.
+    pub fn launch(self, n_pad: u32, k_pad: u32, m: u32, k_splits: u32, bits: Bits) -> Launch {
         match self {
             GemmTile::Small { tiles_per_block, splits } => {
                 let tiles = n_pad / TILE_N as u32;
@@ -282,7 +285,7 @@ impl GemmTile {
             }
             GemmTile::Rows64 => {
                 let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
-                Launch::new(grid, self.threads(), gemm_smem_bytes(64))
+                Launch::new(grid, self.threads(), gemm_smem_bytes(64, bits))
             }
             GemmTile::Rows128 => {
                 let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
@@ -450,8 +453,13 @@ mod tests {
         assert_eq!(choose(128, true), GemmTile::Rows128);
         assert_eq!(choose(512, true), GemmTile::Rows128);
         assert_eq!(choose(512, false), GemmTile::Rows64);
-        assert_eq!(GemmTile::Rows128.launch(4096, 4096, 512, 2), Launch::new((32, 4, 2), 256, GEMM128_SMEM_BYTES));
-        assert_eq!(GemmTile::Rows64.launch(4096, 4096, 100, 3), Launch::new((64, 2, 3), 128, gemm_smem_bytes(64)));
+        let (four, eight) = (Bits::Four, Bits::Eight);
+        assert_eq!(
+            GemmTile::Rows128.launch(4096, 4096, 512, 2, four),
+            Launch::new((32, 4, 2), 256, GEMM128_SMEM_BYTES)
+        );
+        assert_eq!(GemmTile::Rows64.launch(4096, 4096, 100, 3, four), Launch::new((64, 2, 3), 128, 56320));
+        assert_eq!(GemmTile::Rows64.launch(4096, 4096, 100, 3, eight), Launch::new((64, 2, 3), 128, 64512));
     }
 
     #[test]
@@ -504,7 +512,7 @@ mod tests {
                     assert!(gemm_small_smem_bytes(steps, splits) <= GEMM_SMALL_MAX_SMEM_BYTES, "{what}");
                     assert_eq!(steps.div_ceil(per_split), splits, "{what}: an empty split");
                     assert!(splits * 16 <= GEMM_SPLIT_ROWS as u32, "{what}: partials past the workspace");
-                    let l = shape.launch(tiles * TILE_N as u32, steps * STEP_K as u32, m, splits);
+                    let l = shape.launch(tiles * TILE_N as u32, steps * STEP_K as u32, m, splits, Bits::Four);
                     assert_eq!(l.smem, gemm_small_smem_bytes(steps, splits), "{what}");
                     let (gx, gy, gz) = l.grid;
                     assert!(gx <= tiles && gy == splits && gz == 1, "{what}: more block columns than counters");

@@ -7,6 +7,7 @@
 //! ids, rows and positions it is given against it, and `decode`, whose token and position live on the device (a
 //! captured graph advances them itself), states it as its contract.
 
+use engine_format::gptq::Bits;
 use engine_format::plan::{self, WorkspaceBuffers, TOKEN_RING};
 use engine_format::ModelConfig;
 use half::f16;
@@ -14,7 +15,7 @@ use half::f16;
 use super::buffers::{Activations, KvCacheMem, Workspace};
 use super::driver::{DevPtr, DeviceBuffer, Kernel, KernelParams, Launch};
 use super::kernels::{
-    AttnParams, DecodeAdvanceParams, Device, EmbedParams, GemmParams, GemvParams, LmHeadParams, PermuteParams,
+    AttnParams, ByWidth, DecodeAdvanceParams, Device, EmbedParams, GemmParams, GemvParams, LmHeadParams, PermuteParams,
     RmsNormParams, RopeParams, SampleParams, ScoreParams, SwigluParams,
 };
 use super::layout;
@@ -360,14 +361,15 @@ impl Step<'_> {
 
     /// A GEMV over `lin` with `warps` warps per block: `p` says what comes in and goes out, the linear's fields
     /// are filled in here.
-    fn gemv(&self, kernel: &Kernel<GemvParams>, lin: &DevLinear, warps: u32, p: GemvParams) -> Result<()> {
+    fn gemv(&self, kernel: &ByWidth<GemvParams>, lin: &DevLinear, warps: u32, p: GemvParams) -> Result<()> {
         self.gemv_units(kernel, lin, lin.tiles(), warps, p)
     }
 
-    /// [`Step::gemv`] over `units` units of work (a kernel's tiles, or pairs of them).
+    /// [`Step::gemv`] over `units` units of work (a kernel's tiles, or pairs of them), with the kernel of the
+    /// linear's width.
     fn gemv_units(
         &self,
-        kernel: &Kernel<GemvParams>,
+        kernel: &ByWidth<GemvParams>,
         lin: &DevLinear,
         units: u32,
         warps: u32,
@@ -391,7 +393,7 @@ impl Step<'_> {
             eps: self.config.rms_norm_eps,
             ..p
         };
-        self.run(kernel, launch, &p)
+        self.run(kernel.of(lin.bits), launch, &p)
     }
 
     /// `x += x16 · W` over `lin` (o_proj, down_proj), leaving the new sums of squares in `ws.ssq` and, with
@@ -485,11 +487,10 @@ impl Step<'_> {
         if one_launch {
             return self.gemm_launch(lin, tile, a, lda, out, ldy, m);
         }
-        let steps = lin.k_pad / plan::STEP_K as u32;
         for (i, (start, end)) in lin.part_ranges().enumerate() {
             let tile0 = (start / plan::TILE_N as u32) as usize;
             let part = DevLinear {
-                qw: lin.qw.add(tile0 * steps as usize * 32),
+                qw: lin.qw.add(tile0 * lin.words_per_tile()),
                 sz: lin.sz.add(tile0 * (lin.groups as usize) * plan::TILE_N),
                 col_map: lin.col_map.add(start as usize),
                 n_pad: end - start,
@@ -502,10 +503,10 @@ impl Step<'_> {
         Ok(())
     }
 
-    /// The tile shapes.rs picks for `m` rows of `lin`.
+    /// The tile shapes.rs picks for `m` rows of `lin` (the 128-row tile is int4's only).
     fn gemm_tile(&self, lin: &DevLinear, m: u32) -> GemmTile {
         let limits = &self.gpu.limits;
-        let gemm128 = self.tuning.gemm128 && shapes::gemm128_fits(limits);
+        let gemm128 = self.tuning.gemm128 && shapes::gemm128_fits(limits) && lin.bits == Bits::Four;
         GemmTile::choose(m, lin.tiles(), lin.k_pad / plan::STEP_K as u32, limits.sm_count, gemm128)
     }
 
@@ -523,14 +524,18 @@ impl Step<'_> {
     ) -> Result<()> {
         let k_splits = shapes::gemm_splits(tile, lin.n_pad, lin.k_pad, m, &self.gpu.limits, self.ws_plan);
         let k = &self.gpu.k;
+        let bits = lin.bits;
         let (kernel, y32, y16) = match (out, tile) {
-            (GemmOut::Store16(y), GemmTile::Small { .. }) => (&k.gemm_small_store16, DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::Small { .. }) => (&k.gemm_small_residual, y, DevPtr::NULL),
-            (GemmOut::Store16(y), GemmTile::Rows64) => (&k.gemm_store16, DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::Rows64) => (&k.gemm_residual, y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::Small { .. }) => (k.gemm_small_store16.of(bits), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::Small { .. }) => (k.gemm_small_residual.of(bits), y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::Rows64) => (k.gemm_store16.of(bits), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::Rows64) => (k.gemm_residual.of(bits), y, DevPtr::NULL),
             (GemmOut::Store16(y), GemmTile::Rows128) => (&k.gemm128_store16, DevPtr::NULL, y),
             (GemmOut::Residual(y), GemmTile::Rows128) => (&k.gemm128_residual, y, DevPtr::NULL),
         };
+        if tile == GemmTile::Rows128 && bits != Bits::Four {
+            return Err(Error::Device(format!("the 128-row GEMM tile runs int4 weights, not {}-bit", bits.count())));
+        }
         let p = GemmParams {
             qw: lin.qw,
             sz: lin.sz,
@@ -553,7 +558,7 @@ impl Step<'_> {
             part_slot1: lin.part_slots[0],
             part_slot2: lin.part_slots[1],
         };
-        self.run(kernel, tile.launch(lin.n_pad, lin.k_pad, m, k_splits), &p)
+        self.run(kernel, tile.launch(lin.n_pad, lin.k_pad, m, k_splits, bits), &p)
     }
 
     /// Launch `kernel` with `params`, which the callers in this module build from the resolved plan within its

@@ -7,7 +7,7 @@ use engine_format::{DType, ModelDesc};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
-/// Refuse what the kernels cannot run: anything but 4-bit GPTQ, and shapes the kernels do not cover.
+/// Refuse what the kernels cannot run: anything but 4- and 8-bit GPTQ, and shapes the kernels do not cover.
 pub(crate) fn check(model: &Model) -> Result<()> {
     check_format(&model.desc)?;
     check_shape(&model.desc)
@@ -17,17 +17,18 @@ fn unavailable(what: String) -> Error {
     Error::BackendUnavailable(format!("{what}; run this checkpoint with --backend cpu"))
 }
 
-/// The quantization and the float type: the kernels read 4-bit GPTQ tiles and fp16 tensors.
+/// The quantization and the float type: the kernels read 4- and 8-bit GPTQ tiles and fp16 tensors.
 fn check_format(d: &ModelDesc) -> Result<()> {
     let Some(q) = &d.quant else {
         return Err(unavailable(format!(
-            "unquantized {} checkpoint (no quantize_config.json): the CUDA backend runs 4-bit GPTQ checkpoints only",
+            "unquantized {} checkpoint (no quantize_config.json): the CUDA backend runs 4- and 8-bit GPTQ \
+             checkpoints only",
             d.embed_tokens.dtype.name()
         )));
     };
-    if q.bits != 4 {
+    if q.bits != 4 && q.bits != 8 {
         return Err(unavailable(format!(
-            "{}-bit GPTQ checkpoint (quantization `bits`: {}): the CUDA backend runs 4-bit GPTQ only",
+            "{}-bit GPTQ checkpoint (quantization `bits`: {}): the CUDA backend runs 4- and 8-bit GPTQ",
             q.bits, q.bits
         )));
     }

@@ -17,7 +17,7 @@ use super::shapes::{
 use super::tuning::Tuning;
 use crate::backend::rope::RopeTable;
 use crate::sampling::SamplerParams;
-use engine_format::gptq::{self, Bits};
+use engine_format::gptq::Bits;
 use engine_format::plan;
 use rayon::prelude::*;
 
@@ -112,6 +112,7 @@ fn check(got: &[f64], want: &[f64], tol: f64, what: &str) {
 /// A random AutoGPTQ linear (K × N, group size G or one group, optional act-order, sym or asym) with its exact
 /// dense float64 matrix W[k][n].
 struct RandLinear {
+    bits: Bits,
     k: usize,
     n: usize,
     group_size: usize,
@@ -124,6 +125,19 @@ struct RandLinear {
 
 impl RandLinear {
     fn new(rng: &mut Rng, k: usize, n: usize, group: Option<usize>, act_order: bool, sym: bool) -> Self {
+        Self::of_width(rng, Bits::Four, k, n, group, act_order, sym)
+    }
+
+    /// A random GPTQ linear of `bits` per weight (symmetric: the zero point in the middle of the range).
+    fn of_width(
+        rng: &mut Rng,
+        bits: Bits,
+        k: usize,
+        n: usize,
+        group: Option<usize>,
+        act_order: bool,
+        sym: bool,
+    ) -> Self {
         let group_size = group.unwrap_or(k);
         let groups = k.div_ceil(group_size);
         let mut g_idx: Vec<u32> = (0..k).map(|r| (r / group_size) as u32).collect();
@@ -137,10 +151,14 @@ impl RandLinear {
                 g_idx[p] = (i / group_size) as u32;
             }
         }
-        let qweight = (0..k / 8 * n).map(|_| rng.next() as u32).collect();
-        let qzeros = (0..groups * n / 8).map(|_| if sym { gptq::pack8([7; 8]) } else { rng.next() as u32 }).collect();
-        let scales = rng.vec_f16(groups * n, 0.002, 0.02);
-        RandLinear { k, n, group_size, groups, qweight, qzeros, scales, g_idx }
+        let per_word = bits.per_word();
+        let qweight = (0..k / per_word * n).map(|_| rng.next() as u32).collect();
+        let mid = bits.pack(&vec![bits.max_value() / 2; per_word]); // stored zero 7 (real 8) / 127 (real 128)
+        let qzeros = (0..groups * n / per_word).map(|_| if sym { mid } else { rng.next() as u32 }).collect();
+        // 8 bits: q − z spans 16 times the range, so scales 16 times smaller give weights of the same size.
+        let scale = 16f64.powi(if bits == Bits::Eight { -1 } else { 0 });
+        let scales = rng.vec_f16(groups * n, 0.002 * scale, 0.02 * scale);
+        RandLinear { bits, k, n, group_size, groups, qweight, qzeros, scales, g_idx }
     }
 
     fn parts(&self) -> GptqParts<'_> {
@@ -150,14 +168,14 @@ impl RandLinear {
             scales: &self.scales,
             g_idx: &self.g_idx,
             n: self.n,
-            bits: Bits::Four,
+            bits: self.bits,
         }
     }
 
     fn w(&self, k: usize, n: usize) -> f64 {
         let g = self.g_idx[k] as usize;
-        let q = gptq::q_at(&self.qweight, self.n, k, n) as f64;
-        let z = gptq::zero_at(&self.qzeros, self.n, g, n) as f64;
+        let q = self.bits.q_at(&self.qweight, self.n, k, n) as f64;
+        let z = self.bits.zero_at(&self.qzeros, self.n, g, n) as f64;
         self.scales[g * self.n + n].to_f64() * (q - z)
     }
 
@@ -294,6 +312,9 @@ fn shuffled(rng: &mut Rng, n: usize) -> Vec<u32> {
     }
     p
 }
+
+/// The GPTQ widths the GEMV and GEMM kernels come in.
+const WIDTHS: [Bits; 2] = [Bits::Four, Bits::Eight];
 
 /// The shapes every GPTQ kernel test walks: (K, N, group size, act-order, symmetric).
 const SHAPES: &[(usize, usize, Option<usize>, bool, bool)] = &[
@@ -475,33 +496,34 @@ fn plan_slots_qkv(heads: usize, kv_heads: usize, hd: usize) -> usize {
 
 #[test]
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
-fn gemv_int4_store_matches_f64() {
+fn gemv_store_matches_f64_in_both_widths() {
     let g = gpu();
     let mut rng = Rng(11);
-    for &(k, n, group, act, sym) in SHAPES {
+    for (bits, &(k, n, group, act, sym)) in WIDTHS.iter().flat_map(|&b| SHAPES.iter().map(move |s| (b, s))) {
         for tpb in [1u32, 3] {
-            let lin = RandLinear::new(&mut rng, k, n, group, act, sym);
+            let lin = RandLinear::of_width(&mut rng, bits, k, n, group, act, sym);
             let dl = upload_linear(&g, lin.repack(ColumnOrder::Identity));
             let x = rng.vec_f16(k, -1.0, 1.0);
             let xm = put(&g, &sorted(&dl.d, 0, &x));
             let y = poisoned(&g, n * 4);
             let p = GemvParams { x16: xm.ptr(), y: y.ptr(), tiles_per_block: tpb, ..dl.p };
-            gemv(&g, &g.k.gemv_store, &dl, &p);
+            gemv(&g, g.k.gemv_store.of(bits), &dl, &p);
             let got: Vec<f32> = get(&g, &y, n);
             let want = lin.apply(&x.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
             let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
-            check(&got, &want, 2e-3, &format!("gemv store K={k} N={n} G={group:?} act={act} sym={sym} tpb={tpb}"));
+            let what = format!("gemv store {bits:?} K={k} N={n} G={group:?} act={act} sym={sym} tpb={tpb}");
+            check(&got, &want, 2e-3, &what);
         }
     }
 }
 
 #[test]
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
-fn gemv_int4_norm_and_residual_match_f64() {
+fn gemv_norm_and_residual_match_f64_in_both_widths() {
     let g = gpu();
     let mut rng = Rng(12);
-    for &(k, n, group, act, sym) in SHAPES {
-        let lin = RandLinear::new(&mut rng, k, n, group, act, sym);
+    for (bits, &(k, n, group, act, sym)) in WIDTHS.iter().flat_map(|&b| SHAPES.iter().map(move |s| (b, s))) {
+        let lin = RandLinear::of_width(&mut rng, bits, k, n, group, act, sym);
         let dl = upload_linear(&g, lin.repack(ColumnOrder::Identity));
         // Fused RMSNorm prologue, the sum of squares given as three partials.
         let x = rng.vec_f32(k, -3.0, 3.0);
@@ -511,19 +533,19 @@ fn gemv_int4_norm_and_residual_match_f64() {
         let (xm, wm, sm) = (put(&g, &sorted(&dl.d, 0, &x)), put(&g, &sorted(&dl.d, 0, &w)), put(&g, &parts));
         let y = poisoned(&g, n * 4);
         let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 3, y: y.ptr(), ..dl.p };
-        gemv(&g, &g.k.gemv_norm_store, &dl, &p);
+        gemv(&g, g.k.gemv_norm_store.of(bits), &dl, &p);
         let inv = 1.0 / (ss / k as f64 + 1e-6).sqrt();
         let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
         let got: Vec<f64> = get::<f32>(&g, &y, n).iter().map(|&v| v as f64).collect();
-        check(&got, &lin.apply(&xn), 2e-3, &format!("gemv norm K={k} N={n}"));
+        check(&got, &lin.apply(&xn), 2e-3, &format!("gemv norm {bits:?} K={k} N={n}"));
 
         // Residual epilogue: y += x·W, and per-tile sums of squares of the new y; 8 and 16 warps per block; with
         // the next projection's act-order inputs (two parts, a padded stride) scattered behind.
         let kernels = [
-            (&g.k.gemv_residual, 8u32, false),
-            (&g.k.gemv_residual_wide, 16, false),
-            (&g.k.gemv_residual_sorted, 8, true),
-            (&g.k.gemv_residual_wide_sorted, 16, true),
+            (g.k.gemv_residual.of(bits), 8u32, false),
+            (g.k.gemv_residual_wide.of(bits), 16, false),
+            (g.k.gemv_residual_sorted.of(bits), 8, true),
+            (g.k.gemv_residual_wide_sorted.of(bits), 16, true),
         ];
         for (f, warps, scatter) in kernels {
             let x16 = rng.vec_f16(k, -1.0, 1.0);
@@ -553,7 +575,7 @@ fn gemv_int4_norm_and_residual_match_f64() {
             let xw = lin.apply(&x16.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
             let want: Vec<f64> = y0.iter().zip(&xw).map(|(&a, b)| a as f64 + b).collect();
             let got: Vec<f64> = get::<f32>(&g, &ym, n).iter().map(|&v| v as f64).collect();
-            check(&got, &want, 1e-3, &format!("gemv residual K={k} N={n} warps={warps} scatter={scatter}"));
+            check(&got, &want, 1e-3, &format!("gemv residual {bits:?} K={k} N={n} warps={warps} scatter={scatter}"));
             let got_ss: Vec<f64> = get::<f32>(&g, &ssq, tiles).iter().map(|&v| v as f64).collect();
             let want_ss: Vec<f64> = (0..tiles)
                 .map(|t| {
@@ -604,7 +626,7 @@ fn gemv_int4_qkv_rotates_and_appends_to_the_cache() {
         let ss: f32 = x.iter().map(|v| v * v).sum();
         let (xm, wm, sm) = (put(&g, &sorted(&dl.d, 0, &x)), put(&g, &w), put(&g, &[ss]));
         let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 1, ..out.params(dl.p) };
-        gemv(&g, &g.k.gemv_qkv, &dl, &p);
+        gemv(&g, g.k.gemv_qkv.of(Bits::Four), &dl, &p);
         let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
         let xn: Vec<f64> = x.iter().map(|&v| v as f64 * inv).collect();
         out.check(&g, &lin.apply(&xn), &format!("qkv hidden={hidden}"));
@@ -724,7 +746,7 @@ fn gemv_int4_gate_up_applies_swiglu() {
         let (xm, wm, sm) = (put(&g, &x), put(&g, &w), put(&g, &[ss]));
         let h = poisoned(&g, inter * 2);
         let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 1, out16: h.ptr(), ..dl.p };
-        gemv(&g, &g.k.gemv_gate_up, &dl, &p);
+        gemv(&g, g.k.gemv_gate_up.of(Bits::Four), &dl, &p);
         let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
         let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
         let (gv, uv) = (gate.apply(&xn), up.apply(&xn));
@@ -776,7 +798,7 @@ fn gemv_int4_per_part_act_order_matches_f64() {
             let (copies, ss, xn) = norm_input(&mut rng, &dl.d, 3);
             let (xm, sm) = (put(&g, &copies), put(&g, &[ss]));
             let p = GemvParams { x: xm.ptr(), ssq: sm.ptr(), n_ssq: 1, tiles_per_block: tpb, ..out.params(dl.p) };
-            gemv(&g, &g.k.gemv_qkv_sorted, &dl, &p);
+            gemv(&g, g.k.gemv_qkv_sorted.of(Bits::Four), &dl, &p);
             let y: Vec<f64> = lins.iter().flat_map(|l| l.apply(&xn)).collect();
             out.check(&g, &y, &format!("per-part qkv hidden={hidden} tpb={tpb}"));
         }
@@ -804,7 +826,7 @@ fn gemv_int4_per_part_act_order_matches_f64() {
                 tiles_per_block: tpb,
                 ..dl.p
             };
-            gemv_units(&g, &g.k.gemv_gate_up_split, 8, pairs, &dl, &p);
+            gemv_units(&g, g.k.gemv_gate_up_split.of(Bits::Four), 8, pairs, &dl, &p);
             let (gv, uv) = (gate.apply(&xn), up.apply(&xn));
             let want: Vec<f64> = gv.iter().zip(&uv).map(|(&a, &b)| a / (1.0 + (-a).exp()) * b).collect();
             let all = f16s(&get::<u16>(&g, &h, inter));
@@ -819,15 +841,15 @@ fn gemv_int4_per_part_act_order_matches_f64() {
 
 #[test]
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
-fn gemm_int4_matches_f64() {
+fn gemm_matches_f64_in_both_widths() {
     let g = gpu();
     let mut rng = Rng(21);
-    for &(k, n, group, act, sym) in SHAPES {
+    for (bits, &(k, n, group, act, sym)) in WIDTHS.iter().flat_map(|&b| SHAPES.iter().map(move |s| (b, s))) {
         for (m, k_splits) in [(1usize, 1u32), (1, 5), (7, 3), (64, 1), (64, 2), (130, 1)] {
             if k * n * m > 4096 * 256 * 130 / 2 && m > 64 {
                 continue; // keep the f64 reference quick
             }
-            let lin = RandLinear::new(&mut rng, k, n, group, act, sym);
+            let lin = RandLinear::of_width(&mut rng, bits, k, n, group, act, sym);
             let d = lin.repack(ColumnOrder::Identity);
             let perm = d.perm.clone();
             let dl = upload_linear(&g, d);
@@ -849,8 +871,8 @@ fn gemm_int4_matches_f64() {
             // Every tile that can take these rows: 64 always, and 128 × 128 (which the host picks from 128 rows on,
             // but which must be right for any row count) where the card runs it.
             // (Chunks of at most 16 rows run gemm_small in the engine: tested below.)
-            let mut tiles = vec![GemmTileFns::rows64(&g)];
-            if shapes::gemm128_fits(&g.limits) {
+            let mut tiles = vec![GemmTileFns::rows64(&g, bits)];
+            if shapes::gemm128_fits(&g.limits) && bits == Bits::Four {
                 tiles.push(GemmTileFns::rows128(&g));
             }
             let mut want = Vec::with_capacity(m * n);
@@ -869,7 +891,9 @@ fn gemm_int4_matches_f64() {
                 launch(&g, resk, Launch::new(grid, threads, smem), &GemmParams { y32: yr.ptr(), ..base });
                 launch(&g, f16k, Launch::new(grid, threads, smem), &GemmParams { y16: y16.ptr(), ..base });
                 g.sync().unwrap();
-                let what = format!("gemm BM={bm} M={m} K={k} N={n} G={group:?} act={act} sym={sym} splits={k_splits}");
+                let what = format!(
+                    "gemm {bits:?} BM={bm} M={m} K={k} N={n} G={group:?} act={act} sym={sym} splits={k_splits}"
+                );
                 assert!(get::<u32>(&g, &counters, 64).iter().all(|&c| c == 0), "{what}: split counters not reset");
                 let got: Vec<f64> = get::<f32>(&g, &y, m * n).iter().map(|&v| v as f64).collect();
                 check(&got, &want, 2e-3, &what);
@@ -892,9 +916,9 @@ struct GemmTileFns<'a> {
 }
 
 impl<'a> GemmTileFns<'a> {
-    fn rows64(g: &'a Device) -> Self {
-        let fns = [&g.k.gemm_store32, &g.k.gemm_residual, &g.k.gemm_store16];
-        GemmTileFns { rows: 64, slots: 64, threads: 128, smem: gemm_smem_bytes(64), fns }
+    fn rows64(g: &'a Device, bits: Bits) -> Self {
+        let fns = [g.k.gemm_store32.of(bits), g.k.gemm_residual.of(bits), g.k.gemm_store16.of(bits)];
+        GemmTileFns { rows: 64, slots: 64, threads: 128, smem: gemm_smem_bytes(64, bits), fns }
     }
     fn rows128(g: &'a Device) -> Self {
         let fns = [&g.k.gemm128_store32, &g.k.gemm128_residual, &g.k.gemm128_store16];
@@ -944,7 +968,7 @@ fn gemm_int4_per_part_act_order_matches_f64() {
     let d = layout::repack_parts(&[gate.parts(), up.parts()], k, group, k / group, order, "gate_up").unwrap();
     assert_eq!(d.part_slots, [n as u32, layout::NO_PART]);
     let dl = upload_linear(&g, d);
-    let mut tiles = vec![GemmTileFns::rows64(&g)];
+    let mut tiles = vec![GemmTileFns::rows64(&g, Bits::Four)];
     if shapes::gemm128_fits(&g.limits) {
         tiles.push(GemmTileFns::rows128(&g));
     }
@@ -1088,7 +1112,7 @@ fn gemm128_int4_matches_f64_on_long_chunks() {
 /// and must give the same bits, and leave the split counters at zero.
 #[test]
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
-fn gemm_small_int4_matches_f64() {
+fn gemm_small_matches_f64_in_both_widths() {
     let g = gpu();
     let mut rng = Rng(23);
     // (m, K, N, group, act-order, symmetric)
@@ -1107,8 +1131,8 @@ fn gemm_small_int4_matches_f64() {
         (16, 11008, 64, Some(128), false, true),
         (16, 4096, 12288, Some(128), false, true),
     ];
-    for &(m, k, n, group, act, sym) in cases {
-        let lin = RandLinear::new(&mut rng, k, n, group, act, sym);
+    for (bits, &(m, k, n, group, act, sym)) in WIDTHS.iter().flat_map(|&b| cases.iter().map(move |c| (b, c))) {
+        let lin = RandLinear::of_width(&mut rng, bits, k, n, group, act, sym);
         let d = lin.repack(ColumnOrder::Identity);
         let perm = d.perm.clone();
         let dl = upload_linear(&g, d);
@@ -1139,16 +1163,17 @@ fn gemm_small_int4_matches_f64() {
         let part = g.alloc(max_splits as usize * 16 * n_pad * 4, "t").unwrap();
         let counters = put(&g, &vec![0u32; tiles as usize]);
         for shape in shapes {
-            let what = format!("gemm_small M={m} K={k} N={n} G={group:?} act={act} sym={sym} {shape:?}");
+            let what = format!("gemm_small {bits:?} M={m} K={k} N={n} G={group:?} act={act} sym={sym} {shape:?}");
             let GemmTile::Small { splits, .. } = shape else { unreachable!("only small shapes here") };
-            let l = shape.launch(n_pad as u32, dl.p.k_pad, m as u32, splits);
+            let l = shape.launch(n_pad as u32, dl.p.k_pad, m as u32, splits, bits);
             let base = GemmParams { part: part.ptr(), counters: counters.ptr(), ..dl.gemm(am.ptr(), m, lda, ldy) };
             let mut first: Option<(Vec<u16>, Vec<u32>)> = None;
             for run in 0..2 {
                 set(&g, &y16, &vec![0xFFu8; m * ldy * 2]);
                 set(&g, &yr, &y0);
-                launch(&g, &g.k.gemm_small_store16, l, &GemmParams { y16: y16.ptr(), k_splits: splits, ..base });
-                launch(&g, &g.k.gemm_small_residual, l, &GemmParams { y32: yr.ptr(), k_splits: splits, ..base });
+                let (store16, residual) = (g.k.gemm_small_store16.of(bits), g.k.gemm_small_residual.of(bits));
+                launch(&g, store16, l, &GemmParams { y16: y16.ptr(), k_splits: splits, ..base });
+                launch(&g, residual, l, &GemmParams { y32: yr.ptr(), k_splits: splits, ..base });
                 g.sync().unwrap();
                 assert!(
                     get::<u32>(&g, &counters, tiles as usize).iter().all(|&c| c == 0),
@@ -1233,7 +1258,7 @@ fn gemm_small_int4_time_per_launch() {
         let smem = dl.d.k_pad as u32 * 2 + 136 * 4;
         let us = time(&|i| {
             let q = GemvParams { qw: pool[i % copies].ptr(), ..gp };
-            launch(&g, &g.k.gemv_store, Launch::new((grid, 1, 1), 256, smem), &q);
+            launch(&g, g.k.gemv_store.of(Bits::Four), Launch::new((grid, 1, 1), 256, smem), &q);
         });
         println!("{name:8} K={k:5} N={n:5}  gemv 1 row (reference)            {us:7.2} µs {:6.0} GB/s", gb(us));
 
@@ -1247,10 +1272,10 @@ fn gemm_small_int4_time_per_launch() {
                     continue;
                 }
                 let shape = GemmTile::Small { tiles_per_block, splits };
-                let l = shape.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits);
+                let l = shape.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, Bits::Four);
                 let us = time(&|i| {
                     let q = GemmParams { qw: pool[i % copies].ptr(), k_splits: splits, ..base };
-                    launch(&g, &g.k.gemm_small_store16, l, &q);
+                    launch(&g, g.k.gemm_small_store16.of(Bits::Four), l, &q);
                 });
                 let gx = l.grid.0;
                 println!(
@@ -1979,7 +2004,7 @@ fn gemv_int4_time_per_launch() {
         let bytes = (dl.d.qw.len() * 4 + dl.d.sz.len() * 4) as f64;
         for per_sm in [4u32, 6, 8, 12, 16] {
             let (grid, tpb) = shapes::gemv_grid(dl.d.tiles() as u32, g.limits.sm_count, per_sm);
-            for (name, f) in [("plain", &g.k.gemv_store), ("norm", &g.k.gemv_norm_store)] {
+            for (name, f) in [("plain", g.k.gemv_store.of(Bits::Four)), ("norm", g.k.gemv_norm_store.of(Bits::Four))] {
                 let p = GemvParams {
                     x16: x16m.ptr(),
                     x: xm.ptr(),

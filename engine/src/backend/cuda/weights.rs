@@ -6,6 +6,7 @@
 
 use std::io::Write;
 
+use engine_format::gptq::Bits;
 use engine_format::plan::{GptqBuffers, LinearBuffers, MemoryPlan, Region};
 use engine_format::{Linear, TensorRef};
 use half::f16;
@@ -20,6 +21,8 @@ use crate::model::Model;
 /// A repacked linear layer on the device: its buffers and the shape numbers its kernels take.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DevLinear {
+    /// Bits per weight: picks the kernels ([`super::kernels::ByWidth`]) and sizes the tiles.
+    pub bits: Bits,
     pub qw: DevPtr<[u32; 4]>,
     pub sz: DevPtr<u32>,
     /// Null without act-order; `[parts][k_pad]` with it.
@@ -43,6 +46,10 @@ impl DevLinear {
     pub fn tiles(&self) -> u32 {
         self.n_pad / layout::TILE_N as u32
     }
+    /// 16-byte words of `qw` per tile: K steps × 32 lanes × 1 (int4) or 2 (int8).
+    pub fn words_per_tile(&self) -> usize {
+        (self.k_pad as usize / layout::STEP_K) * 32 * (self.bits.count() as usize / 4)
+    }
     /// Fused parts with a row order of their own: the inputs a kernel stages (1 without act-order).
     pub fn parts(&self) -> u32 {
         layout::part_count(self.part_slots)
@@ -57,7 +64,7 @@ impl DevLinear {
     /// are the producers' business: each reads its inverse, one word per output column).
     pub fn bytes(&self) -> u64 {
         let (k_pad, n_pad, groups) = (self.k_pad as u64, self.n_pad as u64, self.groups as u64);
-        k_pad * n_pad / 2 + n_pad * groups * 4 + n_pad * 4
+        k_pad * n_pad * self.bits.count() as u64 / 8 + n_pad * groups * 4 + n_pad * 4
     }
 }
 
@@ -131,9 +138,12 @@ impl Uploader<'_> {
         what: &str,
     ) -> Result<DevLinear> {
         let d = layout::repack_in(model, parts, order, what, std::mem::take(&mut self.spare))?;
-        let LinearBuffers::Int4(at) = at else {
+        let at = match (at, d.bits) {
+            (LinearBuffers::Int4(at), Bits::Four) | (LinearBuffers::Int8(at), Bits::Eight) => at,
             // repack_in refuses unquantized linears first; the plan describes the same checkpoint.
-            return Err(Error::BackendUnavailable(format!("{what}: the CUDA backend runs GPTQ int4 linears")));
+            _ => {
+                return Err(Error::Device(format!("{what}: the memory plan and the repacked layout disagree on bits")))
+            }
         };
         let dev = self.upload_linear(at, &d)?;
         // The words are in pinned memory now: their buffer serves the next linear.
@@ -151,6 +161,7 @@ impl Uploader<'_> {
             _ => return Err(Error::Device("the plan and the repacked layout disagree on act-order".into())),
         };
         Ok(DevLinear {
+            bits: d.bits,
             qw,
             sz,
             perm,
