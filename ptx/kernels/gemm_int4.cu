@@ -90,7 +90,7 @@ struct Smem {
     uint32_t sz[STAGES][THREADS];  // each thread's (scale, zero) word for its chunk of the step
     __half w[BN][LDS];  // dequantized: [slot][k]
 };
-static_assert(sizeof(Smem<64, 1>) == 56320 && sizeof(Smem<64, 2>) == 64512,
+static_assert(sizeof(Smem<64, 1>) == 56320 && sizeof(Smem<64, 2>) == 64512 && sizeof(Smem<64, 4>) == 80896,
               "gemm_smem_bytes in engine/src/backend/cuda/shapes.rs must match");
 
 // One result of row `row` (the row's offset `at` = row · ldy) into output column `col` (skipped for padding).
@@ -208,8 +208,8 @@ ENGINE_DEV void finish_tile(const GemmParams& p, float (&acc)[MI][NI][4], uint32
 }
 
 // BM = 64: 2 × 2 warps of 32 rows × 32 slots. (BM = 16, 1 × 4 warps of 16 rows × 16 slots, also compiles, but chunks
-// of at most 16 rows run gemm_small.cu, which streams the weights at close to the GEMV's rate.) BITS: 4 or 8 (each
-// thread then copies and dequantizes two uint4s per step instead of one).
+// of at most 16 rows run gemm_small.cu, which streams the weights at close to the GEMV's rate.) BITS: 4, 8 or 16
+// (fp16: each thread then copies and rearranges lane_words<BITS>() uint4s per step instead of one).
 template <int OUT, int BM, int BITS>
 ENGINE_DEV void run(const GemmParams& p) {
     constexpr int W = lane_words<BITS>();
@@ -507,22 +507,26 @@ ENGINE_DEV void run_big(const GemmParams& p) {
 
 }  // namespace gemm
 
-// Block: 128 threads; dynamic shared memory sizeof(gemm::Smem<64, W>) = 56320 bytes (int4), 64512 (int8). Grid:
-// (ceil(n_pad / 64), ceil(m / 64), k_splits). Chunks of at most 16 rows go to gemm_small.cu instead.
+// Block: 128 threads; dynamic shared memory sizeof(gemm::Smem<64, W>) = 56320 bytes (int4), 64512 (int8), 80896
+// (fp16). Grid: (ceil(n_pad / 64), ceil(m / 64), k_splits). Chunks of at most 16 rows go to gemm_small.cu instead.
 #define GEMM64_KERNEL(NAME, OUT)                                                                                  \
     extern "C" __global__ void __launch_bounds__(128) gemm_int4_##NAME(const GemmParams p) {                     \
         gemm::run<OUT, 64, 4>(p);                                                                                 \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(128) gemm_int8_##NAME(const GemmParams p) {                     \
         gemm::run<OUT, 64, 8>(p);                                                                                 \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(128) gemm_f16_##NAME(const GemmParams p) {                      \
+        gemm::run<OUT, 64, 16>(p);                                                                                \
     }
 GEMM64_KERNEL(store16, gemm::STORE16)
 GEMM64_KERNEL(residual, gemm::RESIDUAL)
 GEMM64_KERNEL(store32, gemm::STORE32)
 
 // Block: 256 threads; dynamic shared memory sizeof(gemm::SmemBig) = 107520 bytes (two blocks per SM on sm_90; the
-// host uses these only where the card grants that much to one block). int4 only: 8-bit tiles would double the raw
-// ring, and two blocks would no longer fit an SM; int8 chunks of any length above 16 rows take the 64-row tile. Grid: (ceil(n_pad / 128), ceil(m / 128),
+// host uses these only where the card grants that much to one block). int4 only: 8-bit and fp16 tiles would double
+// or quadruple the raw ring, and two blocks would no longer fit an SM; their chunks above 16 rows take the 64-row
+// tile. Grid: (ceil(n_pad / 128), ceil(m / 128),
 // k_splits). At most 128 registers per thread, so that two blocks fit an SM's register file.
 extern "C" __global__ void __launch_bounds__(256, 2) gemm128_int4_store16(const GemmParams p) {
     gemm::run_big<gemm::STORE16>(p);

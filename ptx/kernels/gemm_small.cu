@@ -54,7 +54,7 @@ constexpr int ROWS = 16;  // A rows staged per block: m ≤ 16 (rows past m are 
 // Two blocks of 8 warps per SM then keep up to 64 KB of weights on their way: at 3 TB/s and ~1 µs of loaded DRAM
 // latency an SM needs ~23 KB. More would not fit 128 registers next to the accumulators and the split reduction.
 constexpr int DEPTH = 4;
-// The same bytes in flight with 8-bit tiles, whose items are twice as large.
+// The same bytes in flight with 8-bit and fp16 tiles, whose items are two and four times as large.
 template <int BITS>
 constexpr int depth() {
     return DEPTH / lane_words<BITS>();
@@ -141,13 +141,15 @@ ENGINE_DEV void dequant_scaled(uint32_t word, __half2 zz, __half2 zh, __half2 sc
         __hmul2(__hfma2(u32_as_half2(lop3_and_or(hi, 0x00F000F0u, 0x64006400u)), sixteenth, zh), sc));
 }
 
-// The same for rows 8i .. 8i + 7 of an 8-bit chunk (its two words `w`): one PRMT, one HSUB2 (exact) and one HMUL2
-// per pair, the values of gemm_int4.cu's int8 dequantization.
-ENGINE_DEV void dequant_scaled8(const uint4* w, int i, __half2 zz, __half2 sc, uint32_t d[4]) {
+// The same for rows 8i .. 8i + 7 of an 8-bit chunk (its two words `w`: one PRMT, one HSUB2, exact, and one HMUL2
+// per pair, the values of gemm_int4.cu's int8 dequantization) or an fp16 one (its four words: the pairs as they are;
+// the scale is 1).
+template <int BITS>
+ENGINE_DEV void dequant_scaled_wide(const uint4* w, int i, __half2 zz, __half2 sc, uint32_t d[4]) {
     __half2 q[4];
-    dequant_rows8<8>(w, i, zz, q);
+    dequant_rows8<BITS>(w, i, zz, q);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) d[j] = half2_as_u32(__hmul2(q[j], sc));
+    for (int j = 0; j < 4; ++j) d[j] = half2_as_u32(BITS == 16 ? q[j] : __hmul2(q[j], sc));
 }
 
 // The 16 MMAs of one item. `a_lo` points at the staged unit (q, w = 0, t) of row g, `a_hi` at row g + 8; word w is
@@ -173,7 +175,7 @@ ENGINE_DEV void mma_item(const Item<W>& it, const uint4* a_lo, const uint4* a_hi
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             if constexpr (W == 1) dequant_scaled(word_of(it.w[h][0], w), zz[h], zh[h], sc[h], d[h]);
-            else dequant_scaled8(it.w[h], w, zz[h], sc[h], d[h]);
+            else dequant_scaled_wide<W * 4>(it.w[h], w, zz[h], sc[h], d[h]);
         }
         // Alternate the two accumulators: each MMA's predecessor on the same accumulator is two MMAs back.
         tc::mma_16816(acc[0], a_e0, d[0][0], d[0][1]);
@@ -393,13 +395,17 @@ ENGINE_DEV void run(const GemmParams& p) {
 // (k_splits · 16 · n_pad floats) and one counter per tile, zero at rest. m ≤ 16.
 // Two blocks per SM: at most 128 registers per thread.
 
-// Each kernel comes twice, gemm_small_int4_NAME and gemm_small_int8_NAME (the same code over 8-bit tiles).
+// Each kernel comes three times, gemm_small_int4_NAME, gemm_small_int8_NAME and gemm_small_f16_NAME (the same code
+// over 8-bit and fp16 tiles).
 #define GEMM_SMALL_KERNEL(NAME, OUT)                                                                              \
     extern "C" __global__ void __launch_bounds__(256, 2) gemm_small_int4_##NAME(const GemmParams p) {            \
         gsmall::run<OUT, 4>(p);                                                                                   \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(256, 2) gemm_small_int8_##NAME(const GemmParams p) {            \
         gsmall::run<OUT, 8>(p);                                                                                   \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(256, 2) gemm_small_f16_##NAME(const GemmParams p) {             \
+        gsmall::run<OUT, 16>(p);                                                                                  \
     }
 
 // f16 output: y16[r][col] = acc (q/k/v, gate/up).

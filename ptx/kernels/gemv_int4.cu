@@ -214,6 +214,24 @@ ENGINE_DEV float dot_chunk8(const uint4 (&w)[2], const __half2* xs_chunk, uint32
     return fmaf(16.f * __low2float(sz), f.x + f.y, acc);
 }
 
+// dot_chunk for fp16 weights: the lane's chunk is four uint4s of (row j, row j + 4) pairs, one per 8-row group; no
+// scale (load_batch does not load the (1, 0) words). Two HFMA2 per 4 weights with the shared-memory load: far below
+// the issue limit, so this one is bound by the bytes alone.
+ENGINE_DEV float dot_chunk16(const uint4 (&w)[4], const __half2* xs_chunk, float acc) {
+    const uint4* xv = reinterpret_cast<const uint4*>(xs_chunk);
+    __half2 a0 = __float2half2_rn(0.f), a1 = a0;
+#pragma unroll
+    for (int g = 0; g < 4; ++g) {
+        const uint4 xq = xv[g];
+        a0 = __hfma2(u32_as_half2(w[g].x), u32_as_half2(xq.x), a0);
+        a1 = __hfma2(u32_as_half2(w[g].y), u32_as_half2(xq.y), a1);
+        a0 = __hfma2(u32_as_half2(w[g].z), u32_as_half2(xq.z), a0);
+        a1 = __hfma2(u32_as_half2(w[g].w), u32_as_half2(xq.w), a1);
+    }
+    const float2 f = __half22float2(__hadd2(a0, a1));
+    return acc + (f.x + f.y);
+}
+
 // Rotate a value with its rotary partner (both lanes of one 16-lane group hold the pair in slots j, j + 8).
 ENGINE_DEV float rope_rotate(const GemvParams& p, uint32_t col, float v, float partner, uint32_t pos) {
     const uint32_t half_dim = p.head_dim >> 1;
@@ -303,8 +321,8 @@ ENGINE_DEV void load_batch(const GemvParams& p, uint32_t t, uint32_t s0, uint32_
 #pragma unroll
             for (int h = 0; h < W; ++h) w[u * W + h] = ldg_stream_v4(wt + ((size_t)s * W + h) * 32);
             const uint32_t chunk = 2 * s + (lane >> 4);
-            // group_size / 32 is a power of two (checked at load), so no division here.
-            sz[u] = __ldg(szt + min(chunk >> p.chunk_shift, p.groups - 1) * INT4_TILE_N);
+            // group_size / 32 is a power of two (checked at load), so no division here. (fp16: no scales.)
+            if constexpr (BITS != 16) sz[u] = __ldg(szt + min(chunk >> p.chunk_shift, p.groups - 1) * INT4_TILE_N);
         }
     }
 }
@@ -404,9 +422,12 @@ ENGINE_DEV void run(const GemvParams& p) {
                 if (s >= steps) continue;
                 if constexpr (BITS == 4) {
                     acc = dot_chunk(cur[u], xt + (2 * s + hsel) * 16, cur_sz[u], acc);
-                } else {
+                } else if constexpr (BITS == 8) {
                     const uint4 w2[2] = {cur[u * W], cur[u * W + 1]};
                     acc = dot_chunk8(w2, xt + (2 * s + hsel) * 16, cur_sz[u], acc);
+                } else {
+                    const uint4 w4[4] = {cur[u * W], cur[u * W + 1], cur[u * W + 2], cur[u * W + 3]};
+                    acc = dot_chunk16(w4, xt + (2 * s + hsel) * 16, acc);
                 }
             }
 #pragma unroll
@@ -455,13 +476,17 @@ ENGINE_DEV void run(const GemvParams& p) {
 // Block: 32 · NW threads. Grid: ceil(units / tiles_per_block) blocks, units = n_pad / 16 tiles (gate/up split:
 // part_slot1 / 16 pairs of tiles).
 //
-// Every kernel comes twice, gemv_int4_NAME over 4-bit tiles and gemv_int8_NAME over 8-bit tiles: the same code.
+// Every kernel comes three times, gemv_int4_NAME over 4-bit tiles, gemv_int8_NAME over 8-bit tiles and gemv_f16_NAME
+// over fp16 tiles: the same code.
 #define GEMV_KERNEL(NAME, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)                                                \
     extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gemv_int4_##NAME(const GemvParams p) { \
         gemv::run<PRO, EPI, NW, VAR, 4>(p);                                                                  \
     }                                                                                                         \
     extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gemv_int8_##NAME(const GemvParams p) { \
         gemv::run<PRO, EPI, NW, VAR, 8>(p);                                                                  \
+    }                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gemv_f16_##NAME(const GemvParams p) {  \
+        gemv::run<PRO, EPI, NW, VAR, 16>(p);                                                                 \
     }
 
 // q/k/v projection of the normalized residual stream, with rotary embedding and the KV-cache append.

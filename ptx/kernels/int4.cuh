@@ -51,10 +51,14 @@ ENGINE_DEV uint32_t biased_byte_pair(uint32_t word, uint32_t selector) {
     return __byte_perm(word, 0x64646464u, selector);
 }
 
-// 16-byte words one lane reads per K step: one of 32 nibbles, two of 32 bytes.
+// Unquantized fp16 weights use the same tiles too (BITS = 16): a lane's 32-row chunk is four uint4s, one per 8-row
+// group, whose words are the half2 pairs (row j, row j + 4) themselves; groups = 1 with (scale, zero) = (1, 0), so
+// every kernel path stays the same but the dequantization, which is none.
+
+// 16-byte words one lane reads per K step: one of 32 nibbles, two of 32 bytes, four of 32 halves.
 template <int BITS>
 constexpr int lane_words() {
-    static_assert(BITS == 4 || BITS == 8, "GPTQ tiles are 4 or 8 bits wide");
+    static_assert(BITS == 4 || BITS == 8 || BITS == 16, "tiles hold 4- or 8-bit GPTQ weights or fp16 weights");
     return BITS / 4;
 }
 
@@ -62,12 +66,15 @@ constexpr int lane_words() {
 ENGINE_DEV uint32_t word_of(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
 
 // The 8 weights of rows 8i .. 8i + 7 of a lane's 32-row chunk (its lane_words<BITS>() words `w`), as the pairs
-// (row 8i + j, row 8i + j + 4), j = 0..3, each q − zero exactly (zz = 1024 + zero). The prefill GEMMs scale these;
-// the decode GEMV has instruction-counted variants of its own (dot_chunk).
+// (row 8i + j, row 8i + j + 4), j = 0..3, each q − zero exactly (zz = 1024 + zero; fp16: the weights). The prefill
+// GEMMs scale these; the decode GEMV has instruction-counted variants of its own (dot_chunk).
 template <int BITS>
 ENGINE_DEV void dequant_rows8(const uint4* w, int i, __half2 zz, __half2 out[4]) {
     if constexpr (BITS == 4) {
         dequant_word(word_of(w[0], i), zz, out);
+    } else if constexpr (BITS == 16) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) out[j] = u32_as_half2(word_of(w[i], j));
     } else {
         const uint32_t a = word_of(w[i / 2], (2 * i) % 4), b = word_of(w[i / 2], (2 * i + 1) % 4);
         out[0] = __hsub2(u32_as_half2(biased_byte_pair(a, BYTE_PAIR_LO)), zz);

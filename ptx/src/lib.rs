@@ -161,6 +161,23 @@ pub mod kernels {
     pub const GEMM_INT8_STORE32: &str = "gemm_int8_store32";
     pub const GEMM_SMALL_INT8_STORE16: &str = "gemm_small_int8_store16";
     pub const GEMM_SMALL_INT8_RESIDUAL: &str = "gemm_small_int8_residual";
+    /// The same GEMVs and GEMMs over fp16 tiles (unquantized checkpoints: the tile layout with a half per weight,
+    /// `gemm_f16_*` with 80896 bytes of dynamic shared memory).
+    pub const GEMV_F16_QKV: &str = "gemv_f16_qkv";
+    pub const GEMV_F16_GATE_UP: &str = "gemv_f16_gate_up";
+    pub const GEMV_F16_GATE_UP_SPLIT: &str = "gemv_f16_gate_up_split";
+    pub const GEMV_F16_QKV_SORTED: &str = "gemv_f16_qkv_sorted";
+    pub const GEMV_F16_RESIDUAL_SORTED: &str = "gemv_f16_residual_sorted";
+    pub const GEMV_F16_RESIDUAL_WIDE_SORTED: &str = "gemv_f16_residual_wide_sorted";
+    pub const GEMV_F16_RESIDUAL: &str = "gemv_f16_residual";
+    pub const GEMV_F16_RESIDUAL_WIDE: &str = "gemv_f16_residual_wide";
+    pub const GEMV_F16_STORE: &str = "gemv_f16_store";
+    pub const GEMV_F16_NORM_STORE: &str = "gemv_f16_norm_store";
+    pub const GEMM_F16_STORE16: &str = "gemm_f16_store16";
+    pub const GEMM_F16_RESIDUAL: &str = "gemm_f16_residual";
+    pub const GEMM_F16_STORE32: &str = "gemm_f16_store32";
+    pub const GEMM_SMALL_F16_STORE16: &str = "gemm_small_f16_store16";
+    pub const GEMM_SMALL_F16_RESIDUAL: &str = "gemm_small_f16_residual";
     /// `attention.cu`: `attn_decode(AttnParams)`: grid (heads, splits), 128 threads.
     pub const ATTN_DECODE: &str = "attn_decode";
     /// `attention.cu`: `attn_prefill(AttnParams)`: grid (heads, rows), 128 threads.
@@ -229,6 +246,21 @@ pub mod kernels {
         GEMM_INT8_STORE32,
         GEMM_SMALL_INT8_STORE16,
         GEMM_SMALL_INT8_RESIDUAL,
+        GEMV_F16_QKV,
+        GEMV_F16_GATE_UP,
+        GEMV_F16_GATE_UP_SPLIT,
+        GEMV_F16_QKV_SORTED,
+        GEMV_F16_RESIDUAL_SORTED,
+        GEMV_F16_RESIDUAL_WIDE_SORTED,
+        GEMV_F16_RESIDUAL,
+        GEMV_F16_RESIDUAL_WIDE,
+        GEMV_F16_STORE,
+        GEMV_F16_NORM_STORE,
+        GEMM_F16_STORE16,
+        GEMM_F16_RESIDUAL,
+        GEMM_F16_STORE32,
+        GEMM_SMALL_F16_STORE16,
+        GEMM_SMALL_F16_RESIDUAL,
         ATTN_DECODE,
         ATTN_PREFILL,
         ATTN_PREFILL_TC64,

@@ -7,7 +7,7 @@
 # FORMAT (default: all): int4 (TheBloke's layout, the baseline), int4-actorder (AutoGPTQ act-order: W_pack, gate,
 # up, o and down each with their own permutation), int4-actorder-llama (the same in LLaMA naming: q, k, v each
 # their own too), int8 (8-bit GPTQ g128, TheBloke's gptq-8bit-128g layout), int8-actorder (8-bit with a
-# permutation per linear). Each checkpoint is synthesized once into /tmp/engine-7b-FORMAT. BIN=.gpu (engine-cli there);
+# permutation per linear), f16 and bf16 (unquantized; bf16 is rounded to fp16 at load). Each checkpoint is synthesized once into /tmp/engine-7b-FORMAT. BIN=.gpu (engine-cli there);
 # EXTRA_BIN=path benches a second engine-cli (an older commit's) on every format too, alternating with BIN, for
 # a side-by-side; BENCH_ARGS are passed to `bench`; logs and JSON in OUT (default /tmp/gpu-formats).
 set -uo pipefail
@@ -21,11 +21,13 @@ synth_args() {
         int4-actorder-llama) echo --arch llama --desc-act-per-linear ;;
         int8) echo --bits 8 ;;
         int8-actorder) echo --bits 8 --desc-act-per-linear ;;
+        f16) echo --f16 ;;
+        bf16) echo --bf16 ;;
         *) echo "unknown format $1" >&2; return 1 ;;
     esac
 }
 formats=("$@")
-[ ${#formats[@]} -eq 0 ] && formats=(int4 int4-actorder int4-actorder-llama int8 int8-actorder)
+[ ${#formats[@]} -eq 0 ] && formats=(int4 int4-actorder int4-actorder-llama int8 int8-actorder f16 bf16)
 bins=("$BIN/engine-cli")
 [ -n "${EXTRA_BIN:-}" ] && bins+=("$EXTRA_BIN")
 status=0

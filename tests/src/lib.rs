@@ -99,7 +99,7 @@ pub fn cases() -> Vec<Case> {
                 ..llama.clone()
             },
         ),
-        Case::new("baichuan-fp16", SynthSpec { quantized: false, seed: 6, ..tiny.clone() }).cuda_refuses("unquantized"),
+        Case::new("baichuan-fp16", SynthSpec { quantized: false, seed: 6, ..tiny.clone() }),
         // 8-bit GPTQ. intermediate 172 is a multiple of 4 (the 8-bit packing) but not of 8 and leaves a partial last
         // group (the CUDA GEMMs copy A in 8-column pieces and refuse it); 8-bit zero points run 1..=256 (asym) or
         // are 128 (sym).
@@ -129,8 +129,7 @@ pub fn cases() -> Vec<Case> {
         ),
         // bfloat16: unquantized in both namings (tied embeddings in LLaMA's), and 4-bit GPTQ of a bfloat16 model
         // (embeddings and norms BF16, scales F16).
-        Case::new("baichuan-bf16", SynthSpec { quantized: false, float_dtype: DType::BF16, seed: 12, ..tiny.clone() })
-            .cuda_refuses("unquantized BF16"),
+        Case::new("baichuan-bf16", SynthSpec { quantized: false, float_dtype: DType::BF16, seed: 12, ..tiny.clone() }),
         Case::new(
             "llama-bf16-gqa-tied",
             SynthSpec {
@@ -140,10 +139,8 @@ pub fn cases() -> Vec<Case> {
                 seed: 13,
                 ..llama.clone()
             },
-        )
-        .cuda_refuses("unquantized BF16"),
-        Case::new("baichuan-g32-bf16", SynthSpec { float_dtype: DType::BF16, seed: 14, ..tiny.clone() })
-            .cuda_refuses("is BF16"),
+        ),
+        Case::new("baichuan-g32-bf16", SynthSpec { float_dtype: DType::BF16, seed: 14, ..tiny.clone() }),
     ]
 }
 

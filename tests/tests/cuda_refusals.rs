@@ -1,4 +1,4 @@
-//! The CUDA backend refuses every synthetic checkpoint it cannot run (unquantized, 8-bit, ...) with one clear
+//! The CUDA backend refuses every synthetic checkpoint it cannot run (K not a multiple of 8, ...) with one clear
 //! error — what the checkpoint is, what CUDA runs, and `--backend cpu` — before it touches a device, so this runs
 //! on any machine, GPU or not. The checkpoints it does run are compared with the CPU in gpu_vs_cpu.rs.
 
@@ -25,5 +25,5 @@ fn cuda_refuses_what_it_cannot_run_and_names_the_cpu_backend() {
         assert_eq!(auto.unwrap_or_else(|e| panic!("{}: {e}", case.name)).backend_name(), "cpu", "{}", case.name);
         refused += 1;
     }
-    assert!(refused >= 4, "only {refused} refusals exercised");
+    assert!(refused >= 1, "no refusal exercised");
 }

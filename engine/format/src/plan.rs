@@ -130,13 +130,13 @@ pub struct PlanBuffer {
     pub live: Option<(u8, u8)>,
 }
 
-/// The buffers of one GPTQ linear in the tile layout (`engine/src/backend/cuda/layout.rs`).
+/// The buffers of one linear in the tile layout (`engine/src/backend/cuda/layout.rs`): GPTQ or fp16.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GptqBuffers {
+pub struct TileBuffers {
     /// `[tiles][k_pad / STEP_K][32 lanes × bits / 4]` 16-byte words: at 4 bits each lane's 32 rows of a slot are one
-    /// 16-byte word; at 8 bits the same tile walk with one byte per weight takes two.
+    /// 16-byte word; at 8 bits the same tile walk with one byte per weight takes two, with fp16 weights four.
     pub qw: Buf<[u32; 4]>,
-    /// `[tiles][groups][TILE_N]` (scale, 1024 + zero) half2 pairs.
+    /// `[tiles][groups][TILE_N]` (scale, 1024 + zero) half2 pairs (fp16 weights: one group of (1, 1024)).
     pub sz: Buf<u32>,
     /// Output column of each slot.
     pub col_map: Buf<u32>,
@@ -151,12 +151,13 @@ pub struct GptqBuffers {
 /// The buffers of one (possibly fused) linear layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinearBuffers {
-    Int4(GptqBuffers),
+    Int4(TileBuffers),
     /// 8-bit GPTQ: the int4 tile layout with one byte per weight (twice the `qw` words), the same
     /// `(scale, 1024 + zero)` pairs (exact in fp16 for zeros up to 256), column maps and act-order permutations.
-    Int8(GptqBuffers),
-    /// Unquantized: one `[out][in]` fp16 matrix per fused part (the CUDA backend does not run these yet).
-    F16(Vec<Buf<f16>>),
+    Int8(TileBuffers),
+    /// Unquantized (fp16, or bf16 converted to fp16 at load): the tile layout with one half per weight (four times
+    /// int4's `qw` words), one group, no permutations.
+    F16(TileBuffers),
 }
 
 /// The weights of one decoder layer, projections fused as the kernels want them.
@@ -406,34 +407,28 @@ impl Builder {
         buf
     }
 
-    /// The buffers of one linear (`parts` fused along N into `slots` slots) named `{prefix}.{qw,sz,col_map,perm}`,
-    /// or `{prefix}.fp16` once per part for unquantized weights.
+    /// The buffers of one linear (`parts` fused along N into `slots` slots) in the tile layout, named
+    /// `{prefix}.{qw,sz,col_map,perm,inv}`.
     fn linear(&mut self, prefix: &str, parts: &[&Linear], slots: usize) -> LinearBuffers {
+        let (bits, groups) = match parts[0] {
+            Linear::Gptq { bits, groups, .. } => (bits.count() as usize, *groups),
+            Linear::Dense { .. } => (16, 1),
+        };
+        let kp = k_pad(parts[0].in_features());
+        let perms = perms(parts);
+        let w = Region::Weights;
+        // kp × slots weights of `bits` bits in 16-byte (128-bit) words.
+        let buffers = TileBuffers {
+            qw: self.push(format!("{prefix}.qw"), w, kp * slots * bits / 128),
+            sz: self.push(format!("{prefix}.sz"), w, slots * groups),
+            col_map: self.push(format!("{prefix}.col_map"), w, slots),
+            perm: (perms > 0).then(|| self.push(format!("{prefix}.perm"), w, perms * kp)),
+            inv: (perms > 0).then(|| self.push(format!("{prefix}.inv"), w, perms * kp)),
+        };
         match parts[0] {
-            Linear::Gptq { bits, in_features, groups, .. } => {
-                let kp = k_pad(*in_features);
-                let perms = perms(parts);
-                let w = Region::Weights;
-                // kp × slots weights of `bits` bits in 16-byte (128-bit) words.
-                let words = kp * slots * bits.count() as usize / 128;
-                let buffers = GptqBuffers {
-                    qw: self.push(format!("{prefix}.qw"), w, words),
-                    sz: self.push(format!("{prefix}.sz"), w, slots * groups),
-                    col_map: self.push(format!("{prefix}.col_map"), w, slots),
-                    perm: (perms > 0).then(|| self.push(format!("{prefix}.perm"), w, perms * kp)),
-                    inv: (perms > 0).then(|| self.push(format!("{prefix}.inv"), w, perms * kp)),
-                };
-                match bits {
-                    Bits::Four => LinearBuffers::Int4(buffers),
-                    Bits::Eight => LinearBuffers::Int8(buffers),
-                }
-            }
-            Linear::Dense { .. } => LinearBuffers::F16(
-                parts
-                    .iter()
-                    .map(|p| self.push(format!("{prefix}.fp16"), Region::Weights, p.in_features() * p.out_features()))
-                    .collect(),
-            ),
+            Linear::Gptq { bits: Bits::Four, .. } => LinearBuffers::Int4(buffers),
+            Linear::Gptq { bits: Bits::Eight, .. } => LinearBuffers::Int8(buffers),
+            Linear::Dense { .. } => LinearBuffers::F16(buffers),
         }
     }
 }

@@ -10,10 +10,10 @@
 use std::sync::Arc;
 
 use cudarc::driver::CudaModule;
-use engine_format::gptq::Bits;
 use half::f16;
 
 use super::driver::{DevPtr, Gpu, Kernel, KernelParams};
+use super::layout::TileFormat;
 use super::shapes;
 use super::tuning::Tuning;
 use crate::error::{Error, Result};
@@ -41,41 +41,48 @@ macro_rules! kernel_params {
     };
 }
 
-/// A kernel compiled once per GPTQ width: `*_int4_*` and `*_int8_*`, the same code over 4- and 8-bit tiles. The
-/// linear a launch is for picks one ([`ByWidth::of`]), so no caller chooses a width apart from its weights.
-pub(crate) struct ByWidth<P> {
+/// A kernel compiled once per weight format: `*_int4_*`, `*_int8_*` and `*_f16_*`, the same code over 4-bit, 8-bit
+/// and fp16 tiles. The linear a launch is for picks one ([`ByFormat::of`]), so no caller chooses a format apart from
+/// its weights.
+pub(crate) struct ByFormat<P> {
     int4: Kernel<P>,
     int8: Kernel<P>,
+    f16: Kernel<P>,
 }
 
-impl<P> ByWidth<P> {
-    pub fn of(&self, bits: Bits) -> &Kernel<P> {
-        match bits {
-            Bits::Four => &self.int4,
-            Bits::Eight => &self.int8,
+impl<P> ByFormat<P> {
+    pub fn of(&self, format: TileFormat) -> &Kernel<P> {
+        match format {
+            TileFormat::Int4 => &self.int4,
+            TileFormat::Int8 => &self.int8,
+            TileFormat::F16 => &self.f16,
         }
     }
-    fn both(&self) -> [&Kernel<P>; 2] {
-        [&self.int4, &self.int8]
+    fn all(&self) -> [&Kernel<P>; 3] {
+        [&self.int4, &self.int8, &self.f16]
     }
 }
 
-/// Declares the kernel table: each field a kernel of the module paired with its parameter struct; in `by_width`,
-/// the kernels compiled for both GPTQ widths, with their two names.
+/// Declares the kernel table: each field a kernel of the module paired with its parameter struct; in `by_format`,
+/// the kernels compiled for every weight format, with their three names.
 macro_rules! kernels {
     (one { $( $(#[$doc:meta])* $field:ident: $params:ident = $name:path, )* }
-     by_width { $( $(#[$wdoc:meta])* $wfield:ident: $wparams:ident = $int4:path, $int8:path; )* }) => {
+     by_format { $( $(#[$wdoc:meta])* $wfield:ident: $wparams:ident = $int4:path, $int8:path, $f16:path; )* }) => {
         /// Every kernel of the engine's module, resolved once when the module loads.
         pub(crate) struct Kernels {
             $( $(#[$doc])* pub $field: Kernel<$params>, )*
-            $( $(#[$wdoc])* pub $wfield: ByWidth<$wparams>, )*
+            $( $(#[$wdoc])* pub $wfield: ByFormat<$wparams>, )*
         }
 
         impl Kernels {
             fn functions(module: &Arc<CudaModule>) -> Result<Kernels> {
                 Ok(Kernels {
                     $( $field: Kernel::load(module, $name)?, )*
-                    $( $wfield: ByWidth { int4: Kernel::load(module, $int4)?, int8: Kernel::load(module, $int8)? }, )*
+                    $( $wfield: ByFormat {
+                        int4: Kernel::load(module, $int4)?,
+                        int8: Kernel::load(module, $int8)?,
+                        f16: Kernel::load(module, $f16)?,
+                    }, )*
                 })
             }
         }
@@ -87,6 +94,7 @@ macro_rules! kernels {
             $(
                 ($int4, stringify!($wparams), std::mem::size_of::<$wparams>()),
                 ($int8, stringify!($wparams), std::mem::size_of::<$wparams>()),
+                ($f16, stringify!($wparams), std::mem::size_of::<$wparams>()),
             )*
         ];
     };
@@ -369,23 +377,23 @@ kernels! {
         score_tile: ScoreParams = name::SCORE_TILE,
         score_reduce: ScoreParams = name::SCORE_REDUCE,
     }
-    by_width {
-        gemv_qkv: GemvParams = name::GEMV_INT4_QKV, name::GEMV_INT8_QKV;
-        gemv_gate_up: GemvParams = name::GEMV_INT4_GATE_UP, name::GEMV_INT8_GATE_UP;
-        gemv_gate_up_split: GemvParams = name::GEMV_INT4_GATE_UP_SPLIT, name::GEMV_INT8_GATE_UP_SPLIT;
-        gemv_qkv_sorted: GemvParams = name::GEMV_INT4_QKV_SORTED, name::GEMV_INT8_QKV_SORTED;
-        gemv_residual_sorted: GemvParams = name::GEMV_INT4_RESIDUAL_SORTED, name::GEMV_INT8_RESIDUAL_SORTED;
+    by_format {
+        gemv_qkv: GemvParams = name::GEMV_INT4_QKV, name::GEMV_INT8_QKV, name::GEMV_F16_QKV;
+        gemv_gate_up: GemvParams = name::GEMV_INT4_GATE_UP, name::GEMV_INT8_GATE_UP, name::GEMV_F16_GATE_UP;
+        gemv_gate_up_split: GemvParams = name::GEMV_INT4_GATE_UP_SPLIT, name::GEMV_INT8_GATE_UP_SPLIT, name::GEMV_F16_GATE_UP_SPLIT;
+        gemv_qkv_sorted: GemvParams = name::GEMV_INT4_QKV_SORTED, name::GEMV_INT8_QKV_SORTED, name::GEMV_F16_QKV_SORTED;
+        gemv_residual_sorted: GemvParams = name::GEMV_INT4_RESIDUAL_SORTED, name::GEMV_INT8_RESIDUAL_SORTED, name::GEMV_F16_RESIDUAL_SORTED;
         gemv_residual_wide_sorted: GemvParams =
-            name::GEMV_INT4_RESIDUAL_WIDE_SORTED, name::GEMV_INT8_RESIDUAL_WIDE_SORTED;
-        gemv_residual: GemvParams = name::GEMV_INT4_RESIDUAL, name::GEMV_INT8_RESIDUAL;
-        gemv_residual_wide: GemvParams = name::GEMV_INT4_RESIDUAL_WIDE, name::GEMV_INT8_RESIDUAL_WIDE;
-        gemv_store: GemvParams = name::GEMV_INT4_STORE, name::GEMV_INT8_STORE;
-        gemv_norm_store: GemvParams = name::GEMV_INT4_NORM_STORE, name::GEMV_INT8_NORM_STORE;
-        gemm_store16: GemmParams = name::GEMM_INT4_STORE16, name::GEMM_INT8_STORE16;
-        gemm_residual: GemmParams = name::GEMM_INT4_RESIDUAL, name::GEMM_INT8_RESIDUAL;
-        gemm_store32: GemmParams = name::GEMM_INT4_STORE32, name::GEMM_INT8_STORE32;
-        gemm_small_store16: GemmParams = name::GEMM_SMALL_INT4_STORE16, name::GEMM_SMALL_INT8_STORE16;
-        gemm_small_residual: GemmParams = name::GEMM_SMALL_INT4_RESIDUAL, name::GEMM_SMALL_INT8_RESIDUAL;
+            name::GEMV_INT4_RESIDUAL_WIDE_SORTED, name::GEMV_INT8_RESIDUAL_WIDE_SORTED, name::GEMV_F16_RESIDUAL_WIDE_SORTED;
+        gemv_residual: GemvParams = name::GEMV_INT4_RESIDUAL, name::GEMV_INT8_RESIDUAL, name::GEMV_F16_RESIDUAL;
+        gemv_residual_wide: GemvParams = name::GEMV_INT4_RESIDUAL_WIDE, name::GEMV_INT8_RESIDUAL_WIDE, name::GEMV_F16_RESIDUAL_WIDE;
+        gemv_store: GemvParams = name::GEMV_INT4_STORE, name::GEMV_INT8_STORE, name::GEMV_F16_STORE;
+        gemv_norm_store: GemvParams = name::GEMV_INT4_NORM_STORE, name::GEMV_INT8_NORM_STORE, name::GEMV_F16_NORM_STORE;
+        gemm_store16: GemmParams = name::GEMM_INT4_STORE16, name::GEMM_INT8_STORE16, name::GEMM_F16_STORE16;
+        gemm_residual: GemmParams = name::GEMM_INT4_RESIDUAL, name::GEMM_INT8_RESIDUAL, name::GEMM_F16_RESIDUAL;
+        gemm_store32: GemmParams = name::GEMM_INT4_STORE32, name::GEMM_INT8_STORE32, name::GEMM_F16_STORE32;
+        gemm_small_store16: GemmParams = name::GEMM_SMALL_INT4_STORE16, name::GEMM_SMALL_INT8_STORE16, name::GEMM_SMALL_F16_STORE16;
+        gemm_small_residual: GemmParams = name::GEMM_SMALL_INT4_RESIDUAL, name::GEMM_SMALL_INT8_RESIDUAL, name::GEMM_SMALL_F16_RESIDUAL;
     }
 }
 
@@ -435,13 +443,14 @@ impl Kernels {
         let gemvs = [&k.gemv_qkv, &k.gemv_gate_up, &k.gemv_residual, &k.gemv_residual_wide, &k.gemv_store];
         let act_order =
             [&k.gemv_qkv_sorted, &k.gemv_gate_up_split, &k.gemv_residual_sorted, &k.gemv_residual_wide_sorted];
-        for f in gemvs.into_iter().chain(act_order).chain([&k.gemv_norm_store]).flat_map(ByWidth::both) {
+        for f in gemvs.into_iter().chain(act_order).chain([&k.gemv_norm_store]).flat_map(ByFormat::all) {
             f.set_max_dynamic_smem(staged)?;
         }
         k.lm_head.set_max_dynamic_smem(staged)?;
         for f in [&k.gemm_store16, &k.gemm_residual, &k.gemm_store32] {
-            f.int4.set_max_dynamic_smem(shapes::gemm_smem_bytes(64, Bits::Four))?;
-            f.int8.set_max_dynamic_smem(shapes::gemm_smem_bytes(64, Bits::Eight))?;
+            for format in [TileFormat::Int4, TileFormat::Int8, TileFormat::F16] {
+                f.of(format).set_max_dynamic_smem(shapes::gemm_smem_bytes(64, format))?;
+            }
         }
         // Exactly what they take (69632 bytes for head_dim 128, more than the default 48 KB).
         k.attn_prefill_tc64.set_max_dynamic_smem(shapes::attn_prefill_tc_smem_bytes(64))?;
@@ -456,7 +465,7 @@ impl Kernels {
             }
         }
         k.score_tile.set_max_dynamic_smem(shapes::SCORE_SMEM_BYTES)?;
-        for f in [&k.gemm_small_store16, &k.gemm_small_residual].into_iter().flat_map(ByWidth::both) {
+        for f in [&k.gemm_small_store16, &k.gemm_small_residual].into_iter().flat_map(ByFormat::all) {
             f.set_max_dynamic_smem(shapes::GEMM_SMALL_MAX_SMEM_BYTES)?;
         }
         Ok(k)

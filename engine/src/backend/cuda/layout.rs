@@ -30,7 +30,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Floats, Model};
 
 /// The tile's numbers, from the header the kernels include (`ptx/kernels/tile_layout.h`).
 pub use engine_ptx::tile::{CHUNK_K, PAD_SLOT, STEP_K, TILE_N};
@@ -38,11 +38,43 @@ pub use engine_ptx::tile::{CHUNK_K, PAD_SLOT, STEP_K, TILE_N};
 /// `part_slots` entry of a part that does not exist: past every slot.
 pub const NO_PART: u32 = u32::MAX;
 
+/// What the tiles hold per weight: a GPTQ int4 or int8 value (dequantized with its group's scale and zero), or an
+/// fp16 weight (unquantized checkpoints; bf16 ones converted at load). The kernels come in one instance per format
+/// (`gemv_int4_*`, `gemv_int8_*`, `gemv_f16_*`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TileFormat {
+    Int4,
+    Int8,
+    F16,
+}
+
+impl TileFormat {
+    pub fn of_bits(bits: Bits) -> TileFormat {
+        match bits {
+            Bits::Four => TileFormat::Int4,
+            Bits::Eight => TileFormat::Int8,
+        }
+    }
+    /// Bits per weight in the tiles.
+    pub const fn bits(self) -> usize {
+        match self {
+            TileFormat::Int4 => 4,
+            TileFormat::Int8 => 8,
+            TileFormat::F16 => 16,
+        }
+    }
+    /// 16-byte words one lane reads per K step (32 rows of one slot): 1, 2 or 4.
+    pub const fn lane_words(self) -> usize {
+        self.bits() / 4
+    }
+}
+
 /// One linear layer (or several fused along N) in the device layout, still in host memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceLinear {
-    /// Bits per weight: 4 (one 16-byte word per lane and step) or 8 (two, see [`pack_chunk_int8`]).
-    pub bits: Bits,
+    /// What a weight is: 4 bits (one 16-byte word per lane and step), 8 bits (two, see [`pack_chunk_int8`]) or an
+    /// fp16 number (four, see [`repack_dense_in`]).
+    pub format: TileFormat,
     pub k: usize,
     pub k_pad: usize,
     pub n_pad: usize,
@@ -51,7 +83,7 @@ pub struct DeviceLinear {
     pub group_size: usize,
     /// The group of 32-row chunk `c` is `c >> chunk_shift` (`group_size / 32` is a power of two; 31 for one group).
     pub chunk_shift: u32,
-    /// `[n_pad / TILE_N][k_pad / STEP_K][32 lanes][4 words]` (8 bits: `[..][k_pad / STEP_K][2][32 lanes][4 words]`)
+    /// `[n_pad / TILE_N][k_pad / STEP_K][lane_words][32 lanes][4 words]`
     pub qw: Vec<u32>,
     /// `[n_pad / TILE_N][groups][TILE_N]` half2 bits: low half = scale, high half = 1024 + zero.
     pub sz: Vec<u32>,
@@ -412,7 +444,7 @@ fn repack_parts_in(
         inv
     });
     Ok(DeviceLinear {
-        bits,
+        format: TileFormat::of_bits(bits),
         k,
         k_pad,
         n_pad,
@@ -424,6 +456,116 @@ fn repack_parts_in(
         perm,
         inv,
         part_slots,
+        col_map,
+    })
+}
+
+/// Repack unquantized `parts` (each `[out][in]` fp16 or bf16, as PyTorch stores a linear's weight; fused along N)
+/// into fp16 tiles with slots arranged by `order`, into `qw`'s memory. Each lane's 32 rows of a slot are four
+/// 16-byte words, one per 8-row group `r0..r7`, holding the pairs `(r0, r4), (r1, r5), (r2, r6), (r3, r7)`: the order
+/// in which the GPTQ dequantizers produce weights, so the staged input and the FMA/MMA code are shared. One group
+/// with scale 1. bf16 weights are rounded to fp16 (the kernels' operand type); one outside fp16's range is an error
+/// naming the tensor.
+pub fn repack_dense_in(
+    model: &Model,
+    parts: &[&Linear],
+    order: ColumnOrder,
+    what: &str,
+    qw: Vec<u32>,
+) -> Result<DeviceLinear> {
+    let mut views = Vec::with_capacity(parts.len());
+    for part in parts {
+        let Linear::Dense { weight, in_features, out_features } = part else {
+            return Err(Error::BackendUnavailable(format!(
+                "{what}: fused parts mix quantized and unquantized linears"
+            )));
+        };
+        if *in_features != parts[0].in_features() {
+            return Err(Error::BackendUnavailable(format!("{what}: fused parts differ in K")));
+        }
+        views.push((model.floats(weight), *out_features, weight.name.as_str()));
+    }
+    repack_dense_parts_in(&views, parts[0].in_features(), order, what, qw)
+}
+
+/// [`repack_dense_in`] over `(weights, out_features, tensor name)` views.
+pub fn repack_dense_parts_in(
+    views: &[(Floats<'_>, usize, &str)],
+    k: usize,
+    order: ColumnOrder,
+    what: &str,
+    mut qw: Vec<u32>,
+) -> Result<DeviceLinear> {
+    let n_total: usize = views.iter().map(|v| v.1).sum();
+    let col_map = column_map(order, n_total);
+    let (n_pad, k_pad) = (col_map.len(), k.next_multiple_of(STEP_K));
+    let (tiles, steps) = (n_pad / TILE_N, k_pad / STEP_K);
+    let locate = |c: usize| -> (usize, usize) {
+        let mut c = c;
+        for (i, v) in views.iter().enumerate() {
+            if c < v.1 {
+                return (i, c);
+            }
+            c -= v.1;
+        }
+        unreachable!("column map only names columns below n_total")
+    };
+    let lane_words = TileFormat::F16.lane_words();
+    qw.clear();
+    qw.resize(n_pad * k_pad * lane_words / 8, 0);
+    // Every slot one group of (scale 1, 1024 + zero 0): the GEMMs multiply by the scale, which is exact.
+    let unit = f16::ONE.to_bits() as u32 | (f16::from_f32(1024.0).to_bits() as u32) << 16;
+    let sz = vec![unit; tiles * TILE_N];
+    let overflow = std::sync::Mutex::new(None);
+    qw.par_chunks_mut(steps * 32 * 4 * lane_words).enumerate().for_each(|(t, qw_t)| {
+        let mut row = vec![0f32; k];
+        for j in 0..TILE_N {
+            let col = col_map[t * TILE_N + j];
+            if col == PAD_SLOT {
+                continue;
+            }
+            let (part, n) = locate(col as usize);
+            let (w, _, name) = views[part];
+            w.to_f32(n * k, &mut row);
+            if let Some(i) = row.iter().position(|v| v.is_finite() && f16::from_f32(*v).is_infinite()) {
+                *overflow.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+                    "{what}: `{name}` holds {} at row {n}, column {i}, outside float16's range (the CUDA backend \
+                     computes in float16); run this checkpoint with --backend cpu",
+                    row[i]
+                ));
+                return;
+            }
+            let half = |r: usize| if r < k { f16::from_f32(row[r]).to_bits() as u32 } else { 0 };
+            for s in 0..steps {
+                for h in 0..2 {
+                    let (base, lane) = ((2 * s + h) * CHUNK_K, h * TILE_N + j);
+                    for group in 0..4 {
+                        let r0 = base + 8 * group;
+                        let at = (((s * lane_words + group) * 32) + lane) * 4;
+                        for (i, word) in qw_t[at..at + 4].iter_mut().enumerate() {
+                            *word = half(r0 + i) | half(r0 + i + 4) << 16;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    if let Some(msg) = overflow.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(Error::BackendUnavailable(msg));
+    }
+    Ok(DeviceLinear {
+        format: TileFormat::F16,
+        k,
+        k_pad,
+        n_pad,
+        groups: 1,
+        group_size: k_pad,
+        chunk_shift: 31,
+        qw,
+        sz,
+        perm: None,
+        inv: None,
+        part_slots: [NO_PART; 2],
         col_map,
     })
 }
@@ -457,13 +599,19 @@ pub fn dequant_device(d: &DeviceLinear, slot: usize, sorted_row: usize) -> f32 {
     let chunk = sorted_row / CHUNK_K;
     let (s, half) = (chunk / 2, chunk % 2);
     let lane = half * TILE_N + j;
-    let q = match d.bits {
-        Bits::Four => {
+    let q = match d.format {
+        TileFormat::F16 => {
+            let (group, j) = ((sorted_row % CHUNK_K) / 8, sorted_row % 4);
+            let word = d.qw[(((t * d.steps() + s) * 4 + group) * 32 + lane) * 4 + j];
+            let half = if sorted_row % 8 < 4 { word as u16 } else { (word >> 16) as u16 };
+            return f16::from_bits(half).to_f32();
+        }
+        TileFormat::Int4 => {
             let w = (sorted_row % CHUNK_K) / 8;
             let word = d.qw[((t * d.steps() + s) * 32 + lane) * 4 + w];
             gptq::nibble(word, sorted_row % 8) as f32
         }
-        Bits::Eight => {
+        TileFormat::Int8 => {
             let words: [u32; 8] =
                 std::array::from_fn(|w| d.qw[(((t * d.steps() + s) * 2 + w / 4) * 32 + lane) * 4 + w % 4]);
             chunk_int8_value(&words, sorted_row % CHUNK_K) as f32

@@ -2,10 +2,10 @@
 //! choices behind them (tile sizes, split-K counts). Pure arithmetic on the problem's sizes and the card's limits,
 //! so every choice is unit-tested here and `step.rs` only says what runs.
 
-use engine_format::gptq::Bits;
 use engine_format::plan::{self, GEMM_SPLIT_ROWS, STEP_K, TILE_N};
 
 use super::driver::{DeviceLimits, Launch};
+use super::layout::TileFormat;
 use super::tuning::Tuning;
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -173,11 +173,11 @@ pub fn attn_prefill(head_dim: u32, heads: u32, rows: u32) -> (AttnPrefill, Launc
 // ---------------------------------------------------------------------------------------------------------------
 // Prefill GEMMs
 
-/// `sizeof(gemm::Smem<BM, W>)` for a row tile of `bm` rows over `bits`-wide weights: A 4×BM×72 halves + raw W
-/// 4×4×W×32 uint4 (W = 1 for int4, 2 for int8) + scales 4×128 words + dequantized W 64×72 halves (4 pipeline
+/// `sizeof(gemm::Smem<BM, W>)` for a row tile of `bm` rows over weights in `format`: A 4×BM×72 halves + raw W
+/// 4×4×W×32 uint4 (W = 1 for int4, 2 for int8, 4 for fp16) + scales 4×128 words + dequantized W 64×72 halves (4 pipeline
 /// stages). The kernel source `static_assert`s the 64-row numbers.
-pub const fn gemm_smem_bytes(bm: u32, bits: Bits) -> u32 {
-    let lane_words = bits.count() / 4;
+pub const fn gemm_smem_bytes(bm: u32, format: TileFormat) -> u32 {
+    let lane_words = format.lane_words() as u32;
     4 * bm * 72 * 2 + 4 * 4 * lane_words * 32 * 16 + 4 * 128 * 4 + 64 * 72 * 2
 }
 
@@ -275,8 +275,8 @@ impl GemmTile {
         }
     }
 
-    /// The launch over `n_pad` slots of `bits`-wide weights, K padded to `k_pad`, `m` rows in `k_splits` splits.
-    pub fn launch(self, n_pad: u32, k_pad: u32, m: u32, k_splits: u32, bits: Bits) -> Launch {
+    /// The launch over `n_pad` slots of weights in `format`, K padded to `k_pad`, `m` rows in `k_splits` splits.
+    pub fn launch(self, n_pad: u32, k_pad: u32, m: u32, k_splits: u32, format: TileFormat) -> Launch {
         match self {
             GemmTile::Small { tiles_per_block, splits } => {
                 let tiles = n_pad / TILE_N as u32;
@@ -285,7 +285,7 @@ impl GemmTile {
             }
             GemmTile::Rows64 => {
                 let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
-                Launch::new(grid, self.threads(), gemm_smem_bytes(64, bits))
+                Launch::new(grid, self.threads(), gemm_smem_bytes(64, format))
             }
             GemmTile::Rows128 => {
                 let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
@@ -453,7 +453,7 @@ mod tests {
         assert_eq!(choose(128, true), GemmTile::Rows128);
         assert_eq!(choose(512, true), GemmTile::Rows128);
         assert_eq!(choose(512, false), GemmTile::Rows64);
-        let (four, eight) = (Bits::Four, Bits::Eight);
+        let (four, eight) = (TileFormat::Int4, TileFormat::Int8);
         assert_eq!(
             GemmTile::Rows128.launch(4096, 4096, 512, 2, four),
             Launch::new((32, 4, 2), 256, GEMM128_SMEM_BYTES)
@@ -512,7 +512,7 @@ mod tests {
                     assert!(gemm_small_smem_bytes(steps, splits) <= GEMM_SMALL_MAX_SMEM_BYTES, "{what}");
                     assert_eq!(steps.div_ceil(per_split), splits, "{what}: an empty split");
                     assert!(splits * 16 <= GEMM_SPLIT_ROWS as u32, "{what}: partials past the workspace");
-                    let l = shape.launch(tiles * TILE_N as u32, steps * STEP_K as u32, m, splits, Bits::Four);
+                    let l = shape.launch(tiles * TILE_N as u32, steps * STEP_K as u32, m, splits, TileFormat::Int4);
                     assert_eq!(l.smem, gemm_small_smem_bytes(steps, splits), "{what}");
                     let (gx, gy, gz) = l.grid;
                     assert!(gx <= tiles && gy == splits && gz == 1, "{what}: more block columns than counters");

@@ -7,7 +7,6 @@
 //! ids, rows and positions it is given against it, and `decode`, whose token and position live on the device (a
 //! captured graph advances them itself), states it as its contract.
 
-use engine_format::gptq::Bits;
 use engine_format::plan::{self, WorkspaceBuffers, TOKEN_RING};
 use engine_format::ModelConfig;
 use half::f16;
@@ -15,10 +14,10 @@ use half::f16;
 use super::buffers::{Activations, KvCacheMem, Workspace};
 use super::driver::{DevPtr, DeviceBuffer, Kernel, KernelParams, Launch};
 use super::kernels::{
-    AttnParams, ByWidth, DecodeAdvanceParams, Device, EmbedParams, GemmParams, GemvParams, LmHeadParams, PermuteParams,
-    RmsNormParams, RopeParams, SampleParams, ScoreParams, SwigluParams,
+    AttnParams, ByFormat, DecodeAdvanceParams, Device, EmbedParams, GemmParams, GemvParams, LmHeadParams,
+    PermuteParams, RmsNormParams, RopeParams, SampleParams, ScoreParams, SwigluParams,
 };
-use super::layout;
+use super::layout::{self, TileFormat};
 use super::shapes::{self, GemmTile, GEMV_THREADS, LM_HEAD_ROWS};
 use super::tuning::Tuning;
 use super::weights::{DevLinear, DeviceWeights};
@@ -361,7 +360,7 @@ impl Step<'_> {
 
     /// A GEMV over `lin` with `warps` warps per block: `p` says what comes in and goes out, the linear's fields
     /// are filled in here.
-    fn gemv(&self, kernel: &ByWidth<GemvParams>, lin: &DevLinear, warps: u32, p: GemvParams) -> Result<()> {
+    fn gemv(&self, kernel: &ByFormat<GemvParams>, lin: &DevLinear, warps: u32, p: GemvParams) -> Result<()> {
         self.gemv_units(kernel, lin, lin.tiles(), warps, p)
     }
 
@@ -369,7 +368,7 @@ impl Step<'_> {
     /// linear's width.
     fn gemv_units(
         &self,
-        kernel: &ByWidth<GemvParams>,
+        kernel: &ByFormat<GemvParams>,
         lin: &DevLinear,
         units: u32,
         warps: u32,
@@ -393,7 +392,7 @@ impl Step<'_> {
             eps: self.config.rms_norm_eps,
             ..p
         };
-        self.run(kernel.of(lin.bits), launch, &p)
+        self.run(kernel.of(lin.format), launch, &p)
     }
 
     /// `x += x16 · W` over `lin` (o_proj, down_proj), leaving the new sums of squares in `ws.ssq` and, with
@@ -506,7 +505,7 @@ impl Step<'_> {
     /// The tile shapes.rs picks for `m` rows of `lin` (the 128-row tile is int4's only).
     fn gemm_tile(&self, lin: &DevLinear, m: u32) -> GemmTile {
         let limits = &self.gpu.limits;
-        let gemm128 = self.tuning.gemm128 && shapes::gemm128_fits(limits) && lin.bits == Bits::Four;
+        let gemm128 = self.tuning.gemm128 && shapes::gemm128_fits(limits) && lin.format == TileFormat::Int4;
         GemmTile::choose(m, lin.tiles(), lin.k_pad / plan::STEP_K as u32, limits.sm_count, gemm128)
     }
 
@@ -524,17 +523,17 @@ impl Step<'_> {
     ) -> Result<()> {
         let k_splits = shapes::gemm_splits(tile, lin.n_pad, lin.k_pad, m, &self.gpu.limits, self.ws_plan);
         let k = &self.gpu.k;
-        let bits = lin.bits;
+        let format = lin.format;
         let (kernel, y32, y16) = match (out, tile) {
-            (GemmOut::Store16(y), GemmTile::Small { .. }) => (k.gemm_small_store16.of(bits), DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::Small { .. }) => (k.gemm_small_residual.of(bits), y, DevPtr::NULL),
-            (GemmOut::Store16(y), GemmTile::Rows64) => (k.gemm_store16.of(bits), DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::Rows64) => (k.gemm_residual.of(bits), y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::Small { .. }) => (k.gemm_small_store16.of(format), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::Small { .. }) => (k.gemm_small_residual.of(format), y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::Rows64) => (k.gemm_store16.of(format), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::Rows64) => (k.gemm_residual.of(format), y, DevPtr::NULL),
             (GemmOut::Store16(y), GemmTile::Rows128) => (&k.gemm128_store16, DevPtr::NULL, y),
             (GemmOut::Residual(y), GemmTile::Rows128) => (&k.gemm128_residual, y, DevPtr::NULL),
         };
-        if tile == GemmTile::Rows128 && bits != Bits::Four {
-            return Err(Error::Device(format!("the 128-row GEMM tile runs int4 weights, not {}-bit", bits.count())));
+        if tile == GemmTile::Rows128 && format != TileFormat::Int4 {
+            return Err(Error::Device(format!("the 128-row GEMM tile runs int4 weights, not {format:?}")));
         }
         let p = GemmParams {
             qw: lin.qw,
@@ -558,7 +557,7 @@ impl Step<'_> {
             part_slot1: lin.part_slots[0],
             part_slot2: lin.part_slots[1],
         };
-        self.run(kernel, tile.launch(lin.n_pad, lin.k_pad, m, k_splits, bits), &p)
+        self.run(kernel, tile.launch(lin.n_pad, lin.k_pad, m, k_splits, format), &p)
     }
 
     /// Launch `kernel` with `params`, which the callers in this module build from the resolved plan within its

@@ -2,12 +2,13 @@
 //! is one clear sentence — what the checkpoint is, what CUDA runs, and `--backend cpu`, which runs everything the
 //! loader accepts — on any machine, with or without a GPU. `--backend auto` falls back to the CPU on these.
 
-use engine_format::{DType, ModelDesc};
+use engine_format::ModelDesc;
 
 use crate::error::{Error, Result};
 use crate::model::Model;
 
-/// Refuse what the kernels cannot run: anything but 4- and 8-bit GPTQ, and shapes the kernels do not cover.
+/// Refuse what the kernels cannot run: GPTQ of other widths than 4 and 8 bits, and shapes the kernels do not cover.
+/// (Unquantized fp16 and bf16 checkpoints run; bf16 tensors are rounded to fp16 at load.)
 pub(crate) fn check(model: &Model) -> Result<()> {
     check_format(&model.desc)?;
     check_shape(&model.desc)
@@ -17,28 +18,16 @@ fn unavailable(what: String) -> Error {
     Error::BackendUnavailable(format!("{what}; run this checkpoint with --backend cpu"))
 }
 
-/// The quantization and the float type: the kernels read 4- and 8-bit GPTQ tiles and fp16 tensors.
+/// The quantization: the kernels read 4- and 8-bit GPTQ tiles and fp16 ones.
 fn check_format(d: &ModelDesc) -> Result<()> {
-    let Some(q) = &d.quant else {
-        return Err(unavailable(format!(
-            "unquantized {} checkpoint (no quantize_config.json): the CUDA backend runs 4- and 8-bit GPTQ \
-             checkpoints only",
-            d.embed_tokens.dtype.name()
-        )));
-    };
-    if q.bits != 4 && q.bits != 8 {
-        return Err(unavailable(format!(
-            "{}-bit GPTQ checkpoint (quantization `bits`: {}): the CUDA backend runs 4- and 8-bit GPTQ",
+    match &d.quant {
+        Some(q) if q.bits != 4 && q.bits != 8 => Err(unavailable(format!(
+            "{}-bit GPTQ checkpoint (quantization `bits`: {}): the CUDA backend runs 4- and 8-bit GPTQ and unquantized \
+             checkpoints",
             q.bits, q.bits
-        )));
+        ))),
+        _ => Ok(()),
     }
-    if let Some(t) = d.tensors().into_iter().find(|t| t.dtype == DType::BF16) {
-        return Err(unavailable(format!(
-            "`{}` is BF16 (config.json: torch_dtype \"bfloat16\"): the CUDA backend reads float16 tensors only",
-            t.name
-        )));
-    }
-    Ok(())
 }
 
 /// The shape: the attention kernels' head sizes and the packing of the GEMVs.

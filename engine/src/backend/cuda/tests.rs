@@ -9,13 +9,14 @@ use half::f16;
 
 use super::driver::{DevPtr, DeviceBuffer, Kernel, KernelParams, Launch};
 use super::kernels::*;
-use super::layout::{self, ColumnOrder, DeviceLinear, GptqParts, PAD_SLOT, TILE_N};
+use super::layout::{self, ColumnOrder, DeviceLinear, GptqParts, TileFormat, PAD_SLOT, TILE_N};
 use super::shapes::{
     self, gemm_small_per_split, gemm_small_shape, gemm_smem_bytes, GemmTile, GEMM128_SMEM_BYTES,
     GEMM_SMALL_MAX_STEPS_PER_SPLIT,
 };
 use super::tuning::Tuning;
 use crate::backend::rope::RopeTable;
+use crate::model::Floats;
 use crate::sampling::SamplerParams;
 use engine_format::gptq::Bits;
 use engine_format::plan;
@@ -313,8 +314,13 @@ fn shuffled(rng: &mut Rng, n: usize) -> Vec<u32> {
     p
 }
 
-/// The GPTQ widths the GEMV and GEMM kernels come in.
+/// The GPTQ widths the GEMV and GEMM kernels come in (fp16 tiles: `f16_tiles_match_f64`).
 const WIDTHS: [Bits; 2] = [Bits::Four, Bits::Eight];
+
+/// The tile format of GPTQ weights of `bits`.
+fn format(bits: Bits) -> TileFormat {
+    TileFormat::of_bits(bits)
+}
 
 /// The shapes every GPTQ kernel test walks: (K, N, group size, act-order, symmetric).
 const SHAPES: &[(usize, usize, Option<usize>, bool, bool)] = &[
@@ -507,7 +513,7 @@ fn gemv_store_matches_f64_in_both_widths() {
             let xm = put(&g, &sorted(&dl.d, 0, &x));
             let y = poisoned(&g, n * 4);
             let p = GemvParams { x16: xm.ptr(), y: y.ptr(), tiles_per_block: tpb, ..dl.p };
-            gemv(&g, g.k.gemv_store.of(bits), &dl, &p);
+            gemv(&g, g.k.gemv_store.of(format(bits)), &dl, &p);
             let got: Vec<f32> = get(&g, &y, n);
             let want = lin.apply(&x.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
             let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
@@ -533,7 +539,7 @@ fn gemv_norm_and_residual_match_f64_in_both_widths() {
         let (xm, wm, sm) = (put(&g, &sorted(&dl.d, 0, &x)), put(&g, &sorted(&dl.d, 0, &w)), put(&g, &parts));
         let y = poisoned(&g, n * 4);
         let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 3, y: y.ptr(), ..dl.p };
-        gemv(&g, g.k.gemv_norm_store.of(bits), &dl, &p);
+        gemv(&g, g.k.gemv_norm_store.of(format(bits)), &dl, &p);
         let inv = 1.0 / (ss / k as f64 + 1e-6).sqrt();
         let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
         let got: Vec<f64> = get::<f32>(&g, &y, n).iter().map(|&v| v as f64).collect();
@@ -542,10 +548,10 @@ fn gemv_norm_and_residual_match_f64_in_both_widths() {
         // Residual epilogue: y += x·W, and per-tile sums of squares of the new y; 8 and 16 warps per block; with
         // the next projection's act-order inputs (two parts, a padded stride) scattered behind.
         let kernels = [
-            (g.k.gemv_residual.of(bits), 8u32, false),
-            (g.k.gemv_residual_wide.of(bits), 16, false),
-            (g.k.gemv_residual_sorted.of(bits), 8, true),
-            (g.k.gemv_residual_wide_sorted.of(bits), 16, true),
+            (g.k.gemv_residual.of(format(bits)), 8u32, false),
+            (g.k.gemv_residual_wide.of(format(bits)), 16, false),
+            (g.k.gemv_residual_sorted.of(format(bits)), 8, true),
+            (g.k.gemv_residual_wide_sorted.of(format(bits)), 16, true),
         ];
         for (f, warps, scatter) in kernels {
             let x16 = rng.vec_f16(k, -1.0, 1.0);
@@ -626,7 +632,7 @@ fn gemv_int4_qkv_rotates_and_appends_to_the_cache() {
         let ss: f32 = x.iter().map(|v| v * v).sum();
         let (xm, wm, sm) = (put(&g, &sorted(&dl.d, 0, &x)), put(&g, &w), put(&g, &[ss]));
         let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 1, ..out.params(dl.p) };
-        gemv(&g, g.k.gemv_qkv.of(Bits::Four), &dl, &p);
+        gemv(&g, g.k.gemv_qkv.of(TileFormat::Int4), &dl, &p);
         let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
         let xn: Vec<f64> = x.iter().map(|&v| v as f64 * inv).collect();
         out.check(&g, &lin.apply(&xn), &format!("qkv hidden={hidden}"));
@@ -746,7 +752,7 @@ fn gemv_int4_gate_up_applies_swiglu() {
         let (xm, wm, sm) = (put(&g, &x), put(&g, &w), put(&g, &[ss]));
         let h = poisoned(&g, inter * 2);
         let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 1, out16: h.ptr(), ..dl.p };
-        gemv(&g, g.k.gemv_gate_up.of(Bits::Four), &dl, &p);
+        gemv(&g, g.k.gemv_gate_up.of(TileFormat::Int4), &dl, &p);
         let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
         let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
         let (gv, uv) = (gate.apply(&xn), up.apply(&xn));
@@ -798,7 +804,7 @@ fn gemv_int4_per_part_act_order_matches_f64() {
             let (copies, ss, xn) = norm_input(&mut rng, &dl.d, 3);
             let (xm, sm) = (put(&g, &copies), put(&g, &[ss]));
             let p = GemvParams { x: xm.ptr(), ssq: sm.ptr(), n_ssq: 1, tiles_per_block: tpb, ..out.params(dl.p) };
-            gemv(&g, g.k.gemv_qkv_sorted.of(Bits::Four), &dl, &p);
+            gemv(&g, g.k.gemv_qkv_sorted.of(TileFormat::Int4), &dl, &p);
             let y: Vec<f64> = lins.iter().flat_map(|l| l.apply(&xn)).collect();
             out.check(&g, &y, &format!("per-part qkv hidden={hidden} tpb={tpb}"));
         }
@@ -826,7 +832,7 @@ fn gemv_int4_per_part_act_order_matches_f64() {
                 tiles_per_block: tpb,
                 ..dl.p
             };
-            gemv_units(&g, g.k.gemv_gate_up_split.of(Bits::Four), 8, pairs, &dl, &p);
+            gemv_units(&g, g.k.gemv_gate_up_split.of(TileFormat::Int4), 8, pairs, &dl, &p);
             let (gv, uv) = (gate.apply(&xn), up.apply(&xn));
             let want: Vec<f64> = gv.iter().zip(&uv).map(|(&a, &b)| a / (1.0 + (-a).exp()) * b).collect();
             let all = f16s(&get::<u16>(&g, &h, inter));
@@ -917,8 +923,9 @@ struct GemmTileFns<'a> {
 
 impl<'a> GemmTileFns<'a> {
     fn rows64(g: &'a Device, bits: Bits) -> Self {
-        let fns = [g.k.gemm_store32.of(bits), g.k.gemm_residual.of(bits), g.k.gemm_store16.of(bits)];
-        GemmTileFns { rows: 64, slots: 64, threads: 128, smem: gemm_smem_bytes(64, bits), fns }
+        let fns =
+            [g.k.gemm_store32.of(format(bits)), g.k.gemm_residual.of(format(bits)), g.k.gemm_store16.of(format(bits))];
+        GemmTileFns { rows: 64, slots: 64, threads: 128, smem: gemm_smem_bytes(64, format(bits)), fns }
     }
     fn rows128(g: &'a Device) -> Self {
         let fns = [&g.k.gemm128_store32, &g.k.gemm128_residual, &g.k.gemm128_store16];
@@ -1165,13 +1172,14 @@ fn gemm_small_matches_f64_in_both_widths() {
         for shape in shapes {
             let what = format!("gemm_small {bits:?} M={m} K={k} N={n} G={group:?} act={act} sym={sym} {shape:?}");
             let GemmTile::Small { splits, .. } = shape else { unreachable!("only small shapes here") };
-            let l = shape.launch(n_pad as u32, dl.p.k_pad, m as u32, splits, bits);
+            let l = shape.launch(n_pad as u32, dl.p.k_pad, m as u32, splits, format(bits));
             let base = GemmParams { part: part.ptr(), counters: counters.ptr(), ..dl.gemm(am.ptr(), m, lda, ldy) };
             let mut first: Option<(Vec<u16>, Vec<u32>)> = None;
             for run in 0..2 {
                 set(&g, &y16, &vec![0xFFu8; m * ldy * 2]);
                 set(&g, &yr, &y0);
-                let (store16, residual) = (g.k.gemm_small_store16.of(bits), g.k.gemm_small_residual.of(bits));
+                let (store16, residual) =
+                    (g.k.gemm_small_store16.of(format(bits)), g.k.gemm_small_residual.of(format(bits)));
                 launch(&g, store16, l, &GemmParams { y16: y16.ptr(), k_splits: splits, ..base });
                 launch(&g, residual, l, &GemmParams { y32: yr.ptr(), k_splits: splits, ..base });
                 g.sync().unwrap();
@@ -1258,7 +1266,7 @@ fn gemm_small_int4_time_per_launch() {
         let smem = dl.d.k_pad as u32 * 2 + 136 * 4;
         let us = time(&|i| {
             let q = GemvParams { qw: pool[i % copies].ptr(), ..gp };
-            launch(&g, g.k.gemv_store.of(Bits::Four), Launch::new((grid, 1, 1), 256, smem), &q);
+            launch(&g, g.k.gemv_store.of(TileFormat::Int4), Launch::new((grid, 1, 1), 256, smem), &q);
         });
         println!("{name:8} K={k:5} N={n:5}  gemv 1 row (reference)            {us:7.2} µs {:6.0} GB/s", gb(us));
 
@@ -1272,10 +1280,10 @@ fn gemm_small_int4_time_per_launch() {
                     continue;
                 }
                 let shape = GemmTile::Small { tiles_per_block, splits };
-                let l = shape.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, Bits::Four);
+                let l = shape.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, TileFormat::Int4);
                 let us = time(&|i| {
                     let q = GemmParams { qw: pool[i % copies].ptr(), k_splits: splits, ..base };
-                    launch(&g, g.k.gemm_small_store16.of(Bits::Four), l, &q);
+                    launch(&g, g.k.gemm_small_store16.of(TileFormat::Int4), l, &q);
                 });
                 let gx = l.grid.0;
                 println!(
@@ -1284,6 +1292,132 @@ fn gemm_small_int4_time_per_launch() {
                     gb(us),
                     if shape == chosen { "  <- engine" } else { "" }
                 );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// fp16 tiles (unquantized checkpoints)
+
+/// Random `[n][k]` fp16 weights (PyTorch's layout) repacked into fp16 tiles of the Identity order.
+fn dense_tiles(rng: &mut Rng, k: usize, n: usize) -> (Vec<f16>, DeviceLinear) {
+    let w = rng.vec_f16(n * k, -0.1, 0.1);
+    let d = layout::repack_dense_parts_in(&[(Floats::F16(&w), n, "w")], k, ColumnOrder::Identity, "test", Vec::new())
+        .unwrap();
+    (w, d)
+}
+
+/// The fp16 tiles hold every weight exactly, in every fused part and column order (rows past K and padding slots
+/// are zero-weight); bf16 weights are rounded to fp16, and one outside fp16's range is refused with the tensor's name.
+#[test]
+fn f16_layout_reads_back_the_weights() {
+    let mut rng = Rng(31);
+    for (k, n) in [(64usize, 16usize), (200, 24), (72, 40)] {
+        let (a, b) = (rng.vec_f16(n * k, -1.0, 1.0), rng.vec_f16(n * k, -1.0, 1.0));
+        let views = [(Floats::F16(&a), n, "gate"), (Floats::F16(&b), n, "up")];
+        let d =
+            layout::repack_dense_parts_in(&views, k, ColumnOrder::GateUp { inter: n }, "gate_up", Vec::new()).unwrap();
+        assert_eq!((d.format, d.groups, d.k_pad), (TileFormat::F16, 1, k.next_multiple_of(64)));
+        assert_eq!(d.qw.len(), d.n_pad * d.k_pad / 2, "four 16-byte words per lane and step");
+        for (slot, &col) in d.col_map.iter().enumerate() {
+            for row in 0..d.k_pad {
+                let got = layout::dequant_device(&d, slot, row);
+                let want = match (col, row < k) {
+                    (PAD_SLOT, _) | (_, false) => 0.0,
+                    (c, true) if (c as usize) < n => a[c as usize * k + row].to_f32(),
+                    (c, true) => b[(c as usize - n) * k + row].to_f32(),
+                };
+                assert_eq!(got, want, "K={k} slot {slot} row {row}");
+            }
+        }
+    }
+    let bf: Vec<half::bf16> = [0.5f32, -3.25e-3, 1.0e5].iter().map(|&v| half::bf16::from_f32(v)).collect();
+    let ok = layout::repack_dense_parts_in(&[(Floats::Bf16(&bf[..2]), 1, "w")], 2, ColumnOrder::Identity, "o", vec![]);
+    let d = ok.unwrap();
+    assert_eq!(layout::dequant_device(&d, 0, 1), f16::from_f32(bf[1].to_f32()).to_f32());
+    let err =
+        layout::repack_dense_parts_in(&[(Floats::Bf16(&bf), 1, "model.w")], 3, ColumnOrder::Identity, "o", vec![])
+            .expect_err("1e5 does not fit fp16");
+    let msg = err.to_string();
+    assert!(msg.contains("model.w") && msg.contains("float16") && msg.contains("--backend cpu"), "{msg}");
+}
+
+/// The GEMV (plain and with the norm and residual epilogues), the 64-row GEMM and the small-chunk GEMM over fp16
+/// tiles, against float64 with poisoned outputs.
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn f16_tiles_match_f64() {
+    let g = gpu();
+    let mut rng = Rng(32);
+    let f16f = TileFormat::F16;
+    for (k, n) in [(64usize, 16usize), (200, 24), (1024, 136), (4096, 256), (11008, 64)] {
+        let (w, d) = dense_tiles(&mut rng, k, n);
+        let dl = upload_linear(&g, d);
+        let apply =
+            |x: &[f64]| -> Vec<f64> { (0..n).map(|c| (0..k).map(|r| x[r] * w[c * k + r].to_f64()).sum()).collect() };
+        // GEMV: plain, and residual + norm.
+        let x = rng.vec_f16(k, -1.0, 1.0);
+        let xm = put(&g, &x);
+        let y = poisoned(&g, n * 4);
+        gemv(&g, g.k.gemv_store.of(f16f), &dl, &GemvParams { x16: xm.ptr(), y: y.ptr(), ..dl.p });
+        let want = apply(&x.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
+        let got: Vec<f64> = get::<f32>(&g, &y, n).iter().map(|&v| v as f64).collect();
+        check(&got, &want, 2e-3, &format!("f16 gemv store K={k} N={n}"));
+        let y0 = rng.vec_f32(n, -1.0, 1.0);
+        let (ym, ssq) = (put(&g, &y0), poisoned(&g, dl.d.tiles() * 4));
+        let p = GemvParams { x16: xm.ptr(), y: ym.ptr(), ssq_out: ssq.ptr(), ..dl.p };
+        gemv_warps(&g, g.k.gemv_residual_wide.of(f16f), 16, &dl, &p);
+        let want_r: Vec<f64> = want.iter().zip(&y0).map(|(a, &b)| a + b as f64).collect();
+        let got_r: Vec<f64> = get::<f32>(&g, &ym, n).iter().map(|&v| v as f64).collect();
+        check(&got_r, &want_r, 1e-3, &format!("f16 gemv residual K={k} N={n}"));
+        let xs = rng.vec_f32(k, -3.0, 3.0);
+        let nw = rng.vec_f16(k, 0.5, 1.5);
+        let ss: f64 = xs.iter().map(|&v| v as f64 * v as f64).sum();
+        let (xsm, nwm, ssm) = (put(&g, &xs), put(&g, &nw), put(&g, &[ss as f32]));
+        let p = GemvParams { x: xsm.ptr(), norm_w: nwm.ptr(), ssq: ssm.ptr(), n_ssq: 1, y: y.ptr(), ..dl.p };
+        set(&g, &y, &vec![0xFFu8; n * 4]);
+        gemv(&g, g.k.gemv_norm_store.of(f16f), &dl, &p);
+        let inv = 1.0 / (ss / k as f64 + 1e-6).sqrt();
+        let xn: Vec<f64> = xs.iter().zip(&nw).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
+        let got: Vec<f64> = get::<f32>(&g, &y, n).iter().map(|&v| v as f64).collect();
+        check(&got, &apply(&xn), 2e-3, &format!("f16 gemv norm K={k} N={n}"));
+
+        // GEMMs: 64-row tiles (with split-K) and the small-chunk kernel the engine picks for ≤ 16 rows.
+        for (m, k_splits) in [(1usize, 1u32), (7, 3), (16, 1), (70, 2)] {
+            let a = rng.vec_f16(m * k, -1.0, 1.0);
+            let am = put(&g, &a);
+            let want: Vec<f64> = (0..m)
+                .flat_map(|r| apply(&a[r * k..(r + 1) * k].iter().map(|v| v.to_f64()).collect::<Vec<_>>()))
+                .collect();
+            let y = poisoned(&g, m * n * 4);
+            let part = g.alloc(16 * m.max(16) * dl.d.n_pad * 4, "t").unwrap();
+            let counters = put(&g, &vec![0u32; 64]);
+            let base = GemmParams { part: part.ptr(), counters: counters.ptr(), ..dl.gemm(am.ptr(), m, k, n) };
+            let grid = (dl.p.n_pad.div_ceil(64), (m as u32).div_ceil(64), k_splits);
+            let l = Launch::new(grid, 128, gemm_smem_bytes(64, f16f));
+            launch(&g, g.k.gemm_store32.of(f16f), l, &GemmParams { y32: y.ptr(), k_splits, ..base });
+            g.sync().unwrap();
+            let got: Vec<f64> = get::<f32>(&g, &y, m * n).iter().map(|&v| v as f64).collect();
+            check(&got, &want, 2e-3, &format!("f16 gemm64 M={m} K={k} N={n} splits={k_splits}"));
+            if m <= 16 {
+                let (tiles, steps) = (dl.d.tiles() as u32, dl.d.steps() as u32);
+                let Some(shape @ GemmTile::Small { splits, .. }) =
+                    gemm_small_shape(tiles, steps, m as u32, g.limits.sm_count)
+                else {
+                    continue;
+                };
+                let y16 = poisoned(&g, m * n * 2);
+                let l = shape.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, f16f);
+                launch(
+                    &g,
+                    g.k.gemm_small_store16.of(f16f),
+                    l,
+                    &GemmParams { y16: y16.ptr(), k_splits: splits, ..base },
+                );
+                g.sync().unwrap();
+                let what = format!("f16 gemm_small M={m} K={k} N={n} {shape:?}");
+                check(&f16s(&get::<u16>(&g, &y16, m * n)), &want, 3e-3, &what);
             }
         }
     }
@@ -2004,7 +2138,9 @@ fn gemv_int4_time_per_launch() {
         let bytes = (dl.d.qw.len() * 4 + dl.d.sz.len() * 4) as f64;
         for per_sm in [4u32, 6, 8, 12, 16] {
             let (grid, tpb) = shapes::gemv_grid(dl.d.tiles() as u32, g.limits.sm_count, per_sm);
-            for (name, f) in [("plain", g.k.gemv_store.of(Bits::Four)), ("norm", g.k.gemv_norm_store.of(Bits::Four))] {
+            for (name, f) in
+                [("plain", g.k.gemv_store.of(TileFormat::Int4)), ("norm", g.k.gemv_norm_store.of(TileFormat::Int4))]
+            {
                 let p = GemvParams {
                     x16: x16m.ptr(),
                     x: xm.ptr(),

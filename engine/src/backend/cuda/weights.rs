@@ -6,23 +6,23 @@
 
 use std::io::Write;
 
-use engine_format::gptq::Bits;
-use engine_format::plan::{GptqBuffers, LinearBuffers, MemoryPlan, Region};
+use engine_format::plan::{LinearBuffers, MemoryPlan, Region, TileBuffers};
 use engine_format::{Linear, TensorRef};
 use half::f16;
 
 use super::driver::{DevPtr, DeviceBuffer, Gpu};
-use super::layout::{self, ColumnOrder, DeviceLinear};
+use super::layout::{self, ColumnOrder, DeviceLinear, TileFormat};
 use super::staging::Staging;
 use crate::backend::rope::RopeTable;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Floats, Model};
+use rayon::prelude::*;
 
 /// A repacked linear layer on the device: its buffers and the shape numbers its kernels take.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DevLinear {
-    /// Bits per weight: picks the kernels ([`super::kernels::ByWidth`]) and sizes the tiles.
-    pub bits: Bits,
+    /// What a weight is in the tiles: picks the kernels ([`super::kernels::ByFormat`]) and sizes the tiles.
+    pub format: TileFormat,
     pub qw: DevPtr<[u32; 4]>,
     pub sz: DevPtr<u32>,
     /// Null without act-order; `[parts][k_pad]` with it.
@@ -46,9 +46,9 @@ impl DevLinear {
     pub fn tiles(&self) -> u32 {
         self.n_pad / layout::TILE_N as u32
     }
-    /// 16-byte words of `qw` per tile: K steps × 32 lanes × 1 (int4) or 2 (int8).
+    /// 16-byte words of `qw` per tile: K steps × 32 lanes × 1 (int4), 2 (int8) or 4 (fp16).
     pub fn words_per_tile(&self) -> usize {
-        (self.k_pad as usize / layout::STEP_K) * 32 * (self.bits.count() as usize / 4)
+        (self.k_pad as usize / layout::STEP_K) * 32 * self.format.lane_words()
     }
     /// Fused parts with a row order of their own: the inputs a kernel stages (1 without act-order).
     pub fn parts(&self) -> u32 {
@@ -64,7 +64,7 @@ impl DevLinear {
     /// are the producers' business: each reads its inverse, one word per output column).
     pub fn bytes(&self) -> u64 {
         let (k_pad, n_pad, groups) = (self.k_pad as u64, self.n_pad as u64, self.groups as u64);
-        k_pad * n_pad * self.bits.count() as u64 / 8 + n_pad * groups * 4 + n_pad * 4
+        k_pad * n_pad * self.format.bits() as u64 / 8 + n_pad * groups * 4 + n_pad * 4
     }
 }
 
@@ -124,11 +124,25 @@ impl Uploader<'_> {
         Ok(ptr)
     }
 
+    /// An fp16 tensor as it is; a bf16 one rounded to fp16 (the kernels' type), refused if a value overflows.
     fn tensor(&mut self, at: engine_format::plan::Buf<f16>, model: &Model, t: &TensorRef) -> Result<DevPtr<f16>> {
-        self.put(at, model.f16(t))
+        match model.floats(t) {
+            Floats::F16(v) => self.put(at, v),
+            Floats::Bf16(v) => {
+                let halves: Vec<f16> = v.par_iter().map(|b| f16::from_f32(b.to_f32())).collect();
+                if let Some(i) = halves.iter().zip(v).position(|(h, b)| h.is_infinite() && b.is_finite()) {
+                    return Err(Error::BackendUnavailable(format!(
+                        "`{}` holds {} at element {i}, outside float16's range (the CUDA backend computes in float16); \
+                         run this checkpoint with --backend cpu",
+                        t.name, v[i]
+                    )));
+                }
+                self.put(at, &halves)
+            }
+        }
     }
 
-    /// Repack a GPTQ linear (its parts fused in `order`) and queue it for its plan buffers `at`.
+    /// Repack a linear (its parts fused in `order`: GPTQ or unquantized) and queue it for its plan buffers `at`.
     fn linear(
         &mut self,
         model: &Model,
@@ -137,13 +151,17 @@ impl Uploader<'_> {
         at: &LinearBuffers,
         what: &str,
     ) -> Result<DevLinear> {
-        let d = layout::repack_in(model, parts, order, what, std::mem::take(&mut self.spare))?;
-        let at = match (at, d.bits) {
-            (LinearBuffers::Int4(at), Bits::Four) | (LinearBuffers::Int8(at), Bits::Eight) => at,
-            // repack_in refuses unquantized linears first; the plan describes the same checkpoint.
-            _ => {
-                return Err(Error::Device(format!("{what}: the memory plan and the repacked layout disagree on bits")))
-            }
+        let spare = std::mem::take(&mut self.spare);
+        let d = match parts[0] {
+            Linear::Gptq { .. } => layout::repack_in(model, parts, order, what, spare)?,
+            Linear::Dense { .. } => layout::repack_dense_in(model, parts, order, what, spare)?,
+        };
+        let at = match (at, d.format) {
+            (LinearBuffers::Int4(at), TileFormat::Int4)
+            | (LinearBuffers::Int8(at), TileFormat::Int8)
+            | (LinearBuffers::F16(at), TileFormat::F16) => at,
+            // The plan describes the same checkpoint.
+            _ => return Err(Error::Device(format!("{what}: the memory plan and the repacked layout disagree"))),
         };
         let dev = self.upload_linear(at, &d)?;
         // The words are in pinned memory now: their buffer serves the next linear.
@@ -151,7 +169,7 @@ impl Uploader<'_> {
         Ok(dev)
     }
 
-    fn upload_linear(&mut self, at: &GptqBuffers, d: &DeviceLinear) -> Result<DevLinear> {
+    fn upload_linear(&mut self, at: &TileBuffers, d: &DeviceLinear) -> Result<DevLinear> {
         let qw = self.put(at.qw, bytemuck::cast_slice(&d.qw))?;
         let sz = self.put(at.sz, &d.sz)?;
         let col_map = self.put(at.col_map, &d.col_map)?;
@@ -161,7 +179,7 @@ impl Uploader<'_> {
             _ => return Err(Error::Device("the plan and the repacked layout disagree on act-order".into())),
         };
         Ok(DevLinear {
-            bits: d.bits,
+            format: d.format,
             qw,
             sz,
             perm,
