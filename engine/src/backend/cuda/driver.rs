@@ -136,17 +136,25 @@ impl<P: KernelParams> Kernel<P> {
 /// and its tests pin each against the kernel source and the compiled PTX).
 pub(crate) unsafe trait KernelParams: Copy {}
 
-/// Grid, block and dynamic shared memory of one launch.
+/// Grid, block and dynamic shared memory of one launch, and whether it may overlap the kernel before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Launch {
     pub grid: (u32, u32, u32),
     pub threads: u32,
     pub smem: u32,
+    /// Programmatic dependent launch where the device has it (the default): the kernel's blocks may become resident
+    /// while the previous kernel's last blocks run (each waits in `pdl_wait` for its inputs). False: the kernel
+    /// starts once the previous one has finished.
+    pub overlap: bool,
 }
 
 impl Launch {
     pub fn new(grid: impl Into<Grid>, threads: u32, smem: u32) -> Launch {
-        Launch { grid: grid.into().0, threads, smem }
+        Launch { grid: grid.into().0, threads, smem, overlap: true }
+    }
+    /// The same launch, started only once the previous kernel has finished.
+    pub fn after_previous(self) -> Launch {
+        Launch { overlap: false, ..self }
     }
 }
 
@@ -345,7 +353,7 @@ impl Gpu {
             sharedMemBytes: launch.smem,
             hStream: self.stream.cu_stream(),
             attrs: &mut attr,
-            numAttrs: if self.pdl { 1 } else { 0 },
+            numAttrs: if self.pdl && launch.overlap { 1 } else { 0 },
         };
         // The kernel takes one parameter of type `P` (the `Kernel<P>` pairing, `KernelParams` layout); the driver
         // copies it from `params` before returning.

@@ -280,7 +280,9 @@ impl Step<'_> {
             self.rmsnorm(act.x, lw.post_norm, act.xn2, Some(&lw.gate_up), m32)?;
             self.gemm(&lw.gate_up, act.xn2, hidden, GemmOut::Store16(act.gate_up), 2 * inter, m32)?;
             let p = SwigluParams { gu: act.gate_up, h: act.h, perm: lw.down.perm, inter };
-            self.run(&k.swiglu_rows, shapes::swiglu(m32, inter), &p)?;
+            let launch = shapes::swiglu(m32, inter);
+            let launch = if lw.down.perm.is_null() { launch } else { shapes::gathering(launch, m32) };
+            self.run(&k.swiglu_rows, launch, &p)?;
             self.gemm(&lw.down, act.h, inter, GemmOut::Residual(act.x), hidden, m32)?;
         }
         Ok(())
@@ -460,7 +462,9 @@ impl Step<'_> {
             out_stride: self.part_stride(),
         };
         let copies = next.filter(|_| !perm.is_null()).map_or(1, |lin| lin.parts());
-        self.run(&self.gpu.k.rmsnorm_rows, shapes::per_row_parts(m, copies), &p)
+        let launch = shapes::per_row_parts(m, copies);
+        let launch = if perm.is_null() { launch } else { shapes::gathering(launch, m) };
+        self.run(&self.gpu.k.rmsnorm_rows, launch, &p)
     }
 
     /// Elements between the per-part copies of a normalized chunk (`act.xn`, `act.xn2`): one chunk of rows.
