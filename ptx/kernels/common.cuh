@@ -80,6 +80,17 @@ ENGINE_DEV void prefetch_l1(const void* p) { asm volatile("prefetch.global.L1 [%
 // reproducible run to run.
 // ---------------------------------------------------------------------------------------------------------------
 
+// The items [lo, hi) of n that slice i of `slices` covers: slices of ceil(n / slices) items, the last ones shorter
+// or empty. Row kernels split a row over several blocks this way when a short prompt has too few rows to fill the
+// card.
+struct Slice {
+    uint32_t lo, hi;
+};
+ENGINE_DEV Slice slice_of(uint32_t n, uint32_t i, uint32_t slices) {
+    const uint32_t per = (n + slices - 1) / slices, lo = min(n, i * per);
+    return {lo, min(n, lo + per)};
+}
+
 ENGINE_DEV float warp_reduce_sum(float v) {
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);

@@ -37,10 +37,9 @@ extern "C" __global__ void __launch_bounds__(256) embed_tokens(const EmbedParams
     const uint32_t tok = tokens[row];
     const uint4* src = reinterpret_cast<const uint4*>(table + (size_t)tok * dim);
     float* dst = x + (size_t)row * dim;
-    const uint32_t words = dim / 8, per = (words + gridDim.y - 1) / gridDim.y;
-    const uint32_t w_begin = blockIdx.y * per, w_end = min(words, w_begin + per);
+    const Slice words = slice_of(dim / 8, blockIdx.y, gridDim.y);
     float ss = 0.f;
-    for (uint32_t i = w_begin + threadIdx.x; i < w_end; i += blockDim.x) {
+    for (uint32_t i = words.lo + threadIdx.x; i < words.hi; i += blockDim.x) {
         const uint4 v = ldg_nc_v4(src + i);
         const __half2* h = reinterpret_cast<const __half2*>(&v);
 #pragma unroll

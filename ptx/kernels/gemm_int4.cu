@@ -75,13 +75,6 @@ ENGINE_DEV uint4 dequant_rows(const uint4* w, int i, __half2 zz, __half2 sc) {
     return scaled_in_row_order(d, sc);
 }
 
-// The A a block reads: with act-order and a permutation per fused part, the copy in its part's row order (the
-// host keeps part boundaries on block boundaries).
-ENGINE_DEV const __half* part_a(const GemmParams& p, uint32_t slot0) {
-    const uint32_t part = (slot0 >= p.part_slot1) + (slot0 >= p.part_slot2);
-    return p.a + (size_t)part * p.a_part_stride;
-}
-
 // W: 16-byte words per lane and step (lane_words: 1 for int4, 2 for int8).
 template <int BM, int W>
 struct Smem {

@@ -41,7 +41,7 @@
 // of the reduction overlaps other warps' streaming, and no single block has to read a whole column's partials at
 // the end.
 // A's columns must already be in the weights' sorted row order (act-order: norm.cu / swiglu.cu / permute_cols write
-// them so). Rows past `m` and inputs past `k` are staged as zeros; weights past the block's K range load as zeros.
+// them so; with a permutation per fused part, a block stages the copy of its part). Rows past `m` and inputs past `k` are staged as zeros; weights past the block's K range load as zeros.
 #include "int4.cuh"
 #include "tensor_core.cuh"
 
@@ -191,7 +191,8 @@ ENGINE_DEV void mma_item(const Item<W>& it, const uint4* a_lo, const uint4* a_hi
 // 16-byte pieces of a row (coalesced). Rows ≥ m and inputs ≥ k are zeros (k is a multiple of 8, so a piece is
 // either all in or all out). Each row is padded by 64 bytes, so that rows g and g + 1 of a quarter-warp's
 // 16-byte loads fall in opposite halves of the 32 banks: the MMA loop's shared loads are conflict-free.
-ENGINE_DEV void stage_a(const GemmParams& p, uint4* as, uint32_t mm, uint32_t k0, uint32_t per_split, uint32_t rsu) {
+ENGINE_DEV void stage_a(const GemmParams& p, const __half* a, uint4* as, uint32_t mm, uint32_t k0, uint32_t per_split,
+                        uint32_t rsu) {
     const uint32_t per_row = per_split * 8;  // 16-byte pieces per row: 64 · per_split halves / 8
     const uint32_t total = ROWS * per_row;
     for (uint32_t base = threadIdx.x; base < total; base += THREADS * STAGE) {
@@ -203,7 +204,7 @@ ENGINE_DEV void stage_a(const GemmParams& p, uint4* as, uint32_t mm, uint32_t k0
             if (i < total) {
                 const uint32_t row = i / per_row, col = k0 + (i % per_row) * 8;
                 // .cg (L2 only): each block reads its A once, and L1 must not serve a line of an earlier A.
-                if (row < mm && col < p.k) v[u] = __ldcg(reinterpret_cast<const uint4*>(p.a + (size_t)row * p.lda + col));
+                if (row < mm && col < p.k) v[u] = __ldcg(reinterpret_cast<const uint4*>(a + (size_t)row * p.lda + col));
             }
         }
 #pragma unroll
@@ -341,7 +342,9 @@ ENGINE_DEV void run(const GemmParams& p) {
     // Nothing before this line may read what the previous kernel writes (A, y32) or write what it may still read
     // (outputs, partials, counters).
     pdl_wait();
-    stage_a(p, as, mm, s_begin * INT4_STEP_K, per_split, rsu);
+    // With act-order and a permutation per fused part, the copy of A in this block's part's row order (the host keeps
+    // part boundaries on block boundaries).
+    stage_a(p, part_a(p, t_begin * INT4_TILE_N), as, mm, s_begin * INT4_STEP_K, per_split, rsu);
     __syncthreads();
     pdl_launch_dependents();
 

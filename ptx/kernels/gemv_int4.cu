@@ -148,8 +148,7 @@ ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, uint32_t part_lo, 
 
 // The part of the fused projection tile t belongs to (act-order with a permutation per part; 0 otherwise).
 ENGINE_DEV uint32_t part_of(const GemvParams& p, uint32_t t) {
-    const uint32_t slot = t * INT4_TILE_N;
-    return (slot >= p.part_slot1) + (slot >= p.part_slot2);
+    return part_of_slot(p, t * INT4_TILE_N);
 }
 
 // The dot product of one lane's 32-row chunk (4 words of one slot) with the staged input, times the group scale.

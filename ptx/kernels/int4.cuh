@@ -153,10 +153,23 @@ struct GemmParams {
     uint32_t lda;             // A row stride in elements (a multiple of 8)
     uint32_t ldy;             // Y row stride in elements
     uint32_t k_splits;        // blocks along K (gemm_int4: grid.z; gemm_small: grid.y); 1 = no split
-    // gemm_int4, act-order with a permutation per fused part: a block whose first slot is in part i (from
-    // part_slot1 / part_slot2 on; each a multiple of the block's slots, 0xFFFFFFFF where there is none) reads its A
-    // at a + i · a_part_stride, the copy in that part's row order. gemm_small ignores them (one part per launch).
+    // Act-order with a permutation per fused part: a block whose first slot is in part i (from part_slot1 /
+    // part_slot2 on; each a multiple of the block's slots, 0xFFFFFFFF where there is none) reads its A at
+    // a + i · a_part_stride, the copy in that part's row order (gemm_small: a block's slots are its tiles).
     uint32_t a_part_stride;
     uint32_t part_slot1;
     uint32_t part_slot2;
 };
+
+// The fused part slot `slot` belongs to with act-order's permutation per part (parts 1 and 2 start at part_slot1 and
+// part_slot2, 0xFFFFFFFF where there is none); 0 without act-order. For the GEMV's and the GEMMs' parameters alike.
+template <class Params>
+ENGINE_DEV uint32_t part_of_slot(const Params& p, uint32_t slot) {
+    return (slot >= p.part_slot1) + (slot >= p.part_slot2);
+}
+
+// The A a GEMM block whose first slot is slot0 reads: with a permutation per fused part, the copy in its part's row
+// order (the host keeps part boundaries on block boundaries).
+ENGINE_DEV const __half* part_a(const GemmParams& p, uint32_t slot0) {
+    return p.a + (size_t)part_of_slot(p, slot0) * p.a_part_stride;
+}

@@ -61,7 +61,7 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows(const RmsNormPara
     __half* o = out + (size_t)blockIdx.x * dim;
     // This block's slice of the outputs (grid.z slices: a few-row prompt has too few rows to fill the card, so each
     // row's outputs are split over several blocks, each of which reduces the whole row itself).
-    const uint32_t per = (dim + gridDim.z - 1) / gridDim.z, lo = blockIdx.z * per, hi = min(dim, lo + per);
+    const auto [lo, hi] = slice_of(dim, blockIdx.z, gridDim.z);
     for (uint32_t base = lo + threadIdx.x; base < hi; base += blockDim.x * ROW_UNROLL) {
         uint32_t src[ROW_UNROLL];
 #pragma unroll
@@ -98,7 +98,7 @@ extern "C" __global__ void __launch_bounds__(256) permute_cols(const PermutePara
     pdl_launch_dependents();
     const __half* src = in + (size_t)blockIdx.x * cols;
     __half* dst = out + (size_t)blockIdx.x * cols;
-    const uint32_t per = (cols + gridDim.y - 1) / gridDim.y, lo = blockIdx.y * per, hi = min(cols, lo + per);
+    const auto [lo, hi] = slice_of(cols, blockIdx.y, gridDim.y);
     for (uint32_t base = lo + threadIdx.x; base < hi; base += blockDim.x * ROW_UNROLL) {
         uint32_t s[ROW_UNROLL];
 #pragma unroll

@@ -277,6 +277,17 @@ impl GemmTile {
             GemmTile::Rows128 => 128,
         }
     }
+    /// Slots one block covers in a launch over `n_pad` slots (`gemm_small` spreads the tiles evenly over its grid,
+    /// so a block may cover fewer than `tiles_per_block`).
+    pub fn block_slots(self, n_pad: u32) -> u32 {
+        match self {
+            GemmTile::Small { tiles_per_block, .. } => {
+                let tiles = n_pad / TILE_N as u32;
+                tiles.div_ceil(tiles.div_ceil(tiles_per_block).max(1)) * TILE_N as u32
+            }
+            _ => self.slots(),
+        }
+    }
     /// Slots one block covers.
     pub fn slots(self) -> u32 {
         match self {
@@ -477,6 +488,16 @@ mod tests {
         );
         assert_eq!(GemmTile::Rows64.launch(4096, 4096, 100, 3, four), Launch::new((64, 2, 3), 128, 56320));
         assert_eq!(GemmTile::Rows64.launch(4096, 4096, 100, 3, eight), Launch::new((64, 2, 3), 128, 64512));
+    }
+
+    #[test]
+    fn gemm_small_blocks_cover_the_tiles_the_kernel_gives_them() {
+        // The kernel spreads the tiles evenly over its grid: ceil(tiles / grid) per block.
+        let small = |tiles_per_block| GemmTile::Small { tiles_per_block, splits: 1 };
+        assert_eq!(small(32).block_slots(768 * 16), 32 * 16);
+        assert_eq!(small(32).block_slots(100 * 16), 25 * 16); // 4 blocks of 25 tiles
+        assert_eq!(small(8).block_slots(12 * 16), 6 * 16);
+        assert_eq!(GemmTile::Rows128.block_slots(4096), 128);
     }
 
     #[test]

@@ -480,13 +480,13 @@ impl Step<'_> {
 
     /// `out` = A[m][lda] · W over `lin`, into `ldy`-wide rows: the tile shapes.rs picks for `m` rows. With act-order
     /// and several fused parts each part reads its own copy of A ([`Step::part_stride`] apart, as
-    /// [`Step::rmsnorm`] writes them): the 64- and 128-row tiles pick it per block where the parts start on block
-    /// boundaries (one launch); otherwise (16-row chunks, which stage one A per block, or unaligned parts) each
-    /// part is a launch of its own.
+    /// [`Step::rmsnorm`] writes them): every tile picks it per block where the parts start on block boundaries
+    /// (one launch; the 7B shapes have them); otherwise each part is a launch of its own.
     fn gemm(&self, lin: &DevLinear, a: DevPtr<f16>, lda: u32, out: GemmOut, ldy: u32, m: u32) -> Result<()> {
         let tile = self.gemm_tile(lin, m);
-        let on_block_boundaries = lin.part_slots.iter().all(|&s| s == layout::NO_PART || s % tile.slots() == 0);
-        let one_launch = lin.parts() == 1 || (!matches!(tile, GemmTile::Small { .. }) && on_block_boundaries);
+        let block = tile.block_slots(lin.n_pad);
+        let on_block_boundaries = lin.part_slots.iter().all(|&s| s == layout::NO_PART || s % block == 0);
+        let one_launch = lin.parts() == 1 || on_block_boundaries;
         if one_launch {
             return self.gemm_launch(lin, tile, a, lda, out, ldy, m);
         }

@@ -1015,6 +1015,45 @@ fn gemm_int4_per_part_act_order_matches_f64() {
             check(&got, &want, 2e-3, &format!("per-part gemm BM={} M={m} splits={k_splits}", t.rows));
         }
     }
+    // Chunks of at most 16 rows: gemm_small stages the copy of its block's part (blocks of 1, 2, 4 and 8 tiles: the
+    // parts start at tile 8), split-K included; the engine uses one launch where the parts align like this.
+    let (tiles, steps) = (dl.d.tiles() as u32, dl.d.steps() as u32);
+    for (m, tiles_per_block, splits) in [(1usize, 1u32, 1u32), (5, 2, 3), (16, 4, 1), (9, 8, 2)] {
+        let shape = GemmTile::Small { tiles_per_block, splits };
+        assert_eq!(n as u32 % shape.block_slots(dl.p.n_pad), 0, "the parts start on a block boundary");
+        let a = rng.vec_f16(m * k, -1.0, 1.0);
+        let stride = 20 * k;
+        let mut a_dev = vec![f16::NAN; 2 * stride];
+        for part in 0..2 {
+            for r in 0..m {
+                a_dev[part * stride + r * k..][..k].copy_from_slice(&sorted(&dl.d, part, &a[r * k..(r + 1) * k]));
+            }
+        }
+        let am = put(&g, &a_dev);
+        let a64: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
+        let (wg, wu) = (matmul_f64(&a64, &gate.dense(), m, k, n), matmul_f64(&a64, &up.dense(), m, k, n));
+        let want: Vec<f64> = (0..m).flat_map(|r| wg[r * n..][..n].iter().chain(&wu[r * n..][..n]).copied()).collect();
+        let y16 = poisoned(&g, m * 2 * n * 2);
+        let part = g.alloc(splits as usize * 16 * dl.d.n_pad * 4, "t").unwrap();
+        let counters = put(&g, &vec![0u32; tiles as usize]);
+        let p = GemmParams {
+            y16: y16.ptr(),
+            part: part.ptr(),
+            counters: counters.ptr(),
+            k_splits: splits,
+            a_part_stride: stride as u32,
+            part_slot1: n as u32,
+            part_slot2: layout::NO_PART,
+            ..dl.gemm(am.ptr(), m, k, 2 * n)
+        };
+        assert!(gemm_small_per_split(steps, splits) <= GEMM_SMALL_MAX_STEPS_PER_SPLIT);
+        let l = shape.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, TileFormat::Int4);
+        launch(&g, g.k.gemm_small_store16.of(TileFormat::Int4), l, &p);
+        g.sync().unwrap();
+        let what = format!("per-part gemm_small M={m} {shape:?}");
+        check(&f16s(&get::<u16>(&g, &y16, m * 2 * n)), &want, 3e-3, &what);
+        assert!(get::<u32>(&g, &counters, tiles as usize).iter().all(|&c| c == 0), "{what}: counters not reset");
+    }
 }
 
 /// The 128 × 128 tile on chunks of the sizes it is chosen for, with awkward shapes: N not a multiple of 128 (a
