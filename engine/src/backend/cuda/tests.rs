@@ -959,6 +959,30 @@ fn matmul_f64(a: &[f64], w: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
     y
 }
 
+/// `m` random rows of A for a gate/up linear `dl` of two act-order parts: on the device as two copies `stride`
+/// elements apart, each in its part's row order (NaN between them), and the float64 result [m][gate ‖ up].
+fn per_part_case(
+    g: &Device,
+    rng: &mut Rng,
+    dl: &DevLin,
+    [gate, up]: [&RandLinear; 2],
+    m: usize,
+    stride: usize,
+) -> (DeviceBuffer, Vec<f64>) {
+    let (k, n) = (gate.k, gate.n);
+    let a = rng.vec_f16(m * k, -1.0, 1.0);
+    let mut a_dev = vec![f16::NAN; 2 * stride];
+    for part in 0..2 {
+        for r in 0..m {
+            a_dev[part * stride + r * k..][..k].copy_from_slice(&sorted(&dl.d, part, &a[r * k..(r + 1) * k]));
+        }
+    }
+    let a64: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
+    let (wg, wu) = (matmul_f64(&a64, &gate.dense(), m, k, n), matmul_f64(&a64, &up.dense(), m, k, n));
+    let want = (0..m).flat_map(|r| wg[r * n..][..n].iter().chain(&wu[r * n..][..n]).copied()).collect();
+    (put(g, &a_dev), want)
+}
+
 /// Act-order with a permutation per fused part in one launch of the 64- and 128-row tiles: gate/up of two linears
 /// (split layout, parts on 128-slot boundaries), each block reading the copy of A in its part's row order.
 #[test]
@@ -980,19 +1004,9 @@ fn gemm_int4_per_part_act_order_matches_f64() {
         tiles.push(GemmTileFns::rows128(&g));
     }
     for (m, k_splits) in [(64usize, 1u32), (130, 2), (256, 1)] {
-        let a = rng.vec_f16(m * k, -1.0, 1.0);
         // Two copies of A, each in its part's row order, a chunk of 300 rows apart (as the norm writes them).
         let stride = 300 * k;
-        let mut a_dev = vec![f16::NAN; 2 * stride];
-        for part in 0..2 {
-            for r in 0..m {
-                a_dev[part * stride + r * k..][..k].copy_from_slice(&sorted(&dl.d, part, &a[r * k..(r + 1) * k]));
-            }
-        }
-        let am = put(&g, &a_dev);
-        let a64: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
-        let (wg, wu) = (matmul_f64(&a64, &gate.dense(), m, k, n), matmul_f64(&a64, &up.dense(), m, k, n));
-        let want: Vec<f64> = (0..m).flat_map(|r| wg[r * n..][..n].iter().chain(&wu[r * n..][..n]).copied()).collect();
+        let (am, want) = per_part_case(&g, &mut rng, &dl, [&gate, &up], m, stride);
         let y = poisoned(&g, m * 2 * n * 4);
         let part = g.alloc(k_splits as usize * m * dl.d.n_pad * 4, "t").unwrap();
         let counters = put(&g, &vec![0u32; 64]);
@@ -1021,18 +1035,8 @@ fn gemm_int4_per_part_act_order_matches_f64() {
     for (m, tiles_per_block, splits) in [(1usize, 1u32, 1u32), (5, 2, 3), (16, 4, 1), (9, 8, 2)] {
         let shape = GemmTile::Small { tiles_per_block, splits };
         assert_eq!(n as u32 % shape.block_slots(dl.p.n_pad), 0, "the parts start on a block boundary");
-        let a = rng.vec_f16(m * k, -1.0, 1.0);
         let stride = 20 * k;
-        let mut a_dev = vec![f16::NAN; 2 * stride];
-        for part in 0..2 {
-            for r in 0..m {
-                a_dev[part * stride + r * k..][..k].copy_from_slice(&sorted(&dl.d, part, &a[r * k..(r + 1) * k]));
-            }
-        }
-        let am = put(&g, &a_dev);
-        let a64: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
-        let (wg, wu) = (matmul_f64(&a64, &gate.dense(), m, k, n), matmul_f64(&a64, &up.dense(), m, k, n));
-        let want: Vec<f64> = (0..m).flat_map(|r| wg[r * n..][..n].iter().chain(&wu[r * n..][..n]).copied()).collect();
+        let (am, want) = per_part_case(&g, &mut rng, &dl, [&gate, &up], m, stride);
         let y16 = poisoned(&g, m * 2 * n * 2);
         let part = g.alloc(splits as usize * 16 * dl.d.n_pad * 4, "t").unwrap();
         let counters = put(&g, &vec![0u32; tiles as usize]);
