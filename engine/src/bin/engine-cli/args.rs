@@ -9,8 +9,8 @@ use engine_tools::prompt::{Template, COMPLETION_SEPARATOR};
 #[command(
     name = "engine-cli",
     version,
-    about = "Fast single-stream generation for Baichuan-7B / LLaMA GPTQ int4 checkpoints",
-    long_about = "Fast single-stream generation for Baichuan-7B / LLaMA GPTQ int4 checkpoints.\n\n\
+    about = "Fast single-stream generation for Baichuan-7B / LLaMA checkpoints: GPTQ int4 (and int8, fp16, bf16)",
+    long_about = "Fast single-stream generation for Baichuan-7B / LLaMA checkpoints: GPTQ int4 (and int8, fp16, bf16).\n\n\
         Without --model, commands use a built-in tiny model with random weights (made on first use), so that \
         everything can be tried on any machine. Get the real model with:\n  \
         huggingface-cli download TheBloke/baichuan-7B-GPTQ --local-dir baichuan-7B-GPTQ"
