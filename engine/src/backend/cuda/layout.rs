@@ -247,6 +247,20 @@ pub fn repack_in(
     repack_parts_in(&views, k, group_size, groups, order, what, qw)
 }
 
+/// A linear of either kind into the tiles: [`repack_in`] for GPTQ, [`repack_dense_in`] for unquantized weights.
+pub fn repack_linear_in(
+    model: &Model,
+    parts: &[&Linear],
+    order: ColumnOrder,
+    what: &str,
+    qw: Vec<u32>,
+) -> Result<DeviceLinear> {
+    match parts[0] {
+        Linear::Gptq { .. } => repack_in(model, parts, order, what, qw),
+        Linear::Dense { .. } => repack_dense_in(model, parts, order, what, qw),
+    }
+}
+
 /// [`repack_in`] over raw tensors into a fresh buffer: `k` input rows, `group_size` rows per group (as
 /// configured), `groups` groups.
 #[cfg(test)]
@@ -377,7 +391,8 @@ fn repack_parts_in(
                 }
                 return;
             }
-            // Value by value: act-order gathers the sorted rows, and 8-bit bytes are rearranged within each chunk.
+            // Value by value: act-order gathers the sorted rows, and 8-bit bytes are rearranged within each chunk
+            // (a word-level interleave of the rows-in-order case measured no faster: the walk is bound by memory).
             // Row by row across the tile's 16 columns (which share the part, and so the row order, and lie in one
             // or two cache lines of each checkpoint row), rather than column by column down the matrix: the
             // gathered rows come in random order, and a column at a time would touch a new line per value.
@@ -518,7 +533,8 @@ pub fn repack_dense_parts_in(
     let sz = vec![unit; tiles * TILE_N];
     let overflow = std::sync::Mutex::new(None);
     qw.par_chunks_mut(steps * 32 * 4 * lane_words).enumerate().for_each(|(t, qw_t)| {
-        let mut row = vec![0f32; k];
+        // One slot's K weights as fp16 bits, zero past K (the padded rows must be finite).
+        let mut row = vec![0u16; k_pad];
         for j in 0..TILE_N {
             let col = col_map[t * TILE_N + j];
             if col == PAD_SLOT {
@@ -526,26 +542,22 @@ pub fn repack_dense_parts_in(
             }
             let (part, n) = locate(col as usize);
             let (w, _, name) = views[part];
-            w.to_f32(n * k, &mut row);
-            if let Some(i) = row.iter().position(|v| v.is_finite() && f16::from_f32(*v).is_infinite()) {
+            if let Err(i) = fp16_bits(w, n * k, &mut row[..k]) {
                 *overflow.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
                     "{what}: `{name}` holds {} at row {n}, column {i}, outside float16's range (the CUDA backend \
                      computes in float16); run this checkpoint with --backend cpu",
-                    row[i]
+                    w.to_f32_vec(n * k + i, 1)[0]
                 ));
                 return;
             }
-            let half = |r: usize| if r < k { f16::from_f32(row[r]).to_bits() as u32 } else { 0 };
-            for s in 0..steps {
-                for h in 0..2 {
-                    let (base, lane) = ((2 * s + h) * CHUNK_K, h * TILE_N + j);
-                    for group in 0..4 {
-                        let r0 = base + 8 * group;
-                        let at = (((s * lane_words + group) * 32) + lane) * 4;
-                        for (i, word) in qw_t[at..at + 4].iter_mut().enumerate() {
-                            *word = half(r0 + i) | half(r0 + i + 4) << 16;
-                        }
-                    }
+            // Each 8-row group of a lane's chunk is one 16-byte word of the pairs (r, r + 4).
+            for (c, rows) in row.chunks_exact(CHUNK_K).enumerate() {
+                let (s, h) = (c / 2, c % 2);
+                let lane = h * TILE_N + j;
+                for (group, r) in rows.chunks_exact(8).enumerate() {
+                    let at = ((s * lane_words + group) * 32 + lane) * 4;
+                    let pair = |i: usize| r[i] as u32 | (r[i + 4] as u32) << 16;
+                    qw_t[at..at + 4].copy_from_slice(&[pair(0), pair(1), pair(2), pair(3)]);
                 }
             }
         }
@@ -580,6 +592,28 @@ pub fn pack_chunk_int8(q: &[u32; CHUNK_K]) -> [u32; 8] {
         let (group, second) = (w / 2, w % 2);
         (0..4).fold(0u32, |word, b| word | (q[8 * group + ORDER[4 * second + b]] & 0xFF) << (8 * b))
     })
+}
+
+/// Elements `start..start + out.len()` of `w` as fp16 bits: fp16 as stored, bf16 rounded to nearest; `Err(i)` for
+/// the first element `i` whose value overflows fp16.
+fn fp16_bits(w: Floats<'_>, start: usize, out: &mut [u16]) -> std::result::Result<(), usize> {
+    match w {
+        Floats::F16(v) => {
+            for (o, x) in out.iter_mut().zip(&v[start..]) {
+                *o = x.to_bits();
+            }
+        }
+        Floats::Bf16(v) => {
+            for (i, (o, x)) in out.iter_mut().zip(&v[start..]).enumerate() {
+                let h = f16::from_f32(x.to_f32());
+                if h.is_infinite() && x.is_finite() {
+                    return Err(i);
+                }
+                *o = h.to_bits();
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Value `i` (row `i` of the chunk) of an 8-bit chunk packed by [`pack_chunk_int8`].

@@ -374,9 +374,12 @@ fn int8_layout_reads_back_the_checkpoint_weights() {
     assert_eq!(words[1], chunk[2] | chunk[6] << 8 | chunk[3] << 16 | chunk[7] << 24);
     assert!((0..32).all(|i| layout::chunk_int8_value(&words, i) == chunk[i]));
     // (K, N per part, group size, act-order, symmetric)
-    for &(k, n, group, act, sym) in
-        &[(64usize, 16usize, 32usize, false, true), (192, 20, 64, true, false), (320, 8, 320, false, false)]
-    {
+    for &(k, n, group, act, sym) in &[
+        (64usize, 16usize, 32usize, false, true),
+        (192, 20, 64, true, false),
+        (320, 8, 320, false, false),
+        (200, 12, 200, false, true),
+    ] {
         let groups = k.div_ceil(group);
         // (qweight, qzeros, scales, g_idx) of each part.
         type Tensors = (Vec<u32>, Vec<u32>, Vec<f16>, Vec<u32>);
@@ -2204,7 +2207,7 @@ fn gemv_int4_time_per_launch() {
     }
 }
 
-/// Host-side cost of loading: repacking every GPTQ linear of a real-sized checkpoint (ENGINE_REPACK_MODEL=DIR).
+/// Host-side cost of loading: repacking every linear of a real-sized checkpoint (ENGINE_REPACK_MODEL=DIR).
 #[test]
 #[ignore = "a measurement, run by hand with ENGINE_REPACK_MODEL set"]
 fn repack_time_of_a_checkpoint() {
@@ -2223,7 +2226,7 @@ fn repack_time_of_a_checkpoint() {
             let mut time =
                 |parts: &[&engine_format::Linear], order, acc: &mut f64, bytes: &mut usize, sink: &mut u32| {
                     let t = std::time::Instant::now();
-                    let d = layout::repack_in(&model, parts, order, "t", std::mem::take(&mut spare)).unwrap();
+                    let d = layout::repack_linear_in(&model, parts, order, "t", std::mem::take(&mut spare)).unwrap();
                     *acc += t.elapsed().as_secs_f64();
                     *bytes += d.qw.len() * 4;
                     *sink ^= d.qw[d.qw.len() / 2];

@@ -151,11 +151,7 @@ impl Uploader<'_> {
         at: &LinearBuffers,
         what: &str,
     ) -> Result<DevLinear> {
-        let spare = std::mem::take(&mut self.spare);
-        let d = match parts[0] {
-            Linear::Gptq { .. } => layout::repack_in(model, parts, order, what, spare)?,
-            Linear::Dense { .. } => layout::repack_dense_in(model, parts, order, what, spare)?,
-        };
+        let d = layout::repack_linear_in(model, parts, order, what, std::mem::take(&mut self.spare))?;
         let at = match (at, d.format) {
             (LinearBuffers::Int4(at), TileFormat::Int4)
             | (LinearBuffers::Int8(at), TileFormat::Int8)
