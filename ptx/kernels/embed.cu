@@ -1,6 +1,6 @@
 // Token embedding: gather rows of the fp16 table into the f32 residual stream.
 //
-// The sums of squares come out too (one per row), because the first layer's fused RMSNorm (gemv_int4.cu) wants
+// The sums of squares come out too (one per row), because the first layer's fused RMSNorm (gemv.cu) wants
 // them, exactly as every later layer gets them from the residual epilogue of the GEMV before it.
 #include "common.cuh"
 #include <cuda_fp16.h>

@@ -1,10 +1,10 @@
 // Prefill GEMM for chunks of at most 16 rows: Y[r][col] (op)= Σ_k A[r][k] · W[k][col] with GPTQ int4 weights in the
-// engine's tile layout (int4.cuh), on the tensor cores, streaming the weights like the decode GEMV.
+// engine's tile layout (tiles.cuh), on the tensor cores, streaming the weights like the decode GEMV.
 //
 // Why this shape. With ≤ 16 rows the GEMM reads exactly the GEMV's bytes and does 16× its multiplies, which the
-// tensor cores absorb; what decides the time is how the weights stream. gemm_int4.cu's tile loop (copy a step to
+// tensor cores absorb; what decides the time is how the weights stream. gemm.cu's tile loop (copy a step to
 // shared memory, barrier, dequantize into shared memory, barrier, ldmatrix, MMA) keeps few bytes in flight and
-// pays two barriers per 64 rows. Here, like gemv_int4.cu:
+// pays two barriers per 64 rows. Here, like gemv.cu:
 //   - every warp runs on its own from the first weight load to its last MMA: no barrier in the K loop. Warps split
 //     a block's slot tiles (warp w takes tiles w, w + 8, ...), so they never need each other's sums either;
 //   - each lane keeps DEPTH work items (2 × 16 bytes of weights each) in flight in registers, issued before the
@@ -21,7 +21,7 @@
 //     (h = 0, 1: slots 0..7, 8..15): the 32 rows of 32-row chunk c = 2s + t of slot 8h + g. Over the warp that is
 //     4 whole 128-byte lines per load, and the two loads together are the double step's 1024 contiguous bytes;
 //   - word w of that uint4 (rows 8w .. 8w+7 of the chunk) dequantizes into the pairs P_i = (row 8w+i, 8w+i+4),
-//     i = 0..3 (the same values as gemm_int4.cu: (q − z) exactly, then × scale, rounded once to fp16), and
+//     i = 0..3 (the same values as gemm.cu: (q − z) exactly, then × scale, rounded once to fp16), and
 //     MMA (w, e) for e = 0, 1 takes b0 = P_{2e}, b1 = P_{2e+1} straight from registers. So MMA (w, e) pairs its
 //     k = 2t + j (j = 0, 1) with input row 32c + 8w + 2e + 4j and k = 2t + 8 + j with row 32c + 8w + 2e + 1 + 4j,
 //     where c = 2s + t depends on t alone — which is exactly what A's fragment needs (lane (g, t) of A holds rows
@@ -42,7 +42,7 @@
 // the end.
 // A's columns must already be in the weights' sorted row order (act-order: norm.cu / swiglu.cu / permute_cols write
 // them so; with a permutation per fused part, a block stages the copy of its part). Rows past `m` and inputs past `k` are staged as zeros; weights past the block's K range load as zeros.
-#include "int4.cuh"
+#include "tiles.cuh"
 #include "tensor_core.cuh"
 
 namespace gsmall {
@@ -127,7 +127,7 @@ ENGINE_DEV void load_item(const GemmParams& p, const Groups& gm, uint32_t steps,
 }
 
 // Word -> the four B registers of MMAs (w, 0) and (w, 1): d[i] = (row i, row i + 4) of the word, each (q − z) · s.
-// Same values, bit for bit, as gemm_int4.cu's dequant_word + __hmul2; the instructions are the GEMV's: nibbles
+// Same values, bit for bit, as gemm.cu's dequant_word + __hmul2; the instructions are the GEMV's: nibbles
 // 0/4 and 2/6 become 1024 + q (LOP3) minus (1024 + z) (HSUB2), nibbles 1/5 and 3/7 are taken unshifted as 1024 + 16q
 // and brought to q − z by one HFMA2 (× 1/16, − (64 + z)) — both exact — then one HMUL2 by the scale each.
 ENGINE_DEV void dequant_scaled(uint32_t word, __half2 zz, __half2 zh, __half2 sc, uint32_t d[4]) {
@@ -142,7 +142,7 @@ ENGINE_DEV void dequant_scaled(uint32_t word, __half2 zz, __half2 zh, __half2 sc
 }
 
 // The same for rows 8i .. 8i + 7 of an 8-bit chunk (its two words `w`: one PRMT, one HSUB2, exact, and one HMUL2
-// per pair, the values of gemm_int4.cu's int8 dequantization) or an fp16 one (its four words: the pairs as they are;
+// per pair, the values of gemm.cu's int8 dequantization) or an fp16 one (its four words: the pairs as they are;
 // the scale is 1).
 template <int BITS>
 ENGINE_DEV void dequant_scaled_wide(const uint4* w, int i, __half2 zz, __half2 sc, uint32_t d[4]) {
@@ -264,7 +264,7 @@ ENGINE_DEV bool publish_or_reduce(const GemmParams& p, uint32_t tile, float acc[
     float4* mine = reinterpret_cast<float4*>(p.part) + ((size_t)blockIdx.y * tiles + tile) * 64 + 2 * lane;
     mine[0] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
     mine[1] = make_float4(acc[1][0], acc[1][1], acc[1][2], acc[1][3]);
-    // The classic last-arrival pattern (as gemm_int4.cu, per warp): every lane's stores are visible device-wide
+    // The classic last-arrival pattern (as gemm.cu, per warp): every lane's stores are visible device-wide
     // before lane 0 counts the warp in; the last warp reads the others' partials after its own fence, through L2.
     __threadfence();
     __syncwarp();

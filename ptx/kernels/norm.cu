@@ -1,6 +1,6 @@
 // RMSNorm of prefill rows: f32 residual stream in, fp16 normalized rows out (the input of a prefill GEMM).
 //
-// Decode fuses the norm into the GEMV (gemv_int4.cu); prefill GEMMs are compute-bound, and a separate pass over
+// Decode fuses the norm into the GEMV (gemv.cu); prefill GEMMs are compute-bound, and a separate pass over
 // [rows, dim] costs far less than the GEMM, so the norm stays simple here. With act-order weights the GEMM wants
 // its input columns in the weights' sorted row order, so the norm writes them permuted (perm may be null).
 //

@@ -1,6 +1,6 @@
 // Rotary embedding and KV-cache append for prefill rows.
 //
-// Decode does this in the q/k/v GEMV's epilogue (gemv_int4.cu). In prefill the GEMM writes q/k/v rows to memory
+// Decode does this in the q/k/v GEMV's epilogue (gemv.cu). In prefill the GEMM writes q/k/v rows to memory
 // first and this pass rotates q and k (Hugging Face rotate_half: dimension i pairs with i + head_dim/2) and moves
 // k and v into the cache at their positions. Angles come from the host-computed f64 tables, so long positions
 // keep their precision.

@@ -1,6 +1,6 @@
 // SwiGLU of prefill rows: h = silu(gate) * up, from the gate/up GEMM's output [rows][gate | up].
 //
-// Decode fuses this into the gate/up GEMV's epilogue (gemv_int4.cu). The down projection's act-order permutation,
+// Decode fuses this into the gate/up GEMV's epilogue (gemv.cu). The down projection's act-order permutation,
 // when there is one, is applied on the way in: output k' is column perm[k'] (null: k' itself). Each thread loads its
 // 8 columns' permutation entries in two 16-byte loads and then all 16 gathered values at once (two round trips,
 // not two per column; the row's gate/up values are in L1 after the first touches), and stores 16 bytes. (Scattered

@@ -1,6 +1,6 @@
 // Tensor-core building blocks for sm_80 and newer: cp.async copies into shared memory, ldmatrix, and the
 // mma.sync.m16n8k16 (f16 in, f32 accumulate) they feed. Shared by kernels that tile through shared memory
-// (attention_prefill.cu, gemm_int4.cu, gemm_small.cu).
+// (attention_prefill.cu, gemm.cu, gemm_small.cu).
 //
 // Fragment layouts of mma.m16n8k16 (PTX ISA "Matrix Fragments for mma.m16n8k16"), with g = lane / 4 and
 // t = lane % 4; a register holds two f16, the lower column (or k) index in the low 16 bits:

@@ -97,43 +97,43 @@ pub mod kernels {
     pub const ROPE_KV_ROWS: &str = "rope_kv_rows";
     /// `swiglu.cu`: `swiglu_rows(SwigluParams)`. Grid (rows, ceil(inter / 2048)), 256 threads; `perm` may be null.
     pub const SWIGLU_ROWS: &str = "swiglu_rows";
-    /// `gemv_int4.cu`: `gemv_int4_qkv(GemvParams)`: norm prologue, rotary + KV-append epilogue. 256 threads,
+    /// `gemv.cu`: `gemv_int4_qkv(GemvParams)`: norm prologue, rotary + KV-append epilogue. 256 threads,
     /// dynamic shared memory `672 + k_pad * 2` per staged input (act-order: one per fused part).
     pub const GEMV_INT4_QKV: &str = "gemv_int4_qkv";
-    /// `gemv_int4.cu`: `gemv_int4_gate_up(GemvParams)`: norm prologue, SwiGLU epilogue.
+    /// `gemv.cu`: `gemv_int4_gate_up(GemvParams)`: norm prologue, SwiGLU epilogue.
     pub const GEMV_INT4_GATE_UP: &str = "gemv_int4_gate_up";
-    /// `gemv_int4.cu`: `gemv_int4_gate_up_split(GemvParams)`: the same over act-order's split gate/up layout (gate
+    /// `gemv.cu`: `gemv_int4_gate_up_split(GemvParams)`: the same over act-order's split gate/up layout (gate
     /// tiles, then up tiles from `part_slot1`), one input staged per part.
     pub const GEMV_INT4_GATE_UP_SPLIT: &str = "gemv_int4_gate_up_split";
-    /// `gemv_int4.cu`: `gemv_int4_qkv_sorted(GemvParams)`: act-order q/k/v, one input copy per fused part.
+    /// `gemv.cu`: `gemv_int4_qkv_sorted(GemvParams)`: act-order q/k/v, one input copy per fused part.
     pub const GEMV_INT4_QKV_SORTED: &str = "gemv_int4_qkv_sorted";
-    /// `gemv_int4.cu`: `gemv_int4_residual_sorted(GemvParams)` and `gemv_int4_residual_wide_sorted`: the residual
+    /// `gemv.cu`: `gemv_int4_residual_sorted(GemvParams)` and `gemv_int4_residual_wide_sorted`: the residual
     /// GEMVs whose epilogue also writes the next (act-order) projection's sorted input copies.
     pub const GEMV_INT4_RESIDUAL_SORTED: &str = "gemv_int4_residual_sorted";
     pub const GEMV_INT4_RESIDUAL_WIDE_SORTED: &str = "gemv_int4_residual_wide_sorted";
-    /// `gemv_int4.cu`: `gemv_int4_residual(GemvParams)`: f16 input, residual-add epilogue with partial sums of squares.
+    /// `gemv.cu`: `gemv_int4_residual(GemvParams)`: f16 input, residual-add epilogue with partial sums of squares.
     pub const GEMV_INT4_RESIDUAL: &str = "gemv_int4_residual";
-    /// `gemv_int4.cu`: `gemv_int4_residual_wide(GemvParams)`: the same with 16 warps (512 threads), dynamic shared
+    /// `gemv.cu`: `gemv_int4_residual_wide(GemvParams)`: the same with 16 warps (512 threads), dynamic shared
     /// memory `1216 + k_pad * 2`, for projections with few tiles (o/down of a 7B model).
     pub const GEMV_INT4_RESIDUAL_WIDE: &str = "gemv_int4_residual_wide";
-    /// `gemv_int4.cu`: `gemv_int4_store(GemvParams)`: f16 input, f32 output (tests).
+    /// `gemv.cu`: `gemv_int4_store(GemvParams)`: f16 input, f32 output (tests).
     pub const GEMV_INT4_STORE: &str = "gemv_int4_store";
-    /// `gemv_int4.cu`: `gemv_int4_norm_store(GemvParams)`: norm prologue, f32 output (tests).
+    /// `gemv.cu`: `gemv_int4_norm_store(GemvParams)`: norm prologue, f32 output (tests).
     pub const GEMV_INT4_NORM_STORE: &str = "gemv_int4_norm_store";
-    /// `gemm_int4.cu`: `gemm_int4_store16(GemmParams)`: 64-row tiles, 128 threads, 56320 bytes of dynamic shared memory, grid
+    /// `gemm.cu`: `gemm_int4_store16(GemmParams)`: 64-row tiles, 128 threads, 56320 bytes of dynamic shared memory, grid
     /// (ceil(n_pad / 64), ceil(m / 64), k_splits); f16 output.
     pub const GEMM_INT4_STORE16: &str = "gemm_int4_store16";
-    /// `gemm_int4.cu`: `gemm_int4_residual(GemmParams)`: adds into an f32 output.
+    /// `gemm.cu`: `gemm_int4_residual(GemmParams)`: adds into an f32 output.
     pub const GEMM_INT4_RESIDUAL: &str = "gemm_int4_residual";
-    /// `gemm_int4.cu`: `gemm_int4_store32(GemmParams)`: f32 output (tests).
+    /// `gemm.cu`: `gemm_int4_store32(GemmParams)`: f32 output (tests).
     pub const GEMM_INT4_STORE32: &str = "gemm_int4_store32";
-    /// `gemm_int4.cu`: `gemm128_int4_store16(GemmParams)`: 128-row × 128-slot tiles for chunks of at least 128 rows,
+    /// `gemm.cu`: `gemm128_int4_store16(GemmParams)`: 128-row × 128-slot tiles for chunks of at least 128 rows,
     /// 256 threads, 107520 bytes of dynamic shared memory (two blocks per SM on sm_90; needs a card that grants
     /// that much to one block), grid (ceil(n_pad / 128), ceil(m / 128), k_splits); f16 output.
     pub const GEMM128_INT4_STORE16: &str = "gemm128_int4_store16";
-    /// `gemm_int4.cu`: `gemm128_int4_residual(GemmParams)`: adds into an f32 output.
+    /// `gemm.cu`: `gemm128_int4_residual(GemmParams)`: adds into an f32 output.
     pub const GEMM128_INT4_RESIDUAL: &str = "gemm128_int4_residual";
-    /// `gemm_int4.cu`: `gemm128_int4_store32(GemmParams)`: f32 output (tests).
+    /// `gemm.cu`: `gemm128_int4_store32(GemmParams)`: f32 output (tests).
     pub const GEMM128_INT4_STORE32: &str = "gemm128_int4_store32";
     /// `gemm_small.cu`: `gemm_small_int4_store16(GemmParams)`: chunks of at most 16 rows, f16 output. 256 threads,
     /// grid (ceil(tiles / tiles_per_block), k_splits) with tiles = n_pad / 16 (the kernel takes tiles_per_block =
@@ -142,7 +142,7 @@ pub mod kernels {
     pub const GEMM_SMALL_INT4_STORE16: &str = "gemm_small_int4_store16";
     /// `gemm_small.cu`: `gemm_small_int4_residual(GemmParams)`: the same, adding into an f32 output.
     pub const GEMM_SMALL_INT4_RESIDUAL: &str = "gemm_small_int4_residual";
-    /// The same GEMVs over 8-bit GPTQ tiles (`gemv_int4.cu` instantiates each kernel for both widths; same
+    /// The same GEMVs over 8-bit GPTQ tiles (`gemv.cu` instantiates each kernel for both widths; same
     /// launch contracts).
     pub const GEMV_INT8_QKV: &str = "gemv_int8_qkv";
     pub const GEMV_INT8_GATE_UP: &str = "gemv_int8_gate_up";

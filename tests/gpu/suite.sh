@@ -7,7 +7,8 @@
 #                               # log is also gathered into that one file
 #
 # It prints one table: every kernel against its float64 CPU counterpart; the CUDA backend against the CPU
-# backend on synthetic checkpoints of awkward sizes (both namings, group sizes 32/64/128/-1, act-order, asym);
+# backend on synthetic checkpoints of awkward sizes (both namings, group sizes 32/64/128/-1, act-order, asym, 8-bit,
+# fp16, bf16);
 # the same greedy text from engine-cli on both backends; compute-sanitizer memcheck and racecheck on the tiny
 # model; and the 7B-shaped model generating and benchmarking on the GPU.
 set -uo pipefail

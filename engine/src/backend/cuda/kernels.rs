@@ -101,9 +101,9 @@ macro_rules! kernels {
 }
 
 kernel_params! {
-    /// The decode GEMV kernels' parameters: one struct for every variant (`int4.cuh`); fields a variant does not
+    /// The decode GEMV kernels' parameters: one struct for every variant (`tiles.cuh`); fields a variant does not
     /// use are ignored.
-    "int4.cuh" struct GemvParams {
+    "tiles.cuh" struct GemvParams {
         qw: DevPtr<[u32; 4]>,
         sz: DevPtr<u32>,
         col_map: DevPtr<u32>,
@@ -141,8 +141,8 @@ kernel_params! {
         out_stride: u32,
     }
 
-    /// The prefill GEMM kernels' parameters (`gemm_int4.cu`, `gemm_small.cu`).
-    "int4.cuh" struct GemmParams {
+    /// The prefill GEMM kernels' parameters (`gemm.cu`, `gemm_small.cu`).
+    "tiles.cuh" struct GemmParams {
         qw: DevPtr<[u32; 4]>,
         sz: DevPtr<u32>,
         col_map: DevPtr<u32>,
@@ -363,7 +363,7 @@ kernels! {
         permute_cols: PermuteParams = name::PERMUTE_COLS,
         rope_kv_rows: RopeParams = name::ROPE_KV_ROWS,
         swiglu_rows: SwigluParams = name::SWIGLU_ROWS,
-        /// int4 only (an 8-bit 128-row tile would not fit two blocks per SM; see gemm_int4.cu).
+        /// int4 only (an 8-bit 128-row tile would not fit two blocks per SM; see gemm.cu).
         gemm128_store16: GemmParams = name::GEMM128_INT4_STORE16,
         gemm128_residual: GemmParams = name::GEMM128_INT4_RESIDUAL,
         gemm128_store32: GemmParams = name::GEMM128_INT4_STORE32,

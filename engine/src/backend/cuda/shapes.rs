@@ -11,9 +11,9 @@ use super::tuning::Tuning;
 // ---------------------------------------------------------------------------------------------------------------
 // Decode GEMV and lm_head
 
-/// Threads of the GEMV (8 warps) and lm_head kernels (`WARPS` in gemv_int4.cu and lm_head.cu).
+/// Threads of the GEMV (8 warps) and lm_head kernels (`WARPS` in gemv.cu and lm_head.cu).
 pub const GEMV_THREADS: u32 = 256;
-/// Warps of the wide residual GEMV (`WIDE_WARPS` in gemv_int4.cu).
+/// Warps of the wide residual GEMV (`WIDE_WARPS` in gemv.cu).
 pub const GEMV_WIDE_WARPS: u32 = 16;
 /// The most dynamic shared memory a GEMV may stage its input in (K × 2 bytes plus the per-warp sums).
 pub const GEMV_MAX_SMEM_BYTES: u32 = 160 * 1024;
@@ -504,10 +504,10 @@ mod tests {
     fn gemm128_smem_matches_the_kernels_static_assert() {
         assert_eq!(GEMM128_SMEM_BYTES, 107520);
         let src =
-            std::fs::read_to_string(format!("{}/../ptx/kernels/gemm_int4.cu", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            std::fs::read_to_string(format!("{}/../ptx/kernels/gemm.cu", env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert!(
             src.contains(&format!("static_assert(sizeof(SmemBig) == {GEMM128_SMEM_BYTES}")),
-            "gemm_int4.cu's static_assert on sizeof(SmemBig) must name GEMM128_SMEM_BYTES"
+            "gemm.cu's static_assert on sizeof(SmemBig) must name GEMM128_SMEM_BYTES"
         );
     }
 

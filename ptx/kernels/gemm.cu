@@ -19,7 +19,7 @@
 // A's columns must already be in the weights' sorted row order (norm.cu / swiglu.cu permute them when act-order
 // is on; with a permutation per fused part, a block picks the copy of its part: part_a). Rows past `m` and K
 // columns past `k` are zero-filled by cp.async (src-size 0) and never stored.
-#include "int4.cuh"
+#include "tiles.cuh"
 #include "tensor_core.cuh"
 
 namespace gemm {

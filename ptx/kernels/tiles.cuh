@@ -1,10 +1,11 @@
-// GPTQ helpers shared by the decode GEMV and the prefill GEMMs (int4, and int8 in the same walk), and the parameter
-// blocks their kernels take.
+// The weight tiles the decode GEMV and the prefill GEMMs read — GPTQ int4, GPTQ int8 and fp16 in the same walk —
+// their dequantization helpers, and the parameter blocks of those kernels.
 //
 // The weights are in the engine's tile layout (engine/src/backend/cuda/layout.rs has the full description):
 //   qw[tile][step][lane] is a uint4: lane l reads the 32 rows 32*(2*step + l/16) .. +32 of slot l%16 as 4 words
-//   of 8 nibbles (low nibble = lowest row); 8 bits: qw[tile][step][2][lane], the chunk's 32 bytes in two uint4s
-//   (see dequant_rows8); sz[tile][group][slot] is a half2 (scale, 1024 + zero).
+//   of 8 nibbles (low nibble = lowest row); 8 bits: qw[tile][step][2][lane], the chunk's 32 bytes in two uint4s;
+//   fp16: qw[tile][step][4][lane], its 32 halves in four (see dequant_rows8); sz[tile][group][slot] is a half2
+//   (scale, 1024 + zero).
 #pragma once
 #include "common.cuh"
 #include "tile_layout.h"
@@ -132,17 +133,17 @@ struct GemvParams {
     uint32_t out_stride;      // elements between two parts' rows of out_idx and y_sorted
 };
 
-// Everything the prefill GEMM kernels read and write: gemm_int4.cu (row tiles of 64) and gemm_small.cu (chunks of
+// Everything the prefill GEMM kernels read and write: gemm.cu (row tiles of 64) and gemm_small.cu (chunks of
 // at most 16 rows). Mirrored in engine/src/backend/cuda/params.rs. Pointers first, then 32-bit scalars.
 struct GemmParams {
-    const uint4* qw;          // tile layout (int4.cuh)
+    const uint4* qw;          // the tile layout (above)
     const uint32_t* sz;       // half2 (scale, 1024 + zero) per [tile][group][slot]
     const uint32_t* col_map;  // output column of each slot
     const __half* a;          // [m][lda] fp16
     float* y32;               // RESIDUAL: y32[r][col] += acc; STORE32: y32[r][col] = acc
     __half* y16;              // STORE16: y16[r][col] = acc
-    float* part;              // split-K partial sums: gemm_int4 [k_splits][m][n_pad], gemm_small [k_splits][tile][256]
-    uint32_t* counters;       // split-K: gemm_int4 one per output tile of its grid (grid.x · grid.y), gemm_small one per
+    float* part;              // split-K partial sums: gemm.cu [k_splits][m][n_pad], gemm_small [k_splits][tile][256]
+    uint32_t* counters;       // split-K: gemm.cu one per output tile of its grid (grid.x · grid.y), gemm_small one per
                               // 16-slot tile; zero at rest
     uint32_t m;               // rows
     uint32_t k;               // input columns (a multiple of 8)
@@ -152,7 +153,7 @@ struct GemmParams {
     uint32_t group_size;
     uint32_t lda;             // A row stride in elements (a multiple of 8)
     uint32_t ldy;             // Y row stride in elements
-    uint32_t k_splits;        // blocks along K (gemm_int4: grid.z; gemm_small: grid.y); 1 = no split
+    uint32_t k_splits;        // blocks along K (gemm.cu: grid.z; gemm_small: grid.y); 1 = no split
     // Act-order with a permutation per fused part: a block whose first slot is in part i (from part_slot1 /
     // part_slot2 on; each a multiple of the block's slots, 0xFFFFFFFF where there is none) reads its A at
     // a + i · a_part_stride, the copy in that part's row order (gemm_small: a block's slots are its tiles).

@@ -3,7 +3,7 @@
 //
 // Why this shape. A decode step is a chain of GEMVs that each read their weights exactly once: the time is the
 // bytes of the weights over the card's bandwidth, plus whatever gaps the chain leaves. So:
-//   - every warp load is 512 contiguous bytes, 16 per lane (the tile layout is made for it, see int4.cuh);
+//   - every warp load is 512 contiguous bytes, 16 per lane (the tile layout is made for it, see tiles.cuh);
 //   - each lane keeps several 16-byte loads in flight before it needs the first (UNROLL), so that enough bytes
 //     are on their way per SM to cover the memory latency;
 //   - dequantization is 2 integer ops and one exact fp16 subtraction per pair of weights, and the products are
@@ -18,7 +18,7 @@
 //   - the first weight loads are issued before the prologue, and the next batch is always in flight while the
 //     current one is multiplied (software pipelining in registers).
 // All reductions are in a fixed order: the same inputs give the same bits, run after run.
-#include "int4.cuh"
+#include "tiles.cuh"
 
 namespace gemv {
 
