@@ -503,8 +503,7 @@ mod tests {
     #[test]
     fn gemm128_smem_matches_the_kernels_static_assert() {
         assert_eq!(GEMM128_SMEM_BYTES, 107520);
-        let src =
-            std::fs::read_to_string(format!("{}/../ptx/kernels/gemm.cu", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let src = std::fs::read_to_string(format!("{}/../ptx/kernels/gemm.cu", env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert!(
             src.contains(&format!("static_assert(sizeof(SmemBig) == {GEMM128_SMEM_BYTES}")),
             "gemm.cu's static_assert on sizeof(SmemBig) must name GEMM128_SMEM_BYTES"
