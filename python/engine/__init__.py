@@ -1,4 +1,5 @@
-"""Baichuan-7B / LLaMA GPTQ int4 inference from Python, over the engine's C ABI (engine/include/engine.h).
+"""Baichuan-7B / LLaMA inference (GPTQ int4 / int8, fp16, bf16) from Python, over the engine's C ABI
+(engine/include/engine.h).
 
     import engine
     with engine.Model() as model:                       # no path: the built-in tiny model (random weights)
