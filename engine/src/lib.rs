@@ -1,4 +1,4 @@
-//! A small, fast inference engine for Baichuan-7B and LLaMA-family GPTQ int4 checkpoints.
+//! A small, fast inference engine for Baichuan-7B and LLaMA-family checkpoints: GPTQ int4 (and int8, fp16, bf16).
 //!
 //! The path of a token, one module per step:
 //! - [`engine_format`] (no_std crate): config + safetensors headers → a validated [`ModelDesc`], and the memory
@@ -29,7 +29,7 @@ pub mod synth;
 mod testing;
 pub mod tiny;
 
-pub use backend::cuda::{Tuning, TUNING_KEYS};
+pub use backend::cuda::{runs as cuda_runs, Tuning, TUNING_KEYS};
 pub use backend::BackendKind;
 pub use engine_format::{self as format, plan, ModelConfig, ModelDesc};
 pub use error::{Error, Result};

@@ -505,6 +505,7 @@ fn eight_bit_checkpoints_are_written_described_planned_and_run_on_the_cpu() {
     assert!(m.join("gptq_model-8bit-32g.safetensors").is_file());
     let out = ok(&s.run(&["inspect", "-m", path_arg(&m)]));
     assert!(out.contains("quant:      GPTQ int8, group size 32, desc_act true"), "{out}");
+    assert!(out.contains("cuda:       refuses it:") && out.contains("multiples of 8"), "{out}");
     // The plan sizes 8-bit linears as the int4 tiles with one byte per weight: q/k/v's 64 rows × its slots.
     let plan = ok(&s.run(&["plan", "-m", path_arg(&m), "--ctx", "64"]));
     let qkv = plan.lines().find(|l| l.starts_with("layers.0.qkv.qw ")).expect("a q/k/v buffer");
@@ -558,7 +559,11 @@ fn bf16_checkpoints_are_written_described_and_run_on_the_cpu() {
     ok(&s.run(&["synth", "--out", path_arg(&m), "--bf16", "--arch", "llama", "--kv-heads", "2"]));
     assert!(!m.join("quantize_config.json").exists());
     let out = ok(&s.run(&["inspect", "-m", path_arg(&m)]));
-    for want in ["quant:      none (unquantized)", "floats:     bf16 (config.json torch_dtype bfloat16)"] {
+    for want in [
+        "quant:      none (unquantized)",
+        "floats:     bf16 (config.json torch_dtype bfloat16)",
+        "cuda:       runs it (its bf16 tensors rounded to fp16 at load)",
+    ] {
         assert!(out.contains(want), "no {want:?} in\n{out}");
     }
     let listed = ok(&s.run(&["inspect", "-m", path_arg(&m), "--tensors"]));

@@ -6,7 +6,7 @@
 //! - [`shapes`]: every launch's grid, block and shared memory, and the choices behind them;
 //! - [`kernels`]: each kernel as a typed handle, with the `#[repr(C)]` mirror of its parameter struct;
 //! - [`buffers`] and [`weights`]: the memory plan resolved to typed device addresses, the weights uploaded;
-//! - [`layout`]: the repacked int4 layout the kernels read;
+//! - [`layout`]: the weight tiles the kernels read (GPTQ int4 / int8, fp16), repacked at load;
 //! - [`driver`]: device, module, typed memory, copies, launches; [`staging`]: page-locked host memory;
 //! - [`tuning`]: the launch choices as options; [`measure`]: what `engine-cli bench` asks of the backend;
 //! - [`support`]: which checkpoints it runs, checked before any device is touched.
@@ -46,6 +46,12 @@ use step::{no_observer, Step, StepEnd};
 use weights::DeviceWeights;
 
 pub use tuning::{Tuning, TUNING_KEYS};
+
+/// Whether the CUDA backend runs `model` — `Err` says why not, and that `--backend cpu` does — decided from the
+/// checkpoint alone, with or without a GPU (`engine-cli inspect` prints it).
+pub fn runs(model: &Model) -> Result<()> {
+    support::check(model)
+}
 
 /// Load-time choices for the CUDA backend.
 #[derive(Debug, Clone, Copy)]

@@ -302,6 +302,13 @@ fn inspect(a: InspectArgs) -> Result<()> {
     let tensors = all_tensors(d);
     let bytes: usize = tensors.iter().map(|t| t.len).sum();
     println!("tensors:    {} used, {:.3} GB", tensors.len(), bytes as f64 / 1e9);
+    match engine::cuda_runs(&model) {
+        Ok(()) => {
+            let bf16 = d.tensors().iter().any(|t| t.dtype == engine_format::DType::BF16);
+            println!("cuda:       runs it{}", if bf16 { " (its bf16 tensors rounded to fp16 at load)" } else { "" })
+        }
+        Err(e) => println!("cuda:       refuses it: {e}"),
+    }
     for w in &d.warnings {
         println!("warning:    {w}");
     }
