@@ -82,14 +82,15 @@ pub fn per_row_parts(rows: u32, copies: u32) -> Launch {
     Launch::new((rows, copies, row_slices(rows * copies)), 256, 0)
 }
 
-/// A row kernel that gathers through an act-order permutation, over `rows` rows: started after the kernel before it
-/// (a prefill GEMM) has finished once the chunk is longer than [`GATHER_OVERLAP_ROWS`]. Why: overlapped, its blocks
-/// become resident beside the GEMM's last blocks, on SMs whose unified L1 / shared memory is split for the GEMM's
-/// 105 KB tiles, and its gathers — which live on L1 hits within a row — then run from L2: a 512-token act-order
-/// prompt took 33.3 ms with every launch overlapped and 30.8 ms with none (H200), against 29.4 / 29.5 ms without
-/// act-order. Short chunks keep the overlap: their GEMMs stream weights from the launch on.
-pub fn gathering(launch: Launch, rows: u32) -> Launch {
-    if rows > GATHER_OVERLAP_ROWS {
+/// The launch of a row kernel over `rows` rows that `gathers` through an act-order permutation: started after the
+/// kernel before it (a prefill GEMM) has finished once the chunk is longer than [`GATHER_OVERLAP_ROWS`]; a row
+/// kernel that does not gather keeps the overlap. Why: overlapped, its blocks become resident beside the GEMM's last
+/// blocks, on SMs whose unified L1 / shared memory is split for the GEMM's 105 KB tiles, and its gathers — which
+/// live on L1 hits within a row — then run from L2: a 512-token act-order prompt took 33.3 ms with every launch
+/// overlapped and 30.8 ms with none (H200), against 29.4 / 29.5 ms without act-order. Short chunks keep the overlap:
+/// their GEMMs stream weights from the launch on.
+pub fn gathering(launch: Launch, rows: u32, gathers: bool) -> Launch {
+    if gathers && rows > GATHER_OVERLAP_ROWS {
         launch.after_previous()
     } else {
         launch
@@ -488,6 +489,15 @@ mod tests {
         );
         assert_eq!(GemmTile::Rows64.launch(4096, 4096, 100, 3, four), Launch::new((64, 2, 3), 128, 56320));
         assert_eq!(GemmTile::Rows64.launch(4096, 4096, 100, 3, eight), Launch::new((64, 2, 3), 128, 64512));
+    }
+
+    #[test]
+    fn only_long_gathering_row_kernels_wait_for_the_kernel_before_them() {
+        let row = per_row_parts(512, 2);
+        assert!(gathering(row, 512, false).overlap, "no permutation: overlapped as every launch");
+        assert!(gathering(row, GATHER_OVERLAP_ROWS, true).overlap, "a short chunk keeps the overlap");
+        let after = gathering(row, GATHER_OVERLAP_ROWS + 1, true);
+        assert_eq!((after.overlap, after.grid, after.threads), (false, row.grid, row.threads));
     }
 
     #[test]

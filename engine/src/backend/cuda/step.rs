@@ -280,8 +280,7 @@ impl Step<'_> {
             self.rmsnorm(act.x, lw.post_norm, act.xn2, Some(&lw.gate_up), m32)?;
             self.gemm(&lw.gate_up, act.xn2, hidden, GemmOut::Store16(act.gate_up), 2 * inter, m32)?;
             let p = SwigluParams { gu: act.gate_up, h: act.h, perm: lw.down.perm, inter };
-            let launch = shapes::swiglu(m32, inter);
-            let launch = if lw.down.perm.is_null() { launch } else { shapes::gathering(launch, m32) };
+            let launch = shapes::gathering(shapes::swiglu(m32, inter), m32, !lw.down.perm.is_null());
             self.run(&k.swiglu_rows, launch, &p)?;
             self.gemm(&lw.down, act.h, inter, GemmOut::Residual(act.x), hidden, m32)?;
         }
@@ -366,8 +365,8 @@ impl Step<'_> {
         self.gemv_units(kernel, lin, lin.tiles(), warps, p)
     }
 
-    /// [`Step::gemv`] over `units` units of work (a kernel's tiles, or pairs of them), with the kernel of the
-    /// linear's width.
+    /// [`Step::gemv`] over `units` units of work (a kernel's tiles, or pairs of them), with the kernel instance
+    /// of the linear's weight format.
     fn gemv_units(
         &self,
         kernel: &ByFormat<GemvParams>,
@@ -462,8 +461,7 @@ impl Step<'_> {
             out_stride: self.part_stride(),
         };
         let copies = next.filter(|_| !perm.is_null()).map_or(1, |lin| lin.parts());
-        let launch = shapes::per_row_parts(m, copies);
-        let launch = if perm.is_null() { launch } else { shapes::gathering(launch, m) };
+        let launch = shapes::gathering(shapes::per_row_parts(m, copies), m, !perm.is_null());
         self.run(&self.gpu.k.rmsnorm_rows, launch, &p)
     }
 
