@@ -184,6 +184,19 @@ pub fn column_map(order: ColumnOrder, n: usize) -> Vec<u32> {
     map
 }
 
+/// Fused column `c` as (part, column within the part), for parts `widths` columns wide concatenated along N. The
+/// column maps only name columns below the total.
+fn locate_column(widths: &[usize], c: usize) -> (usize, usize) {
+    let mut c = c;
+    for (i, &w) in widths.iter().enumerate() {
+        if c < w {
+            return (i, c);
+        }
+        c -= w;
+    }
+    unreachable!("column map only names columns below the fused width")
+}
+
 /// Views of one GPTQ linear's tensors, as AutoGPTQ lays them out.
 #[derive(Clone, Copy)]
 pub struct GptqParts<'a> {
@@ -322,16 +335,8 @@ fn repack_parts_in(
     let (tiles, steps) = (n_pad / TILE_N, k_pad / STEP_K);
 
     // Locate fused column c: its part and its column in the part.
-    let locate = |c: usize| -> (usize, usize) {
-        let mut c = c;
-        for (i, v) in views.iter().enumerate() {
-            if c < v.n {
-                return (i, c);
-            }
-            c -= v.n;
-        }
-        unreachable!("column map only names columns below n_total")
-    };
+    let widths: Vec<usize> = views.iter().map(|v| v.n).collect();
+    let locate = |c: usize| locate_column(&widths, c);
     // With act-order, every part brings its own row order, so a tile must hold columns of one part only, and the
     // parts must follow each other in tile order (the kernels find a tile's part from `part_slots`).
     let mut part_slots = [NO_PART; 2];
@@ -515,16 +520,8 @@ pub fn repack_dense_parts_in(
     let col_map = column_map(order, n_total);
     let (n_pad, k_pad) = (col_map.len(), k.next_multiple_of(STEP_K));
     let (tiles, steps) = (n_pad / TILE_N, k_pad / STEP_K);
-    let locate = |c: usize| -> (usize, usize) {
-        let mut c = c;
-        for (i, v) in views.iter().enumerate() {
-            if c < v.1 {
-                return (i, c);
-            }
-            c -= v.1;
-        }
-        unreachable!("column map only names columns below n_total")
-    };
+    let widths: Vec<usize> = views.iter().map(|v| v.1).collect();
+    let locate = |c: usize| locate_column(&widths, c);
     let lane_words = TileFormat::F16.lane_words();
     qw.clear();
     qw.resize(n_pad * k_pad * lane_words / 8, 0);
