@@ -305,6 +305,16 @@ fn sorted<T: Copy>(d: &DeviceLinear, part: usize, x: &[T]) -> Vec<T> {
     (0..d.k).map(|s| x[original_row(d, part, s)]).collect()
 }
 
+/// The scatter indices of an act-order producer writing two parts' copies of `n` values `stride` apart: a random
+/// permutation of 0..n per part, `u32::MAX` in the padding between them.
+fn two_part_scatter(rng: &mut Rng, n: usize, stride: usize) -> Vec<u32> {
+    let mut idx = vec![u32::MAX; 2 * stride];
+    for q in 0..2 {
+        idx[q * stride..][..n].copy_from_slice(&shuffled(rng, n));
+    }
+    idx
+}
+
 /// A random permutation of 0..n.
 fn shuffled(rng: &mut Rng, n: usize) -> Vec<u32> {
     let mut p: Vec<u32> = (0..n as u32).collect();
@@ -563,10 +573,7 @@ fn gemv_norm_and_residual_match_f64_in_both_widths() {
             let tiles = dl.d.tiles();
             let ssq = poisoned(&g, tiles * 4);
             let stride = n + 8;
-            let mut idx = vec![u32::MAX; 2 * stride];
-            for q in 0..2 {
-                idx[q * stride..][..n].copy_from_slice(&shuffled(&mut rng, n));
-            }
+            let idx = two_part_scatter(&mut rng, n, stride);
             let next_w = rng.vec_f16(n, 0.5, 1.5);
             let (im, nwm, ys) = (put(&g, &idx), put(&g, &next_w), poisoned(&g, 2 * stride * 4));
             let p = GemvParams {
@@ -1693,10 +1700,7 @@ fn row_kernels_match_f64() {
         // Decode: one row sliced over 3 blocks (3 partial sums of squares), with act-order the first q/k/v's input
         // copies (two parts, norm weight folded in).
         let stride = dim + 8;
-        let mut idx = vec![u32::MAX; 2 * stride];
-        for q in 0..2 {
-            idx[q * stride..][..dim].copy_from_slice(&shuffled(&mut rng, dim));
-        }
+        let idx = two_part_scatter(&mut rng, dim, stride);
         let norm = rng.vec_f16(dim, 0.5, 1.5);
         let (im, nm, xs) = (put(&g, &idx), put(&g, &norm), poisoned(&g, 2 * stride * 4));
         let p1 =
