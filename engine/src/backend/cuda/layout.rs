@@ -591,6 +591,18 @@ pub fn pack_chunk_int8(q: &[u32; CHUNK_K]) -> [u32; 8] {
     })
 }
 
+/// A whole float tensor as fp16 bits ([`fp16_bits`] over chunks in parallel: an embedding table is ~10^8 values);
+/// `Err(i)` names the first element that overflows fp16.
+pub fn fp16_tensor(w: Floats<'_>) -> std::result::Result<Vec<u16>, usize> {
+    const CHUNK: usize = 1 << 16;
+    let mut bits = vec![0u16; w.len()];
+    let overflow = bits
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .find_map_first(|(c, out)| fp16_bits(w, c * CHUNK, out).err().map(|i| c * CHUNK + i));
+    overflow.map_or(Ok(bits), Err)
+}
+
 /// Elements `start..start + out.len()` of `w` as fp16 bits: fp16 as stored, bf16 rounded to nearest; `Err(i)` for
 /// the first element `i` whose value overflows fp16.
 fn fp16_bits(w: Floats<'_>, start: usize, out: &mut [u16]) -> std::result::Result<(), usize> {

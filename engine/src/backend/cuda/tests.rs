@@ -1394,6 +1394,14 @@ fn f16_layout_reads_back_the_weights() {
             .expect_err("1e5 does not fit fp16");
     let msg = err.to_string();
     assert!(msg.contains("model.w") && msg.contains("float16") && msg.contains("--backend cpu"), "{msg}");
+    // Whole tensors (embeddings, norms) convert in parallel chunks: every value rounded as one by one, and the first
+    // overflow found by its index, past the first chunk too.
+    let mut big: Vec<half::bf16> = (0..150_000).map(|i| half::bf16::from_f32((i as f32 - 7e4) * 1e-3)).collect();
+    let bits = layout::fp16_tensor(Floats::Bf16(&big)).unwrap();
+    assert!(bits.iter().zip(&big).all(|(&h, b)| h == f16::from_f32(b.to_f32()).to_bits()));
+    big[140_000] = half::bf16::from_f32(1e6);
+    big[90_000] = half::bf16::from_f32(-2e5);
+    assert_eq!(layout::fp16_tensor(Floats::Bf16(&big)), Err(90_000));
 }
 
 /// The GEMV (plain and with the norm and residual epilogues), the 64-row GEMM and the small-chunk GEMM over fp16

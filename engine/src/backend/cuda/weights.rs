@@ -16,7 +16,6 @@ use super::staging::Staging;
 use crate::backend::rope::RopeTable;
 use crate::error::{Error, Result};
 use crate::model::{Floats, Model};
-use rayon::prelude::*;
 
 /// A repacked linear layer on the device: its buffers and the shape numbers its kernels take.
 #[derive(Debug, Clone, Copy)]
@@ -128,17 +127,14 @@ impl Uploader<'_> {
     fn tensor(&mut self, at: engine_format::plan::Buf<f16>, model: &Model, t: &TensorRef) -> Result<DevPtr<f16>> {
         match model.floats(t) {
             Floats::F16(v) => self.put(at, v),
-            Floats::Bf16(v) => {
-                let halves: Vec<f16> = v.par_iter().map(|b| f16::from_f32(b.to_f32())).collect();
-                if let Some(i) = halves.iter().zip(v).position(|(h, b)| h.is_infinite() && b.is_finite()) {
-                    return Err(Error::BackendUnavailable(format!(
-                        "`{}` holds {} at element {i}, outside float16's range (the CUDA backend computes in float16); \
-                         run this checkpoint with --backend cpu",
-                        t.name, v[i]
-                    )));
-                }
-                self.put(at, &halves)
-            }
+            w @ Floats::Bf16(v) => match layout::fp16_tensor(w) {
+                Ok(bits) => self.put(at, bytemuck::cast_slice::<u16, f16>(&bits)),
+                Err(i) => Err(Error::BackendUnavailable(format!(
+                    "`{}` holds {} at element {i}, outside float16's range (the CUDA backend computes in float16); \
+                     run this checkpoint with --backend cpu",
+                    t.name, v[i]
+                ))),
+            },
         }
     }
 
