@@ -38,6 +38,7 @@ constexpr int UNROLL = 4;      // positions per lane group per iteration
 // Fewest positions per decode block: fewer cost more in merging than they save. 32 rather than 64 measured +1.1%
 // decode after a 16-token prompt (H100: 508.1 → 513.9 tok/s), the same after 2048 tokens.
 constexpr uint32_t MIN_PER_SPLIT = 32;
+constexpr uint32_t MAX_SPLITS = 64;  // decode blocks per head at most (the plan's attention_splits clamps to it)
 #define ATTN_NEG_INF (-__int_as_float(0x7f800000))
 
 // Online-softmax state of one lane: its 8 output dims plus the running max and sum of its position group.
@@ -176,11 +177,44 @@ ENGINE_DEV void store_out(const AttnParams& p, uint32_t c, const float v[8], flo
     for (int i = 0; i < 8; ++i) p.out[__ldg(p.out_idx + c + i)] = __float2half_rn(v[i] * inv);
 }
 
+// The decode splits' merge, by the last block of head h to finish: out = Σ_s w_s·o_s / Σ_s w_s·l_s with
+// w_s = 2^(m_s − max_s m_s), each output dimension by its own thread. Why not one lane merging the splits one after
+// another (the online-softmax merge): each step of that chain waits for its split's partials from L2, ~16 round
+// trips at 2048 positions; here the running maxima and sums come in with one round trip (a thread per split), the
+// weights are computed once into shared memory, and each thread's reads of its dimension over the splits are
+// independent loads. The sums run in split order: the same bits every run.
+ENGINE_DEV void merge_splits(const AttnParams& p, uint32_t h, uint32_t active, float* w /* [2][MAX_SPLITS] */) {
+    const float* ml = p.part_ml + (size_t)h * p.splits * 2;
+    float* l = w + MAX_SPLITS;
+    if (threadIdx.x < active) {
+        w[threadIdx.x] = __ldcg(ml + 2 * threadIdx.x);  // m_s for now
+        l[threadIdx.x] = __ldcg(ml + 2 * threadIdx.x + 1);
+    }
+    __syncthreads();
+    float m = ATTN_NEG_INF;
+    for (uint32_t s = 0; s < active; ++s) m = fmaxf(m, w[s]);
+    __syncthreads();
+    if (threadIdx.x < active) w[threadIdx.x] = exp2f(w[threadIdx.x] - m);
+    __syncthreads();
+    float denom = 0.f;
+    for (uint32_t s = 0; s < active; ++s) denom += w[s] * l[s];
+    const float inv = 1.f / denom;
+    const float* o = p.part_o + (size_t)h * p.splits * p.head_dim;
+    for (uint32_t d = threadIdx.x; d < p.head_dim; d += blockDim.x) {
+        float acc = 0.f;
+#pragma unroll 8
+        for (uint32_t s = 0; s < active; ++s) acc += w[s] * __ldcg(o + (size_t)s * p.head_dim + d);
+        const uint32_t c = h * p.head_dim + d;
+        p.out[p.out_idx ? __ldg(p.out_idx + c) : c] = __float2half_rn(acc * inv);
+    }
+}
+
 }  // namespace attn
 
 // Decode: grid (heads, splits), 128 threads. Row 0 at position *pos attends to positions 0..=*pos.
 extern "C" __global__ void __launch_bounds__(128) attn_decode(const AttnParams p) {
     __shared__ attn::State smem[attn::WARPS * 32];
+    __shared__ float split_w[2 * attn::MAX_SPLITS];
     __shared__ bool is_last;
     pdl_wait();
     pdl_launch_dependents();
@@ -188,7 +222,10 @@ extern "C" __global__ void __launch_bounds__(128) attn_decode(const AttnParams p
     const uint32_t len = *p.pos + 1;
     // The grid is sized for the longest context; at short ones most splits have nothing to do and leave at
     // once, and the merge only waits for the active ones.
-    const uint32_t per = max((len + p.splits - 1) / p.splits, attn::MIN_PER_SPLIT);
+    // Whole multiples of MIN_PER_SPLIT positions per block (a block's warps take 32 positions a round at
+    // head_dim 128): a split of 33 would spend a second round on one position.
+    const uint32_t per = ((len + p.splits - 1) / p.splits + attn::MIN_PER_SPLIT - 1) / attn::MIN_PER_SPLIT *
+                         attn::MIN_PER_SPLIT;
     const uint32_t active = (len + per - 1) / per;
     if (split >= active) return;
     const uint32_t begin = split * per, end = min(len, begin + per);
@@ -220,24 +257,7 @@ extern "C" __global__ void __launch_bounds__(128) attn_decode(const AttnParams p
     __syncthreads();
     if (!is_last) return;
     __threadfence();
-    if (warp == 0 && lane < (int)lp) {
-        attn::State acc;
-        acc.m = ATTN_NEG_INF;
-        acc.l = 0.f;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc.o[i] = 0.f;
-        for (uint32_t s = 0; s < active; ++s) {
-            attn::State part;
-            // __ldcg reads L2, where the other blocks' writes are (made visible by their fences).
-            part.m = __ldcg(&p.part_ml[(h * p.splits + s) * 2]);
-            part.l = __ldcg(&p.part_ml[(h * p.splits + s) * 2 + 1]);
-            const float* o = p.part_o + ((size_t)h * p.splits + s) * p.head_dim + lane * 8;
-#pragma unroll
-            for (int i = 0; i < 8; ++i) part.o[i] = __ldcg(o + i);
-            attn::merge(acc, part);
-        }
-        attn::store_out(p, h * p.head_dim + lane * 8, acc.o, 1.f / acc.l);
-    }
+    attn::merge_splits(p, h, active, split_w);
     if (threadIdx.x == 0) p.counters[h] = 0;
 }
 

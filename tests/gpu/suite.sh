@@ -10,7 +10,8 @@
 # backend on synthetic checkpoints of awkward sizes (both namings, group sizes 32/64/128/-1, act-order, asym, 8-bit,
 # fp16, bf16);
 # the same greedy text from engine-cli on both backends; compute-sanitizer memcheck and racecheck on the tiny
-# model; and the 7B-shaped model generating and benchmarking on the GPU.
+# model; and on the 7B-shaped model: CUDA against the CPU backend (a 128-row prefill and 64 decode steps),
+# generating and benchmarking.
 set -uo pipefail
 BIN=${BIN:-.gpu}
 OUT=${OUT:-/tmp/gpu-suite}
@@ -28,7 +29,7 @@ check() { # name, command...: PASS if it exits 0
 
 echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 check kernels "$BIN/engine-unit" --ignored --test-threads 1 backend::cuda --skip time_per_launch --skip repack_time
-check cuda-vs-cpu "$BIN/gpu_vs_cpu" --ignored --test-threads 1 --nocapture
+check cuda-vs-cpu "$BIN/gpu_vs_cpu" --ignored --test-threads 1 --nocapture --skip the_7b_shape
 grep -E '^(baichuan|llama)' "$OUT/cuda-vs-cpu.log" | sed 's/^/       /' >"$OUT/cuda-vs-cpu.summary" || true
 
 # The same greedy text on both backends through the CLI.
@@ -57,6 +58,8 @@ check synccheck compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_ti
 
 if [ "$SKIP_7B" != 1 ]; then
     check synth-7b "$BIN/engine-cli" synth --preset 7b --out /tmp/engine-7b
+    ENGINE_7B_MODEL=/tmp/engine-7b check cuda-vs-cpu-7b "$BIN/gpu_vs_cpu" --ignored --exact cuda_matches_cpu_on_the_7b_shape --nocapture
+    grep -E '^7b-shape' "$OUT/cuda-vs-cpu-7b.log" | sed 's/^/       /' >>"$OUT/cuda-vs-cpu.summary" || true
     check generate-7b "$BIN/engine-cli" generate -m /tmp/engine-7b --backend cuda -p 'Hamlet->Shakespeare' -n 64 --ignore-eos
     check bench-7b "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --breakdown --json
     check bench-7b-no-pdl "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,512 --reps 3 --tune pdl=off

@@ -149,7 +149,7 @@ impl Step<'_> {
                 kv_heads: c.num_key_value_heads as u32,
                 head_dim: hd,
                 ctx,
-                splits: plan::attention_splits(c) as u32,
+                splits: self.tuning.attn_splits.min(plan::attention_splits(c) as u32),
                 scale_log2: std::f32::consts::LOG2_E / (hd as f32).sqrt(),
                 rows: 1,
             };

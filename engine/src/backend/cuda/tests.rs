@@ -1508,7 +1508,7 @@ fn attention_decode_and_prefill_match_f64() {
         let (kf, vf): (Vec<f64>, Vec<f64>) =
             (kc.iter().map(|v| v.to_f64()).collect(), vc.iter().map(|v| v.to_f64()).collect());
         let (km, vm) = (put(&g, &kc), put(&g, &vc));
-        for splits in [1u32, 3, 16] {
+        for splits in [1u32, 3, 16, 64] {
             for pos in [0usize, 1, ctx / 2, ctx - 1] {
                 let q = rng.vec_f16(heads * hd, -2.0, 2.0);
                 let qm = put(&g, &q);

@@ -13,6 +13,9 @@ pub struct Tuning {
     pub pdl: bool,
     /// GEMV blocks per SM the decode grids are sized for, 1..=16 (12: the best of 2, 4, 6, 8, 12 on an H200).
     pub gemv_blocks_per_sm: u32,
+    /// Decode attention blocks per head at most (1..=64; the plan's `attention_splits` caps it): a long context's
+    /// positions are split over that many blocks, merged by the last.
+    pub attn_splits: u32,
     /// Residual GEMVs (o/down) with 16 warps per block where the projection has fewer than 4 tiles per SM.
     pub gemv_wide: bool,
     /// The 128 × 128 prefill GEMM tile for chunks of at least 128 rows, where the card's shared memory allows it.
@@ -24,7 +27,7 @@ pub struct Tuning {
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { pdl: true, gemv_blocks_per_sm: 12, gemv_wide: true, gemm128: true, cubin: true }
+        Tuning { pdl: true, gemv_blocks_per_sm: 12, attn_splits: 64, gemv_wide: true, gemm128: true, cubin: true }
     }
 }
 
@@ -32,6 +35,7 @@ impl Default for Tuning {
 pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
     ("pdl", "on|off", "programmatic dependent launch between kernels (sm_90+)"),
     ("gemv_blocks_per_sm", "1..=16", "GEMV blocks per SM the decode grids are sized for"),
+    ("attn_splits", "1..=64", "decode attention blocks per head at most (capped by the memory plan)"),
     ("gemv_wide", "on|off", "16-warp o/down GEMVs where a projection has fewer than 4 tiles per SM"),
     ("gemm128", "on|off", "the 128 x 128 prefill GEMM tile for chunks of >= 128 rows"),
     ("cubin", "on|off", "the prebuilt cubin (off: the PTX through the driver's JIT)"),
@@ -50,6 +54,13 @@ impl Tuning {
             "gemv_wide" => self.gemv_wide = flag(value)?,
             "gemm128" => self.gemm128 = flag(value)?,
             "cubin" => self.cubin = flag(value)?,
+            "attn_splits" => {
+                self.attn_splits = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|v| (1..=64).contains(v))
+                    .ok_or_else(|| Error::InvalidArgument(format!("tuning {key}={value}: expected 1..=64")))?
+            }
             "gemv_blocks_per_sm" => {
                 self.gemv_blocks_per_sm = value
                     .parse::<u32>()
@@ -84,9 +95,10 @@ impl Tuning {
     pub fn describe(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "pdl={},gemv_blocks_per_sm={},gemv_wide={},gemm128={},cubin={}",
+            "pdl={},gemv_blocks_per_sm={},attn_splits={},gemv_wide={},gemm128={},cubin={}",
             on(self.pdl),
             self.gemv_blocks_per_sm,
+            self.attn_splits,
             on(self.gemv_wide),
             on(self.gemm128),
             on(self.cubin)
@@ -100,8 +112,17 @@ mod tests {
 
     #[test]
     fn parse_sets_each_key_and_describe_round_trips() {
-        let t = Tuning::parse("pdl=off, gemv_blocks_per_sm=8,gemv_wide=0,gemm128=false,cubin=off").unwrap();
-        assert_eq!(t, Tuning { pdl: false, gemv_blocks_per_sm: 8, gemv_wide: false, gemm128: false, cubin: false });
+        let t =
+            Tuning::parse("pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemm128=false,cubin=off").unwrap();
+        let want = Tuning {
+            pdl: false,
+            gemv_blocks_per_sm: 8,
+            attn_splits: 16,
+            gemv_wide: false,
+            gemm128: false,
+            cubin: false,
+        };
+        assert_eq!(t, want);
         assert_eq!(Tuning::parse(&t.describe()).unwrap(), t);
         assert_eq!(Tuning::parse("").unwrap(), Tuning::default());
         assert_eq!(TUNING_KEYS.len(), t.describe().split(',').count());
@@ -113,6 +134,7 @@ mod tests {
         assert!(e("pdl=maybe").contains("pdl=maybe: expected on or off"), "{}", e("pdl=maybe"));
         assert!(e("gemv_blocks_per_sm=0").contains("expected 1..=16"));
         assert!(e("gemv_blocks_per_sm=x").contains("expected 1..=16"));
+        assert!(e("attn_splits=65").contains("expected 1..=64"));
         assert!(e("warp_speed=9").contains("unknown tuning key `warp_speed`: expected one of pdl,"));
         assert!(e("pdl").contains("expected key=value"));
     }
