@@ -34,6 +34,9 @@ pub trait Measure {
     /// Bytes per second (read + written) the device's own copy kernel reaches over buffers far larger than its
     /// caches: the denominator of the floor.
     fn copy_bandwidth(&mut self) -> Result<f64>;
+    /// Bytes per second a read-only stream (nothing written) reaches over a buffer far larger than the caches: a
+    /// decode step only reads, so this is the other denominator of its floor, reported beside the copy's.
+    fn read_bandwidth(&mut self) -> Result<f64>;
     /// Bytes one decode step must read at context length `len`: every weight it uses once (the embedding only for
     /// its one row) and the KV cache of `len` positions.
     fn decode_step_bytes(&self, len: usize) -> u64;

@@ -1,4 +1,5 @@
-// Utility kernels that are not part of the model's math: filling buffers and measuring the card's copy bandwidth.
+// Utility kernels that are not part of the model's math: filling buffers and measuring the card's copy and read
+// bandwidth.
 #include "common.cuh"
 
 // Fill p[0..n) with `value`.
@@ -72,4 +73,38 @@ extern "C" __global__ void copy_bytes_read_bw(const CopyParams a) {
         stg_stream_v4(dst + i + 3u * stride, d);
     }
     for (; i < n16; i += stride) stg_stream_v4(dst + i, ldg_stream_v4(src + i));
+}
+
+// Read 16 * n16 bytes and keep nothing: the read-only streaming rate, the roof of a decode step, which only reads.
+// Why next to the copy: a copy's writes share the memory's turnarounds with its reads, so read + write bytes per
+// second understate what a read-only stream gets; `bench` reports the floor against both.
+// Each thread folds its words into an XOR and stores it only if it equals `never` (the host passes a value no fold
+// of its buffer gives in practice; the store is there so the loads cannot be dropped). Launch as the copy.
+struct ReadParams {
+    const uint4* src;
+    uint32_t* sink;
+    uint64_t n16;
+    uint32_t never;
+};
+
+extern "C" __global__ void read_bytes_bw(const ReadParams a) {
+    const uint4* __restrict__ src = a.src;
+    const uint64_t n16 = a.n16;
+    pdl_launch_dependents();
+    pdl_wait();
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    uint32_t acc = 0;
+    // Four independent loads in flight per thread, as the copy.
+    for (; i + 3u * stride < n16; i += 4u * stride) {
+        const uint4 w0 = ldg_stream_v4(src + i), w1 = ldg_stream_v4(src + i + stride);
+        const uint4 w2 = ldg_stream_v4(src + i + 2u * stride), w3 = ldg_stream_v4(src + i + 3u * stride);
+        acc ^= w0.x ^ w0.y ^ w0.z ^ w0.w ^ w1.x ^ w1.y ^ w1.z ^ w1.w;
+        acc ^= w2.x ^ w2.y ^ w2.z ^ w2.w ^ w3.x ^ w3.y ^ w3.z ^ w3.w;
+    }
+    for (; i < n16; i += stride) {
+        const uint4 w = ldg_stream_v4(src + i);
+        acc ^= w.x ^ w.y ^ w.z ^ w.w;
+    }
+    if (acc == a.never) a.sink[blockIdx.x * blockDim.x + threadIdx.x] = acc;
 }

@@ -87,6 +87,13 @@ pub mod kernels {
     /// card's copy bandwidth (count bytes read + written). Grid of a few blocks per SM, e.g. 2 x SMs x 256 threads.
     pub const COPY_BYTES_READ_BW: &str = "copy_bytes_read_bw";
 
+    /// `util.cu`: `read_bytes_bw(ReadParams)`.
+    ///
+    /// Reads `16 * n16` bytes from `src` (16-byte aligned) and writes nothing unless a thread's XOR of its words
+    /// equals `never` (then at `sink[global thread index]`: size `sink` for the grid); `bench` uses it for the
+    /// card's read-only streaming bandwidth. Launch as the copy.
+    pub const READ_BYTES_BW: &str = "read_bytes_bw";
+
     /// `embed.cu`: `embed_tokens(EmbedParams)`. One block per row, 256 threads; `ssq_out` may be null.
     pub const EMBED_TOKENS: &str = "embed_tokens";
     /// `norm.cu`: `rmsnorm_rows(RmsNormParams)`. Grid (rows, copies), 256 threads; `perm` may be null.
@@ -208,6 +215,7 @@ pub mod kernels {
     pub const ALL: &[&str] = &[
         FILL_U32,
         COPY_BYTES_READ_BW,
+        READ_BYTES_BW,
         EMBED_TOKENS,
         RMSNORM_ROWS,
         PERMUTE_COLS,

@@ -305,6 +305,14 @@ kernel_params! {
         dst: DevPtr<[u32; 4]>,
         n16: u64,
     }
+
+    /// The read-bandwidth probe.
+    "util.cu" struct ReadParams {
+        src: DevPtr<[u32; 4]>,
+        sink: DevPtr<u32>,
+        n16: u64,
+        never: u32,
+    }
 }
 
 /// The sampler settings as the device reads them (`SamplerConfig` of sample.cu), written by the host before a
@@ -358,6 +366,7 @@ kernels! {
         #[cfg_attr(not(test), allow(dead_code))]
         fill_u32: FillParams = name::FILL_U32,
         copy_bw: CopyParams = name::COPY_BYTES_READ_BW,
+        read_bw: ReadParams = name::READ_BYTES_BW,
         embed: EmbedParams = name::EMBED_TOKENS,
         rmsnorm_rows: RmsNormParams = name::RMSNORM_ROWS,
         permute_cols: PermuteParams = name::PERMUTE_COLS,

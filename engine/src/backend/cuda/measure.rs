@@ -3,8 +3,8 @@
 
 use engine_format::plan::KvLayout;
 
-use super::driver::Launch;
-use super::kernels::CopyParams;
+use super::driver::{DeviceBuffer, Gpu, Launch};
+use super::kernels::{CopyParams, ReadParams};
 use super::step::{Reads, StepEnd};
 use super::CudaBackend;
 use crate::backend::{check_forward_args, LogitsOut};
@@ -20,6 +20,40 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Bytes each bandwidth probe streams: far more than L2 holds, so the rate is the memory's.
+const PROBE_BYTES: usize = 1 << 30;
+
+/// The probes' source: PROBE_BYTES of random-looking contents, not zeros.
+fn probe_source(g: &Gpu) -> Result<DeviceBuffer> {
+    let src = g.alloc(PROBE_BYTES, "the bandwidth probe")?;
+    let pattern: Vec<u8> = (0..PROBE_BYTES / 64).map(|i| (i as u32).wrapping_mul(2654435761) as u8).collect();
+    for c in 0..64 {
+        g.upload(&src, src.all::<u8>().slice(c * pattern.len(), pattern.len()), &pattern)?;
+    }
+    Ok(src)
+}
+
+/// The probes' grid: 2 blocks of 256 threads per SM (the best copy rate on an H200).
+fn probe_launch(g: &Gpu) -> Launch {
+    Launch::new(2 * g.limits.sm_count, 256, 0)
+}
+
+/// Median ms of 10 runs of `launch` between events, after one warm-up.
+fn time_probe(g: &Gpu, launch: impl Fn() -> Result<()>) -> Result<f64> {
+    let mut times = Vec::new();
+    for i in 0..11 {
+        let (a, b) = (g.event(true)?, g.event(true)?);
+        g.record(&a)?;
+        launch()?;
+        g.record(&b)?;
+        g.sync()?;
+        if i > 0 {
+            times.push(elapsed_ms(&a, &b)?);
+        }
+    }
+    Ok(median(times))
+}
+
 impl Measure for CudaBackend {
     fn tuning(&self) -> String {
         self.tuning.describe()
@@ -32,30 +66,28 @@ impl Measure for CudaBackend {
     /// A 2 × 1 GiB device-to-device copy by the engine's own 16-byte copy kernel; median of 10 after a warm-up.
     /// The buffers are freed on return.
     fn copy_bandwidth(&mut self) -> Result<f64> {
-        let bytes: usize = 1 << 30;
         let g = &self.gpu;
-        let (src, dst) = (g.alloc(bytes, "the bandwidth probe")?, g.alloc(bytes, "the bandwidth probe")?);
-        // Random-looking contents, not zeros.
-        let pattern: Vec<u8> = (0..bytes / 64).map(|i| (i as u32).wrapping_mul(2654435761) as u8).collect();
-        for c in 0..64 {
-            g.upload(&src, src.all::<u8>().slice(c * pattern.len(), pattern.len()), &pattern)?;
-        }
-        let p = CopyParams { src: src.ptr(), dst: dst.ptr(), n16: (bytes / 16) as u64 };
-        let launch = Launch::new(2 * g.limits.sm_count, 256, 0);
-        let mut times = Vec::new();
-        for i in 0..11 {
-            let (a, b) = (g.event(true)?, g.event(true)?);
-            g.record(&a)?;
-            // SAFETY: copy_bytes_read_bw copies n16 16-byte words from src to dst, two live, disjoint 1 GiB
-            // allocations; any 1-D grid is fine.
-            unsafe { g.launch(&g.k.copy_bw, launch, &p)? };
-            g.record(&b)?;
-            g.sync()?;
-            if i > 0 {
-                times.push(elapsed_ms(&a, &b)?);
-            }
-        }
-        Ok(2.0 * bytes as f64 / (median(times) / 1e3))
+        let src = probe_source(g)?;
+        let dst = g.alloc(PROBE_BYTES, "the bandwidth probe")?;
+        let p = CopyParams { src: src.ptr(), dst: dst.ptr(), n16: (PROBE_BYTES / 16) as u64 };
+        // SAFETY: copy_bytes_read_bw copies n16 16-byte words from src to dst, two live, disjoint 1 GiB
+        // allocations; any 1-D grid is fine.
+        let ms = time_probe(g, || unsafe { g.launch(&g.k.copy_bw, probe_launch(g), &p) })?;
+        Ok(2.0 * PROBE_BYTES as f64 / (ms / 1e3))
+    }
+
+    /// A 1 GiB read by the engine's read-only streaming kernel; median of 10 after a warm-up.
+    fn read_bandwidth(&mut self) -> Result<f64> {
+        let g = &self.gpu;
+        let src = probe_source(g)?;
+        let launch = probe_launch(g);
+        let sink = g.alloc((launch.grid.0 * launch.threads) as usize * 4, "the bandwidth probe")?;
+        // The fold of the probe's contents is some other value (XOR of the pattern's words), so nothing is written.
+        let p = ReadParams { src: src.ptr(), sink: sink.ptr(), n16: (PROBE_BYTES / 16) as u64, never: 0x5EED_F00D };
+        // SAFETY: read_bytes_bw reads n16 16-byte words of src (a live 1 GiB allocation) and may write one word per
+        // thread of the grid into sink, which holds one per thread.
+        let ms = time_probe(g, || unsafe { g.launch(&g.k.read_bw, launch, &p) })?;
+        Ok(PROBE_BYTES as f64 / (ms / 1e3))
     }
 
     fn decode_step_bytes(&self, len: usize) -> u64 {
