@@ -42,7 +42,7 @@ for f in "${formats[@]}"; do
         tag=$f-$(basename "$(dirname "$b")")
         # shellcheck disable=SC2086
         if "$b" bench -m "$dir" --backend cuda --breakdown --json ${BENCH_ARGS:-} >"$OUT/bench-$tag.json" 2>"$OUT/bench-$tag.log"; then
-            grep -E '^(copy|step|decode|ttft):' "$OUT/bench-$tag.log" | sed "s|^|$tag  |"
+            grep -E '^(copy|read|step|decode|ttft):' "$OUT/bench-$tag.log" | sed "s|^|$tag  |"
         else
             echo "$tag: bench failed"; tail -3 "$OUT/bench-$tag.log"; status=1
         fi

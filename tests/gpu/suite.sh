@@ -74,7 +74,7 @@ fi
 echo
 printf '%s\n' "${rows[@]}"
 [ -s "$OUT/cuda-vs-cpu.summary" ] && cat "$OUT/cuda-vs-cpu.summary"
-grep -E '^(load|copy|step|memory|decode|ttft):' "$OUT/bench-7b.log" 2>/dev/null | sed 's/^/       /'
+grep -E '^(load|copy|read|step|memory|decode|ttft):' "$OUT/bench-7b.log" 2>/dev/null | sed 's/^/       /'
 grep -E '^(decode|ttft):' "$OUT/bench-7b-no-pdl.log" 2>/dev/null | sed 's/^/  nopdl/'
 grep -E 'tok/s|ttft' "$OUT/sampling-7b.log" 2>/dev/null | sed 's/^/       /'
 grep -E '^perplexity' "$OUT/perplexity-7b.log" 2>/dev/null | sed 's/^/       /'
