@@ -200,15 +200,19 @@ fn cuda_matches_cpu_on_the_7b_shape() {
     let dir = std::env::var_os("ENGINE_7B_MODEL")
         .expect("set ENGINE_7B_MODEL to a checkpoint made by `engine-cli synth --preset 7b --out DIR`");
     let dir = std::path::Path::new(&dir);
+    // Progress on stderr: the CPU reference takes minutes at this size.
+    let t0 = std::time::Instant::now();
+    let progress = |what: &str| eprintln!("7b-shape: {what} after {:.0} s", t0.elapsed().as_secs_f64());
     let cpu = load(dir, BackendKind::Cpu, 128).unwrap();
     let gpu = load(dir, BackendKind::Cuda, 128).unwrap();
+    progress("both backends loaded");
     let vocab = cpu.config().vocab_size;
 
     let ids = random_ids(128, vocab, 21);
-    let t0 = std::time::Instant::now();
     let (mut sc, mut sg, mut sa) =
         (cpu.new_session(None).unwrap(), gpu.new_session(None).unwrap(), gpu.new_session(None).unwrap());
     let lc = sc.feed_all_logits(&ids).unwrap();
+    progress("CPU prefill of 128 rows");
     let lg = sg.feed_all_logits(&ids).unwrap();
     let (e_prefill, p) = worst(&lg, &lc, vocab);
     assert!(e_prefill <= TOL, "7b: prefill position {p}: relative L2 {e_prefill:.2e}");
@@ -231,6 +235,9 @@ fn cuda_matches_cpu_on_the_7b_shape() {
         c_logits = sc.feed(&[t]).unwrap();
         g_logits = sg.feed(&[t]).unwrap();
         g_argmax = sa.feed_and_sample(&[t], &mut greedy).unwrap();
+        if step % 16 == 15 {
+            progress(&format!("{} decode steps", step + 1));
+        }
     }
     println!(
         "7b-shape                       128-row prefill max rel L2 {e_prefill:.2e} | 64 decode steps max rel L2 {e_decode:.2e} | greedy picks identical ({ties} near ties) | {:.0} s",
