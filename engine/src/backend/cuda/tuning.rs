@@ -49,25 +49,18 @@ impl Tuning {
             "off" | "false" | "0" => Ok(false),
             _ => Err(Error::InvalidArgument(format!("tuning {key}={v}: expected on or off"))),
         };
+        let count = |v: &str, range: std::ops::RangeInclusive<u32>| {
+            v.parse::<u32>().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+                Error::InvalidArgument(format!("tuning {key}={v}: expected {}..={}", range.start(), range.end()))
+            })
+        };
         match key {
             "pdl" => self.pdl = flag(value)?,
             "gemv_wide" => self.gemv_wide = flag(value)?,
             "gemm128" => self.gemm128 = flag(value)?,
             "cubin" => self.cubin = flag(value)?,
-            "attn_splits" => {
-                self.attn_splits = value
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|v| (1..=64).contains(v))
-                    .ok_or_else(|| Error::InvalidArgument(format!("tuning {key}={value}: expected 1..=64")))?
-            }
-            "gemv_blocks_per_sm" => {
-                self.gemv_blocks_per_sm = value
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|v| (1..=16).contains(v))
-                    .ok_or_else(|| Error::InvalidArgument(format!("tuning {key}={value}: expected 1..=16")))?
-            }
+            "attn_splits" => self.attn_splits = count(value, 1..=64)?,
+            "gemv_blocks_per_sm" => self.gemv_blocks_per_sm = count(value, 1..=16)?,
             _ => {
                 let keys: Vec<&str> = TUNING_KEYS.iter().map(|k| k.0).collect();
                 return Err(Error::InvalidArgument(format!(
