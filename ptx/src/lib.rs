@@ -94,6 +94,12 @@ pub mod kernels {
     /// card's read-only streaming bandwidth. Launch as the copy.
     pub const READ_BYTES_BW: &str = "read_bytes_bw";
 
+    /// `repack.cu`: `repack_int4_words(RepackParams)` and `repack_int4_scales(RepackParams)`: a GPTQ int4 linear
+    /// without act-order (up to three fused parts) from the checkpoint's tensors into the tile layout's words and
+    /// (scale, 1024 + zero) words. Any 1-D grid (grid-stride loops), e.g. 4 × SMs × 256 threads.
+    pub const REPACK_INT4_WORDS: &str = "repack_int4_words";
+    pub const REPACK_INT4_SCALES: &str = "repack_int4_scales";
+
     /// `embed.cu`: `embed_tokens(EmbedParams)`. One block per row, 256 threads; `ssq_out` may be null.
     pub const EMBED_TOKENS: &str = "embed_tokens";
     /// `norm.cu`: `rmsnorm_rows(RmsNormParams)`. Grid (rows, copies), 256 threads; `perm` may be null.
@@ -216,6 +222,8 @@ pub mod kernels {
         FILL_U32,
         COPY_BYTES_READ_BW,
         READ_BYTES_BW,
+        REPACK_INT4_WORDS,
+        REPACK_INT4_SCALES,
         EMBED_TOKENS,
         RMSNORM_ROWS,
         PERMUTE_COLS,

@@ -306,6 +306,30 @@ kernel_params! {
         n16: u64,
     }
 
+    /// The device repack of a GPTQ int4 linear without act-order (`repack.cu`; tested against the host repack,
+    /// not yet what the loader uses).
+    "repack.cu" struct RepackParams {
+        qweight0: DevPtr<u32>,
+        qweight1: DevPtr<u32>,
+        qweight2: DevPtr<u32>,
+        qzeros0: DevPtr<u32>,
+        qzeros1: DevPtr<u32>,
+        qzeros2: DevPtr<u32>,
+        scales0: DevPtr<f16>,
+        scales1: DevPtr<f16>,
+        scales2: DevPtr<f16>,
+        col_map: DevPtr<u32>,
+        qw: DevPtr<u32>,
+        sz: DevPtr<u32>,
+        n0: u32,
+        n1: u32,
+        n2: u32,
+        k: u32,
+        steps: u32,
+        tiles: u32,
+        groups: u32,
+    }
+
     /// The read-bandwidth probe.
     "util.cu" struct ReadParams {
         src: DevPtr<[u32; 4]>,
@@ -367,6 +391,11 @@ kernels! {
         fill_u32: FillParams = name::FILL_U32,
         copy_bw: CopyParams = name::COPY_BYTES_READ_BW,
         read_bw: ReadParams = name::READ_BYTES_BW,
+        /// Tested against the host repack; the loader does not use them yet.
+        #[cfg_attr(not(test), allow(dead_code))]
+        repack_int4_words: RepackParams = name::REPACK_INT4_WORDS,
+        #[cfg_attr(not(test), allow(dead_code))]
+        repack_int4_scales: RepackParams = name::REPACK_INT4_SCALES,
         embed: EmbedParams = name::EMBED_TOKENS,
         rmsnorm_rows: RmsNormParams = name::RMSNORM_ROWS,
         permute_cols: PermuteParams = name::PERMUTE_COLS,

@@ -511,6 +511,76 @@ fn plan_slots_qkv(heads: usize, kv_heads: usize, hd: usize) -> usize {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Device repack
+
+/// The device repack (`repack.cu`) of int4 linears without act-order against the host repack, word for word, with
+/// poisoned outputs: one part over every such shape of the GEMV tests, q/k/v from three parts (GQA), gate/up from two.
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn repack_int4_on_the_device_matches_the_host() {
+    let g = gpu();
+    let mut rng = Rng(41);
+    let mut cases: Vec<(String, Vec<RandLinear>, ColumnOrder)> = SHAPES
+        .iter()
+        .filter(|s| !s.3)
+        .map(|&(k, n, group, _, sym)| {
+            (
+                format!("K={k} N={n} G={group:?}"),
+                vec![RandLinear::new(&mut rng, k, n, group, false, sym)],
+                ColumnOrder::Identity,
+            )
+        })
+        .collect();
+    let (hidden, hd, q_dim, kv_dim) = (256, 64, 256, 128);
+    let qkv = [q_dim, kv_dim, kv_dim].map(|n| RandLinear::new(&mut rng, hidden, n, Some(64), false, false));
+    cases.push(("q/k/v parts".into(), qkv.into(), ColumnOrder::QkvRope { head_dim: hd, q_dim, kv_dim }));
+    let inter = 344;
+    let gate_up = [inter, inter].map(|n| RandLinear::new(&mut rng, hidden, n, Some(128), false, true));
+    cases.push(("gate/up parts".into(), gate_up.into(), ColumnOrder::GateUp { inter }));
+
+    for (what, lins, order) in &cases {
+        let l0 = &lins[0];
+        let views: Vec<GptqParts> = lins.iter().map(|l| l.parts()).collect();
+        let d = layout::repack_parts(&views, l0.k, l0.group_size, l0.groups, *order, "test").unwrap();
+        let mem: Vec<[DeviceBuffer; 3]> =
+            lins.iter().map(|l| [put(&g, &l.qweight), put(&g, &l.qzeros), put(&g, &l.scales)]).collect();
+        let (cm, qw, sz) = (put(&g, &d.col_map), poisoned(&g, d.qw.len() * 4), poisoned(&g, d.sz.len() * 4));
+        let part = |i: usize| {
+            mem.get(i).map_or((DevPtr::NULL, DevPtr::NULL, DevPtr::NULL), |m| (m[0].ptr(), m[1].ptr(), m[2].ptr()))
+        };
+        let width = |i: usize| lins.get(i).map_or(0, |l| l.n as u32);
+        let ((qw0, qz0, sc0), (qw1, qz1, sc1), (qw2, qz2, sc2)) = (part(0), part(1), part(2));
+        let p = RepackParams {
+            qweight0: qw0,
+            qweight1: qw1,
+            qweight2: qw2,
+            qzeros0: qz0,
+            qzeros1: qz1,
+            qzeros2: qz2,
+            scales0: sc0,
+            scales1: sc1,
+            scales2: sc2,
+            col_map: cm.ptr(),
+            qw: qw.ptr(),
+            sz: sz.ptr(),
+            n0: width(0),
+            n1: width(1),
+            n2: width(2),
+            k: d.k as u32,
+            steps: d.steps() as u32,
+            tiles: d.tiles() as u32,
+            groups: d.groups as u32,
+        };
+        let grid = Launch::new(4 * g.limits.sm_count, 256, 0);
+        launch(&g, &g.k.repack_int4_words, grid, &p);
+        launch(&g, &g.k.repack_int4_scales, grid, &p);
+        g.sync().unwrap();
+        assert!(get::<u32>(&g, &qw, d.qw.len()) == d.qw, "device repack {what}: the words differ from the host's");
+        assert!(get::<u32>(&g, &sz, d.sz.len()) == d.sz, "device repack {what}: the scales differ from the host's");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // GEMV
 
 #[test]
