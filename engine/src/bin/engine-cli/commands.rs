@@ -605,7 +605,13 @@ fn bench(a: BenchArgs) -> Result<()> {
             _ => format!("decode:  {tps:.2} tok/s = {:.1} ms/token after a {p}-token prompt", 1e3 / tps),
         };
         eprintln!("{line}");
-        decode_rows.push(serde_json::json!({"prompt": p, "tokens": a.decode_tokens, "tok_s": tps}));
+        let mut row = serde_json::json!({"prompt": p, "tokens": a.decode_tokens, "tok_s": tps});
+        if let (Some((bw, read_bw)), Some(bytes)) = (bws, bytes) {
+            row["bytes_per_step"] = bytes.into();
+            row["floor_tok_s"] = (bw / bytes as f64).into();
+            row["read_floor_tok_s"] = (read_bw / bytes as f64).into();
+        }
+        decode_rows.push(row);
     }
     put("decode", decode_rows.into());
 
