@@ -58,6 +58,7 @@ ENGINE_DEV Source source_of(const RepackParams& p, uint32_t col) {
 // Every word of qw: one thread per word, consecutive threads consecutive words (the writes coalesce; the reads
 // walk a column's packed rows). Any 1-D grid (grid-stride loop).
 extern "C" __global__ void repack_int4_words(const RepackParams p) {
+    pdl_wait();  // the copies of the checkpoint's tensors, and whatever ran before, are done
     const uint64_t total = (uint64_t)p.tiles * p.steps * 32 * 4;
     for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (uint64_t)gridDim.x * blockDim.x) {
         const uint32_t w = (uint32_t)i & 3u, lane = (uint32_t)(i >> 2) & 31u;
@@ -77,6 +78,7 @@ extern "C" __global__ void repack_int4_words(const RepackParams p) {
 // Every (scale, 1024 + zero) word of sz: the scale's bits in the low half, and 1024 + zero (zero = stored nibble
 // + 1 ∈ 1..16) as fp16 in the high half, which is 0x6400 + zero exactly. Any 1-D grid.
 extern "C" __global__ void repack_int4_scales(const RepackParams p) {
+    pdl_wait();
     const uint64_t total = (uint64_t)p.tiles * p.groups * INT4_TILE_N;
     for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (uint64_t)gridDim.x * blockDim.x) {
         const uint32_t j = (uint32_t)i & 15u;

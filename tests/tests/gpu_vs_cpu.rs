@@ -244,3 +244,25 @@ fn cuda_matches_cpu_on_the_7b_shape() {
         t0.elapsed().as_secs_f64()
     );
 }
+
+/// Repacking on the device (`--tune gpu_repack=on`: the checkpoint's int4 tensors uploaded as they are and reordered
+/// by `repack.cu`) loads the same weights as the host repack: every prefill logit bit-identical, on every synthetic
+/// checkpoint the CUDA backend runs (act-order and 8-bit linears fall back to the host repack).
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn device_repack_loads_the_same_weights() {
+    for case in cases().into_iter().filter(|c| c.cuda_refuses.is_none()) {
+        let dir = synth(case.name, &case.spec);
+        let logits = |gpu_repack: bool| {
+            let tuning = engine::Tuning { gpu_repack, ..Default::default() };
+            let opts =
+                EngineOptions { backend: BackendKind::Cuda, max_context: Some(512), tuning, ..Default::default() };
+            let engine = Engine::load(dir.path(), &opts).unwrap();
+            let ids = random_ids(40, engine.config().vocab_size, 31);
+            engine.new_session(None).unwrap().feed_all_logits(&ids).unwrap()
+        };
+        let (host, device) = (logits(false), logits(true));
+        assert!(host == device, "{}: the device repack loads different weights than the host's", case.name);
+        println!("{:<30} device repack: prefill logits bit-identical to the host repack's", case.name);
+    }
+}

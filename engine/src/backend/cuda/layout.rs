@@ -197,6 +197,28 @@ fn locate_column(widths: &[usize], c: usize) -> (usize, usize) {
     unreachable!("column map only names columns below the fused width")
 }
 
+/// How the tiles find a row's group: rows per group after sorting and the shift from a 32-row chunk to its group.
+pub struct Grouping {
+    /// Rows per group (`k_pad` for one group): a multiple of [`CHUNK_K`].
+    pub group_size: usize,
+    /// The group of 32-row chunk `c` is `c >> chunk_shift` (31 for one group).
+    pub chunk_shift: u32,
+}
+
+/// The grouping of `k` rows in `groups` groups of `group_size` (as configured), or the error naming `what` if the
+/// tiles cannot carry it (a group size that is not 32 times a power of two).
+pub fn grouping(k: usize, group_size: usize, groups: usize, what: &str) -> Result<Grouping> {
+    let eff_g = if groups == 1 { k.next_multiple_of(STEP_K) } else { group_size };
+    if groups > 1 && !(eff_g % CHUNK_K == 0 && (eff_g / CHUNK_K).is_power_of_two()) {
+        return Err(Error::BackendUnavailable(format!(
+            "{what}: group size {group_size} is not {CHUNK_K} times a power of two (32, 64, 128, 256, ...); \
+             run this checkpoint with --backend cpu"
+        )));
+    }
+    let chunk_shift = if groups > 1 { (eff_g / CHUNK_K).trailing_zeros() } else { 31 };
+    Ok(Grouping { group_size: eff_g, chunk_shift })
+}
+
 /// Views of one GPTQ linear's tensors, as AutoGPTQ lays them out.
 #[derive(Clone, Copy)]
 pub struct GptqParts<'a> {
@@ -302,14 +324,7 @@ fn repack_parts_in(
     if views.iter().any(|v| v.bits != bits) {
         return Err(Error::BackendUnavailable(format!("{what}: fused parts differ in bits per weight")));
     }
-    let eff_g = if groups == 1 { k.next_multiple_of(STEP_K) } else { group_size };
-    if groups > 1 && !(eff_g % CHUNK_K == 0 && (eff_g / CHUNK_K).is_power_of_two()) {
-        return Err(Error::BackendUnavailable(format!(
-            "{what}: group size {group_size} is not {CHUNK_K} times a power of two (32, 64, 128, 256, ...); \
-             run this checkpoint with --backend cpu"
-        )));
-    }
-    let chunk_shift = if groups > 1 { (eff_g / CHUNK_K).trailing_zeros() } else { 31 };
+    let Grouping { group_size: eff_g, chunk_shift } = grouping(k, group_size, groups, what)?;
 
     // Sort each part's rows by its group. A stable sort keeps the order the identity when g_idx is already k / G.
     let mut perms: Vec<Vec<u32>> = Vec::with_capacity(views.len());

@@ -129,7 +129,7 @@ impl CudaBackend {
         let limits = PlanLimits { max_context: opts.max_context, prefill_chunk: opts.prefill_chunk };
         let plan = plan::plan(&model.desc, limits);
         let t0 = std::time::Instant::now();
-        let weights = DeviceWeights::upload(&gpu, &model, &plan, opts.progress)?;
+        let weights = DeviceWeights::upload(&gpu, &model, &plan, opts.tuning.gpu_repack, opts.progress)?;
         let upload_s = t0.elapsed().as_secs_f64();
         let act_mem = gpu.alloc(plan.region_size(Region::Activations), "activations")?;
         let ws_mem = gpu.alloc(plan.region_size(Region::Workspace), "workspace")?;

@@ -102,6 +102,14 @@ impl<'g> Staging<'g> {
         Ok(start)
     }
 
+    /// Queue every copy `put` has taken so far on the stream, so that work queued after this call sees them.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.send()
+    }
+
     /// Start the GPU copies out of the current buffer and switch to the other, once the GPU is done with it.
     fn send(&mut self) -> Result<()> {
         let stream = self.gpu.stream.cu_stream();

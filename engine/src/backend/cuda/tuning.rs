@@ -20,6 +20,9 @@ pub struct Tuning {
     pub gemv_wide: bool,
     /// The 128 × 128 prefill GEMM tile for chunks of at least 128 rows, where the card's shared memory allows it.
     pub gemm128: bool,
+    /// Repack GPTQ int4 linears without act-order on the device (`repack.cu`: the checkpoint's tensors uploaded as
+    /// they are, then reordered there) instead of on the host. Off until measured (BENCHMARKS.md).
+    pub gpu_repack: bool,
     /// Load the prebuilt cubin for the card when there is one; off loads the PTX through the driver's JIT
     /// (seconds on a first run).
     pub cubin: bool,
@@ -27,7 +30,15 @@ pub struct Tuning {
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { pdl: true, gemv_blocks_per_sm: 12, attn_splits: 64, gemv_wide: true, gemm128: true, cubin: true }
+        Tuning {
+            pdl: true,
+            gemv_blocks_per_sm: 12,
+            attn_splits: 64,
+            gemv_wide: true,
+            gemm128: true,
+            gpu_repack: false,
+            cubin: true,
+        }
     }
 }
 
@@ -38,6 +49,7 @@ pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
     ("attn_splits", "1..=64", "decode attention blocks per head at most (capped by the memory plan)"),
     ("gemv_wide", "on|off", "16-warp o/down GEMVs where a projection has fewer than 4 tiles per SM"),
     ("gemm128", "on|off", "the 128 x 128 prefill GEMM tile for chunks of >= 128 rows"),
+    ("gpu_repack", "on|off", "repack GPTQ int4 linears without act-order on the device instead of the host"),
     ("cubin", "on|off", "the prebuilt cubin (off: the PTX through the driver's JIT)"),
 ];
 
@@ -59,6 +71,7 @@ impl Tuning {
             "gemv_wide" => self.gemv_wide = flag(value)?,
             "gemm128" => self.gemm128 = flag(value)?,
             "cubin" => self.cubin = flag(value)?,
+            "gpu_repack" => self.gpu_repack = flag(value)?,
             "attn_splits" => self.attn_splits = count(value, 1..=64)?,
             "gemv_blocks_per_sm" => self.gemv_blocks_per_sm = count(value, 1..=16)?,
             _ => {
@@ -88,12 +101,13 @@ impl Tuning {
     pub fn describe(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "pdl={},gemv_blocks_per_sm={},attn_splits={},gemv_wide={},gemm128={},cubin={}",
+            "pdl={},gemv_blocks_per_sm={},attn_splits={},gemv_wide={},gemm128={},gpu_repack={},cubin={}",
             on(self.pdl),
             self.gemv_blocks_per_sm,
             self.attn_splits,
             on(self.gemv_wide),
             on(self.gemm128),
+            on(self.gpu_repack),
             on(self.cubin)
         )
     }
@@ -105,14 +119,17 @@ mod tests {
 
     #[test]
     fn parse_sets_each_key_and_describe_round_trips() {
-        let t =
-            Tuning::parse("pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemm128=false,cubin=off").unwrap();
+        let t = Tuning::parse(
+            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemm128=false,gpu_repack=on,cubin=off",
+        )
+        .unwrap();
         let want = Tuning {
             pdl: false,
             gemv_blocks_per_sm: 8,
             attn_splits: 16,
             gemv_wide: false,
             gemm128: false,
+            gpu_repack: true,
             cubin: false,
         };
         assert_eq!(t, want);

@@ -6,12 +6,14 @@
 
 use std::io::Write;
 
-use engine_format::plan::{LinearBuffers, MemoryPlan, Region, TileBuffers};
+use engine_format::gptq::Bits;
+use engine_format::plan::{Buf, LinearBuffers, MemoryPlan, Region, TileBuffers};
 use engine_format::{Linear, TensorRef};
 use half::f16;
 
-use super::driver::{DevPtr, DeviceBuffer, Gpu};
-use super::layout::{self, ColumnOrder, DeviceLinear, TileFormat};
+use super::driver::{DevPtr, DeviceBuffer, Launch};
+use super::kernels::{Device, RepackParams};
+use super::layout::{self, ColumnOrder, DeviceLinear, TileFormat, STEP_K, TILE_N};
 use super::staging::Staging;
 use crate::backend::rope::RopeTable;
 use crate::error::{Error, Result};
@@ -88,8 +90,12 @@ pub(crate) struct DeviceWeights {
 }
 
 struct Uploader<'a> {
+    gpu: &'a Device,
     staging: Staging<'a>,
     mem: &'a DeviceBuffer,
+    /// With `Tuning::gpu_repack`: room on the device for the largest linear's checkpoint tensors, which
+    /// [`Uploader::linear_on_device`] repacks there.
+    raw: Option<DeviceBuffer>,
     done: usize,
     total: usize,
     progress: bool,
@@ -147,6 +153,11 @@ impl Uploader<'_> {
         at: &LinearBuffers,
         what: &str,
     ) -> Result<DevLinear> {
+        if self.raw.is_some() {
+            if let Some(dev) = self.linear_on_device(model, parts, order, at, what)? {
+                return Ok(dev);
+            }
+        }
         let d = layout::repack_linear_in(model, parts, order, what, std::mem::take(&mut self.spare))?;
         let at = match (at, d.format) {
             (LinearBuffers::Int4(at), TileFormat::Int4)
@@ -159,6 +170,101 @@ impl Uploader<'_> {
         // The words are in pinned memory now: their buffer serves the next linear.
         self.spare = d.qw;
         Ok(dev)
+    }
+
+    /// [`Uploader::linear`] through the device: a GPTQ int4 linear without act-order is uploaded as the checkpoint
+    /// stores it and reordered into its tiles by `repack.cu` (the same words as the host repack, tested word for
+    /// word). `None` for every other linear (the host repack takes it, with its errors).
+    fn linear_on_device(
+        &mut self,
+        model: &Model,
+        parts: &[&Linear],
+        order: ColumnOrder,
+        at: &LinearBuffers,
+        what: &str,
+    ) -> Result<Option<DevLinear>> {
+        let (LinearBuffers::Int4(at), Some(raw)) = (at, self.raw.as_ref()) else { return Ok(None) };
+        let Some(src) = device_repack_sources(parts) else { return Ok(None) };
+        let (k, group_size, groups) = (src[0].k, src[0].group_size, src[0].groups);
+        let grouping = layout::grouping(k, group_size, groups, what)?;
+        let n_total: usize = src.iter().map(|s| s.n).sum();
+        let col_map = layout::column_map(order, n_total);
+        let (n_pad, k_pad) = (col_map.len(), k.next_multiple_of(STEP_K));
+        if at.perm.is_some() {
+            return Ok(None); // the plan keeps a row order for it: the host repack writes it
+        }
+        if at.qw.len * 32 != n_pad * k_pad || at.sz.len != n_pad * groups {
+            return Err(Error::Device(format!("{what}: the memory plan and the repacked layout disagree")));
+        }
+        // The checkpoint's tensors into `raw` (byte offsets, each 16-byte aligned), then the two gathers.
+        let mut off = 0usize;
+        let mut place = |bytes: usize| {
+            let at = off;
+            off = (off + bytes).next_multiple_of(16);
+            (at, off)
+        };
+        let mut ptrs = [(DevPtr::NULL, DevPtr::NULL, DevPtr::NULL); 3];
+        let mut widths = [0u32; 3];
+        for (i, s) in src.iter().enumerate() {
+            let (qw, qz, sc) = (model.u32(s.qweight), model.u32(s.qzeros), model.f16(s.scales));
+            let ((a, _), (b, _), (c, end)) = (place(qw.len() * 4), place(qz.len() * 4), place(sc.len() * 2));
+            if end > raw.len() {
+                return Err(Error::Device(format!("{what}: larger than the device repack's room")));
+            }
+            ptrs[i] = (
+                self.staging.put(raw, Buf::new(a, qw.len()), qw)?,
+                self.staging.put(raw, Buf::new(b, qz.len()), qz)?,
+                self.staging.put(raw, Buf::new(c, sc.len()), sc)?,
+            );
+            widths[i] = s.n as u32;
+        }
+        let col_map_ptr = self.put(at.col_map, &col_map)?;
+        self.staging.flush()?;
+        let p = RepackParams {
+            qweight0: ptrs[0].0,
+            qweight1: ptrs[1].0,
+            qweight2: ptrs[2].0,
+            qzeros0: ptrs[0].1,
+            qzeros1: ptrs[1].1,
+            qzeros2: ptrs[2].1,
+            scales0: ptrs[0].2,
+            scales1: ptrs[1].2,
+            scales2: ptrs[2].2,
+            col_map: col_map_ptr,
+            qw: self.mem.at(at.qw).cast(),
+            sz: self.mem.at(at.sz),
+            n0: widths[0],
+            n1: widths[1],
+            n2: widths[2],
+            k: k as u32,
+            steps: (k_pad / STEP_K) as u32,
+            tiles: (n_pad / TILE_N) as u32,
+            groups: groups as u32,
+        };
+        let launch = Launch::new(4 * self.gpu.limits.sm_count, 256, 0).after_previous();
+        // SAFETY: the sources lie in `raw` (checked above against its size) and were queued on this stream before
+        // the launches (flush); qw, sz and col_map are this linear's plan buffers in `mem`, sized for n_pad × k_pad
+        // (checked above); both allocations outlive the upload, which ends with a synchronize.
+        unsafe {
+            self.gpu.launch(&self.gpu.k.repack_int4_words, launch, &p)?;
+            self.gpu.launch(&self.gpu.k.repack_int4_scales, launch, &p)?;
+        }
+        self.done += at.qw.bytes() + at.sz.bytes();
+        Ok(Some(DevLinear {
+            format: TileFormat::Int4,
+            qw: self.mem.at(at.qw),
+            sz: self.mem.at(at.sz),
+            perm: DevPtr::NULL,
+            inv: DevPtr::NULL,
+            part_slots: [layout::NO_PART; 2],
+            col_map: col_map_ptr,
+            k: k as u32,
+            k_pad: k_pad as u32,
+            n_pad: n_pad as u32,
+            groups: groups as u32,
+            group_size: grouping.group_size as u32,
+            chunk_shift: grouping.chunk_shift,
+        }))
     }
 
     fn upload_linear(&mut self, at: &TileBuffers, d: &DeviceLinear) -> Result<DevLinear> {
@@ -188,16 +294,109 @@ impl Uploader<'_> {
     }
 }
 
+/// One part of a linear the device repack takes: its checkpoint tensors and shape.
+struct RawPart<'m> {
+    qweight: &'m TensorRef,
+    qzeros: &'m TensorRef,
+    scales: &'m TensorRef,
+    k: usize,
+    n: usize,
+    group_size: usize,
+    groups: usize,
+}
+
+/// The parts of a linear the device repack (`repack.cu`) can take: at most three GPTQ int4 parts sharing K and
+/// grouping, every row in its group's order (no act-order), every width a multiple of 8 (whole `qzeros` words).
+fn device_repack_sources<'m>(parts: &[&'m Linear]) -> Option<Vec<RawPart<'m>>> {
+    if parts.len() > 3 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(parts.len());
+    for part in parts {
+        let Linear::Gptq {
+            bits: Bits::Four,
+            qweight,
+            qzeros,
+            scales,
+            in_features,
+            out_features,
+            group_size,
+            groups,
+            g_idx_is_trivial: true,
+            ..
+        } = part
+        else {
+            return None;
+        };
+        if out_features % 8 != 0 || in_features % 8 != 0 {
+            return None;
+        }
+        let raw = RawPart {
+            qweight,
+            qzeros,
+            scales,
+            k: *in_features,
+            n: *out_features,
+            group_size: *group_size,
+            groups: *groups,
+        };
+        if out.first().is_some_and(|f: &RawPart| (f.k, f.group_size, f.groups) != (raw.k, raw.group_size, raw.groups)) {
+            return None;
+        }
+        out.push(raw);
+    }
+    Some(out)
+}
+
+/// Bytes the device repack's room needs: the largest linear's checkpoint tensors, each 16-byte aligned.
+fn device_repack_room(model: &Model) -> usize {
+    let d = &model.desc;
+    let bytes = |parts: &[&Linear]| -> usize {
+        device_repack_sources(parts).map_or(0, |src| {
+            src.iter()
+                .flat_map(|s| [s.qweight, s.qzeros, s.scales])
+                .map(|t| model.bytes(t).len().next_multiple_of(16))
+                .sum()
+        })
+    };
+    d.layers
+        .iter()
+        .flat_map(|l| {
+            let qkv: Vec<&Linear> = l.qkv.parts.iter().collect();
+            [bytes(&qkv), bytes(&[&l.o_proj]), bytes(&[&l.gate_proj, &l.up_proj]), bytes(&[&l.down_proj])]
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 impl DeviceWeights {
-    pub fn upload(gpu: &Gpu, model: &Model, plan: &MemoryPlan, progress: bool) -> Result<DeviceWeights> {
+    /// Every weight into its plan buffer; with `gpu_repack`, the GPTQ int4 linears without act-order repacked on
+    /// the device ([`Uploader::linear_on_device`]), the others on the host.
+    pub fn upload(
+        gpu: &Device,
+        model: &Model,
+        plan: &MemoryPlan,
+        gpu_repack: bool,
+        progress: bool,
+    ) -> Result<DeviceWeights> {
         let d = &model.desc;
         let c = &d.config;
         let p = &plan.weights;
         let total = plan.region_size(Region::Weights);
         let mem = gpu.alloc(total, "the weights")?;
         let (embed, layers, norm, lm_head, rope_cos, rope_sin) = {
-            let mut up =
-                Uploader { staging: Staging::new(gpu)?, mem: &mem, done: 0, total, progress, spare: Vec::new() };
+            let room = if gpu_repack { device_repack_room(model) } else { 0 };
+            let raw = if room > 0 { Some(gpu.alloc(room, "the device repack's room")?) } else { None };
+            let mut up = Uploader {
+                gpu,
+                staging: Staging::new(gpu)?,
+                mem: &mem,
+                raw,
+                done: 0,
+                total,
+                progress,
+                spare: Vec::new(),
+            };
 
             let embed = up.tensor(p.embed, model, &d.embed_tokens)?;
             let q_dim = c.num_attention_heads * c.head_dim;
