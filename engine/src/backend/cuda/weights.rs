@@ -153,10 +153,8 @@ impl Uploader<'_> {
         at: &LinearBuffers,
         what: &str,
     ) -> Result<DevLinear> {
-        if self.raw.is_some() {
-            if let Some(dev) = self.linear_on_device(model, parts, order, at, what)? {
-                return Ok(dev);
-            }
+        if let Some(dev) = self.linear_on_device(model, parts, order, at, what)? {
+            return Ok(dev);
         }
         let d = layout::repack_linear_in(model, parts, order, what, std::mem::take(&mut self.spare))?;
         let at = match (at, d.format) {
@@ -174,7 +172,8 @@ impl Uploader<'_> {
 
     /// [`Uploader::linear`] through the device: a GPTQ int4 linear without act-order is uploaded as the checkpoint
     /// stores it and reordered into its tiles by `repack.cu` (the same words as the host repack, tested word for
-    /// word). `None` for every other linear (the host repack takes it, with its errors).
+    /// word). `None` without `Tuning::gpu_repack` and for every other linear (the host repack takes it, with its
+    /// errors).
     fn linear_on_device(
         &mut self,
         model: &Model,
