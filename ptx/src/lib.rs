@@ -148,6 +148,15 @@ pub mod kernels {
     pub const GEMM128_INT4_RESIDUAL: &str = "gemm128_int4_residual";
     /// `gemm.cu`: `gemm128_int4_store32(GemmParams)`: f32 output (tests).
     pub const GEMM128_INT4_STORE32: &str = "gemm128_int4_store32";
+    /// `gemm_wgmma.cu`: `gemm_wgmma_int4_store16(GemmParams)`: gemm128's tiles, grid and split-K with the multiply
+    /// on Hopper's asynchronous tensor cores (`wgmma`). **sm_90a module only** (in the compute_80 module it traps).
+    /// 256 threads, 98304 bytes of dynamic shared memory (two blocks per SM), grid (ceil(n_pad / 128),
+    /// ceil(m / 128), k_splits); f16 output.
+    pub const GEMM_WGMMA_INT4_STORE16: &str = "gemm_wgmma_int4_store16";
+    /// `gemm_wgmma.cu`: `gemm_wgmma_int4_residual(GemmParams)`: adds into an f32 output.
+    pub const GEMM_WGMMA_INT4_RESIDUAL: &str = "gemm_wgmma_int4_residual";
+    /// `gemm_wgmma.cu`: `gemm_wgmma_int4_store32(GemmParams)`: f32 output (tests).
+    pub const GEMM_WGMMA_INT4_STORE32: &str = "gemm_wgmma_int4_store32";
     /// `gemm_small.cu`: `gemm_small_int4_store16(GemmParams)`: chunks of at most 16 rows, f16 output. 256 threads,
     /// grid (ceil(tiles / tiles_per_block), k_splits) with tiles = n_pad / 16 (the kernel takes tiles_per_block =
     /// ceil(tiles / grid.x)), dynamic shared memory 16 · (per_split · 128 + 64) bytes, per_split = ceil(k_pad / 64 /
@@ -245,6 +254,9 @@ pub mod kernels {
         GEMM128_INT4_STORE16,
         GEMM128_INT4_RESIDUAL,
         GEMM128_INT4_STORE32,
+        GEMM_WGMMA_INT4_STORE16,
+        GEMM_WGMMA_INT4_RESIDUAL,
+        GEMM_WGMMA_INT4_STORE32,
         GEMM_SMALL_INT4_STORE16,
         GEMM_SMALL_INT4_RESIDUAL,
         GEMV_INT8_QKV,

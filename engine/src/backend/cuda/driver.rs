@@ -255,6 +255,12 @@ impl Gpu {
         }
     }
 
+    /// Whether the loaded module has Hopper's `wgmma` kernels: compute capability 9.0 exactly, the only one the
+    /// sm_90a module is loaded on (`engine_ptx::ptx_for`); newer cards get the compute_80 module.
+    pub fn has_wgmma(&self) -> bool {
+        self.cc == (9, 0)
+    }
+
     pub fn describe(&self) -> String {
         format!("{}, sm_{}{}, {} SMs", self.name, self.cc.0, self.cc.1, self.limits.sm_count)
     }

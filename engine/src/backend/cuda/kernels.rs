@@ -391,10 +391,8 @@ kernels! {
         fill_u32: FillParams = name::FILL_U32,
         copy_bw: CopyParams = name::COPY_BYTES_READ_BW,
         read_bw: ReadParams = name::READ_BYTES_BW,
-        /// Tested against the host repack; the loader does not use them yet.
-        #[cfg_attr(not(test), allow(dead_code))]
+        /// The loader's repack of int4 linears without act-order (`Tuning::gpu_repack`).
         repack_int4_words: RepackParams = name::REPACK_INT4_WORDS,
-        #[cfg_attr(not(test), allow(dead_code))]
         repack_int4_scales: RepackParams = name::REPACK_INT4_SCALES,
         embed: EmbedParams = name::EMBED_TOKENS,
         rmsnorm_rows: RmsNormParams = name::RMSNORM_ROWS,
@@ -405,6 +403,10 @@ kernels! {
         gemm128_store16: GemmParams = name::GEMM128_INT4_STORE16,
         gemm128_residual: GemmParams = name::GEMM128_INT4_RESIDUAL,
         gemm128_store32: GemmParams = name::GEMM128_INT4_STORE32,
+        /// sm_90 only (the sm_90a module; they trap in the compute_80 one): see `Gpu::has_wgmma`.
+        gemm_wgmma_store16: GemmParams = name::GEMM_WGMMA_INT4_STORE16,
+        gemm_wgmma_residual: GemmParams = name::GEMM_WGMMA_INT4_RESIDUAL,
+        gemm_wgmma_store32: GemmParams = name::GEMM_WGMMA_INT4_STORE32,
         attn_decode: AttnParams = name::ATTN_DECODE,
         attn_prefill: AttnParams = name::ATTN_PREFILL,
         attn_prefill_tc64: AttnParams = name::ATTN_PREFILL_TC64,
@@ -499,6 +501,12 @@ impl Kernels {
                 // Two blocks per SM need 2 × 106 KB of the SM's unified L1 / shared memory: ask for the largest
                 // shared-memory carveout rather than leave the split to the driver (the L1 left over is enough,
                 // A and the weights bypass L1 anyway).
+                f.prefer_shared_memory()?;
+            }
+        }
+        if gpu.has_wgmma() {
+            for f in [&k.gemm_wgmma_store16, &k.gemm_wgmma_residual, &k.gemm_wgmma_store32] {
+                f.set_max_dynamic_smem(shapes::GEMM_WGMMA_SMEM_BYTES)?;
                 f.prefer_shared_memory()?;
             }
         }

@@ -219,6 +219,12 @@ pub fn gemm128_blocks_per_sm(limits: &DeviceLimits) -> u32 {
     (limits.smem_per_sm / (GEMM128_SMEM_BYTES + 16 + 1024)).clamp(1, 2)
 }
 
+/// Shared memory of `gemm_wgmma_int4_*`: `sizeof(wg::Smem)` = A 3×128×64 halves + dequantized W 2×128×64 halves
+/// (the swizzled layout needs no row padding) + raw W 3×8×32 uint4 + scales 3×256 words, and 1 KB of room to start
+/// it on a 1024-byte boundary. The kernel source `static_assert`s the same number.
+pub const GEMM_WGMMA_SMEM_BYTES: u32 = 3 * 128 * 64 * 2 + 2 * 128 * 64 * 2 + 3 * 8 * 32 * 16 + 3 * 256 * 4 + 1024;
+const _: () = assert!(2 * (GEMM_WGMMA_SMEM_BYTES + 16 + 1024) <= 228 * 1024);
+
 /// K steps (64 rows) per split of `gemm_small_int4_*`: ceil(steps / splits) rounded up to even, as the kernel
 /// computes it (`gsmall::per_split_steps`; a warp walks its split two steps at a time).
 pub const fn gemm_small_per_split(steps: u32, splits: u32) -> u32 {
@@ -249,6 +255,8 @@ pub enum GemmTile {
     /// [`GEMM128_MIN_ROWS`] rows, where the 64 × 64 tile is bound by its shared-memory traffic and barriers rather
     /// than by the tensor cores.
     Rows128,
+    /// The same tile on Hopper's asynchronous tensor cores (`gemm_wgmma_int4_*`, sm_90 only), two blocks per SM.
+    Wgmma128,
 }
 
 /// Rows from which a prefill GEMM uses the 128 × 128 tile. Below, a 128-row tile would be mostly padding.
@@ -258,13 +266,15 @@ impl GemmTile {
     /// The tile for `m` rows of a GEMM over `tiles` slot tiles and `steps` K steps: `gemm_small` for at most 16
     /// rows when a shape fits, the 128 × 128 tile from 128 rows when `gemm128` (the card allows it and the tuning
     /// wants it), else the 64 × 64 tile.
-    pub fn choose(m: u32, tiles: u32, steps: u32, sm_count: u32, gemm128: bool) -> GemmTile {
+    pub fn choose(m: u32, tiles: u32, steps: u32, sm_count: u32, gemm128: bool, wgmma: bool) -> GemmTile {
         if m <= 16 {
             if let Some(t) = gemm_small_shape(tiles, steps, m, sm_count) {
                 return t;
             }
         }
-        if m >= GEMM128_MIN_ROWS && gemm128 {
+        if m >= GEMM128_MIN_ROWS && gemm128 && wgmma {
+            GemmTile::Wgmma128
+        } else if m >= GEMM128_MIN_ROWS && gemm128 {
             GemmTile::Rows128
         } else {
             GemmTile::Rows64
@@ -275,7 +285,7 @@ impl GemmTile {
         match self {
             GemmTile::Small { .. } => 16,
             GemmTile::Rows64 => 64,
-            GemmTile::Rows128 => 128,
+            GemmTile::Rows128 | GemmTile::Wgmma128 => 128,
         }
     }
     /// Slots one block covers in a launch over `n_pad` slots (`gemm_small` spreads the tiles evenly over its grid,
@@ -294,12 +304,12 @@ impl GemmTile {
         match self {
             GemmTile::Small { tiles_per_block, .. } => tiles_per_block * TILE_N as u32,
             GemmTile::Rows64 => 64,
-            GemmTile::Rows128 => 128,
+            GemmTile::Rows128 | GemmTile::Wgmma128 => 128,
         }
     }
     fn threads(self) -> u32 {
         match self {
-            GemmTile::Small { .. } | GemmTile::Rows128 => 256,
+            GemmTile::Small { .. } | GemmTile::Rows128 | GemmTile::Wgmma128 => 256,
             GemmTile::Rows64 => 128,
         }
     }
@@ -319,6 +329,10 @@ impl GemmTile {
             GemmTile::Rows128 => {
                 let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
                 Launch::new(grid, self.threads(), GEMM128_SMEM_BYTES)
+            }
+            GemmTile::Wgmma128 => {
+                let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
+                Launch::new(grid, self.threads(), GEMM_WGMMA_SMEM_BYTES)
             }
         }
     }
@@ -427,7 +441,8 @@ pub fn gemm_splits(
     match tile {
         GemmTile::Small { splits, .. } => splits,
         GemmTile::Rows64 => gemm64_splits(n_pad, k_pad, m, limits.sm_count),
-        GemmTile::Rows128 => {
+        GemmTile::Rows128 | GemmTile::Wgmma128 => {
+            // Two blocks per SM either way on sm_90 (the wgmma tile's shared memory is the smaller).
             let resident = limits.sm_count * gemm128_blocks_per_sm(limits);
             gemm128_splits(resident, n_pad, k_pad, m, ws.gemm_partial.len, ws.gemm_counters.len)
         }
@@ -473,15 +488,24 @@ mod tests {
     #[test]
     fn gemm_tiles_by_rows() {
         // At most 16 rows take gemm_small when a shape fits; the 64-row tile is its fallback.
-        let choose = |m: u32, gemm128: bool| GemmTile::choose(m, 256, 64, 132, gemm128);
+        let choose = |m: u32, gemm128: bool| GemmTile::choose(m, 256, 64, 132, gemm128, false);
         assert!(matches!(choose(1, true), GemmTile::Small { .. }));
         assert!(matches!(choose(16, true), GemmTile::Small { .. }));
-        assert_eq!(GemmTile::choose(16, 256, 100_000, 132, true), GemmTile::Rows64);
+        assert_eq!(GemmTile::choose(16, 256, 100_000, 132, true, false), GemmTile::Rows64);
         assert_eq!(choose(17, true), GemmTile::Rows64);
         assert_eq!(choose(127, true), GemmTile::Rows64);
         assert_eq!(choose(128, true), GemmTile::Rows128);
         assert_eq!(choose(512, true), GemmTile::Rows128);
         assert_eq!(choose(512, false), GemmTile::Rows64);
+        // wgmma replaces the 128-row tile only: it needs gemm128, and shorter chunks keep their tiles.
+        assert_eq!(GemmTile::choose(512, 256, 64, 132, true, true), GemmTile::Wgmma128);
+        assert_eq!(GemmTile::choose(512, 256, 64, 132, false, true), GemmTile::Rows64);
+        assert_eq!(GemmTile::choose(127, 256, 64, 132, true, true), GemmTile::Rows64);
+        assert!(matches!(GemmTile::choose(16, 256, 64, 132, true, true), GemmTile::Small { .. }));
+        assert_eq!(
+            GemmTile::Wgmma128.launch(4096, 4096, 512, 2, TileFormat::Int4),
+            Launch::new((32, 4, 2), 256, GEMM_WGMMA_SMEM_BYTES)
+        );
         let (four, eight) = (TileFormat::Int4, TileFormat::Int8);
         assert_eq!(
             GemmTile::Rows128.launch(4096, 4096, 512, 2, four),
@@ -517,6 +541,17 @@ mod tests {
         assert!(
             src.contains(&format!("static_assert(sizeof(SmemBig) == {GEMM128_SMEM_BYTES}")),
             "gemm.cu's static_assert on sizeof(SmemBig) must name GEMM128_SMEM_BYTES"
+        );
+    }
+
+    #[test]
+    fn gemm_wgmma_smem_matches_the_kernels_static_assert() {
+        assert_eq!(GEMM_WGMMA_SMEM_BYTES, 98304);
+        let path = format!("{}/../ptx/kernels/gemm_wgmma.cu", env!("CARGO_MANIFEST_DIR"));
+        let src = std::fs::read_to_string(path).unwrap();
+        assert!(
+            src.contains(&format!("static_assert(sizeof(Smem) + 1024 == {GEMM_WGMMA_SMEM_BYTES}")),
+            "gemm_wgmma.cu's static_assert on sizeof(Smem) must name GEMM_WGMMA_SMEM_BYTES"
         );
     }
 

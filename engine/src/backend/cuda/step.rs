@@ -508,7 +508,8 @@ impl Step<'_> {
     fn gemm_tile(&self, lin: &DevLinear, m: u32) -> GemmTile {
         let limits = &self.gpu.limits;
         let gemm128 = self.tuning.gemm128 && shapes::gemm128_fits(limits) && lin.format == TileFormat::Int4;
-        GemmTile::choose(m, lin.tiles(), lin.k_pad / plan::STEP_K as u32, limits.sm_count, gemm128)
+        let wgmma = self.tuning.wgmma && self.gpu.has_wgmma();
+        GemmTile::choose(m, lin.tiles(), lin.k_pad / plan::STEP_K as u32, limits.sm_count, gemm128, wgmma)
     }
 
     /// One GEMM launch over all of `lin` with `tile`.
@@ -533,8 +534,10 @@ impl Step<'_> {
             (GemmOut::Residual(y), GemmTile::Rows64) => (k.gemm_residual.of(format), y, DevPtr::NULL),
             (GemmOut::Store16(y), GemmTile::Rows128) => (&k.gemm128_store16, DevPtr::NULL, y),
             (GemmOut::Residual(y), GemmTile::Rows128) => (&k.gemm128_residual, y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::Wgmma128) => (&k.gemm_wgmma_store16, DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::Wgmma128) => (&k.gemm_wgmma_residual, y, DevPtr::NULL),
         };
-        if tile == GemmTile::Rows128 && format != TileFormat::Int4 {
+        if matches!(tile, GemmTile::Rows128 | GemmTile::Wgmma128) && format != TileFormat::Int4 {
             return Err(Error::Device(format!("the 128-row GEMM tile runs int4 weights, not {format:?}")));
         }
         let p = GemmParams {

@@ -12,7 +12,7 @@ use super::kernels::*;
 use super::layout::{self, ColumnOrder, DeviceLinear, GptqParts, TileFormat, PAD_SLOT, TILE_N};
 use super::shapes::{
     self, gemm_small_per_split, gemm_small_shape, gemm_smem_bytes, GemmTile, GEMM128_SMEM_BYTES,
-    GEMM_SMALL_MAX_STEPS_PER_SPLIT,
+    GEMM_SMALL_MAX_STEPS_PER_SPLIT, GEMM_WGMMA_SMEM_BYTES,
 };
 use super::tuning::Tuning;
 use crate::backend::rope::RopeTable;
@@ -1011,6 +1011,10 @@ impl<'a> GemmTileFns<'a> {
         let fns = [&g.k.gemm128_store32, &g.k.gemm128_residual, &g.k.gemm128_store16];
         GemmTileFns { rows: 128, slots: 128, threads: 256, smem: GEMM128_SMEM_BYTES, fns }
     }
+    fn wgmma128(g: &'a Device) -> Self {
+        let fns = [&g.k.gemm_wgmma_store32, &g.k.gemm_wgmma_residual, &g.k.gemm_wgmma_store16];
+        GemmTileFns { rows: 128, slots: 128, threads: 256, smem: GEMM_WGMMA_SMEM_BYTES, fns }
+    }
 }
 
 impl RandLinear {
@@ -1154,8 +1158,24 @@ fn gemm128_int4_matches_f64_on_long_chunks() {
         eprintln!("skipped: {} grants too little shared memory per block for the 128 × 128 tile", g.describe());
         return;
     }
+    gemm128_cases(&g, &GemmTileFns::rows128(&g), "gemm128");
+}
+
+/// The same cases on the 128 × 128 tile multiplied by Hopper's `wgmma` (sm_90 only).
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn gemm_wgmma_int4_matches_f64_on_long_chunks() {
+    let g = gpu();
+    if !g.has_wgmma() {
+        eprintln!("skipped: {} has no wgmma (sm_90 only)", g.describe());
+        return;
+    }
+    gemm128_cases(&g, &GemmTileFns::wgmma128(&g), "gemm_wgmma");
+}
+
+/// The cases both 128 × 128 tiles run (see `gemm128_int4_matches_f64_on_long_chunks`).
+fn gemm128_cases(g: &Device, t: &GemmTileFns, label: &str) {
     let mut rng = Rng(23);
-    let t = GemmTileFns::rows128(&g);
     // (rows, K, N, group, act-order, symmetric, K splits, extra A stride, extra Y stride)
     #[allow(clippy::type_complexity)]
     let cases: &[(usize, usize, usize, Option<usize>, bool, bool, &[u32], usize, usize)] = &[
@@ -1173,7 +1193,7 @@ fn gemm128_int4_matches_f64_on_long_chunks() {
         let lin = RandLinear::new(&mut rng, k, n, group, act, sym);
         let d = lin.repack(ColumnOrder::Identity);
         let perm = d.perm.clone();
-        let dl = upload_linear(&g, d);
+        let dl = upload_linear(g, d);
         let (lda, ldy) = (k + lda_extra, n + ldy_extra);
         // A's columns in the sorted row order, as the producers write them; the stride padding is NaN, which
         // the kernel must never read.
@@ -1184,37 +1204,37 @@ fn gemm128_int4_matches_f64_on_long_chunks() {
                 a_dev[r * lda + c] = a[r * k + perm.as_ref().map_or(c, |p| p[c] as usize)];
             }
         }
-        let am = put(&g, &a_dev);
+        let am = put(g, &a_dev);
         let a64: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
         let want = matmul_f64(&a64, &lin.dense(), m, k, n);
         let y0 = rng.vec_f32(m * ldy, -1.0, 1.0);
         let (y, y2, yr, y16) =
-            (poisoned(&g, m * ldy * 4), poisoned(&g, m * ldy * 4), put(&g, &y0), poisoned(&g, m * ldy * 2));
+            (poisoned(g, m * ldy * 4), poisoned(g, m * ldy * 4), put(g, &y0), poisoned(g, m * ldy * 2));
         let max_splits = *splits.iter().max().unwrap() as usize;
         let part = g.alloc(max_splits * m * dl.d.n_pad * 4, "t").unwrap();
-        let counters = put(&g, &vec![0u32; 64]);
+        let counters = put(g, &vec![0u32; 64]);
         // The n columns of each row of an m × ldy output, and whether the stride padding is still poison.
         let cols = |v: Vec<f64>| -> Vec<f64> { v.chunks(ldy).flat_map(|r| r[..n].to_vec()).collect() };
         for &k_splits in splits {
             let base =
                 GemmParams { part: part.ptr(), counters: counters.ptr(), k_splits, ..dl.gemm(am.ptr(), m, lda, ldy) };
             let grid = (dl.p.n_pad.div_ceil(t.slots), (m as u32).div_ceil(t.rows), k_splits);
-            set(&g, &y, &vec![0xFFu8; m * ldy * 4]);
-            set(&g, &y2, &vec![0xFFu8; m * ldy * 4]);
-            set(&g, &y16, &vec![0xFFu8; m * ldy * 2]);
-            set(&g, &yr, &y0);
+            set(g, &y, &vec![0xFFu8; m * ldy * 4]);
+            set(g, &y2, &vec![0xFFu8; m * ldy * 4]);
+            set(g, &y16, &vec![0xFFu8; m * ldy * 2]);
+            set(g, &yr, &y0);
             let [f32k, resk, f16k] = t.fns;
-            launch(&g, f32k, Launch::new(grid, t.threads, t.smem), &GemmParams { y32: y.ptr(), ..base });
-            launch(&g, resk, Launch::new(grid, t.threads, t.smem), &GemmParams { y32: yr.ptr(), ..base });
-            launch(&g, f16k, Launch::new(grid, t.threads, t.smem), &GemmParams { y16: y16.ptr(), ..base });
-            launch(&g, f32k, Launch::new(grid, t.threads, t.smem), &GemmParams { y32: y2.ptr(), ..base });
+            launch(g, f32k, Launch::new(grid, t.threads, t.smem), &GemmParams { y32: y.ptr(), ..base });
+            launch(g, resk, Launch::new(grid, t.threads, t.smem), &GemmParams { y32: yr.ptr(), ..base });
+            launch(g, f16k, Launch::new(grid, t.threads, t.smem), &GemmParams { y16: y16.ptr(), ..base });
+            launch(g, f32k, Launch::new(grid, t.threads, t.smem), &GemmParams { y32: y2.ptr(), ..base });
             g.sync().unwrap();
             let what = format!(
-                "gemm128 M={m} K={k} N={n} G={group:?} act={act} sym={sym} splits={k_splits} lda={lda} ldy={ldy}"
+                "{label} M={m} K={k} N={n} G={group:?} act={act} sym={sym} splits={k_splits} lda={lda} ldy={ldy}"
             );
-            assert!(get::<u32>(&g, &counters, 64).iter().all(|&c| c == 0), "{what}: split counters not reset");
-            let bits: Vec<u32> = get(&g, &y, m * ldy);
-            let bits2: Vec<u32> = get(&g, &y2, m * ldy);
+            assert!(get::<u32>(g, &counters, 64).iter().all(|&c| c == 0), "{what}: split counters not reset");
+            let bits: Vec<u32> = get(g, &y, m * ldy);
+            let bits2: Vec<u32> = get(g, &y2, m * ldy);
             assert!(bits == bits2, "{what}: two runs differ");
             for (i, &b) in bits.iter().enumerate() {
                 if i % ldy >= n {
@@ -1223,10 +1243,10 @@ fn gemm128_int4_matches_f64_on_long_chunks() {
             }
             let got: Vec<f64> = bits.iter().map(|&b| f32::from_bits(b) as f64).collect();
             check(&cols(got), &want, 2e-3, &what);
-            let got_r: Vec<f64> = get::<f32>(&g, &yr, m * ldy).iter().map(|&v| v as f64).collect();
+            let got_r: Vec<f64> = get::<f32>(g, &yr, m * ldy).iter().map(|&v| v as f64).collect();
             let want_r: Vec<f64> = want.iter().enumerate().map(|(i, w)| w + y0[(i / n) * ldy + i % n] as f64).collect();
             check(&cols(got_r), &want_r, 2e-3, &format!("{what} residual"));
-            let got16 = f16s(&get::<u16>(&g, &y16, m * ldy));
+            let got16 = f16s(&get::<u16>(g, &y16, m * ldy));
             check(&cols(got16), &want, 3e-3, &format!("{what} f16"));
         }
     }

@@ -20,8 +20,13 @@ pub struct Tuning {
     pub gemv_wide: bool,
     /// The 128 × 128 prefill GEMM tile for chunks of at least 128 rows, where the card's shared memory allows it.
     pub gemm128: bool,
+    /// The 128 × 128 prefill tile multiplies on Hopper's asynchronous tensor cores (`gemm_wgmma_int4_*`) where the
+    /// card has them (sm_90); otherwise, or off, on `mma.sync` (`gemm128_int4_*`). Needs `gemm128`. 7B prefill of
+    /// 512 tokens 22.6 ms instead of 29.2 on an H200 (BENCHMARKS.md).
+    pub wgmma: bool,
     /// Repack GPTQ int4 linears without act-order on the device (`repack.cu`: the checkpoint's tensors uploaded as
-    /// they are, then reordered there) instead of on the host. Off until measured (BENCHMARKS.md).
+    /// they are, then reordered there) instead of on the host: 7B load 0.43 s instead of 1.0-1.2 s warm on an H200
+    /// (BENCHMARKS.md).
     pub gpu_repack: bool,
     /// Load the prebuilt cubin for the card when there is one; off loads the PTX through the driver's JIT
     /// (seconds on a first run).
@@ -36,7 +41,8 @@ impl Default for Tuning {
             attn_splits: 64,
             gemv_wide: true,
             gemm128: true,
-            gpu_repack: false,
+            wgmma: true,
+            gpu_repack: true,
             cubin: true,
         }
     }
@@ -49,6 +55,7 @@ pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
     ("attn_splits", "1..=64", "decode attention blocks per head at most (capped by the memory plan)"),
     ("gemv_wide", "on|off", "16-warp o/down GEMVs where a projection has fewer than 4 tiles per SM"),
     ("gemm128", "on|off", "the 128 x 128 prefill GEMM tile for chunks of >= 128 rows"),
+    ("wgmma", "on|off", "the 128 x 128 prefill tile on Hopper's wgmma tensor cores (sm_90; needs gemm128)"),
     ("gpu_repack", "on|off", "repack GPTQ int4 linears without act-order on the device instead of the host"),
     ("cubin", "on|off", "the prebuilt cubin (off: the PTX through the driver's JIT)"),
 ];
@@ -70,6 +77,7 @@ impl Tuning {
             "pdl" => self.pdl = flag(value)?,
             "gemv_wide" => self.gemv_wide = flag(value)?,
             "gemm128" => self.gemm128 = flag(value)?,
+            "wgmma" => self.wgmma = flag(value)?,
             "cubin" => self.cubin = flag(value)?,
             "gpu_repack" => self.gpu_repack = flag(value)?,
             "attn_splits" => self.attn_splits = count(value, 1..=64)?,
@@ -101,12 +109,13 @@ impl Tuning {
     pub fn describe(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "pdl={},gemv_blocks_per_sm={},attn_splits={},gemv_wide={},gemm128={},gpu_repack={},cubin={}",
+            "pdl={},gemv_blocks_per_sm={},attn_splits={},gemv_wide={},gemm128={},wgmma={},gpu_repack={},cubin={}",
             on(self.pdl),
             self.gemv_blocks_per_sm,
             self.attn_splits,
             on(self.gemv_wide),
             on(self.gemm128),
+            on(self.wgmma),
             on(self.gpu_repack),
             on(self.cubin)
         )
@@ -120,7 +129,7 @@ mod tests {
     #[test]
     fn parse_sets_each_key_and_describe_round_trips() {
         let t = Tuning::parse(
-            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemm128=false,gpu_repack=on,cubin=off",
+            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemm128=false,wgmma=on,gpu_repack=off,cubin=off",
         )
         .unwrap();
         let want = Tuning {
@@ -129,7 +138,8 @@ mod tests {
             attn_splits: 16,
             gemv_wide: false,
             gemm128: false,
-            gpu_repack: true,
+            wgmma: true,
+            gpu_repack: false,
             cubin: false,
         };
         assert_eq!(t, want);
