@@ -72,6 +72,9 @@ SPILL_ALLOWLIST = {
     "gemm_wgmma_int4_store16": "36 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 128 outputs; the K loop runs at the 128-register cap of two blocks per SM without spilling",
     "gemm_wgmma_int4_residual": "36 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 128 outputs; the K loop runs at the 128-register cap of two blocks per SM without spilling",
     "gemm_wgmma_int4_store32": "36 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 128 outputs; the K loop runs at the 128-register cap of two blocks per SM without spilling",
+    "gemm_wgmma256_int4_store16": "36 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 256 outputs; the K loop runs within the 255-register cap of one block per SM without spilling",
+    "gemm_wgmma256_int4_residual": "36 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 256 outputs; the K loop runs within the 255-register cap of one block per SM without spilling",
+    "gemm_wgmma256_int4_store32": "36 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 256 outputs; the K loop runs within the 255-register cap of one block per SM without spilling",
 }
 
 GENERATED_BANNER = (

@@ -27,21 +27,39 @@
 
 namespace wg {
 
-constexpr int BM = 128, BN = 128, BK = 64;
+constexpr int BM = 128, BK = 64;
 constexpr int THREADS = 256;
-constexpr int STAGES = 3;                    // depth of the A ring and of the raw-weight ring
-constexpr int TILES = BN / INT4_TILE_N;      // slot-tiles per block: one per warp for the copies
-constexpr uint32_t ROW_BYTES = BK * 2;       // one row of a tile: 128 bytes, the swizzle's width
+constexpr int RAW_STAGES = 3;                 // depth of the raw-weight ring (the words run three steps ahead)
+constexpr uint32_t ROW_BYTES = BK * 2;        // one row of a tile: 128 bytes, the swizzle's width
 constexpr uint32_t SBO = 8 * ROW_BYTES;       // between groups of 8 rows (A) / slots (W)
 
+// The two shapes. A runs A_AHEAD = 2 steps ahead of the multiply; IN_FLIGHT wgmma steps may still run when a
+// warpgroup reaches the next barrier. A stage is rewritten A_AHEAD steps after its multiply was issued and a
+// dequantized tile one step after, so A_STAGES ≥ A_AHEAD + 1 + IN_FLIGHT and W_BUFS ≥ 2 + IN_FLIGHT.
+//   Narrow: 128 slots, every step waited for (IN_FLIGHT 0): 96 KB, two blocks per SM hide each other's barriers.
+//   Wide: 256 slots, one step left running across the barrier: each byte of A read from L2 feeds twice the slots
+//     (A is most of a step's bytes: 16 KB against 4-8 KB of weights), 190 KB, one block per SM.
+template <int BN_, int A_STAGES_, int W_BUFS_, int IN_FLIGHT_>
+struct Shape {
+    static constexpr int BN = BN_, A_STAGES = A_STAGES_, W_BUFS = W_BUFS_, IN_FLIGHT = IN_FLIGHT_;
+    static constexpr int TILES = BN / INT4_TILE_N;  // slot-tiles per block
+    static constexpr int RAW = TILES / 8;           // slot-tiles each warp copies and dequantizes per step
+    static constexpr int ACC = BN / 2;              // f32 accumulators per thread (64 rows × BN over 128 threads)
+    static_assert(A_STAGES >= 2 + 1 + IN_FLIGHT && W_BUFS >= 2 + IN_FLIGHT, "a stage would be rewritten in use");
+};
+using Narrow = Shape<128, 3, 2, 0>;
+using Wide = Shape<256, 4, 3, 1>;
+
+template <class S>
 struct Smem {
-    __half a[STAGES][BM * BK];
-    __half w[2][BN * BK];  // dequantized, [slot][k] in core matrices, double-buffered
-    uint4 wraw[STAGES][TILES][32];
-    uint32_t sz[STAGES][THREADS];  // each thread's (scale, zero) word for its chunk of the step
+    __half a[S::A_STAGES][BM * BK];
+    __half w[S::W_BUFS][S::BN * BK];  // dequantized, [slot][k], swizzled
+    uint4 wraw[RAW_STAGES][S::TILES][32];
+    uint32_t sz[RAW_STAGES][S::RAW][THREADS];  // each thread's (scale, zero) words for its chunks of the step
 };
 // The dynamic shared memory holds one Smem and 1 KB of room to start it on a 1024-byte boundary.
-static_assert(sizeof(Smem) + 1024 == 98304, "GEMM_WGMMA_SMEM_BYTES in engine/src/backend/cuda/shapes.rs must match");
+static_assert(sizeof(Smem<Narrow>) + 1024 == 98304, "GEMM_WGMMA_SMEM_BYTES in shapes.rs must match");
+static_assert(sizeof(Smem<Wide>) + 1024 == 195584, "GEMM_WGMMA_WIDE_SMEM_BYTES in shapes.rs must match");
 
 // Element offset of (row r, column c) in a swizzled tile, c a multiple of 8: where its 16 bytes go.
 ENGINE_DEV uint32_t swizzled(uint32_t r, uint32_t c) { return r * BK + ((((c >> 3) ^ r) & 7) << 3); }
@@ -66,14 +84,16 @@ ENGINE_DEV void wgmma_wait() {
 }
 // Keep the compiler from moving accumulator accesses across the asynchronous multiply: an empty asm that "reads and
 // writes" each register.
-ENGINE_DEV void fence_operands(float (&d)[64]) {
+template <int N>
+ENGINE_DEV void fence_operands(float (&d)[N]) {
 #pragma unroll
-    for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// d (64 × 128, f32) += A (64 × 16, f16, descriptor da) · B (16 × 128, f16, descriptor db), both K-major. (The
-// predicate says "accumulate into d"; the four immediates: no negation of A or B, neither transposed.)
-ENGINE_DEV void wgmma_m64n128k16(float (&d)[64], uint64_t da, uint64_t db) {
+// d (64 × N, f32) += A (64 × 16, f16, descriptor da) · B (16 × N, f16, descriptor db), both K-major, N = 128 or
+// 256 by the size of d (N / 2 accumulators per thread). The predicate says "accumulate into d"; the four immediates:
+// no negation of A or B, neither transposed.
+ENGINE_DEV void wgmma_k16(float (&d)[64], uint64_t da, uint64_t db) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
@@ -88,14 +108,38 @@ ENGINE_DEV void wgmma_m64n128k16(float (&d)[64], uint64_t da, uint64_t db) {
           "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
         : "l"(da), "l"(db), "r"(1));
 }
+ENGINE_DEV void wgmma_k16(float (&d)[128], uint64_t da, uint64_t db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+          "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+          "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : "l"(da), "l"(db), "r"(1));
+}
 #endif
 
-template <int OUT>
+template <int OUT, class S>
 ENGINE_DEV void run(const GemmParams& p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int BN = S::BN;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const uint32_t pad = (1024u - (tc::smem_addr(smem_raw) & 1023u)) & 1023u;
-    Smem& s = *reinterpret_cast<Smem*>(smem_raw + pad);
+    Smem<S>& s = *reinterpret_cast<Smem<S>*>(smem_raw + pad);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, group = warp >> 2;
     const uint32_t m0 = blockIdx.y * BM, slot0 = blockIdx.x * BN;
     const uint32_t steps_all = p.k_pad / BK, tiles = p.n_pad / INT4_TILE_N;
@@ -108,46 +152,74 @@ ENGINE_DEV void run(const GemmParams& p) {
     pdl_wait();
     pdl_launch_dependents();
 
+    // The copies' and the dequantization's addresses, computed once: each step only moves them along K (issue
+    // slots are the kernel's scarcest resource after the tensor cores; ncu counted ~340 instructions per warp and
+    // step when every step recomputed them).
     // A: 128 rows × 8 chunks of 16 bytes, 4 per thread: rows tid / 8 + 32 i, chunk tid % 8 (a warp copies 4 whole
-    // 128-byte rows of the step).
+    // 128-byte rows of the step). Rows 32 apart keep their swizzle (it depends on the row mod 8 only).
     const int a_r = tid >> 3, a_c = (tid & 7) * 8;
+    const __half* a_src = a + (size_t)min(m0 + a_r, p.m - 1) * p.lda + a_c;
+    const size_t a_rows32 = (size_t)32 * p.lda;
+    uint32_t a_rows_ok = 0;
+#pragma unroll
+    for (int i = 0; i < BM / 32; ++i) a_rows_ok |= (m0 + a_r + 32 * i < p.m ? 1u : 0u) << i;
+    const uint32_t a_dst = swizzled(a_r, a_c);
     auto load_a = [&](int buf, uint32_t step) {
+        const bool col_ok = step * BK + a_c < p.k;
+        const __half* src = a_src + step * BK;
 #pragma unroll
         for (int i = 0; i < BM / 32; ++i) {
-            const int r = a_r + 32 * i;
-            const uint32_t row = m0 + r, col = step * BK + a_c;
-            const bool ok = row < p.m && col < p.k;
-            const __half* src = ok ? a + (size_t)row * p.lda + col : a;
-            tc::cp_async16(&s.a[buf][swizzled(r, a_c)], src, ok ? 16u : 0u);
+            const bool ok = col_ok && (a_rows_ok >> i & 1u);
+            tc::cp_async16(&s.a[buf][a_dst + 32 * i * BK], ok ? src + i * a_rows32 : a, ok ? 16u : 0u);
         }
     };
-    // Raw weights: warp w copies slot-tile w of the block (512 contiguous bytes), each lane with the (scale, zero)
-    // of its own 32-row chunk (gemm.cu's scheme).
-    const uint32_t w_tile = blockIdx.x * TILES + warp;
-    const bool w_ok = w_tile < tiles;
-    auto load_w = [&](int buf, uint32_t step) {
-        const uint4* src = w_ok ? p.qw + ((size_t)w_tile * steps_all + step) * 32 + lane : p.qw;
-        tc::cp_async16(&s.wraw[buf][warp][lane], src, w_ok ? 16u : 0u);
-        const uint32_t g = min((step * BK + (lane >> 4) * INT4_CHUNK_K) / p.group_size, p.groups - 1);
-        gemm::cp_async4(&s.sz[buf][tid],
-                        p.sz + ((size_t)(w_ok ? w_tile : 0) * p.groups + g) * INT4_TILE_N + (lane & 15));
-    };
-    // What this thread dequantizes: the uint4 it copied, slot (lane % 16) of slot-tile `warp`, rows
-    // 32 · (lane / 16) + 8 i .. + 8 of the step for word i.
-    const uint32_t dq_slot = warp * INT4_TILE_N + (lane & 15), dq_k = (lane >> 4) * INT4_CHUNK_K;
-    auto dequant = [&](int raw_buf, int w_buf) {
-        const uint4 wv = s.wraw[raw_buf][warp][lane];
-        const __half2 szh = u32_as_half2(s.sz[raw_buf][tid]);
-        const __half2 zz = __high2half2(szh), sc = __low2half2(szh);
-        const uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
+    // Raw weights: warp w copies slot-tiles w, w + 8, ... of the block (512 contiguous bytes each), each lane with
+    // the (scale, zero) of its own 32-row chunk (gemm.cu's scheme). Group sizes are 32 times a power of two (the
+    // loader checks), or there is one group: the group is a shift, clamped.
+    const uint32_t g_shift = 31 - __clz(p.group_size), k_lane = (lane >> 4) * INT4_CHUNK_K;
+    // Slot-tiles past the end copy nothing (size 0) from their tile 0 address.
+    const uint4* w_src[S::RAW];
+    const uint32_t* sz_src[S::RAW];
+    uint32_t w_ok = 0;
 #pragma unroll
-        for (int wi = 0; wi < 4; ++wi)
-            *reinterpret_cast<uint4*>(&s.w[w_buf][swizzled(dq_slot, dq_k + 8 * wi)]) = gemm::dequant8(words[wi], zz, sc);
+    for (int j = 0; j < S::RAW; ++j) {
+        const uint32_t tile = blockIdx.x * S::TILES + warp + 8 * j;
+        const bool ok = tile < tiles;
+        w_ok |= (ok ? 1u : 0u) << j;
+        w_src[j] = p.qw + (size_t)(ok ? tile : 0) * steps_all * 32 + lane;
+        sz_src[j] = p.sz + (size_t)(ok ? tile : 0) * p.groups * INT4_TILE_N + (lane & 15);
+    }
+    auto load_w = [&](int buf, uint32_t step) {
+        const uint32_t g = min((step * BK + k_lane) >> g_shift, p.groups - 1);
+#pragma unroll
+        for (int j = 0; j < S::RAW; ++j) {
+            tc::cp_async16(&s.wraw[buf][warp + 8 * j][lane], w_src[j] + step * 32, (w_ok >> j & 1u) ? 16u : 0u);
+            gemm::cp_async4(&s.sz[buf][j][tid], sz_src[j] + g * INT4_TILE_N);
+        }
+    };
+    // What this thread dequantizes: the uint4s it copied, slot (lane % 16) of slot-tiles warp + 8 j, rows
+    // 32 · (lane / 16) + 8 i .. + 8 of the step for word i.
+    auto dequant = [&](int raw_buf, int w_buf) {
+#pragma unroll
+        for (int j = 0; j < S::RAW; ++j) {
+            const uint32_t lt = warp + 8 * j, slot = lt * INT4_TILE_N + (lane & 15);
+            const uint4 wv = s.wraw[raw_buf][lt][lane];
+            const __half2 szh = u32_as_half2(s.sz[raw_buf][j][tid]);
+            const __half2 zz = __high2half2(szh), sc = __low2half2(szh);
+            const uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
+            // swizzled(slot, k_lane + 8 wi), spelled out: the chunks k_lane / 8 + wi differ from k_lane / 8 in
+            // their low two bits only, so the swizzle of chunk wi is that of chunk 0 XOR wi.
+            __half* row = &s.w[w_buf][slot * BK];
+            const uint32_t x = ((k_lane >> 3) ^ slot) & 7;
+#pragma unroll
+            for (int wi = 0; wi < 4; ++wi)
+                *reinterpret_cast<uint4*>(row + ((x ^ wi) << 3)) = gemm::dequant8(words[wi], zz, sc);
+        }
     };
 
-    float d[64];
+    float d[S::ACC];
 #pragma unroll
-    for (int i = 0; i < 64; ++i) d[i] = 0.f;
+    for (int i = 0; i < S::ACC; ++i) d[i] = 0.f;
 
     // Prologue, as gemm128's: groups P = {raw 0}, C(-2) = {A 0, raw 1}, C(-1) = {A 1, raw 2}, then C(i) =
     // {A i + 2, raw i + 3} in step i, every group committed even when empty, so that in step i wait_group 1 means
@@ -161,44 +233,52 @@ ENGINE_DEV void run(const GemmParams& p) {
     if (n_steps > 2) load_w(2, step_begin + 2);
     tc::cp_async_commit();
     tc::cp_async_wait<2>();
-    if (n_steps > 0) dequant(0, 0);  // each thread its own copy: no barrier needed to read it
+    if (n_steps > 0) dequant(0, 0);  // each thread its own copies: no barrier needed to read them
 
     // This warpgroup's rows of A and the whole W tile, as shared-space byte addresses of stage / buffer 0.
     const uint32_t a_addr = tc::smem_addr(&s.a[0][64 * group * BK]);
     const uint32_t w_addr = tc::smem_addr(&s.w[0][0]);
     constexpr uint32_t A_STAGE_B = BM * BK * 2, W_BUF_B = BN * BK * 2, K16_B = 32;
 
+    // Ring positions of step i, advanced each step instead of computed with divisions.
+    int a_cur = 0, a_next = 2 % S::A_STAGES, w_cur = 0, raw_cur = 0;
     for (int i = 0; i < n_steps; ++i) {
         tc::cp_async_wait<1>();
         fence_proxy_async();
-        // The step's one barrier: A of step i has landed for everyone and w[i % 2] is complete, both visible to the
-        // tensor cores; every warpgroup has waited for its wgmma of step i - 1, whose A stage ((i + 2) % 3), raw
-        // stage (i % 3, dequantized during i - 1) and tile w[(i + 1) % 2] are rewritten below.
+        // The step's one barrier: A of step i has landed for everyone and its W tile is complete, both visible to
+        // the tensor cores; every warpgroup has finished its wgmma of step i - 1 - IN_FLIGHT, whose A stage, and
+        // the W tile of step i - 1 - IN_FLIGHT... are what the copies and the dequantization below rewrite (see
+        // Shape), and the raw stage i % 3 was dequantized during step i - 1.
         __syncthreads();
-        if (i + 2 < n_steps) load_a((i + 2) % STAGES, step_begin + i + 2);
-        if (i + 3 < n_steps) load_w(i % STAGES, step_begin + i + 3);
+        if (i + 2 < n_steps) load_a(a_next, step_begin + i + 2);
+        if (i + 3 < n_steps) load_w(raw_cur, step_begin + i + 3);
         tc::cp_async_commit();
 
-        const uint32_t a_base = a_addr + (uint32_t)(i % STAGES) * A_STAGE_B;
-        const uint32_t w_base = w_addr + (uint32_t)(i & 1) * W_BUF_B;
+        const uint32_t a_base = a_addr + (uint32_t)a_cur * A_STAGE_B;
+        const uint32_t w_base = w_addr + (uint32_t)w_cur * W_BUF_B;
         wgmma_fence();
         fence_operands(d);
 #pragma unroll
-        for (int kk = 0; kk < BK / 16; ++kk)
-            wgmma_m64n128k16(d, smem_desc(a_base + kk * K16_B), smem_desc(w_base + kk * K16_B));
+        for (int kk = 0; kk < BK / 16; ++kk) wgmma_k16(d, smem_desc(a_base + kk * K16_B), smem_desc(w_base + kk * K16_B));
         wgmma_commit();
         // The next step's weights, dequantized while the tensor cores multiply this one.
-        if (i + 1 < n_steps) dequant((i + 1) % STAGES, (i + 1) & 1);
-        wgmma_wait<0>();
+        a_cur = a_cur + 1 == S::A_STAGES ? 0 : a_cur + 1;
+        a_next = a_next + 1 == S::A_STAGES ? 0 : a_next + 1;
+        w_cur = w_cur + 1 == S::W_BUFS ? 0 : w_cur + 1;
+        raw_cur = raw_cur + 1 == RAW_STAGES ? 0 : raw_cur + 1;  // now (i + 1) % 3: the words of step i + 1
+        if (i + 1 < n_steps) dequant(raw_cur, w_cur);
+        wgmma_wait<S::IN_FLIGHT>();
         fence_operands(d);
     }
+    wgmma_wait<0>();
+    fence_operands(d);
     tc::cp_async_wait<0>();  // nothing real is pending (the last groups are empty); never leave a copy in flight
 
     // Epilogue: warp (group, w4) holds rows 64 group + 16 w4 + {g, g + 8} and slots 8 ni + 2 t + {0, 1} in
-    // d[4 ni .. 4 ni + 3], the m16n8 C layout of gemm.cu's warp tiles (one m16 tile, 16 n8 tiles).
-    float (&acc)[1][16][4] = *reinterpret_cast<float(*)[1][16][4]>(&d);
+    // d[4 ni .. 4 ni + 3], the m16n8 C layout of gemm.cu's warp tiles (one m16 tile, BN / 8 n8 tiles).
+    float (&acc)[1][BN / 8][4] = *reinterpret_cast<float(*)[1][BN / 8][4]>(&d);
     const int g = lane >> 2, t4 = lane & 3;
-    gemm::finish_tile<OUT, 1, 16>(p, acc, m0 + 64 * group + 16 * (warp & 3) + g, slot0 + 2 * t4);
+    gemm::finish_tile<OUT, 1, BN / 8>(p, acc, m0 + 64 * group + 16 * (warp & 3) + g, slot0 + 2 * t4);
 #else
     __trap();  // compute_80 module: the host launches these on sm_90 only, where the sm_90a module is loaded
 #endif
@@ -206,15 +286,26 @@ ENGINE_DEV void run(const GemmParams& p) {
 
 }  // namespace wg
 
-// Block: 256 threads; dynamic shared memory sizeof(wg::Smem) + 1024 = 98304 bytes (two blocks per SM). Grid:
-// (ceil(n_pad / 128), ceil(m / 128), k_splits), split-K as gemm128's. sm_90a only: in the compute_80 module these
-// trap. At most 128 registers per thread, so that two blocks fit an SM's register file.
+// Block: 256 threads. Grid: (ceil(n_pad / BN), ceil(m / 128), k_splits), split-K as gemm128's. sm_90a only: in the
+// compute_80 module these trap.
+// gemm_wgmma_*: BN = 128, dynamic shared memory sizeof(wg::Smem<Narrow>) + 1024 = 98304 bytes, at most 128
+// registers per thread: two blocks per SM.
 extern "C" __global__ void __launch_bounds__(256, 2) gemm_wgmma_int4_store16(const GemmParams p) {
-    wg::run<gemm::STORE16>(p);
+    wg::run<gemm::STORE16, wg::Narrow>(p);
 }
 extern "C" __global__ void __launch_bounds__(256, 2) gemm_wgmma_int4_residual(const GemmParams p) {
-    wg::run<gemm::RESIDUAL>(p);
+    wg::run<gemm::RESIDUAL, wg::Narrow>(p);
 }
 extern "C" __global__ void __launch_bounds__(256, 2) gemm_wgmma_int4_store32(const GemmParams p) {
-    wg::run<gemm::STORE32>(p);
+    wg::run<gemm::STORE32, wg::Narrow>(p);
+}
+// gemm_wgmma256_*: BN = 256, dynamic shared memory sizeof(wg::Smem<Wide>) + 1024 = 195584 bytes: one block per SM.
+extern "C" __global__ void __launch_bounds__(256, 1) gemm_wgmma256_int4_store16(const GemmParams p) {
+    wg::run<gemm::STORE16, wg::Wide>(p);
+}
+extern "C" __global__ void __launch_bounds__(256, 1) gemm_wgmma256_int4_residual(const GemmParams p) {
+    wg::run<gemm::RESIDUAL, wg::Wide>(p);
+}
+extern "C" __global__ void __launch_bounds__(256, 1) gemm_wgmma256_int4_store32(const GemmParams p) {
+    wg::run<gemm::STORE32, wg::Wide>(p);
 }

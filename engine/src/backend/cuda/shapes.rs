@@ -224,6 +224,11 @@ pub fn gemm128_blocks_per_sm(limits: &DeviceLimits) -> u32 {
 /// it on a 1024-byte boundary. The kernel source `static_assert`s the same number.
 pub const GEMM_WGMMA_SMEM_BYTES: u32 = 3 * 128 * 64 * 2 + 2 * 128 * 64 * 2 + 3 * 8 * 32 * 16 + 3 * 256 * 4 + 1024;
 const _: () = assert!(2 * (GEMM_WGMMA_SMEM_BYTES + 16 + 1024) <= 228 * 1024);
+/// Shared memory of `gemm_wgmma256_int4_*` (`sizeof(wg::Smem<Wide>)` + 1 KB): A 4×128×64 halves + dequantized W
+/// 3×256×64 halves + raw W 3×16×32 uint4 + scales 3×2×256 words: one block per SM.
+pub const GEMM_WGMMA256_SMEM_BYTES: u32 =
+    4 * 128 * 64 * 2 + 3 * 256 * 64 * 2 + 3 * 16 * 32 * 16 + 3 * 2 * 256 * 4 + 1024;
+const _: () = assert!(GEMM_WGMMA256_SMEM_BYTES + 16 + 1024 <= 228 * 1024);
 
 /// K steps (64 rows) per split of `gemm_small_int4_*`: ceil(steps / splits) rounded up to even, as the kernel
 /// computes it (`gsmall::per_split_steps`; a warp walks its split two steps at a time).
@@ -257,6 +262,8 @@ pub enum GemmTile {
     Rows128,
     /// The same tile on Hopper's asynchronous tensor cores (`gemm_wgmma_int4_*`, sm_90 only), two blocks per SM.
     Wgmma128,
+    /// 128 rows × 256 slots on wgmma (`gemm_wgmma256_int4_*`, sm_90 only), one block per SM.
+    Wgmma256,
 }
 
 /// Rows from which a prefill GEMM uses the 128 × 128 tile. Below, a 128-row tile would be mostly padding.
@@ -266,13 +273,16 @@ impl GemmTile {
     /// The tile for `m` rows of a GEMM over `tiles` slot tiles and `steps` K steps: `gemm_small` for at most 16
     /// rows when a shape fits, the 128 × 128 tile from 128 rows when `gemm128` (the card allows it and the tuning
     /// wants it), else the 64 × 64 tile.
-    pub fn choose(m: u32, tiles: u32, steps: u32, sm_count: u32, gemm128: bool, wgmma: bool) -> GemmTile {
+    /// `wgmma`: the slots of the wgmma tile to use (128 or 256), 0 for none.
+    pub fn choose(m: u32, tiles: u32, steps: u32, sm_count: u32, gemm128: bool, wgmma: u32) -> GemmTile {
         if m <= 16 {
             if let Some(t) = gemm_small_shape(tiles, steps, m, sm_count) {
                 return t;
             }
         }
-        if m >= GEMM128_MIN_ROWS && gemm128 && wgmma {
+        if m >= GEMM128_MIN_ROWS && gemm128 && wgmma == 256 {
+            GemmTile::Wgmma256
+        } else if m >= GEMM128_MIN_ROWS && gemm128 && wgmma != 0 {
             GemmTile::Wgmma128
         } else if m >= GEMM128_MIN_ROWS && gemm128 {
             GemmTile::Rows128
@@ -285,7 +295,7 @@ impl GemmTile {
         match self {
             GemmTile::Small { .. } => 16,
             GemmTile::Rows64 => 64,
-            GemmTile::Rows128 | GemmTile::Wgmma128 => 128,
+            GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::Wgmma256 => 128,
         }
     }
     /// Slots one block covers in a launch over `n_pad` slots (`gemm_small` spreads the tiles evenly over its grid,
@@ -305,11 +315,12 @@ impl GemmTile {
             GemmTile::Small { tiles_per_block, .. } => tiles_per_block * TILE_N as u32,
             GemmTile::Rows64 => 64,
             GemmTile::Rows128 | GemmTile::Wgmma128 => 128,
+            GemmTile::Wgmma256 => 256,
         }
     }
     fn threads(self) -> u32 {
         match self {
-            GemmTile::Small { .. } | GemmTile::Rows128 | GemmTile::Wgmma128 => 256,
+            GemmTile::Small { .. } | GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::Wgmma256 => 256,
             GemmTile::Rows64 => 128,
         }
     }
@@ -333,6 +344,10 @@ impl GemmTile {
             GemmTile::Wgmma128 => {
                 let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
                 Launch::new(grid, self.threads(), GEMM_WGMMA_SMEM_BYTES)
+            }
+            GemmTile::Wgmma256 => {
+                let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
+                Launch::new(grid, self.threads(), GEMM_WGMMA256_SMEM_BYTES)
             }
         }
     }
@@ -401,9 +416,10 @@ pub const GEMM128_MIN_SPLIT_STEPS: u32 = 4;
 /// reads them all back from L2): about 2–4; the larger guess keeps the split for when it clearly pays.
 const GEMM128_REDUCE_STEPS: u32 = 4;
 
-/// K splits for the 128 × 128 tile over `n_pad` slots, `k_pad` rows of K and `m` rows, on a card holding
-/// `resident` such blocks at once (SMs × blocks per SM: 2 on sm_90, where registers and shared memory allow two),
-/// with a split-K workspace of `part_floats` partial sums and `counters` tile counters.
+/// K splits for the 128-row tiles of `slots` slots (128, or 256 for the wide wgmma tile) over `n_pad` slots,
+/// `k_pad` rows of K and `m` rows, on a card holding `resident` such blocks at once (SMs × blocks per SM: 2 for the
+/// 128-slot tiles on sm_90, where registers and shared memory allow two; 1 for the wide one), with a split-K
+/// workspace of `part_floats` partial sums and `counters` tile counters.
 ///
 /// A grid of n_pad/128 × m/128 blocks is small next to the card for narrow projections (o and down of a 7B model:
 /// 32 × 4 = 128 blocks at 512 rows, on 132 SMs that hold 264), so such GEMMs split K. The split minimizes
@@ -412,8 +428,16 @@ const GEMM128_REDUCE_STEPS: u32 = 4;
 /// `GEMM_SPLIT_ROWS` rows of the widest projection, so narrow projections can split 512-row chunks (2 × 512 × 4096
 /// partials fit); wide ones at 512 rows (q/k/v, gate/up: 384 and 688 blocks) already fill the card, and stay
 /// unsplit.
-pub fn gemm128_splits(resident: u32, n_pad: u32, k_pad: u32, m: u32, part_floats: usize, counters: usize) -> u32 {
-    let base = n_pad.div_ceil(128) * m.div_ceil(128);
+pub fn gemm128_splits(
+    resident: u32,
+    n_pad: u32,
+    k_pad: u32,
+    m: u32,
+    slots: u32,
+    part_floats: usize,
+    counters: usize,
+) -> u32 {
+    let base = n_pad.div_ceil(slots) * m.div_ceil(128);
     let resident = resident.max(1);
     let steps = k_pad / 64;
     if base == 0 || base as usize > counters {
@@ -444,7 +468,10 @@ pub fn gemm_splits(
         GemmTile::Rows128 | GemmTile::Wgmma128 => {
             // Two blocks per SM either way on sm_90 (the wgmma tile's shared memory is the smaller).
             let resident = limits.sm_count * gemm128_blocks_per_sm(limits);
-            gemm128_splits(resident, n_pad, k_pad, m, ws.gemm_partial.len, ws.gemm_counters.len)
+            gemm128_splits(resident, n_pad, k_pad, m, 128, ws.gemm_partial.len, ws.gemm_counters.len)
+        }
+        GemmTile::Wgmma256 => {
+            gemm128_splits(limits.sm_count, n_pad, k_pad, m, 256, ws.gemm_partial.len, ws.gemm_counters.len)
         }
     }
 }
@@ -460,7 +487,7 @@ mod tests {
     #[test]
     fn gemm128_splits_fill_the_card_only_where_the_grid_is_small() {
         // An H200: 132 SMs × 2 blocks.
-        let splits = |n: u32, k: u32, m: u32| gemm128_splits(264, n, k, m, PART, COUNTERS);
+        let splits = |n: u32, k: u32, m: u32| gemm128_splits(264, n, k, m, 128, PART, COUNTERS);
         // 512 rows: o and down (128 blocks) split in two; q/k/v and gate/up (384, 688 blocks) don't.
         assert_eq!(splits(4096, 4096, 512), 2);
         assert_eq!(splits(4096, 11008, 512), 2);
@@ -478,30 +505,35 @@ mod tests {
         assert!(splits(4096, 4096, 128) > 2);
         // A tiny K never splits, nor does anything on a workspace without room.
         assert_eq!(splits(4096, 192, 128), 1);
-        assert_eq!(gemm128_splits(264, 4096, 4096, 512, 0, COUNTERS), 1);
-        assert_eq!(gemm128_splits(264, 4096, 4096, 512, PART, 0), 1);
+        assert_eq!(gemm128_splits(264, 4096, 4096, 512, 128, 0, COUNTERS), 1);
+        assert_eq!(gemm128_splits(264, 4096, 4096, 512, 128, PART, 0), 1);
         // An A100 (108 SMs × 1 block): o at 512 rows unsplit is 128 blocks, a full wave and one of 20 blocks
         // (2 × 64 steps); two splits make 3 waves of 32 steps (+ the reduction), which the model prefers.
-        assert_eq!(gemm128_splits(108, 4096, 4096, 512, PART, COUNTERS), 2);
+        assert_eq!(gemm128_splits(108, 4096, 4096, 512, 128, PART, COUNTERS), 2);
     }
 
     #[test]
     fn gemm_tiles_by_rows() {
         // At most 16 rows take gemm_small when a shape fits; the 64-row tile is its fallback.
-        let choose = |m: u32, gemm128: bool| GemmTile::choose(m, 256, 64, 132, gemm128, false);
+        let choose = |m: u32, gemm128: bool| GemmTile::choose(m, 256, 64, 132, gemm128, 0);
         assert!(matches!(choose(1, true), GemmTile::Small { .. }));
         assert!(matches!(choose(16, true), GemmTile::Small { .. }));
-        assert_eq!(GemmTile::choose(16, 256, 100_000, 132, true, false), GemmTile::Rows64);
+        assert_eq!(GemmTile::choose(16, 256, 100_000, 132, true, 0), GemmTile::Rows64);
         assert_eq!(choose(17, true), GemmTile::Rows64);
         assert_eq!(choose(127, true), GemmTile::Rows64);
         assert_eq!(choose(128, true), GemmTile::Rows128);
         assert_eq!(choose(512, true), GemmTile::Rows128);
         assert_eq!(choose(512, false), GemmTile::Rows64);
         // wgmma replaces the 128-row tile only: it needs gemm128, and shorter chunks keep their tiles.
-        assert_eq!(GemmTile::choose(512, 256, 64, 132, true, true), GemmTile::Wgmma128);
-        assert_eq!(GemmTile::choose(512, 256, 64, 132, false, true), GemmTile::Rows64);
-        assert_eq!(GemmTile::choose(127, 256, 64, 132, true, true), GemmTile::Rows64);
-        assert!(matches!(GemmTile::choose(16, 256, 64, 132, true, true), GemmTile::Small { .. }));
+        assert_eq!(GemmTile::choose(512, 256, 64, 132, true, 128), GemmTile::Wgmma128);
+        assert_eq!(GemmTile::choose(512, 256, 64, 132, false, 128), GemmTile::Rows64);
+        assert_eq!(GemmTile::choose(127, 256, 64, 132, true, 256), GemmTile::Rows64);
+        assert!(matches!(GemmTile::choose(16, 256, 64, 132, true, 256), GemmTile::Small { .. }));
+        assert_eq!(GemmTile::choose(512, 256, 64, 132, true, 256), GemmTile::Wgmma256);
+        assert_eq!(
+            GemmTile::Wgmma256.launch(4096, 4096, 512, 1, TileFormat::Int4),
+            Launch::new((16, 4, 1), 256, GEMM_WGMMA256_SMEM_BYTES)
+        );
         assert_eq!(
             GemmTile::Wgmma128.launch(4096, 4096, 512, 2, TileFormat::Int4),
             Launch::new((32, 4, 2), 256, GEMM_WGMMA_SMEM_BYTES)
@@ -546,13 +578,14 @@ mod tests {
 
     #[test]
     fn gemm_wgmma_smem_matches_the_kernels_static_assert() {
-        assert_eq!(GEMM_WGMMA_SMEM_BYTES, 98304);
+        assert_eq!((GEMM_WGMMA_SMEM_BYTES, GEMM_WGMMA256_SMEM_BYTES), (98304, 195584));
         let path = format!("{}/../ptx/kernels/gemm_wgmma.cu", env!("CARGO_MANIFEST_DIR"));
         let src = std::fs::read_to_string(path).unwrap();
         assert!(
-            src.contains(&format!("static_assert(sizeof(Smem) + 1024 == {GEMM_WGMMA_SMEM_BYTES}")),
+            src.contains(&format!("static_assert(sizeof(Smem<Narrow>) + 1024 == {GEMM_WGMMA_SMEM_BYTES}")),
             "gemm_wgmma.cu's static_assert on sizeof(Smem) must name GEMM_WGMMA_SMEM_BYTES"
         );
+        assert!(src.contains(&format!("static_assert(sizeof(Smem<Wide>) + 1024 == {GEMM_WGMMA256_SMEM_BYTES}")));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::kernels::*;
 use super::layout::{self, ColumnOrder, DeviceLinear, GptqParts, TileFormat, PAD_SLOT, TILE_N};
 use super::shapes::{
     self, gemm_small_per_split, gemm_small_shape, gemm_smem_bytes, GemmTile, GEMM128_SMEM_BYTES,
-    GEMM_SMALL_MAX_STEPS_PER_SPLIT, GEMM_WGMMA_SMEM_BYTES,
+    GEMM_SMALL_MAX_STEPS_PER_SPLIT, GEMM_WGMMA256_SMEM_BYTES, GEMM_WGMMA_SMEM_BYTES,
 };
 use super::tuning::Tuning;
 use crate::backend::rope::RopeTable;
@@ -1015,6 +1015,10 @@ impl<'a> GemmTileFns<'a> {
         let fns = [&g.k.gemm_wgmma_store32, &g.k.gemm_wgmma_residual, &g.k.gemm_wgmma_store16];
         GemmTileFns { rows: 128, slots: 128, threads: 256, smem: GEMM_WGMMA_SMEM_BYTES, fns }
     }
+    fn wgmma256(g: &'a Device) -> Self {
+        let fns = [&g.k.gemm_wgmma256_store32, &g.k.gemm_wgmma256_residual, &g.k.gemm_wgmma256_store16];
+        GemmTileFns { rows: 128, slots: 256, threads: 256, smem: GEMM_WGMMA256_SMEM_BYTES, fns }
+    }
 }
 
 impl RandLinear {
@@ -1171,6 +1175,7 @@ fn gemm_wgmma_int4_matches_f64_on_long_chunks() {
         return;
     }
     gemm128_cases(&g, &GemmTileFns::wgmma128(&g), "gemm_wgmma");
+    gemm128_cases(&g, &GemmTileFns::wgmma256(&g), "gemm_wgmma256");
 }
 
 /// The cases both 128 × 128 tiles run (see `gemm128_int4_matches_f64_on_long_chunks`).
