@@ -361,6 +361,27 @@ struct SmemBig {
 };
 static_assert(sizeof(SmemBig) == 107520, "GEMM128_SMEM_BYTES in engine/src/backend/cuda/params.rs must match");
 
+// What a block of a 128-row tile of `bn` slots works on (gemm128 here, gemm_wgmma.cu's tiles): its first row and
+// slot, the A it reads (its part's copy with act-order), and its split of the K steps (a split left without steps
+// just contributes zeros).
+struct RowsBlock {
+    uint32_t m0, slot0, steps_all, tiles, step_begin;
+    int n_steps;
+    const __half* a;
+};
+ENGINE_DEV RowsBlock rows_block(const GemmParams& p, uint32_t bn) {
+    RowsBlock b;
+    b.m0 = blockIdx.y * BIG_BM;
+    b.slot0 = blockIdx.x * bn;
+    b.steps_all = p.k_pad / BK;
+    b.tiles = p.n_pad / INT4_TILE_N;
+    b.a = part_a(p, b.slot0);
+    const Slice ks = slice_of(b.steps_all, blockIdx.z, p.k_splits);
+    b.step_begin = ks.lo;
+    b.n_steps = (int)(ks.hi - ks.lo);
+    return b;
+}
+
 template <int OUT>
 ENGINE_DEV void run_big(const GemmParams& p) {
     constexpr int WN = 2;                       // warps along slots (BIG_THREADS / 32 / WN = 4 along rows)
@@ -372,13 +393,11 @@ ENGINE_DEV void run_big(const GemmParams& p) {
     SmemBig& s = *reinterpret_cast<SmemBig*>(smem_raw);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int warp_m = warp / WN, warp_n = warp % WN;
-    const uint32_t m0 = blockIdx.y * BIG_BM, slot0 = blockIdx.x * BIG_BN;
-    const uint32_t steps_all = p.k_pad / BK, tiles = p.n_pad / INT4_TILE_N;
-    const __half* a = part_a(p, slot0);
-    // This block's K steps (clamped, so that a split left without steps just contributes zeros).
-    const uint32_t per_split = (steps_all + p.k_splits - 1) / p.k_splits;
-    const uint32_t step_begin = min(steps_all, blockIdx.z * per_split);
-    const int n_steps = (int)(min(steps_all, step_begin + per_split) - step_begin);
+    const RowsBlock blk = rows_block(p, BIG_BN);
+    const uint32_t m0 = blk.m0, slot0 = blk.slot0, steps_all = blk.steps_all, tiles = blk.tiles;
+    const uint32_t step_begin = blk.step_begin;
+    const int n_steps = blk.n_steps;
+    const __half* a = blk.a;
 
     pdl_wait();
     pdl_launch_dependents();

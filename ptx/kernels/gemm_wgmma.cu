@@ -141,13 +141,11 @@ ENGINE_DEV void run(const GemmParams& p) {
     const uint32_t pad = (1024u - (tc::smem_addr(smem_raw) & 1023u)) & 1023u;
     Smem<S>& s = *reinterpret_cast<Smem<S>*>(smem_raw + pad);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, group = warp >> 2;
-    const uint32_t m0 = blockIdx.y * BM, slot0 = blockIdx.x * BN;
-    const uint32_t steps_all = p.k_pad / BK, tiles = p.n_pad / INT4_TILE_N;
-    const __half* a = part_a(p, slot0);
-    // This block's K steps (clamped, so that a split left without steps just contributes zeros).
-    const uint32_t per_split = (steps_all + p.k_splits - 1) / p.k_splits;
-    const uint32_t step_begin = min(steps_all, blockIdx.z * per_split);
-    const int n_steps = (int)(min(steps_all, step_begin + per_split) - step_begin);
+    const gemm::RowsBlock blk = gemm::rows_block(p, BN);
+    const uint32_t m0 = blk.m0, slot0 = blk.slot0, steps_all = blk.steps_all, tiles = blk.tiles;
+    const uint32_t step_begin = blk.step_begin;
+    const int n_steps = blk.n_steps;
+    const __half* a = blk.a;
 
     pdl_wait();
     pdl_launch_dependents();

@@ -8,10 +8,12 @@ cargo build --release --bin engine-cli
 cargo build --release -p engine --lib
 mkdir -p .gpu
 cp target/release/engine-cli target/release/libengine.so .gpu/
-# Test binaries: their names carry a hash, so ask cargo for them.
+# Test binaries, optimized: they run the CPU backend as the reference, and the 7B-shaped comparison spent most of its
+# time there (a debug-profile build did not finish 64 decode steps in 330 s on the H200 host). Their names carry a
+# hash, so ask cargo for them.
 for spec in "-p engine --lib:engine-unit" "-p e2e-tests --test gpu_vs_cpu:gpu_vs_cpu"; do
     args=${spec%%:*}; name=${spec##*:}
-    exe=$(cargo test $args --no-run --message-format=json 2>/dev/null | python3 -c '
+    exe=$(cargo test --release $args --no-run --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
