@@ -29,7 +29,7 @@ pub mod synth;
 mod testing;
 pub mod tiny;
 
-pub use backend::cuda::{runs as cuda_runs, Tuning, TUNING_KEYS};
+pub use backend::cuda::{runs as cuda_runs, Tuning, WgmmaTile, TUNING_KEYS};
 pub use backend::BackendKind;
 pub use engine_format::{self as format, plan, ModelConfig, ModelDesc};
 pub use error::{Error, Result};

@@ -164,6 +164,14 @@ pub mod kernels {
     pub const GEMM_WGMMA256_INT4_RESIDUAL: &str = "gemm_wgmma256_int4_residual";
     /// `gemm_wgmma.cu`: `gemm_wgmma256_int4_store32(GemmParams)` (tests).
     pub const GEMM_WGMMA256_INT4_STORE32: &str = "gemm_wgmma256_int4_store32";
+    /// `gemm_wgmma_ws.cu`: `gemm_wgmma_ws_int4_store16(GemmParams)`: the 128 × 128 wgmma tile with a producer
+    /// warpgroup and two consumer warpgroups on mbarriers. sm_90a only. 384 threads, 147520 bytes of dynamic shared
+    /// memory (one block per SM), grid (ceil(n_pad / 128), ceil(m / 128), k_splits).
+    pub const GEMM_WGMMA_WS_INT4_STORE16: &str = "gemm_wgmma_ws_int4_store16";
+    /// `gemm_wgmma_ws.cu`: `gemm_wgmma_ws_int4_residual(GemmParams)`.
+    pub const GEMM_WGMMA_WS_INT4_RESIDUAL: &str = "gemm_wgmma_ws_int4_residual";
+    /// `gemm_wgmma_ws.cu`: `gemm_wgmma_ws_int4_store32(GemmParams)` (tests).
+    pub const GEMM_WGMMA_WS_INT4_STORE32: &str = "gemm_wgmma_ws_int4_store32";
     /// `gemm_small.cu`: `gemm_small_int4_store16(GemmParams)`: chunks of at most 16 rows, f16 output. 256 threads,
     /// grid (ceil(tiles / tiles_per_block), k_splits) with tiles = n_pad / 16 (the kernel takes tiles_per_block =
     /// ceil(tiles / grid.x)), dynamic shared memory 16 · (per_split · 128 + 64) bytes, per_split = ceil(k_pad / 64 /
@@ -267,6 +275,9 @@ pub mod kernels {
         GEMM_WGMMA256_INT4_STORE16,
         GEMM_WGMMA256_INT4_RESIDUAL,
         GEMM_WGMMA256_INT4_STORE32,
+        GEMM_WGMMA_WS_INT4_STORE16,
+        GEMM_WGMMA_WS_INT4_RESIDUAL,
+        GEMM_WGMMA_WS_INT4_STORE32,
         GEMM_SMALL_INT4_STORE16,
         GEMM_SMALL_INT4_RESIDUAL,
         GEMV_INT8_QKV,

@@ -45,7 +45,7 @@ use staging::TokenRing;
 use step::{no_observer, Step, StepEnd};
 use weights::DeviceWeights;
 
-pub use tuning::{Tuning, TUNING_KEYS};
+pub use tuning::{Tuning, WgmmaTile, TUNING_KEYS};
 
 /// Whether the CUDA backend runs `model` — `Err` says why not, and that `--backend cpu` does — decided from the
 /// checkpoint alone, with or without a GPU (`engine-cli inspect` prints it).

@@ -6,7 +6,7 @@ use engine_format::plan::{self, GEMM_SPLIT_ROWS, STEP_K, TILE_N};
 
 use super::driver::{DeviceLimits, Launch};
 use super::layout::TileFormat;
-use super::tuning::Tuning;
+use super::tuning::{Tuning, WgmmaTile};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Decode GEMV and lm_head
@@ -229,6 +229,10 @@ const _: () = assert!(2 * (GEMM_WGMMA_SMEM_BYTES + 16 + 1024) <= 228 * 1024);
 pub const GEMM_WGMMA256_SMEM_BYTES: u32 =
     4 * 128 * 64 * 2 + 3 * 256 * 64 * 2 + 3 * 16 * 32 * 16 + 3 * 2 * 256 * 4 + 1024;
 const _: () = assert!(GEMM_WGMMA256_SMEM_BYTES + 16 + 1024 <= 228 * 1024);
+/// Shared memory of `gemm_wgmma_ws_int4_*` (`sizeof(wgws::Smem)` + 1 KB): 4 stages of A and dequantized W
+/// (2 × 128×64 halves), the producer's raw ring 3×8×32 uint4 + scales 3×2×128 words, 8 mbarriers: one block per SM.
+pub const GEMM_WGMMA_WS_SMEM_BYTES: u32 = 4 * 2 * 128 * 64 * 2 + 3 * 8 * 32 * 16 + 3 * 2 * 128 * 4 + 64 + 1024;
+const _: () = assert!(GEMM_WGMMA_WS_SMEM_BYTES + 16 + 1024 <= 228 * 1024);
 
 /// K steps (64 rows) per split of `gemm_small_int4_*`: ceil(steps / splits) rounded up to even, as the kernel
 /// computes it (`gsmall::per_split_steps`; a warp walks its split two steps at a time).
@@ -264,6 +268,9 @@ pub enum GemmTile {
     Wgmma128,
     /// 128 rows × 256 slots on wgmma (`gemm_wgmma256_int4_*`, sm_90 only), one block per SM.
     Wgmma256,
+    /// 128 × 128 on wgmma with a producer warpgroup (`gemm_wgmma_ws_int4_*`, sm_90 only), 384 threads, one block
+    /// per SM.
+    WgmmaWs,
 }
 
 /// Rows from which a prefill GEMM uses the 128 × 128 tile. Below, a 128-row tile would be mostly padding.
@@ -273,19 +280,20 @@ impl GemmTile {
     /// The tile for `m` rows of a GEMM over `tiles` slot tiles and `steps` K steps: `gemm_small` for at most 16
     /// rows when a shape fits, the 128 × 128 tile from 128 rows when `gemm128` (the card allows it and the tuning
     /// wants it), else the 64 × 64 tile.
-    /// `wgmma`: the slots of the wgmma tile to use (128 or 256), 0 for none.
-    pub fn choose(m: u32, tiles: u32, steps: u32, sm_count: u32, gemm128: bool, wgmma: u32) -> GemmTile {
+    /// `wgmma`: the wgmma tile that replaces the 128 × 128 one (the caller passes `Off` where the card has none).
+    pub fn choose(m: u32, tiles: u32, steps: u32, sm_count: u32, gemm128: bool, wgmma: WgmmaTile) -> GemmTile {
         if m <= 16 {
             if let Some(t) = gemm_small_shape(tiles, steps, m, sm_count) {
                 return t;
             }
         }
-        if m >= GEMM128_MIN_ROWS && gemm128 && wgmma == 256 {
-            GemmTile::Wgmma256
-        } else if m >= GEMM128_MIN_ROWS && gemm128 && wgmma != 0 {
-            GemmTile::Wgmma128
-        } else if m >= GEMM128_MIN_ROWS && gemm128 {
-            GemmTile::Rows128
+        if m >= GEMM128_MIN_ROWS && gemm128 {
+            match wgmma {
+                WgmmaTile::Off => GemmTile::Rows128,
+                WgmmaTile::Slots128 => GemmTile::Wgmma128,
+                WgmmaTile::Slots256 => GemmTile::Wgmma256,
+                WgmmaTile::WarpSpecialized => GemmTile::WgmmaWs,
+            }
         } else {
             GemmTile::Rows64
         }
@@ -295,7 +303,7 @@ impl GemmTile {
         match self {
             GemmTile::Small { .. } => 16,
             GemmTile::Rows64 => 64,
-            GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::Wgmma256 => 128,
+            GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::Wgmma256 | GemmTile::WgmmaWs => 128,
         }
     }
     /// Slots one block covers in a launch over `n_pad` slots (`gemm_small` spreads the tiles evenly over its grid,
@@ -314,13 +322,14 @@ impl GemmTile {
         match self {
             GemmTile::Small { tiles_per_block, .. } => tiles_per_block * TILE_N as u32,
             GemmTile::Rows64 => 64,
-            GemmTile::Rows128 | GemmTile::Wgmma128 => 128,
+            GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::WgmmaWs => 128,
             GemmTile::Wgmma256 => 256,
         }
     }
     fn threads(self) -> u32 {
         match self {
             GemmTile::Small { .. } | GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::Wgmma256 => 256,
+            GemmTile::WgmmaWs => 384,
             GemmTile::Rows64 => 128,
         }
     }
@@ -348,6 +357,10 @@ impl GemmTile {
             GemmTile::Wgmma256 => {
                 let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
                 Launch::new(grid, self.threads(), GEMM_WGMMA256_SMEM_BYTES)
+            }
+            GemmTile::WgmmaWs => {
+                let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
+                Launch::new(grid, self.threads(), GEMM_WGMMA_WS_SMEM_BYTES)
             }
         }
     }
@@ -473,6 +486,9 @@ pub fn gemm_splits(
         GemmTile::Wgmma256 => {
             gemm128_splits(limits.sm_count, n_pad, k_pad, m, 256, ws.gemm_partial.len, ws.gemm_counters.len)
         }
+        GemmTile::WgmmaWs => {
+            gemm128_splits(limits.sm_count, n_pad, k_pad, m, 128, ws.gemm_partial.len, ws.gemm_counters.len)
+        }
     }
 }
 
@@ -515,21 +531,26 @@ mod tests {
     #[test]
     fn gemm_tiles_by_rows() {
         // At most 16 rows take gemm_small when a shape fits; the 64-row tile is its fallback.
-        let choose = |m: u32, gemm128: bool| GemmTile::choose(m, 256, 64, 132, gemm128, 0);
+        let choose = |m: u32, gemm128: bool| GemmTile::choose(m, 256, 64, 132, gemm128, WgmmaTile::Off);
         assert!(matches!(choose(1, true), GemmTile::Small { .. }));
         assert!(matches!(choose(16, true), GemmTile::Small { .. }));
-        assert_eq!(GemmTile::choose(16, 256, 100_000, 132, true, 0), GemmTile::Rows64);
+        assert_eq!(GemmTile::choose(16, 256, 100_000, 132, true, WgmmaTile::Off), GemmTile::Rows64);
         assert_eq!(choose(17, true), GemmTile::Rows64);
         assert_eq!(choose(127, true), GemmTile::Rows64);
         assert_eq!(choose(128, true), GemmTile::Rows128);
         assert_eq!(choose(512, true), GemmTile::Rows128);
         assert_eq!(choose(512, false), GemmTile::Rows64);
         // wgmma replaces the 128-row tile only: it needs gemm128, and shorter chunks keep their tiles.
-        assert_eq!(GemmTile::choose(512, 256, 64, 132, true, 128), GemmTile::Wgmma128);
-        assert_eq!(GemmTile::choose(512, 256, 64, 132, false, 128), GemmTile::Rows64);
-        assert_eq!(GemmTile::choose(127, 256, 64, 132, true, 256), GemmTile::Rows64);
-        assert!(matches!(GemmTile::choose(16, 256, 64, 132, true, 256), GemmTile::Small { .. }));
-        assert_eq!(GemmTile::choose(512, 256, 64, 132, true, 256), GemmTile::Wgmma256);
+        assert_eq!(GemmTile::choose(512, 256, 64, 132, true, WgmmaTile::Slots128), GemmTile::Wgmma128);
+        assert_eq!(GemmTile::choose(512, 256, 64, 132, false, WgmmaTile::Slots128), GemmTile::Rows64);
+        assert_eq!(GemmTile::choose(127, 256, 64, 132, true, WgmmaTile::Slots256), GemmTile::Rows64);
+        assert!(matches!(GemmTile::choose(16, 256, 64, 132, true, WgmmaTile::WarpSpecialized), GemmTile::Small { .. }));
+        assert_eq!(GemmTile::choose(512, 256, 64, 132, true, WgmmaTile::Slots256), GemmTile::Wgmma256);
+        assert_eq!(GemmTile::choose(512, 256, 64, 132, true, WgmmaTile::WarpSpecialized), GemmTile::WgmmaWs);
+        assert_eq!(
+            GemmTile::WgmmaWs.launch(4096, 4096, 512, 1, TileFormat::Int4),
+            Launch::new((32, 4, 1), 384, GEMM_WGMMA_WS_SMEM_BYTES)
+        );
         assert_eq!(
             GemmTile::Wgmma256.launch(4096, 4096, 512, 1, TileFormat::Int4),
             Launch::new((16, 4, 1), 256, GEMM_WGMMA256_SMEM_BYTES)
@@ -586,6 +607,9 @@ mod tests {
             "gemm_wgmma.cu's static_assert on sizeof(Smem) must name GEMM_WGMMA_SMEM_BYTES"
         );
         assert!(src.contains(&format!("static_assert(sizeof(Smem<Wide>) + 1024 == {GEMM_WGMMA256_SMEM_BYTES}")));
+        let path = format!("{}/../ptx/kernels/gemm_wgmma_ws.cu", env!("CARGO_MANIFEST_DIR"));
+        let src = std::fs::read_to_string(path).unwrap();
+        assert!(src.contains(&format!("static_assert(sizeof(Smem) + 1024 == {GEMM_WGMMA_WS_SMEM_BYTES}")));
     }
 
     #[test]

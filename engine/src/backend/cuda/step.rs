@@ -19,7 +19,7 @@ use super::kernels::{
 };
 use super::layout::{self, TileFormat};
 use super::shapes::{self, GemmTile, GEMV_THREADS, LM_HEAD_ROWS};
-use super::tuning::Tuning;
+use super::tuning::{Tuning, WgmmaTile};
 use super::weights::{DevLinear, DeviceWeights};
 use crate::error::{Error, Result};
 
@@ -508,7 +508,7 @@ impl Step<'_> {
     fn gemm_tile(&self, lin: &DevLinear, m: u32) -> GemmTile {
         let limits = &self.gpu.limits;
         let gemm128 = self.tuning.gemm128 && shapes::gemm128_fits(limits) && lin.format == TileFormat::Int4;
-        let wgmma = if self.gpu.has_wgmma() { self.tuning.wgmma } else { 0 };
+        let wgmma = if self.gpu.has_wgmma() { self.tuning.wgmma } else { WgmmaTile::Off };
         GemmTile::choose(m, lin.tiles(), lin.k_pad / plan::STEP_K as u32, limits.sm_count, gemm128, wgmma)
     }
 
@@ -538,8 +538,12 @@ impl Step<'_> {
             (GemmOut::Residual(y), GemmTile::Wgmma128) => (&k.gemm_wgmma_residual, y, DevPtr::NULL),
             (GemmOut::Store16(y), GemmTile::Wgmma256) => (&k.gemm_wgmma256_store16, DevPtr::NULL, y),
             (GemmOut::Residual(y), GemmTile::Wgmma256) => (&k.gemm_wgmma256_residual, y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::WgmmaWs) => (&k.gemm_wgmma_ws_store16, DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::WgmmaWs) => (&k.gemm_wgmma_ws_residual, y, DevPtr::NULL),
         };
-        if matches!(tile, GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::Wgmma256) && format != TileFormat::Int4 {
+        if matches!(tile, GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::Wgmma256 | GemmTile::WgmmaWs)
+            && format != TileFormat::Int4
+        {
             return Err(Error::Device(format!("the 128-row GEMM tile runs int4 weights, not {format:?}")));
         }
         let p = GemmParams {

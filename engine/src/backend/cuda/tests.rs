@@ -12,7 +12,7 @@ use super::kernels::*;
 use super::layout::{self, ColumnOrder, DeviceLinear, GptqParts, TileFormat, PAD_SLOT, TILE_N};
 use super::shapes::{
     self, gemm_small_per_split, gemm_small_shape, gemm_smem_bytes, GemmTile, GEMM128_SMEM_BYTES,
-    GEMM_SMALL_MAX_STEPS_PER_SPLIT, GEMM_WGMMA256_SMEM_BYTES, GEMM_WGMMA_SMEM_BYTES,
+    GEMM_SMALL_MAX_STEPS_PER_SPLIT, GEMM_WGMMA256_SMEM_BYTES, GEMM_WGMMA_SMEM_BYTES, GEMM_WGMMA_WS_SMEM_BYTES,
 };
 use super::tuning::Tuning;
 use crate::backend::rope::RopeTable;
@@ -1019,6 +1019,10 @@ impl<'a> GemmTileFns<'a> {
         let fns = [&g.k.gemm_wgmma256_store32, &g.k.gemm_wgmma256_residual, &g.k.gemm_wgmma256_store16];
         GemmTileFns { rows: 128, slots: 256, threads: 256, smem: GEMM_WGMMA256_SMEM_BYTES, fns }
     }
+    fn wgmma_ws(g: &'a Device) -> Self {
+        let fns = [&g.k.gemm_wgmma_ws_store32, &g.k.gemm_wgmma_ws_residual, &g.k.gemm_wgmma_ws_store16];
+        GemmTileFns { rows: 128, slots: 128, threads: 384, smem: GEMM_WGMMA_WS_SMEM_BYTES, fns }
+    }
 }
 
 impl RandLinear {
@@ -1165,7 +1169,7 @@ fn gemm128_int4_matches_f64_on_long_chunks() {
     gemm128_cases(&g, &GemmTileFns::rows128(&g), "gemm128");
 }
 
-/// The same cases on the 128 × 128 tile multiplied by Hopper's `wgmma` (sm_90 only).
+/// The same cases on the wgmma tiles (sm_90 only): 128 and 256 slots.
 #[test]
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
 fn gemm_wgmma_int4_matches_f64_on_long_chunks() {
@@ -1176,6 +1180,20 @@ fn gemm_wgmma_int4_matches_f64_on_long_chunks() {
     }
     gemm128_cases(&g, &GemmTileFns::wgmma128(&g), "gemm_wgmma");
     gemm128_cases(&g, &GemmTileFns::wgmma256(&g), "gemm_wgmma256");
+}
+
+/// The same cases on the warp-specialized wgmma tile (`--tune wgmma=ws`; sm_90 only). A test of its own: the
+/// tile's producer and consumers wait on each other through mbarriers, and a protocol error hangs instead of
+/// failing.
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn gemm_wgmma_ws_int4_matches_f64_on_long_chunks() {
+    let g = gpu();
+    if !g.has_wgmma() {
+        eprintln!("skipped: {} has no wgmma (sm_90 only)", g.describe());
+        return;
+    }
+    gemm128_cases(&g, &GemmTileFns::wgmma_ws(&g), "gemm_wgmma_ws");
 }
 
 /// The cases both 128 × 128 tiles run (see `gemm128_int4_matches_f64_on_long_chunks`).

@@ -20,11 +20,11 @@ pub struct Tuning {
     pub gemv_wide: bool,
     /// The 128 × 128 prefill GEMM tile for chunks of at least 128 rows, where the card's shared memory allows it.
     pub gemm128: bool,
-    /// Slots of the prefill tile that multiplies on Hopper's asynchronous tensor cores where the card has them
-    /// (sm_90): 128 (`gemm_wgmma_int4_*`) or 256 (`gemm_wgmma256_int4_*`); 0, or other cards, the 128 × 128 tile
-    /// on `mma.sync` (`gemm128_int4_*`). Needs `gemm128`. 7B prefill of 512 tokens at 128 slots 22.6 ms instead
-    /// of 29.2 on an H200 (BENCHMARKS.md).
-    pub wgmma: u32,
+    /// Which 128-row prefill tile multiplies on Hopper's asynchronous tensor cores where the card has them (sm_90);
+    /// [`WgmmaTile::Off`], or other cards, keep the 128 × 128 tile on `mma.sync` (`gemm128_int4_*`). Needs
+    /// `gemm128`. 7B prefill of 512 tokens with the 128-slot tile 21.0 ms instead of 29.2 on an H200
+    /// (BENCHMARKS.md).
+    pub wgmma: WgmmaTile,
     /// Repack GPTQ int4 linears without act-order on the device (`repack.cu`: the checkpoint's tensors uploaded as
     /// they are, then reordered there) instead of on the host: 7B load 0.43 s instead of 1.0-1.2 s warm on an H200
     /// (BENCHMARKS.md).
@@ -32,6 +32,31 @@ pub struct Tuning {
     /// Load the prebuilt cubin for the card when there is one; off loads the PTX through the driver's JIT
     /// (seconds on a first run).
     pub cubin: bool,
+}
+
+/// The wgmma prefill tiles (`Tuning::wgmma`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WgmmaTile {
+    /// None: `mma.sync` (`gemm128_int4_*`).
+    Off,
+    /// 128 × 128, two blocks per SM (`gemm_wgmma_int4_*`).
+    Slots128,
+    /// 128 × 256, one block per SM (`gemm_wgmma256_int4_*`).
+    Slots256,
+    /// 128 × 128 with a producer warpgroup and two consumer warpgroups on mbarriers (`gemm_wgmma_ws_int4_*`).
+    WarpSpecialized,
+}
+
+impl WgmmaTile {
+    const NAMES: [(WgmmaTile, &'static str); 4] = [
+        (WgmmaTile::Off, "off"),
+        (WgmmaTile::Slots128, "128"),
+        (WgmmaTile::Slots256, "256"),
+        (WgmmaTile::WarpSpecialized, "ws"),
+    ];
+    fn name(self) -> &'static str {
+        Self::NAMES.iter().find(|(t, _)| *t == self).map_or("off", |(_, n)| n)
+    }
 }
 
 impl Default for Tuning {
@@ -42,7 +67,7 @@ impl Default for Tuning {
             attn_splits: 64,
             gemv_wide: true,
             gemm128: true,
-            wgmma: 128,
+            wgmma: WgmmaTile::Slots128,
             gpu_repack: true,
             cubin: true,
         }
@@ -56,7 +81,7 @@ pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
     ("attn_splits", "1..=64", "decode attention blocks per head at most (capped by the memory plan)"),
     ("gemv_wide", "on|off", "16-warp o/down GEMVs where a projection has fewer than 4 tiles per SM"),
     ("gemm128", "on|off", "the 128 x 128 prefill GEMM tile for chunks of >= 128 rows"),
-    ("wgmma", "off|128|256", "slots of the prefill tile on Hopper's wgmma tensor cores (sm_90; needs gemm128)"),
+    ("wgmma", "off|128|256|ws", "the 128-row prefill tile on Hopper's wgmma tensor cores (sm_90; needs gemm128)"),
     ("gpu_repack", "on|off", "repack GPTQ int4 linears without act-order on the device instead of the host"),
     ("cubin", "on|off", "the prebuilt cubin (off: the PTX through the driver's JIT)"),
 ];
@@ -79,12 +104,9 @@ impl Tuning {
             "gemv_wide" => self.gemv_wide = flag(value)?,
             "gemm128" => self.gemm128 = flag(value)?,
             "wgmma" => {
-                self.wgmma = match value {
-                    "off" | "0" => 0,
-                    "128" => 128,
-                    "256" => 256,
-                    _ => return Err(Error::InvalidArgument(format!("tuning wgmma={value}: expected off, 128 or 256"))),
-                }
+                self.wgmma = WgmmaTile::NAMES.iter().find(|(_, n)| *n == value).map(|(t, _)| *t).ok_or_else(|| {
+                    Error::InvalidArgument(format!("tuning wgmma={value}: expected off, 128, 256 or ws"))
+                })?
             }
             "cubin" => self.cubin = flag(value)?,
             "gpu_repack" => self.gpu_repack = flag(value)?,
@@ -123,7 +145,7 @@ impl Tuning {
             self.attn_splits,
             on(self.gemv_wide),
             on(self.gemm128),
-            if self.wgmma == 0 { "off".to_string() } else { self.wgmma.to_string() },
+            self.wgmma.name(),
             on(self.gpu_repack),
             on(self.cubin)
         )
@@ -137,7 +159,7 @@ mod tests {
     #[test]
     fn parse_sets_each_key_and_describe_round_trips() {
         let t = Tuning::parse(
-            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemm128=false,wgmma=256,gpu_repack=off,cubin=off",
+            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemm128=false,wgmma=ws,gpu_repack=off,cubin=off",
         )
         .unwrap();
         let want = Tuning {
@@ -146,7 +168,7 @@ mod tests {
             attn_splits: 16,
             gemv_wide: false,
             gemm128: false,
-            wgmma: 256,
+            wgmma: WgmmaTile::WarpSpecialized,
             gpu_repack: false,
             cubin: false,
         };
@@ -165,6 +187,6 @@ mod tests {
         assert!(e("attn_splits=65").contains("expected 1..=64"));
         assert!(e("warp_speed=9").contains("unknown tuning key `warp_speed`: expected one of pdl,"));
         assert!(e("pdl").contains("expected key=value"));
-        assert!(e("wgmma=64").contains("wgmma=64: expected off, 128 or 256"));
+        assert!(e("wgmma=64").contains("wgmma=64: expected off, 128, 256 or ws"));
     }
 }
