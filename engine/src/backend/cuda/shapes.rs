@@ -336,33 +336,25 @@ impl GemmTile {
 
     /// The launch over `n_pad` slots of weights in `format`, K padded to `k_pad`, `m` rows in `k_splits` splits.
     pub fn launch(self, n_pad: u32, k_pad: u32, m: u32, k_splits: u32, format: TileFormat) -> Launch {
-        match self {
+        // gemm_small spreads its tiles over its own grid; a row tile is a block per rows × slots tile and K split.
+        let smem = match self {
             GemmTile::Small { tiles_per_block, splits } => {
                 let tiles = n_pad / TILE_N as u32;
                 let steps = k_pad / STEP_K as u32;
-                Launch::new((tiles.div_ceil(tiles_per_block), splits), 256, gemm_small_smem_bytes(steps, splits))
+                return Launch::new(
+                    (tiles.div_ceil(tiles_per_block), splits),
+                    256,
+                    gemm_small_smem_bytes(steps, splits),
+                );
             }
-            GemmTile::Rows64 => {
-                let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
-                Launch::new(grid, self.threads(), gemm_smem_bytes(64, format))
-            }
-            GemmTile::Rows128 => {
-                let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
-                Launch::new(grid, self.threads(), GEMM128_SMEM_BYTES)
-            }
-            GemmTile::Wgmma128 => {
-                let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
-                Launch::new(grid, self.threads(), GEMM_WGMMA_SMEM_BYTES)
-            }
-            GemmTile::Wgmma256 => {
-                let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
-                Launch::new(grid, self.threads(), GEMM_WGMMA256_SMEM_BYTES)
-            }
-            GemmTile::WgmmaWs => {
-                let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
-                Launch::new(grid, self.threads(), GEMM_WGMMA_WS_SMEM_BYTES)
-            }
-        }
+            GemmTile::Rows64 => gemm_smem_bytes(64, format),
+            GemmTile::Rows128 => GEMM128_SMEM_BYTES,
+            GemmTile::Wgmma128 => GEMM_WGMMA_SMEM_BYTES,
+            GemmTile::Wgmma256 => GEMM_WGMMA256_SMEM_BYTES,
+            GemmTile::WgmmaWs => GEMM_WGMMA_WS_SMEM_BYTES,
+        };
+        let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
+        Launch::new(grid, self.threads(), smem)
     }
 }
 
