@@ -69,12 +69,12 @@ PTXAS_RELEASE = "release 12.4"
 # (through L1/L2) inside the hot loop, so every entry needs a measured justification, e.g.
 #     "attention_decode_split_k": "24 B spills on sm_80 only, outside the main loop; 0.3% slower than 128 regs cap",
 SPILL_ALLOWLIST = {
-    "gemm_wgmma_int4_store16": "36 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 128 outputs; the K loop runs at the 128-register cap of two blocks per SM without spilling",
-    "gemm_wgmma_int4_residual": "36 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 128 outputs; the K loop runs at the 128-register cap of two blocks per SM without spilling",
-    "gemm_wgmma_int4_store32": "36 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 128 outputs; the K loop runs at the 128-register cap of two blocks per SM without spilling",
-    "gemm_wgmma256_int4_store16": "36 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 256 outputs; the K loop runs within the 255-register cap of one block per SM without spilling",
-    "gemm_wgmma256_int4_residual": "36 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 256 outputs; the K loop runs within the 255-register cap of one block per SM without spilling",
-    "gemm_wgmma256_int4_store32": "36 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 256 outputs; the K loop runs within the 255-register cap of one block per SM without spilling",
+    "gemm_wgmma_int4_store16": "24 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 128 outputs; the K loop runs at the 128-register cap of two blocks per SM without spilling",
+    "gemm_wgmma_int4_residual": "24 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 128 outputs; the K loop runs at the 128-register cap of two blocks per SM without spilling",
+    "gemm_wgmma_int4_store32": "24 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 128 outputs; the K loop runs at the 128-register cap of two blocks per SM without spilling",
+    "gemm_wgmma256_int4_store16": "20 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 256 outputs; the K loop runs within the 255-register cap of one block per SM without spilling",
+    "gemm_wgmma256_int4_residual": "20 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 256 outputs; the K loop runs within the 255-register cap of one block per SM without spilling",
+    "gemm_wgmma256_int4_store32": "20 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 256 outputs; the K loop runs within the 255-register cap of one block per SM without spilling",
 }
 
 GENERATED_BANNER = (

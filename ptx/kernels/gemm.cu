@@ -121,6 +121,20 @@ ENGINE_DEV void store_pair(const GemmParams& p, uint32_t row, uint32_t c0, uint3
     store_one<OUT>(p, at, c1, v1);
 }
 
+// Split-K's "last block merges": every block of a tile calls this (all its threads) once it has written its partial
+// sums; it returns true in the one block that arrives last, to which every other block's partials are then
+// visible. That block adds them and then resets the counter (one thread, `*counter = 0`): counters are zero at
+// rest, for the next launch.
+ENGINE_DEV bool last_split_arrives(uint32_t* counter, uint32_t splits) {
+    __shared__ bool is_last;
+    __threadfence();  // this thread's partials, visible device-wide before the block's arrival is counted
+    __syncthreads();
+    if (threadIdx.x == 0) is_last = atomicAdd(counter, 1u) == splits - 1;
+    __syncthreads();
+    if (is_last) __threadfence();  // and the others', before this block reads them
+    return is_last;
+}
+
 // The epilogue of both tiles. A warp's accumulators acc[MI][NI][4] hold, in the m16n8 C layout, rows
 // row_l + 16 mi + 8 h and slots slot_l + 8 ni + {0, 1} (c0, c1 for h = 0; c2, c3 for h = 1), where row_l is the
 // warp's first row + lane / 4 and slot_l its first slot + 2 (lane % 4): always even, and n_pad is a multiple of 16,
@@ -145,14 +159,8 @@ ENGINE_DEV void finish_tile(const GemmParams& p, float (&acc)[MI][NI][4], uint32
                         *reinterpret_cast<float2*>(part + (size_t)row * p.n_pad + slot) =
                             make_float2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
                 }
-        __shared__ bool is_last;
-        __threadfence();
-        __syncthreads();
         uint32_t* counter = p.counters + blockIdx.y * gridDim.x + blockIdx.x;
-        if (tid == 0) is_last = atomicAdd(counter, 1u) == p.k_splits - 1;
-        __syncthreads();
-        if (!is_last) return;
-        __threadfence();
+        if (!last_split_arrives(counter, p.k_splits)) return;
         // Sum the partials in split order (0 + p0 + p1 + ...: the same bits whichever split arrived last). Splits
         // outermost: each pass issues this thread's 32 independent loads at once instead of a chain of dependent
         // loads per element, and the loop stays one compact body.

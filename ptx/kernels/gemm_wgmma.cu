@@ -154,22 +154,21 @@ ENGINE_DEV void run(const GemmParams& p) {
     // slots are the kernel's scarcest resource after the tensor cores; ncu counted ~340 instructions per warp and
     // step when every step recomputed them).
     // A: 128 rows × 8 chunks of 16 bytes, 4 per thread: rows tid / 8 + 32 i, chunk tid % 8 (a warp copies 4 whole
-    // 128-byte rows of the step). Rows 32 apart keep their swizzle (it depends on the row mod 8 only).
+    // 128-byte rows of the step). Rows 32 apart keep their swizzle (it depends on the row mod 8 only). Rows past m
+    // copy row m - 1: their sums are never stored (row r of Y depends on row r of A only), so only the columns
+    // past k need zero-filling (src-size 0, from a clamped and so valid address), and each row's offset is computed
+    // once, in 32 bits (support.rs keeps a chunk's rows of A under 2³² elements).
     const int a_r = tid >> 3, a_c = (tid & 7) * 8;
-    const __half* a_src = a + (size_t)min(m0 + a_r, p.m - 1) * p.lda + a_c;
-    const size_t a_rows32 = (size_t)32 * p.lda;
-    uint32_t a_rows_ok = 0;
+    uint32_t a_off[BM / 32];
 #pragma unroll
-    for (int i = 0; i < BM / 32; ++i) a_rows_ok |= (m0 + a_r + 32 * i < p.m ? 1u : 0u) << i;
+    for (int i = 0; i < BM / 32; ++i) a_off[i] = min(m0 + a_r + 32 * i, p.m - 1) * p.lda;
     const uint32_t a_dst = swizzled(a_r, a_c);
     auto load_a = [&](int buf, uint32_t step) {
-        const bool col_ok = step * BK + a_c < p.k;
-        const __half* src = a_src + step * BK;
+        const uint32_t col = step * BK + a_c;
+        const __half* src = a + min(col, p.k - 8);
 #pragma unroll
-        for (int i = 0; i < BM / 32; ++i) {
-            const bool ok = col_ok && (a_rows_ok >> i & 1u);
-            tc::cp_async16(&s.a[buf][a_dst + 32 * i * BK], ok ? src + i * a_rows32 : a, ok ? 16u : 0u);
-        }
+        for (int i = 0; i < BM / 32; ++i)
+            tc::cp_async16(&s.a[buf][a_dst + 32 * i * BK], src + a_off[i], col < p.k ? 16u : 0u);
     };
     // Raw weights: warp w copies slot-tiles w, w + 8, ... of the block (512 contiguous bytes each), each lane with
     // the (scale, zero) of its own 32-row chunk (gemm.cu's scheme). Group sizes are 32 times a power of two (the
@@ -233,10 +232,11 @@ ENGINE_DEV void run(const GemmParams& p) {
     tc::cp_async_wait<2>();
     if (n_steps > 0) dequant(0, 0);  // each thread its own copies: no barrier needed to read them
 
-    // This warpgroup's rows of A and the whole W tile, as shared-space byte addresses of stage / buffer 0.
-    const uint32_t a_addr = tc::smem_addr(&s.a[0][64 * group * BK]);
-    const uint32_t w_addr = tc::smem_addr(&s.w[0][0]);
-    constexpr uint32_t A_STAGE_B = BM * BK * 2, W_BUF_B = BN * BK * 2, K16_B = 32;
+    // Descriptors of this warpgroup's rows of A stage 0 and of the whole W buffer 0; a step adds its stage's and
+    // buffer's offset (descriptors count 16-byte units in their low 14 bits, where shared addresses never carry out).
+    const uint64_t a_desc = smem_desc(tc::smem_addr(&s.a[0][64 * group * BK]));
+    const uint64_t w_desc = smem_desc(tc::smem_addr(&s.w[0][0]));
+    constexpr uint32_t A_STAGE = BM * BK * 2 / 16, W_BUF = BN * BK * 2 / 16, K16 = 32 / 16;
 
     // Ring positions of step i, advanced each step instead of computed with divisions.
     int a_cur = 0, a_next = 2 % S::A_STAGES, w_cur = 0, raw_cur = 0;
@@ -248,17 +248,17 @@ ENGINE_DEV void run(const GemmParams& p) {
         // the W tile of step i - 1 - IN_FLIGHT... are what the copies and the dequantization below rewrite (see
         // Shape), and the raw stage i % 3 was dequantized during step i - 1.
         __syncthreads();
+        // The multiply first, so that the tensor cores start while this thread issues the copies.
+        wgmma_fence();
+        fence_operands(d);
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; ++kk)
+            wgmma_k16(d, a_desc + a_cur * A_STAGE + kk * K16, w_desc + w_cur * W_BUF + kk * K16);
+        wgmma_commit();
         if (i + 2 < n_steps) load_a(a_next, step_begin + i + 2);
         if (i + 3 < n_steps) load_w(raw_cur, step_begin + i + 3);
         tc::cp_async_commit();
 
-        const uint32_t a_base = a_addr + (uint32_t)a_cur * A_STAGE_B;
-        const uint32_t w_base = w_addr + (uint32_t)w_cur * W_BUF_B;
-        wgmma_fence();
-        fence_operands(d);
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; ++kk) wgmma_k16(d, smem_desc(a_base + kk * K16_B), smem_desc(w_base + kk * K16_B));
-        wgmma_commit();
         // The next step's weights, dequantized while the tensor cores multiply this one.
         a_cur = a_cur + 1 == S::A_STAGES ? 0 : a_cur + 1;
         a_next = a_next + 1 == S::A_STAGES ? 0 : a_next + 1;

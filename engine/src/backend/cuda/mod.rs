@@ -125,6 +125,7 @@ impl CudaBackend {
     pub fn new(model: Arc<Model>, opts: CudaOptions) -> Result<CudaBackend> {
         // Before the device: a checkpoint CUDA cannot run is refused the same way with or without a GPU.
         support::check(&model)?;
+        support::check_chunk(&model.desc, opts.prefill_chunk)?;
         let gpu = Device::open(opts.device, &opts.tuning)?;
         let limits = PlanLimits { max_context: opts.max_context, prefill_chunk: opts.prefill_chunk };
         let plan = plan::plan(&model.desc, limits);

@@ -14,6 +14,20 @@ pub(crate) fn check(model: &Model) -> Result<()> {
     check_shape(&model.desc)
 }
 
+/// The prefill chunk: the 128-row GEMM tiles address a chunk's rows of A with 32-bit element offsets (row × row
+/// stride, the widest input row padded by a K step), which keeps their registers for the accumulators.
+pub(crate) fn check_chunk(desc: &ModelDesc, prefill_chunk: usize) -> Result<()> {
+    let widest = desc.config.hidden_size.max(desc.config.intermediate_size) + 64;
+    let max_rows = (u32::MAX as usize) / widest;
+    if prefill_chunk > max_rows {
+        return Err(Error::InvalidArgument(format!(
+            "prefill chunk of {prefill_chunk} rows: the CUDA backend takes at most {max_rows} rows per chunk for this \
+             model (rows of {widest} halves are addressed with 32-bit offsets); choose a smaller chunk"
+        )));
+    }
+    Ok(())
+}
+
 fn unavailable(what: String) -> Error {
     Error::BackendUnavailable(format!("{what}; run this checkpoint with --backend cpu"))
 }
