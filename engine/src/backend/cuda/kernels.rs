@@ -413,6 +413,9 @@ kernels! {
         gemm_wgmma_ws_store16: GemmParams = name::GEMM_WGMMA_WS_INT4_STORE16,
         gemm_wgmma_ws_residual: GemmParams = name::GEMM_WGMMA_WS_INT4_RESIDUAL,
         gemm_wgmma_ws_store32: GemmParams = name::GEMM_WGMMA_WS_INT4_STORE32,
+        gemm_wgmma_short_store16: GemmParams = name::GEMM_WGMMA_SHORT_INT4_STORE16,
+        gemm_wgmma_short_residual: GemmParams = name::GEMM_WGMMA_SHORT_INT4_RESIDUAL,
+        gemm_wgmma_short_store32: GemmParams = name::GEMM_WGMMA_SHORT_INT4_STORE32,
         attn_decode: AttnParams = name::ATTN_DECODE,
         attn_prefill: AttnParams = name::ATTN_PREFILL,
         attn_prefill_tc64: AttnParams = name::ATTN_PREFILL_TC64,
@@ -521,6 +524,10 @@ impl Kernels {
             }
             for f in [&k.gemm_wgmma_ws_store16, &k.gemm_wgmma_ws_residual, &k.gemm_wgmma_ws_store32] {
                 f.set_max_dynamic_smem(shapes::GEMM_WGMMA_WS_SMEM_BYTES)?;
+                f.prefer_shared_memory()?;
+            }
+            for f in [&k.gemm_wgmma_short_store16, &k.gemm_wgmma_short_residual, &k.gemm_wgmma_short_store32] {
+                f.set_max_dynamic_smem(shapes::GEMM_WGMMA_SHORT_SMEM_BYTES)?;
                 f.prefer_shared_memory()?;
             }
         }

@@ -234,6 +234,13 @@ const _: () = assert!(GEMM_WGMMA256_SMEM_BYTES + 16 + 1024 <= 228 * 1024);
 pub const GEMM_WGMMA_WS_SMEM_BYTES: u32 = 4 * 2 * 128 * 64 * 2 + 3 * 8 * 32 * 16 + 3 * 2 * 128 * 4 + 64 + 1024;
 const _: () = assert!(GEMM_WGMMA_WS_SMEM_BYTES + 16 + 1024 <= 228 * 1024);
 
+/// Shared memory of `gemm_wgmma_short_int4_*` (`sizeof(wgs::Smem)` + 1 KB): B 2×16×64 halves, 6 stages of copied
+/// rows of A (16 × 80 halves), raw W (8×32 uint4) and scales (256 words).
+pub const GEMM_WGMMA_SHORT_SMEM_BYTES: u32 = 2 * 16 * 64 * 2 + 6 * (16 * 80 * 2 + 8 * 32 * 16 + 256 * 4) + 1024;
+/// Blocks of `gemm_wgmma_short_int4_*` an SM holds: its shared memory and its 64-register cap allow four.
+pub const GEMM_WGMMA_SHORT_BLOCKS_PER_SM: u32 = 4;
+const _: () = assert!(GEMM_WGMMA_SHORT_BLOCKS_PER_SM * (GEMM_WGMMA_SHORT_SMEM_BYTES + 16 + 1024) <= 228 * 1024);
+
 /// K steps (64 rows) per split of `gemm_small_int4_*`: ceil(steps / splits) rounded up to even, as the kernel
 /// computes it (`gsmall::per_split_steps`; a warp walks its split two steps at a time).
 pub const fn gemm_small_per_split(steps: u32, splits: u32) -> u32 {
@@ -271,6 +278,9 @@ pub enum GemmTile {
     /// 128 × 128 on wgmma with a producer warpgroup (`gemm_wgmma_ws_int4_*`, sm_90 only), 384 threads, one block
     /// per SM.
     WgmmaWs,
+    /// Chunks of at most 16 rows on wgmma with the weights, dequantized in registers, as the M side
+    /// (`gemm_wgmma_short_int4_*`, sm_90 only): 128 slots × 16 rows per block, four blocks per SM.
+    WgmmaShort,
 }
 
 /// Rows from which a prefill GEMM uses the 128 × 128 tile. Below, a 128-row tile would be mostly padding.
@@ -280,8 +290,21 @@ impl GemmTile {
     /// The tile for `m` rows of a GEMM over `tiles` slot tiles and `steps` K steps: `gemm_small` for at most 16
     /// rows when a shape fits, the 128 × 128 tile from 128 rows when `gemm128` (the card allows it and the tuning
     /// wants it), else the 64 × 64 tile.
-    /// `wgmma`: the wgmma tile that replaces the 128 × 128 one (the caller passes `Off` where the card has none).
-    pub fn choose(m: u32, tiles: u32, steps: u32, sm_count: u32, gemm128: bool, wgmma: WgmmaTile) -> GemmTile {
+    /// `wgmma`: the wgmma tile that replaces the 128 × 128 one (the caller passes `Off` where the card has none);
+    /// `wgmma_short`: chunks of at most 16 rows run `gemm_wgmma_short` (the caller passes false where the card has
+    /// no wgmma or the weights are not int4).
+    pub fn choose(
+        m: u32,
+        tiles: u32,
+        steps: u32,
+        sm_count: u32,
+        gemm128: bool,
+        wgmma: WgmmaTile,
+        wgmma_short: bool,
+    ) -> GemmTile {
+        if m <= 16 && wgmma_short {
+            return GemmTile::WgmmaShort;
+        }
         if m <= 16 {
             if let Some(t) = gemm_small_shape(tiles, steps, m, sm_count) {
                 return t;
@@ -301,7 +324,7 @@ impl GemmTile {
 
     fn rows(self) -> u32 {
         match self {
-            GemmTile::Small { .. } => 16,
+            GemmTile::Small { .. } | GemmTile::WgmmaShort => 16,
             GemmTile::Rows64 => 64,
             GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::Wgmma256 | GemmTile::WgmmaWs => 128,
         }
@@ -322,13 +345,17 @@ impl GemmTile {
         match self {
             GemmTile::Small { tiles_per_block, .. } => tiles_per_block * TILE_N as u32,
             GemmTile::Rows64 => 64,
-            GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::WgmmaWs => 128,
+            GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::WgmmaWs | GemmTile::WgmmaShort => 128,
             GemmTile::Wgmma256 => 256,
         }
     }
     fn threads(self) -> u32 {
         match self {
-            GemmTile::Small { .. } | GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::Wgmma256 => 256,
+            GemmTile::Small { .. }
+            | GemmTile::Rows128
+            | GemmTile::Wgmma128
+            | GemmTile::Wgmma256
+            | GemmTile::WgmmaShort => 256,
             GemmTile::WgmmaWs => 384,
             GemmTile::Rows64 => 128,
         }
@@ -352,6 +379,7 @@ impl GemmTile {
             GemmTile::Wgmma128 => GEMM_WGMMA_SMEM_BYTES,
             GemmTile::Wgmma256 => GEMM_WGMMA256_SMEM_BYTES,
             GemmTile::WgmmaWs => GEMM_WGMMA_WS_SMEM_BYTES,
+            GemmTile::WgmmaShort => GEMM_WGMMA_SHORT_SMEM_BYTES,
         };
         let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
         Launch::new(grid, self.threads(), smem)
@@ -458,6 +486,30 @@ pub fn gemm128_splits(
     (1..=max).min_by_key(|&s| (cost(s), s)).unwrap_or(1)
 }
 
+/// K splits for `gemm_wgmma_short_int4_*` (at most 16 rows, blocks of 128 slots) over `n_pad` slots and `k_pad`
+/// rows of K on a card holding `resident` such blocks, within a workspace of `part_floats` partial sums and `counters`
+/// tile counters. The kernel streams weights, so it wants the card full — n_pad / 128 blocks are a fraction of it
+/// (o and down of a 7B model: 32) — but each split also costs its pipeline's fill (~3 steps) and, in the last
+/// block, a batch of 4 partials per L2 round trip (~2 steps). It minimizes waves × (steps per split + 3) + 2 ·
+/// ceil(splits / 4), ties to fewer splits.
+pub fn gemm_short_splits(resident: u32, n_pad: u32, k_pad: u32, m: u32, part_floats: usize, counters: usize) -> u32 {
+    const FILL_STEPS: u32 = 3;
+    const ROUND_TRIP_STEPS: u32 = 2;
+    let base = n_pad.div_ceil(128);
+    let steps = k_pad / 64;
+    if base == 0 || base as usize > counters {
+        return 1;
+    }
+    let by_space = (part_floats / (m as usize * n_pad as usize).max(1)).min(u32::MAX as usize) as u32;
+    let max = steps.min(by_space).clamp(1, 32);
+    let cost = |s: u32| {
+        let waves = (base * s).div_ceil(resident.max(1));
+        let reduce = if s > 1 { s.div_ceil(4) * ROUND_TRIP_STEPS } else { 0 };
+        waves * (steps.div_ceil(s) + FILL_STEPS) + reduce
+    };
+    (1..=max).min_by_key(|&s| (cost(s), s)).unwrap_or(1)
+}
+
 /// The split-K count of a GEMM of `tile` over `n_pad` slots, K `k_pad`, `m` rows, with the workspace `ws`.
 pub fn gemm_splits(
     tile: GemmTile,
@@ -481,6 +533,14 @@ pub fn gemm_splits(
         GemmTile::WgmmaWs => {
             gemm128_splits(limits.sm_count, n_pad, k_pad, m, 128, ws.gemm_partial.len, ws.gemm_counters.len)
         }
+        GemmTile::WgmmaShort => gemm_short_splits(
+            limits.sm_count * GEMM_WGMMA_SHORT_BLOCKS_PER_SM,
+            n_pad,
+            k_pad,
+            m,
+            ws.gemm_partial.len,
+            ws.gemm_counters.len,
+        ),
     }
 }
 
@@ -521,24 +581,52 @@ mod tests {
     }
 
     #[test]
+    fn gemm_short_splits_fill_the_card_and_keep_splits_long() {
+        // An H200: 132 SMs × 4 blocks. The 7B projections at 16 rows.
+        let splits = |n: u32, k: u32| gemm_short_splits(528, n, k, 16, PART, COUNTERS);
+        assert_eq!(splits(12288, 4096), 5); // q/k/v: 96 × 5 = 480 blocks of 13 steps
+        assert_eq!(splits(22016, 4096), 3); // gate/up: 172 × 3
+        assert_eq!(splits(4096, 4096), 8); // o: 32 × 8 of 8 steps
+        assert_eq!(splits(4096, 11008), 16); // down: 32 × 16 of 11
+                                             // Never past K's steps, the workspace or the counters.
+        assert_eq!(splits(4096, 64), 1);
+        assert_eq!(gemm_short_splits(528, 4096, 4096, 16, 0, COUNTERS), 1);
+        assert_eq!(gemm_short_splits(528, 4096, 4096, 16, PART, 0), 1);
+        assert!(gemm_short_splits(528, 4096, 4096, 16, 4096 * 16 * 3, COUNTERS) <= 3);
+    }
+
+    #[test]
     fn gemm_tiles_by_rows() {
         // At most 16 rows take gemm_small when a shape fits; the 64-row tile is its fallback.
-        let choose = |m: u32, gemm128: bool| GemmTile::choose(m, 256, 64, 132, gemm128, WgmmaTile::Off);
+        let choose = |m: u32, gemm128: bool| GemmTile::choose(m, 256, 64, 132, gemm128, WgmmaTile::Off, false);
         assert!(matches!(choose(1, true), GemmTile::Small { .. }));
         assert!(matches!(choose(16, true), GemmTile::Small { .. }));
-        assert_eq!(GemmTile::choose(16, 256, 100_000, 132, true, WgmmaTile::Off), GemmTile::Rows64);
+        assert_eq!(GemmTile::choose(16, 256, 100_000, 132, true, WgmmaTile::Off, false), GemmTile::Rows64);
         assert_eq!(choose(17, true), GemmTile::Rows64);
         assert_eq!(choose(127, true), GemmTile::Rows64);
         assert_eq!(choose(128, true), GemmTile::Rows128);
         assert_eq!(choose(512, true), GemmTile::Rows128);
         assert_eq!(choose(512, false), GemmTile::Rows64);
         // wgmma replaces the 128-row tile only: it needs gemm128, and shorter chunks keep their tiles.
-        assert_eq!(GemmTile::choose(512, 256, 64, 132, true, WgmmaTile::Slots128), GemmTile::Wgmma128);
-        assert_eq!(GemmTile::choose(512, 256, 64, 132, false, WgmmaTile::Slots128), GemmTile::Rows64);
-        assert_eq!(GemmTile::choose(127, 256, 64, 132, true, WgmmaTile::Slots256), GemmTile::Rows64);
-        assert!(matches!(GemmTile::choose(16, 256, 64, 132, true, WgmmaTile::WarpSpecialized), GemmTile::Small { .. }));
-        assert_eq!(GemmTile::choose(512, 256, 64, 132, true, WgmmaTile::Slots256), GemmTile::Wgmma256);
-        assert_eq!(GemmTile::choose(512, 256, 64, 132, true, WgmmaTile::WarpSpecialized), GemmTile::WgmmaWs);
+        assert_eq!(GemmTile::choose(512, 256, 64, 132, true, WgmmaTile::Slots128, false), GemmTile::Wgmma128);
+        assert_eq!(GemmTile::choose(512, 256, 64, 132, false, WgmmaTile::Slots128, false), GemmTile::Rows64);
+        assert_eq!(GemmTile::choose(127, 256, 64, 132, true, WgmmaTile::Slots256, false), GemmTile::Rows64);
+        assert!(matches!(
+            GemmTile::choose(16, 256, 64, 132, true, WgmmaTile::WarpSpecialized, false),
+            GemmTile::Small { .. }
+        ));
+        assert_eq!(GemmTile::choose(512, 256, 64, 132, true, WgmmaTile::Slots256, false), GemmTile::Wgmma256);
+        assert_eq!(GemmTile::choose(512, 256, 64, 132, true, WgmmaTile::WarpSpecialized, false), GemmTile::WgmmaWs);
+        // The short wgmma tile takes every chunk of at most 16 rows where the caller allows it, whatever K.
+        for m in [1u32, 7, 16] {
+            assert_eq!(GemmTile::choose(m, 256, 100_000, 132, true, WgmmaTile::Off, true), GemmTile::WgmmaShort);
+        }
+        assert_eq!(GemmTile::choose(17, 256, 64, 132, true, WgmmaTile::Slots128, true), GemmTile::Rows64);
+        assert_eq!(GemmTile::WgmmaShort.block_slots(4096), 128);
+        assert_eq!(
+            GemmTile::WgmmaShort.launch(12288, 4096, 16, 4, TileFormat::Int4),
+            Launch::new((96, 1, 4), 256, GEMM_WGMMA_SHORT_SMEM_BYTES)
+        );
         assert_eq!(
             GemmTile::WgmmaWs.launch(4096, 4096, 512, 1, TileFormat::Int4),
             Launch::new((32, 4, 1), 384, GEMM_WGMMA_WS_SMEM_BYTES)
@@ -602,6 +690,9 @@ mod tests {
         let path = format!("{}/../ptx/kernels/gemm_wgmma_ws.cu", env!("CARGO_MANIFEST_DIR"));
         let src = std::fs::read_to_string(path).unwrap();
         assert!(src.contains(&format!("static_assert(sizeof(Smem) + 1024 == {GEMM_WGMMA_WS_SMEM_BYTES}")));
+        let path = format!("{}/../ptx/kernels/gemm_wgmma_short.cu", env!("CARGO_MANIFEST_DIR"));
+        let src = std::fs::read_to_string(path).unwrap();
+        assert!(src.contains(&format!("static_assert(sizeof(Smem) + 1024 == {GEMM_WGMMA_SHORT_SMEM_BYTES}")));
     }
 
     #[test]

@@ -509,7 +509,9 @@ impl Step<'_> {
         let limits = &self.gpu.limits;
         let gemm128 = self.tuning.gemm128 && shapes::gemm128_fits(limits) && lin.format == TileFormat::Int4;
         let wgmma = if self.gpu.has_wgmma() { self.tuning.wgmma } else { WgmmaTile::Off };
-        GemmTile::choose(m, lin.tiles(), lin.k_pad / plan::STEP_K as u32, limits.sm_count, gemm128, wgmma)
+        let wgmma_short = self.gpu.has_wgmma() && self.tuning.wgmma_short && lin.format == TileFormat::Int4;
+        let steps = lin.k_pad / plan::STEP_K as u32;
+        GemmTile::choose(m, lin.tiles(), steps, limits.sm_count, gemm128, wgmma, wgmma_short)
     }
 
     /// One GEMM launch over all of `lin` with `tile`.
@@ -540,11 +542,15 @@ impl Step<'_> {
             (GemmOut::Residual(y), GemmTile::Wgmma256) => (&k.gemm_wgmma256_residual, y, DevPtr::NULL),
             (GemmOut::Store16(y), GemmTile::WgmmaWs) => (&k.gemm_wgmma_ws_store16, DevPtr::NULL, y),
             (GemmOut::Residual(y), GemmTile::WgmmaWs) => (&k.gemm_wgmma_ws_residual, y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::WgmmaShort) => (&k.gemm_wgmma_short_store16, DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::WgmmaShort) => (&k.gemm_wgmma_short_residual, y, DevPtr::NULL),
         };
-        if matches!(tile, GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::Wgmma256 | GemmTile::WgmmaWs)
-            && format != TileFormat::Int4
-        {
-            return Err(Error::Device(format!("the 128-row GEMM tile runs int4 weights, not {format:?}")));
+        let int4_only = matches!(
+            tile,
+            GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::Wgmma256 | GemmTile::WgmmaWs | GemmTile::WgmmaShort
+        );
+        if int4_only && format != TileFormat::Int4 {
+            return Err(Error::Device(format!("the {tile:?} GEMM tile runs int4 weights, not {format:?}")));
         }
         let p = GemmParams {
             qw: lin.qw,

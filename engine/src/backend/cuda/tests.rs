@@ -12,7 +12,8 @@ use super::kernels::*;
 use super::layout::{self, ColumnOrder, DeviceLinear, GptqParts, TileFormat, PAD_SLOT, TILE_N};
 use super::shapes::{
     self, gemm_small_per_split, gemm_small_shape, gemm_smem_bytes, GemmTile, GEMM128_SMEM_BYTES,
-    GEMM_SMALL_MAX_STEPS_PER_SPLIT, GEMM_WGMMA256_SMEM_BYTES, GEMM_WGMMA_SMEM_BYTES, GEMM_WGMMA_WS_SMEM_BYTES,
+    GEMM_SMALL_MAX_STEPS_PER_SPLIT, GEMM_WGMMA256_SMEM_BYTES, GEMM_WGMMA_SHORT_SMEM_BYTES, GEMM_WGMMA_SMEM_BYTES,
+    GEMM_WGMMA_WS_SMEM_BYTES,
 };
 use super::tuning::Tuning;
 use crate::backend::rope::RopeTable;
@@ -1023,6 +1024,10 @@ impl<'a> GemmTileFns<'a> {
         let fns = [&g.k.gemm_wgmma_ws_store32, &g.k.gemm_wgmma_ws_residual, &g.k.gemm_wgmma_ws_store16];
         GemmTileFns { rows: 128, slots: 128, threads: 384, smem: GEMM_WGMMA_WS_SMEM_BYTES, fns }
     }
+    fn wgmma_short(g: &'a Device) -> Self {
+        let fns = [&g.k.gemm_wgmma_short_store32, &g.k.gemm_wgmma_short_residual, &g.k.gemm_wgmma_short_store16];
+        GemmTileFns { rows: 16, slots: 128, threads: 256, smem: GEMM_WGMMA_SHORT_SMEM_BYTES, fns }
+    }
 }
 
 impl RandLinear {
@@ -1166,7 +1171,7 @@ fn gemm128_int4_matches_f64_on_long_chunks() {
         eprintln!("skipped: {} grants too little shared memory per block for the 128 × 128 tile", g.describe());
         return;
     }
-    gemm128_cases(&g, &GemmTileFns::rows128(&g), "gemm128");
+    gemm_tile_cases(&g, &GemmTileFns::rows128(&g), "gemm128", LONG_CASES);
 }
 
 /// The same cases on the wgmma tiles (sm_90 only): 128 and 256 slots.
@@ -1178,8 +1183,34 @@ fn gemm_wgmma_int4_matches_f64_on_long_chunks() {
         eprintln!("skipped: {} has no wgmma (sm_90 only)", g.describe());
         return;
     }
-    gemm128_cases(&g, &GemmTileFns::wgmma128(&g), "gemm_wgmma");
-    gemm128_cases(&g, &GemmTileFns::wgmma256(&g), "gemm_wgmma256");
+    gemm_tile_cases(&g, &GemmTileFns::wgmma128(&g), "gemm_wgmma", LONG_CASES);
+    gemm_tile_cases(&g, &GemmTileFns::wgmma256(&g), "gemm_wgmma256", LONG_CASES);
+}
+
+/// The short wgmma tile (`gemm_wgmma_short_int4_*`: at most 16 rows, the weights dequantized in registers as wgmma's
+/// M side, the rows of A rearranged to match; sm_90 only) on the same kinds of awkward shapes at 1 to 16 rows: rows
+/// past m copy row m - 1 and must never be stored; K of one step with an empty split, of 200 (zero-filled
+/// columns), of 172 steps in up to 12 splits.
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn gemm_wgmma_short_int4_matches_f64() {
+    let g = gpu();
+    if !g.has_wgmma() {
+        eprintln!("skipped: {} has no wgmma (sm_90 only)", g.describe());
+        return;
+    }
+    #[rustfmt::skip]
+    let cases: &[TileCase] = &[
+        (1, 4096, 16 * 37, Some(128), false, false, &[1, 3], 0, 0),
+        (16, 320, 16 * 37, Some(32), true, false, &[1, 2], 8, 1),
+        (9, 320, 16 * 37, None, false, false, &[1], 0, 2),
+        (16, 11008, 16 * 9, Some(128), false, false, &[1, 4, 12], 0, 0),
+        (3, 4096, 16 * 21, None, false, true, &[1], 16, 0),
+        (16, 200, 16 * 21, Some(32), false, false, &[3], 0, 3),
+        (8, 320, 16 * 69, Some(64), true, true, &[1], 0, 0),
+        (16, 64, 256, Some(32), false, false, &[2], 0, 0),
+    ];
+    gemm_tile_cases(&g, &GemmTileFns::wgmma_short(&g), "gemm_wgmma_short", cases);
 }
 
 /// The same cases on the warp-specialized wgmma tile (`--tune wgmma=ws`; sm_90 only). A test of its own: the
@@ -1193,25 +1224,29 @@ fn gemm_wgmma_ws_int4_matches_f64_on_long_chunks() {
         eprintln!("skipped: {} has no wgmma (sm_90 only)", g.describe());
         return;
     }
-    gemm128_cases(&g, &GemmTileFns::wgmma_ws(&g), "gemm_wgmma_ws");
+    gemm_tile_cases(&g, &GemmTileFns::wgmma_ws(&g), "gemm_wgmma_ws", LONG_CASES);
 }
 
-/// The cases both 128 × 128 tiles run (see `gemm128_int4_matches_f64_on_long_chunks`).
-fn gemm128_cases(g: &Device, t: &GemmTileFns, label: &str) {
+/// A case of `gemm_tile_cases`: rows, K, N, group, act-order, symmetric, K splits, extra A stride, extra Y stride.
+type TileCase = (usize, usize, usize, Option<usize>, bool, bool, &'static [u32], usize, usize);
+
+/// The cases of the 128-row tiles (see `gemm128_int4_matches_f64_on_long_chunks`).
+const LONG_CASES: &[TileCase] = &[
+    (128, 4096, 16 * 37, Some(128), false, false, &[1, 3], 0, 0),
+    (200, 320, 16 * 37, Some(32), true, false, &[1, 2], 8, 1),
+    (200, 320, 16 * 37, None, false, false, &[1], 0, 2),
+    (512, 11008, 16 * 9, Some(128), false, false, &[1, 2], 0, 0),
+    (512, 4096, 16 * 21, None, false, true, &[1], 16, 0),
+    (200, 11008, 16 * 21, Some(32), false, false, &[3], 0, 3),
+    (512, 320, 16 * 69, Some(64), true, true, &[1], 0, 0),
+    (128, 4096, 256, Some(128), true, false, &[2], 0, 0),
+    (300, 4096, 128, Some(32), false, false, &[5], 8, 0),
+];
+
+/// Run `cases` on the tile `t` against float64, all three epilogues, outputs poisoned before each run, twice for
+/// the same bits, the split counters back at zero after.
+fn gemm_tile_cases(g: &Device, t: &GemmTileFns, label: &str, cases: &[TileCase]) {
     let mut rng = Rng(23);
-    // (rows, K, N, group, act-order, symmetric, K splits, extra A stride, extra Y stride)
-    #[allow(clippy::type_complexity)]
-    let cases: &[(usize, usize, usize, Option<usize>, bool, bool, &[u32], usize, usize)] = &[
-        (128, 4096, 16 * 37, Some(128), false, false, &[1, 3], 0, 0),
-        (200, 320, 16 * 37, Some(32), true, false, &[1, 2], 8, 1),
-        (200, 320, 16 * 37, None, false, false, &[1], 0, 2),
-        (512, 11008, 16 * 9, Some(128), false, false, &[1, 2], 0, 0),
-        (512, 4096, 16 * 21, None, false, true, &[1], 16, 0),
-        (200, 11008, 16 * 21, Some(32), false, false, &[3], 0, 3),
-        (512, 320, 16 * 69, Some(64), true, true, &[1], 0, 0),
-        (128, 4096, 256, Some(128), true, false, &[2], 0, 0),
-        (300, 4096, 128, Some(32), false, false, &[5], 8, 0),
-    ];
     for &(m, k, n, group, act, sym, splits, lda_extra, ldy_extra) in cases {
         let lin = RandLinear::new(&mut rng, k, n, group, act, sym);
         let d = lin.repack(ColumnOrder::Identity);

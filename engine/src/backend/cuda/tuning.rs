@@ -25,6 +25,9 @@ pub struct Tuning {
     /// `gemm128`. 7B prefill of 512 tokens with the 128-slot tile 21.0 ms instead of 29.2 on an H200
     /// (BENCHMARKS.md).
     pub wgmma: WgmmaTile,
+    /// Chunks of at most 16 rows of int4 weights on Hopper's wgmma, the weights dequantized in registers as the M
+    /// side (`gemm_wgmma_short_int4_*`), where the card has it (sm_90), instead of `gemm_small` on `mma.sync`.
+    pub wgmma_short: bool,
     /// Repack GPTQ int4 linears without act-order on the device (`repack.cu`: the checkpoint's tensors uploaded as
     /// they are, then reordered there) instead of on the host: 7B load 0.43 s instead of 1.0-1.2 s warm on an H200
     /// (BENCHMARKS.md).
@@ -68,6 +71,7 @@ impl Default for Tuning {
             gemv_wide: true,
             gemm128: true,
             wgmma: WgmmaTile::Slots128,
+            wgmma_short: true,
             gpu_repack: true,
             cubin: true,
         }
@@ -82,6 +86,7 @@ pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
     ("gemv_wide", "on|off", "16-warp o/down GEMVs where a projection has fewer than 4 tiles per SM"),
     ("gemm128", "on|off", "the 128 x 128 prefill GEMM tile for chunks of >= 128 rows"),
     ("wgmma", "off|128|256|ws", "the 128-row prefill tile on Hopper's wgmma tensor cores (sm_90; needs gemm128)"),
+    ("wgmma_short", "on|off", "chunks of <= 16 rows on Hopper's wgmma, weights as the M side (sm_90, int4)"),
     ("gpu_repack", "on|off", "repack GPTQ int4 linears without act-order on the device instead of the host"),
     ("cubin", "on|off", "the prebuilt cubin (off: the PTX through the driver's JIT)"),
 ];
@@ -108,6 +113,7 @@ impl Tuning {
                     Error::InvalidArgument(format!("tuning wgmma={value}: expected off, 128, 256 or ws"))
                 })?
             }
+            "wgmma_short" => self.wgmma_short = flag(value)?,
             "cubin" => self.cubin = flag(value)?,
             "gpu_repack" => self.gpu_repack = flag(value)?,
             "attn_splits" => self.attn_splits = count(value, 1..=64)?,
@@ -139,13 +145,15 @@ impl Tuning {
     pub fn describe(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "pdl={},gemv_blocks_per_sm={},attn_splits={},gemv_wide={},gemm128={},wgmma={},gpu_repack={},cubin={}",
+            "pdl={},gemv_blocks_per_sm={},attn_splits={},gemv_wide={},gemm128={},wgmma={},wgmma_short={},gpu_repack={},\
+             cubin={}",
             on(self.pdl),
             self.gemv_blocks_per_sm,
             self.attn_splits,
             on(self.gemv_wide),
             on(self.gemm128),
             self.wgmma.name(),
+            on(self.wgmma_short),
             on(self.gpu_repack),
             on(self.cubin)
         )
@@ -159,7 +167,8 @@ mod tests {
     #[test]
     fn parse_sets_each_key_and_describe_round_trips() {
         let t = Tuning::parse(
-            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemm128=false,wgmma=ws,gpu_repack=off,cubin=off",
+            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemm128=false,wgmma=ws,wgmma_short=off,\
+             gpu_repack=off,cubin=off",
         )
         .unwrap();
         let want = Tuning {
@@ -169,6 +178,7 @@ mod tests {
             gemv_wide: false,
             gemm128: false,
             wgmma: WgmmaTile::WarpSpecialized,
+            wgmma_short: false,
             gpu_repack: false,
             cubin: false,
         };

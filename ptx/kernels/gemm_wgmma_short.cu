@@ -1,0 +1,269 @@
+// Prefill GEMM for chunks of at most 16 rows on Hopper's asynchronous tensor cores (sm_90a only), with the weights
+// as the multiply's M side, dequantized in registers straight into wgmma's A fragments:
+// Yᵀ[slot][row] = Σ_k Wᵀ[slot][k] · Aᵀ[k][row].
+//
+// Why. A short chunk's GEMM is a stream of weights: 16 rows make 32 flops per weight, a fraction of what the tensor
+// cores could do in the time the bytes take, so what decides the time is how many bytes are in flight and how
+// little each byte costs on the way. wgmma's M is 64 at least, so the rows of A go on its N side (m64n16k16), and
+// its A operand — the weights — can come from registers: no dequantized tile is written to shared memory and read
+// back (a version that did so was bound by shared-memory traffic, 12 bytes of it per byte of weights).
+//   - 256 threads = 2 warpgroups; warp w owns slot-tile w of the block's 8 (16 slots: wgmma rows 16 (w % 4) .. of
+//     its warpgroup's 64) and copies that tile's raw words, one uint4 per lane per step (cp.async, AHEAD steps
+//     ahead: the bytes in flight are in shared memory, not in registers, so four blocks fit on an SM);
+//   - the fragment mapping. wgmma's A fragment (as mma.m16n8k16's) gives lane (g, t) = (lane / 4, lane % 4) rows g
+//     and g + 8 at k = 2t, 2t + 1 (a0, a1) and 2t + 8, 2t + 9 (a2, a3). The sum over k does not care which input
+//     row stands behind each k, as long as B agrees, so lane (g, t) takes for each of its two slots the words
+//     2 (t % 2) and 2 (t % 2) + 1 of the uint4 lane g + 16 (t / 2) (resp. g + 8 + ...) copied — that slot's input
+//     rows 16t .. 16t + 15 of the step — and the dequantized pair i = (row i, row i + 4) of each word goes straight
+//     into the k16 block i. So k16 block i, column c holds input row 16 (c' / 2) + 8h + i + 4 (c' % 2), with
+//     h = c / 8 and c' = c % 8 (`b_source` below);
+//   - B, the rows of A, must then hold the same permutation: each step's 16 × 64 halves are copied as they are
+//     (cp.async, one step ahead of their use) and rearranged into the swizzled B tile by 128 threads, one 16-byte
+//     chunk each, 8 halves gathered as 4 pairs;
+//   - one barrier per step; rows of A past m copy row m - 1 (never stored: row r of Y depends on row r of A only),
+//     columns past k are zero-filled.
+// The epilogue holds the accumulators transposed (a thread has neighbouring rows of one slot), so it is this file's
+// own; split-K uses gemm.cu's partial-sum layout and protocol.
+#include "tiles.cuh"
+#include "tensor_core.cuh"
+
+namespace wgs {
+
+using wg::BK;
+constexpr int THREADS = 256;
+constexpr int BN = 128, TILES = BN / INT4_TILE_N;  // slots per block; one slot-tile per warp
+constexpr int ROWS = 16;                           // rows of A per block: wgmma's N
+constexpr int AHEAD = 5;                           // steps of raw words (and rows of A, one more) in flight
+constexpr int STAGES = AHEAD + 1;
+constexpr int ACC = ROWS / 2;                      // f32 accumulators per thread (64 slots × 16 rows / 128 threads)
+constexpr int X_LD = BK + 16;  // row stride (halves) of the copied rows: the gathers of 4 rows hit distinct banks
+constexpr int REDUCE_BATCH = 4;  // split-K partials whose loads the last block issues at once
+constexpr int PERMUTERS = ROWS * BK / 8;  // threads that copy and rearrange A: one 16-byte chunk each per step
+static_assert(TILES * 32 == THREADS && PERMUTERS <= THREADS, "one raw uint4 per thread and step");
+
+struct Smem {
+    __half b[2][ROWS * BK];          // rows of A for wgmma's B: [row][permuted k], swizzled
+    __half x[STAGES][ROWS * X_LD];   // rows of A as copied: [row][k]
+    uint4 wraw[STAGES][TILES][32];
+    uint32_t sz[STAGES][THREADS];    // each lane's (scale, zero) word for its chunk of the step
+};
+// The dynamic shared memory holds one Smem and 1 KB of room to start it on a 1024-byte boundary (the B tiles' swizzle
+// period; each is 2 KB).
+static_assert(sizeof(Smem) + 1024 == 51200, "GEMM_WGMMA_SHORT_SMEM_BYTES in shapes.rs must match");
+
+// Input row (of the step's 64) that column c of k16 block i of B holds: see the fragment mapping above.
+ENGINE_DEV uint32_t b_source(uint32_t i, uint32_t c) {
+    const uint32_t h = c >> 3, cc = c & 7;
+    return 16 * (cc >> 1) + 8 * h + i + 4 * (cc & 1);
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// d (64 × 16, f32) += A (64 × 16, f16, this thread's fragment a) · B (16 × 16, K-major, descriptor db).
+ENGINE_DEV void wgmma_k16(float (&d)[8], const uint32_t (&a)[4], uint64_t db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+#endif
+
+// The epilogue. Thread (warpgroup g, warp w4, lane) holds d[4j + 2h + e] = Y[8j + 2(lane % 4) + e]
+// [slot0 + 64g + 16w4 + lane / 4 + 8h] (wgmma's m64nN C layout, slots as M). With split-K every block writes its
+// partial sums into gemm.cu's [split][m][n_pad] buffer and the last to arrive adds them in split order.
+template <int OUT>
+ENGINE_DEV void finish(const GemmParams& p, float (&d)[ACC], uint32_t slot_l) {
+    auto row_of = [&](int i) { return 8u * (i >> 2) + 2u * (threadIdx.x & 3u) + (i & 1); };
+    auto slot_of = [&](int i) { return slot_l + 8u * ((i >> 1) & 1); };
+    if (p.k_splits > 1) {
+        float* part = p.part + (size_t)blockIdx.z * p.m * p.n_pad;
+#pragma unroll
+        for (int i = 0; i < ACC; ++i)
+            if (row_of(i) < p.m && slot_of(i) < p.n_pad) part[(size_t)row_of(i) * p.n_pad + slot_of(i)] = d[i];
+        uint32_t* counter = p.counters + blockIdx.x;
+        if (!gemm::last_split_arrives(counter, p.k_splits)) return;
+        // Sum the partials in split order (the same bits whichever split arrived last), REDUCE_BATCH splits' loads
+        // issued at once: with ~16 splits of a short K range, one round trip per split would be the kernel's tail.
+#pragma unroll
+        for (int i = 0; i < ACC; ++i) d[i] = 0.f;
+#pragma unroll 1
+        for (uint32_t z0 = 0; z0 < p.k_splits; z0 += REDUCE_BATCH) {
+            float x[REDUCE_BATCH][ACC];
+#pragma unroll
+            for (int j = 0; j < REDUCE_BATCH; ++j) {
+                const float* src = p.part + (size_t)(z0 + j) * p.m * p.n_pad;
+#pragma unroll
+                for (int i = 0; i < ACC; ++i) {
+                    const bool in = z0 + j < p.k_splits && row_of(i) < p.m && slot_of(i) < p.n_pad;
+                    x[j][i] = in ? __ldcg(src + (size_t)row_of(i) * p.n_pad + slot_of(i)) : 0.f;
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < REDUCE_BATCH; ++j)
+#pragma unroll
+                for (int i = 0; i < ACC; ++i)
+                    if (z0 + j < p.k_splits) d[i] += x[j][i];
+        }
+        if (threadIdx.x == 0) *counter = 0;
+    }
+    const uint32_t col[2] = {slot_l < p.n_pad ? p.col_map[slot_l] : INT4_PAD_SLOT,
+                             slot_l + 8 < p.n_pad ? p.col_map[slot_l + 8] : INT4_PAD_SLOT};
+#pragma unroll
+    for (int i = 0; i < ACC; ++i)
+        if (row_of(i) < p.m) gemm::store_one<OUT>(p, (size_t)row_of(i) * p.ldy, col[(i >> 1) & 1], d[i]);
+}
+
+template <int OUT>
+ENGINE_DEV void run(const GemmParams& p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const uint32_t pad = (1024u - (tc::smem_addr(smem_raw) & 1023u)) & 1023u;
+    Smem& s = *reinterpret_cast<Smem*>(smem_raw + pad);
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, group = warp >> 2;
+    const uint32_t slot0 = blockIdx.x * BN;
+    const uint32_t steps_all = p.k_pad / BK, tiles = p.n_pad / INT4_TILE_N;
+    const __half* a = part_a(p, slot0);
+    const Slice ks = slice_of(steps_all, blockIdx.z, p.k_splits);
+    const uint32_t step_begin = ks.lo;
+    const int n_steps = (int)(ks.hi - ks.lo);
+
+    pdl_wait();
+    pdl_launch_dependents();
+
+    // Rows of A: the first PERMUTERS threads copy and rearrange one 16-byte chunk each per step (row tid / 8,
+    // chunk tid % 8). Rows past m copy row m - 1; columns past k read nothing (src-size 0, from a clamped address).
+    const bool permuter = tid < PERMUTERS;
+    const int x_r = (tid >> 3) % ROWS, x_c = (tid & 7) * 8;
+    const __half* x_src = a + (size_t)min((uint32_t)x_r, p.m - 1) * p.lda;
+    auto load_x = [&](int stage, uint32_t step) {
+        const uint32_t col = step * BK + x_c;
+        if (permuter)
+            tc::cp_async16(&s.x[stage][x_r * X_LD + x_c], x_src + min(col, p.k - 8), col < p.k ? 16u : 0u);
+    };
+    // The chunk this thread writes: k16 block i = chunk / 2, half h = chunk % 2, i.e. B columns 16i + 8h .. + 7,
+    // which hold input rows b_source(i, 8h + c) — pairs (c, c + 1) are 4 apart and of the parity of i, so each
+    // comes from two 32-bit words of the copied row, picked by one byte permute.
+    const uint32_t bi = (tid & 7) >> 1, bh = tid & 1;
+    const uint32_t b_dst = wg::swizzled(x_r, x_c);
+    const uint32_t b_sel = (bi & 1) ? 0x7632u : 0x5410u;
+    auto permute = [&](int stage, int buf) {
+        if (!permuter) return;
+        const uint32_t* row = reinterpret_cast<const uint32_t*>(&s.x[stage][x_r * X_LD]);
+        uint32_t v[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const uint32_t k0 = b_source(bi, 8 * bh + 2 * j);  // and k0 + 4
+            v[j] = __byte_perm(row[k0 >> 1], row[(k0 + 4) >> 1], b_sel);
+        }
+        *reinterpret_cast<uint4*>(&s.b[buf][b_dst]) = make_uint4(v[0], v[1], v[2], v[3]);
+    };
+    // Raw weights: warp w copies slot-tile w of the block (512 contiguous bytes per step), each lane with the
+    // (scale, zero) of its own 32-row chunk. Group sizes are 32 times a power of two (the loader checks), or there
+    // is one group: the group is a shift, clamped. A slot-tile past the end copies nothing.
+    const uint32_t g_shift = 31 - __clz(p.group_size), k_lane = (lane >> 4) * INT4_CHUNK_K;
+    const uint32_t tile = blockIdx.x * TILES + warp;
+    const bool w_ok = tile < tiles;
+    const uint4* w_src = p.qw + (size_t)(w_ok ? tile : 0) * steps_all * 32 + lane;
+    const uint32_t* sz_src = p.sz + (size_t)(w_ok ? tile : 0) * p.groups * INT4_TILE_N + (lane & 15);
+    auto load_w = [&](int stage, uint32_t step) {
+        const uint32_t g = min((step * BK + k_lane) >> g_shift, p.groups - 1);
+        tc::cp_async16(&s.wraw[stage][warp][lane], w_src + step * 32, w_ok ? 16u : 0u);
+        gemm::cp_async4(&s.sz[stage][tid], sz_src + g * INT4_TILE_N);
+    };
+    // This thread's A fragments (see the fragment mapping): for slot g (h = 0) and g + 8 (h = 1), words 2 (t % 2)
+    // and 2 (t % 2) + 1 of what lane g + 8h + 16 (t / 2) copied.
+    const uint32_t src0 = (lane >> 2) + 16 * ((lane & 3) >> 1), word0 = 2 * (lane & 1);
+    auto dequant = [&](int stage, uint32_t (&frag)[4][4]) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const uint32_t src = src0 + 8 * h;
+            const uint2 words = *reinterpret_cast<const uint2*>(
+                reinterpret_cast<const uint32_t*>(&s.wraw[stage][warp][src]) + word0);
+            const __half2 szh = u32_as_half2(s.sz[stage][warp * 32 + src]);
+            const __half2 zz = __high2half2(szh), sc = __low2half2(szh);
+            const __half2 zh = __hsub2(u32_as_half2(0x63806380u), zz);  // −(64 + zero), gsmall::dequant_scaled's
+            uint32_t d0[4], d1[4];
+            gsmall::dequant_scaled(words.x, zz, zh, sc, d0);
+            gsmall::dequant_scaled(words.y, zz, zh, sc, d1);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                frag[i][h] = d0[i];      // a0 / a1: k 2t, 2t + 1 of slot g / g + 8
+                frag[i][2 + h] = d1[i];  // a2 / a3: k 2t + 8, 2t + 9
+            }
+        }
+    };
+
+    float d[ACC];
+#pragma unroll
+    for (int i = 0; i < ACC; ++i) d[i] = 0.f;
+
+    // Pipeline. Step i needs L(i) = {rows of A of step i + 1, raw words of step i}: the raw words are dequantized
+    // in step i, the rows rearranged into B during step i for step i + 1. Groups: G = {A of step 0}, then L(0) ..
+    // L(AHEAD - 1), then L(i + AHEAD) issued in step i — every group committed even when empty, so that in step i
+    // wait_group AHEAD - 1 means "L(i) has landed". Stages: A of step j in x[j % STAGES], raw words of step j in
+    // wraw[j % STAGES]; L(i + AHEAD) reuses the stages of A of step i (rearranged during step i - 1) and the raw
+    // words of step i - 1 (dequantized in step i - 1), both finished by every thread at step i's barrier.
+    if (n_steps > 0) load_x(0, step_begin);
+    tc::cp_async_commit();
+#pragma unroll
+    for (int j = 0; j < AHEAD; ++j) {
+        if (j + 1 < n_steps) load_x(j + 1, step_begin + j + 1);
+        if (j < n_steps) load_w(j, step_begin + j);
+        tc::cp_async_commit();
+    }
+    tc::cp_async_wait<AHEAD>();
+    __syncthreads();
+    if (n_steps > 0) permute(0, 0);
+    wg::fence_proxy_async();
+
+    const uint64_t b_desc = wg::smem_desc(tc::smem_addr(&s.b[0][0]));
+    constexpr uint32_t B_BUF = ROWS * BK * 2 / 16, K16 = 32 / 16;  // in the descriptor's 16-byte units
+    int cur = 0;  // i % STAGES
+    for (int i = 0; i < n_steps; ++i) {
+        tc::cp_async_wait<AHEAD - 1>();
+        // The step's barrier: L(i) has landed for everyone; B of step i is complete and visible to the tensor
+        // cores (each thread fenced its writes); both warpgroups have waited for their multiply of step i - 1.
+        __syncthreads();
+        uint32_t frag[4][4];
+        dequant(cur, frag);
+        wg::wgmma_fence();
+        wg::fence_operands(d);
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; ++kk) wgmma_k16(d, frag[kk], b_desc + (i & 1) * B_BUF + kk * K16);
+        wg::wgmma_commit();
+        const int next = cur + 1 == STAGES ? 0 : cur + 1;
+        if (i + 1 < n_steps) permute(next, (i + 1) & 1);
+        wg::fence_proxy_async();
+        // L(i + AHEAD): A of step i + AHEAD + 1 into x[i % STAGES], raw words of step i + AHEAD into
+        // wraw[(i - 1) % STAGES].
+        const int prev = cur == 0 ? STAGES - 1 : cur - 1;
+        if (i + AHEAD + 1 < n_steps) load_x(cur, step_begin + i + AHEAD + 1);
+        if (i + AHEAD < n_steps) load_w(prev, step_begin + i + AHEAD);
+        tc::cp_async_commit();
+        cur = next;
+        wg::wgmma_wait<0>();
+        wg::fence_operands(d);
+    }
+    tc::cp_async_wait<0>();  // nothing real is pending (the last groups are empty); never leave a copy in flight
+
+    finish<OUT>(p, d, slot0 + 64 * group + 16 * (warp & 3) + (lane >> 2));
+#else
+    __trap();  // compute_80 module: the host launches these on sm_90 only, where the sm_90a module is loaded
+#endif
+}
+
+}  // namespace wgs
+
+// Block: 256 threads. Grid: (ceil(n_pad / 128), 1, k_splits); m ≤ 16. Dynamic shared memory sizeof(wgs::Smem) +
+// 1024 = 51200 bytes, at most 64 registers per thread: four blocks per SM. sm_90a only: in the compute_80 module
+// these trap.
+extern "C" __global__ void __launch_bounds__(256, 4) gemm_wgmma_short_int4_store16(const GemmParams p) {
+    wgs::run<gemm::STORE16>(p);
+}
+extern "C" __global__ void __launch_bounds__(256, 4) gemm_wgmma_short_int4_residual(const GemmParams p) {
+    wgs::run<gemm::RESIDUAL>(p);
+}
+extern "C" __global__ void __launch_bounds__(256, 4) gemm_wgmma_short_int4_store32(const GemmParams p) {
+    wgs::run<gemm::STORE32>(p);
+}
