@@ -64,6 +64,42 @@ static_assert(sizeof(Smem<Wide>) + 1024 == 195584, "GEMM_WGMMA_WIDE_SMEM_BYTES i
 // Element offset of (row r, column c) in a swizzled tile, c a multiple of 8: where its 16 bytes go.
 ENGINE_DEV uint32_t swizzled(uint32_t r, uint32_t c) { return r * BK + ((((c >> 3) ^ r) & 7) << 3); }
 
+// A lane's copies of the raw weights of N slot-tiles (tiles first, first + stride, ...), gemm.cu's scheme: per K
+// step, the tile's uint4 of the lane's 32-row chunk and that chunk's (scale, zero) word, both by cp.async. Tiles
+// past the end copy nothing (src-size 0) from tile 0's address. Group sizes are 32 times a power of two (the loader
+// checks), or there is one group: the group is a shift, clamped. (ENGINE_DEV is `static`, which members cannot be.)
+template <int N>
+struct RawCopies {
+    const uint4* w[N];
+    const uint32_t* sz[N];
+    uint32_t ok = 0;  // bit j: tile j exists
+    uint32_t g_shift, k_lane;
+
+    __device__ __forceinline__ RawCopies(const GemmParams& p, uint32_t first, uint32_t stride, uint32_t tiles,
+                                         uint32_t steps_all, int lane) {
+        g_shift = 31 - __clz(p.group_size);
+        k_lane = (lane >> 4) * INT4_CHUNK_K;
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+            const uint32_t tile = first + stride * j;
+            const bool in = tile < tiles;
+            ok |= (in ? 1u : 0u) << j;
+            w[j] = p.qw + (size_t)(in ? tile : 0) * steps_all * 32 + lane;
+            sz[j] = p.sz + (size_t)(in ? tile : 0) * p.groups * INT4_TILE_N + (lane & 15);
+        }
+    }
+    // Step `step`'s copies: tile j's uint4 to w_dst + j · w_stride, its scale word to sz_dst + j · sz_stride.
+    __device__ __forceinline__ void copy(const GemmParams& p, uint32_t step, uint4* w_dst, int w_stride,
+                                         uint32_t* sz_dst, int sz_stride) const {
+        const uint32_t g = min((step * BK + k_lane) >> g_shift, p.groups - 1);
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+            tc::cp_async16(w_dst + j * w_stride, w[j] + step * 32, (ok >> j & 1u) ? 16u : 0u);
+            gemm::cp_async4(sz_dst + j * sz_stride, sz[j] + g * INT4_TILE_N);
+        }
+    }
+};
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // The shared-memory matrix descriptor of a K-major operand in the 128-byte swizzle starting at byte address `addr`
 // (a tile's row 8j, plus 32 bytes per k16 within the row: the hardware applies the swizzle to the address): address
@@ -170,30 +206,12 @@ ENGINE_DEV void run(const GemmParams& p) {
         for (int i = 0; i < BM / 32; ++i)
             tc::cp_async16(&s.a[buf][a_dst + 32 * i * BK], src + a_off[i], col < p.k ? 16u : 0u);
     };
-    // Raw weights: warp w copies slot-tiles w, w + 8, ... of the block (512 contiguous bytes each), each lane with
-    // the (scale, zero) of its own 32-row chunk (gemm.cu's scheme). Group sizes are 32 times a power of two (the
-    // loader checks), or there is one group: the group is a shift, clamped.
-    const uint32_t g_shift = 31 - __clz(p.group_size), k_lane = (lane >> 4) * INT4_CHUNK_K;
-    // Slot-tiles past the end copy nothing (size 0) from their tile 0 address.
-    const uint4* w_src[S::RAW];
-    const uint32_t* sz_src[S::RAW];
-    uint32_t w_ok = 0;
-#pragma unroll
-    for (int j = 0; j < S::RAW; ++j) {
-        const uint32_t tile = blockIdx.x * S::TILES + warp + 8 * j;
-        const bool ok = tile < tiles;
-        w_ok |= (ok ? 1u : 0u) << j;
-        w_src[j] = p.qw + (size_t)(ok ? tile : 0) * steps_all * 32 + lane;
-        sz_src[j] = p.sz + (size_t)(ok ? tile : 0) * p.groups * INT4_TILE_N + (lane & 15);
-    }
+    // Raw weights: warp w copies slot-tiles w, w + 8, ... of the block (512 contiguous bytes each).
+    const RawCopies<S::RAW> raw(p, blockIdx.x * S::TILES + warp, 8, tiles, steps_all, lane);
     auto load_w = [&](int buf, uint32_t step) {
-        const uint32_t g = min((step * BK + k_lane) >> g_shift, p.groups - 1);
-#pragma unroll
-        for (int j = 0; j < S::RAW; ++j) {
-            tc::cp_async16(&s.wraw[buf][warp + 8 * j][lane], w_src[j] + step * 32, (w_ok >> j & 1u) ? 16u : 0u);
-            gemm::cp_async4(&s.sz[buf][j][tid], sz_src[j] + g * INT4_TILE_N);
-        }
+        raw.copy(p, step, &s.wraw[buf][warp][lane], 8 * 32, &s.sz[buf][0][tid], THREADS);
     };
+    const uint32_t k_lane = raw.k_lane;
     // What this thread dequantizes: the uint4s it copied, slot (lane % 16) of slot-tiles warp + 8 j, rows
     // 32 · (lane / 16) + 8 i .. + 8 of the step for word i.
     auto dequant = [&](int raw_buf, int w_buf) {

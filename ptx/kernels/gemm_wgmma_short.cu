@@ -158,18 +158,10 @@ ENGINE_DEV void run(const GemmParams& p) {
         }
         *reinterpret_cast<uint4*>(&s.b[buf][b_dst]) = make_uint4(v[0], v[1], v[2], v[3]);
     };
-    // Raw weights: warp w copies slot-tile w of the block (512 contiguous bytes per step), each lane with the
-    // (scale, zero) of its own 32-row chunk. Group sizes are 32 times a power of two (the loader checks), or there
-    // is one group: the group is a shift, clamped. A slot-tile past the end copies nothing.
-    const uint32_t g_shift = 31 - __clz(p.group_size), k_lane = (lane >> 4) * INT4_CHUNK_K;
-    const uint32_t tile = blockIdx.x * TILES + warp;
-    const bool w_ok = tile < tiles;
-    const uint4* w_src = p.qw + (size_t)(w_ok ? tile : 0) * steps_all * 32 + lane;
-    const uint32_t* sz_src = p.sz + (size_t)(w_ok ? tile : 0) * p.groups * INT4_TILE_N + (lane & 15);
+    // Raw weights: warp w copies slot-tile w of the block (512 contiguous bytes per step).
+    const wg::RawCopies<1> raw(p, blockIdx.x * TILES + warp, 0, tiles, steps_all, lane);
     auto load_w = [&](int stage, uint32_t step) {
-        const uint32_t g = min((step * BK + k_lane) >> g_shift, p.groups - 1);
-        tc::cp_async16(&s.wraw[stage][warp][lane], w_src + step * 32, w_ok ? 16u : 0u);
-        gemm::cp_async4(&s.sz[stage][tid], sz_src + g * INT4_TILE_N);
+        raw.copy(p, step, &s.wraw[stage][warp][lane], 0, &s.sz[stage][tid], 0);
     };
     // This thread's A fragments (see the fragment mapping): for slot g (h = 0) and g + 8 (h = 1), words 2 (t % 2)
     // and 2 (t % 2) + 1 of what lane g + 8h + 16 (t / 2) copied.
