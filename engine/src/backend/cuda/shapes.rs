@@ -449,6 +449,16 @@ pub const GEMM128_MIN_SPLIT_STEPS: u32 = 4;
 /// reads them all back from L2): about 2–4; the larger guess keeps the split for when it clearly pays.
 const GEMM128_REDUCE_STEPS: u32 = 4;
 
+/// What the split-K workspace allows a GEMM whose grid has `base` output tiles over `m` rows × `n_pad` slots: `None`
+/// when there is no tile or more tiles than counters (it then runs unsplit), else how many [split][m][n_pad]
+/// partial-sum buffers `part_floats` holds.
+fn split_room(base: u32, m: u32, n_pad: u32, part_floats: usize, counters: usize) -> Option<u32> {
+    if base == 0 || base as usize > counters {
+        return None;
+    }
+    Some((part_floats / (m as usize * n_pad as usize).max(1)).min(u32::MAX as usize) as u32)
+}
+
 /// K splits for the 128-row tiles of `slots` slots (128, or 256 for the wide wgmma tile) over `n_pad` slots,
 /// `k_pad` rows of K and `m` rows, on a card holding `resident` such blocks at once (SMs × blocks per SM: 2 for the
 /// 128-slot tiles on sm_90, where registers and shared memory allow two; 1 for the wide one), with a split-K
@@ -473,11 +483,10 @@ pub fn gemm128_splits(
     let base = n_pad.div_ceil(slots) * m.div_ceil(128);
     let resident = resident.max(1);
     let steps = k_pad / 64;
-    if base == 0 || base as usize > counters {
+    let Some(by_space) = split_room(base, m, n_pad, part_floats, counters) else {
         return 1;
-    }
+    };
     let by_steps = (steps / GEMM128_MIN_SPLIT_STEPS).max(1);
-    let by_space = (part_floats / (m as usize * n_pad as usize).max(1)).min(u32::MAX as usize) as u32;
     let max = by_steps.min(by_space).max(1);
     let cost = |s: u32| {
         let waves = (base * s).div_ceil(resident);
@@ -497,10 +506,9 @@ pub fn gemm_short_splits(resident: u32, n_pad: u32, k_pad: u32, m: u32, part_flo
     const ROUND_TRIP_STEPS: u32 = 2;
     let base = n_pad.div_ceil(128);
     let steps = k_pad / 64;
-    if base == 0 || base as usize > counters {
+    let Some(by_space) = split_room(base, m, n_pad, part_floats, counters) else {
         return 1;
-    }
-    let by_space = (part_floats / (m as usize * n_pad as usize).max(1)).min(u32::MAX as usize) as u32;
+    };
     let max = steps.min(by_space).clamp(1, 32);
     let cost = |s: u32| {
         let waves = (base * s).div_ceil(resident.max(1));
@@ -584,11 +592,12 @@ mod tests {
     fn gemm_short_splits_fill_the_card_and_keep_splits_long() {
         // An H200: 132 SMs × 4 blocks. The 7B projections at 16 rows.
         let splits = |n: u32, k: u32| gemm_short_splits(528, n, k, 16, PART, COUNTERS);
-        assert_eq!(splits(12288, 4096), 5); // q/k/v: 96 × 5 = 480 blocks of 13 steps
-        assert_eq!(splits(22016, 4096), 3); // gate/up: 172 × 3
-        assert_eq!(splits(4096, 4096), 8); // o: 32 × 8 of 8 steps
-        assert_eq!(splits(4096, 11008), 16); // down: 32 × 16 of 11
-                                             // Never past K's steps, the workspace or the counters.
+        // q/k/v: 96 × 5 = 480 blocks of 13 steps; gate/up: 172 × 3; o: 32 × 8 of 8 steps; down: 32 × 16 of 11.
+        assert_eq!(splits(12288, 4096), 5);
+        assert_eq!(splits(22016, 4096), 3);
+        assert_eq!(splits(4096, 4096), 8);
+        assert_eq!(splits(4096, 11008), 16);
+        // Never past K's steps, the workspace or the counters.
         assert_eq!(splits(4096, 64), 1);
         assert_eq!(gemm_short_splits(528, 4096, 4096, 16, 0, COUNTERS), 1);
         assert_eq!(gemm_short_splits(528, 4096, 4096, 16, PART, 0), 1);
