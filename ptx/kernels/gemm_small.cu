@@ -161,7 +161,7 @@ ENGINE_DEV void mma_item(const Item<W>& it, const uint4* a_lo, const uint4* a_hi
     for (int h = 0; h < 2; ++h) {
         const __half2 s = u32_as_half2(it.sz[h]);
         zz[h] = __high2half2(s);                               // 1024 + zero
-        zh[h] = __hsub2(u32_as_half2(0x63806380u), zz[h]);     // 960 − (1024 + zero) = −(64 + zero), exact
+        zh[h] = unshifted_zero(zz[h]);                         // −(64 + zero)
         sc[h] = __low2half2(s);
     }
 #pragma unroll

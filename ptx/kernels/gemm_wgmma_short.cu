@@ -174,7 +174,7 @@ ENGINE_DEV void run(const GemmParams& p) {
                 reinterpret_cast<const uint32_t*>(&s.wraw[stage][warp][src]) + word0);
             const __half2 szh = u32_as_half2(s.sz[stage][warp * 32 + src]);
             const __half2 zz = __high2half2(szh), sc = __low2half2(szh);
-            const __half2 zh = __hsub2(u32_as_half2(0x63806380u), zz);  // −(64 + zero), gsmall::dequant_scaled's
+            const __half2 zh = unshifted_zero(zz);
             uint32_t d0[4], d1[4];
             gsmall::dequant_scaled(words.x, zz, zh, sc, d0);
             gsmall::dequant_scaled(words.y, zz, zh, sc, d1);

@@ -162,7 +162,7 @@ ENGINE_DEV uint32_t part_of(const GemvParams& p, uint32_t t) {
 ENGINE_DEV float dot_chunk(uint4 w, const __half2* xs_chunk, uint32_t sz_bits, float acc) {
     const __half2 sz = u32_as_half2(sz_bits);
     const __half2 zz = __high2half2(sz);                                   // 1024 + zero
-    const __half2 zh = __hsub2(u32_as_half2(0x63806380u), zz);           // 960 − (1024 + zero) = −(64 + zero)
+    const __half2 zh = unshifted_zero(zz);                                 // −(64 + zero)
     const __half2 sixteenth = u32_as_half2(0x2C002C00u);                   // 1/16
     const uint4* xv = reinterpret_cast<const uint4*>(xs_chunk);
     const uint32_t words[4] = {w.x, w.y, w.z, w.w};

@@ -27,6 +27,10 @@ ENGINE_DEV __half2 u32_as_half2(uint32_t v) {
 
 ENGINE_DEV uint32_t half2_as_u32(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
 
+// The zero term of the nibbles taken unshifted (1/5, 3/7: fp16 1024 + 16q), given zz = (1024 + zero) in both halves:
+// 960 − (1024 + zero) = −(64 + zero), exact, so that one HFMA2 (× 1/16, + this) brings them to q − zero.
+ENGINE_DEV __half2 unshifted_zero(__half2 zz) { return __hsub2(u32_as_half2(0x63806380u), zz); }
+
 // The four half2 pairs (q_i − zero, q_{i+4} − zero), i = 0..3, of one packed word, exactly.
 // Why it works: 0x6400 is fp16 1024.0, whose mantissa step is exactly 1, so OR-ing a 4-bit value into the low
 // mantissa bits gives the fp16 number 1024 + q; masking with 0x000F000F picks nibble i into the low half and
