@@ -37,7 +37,6 @@ constexpr int AHEAD = 5;                           // steps of raw words (and ro
 constexpr int STAGES = AHEAD + 1;
 constexpr int ACC = ROWS / 2;                      // f32 accumulators per thread (64 slots × 16 rows / 128 threads)
 constexpr int X_LD = BK + 16;  // row stride (halves) of the copied rows: the gathers of 4 rows hit distinct banks
-constexpr int REDUCE_BATCH = 4;  // split-K partials whose loads the last block issues at once
 constexpr int PERMUTERS = ROWS * BK / 8;  // threads that copy and rearrange A: one 16-byte chunk each per step
 static_assert(TILES * 32 == THREADS && PERMUTERS <= THREADS, "one raw uint4 per thread and step");
 
@@ -69,29 +68,31 @@ ENGINE_DEV void wgmma_k16(float (&d)[8], const uint32_t (&a)[4], uint64_t db) {
 }
 #endif
 
-// The epilogue. Thread (warpgroup g, warp w4, lane) holds d[4j + 2h + e] = Y[8j + 2(lane % 4) + e]
-// [slot0 + 64g + 16w4 + lane / 4 + 8h] (wgmma's m64nN C layout, slots as M). With split-K every block writes its
-// partial sums into gemm.cu's [split][m][n_pad] buffer and the last to arrive adds them in split order.
-template <int OUT>
-ENGINE_DEV void finish(const GemmParams& p, float (&d)[ACC], uint32_t slot_l) {
-    auto row_of = [&](int i) { return 8u * (i >> 2) + 2u * (threadIdx.x & 3u) + (i & 1); };
+// The epilogue of the weights-in-registers tiles (this one and gemm_wgmma_wreg.cu's). Thread (warpgroup g, warp
+// w4, lane) holds d[4j + 2h + e] = Y[row0 + 8j + 2(lane % 4) + e][slot0 + 64g + 16w4 + lane / 4 + 8h] (wgmma's
+// m64nN C layout, slots as M); `slot_l` is that slot for h = 0. With split-K every block writes its partial sums
+// into gemm.cu's [split][m][n_pad] buffer and the last to arrive (a counter per grid.x · grid.y tile) adds them in
+// split order, the loads of up to 32 / (N / 16) splits at once: with ~16 splits of a short K range, one round trip
+// per split would be the kernel's tail.
+template <int OUT, int ACC>
+ENGINE_DEV void finish(const GemmParams& p, float (&d)[ACC], uint32_t slot_l, uint32_t row0) {
+    constexpr int BATCH = ACC >= 32 ? 1 : 32 / ACC;  // split partials whose loads are issued at once
+    auto row_of = [&](int i) { return row0 + 8u * (i >> 2) + 2u * (threadIdx.x & 3u) + (i & 1); };
     auto slot_of = [&](int i) { return slot_l + 8u * ((i >> 1) & 1); };
     if (p.k_splits > 1) {
         float* part = p.part + (size_t)blockIdx.z * p.m * p.n_pad;
 #pragma unroll
         for (int i = 0; i < ACC; ++i)
             if (row_of(i) < p.m && slot_of(i) < p.n_pad) part[(size_t)row_of(i) * p.n_pad + slot_of(i)] = d[i];
-        uint32_t* counter = p.counters + blockIdx.x;
+        uint32_t* counter = p.counters + blockIdx.y * gridDim.x + blockIdx.x;
         if (!gemm::last_split_arrives(counter, p.k_splits)) return;
-        // Sum the partials in split order (the same bits whichever split arrived last), REDUCE_BATCH splits' loads
-        // issued at once: with ~16 splits of a short K range, one round trip per split would be the kernel's tail.
 #pragma unroll
         for (int i = 0; i < ACC; ++i) d[i] = 0.f;
 #pragma unroll 1
-        for (uint32_t z0 = 0; z0 < p.k_splits; z0 += REDUCE_BATCH) {
-            float x[REDUCE_BATCH][ACC];
+        for (uint32_t z0 = 0; z0 < p.k_splits; z0 += BATCH) {
+            float x[BATCH][ACC];
 #pragma unroll
-            for (int j = 0; j < REDUCE_BATCH; ++j) {
+            for (int j = 0; j < BATCH; ++j) {
                 const float* src = p.part + (size_t)(z0 + j) * p.m * p.n_pad;
 #pragma unroll
                 for (int i = 0; i < ACC; ++i) {
@@ -100,7 +101,7 @@ ENGINE_DEV void finish(const GemmParams& p, float (&d)[ACC], uint32_t slot_l) {
                 }
             }
 #pragma unroll
-            for (int j = 0; j < REDUCE_BATCH; ++j)
+            for (int j = 0; j < BATCH; ++j)
 #pragma unroll
                 for (int i = 0; i < ACC; ++i)
                     if (z0 + j < p.k_splits) d[i] += x[j][i];
@@ -239,7 +240,7 @@ ENGINE_DEV void run(const GemmParams& p) {
     }
     tc::cp_async_wait<0>();  // nothing real is pending (the last groups are empty); never leave a copy in flight
 
-    finish<OUT>(p, d, slot0 + 64 * group + 16 * (warp & 3) + (lane >> 2));
+    finish<OUT, ACC>(p, d, slot0 + 64 * group + 16 * (warp & 3) + (lane >> 2), 0);
 #else
     __trap();  // compute_80 module: the host launches these on sm_90 only, where the sm_90a module is loaded
 #endif

@@ -181,6 +181,19 @@ pub mod kernels {
     pub const GEMM_WGMMA_SHORT_INT4_RESIDUAL: &str = "gemm_wgmma_short_int4_residual";
     /// `gemm_wgmma_short.cu`: `gemm_wgmma_short_int4_store32(GemmParams)` (tests).
     pub const GEMM_WGMMA_SHORT_INT4_STORE32: &str = "gemm_wgmma_short_int4_store32";
+    /// `gemm_wgmma_wreg.cu`: `gemm_wgmma_wreg_int4_store16(GemmParams)`: chunks of 128 rows and more on wgmma with
+    /// the weights, dequantized in registers, as the M side; A is `permute_k_steps`' output (lda = k_pad). sm_90a
+    /// only. 256 threads, 87040 bytes of dynamic shared memory (two blocks per SM), grid (ceil(n_pad / 128),
+    /// ceil(m / 128), k_splits); split-K as gemm.cu's (`part` [k_splits][m][n_pad], a counter per grid.x · grid.y
+    /// tile).
+    pub const GEMM_WGMMA_WREG_INT4_STORE16: &str = "gemm_wgmma_wreg_int4_store16";
+    /// `gemm_wgmma_wreg.cu`: `gemm_wgmma_wreg_int4_residual(GemmParams)`.
+    pub const GEMM_WGMMA_WREG_INT4_RESIDUAL: &str = "gemm_wgmma_wreg_int4_residual";
+    /// `gemm_wgmma_wreg.cu`: `gemm_wgmma_wreg_int4_store32(GemmParams)` (tests).
+    pub const GEMM_WGMMA_WREG_INT4_STORE32: &str = "gemm_wgmma_wreg_int4_store32";
+    /// `gemm_wgmma_wreg.cu`: `permute_k_steps(PermuteKParams)`: rows of A into the K order of the
+    /// weights-in-registers tile, k_pad wide, zero past k. 128 threads, grid (rows, slices, parts).
+    pub const PERMUTE_K_STEPS: &str = "permute_k_steps";
     /// `gemm_small.cu`: `gemm_small_int4_store16(GemmParams)`: chunks of at most 16 rows, f16 output. 256 threads,
     /// grid (ceil(tiles / tiles_per_block), k_splits) with tiles = n_pad / 16 (the kernel takes tiles_per_block =
     /// ceil(tiles / grid.x)), dynamic shared memory 16 · (per_split · 128 + 64) bytes, per_split = ceil(k_pad / 64 /
@@ -290,6 +303,10 @@ pub mod kernels {
         GEMM_WGMMA_SHORT_INT4_STORE16,
         GEMM_WGMMA_SHORT_INT4_RESIDUAL,
         GEMM_WGMMA_SHORT_INT4_STORE32,
+        GEMM_WGMMA_WREG_INT4_STORE16,
+        GEMM_WGMMA_WREG_INT4_RESIDUAL,
+        GEMM_WGMMA_WREG_INT4_STORE32,
+        PERMUTE_K_STEPS,
         GEMM_SMALL_INT4_STORE16,
         GEMM_SMALL_INT4_RESIDUAL,
         GEMV_INT8_QKV,

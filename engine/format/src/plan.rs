@@ -249,6 +249,10 @@ pub struct ActivationBuffers {
     pub gate_up: Buf<f16>,
     /// SwiGLU's output, `[rows][inter]`.
     pub h: Buf<f16>,
+    /// The input of a prefill GEMM on a tile that wants it rearranged (the CUDA backend's weights-in-registers
+    /// tile: K reordered within each 64-column step, rows `k_pad` wide), written just before that GEMM:
+    /// `[parts][rows][k_pad]` for the widest such input.
+    pub gemm_in: Buf<f16>,
 }
 
 /// Per-step scratch.
@@ -379,8 +383,8 @@ pub fn lm_head_blocks(c: &ModelConfig) -> usize {
 /// The activation buffers of one prefill chunk, in [`ActivationBuffers`] field order, and the steps of a layer
 /// during which each is live: 0 norm → 1 q/k/v GEMM → 2 rotary + KV append → 3 attention → 4 (act-order) permute
 /// → 5 o GEMM + residual → 6 norm → 7 gate/up GEMM → 8 SwiGLU → 9 down GEMM + residual. `x` (the residual stream)
-/// lives throughout.
-pub const ACTIVATIONS: [(&str, u8, u8); 9] = [
+/// lives throughout; `gemm_in` is rewritten before each GEMM (steps 1, 5, 7, 9).
+pub const ACTIVATIONS: [(&str, u8, u8); 10] = [
     ("act.x", 0, 9),
     ("act.xn", 0, 1),
     ("act.qkv", 1, 2),
@@ -390,6 +394,7 @@ pub const ACTIVATIONS: [(&str, u8, u8); 9] = [
     ("act.xn2", 6, 7),
     ("act.gate_up", 7, 8),
     ("act.h", 8, 9),
+    ("act.gemm_in", 1, 9),
 ];
 
 struct Builder {
@@ -488,7 +493,8 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
     let xn_copies = copies(|l| l.qkv.parts.iter().collect()).max(1);
     let xn2_copies = copies(|l| vec![&l.gate_proj, &l.up_proj]).max(1);
     // (elements, element size) in ACTIVATIONS order.
-    let shapes: [(usize, usize); 9] = [
+    let gemm_in = (xn_copies.max(xn2_copies) * k_pad(hidden)).max(k_pad(q_dim)).max(k_pad(inter));
+    let shapes: [(usize, usize); 10] = [
         (m * hidden, 4),
         (xn_copies * m * hidden, 2),
         (m * qkv_dim, 2),
@@ -498,6 +504,7 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
         (xn2_copies * m * hidden, 2),
         (m * 2 * inter, 2),
         (m * inter, 2),
+        (m * gemm_in, 2),
     ];
     let at = place_activations(&mut b, &shapes.map(|(n, size)| n * size));
     let act = ActivationBuffers {
@@ -510,6 +517,7 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
         xn2: Buf::new(at[6], shapes[6].0),
         gate_up: Buf::new(at[7], shapes[7].0),
         h: Buf::new(at[8], shapes[8].0),
+        gemm_in: Buf::new(at[9], shapes[9].0),
     };
 
     // Workspace of one step.
@@ -547,10 +555,10 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
 
 /// Greedy interval placement of the [`ACTIVATIONS`] of the given byte sizes: each goes at the lowest offset where
 /// it overlaps no live-overlapping buffer already placed. Lifetimes are inclusive step ranges. Returns the offsets.
-fn place_activations(b: &mut Builder, sizes: &[usize; 9]) -> [usize; 9] {
+fn place_activations(b: &mut Builder, sizes: &[usize; 10]) -> [usize; 10] {
     let r = Region::Activations as usize;
     let mut placed: Vec<(usize, usize, u8, u8)> = Vec::new(); // offset, size, first, last
-    let mut offsets = [0usize; 9];
+    let mut offsets = [0usize; 10];
     // Largest first packs best.
     let mut order: Vec<usize> = (0..ACTIVATIONS.len()).collect();
     order.sort_by_key(|&i| core::cmp::Reverse(sizes[i]));
@@ -644,6 +652,7 @@ mod tests {
             (a.xn2.offset, a.xn2.bytes()),
             (a.gate_up.offset, a.gate_up.bytes()),
             (a.h.offset, a.h.bytes()),
+            (a.gemm_in.offset, a.gemm_in.bytes()),
         ];
         for ((name, ..), (offset, size)) in ACTIVATIONS.iter().zip(fields) {
             let listed = p.buffers.iter().find(|b| b.name == *name).unwrap();

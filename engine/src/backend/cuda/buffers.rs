@@ -19,6 +19,7 @@ pub(crate) struct Activations {
     pub xn2: DevPtr<f16>,
     pub gate_up: DevPtr<f16>,
     pub h: DevPtr<f16>,
+    pub gemm_in: DevPtr<f16>,
 }
 
 impl Activations {
@@ -33,6 +34,7 @@ impl Activations {
             xn2: mem.at(a.xn2),
             gate_up: mem.at(a.gate_up),
             h: mem.at(a.h),
+            gemm_in: mem.at(a.gemm_in),
         }
     }
 }

@@ -235,6 +235,16 @@ kernel_params! {
         cols: u32,
     }
 
+    /// Rows of A into the K order of the weights-in-registers GEMM tile.
+    "gemm_wgmma_wreg.cu" struct PermuteKParams {
+        input: DevPtr<f16>,
+        out: DevPtr<f16>,
+        lda: u32,
+        k: u32,
+        k_pad: u32,
+        in_part_stride: u32,
+    }
+
     /// Rotary embedding and KV-cache append of prefill rows.
     "rope.cu" struct RopeParams {
         qkv: DevPtr<f16>,
@@ -416,6 +426,10 @@ kernels! {
         gemm_wgmma_short_store16: GemmParams = name::GEMM_WGMMA_SHORT_INT4_STORE16,
         gemm_wgmma_short_residual: GemmParams = name::GEMM_WGMMA_SHORT_INT4_RESIDUAL,
         gemm_wgmma_short_store32: GemmParams = name::GEMM_WGMMA_SHORT_INT4_STORE32,
+        gemm_wgmma_wreg_store16: GemmParams = name::GEMM_WGMMA_WREG_INT4_STORE16,
+        gemm_wgmma_wreg_residual: GemmParams = name::GEMM_WGMMA_WREG_INT4_RESIDUAL,
+        gemm_wgmma_wreg_store32: GemmParams = name::GEMM_WGMMA_WREG_INT4_STORE32,
+        permute_k_steps: PermuteKParams = name::PERMUTE_K_STEPS,
         attn_decode: AttnParams = name::ATTN_DECODE,
         attn_prefill: AttnParams = name::ATTN_PREFILL,
         attn_prefill_tc64: AttnParams = name::ATTN_PREFILL_TC64,
@@ -528,6 +542,10 @@ impl Kernels {
             }
             for f in [&k.gemm_wgmma_short_store16, &k.gemm_wgmma_short_residual, &k.gemm_wgmma_short_store32] {
                 f.set_max_dynamic_smem(shapes::GEMM_WGMMA_SHORT_SMEM_BYTES)?;
+                f.prefer_shared_memory()?;
+            }
+            for f in [&k.gemm_wgmma_wreg_store16, &k.gemm_wgmma_wreg_residual, &k.gemm_wgmma_wreg_store32] {
+                f.set_max_dynamic_smem(shapes::GEMM_WGMMA_WREG_SMEM_BYTES)?;
                 f.prefer_shared_memory()?;
             }
         }

@@ -105,6 +105,11 @@ pub fn permute(rows: u32) -> Launch {
     Launch::new((rows, row_slices(rows)), 256, 0)
 }
 
+/// `permute_k_steps` over `rows` rows of A with `parts` copies (act-order's per-part row orders).
+pub fn permute_k(rows: u32, parts: u32) -> Launch {
+    Launch::new((rows, row_slices(rows), parts.max(1)), 128, 0)
+}
+
 /// Blocks a row kernel should have at least (a 16-row prompt's one block per row leaves the card idle and each
 /// block's memory round trips in series: 5-7 µs per launch, measured on an H200).
 pub const ROW_BLOCKS: u32 = 128;
@@ -241,6 +246,11 @@ pub const GEMM_WGMMA_SHORT_SMEM_BYTES: u32 = 2 * 16 * 64 * 2 + 6 * (16 * 80 * 2 
 pub const GEMM_WGMMA_SHORT_BLOCKS_PER_SM: u32 = 4;
 const _: () = assert!(GEMM_WGMMA_SHORT_BLOCKS_PER_SM * (GEMM_WGMMA_SHORT_SMEM_BYTES + 16 + 1024) <= 228 * 1024);
 
+/// Shared memory of `gemm_wgmma_wreg_int4_*` (`sizeof(wgr::Smem)` + 1 KB): 4 stages of B (128 rows of A × 64
+/// halves), raw W (8×32 uint4) and scales (256 words): two blocks per SM.
+pub const GEMM_WGMMA_WREG_SMEM_BYTES: u32 = 4 * (128 * 64 * 2 + 8 * 32 * 16 + 256 * 4) + 1024;
+const _: () = assert!(2 * (GEMM_WGMMA_WREG_SMEM_BYTES + 16 + 1024) <= 228 * 1024);
+
 /// K steps (64 rows) per split of `gemm_small_int4_*`: ceil(steps / splits) rounded up to even, as the kernel
 /// computes it (`gsmall::per_split_steps`; a warp walks its split two steps at a time).
 pub const fn gemm_small_per_split(steps: u32, splits: u32) -> u32 {
@@ -281,6 +291,10 @@ pub enum GemmTile {
     /// Chunks of at most 16 rows on wgmma with the weights, dequantized in registers, as the M side
     /// (`gemm_wgmma_short_int4_*`, sm_90 only): 128 slots × 16 rows per block, four blocks per SM.
     WgmmaShort,
+    /// 128 slots × 128 rows on wgmma with the weights dequantized in registers as the M side
+    /// (`gemm_wgmma_wreg_int4_*`, sm_90 only), two blocks per SM; A must first be in its K order
+    /// (`permute_k_steps`).
+    WgmmaWreg,
 }
 
 /// Rows from which a prefill GEMM uses the 128 × 128 tile. Below, a 128-row tile would be mostly padding.
@@ -316,6 +330,7 @@ impl GemmTile {
                 WgmmaTile::Slots128 => GemmTile::Wgmma128,
                 WgmmaTile::Slots256 => GemmTile::Wgmma256,
                 WgmmaTile::WarpSpecialized => GemmTile::WgmmaWs,
+                WgmmaTile::WeightsInRegisters => GemmTile::WgmmaWreg,
             }
         } else {
             GemmTile::Rows64
@@ -326,7 +341,9 @@ impl GemmTile {
         match self {
             GemmTile::Small { .. } | GemmTile::WgmmaShort => 16,
             GemmTile::Rows64 => 64,
-            GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::Wgmma256 | GemmTile::WgmmaWs => 128,
+            GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::Wgmma256 | GemmTile::WgmmaWs | GemmTile::WgmmaWreg => {
+                128
+            }
         }
     }
     /// Slots one block covers in a launch over `n_pad` slots (`gemm_small` spreads the tiles evenly over its grid,
@@ -345,7 +362,9 @@ impl GemmTile {
         match self {
             GemmTile::Small { tiles_per_block, .. } => tiles_per_block * TILE_N as u32,
             GemmTile::Rows64 => 64,
-            GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::WgmmaWs | GemmTile::WgmmaShort => 128,
+            GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::WgmmaWs | GemmTile::WgmmaShort | GemmTile::WgmmaWreg => {
+                128
+            }
             GemmTile::Wgmma256 => 256,
         }
     }
@@ -355,7 +374,8 @@ impl GemmTile {
             | GemmTile::Rows128
             | GemmTile::Wgmma128
             | GemmTile::Wgmma256
-            | GemmTile::WgmmaShort => 256,
+            | GemmTile::WgmmaShort
+            | GemmTile::WgmmaWreg => 256,
             GemmTile::WgmmaWs => 384,
             GemmTile::Rows64 => 128,
         }
@@ -380,6 +400,7 @@ impl GemmTile {
             GemmTile::Wgmma256 => GEMM_WGMMA256_SMEM_BYTES,
             GemmTile::WgmmaWs => GEMM_WGMMA_WS_SMEM_BYTES,
             GemmTile::WgmmaShort => GEMM_WGMMA_SHORT_SMEM_BYTES,
+            GemmTile::WgmmaWreg => GEMM_WGMMA_WREG_SMEM_BYTES,
         };
         let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
         Launch::new(grid, self.threads(), smem)
@@ -530,8 +551,8 @@ pub fn gemm_splits(
     match tile {
         GemmTile::Small { splits, .. } => splits,
         GemmTile::Rows64 => gemm64_splits(n_pad, k_pad, m, limits.sm_count),
-        GemmTile::Rows128 | GemmTile::Wgmma128 => {
-            // Two blocks per SM either way on sm_90 (the wgmma tile's shared memory is the smaller).
+        GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::WgmmaWreg => {
+            // Two blocks per SM either way on sm_90 (the wgmma tiles' shared memory is the smaller).
             let resident = limits.sm_count * gemm128_blocks_per_sm(limits);
             gemm128_splits(resident, n_pad, k_pad, m, 128, ws.gemm_partial.len, ws.gemm_counters.len)
         }
@@ -702,6 +723,9 @@ mod tests {
         let path = format!("{}/../ptx/kernels/gemm_wgmma_short.cu", env!("CARGO_MANIFEST_DIR"));
         let src = std::fs::read_to_string(path).unwrap();
         assert!(src.contains(&format!("static_assert(sizeof(Smem) + 1024 == {GEMM_WGMMA_SHORT_SMEM_BYTES}")));
+        let path = format!("{}/../ptx/kernels/gemm_wgmma_wreg.cu", env!("CARGO_MANIFEST_DIR"));
+        let src = std::fs::read_to_string(path).unwrap();
+        assert!(src.contains(&format!("static_assert(sizeof(Smem) + 1024 == {GEMM_WGMMA_WREG_SMEM_BYTES}")));
     }
 
     #[test]

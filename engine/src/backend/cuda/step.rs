@@ -15,7 +15,7 @@ use super::buffers::{Activations, KvCacheMem, Workspace};
 use super::driver::{DevPtr, DeviceBuffer, Kernel, KernelParams, Launch};
 use super::kernels::{
     AttnParams, ByFormat, DecodeAdvanceParams, Device, EmbedParams, GemmParams, GemvParams, LmHeadParams,
-    PermuteParams, RmsNormParams, RopeParams, SampleParams, ScoreParams, SwigluParams,
+    PermuteKParams, PermuteParams, RmsNormParams, RopeParams, SampleParams, ScoreParams, SwigluParams,
 };
 use super::layout::{self, TileFormat};
 use super::shapes::{self, GemmTile, GEMV_THREADS, LM_HEAD_ROWS};
@@ -544,14 +544,38 @@ impl Step<'_> {
             (GemmOut::Residual(y), GemmTile::WgmmaWs) => (&k.gemm_wgmma_ws_residual, y, DevPtr::NULL),
             (GemmOut::Store16(y), GemmTile::WgmmaShort) => (&k.gemm_wgmma_short_store16, DevPtr::NULL, y),
             (GemmOut::Residual(y), GemmTile::WgmmaShort) => (&k.gemm_wgmma_short_residual, y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::WgmmaWreg) => (&k.gemm_wgmma_wreg_store16, DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::WgmmaWreg) => (&k.gemm_wgmma_wreg_residual, y, DevPtr::NULL),
         };
         let int4_only = matches!(
             tile,
-            GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::Wgmma256 | GemmTile::WgmmaWs | GemmTile::WgmmaShort
+            GemmTile::Rows128
+                | GemmTile::Wgmma128
+                | GemmTile::Wgmma256
+                | GemmTile::WgmmaWs
+                | GemmTile::WgmmaShort
+                | GemmTile::WgmmaWreg
         );
         if int4_only && format != TileFormat::Int4 {
             return Err(Error::Device(format!("the {tile:?} GEMM tile runs int4 weights, not {format:?}")));
         }
+        // A as the tile reads it: each part's copy (with act-order) `part_stride` apart, or for the
+        // weights-in-registers tile the same rows rearranged into its K order in `act.gemm_in`, `k_pad` wide.
+        let part_stride = if lin.parts() > 1 { self.part_stride() } else { 0 };
+        let (a, lda, a_part_stride) = if tile == GemmTile::WgmmaWreg {
+            let p = PermuteKParams {
+                input: a,
+                out: self.act.gemm_in,
+                lda,
+                k: lin.k,
+                k_pad: lin.k_pad,
+                in_part_stride: part_stride,
+            };
+            self.run(&k.permute_k_steps, shapes::permute_k(m, lin.parts()), &p)?;
+            (self.act.gemm_in, lin.k_pad, m * lin.k_pad)
+        } else {
+            (a, lda, part_stride)
+        };
         let p = GemmParams {
             qw: lin.qw,
             sz: lin.sz,
@@ -570,7 +594,7 @@ impl Step<'_> {
             lda,
             ldy,
             k_splits,
-            a_part_stride: if lin.parts() > 1 { self.part_stride() } else { 0 },
+            a_part_stride,
             part_slot1: lin.part_slots[0],
             part_slot2: lin.part_slots[1],
         };

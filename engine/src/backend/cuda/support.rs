@@ -17,7 +17,8 @@ pub(crate) fn check(model: &Model) -> Result<()> {
 /// The prefill chunk: the 128-row GEMM tiles address a chunk's rows of A with 32-bit element offsets (row × row
 /// stride, the widest input row padded by a K step), which keeps their registers for the accumulators.
 pub(crate) fn check_chunk(desc: &ModelDesc, prefill_chunk: usize) -> Result<()> {
-    let widest = desc.config.hidden_size.max(desc.config.intermediate_size) + 64;
+    let c = &desc.config;
+    let widest = c.hidden_size.max(c.intermediate_size).max(c.num_attention_heads * c.head_dim) + 64;
     let max_rows = (u32::MAX as usize) / widest;
     if prefill_chunk > max_rows {
         return Err(Error::InvalidArgument(format!(

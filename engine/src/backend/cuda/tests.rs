@@ -13,7 +13,7 @@ use super::layout::{self, ColumnOrder, DeviceLinear, GptqParts, TileFormat, PAD_
 use super::shapes::{
     self, gemm_small_per_split, gemm_small_shape, gemm_smem_bytes, GemmTile, GEMM128_SMEM_BYTES,
     GEMM_SMALL_MAX_STEPS_PER_SPLIT, GEMM_WGMMA256_SMEM_BYTES, GEMM_WGMMA_SHORT_SMEM_BYTES, GEMM_WGMMA_SMEM_BYTES,
-    GEMM_WGMMA_WS_SMEM_BYTES,
+    GEMM_WGMMA_WREG_SMEM_BYTES, GEMM_WGMMA_WS_SMEM_BYTES,
 };
 use super::tuning::Tuning;
 use crate::backend::rope::RopeTable;
@@ -993,40 +993,100 @@ fn gemm_matches_f64_in_both_widths() {
     }
 }
 
-/// One GEMM tile's kernels (f32 store, residual, f16 store) and launch shape.
+/// One GEMM tile's kernels (f32 store, residual, f16 store) and launch shape; `permute_k`: A must first go through
+/// `permute_k_steps` (the weights-in-registers tile).
 struct GemmTileFns<'a> {
     rows: u32,
     slots: u32,
     threads: u32,
     smem: u32,
     fns: [&'a Kernel<GemmParams>; 3],
+    permute_k: bool,
+}
+
+/// Input column that column `p` (< 64) of a K step holds after `permute_k_steps`, written from the fragment mapping
+/// of `gemm_wgmma_short.cu` (k16 block i = p / 16 holds at column c the input row 16 (c' / 2) + 8h + i + 4 (c' % 2),
+/// h = c / 8, c' = c % 8), independently of the kernels' code.
+fn k_step_source(p: usize) -> usize {
+    let (i, c) = (p / 16, p % 16);
+    let (h, cc) = (c / 8, c % 8);
+    16 * (cc / 2) + 8 * h + i + 4 * (cc % 2)
+}
+
+/// `permute_k_steps` over `parts` copies of `m` rows of A (`lda` wide, `in_stride` apart) into a new buffer of
+/// `parts` × m × k_pad halves, checked against the host's rearrangement of what was uploaded: every column of a
+/// step from `k_step_source`, zero from k on (the buffer starts poisoned).
+fn permuted_k(
+    g: &Device,
+    a: &DeviceBuffer,
+    m: usize,
+    lda: usize,
+    k: usize,
+    parts: usize,
+    in_stride: usize,
+) -> DeviceBuffer {
+    let k_pad = k.next_multiple_of(64);
+    let out = poisoned(g, parts * m * k_pad * 2);
+    let p = PermuteKParams {
+        input: a.ptr(),
+        out: out.ptr(),
+        lda: lda as u32,
+        k: k as u32,
+        k_pad: k_pad as u32,
+        in_part_stride: in_stride as u32,
+    };
+    launch(g, &g.k.permute_k_steps, shapes::permute_k(m as u32, parts as u32), &p);
+    g.sync().unwrap();
+    let input: Vec<u16> = get(g, a, (parts - 1) * in_stride + m * lda);
+    let got: Vec<u16> = get(g, &out, parts * m * k_pad);
+    for z in 0..parts {
+        for r in 0..m {
+            for c in 0..k_pad {
+                let src = 64 * (c / 64) + k_step_source(c % 64);
+                let want = if src < k { input[z * in_stride + r * lda + src] } else { 0 };
+                assert_eq!(got[(z * m + r) * k_pad + c], want, "permute_k_steps part {z} row {r} column {c}");
+            }
+        }
+    }
+    out
 }
 
 impl<'a> GemmTileFns<'a> {
     fn rows64(g: &'a Device, bits: Bits) -> Self {
         let fns =
             [g.k.gemm_store32.of(format(bits)), g.k.gemm_residual.of(format(bits)), g.k.gemm_store16.of(format(bits))];
-        GemmTileFns { rows: 64, slots: 64, threads: 128, smem: gemm_smem_bytes(64, format(bits)), fns }
+        GemmTileFns {
+            rows: 64,
+            slots: 64,
+            threads: 128,
+            smem: gemm_smem_bytes(64, format(bits)),
+            fns,
+            permute_k: false,
+        }
     }
     fn rows128(g: &'a Device) -> Self {
         let fns = [&g.k.gemm128_store32, &g.k.gemm128_residual, &g.k.gemm128_store16];
-        GemmTileFns { rows: 128, slots: 128, threads: 256, smem: GEMM128_SMEM_BYTES, fns }
+        GemmTileFns { rows: 128, slots: 128, threads: 256, smem: GEMM128_SMEM_BYTES, fns, permute_k: false }
     }
     fn wgmma128(g: &'a Device) -> Self {
         let fns = [&g.k.gemm_wgmma_store32, &g.k.gemm_wgmma_residual, &g.k.gemm_wgmma_store16];
-        GemmTileFns { rows: 128, slots: 128, threads: 256, smem: GEMM_WGMMA_SMEM_BYTES, fns }
+        GemmTileFns { rows: 128, slots: 128, threads: 256, smem: GEMM_WGMMA_SMEM_BYTES, fns, permute_k: false }
     }
     fn wgmma256(g: &'a Device) -> Self {
         let fns = [&g.k.gemm_wgmma256_store32, &g.k.gemm_wgmma256_residual, &g.k.gemm_wgmma256_store16];
-        GemmTileFns { rows: 128, slots: 256, threads: 256, smem: GEMM_WGMMA256_SMEM_BYTES, fns }
+        GemmTileFns { rows: 128, slots: 256, threads: 256, smem: GEMM_WGMMA256_SMEM_BYTES, fns, permute_k: false }
     }
     fn wgmma_ws(g: &'a Device) -> Self {
         let fns = [&g.k.gemm_wgmma_ws_store32, &g.k.gemm_wgmma_ws_residual, &g.k.gemm_wgmma_ws_store16];
-        GemmTileFns { rows: 128, slots: 128, threads: 384, smem: GEMM_WGMMA_WS_SMEM_BYTES, fns }
+        GemmTileFns { rows: 128, slots: 128, threads: 384, smem: GEMM_WGMMA_WS_SMEM_BYTES, fns, permute_k: false }
     }
     fn wgmma_short(g: &'a Device) -> Self {
         let fns = [&g.k.gemm_wgmma_short_store32, &g.k.gemm_wgmma_short_residual, &g.k.gemm_wgmma_short_store16];
-        GemmTileFns { rows: 16, slots: 128, threads: 256, smem: GEMM_WGMMA_SHORT_SMEM_BYTES, fns }
+        GemmTileFns { rows: 16, slots: 128, threads: 256, smem: GEMM_WGMMA_SHORT_SMEM_BYTES, fns, permute_k: false }
+    }
+    fn wgmma_wreg(g: &'a Device) -> Self {
+        let fns = [&g.k.gemm_wgmma_wreg_store32, &g.k.gemm_wgmma_wreg_residual, &g.k.gemm_wgmma_wreg_store16];
+        GemmTileFns { rows: 128, slots: 128, threads: 256, smem: GEMM_WGMMA_WREG_SMEM_BYTES, fns, permute_k: true }
     }
 }
 
@@ -1100,6 +1160,9 @@ fn gemm_int4_per_part_act_order_matches_f64() {
     if shapes::gemm128_fits(&g.limits) {
         tiles.push(GemmTileFns::rows128(&g));
     }
+    if g.has_wgmma() {
+        tiles.push(GemmTileFns::wgmma_wreg(&g));
+    }
     for (m, k_splits) in [(64usize, 1u32), (130, 2), (256, 1)] {
         // Two copies of A, each in its part's row order, a chunk of 300 rows apart (as the norm writes them).
         let stride = 300 * k;
@@ -1109,15 +1172,18 @@ fn gemm_int4_per_part_act_order_matches_f64() {
         let counters = put(&g, &vec![0u32; 64]);
         for t in &tiles {
             set(&g, &y, &vec![0xFFu8; m * 2 * n * 4]);
+            let k_pad = dl.p.k_pad as usize;
+            let ap = t.permute_k.then(|| permuted_k(&g, &am, m, k, k, 2, stride));
+            let (a, lda, a_stride) = ap.as_ref().map_or((am.ptr(), k, stride), |ap| (ap.ptr(), k_pad, m * k_pad));
             let p = GemmParams {
                 y32: y.ptr(),
                 part: part.ptr(),
                 counters: counters.ptr(),
                 k_splits,
-                a_part_stride: stride as u32,
+                a_part_stride: a_stride as u32,
                 part_slot1: n as u32,
                 part_slot2: layout::NO_PART,
-                ..dl.gemm(am.ptr(), m, k, 2 * n)
+                ..dl.gemm(a, m, lda, 2 * n)
             };
             let grid = (dl.p.n_pad.div_ceil(t.slots), (m as u32).div_ceil(t.rows), k_splits);
             launch(&g, t.fns[0], Launch::new(grid, t.threads, t.smem), &p);
@@ -1158,10 +1224,11 @@ fn gemm_int4_per_part_act_order_matches_f64() {
 }
 
 /// The 128 × 128 tile on chunks of the sizes it is chosen for, with awkward shapes: N not a multiple of 128 (a
-/// partial last block of slot-tiles), rows not a multiple of 128, K of 5 steps and of 172, group sizes 32 / 64 / 128
-/// and one group, act-order, asymmetric zeros, split-K (including more splits than the host would pick), padded row
-/// strides for A and Y (an odd Y stride forces the epilogue's one-element path; the padding must stay poisoned),
-/// all three epilogues, and the same bits from two runs.
+/// partial last block of slot-tiles), rows not a multiple of 128, K of 5 steps, of 172 and of 200 (zero-filled
+/// columns in the last step), group sizes 32 / 64 / 128 and one group, act-order, asymmetric zeros, split-K
+/// (including more splits than the host would pick), padded row strides for A and Y (an odd Y stride forces the
+/// epilogue's one-element path; the padding must stay poisoned), all three epilogues, and the same bits from two
+/// runs.
 #[test]
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
 fn gemm128_int4_matches_f64_on_long_chunks() {
@@ -1185,6 +1252,20 @@ fn gemm_wgmma_int4_matches_f64_on_long_chunks() {
     }
     gemm_tile_cases(&g, &GemmTileFns::wgmma128(&g), "gemm_wgmma", LONG_CASES);
     gemm_tile_cases(&g, &GemmTileFns::wgmma256(&g), "gemm_wgmma256", LONG_CASES);
+}
+
+/// The weights-in-registers wgmma tile (`gemm_wgmma_wreg_int4_*`, sm_90 only) on the same cases, each A first
+/// rearranged by `permute_k_steps` (itself checked against the host's rearrangement in every case: K of 200
+/// leaves zero-filled columns in its last step).
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn gemm_wgmma_wreg_int4_matches_f64_on_long_chunks() {
+    let g = gpu();
+    if !g.has_wgmma() {
+        eprintln!("skipped: {} has no wgmma (sm_90 only)", g.describe());
+        return;
+    }
+    gemm_tile_cases(&g, &GemmTileFns::wgmma_wreg(&g), "gemm_wgmma_wreg", LONG_CASES);
 }
 
 /// The short wgmma tile (`gemm_wgmma_short_int4_*`: at most 16 rows, the weights dequantized in registers as wgmma's
@@ -1241,6 +1322,7 @@ const LONG_CASES: &[TileCase] = &[
     (512, 320, 16 * 69, Some(64), true, true, &[1], 0, 0),
     (128, 4096, 256, Some(128), true, false, &[2], 0, 0),
     (300, 4096, 128, Some(32), false, false, &[5], 8, 0),
+    (130, 200, 16 * 21, Some(32), false, false, &[1, 2], 8, 0),
 ];
 
 /// Run `cases` on the tile `t` against float64, all three epilogues, outputs poisoned before each run, twice for
@@ -1263,6 +1345,12 @@ fn gemm_tile_cases(g: &Device, t: &GemmTileFns, label: &str, cases: &[TileCase])
             }
         }
         let am = put(g, &a_dev);
+        // The weights-in-registers tile reads A rearranged, k_pad wide.
+        let ap = t.permute_k.then(|| permuted_k(g, &am, m, lda, k, 1, 0));
+        let (am, lda) = match &ap {
+            Some(ap) => (ap, dl.p.k_pad as usize),
+            None => (&am, lda),
+        };
         let a64: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
         let want = matmul_f64(&a64, &lin.dense(), m, k, n);
         let y0 = rng.vec_f32(m * ldy, -1.0, 1.0);

@@ -48,14 +48,18 @@ pub enum WgmmaTile {
     Slots256,
     /// 128 × 128 with a producer warpgroup and two consumer warpgroups on mbarriers (`gemm_wgmma_ws_int4_*`).
     WarpSpecialized,
+    /// 128 slots × 128 rows with the weights dequantized in registers as the M side (`gemm_wgmma_wreg_int4_*`),
+    /// after `permute_k_steps` puts the rows of A in its K order.
+    WeightsInRegisters,
 }
 
 impl WgmmaTile {
-    const NAMES: [(WgmmaTile, &'static str); 4] = [
+    const NAMES: [(WgmmaTile, &'static str); 5] = [
         (WgmmaTile::Off, "off"),
         (WgmmaTile::Slots128, "128"),
         (WgmmaTile::Slots256, "256"),
         (WgmmaTile::WarpSpecialized, "ws"),
+        (WgmmaTile::WeightsInRegisters, "wreg"),
     ];
     fn name(self) -> &'static str {
         Self::NAMES.iter().find(|(t, _)| *t == self).map_or("off", |(_, n)| n)
@@ -85,7 +89,7 @@ pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
     ("attn_splits", "1..=64", "decode attention blocks per head at most (capped by the memory plan)"),
     ("gemv_wide", "on|off", "16-warp o/down GEMVs where a projection has fewer than 4 tiles per SM"),
     ("gemm128", "on|off", "the 128 x 128 prefill GEMM tile for chunks of >= 128 rows"),
-    ("wgmma", "off|128|256|ws", "the 128-row prefill tile on Hopper's wgmma tensor cores (sm_90; needs gemm128)"),
+    ("wgmma", "off|128|256|ws|wreg", "the 128-row prefill tile on Hopper's wgmma tensor cores (sm_90; needs gemm128)"),
     ("wgmma_short", "on|off", "chunks of <= 16 rows on Hopper's wgmma, weights as the M side (sm_90, int4)"),
     ("gpu_repack", "on|off", "repack GPTQ int4 linears without act-order on the device instead of the host"),
     ("cubin", "on|off", "the prebuilt cubin (off: the PTX through the driver's JIT)"),
@@ -110,7 +114,7 @@ impl Tuning {
             "gemm128" => self.gemm128 = flag(value)?,
             "wgmma" => {
                 self.wgmma = WgmmaTile::NAMES.iter().find(|(_, n)| *n == value).map(|(t, _)| *t).ok_or_else(|| {
-                    Error::InvalidArgument(format!("tuning wgmma={value}: expected off, 128, 256 or ws"))
+                    Error::InvalidArgument(format!("tuning wgmma={value}: expected off, 128, 256, ws or wreg"))
                 })?
             }
             "wgmma_short" => self.wgmma_short = flag(value)?,
@@ -197,6 +201,6 @@ mod tests {
         assert!(e("attn_splits=65").contains("expected 1..=64"));
         assert!(e("warp_speed=9").contains("unknown tuning key `warp_speed`: expected one of pdl,"));
         assert!(e("pdl").contains("expected key=value"));
-        assert!(e("wgmma=64").contains("wgmma=64: expected off, 128, 256 or ws"));
+        assert!(e("wgmma=64").contains("wgmma=64: expected off, 128, 256, ws or wreg"));
     }
 }

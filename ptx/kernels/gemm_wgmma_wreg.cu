@@ -1,0 +1,219 @@
+// Prefill GEMM for chunks of 128 rows and more on Hopper's asynchronous tensor cores (sm_90a only), with the
+// weights in registers as the multiply's M side — the short tile's scheme (gemm_wgmma_short.cu) with the rows of A
+// as a full N = 128: Yᵀ[slot][row] = Σ_k Wᵀ[slot][k] · Aᵀ[k][row].
+//
+// Why. gemm_wgmma.cu dequantizes each step's weights into a shared-memory tile that wgmma then reads back: ~260
+// instructions per warp and K step (the stores, their addresses, the dequantization of 32 weights per thread), and
+// the tensor cores sit at ~40% of their peak behind them. Here each lane dequantizes 32 weights straight into
+// wgmma's A fragment registers (4 words, no stores) and the step's rows of A are plain 16-byte copies: ~70
+// instructions per warp and step for the same 128 × 128 × 64 multiply.
+//   - 256 threads = 2 warpgroups; warp w owns slot-tile w of the block's 8 (wgmma rows 16 (w % 4) .. of its
+//     warpgroup's 64 slots) and copies that tile's raw words, one uint4 per lane per step; both warpgroups multiply
+//     their slots by the same 128 rows of A (m64n128k16, 64 f32 accumulators per thread);
+//   - the fragment mapping is the short tile's (`wgs::b_source`): K is permuted within each 64-column step, so the
+//     rows of A must be in that order. Rearranging 128 rows per step in the kernel would cost more shared-memory
+//     traffic than the multiply itself reads, so the host has `permute_k_steps` (below) write them once per GEMM
+//     in the permuted order, padded to k_pad columns with zeros: the tile reads them with no bounds checks on K;
+//   - the pipeline: AHEAD steps of {rows of A, raw words} in flight by cp.async, one barrier per step, the
+//     multiply of a step waited for before the next step's dequantization overwrites its fragments (two blocks per
+//     SM keep the tensor cores busy across one block's barrier and dequantization);
+//   - rows past m copy row m - 1 (never stored: row r of Y depends on row r of A only).
+// The epilogue is the short tile's (`wgs::finish`): accumulators transposed, split-K in gemm.cu's partial layout.
+#include "tiles.cuh"
+#include "tensor_core.cuh"
+
+namespace wgr {
+
+using wg::BK;
+constexpr int THREADS = 256;
+constexpr int BN = 128, TILES = BN / INT4_TILE_N;  // slots per block; one slot-tile per warp
+constexpr int ROWS = 128;                          // rows of A per block: wgmma's N
+constexpr int AHEAD = 3;                           // steps in flight ahead of the multiply
+constexpr int STAGES = AHEAD + 1;
+constexpr int ACC = ROWS / 2;  // f32 accumulators per thread (64 slots × 128 rows / 128 threads)
+static_assert(TILES * 32 == THREADS, "one raw uint4 per thread and step");
+
+struct Smem {
+    __half b[STAGES][ROWS * BK];  // rows of A (K already permuted), wgmma's B: [row][k], swizzled
+    uint4 wraw[STAGES][TILES][32];
+    uint32_t sz[STAGES][THREADS];  // each lane's (scale, zero) word for its chunk of the step
+};
+// The dynamic shared memory holds one Smem and 1 KB of room to start it on a 1024-byte boundary (the B tiles'
+// swizzle period; each is 16 KB).
+static_assert(sizeof(Smem) + 1024 == 87040, "GEMM_WGMMA_WREG_SMEM_BYTES in shapes.rs must match");
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// d (64 × 128, f32) += A (64 × 16, f16, this thread's fragment a) · B (16 × 128, K-major, descriptor db).
+ENGINE_DEV void wgmma_k16(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+#endif
+
+template <int OUT>
+ENGINE_DEV void run(const GemmParams& p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const uint32_t pad = (1024u - (tc::smem_addr(smem_raw) & 1023u)) & 1023u;
+    Smem& s = *reinterpret_cast<Smem*>(smem_raw + pad);
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, group = warp >> 2;
+    const gemm::RowsBlock blk = gemm::rows_block(p, BN);
+    const uint32_t m0 = blk.m0, slot0 = blk.slot0, step_begin = blk.step_begin;
+    const int n_steps = blk.n_steps;
+
+    pdl_wait();
+    pdl_launch_dependents();
+
+    // Rows of A: 128 rows × 8 chunks of 16 bytes, 4 per thread: rows tid / 8 + 32 i, chunk tid % 8 (rows 32 apart
+    // keep their swizzle). Row offsets in 32 bits, computed once (support.rs keeps a chunk's rows under 2³²
+    // elements); every column of the permuted copy exists (it is k_pad wide).
+    const int a_r = tid >> 3, a_c = (tid & 7) * 8;
+    uint32_t a_off[ROWS / 32];
+#pragma unroll
+    for (int i = 0; i < ROWS / 32; ++i) a_off[i] = min(m0 + a_r + 32 * i, p.m - 1) * p.lda + a_c;
+    const uint32_t b_dst = wg::swizzled(a_r, a_c);
+    auto load_b = [&](int stage, uint32_t step) {
+        const __half* src = blk.a + step * BK;
+#pragma unroll
+        for (int i = 0; i < ROWS / 32; ++i) tc::cp_async16(&s.b[stage][b_dst + 32 * i * BK], src + a_off[i], 16u);
+    };
+    // Raw weights: warp w copies slot-tile w of the block (512 contiguous bytes per step).
+    const wg::RawCopies<1> raw(p, blockIdx.x * TILES + warp, 0, blk.tiles, blk.steps_all, lane);
+    auto load_w = [&](int stage, uint32_t step) {
+        raw.copy(p, step, &s.wraw[stage][warp][lane], 0, &s.sz[stage][tid], 0);
+    };
+    // This thread's A fragments, as the short tile's: for slot g (h = 0) and g + 8 (h = 1), words 2 (t % 2) and
+    // 2 (t % 2) + 1 of what lane g + 8h + 16 (t / 2) copied.
+    const uint32_t src0 = (lane >> 2) + 16 * ((lane & 3) >> 1), word0 = 2 * (lane & 1);
+    auto dequant = [&](int stage, uint32_t (&frag)[4][4]) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const uint32_t src = src0 + 8 * h;
+            const uint2 words = *reinterpret_cast<const uint2*>(
+                reinterpret_cast<const uint32_t*>(&s.wraw[stage][warp][src]) + word0);
+            const __half2 szh = u32_as_half2(s.sz[stage][warp * 32 + src]);
+            const __half2 zz = __high2half2(szh), sc = __low2half2(szh);
+            const __half2 zh = unshifted_zero(zz);
+            uint32_t d0[4], d1[4];
+            gsmall::dequant_scaled(words.x, zz, zh, sc, d0);
+            gsmall::dequant_scaled(words.y, zz, zh, sc, d1);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                frag[i][h] = d0[i];      // a0 / a1: k 2t, 2t + 1 of slot g / g + 8
+                frag[i][2 + h] = d1[i];  // a2 / a3: k 2t + 8, 2t + 9
+            }
+        }
+    };
+
+    float d[ACC];
+#pragma unroll
+    for (int i = 0; i < ACC; ++i) d[i] = 0.f;
+
+    // Pipeline: L(j) = {rows of A and raw words of step j} into stage j % STAGES. L(0) .. L(AHEAD - 1) before the
+    // loop, L(i + AHEAD) issued in step i (every group committed even when empty), so that in step i wait_group
+    // AHEAD - 1 means "L(i) has landed". L(i + AHEAD) takes the stage of step i - 1, whose multiply every warpgroup
+    // waited for before step i's barrier.
+#pragma unroll
+    for (int j = 0; j < AHEAD; ++j) {
+        if (j < n_steps) {
+            load_b(j, step_begin + j);
+            load_w(j, step_begin + j);
+        }
+        tc::cp_async_commit();
+    }
+
+    const uint64_t b_desc = wg::smem_desc(tc::smem_addr(&s.b[0][0]));
+    constexpr uint32_t B_STAGE = ROWS * BK * 2 / 16, K16 = 32 / 16;  // in the descriptor's 16-byte units
+    int cur = 0;                                                      // i % STAGES
+    for (int i = 0; i < n_steps; ++i) {
+        tc::cp_async_wait<AHEAD - 1>();
+        wg::fence_proxy_async();
+        // The step's barrier: L(i) has landed for everyone and is visible to the tensor cores (each thread fenced
+        // its own copies); both warpgroups have waited for their multiply of step i - 1.
+        __syncthreads();
+        uint32_t frag[4][4];
+        dequant(cur, frag);
+        wg::wgmma_fence();
+        wg::fence_operands(d);
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; ++kk) wgmma_k16(d, frag[kk], b_desc + cur * B_STAGE + kk * K16);
+        wg::wgmma_commit();
+        const int prev = cur == 0 ? STAGES - 1 : cur - 1;
+        if (i + AHEAD < n_steps) {
+            load_b(prev, step_begin + i + AHEAD);
+            load_w(prev, step_begin + i + AHEAD);
+        }
+        tc::cp_async_commit();
+        cur = cur + 1 == STAGES ? 0 : cur + 1;
+        wg::wgmma_wait<0>();
+        wg::fence_operands(d);
+    }
+    tc::cp_async_wait<0>();  // nothing real is pending (the last groups are empty); never leave a copy in flight
+
+    wgs::finish<OUT, ACC>(p, d, slot0 + 64 * group + 16 * (warp & 3) + (lane >> 2), m0);
+#else
+    __trap();  // compute_80 module: the host launches these on sm_90 only, where the sm_90a module is loaded
+#endif
+}
+
+}  // namespace wgr
+
+// Block: 256 threads. Grid: (ceil(n_pad / 128), ceil(m / 128), k_splits), split-K as gemm128's. A is the output
+// of `permute_k_steps` (lda = k_pad). Dynamic shared memory sizeof(wgr::Smem) + 1024 = 87040 bytes, at most 128
+// registers per thread: two blocks per SM. sm_90a only: in the compute_80 module these trap.
+extern "C" __global__ void __launch_bounds__(256, 2) gemm_wgmma_wreg_int4_store16(const GemmParams p) {
+    wgr::run<gemm::STORE16>(p);
+}
+extern "C" __global__ void __launch_bounds__(256, 2) gemm_wgmma_wreg_int4_residual(const GemmParams p) {
+    wgr::run<gemm::RESIDUAL>(p);
+}
+extern "C" __global__ void __launch_bounds__(256, 2) gemm_wgmma_wreg_int4_store32(const GemmParams p) {
+    wgr::run<gemm::STORE32>(p);
+}
+
+struct PermuteKParams {
+    const __half* in;          // [parts][rows][lda]: part z at in + z · in_part_stride
+    __half* out;               // [parts][rows][k_pad]: part z at out + z · rows · k_pad
+    uint32_t lda;              // input row stride (elements, a multiple of 8)
+    uint32_t k;                // input columns (a multiple of 8)
+    uint32_t k_pad;            // output columns (a multiple of 64)
+    uint32_t in_part_stride;   // elements between the input's parts (0 with one part)
+};
+
+// The rows of A in the K order of the weights-in-registers tiles: within each 64-column step, output column
+// 16 i + c holds input column wgs::b_source(i, c); columns from k on are zero.
+// Grid: (rows, slices, parts); 128 threads, each writing 16-byte chunks of its block's slice of the row. Output
+// chunk (step s, c): k16 block i = c / 2, half h = c % 2; its 8 halves are, in pairs j = 0..3, halves i and i + 4
+// of input chunk 2j + h of the step — one byte permute of two words of each of 4 input chunks.
+extern "C" __global__ void __launch_bounds__(128) permute_k_steps(const PermuteKParams a) {
+    pdl_wait();
+    pdl_launch_dependents();
+    const uint32_t row = blockIdx.x, rows = gridDim.x, part = blockIdx.z;
+    const uint4* in = reinterpret_cast<const uint4*>(a.in + (size_t)part * a.in_part_stride + (size_t)row * a.lda);
+    uint4* out = reinterpret_cast<uint4*>(a.out + ((size_t)part * rows + row) * a.k_pad);
+    const uint32_t k_chunks = a.k / 8;
+    const auto [lo, hi] = slice_of(a.k_pad / 8, blockIdx.y, gridDim.y);
+    for (uint32_t q = lo + threadIdx.x; q < hi; q += blockDim.x) {
+        const uint32_t step = q >> 3, c = q & 7, i = c >> 1, h = c & 1;
+        const uint32_t sel = (i & 1) ? 0x7632u : 0x5410u;
+        uint32_t v[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const uint32_t src = 8 * step + 2 * j + h;
+            const uint4 w = src < k_chunks ? in[src] : make_uint4(0u, 0u, 0u, 0u);
+            v[j] = __byte_perm(word_of(w, i >> 1), word_of(w, (i >> 1) + 2), sel);
+        }
+        out[q] = make_uint4(v[0], v[1], v[2], v[3]);
+    }
+}
