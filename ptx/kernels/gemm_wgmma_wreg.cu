@@ -18,7 +18,7 @@
 //     multiply of a step waited for before the next step's dequantization overwrites its fragments (two blocks per
 //     SM keep the tensor cores busy across one block's barrier and dequantization);
 //   - rows past m copy row m - 1 (never stored: row r of Y depends on row r of A only).
-// The epilogue is the short tile's (`wgs::finish`): accumulators transposed, split-K in gemm.cu's partial layout.
+// The epilogue turns the transposed accumulators around through shared memory (see `finish`).
 #include "tiles.cuh"
 #include "tensor_core.cuh"
 
@@ -41,6 +41,85 @@ struct Smem {
 // The dynamic shared memory holds one Smem and 1 KB of room to start it on a 1024-byte boundary (the B tiles'
 // swizzle period; each is 16 KB).
 static_assert(sizeof(Smem) + 1024 == 87040, "GEMM_WGMMA_WREG_SMEM_BYTES in shapes.rs must match");
+
+// The epilogue. The accumulators are transposed (a thread holds neighbouring rows of one slot: stored as they are,
+// every output would be a 2- or 4-byte access, and the residual add a scattered read-modify-write), so the block
+// first turns them around through shared memory: T[row][slot], f32, rows padded by 4 floats so that both the
+// writes (lanes g, t: slots g, rows 2t) and the float4 reads of a row hit distinct banks. Then each thread takes
+// 4 neighbouring slots of a row at a time: split-K partials in gemm.cu's [split][m][n_pad] layout, summed in split
+// order by the last block to arrive (the same bits every run), and the outputs, one 8- or 16-byte access where the
+// 4 slots map to 4 aligned neighbouring columns (the usual case), else one element at a time.
+constexpr int T_LD = BN + 4;
+constexpr int CHUNKS = ROWS * BN / 4 / THREADS;  // float4 chunks of T per thread
+static_assert(ROWS * T_LD * 4 <= (int)sizeof(Smem), "the transposed tile reuses the pipeline's shared memory");
+
+template <int OUT>
+ENGINE_DEV void store4(const GemmParams& p, uint32_t row, uint4 col, float4 v, bool vec) {
+    const size_t at = (size_t)row * p.ldy;
+    if (vec && col.y == col.x + 1 && col.z == col.x + 2 && col.w == col.x + 3 && (col.x & 3u) == 0) {
+        if (OUT == gemm::STORE16) {
+            const __half2 lo = __floats2half2_rn(v.x, v.y), hi = __floats2half2_rn(v.z, v.w);
+            *reinterpret_cast<uint2*>(p.y16 + at + col.x) = make_uint2(half2_as_u32(lo), half2_as_u32(hi));
+        } else if (OUT == gemm::RESIDUAL) {
+            float4* y = reinterpret_cast<float4*>(p.y32 + at + col.x);
+            const float4 o = *y;
+            *y = make_float4(o.x + v.x, o.y + v.y, o.z + v.z, o.w + v.w);
+        } else {
+            *reinterpret_cast<float4*>(p.y32 + at + col.x) = v;
+        }
+        return;
+    }
+    gemm::store_one<OUT>(p, at, col.x, v.x);
+    gemm::store_one<OUT>(p, at, col.y, v.y);
+    gemm::store_one<OUT>(p, at, col.z, v.z);
+    gemm::store_one<OUT>(p, at, col.w, v.w);
+}
+
+template <int OUT>
+ENGINE_DEV void finish(const GemmParams& p, const float (&d)[ACC], float* t, uint32_t m0, uint32_t slot0) {
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int slot_t = 64 * (warp >> 2) + 16 * (warp & 3) + (lane >> 2), row_t = 2 * (lane & 3);
+    __syncthreads();  // every warp is done with the pipeline's buffers
+#pragma unroll
+    for (int i = 0; i < ACC; ++i) t[(row_t + 8 * (i >> 2) + (i & 1)) * T_LD + slot_t + 8 * ((i >> 1) & 1)] = d[i];
+    __syncthreads();
+    auto row_of = [&](int i) { return (tid + THREADS * i) / (BN / 4); };
+    auto slot_of = [&](int i) { return 4 * ((tid + THREADS * i) % (BN / 4)); };
+    float4 v[CHUNKS];
+#pragma unroll
+    for (int i = 0; i < CHUNKS; ++i) v[i] = *reinterpret_cast<const float4*>(&t[row_of(i) * T_LD + slot_of(i)]);
+    auto in = [&](int i) { return m0 + row_of(i) < p.m && slot0 + slot_of(i) < p.n_pad; };
+    auto at = [&](int i) { return (size_t)(m0 + row_of(i)) * p.n_pad + slot0 + slot_of(i); };
+    if (p.k_splits > 1) {
+        float* part = p.part + (size_t)blockIdx.z * p.m * p.n_pad;
+#pragma unroll
+        for (int i = 0; i < CHUNKS; ++i)
+            if (in(i)) *reinterpret_cast<float4*>(part + at(i)) = v[i];
+        uint32_t* counter = p.counters + blockIdx.y * gridDim.x + blockIdx.x;
+        if (!gemm::last_split_arrives(counter, p.k_splits)) return;
+#pragma unroll
+        for (int i = 0; i < CHUNKS; ++i) v[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 1
+        for (uint32_t z = 0; z < p.k_splits; ++z) {
+            const float* src = p.part + (size_t)z * p.m * p.n_pad;
+#pragma unroll
+            for (int i = 0; i < CHUNKS; ++i) {
+                if (!in(i)) continue;
+                const float4 q = __ldcg(reinterpret_cast<const float4*>(src + at(i)));
+                v[i] = make_float4(v[i].x + q.x, v[i].y + q.y, v[i].z + q.z, v[i].w + q.w);
+            }
+        }
+        if (tid == 0) *counter = 0;
+    }
+    const bool vec = (p.ldy & 3u) == 0 &&
+                     (OUT == gemm::STORE16 ? ((uintptr_t)p.y16 & 7u) == 0 : ((uintptr_t)p.y32 & 15u) == 0);
+#pragma unroll
+    for (int i = 0; i < CHUNKS; ++i) {
+        if (!in(i)) continue;
+        const uint4 col = *reinterpret_cast<const uint4*>(p.col_map + slot0 + slot_of(i));
+        store4<OUT>(p, m0 + row_of(i), col, v[i], vec);
+    }
+}
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // d (64 × 128, f32) += A (64 × 16, f16, this thread's fragment a) · B (16 × 128, K-major, descriptor db).
@@ -67,7 +146,7 @@ ENGINE_DEV void run(const GemmParams& p) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const uint32_t pad = (1024u - (tc::smem_addr(smem_raw) & 1023u)) & 1023u;
     Smem& s = *reinterpret_cast<Smem*>(smem_raw + pad);
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, group = warp >> 2;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const gemm::RowsBlock blk = gemm::rows_block(p, BN);
     const uint32_t m0 = blk.m0, slot0 = blk.slot0, step_begin = blk.step_begin;
     const int n_steps = blk.n_steps;
@@ -161,7 +240,7 @@ ENGINE_DEV void run(const GemmParams& p) {
     }
     tc::cp_async_wait<0>();  // nothing real is pending (the last groups are empty); never leave a copy in flight
 
-    wgs::finish<OUT, ACC>(p, d, slot0 + 64 * group + 16 * (warp & 3) + (lane >> 2), m0);
+    finish<OUT>(p, d, reinterpret_cast<float*>(&s), m0, slot0);
 #else
     __trap();  // compute_80 module: the host launches these on sm_90 only, where the sm_90a module is loaded
 #endif
