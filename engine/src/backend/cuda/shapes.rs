@@ -640,6 +640,12 @@ mod tests {
         // wgmma replaces the 128-row tile only: it needs gemm128, and shorter chunks keep their tiles.
         assert_eq!(GemmTile::choose(512, 256, 64, 132, true, WgmmaTile::Slots128, false), GemmTile::Wgmma128);
         assert_eq!(GemmTile::choose(512, 256, 64, 132, false, WgmmaTile::Slots128, false), GemmTile::Rows64);
+        let wreg = GemmTile::choose(128, 256, 64, 132, true, WgmmaTile::WeightsInRegisters, true);
+        assert_eq!(wreg, GemmTile::WgmmaWreg);
+        assert_eq!(
+            wreg.launch(4096, 4096, 512, 2, TileFormat::Int4),
+            Launch::new((32, 4, 2), 256, GEMM_WGMMA_WREG_SMEM_BYTES)
+        );
         assert_eq!(GemmTile::choose(127, 256, 64, 132, true, WgmmaTile::Slots256, false), GemmTile::Rows64);
         assert!(matches!(
             GemmTile::choose(16, 256, 64, 132, true, WgmmaTile::WarpSpecialized, false),

@@ -22,8 +22,8 @@ pub struct Tuning {
     pub gemm128: bool,
     /// Which 128-row prefill tile multiplies on Hopper's asynchronous tensor cores where the card has them (sm_90);
     /// [`WgmmaTile::Off`], or other cards, keep the 128 × 128 tile on `mma.sync` (`gemm128_int4_*`). Needs
-    /// `gemm128`. 7B prefill of 512 tokens with the 128-slot tile 21.0 ms instead of 29.2 on an H200
-    /// (BENCHMARKS.md).
+    /// `gemm128`. 7B prefill of 512 tokens on an H200: 15.3 ms with the weights-in-registers tile, 20.3 with the
+    /// 128-slot tile, 29.2 on `mma.sync` (BENCHMARKS.md).
     pub wgmma: WgmmaTile,
     /// Chunks of at most 16 rows of int4 weights on Hopper's wgmma, the weights dequantized in registers as the M
     /// side (`gemm_wgmma_short_int4_*`), where the card has it (sm_90), instead of `gemm_small` on `mma.sync`.
@@ -74,7 +74,7 @@ impl Default for Tuning {
             attn_splits: 64,
             gemv_wide: true,
             gemm128: true,
-            wgmma: WgmmaTile::Slots128,
+            wgmma: WgmmaTile::WeightsInRegisters,
             wgmma_short: true,
             gpu_repack: true,
             cubin: true,
