@@ -13,9 +13,9 @@
 # It prints one table: every kernel against its float64 CPU counterpart; the CUDA backend against the CPU
 # backend on synthetic checkpoints of awkward sizes (both namings, group sizes 32/64/128/-1, act-order, asym, 8-bit,
 # fp16, bf16);
-# the same greedy text from engine-cli on both backends; compute-sanitizer memcheck and racecheck on the tiny
-# model; and on the 7B-shaped model: CUDA against the CPU backend (a 128-row prefill and 64 decode steps),
-# generating and benchmarking.
+# the same greedy text from engine-cli on both backends; compute-sanitizer memcheck, racecheck and synccheck on the
+# tiny model (a short and a >128-token prompt); and on the 7B-shaped model: CUDA against the CPU backend (a 128-row
+# prefill and 64 decode steps), generating and benchmarking.
 set -uo pipefail
 BIN=${BIN:-.gpu}
 OUT=${OUT:-/tmp/gpu-suite}
@@ -67,6 +67,13 @@ gen_tiny=("$BIN/engine-cli" generate -m "$TINY" --backend cuda -p 'The quick bro
 check memcheck compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}"
 check racecheck compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_tiny[@]}"
 check synccheck compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_tiny[@]}"
+# A prompt of more than 128 tokens takes the 128-row prefill tiles (on sm_90 the weights-in-registers wgmma tile and
+# the K rearrangement in front of it), which the short prompt above never reaches.
+long_prompt=$(for _ in $(seq 1 15); do printf 'the quick brown fox jumps over the lazy dog '; done)
+gen_long=("$BIN/engine-cli" generate -m "$TINY" --backend cuda -p "$long_prompt" -n 4 --ignore-eos)
+check memcheck-long-prompt compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_long[@]}"
+check racecheck-long-prompt compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_long[@]}"
+check synccheck-long-prompt compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_long[@]}"
 fi
 
 if [ "$SKIP_7B" != 1 ]; then
