@@ -5,8 +5,9 @@
 // Why. gemm_wgmma.cu dequantizes each step's weights into a shared-memory tile that wgmma then reads back: ~260
 // instructions per warp and K step (the stores, their addresses, the dequantization of 32 weights per thread), and
 // the tensor cores sit at ~40% of their peak behind them. Here each lane dequantizes 32 weights straight into
-// wgmma's A fragment registers (4 words, no stores) and the step's rows of A are plain 16-byte copies: ~70
-// instructions per warp and step for the same 128 × 128 × 64 multiply.
+// wgmma's A fragment registers (4 words, no stores) and the step's rows of A are plain 16-byte copies: ~150-170
+// instructions per warp and step for the same 128 × 128 × 64 multiply (nvdisasm), and no shared-memory round trip
+// for the weights (measured: 555 TFLOP/s on the 7B q/k/v GEMM at 512 rows against 388, BENCHMARKS.md).
 //   - 256 threads = 2 warpgroups; warp w owns slot-tile w of the block's 8 (wgmma rows 16 (w % 4) .. of its
 //     warpgroup's 64 slots) and copies that tile's raw words, one uint4 per lane per step; both warpgroups multiply
 //     their slots by the same 128 rows of A (m64n128k16, 64 f32 accumulators per thread);
