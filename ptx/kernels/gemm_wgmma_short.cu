@@ -56,6 +56,35 @@ ENGINE_DEV uint32_t b_source(uint32_t i, uint32_t c) {
     return 16 * (cc >> 1) + 8 * h + i + 4 * (cc & 1);
 }
 
+// A lane's A fragments of one step, for the weights-in-registers tiles (this one and gemm_wgmma_wreg.cu's), from
+// its warp's slot-tile as copied (32 lanes' uint4 `words` and (scale, zero) words `sz`; see the fragment mapping):
+// for slot g (h = 0) and g + 8 (h = 1), words 2 (t % 2) and 2 (t % 2) + 1 of what lane g + 8h + 16 (t / 2) copied,
+// each word's pair i into k16 block i.
+struct FragmentSource {
+    uint32_t src0, word0;
+    __device__ __forceinline__ explicit FragmentSource(int lane)
+        : src0((lane >> 2) + 16 * ((lane & 3) >> 1)), word0(2 * (lane & 1)) {}
+    __device__ __forceinline__ void dequant(const uint4 (&words)[32], const uint32_t* sz,
+                                            uint32_t (&frag)[4][4]) const {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const uint32_t src = src0 + 8 * h;
+            const uint2 w = *reinterpret_cast<const uint2*>(reinterpret_cast<const uint32_t*>(&words[src]) + word0);
+            const __half2 szh = u32_as_half2(sz[src]);
+            const __half2 zz = __high2half2(szh), sc = __low2half2(szh);
+            const __half2 zh = unshifted_zero(zz);
+            uint32_t d0[4], d1[4];
+            gsmall::dequant_scaled(w.x, zz, zh, sc, d0);
+            gsmall::dequant_scaled(w.y, zz, zh, sc, d1);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                frag[i][h] = d0[i];      // a0 / a1: k 2t, 2t + 1 of slot g / g + 8
+                frag[i][2 + h] = d1[i];  // a2 / a3: k 2t + 8, 2t + 9
+            }
+        }
+    }
+};
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // d (64 × 16, f32) += A (64 × 16, f16, this thread's fragment a) · B (16 × 16, K-major, descriptor db).
 ENGINE_DEV void wgmma_k16(float (&d)[8], const uint32_t (&a)[4], uint64_t db) {
@@ -164,27 +193,9 @@ ENGINE_DEV void run(const GemmParams& p) {
     auto load_w = [&](int stage, uint32_t step) {
         raw.copy(p, step, &s.wraw[stage][warp][lane], 0, &s.sz[stage][tid], 0);
     };
-    // This thread's A fragments (see the fragment mapping): for slot g (h = 0) and g + 8 (h = 1), words 2 (t % 2)
-    // and 2 (t % 2) + 1 of what lane g + 8h + 16 (t / 2) copied.
-    const uint32_t src0 = (lane >> 2) + 16 * ((lane & 3) >> 1), word0 = 2 * (lane & 1);
+    const FragmentSource frags(lane);
     auto dequant = [&](int stage, uint32_t (&frag)[4][4]) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const uint32_t src = src0 + 8 * h;
-            const uint2 words = *reinterpret_cast<const uint2*>(
-                reinterpret_cast<const uint32_t*>(&s.wraw[stage][warp][src]) + word0);
-            const __half2 szh = u32_as_half2(s.sz[stage][warp * 32 + src]);
-            const __half2 zz = __high2half2(szh), sc = __low2half2(szh);
-            const __half2 zh = unshifted_zero(zz);
-            uint32_t d0[4], d1[4];
-            gsmall::dequant_scaled(words.x, zz, zh, sc, d0);
-            gsmall::dequant_scaled(words.y, zz, zh, sc, d1);
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                frag[i][h] = d0[i];      // a0 / a1: k 2t, 2t + 1 of slot g / g + 8
-                frag[i][2 + h] = d1[i];  // a2 / a3: k 2t + 8, 2t + 9
-            }
-        }
+        frags.dequant(s.wraw[stage][warp], &s.sz[stage][warp * 32], frag);
     };
 
     float d[ACC];

@@ -173,27 +173,10 @@ ENGINE_DEV void run(const GemmParams& p) {
     auto load_w = [&](int stage, uint32_t step) {
         raw.copy(p, step, &s.wraw[stage][warp][lane], 0, &s.sz[stage][tid], 0);
     };
-    // This thread's A fragments, as the short tile's: for slot g (h = 0) and g + 8 (h = 1), words 2 (t % 2) and
-    // 2 (t % 2) + 1 of what lane g + 8h + 16 (t / 2) copied.
-    const uint32_t src0 = (lane >> 2) + 16 * ((lane & 3) >> 1), word0 = 2 * (lane & 1);
+    // This thread's A fragments, as the short tile's (wgs::FragmentSource).
+    const wgs::FragmentSource frags(lane);
     auto dequant = [&](int stage, uint32_t (&frag)[4][4]) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const uint32_t src = src0 + 8 * h;
-            const uint2 words = *reinterpret_cast<const uint2*>(
-                reinterpret_cast<const uint32_t*>(&s.wraw[stage][warp][src]) + word0);
-            const __half2 szh = u32_as_half2(s.sz[stage][warp * 32 + src]);
-            const __half2 zz = __high2half2(szh), sc = __low2half2(szh);
-            const __half2 zh = unshifted_zero(zz);
-            uint32_t d0[4], d1[4];
-            gsmall::dequant_scaled(words.x, zz, zh, sc, d0);
-            gsmall::dequant_scaled(words.y, zz, zh, sc, d1);
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                frag[i][h] = d0[i];      // a0 / a1: k 2t, 2t + 1 of slot g / g + 8
-                frag[i][2 + h] = d1[i];  // a2 / a3: k 2t + 8, 2t + 9
-            }
-        }
+        frags.dequant(s.wraw[stage][warp], &s.sz[stage][warp * 32], frag);
     };
 
     float d[ACC];
