@@ -29,6 +29,8 @@ struct AttnParams {
     uint32_t splits;         // decode: blocks per head
     float scale_log2;        // log2(e) / sqrt(head_dim)
     uint32_t rows;           // prefill: query rows of the chunk (attn_prefill_tc*; attn_prefill uses gridDim.y)
+    uint32_t k_steps;        // attn_prefill_tc*: nonzero writes each row in the K order of the weights-in-registers
+                             // GEMM tiles (k_order.cuh), as o_proj's 128-row tile reads it
 };
 
 namespace attn {

@@ -28,6 +28,7 @@
 // The tile order, the reductions and the accumulation order are fixed, so the result is the same bits every run.
 #include "common.cuh"
 #include "tensor_core.cuh"
+#include "k_order.cuh"
 #include <cuda_fp16.h>
 
 namespace attn_tc {
@@ -50,6 +51,7 @@ struct Smem {
 template <int D>
 ENGINE_DEV void run(const AttnParams& p) {
     constexpr int CPR = D / 8;   // 16-byte chunks per row
+    static_assert(D % korder::STEP == 0, "k_steps keeps the K order's permutation inside a head");
     constexpr int KD = D / 16;   // k16 steps of Q·Kᵀ over the head dim
     constexpr int NO = D / 8;    // n8 tiles of O over the head dim
     constexpr int NS = BN / 8;   // n8 tiles of S over a key tile
@@ -227,7 +229,8 @@ ENGINE_DEV void run(const AttnParams& p) {
     // Epilogue: every warp is done with both buffers (and no copy is in flight: the last group committed was
     // empty, and all before it were waited for), so k[0] can stage the output. Each warp writes its 16 rows there
     // as f16 in the C layout, then stores them as whole 16-byte chunks (a quad's 4-byte pieces would make each
-    // store instruction touch 8 rows).
+    // store instruction touch 8 rows). With k_steps each stored chunk is gathered in the K order of o_proj's
+    // weights-in-registers tile (a head is D / 64 whole K steps, so the permutation stays inside it).
     __syncthreads();
     if (!active) return;
     float inv[2];
@@ -252,8 +255,12 @@ ENGINE_DEV void run(const AttnParams& p) {
         const int r = chunk / CPR, c = (chunk % CPR) * 8;
         const uint32_t row = wr0 + r;
         if (row < rows) {
-            stg_v4(reinterpret_cast<uint4*>(p.out + ((size_t)row * p.heads + h) * D + c),
-                   *reinterpret_cast<const uint4*>(&s.k[0][warp * 16 + r][c]));
+            const __half* staged = &s.k[0][warp * 16 + r][0];
+            const uint32_t step0 = c - c % korder::STEP;
+            const uint4 v = p.k_steps
+                                ? korder::chunk(reinterpret_cast<const uint32_t*>(staged + step0), (c % korder::STEP) / 8)
+                                : *reinterpret_cast<const uint4*>(staged + c);
+            stg_v4(reinterpret_cast<uint4*>(p.out + ((size_t)row * p.heads + h) * D + c), v);
         }
     }
 }

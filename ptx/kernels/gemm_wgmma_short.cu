@@ -16,7 +16,7 @@
 //     2 (t % 2) and 2 (t % 2) + 1 of the uint4 lane g + 16 (t / 2) (resp. g + 8 + ...) copied — that slot's input
 //     rows 16t .. 16t + 15 of the step — and the dequantized pair i = (row i, row i + 4) of each word goes straight
 //     into the k16 block i. So k16 block i, column c holds input row 16 (c' / 2) + 8h + i + 4 (c' % 2), with
-//     h = c / 8 and c' = c % 8 (`b_source` below);
+//     h = c / 8 and c' = c % 8 (k_order.cuh);
 //   - B, the rows of A, must then hold the same permutation: each step's 16 × 64 halves are copied as they are
 //     (cp.async, one step ahead of their use) and rearranged into the swizzled B tile by 128 threads, one 16-byte
 //     chunk each, 8 halves gathered as 4 pairs;
@@ -26,6 +26,7 @@
 // own; split-K uses gemm.cu's partial-sum layout and protocol.
 #include "tiles.cuh"
 #include "tensor_core.cuh"
+#include "k_order.cuh"
 
 namespace wgs {
 
@@ -49,12 +50,6 @@ struct Smem {
 // The dynamic shared memory holds one Smem and 1 KB of room to start it on a 1024-byte boundary (the B tiles' swizzle
 // period; each is 2 KB).
 static_assert(sizeof(Smem) + 1024 == 51200, "GEMM_WGMMA_SHORT_SMEM_BYTES in shapes.rs must match");
-
-// Input row (of the step's 64) that column c of k16 block i of B holds: see the fragment mapping above.
-ENGINE_DEV uint32_t b_source(uint32_t i, uint32_t c) {
-    const uint32_t h = c >> 3, cc = c & 7;
-    return 16 * (cc >> 1) + 8 * h + i + 4 * (cc & 1);
-}
 
 // A lane's A fragments of one step, for the weights-in-registers tiles (this one and gemm_wgmma_wreg.cu's), from
 // its warp's slot-tile as copied (32 lanes' uint4 `words` and (scale, zero) words `sz`; see the fragment mapping):
@@ -171,22 +166,13 @@ ENGINE_DEV void run(const GemmParams& p) {
         if (permuter)
             tc::cp_async16(&s.x[stage][x_r * X_LD + x_c], x_src + min(col, p.k - 8), col < p.k ? 16u : 0u);
     };
-    // The chunk this thread writes: k16 block i = chunk / 2, half h = chunk % 2, i.e. B columns 16i + 8h .. + 7,
-    // which hold input rows b_source(i, 8h + c) — pairs (c, c + 1) are 4 apart and of the parity of i, so each
-    // comes from two 32-bit words of the copied row, picked by one byte permute.
-    const uint32_t bi = (tid & 7) >> 1, bh = tid & 1;
+    // The chunk this thread writes: stored chunk tid % 8 of the step in the K order (k_order.cuh), gathered from
+    // the copied row by byte permutes.
     const uint32_t b_dst = wg::swizzled(x_r, x_c);
-    const uint32_t b_sel = (bi & 1) ? 0x7632u : 0x5410u;
     auto permute = [&](int stage, int buf) {
         if (!permuter) return;
         const uint32_t* row = reinterpret_cast<const uint32_t*>(&s.x[stage][x_r * X_LD]);
-        uint32_t v[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const uint32_t k0 = b_source(bi, 8 * bh + 2 * j);  // and k0 + 4
-            v[j] = __byte_perm(row[k0 >> 1], row[(k0 + 4) >> 1], b_sel);
-        }
-        *reinterpret_cast<uint4*>(&s.b[buf][b_dst]) = make_uint4(v[0], v[1], v[2], v[3]);
+        *reinterpret_cast<uint4*>(&s.b[buf][b_dst]) = korder::chunk(row, tid & 7);
     };
     // Raw weights: warp w copies slot-tile w of the block (512 contiguous bytes per step).
     const wg::RawCopies<1> raw(p, blockIdx.x * TILES + warp, 0, tiles, steps_all, lane);

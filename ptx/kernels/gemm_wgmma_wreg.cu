@@ -11,7 +11,7 @@
 //   - 256 threads = 2 warpgroups; warp w owns slot-tile w of the block's 8 (wgmma rows 16 (w % 4) .. of its
 //     warpgroup's 64 slots) and copies that tile's raw words, one uint4 per lane per step; both warpgroups multiply
 //     their slots by the same 128 rows of A (m64n128k16, 64 f32 accumulators per thread);
-//   - the fragment mapping is the short tile's (`wgs::b_source`): K is permuted within each 64-column step, so the
+//   - the fragment mapping is the short tile's (the K order of k_order.cuh): K is permuted within each 64-column step, so the
 //     rows of A must be in that order. Rearranging 128 rows per step in the kernel would cost more shared-memory
 //     traffic than the multiply itself reads, so the host has `permute_k_steps` (below) write them once per GEMM
 //     in the permuted order, padded to k_pad columns with zeros: the tile reads them with no bounds checks on K;
@@ -22,6 +22,7 @@
 // The epilogue turns the transposed accumulators around through shared memory (see `finish`).
 #include "tiles.cuh"
 #include "tensor_core.cuh"
+#include "k_order.cuh"
 
 namespace wgr {
 
@@ -254,11 +255,9 @@ struct PermuteKParams {
     uint32_t in_part_stride;   // elements between the input's parts (0 with one part)
 };
 
-// The rows of A in the K order of the weights-in-registers tiles: within each 64-column step, output column
-// 16 i + c holds input column wgs::b_source(i, c); columns from k on are zero.
-// Grid: (rows, slices, parts); 128 threads, each writing 16-byte chunks of its block's slice of the row. Output
-// chunk (step s, c): k16 block i = c / 2, half h = c % 2; its 8 halves are, in pairs j = 0..3, halves i and i + 4
-// of input chunk 2j + h of the step — one byte permute of two words of each of 4 input chunks.
+// The rows of A in the K order of the weights-in-registers tiles (k_order.cuh), for an A that no producer wrote
+// that way; columns from k on are zero.
+// Grid: (rows, slices, parts); 128 threads, each writing 16-byte chunks of its block's slice of the row.
 extern "C" __global__ void __launch_bounds__(128) permute_k_steps(const PermuteKParams a) {
     pdl_wait();
     pdl_launch_dependents();
@@ -267,16 +266,14 @@ extern "C" __global__ void __launch_bounds__(128) permute_k_steps(const PermuteK
     uint4* out = reinterpret_cast<uint4*>(a.out + ((size_t)part * rows + row) * a.k_pad);
     const uint32_t k_chunks = a.k / 8;
     const auto [lo, hi] = slice_of(a.k_pad / 8, blockIdx.y, gridDim.y);
-    for (uint32_t q = lo + threadIdx.x; q < hi; q += blockDim.x) {
-        const uint32_t step = q >> 3, c = q & 7, i = c >> 1, h = c & 1;
-        const uint32_t sel = (i & 1) ? 0x7632u : 0x5410u;
+    for (uint32_t chunk = lo + threadIdx.x; chunk < hi; chunk += blockDim.x) {
+        const uint32_t step = chunk / 8, q = chunk % 8;
         uint32_t v[4];
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-            const uint32_t src = 8 * step + 2 * j + h;
-            const uint4 w = src < k_chunks ? in[src] : make_uint4(0u, 0u, 0u, 0u);
-            v[j] = __byte_perm(word_of(w, i >> 1), word_of(w, (i >> 1) + 2), sel);
+            const uint32_t src = 8 * step + korder::natural_chunk(q, j);
+            v[j] = korder::pick(src < k_chunks ? in[src] : make_uint4(0u, 0u, 0u, 0u), q);
         }
-        out[q] = make_uint4(v[0], v[1], v[2], v[3]);
+        out[chunk] = make_uint4(v[0], v[1], v[2], v[3]);
     }
 }

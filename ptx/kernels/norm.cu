@@ -2,12 +2,15 @@
 //
 // Decode fuses the norm into the GEMV (gemv.cu); prefill GEMMs are compute-bound, and a separate pass over
 // [rows, dim] costs far less than the GEMM, so the norm stays simple here. With act-order weights the GEMM wants
-// its input columns in the weights' sorted row order, so the norm writes them permuted (perm may be null).
+// its input columns in the weights' sorted row order, so the norm writes them permuted (perm may be null); with
+// the 128-row weights-in-registers GEMM next, it writes them in that tile's K order (k_order.cuh), zero-padded to
+// the GEMM's k_pad columns, which saves the GEMM a rearranging pass over its input.
 //
 // Why the loads are batched: one block owns a whole row, and a plain strided loop waits one memory round trip per
 // iteration (16 of them for a 4096-wide row: ~10 µs, measured, for a 16-row prompt). Loading ROW_UNROLL elements
 // per thread before using any of them makes it one or two round trips.
 #include "common.cuh"
+#include "k_order.cuh"
 #include <cuda_fp16.h>
 
 #define ROW_UNROLL 8
@@ -15,16 +18,19 @@
 struct RmsNormParams {
     const float* x;         // [rows][dim] the residual stream
     const __half* w;        // [dim]
-    __half* out;            // [rows][dim]
+    __half* out;            // [parts][rows][out_cols]
     const uint32_t* perm;   // [parts][perm_stride] act-order row orders of the next GEMM's weights; may be null
     uint32_t dim;
     float eps;
     uint32_t perm_stride;   // entries between the row orders of two parts
     uint32_t out_stride;    // elements between the outputs of two parts
+    uint32_t out_cols;      // columns of an output row: dim, or the GEMM's k_pad with k_steps
+    uint32_t k_steps;       // nonzero: output column j holds GEMM input k = korder::source(j) (zero from dim on)
 };
 
 // Grid: (rows, parts, slices); 256 threads. Part i of row r (i = blockIdx.y, one part without act-order):
-// out[i · out_stride + r · dim + k'] = x[r][perm_i[k']] / rms(x[r]) * w[perm_i[k']], perm_i = perm + i · perm_stride.
+// out[i · out_stride + r · out_cols + j] = x[r][perm_i[k]] / rms(x[r]) * w[perm_i[k]], perm_i = perm + i · perm_stride,
+// k = j (or korder::source(j) with k_steps; zero where k ≥ dim).
 // Why the parts: with act-order each fused part (q, k, v; gate, up) has its own row order, so each gets its copy.
 extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows(const RmsNormParams a) {
     const float* x = a.x;
@@ -58,16 +64,19 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows(const RmsNormPara
         inv_rms = rsqrtf(total / (float)dim + eps);
     }
     __syncthreads();
-    __half* o = out + (size_t)blockIdx.x * dim;
+    __half* o = out + (size_t)blockIdx.x * a.out_cols;
     // This block's slice of the outputs (grid.z slices: a few-row prompt has too few rows to fill the card, so each
     // row's outputs are split over several blocks, each of which reduces the whole row itself).
-    const auto [lo, hi] = slice_of(dim, blockIdx.z, gridDim.z);
+    const auto [lo, hi] = slice_of(a.out_cols, blockIdx.z, gridDim.z);
     for (uint32_t base = lo + threadIdx.x; base < hi; base += blockDim.x * ROW_UNROLL) {
         uint32_t src[ROW_UNROLL];
+        bool real[ROW_UNROLL];
 #pragma unroll
         for (int u = 0; u < ROW_UNROLL; ++u) {
             const uint32_t i = base + u * blockDim.x;
-            src[u] = i < hi ? (perm ? perm[i] : i) : 0;
+            const uint32_t k = a.k_steps ? korder::source(i) : i;
+            real[u] = i < hi && k < dim;
+            src[u] = real[u] ? (perm ? perm[k] : k) : 0;
         }
         float v[ROW_UNROLL], wv[ROW_UNROLL];
 #pragma unroll
@@ -75,7 +84,7 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows(const RmsNormPara
 #pragma unroll
         for (int u = 0; u < ROW_UNROLL; ++u) {
             const uint32_t i = base + u * blockDim.x;
-            if (i < hi) o[i] = __float2half_rn(v[u] * inv_rms * wv[u]);
+            if (i < hi) o[i] = real[u] ? __float2half_rn(v[u] * inv_rms * wv[u]) : __float2half_rn(0.f);
         }
     }
 }

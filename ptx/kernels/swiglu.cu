@@ -8,15 +8,23 @@
 // The columns of a row are spread over grid.y blocks: with one block per row the loop waited a memory round trip
 // per 256 columns (43 of them for 11008: ~14 µs, measured, for a 16-row prompt). Each thread takes 8 columns with
 // 16-byte loads (and stores, in place) — a 512-row prompt moves 34 MB through this kernel.
+// With the 128-row weights-in-registers GEMM next, h is written in that tile's K order (k_order.cuh), zero-padded
+// to the down projection's k_pad columns: each 16-byte output chunk then takes two halves of each of four input
+// chunks, picked by byte permutes, and the GEMM needs no rearranging pass over its input.
 #include "common.cuh"
+#include "k_order.cuh"
 #include <cuda_fp16.h>
 
 struct SwigluParams {
     const __half* gu;       // [rows][2 * inter]: gate | up
-    __half* h;              // [rows][inter]; h[r][k'] is column perm[k']
+    __half* h;              // [rows][ldh]; h[r][j] is column perm[k] (k = j, or korder::source(j) with k_steps)
     const uint32_t* perm;   // the down projection's act-order row order; may be null
     uint32_t inter;
+    uint32_t ldh;           // columns of a row of h: inter, or the down projection's k_pad with k_steps
+    uint32_t k_steps;       // nonzero: h in the weights-in-registers K order, zero where k ≥ inter
 };
+
+ENGINE_DEV float silu_times(float gate, float up) { return gate / (1.f + __expf(-gate)) * up; }
 
 // Grid: (rows, ceil(inter / 2048)); 256 threads. Block y of a row covers columns [2048 y, 2048 (y + 1)), stepping
 // by 2048 · gridDim.y.
@@ -28,10 +36,43 @@ extern "C" __global__ void __launch_bounds__(256) swiglu_rows(const SwigluParams
     pdl_wait();
     pdl_launch_dependents();
     const __half* g = gu + (size_t)blockIdx.x * 2 * inter;
-    __half* o = h + (size_t)blockIdx.x * inter;
+    __half* o = h + (size_t)blockIdx.x * a.ldh;
     const uint32_t per_block = 8 * blockDim.x;
-    for (uint32_t c0 = blockIdx.y * per_block + 8 * threadIdx.x; c0 < inter; c0 += gridDim.y * per_block) {
-        if (c0 + 8 <= inter && inter % 8 == 0) {
+    const bool vec = inter % 8 == 0;  // 16-byte aligned: a row starts at a multiple of 2 · inter halves
+    for (uint32_t c0 = blockIdx.y * per_block + 8 * threadIdx.x; c0 < a.ldh; c0 += gridDim.y * per_block) {
+        if (a.k_steps && perm == nullptr && vec) {
+            // Output chunk q of its step: pair j from natural chunk 2 j + q % 2 of gate and of up (zero past inter).
+            const uint32_t step = c0 / korder::STEP, q = (c0 % korder::STEP) / 8;
+            const uint4* gc = reinterpret_cast<const uint4*>(g);
+            const uint4* uc = reinterpret_cast<const uint4*>(g + inter);
+            uint4 gq[4], uq[4];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const uint32_t src = 8 * step + korder::natural_chunk(q, j);
+                const bool in = src < inter / 8;
+                gq[j] = in ? gc[src] : make_uint4(0u, 0u, 0u, 0u);
+                uq[j] = in ? uc[src] : make_uint4(0u, 0u, 0u, 0u);
+            }
+            uint4 out;
+            __half2* oh = reinterpret_cast<__half2*>(&out);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const float2 gf = __half22float2(u32_as_half2(korder::pick(gq[j], q)));
+                const float2 uf = __half22float2(u32_as_half2(korder::pick(uq[j], q)));
+                oh[j] = __floats2half2_rn(silu_times(gf.x, uf.x), silu_times(gf.y, uf.y));
+            }
+            *reinterpret_cast<uint4*>(o + c0) = out;
+        } else if (a.k_steps) {
+            for (uint32_t i = c0; i < min(c0 + 8, a.ldh); ++i) {
+                const uint32_t k = korder::source(i);
+                if (k >= inter) {
+                    o[i] = __float2half_rn(0.f);
+                    continue;
+                }
+                const uint32_t src = perm ? perm[k] : k;
+                o[i] = __float2half_rn(silu_times(__half2float(g[src]), __half2float(g[inter + src])));
+            }
+        } else if (c0 + 8 <= inter && vec) {
             // 16-byte aligned: the row starts at a multiple of 2 · inter halves and c0 is a multiple of 8.
             float gv[8], uv[8];
             if (perm == nullptr) {
@@ -54,16 +95,13 @@ extern "C" __global__ void __launch_bounds__(256) swiglu_rows(const SwigluParams
             uint4 out;
             __half2* oh = reinterpret_cast<__half2*>(&out);
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const float a0 = gv[2 * i], a1 = gv[2 * i + 1];
-                oh[i] = __floats2half2_rn(a0 / (1.f + __expf(-a0)) * uv[2 * i], a1 / (1.f + __expf(-a1)) * uv[2 * i + 1]);
-            }
+            for (int i = 0; i < 4; ++i) oh[i] = __floats2half2_rn(silu_times(gv[2 * i], uv[2 * i]),
+                                                                  silu_times(gv[2 * i + 1], uv[2 * i + 1]));
             *reinterpret_cast<uint4*>(o + c0) = out;
         } else {
             for (uint32_t i = c0; i < min(c0 + 8, inter); ++i) {
                 const uint32_t src = perm ? perm[i] : i;
-                const float gate = __half2float(g[src]), up = __half2float(g[inter + src]);
-                o[i] = __float2half_rn(gate / (1.f + __expf(-gate)) * up);
+                o[i] = __float2half_rn(silu_times(__half2float(g[src]), __half2float(g[inter + src])));
             }
         }
     }

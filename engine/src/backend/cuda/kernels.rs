@@ -183,6 +183,7 @@ kernel_params! {
         splits: u32,
         scale_log2: f32,
         rows: u32,
+        k_steps: u32,
     }
 
     /// The fp16 lm_head with the final norm in front and the argmax behind.
@@ -225,6 +226,8 @@ kernel_params! {
         eps: f32,
         perm_stride: u32,
         out_stride: u32,
+        out_cols: u32,
+        k_steps: u32,
     }
 
     /// Column permutation of fp16 rows.
@@ -266,6 +269,8 @@ kernel_params! {
         h: DevPtr<f16>,
         perm: DevPtr<u32>,
         inter: u32,
+        ldh: u32,
+        k_steps: u32,
     }
 
     /// The greedy step's bookkeeping: record the token, advance the position.

@@ -76,6 +76,30 @@ enum GemmOut {
     Residual(DevPtr<f32>),
 }
 
+/// A prefill GEMM's input rows as the kernel that produced them wrote them.
+#[derive(Clone, Copy)]
+struct GemmInput {
+    a: DevPtr<f16>,
+    /// Elements between two rows.
+    lda: u32,
+    /// Elements between the copies of two act-order parts (with one copy, unused).
+    part_stride: u32,
+    /// In the K order of the weights-in-registers tile (`ptx/kernels/k_order.cuh`), `k_pad` columns with zeros
+    /// past k: what that tile reads. Otherwise in order, and the tile's input is rearranged before it runs.
+    k_steps: bool,
+}
+
+impl GemmInput {
+    /// Rows in order.
+    fn rows(a: DevPtr<f16>, lda: u32, part_stride: u32) -> GemmInput {
+        GemmInput { a, lda, part_stride, k_steps: false }
+    }
+    /// Part `i`'s copy alone.
+    fn part(self, i: usize) -> GemmInput {
+        GemmInput { a: self.a.add(i * self.part_stride as usize), part_stride: 0, ..self }
+    }
+}
+
 impl Step<'_> {
     /// One decode step for the token in `ws.tokens[0]` at the position in `ws.pos`, over the KV cache `kv`. With
     /// `StepEnd::Argmax` or `StepEnd::Sample` the step ends by writing the next token back into `ws.tokens[0]` and
@@ -152,6 +176,7 @@ impl Step<'_> {
                 splits: self.tuning.attn_splits.min(plan::attention_splits(c) as u32),
                 scale_log2: std::f32::consts::LOG2_E / (hd as f32).sqrt(),
                 rows: 1,
+                k_steps: 0,
             };
             self.run(&k.attn_decode, shapes::attn_decode(p.heads, p.splits), &p)?;
             observe("attention (split-K decode)", Reads::LayerKv)?;
@@ -235,8 +260,8 @@ impl Step<'_> {
         for (l, lw) in w.layers.iter().enumerate() {
             let (k_cache, v_cache) = (kv.keys[l], kv.values[l]);
             // Attention block: x += o_proj(attention(rope(W_pack(rmsnorm(x))))).
-            self.rmsnorm(act.x, lw.input_norm, act.xn, Some(&lw.qkv), m32)?;
-            self.gemm(&lw.qkv, act.xn, hidden, GemmOut::Store16(act.qkv), q_dim + 2 * kv_dim, m32)?;
+            let xn = self.rmsnorm(act.x, lw.input_norm, act.xn, Some(&lw.qkv), m32)?;
+            self.gemm(&lw.qkv, xn, GemmOut::Store16(act.qkv), q_dim + 2 * kv_dim, m32)?;
             let p = RopeParams {
                 qkv: act.qkv,
                 q_out: act.q,
@@ -251,6 +276,13 @@ impl Step<'_> {
                 ctx: kv.positions() as u32,
             };
             self.run(&k.rope_kv_rows, shapes::rope(m32, c.num_attention_heads, c.num_key_value_heads), &p)?;
+            // The attention output as o_proj reads it: in its tile's K order where the kernel can write that
+            // (a head is whole K steps), else in order, permuted for act-order.
+            let (which, _) = shapes::attn_prefill(hd, c.num_attention_heads as u32, m32);
+            let att_k_steps = self.k_steps_for(&lw.o, m32)
+                && lw.o.perm.is_null()
+                && which != shapes::AttnPrefill::PerRow
+                && lw.o.k_pad == q_dim;
             self.attention_prefill(&AttnParams {
                 q: act.q,
                 k_cache,
@@ -264,25 +296,26 @@ impl Step<'_> {
                 splits: 1,
                 scale_log2: std::f32::consts::LOG2_E / (hd as f32).sqrt(),
                 rows: m32,
+                k_steps: att_k_steps as u32,
                 ..Default::default()
             })?;
-            // With act-order, o_proj wants its input columns in its weights' sorted row order.
-            let o_in = if lw.o.perm.is_null() {
-                act.att
+            let o_in = if att_k_steps {
+                GemmInput { a: act.att, lda: q_dim, part_stride: 0, k_steps: true }
+            } else if lw.o.perm.is_null() {
+                GemmInput::rows(act.att, q_dim, 0)
             } else {
+                // With act-order, o_proj wants its input columns in its weights' sorted row order.
                 let p = PermuteParams { input: act.att, out: act.att_perm, perm: lw.o.perm, cols: q_dim };
                 self.run(&k.permute_cols, shapes::permute(m32), &p)?;
-                act.att_perm
+                GemmInput::rows(act.att_perm, q_dim, 0)
             };
-            self.gemm(&lw.o, o_in, q_dim, GemmOut::Residual(act.x), hidden, m32)?;
+            self.gemm(&lw.o, o_in, GemmOut::Residual(act.x), hidden, m32)?;
 
             // Feed-forward block: x += down(silu(gate(h)) * up(h)), h = rmsnorm(x).
-            self.rmsnorm(act.x, lw.post_norm, act.xn2, Some(&lw.gate_up), m32)?;
-            self.gemm(&lw.gate_up, act.xn2, hidden, GemmOut::Store16(act.gate_up), 2 * inter, m32)?;
-            let p = SwigluParams { gu: act.gate_up, h: act.h, perm: lw.down.perm, inter };
-            let launch = shapes::gathering(shapes::swiglu(m32, inter), m32, !lw.down.perm.is_null());
-            self.run(&k.swiglu_rows, launch, &p)?;
-            self.gemm(&lw.down, act.h, inter, GemmOut::Residual(act.x), hidden, m32)?;
+            let xn2 = self.rmsnorm(act.x, lw.post_norm, act.xn2, Some(&lw.gate_up), m32)?;
+            self.gemm(&lw.gate_up, xn2, GemmOut::Store16(act.gate_up), 2 * inter, m32)?;
+            let h = self.swiglu(&lw.down, m32)?;
+            self.gemm(&lw.down, h, GemmOut::Residual(act.x), hidden, m32)?;
         }
         Ok(())
     }
@@ -439,7 +472,8 @@ impl Step<'_> {
     }
 
     /// The norm of `m` rows as `next`, the projection it feeds, wants them: one copy per fused part with act-order
-    /// (in that part's row order, [`Step::part_stride`] apart), else (or with no projection) one in order.
+    /// (in that part's row order), else (or with no projection) one in order; into `act.gemm_in` in the K order
+    /// of the weights-in-registers tile where `next` runs it, else into `out` ([`Step::part_stride`] apart).
     fn rmsnorm(
         &self,
         x: DevPtr<f32>,
@@ -447,22 +481,52 @@ impl Step<'_> {
         out: DevPtr<f16>,
         next: Option<&DevLinear>,
         m: u32,
-    ) -> Result<()> {
+    ) -> Result<GemmInput> {
         let c = self.config;
+        let dim = c.hidden_size as u32;
         let perm = next.map_or(DevPtr::NULL, |lin| lin.perm);
+        let written = match next.filter(|lin| self.k_steps_for(lin, m)) {
+            Some(lin) => GemmInput { a: self.act.gemm_in, lda: lin.k_pad, part_stride: m * lin.k_pad, k_steps: true },
+            None => GemmInput::rows(out, dim, self.part_stride()),
+        };
         let p = RmsNormParams {
             x,
             w,
-            out,
+            out: written.a,
             perm,
-            dim: c.hidden_size as u32,
+            dim,
             eps: c.rms_norm_eps,
             perm_stride: next.map_or(0, |lin| lin.k_pad),
-            out_stride: self.part_stride(),
+            out_stride: written.part_stride,
+            out_cols: written.lda,
+            k_steps: written.k_steps as u32,
         };
         let copies = next.filter(|_| !perm.is_null()).map_or(1, |lin| lin.parts());
         let launch = shapes::gathering(shapes::per_row_parts(m, copies), m, !perm.is_null());
-        self.run(&self.gpu.k.rmsnorm_rows, launch, &p)
+        self.run(&self.gpu.k.rmsnorm_rows, launch, &p)?;
+        Ok(written)
+    }
+
+    /// SwiGLU of the `m` rows of `act.gate_up` as `down` reads them: in its act-order row order if it has one,
+    /// into `act.gemm_in` in the K order of the weights-in-registers tile where `down` runs it, else into `act.h`.
+    fn swiglu(&self, down: &DevLinear, m: u32) -> Result<GemmInput> {
+        let inter = self.config.intermediate_size as u32;
+        let written = if self.k_steps_for(down, m) {
+            GemmInput { a: self.act.gemm_in, lda: down.k_pad, part_stride: 0, k_steps: true }
+        } else {
+            GemmInput::rows(self.act.h, inter, 0)
+        };
+        let p = SwigluParams {
+            gu: self.act.gate_up,
+            h: written.a,
+            perm: down.perm,
+            inter,
+            ldh: written.lda,
+            k_steps: written.k_steps as u32,
+        };
+        let launch = shapes::gathering(shapes::swiglu(m, inter), m, !down.perm.is_null());
+        self.run(&self.gpu.k.swiglu_rows, launch, &p)?;
+        Ok(written)
     }
 
     /// Elements between the per-part copies of a normalized chunk (`act.xn`, `act.xn2`): one chunk of rows.
@@ -476,32 +540,46 @@ impl Step<'_> {
         self.run(self.gpu.k.attn_prefill_kernel(which), launch, p)
     }
 
-    /// `out` = A[m][lda] · W over `lin`, into `ldy`-wide rows: the tile shapes.rs picks for `m` rows. With act-order
-    /// and several fused parts each part reads its own copy of A ([`Step::part_stride`] apart, as
-    /// [`Step::rmsnorm`] writes them): every tile picks it per block where the parts start on block boundaries
-    /// (one launch; the 7B shapes have them); otherwise each part is a launch of its own.
-    fn gemm(&self, lin: &DevLinear, a: DevPtr<f16>, lda: u32, out: GemmOut, ldy: u32, m: u32) -> Result<()> {
+    /// `out` = A[m][k] · W over `lin`, into `ldy`-wide rows: the tile shapes.rs picks for `m` rows. With act-order
+    /// and several fused parts each part reads its own copy of A (`a.part_stride` apart, as [`Step::rmsnorm`]
+    /// writes them): every tile picks it per block where the parts start on block boundaries (one launch; the 7B
+    /// shapes have them); otherwise each part is a launch of its own.
+    fn gemm(&self, lin: &DevLinear, a: GemmInput, out: GemmOut, ldy: u32, m: u32) -> Result<()> {
+        for (i, (part, tile)) in self.gemm_launches(lin, m).into_iter().enumerate() {
+            let a = if lin.parts() == 1 || part.parts() > 1 { a } else { a.part(i) };
+            self.gemm_launch(&part, tile, a, out, ldy, m)?;
+        }
+        Ok(())
+    }
+
+    /// The launches of a GEMM over `lin` with `m` rows: all of it with one tile, or each part with its own.
+    fn gemm_launches(&self, lin: &DevLinear, m: u32) -> Vec<(DevLinear, GemmTile)> {
         let tile = self.gemm_tile(lin, m);
         let block = tile.block_slots(lin.n_pad);
         let on_block_boundaries = lin.part_slots.iter().all(|&s| s == layout::NO_PART || s % block == 0);
-        let one_launch = lin.parts() == 1 || on_block_boundaries;
-        if one_launch {
-            return self.gemm_launch(lin, tile, a, lda, out, ldy, m);
+        if lin.parts() == 1 || on_block_boundaries {
+            return vec![(*lin, tile)];
         }
-        for (i, (start, end)) in lin.part_ranges().enumerate() {
-            let tile0 = (start / plan::TILE_N as u32) as usize;
-            let part = DevLinear {
-                qw: lin.qw.add(tile0 * lin.words_per_tile()),
-                sz: lin.sz.add(tile0 * (lin.groups as usize) * plan::TILE_N),
-                col_map: lin.col_map.add(start as usize),
-                n_pad: end - start,
-                part_slots: [layout::NO_PART; 2],
-                ..*lin
-            };
-            let a = a.add(i * self.part_stride() as usize);
-            self.gemm_launch(&part, self.gemm_tile(&part, m), a, lda, out, ldy, m)?;
-        }
-        Ok(())
+        lin.part_ranges()
+            .map(|(start, end)| {
+                let tile0 = (start / plan::TILE_N as u32) as usize;
+                let part = DevLinear {
+                    qw: lin.qw.add(tile0 * lin.words_per_tile()),
+                    sz: lin.sz.add(tile0 * (lin.groups as usize) * plan::TILE_N),
+                    col_map: lin.col_map.add(start as usize),
+                    n_pad: end - start,
+                    part_slots: [layout::NO_PART; 2],
+                    ..*lin
+                };
+                (part, self.gemm_tile(&part, m))
+            })
+            .collect()
+    }
+
+    /// Whether every launch of the GEMM over `lin` with `m` rows runs the weights-in-registers tile: then the
+    /// kernel producing its input writes it in that tile's K order.
+    fn k_steps_for(&self, lin: &DevLinear, m: u32) -> bool {
+        self.gemm_launches(lin, m).iter().all(|(_, tile)| *tile == GemmTile::WgmmaWreg)
     }
 
     /// The tile shapes.rs picks for `m` rows of `lin` (the 128-row tile is int4's only).
@@ -516,16 +594,7 @@ impl Step<'_> {
 
     /// One GEMM launch over all of `lin` with `tile`.
     #[allow(clippy::too_many_arguments)]
-    fn gemm_launch(
-        &self,
-        lin: &DevLinear,
-        tile: GemmTile,
-        a: DevPtr<f16>,
-        lda: u32,
-        out: GemmOut,
-        ldy: u32,
-        m: u32,
-    ) -> Result<()> {
+    fn gemm_launch(&self, lin: &DevLinear, tile: GemmTile, a: GemmInput, out: GemmOut, ldy: u32, m: u32) -> Result<()> {
         let k_splits = shapes::gemm_splits(tile, lin.n_pad, lin.k_pad, m, &self.gpu.limits, self.ws_plan);
         let k = &self.gpu.k;
         let format = lin.format;
@@ -559,28 +628,32 @@ impl Step<'_> {
         if int4_only && format != TileFormat::Int4 {
             return Err(Error::Device(format!("the {tile:?} GEMM tile runs int4 weights, not {format:?}")));
         }
-        // A as the tile reads it: each part's copy (with act-order) `part_stride` apart, or for the
-        // weights-in-registers tile the same rows rearranged into its K order in `act.gemm_in`, `k_pad` wide.
-        let part_stride = if lin.parts() > 1 { self.part_stride() } else { 0 };
-        let (a, lda, a_part_stride) = if tile == GemmTile::WgmmaWreg {
-            let p = PermuteKParams {
-                input: a,
-                out: self.act.gemm_in,
-                lda,
-                k: lin.k,
-                k_pad: lin.k_pad,
-                in_part_stride: part_stride,
-            };
-            self.run(&k.permute_k_steps, shapes::permute_k(m, lin.parts()), &p)?;
-            (self.act.gemm_in, lin.k_pad, m * lin.k_pad)
-        } else {
-            (a, lda, part_stride)
+        // A as the tile reads it: the weights-in-registers tile in its K order (rearranged here into
+        // `act.gemm_in` where the producer wrote the rows in order), every other tile in order.
+        let a = match (tile == GemmTile::WgmmaWreg, a.k_steps) {
+            (true, true) | (false, false) => a,
+            (true, false) => {
+                let p = PermuteKParams {
+                    input: a.a,
+                    out: self.act.gemm_in,
+                    lda: a.lda,
+                    k: lin.k,
+                    k_pad: lin.k_pad,
+                    in_part_stride: a.part_stride,
+                };
+                self.run(&k.permute_k_steps, shapes::permute_k(m, lin.parts()), &p)?;
+                GemmInput { a: self.act.gemm_in, lda: lin.k_pad, part_stride: m * lin.k_pad, k_steps: true }
+            }
+            (false, true) => {
+                return Err(Error::Device(format!("a {tile:?} GEMM was given its input in the K-step order")));
+            }
         };
+        let a_part_stride = if lin.parts() > 1 { a.part_stride } else { 0 };
         let p = GemmParams {
             qw: lin.qw,
             sz: lin.sz,
             col_map: lin.col_map,
-            a,
+            a: a.a,
             y32,
             y16,
             part: self.ws.gemm_partial,
@@ -591,7 +664,7 @@ impl Step<'_> {
             n_pad: lin.n_pad,
             groups: lin.groups,
             group_size: lin.group_size,
-            lda,
+            lda: a.lda,
             ldy,
             k_splits,
             a_part_stride,

@@ -1013,6 +1013,23 @@ fn k_step_source(p: usize) -> usize {
     16 * (cc / 2) + 8 * h + i + 4 * (cc % 2)
 }
 
+/// `rows` rows of `cols` halves rearranged on the host into the K order of the weights-in-registers tile: each
+/// row `cols` rounded up to 64 wide, column c of a step holding column `k_step_source` of that step, zero past
+/// `cols`.
+fn in_k_steps(a: &[u16], rows: usize, cols: usize) -> Vec<u16> {
+    let k_pad = cols.next_multiple_of(64);
+    let mut out = vec![0u16; rows * k_pad];
+    for r in 0..rows {
+        for c in 0..k_pad {
+            let src = 64 * (c / 64) + k_step_source(c % 64);
+            if src < cols {
+                out[r * k_pad + c] = a[r * cols + src];
+            }
+        }
+    }
+    out
+}
+
 /// `permute_k_steps` over `parts` copies of `m` rows of A (`lda` wide, `in_stride` apart) into a new buffer of
 /// `parts` × m × k_pad halves, checked against the host's rearrangement of what was uploaded: every column of a
 /// step from `k_step_source`, zero from k on (the buffer starts poisoned).
@@ -1770,6 +1787,7 @@ fn attention_decode_and_prefill_match_f64() {
                     splits,
                     scale_log2: std::f32::consts::LOG2_E / (hd as f32).sqrt(),
                     rows: 1,
+                    k_steps: 0,
                 };
                 let mut want = Vec::new();
                 for h in 0..heads {
@@ -1906,6 +1924,13 @@ fn attention_prefill_tc_matches_f64_and_is_deterministic() {
                 Some(b) => assert!(b == &bits, "{what}: the second run differs from the first"),
             }
         }
+        // Written in the K order of o_proj's weights-in-registers tile: the same bits, rearranged within each head.
+        let steps = poisoned(&g, n_out * 2);
+        let (which, l) = shapes::attn_prefill(p.head_dim, p.heads, p.rows);
+        launch(&g, g.k.attn_prefill_kernel(which), l, &AttnParams { out: steps.ptr(), k_steps: 1, ..p });
+        g.sync().unwrap();
+        let want = in_k_steps(first.as_ref().unwrap(), rows, heads * hd);
+        assert!(get::<u16>(&g, &steps, n_out) == want, "{what}: k_steps output");
     }
 }
 
@@ -1985,6 +2010,7 @@ fn row_kernels_match_f64() {
             perm: pmm.ptr(),
             dim: dim as u32,
             eps: 1e-6,
+            out_cols: dim as u32,
             ..Default::default()
         };
         launch(&g, &g.k.rmsnorm_rows, shapes::per_row(rows as u32), &p);
@@ -2012,6 +2038,22 @@ fn row_kernels_match_f64() {
             check(&f16s(&copy[..rows * dim]), &norm_rows(p), 1e-3, &format!("rmsnorm_rows part {i}"));
             assert!(copy[rows * dim..].iter().all(|&b| b == 0xFFFF), "rmsnorm_rows part {i} wrote past its rows");
         }
+        // ... in the K order of the weights-in-registers tile, k_pad wide, with and without a permutation: the
+        // same values (same arithmetic) at the columns `in_k_steps` says, zeros in the padding.
+        let k_pad = dim.next_multiple_of(64);
+        for (perm_ptr, order) in [(pmm.ptr(), perm.clone()), (DevPtr::NULL, (0..dim as u32).collect())] {
+            let plain = poisoned(&g, rows * dim * 2);
+            let steps = poisoned(&g, rows * k_pad * 2);
+            let base = RmsNormParams { perm: perm_ptr, perm_stride: 0, out_stride: 0, ..p };
+            launch(&g, &g.k.rmsnorm_rows, shapes::per_row(rows as u32), &RmsNormParams { out: plain.ptr(), ..base });
+            let ks = RmsNormParams { out: steps.ptr(), out_cols: k_pad as u32, k_steps: 1, ..base };
+            launch(&g, &g.k.rmsnorm_rows, shapes::per_row(rows as u32), &ks);
+            g.sync().unwrap();
+            let plain: Vec<u16> = get(&g, &plain, rows * dim);
+            check(&f16s(&plain), &norm_rows(&order), 1e-3, "rmsnorm_rows in order");
+            let what = format!("rmsnorm_rows k_steps perm={}", !perm_ptr.is_null());
+            assert_eq!(get::<u16>(&g, &steps, rows * k_pad), in_k_steps(&plain, rows, dim), "{what}");
+        }
 
         // permute_cols
         let a = rng.vec_f16(rows * dim, -1.0, 1.0);
@@ -2030,9 +2072,23 @@ fn row_kernels_match_f64() {
         let identity: Vec<u32> = (0..dim as u32).collect();
         for (pm_ptr, order) in [(pmm.ptr(), &perm), (DevPtr::NULL, &identity)] {
             let out = poisoned(&g, rows * dim * 2);
-            let p = SwigluParams { gu: gm.ptr(), h: out.ptr(), perm: pm_ptr, inter: dim as u32 };
+            let p = SwigluParams {
+                gu: gm.ptr(),
+                h: out.ptr(),
+                perm: pm_ptr,
+                inter: dim as u32,
+                ldh: dim as u32,
+                k_steps: 0,
+            };
             launch(&g, &g.k.swiglu_rows, shapes::swiglu(rows as u32, dim as u32), &p);
+            // The same in the K order of the weights-in-registers tile (k_pad wide): the same bits rearranged.
+            let steps = poisoned(&g, rows * k_pad * 2);
+            let ks = SwigluParams { h: steps.ptr(), ldh: k_pad as u32, k_steps: 1, ..p };
+            launch(&g, &g.k.swiglu_rows, shapes::swiglu(rows as u32, dim as u32), &ks);
             g.sync().unwrap();
+            let plain: Vec<u16> = get(&g, &out, rows * dim);
+            let what = format!("swiglu_rows k_steps dim={dim} perm={}", !pm_ptr.is_null());
+            assert_eq!(get::<u16>(&g, &steps, rows * k_pad), in_k_steps(&plain, rows, dim), "{what}");
             let mut want = Vec::new();
             for r in gu.chunks(2 * dim) {
                 want.extend(order.iter().map(|&p| {

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use engine::engine::EngineOptions;
 use engine_tools::prompt::{Template, COMPLETION_SEPARATOR};
 
 #[derive(Parser, Debug)]
@@ -61,6 +62,11 @@ pub struct ModelArgs {
     /// CPU threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Most prompt tokens per prefill pass: longer prompts run in chunks of this many rows. Larger chunks read the
+    /// weights fewer times per prompt and take more device memory for the activations (`engine-cli plan` shows how
+    /// much).
+    #[arg(long, default_value_t = EngineOptions::default().prefill_chunk, value_name = "N")]
+    pub prefill_chunk: usize,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -57,6 +57,9 @@ fn load_tuned(m: &ModelArgs, tuning: engine::Tuning) -> Result<Engine> {
         // Only fails if the pool was already built, which cannot happen before the first load.
         let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     }
+    if m.prefill_chunk == 0 {
+        return Err(Error::InvalidArgument("--prefill-chunk must be at least 1".into()));
+    }
     let dir = model_dir(&m.model)?;
     let opts = EngineOptions {
         backend: match m.backend {
@@ -66,9 +69,9 @@ fn load_tuned(m: &ModelArgs, tuning: engine::Tuning) -> Result<Engine> {
         },
         device: m.device,
         max_context: m.ctx,
+        prefill_chunk: m.prefill_chunk,
         progress: std::io::stderr().is_terminal(),
         tuning,
-        ..EngineOptions::default()
     };
     let engine = Engine::load(&dir, &opts)?;
     if let Some(note) = &engine.fallback_note {
