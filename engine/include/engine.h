@@ -109,7 +109,7 @@ typedef struct engine_model_options {
     uint32_t device;
     // Positions of KV cache per session: 1..=max_position_embeddings of the model; 0 = max_position_embeddings.
     uint32_t max_context;
-    // Most tokens per forward pass while prefilling: 1..=ENGINE_MAX_PREFILL_CHUNK; 0 = 512.
+    // Most tokens per forward pass while prefilling: 1..=ENGINE_MAX_PREFILL_CHUNK (at most the context is used); 0 = 1024.
     uint32_t prefill_chunk;
 } engine_model_options;
 
@@ -263,7 +263,7 @@ enum engine_status engine_string_free(char *s);
 // The library version, e.g. "0.1.0". Static storage, never NULL, do not free. Thread-safe.
 const char *engine_version(void);
 
-// The default load options: backend auto, device 0, the model's full context, prefill chunk 512.
+// The default load options: backend auto, device 0, the model's full context, prefill chunk 1024.
 // Thread-safe; cannot fail.
 struct engine_model_options engine_model_default_options(void);
 

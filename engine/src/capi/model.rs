@@ -40,7 +40,8 @@ pub struct EngineModelOptions {
     pub device: u32,
     /// Positions of KV cache per session: 1..=max_position_embeddings of the model; 0 = max_position_embeddings.
     pub max_context: u32,
-    /// Most tokens per forward pass while prefilling: 1..=ENGINE_MAX_PREFILL_CHUNK; 0 = 512.
+    /// Most tokens per forward pass while prefilling: 1..=ENGINE_MAX_PREFILL_CHUNK (at most the context is used);
+    /// 0 = 1024.
     pub prefill_chunk: u32,
 }
 
@@ -160,7 +161,7 @@ pub(crate) fn model_ref(model: *const EngineModel) -> CResult<Arc<ModelShared>> 
     })
 }
 
-/// The default load options: backend auto, device 0, the model's full context, prefill chunk 512.
+/// The default load options: backend auto, device 0, the model's full context, prefill chunk 1024.
 /// Thread-safe; cannot fail.
 #[no_mangle]
 pub extern "C" fn engine_model_default_options() -> EngineModelOptions {
@@ -232,7 +233,7 @@ pub unsafe extern "C" fn engine_model_load(
             unsafe { options.read() }
         };
         let engine = Engine::load(Path::new(dir), &engine_options(&opts)?)?;
-        let prefill_chunk = engine_options(&opts)?.prefill_chunk;
+        let prefill_chunk = engine.prefill_chunk();
         let device = CString::new(engine.device_description().replace('\0', " ")).unwrap_or_default();
         let model = Box::new(EngineModel { shared: Arc::new(ModelShared { engine, prefill_chunk, device }) });
         let p = Box::into_raw(model);
@@ -366,6 +367,7 @@ pub unsafe extern "C" fn engine_model_memory_plan(
                 "prefill_chunk must be in 1..={ENGINE_MAX_PREFILL_CHUNK} (0 = the model's), got {prefill_chunk}"
             )));
         }
+        let chunk = chunk.min(ctx);
         let p = plan(&m.engine.model().desc, PlanLimits { max_context: ctx, prefill_chunk: chunk });
         let r = |region| p.region_size(region) as u64;
         let out = EngineMemoryPlan {

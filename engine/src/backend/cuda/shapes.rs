@@ -120,8 +120,11 @@ fn row_slices(blocks: u32) -> u32 {
 }
 
 /// `rope_kv_rows`: one block per row and 4 of its q / k / v heads (`ROPE_HEADS` in rope.cu) of 64 threads.
-pub fn rope(rows: u32, heads: usize, kv_heads: usize) -> Launch {
-    Launch::new((rows, (heads + 2 * kv_heads).div_ceil(4) as u32), 256, 0)
+pub fn rope(rows: u32, heads: usize, kv_heads: usize, head_dim: usize) -> Launch {
+    // A thread per unit of 8 rotary pairs or 8 value elements (1 where half a head is not a multiple of 8).
+    let per = if (head_dim / 2) % 8 == 0 { 8 } else { 1 };
+    let units = (heads + kv_heads) * (head_dim / 2 / per) + kv_heads * (head_dim / per);
+    Launch::new((rows, units.div_ceil(256) as u32), 256, 0)
 }
 
 /// `swiglu_rows`: one thread per 8 output columns, 256 threads per block. (With a permutation, one block per row

@@ -275,7 +275,7 @@ impl Step<'_> {
                 head_dim: hd,
                 ctx: kv.positions() as u32,
             };
-            self.run(&k.rope_kv_rows, shapes::rope(m32, c.num_attention_heads, c.num_key_value_heads), &p)?;
+            self.run(&k.rope_kv_rows, shapes::rope(m32, c.num_attention_heads, c.num_key_value_heads, c.head_dim), &p)?;
             // The attention output as o_proj reads it: in its tile's K order where the kernel can write that
             // (a head is whole K steps), else in order, permuted for act-order.
             let (which, _) = shapes::attn_prefill(hd, c.num_attention_heads as u32, m32);

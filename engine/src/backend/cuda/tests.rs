@@ -2107,7 +2107,9 @@ fn row_kernels_match_f64() {
 fn rope_kv_rows_matches_f64() {
     let g = gpu();
     let mut rng = Rng(51);
-    for &(heads, kv_heads, hd, rows) in &[(4usize, 4usize, 16usize, 3usize), (8, 2, 64, 9), (32, 32, 128, 20)] {
+    for &(heads, kv_heads, hd, rows) in
+        &[(4usize, 4usize, 16usize, 3usize), (2, 1, 8, 5), (8, 2, 64, 9), (32, 32, 128, 20)]
+    {
         let (q_dim, kv_dim, ctx, max_pos) = (heads * hd, kv_heads * hd, 64usize, 128usize);
         let pos0 = 40u32;
         let qkv = rng.vec_f16(rows * (q_dim + 2 * kv_dim), -2.0, 2.0);
@@ -2115,7 +2117,7 @@ fn rope_kv_rows_matches_f64() {
         let (cos, sin) = rope.tables();
         let (qm, cm, sm, pm) = (put(&g, &qkv), put(&g, cos), put(&g, sin), put(&g, &[pos0]));
         // The production grid, and one block per row (the kernel strides over heads for any grid.y).
-        let production = shapes::rope(rows as u32, heads, kv_heads);
+        let production = shapes::rope(rows as u32, heads, kv_heads, hd);
         for l in [production, Launch { grid: (rows as u32, 1, 1), ..production }] {
             let q = poisoned(&g, rows * q_dim * 2);
             let kc = poisoned(&g, kv_heads * ctx * hd * 2);

@@ -252,8 +252,8 @@ pub struct PlanArgs {
     #[arg(long, value_name = "N")]
     pub ctx: Option<usize>,
     /// Most tokens per prefill chunk.
-    #[arg(long, default_value_t = 512, value_name = "N")]
-    pub chunk: usize,
+    #[arg(long, alias = "chunk", default_value_t = EngineOptions::default().prefill_chunk, value_name = "N")]
+    pub prefill_chunk: usize,
     /// List every buffer, not only the per-region totals and the largest buffers.
     #[arg(long)]
     pub all: bool,

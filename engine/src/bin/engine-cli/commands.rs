@@ -376,12 +376,12 @@ fn plan(a: PlanArgs) -> Result<()> {
             c.max_position_embeddings
         )));
     }
-    if a.chunk == 0 {
-        return Err(Error::InvalidArgument("--chunk must be at least 1".into()));
+    if a.prefill_chunk == 0 {
+        return Err(Error::InvalidArgument("--prefill-chunk must be at least 1".into()));
     }
-    let p = plan(&model.desc, PlanLimits { max_context: ctx, prefill_chunk: a.chunk });
+    let p = plan(&model.desc, PlanLimits { max_context: ctx, prefill_chunk: a.prefill_chunk.min(ctx) });
     let mb = |b: usize| b as f64 / (1 << 20) as f64;
-    println!("memory plan for {} at context {ctx}, prefill chunk {}", dir.display(), a.chunk);
+    println!("memory plan for {} at context {ctx}, prefill chunk {}", dir.display(), p.limits.prefill_chunk);
     println!();
     println!("{:<12} {:>12} {:>8}", "region", "MiB", "buffers");
     for r in Region::ALL {
