@@ -109,7 +109,8 @@ typedef struct engine_model_options {
     uint32_t device;
     // Positions of KV cache per session: 1..=max_position_embeddings of the model; 0 = max_position_embeddings.
     uint32_t max_context;
-    // Most tokens per forward pass while prefilling: 1..=ENGINE_MAX_PREFILL_CHUNK (at most the context is used); 0 = 1024.
+    // Most tokens per forward pass while prefilling: 1..=ENGINE_MAX_PREFILL_CHUNK (at most the context is used);
+    // 0 = 1024.
     uint32_t prefill_chunk;
 } engine_model_options;
 
