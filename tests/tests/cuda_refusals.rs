@@ -29,15 +29,18 @@ fn cuda_refuses_what_it_cannot_run_and_names_the_cpu_backend() {
 }
 
 /// A prefill chunk whose rows of activations the GEMM tiles cannot address with 32-bit offsets is refused up
-/// front, naming the largest chunk that works, also before any device is touched.
+/// front, naming the largest chunk that works, also before any device is touched. The engine never plans a chunk
+/// longer than the context, so the checkpoint declares the longest context the loader accepts (2^24 positions) and
+/// rows wide enough (512 + a K step of halves) that 2^24 of them pass 2^32.
 #[test]
 fn cuda_refuses_a_prefill_chunk_too_long_to_address() {
     let case = cases().into_iter().find(|c| c.cuda_refuses.is_none()).expect("a case CUDA runs");
-    let dir = synth(case.name, &case.spec);
+    let spec = engine::synth::SynthSpec { max_pos: 1 << 24, intermediate: 512, ..case.spec.clone() };
+    let dir = synth(&format!("{}-long-context", case.name), &spec);
     let opts = EngineOptions { backend: BackendKind::Cuda, prefill_chunk: 1 << 40, ..Default::default() };
     match Engine::load(dir.path(), &opts) {
         Err(Error::InvalidArgument(msg)) => {
-            assert!(msg.contains("prefill chunk of 1099511627776 rows") && msg.contains("at most"), "{msg}")
+            assert!(msg.contains("prefill chunk of 16777216 rows") && msg.contains("at most"), "{msg}")
         }
         Err(other) => panic!("expected the chunk to be refused, got: {other}"),
         Ok(_) => panic!("the CUDA backend took a chunk of 2^40 rows"),
