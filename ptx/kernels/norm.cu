@@ -65,18 +65,43 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows(const RmsNormPara
     }
     __syncthreads();
     __half* o = out + (size_t)blockIdx.x * a.out_cols;
+    if (a.k_steps) {
+        // In the K order: a thread per 16-byte output chunk (out_cols is a multiple of 64, so is its row's start),
+        // its 8 sources gathered at once; this block's slice of the row's chunks (grid.z, as below).
+        const auto [lo, hi] = slice_of(a.out_cols / 8, blockIdx.z, gridDim.z);
+        for (uint32_t chunk = lo + threadIdx.x; chunk < hi; chunk += blockDim.x) {
+            uint32_t src[8];
+            bool real[8];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const uint32_t k = korder::source(8 * chunk + j);
+                real[j] = k < dim;
+                src[j] = real[j] ? (perm ? perm[k] : k) : 0;
+            }
+            float v[8], wv[8];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) v[j] = xr[src[j]], wv[j] = __half2float(w[src[j]]);
+            uint4 packed;
+            __half2* h2 = reinterpret_cast<__half2*>(&packed);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const float lo_v = real[2 * j] ? v[2 * j] * inv_rms * wv[2 * j] : 0.f;
+                const float hi_v = real[2 * j + 1] ? v[2 * j + 1] * inv_rms * wv[2 * j + 1] : 0.f;
+                h2[j] = __floats2half2_rn(lo_v, hi_v);
+            }
+            *reinterpret_cast<uint4*>(o + 8 * chunk) = packed;
+        }
+        return;
+    }
     // This block's slice of the outputs (grid.z slices: a few-row prompt has too few rows to fill the card, so each
     // row's outputs are split over several blocks, each of which reduces the whole row itself).
     const auto [lo, hi] = slice_of(a.out_cols, blockIdx.z, gridDim.z);
     for (uint32_t base = lo + threadIdx.x; base < hi; base += blockDim.x * ROW_UNROLL) {
         uint32_t src[ROW_UNROLL];
-        bool real[ROW_UNROLL];
 #pragma unroll
         for (int u = 0; u < ROW_UNROLL; ++u) {
             const uint32_t i = base + u * blockDim.x;
-            const uint32_t k = a.k_steps ? korder::source(i) : i;
-            real[u] = i < hi && k < dim;
-            src[u] = real[u] ? (perm ? perm[k] : k) : 0;
+            src[u] = i < hi ? (perm ? perm[i] : i) : 0;
         }
         float v[ROW_UNROLL], wv[ROW_UNROLL];
 #pragma unroll
@@ -84,7 +109,7 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows(const RmsNormPara
 #pragma unroll
         for (int u = 0; u < ROW_UNROLL; ++u) {
             const uint32_t i = base + u * blockDim.x;
-            if (i < hi) o[i] = real[u] ? __float2half_rn(v[u] * inv_rms * wv[u]) : __float2half_rn(0.f);
+            if (i < hi) o[i] = __float2half_rn(v[u] * inv_rms * wv[u]);
         }
     }
 }
