@@ -45,23 +45,21 @@ extern "C" __global__ void __launch_bounds__(256) swiglu_rows(const SwigluParams
             const uint32_t step = c0 / korder::STEP, q = (c0 % korder::STEP) / 8;
             const uint4* gc = reinterpret_cast<const uint4*>(g);
             const uint4* uc = reinterpret_cast<const uint4*>(g + inter);
-            uint4 gq[4], uq[4];
+            uint32_t gw[4], uw[4];  // pair j of the output chunk, as picked from gate's and up's natural chunks
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
                 const uint32_t src = 8 * step + korder::natural_chunk(q, j);
                 const bool in = src < inter / 8;
-                gq[j] = in ? gc[src] : make_uint4(0u, 0u, 0u, 0u);
-                uq[j] = in ? uc[src] : make_uint4(0u, 0u, 0u, 0u);
+                gw[j] = korder::pick(in ? gc[src] : make_uint4(0u, 0u, 0u, 0u), q);
+                uw[j] = korder::pick(in ? uc[src] : make_uint4(0u, 0u, 0u, 0u), q);
             }
-            uint4 out;
-            __half2* oh = reinterpret_cast<__half2*>(&out);
+            uint32_t out[4];
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
-                const float2 gf = __half22float2(u32_as_half2(korder::pick(gq[j], q)));
-                const float2 uf = __half22float2(u32_as_half2(korder::pick(uq[j], q)));
-                oh[j] = __floats2half2_rn(silu_times(gf.x, uf.x), silu_times(gf.y, uf.y));
+                const float2 gf = __half22float2(u32_as_half2(gw[j])), uf = __half22float2(u32_as_half2(uw[j]));
+                out[j] = half2_as_u32(__floats2half2_rn(silu_times(gf.x, uf.x), silu_times(gf.y, uf.y)));
             }
-            *reinterpret_cast<uint4*>(o + c0) = out;
+            *reinterpret_cast<uint4*>(o + c0) = make_uint4(out[0], out[1], out[2], out[3]);
         } else if (a.k_steps) {
             for (uint32_t i = c0; i < min(c0 + 8, a.ldh); ++i) {
                 const uint32_t k = korder::source(i);
