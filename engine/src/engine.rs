@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use engine_format::PlanLimits;
 use engine_tools::{Tokenizer, TokenizerKind};
 
 use crate::backend::cpu::CpuBackend;
@@ -78,8 +79,8 @@ impl Engine {
         if opts.prefill_chunk == 0 {
             return Err(Error::InvalidArgument("prefill chunk must be at least 1".into()));
         }
-        // A chunk longer than the context would only hold activation rows no prompt can fill.
-        let opts = &EngineOptions { prefill_chunk: opts.prefill_chunk.min(max_context), ..opts.clone() };
+        let limits = PlanLimits::new(max_context, opts.prefill_chunk);
+        let opts = &EngineOptions { prefill_chunk: limits.prefill_chunk, ..opts.clone() };
         let tokenizer = load_tokenizer(dir, c).map_err(|e| Error::Tokenizer(e.to_string()))?;
         if tokenizer.vocab_size() > c.vocab_size {
             return Err(Error::Tokenizer(format!(

@@ -32,13 +32,22 @@ use crate::gptq::Bits;
 /// The int4 tile layout's numbers, shared with the kernels (one source: the kernels' `tile_layout.h`).
 pub use engine_ptx::tile::{STEP_K, TILE_N};
 
-/// Limits the plan is computed for.
+/// Limits the plan is computed for. Build them with [`PlanLimits::new`], the one place that decides what a chunk
+/// longer than the context means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanLimits {
     /// Positions of KV cache per sequence.
     pub max_context: usize,
-    /// Most tokens processed by one prefill chunk.
+    /// Most tokens processed by one prefill chunk: never more than `max_context`.
     pub prefill_chunk: usize,
+}
+
+impl PlanLimits {
+    /// Limits for sessions of `max_context` positions, prefilled in chunks of `prefill_chunk` tokens. A chunk longer
+    /// than the context is planned as long as the context: the extra activation rows are ones no prompt can fill.
+    pub fn new(max_context: usize, prefill_chunk: usize) -> PlanLimits {
+        PlanLimits { max_context, prefill_chunk: prefill_chunk.min(max_context) }
+    }
 }
 
 /// Which allocation a buffer lives in.
@@ -602,6 +611,12 @@ impl MemoryPlan {
 mod tests {
     use super::*;
     use crate::testutil;
+
+    #[test]
+    fn a_chunk_is_never_planned_longer_than_the_context() {
+        assert_eq!(PlanLimits::new(64, 1024), PlanLimits { max_context: 64, prefill_chunk: 64 });
+        assert_eq!(PlanLimits::new(4096, 1024), PlanLimits { max_context: 4096, prefill_chunk: 1024 });
+    }
 
     fn tiny_desc() -> ModelDesc {
         let (config, quant, shard) = testutil::tiny_checkpoint();

@@ -367,12 +367,12 @@ pub unsafe extern "C" fn engine_model_memory_plan(
                 "prefill_chunk must be in 1..={ENGINE_MAX_PREFILL_CHUNK} (0 = the model's), got {prefill_chunk}"
             )));
         }
-        let chunk = chunk.min(ctx);
-        let p = plan(&m.engine.model().desc, PlanLimits { max_context: ctx, prefill_chunk: chunk });
+        let limits = PlanLimits::new(ctx, chunk);
+        let p = plan(&m.engine.model().desc, limits);
         let r = |region| p.region_size(region) as u64;
         let out = EngineMemoryPlan {
             max_context: u32_sat(ctx),
-            prefill_chunk: u32_sat(chunk),
+            prefill_chunk: u32_sat(limits.prefill_chunk),
             weights_bytes: r(Region::Weights),
             kv_cache_bytes: r(Region::KvCache),
             activations_bytes: r(Region::Activations),

@@ -127,7 +127,7 @@ impl CudaBackend {
         support::check(&model)?;
         support::check_chunk(&model.desc, opts.prefill_chunk)?;
         let gpu = Device::open(opts.device, &opts.tuning)?;
-        let limits = PlanLimits { max_context: opts.max_context, prefill_chunk: opts.prefill_chunk };
+        let limits = PlanLimits::new(opts.max_context, opts.prefill_chunk);
         let plan = plan::plan(&model.desc, limits);
         let t0 = std::time::Instant::now();
         let weights = DeviceWeights::upload(&gpu, &model, &plan, opts.tuning.gpu_repack, opts.progress)?;
