@@ -89,6 +89,14 @@ struct GemmInput {
     k_steps: bool,
 }
 
+/// How a prefill GEMM over a linear is launched.
+enum GemmLaunches {
+    /// One launch over every part of the linear.
+    Whole(GemmTile),
+    /// A launch per act-order part (each a linear of its own: one input copy, one row order), in part order.
+    PerPart(Vec<(DevLinear, GemmTile)>),
+}
+
 impl GemmInput {
     /// Rows in order.
     fn rows(a: DevPtr<f16>, lda: u32, part_stride: u32) -> GemmInput {
@@ -545,22 +553,29 @@ impl Step<'_> {
     /// writes them): every tile picks it per block where the parts start on block boundaries (one launch; the 7B
     /// shapes have them); otherwise each part is a launch of its own.
     fn gemm(&self, lin: &DevLinear, a: GemmInput, out: GemmOut, ldy: u32, m: u32) -> Result<()> {
-        for (i, (part, tile)) in self.gemm_launches(lin, m).into_iter().enumerate() {
-            let a = if lin.parts() == 1 || part.parts() > 1 { a } else { a.part(i) };
-            self.gemm_launch(&part, tile, a, out, ldy, m)?;
+        match self.gemm_launches(lin, m) {
+            // One launch: with act-order parts, the kernel picks each part's copy of the input itself.
+            GemmLaunches::Whole(tile) => self.gemm_launch(lin, tile, a, out, ldy, m),
+            GemmLaunches::PerPart(parts) => {
+                for (i, (part, tile)) in parts.into_iter().enumerate() {
+                    self.gemm_launch(&part, tile, a.part(i), out, ldy, m)?;
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 
-    /// The launches of a GEMM over `lin` with `m` rows: all of it with one tile, or each part with its own.
-    fn gemm_launches(&self, lin: &DevLinear, m: u32) -> Vec<(DevLinear, GemmTile)> {
+    /// The launches of a GEMM over `lin` with `m` rows: all of it with one tile, or each part with its own where
+    /// the tile's blocks would straddle the parts' boundaries.
+    fn gemm_launches(&self, lin: &DevLinear, m: u32) -> GemmLaunches {
         let tile = self.gemm_tile(lin, m);
         let block = tile.block_slots(lin.n_pad);
         let on_block_boundaries = lin.part_slots.iter().all(|&s| s == layout::NO_PART || s % block == 0);
         if lin.parts() == 1 || on_block_boundaries {
-            return vec![(*lin, tile)];
+            return GemmLaunches::Whole(tile);
         }
-        lin.part_ranges()
+        let parts = lin
+            .part_ranges()
             .map(|(start, end)| {
                 let tile0 = (start / plan::TILE_N as u32) as usize;
                 let part = DevLinear {
@@ -573,13 +588,17 @@ impl Step<'_> {
                 };
                 (part, self.gemm_tile(&part, m))
             })
-            .collect()
+            .collect();
+        GemmLaunches::PerPart(parts)
     }
 
     /// Whether every launch of the GEMM over `lin` with `m` rows runs the weights-in-registers tile: then the
     /// kernel producing its input writes it in that tile's K order.
     fn k_steps_for(&self, lin: &DevLinear, m: u32) -> bool {
-        self.gemm_launches(lin, m).iter().all(|(_, tile)| *tile == GemmTile::WgmmaWreg)
+        match self.gemm_launches(lin, m) {
+            GemmLaunches::Whole(tile) => tile == GemmTile::WgmmaWreg,
+            GemmLaunches::PerPart(parts) => parts.iter().all(|(_, tile)| *tile == GemmTile::WgmmaWreg),
+        }
     }
 
     /// The tile shapes.rs picks for `m` rows of `lin` (the 128-row tile is int4's only).
