@@ -28,22 +28,27 @@ ENGINE_DEV uint32_t source(uint32_t col) {
 // The natural chunk (of the step's 8) from which pair j of stored chunk q comes.
 ENGINE_DEV uint32_t natural_chunk(uint32_t q, int j) { return 2 * j + (q & 1); }
 
+// Pair j of stored chunk q from the two words of its natural chunk that hold it: halves i % 2 of `lo` (half i)
+// and of `hi` (half i + 4), i = q / 2.
+ENGINE_DEV uint32_t pair(uint32_t lo, uint32_t hi, uint32_t q) {
+    return __byte_perm(lo, hi, ((q >> 1) & 1) ? 0x7632u : 0x5410u);
+}
+
 // Pair j of stored chunk q (halves i and i + 4 of natural chunk `natural_chunk(q, j)`, i = q / 2) as one word.
 ENGINE_DEV uint32_t pick(const uint4& natural, uint32_t q) {
-    const uint32_t i = q >> 1;
-    return __byte_perm(word_of(natural, i >> 1), word_of(natural, (i >> 1) + 2), (i & 1) ? 0x7632u : 0x5410u);
+    const uint32_t w = q >> 2;  // the word holding half i
+    return pair(word_of(natural, w), word_of(natural, w + 2), q);
 }
 
 // Stored chunk q of a step from the step's 32 natural words (`words`: anything indexable, e.g. a row in shared
 // memory): only the 8 words it needs are read.
 template <class Words>
 ENGINE_DEV uint4 chunk(const Words& words, uint32_t q) {
-    const uint32_t i = q >> 1, sel = (i & 1) ? 0x7632u : 0x5410u;
     uint32_t v[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-        const uint32_t at = 4 * natural_chunk(q, j) + (i >> 1);
-        v[j] = __byte_perm(words[at], words[at + 2], sel);
+        const uint32_t at = 4 * natural_chunk(q, j) + (q >> 2);
+        v[j] = pair(words[at], words[at + 2], q);
     }
     return make_uint4(v[0], v[1], v[2], v[3]);
 }
