@@ -17,16 +17,15 @@
 //     rows 16t .. 16t + 15 of the step — and the dequantized pair i = (row i, row i + 4) of each word goes straight
 //     into the k16 block i. So k16 block i, column c holds input row 16 (c' / 2) + 8h + i + 4 (c' % 2), with
 //     h = c / 8 and c' = c % 8 (k_order.cuh);
-//   - B, the rows of A, must then hold the same permutation: each step's 16 × 64 halves are copied as they are
-//     (cp.async, one step ahead of their use) and rearranged into the swizzled B tile by 128 threads, one 16-byte
-//     chunk each, 8 halves gathered as 4 pairs;
-//   - one barrier per step; rows of A past m copy row m - 1 (never stored: row r of Y depends on row r of A only),
-//     columns past k are zero-filled.
+//   - B, the rows of A, must then hold the same permutation: the kernels that produce A write it so (the norms,
+//     SwiGLU, attention; `permute_k_steps` where none can), k_pad columns with zeros past k, and each step's 16 × 64
+//     halves are plain 16-byte copies into the swizzled B tile (cp.async, AHEAD steps ahead, with the weights);
+//   - one barrier per step; rows of A past m copy row m - 1 (never stored: row r of Y depends on row r of A only).
+// The K loop is `mainloop`, shared with the 128-row tile (gemm_wgmma_wreg.cu), which differs only in N.
 // The epilogue holds the accumulators transposed (a thread has neighbouring rows of one slot), so it is this file's
 // own; split-K uses gemm.cu's partial-sum layout and protocol.
 #include "tiles.cuh"
 #include "tensor_core.cuh"
-#include "k_order.cuh"
 
 namespace wgs {
 
@@ -34,19 +33,18 @@ using wg::BK;
 constexpr int THREADS = 256;
 constexpr int BN = 128, TILES = BN / INT4_TILE_N;  // slots per block; one slot-tile per warp
 constexpr int ROWS = 16;                           // rows of A per block: wgmma's N
-constexpr int AHEAD = 5;                           // steps of raw words (and rows of A, one more) in flight
-constexpr int STAGES = AHEAD + 1;
+constexpr int AHEAD = 6;                           // steps of {rows of A, raw words} in flight ahead of the multiply
 constexpr int ACC = ROWS / 2;                      // f32 accumulators per thread (64 slots × 16 rows / 128 threads)
-constexpr int X_LD = BK + 16;  // row stride (halves) of the copied rows: the gathers of 4 rows hit distinct banks
-constexpr int PERMUTERS = ROWS * BK / 8;  // threads that copy and rearrange A: one 16-byte chunk each per step
-static_assert(TILES * 32 == THREADS && PERMUTERS <= THREADS, "one raw uint4 per thread and step");
+static_assert(TILES * 32 == THREADS, "one raw uint4 per thread and step");
 
-struct Smem {
-    __half b[2][ROWS * BK];          // rows of A for wgmma's B: [row][permuted k], swizzled
-    __half x[STAGES][ROWS * X_LD];   // rows of A as copied: [row][k]
+// The pipeline's stages of a weights-in-registers tile with `R` rows of A (this one's 16, gemm_wgmma_wreg.cu's 128).
+template <int R, int STAGES>
+struct Stages {
+    __half b[STAGES][R * BK];        // rows of A (already in the K order), wgmma's B: [row][k], swizzled
     uint4 wraw[STAGES][TILES][32];
     uint32_t sz[STAGES][THREADS];    // each lane's (scale, zero) word for its chunk of the step
 };
+using Smem = Stages<ROWS, AHEAD + 1>;
 // The dynamic shared memory holds one Smem and 1 KB of room to start it on a 1024-byte boundary (the B tiles' swizzle
 // period; each is 2 KB).
 static_assert(sizeof(Smem) + 1024 == 51200, "GEMM_WGMMA_SHORT_SMEM_BYTES in shapes.rs must match");
@@ -139,105 +137,118 @@ ENGINE_DEV void finish(const GemmParams& p, float (&d)[ACC], uint32_t slot_l, ui
         if (row_of(i) < p.m) gemm::store_one<OUT>(p, (size_t)row_of(i) * p.ldy, col[(i >> 1) & 1], d[i]);
 }
 
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// d (64 × 128, f32) += A (64 × 16, f16, this thread's fragment a) · B (16 × 128, K-major, descriptor db): the
+// 128-row tile's multiply, here so that `mainloop` serves both tiles.
+ENGINE_DEV void wgmma_k16(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+
+// The K loop of the weights-in-registers tiles: block `blk`'s steps of `R` rows of A (in the K order, lda = k_pad)
+// times its 8 slot-tiles, into d (wgmma's m64nR accumulators of this thread's warpgroup).
+// Pipeline: L(j) = {rows of A and raw words of step j} into stage j % STAGES. L(0) .. L(AHEAD - 1) before the
+// loop, L(i + AHEAD) issued in step i (every group committed even when empty), so that in step i wait_group
+// AHEAD - 1 means "L(i) has landed". L(i + AHEAD) takes the stage of step i - 1, whose multiply every warpgroup
+// waited for before step i's barrier.
+template <int R, int AHEAD_>
+ENGINE_DEV void mainloop(const GemmParams& p, const gemm::RowsBlock& blk, Stages<R, AHEAD_ + 1>& s,
+                         float (&d)[R / 2]) {
+    constexpr int STAGES = AHEAD_ + 1;
+    constexpr int CHUNKS = R * BK / 8;                              // 16-byte chunks of A per step
+    constexpr int PER_THREAD = (CHUNKS + THREADS - 1) / THREADS;    // 1 (16 rows: threads 0..127) or 4 (128 rows)
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int n_steps = blk.n_steps;
+
+    // Rows of A: chunk tid + THREADS i is row tid / 8 + 32 i (rows 32 apart keep their swizzle), column chunk
+    // tid % 8. Row offsets in 32 bits, computed once (support.rs keeps a chunk's rows under 2³² elements); every
+    // column of the K-order copy exists (it is k_pad wide). Rows past m copy row m - 1.
+    const int a_r = tid >> 3, a_c = (tid & 7) * 8;
+    const bool copies_a = CHUNKS >= THREADS || tid < CHUNKS;
+    uint32_t a_off[PER_THREAD];
+#pragma unroll
+    for (int i = 0; i < PER_THREAD; ++i) a_off[i] = min(blk.m0 + a_r + 32 * i, p.m - 1) * p.lda + a_c;
+    const uint32_t b_dst = wg::swizzled(a_r % R, a_c);
+    auto load_b = [&](int stage, uint32_t step) {
+        if (!copies_a) return;
+        const __half* src = blk.a + step * BK;
+#pragma unroll
+        for (int i = 0; i < PER_THREAD; ++i) tc::cp_async16(&s.b[stage][b_dst + 32 * i * BK], src + a_off[i], 16u);
+    };
+    // Raw weights: warp w copies slot-tile w of the block (512 contiguous bytes per step).
+    const wg::RawCopies<1> raw(p, blockIdx.x * TILES + warp, 0, blk.tiles, blk.steps_all, lane);
+    auto load_w = [&](int stage, uint32_t step) {
+        raw.copy(p, step, &s.wraw[stage][warp][lane], 0, &s.sz[stage][tid], 0);
+    };
+    const FragmentSource frags(lane);
+
+#pragma unroll
+    for (int j = 0; j < AHEAD_; ++j) {
+        if (j < n_steps) {
+            load_b(j, blk.step_begin + j);
+            load_w(j, blk.step_begin + j);
+        }
+        tc::cp_async_commit();
+    }
+
+    const uint64_t b_desc = wg::smem_desc(tc::smem_addr(&s.b[0][0]));
+    constexpr uint32_t B_STAGE = R * BK * 2 / 16, K16 = 32 / 16;  // in the descriptor's 16-byte units
+    int cur = 0;                                                   // i % STAGES
+    for (int i = 0; i < n_steps; ++i) {
+        tc::cp_async_wait<AHEAD_ - 1>();
+        wg::fence_proxy_async();
+        // The step's barrier: L(i) has landed for everyone and is visible to the tensor cores (each thread fenced
+        // its own copies); both warpgroups have waited for their multiply of step i - 1.
+        __syncthreads();
+        uint32_t frag[4][4];
+        frags.dequant(s.wraw[cur][warp], &s.sz[cur][warp * 32], frag);
+        wg::wgmma_fence();
+        wg::fence_operands(d);
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; ++kk) wgmma_k16(d, frag[kk], b_desc + cur * B_STAGE + kk * K16);
+        wg::wgmma_commit();
+        const int prev = cur == 0 ? STAGES - 1 : cur - 1;
+        if (i + AHEAD_ < n_steps) {
+            load_b(prev, blk.step_begin + i + AHEAD_);
+            load_w(prev, blk.step_begin + i + AHEAD_);
+        }
+        tc::cp_async_commit();
+        cur = cur + 1 == STAGES ? 0 : cur + 1;
+        wg::wgmma_wait<0>();
+        wg::fence_operands(d);
+    }
+    tc::cp_async_wait<0>();  // nothing real is pending (the last groups are empty); never leave a copy in flight
+}
+#endif
+
 template <int OUT>
 ENGINE_DEV void run(const GemmParams& p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const uint32_t pad = (1024u - (tc::smem_addr(smem_raw) & 1023u)) & 1023u;
     Smem& s = *reinterpret_cast<Smem*>(smem_raw + pad);
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, group = warp >> 2;
-    const uint32_t slot0 = blockIdx.x * BN;
-    const uint32_t steps_all = p.k_pad / BK, tiles = p.n_pad / INT4_TILE_N;
-    const __half* a = part_a(p, slot0);
-    const Slice ks = slice_of(steps_all, blockIdx.z, p.k_splits);
-    const uint32_t step_begin = ks.lo;
-    const int n_steps = (int)(ks.hi - ks.lo);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, group = warp >> 2;
+    const gemm::RowsBlock blk = gemm::rows_block(p, BN);  // grid.y is 1: rows 0 .. m - 1
 
     pdl_wait();
     pdl_launch_dependents();
 
-    // Rows of A: the first PERMUTERS threads copy and rearrange one 16-byte chunk each per step (row tid / 8,
-    // chunk tid % 8). Rows past m copy row m - 1; columns past k read nothing (src-size 0, from a clamped address).
-    const bool permuter = tid < PERMUTERS;
-    const int x_r = (tid >> 3) % ROWS, x_c = (tid & 7) * 8;
-    const __half* x_src = a + (size_t)min((uint32_t)x_r, p.m - 1) * p.lda;
-    auto load_x = [&](int stage, uint32_t step) {
-        const uint32_t col = step * BK + x_c;
-        if (permuter)
-            tc::cp_async16(&s.x[stage][x_r * X_LD + x_c], x_src + min(col, p.k - 8), col < p.k ? 16u : 0u);
-    };
-    // The chunk this thread writes: stored chunk tid % 8 of the step in the K order (k_order.cuh), gathered from
-    // the copied row by byte permutes.
-    const uint32_t b_dst = wg::swizzled(x_r, x_c);
-    auto permute = [&](int stage, int buf) {
-        if (!permuter) return;
-        const uint32_t* row = reinterpret_cast<const uint32_t*>(&s.x[stage][x_r * X_LD]);
-        *reinterpret_cast<uint4*>(&s.b[buf][b_dst]) = korder::chunk(row, tid & 7);
-    };
-    // Raw weights: warp w copies slot-tile w of the block (512 contiguous bytes per step).
-    const wg::RawCopies<1> raw(p, blockIdx.x * TILES + warp, 0, tiles, steps_all, lane);
-    auto load_w = [&](int stage, uint32_t step) {
-        raw.copy(p, step, &s.wraw[stage][warp][lane], 0, &s.sz[stage][tid], 0);
-    };
-    const FragmentSource frags(lane);
-    auto dequant = [&](int stage, uint32_t (&frag)[4][4]) {
-        frags.dequant(s.wraw[stage][warp], &s.sz[stage][warp * 32], frag);
-    };
-
     float d[ACC];
 #pragma unroll
     for (int i = 0; i < ACC; ++i) d[i] = 0.f;
-
-    // Pipeline. Step i needs L(i) = {rows of A of step i + 1, raw words of step i}: the raw words are dequantized
-    // in step i, the rows rearranged into B during step i for step i + 1. Groups: G = {A of step 0}, then L(0) ..
-    // L(AHEAD - 1), then L(i + AHEAD) issued in step i — every group committed even when empty, so that in step i
-    // wait_group AHEAD - 1 means "L(i) has landed". Stages: A of step j in x[j % STAGES], raw words of step j in
-    // wraw[j % STAGES]; L(i + AHEAD) reuses the stages of A of step i (rearranged during step i - 1) and the raw
-    // words of step i - 1 (dequantized in step i - 1), both finished by every thread at step i's barrier.
-    if (n_steps > 0) load_x(0, step_begin);
-    tc::cp_async_commit();
-#pragma unroll
-    for (int j = 0; j < AHEAD; ++j) {
-        if (j + 1 < n_steps) load_x(j + 1, step_begin + j + 1);
-        if (j < n_steps) load_w(j, step_begin + j);
-        tc::cp_async_commit();
-    }
-    tc::cp_async_wait<AHEAD>();
-    __syncthreads();
-    if (n_steps > 0) permute(0, 0);
-    wg::fence_proxy_async();
-
-    const uint64_t b_desc = wg::smem_desc(tc::smem_addr(&s.b[0][0]));
-    constexpr uint32_t B_BUF = ROWS * BK * 2 / 16, K16 = 32 / 16;  // in the descriptor's 16-byte units
-    int cur = 0;  // i % STAGES
-    for (int i = 0; i < n_steps; ++i) {
-        tc::cp_async_wait<AHEAD - 1>();
-        // The step's barrier: L(i) has landed for everyone; B of step i is complete and visible to the tensor
-        // cores (each thread fenced its writes); both warpgroups have waited for their multiply of step i - 1.
-        __syncthreads();
-        uint32_t frag[4][4];
-        dequant(cur, frag);
-        wg::wgmma_fence();
-        wg::fence_operands(d);
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; ++kk) wgmma_k16(d, frag[kk], b_desc + (i & 1) * B_BUF + kk * K16);
-        wg::wgmma_commit();
-        const int next = cur + 1 == STAGES ? 0 : cur + 1;
-        if (i + 1 < n_steps) permute(next, (i + 1) & 1);
-        wg::fence_proxy_async();
-        // L(i + AHEAD): A of step i + AHEAD + 1 into x[i % STAGES], raw words of step i + AHEAD into
-        // wraw[(i - 1) % STAGES].
-        const int prev = cur == 0 ? STAGES - 1 : cur - 1;
-        if (i + AHEAD + 1 < n_steps) load_x(cur, step_begin + i + AHEAD + 1);
-        if (i + AHEAD < n_steps) load_w(prev, step_begin + i + AHEAD);
-        tc::cp_async_commit();
-        cur = next;
-        wg::wgmma_wait<0>();
-        wg::fence_operands(d);
-    }
-    tc::cp_async_wait<0>();  // nothing real is pending (the last groups are empty); never leave a copy in flight
-
-    finish<OUT, ACC>(p, d, slot0 + 64 * group + 16 * (warp & 3) + (lane >> 2), 0);
+    mainloop<ROWS, AHEAD>(p, blk, s, d);
+    finish<OUT, ACC>(p, d, blk.slot0 + 64 * group + 16 * (warp & 3) + (lane >> 2), 0);
 #else
     __trap();  // compute_80 module: the host launches these on sm_90 only, where the sm_90a module is loaded
 #endif
@@ -245,8 +256,8 @@ ENGINE_DEV void run(const GemmParams& p) {
 
 }  // namespace wgs
 
-// Block: 256 threads. Grid: (ceil(n_pad / 128), 1, k_splits); m ≤ 16. Dynamic shared memory sizeof(wgs::Smem) +
-// 1024 = 51200 bytes, at most 64 registers per thread: four blocks per SM. sm_90a only: in the compute_80 module
+// Block: 256 threads. Grid: (ceil(n_pad / 128), 1, k_splits); m ≤ 16; A in the K order of k_order.cuh (lda = k_pad,
+// as `permute_k_steps` writes it). Dynamic shared memory sizeof(wgs::Smem) + 1024 = 51200 bytes, at most 64 registers per thread: four blocks per SM. sm_90a only: in the compute_80 module
 // these trap.
 extern "C" __global__ void __launch_bounds__(256, 4) gemm_wgmma_short_int4_store16(const GemmParams p) {
     wgs::run<gemm::STORE16>(p);

@@ -242,9 +242,9 @@ const _: () = assert!(GEMM_WGMMA256_SMEM_BYTES + 16 + 1024 <= 228 * 1024);
 pub const GEMM_WGMMA_WS_SMEM_BYTES: u32 = 4 * 2 * 128 * 64 * 2 + 3 * 8 * 32 * 16 + 3 * 2 * 128 * 4 + 64 + 1024;
 const _: () = assert!(GEMM_WGMMA_WS_SMEM_BYTES + 16 + 1024 <= 228 * 1024);
 
-/// Shared memory of `gemm_wgmma_short_int4_*` (`sizeof(wgs::Smem)` + 1 KB): B 2×16×64 halves, 6 stages of copied
-/// rows of A (16 × 80 halves), raw W (8×32 uint4) and scales (256 words).
-pub const GEMM_WGMMA_SHORT_SMEM_BYTES: u32 = 2 * 16 * 64 * 2 + 6 * (16 * 80 * 2 + 8 * 32 * 16 + 256 * 4) + 1024;
+/// Shared memory of `gemm_wgmma_short_int4_*` (`sizeof(wgs::Smem)` + 1 KB): 7 stages of B (16 rows of A × 64
+/// halves), raw W (8×32 uint4) and scales (256 words).
+pub const GEMM_WGMMA_SHORT_SMEM_BYTES: u32 = 7 * (16 * 64 * 2 + 8 * 32 * 16 + 256 * 4) + 1024;
 /// Blocks of `gemm_wgmma_short_int4_*` an SM holds: its shared memory and its 64-register cap allow four.
 pub const GEMM_WGMMA_SHORT_BLOCKS_PER_SM: u32 = 4;
 const _: () = assert!(GEMM_WGMMA_SHORT_BLOCKS_PER_SM * (GEMM_WGMMA_SHORT_SMEM_BYTES + 16 + 1024) <= 228 * 1024);
@@ -292,7 +292,8 @@ pub enum GemmTile {
     /// per SM.
     WgmmaWs,
     /// Chunks of at most 16 rows on wgmma with the weights, dequantized in registers, as the M side
-    /// (`gemm_wgmma_short_int4_*`, sm_90 only): 128 slots × 16 rows per block, four blocks per SM.
+    /// (`gemm_wgmma_short_int4_*`, sm_90 only): 128 slots × 16 rows per block, four blocks per SM; A must be in
+    /// its K order, as for [`GemmTile::WgmmaWreg`].
     WgmmaShort,
     /// 128 slots × 128 rows on wgmma with the weights dequantized in registers as the M side
     /// (`gemm_wgmma_wreg_int4_*`, sm_90 only), two blocks per SM; A must first be in its K order
@@ -304,6 +305,12 @@ pub enum GemmTile {
 pub const GEMM128_MIN_ROWS: u32 = 128;
 
 impl GemmTile {
+    /// Whether the tile reads its A in the K order of the weights-in-registers tiles (`ptx/kernels/k_order.cuh`),
+    /// k_pad columns wide, rather than in order.
+    pub fn reads_k_steps(self) -> bool {
+        matches!(self, GemmTile::WgmmaShort | GemmTile::WgmmaWreg)
+    }
+
     /// The tile for `m` rows of a GEMM over `tiles` slot tiles and `steps` K steps: `gemm_small` for at most 16
     /// rows when a shape fits, the 128 × 128 tile from 128 rows when `gemm128` (the card allows it and the tuning
     /// wants it), else the 64 × 64 tile.

@@ -592,12 +592,12 @@ impl Step<'_> {
         GemmLaunches::PerPart(parts)
     }
 
-    /// Whether every launch of the GEMM over `lin` with `m` rows runs the weights-in-registers tile: then the
-    /// kernel producing its input writes it in that tile's K order.
+    /// Whether every launch of the GEMM over `lin` with `m` rows runs a weights-in-registers tile: then the
+    /// kernel producing its input writes it in those tiles' K order.
     fn k_steps_for(&self, lin: &DevLinear, m: u32) -> bool {
         match self.gemm_launches(lin, m) {
-            GemmLaunches::Whole(tile) => tile == GemmTile::WgmmaWreg,
-            GemmLaunches::PerPart(parts) => parts.iter().all(|(_, tile)| *tile == GemmTile::WgmmaWreg),
+            GemmLaunches::Whole(tile) => tile.reads_k_steps(),
+            GemmLaunches::PerPart(parts) => parts.iter().all(|(_, tile)| tile.reads_k_steps()),
         }
     }
 
@@ -647,9 +647,9 @@ impl Step<'_> {
         if int4_only && format != TileFormat::Int4 {
             return Err(Error::Device(format!("the {tile:?} GEMM tile runs int4 weights, not {format:?}")));
         }
-        // A as the tile reads it: the weights-in-registers tile in its K order (rearranged here into
+        // A as the tile reads it: the weights-in-registers tiles in their K order (rearranged here into
         // `act.gemm_in` where the producer wrote the rows in order), every other tile in order.
-        let a = match (tile == GemmTile::WgmmaWreg, a.k_steps) {
+        let a = match (tile.reads_k_steps(), a.k_steps) {
             (true, true) | (false, false) => a,
             (true, false) => {
                 let p = PermuteKParams {

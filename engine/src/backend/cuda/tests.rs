@@ -1099,7 +1099,7 @@ impl<'a> GemmTileFns<'a> {
     }
     fn wgmma_short(g: &'a Device) -> Self {
         let fns = [&g.k.gemm_wgmma_short_store32, &g.k.gemm_wgmma_short_residual, &g.k.gemm_wgmma_short_store16];
-        GemmTileFns { rows: 16, slots: 128, threads: 256, smem: GEMM_WGMMA_SHORT_SMEM_BYTES, fns, permute_k: false }
+        GemmTileFns { rows: 16, slots: 128, threads: 256, smem: GEMM_WGMMA_SHORT_SMEM_BYTES, fns, permute_k: true }
     }
     fn wgmma_wreg(g: &'a Device) -> Self {
         let fns = [&g.k.gemm_wgmma_wreg_store32, &g.k.gemm_wgmma_wreg_residual, &g.k.gemm_wgmma_wreg_store16];
@@ -1286,9 +1286,10 @@ fn gemm_wgmma_wreg_int4_matches_f64_on_long_chunks() {
 }
 
 /// The short wgmma tile (`gemm_wgmma_short_int4_*`: at most 16 rows, the weights dequantized in registers as wgmma's
-/// M side, the rows of A rearranged to match; sm_90 only) on the same kinds of awkward shapes at 1 to 16 rows: rows
-/// past m copy row m - 1 and must never be stored; K of one step with an empty split, of 200 (zero-filled
-/// columns), of 172 steps in up to 12 splits.
+/// M side; sm_90 only) on the same kinds of awkward shapes at 1 to 16 rows, each A first rearranged into the tile's
+/// K order by `permute_k_steps` (checked against the host's rearrangement): rows past m copy row m - 1 and must
+/// never be stored; K of one step with an empty split, of 200 (zero-filled columns), of 172 steps in up to 12
+/// splits.
 #[test]
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
 fn gemm_wgmma_short_int4_matches_f64() {
@@ -2510,6 +2511,60 @@ fn gemv_int4_time_per_launch() {
                 );
             }
         }
+    }
+}
+
+/// The floor of a decode step made of separate kernels: `read_bytes_bw` (a pure read, nothing to compute) over the
+/// byte counts of the 7B layer's four GEMVs (q/k/v 25.2 MB, o 8.4, gate/up 45.1, down 22.5: their int4 words),
+/// launched back to back over distinct buffers as a step launches them, 32 layers between two events; against one
+/// launch over the same total. The difference is what kernel boundaries cost a stream that does nothing else;
+/// the GEMVs' time above it is their own. Grids of 1, 2 and 4 blocks of 256 threads per SM; median of 5.
+#[test]
+#[ignore = "needs a GPU: a measurement, run by hand (--nocapture)"]
+fn read_chain_time_per_step() {
+    let g = gpu();
+    let layer: [usize; 4] = [4096 * 12288 / 2, 4096 * 4096 / 2, 4096 * 22016 / 2, 11008 * 4096 / 2];
+    let total: usize = 32 * layer.iter().sum::<usize>();
+    let src = poisoned(&g, total);
+    let sink = g.alloc(4 * 256 * g.limits.sm_count as usize * 4, "t").unwrap();
+    let time = |launches: &[(usize, usize)], per_sm: u32| -> f64 {
+        let l = Launch::new(per_sm * g.limits.sm_count, 256, 0);
+        let mut times = Vec::new();
+        for rep in 0..6 {
+            let (a, b) = (g.event(true).unwrap(), g.event(true).unwrap());
+            a.record(&g.stream).unwrap();
+            for &(at, bytes) in launches {
+                let (src, n16) = (src.ptr::<u8>().add(at).cast(), (bytes / 16) as u64);
+                let p = ReadParams { src, sink: sink.ptr(), n16, never: 0x5EED_F00D };
+                launch(&g, &g.k.read_bw, l, &p);
+            }
+            b.record(&g.stream).unwrap();
+            g.sync().unwrap();
+            if rep > 0 {
+                times.push(a.elapsed_ms(&b).unwrap() as f64 * 1e3);
+            }
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        times[times.len() / 2]
+    };
+    let mut chain = Vec::new();
+    let mut at = 0;
+    for _ in 0..32 {
+        for &bytes in &layer {
+            chain.push((at, bytes));
+            at += bytes;
+        }
+    }
+    for per_sm in [1u32, 2, 4] {
+        let (one, many) = (time(&[(0, total)], per_sm), time(&chain, per_sm));
+        println!(
+            "read {:.2} GB, {per_sm} blocks/SM: one launch {one:8.1} µs ({:6.0} GB/s); 128 launches {many:8.1} µs \
+             ({:6.0} GB/s): {:5.2} µs per boundary",
+            total as f64 / 1e9,
+            total as f64 / one / 1e3,
+            total as f64 / many / 1e3,
+            (many - one) / 128.0
+        );
     }
 }
 
