@@ -128,3 +128,6 @@ ENGINE_DEV void pdl_launch_dependents() {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+
+// SwiGLU of one column: silu(gate) · up, in f32. One definition for swiglu_rows and the GEMM epilogue that fuses it.
+ENGINE_DEV float silu_times(float gate, float up) { return gate / (1.f + __expf(-gate)) * up; }

@@ -30,7 +30,9 @@ constexpr int BN = 64, BK = 64;  // the row tile BM is a template parameter (64 
 constexpr int STAGES = 4;
 constexpr int THREADS = 128;
 constexpr int LDS = BK + 8;  // padded row (halves) of the shared A and dequantized-W tiles
-enum Out { STORE16 = 0, RESIDUAL = 1, STORE32 = 2 };
+// SWIGLU_K: the short wgmma tile's own (gemm_wgmma_short.cu): SwiGLU of a paired gate/up into the down projection's
+// input, in its K order. store_one never sees it.
+enum Out { STORE16 = 0, RESIDUAL = 1, STORE32 = 2, SWIGLU_K = 3 };
 
 // The tensor-core building blocks (cp.async, ldmatrix, mma.sync) are tensor_core.cuh's.
 using tc::cp_async16;

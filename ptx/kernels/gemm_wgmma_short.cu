@@ -26,6 +26,7 @@
 // own; split-K uses gemm.cu's partial-sum layout and protocol.
 #include "tiles.cuh"
 #include "tensor_core.cuh"
+#include "k_order.cuh"
 
 namespace wgs {
 
@@ -129,6 +130,19 @@ ENGINE_DEV void finish(const GemmParams& p, float (&d)[ACC], uint32_t slot_l, ui
                     if (z0 + j < p.k_splits) d[i] += x[j][i];
         }
         if (threadIdx.x == 0) *counter = 0;
+    }
+    if (OUT == gemm::SWIGLU_K) {
+        // Paired gate/up (ColumnOrder::GateUp): gate column i in slot g of a tile, up column i in slot g + 8 — this
+        // thread holds both (h = 0 and 1), so SwiGLU needs no kernel of its own: silu(gate) · up, rounded once, goes
+        // to column i of the down projection's input (y16, ldy = its k_pad), in the K order of k_order.cuh.
+        const uint32_t i_col = slot_l < p.n_pad ? p.col_map[slot_l] : INT4_PAD_SLOT;
+        if (i_col == INT4_PAD_SLOT) return;
+        const uint32_t at = korder::dest(i_col);
+#pragma unroll
+        for (int i = 0; i < ACC; ++i)
+            if ((i & 2) == 0 && row_of(i) < p.m)
+                p.y16[(size_t)row_of(i) * p.ldy + at] = __float2half_rn(silu_times(d[i], d[i | 2]));
+        return;
     }
     const uint32_t col[2] = {slot_l < p.n_pad ? p.col_map[slot_l] : INT4_PAD_SLOT,
                              slot_l + 8 < p.n_pad ? p.col_map[slot_l + 8] : INT4_PAD_SLOT};
@@ -267,4 +281,9 @@ extern "C" __global__ void __launch_bounds__(256, 4) gemm_wgmma_short_int4_resid
 }
 extern "C" __global__ void __launch_bounds__(256, 4) gemm_wgmma_short_int4_store32(const GemmParams p) {
     wgs::run<gemm::STORE32>(p);
+}
+// gate/up paired (ColumnOrder::GateUp) with SwiGLU: y16 is the down projection's input, in its K order (ldy = its
+// k_pad, which must equal inter: the columns past it are not written).
+extern "C" __global__ void __launch_bounds__(256, 4) gemm_wgmma_short_int4_swiglu(const GemmParams p) {
+    wgs::run<gemm::SWIGLU_K>(p);
 }

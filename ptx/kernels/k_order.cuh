@@ -25,6 +25,13 @@ ENGINE_DEV uint32_t source(uint32_t col) {
     return col - col % STEP + 16 * (cc >> 1) + 8 * h + i + 4 * (cc & 1);
 }
 
+// The stored column that holds K index `k`: the inverse of `source`.
+ENGINE_DEV uint32_t dest(uint32_t k) {
+    const uint32_t kk = k % STEP, rem = kk % 16, r = rem % 8;
+    const uint32_t i = r % 4, c = 8 * (rem / 8) + 2 * (kk / 16) + r / 4;
+    return k - kk + 16 * i + c;
+}
+
 // The natural chunk (of the step's 8) from which pair j of stored chunk q comes.
 ENGINE_DEV uint32_t natural_chunk(uint32_t q, int j) { return 2 * j + (q & 1); }
 

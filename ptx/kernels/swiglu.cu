@@ -24,8 +24,6 @@ struct SwigluParams {
     uint32_t k_steps;       // nonzero: h in the weights-in-registers K order, zero where k ≥ inter
 };
 
-ENGINE_DEV float silu_times(float gate, float up) { return gate / (1.f + __expf(-gate)) * up; }
-
 // Grid: (rows, ceil(inter / 2048)); 256 threads. Block y of a row covers columns [2048 y, 2048 (y + 1)), stepping
 // by 2048 · gridDim.y.
 extern "C" __global__ void __launch_bounds__(256) swiglu_rows(const SwigluParams a) {

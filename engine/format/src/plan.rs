@@ -392,7 +392,8 @@ pub fn lm_head_blocks(c: &ModelConfig) -> usize {
 /// The activation buffers of one prefill chunk, in [`ActivationBuffers`] field order, and the steps of a layer
 /// during which each is live: 0 norm → 1 q/k/v GEMM → 2 rotary + KV append → 3 attention → 4 (act-order) permute
 /// → 5 o GEMM + residual → 6 norm → 7 gate/up GEMM → 8 SwiGLU → 9 down GEMM + residual. `x` (the residual stream)
-/// lives throughout; `gemm_in` is rewritten before each GEMM (steps 1, 5, 7, 9).
+/// lives throughout; `gemm_in` is rewritten before each GEMM (steps 1, 5, 7, 9). `h`, SwiGLU's output, from step 7:
+/// the short GEMM tile writes it from the gate/up GEMM's epilogue.
 pub const ACTIVATIONS: [(&str, u8, u8); 10] = [
     ("act.x", 0, 9),
     ("act.xn", 0, 1),
@@ -402,7 +403,7 @@ pub const ACTIVATIONS: [(&str, u8, u8); 10] = [
     ("act.att_perm", 4, 5),
     ("act.xn2", 6, 7),
     ("act.gate_up", 7, 8),
-    ("act.h", 8, 9),
+    ("act.h", 7, 9),
     ("act.gemm_in", 1, 9),
 ];
 

@@ -431,6 +431,7 @@ kernels! {
         gemm_wgmma_short_store16: GemmParams = name::GEMM_WGMMA_SHORT_INT4_STORE16,
         gemm_wgmma_short_residual: GemmParams = name::GEMM_WGMMA_SHORT_INT4_RESIDUAL,
         gemm_wgmma_short_store32: GemmParams = name::GEMM_WGMMA_SHORT_INT4_STORE32,
+        gemm_wgmma_short_swiglu: GemmParams = name::GEMM_WGMMA_SHORT_INT4_SWIGLU,
         gemm_wgmma_wreg_store16: GemmParams = name::GEMM_WGMMA_WREG_INT4_STORE16,
         gemm_wgmma_wreg_residual: GemmParams = name::GEMM_WGMMA_WREG_INT4_RESIDUAL,
         gemm_wgmma_wreg_store32: GemmParams = name::GEMM_WGMMA_WREG_INT4_STORE32,
@@ -545,7 +546,12 @@ impl Kernels {
                 f.set_max_dynamic_smem(shapes::GEMM_WGMMA_WS_SMEM_BYTES)?;
                 f.prefer_shared_memory()?;
             }
-            for f in [&k.gemm_wgmma_short_store16, &k.gemm_wgmma_short_residual, &k.gemm_wgmma_short_store32] {
+            for f in [
+                &k.gemm_wgmma_short_store16,
+                &k.gemm_wgmma_short_residual,
+                &k.gemm_wgmma_short_store32,
+                &k.gemm_wgmma_short_swiglu,
+            ] {
                 f.set_max_dynamic_smem(shapes::GEMM_WGMMA_SHORT_SMEM_BYTES)?;
                 f.prefer_shared_memory()?;
             }

@@ -74,6 +74,9 @@ enum GemmOut {
     Store16(DevPtr<f16>),
     /// Added into the f32 residual stream `y[row][col]`.
     Residual(DevPtr<f32>),
+    /// SwiGLU of a paired gate/up (its gate column `i` and up column `i` side by side in each tile), f16 into the
+    /// down projection's input `y[row][i]` in the K order of the weights-in-registers tiles: the short tile's only.
+    SwiGlu(DevPtr<f16>),
 }
 
 /// A prefill GEMM's input rows as the kernel that produced them wrote them.
@@ -321,8 +324,15 @@ impl Step<'_> {
 
             // Feed-forward block: x += down(silu(gate(h)) * up(h)), h = rmsnorm(x).
             let xn2 = self.rmsnorm(act.x, lw.post_norm, act.xn2, Some(&lw.gate_up), m32)?;
-            self.gemm(&lw.gate_up, xn2, GemmOut::Store16(act.gate_up), 2 * inter, m32)?;
-            let h = self.swiglu(&lw.down, m32)?;
+            let h = if self.swiglu_in_gate_up(&lw.gate_up, &lw.down, m32) {
+                // Into `act.h`: the GEMM still reads its input from `act.gemm_in`.
+                let ld = lw.down.k_pad;
+                self.gemm(&lw.gate_up, xn2, GemmOut::SwiGlu(act.h), ld, m32)?;
+                GemmInput { a: act.h, lda: ld, part_stride: 0, k_steps: true }
+            } else {
+                self.gemm(&lw.gate_up, xn2, GemmOut::Store16(act.gate_up), 2 * inter, m32)?;
+                self.swiglu(&lw.down, m32)?
+            };
             self.gemm(&lw.down, h, GemmOut::Residual(act.x), hidden, m32)?;
         }
         Ok(())
@@ -537,6 +547,17 @@ impl Step<'_> {
         Ok(written)
     }
 
+    /// Whether the gate/up GEMM of `m` rows can apply SwiGLU itself and write `down`'s input: one launch of the short
+    /// tile over a paired gate/up (no act-order split), `down` in its K order without a row order of its own, and no
+    /// padding columns in that input for the epilogue to leave zero (k_pad = inter).
+    fn swiglu_in_gate_up(&self, gate_up: &DevLinear, down: &DevLinear, m: u32) -> bool {
+        gate_up.parts() == 1
+            && matches!(self.gemm_launches(gate_up, m), GemmLaunches::Whole(GemmTile::WgmmaShort))
+            && down.perm.is_null()
+            && down.k_pad == self.config.intermediate_size as u32
+            && self.k_steps_for(down, m)
+    }
+
     /// Elements between the per-part copies of a normalized chunk (`act.xn`, `act.xn2`): one chunk of rows.
     fn part_stride(&self) -> u32 {
         (self.chunk * self.config.hidden_size) as u32
@@ -632,6 +653,10 @@ impl Step<'_> {
             (GemmOut::Residual(y), GemmTile::WgmmaWs) => (&k.gemm_wgmma_ws_residual, y, DevPtr::NULL),
             (GemmOut::Store16(y), GemmTile::WgmmaShort) => (&k.gemm_wgmma_short_store16, DevPtr::NULL, y),
             (GemmOut::Residual(y), GemmTile::WgmmaShort) => (&k.gemm_wgmma_short_residual, y, DevPtr::NULL),
+            (GemmOut::SwiGlu(y), GemmTile::WgmmaShort) => (&k.gemm_wgmma_short_swiglu, DevPtr::NULL, y),
+            (GemmOut::SwiGlu(_), _) => {
+                return Err(Error::Device(format!("the {tile:?} GEMM tile has no SwiGLU epilogue")));
+            }
             (GemmOut::Store16(y), GemmTile::WgmmaWreg) => (&k.gemm_wgmma_wreg_store16, DevPtr::NULL, y),
             (GemmOut::Residual(y), GemmTile::WgmmaWreg) => (&k.gemm_wgmma_wreg_residual, y, DevPtr::NULL),
         };

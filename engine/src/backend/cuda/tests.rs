@@ -1312,6 +1312,65 @@ fn gemm_wgmma_short_int4_matches_f64() {
     gemm_tile_cases(&g, &GemmTileFns::wgmma_short(&g), "gemm_wgmma_short", cases);
 }
 
+/// The short tile's SwiGLU epilogue (`gemm_wgmma_short_int4_swiglu`, sm_90 only): a paired gate/up (gate column i
+/// in slot j, up column i in slot j + 8 of a tile) of random weights, silu(gate) · up written straight into the down
+/// projection's input in the K order (inter a multiple of 64, as the engine requires for it), against float64;
+/// 1–16 rows, split-K included, the same bits from two runs, every output column written.
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn gemm_wgmma_short_swiglu_matches_f64() {
+    let g = gpu();
+    if !g.has_wgmma() {
+        eprintln!("skipped: {} has no wgmma (sm_90 only)", g.describe());
+        return;
+    }
+    let mut rng = Rng(31);
+    for &(m, k, inter, group, splits) in
+        &[(1usize, 320usize, 192usize, 64usize, 1u32), (16, 4096, 256, 128, 3), (9, 256, 128, 32, 2)]
+    {
+        let (gate, up) = (
+            RandLinear::new(&mut rng, k, inter, Some(group), false, true),
+            RandLinear::new(&mut rng, k, inter, Some(group), false, false),
+        );
+        let order = ColumnOrder::GateUp { inter };
+        let d = layout::repack_parts(&[gate.parts(), up.parts()], k, group, k / group, order, "gate_up").unwrap();
+        let dl = upload_linear(&g, d);
+        let a = rng.vec_f16(m * k, -1.0, 1.0);
+        let am = permuted_k(&g, &put(&g, &a), m, k, k, 1, 0);
+        let a64: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
+        let (yg, yu) = (matmul_f64(&a64, &gate.dense(), m, k, inter), matmul_f64(&a64, &up.dense(), m, k, inter));
+        // Column c of a row holds natural column 64 (c / 64) + k_step_source(c % 64).
+        let want: Vec<f64> = (0..m * inter)
+            .map(|i| {
+                let (r, c) = (i / inter, i % inter);
+                let src = r * inter + 64 * (c / 64) + k_step_source(c % 64);
+                yg[src] / (1.0 + (-yg[src]).exp()) * yu[src]
+            })
+            .collect();
+        let part = g.alloc(splits as usize * m * dl.d.n_pad * 4, "t").unwrap();
+        let counters = put(&g, &vec![0u32; 64]);
+        let mut runs = Vec::new();
+        for _ in 0..2 {
+            let y = poisoned(&g, m * inter * 2);
+            let p = GemmParams {
+                y16: y.ptr(),
+                part: part.ptr(),
+                counters: counters.ptr(),
+                k_splits: splits,
+                ..dl.gemm(am.ptr(), m, dl.p.k_pad as usize, inter)
+            };
+            let l = GemmTile::WgmmaShort.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, TileFormat::Int4);
+            launch(&g, &g.k.gemm_wgmma_short_swiglu, l, &p);
+            g.sync().unwrap();
+            runs.push(get::<u16>(&g, &y, m * inter));
+        }
+        let what = format!("short swiglu M={m} K={k} inter={inter} G={group} splits={splits}");
+        assert_eq!(runs[0], runs[1], "{what}: two runs differ");
+        check(&f16s(&runs[0]), &want, 3e-3, &what);
+        assert!(get::<u32>(&g, &counters, 64).iter().all(|&c| c == 0), "{what}: counters not reset");
+    }
+}
+
 /// The same cases on the warp-specialized wgmma tile (`--tune wgmma=ws`; sm_90 only). A test of its own: the
 /// tile's producer and consumers wait on each other through mbarriers, and a protocol error hangs instead of
 /// failing.
