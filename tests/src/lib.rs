@@ -99,6 +99,12 @@ pub fn cases() -> Vec<Case> {
                 ..llama.clone()
             },
         ),
+        // An intermediate size that is a multiple of 64, without act-order: at <= 16 rows the short wgmma tile's
+        // gate/up GEMM applies SwiGLU in its epilogue (the other cases keep swiglu_rows).
+        Case::new(
+            "llama-g64-inter384",
+            SynthSpec { intermediate: 384, desc_act: false, group_size: Some(64), seed: 18, ..llama.clone() },
+        ),
         Case::new("baichuan-fp16", SynthSpec { quantized: false, seed: 6, ..tiny.clone() }),
         // 8-bit GPTQ. intermediate 172 is a multiple of 4 (the 8-bit packing) but not of 8 and leaves a partial last
         // group (the CUDA GEMMs copy A in 8-column pieces and refuse it); 8-bit zero points run 1..=256 (asym) or
