@@ -173,7 +173,8 @@ pub mod kernels {
     /// `gemm_wgmma_ws.cu`: `gemm_wgmma_ws_int4_store32(GemmParams)` (tests).
     pub const GEMM_WGMMA_WS_INT4_STORE32: &str = "gemm_wgmma_ws_int4_store32";
     /// `gemm_wgmma_short.cu`: `gemm_wgmma_short_int4_store16(GemmParams)`: chunks of at most 16 rows on wgmma with
-    /// the weights, dequantized in registers, as the M side. sm_90a only. 256 threads, 51200 bytes of dynamic shared
+    /// the weights, dequantized in registers, as the M side; A in the K order of `k_order.cuh` (lda = k_pad), as its
+    /// producers or `permute_k_steps` write it. sm_90a only. 256 threads, 51200 bytes of dynamic shared
     /// memory (four blocks per SM), grid (ceil(n_pad / 128), 1, k_splits); split-K as gemm.cu's (`part`
     /// [k_splits][m][n_pad], a counter per grid.x block column).
     pub const GEMM_WGMMA_SHORT_INT4_STORE16: &str = "gemm_wgmma_short_int4_store16";
