@@ -1447,10 +1447,11 @@ fn gemm_tile_cases(g: &Device, t: &GemmTileFns, label: &str, cases: &[TileCase])
             set(g, &y16, &vec![0xFFu8; m * ldy * 2]);
             set(g, &yr, &y0);
             let [f32k, resk, f16k] = t.fns;
-            launch(g, f32k, Launch::new(grid, t.threads, t.smem), &GemmParams { y32: y.ptr(), ..base });
-            launch(g, resk, Launch::new(grid, t.threads, t.smem), &GemmParams { y32: yr.ptr(), ..base });
-            launch(g, f16k, Launch::new(grid, t.threads, t.smem), &GemmParams { y16: y16.ptr(), ..base });
-            launch(g, f32k, Launch::new(grid, t.threads, t.smem), &GemmParams { y32: y2.ptr(), ..base });
+            let l = Launch::new(grid, t.threads, t.smem);
+            launch(g, f32k, l, &GemmParams { y32: y.ptr(), ..base });
+            launch(g, resk, l, &GemmParams { y32: yr.ptr(), ..base });
+            launch(g, f16k, l, &GemmParams { y16: y16.ptr(), ..base });
+            launch(g, f32k, l, &GemmParams { y32: y2.ptr(), ..base });
             g.sync().unwrap();
             let what = format!(
                 "{label} M={m} K={k} N={n} G={group:?} act={act} sym={sym} splits={k_splits} lda={lda} ldy={ldy}"
@@ -1629,7 +1630,7 @@ fn gemm_small_int4_time_per_launch() {
         let gp = GemvParams { x16: x16.ptr(), y: y.ptr(), ..dl.p };
         let (grid, tpb) = shapes::gemv_grid(tiles, g.limits.sm_count, 12);
         let gp = GemvParams { tiles_per_block: tpb, ..gp };
-        let smem = dl.d.k_pad as u32 * 2 + 136 * 4;
+        let smem = shapes::gemv_smem(dl.p.k_pad, 8, 1);
         let us = time(&|i| {
             let q = GemvParams { qw: pool[i % copies].ptr(), ..gp };
             launch(&g, g.k.gemv_store.of(TileFormat::Int4), Launch::new((grid, 1, 1), 256, smem), &q);
@@ -1659,6 +1660,92 @@ fn gemm_small_int4_time_per_launch() {
                     if shape == chosen { "  <- engine" } else { "" }
                 );
             }
+        }
+    }
+}
+
+/// Per-launch time of the short wgmma tile (`gemm_wgmma_short_int4_*`, sm_90) on the Baichuan-7B shapes with 16 rows
+/// at split counts up to 16 (within the workspace), the engine's marked, with the one-row GEMV over the same weights for
+/// reference; o and down add into a residual stream as in the engine. Each launch reads its own copy of the weights
+/// (256 MB of copies); 64 launches back to back between two events, median of 5.
+#[test]
+#[ignore = "needs a GPU: a measurement, run by hand (--nocapture)"]
+fn gemm_wgmma_short_int4_time_per_launch() {
+    let g = gpu();
+    if !g.has_wgmma() {
+        eprintln!("skipped: {} has no wgmma (sm_90 only)", g.describe());
+        return;
+    }
+    let mut rng = Rng(99);
+    let m = 16usize;
+    let time = |launch: &dyn Fn(usize)| -> f64 {
+        let mut times = Vec::new();
+        for rep in 0..6 {
+            let (a, b) = (g.event(true).unwrap(), g.event(true).unwrap());
+            a.record(&g.stream).unwrap();
+            for i in 0..64 {
+                launch(i);
+            }
+            b.record(&g.stream).unwrap();
+            g.sync().unwrap();
+            if rep > 0 {
+                times.push(a.elapsed_ms(&b).unwrap() as f64 * 1e3 / 64.0);
+            }
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        times[times.len() / 2]
+    };
+    for &(name, k, n, residual) in &[
+        ("q/k/v", 4096usize, 12288usize, false),
+        ("o", 4096, 4096, true),
+        ("gate/up", 4096, 22016, false),
+        ("down", 11008, 4096, true),
+    ] {
+        let lin = RandLinear::new(&mut rng, k, n, Some(128), false, true);
+        let dl = upload_linear(&g, lin.repack(ColumnOrder::Identity));
+        let bytes = dl.d.qw.len() * 4;
+        let copies = (256usize << 20).div_ceil(bytes).clamp(1, 64);
+        let pool: Vec<DeviceBuffer> = (0..copies).map(|_| put(&g, &dl.d.qw)).collect();
+        let k_pad = dl.p.k_pad as usize;
+        let a = rng.vec_f16(m * k_pad, -1.0, 1.0);
+        let (am, x16) = (put(&g, &a), put(&g, &a[..k]));
+        let y = poisoned(&g, m * n * 4);
+        let yg = poisoned(&g, n * 4);
+        let part_floats = plan::GEMM_SPLIT_ROWS * dl.d.n_pad;
+        let part = g.alloc(part_floats * 4, "t").unwrap();
+        let counters = put(&g, &vec![0u32; 4096]);
+        let gb = |us: f64| (bytes + dl.d.sz.len() * 4) as f64 / us / 1e3;
+
+        let (grid, tpb) = shapes::gemv_grid(dl.d.tiles() as u32, g.limits.sm_count, 12);
+        let gp = GemvParams { x16: x16.ptr(), y: yg.ptr(), tiles_per_block: tpb, ..dl.p };
+        let smem = shapes::gemv_smem(dl.p.k_pad, 8, 1);
+        let us = time(&|i| {
+            let q = GemvParams { qw: pool[i % copies].ptr(), ..gp };
+            launch(&g, g.k.gemv_store.of(TileFormat::Int4), Launch::new((grid, 1, 1), 256, smem), &q);
+        });
+        println!("{name:8} K={k:5} N={n:5}  gemv 1 row (reference)   {us:7.2} µs {:6.0} GB/s", gb(us));
+
+        let kernel = if residual { &g.k.gemm_wgmma_short_residual } else { &g.k.gemm_wgmma_short_store32 };
+        let base =
+            GemmParams { y32: y.ptr(), part: part.ptr(), counters: counters.ptr(), ..dl.gemm(am.ptr(), m, k_pad, n) };
+        let resident = g.limits.sm_count * shapes::GEMM_WGMMA_SHORT_BLOCKS_PER_SM;
+        let chosen = shapes::gemm_short_splits(resident, dl.p.n_pad, dl.p.k_pad, m as u32, part_floats, 4096);
+        let steps = dl.p.k_pad / 64;
+        for splits in [1u32, 2, 3, 4, 5, 6, 8, 10, 12, 16] {
+            if splits > steps || splits as usize * m * dl.d.n_pad > part_floats {
+                continue;
+            }
+            let l = GemmTile::WgmmaShort.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, TileFormat::Int4);
+            let us = time(&|i| {
+                let q = GemmParams { qw: pool[i % copies].ptr(), k_splits: splits, ..base };
+                launch(&g, kernel, l, &q);
+            });
+            println!(
+                "{name:8} K={k:5} N={n:5}  short × {splits:2} splits ({:4} blocks) {us:7.2} µs {:6.0} GB/s{}",
+                l.grid.0 * splits,
+                gb(us),
+                if splits == chosen { "  <- engine" } else { "" }
+            );
         }
     }
 }
@@ -2512,7 +2599,7 @@ fn time_gemv_chain(g: &Device, f: &Kernel<GemvParams>, dl: &DevLin, p: &GemvPara
     let bytes = dl.d.qw.len() * 4;
     let copies = (256usize << 20).div_ceil(bytes).clamp(1, 64);
     let pool: Vec<DeviceBuffer> = (0..copies).map(|_| put(g, &dl.d.qw)).collect();
-    let smem = dl.d.k_pad as u32 * 2 + 136 * 4;
+    let smem = shapes::gemv_smem(dl.p.k_pad, 8, 1);
     let event = || g.event(true).unwrap();
     let mut times = Vec::new();
     for rep in 0..6 {
