@@ -131,3 +131,16 @@ ENGINE_DEV void pdl_launch_dependents() {
 
 // SwiGLU of one column: silu(gate) · up, in f32. One definition for swiglu_rows and the GEMM epilogue that fuses it.
 ENGINE_DEV float silu_times(float gate, float up) { return gate / (1.f + __expf(-gate)) * up; }
+
+// `v`, with how it was computed hidden from the compiler. Why: NVVM rematerializes cheap-looking address arithmetic
+// at every use inside a loop rather than keep the value in a register; in a loop that streams weights, where the
+// instructions issued per step are the cost, one register held is cheaper than the arithmetic repeated every step.
+ENGINE_DEV uint32_t kept(uint32_t v) {
+    asm volatile("" : "+r"(v));
+    return v;
+}
+template <class T>
+ENGINE_DEV const T* kept(const T* p) {
+    asm volatile("" : "+l"(p));
+    return p;
+}

@@ -21,7 +21,8 @@
 //     SwiGLU, attention; `permute_k_steps` where none can), k_pad columns with zeros past k, and each step's 16 × 64
 //     halves are plain 16-byte copies into the swizzled B tile (cp.async, AHEAD steps ahead, with the weights);
 //   - one barrier per step; rows of A past m copy row m - 1 (never stored: row r of Y depends on row r of A only).
-// The K loop is `mainloop`, shared with the 128-row tile (gemm_wgmma_wreg.cu), which differs only in N.
+// The K loop is this file's own (`mainloop`, unrolled over its stages for the fewest instructions per step); the
+// 128-row tile (gemm_wgmma_wreg.cu) shares the pipeline's stages and fragment mapping but not the loop.
 // The epilogue holds the accumulators transposed (a thread has neighbouring rows of one slot), so it is this file's
 // own; split-K uses gemm.cu's partial-sum layout and protocol.
 #include "tiles.cuh"
@@ -51,25 +52,23 @@ using Smem = Stages<ROWS, AHEAD + 1>;
 static_assert(sizeof(Smem) + 1024 == 51200, "GEMM_WGMMA_SHORT_SMEM_BYTES in shapes.rs must match");
 
 // A lane's A fragments of one step, for the weights-in-registers tiles (this one and gemm_wgmma_wreg.cu's), from
-// its warp's slot-tile as copied (32 lanes' uint4 `words` and (scale, zero) words `sz`; see the fragment mapping):
-// for slot g (h = 0) and g + 8 (h = 1), words 2 (t % 2) and 2 (t % 2) + 1 of what lane g + 8h + 16 (t / 2) copied,
-// each word's pair i into k16 block i.
+// its warp's slot-tile as copied (32 lanes' uint4 words and (scale, zero) words; see the fragment mapping): for
+// slot g (h = 0) and g + 8 (h = 1), words 2 (t % 2) and 2 (t % 2) + 1 of what lane g + 8h + 16 (t / 2) copied,
+// each word's pair i into k16 block i. `words` / `sz` are the shared-memory addresses of this lane's reads for h = 0
+// in the step's stage (`of`, below); h = 1 reads 8 lanes further.
 struct FragmentSource {
-    uint32_t src0, word0;
-    __device__ __forceinline__ explicit FragmentSource(int lane)
-        : src0((lane >> 2) + 16 * ((lane & 3) >> 1)), word0(2 * (lane & 1)) {}
-    __device__ __forceinline__ void dequant(const uint4 (&words)[32], const uint32_t* sz,
-                                            uint32_t (&frag)[4][4]) const {
+    // The fragments from this lane's words (w[h]: words 2 (t % 2), 2 (t % 2) + 1 of slot g + 8h's copy) and their
+    // (scale, zero) words.
+    __device__ __forceinline__ static void build(const uint2 (&w)[2], const uint32_t (&szw)[2],
+                                                 uint32_t (&frag)[4][4]) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-            const uint32_t src = src0 + 8 * h;
-            const uint2 w = *reinterpret_cast<const uint2*>(reinterpret_cast<const uint32_t*>(&words[src]) + word0);
-            const __half2 szh = u32_as_half2(sz[src]);
+            const __half2 szh = u32_as_half2(szw[h]);
             const __half2 zz = __high2half2(szh), sc = __low2half2(szh);
             const __half2 zh = unshifted_zero(zz);
             uint32_t d0[4], d1[4];
-            gsmall::dequant_scaled(w.x, zz, zh, sc, d0);
-            gsmall::dequant_scaled(w.y, zz, zh, sc, d1);
+            gsmall::dequant_scaled(w[h].x, zz, zh, sc, d0);
+            gsmall::dequant_scaled(w[h].y, zz, zh, sc, d1);
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
                 frag[i][h] = d0[i];      // a0 / a1: k 2t, 2t + 1 of slot g / g + 8
@@ -77,21 +76,59 @@ struct FragmentSource {
             }
         }
     }
+    // The short tile's reads: stage 0's shared-memory addresses of this lane's words and (scale, zero) words for
+    // h = 0, given its warp's (`dequant_at` adds the stage's offset; h = 1 reads 8 lanes further).
+    __device__ __forceinline__ static uint2 of(int lane, uint32_t warp_words, uint32_t warp_sz) {
+        const uint32_t src = (lane >> 2) + 16 * ((lane & 3) >> 1), word0 = 2 * (lane & 1);
+        return make_uint2(kept(warp_words + 16 * src + 4 * word0), kept(warp_sz + 4 * src));
+    }
+    __device__ __forceinline__ static void dequant_at(uint32_t words, uint32_t sz, uint32_t (&frag)[4][4]) {
+        const uint2 w[2] = {tc::lds64(words), tc::lds64(words + 8 * 16)};
+        const uint32_t szw[2] = {tc::lds32(sz), tc::lds32(sz + 8 * 4)};
+        build(w, szw, frag);
+    }
+    // The 128-row tile's reads, through pointers into its warp's copy of the step.
+    uint32_t src0, word0;
+    __device__ __forceinline__ explicit FragmentSource(int lane)
+        : src0((lane >> 2) + 16 * ((lane & 3) >> 1)), word0(2 * (lane & 1)) {}
+    __device__ __forceinline__ void dequant(const uint4 (&words)[32], const uint32_t* sz,
+                                            uint32_t (&frag)[4][4]) const {
+        uint2 w[2];
+        uint32_t szw[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const uint32_t src = src0 + 8 * h;
+            w[h] = *reinterpret_cast<const uint2*>(reinterpret_cast<const uint32_t*>(&words[src]) + word0);
+            szw[h] = sz[src];
+        }
+        build(w, szw, frag);
+    }
+};
+
+// A shared-memory matrix descriptor (wg::smem_desc) as its two 32-bit halves; `+ bytes / 16` moves its start
+// address (the low 14 bits; the tiles' offsets never carry out of them).
+struct Desc {
+    uint32_t lo, hi;
+    __device__ __forceinline__ explicit Desc(uint64_t d) : lo((uint32_t)d), hi((uint32_t)(d >> 32)) {}
+    __device__ __forceinline__ Desc(uint32_t l, uint32_t h) : lo(l), hi(h) {}
+    __device__ __forceinline__ Desc operator+(uint32_t units) const { return Desc(lo + units, hi); }
 };
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // d (64 × 16, f32) += A (64 × 16, f16, this thread's fragment a) · B (16 × 16, K-major, descriptor db).
-ENGINE_DEV void wgmma_k16(float (&d)[8], const uint32_t (&a)[4], uint64_t db) {
+// The descriptor comes as its two 32-bit halves (`Desc`): a step's and a k16's offsets change only the low one,
+// one add instead of a 64-bit one and its constants.
+ENGINE_DEV void wgmma_k16(float (&d)[8], const uint32_t (&a)[4], Desc db) {
     asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+        "{\n.reg .pred p;\n.reg .b64 db;\nsetp.ne.b32 p, %14, 0;\nmov.b64 db, {%12, %13};\n"
         "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, p, 1, 1, 0;\n}\n"
+        "{%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, db, p, 1, 1, 0;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(db.lo), "r"(db.hi), "r"(1));
 }
 #endif
 
-// The epilogue of the weights-in-registers tiles (this one and gemm_wgmma_wreg.cu's). Thread (warpgroup g, warp
+// The short tile's epilogue. Thread (warpgroup g, warp
 // w4, lane) holds d[4j + 2h + e] = Y[row0 + 8j + 2(lane % 4) + e][slot0 + 64g + 16w4 + lane / 4 + 8h] (wgmma's
 // m64nN C layout, slots as M); `slot_l` is that slot for h = 0. With split-K every block writes its partial sums
 // into gemm.cu's [split][m][n_pad] buffer and the last to arrive (a counter per grid.x · grid.y tile) adds them in
@@ -152,36 +189,25 @@ ENGINE_DEV void finish(const GemmParams& p, float (&d)[ACC], uint32_t slot_l, ui
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// d (64 × 128, f32) += A (64 × 16, f16, this thread's fragment a) · B (16 × 128, K-major, descriptor db): the
-// 128-row tile's multiply, here so that `mainloop` serves both tiles.
-ENGINE_DEV void wgmma_k16(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
-}
-
-// The K loop of the weights-in-registers tiles: block `blk`'s steps of `R` rows of A (in the K order, lda = k_pad)
-// times its 8 slot-tiles, into d (wgmma's m64nR accumulators of this thread's warpgroup).
+// The short tile's K loop: block `blk`'s steps of 16 rows of A (in the K order, lda = k_pad) times its 8 slot-tiles,
+// into d (wgmma's m64n16 accumulators of this thread's warpgroup).
 // Pipeline: L(j) = {rows of A and raw words of step j} into stage j % STAGES. L(0) .. L(AHEAD - 1) before the
 // loop, L(i + AHEAD) issued in step i (every group committed even when empty), so that in step i wait_group
 // AHEAD - 1 means "L(i) has landed". L(i + AHEAD) takes the stage of step i - 1, whose multiply every warpgroup
-// waited for before step i's barrier.
-template <int R, int AHEAD_>
-ENGINE_DEV void mainloop(const GemmParams& p, const gemm::RowsBlock& blk, Stages<R, AHEAD_ + 1>& s,
-                         float (&d)[R / 2]) {
-    constexpr int STAGES = AHEAD_ + 1;
-    constexpr int CHUNKS = R * BK / 8;                              // 16-byte chunks of A per step
-    constexpr int PER_THREAD = (CHUNKS + THREADS - 1) / THREADS;    // 1 (16 rows: threads 0..127) or 4 (128 rows)
+// waited for before step i's barrier, right after that barrier.
+// Why it is written this way: at 16 rows the loop streams weights at 32 flops per byte, so its cost is the
+// instructions each warp issues per step, not the multiply. The loop is unrolled over the STAGES stages so that
+// every shared-memory address (the stage's copies, its fragments, its descriptor) is a register plus a constant
+// ptxas folds into the instruction, the sources are pointers advanced by one step per copy instead of addresses
+// recomputed from the step index, and the copies go out before the fragments hold registers (under the 64-register
+// cap their addresses were otherwise recomputed): nvdisasm 158 -> 108 instructions per warp and step.
+ENGINE_DEV void mainloop(const GemmParams& p, const gemm::RowsBlock& blk, Smem& s, float (&d)[ACC]) {
+    constexpr int R = ROWS, AHEAD_ = AHEAD, STAGES = AHEAD + 1;
+    using Smem_ = Smem;
+    constexpr int CHUNKS = R * BK / 8;                              // 16-byte chunks of A per step: threads 0..127
+    constexpr int PER_THREAD = (CHUNKS + THREADS - 1) / THREADS;    // 1
+    constexpr uint32_t B_BYTES = sizeof(Smem_::b[0]), W_BYTES = sizeof(Smem_::wraw[0]),
+                       SZ_BYTES = sizeof(Smem_::sz[0]);             // one stage of each
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int n_steps = blk.n_steps;
 
@@ -193,54 +219,67 @@ ENGINE_DEV void mainloop(const GemmParams& p, const gemm::RowsBlock& blk, Stages
     uint32_t a_off[PER_THREAD];
 #pragma unroll
     for (int i = 0; i < PER_THREAD; ++i) a_off[i] = min(blk.m0 + a_r + 32 * i, p.m - 1) * p.lda + a_c;
-    const uint32_t b_dst = wg::swizzled(a_r % R, a_c);
-    auto load_b = [&](int stage, uint32_t step) {
-        if (!copies_a) return;
-        const __half* src = blk.a + step * BK;
+    // Raw weights: warp w copies slot-tile w of the block (512 contiguous bytes per step) and each lane the
+    // (scale, zero) word of its 32-row chunk; a tile past the end copies nothing from tile 0's address. Group sizes
+    // are 32 times a power of two (the loader checks), or there is one group: the group is a shift, clamped.
+    const uint32_t tile = blockIdx.x * TILES + warp;
+    const bool tile_ok = tile < blk.tiles;
+    const uint32_t tile_at = tile_ok ? tile : 0;
+    const uint32_t g_shift = 31 - __clz(p.group_size);
+    const uint32_t* sz_tile = kept(p.sz + (size_t)tile_at * p.groups * INT4_TILE_N + (lane & 15));
+    // The next step to copy, as pointers advanced one step per copy: A's step, the tile's step, the chunk's row.
+    const __half* a_next = blk.a + (size_t)blk.step_begin * BK;
+    const uint4* w_next = p.qw + ((size_t)tile_at * blk.steps_all + blk.step_begin) * 32 + lane;
+    uint32_t k_next = blk.step_begin * BK + (lane >> 4) * INT4_CHUNK_K;
+    // Stage 0's destinations; stage j's are j stages further (constant offsets).
+    const uint32_t b_dst = kept(tc::smem_addr(&s.b[0][wg::swizzled(a_r % R, a_c)]));
+    const uint32_t w_dst = kept(tc::smem_addr(&s.wraw[0][warp][lane]));
+    const uint32_t sz_dst = kept(tc::smem_addr(&s.sz[0][tid]));
+    auto copy_next = [&](int stage) {
+        if (copies_a) {
 #pragma unroll
-        for (int i = 0; i < PER_THREAD; ++i) tc::cp_async16(&s.b[stage][b_dst + 32 * i * BK], src + a_off[i], 16u);
+            for (int i = 0; i < PER_THREAD; ++i)
+                tc::cp_async16_at(b_dst + stage * B_BYTES + 32 * i * BK * 2, a_next + a_off[i], 16u);
+        }
+        tc::cp_async16_at(w_dst + stage * W_BYTES, w_next, tile_ok ? 16u : 0u);
+        tc::cp_async4_at(sz_dst + stage * SZ_BYTES, sz_tile + min(k_next >> g_shift, p.groups - 1) * INT4_TILE_N);
+        a_next += BK;
+        w_next += 32;
+        k_next += BK;
     };
-    // Raw weights: warp w copies slot-tile w of the block (512 contiguous bytes per step).
-    const wg::RawCopies<1> raw(p, blockIdx.x * TILES + warp, 0, blk.tiles, blk.steps_all, lane);
-    auto load_w = [&](int stage, uint32_t step) {
-        raw.copy(p, step, &s.wraw[stage][warp][lane], 0, &s.sz[stage][tid], 0);
-    };
-    const FragmentSource frags(lane);
+    const uint2 frag_src = FragmentSource::of(lane, tc::smem_addr(&s.wraw[0][warp][0]), tc::smem_addr(&s.sz[0][warp * 32]));
 
 #pragma unroll
     for (int j = 0; j < AHEAD_; ++j) {
-        if (j < n_steps) {
-            load_b(j, blk.step_begin + j);
-            load_w(j, blk.step_begin + j);
-        }
+        if (j < n_steps) copy_next(j);
         tc::cp_async_commit();
     }
 
-    const uint64_t b_desc = wg::smem_desc(tc::smem_addr(&s.b[0][0]));
-    constexpr uint32_t B_STAGE = R * BK * 2 / 16, K16 = 32 / 16;  // in the descriptor's 16-byte units
-    int cur = 0;                                                   // i % STAGES
-    for (int i = 0; i < n_steps; ++i) {
-        tc::cp_async_wait<AHEAD_ - 1>();
-        wg::fence_proxy_async();
-        // The step's barrier: L(i) has landed for everyone and is visible to the tensor cores (each thread fenced
-        // its own copies); both warpgroups have waited for their multiply of step i - 1.
-        __syncthreads();
-        uint32_t frag[4][4];
-        frags.dequant(s.wraw[cur][warp], &s.sz[cur][warp * 32], frag);
-        wg::wgmma_fence();
-        wg::fence_operands(d);
+    const Desc b_desc(wg::smem_desc(tc::smem_addr(&s.b[0][0])));
+    constexpr uint32_t B_STAGE = B_BYTES / 16, K16 = 32 / 16;  // in the descriptor's 16-byte units
+    for (int i0 = 0; i0 < n_steps; i0 += STAGES) {
 #pragma unroll
-        for (int kk = 0; kk < BK / 16; ++kk) wgmma_k16(d, frag[kk], b_desc + cur * B_STAGE + kk * K16);
-        wg::wgmma_commit();
-        const int prev = cur == 0 ? STAGES - 1 : cur - 1;
-        if (i + AHEAD_ < n_steps) {
-            load_b(prev, blk.step_begin + i + AHEAD_);
-            load_w(prev, blk.step_begin + i + AHEAD_);
+        for (int cur = 0; cur < STAGES; ++cur) {
+            const int i = i0 + cur;
+            if (i >= n_steps) break;
+            tc::cp_async_wait<AHEAD_ - 1>();
+            wg::fence_proxy_async();
+            // The step's barrier: L(i) has landed for everyone and is visible to the tensor cores (each thread
+            // fenced its own copies); both warpgroups have waited for their multiply of step i - 1, whose stage
+            // L(i + AHEAD) takes at once.
+            __syncthreads();
+            if (i + AHEAD_ < n_steps) copy_next(cur == 0 ? STAGES - 1 : cur - 1);
+            tc::cp_async_commit();
+            uint32_t frag[4][4];
+            FragmentSource::dequant_at(frag_src.x + cur * W_BYTES, frag_src.y + cur * SZ_BYTES, frag);
+            wg::wgmma_fence();
+            wg::fence_operands(d);
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; ++kk) wgmma_k16(d, frag[kk], b_desc + cur * B_STAGE + kk * K16);
+            wg::wgmma_commit();
+            wg::wgmma_wait<0>();
+            wg::fence_operands(d);
         }
-        tc::cp_async_commit();
-        cur = cur + 1 == STAGES ? 0 : cur + 1;
-        wg::wgmma_wait<0>();
-        wg::fence_operands(d);
     }
     tc::cp_async_wait<0>();  // nothing real is pending (the last groups are empty); never leave a copy in flight
 }
@@ -252,7 +291,6 @@ ENGINE_DEV void run(const GemmParams& p) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const uint32_t pad = (1024u - (tc::smem_addr(smem_raw) & 1023u)) & 1023u;
     Smem& s = *reinterpret_cast<Smem*>(smem_raw + pad);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, group = warp >> 2;
     const gemm::RowsBlock blk = gemm::rows_block(p, BN);  // grid.y is 1: rows 0 .. m - 1
 
     pdl_wait();
@@ -261,7 +299,8 @@ ENGINE_DEV void run(const GemmParams& p) {
     float d[ACC];
 #pragma unroll
     for (int i = 0; i < ACC; ++i) d[i] = 0.f;
-    mainloop<ROWS, AHEAD>(p, blk, s, d);
+    mainloop(p, blk, s, d);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, group = warp >> 2;
     finish<OUT, ACC>(p, d, blk.slot0 + 64 * group + 16 * (warp & 3) + (lane >> 2), 0);
 #else
     __trap();  // compute_80 module: the host launches these on sm_90 only, where the sm_90a module is loaded

@@ -25,6 +25,25 @@ ENGINE_DEV void cp_async16(void* dst, const void* src, uint32_t bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes)
                  : "memory");
 }
+// The same to a shared-space byte address: kernels that keep their destinations in registers and step through
+// pipeline stages by constant offsets, which ptxas folds into the instruction.
+ENGINE_DEV void cp_async16_at(uint32_t dst, const void* src, uint32_t bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+// 4 bytes through L1 (.ca: scales are reused by neighbouring blocks), to a shared-space byte address.
+ENGINE_DEV void cp_async4_at(uint32_t dst, const void* src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(src) : "memory");
+}
+ENGINE_DEV uint2 lds64(uint32_t addr) {
+    uint2 v;
+    asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"(addr) : "memory");
+    return v;
+}
+ENGINE_DEV uint32_t lds32(uint32_t addr) {
+    uint32_t v;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(addr) : "memory");
+    return v;
+}
 ENGINE_DEV void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N>
 ENGINE_DEV void cp_async_wait() {
