@@ -128,9 +128,8 @@ ENGINE_DEV void wgmma_k16(float (&d)[8], const uint32_t (&a)[4], Desc db) {
 }
 #endif
 
-// The short tile's epilogue. Thread (warpgroup g, warp
-// w4, lane) holds d[4j + 2h + e] = Y[row0 + 8j + 2(lane % 4) + e][slot0 + 64g + 16w4 + lane / 4 + 8h] (wgmma's
-// m64nN C layout, slots as M); `slot_l` is that slot for h = 0. With split-K every block writes its partial sums
+// The short tile's epilogue. Thread (warpgroup g, warp w4, lane) holds d[4j + 2h + e] = Y[row0 + 8j + 2(lane % 4)
+// + e][slot0 + 64g + 16w4 + lane / 4 + 8h] (wgmma's m64nN C layout, slots as M); `slot_l` is that slot for h = 0. With split-K every block writes its partial sums
 // into gemm.cu's [split][m][n_pad] buffer and the last to arrive (a counter per grid.x · grid.y tile) adds them in
 // split order, the loads of up to 32 / (N / 16) splits at once: with ~16 splits of a short K range, one round trip
 // per split would be the kernel's tail.
