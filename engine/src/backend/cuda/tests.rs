@@ -1582,6 +1582,26 @@ fn gemm_small_matches_f64_in_both_widths() {
     }
 }
 
+/// µs per launch of `launch(i)` for i = 0..64 back to back between two events: the median of 5 runs after one to
+/// warm up.
+fn time_per_launch(g: &Device, launch: &dyn Fn(usize)) -> f64 {
+    let mut times = Vec::new();
+    for rep in 0..6 {
+        let (a, b) = (g.event(true).unwrap(), g.event(true).unwrap());
+        a.record(&g.stream).unwrap();
+        for i in 0..64 {
+            launch(i);
+        }
+        b.record(&g.stream).unwrap();
+        g.sync().unwrap();
+        if rep > 0 {
+            times.push(a.elapsed_ms(&b).unwrap() as f64 * 1e3 / 64.0);
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[times.len() / 2]
+}
+
 /// Per-launch time of the small-chunk GEMM on the Baichuan-7B shapes with 16 rows: the engine's shape, every other
 /// shape the chooser considers, and the one-row GEMV over the same weights for reference. Each launch reads its own
 /// copy of the weights (256 MB of copies, so that nothing is served from L2 that a prefill would read from memory);
@@ -1592,24 +1612,7 @@ fn gemm_small_int4_time_per_launch() {
     let g = gpu();
     let mut rng = Rng(98);
     let m = 16usize;
-    let event = || g.event(true).unwrap();
-    let time = |launch: &dyn Fn(usize)| -> f64 {
-        let mut times = Vec::new();
-        for rep in 0..6 {
-            let (a, b) = (event(), event());
-            a.record(&g.stream).unwrap();
-            for i in 0..64 {
-                launch(i);
-            }
-            b.record(&g.stream).unwrap();
-            g.sync().unwrap();
-            if rep > 0 {
-                times.push(a.elapsed_ms(&b).unwrap() as f64 * 1e3 / 64.0);
-            }
-        }
-        times.sort_by(|a, b| a.total_cmp(b));
-        times[times.len() / 2]
-    };
+    let time = |launch: &dyn Fn(usize)| time_per_launch(&g, launch);
     for &(name, k, n) in
         &[("q/k/v", 4096usize, 12288usize), ("o", 4096, 4096), ("gate/up", 4096, 22016), ("down", 11008, 4096)]
     {
@@ -1678,23 +1681,7 @@ fn gemm_wgmma_short_int4_time_per_launch() {
     }
     let mut rng = Rng(99);
     let m = 16usize;
-    let time = |launch: &dyn Fn(usize)| -> f64 {
-        let mut times = Vec::new();
-        for rep in 0..6 {
-            let (a, b) = (g.event(true).unwrap(), g.event(true).unwrap());
-            a.record(&g.stream).unwrap();
-            for i in 0..64 {
-                launch(i);
-            }
-            b.record(&g.stream).unwrap();
-            g.sync().unwrap();
-            if rep > 0 {
-                times.push(a.elapsed_ms(&b).unwrap() as f64 * 1e3 / 64.0);
-            }
-        }
-        times.sort_by(|a, b| a.total_cmp(b));
-        times[times.len() / 2]
-    };
+    let time = |launch: &dyn Fn(usize)| time_per_launch(&g, launch);
     for &(name, k, n, residual) in &[
         ("q/k/v", 4096usize, 12288usize, false),
         ("o", 4096, 4096, true),
@@ -2600,23 +2587,10 @@ fn time_gemv_chain(g: &Device, f: &Kernel<GemvParams>, dl: &DevLin, p: &GemvPara
     let copies = (256usize << 20).div_ceil(bytes).clamp(1, 64);
     let pool: Vec<DeviceBuffer> = (0..copies).map(|_| put(g, &dl.d.qw)).collect();
     let smem = shapes::gemv_smem(dl.p.k_pad, 8, 1);
-    let event = || g.event(true).unwrap();
-    let mut times = Vec::new();
-    for rep in 0..6 {
-        let (a, b) = (event(), event());
-        a.record(&g.stream).unwrap();
-        for i in 0..64 {
-            let q = GemvParams { qw: pool[i % copies].ptr(), ..*p };
-            launch(g, f, Launch::new((grid, 1, 1), 256, smem), &q);
-        }
-        b.record(&g.stream).unwrap();
-        g.sync().unwrap();
-        if rep > 0 {
-            times.push(a.elapsed_ms(&b).unwrap() as f64 * 1e3 / 64.0);
-        }
-    }
-    times.sort_by(|a, b| a.total_cmp(b));
-    times[times.len() / 2]
+    time_per_launch(g, &|i| {
+        let q = GemvParams { qw: pool[i % copies].ptr(), ..*p };
+        launch(g, f, Launch::new((grid, 1, 1), 256, smem), &q);
+    })
 }
 
 #[test]
