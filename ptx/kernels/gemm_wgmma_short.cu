@@ -9,7 +9,7 @@
 // back (a version that did so was bound by shared-memory traffic, 12 bytes of it per byte of weights).
 //   - 256 threads = 2 warpgroups; warp w owns slot-tile w of the block's 8 (16 slots: wgmma rows 16 (w % 4) .. of
 //     its warpgroup's 64) and copies that tile's raw words, one uint4 per lane per step (cp.async, AHEAD steps
-//     ahead: the bytes in flight are in shared memory, not in registers, so four blocks fit on an SM);
+//     ahead: the bytes in flight are in shared memory, not in registers, so three blocks fit on an SM);
 //   - the fragment mapping. wgmma's A fragment (as mma.m16n8k16's) gives lane (g, t) = (lane / 4, lane % 4) rows g
 //     and g + 8 at k = 2t, 2t + 1 (a0, a1) and 2t + 8, 2t + 9 (a2, a3). The sum over k does not care which input
 //     row stands behind each k, as long as B agrees, so lane (g, t) takes for each of its two slots the words
@@ -191,15 +191,19 @@ ENGINE_DEV void finish(const GemmParams& p, float (&d)[ACC], uint32_t slot_l, ui
 // The short tile's K loop: block `blk`'s steps of 16 rows of A (in the K order, lda = k_pad) times its 8 slot-tiles,
 // into d (wgmma's m64n16 accumulators of this thread's warpgroup).
 // Pipeline: L(j) = {rows of A and raw words of step j} into stage j % STAGES. L(0) .. L(AHEAD - 1) before the
-// loop, L(i + AHEAD) issued in step i (every group committed even when empty), so that in step i wait_group
-// AHEAD - 1 means "L(i) has landed". L(i + AHEAD) takes the stage of step i - 1, whose multiply every warpgroup
-// waited for before step i's barrier, right after that barrier.
+// loop (the weights' part before the PDL wait), L(i + AHEAD) issued in step i (every group committed even when
+// empty), so that in step i wait_group AHEAD - 2 means "L(i + 1) has landed". L(i + AHEAD) takes the stage of step
+// i - 1, whose multiply every warpgroup waited for before step i's barrier, right after that barrier.
 // Why it is written this way: at 16 rows the loop streams weights at 32 flops per byte, so its cost is the
 // instructions each warp issues per step, not the multiply. The loop is unrolled over the STAGES stages so that
 // every shared-memory address (the stage's copies, its fragments, its descriptor) is a register plus a constant
 // ptxas folds into the instruction, the sources are pointers advanced by one step per copy instead of addresses
 // recomputed from the step index, and the copies go out before the fragments hold registers (under the 64-register
-// cap their addresses were otherwise recomputed): nvdisasm 158 -> 108 instructions per warp and step.
+// cap their addresses were otherwise recomputed): nvdisasm 158 -> 108 instructions per warp and step. A block's
+// steps are a chain (barrier, multiply, wait), so the next step's fragments are dequantized while the tensor cores
+// run this step's multiplies: a step of one block alone 327 -> 290 ns, at the price of a second fragment buffer
+// (71 registers, three blocks per SM instead of four); and the weights of the first steps are requested before the
+// PDL wait. 16-token prefill of the 7B shape 3.17 -> 3.09 ms (BENCHMARKS.md).
 ENGINE_DEV void mainloop(const GemmParams& p, const gemm::RowsBlock& blk, Smem& s, float (&d)[ACC]) {
     constexpr int R = ROWS, AHEAD_ = AHEAD, STAGES = AHEAD + 1;
     using Smem_ = Smem;
@@ -234,48 +238,74 @@ ENGINE_DEV void mainloop(const GemmParams& p, const gemm::RowsBlock& blk, Smem& 
     const uint32_t b_dst = kept(tc::smem_addr(&s.b[0][wg::swizzled(a_r % R, a_c)]));
     const uint32_t w_dst = kept(tc::smem_addr(&s.wraw[0][warp][lane]));
     const uint32_t sz_dst = kept(tc::smem_addr(&s.sz[0][tid]));
-    auto copy_next = [&](int stage) {
+    auto copy_a = [&](int stage) {
         if (copies_a) {
 #pragma unroll
             for (int i = 0; i < PER_THREAD; ++i)
                 tc::cp_async16_at(b_dst + stage * B_BYTES + 32 * i * BK * 2, a_next + a_off[i], 16u);
         }
+        a_next += BK;
+    };
+    auto copy_weights = [&](int stage) {
         tc::cp_async16_at(w_dst + stage * W_BYTES, w_next, tile_ok ? 16u : 0u);
         tc::cp_async4_at(sz_dst + stage * SZ_BYTES, sz_tile + min(k_next >> g_shift, p.groups - 1) * INT4_TILE_N);
-        a_next += BK;
         w_next += 32;
         k_next += BK;
     };
+    auto copy_next = [&](int stage) {
+        copy_a(stage);
+        copy_weights(stage);
+    };
     const uint2 frag_src = FragmentSource::of(lane, tc::smem_addr(&s.wraw[0][warp][0]), tc::smem_addr(&s.sz[0][warp * 32]));
 
+    // The weights never change: the first AHEAD steps' go out before waiting for the previous kernel (programmatic
+    // dependent launch), as one group committed before the rows of A, so that their memory latency overlaps that
+    // kernel's tail. Any later wait for a step's group (A's) then covers this older one too.
+#pragma unroll
+    for (int j = 0; j < AHEAD_; ++j)
+        if (j < n_steps) copy_weights(j);
+    tc::cp_async_commit();
+    // Nothing before this line may read what the previous kernel writes (A, the residual stream, the partials).
+    pdl_wait();
+    pdl_launch_dependents();
 #pragma unroll
     for (int j = 0; j < AHEAD_; ++j) {
-        if (j < n_steps) copy_next(j);
+        if (j < n_steps) copy_a(j);
         tc::cp_async_commit();
     }
 
     const Desc b_desc(wg::smem_desc(tc::smem_addr(&s.b[0][0])));
     constexpr uint32_t B_STAGE = B_BYTES / 16, K16 = 32 / 16;  // in the descriptor's 16-byte units
-    for (int i0 = 0; i0 < n_steps; i0 += STAGES) {
+    // The fragments of step i are dequantized during step i - 1, while its multiplies run (two buffers, the
+    // unrolled loop's parity): step 0's here, once its group has landed (the weights group and A(0): all but the
+    // AHEAD - 1 latest), visible to the warp whose lanes copied them.
+    uint32_t frag[2][4][4];
+    if (n_steps > 0) {
+        tc::cp_async_wait<AHEAD_ - 1>();
+        __syncwarp();
+        FragmentSource::dequant_at(frag_src.x, frag_src.y, frag[0]);
+    }
+    for (int i0 = 0; i0 < n_steps; i0 += 2 * STAGES) {
 #pragma unroll
-        for (int cur = 0; cur < STAGES; ++cur) {
-            const int i = i0 + cur;
+        for (int u = 0; u < 2 * STAGES; ++u) {
+            const int i = i0 + u, cur = u % STAGES, nxt = (u + 1) % STAGES;
             if (i >= n_steps) break;
-            tc::cp_async_wait<AHEAD_ - 1>();
+            tc::cp_async_wait<AHEAD_ - 2>();
             wg::fence_proxy_async();
-            // The step's barrier: L(i) has landed for everyone and is visible to the tensor cores (each thread
-            // fenced its own copies); both warpgroups have waited for their multiply of step i - 1, whose stage
-            // L(i + AHEAD) takes at once.
+            // The step's barrier: L(i) and L(i + 1) have landed for everyone and are visible to the tensor cores
+            // (each thread fenced its own copies); both warpgroups have waited for their multiply of step i - 1,
+            // whose stage L(i + AHEAD) takes at once (its words were dequantized in step i - 2).
             __syncthreads();
             if (i + AHEAD_ < n_steps) copy_next(cur == 0 ? STAGES - 1 : cur - 1);
             tc::cp_async_commit();
-            uint32_t frag[4][4];
-            FragmentSource::dequant_at(frag_src.x + cur * W_BYTES, frag_src.y + cur * SZ_BYTES, frag);
             wg::wgmma_fence();
             wg::fence_operands(d);
 #pragma unroll
-            for (int kk = 0; kk < BK / 16; ++kk) wgmma_k16(d, frag[kk], b_desc + cur * B_STAGE + kk * K16);
+            for (int kk = 0; kk < BK / 16; ++kk) wgmma_k16(d, frag[u & 1][kk], b_desc + cur * B_STAGE + kk * K16);
             wg::wgmma_commit();
+            // The next step's fragments while the tensor cores work on this one's.
+            if (i + 1 < n_steps)
+                FragmentSource::dequant_at(frag_src.x + nxt * W_BYTES, frag_src.y + nxt * SZ_BYTES, frag[(u + 1) & 1]);
             wg::wgmma_wait<0>();
             wg::fence_operands(d);
         }
@@ -292,9 +322,6 @@ ENGINE_DEV void run(const GemmParams& p) {
     Smem& s = *reinterpret_cast<Smem*>(smem_raw + pad);
     const gemm::RowsBlock blk = gemm::rows_block(p, BN);  // grid.y is 1: rows 0 .. m - 1
 
-    pdl_wait();
-    pdl_launch_dependents();
-
     float d[ACC];
 #pragma unroll
     for (int i = 0; i < ACC; ++i) d[i] = 0.f;
@@ -309,19 +336,20 @@ ENGINE_DEV void run(const GemmParams& p) {
 }  // namespace wgs
 
 // Block: 256 threads. Grid: (ceil(n_pad / 128), 1, k_splits); m ≤ 16; A in the K order of k_order.cuh (lda = k_pad,
-// as `permute_k_steps` writes it). Dynamic shared memory sizeof(wgs::Smem) + 1024 = 51200 bytes, at most 64 registers per thread: four blocks per SM. sm_90a only: in the compute_80 module
-// these trap.
-extern "C" __global__ void __launch_bounds__(256, 4) gemm_wgmma_short_int4_store16(const GemmParams p) {
+// as `permute_k_steps` writes it). Dynamic shared memory sizeof(wgs::Smem) + 1024 = 51200 bytes, at most 85
+// registers per thread (the two fragment buffers need 71): three blocks per SM. sm_90a only: in the compute_80
+// module these trap.
+extern "C" __global__ void __launch_bounds__(256, 3) gemm_wgmma_short_int4_store16(const GemmParams p) {
     wgs::run<gemm::STORE16>(p);
 }
-extern "C" __global__ void __launch_bounds__(256, 4) gemm_wgmma_short_int4_residual(const GemmParams p) {
+extern "C" __global__ void __launch_bounds__(256, 3) gemm_wgmma_short_int4_residual(const GemmParams p) {
     wgs::run<gemm::RESIDUAL>(p);
 }
-extern "C" __global__ void __launch_bounds__(256, 4) gemm_wgmma_short_int4_store32(const GemmParams p) {
+extern "C" __global__ void __launch_bounds__(256, 3) gemm_wgmma_short_int4_store32(const GemmParams p) {
     wgs::run<gemm::STORE32>(p);
 }
 // gate/up paired (ColumnOrder::GateUp) with SwiGLU: y16 is the down projection's input, in its K order (ldy = its
 // k_pad, which must equal inter: the columns past it are not written).
-extern "C" __global__ void __launch_bounds__(256, 4) gemm_wgmma_short_int4_swiglu(const GemmParams p) {
+extern "C" __global__ void __launch_bounds__(256, 3) gemm_wgmma_short_int4_swiglu(const GemmParams p) {
     wgs::run<gemm::SWIGLU_K>(p);
 }

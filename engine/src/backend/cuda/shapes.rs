@@ -245,8 +245,8 @@ const _: () = assert!(GEMM_WGMMA_WS_SMEM_BYTES + 16 + 1024 <= 228 * 1024);
 /// Shared memory of `gemm_wgmma_short_int4_*` (`sizeof(wgs::Smem)` + 1 KB): 7 stages of B (16 rows of A × 64
 /// halves), raw W (8×32 uint4) and scales (256 words).
 pub const GEMM_WGMMA_SHORT_SMEM_BYTES: u32 = 7 * (16 * 64 * 2 + 8 * 32 * 16 + 256 * 4) + 1024;
-/// Blocks of `gemm_wgmma_short_int4_*` an SM holds: its shared memory and its 64-register cap allow four.
-pub const GEMM_WGMMA_SHORT_BLOCKS_PER_SM: u32 = 4;
+/// Blocks of `gemm_wgmma_short_int4_*` an SM holds: its shared memory and its 85-register cap allow three.
+pub const GEMM_WGMMA_SHORT_BLOCKS_PER_SM: u32 = 3;
 const _: () = assert!(GEMM_WGMMA_SHORT_BLOCKS_PER_SM * (GEMM_WGMMA_SHORT_SMEM_BYTES + 16 + 1024) <= 228 * 1024);
 
 /// Shared memory of `gemm_wgmma_wreg_int4_*` (`sizeof(wgr::Smem)` + 1 KB): 4 stages of B (128 rows of A × 64
