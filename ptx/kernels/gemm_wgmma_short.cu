@@ -129,10 +129,10 @@ ENGINE_DEV void wgmma_k16(float (&d)[8], const uint32_t (&a)[4], Desc db) {
 #endif
 
 // The short tile's epilogue. Thread (warpgroup g, warp w4, lane) holds d[4j + 2h + e] = Y[row0 + 8j + 2(lane % 4)
-// + e][slot0 + 64g + 16w4 + lane / 4 + 8h] (wgmma's m64nN C layout, slots as M); `slot_l` is that slot for h = 0. With split-K every block writes its partial sums
-// into gemm.cu's [split][m][n_pad] buffer and the last to arrive (a counter per grid.x · grid.y tile) adds them in
-// split order, the loads of up to 32 / (N / 16) splits at once: with ~16 splits of a short K range, one round trip
-// per split would be the kernel's tail.
+// + e][slot0 + 64g + 16w4 + lane / 4 + 8h] (wgmma's m64nN C layout, slots as M); `slot_l` is that slot for h = 0.
+// With split-K every block writes its partial sums into gemm.cu's [split][m][n_pad] buffer and the last to arrive
+// (a counter per grid.x · grid.y tile) adds them in split order, the loads of up to 32 / (N / 16) splits at once:
+// with ~16 splits of a short K range, one round trip per split would be the kernel's tail.
 template <int OUT, int ACC>
 ENGINE_DEV void finish(const GemmParams& p, float (&d)[ACC], uint32_t slot_l, uint32_t row0) {
     constexpr int BATCH = ACC >= 32 ? 1 : 32 / ACC;  // split partials whose loads are issued at once
@@ -256,7 +256,8 @@ ENGINE_DEV void mainloop(const GemmParams& p, const gemm::RowsBlock& blk, Smem& 
         copy_a(stage);
         copy_weights(stage);
     };
-    const uint2 frag_src = FragmentSource::of(lane, tc::smem_addr(&s.wraw[0][warp][0]), tc::smem_addr(&s.sz[0][warp * 32]));
+    const uint2 frag_src =
+        FragmentSource::of(lane, tc::smem_addr(&s.wraw[0][warp][0]), tc::smem_addr(&s.sz[0][warp * 32]));
 
     // The weights never change: the first AHEAD steps' go out before waiting for the previous kernel (programmatic
     // dependent launch), as one group committed before the rows of A, so that their memory latency overlaps that
