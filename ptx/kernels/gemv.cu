@@ -16,9 +16,13 @@
 //     partial sums of squares for the next norm) for o/down. Each saves a launch and a round trip through memory.
 //   - blocks are persistent over `tiles_per_block` tiles, so x is staged once per block, not once per tile.
 //   - the first weight loads are issued before the prologue, and the next batch is always in flight while the
-//     current one is multiplied (software pipelining in registers).
+//     current one is multiplied (software pipelining in registers);
+//   - or, on sm_90 (`gemv_ring_*`, `run_ring`), one more warp streams the block's weights into a ring of
+//     shared-memory stages by bulk copies and the others multiply from there: more bytes in flight per block
+//     without registers (measured: faster on large matrices, slower inside a decode step; BENCHMARKS.md).
 // All reductions are in a fixed order: the same inputs give the same bits, run after run.
 #include "tiles.cuh"
+#include "bulk_copy.cuh"
 
 namespace gemv {
 
@@ -353,28 +357,131 @@ ENGINE_DEV void prefetch_batch(const GemvParams& p, uint32_t t, uint32_t s0, uin
 // the next projection's copies); template parameters so that the other kernels carry none of it in registers.
 enum Variant { ONE_INPUT = 0, PARTS = 1, SCATTER = 2 };
 
+// What a block works on: its units of work v_begin .. v_end − 1 (in tile_at's order) and, with act-order's
+// per-part inputs, the parts its tiles belong to (their staged inputs lie one after another in shared memory).
+template <int EPI, int VAR>
+struct BlockWork {
+    uint32_t steps, v_begin, v_end, part_lo, part_hi;
+    __device__ __forceinline__ explicit BlockWork(const GemvParams& p) {
+        steps = p.k_pad / INT4_STEP_K;
+        // SWIGLU_SPLIT: the up tiles start at part 1; a unit is a (gate, up) pair of tiles.
+        const uint32_t units = EPI == SWIGLU_SPLIT ? p.part_slot1 / INT4_TILE_N : p.n_pad / INT4_TILE_N;
+        const uint32_t u_begin = blockIdx.x * p.tiles_per_block;
+        const uint32_t u_end = min(units, u_begin + p.tiles_per_block);
+        const uint32_t per_unit = EPI == SWIGLU_SPLIT ? 2 : 1;
+        v_begin = u_begin * per_unit, v_end = u_end * per_unit;
+        part_lo = VAR == PARTS && v_begin < v_end ? part_of(p, tile_at<EPI>(p, v_begin)) : 0;
+        part_hi = VAR == PARTS && v_begin < v_end ? part_of(p, tile_at<EPI>(p, v_end - 1)) : part_lo;
+    }
+    // The staged input tile t multiplies.
+    __device__ __forceinline__ const __half2* input_of(const GemvParams& p, const __half2* xs, uint32_t t) const {
+        return VAR == PARTS ? xs + (size_t)(part_of(p, t) - part_lo) * (p.k_pad / 2) : xs;
+    }
+};
+
+// What a tile's epilogue reads besides its sums, fetched by warp 0 when the tile starts so that the loads overlap
+// the K loop: the slot's output column and (RESIDUAL) its residual-stream value.
+struct TileOut {
+    uint32_t col = INT4_PAD_SLOT;
+    float resid = 0.f;
+};
+
+template <int EPI, int VAR>
+ENGINE_DEV TileOut tile_out(const GemvParams& p, uint32_t t) {
+    const int lane = threadIdx.x & 31;
+    TileOut o;
+    if ((threadIdx.x >> 5) != 0) return o;
+    o.col = __ldg(p.col_map + t * INT4_TILE_N + (lane & 15));
+    if (EPI == RESIDUAL && o.col != INT4_PAD_SLOT) o.resid = p.y[o.col];
+    // The scatter's indices and norm weight, into L1 while the K loop runs (lanes 16..31 mirror 0..15).
+    if (VAR == SCATTER && lane < 16 && o.col != INT4_PAD_SLOT) {
+        prefetch_l1(p.out_norm_w + o.col);
+        for (uint32_t q = 0; q < p.out_parts; ++q) prefetch_l1(p.out_idx + q * p.out_stride + o.col);
+    }
+    return o;
+}
+
+// A barrier of the NW warps that multiply. With the weight ring one more warp copies and never joins, so it is a
+// named barrier over the multiplying warps' threads alone.
+template <int NW, bool RING>
+ENGINE_DEV void multipliers_sync() {
+    if (RING) asm volatile("bar.sync 1, %0;" ::"r"(NW * 32) : "memory");
+    else __syncthreads();
+}
+
+// The end of tile t (unit v): the warps' sums of each slot added in warp order, then the epilogue. `acc`: this
+// lane's sum over its steps; `red` [NW][16] and `scratch` (SWIGLU_SPLIT's gate values and columns) in shared memory.
+template <int EPI, int NW, int VAR, bool RING>
+ENGINE_DEV void finish_tile(const GemvParams& p, uint32_t v, uint32_t t, const TileOut& o, float acc, float* red,
+                            float* gate_v) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, j = lane & 15;
+    // Lanes j and j + 16 summed the two halves of each step for the same slot.
+    acc += __shfl_xor_sync(0xffffffffu, acc, 16);
+    if (lane < 16) red[warp * INT4_TILE_N + j] = acc;
+    multipliers_sync<NW, RING>();
+    if (warp == 0) {
+        float sum = 0.f;
+#pragma unroll
+        for (int w = 0; w < NW; ++w) sum += red[w * INT4_TILE_N + j];
+        if (EPI != SWIGLU_SPLIT) {
+            epilogue<EPI, VAR == SCATTER>(p, t, o.col, o.resid, sum);
+        } else if (lane < 16) {
+            // A unit's gate tile leaves its values (and columns) in shared memory, each lane its own slot, for
+            // its up tile: h = silu(gate) · up, stored at the gate's column (up column i is gate i + inter).
+            uint32_t* gate_col = reinterpret_cast<uint32_t*>(gate_v + INT4_TILE_N);
+            if ((v & 1u) == 0) {
+                gate_v[j] = sum, gate_col[j] = o.col;
+            } else if (gate_col[j] != INT4_PAD_SLOT) {
+                const float g = gate_v[j];
+                p.out16[swiglu_dst(p, gate_col[j])] = __float2half_rn(g / (1.f + __expf(-g)) * sum);
+            }
+        }
+    }
+    multipliers_sync<NW, RING>();
+}
+
+// The dot product of one lane's 32-row chunk, whatever the weights' width: `w` its lane_words<BITS>() words.
+template <int BITS>
+ENGINE_DEV float dot_words(const uint4* w, const __half2* xs_chunk, uint32_t sz_bits, float acc) {
+    if constexpr (BITS == 4) {
+        return dot_chunk(w[0], xs_chunk, sz_bits, acc);
+    } else if constexpr (BITS == 8) {
+        const uint4 w2[2] = {w[0], w[1]};
+        return dot_chunk8(w2, xs_chunk, sz_bits, acc);
+    } else {
+        const uint4 w4[4] = {w[0], w[1], w[2], w[3]};
+        return dot_chunk16(w4, xs_chunk, acc);
+    }
+}
+
+// Shared memory of the register-pipelined kernels: the per-warp sums (NW · 16 floats), a block_sum scratch of NW,
+// SWIGLU_SPLIT's gate values and columns (32 words; together a multiple of 16 bytes), then the staged input(s).
+// The ring kernels put their ring first and one more warp's scratch (4 floats, for alignment) in front of the
+// gate values.
+template <int NW, bool RING>
+struct SmemLayout {
+    float* red;
+    float* scratch;
+    float* gate_v;
+    __half2* xs;
+    __device__ __forceinline__ explicit SmemLayout(unsigned char* base) {
+        red = reinterpret_cast<float*>(base);
+        scratch = red + NW * INT4_TILE_N;
+        gate_v = scratch + NW + (RING ? 4 : 0);
+        xs = reinterpret_cast<__half2*>(gate_v + 2 * INT4_TILE_N);
+    }
+};
+
+// The register-pipelined kernel (every card): each lane keeps its next batch of weights in flight in registers.
 template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT, int BITS = 4>
 ENGINE_DEV void run(const GemvParams& p) {
-    constexpr int W = lane_words<BITS>(), SB = batch_steps<BITS>();
-    // The per-warp sums first (NW · 17 floats), SWIGLU_SPLIT's gate values and columns (32 words; together a
-    // multiple of 16 bytes), then the staged input(s).
+    constexpr int SB = batch_steps<BITS>();
     extern __shared__ __align__(16) unsigned char smem[];
-    float* red = reinterpret_cast<float*>(smem);  // [NW][16]
-    float* scratch = red + NW * INT4_TILE_N;       // [NW], then the gate values [16] and columns [16]
-    __half2* xs = reinterpret_cast<__half2*>(scratch + NW + 2 * INT4_TILE_N);
-
+    const SmemLayout<NW, false> sm(smem);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int j = lane & 15, hsel = lane >> 4;
-    const uint32_t steps = p.k_pad / INT4_STEP_K, tiles = p.n_pad / INT4_TILE_N;
-    // SWIGLU_SPLIT: the up tiles start at part 1; a unit is a (gate, up) pair of tiles.
-    const uint32_t units = EPI == SWIGLU_SPLIT ? p.part_slot1 / INT4_TILE_N : tiles;
-    const uint32_t u_begin = blockIdx.x * p.tiles_per_block;
-    const uint32_t u_end = min(units, u_begin + p.tiles_per_block);
-    const uint32_t per_unit = EPI == SWIGLU_SPLIT ? 2 : 1;
-    const uint32_t v_begin = u_begin * per_unit, v_end = u_end * per_unit;
-    // The parts this block's tiles belong to, each with its staged input (act-order; one part otherwise).
-    const uint32_t part_lo = VAR == PARTS && v_begin < v_end ? part_of(p, tile_at<EPI>(p, v_begin)) : 0;
-    const uint32_t part_hi = VAR == PARTS && v_begin < v_end ? part_of(p, tile_at<EPI>(p, v_end - 1)) : part_lo;
+    const int hsel = lane >> 4;
+    const BlockWork<EPI, VAR> b(p);
+    const uint32_t steps = b.steps, v_begin = b.v_begin, v_end = b.v_end;
 
     // The weights never change, so their first loads go out before anything else — before waiting for the
     // previous kernel (programmatic dependent launch) and before staging x: the first batch's DRAM latency then
@@ -389,25 +496,14 @@ ENGINE_DEV void run(const GemvParams& p) {
 
     // Nothing before this line may read what the previous kernel writes (x, ssq, the caches).
     pdl_wait();
-    stage_input<PRO, NW, VAR == PARTS>(p, xs, part_lo, part_hi, scratch);
+    stage_input<PRO, NW, VAR == PARTS>(p, sm.xs, b.part_lo, b.part_hi, sm.scratch);
     if (!EARLY && v_begin < v_end) load_batch<NW, BITS>(p, tile_at<EPI>(p, v_begin), warp, steps, cur, cur_sz);
     pdl_launch_dependents();
 
     for (uint32_t v = v_begin; v < v_end; ++v) {
         const uint32_t t = tile_at<EPI>(p, v);
-        const __half2* xt = VAR == PARTS ? xs + (size_t)(part_of(p, t) - part_lo) * (p.k_pad / 2) : xs;
-        // Warp 0 fetches what its epilogue needs now, so that those loads overlap the K loop.
-        uint32_t col = INT4_PAD_SLOT;
-        float resid = 0.f;
-        if (warp == 0) {
-            col = __ldg(p.col_map + t * INT4_TILE_N + j);
-            if (EPI == RESIDUAL && col != INT4_PAD_SLOT) resid = p.y[col];
-            // The scatter's indices and norm weight, into L1 while the K loop runs (lanes 16..31 mirror 0..15).
-            if (VAR == SCATTER && lane < 16 && col != INT4_PAD_SLOT) {
-                prefetch_l1(p.out_norm_w + col);
-                for (uint32_t q = 0; q < p.out_parts; ++q) prefetch_l1(p.out_idx + q * p.out_stride + col);
-            }
-        }
+        const __half2* xt = b.input_of(p, sm.xs, t);
+        const TileOut o = tile_out<EPI, VAR>(p, t);
         float acc = 0.f;
         for (uint32_t s0 = warp; s0 < steps; s0 += NW * SB) {
             // Software pipelining: the next batch (of this tile, or the next tile's first) is in flight while
@@ -418,75 +514,208 @@ ENGINE_DEV void run(const GemvParams& p) {
 #pragma unroll
             for (int u = 0; u < SB; ++u) {
                 const uint32_t s = s0 + u * NW;
-                if (s >= steps) continue;
-                if constexpr (BITS == 4) {
-                    acc = dot_chunk(cur[u], xt + (2 * s + hsel) * 16, cur_sz[u], acc);
-                } else if constexpr (BITS == 8) {
-                    const uint4 w2[2] = {cur[u * W], cur[u * W + 1]};
-                    acc = dot_chunk8(w2, xt + (2 * s + hsel) * 16, cur_sz[u], acc);
-                } else {
-                    const uint4 w4[4] = {cur[u * W], cur[u * W + 1], cur[u * W + 2], cur[u * W + 3]};
-                    acc = dot_chunk16(w4, xt + (2 * s + hsel) * 16, acc);
-                }
+                if (s < steps) acc = dot_words<BITS>(cur + u * lane_words<BITS>(), xt + (2 * s + hsel) * 16, cur_sz[u], acc);
             }
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
         }
-        // Lanes j and j + 16 summed the two halves of each step for the same slot.
-        acc += __shfl_xor_sync(0xffffffffu, acc, 16);
-        if (lane < 16) red[warp * INT4_TILE_N + j] = acc;
-        __syncthreads();
-        if (warp == 0) {
-            float sum = 0.f;
-#pragma unroll
-            for (int w = 0; w < NW; ++w) sum += red[w * INT4_TILE_N + j];
-            if (EPI != SWIGLU_SPLIT) {
-                epilogue<EPI, VAR == SCATTER>(p, t, col, resid, sum);
-            } else if (lane < 16) {
-                // A unit's gate tile leaves its values (and columns) in shared memory, each lane its own slot, for
-                // its up tile: h = silu(gate) · up, stored at the gate's column (up column i is gate i + inter).
-                float* gate_v = scratch + NW;
-                uint32_t* gate_col = reinterpret_cast<uint32_t*>(gate_v + INT4_TILE_N);
-                if ((v & 1u) == 0) {
-                    gate_v[j] = sum, gate_col[j] = col;
-                } else if (gate_col[j] != INT4_PAD_SLOT) {
-                    const float g = gate_v[j];
-                    p.out16[swiglu_dst(p, gate_col[j])] = __float2half_rn(g / (1.f + __expf(-g)) * sum);
-                }
-            }
-        }
-        __syncthreads();
+        finish_tile<EPI, NW, VAR, false>(p, v, t, o, acc, sm.red, sm.gate_v);
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The weight ring (sm_90a). One more warp streams the block's weights — every tile's K steps in order, with the
+// (scale, zero) rows they use — into a ring of shared-memory stages by bulk copies, and the NW warps multiply
+// from there. Why: the register-pipelined kernel keeps 2 × 4 × 16 bytes per lane in flight at most, and a decode
+// step's boundaries leave each block a short life, so its loads spend much of it waiting (BENCHMARKS.md: the GEMVs
+// of a step stream 3.5 TB/s where a read-only chain of the same launches streams 4.3). Bulk copies keep a whole
+// ring per block in flight without registers, and the first stages are asked for before the previous kernel ends.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+namespace ring {
+// K steps per stage: a multiple of both block widths (8 and 16 warps), so every multiplying warp takes the same
+// share of every full stage.
+constexpr uint32_t STAGE_STEPS = 16;
+// The most (scale, zero) rows a stage uses: groups of 32 rows (the smallest), two per step, 16 slots of 4 bytes.
+constexpr uint32_t SCALE_BYTES = 2 * STAGE_STEPS * INT4_TILE_N * 4;
+template <int BITS>
+constexpr uint32_t weight_bytes() { return STAGE_STEPS * 32 * 16 * lane_words<BITS>(); }
+template <int BITS>
+constexpr uint32_t stage_bytes() { return weight_bytes<BITS>() + (BITS == 16 ? 0 : SCALE_BYTES); }
+// 32 KB of weights in flight per block whatever the width (fp16: 64 KB, two stages being the fewest that overlap).
+template <int BITS>
+constexpr uint32_t stages() { return BITS == 4 ? 4 : BITS == 8 ? 3 : 2; }
+// The ring and its mbarriers (full and empty per stage): what the host adds to the kernel's shared memory
+// (GEMV_RING_BYTES in engine/src/backend/cuda/shapes.rs).
+template <int BITS>
+constexpr uint32_t bytes() { return stages<BITS>() * (stage_bytes<BITS>() + 16); }
+static_assert(bytes<4>() == 41024 && bytes<8>() == 55344 && bytes<16>() == 65568,
+              "GEMV_RING_BYTES in engine/src/backend/cuda/shapes.rs must match");
+
+// The group of a 32-row chunk (the last group holds every later chunk: one-group checkpoints).
+ENGINE_DEV uint32_t group_of_chunk(const GemvParams& p, uint32_t chunk) {
+    return min(chunk >> p.chunk_shift, p.groups - 1);
+}
+
+// Stage i of a block's stream: K steps s0 .. s0 + n − 1 of unit v_begin + i / chunks (chunks stages per tile), and
+// the first group they use.
+template <int EPI>
+struct Stage {
+    uint32_t tile, s0, n, g_lo;
+    __device__ __forceinline__ Stage(const GemvParams& p, uint32_t i, uint32_t v_begin, uint32_t chunks, uint32_t steps) {
+        tile = tile_at<EPI>(p, v_begin + i / chunks);
+        s0 = (i % chunks) * STAGE_STEPS;
+        n = min(STAGE_STEPS, steps - s0);
+        g_lo = group_of_chunk(p, 2 * s0);
+    }
+};
+
+// Copy stage i into its slot of the ring; full[slot] completes when its bytes have landed. One thread.
+template <int EPI, int BITS>
+ENGINE_DEV void fill(const GemvParams& p, unsigned char* ring, uint64_t* full, uint32_t i, uint32_t v_begin,
+                     uint32_t chunks, uint32_t steps, uint64_t policy) {
+    constexpr uint32_t S = stages<BITS>();
+    const Stage<EPI> st(p, i, v_begin, chunks, steps);
+    unsigned char* dst = ring + (i % S) * stage_bytes<BITS>();
+    const uint32_t wbytes = st.n * 512 * lane_words<BITS>();
+    const uint32_t sbytes =
+        BITS == 16 ? 0 : (group_of_chunk(p, 2 * (st.s0 + st.n) - 1) - st.g_lo + 1) * INT4_TILE_N * 4;
+    uint64_t* bar = full + i % S;
+    bulk::arrive_expect_bytes(bar, wbytes + sbytes);
+    bulk::copy(dst, p.qw + ((size_t)st.tile * steps + st.s0) * 32 * lane_words<BITS>(), wbytes, bar, policy);
+    if (BITS != 16)
+        bulk::copy(dst + weight_bytes<BITS>(), p.sz + ((size_t)st.tile * p.groups + st.g_lo) * INT4_TILE_N, sbytes,
+                   bar, policy);
+}
+
+// The head of the next GEMV's weights into L2: what its blocks copy first. Why: a decode step is a chain of
+// kernels, and each one's first copies would otherwise wait a DRAM round trip after the previous one has ended
+// (and its last blocks leave the memory system idle while they finish). Asked for by the copying thread once its
+// own stream is all asked for, so it fills the tail of this kernel; the stream's own lines go first from L2
+// (evict_first), these stay until the next kernel takes them.
+ENGINE_DEV void prefetch_next(const GemvParams& p) {
+    const unsigned char* next = reinterpret_cast<const unsigned char*>(p.next_qw);
+    for (uint32_t j = blockIdx.x; j < p.next_blocks; j += gridDim.x)
+        bulk::prefetch_l2(next + (size_t)j * p.next_stride, p.next_bytes);
+}
+}  // namespace ring
+
+template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT, int BITS = 4>
+ENGINE_DEV void run_ring(const GemvParams& p) {
+    constexpr uint32_t S = ring::stages<BITS>(), W = lane_words<BITS>();
+    extern __shared__ __align__(128) unsigned char smem[];
+    unsigned char* stages = smem;
+    uint64_t* full = reinterpret_cast<uint64_t*>(smem + S * ring::stage_bytes<BITS>());
+    uint64_t* empty = full + S;
+    const SmemLayout<NW, true> sm(smem + ring::bytes<BITS>());
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int j = lane & 15, hsel = lane >> 4;
+    const BlockWork<EPI, VAR> b(p);
+    const uint32_t steps = b.steps, v_begin = b.v_begin;
+    const uint32_t chunks = (steps + ring::STAGE_STEPS - 1) / ring::STAGE_STEPS;
+    const uint32_t total = (b.v_end - v_begin) * chunks;  // stages in this block's stream
+    const bool copier = warp == NW && lane == 0;
+    const uint64_t policy = bulk::evict_first_policy();
+
+    // The weights never change: the ring's first fill goes out before waiting for the previous kernel.
+    if (copier) {
+        for (uint32_t s = 0; s < S; ++s) bulk::init(full + s, 1), bulk::init(empty + s, NW);
+        bulk::init_fence();
+        for (uint32_t i = 0; i < min(S, total); ++i)
+            ring::fill<EPI, BITS>(p, stages, full, i, v_begin, chunks, steps, policy);
+    }
+
+    // Nothing before this line may read what the previous kernel writes (x, ssq, the caches). Every warp stages
+    // (its barriers also publish the mbarriers' initialization).
+    pdl_wait();
+    stage_input<PRO, NW + 1, VAR == PARTS>(p, sm.xs, b.part_lo, b.part_hi, sm.scratch);
+    pdl_launch_dependents();
+
+    if (warp == NW) {
+        // The copying warp: each later stage as soon as the multiplying warps have released its slot.
+        if (lane == 0) {
+            for (uint32_t i = S; i < total; ++i) {
+                bulk::wait(empty + i % S, (i / S - 1) & 1);
+                ring::fill<EPI, BITS>(p, stages, full, i, v_begin, chunks, steps, policy);
+            }
+            ring::prefetch_next(p);
+        }
+        return;
+    }
+
+    uint32_t i = 0;  // the stage of the stream
+    for (uint32_t v = v_begin; v < b.v_end; ++v) {
+        const uint32_t t = tile_at<EPI>(p, v);
+        const __half2* xt = b.input_of(p, sm.xs, t);
+        const TileOut o = tile_out<EPI, VAR>(p, t);
+        float acc = 0.f;
+        for (uint32_t c = 0; c < chunks; ++c, ++i) {
+            const uint32_t slot = i % S, s0 = c * ring::STAGE_STEPS, n = min(ring::STAGE_STEPS, steps - s0);
+            const unsigned char* st = stages + slot * ring::stage_bytes<BITS>();
+            const uint4* w = reinterpret_cast<const uint4*>(st) + lane;
+            const uint32_t* sz = reinterpret_cast<const uint32_t*>(st + ring::weight_bytes<BITS>()) + j;
+            const uint32_t g_lo = ring::group_of_chunk(p, 2 * s0);
+            bulk::wait(full + slot, (i / S) & 1);
+#pragma unroll
+            for (uint32_t r = 0; r < ring::STAGE_STEPS / NW; ++r) {
+                const uint32_t u = warp + r * NW, s = s0 + u;
+                if (u >= n) break;
+                uint32_t szb = 0;
+                if (BITS != 16) szb = sz[(ring::group_of_chunk(p, 2 * s + hsel) - g_lo) * INT4_TILE_N];
+                uint4 wv[W];
+#pragma unroll
+                for (uint32_t h = 0; h < W; ++h) wv[h] = w[(u * W + h) * 32];
+                acc = dot_words<BITS>(wv, xt + (2 * s + hsel) * 16, szb, acc);
+            }
+            // Every lane's reads of the slot are done (their results are in registers) before lane 0 releases it.
+            __syncwarp();
+            if (lane == 0) bulk::arrive(empty + slot);
+        }
+        finish_tile<EPI, NW, VAR, true>(p, v, t, o, acc, sm.red, sm.gate_v);
+    }
+}
+#endif
 
 }  // namespace gemv
 
 // Four blocks of 256 threads per SM caps a thread at 64 registers; ptxas fits the kernels in that on sm_90 without
 // spilling (the norm prologue and a batch of weights in flight are the peak), while the sm_80 build would spill a
-// few bytes, so there three blocks (85 registers) it is.
+// few bytes, so there three blocks (85 registers) it is. The ring kernels' multiplying warps hold no weights in
+// flight: four blocks of 288 threads (56 registers).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define GEMV_MIN_BLOCKS 4
 #else
 #define GEMV_MIN_BLOCKS 3
 #endif
+// The ring kernels (gemv_ring_*): one more warp, which copies; sm_90a only, in the compute_80 module they trap.
+template <int PRO, int EPI, int NW, int VAR, int BITS>
+ENGINE_DEV void run_ring_or_trap(const GemvParams& p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    gemv::run_ring<PRO, EPI, NW, VAR, BITS>(p);
+#else
+    __trap();  // compute_80 module: the host launches these on sm_90 only, where the sm_90a module is loaded
+#endif
+}
 
 // Shared memory: (NW * 16 + NW + 32) * 4 + k_pad * 2 bytes per staged input (one; with act-order up to one per
-// fused part: as many as part_slot1 / part_slot2 name) with NW warps per block (8, or 16 for the `_wide` kernel).
-// Block: 32 · NW threads. Grid: ceil(units / tiles_per_block) blocks, units = n_pad / 16 tiles (gate/up split:
-// part_slot1 / 16 pairs of tiles).
+// fused part: as many as part_slot1 / part_slot2 name) with NW warps per block (8, or 16 for the `_wide` kernel);
+// the ring kernels 16 bytes more and the ring in front (gemv::ring::bytes: 41024 / 55344 / 65568 bytes for int4 /
+// int8 / fp16). Block: 32 · NW threads, the ring kernels 32 · (NW + 1). Grid: ceil(units / tiles_per_block)
+// blocks, units = n_pad / 16 tiles (gate/up split: part_slot1 / 16 pairs of tiles).
 //
-// Every kernel comes three times, gemv_int4_NAME over 4-bit tiles, gemv_int8_NAME over 8-bit tiles and gemv_f16_NAME
-// over fp16 tiles: the same code.
-#define GEMV_KERNEL(NAME, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)                                                \
-    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gemv_int4_##NAME(const GemvParams p) { \
-        gemv::run<PRO, EPI, NW, VAR, 4>(p);                                                                  \
-    }                                                                                                         \
-    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gemv_int8_##NAME(const GemvParams p) { \
-        gemv::run<PRO, EPI, NW, VAR, 8>(p);                                                                  \
-    }                                                                                                         \
-    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gemv_f16_##NAME(const GemvParams p) {  \
-        gemv::run<PRO, EPI, NW, VAR, 16>(p);                                                                 \
+// Every kernel comes six times, gemv_int4_NAME over 4-bit tiles, gemv_int8_NAME over 8-bit tiles and gemv_f16_NAME
+// over fp16 tiles (the same code), and gemv_ring_int4_NAME, ... on the weight ring.
+#define GEMV_ONE(NAME, FMT, BITS, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)                                       \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gemv_##FMT##_##NAME(const GemvParams p) { \
+        gemv::run<PRO, EPI, NW, VAR, BITS>(p);                                                                  \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(THREADS + 32, MIN_BLOCKS)                                       \
+        gemv_ring_##FMT##_##NAME(const GemvParams p) {                                                          \
+        run_ring_or_trap<PRO, EPI, NW, VAR, BITS>(p);                                                           \
     }
+#define GEMV_KERNEL(NAME, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)          \
+    GEMV_ONE(NAME, int4, 4, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)       \
+    GEMV_ONE(NAME, int8, 8, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)       \
+    GEMV_ONE(NAME, f16, 16, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)
 
 // q/k/v projection of the normalized residual stream, with rotary embedding and the KV-cache append.
 GEMV_KERNEL(qkv, 256, GEMV_MIN_BLOCKS, gemv::NORM, gemv::QKV_ROPE, gemv::WARPS, gemv::ONE_INPUT)

@@ -117,6 +117,10 @@ struct GemvParams {
     const uint32_t* out_idx;
     float* y_sorted;
     const __half* out_norm_w;
+    // The ring kernels: the next GEMV of the step, whose blocks' first copies (next_bytes from next_qw + j ·
+    // next_stride for its blocks j < next_blocks) this one's blocks ask into L2 once their own weights are asked
+    // for. Null / 0: none.
+    const uint4* next_qw;
     uint32_t k;               // input rows (unpadded)
     uint32_t k_pad;           // input rows padded to INT4_STEP_K
     uint32_t n_pad;           // slots (a multiple of INT4_TILE_N)
@@ -135,6 +139,9 @@ struct GemvParams {
                               // 0xFFFFFFFF where there is none
     uint32_t out_parts;       // RESIDUAL: copies in y_sorted (0: none)
     uint32_t out_stride;      // elements between two parts' rows of out_idx and y_sorted
+    uint32_t next_stride;     // bytes
+    uint32_t next_blocks;
+    uint32_t next_bytes;
 };
 
 // Everything the prefill GEMM kernels read and write: gemm.cu (row tiles of 64) and gemm_small.cu (chunks of

@@ -267,8 +267,72 @@ pub mod kernels {
     /// 256 threads per row.
     pub const SCORE_REDUCE: &str = "score_reduce";
 
+    /// The same GEMVs on the weight ring (`gemv.cu`, `run_ring`; sm_90a only, they trap in the compute_80 module):
+    /// one more warp per block, which copies the weights into shared-memory stages by bulk copies. 32 threads
+    /// more per block, dynamic shared memory 16 bytes more plus the ring (41024 / 55344 / 65568 bytes for int4 /
+    /// int8 / fp16) in front.
+    pub const GEMV_RING_INT4_QKV: &str = "gemv_ring_int4_qkv";
+    pub const GEMV_RING_INT4_GATE_UP: &str = "gemv_ring_int4_gate_up";
+    pub const GEMV_RING_INT4_GATE_UP_SPLIT: &str = "gemv_ring_int4_gate_up_split";
+    pub const GEMV_RING_INT4_QKV_SORTED: &str = "gemv_ring_int4_qkv_sorted";
+    pub const GEMV_RING_INT4_RESIDUAL_SORTED: &str = "gemv_ring_int4_residual_sorted";
+    pub const GEMV_RING_INT4_RESIDUAL_WIDE_SORTED: &str = "gemv_ring_int4_residual_wide_sorted";
+    pub const GEMV_RING_INT4_RESIDUAL: &str = "gemv_ring_int4_residual";
+    pub const GEMV_RING_INT4_RESIDUAL_WIDE: &str = "gemv_ring_int4_residual_wide";
+    pub const GEMV_RING_INT4_STORE: &str = "gemv_ring_int4_store";
+    pub const GEMV_RING_INT4_NORM_STORE: &str = "gemv_ring_int4_norm_store";
+    pub const GEMV_RING_INT8_QKV: &str = "gemv_ring_int8_qkv";
+    pub const GEMV_RING_INT8_GATE_UP: &str = "gemv_ring_int8_gate_up";
+    pub const GEMV_RING_INT8_GATE_UP_SPLIT: &str = "gemv_ring_int8_gate_up_split";
+    pub const GEMV_RING_INT8_QKV_SORTED: &str = "gemv_ring_int8_qkv_sorted";
+    pub const GEMV_RING_INT8_RESIDUAL_SORTED: &str = "gemv_ring_int8_residual_sorted";
+    pub const GEMV_RING_INT8_RESIDUAL_WIDE_SORTED: &str = "gemv_ring_int8_residual_wide_sorted";
+    pub const GEMV_RING_INT8_RESIDUAL: &str = "gemv_ring_int8_residual";
+    pub const GEMV_RING_INT8_RESIDUAL_WIDE: &str = "gemv_ring_int8_residual_wide";
+    pub const GEMV_RING_INT8_STORE: &str = "gemv_ring_int8_store";
+    pub const GEMV_RING_INT8_NORM_STORE: &str = "gemv_ring_int8_norm_store";
+    pub const GEMV_RING_F16_QKV: &str = "gemv_ring_f16_qkv";
+    pub const GEMV_RING_F16_GATE_UP: &str = "gemv_ring_f16_gate_up";
+    pub const GEMV_RING_F16_GATE_UP_SPLIT: &str = "gemv_ring_f16_gate_up_split";
+    pub const GEMV_RING_F16_QKV_SORTED: &str = "gemv_ring_f16_qkv_sorted";
+    pub const GEMV_RING_F16_RESIDUAL_SORTED: &str = "gemv_ring_f16_residual_sorted";
+    pub const GEMV_RING_F16_RESIDUAL_WIDE_SORTED: &str = "gemv_ring_f16_residual_wide_sorted";
+    pub const GEMV_RING_F16_RESIDUAL: &str = "gemv_ring_f16_residual";
+    pub const GEMV_RING_F16_RESIDUAL_WIDE: &str = "gemv_ring_f16_residual_wide";
+    pub const GEMV_RING_F16_STORE: &str = "gemv_ring_f16_store";
+    pub const GEMV_RING_F16_NORM_STORE: &str = "gemv_ring_f16_norm_store";
     /// Every kernel above.
     pub const ALL: &[&str] = &[
+        GEMV_RING_INT4_QKV,
+        GEMV_RING_INT4_GATE_UP,
+        GEMV_RING_INT4_GATE_UP_SPLIT,
+        GEMV_RING_INT4_QKV_SORTED,
+        GEMV_RING_INT4_RESIDUAL_SORTED,
+        GEMV_RING_INT4_RESIDUAL_WIDE_SORTED,
+        GEMV_RING_INT4_RESIDUAL,
+        GEMV_RING_INT4_RESIDUAL_WIDE,
+        GEMV_RING_INT4_STORE,
+        GEMV_RING_INT4_NORM_STORE,
+        GEMV_RING_INT8_QKV,
+        GEMV_RING_INT8_GATE_UP,
+        GEMV_RING_INT8_GATE_UP_SPLIT,
+        GEMV_RING_INT8_QKV_SORTED,
+        GEMV_RING_INT8_RESIDUAL_SORTED,
+        GEMV_RING_INT8_RESIDUAL_WIDE_SORTED,
+        GEMV_RING_INT8_RESIDUAL,
+        GEMV_RING_INT8_RESIDUAL_WIDE,
+        GEMV_RING_INT8_STORE,
+        GEMV_RING_INT8_NORM_STORE,
+        GEMV_RING_F16_QKV,
+        GEMV_RING_F16_GATE_UP,
+        GEMV_RING_F16_GATE_UP_SPLIT,
+        GEMV_RING_F16_QKV_SORTED,
+        GEMV_RING_F16_RESIDUAL_SORTED,
+        GEMV_RING_F16_RESIDUAL_WIDE_SORTED,
+        GEMV_RING_F16_RESIDUAL,
+        GEMV_RING_F16_RESIDUAL_WIDE,
+        GEMV_RING_F16_STORE,
+        GEMV_RING_F16_NORM_STORE,
         FILL_U32,
         COPY_BYTES_READ_BW,
         READ_BYTES_BW,

@@ -97,7 +97,7 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
         let mut g_logits = sg.feed(prompt).unwrap();
         let mut g_argmax = sa.feed_and_sample(prompt, &mut greedy).unwrap();
         let (mut e_decode, mut ties, mut first_tie) = (0f64, 0, None);
-        let mut c_tokens = Vec::new();
+        let (mut c_tokens, mut c_steps) = (Vec::new(), Vec::new());
         for step in 0..64 {
             let e = worst(&g_logits, &c_logits, vocab).0;
             e_decode = e_decode.max(e);
@@ -114,10 +114,33 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
                 assert_eq!(g_argmax, t, "{}: step {step}: the on-device argmax picks another token", case.name);
             }
             c_tokens.push(t);
+            c_steps.push(std::mem::take(&mut c_logits));
             c_logits = sc.feed(&[t]).unwrap();
             g_logits = sg.feed(&[t]).unwrap();
             g_argmax = sa.feed_and_sample(&[t], &mut greedy).unwrap();
         }
+
+        // The same 64 steps with the decode GEMVs on the weight ring (`Tuning::gemv_ring`; sm_90 only, elsewhere
+        // the kernels above again).
+        let tuning = engine::Tuning { gemv_ring: true, ..Default::default() };
+        let options = EngineOptions {
+            backend: BackendKind::Cuda,
+            prefill_chunk: 64,
+            max_context: Some(512),
+            tuning,
+            ..Default::default()
+        };
+        let ring = Engine::load(dir.path(), &options).unwrap();
+        let mut sr = ring.new_session(None).unwrap();
+        let mut r_logits = sr.feed(prompt).unwrap();
+        let mut e_ring = 0f64;
+        for (step, (c, &t)) in c_steps.iter().zip(&c_tokens).enumerate() {
+            let e = worst(&r_logits, c, vocab).0;
+            e_ring = e_ring.max(e);
+            assert!(e <= TOL, "{}: decode step {step} on the weight ring: relative L2 {e:.2e}", case.name);
+            r_logits = sr.feed(&[t]).unwrap();
+        }
+        drop((sr, ring));
 
         // Greedy generation end to end (the GPU's graph replays with the fused argmax): identical tokens, up to
         // the first near tie if there is one.
@@ -184,7 +207,7 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
         }
 
         println!(
-            "{:<30} prefill max rel L2 {e_prefill:.2e} (chunks of 160: {e_long:.2e}) | 64 decode steps max rel L2 {e_decode:.2e} | {identical} ({ties} near ties) | losses max rel err {e_score:.1e} | seeded sampling repeatable; sampled picks equal to the CPU's at {sampled_agree} of 64 steps ({sampled_ties} near a boundary)",
+            "{:<30} prefill max rel L2 {e_prefill:.2e} (chunks of 160: {e_long:.2e}) | 64 decode steps max rel L2 {e_decode:.2e} (weight ring: {e_ring:.2e}) | {identical} ({ties} near ties) | losses max rel err {e_score:.1e} | seeded sampling repeatable; sampled picks equal to the CPU's at {sampled_agree} of 64 steps ({sampled_ties} near a boundary)",
             case.name
         );
     }

@@ -122,6 +122,7 @@ kernel_params! {
         out_idx: DevPtr<u32>,
         y_sorted: DevPtr<f32>,
         out_norm_w: DevPtr<f16>,
+        next_qw: DevPtr<[u32; 4]>,
         k: u32,
         k_pad: u32,
         n_pad: u32,
@@ -139,6 +140,9 @@ kernel_params! {
         part_slot2: u32,
         out_parts: u32,
         out_stride: u32,
+        next_stride: u32,
+        next_blocks: u32,
+        next_bytes: u32,
     }
 
     /// The prefill GEMM kernels' parameters (`gemm.cu`, `gemm_small.cu`).
@@ -458,6 +462,17 @@ kernels! {
         gemv_residual_wide: GemvParams = name::GEMV_INT4_RESIDUAL_WIDE, name::GEMV_INT8_RESIDUAL_WIDE, name::GEMV_F16_RESIDUAL_WIDE;
         gemv_store: GemvParams = name::GEMV_INT4_STORE, name::GEMV_INT8_STORE, name::GEMV_F16_STORE;
         gemv_norm_store: GemvParams = name::GEMV_INT4_NORM_STORE, name::GEMV_INT8_NORM_STORE, name::GEMV_F16_NORM_STORE;
+        /// The same on the weight ring: sm_90 only (see `Kernels::gemvs`).
+        ring_qkv: GemvParams = name::GEMV_RING_INT4_QKV, name::GEMV_RING_INT8_QKV, name::GEMV_RING_F16_QKV;
+        ring_gate_up: GemvParams = name::GEMV_RING_INT4_GATE_UP, name::GEMV_RING_INT8_GATE_UP, name::GEMV_RING_F16_GATE_UP;
+        ring_gate_up_split: GemvParams = name::GEMV_RING_INT4_GATE_UP_SPLIT, name::GEMV_RING_INT8_GATE_UP_SPLIT, name::GEMV_RING_F16_GATE_UP_SPLIT;
+        ring_qkv_sorted: GemvParams = name::GEMV_RING_INT4_QKV_SORTED, name::GEMV_RING_INT8_QKV_SORTED, name::GEMV_RING_F16_QKV_SORTED;
+        ring_residual_sorted: GemvParams = name::GEMV_RING_INT4_RESIDUAL_SORTED, name::GEMV_RING_INT8_RESIDUAL_SORTED, name::GEMV_RING_F16_RESIDUAL_SORTED;
+        ring_residual_wide_sorted: GemvParams = name::GEMV_RING_INT4_RESIDUAL_WIDE_SORTED, name::GEMV_RING_INT8_RESIDUAL_WIDE_SORTED, name::GEMV_RING_F16_RESIDUAL_WIDE_SORTED;
+        ring_residual: GemvParams = name::GEMV_RING_INT4_RESIDUAL, name::GEMV_RING_INT8_RESIDUAL, name::GEMV_RING_F16_RESIDUAL;
+        ring_residual_wide: GemvParams = name::GEMV_RING_INT4_RESIDUAL_WIDE, name::GEMV_RING_INT8_RESIDUAL_WIDE, name::GEMV_RING_F16_RESIDUAL_WIDE;
+        ring_store: GemvParams = name::GEMV_RING_INT4_STORE, name::GEMV_RING_INT8_STORE, name::GEMV_RING_F16_STORE;
+        ring_norm_store: GemvParams = name::GEMV_RING_INT4_NORM_STORE, name::GEMV_RING_INT8_NORM_STORE, name::GEMV_RING_F16_NORM_STORE;
         gemm_store16: GemmParams = name::GEMM_INT4_STORE16, name::GEMM_INT8_STORE16, name::GEMM_F16_STORE16;
         gemm_residual: GemmParams = name::GEMM_INT4_RESIDUAL, name::GEMM_INT8_RESIDUAL, name::GEMM_F16_RESIDUAL;
         gemm_store32: GemmParams = name::GEMM_INT4_STORE32, name::GEMM_INT8_STORE32, name::GEMM_F16_STORE32;
@@ -493,6 +508,64 @@ impl Device {
     }
 }
 
+impl Device {
+    /// How the decode GEMVs stream their weights under `tuning`: on the weight ring where it asks for it and the
+    /// sm_90a module (the one [`Gpu::has_wgmma`] names) is loaded, else in registers.
+    pub fn gemv_stream(&self, tuning: &Tuning) -> shapes::GemvStream {
+        if tuning.gemv_ring && self.has_wgmma() {
+            shapes::GemvStream::Ring
+        } else {
+            shapes::GemvStream::Registers
+        }
+    }
+}
+
+/// One set of decode GEMV kernels: the register-pipelined ones or the same on the weight ring ([`Kernels::gemvs`]).
+pub(crate) struct Gemvs<'a> {
+    pub qkv: &'a ByFormat<GemvParams>,
+    pub gate_up: &'a ByFormat<GemvParams>,
+    pub gate_up_split: &'a ByFormat<GemvParams>,
+    pub qkv_sorted: &'a ByFormat<GemvParams>,
+    pub residual_sorted: &'a ByFormat<GemvParams>,
+    pub residual_wide_sorted: &'a ByFormat<GemvParams>,
+    pub residual: &'a ByFormat<GemvParams>,
+    pub residual_wide: &'a ByFormat<GemvParams>,
+    pub store: &'a ByFormat<GemvParams>,
+    pub norm_store: &'a ByFormat<GemvParams>,
+}
+
+impl Kernels {
+    /// The decode GEMVs that stream their weights by `stream`.
+    pub fn gemvs(&self, stream: shapes::GemvStream) -> Gemvs<'_> {
+        match stream {
+            shapes::GemvStream::Registers => Gemvs {
+                qkv: &self.gemv_qkv,
+                gate_up: &self.gemv_gate_up,
+                gate_up_split: &self.gemv_gate_up_split,
+                qkv_sorted: &self.gemv_qkv_sorted,
+                residual_sorted: &self.gemv_residual_sorted,
+                residual_wide_sorted: &self.gemv_residual_wide_sorted,
+                residual: &self.gemv_residual,
+                residual_wide: &self.gemv_residual_wide,
+                store: &self.gemv_store,
+                norm_store: &self.gemv_norm_store,
+            },
+            shapes::GemvStream::Ring => Gemvs {
+                qkv: &self.ring_qkv,
+                gate_up: &self.ring_gate_up,
+                gate_up_split: &self.ring_gate_up_split,
+                qkv_sorted: &self.ring_qkv_sorted,
+                residual_sorted: &self.ring_residual_sorted,
+                residual_wide_sorted: &self.ring_residual_wide_sorted,
+                residual: &self.ring_residual,
+                residual_wide: &self.ring_residual_wide,
+                store: &self.ring_store,
+                norm_store: &self.ring_norm_store,
+            },
+        }
+    }
+}
+
 /// The launch code works on a device with kernels; most of what it calls is the device's.
 impl std::ops::Deref for Device {
     type Target = Gpu;
@@ -514,6 +587,16 @@ impl Kernels {
             [&k.gemv_qkv_sorted, &k.gemv_gate_up_split, &k.gemv_residual_sorted, &k.gemv_residual_wide_sorted];
         for f in gemvs.into_iter().chain(act_order).chain([&k.gemv_norm_store]).flat_map(ByFormat::all) {
             f.set_max_dynamic_smem(staged)?;
+        }
+        if gpu.has_wgmma() {
+            // The ring in front of the staged input.
+            let ring = (staged + shapes::gemv_ring_bytes(TileFormat::F16) + 16).min(limits.smem_per_block);
+            let g = k.gemvs(shapes::GemvStream::Ring);
+            let all = [g.qkv, g.gate_up, g.gate_up_split, g.qkv_sorted, g.residual_sorted, g.residual_wide_sorted];
+            for f in all.into_iter().chain([g.residual, g.residual_wide, g.store, g.norm_store]).flat_map(ByFormat::all)
+            {
+                f.set_max_dynamic_smem(ring)?;
+            }
         }
         k.lm_head.set_max_dynamic_smem(staged)?;
         for f in [&k.gemm_store16, &k.gemm_residual, &k.gemm_store32] {

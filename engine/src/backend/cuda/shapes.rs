@@ -30,18 +30,79 @@ pub fn gemv_grid(tiles: u32, sm_count: u32, blocks_per_sm: u32) -> (u32, u32) {
     (tiles.div_ceil(tpb), tpb)
 }
 
+/// How the loaded module's GEMV kernels stream their weights (gemv.cu): each lane's next batch in registers (the
+/// compute_80 module), or a ring of shared-memory stages that one more warp per block fills with bulk copies
+/// (`run_ring`, the sm_90a module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemvStream {
+    Registers,
+    Ring,
+}
+
+/// The ring and its mbarriers in front of a ring GEMV's shared memory, by weight format (`gemv::ring::bytes`).
+pub fn gemv_ring_bytes(format: TileFormat) -> u32 {
+    match format {
+        TileFormat::Int4 => 41024,
+        TileFormat::Int8 => 55344,
+        TileFormat::F16 => 65568,
+    }
+}
+
+/// 16-byte words a lane reads per K step of a tile of `format` (`lane_words` in tiles.cuh).
+fn lane_words(format: TileFormat) -> u32 {
+    match format {
+        TileFormat::Int4 => 1,
+        TileFormat::Int8 => 2,
+        TileFormat::F16 => 4,
+    }
+}
+
+/// Bytes of one 16-slot weight tile over K padded to `k_pad`: its K steps of 32 lanes' words.
+pub fn gemv_tile_bytes(k_pad: u32, format: TileFormat) -> u32 {
+    k_pad / STEP_K as u32 * 32 * 16 * lane_words(format)
+}
+
+/// Weight bytes a ring GEMV block copies before it waits for the previous kernel: its ring's stages
+/// (`gemv::ring::stages` × 16 K steps), fewer where its tiles have fewer.
+pub fn gemv_ring_first_fill(format: TileFormat) -> u32 {
+    let stages = match format {
+        TileFormat::Int4 => 4,
+        TileFormat::Int8 => 3,
+        TileFormat::F16 => 2,
+    };
+    stages * 16 * 32 * 16 * lane_words(format)
+}
+
 /// Dynamic shared memory of a GEMV with `warps` warps over K padded to `k_pad` staging `inputs` copies of its
 /// input (act-order: one per fused part): the per-warp sums, the split gate/up's 16 gate values and columns, and
-/// the staged inputs.
-pub fn gemv_smem(k_pad: u32, warps: u32, inputs: u32) -> u32 {
-    (warps * 16 + warps + 32) * 4 + inputs * k_pad * 2
+/// the staged inputs; the ring kernels' ring in front and the copying warp's scratch (16 bytes).
+pub fn gemv_smem(k_pad: u32, warps: u32, inputs: u32, format: TileFormat, stream: GemvStream) -> u32 {
+    let staged = (warps * 16 + warps + 32) * 4 + inputs * k_pad * 2;
+    match stream {
+        GemvStream::Registers => staged,
+        GemvStream::Ring => gemv_ring_bytes(format) + 16 + staged,
+    }
+}
+
+/// Threads of a GEMV block with `warps` multiplying warps: the ring kernels have one more, which copies.
+pub fn gemv_threads(warps: u32, stream: GemvStream) -> u32 {
+    32 * (warps + u32::from(stream == GemvStream::Ring))
 }
 
 /// The launch of a GEMV over `units` units of work (tiles; pairs of tiles for the split gate/up) of K `k_pad` with
-/// `warps` warps per block staging `inputs` inputs, and its units per block.
-pub fn gemv(units: u32, k_pad: u32, warps: u32, inputs: u32, limits: &DeviceLimits, tuning: &Tuning) -> (Launch, u32) {
+/// `warps` multiplying warps per block staging `inputs` inputs, and its units per block.
+pub fn gemv(
+    units: u32,
+    k_pad: u32,
+    warps: u32,
+    inputs: u32,
+    (format, stream): (TileFormat, GemvStream),
+    limits: &DeviceLimits,
+    tuning: &Tuning,
+) -> (Launch, u32) {
     let (grid, per_block) = gemv_grid(units, limits.sm_count, tuning.gemv_blocks_per_sm);
-    (Launch::new(grid, warps * 32, gemv_smem(k_pad, warps, inputs)), per_block)
+    let smem = gemv_smem(k_pad, warps, inputs, format, stream);
+    (Launch::new(grid, gemv_threads(warps, stream), smem), per_block)
 }
 
 /// Warps of the residual GEMV (o/down) over `tiles` tiles: 16 where the projection has fewer than 4 tiles per SM
@@ -745,6 +806,13 @@ mod tests {
     }
 
     #[test]
+    fn gemv_ring_bytes_match_the_kernels_static_assert() {
+        let src = std::fs::read_to_string(format!("{}/../ptx/kernels/gemv.cu", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let [a, b, c] = [TileFormat::Int4, TileFormat::Int8, TileFormat::F16].map(gemv_ring_bytes);
+        assert!(src.contains(&format!("static_assert(bytes<4>() == {a} && bytes<8>() == {b} && bytes<16>() == {c}")));
+    }
+
+    #[test]
     fn score_smem_matches_the_kernels_static_assert() {
         let src = std::fs::read_to_string(format!("{}/../ptx/kernels/score.cu", env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert!(src.contains(&format!("static_assert(sizeof(Smem) == {SCORE_SMEM_BYTES}")));
@@ -790,6 +858,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn gemv_inputs_stay_16_byte_aligned() {
+        // The staged input follows the ring and the sums; it is stored with 16-byte stores.
+        for format in [TileFormat::Int4, TileFormat::Int8, TileFormat::F16] {
+            for stream in [GemvStream::Registers, GemvStream::Ring] {
+                for warps in [8, 16] {
+                    assert_eq!(gemv_smem(0, warps, 0, format, stream) % 16, 0, "{format:?} {stream:?} {warps}");
+                }
+            }
+        }
+        assert_eq!(gemv_threads(8, GemvStream::Ring), 288);
+        assert_eq!(gemv_threads(16, GemvStream::Registers), 512);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use half::f16;
 use super::buffers::{Activations, KvCacheMem, Workspace};
 use super::driver::{DevPtr, DeviceBuffer, Kernel, KernelParams, Launch};
 use super::kernels::{
-    AttnParams, ByFormat, DecodeAdvanceParams, Device, EmbedParams, GemmParams, GemvParams, LmHeadParams,
+    AttnParams, ByFormat, DecodeAdvanceParams, Device, EmbedParams, GemmParams, GemvParams, Gemvs, LmHeadParams,
     PermuteKParams, PermuteParams, RmsNormParams, RopeParams, SampleParams, ScoreParams, SwigluParams,
 };
 use super::layout::{self, TileFormat};
@@ -126,6 +126,7 @@ impl Step<'_> {
         let (hidden, hd) = (c.hidden_size as u32, c.head_dim as u32);
         let (q_dim, kv_dim) = ((c.num_attention_heads * c.head_dim) as u32, c.kv_dim() as u32);
         let (k, w, act, ws) = (&self.gpu.k, self.weights, self.act, self.ws);
+        let g = self.gemvs();
         let ctx = kv.positions() as u32;
         let hidden_tiles = (plan::slots_identity(c.hidden_size) / plan::TILE_N) as u32;
 
@@ -166,7 +167,8 @@ impl Step<'_> {
                 kv_dim,
                 ..self.norm_input(&lw.qkv, lw.input_norm)
             };
-            let qkv = if lw.qkv.inv.is_null() { &k.gemv_qkv } else { &k.gemv_qkv_sorted };
+            let p = self.prefetch_of(Some(&lw.o), p);
+            let qkv = if lw.qkv.inv.is_null() { g.qkv } else { g.qkv_sorted };
             self.gemv(qkv, &lw.qkv, GEMV_THREADS / 32, p)?;
             observe("gemv q/k/v + norm + rope + kv append", Reads::Bytes(lw.qkv.bytes()))?;
             // Attention over positions 0..=pos, split over the sequence (its output in o_proj's row order).
@@ -193,7 +195,8 @@ impl Step<'_> {
             observe("attention (split-K decode)", Reads::LayerKv)?;
             // o_proj, added to the residual stream, leaving the sums of squares for the next norm (and gate/up's
             // sorted inputs).
-            self.residual_gemv(&lw.o, act.att, self.sorted_input(&lw.gate_up, lw.post_norm))?;
+            let sorted = self.prefetch_of(Some(&lw.gate_up), self.sorted_input(&lw.gate_up, lw.post_norm));
+            self.residual_gemv(&lw.o, act.att, sorted)?;
             observe("gemv o_proj + residual", Reads::Bytes(lw.o.bytes()))?;
             // gate/up with the post-attention norm fused in front and SwiGLU behind (its output in down_proj's
             // row order).
@@ -204,17 +207,19 @@ impl Step<'_> {
                 out_idx: lw.down.inv,
                 ..self.norm_input(&lw.gate_up, lw.post_norm)
             };
+            let p = self.prefetch_of(Some(&lw.down), p);
             // Act-order lays gate and up out in tiles of their own (each has its row order): the split kernel, whose
             // unit of work is a gate tile and its up tile.
             if lw.gate_up.parts() > 1 {
                 let pairs = lw.gate_up.part_slots[0] / plan::TILE_N as u32;
-                self.gemv_units(&k.gemv_gate_up_split, &lw.gate_up, pairs, GEMV_THREADS / 32, p)?;
+                self.gemv_units(g.gate_up_split, &lw.gate_up, pairs, GEMV_THREADS / 32, p)?;
             } else {
-                self.gemv(&k.gemv_gate_up, &lw.gate_up, GEMV_THREADS / 32, p)?;
+                self.gemv(g.gate_up, &lw.gate_up, GEMV_THREADS / 32, p)?;
             }
             observe("gemv gate/up + norm + swiglu", Reads::Bytes(lw.gate_up.bytes()))?;
             // down_proj, added to the residual stream (and the next q/k/v's sorted inputs).
             let next = w.layers.get(l + 1).map(|n| self.sorted_input(&n.qkv, n.input_norm)).unwrap_or_default();
+            let next = self.prefetch_of(w.layers.get(l + 1).map(|n| &n.qkv), next);
             self.residual_gemv(&lw.down, act.h, next)?;
             observe("gemv down_proj + residual", Reads::Bytes(lw.down.bytes()))?;
         }
@@ -427,7 +432,8 @@ impl Step<'_> {
         p: GemvParams,
     ) -> Result<()> {
         let limits = &self.gpu.limits;
-        let (launch, tiles_per_block) = shapes::gemv(units, lin.k_pad, warps, lin.parts(), limits, self.tuning);
+        let stream = (lin.format, self.gpu.gemv_stream(self.tuning));
+        let (launch, tiles_per_block) = shapes::gemv(units, lin.k_pad, warps, lin.parts(), stream, limits, self.tuning);
         let p = GemvParams {
             qw: lin.qw,
             sz: lin.sz,
@@ -451,15 +457,40 @@ impl Step<'_> {
     /// `sorted` (from [`Step::sorted_input`]), the next projection's act-order inputs.
     fn residual_gemv(&self, lin: &DevLinear, x16: DevPtr<f16>, sorted: GemvParams) -> Result<()> {
         let warps = shapes::residual_gemv_warps(lin.tiles(), &self.gpu.limits, self.tuning);
-        let k = &self.gpu.k;
+        let g = self.gemvs();
         let kernel = match (warps == shapes::GEMV_WIDE_WARPS, sorted.out_parts > 0) {
-            (false, false) => &k.gemv_residual,
-            (true, false) => &k.gemv_residual_wide,
-            (false, true) => &k.gemv_residual_sorted,
-            (true, true) => &k.gemv_residual_wide_sorted,
+            (false, false) => g.residual,
+            (true, false) => g.residual_wide,
+            (false, true) => g.residual_sorted,
+            (true, true) => g.residual_wide_sorted,
         };
         let p = GemvParams { x16, y: self.act.x, ssq_out: self.ws.ssq, ..sorted };
         self.gemv(kernel, lin, warps, p)
+    }
+
+    /// The decode GEMV kernels the tuning picks (on the weight ring or not).
+    fn gemvs(&self) -> Gemvs<'_> {
+        self.gpu.k.gemvs(self.gpu.gemv_stream(self.tuning))
+    }
+
+    /// `p` with the fields by which a ring GEMV (sm_90a) asks the L2 for the head of `next`'s weights, the GEMV
+    /// that follows it in the step: each of `next`'s blocks' first fill of its ring. None where the module's GEMVs
+    /// have no ring, `Tuning::gemv_prefetch` is off, or `next` is the split gate/up (its blocks' tiles are not one range).
+    fn prefetch_of(&self, next: Option<&DevLinear>, p: GemvParams) -> GemvParams {
+        let ring = self.gpu.gemv_stream(self.tuning) == shapes::GemvStream::Ring && self.tuning.gemv_prefetch;
+        let Some(next) = next.filter(|n| n.parts() == 1 && ring) else {
+            return p;
+        };
+        let (grid, tiles_per_block) =
+            shapes::gemv_grid(next.tiles(), self.gpu.limits.sm_count, self.tuning.gemv_blocks_per_sm);
+        let stride = tiles_per_block * shapes::gemv_tile_bytes(next.k_pad, next.format);
+        GemvParams {
+            next_qw: next.qw,
+            next_stride: stride,
+            next_blocks: grid,
+            next_bytes: stride.min(shapes::gemv_ring_first_fill(next.format)),
+            ..p
+        }
     }
 
     /// The fields by which the kernel that updates the residual stream writes `next`'s input with act-order: a copy

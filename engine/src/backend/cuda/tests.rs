@@ -11,7 +11,7 @@ use super::driver::{DevPtr, DeviceBuffer, Kernel, KernelParams, Launch};
 use super::kernels::*;
 use super::layout::{self, ColumnOrder, DeviceLinear, GptqParts, TileFormat, PAD_SLOT, TILE_N};
 use super::shapes::{
-    self, gemm_small_per_split, gemm_small_shape, gemm_smem_bytes, GemmTile, GEMM128_SMEM_BYTES,
+    self, gemm_small_per_split, gemm_small_shape, gemm_smem_bytes, GemmTile, GemvStream, GEMM128_SMEM_BYTES,
     GEMM_SMALL_MAX_STEPS_PER_SPLIT, GEMM_WGMMA256_SMEM_BYTES, GEMM_WGMMA_SHORT_SMEM_BYTES, GEMM_WGMMA_SMEM_BYTES,
     GEMM_WGMMA_WREG_SMEM_BYTES, GEMM_WGMMA_WS_SMEM_BYTES,
 };
@@ -261,20 +261,37 @@ impl DevLin {
     }
 }
 
-fn gemv(g: &Device, f: &Kernel<GemvParams>, lin: &DevLin, p: &GemvParams) {
-    gemv_warps(g, f, 8, lin, p)
+fn gemv(g: &Device, s: GemvStream, f: &Kernel<GemvParams>, lin: &DevLin, p: &GemvParams) {
+    gemv_warps(g, s, f, 8, lin, p)
 }
 
-fn gemv_warps(g: &Device, f: &Kernel<GemvParams>, warps: u32, lin: &DevLin, p: &GemvParams) {
-    gemv_units(g, f, warps, lin.d.tiles() as u32, lin, p)
+fn gemv_warps(g: &Device, s: GemvStream, f: &Kernel<GemvParams>, warps: u32, lin: &DevLin, p: &GemvParams) {
+    gemv_units(g, s, f, warps, lin.d.tiles() as u32, lin, p)
 }
 
-/// A GEMV launch over `units` units of work (tiles, or the split gate/up's pairs of tiles).
-fn gemv_units(g: &Device, f: &Kernel<GemvParams>, warps: u32, units: u32, lin: &DevLin, p: &GemvParams) {
+/// A GEMV launch over `units` units of work (tiles, or the split gate/up's pairs of tiles); `f` one of the kernels
+/// that stream by `s`.
+fn gemv_units(g: &Device, s: GemvStream, f: &Kernel<GemvParams>, warps: u32, units: u32, lin: &DevLin, p: &GemvParams) {
     let grid = units.div_ceil(p.tiles_per_block);
-    let smem = shapes::gemv_smem(lin.d.k_pad as u32, warps, layout::part_count(lin.d.part_slots));
-    launch(g, f, Launch::new((grid, 1, 1), warps * 32, smem), p);
+    let inputs = layout::part_count(lin.d.part_slots);
+    launch(g, f, gemv_launch(s, grid, warps, lin.p.k_pad, inputs, lin.d.format), p);
     g.sync().unwrap();
+}
+
+/// `grid` GEMV blocks of `warps` multiplying warps over K `k_pad` staging `inputs` inputs, of the kernels that
+/// stream by `s` (a ring kernel has one more warp and its ring in shared memory).
+fn gemv_launch(s: GemvStream, grid: u32, warps: u32, k_pad: u32, inputs: u32, format: TileFormat) -> Launch {
+    let smem = shapes::gemv_smem(k_pad, warps, inputs, format, s);
+    Launch::new((grid, 1, 1), shapes::gemv_threads(warps, s), smem)
+}
+
+/// The ways this device's GEMVs can stream their weights: in registers, and on the ring where the card has it.
+fn streams(g: &Device) -> Vec<GemvStream> {
+    let mut all = vec![GemvStream::Registers];
+    if g.has_wgmma() {
+        all.push(GemvStream::Ring);
+    }
+    all
 }
 
 /// The part (index into the fused views) of each slot of a repacked linear, from its column map.
@@ -588,21 +605,24 @@ fn repack_int4_on_the_device_matches_the_host() {
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
 fn gemv_store_matches_f64_in_both_widths() {
     let g = gpu();
-    let mut rng = Rng(11);
-    for (bits, &(k, n, group, act, sym)) in WIDTHS.iter().flat_map(|&b| SHAPES.iter().map(move |s| (b, s))) {
-        for tpb in [1u32, 3] {
-            let lin = RandLinear::of_width(&mut rng, bits, k, n, group, act, sym);
-            let dl = upload_linear(&g, lin.repack(ColumnOrder::Identity));
-            let x = rng.vec_f16(k, -1.0, 1.0);
-            let xm = put(&g, &sorted(&dl.d, 0, &x));
-            let y = poisoned(&g, n * 4);
-            let p = GemvParams { x16: xm.ptr(), y: y.ptr(), tiles_per_block: tpb, ..dl.p };
-            gemv(&g, g.k.gemv_store.of(format(bits)), &dl, &p);
-            let got: Vec<f32> = get(&g, &y, n);
-            let want = lin.apply(&x.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
-            let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
-            let what = format!("gemv store {bits:?} K={k} N={n} G={group:?} act={act} sym={sym} tpb={tpb}");
-            check(&got, &want, 2e-3, &what);
+    for s in streams(&g) {
+        let gk = g.k.gemvs(s);
+        let mut rng = Rng(11);
+        for (bits, &(k, n, group, act, sym)) in WIDTHS.iter().flat_map(|&b| SHAPES.iter().map(move |s| (b, s))) {
+            for tpb in [1u32, 3] {
+                let lin = RandLinear::of_width(&mut rng, bits, k, n, group, act, sym);
+                let dl = upload_linear(&g, lin.repack(ColumnOrder::Identity));
+                let x = rng.vec_f16(k, -1.0, 1.0);
+                let xm = put(&g, &sorted(&dl.d, 0, &x));
+                let y = poisoned(&g, n * 4);
+                let p = GemvParams { x16: xm.ptr(), y: y.ptr(), tiles_per_block: tpb, ..dl.p };
+                gemv(&g, s, gk.store.of(format(bits)), &dl, &p);
+                let got: Vec<f32> = get(&g, &y, n);
+                let want = lin.apply(&x.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
+                let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
+                let what = format!("gemv store {bits:?} K={k} N={n} G={group:?} act={act} sym={sym} tpb={tpb}");
+                check(&got, &want, 2e-3, &what);
+            }
         }
     }
 }
@@ -611,80 +631,92 @@ fn gemv_store_matches_f64_in_both_widths() {
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
 fn gemv_norm_and_residual_match_f64_in_both_widths() {
     let g = gpu();
-    let mut rng = Rng(12);
-    for (bits, &(k, n, group, act, sym)) in WIDTHS.iter().flat_map(|&b| SHAPES.iter().map(move |s| (b, s))) {
-        let lin = RandLinear::of_width(&mut rng, bits, k, n, group, act, sym);
-        let dl = upload_linear(&g, lin.repack(ColumnOrder::Identity));
-        // Fused RMSNorm prologue, the sum of squares given as three partials.
-        let x = rng.vec_f32(k, -3.0, 3.0);
-        let w = rng.vec_f16(k, 0.5, 1.5);
-        let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
-        let parts = [ss * 0.25, ss * 0.5, ss * 0.25].map(|v| v as f32);
-        let (xm, wm, sm) = (put(&g, &sorted(&dl.d, 0, &x)), put(&g, &sorted(&dl.d, 0, &w)), put(&g, &parts));
-        let y = poisoned(&g, n * 4);
-        let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 3, y: y.ptr(), ..dl.p };
-        gemv(&g, g.k.gemv_norm_store.of(format(bits)), &dl, &p);
-        let inv = 1.0 / (ss / k as f64 + 1e-6).sqrt();
-        let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
-        let got: Vec<f64> = get::<f32>(&g, &y, n).iter().map(|&v| v as f64).collect();
-        check(&got, &lin.apply(&xn), 2e-3, &format!("gemv norm {bits:?} K={k} N={n}"));
+    for s in streams(&g) {
+        let gk = g.k.gemvs(s);
+        let mut rng = Rng(12);
+        for (bits, &(k, n, group, act, sym)) in WIDTHS.iter().flat_map(|&b| SHAPES.iter().map(move |s| (b, s))) {
+            let lin = RandLinear::of_width(&mut rng, bits, k, n, group, act, sym);
+            let dl = upload_linear(&g, lin.repack(ColumnOrder::Identity));
+            // Fused RMSNorm prologue, the sum of squares given as three partials.
+            let x = rng.vec_f32(k, -3.0, 3.0);
+            let w = rng.vec_f16(k, 0.5, 1.5);
+            let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+            let parts = [ss * 0.25, ss * 0.5, ss * 0.25].map(|v| v as f32);
+            let (xm, wm, sm) = (put(&g, &sorted(&dl.d, 0, &x)), put(&g, &sorted(&dl.d, 0, &w)), put(&g, &parts));
+            let y = poisoned(&g, n * 4);
+            let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 3, y: y.ptr(), ..dl.p };
+            gemv(&g, s, gk.norm_store.of(format(bits)), &dl, &p);
+            let inv = 1.0 / (ss / k as f64 + 1e-6).sqrt();
+            let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
+            let got: Vec<f64> = get::<f32>(&g, &y, n).iter().map(|&v| v as f64).collect();
+            check(&got, &lin.apply(&xn), 2e-3, &format!("gemv norm {bits:?} K={k} N={n}"));
 
-        // Residual epilogue: y += x·W, and per-tile sums of squares of the new y; 8 and 16 warps per block; with
-        // the next projection's act-order inputs (two parts, a padded stride) scattered behind.
-        let kernels = [
-            (g.k.gemv_residual.of(format(bits)), 8u32, false),
-            (g.k.gemv_residual_wide.of(format(bits)), 16, false),
-            (g.k.gemv_residual_sorted.of(format(bits)), 8, true),
-            (g.k.gemv_residual_wide_sorted.of(format(bits)), 16, true),
-        ];
-        for (f, warps, scatter) in kernels {
-            let x16 = rng.vec_f16(k, -1.0, 1.0);
-            let y0 = rng.vec_f32(n, -1.0, 1.0);
-            let (xm, ym) = (put(&g, &sorted(&dl.d, 0, &x16)), put(&g, &y0));
-            let tiles = dl.d.tiles();
-            let ssq = poisoned(&g, tiles * 4);
-            let stride = n + 8;
-            let idx = two_part_scatter(&mut rng, n, stride);
-            let next_w = rng.vec_f16(n, 0.5, 1.5);
-            let (im, nwm, ys) = (put(&g, &idx), put(&g, &next_w), poisoned(&g, 2 * stride * 4));
-            let p = GemvParams {
-                x16: xm.ptr(),
-                y: ym.ptr(),
-                ssq_out: ssq.ptr(),
-                out_idx: im.ptr(),
-                y_sorted: ys.ptr(),
-                out_norm_w: nwm.ptr(),
-                out_parts: if scatter { 2 } else { 0 },
-                out_stride: stride as u32,
-                ..dl.p
-            };
-            gemv_warps(&g, f, warps, &dl, &p);
-            let xw = lin.apply(&x16.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
-            let want: Vec<f64> = y0.iter().zip(&xw).map(|(&a, b)| a as f64 + b).collect();
-            let got: Vec<f64> = get::<f32>(&g, &ym, n).iter().map(|&v| v as f64).collect();
-            check(&got, &want, 1e-3, &format!("gemv residual {bits:?} K={k} N={n} warps={warps} scatter={scatter}"));
-            let got_ss: Vec<f64> = get::<f32>(&g, &ssq, tiles).iter().map(|&v| v as f64).collect();
-            let want_ss: Vec<f64> = (0..tiles)
-                .map(|t| {
-                    (0..TILE_N)
-                        .map(|j| dl.d.col_map[t * TILE_N + j])
-                        .filter(|&c| c != PAD_SLOT)
-                        .map(|c| got[c as usize] * got[c as usize])
-                        .sum()
-                })
-                .collect();
-            check(&got_ss, &want_ss, 1e-5, &format!("gemv residual ssq K={k} N={n} warps={warps}"));
-            let all: Vec<f32> = get(&g, &ys, 2 * stride);
-            if !scatter {
-                assert!(all.iter().all(|v| v.is_nan()), "gemv residual K={k} N={n} warps={warps} wrote sorted copies");
-                continue;
-            }
-            // Each copy holds the new residual (as the kernel stored it) times the next norm's weight.
-            let want_copy: Vec<f64> = (0..n).map(|c| got[c] * next_w[c].to_f64()).collect();
-            for q in 0..2 {
-                let copy: Vec<f64> = (0..n).map(|c| all[q * stride + idx[q * stride + c] as usize] as f64).collect();
-                check(&copy, &want_copy, 1e-6, &format!("gemv residual sorted copy {q} K={k} N={n} warps={warps}"));
-                assert!(all[q * stride + n..][..8].iter().all(|v| v.is_nan()), "wrote past copy {q}'s columns");
+            // Residual epilogue: y += x·W, and per-tile sums of squares of the new y; 8 and 16 warps per block; with
+            // the next projection's act-order inputs (two parts, a padded stride) scattered behind.
+            let kernels = [
+                (gk.residual.of(format(bits)), 8u32, false),
+                (gk.residual_wide.of(format(bits)), 16, false),
+                (gk.residual_sorted.of(format(bits)), 8, true),
+                (gk.residual_wide_sorted.of(format(bits)), 16, true),
+            ];
+            for (f, warps, scatter) in kernels {
+                let x16 = rng.vec_f16(k, -1.0, 1.0);
+                let y0 = rng.vec_f32(n, -1.0, 1.0);
+                let (xm, ym) = (put(&g, &sorted(&dl.d, 0, &x16)), put(&g, &y0));
+                let tiles = dl.d.tiles();
+                let ssq = poisoned(&g, tiles * 4);
+                let stride = n + 8;
+                let idx = two_part_scatter(&mut rng, n, stride);
+                let next_w = rng.vec_f16(n, 0.5, 1.5);
+                let (im, nwm, ys) = (put(&g, &idx), put(&g, &next_w), poisoned(&g, 2 * stride * 4));
+                let p = GemvParams {
+                    x16: xm.ptr(),
+                    y: ym.ptr(),
+                    ssq_out: ssq.ptr(),
+                    out_idx: im.ptr(),
+                    y_sorted: ys.ptr(),
+                    out_norm_w: nwm.ptr(),
+                    out_parts: if scatter { 2 } else { 0 },
+                    out_stride: stride as u32,
+                    ..dl.p
+                };
+                gemv_warps(&g, s, f, warps, &dl, &p);
+                let xw = lin.apply(&x16.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
+                let want: Vec<f64> = y0.iter().zip(&xw).map(|(&a, b)| a as f64 + b).collect();
+                let got: Vec<f64> = get::<f32>(&g, &ym, n).iter().map(|&v| v as f64).collect();
+                check(
+                    &got,
+                    &want,
+                    1e-3,
+                    &format!("gemv residual {bits:?} K={k} N={n} warps={warps} scatter={scatter}"),
+                );
+                let got_ss: Vec<f64> = get::<f32>(&g, &ssq, tiles).iter().map(|&v| v as f64).collect();
+                let want_ss: Vec<f64> = (0..tiles)
+                    .map(|t| {
+                        (0..TILE_N)
+                            .map(|j| dl.d.col_map[t * TILE_N + j])
+                            .filter(|&c| c != PAD_SLOT)
+                            .map(|c| got[c as usize] * got[c as usize])
+                            .sum()
+                    })
+                    .collect();
+                check(&got_ss, &want_ss, 1e-5, &format!("gemv residual ssq K={k} N={n} warps={warps}"));
+                let all: Vec<f32> = get(&g, &ys, 2 * stride);
+                if !scatter {
+                    assert!(
+                        all.iter().all(|v| v.is_nan()),
+                        "gemv residual K={k} N={n} warps={warps} wrote sorted copies"
+                    );
+                    continue;
+                }
+                // Each copy holds the new residual (as the kernel stored it) times the next norm's weight.
+                let want_copy: Vec<f64> = (0..n).map(|c| got[c] * next_w[c].to_f64()).collect();
+                for q in 0..2 {
+                    let copy: Vec<f64> =
+                        (0..n).map(|c| all[q * stride + idx[q * stride + c] as usize] as f64).collect();
+                    check(&copy, &want_copy, 1e-6, &format!("gemv residual sorted copy {q} K={k} N={n} warps={warps}"));
+                    assert!(all[q * stride + n..][..8].iter().all(|v| v.is_nan()), "wrote past copy {q}'s columns");
+                }
             }
         }
     }
@@ -694,29 +726,32 @@ fn gemv_norm_and_residual_match_f64_in_both_widths() {
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
 fn gemv_int4_qkv_rotates_and_appends_to_the_cache() {
     let g = gpu();
-    let mut rng = Rng(13);
-    // (hidden, heads, kv_heads, head_dim, group, act-order)
-    for &(hidden, heads, kv_heads, hd, group, act) in &[
-        (64usize, 4usize, 4usize, 16usize, Some(32usize), false),
-        (256, 4, 2, 64, Some(64), true),
-        (512, 4, 4, 128, Some(128), false),
-        (4096, 32, 32, 128, Some(128), false),
-    ] {
-        let (q_dim, kv_dim) = (heads * hd, kv_heads * hd);
-        let n = q_dim + 2 * kv_dim;
-        let lin = RandLinear::new(&mut rng, hidden, n, group, act, true);
-        let dl = upload_linear(&g, lin.repack(ColumnOrder::QkvRope { head_dim: hd, q_dim, kv_dim }));
-        let (ctx, max_pos) = (64usize, 128usize);
-        let out = QkvOut::new(&g, heads, kv_heads, hd, ctx, max_pos, rng.below(ctx as u64) as u32);
-        let x = rng.vec_f32(hidden, -2.0, 2.0);
-        let w = vec![f16::ONE; hidden];
-        let ss: f32 = x.iter().map(|v| v * v).sum();
-        let (xm, wm, sm) = (put(&g, &sorted(&dl.d, 0, &x)), put(&g, &w), put(&g, &[ss]));
-        let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 1, ..out.params(dl.p) };
-        gemv(&g, g.k.gemv_qkv.of(TileFormat::Int4), &dl, &p);
-        let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
-        let xn: Vec<f64> = x.iter().map(|&v| v as f64 * inv).collect();
-        out.check(&g, &lin.apply(&xn), &format!("qkv hidden={hidden}"));
+    for s in streams(&g) {
+        let gk = g.k.gemvs(s);
+        let mut rng = Rng(13);
+        // (hidden, heads, kv_heads, head_dim, group, act-order)
+        for &(hidden, heads, kv_heads, hd, group, act) in &[
+            (64usize, 4usize, 4usize, 16usize, Some(32usize), false),
+            (256, 4, 2, 64, Some(64), true),
+            (512, 4, 4, 128, Some(128), false),
+            (4096, 32, 32, 128, Some(128), false),
+        ] {
+            let (q_dim, kv_dim) = (heads * hd, kv_heads * hd);
+            let n = q_dim + 2 * kv_dim;
+            let lin = RandLinear::new(&mut rng, hidden, n, group, act, true);
+            let dl = upload_linear(&g, lin.repack(ColumnOrder::QkvRope { head_dim: hd, q_dim, kv_dim }));
+            let (ctx, max_pos) = (64usize, 128usize);
+            let out = QkvOut::new(&g, heads, kv_heads, hd, ctx, max_pos, rng.below(ctx as u64) as u32);
+            let x = rng.vec_f32(hidden, -2.0, 2.0);
+            let w = vec![f16::ONE; hidden];
+            let ss: f32 = x.iter().map(|v| v * v).sum();
+            let (xm, wm, sm) = (put(&g, &sorted(&dl.d, 0, &x)), put(&g, &w), put(&g, &[ss]));
+            let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 1, ..out.params(dl.p) };
+            gemv(&g, s, gk.qkv.of(TileFormat::Int4), &dl, &p);
+            let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
+            let xn: Vec<f64> = x.iter().map(|&v| v as f64 * inv).collect();
+            out.check(&g, &lin.apply(&xn), &format!("qkv hidden={hidden}"));
+        }
     }
 }
 
@@ -809,36 +844,39 @@ impl QkvOut {
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
 fn gemv_int4_gate_up_applies_swiglu() {
     let g = gpu();
-    let mut rng = Rng(14);
-    for &(hidden, inter, group, act) in
-        &[(64usize, 176usize, Some(32usize), false), (256, 344, Some(64), false), (4096, 11008, Some(128), false)]
-    {
-        // The paired layout (act-order lays gate/up out split: gemv_int4_per_part_act_order_matches_f64).
-        let gate = RandLinear::new(&mut rng, hidden, inter, group, act, true);
-        let mut up = RandLinear::new(&mut rng, hidden, inter, group, false, true);
-        up.g_idx = gate.g_idx.clone();
-        let d = layout::repack_parts(
-            &[gate.parts(), up.parts()],
-            hidden,
-            gate.group_size,
-            gate.groups,
-            ColumnOrder::GateUp { inter },
-            "test",
-        )
-        .unwrap();
-        let dl = upload_linear(&g, d);
-        let x = rng.vec_f32(hidden, -2.0, 2.0);
-        let w = rng.vec_f16(hidden, 0.5, 1.5);
-        let ss: f32 = x.iter().map(|v| v * v).sum();
-        let (xm, wm, sm) = (put(&g, &x), put(&g, &w), put(&g, &[ss]));
-        let h = poisoned(&g, inter * 2);
-        let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 1, out16: h.ptr(), ..dl.p };
-        gemv(&g, g.k.gemv_gate_up.of(TileFormat::Int4), &dl, &p);
-        let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
-        let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
-        let (gv, uv) = (gate.apply(&xn), up.apply(&xn));
-        let want: Vec<f64> = gv.iter().zip(&uv).map(|(&a, &b)| a / (1.0 + (-a).exp()) * b).collect();
-        check(&f16s(&get::<u16>(&g, &h, inter)), &want, 3e-3, &format!("gate/up hidden={hidden} inter={inter}"));
+    for s in streams(&g) {
+        let gk = g.k.gemvs(s);
+        let mut rng = Rng(14);
+        for &(hidden, inter, group, act) in
+            &[(64usize, 176usize, Some(32usize), false), (256, 344, Some(64), false), (4096, 11008, Some(128), false)]
+        {
+            // The paired layout (act-order lays gate/up out split: gemv_int4_per_part_act_order_matches_f64).
+            let gate = RandLinear::new(&mut rng, hidden, inter, group, act, true);
+            let mut up = RandLinear::new(&mut rng, hidden, inter, group, false, true);
+            up.g_idx = gate.g_idx.clone();
+            let d = layout::repack_parts(
+                &[gate.parts(), up.parts()],
+                hidden,
+                gate.group_size,
+                gate.groups,
+                ColumnOrder::GateUp { inter },
+                "test",
+            )
+            .unwrap();
+            let dl = upload_linear(&g, d);
+            let x = rng.vec_f32(hidden, -2.0, 2.0);
+            let w = rng.vec_f16(hidden, 0.5, 1.5);
+            let ss: f32 = x.iter().map(|v| v * v).sum();
+            let (xm, wm, sm) = (put(&g, &x), put(&g, &w), put(&g, &[ss]));
+            let h = poisoned(&g, inter * 2);
+            let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 1, out16: h.ptr(), ..dl.p };
+            gemv(&g, s, gk.gate_up.of(TileFormat::Int4), &dl, &p);
+            let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
+            let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
+            let (gv, uv) = (gate.apply(&xn), up.apply(&xn));
+            let want: Vec<f64> = gv.iter().zip(&uv).map(|(&a, &b)| a / (1.0 + (-a).exp()) * b).collect();
+            check(&f16s(&get::<u16>(&g, &h, inter)), &want, 3e-3, &format!("gate/up hidden={hidden} inter={inter}"));
+        }
     }
 }
 
@@ -849,76 +887,79 @@ fn gemv_int4_gate_up_applies_swiglu() {
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
 fn gemv_int4_per_part_act_order_matches_f64() {
     let g = gpu();
-    let mut rng = Rng(15);
-    // A residual stream, its norm and its sum of squares; the kernels read it as the producers write it with
-    // act-order: a copy per part in that part's row order, norm weight folded in, k_pad apart.
-    let norm_input = |rng: &mut Rng, d: &DeviceLinear, parts: usize| {
-        let k = d.k;
-        let x = rng.vec_f32(k, -2.0, 2.0);
-        let w = rng.vec_f16(k, 0.5, 1.5);
-        let ss: f32 = x.iter().map(|v| v * v).sum();
-        let inv = 1.0 / (ss as f64 / k as f64 + 1e-6).sqrt();
-        let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
-        let folded: Vec<f32> = x.iter().zip(&w).map(|(&a, b)| a * b.to_f32()).collect();
-        let mut copies = vec![f32::NAN; parts * d.k_pad];
-        for part in 0..parts {
-            copies[part * d.k_pad..][..k].copy_from_slice(&sorted(d, part, &folded));
+    for s in streams(&g) {
+        let gk = g.k.gemvs(s);
+        let mut rng = Rng(15);
+        // A residual stream, its norm and its sum of squares; the kernels read it as the producers write it with
+        // act-order: a copy per part in that part's row order, norm weight folded in, k_pad apart.
+        let norm_input = |rng: &mut Rng, d: &DeviceLinear, parts: usize| {
+            let k = d.k;
+            let x = rng.vec_f32(k, -2.0, 2.0);
+            let w = rng.vec_f16(k, 0.5, 1.5);
+            let ss: f32 = x.iter().map(|v| v * v).sum();
+            let inv = 1.0 / (ss as f64 / k as f64 + 1e-6).sqrt();
+            let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
+            let folded: Vec<f32> = x.iter().zip(&w).map(|(&a, b)| a * b.to_f32()).collect();
+            let mut copies = vec![f32::NAN; parts * d.k_pad];
+            for part in 0..parts {
+                copies[part * d.k_pad..][..k].copy_from_slice(&sorted(d, part, &folded));
+            }
+            (copies, ss, xn)
+        };
+        // (hidden, heads, kv_heads, head_dim, group)
+        for &(hidden, heads, kv_heads, hd, group) in
+            &[(256usize, 3usize, 1usize, 16usize, 64usize), (4096, 32, 8, 128, 128)]
+        {
+            let (q_dim, kv_dim) = (heads * hd, kv_heads * hd);
+            let lins = [
+                RandLinear::new(&mut rng, hidden, q_dim, Some(group), true, true),
+                RandLinear::new(&mut rng, hidden, kv_dim, Some(group), true, false),
+                RandLinear::new(&mut rng, hidden, kv_dim, Some(group), true, true),
+            ];
+            let views: Vec<GptqParts> = lins.iter().map(|l| l.parts()).collect();
+            let order = ColumnOrder::QkvRope { head_dim: hd, q_dim, kv_dim };
+            let d = layout::repack_parts(&views, hidden, group, hidden / group, order, "qkv").unwrap();
+            let dl = upload_linear(&g, d);
+            for tpb in [1u32, 3] {
+                let out = QkvOut::new(&g, heads, kv_heads, hd, 16, 16, 5);
+                let (copies, ss, xn) = norm_input(&mut rng, &dl.d, 3);
+                let (xm, sm) = (put(&g, &copies), put(&g, &[ss]));
+                let p = GemvParams { x: xm.ptr(), ssq: sm.ptr(), n_ssq: 1, tiles_per_block: tpb, ..out.params(dl.p) };
+                gemv(&g, s, gk.qkv_sorted.of(TileFormat::Int4), &dl, &p);
+                let y: Vec<f64> = lins.iter().flat_map(|l| l.apply(&xn)).collect();
+                out.check(&g, &y, &format!("per-part qkv hidden={hidden} tpb={tpb}"));
+            }
         }
-        (copies, ss, xn)
-    };
-    // (hidden, heads, kv_heads, head_dim, group)
-    for &(hidden, heads, kv_heads, hd, group) in
-        &[(256usize, 3usize, 1usize, 16usize, 64usize), (4096, 32, 8, 128, 128)]
-    {
-        let (q_dim, kv_dim) = (heads * hd, kv_heads * hd);
-        let lins = [
-            RandLinear::new(&mut rng, hidden, q_dim, Some(group), true, true),
-            RandLinear::new(&mut rng, hidden, kv_dim, Some(group), true, false),
-            RandLinear::new(&mut rng, hidden, kv_dim, Some(group), true, true),
-        ];
-        let views: Vec<GptqParts> = lins.iter().map(|l| l.parts()).collect();
-        let order = ColumnOrder::QkvRope { head_dim: hd, q_dim, kv_dim };
-        let d = layout::repack_parts(&views, hidden, group, hidden / group, order, "qkv").unwrap();
-        let dl = upload_linear(&g, d);
-        for tpb in [1u32, 3] {
-            let out = QkvOut::new(&g, heads, kv_heads, hd, 16, 16, 5);
-            let (copies, ss, xn) = norm_input(&mut rng, &dl.d, 3);
-            let (xm, sm) = (put(&g, &copies), put(&g, &[ss]));
-            let p = GemvParams { x: xm.ptr(), ssq: sm.ptr(), n_ssq: 1, tiles_per_block: tpb, ..out.params(dl.p) };
-            gemv(&g, g.k.gemv_qkv_sorted.of(TileFormat::Int4), &dl, &p);
-            let y: Vec<f64> = lins.iter().flat_map(|l| l.apply(&xn)).collect();
-            out.check(&g, &y, &format!("per-part qkv hidden={hidden} tpb={tpb}"));
-        }
-    }
-    for &(hidden, inter, group) in &[(64usize, 20usize, 32usize), (256, 344, 64), (4096, 11008, 128)] {
-        let gate = RandLinear::new(&mut rng, hidden, inter, Some(group), true, true);
-        let up = RandLinear::new(&mut rng, hidden, inter, Some(group), true, false);
-        let order = ColumnOrder::GateUpSplit { inter };
-        let d =
-            layout::repack_parts(&[gate.parts(), up.parts()], hidden, group, hidden / group, order, "gate_up").unwrap();
-        let dl = upload_linear(&g, d);
-        let pairs = dl.d.part_slots[0] / TILE_N as u32;
-        for tpb in [1u32, 3] {
-            let (copies, ss, xn) = norm_input(&mut rng, &dl.d, 2);
-            let (xm, sm) = (put(&g, &copies), put(&g, &[ss]));
-            // SwiGLU's output goes where down_proj's sorted input wants it.
-            let down_inv = shuffled(&mut rng, inter);
-            let (h, im) = (poisoned(&g, inter * 2), put(&g, &down_inv));
-            let p = GemvParams {
-                x: xm.ptr(),
-                ssq: sm.ptr(),
-                n_ssq: 1,
-                out16: h.ptr(),
-                out_idx: im.ptr(),
-                tiles_per_block: tpb,
-                ..dl.p
-            };
-            gemv_units(&g, g.k.gemv_gate_up_split.of(TileFormat::Int4), 8, pairs, &dl, &p);
-            let (gv, uv) = (gate.apply(&xn), up.apply(&xn));
-            let want: Vec<f64> = gv.iter().zip(&uv).map(|(&a, &b)| a / (1.0 + (-a).exp()) * b).collect();
-            let all = f16s(&get::<u16>(&g, &h, inter));
-            let got: Vec<f64> = (0..inter).map(|i| all[down_inv[i] as usize]).collect();
-            check(&got, &want, 3e-3, &format!("split gate/up hidden={hidden} inter={inter} tpb={tpb}"));
+        for &(hidden, inter, group) in &[(64usize, 20usize, 32usize), (256, 344, 64), (4096, 11008, 128)] {
+            let gate = RandLinear::new(&mut rng, hidden, inter, Some(group), true, true);
+            let up = RandLinear::new(&mut rng, hidden, inter, Some(group), true, false);
+            let order = ColumnOrder::GateUpSplit { inter };
+            let d = layout::repack_parts(&[gate.parts(), up.parts()], hidden, group, hidden / group, order, "gate_up")
+                .unwrap();
+            let dl = upload_linear(&g, d);
+            let pairs = dl.d.part_slots[0] / TILE_N as u32;
+            for tpb in [1u32, 3] {
+                let (copies, ss, xn) = norm_input(&mut rng, &dl.d, 2);
+                let (xm, sm) = (put(&g, &copies), put(&g, &[ss]));
+                // SwiGLU's output goes where down_proj's sorted input wants it.
+                let down_inv = shuffled(&mut rng, inter);
+                let (h, im) = (poisoned(&g, inter * 2), put(&g, &down_inv));
+                let p = GemvParams {
+                    x: xm.ptr(),
+                    ssq: sm.ptr(),
+                    n_ssq: 1,
+                    out16: h.ptr(),
+                    out_idx: im.ptr(),
+                    tiles_per_block: tpb,
+                    ..dl.p
+                };
+                gemv_units(&g, s, gk.gate_up_split.of(TileFormat::Int4), 8, pairs, &dl, &p);
+                let (gv, uv) = (gate.apply(&xn), up.apply(&xn));
+                let want: Vec<f64> = gv.iter().zip(&uv).map(|(&a, &b)| a / (1.0 + (-a).exp()) * b).collect();
+                let all = f16s(&get::<u16>(&g, &h, inter));
+                let got: Vec<f64> = (0..inter).map(|i| all[down_inv[i] as usize]).collect();
+                check(&got, &want, 3e-3, &format!("split gate/up hidden={hidden} inter={inter} tpb={tpb}"));
+            }
         }
     }
 }
@@ -1633,10 +1674,10 @@ fn gemm_small_int4_time_per_launch() {
         let gp = GemvParams { x16: x16.ptr(), y: y.ptr(), ..dl.p };
         let (grid, tpb) = shapes::gemv_grid(tiles, g.limits.sm_count, 12);
         let gp = GemvParams { tiles_per_block: tpb, ..gp };
-        let smem = shapes::gemv_smem(dl.p.k_pad, 8, 1);
+        let shape = gemv_launch(GemvStream::Registers, grid, 8, dl.p.k_pad, 1, TileFormat::Int4);
         let us = time(&|i| {
             let q = GemvParams { qw: pool[i % copies].ptr(), ..gp };
-            launch(&g, g.k.gemv_store.of(TileFormat::Int4), Launch::new((grid, 1, 1), 256, smem), &q);
+            launch(&g, g.k.gemv_store.of(TileFormat::Int4), shape, &q);
         });
         println!("{name:8} K={k:5} N={n:5}  gemv 1 row (reference)            {us:7.2} µs {:6.0} GB/s", gb(us));
 
@@ -1705,10 +1746,10 @@ fn gemm_wgmma_short_int4_time_per_launch() {
 
         let (grid, tpb) = shapes::gemv_grid(dl.d.tiles() as u32, g.limits.sm_count, 12);
         let gp = GemvParams { x16: x16.ptr(), y: yg.ptr(), tiles_per_block: tpb, ..dl.p };
-        let smem = shapes::gemv_smem(dl.p.k_pad, 8, 1);
+        let shape = gemv_launch(GemvStream::Registers, grid, 8, dl.p.k_pad, 1, TileFormat::Int4);
         let us = time(&|i| {
             let q = GemvParams { qw: pool[i % copies].ptr(), ..gp };
-            launch(&g, g.k.gemv_store.of(TileFormat::Int4), Launch::new((grid, 1, 1), 256, smem), &q);
+            launch(&g, g.k.gemv_store.of(TileFormat::Int4), shape, &q);
         });
         println!("{name:8} K={k:5} N={n:5}  gemv 1 row (reference)   {us:7.2} µs {:6.0} GB/s", gb(us));
 
@@ -1797,75 +1838,79 @@ fn f16_layout_reads_back_the_weights() {
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
 fn f16_tiles_match_f64() {
     let g = gpu();
-    let mut rng = Rng(32);
-    let f16f = TileFormat::F16;
-    for (k, n) in [(64usize, 16usize), (200, 24), (1024, 136), (4096, 256), (11008, 64)] {
-        let (w, d) = dense_tiles(&mut rng, k, n);
-        let dl = upload_linear(&g, d);
-        let apply =
-            |x: &[f64]| -> Vec<f64> { (0..n).map(|c| (0..k).map(|r| x[r] * w[c * k + r].to_f64()).sum()).collect() };
-        // GEMV: plain, and residual + norm.
-        let x = rng.vec_f16(k, -1.0, 1.0);
-        let xm = put(&g, &x);
-        let y = poisoned(&g, n * 4);
-        gemv(&g, g.k.gemv_store.of(f16f), &dl, &GemvParams { x16: xm.ptr(), y: y.ptr(), ..dl.p });
-        let want = apply(&x.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
-        let got: Vec<f64> = get::<f32>(&g, &y, n).iter().map(|&v| v as f64).collect();
-        check(&got, &want, 2e-3, &format!("f16 gemv store K={k} N={n}"));
-        let y0 = rng.vec_f32(n, -1.0, 1.0);
-        let (ym, ssq) = (put(&g, &y0), poisoned(&g, dl.d.tiles() * 4));
-        let p = GemvParams { x16: xm.ptr(), y: ym.ptr(), ssq_out: ssq.ptr(), ..dl.p };
-        gemv_warps(&g, g.k.gemv_residual_wide.of(f16f), 16, &dl, &p);
-        let want_r: Vec<f64> = want.iter().zip(&y0).map(|(a, &b)| a + b as f64).collect();
-        let got_r: Vec<f64> = get::<f32>(&g, &ym, n).iter().map(|&v| v as f64).collect();
-        check(&got_r, &want_r, 1e-3, &format!("f16 gemv residual K={k} N={n}"));
-        let xs = rng.vec_f32(k, -3.0, 3.0);
-        let nw = rng.vec_f16(k, 0.5, 1.5);
-        let ss: f64 = xs.iter().map(|&v| v as f64 * v as f64).sum();
-        let (xsm, nwm, ssm) = (put(&g, &xs), put(&g, &nw), put(&g, &[ss as f32]));
-        let p = GemvParams { x: xsm.ptr(), norm_w: nwm.ptr(), ssq: ssm.ptr(), n_ssq: 1, y: y.ptr(), ..dl.p };
-        set(&g, &y, &vec![0xFFu8; n * 4]);
-        gemv(&g, g.k.gemv_norm_store.of(f16f), &dl, &p);
-        let inv = 1.0 / (ss / k as f64 + 1e-6).sqrt();
-        let xn: Vec<f64> = xs.iter().zip(&nw).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
-        let got: Vec<f64> = get::<f32>(&g, &y, n).iter().map(|&v| v as f64).collect();
-        check(&got, &apply(&xn), 2e-3, &format!("f16 gemv norm K={k} N={n}"));
+    for s in streams(&g) {
+        let gk = g.k.gemvs(s);
+        let mut rng = Rng(32);
+        let f16f = TileFormat::F16;
+        for (k, n) in [(64usize, 16usize), (200, 24), (1024, 136), (4096, 256), (11008, 64)] {
+            let (w, d) = dense_tiles(&mut rng, k, n);
+            let dl = upload_linear(&g, d);
+            let apply = |x: &[f64]| -> Vec<f64> {
+                (0..n).map(|c| (0..k).map(|r| x[r] * w[c * k + r].to_f64()).sum()).collect()
+            };
+            // GEMV: plain, and residual + norm.
+            let x = rng.vec_f16(k, -1.0, 1.0);
+            let xm = put(&g, &x);
+            let y = poisoned(&g, n * 4);
+            gemv(&g, s, gk.store.of(f16f), &dl, &GemvParams { x16: xm.ptr(), y: y.ptr(), ..dl.p });
+            let want = apply(&x.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
+            let got: Vec<f64> = get::<f32>(&g, &y, n).iter().map(|&v| v as f64).collect();
+            check(&got, &want, 2e-3, &format!("f16 gemv store K={k} N={n}"));
+            let y0 = rng.vec_f32(n, -1.0, 1.0);
+            let (ym, ssq) = (put(&g, &y0), poisoned(&g, dl.d.tiles() * 4));
+            let p = GemvParams { x16: xm.ptr(), y: ym.ptr(), ssq_out: ssq.ptr(), ..dl.p };
+            gemv_warps(&g, s, gk.residual_wide.of(f16f), 16, &dl, &p);
+            let want_r: Vec<f64> = want.iter().zip(&y0).map(|(a, &b)| a + b as f64).collect();
+            let got_r: Vec<f64> = get::<f32>(&g, &ym, n).iter().map(|&v| v as f64).collect();
+            check(&got_r, &want_r, 1e-3, &format!("f16 gemv residual K={k} N={n}"));
+            let xs = rng.vec_f32(k, -3.0, 3.0);
+            let nw = rng.vec_f16(k, 0.5, 1.5);
+            let ss: f64 = xs.iter().map(|&v| v as f64 * v as f64).sum();
+            let (xsm, nwm, ssm) = (put(&g, &xs), put(&g, &nw), put(&g, &[ss as f32]));
+            let p = GemvParams { x: xsm.ptr(), norm_w: nwm.ptr(), ssq: ssm.ptr(), n_ssq: 1, y: y.ptr(), ..dl.p };
+            set(&g, &y, &vec![0xFFu8; n * 4]);
+            gemv(&g, s, gk.norm_store.of(f16f), &dl, &p);
+            let inv = 1.0 / (ss / k as f64 + 1e-6).sqrt();
+            let xn: Vec<f64> = xs.iter().zip(&nw).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
+            let got: Vec<f64> = get::<f32>(&g, &y, n).iter().map(|&v| v as f64).collect();
+            check(&got, &apply(&xn), 2e-3, &format!("f16 gemv norm K={k} N={n}"));
 
-        // GEMMs: 64-row tiles (with split-K) and the small-chunk kernel the engine picks for ≤ 16 rows.
-        for (m, k_splits) in [(1usize, 1u32), (7, 3), (16, 1), (70, 2)] {
-            let a = rng.vec_f16(m * k, -1.0, 1.0);
-            let am = put(&g, &a);
-            let want: Vec<f64> = (0..m)
-                .flat_map(|r| apply(&a[r * k..(r + 1) * k].iter().map(|v| v.to_f64()).collect::<Vec<_>>()))
-                .collect();
-            let y = poisoned(&g, m * n * 4);
-            let part = g.alloc(16 * m.max(16) * dl.d.n_pad * 4, "t").unwrap();
-            let counters = put(&g, &vec![0u32; 64]);
-            let base = GemmParams { part: part.ptr(), counters: counters.ptr(), ..dl.gemm(am.ptr(), m, k, n) };
-            let grid = (dl.p.n_pad.div_ceil(64), (m as u32).div_ceil(64), k_splits);
-            let l = Launch::new(grid, 128, gemm_smem_bytes(64, f16f));
-            launch(&g, g.k.gemm_store32.of(f16f), l, &GemmParams { y32: y.ptr(), k_splits, ..base });
-            g.sync().unwrap();
-            let got: Vec<f64> = get::<f32>(&g, &y, m * n).iter().map(|&v| v as f64).collect();
-            check(&got, &want, 2e-3, &format!("f16 gemm64 M={m} K={k} N={n} splits={k_splits}"));
-            if m <= 16 {
-                let (tiles, steps) = (dl.d.tiles() as u32, dl.d.steps() as u32);
-                let Some(shape @ GemmTile::Small { splits, .. }) =
-                    gemm_small_shape(tiles, steps, m as u32, g.limits.sm_count)
-                else {
-                    continue;
-                };
-                let y16 = poisoned(&g, m * n * 2);
-                let l = shape.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, f16f);
-                launch(
-                    &g,
-                    g.k.gemm_small_store16.of(f16f),
-                    l,
-                    &GemmParams { y16: y16.ptr(), k_splits: splits, ..base },
-                );
+            // GEMMs: 64-row tiles (with split-K) and the small-chunk kernel the engine picks for ≤ 16 rows.
+            for (m, k_splits) in [(1usize, 1u32), (7, 3), (16, 1), (70, 2)] {
+                let a = rng.vec_f16(m * k, -1.0, 1.0);
+                let am = put(&g, &a);
+                let want: Vec<f64> = (0..m)
+                    .flat_map(|r| apply(&a[r * k..(r + 1) * k].iter().map(|v| v.to_f64()).collect::<Vec<_>>()))
+                    .collect();
+                let y = poisoned(&g, m * n * 4);
+                let part = g.alloc(16 * m.max(16) * dl.d.n_pad * 4, "t").unwrap();
+                let counters = put(&g, &vec![0u32; 64]);
+                let base = GemmParams { part: part.ptr(), counters: counters.ptr(), ..dl.gemm(am.ptr(), m, k, n) };
+                let grid = (dl.p.n_pad.div_ceil(64), (m as u32).div_ceil(64), k_splits);
+                let l = Launch::new(grid, 128, gemm_smem_bytes(64, f16f));
+                launch(&g, g.k.gemm_store32.of(f16f), l, &GemmParams { y32: y.ptr(), k_splits, ..base });
                 g.sync().unwrap();
-                let what = format!("f16 gemm_small M={m} K={k} N={n} {shape:?}");
-                check(&f16s(&get::<u16>(&g, &y16, m * n)), &want, 3e-3, &what);
+                let got: Vec<f64> = get::<f32>(&g, &y, m * n).iter().map(|&v| v as f64).collect();
+                check(&got, &want, 2e-3, &format!("f16 gemm64 M={m} K={k} N={n} splits={k_splits}"));
+                if m <= 16 {
+                    let (tiles, steps) = (dl.d.tiles() as u32, dl.d.steps() as u32);
+                    let Some(shape @ GemmTile::Small { splits, .. }) =
+                        gemm_small_shape(tiles, steps, m as u32, g.limits.sm_count)
+                    else {
+                        continue;
+                    };
+                    let y16 = poisoned(&g, m * n * 2);
+                    let l = shape.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, f16f);
+                    launch(
+                        &g,
+                        g.k.gemm_small_store16.of(f16f),
+                        l,
+                        &GemmParams { y16: y16.ptr(), k_splits: splits, ..base },
+                    );
+                    g.sync().unwrap();
+                    let what = format!("f16 gemm_small M={m} K={k} N={n} {shape:?}");
+                    check(&f16s(&get::<u16>(&g, &y16, m * n)), &want, 3e-3, &what);
+                }
             }
         }
     }
@@ -2582,14 +2627,14 @@ fn sample_token_time_per_launch() {
 /// Per-launch time of the GEMV `f` over distinct copies of one weight matrix (256 MB of them, so that nothing is
 /// served from L2 that a decode step would read from memory), launched back to back 64 times between two events;
 /// median of 5.
-fn time_gemv_chain(g: &Device, f: &Kernel<GemvParams>, dl: &DevLin, p: &GemvParams, grid: u32) -> f64 {
+fn time_gemv_chain(g: &Device, s: GemvStream, f: &Kernel<GemvParams>, dl: &DevLin, p: &GemvParams, grid: u32) -> f64 {
     let bytes = dl.d.qw.len() * 4;
     let copies = (256usize << 20).div_ceil(bytes).clamp(1, 64);
     let pool: Vec<DeviceBuffer> = (0..copies).map(|_| put(g, &dl.d.qw)).collect();
-    let smem = shapes::gemv_smem(dl.p.k_pad, 8, 1);
+    let shape = gemv_launch(s, grid, 8, dl.p.k_pad, 1, dl.d.format);
     time_per_launch(g, &|i| {
         let q = GemvParams { qw: pool[i % copies].ptr(), ..*p };
-        launch(g, f, Launch::new((grid, 1, 1), 256, smem), &q);
+        launch(g, f, shape, &q);
     })
 }
 
@@ -2597,38 +2642,41 @@ fn time_gemv_chain(g: &Device, f: &Kernel<GemvParams>, dl: &DevLin, p: &GemvPara
 #[ignore = "needs a GPU: a measurement, run by hand (--nocapture)"]
 fn gemv_int4_time_per_launch() {
     let g = gpu();
-    let mut rng = Rng(99);
-    for &(k, n) in &[(4096usize, 4096usize), (4096, 12288), (4096, 22016), (11008, 4096), (4096, 65536)] {
-        let lin = RandLinear::new(&mut rng, k, n, Some(128), false, true);
-        let dl = upload_linear(&g, lin.repack(ColumnOrder::Identity));
-        let x = rng.vec_f32(k, -1.0, 1.0);
-        let x16: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
-        let w = rng.vec_f16(k, 0.5, 1.5);
-        let ss: f32 = x.iter().map(|v| v * v).sum();
-        let parts = vec![ss / 256.0; 256];
-        let (xm, x16m, wm, sm) = (put(&g, &x), put(&g, &x16), put(&g, &w), put(&g, &parts));
-        let y = poisoned(&g, n * 4);
-        let bytes = (dl.d.qw.len() * 4 + dl.d.sz.len() * 4) as f64;
-        for per_sm in [4u32, 6, 8, 12, 16] {
-            let (grid, tpb) = shapes::gemv_grid(dl.d.tiles() as u32, g.limits.sm_count, per_sm);
-            for (name, f) in
-                [("plain", g.k.gemv_store.of(TileFormat::Int4)), ("norm", g.k.gemv_norm_store.of(TileFormat::Int4))]
-            {
-                let p = GemvParams {
-                    x16: x16m.ptr(),
-                    x: xm.ptr(),
-                    norm_w: wm.ptr(),
-                    ssq: sm.ptr(),
-                    n_ssq: 256,
-                    y: y.ptr(),
-                    tiles_per_block: tpb,
-                    ..dl.p
-                };
-                let us = time_gemv_chain(&g, f, &dl, &p, grid);
-                println!(
-                    "gemv {name:5} K={k:5} N={n:5} blocks/SM {per_sm:2} (grid {grid:4} × {tpb} tiles): {us:7.2} µs {:6.0} GB/s",
+    for s in streams(&g) {
+        let gk = g.k.gemvs(s);
+        let mut rng = Rng(99);
+        for &(k, n) in &[(4096usize, 4096usize), (4096, 12288), (4096, 22016), (11008, 4096), (4096, 65536)] {
+            let lin = RandLinear::new(&mut rng, k, n, Some(128), false, true);
+            let dl = upload_linear(&g, lin.repack(ColumnOrder::Identity));
+            let x = rng.vec_f32(k, -1.0, 1.0);
+            let x16: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+            let w = rng.vec_f16(k, 0.5, 1.5);
+            let ss: f32 = x.iter().map(|v| v * v).sum();
+            let parts = vec![ss / 256.0; 256];
+            let (xm, x16m, wm, sm) = (put(&g, &x), put(&g, &x16), put(&g, &w), put(&g, &parts));
+            let y = poisoned(&g, n * 4);
+            let bytes = (dl.d.qw.len() * 4 + dl.d.sz.len() * 4) as f64;
+            for per_sm in [4u32, 6, 8, 12, 16] {
+                let (grid, tpb) = shapes::gemv_grid(dl.d.tiles() as u32, g.limits.sm_count, per_sm);
+                for (name, f) in
+                    [("plain", gk.store.of(TileFormat::Int4)), ("norm", gk.norm_store.of(TileFormat::Int4))]
+                {
+                    let p = GemvParams {
+                        x16: x16m.ptr(),
+                        x: xm.ptr(),
+                        norm_w: wm.ptr(),
+                        ssq: sm.ptr(),
+                        n_ssq: 256,
+                        y: y.ptr(),
+                        tiles_per_block: tpb,
+                        ..dl.p
+                    };
+                    let us = time_gemv_chain(&g, s, f, &dl, &p, grid);
+                    println!(
+                    "gemv {s:?} {name:5} K={k:5} N={n:5} blocks/SM {per_sm:2} (grid {grid:4} × {tpb} tiles): {us:7.2} µs {:6.0} GB/s",
                     bytes / us / 1e3
                 );
+                }
             }
         }
     }

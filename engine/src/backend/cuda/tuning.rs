@@ -18,6 +18,13 @@ pub struct Tuning {
     pub attn_splits: u32,
     /// Residual GEMVs (o/down) with 16 warps per block where the projection has fewer than 4 tiles per SM.
     pub gemv_wide: bool,
+    /// Decode GEMVs on the weight ring (sm_90; `gemv_ring_*`): one more warp per block streams the weights into
+    /// shared memory by bulk copies. Off: each lane keeps its next weights in flight in registers (measured faster
+    /// in a decode step: 589 against 567 tok/s on an H200 with the ring's best `gemv_blocks_per_sm`, 4; BENCHMARKS.md).
+    pub gemv_ring: bool,
+    /// Ring GEMVs ask the L2 for the head of the next GEMV's weights once their own are asked for (measured
+    /// slower: 559 against 567 tok/s with `gemv_ring` and 4 blocks per SM, BENCHMARKS.md).
+    pub gemv_prefetch: bool,
     /// The 128 × 128 prefill GEMM tile for chunks of at least 128 rows, where the card's shared memory allows it.
     pub gemm128: bool,
     /// Which 128-row prefill tile multiplies on Hopper's asynchronous tensor cores where the card has them (sm_90);
@@ -73,6 +80,8 @@ impl Default for Tuning {
             gemv_blocks_per_sm: 12,
             attn_splits: 64,
             gemv_wide: true,
+            gemv_ring: false,
+            gemv_prefetch: false,
             gemm128: true,
             wgmma: WgmmaTile::WeightsInRegisters,
             wgmma_short: true,
@@ -88,6 +97,8 @@ pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
     ("gemv_blocks_per_sm", "1..=16", "GEMV blocks per SM the decode grids are sized for"),
     ("attn_splits", "1..=64", "decode attention blocks per head at most (capped by the memory plan)"),
     ("gemv_wide", "on|off", "16-warp o/down GEMVs where a projection has fewer than 4 tiles per SM"),
+    ("gemv_ring", "on|off", "decode GEMVs on a shared-memory ring filled by bulk copies (sm_90)"),
+    ("gemv_prefetch", "on|off", "ring GEMVs (sm_90) ask the L2 for the next GEMV's first weights"),
     ("gemm128", "on|off", "the 128 x 128 prefill GEMM tile for chunks of >= 128 rows"),
     ("wgmma", "off|128|256|ws|wreg", "the 128-row prefill tile on Hopper's wgmma tensor cores (sm_90; needs gemm128)"),
     ("wgmma_short", "on|off", "chunks of <= 16 rows on Hopper's wgmma, weights as the M side (sm_90, int4)"),
@@ -111,6 +122,8 @@ impl Tuning {
         match key {
             "pdl" => self.pdl = flag(value)?,
             "gemv_wide" => self.gemv_wide = flag(value)?,
+            "gemv_ring" => self.gemv_ring = flag(value)?,
+            "gemv_prefetch" => self.gemv_prefetch = flag(value)?,
             "gemm128" => self.gemm128 = flag(value)?,
             "wgmma" => {
                 self.wgmma = WgmmaTile::NAMES.iter().find(|(_, n)| *n == value).map(|(t, _)| *t).ok_or_else(|| {
@@ -149,12 +162,14 @@ impl Tuning {
     pub fn describe(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "pdl={},gemv_blocks_per_sm={},attn_splits={},gemv_wide={},gemm128={},wgmma={},wgmma_short={},gpu_repack={},\
+            "pdl={},gemv_blocks_per_sm={},attn_splits={},gemv_wide={},gemv_ring={},gemv_prefetch={},gemm128={},wgmma={},wgmma_short={},gpu_repack={},\
              cubin={}",
             on(self.pdl),
             self.gemv_blocks_per_sm,
             self.attn_splits,
             on(self.gemv_wide),
+            on(self.gemv_ring),
+            on(self.gemv_prefetch),
             on(self.gemm128),
             self.wgmma.name(),
             on(self.wgmma_short),
@@ -171,7 +186,7 @@ mod tests {
     #[test]
     fn parse_sets_each_key_and_describe_round_trips() {
         let t = Tuning::parse(
-            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemm128=false,wgmma=ws,wgmma_short=off,\
+            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemv_ring=on,gemv_prefetch=off,gemm128=false,wgmma=ws,wgmma_short=off,\
              gpu_repack=off,cubin=off",
         )
         .unwrap();
@@ -180,6 +195,8 @@ mod tests {
             gemv_blocks_per_sm: 8,
             attn_splits: 16,
             gemv_wide: false,
+            gemv_ring: true,
+            gemv_prefetch: false,
             gemm128: false,
             wgmma: WgmmaTile::WarpSpecialized,
             wgmma_short: false,
