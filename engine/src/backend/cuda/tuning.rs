@@ -20,7 +20,8 @@ pub struct Tuning {
     pub gemv_wide: bool,
     /// Decode GEMVs on the weight ring (sm_90; `gemv_ring_*`): one more warp per block streams the weights into
     /// shared memory by bulk copies. Off: each lane keeps its next weights in flight in registers (measured faster
-    /// in a decode step: 589 against 567 tok/s on an H200 with the ring's best `gemv_blocks_per_sm`, 4; BENCHMARKS.md).
+    /// in a decode step: 589 against 567 tok/s on an H200 with the ring's best `gemv_blocks_per_sm`, 4; and racecheck
+    /// reports potential hazards on its stages that are still to be settled: BENCHMARKS.md).
     pub gemv_ring: bool,
     /// Ring GEMVs ask the L2 for the head of the next GEMV's weights once their own are asked for (measured
     /// slower: 559 against 567 tok/s with `gemv_ring` and 4 blocks per SM, BENCHMARKS.md).
