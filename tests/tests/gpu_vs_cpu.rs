@@ -13,7 +13,20 @@ use engine::BackendKind;
 const TOL: f64 = 1e-2;
 
 fn load(dir: &std::path::Path, backend: BackendKind, chunk: usize) -> engine::Result<Engine> {
-    Engine::load(dir, &EngineOptions { backend, prefill_chunk: chunk, max_context: Some(512), ..Default::default() })
+    load_tuned(dir, backend, chunk, engine::Tuning::default())
+}
+
+/// [`load`] with CUDA launch choices other than the defaults.
+fn load_tuned(
+    dir: &std::path::Path,
+    backend: BackendKind,
+    chunk: usize,
+    tuning: engine::Tuning,
+) -> engine::Result<Engine> {
+    Engine::load(
+        dir,
+        &EngineOptions { backend, prefill_chunk: chunk, max_context: Some(512), tuning, ..Default::default() },
+    )
 }
 
 fn worst(a: &[f32], b: &[f32], vocab: usize) -> (f64, usize) {
@@ -122,15 +135,9 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
 
         // The same 64 steps with the decode GEMVs on the weight ring (`Tuning::gemv_ring`; sm_90 only, elsewhere
         // the kernels above again).
-        let tuning = engine::Tuning { gemv_ring: true, ..Default::default() };
-        let options = EngineOptions {
-            backend: BackendKind::Cuda,
-            prefill_chunk: 64,
-            max_context: Some(512),
-            tuning,
-            ..Default::default()
-        };
-        let ring = Engine::load(dir.path(), &options).unwrap();
+        let ring =
+            load_tuned(dir.path(), BackendKind::Cuda, 64, engine::Tuning { gemv_ring: true, ..Default::default() })
+                .unwrap();
         let mut sr = ring.new_session(None).unwrap();
         let mut r_logits = sr.feed(prompt).unwrap();
         let mut e_ring = 0f64;

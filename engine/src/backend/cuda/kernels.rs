@@ -534,6 +534,24 @@ pub(crate) struct Gemvs<'a> {
     pub norm_store: &'a ByFormat<GemvParams>,
 }
 
+impl Gemvs<'_> {
+    /// Every kernel of the set.
+    fn all(&self) -> [&ByFormat<GemvParams>; 10] {
+        [
+            self.qkv,
+            self.gate_up,
+            self.gate_up_split,
+            self.qkv_sorted,
+            self.residual_sorted,
+            self.residual_wide_sorted,
+            self.residual,
+            self.residual_wide,
+            self.store,
+            self.norm_store,
+        ]
+    }
+}
+
 impl Kernels {
     /// The decode GEMVs that stream their weights by `stream`.
     pub fn gemvs(&self, stream: shapes::GemvStream) -> Gemvs<'_> {
@@ -582,19 +600,13 @@ impl Kernels {
         let k = Kernels::functions(module)?;
         // The GEMVs and lm_head stage their input in shared memory: K × 2 (or × 4) bytes, up to the card's limit.
         let staged = shapes::GEMV_MAX_SMEM_BYTES.min(limits.smem_per_block);
-        let gemvs = [&k.gemv_qkv, &k.gemv_gate_up, &k.gemv_residual, &k.gemv_residual_wide, &k.gemv_store];
-        let act_order =
-            [&k.gemv_qkv_sorted, &k.gemv_gate_up_split, &k.gemv_residual_sorted, &k.gemv_residual_wide_sorted];
-        for f in gemvs.into_iter().chain(act_order).chain([&k.gemv_norm_store]).flat_map(ByFormat::all) {
+        for f in k.gemvs(shapes::GemvStream::Registers).all().into_iter().flat_map(ByFormat::all) {
             f.set_max_dynamic_smem(staged)?;
         }
         if gpu.has_wgmma() {
             // The ring in front of the staged input.
             let ring = (staged + shapes::gemv_ring_bytes(TileFormat::F16) + 16).min(limits.smem_per_block);
-            let g = k.gemvs(shapes::GemvStream::Ring);
-            let all = [g.qkv, g.gate_up, g.gate_up_split, g.qkv_sorted, g.residual_sorted, g.residual_wide_sorted];
-            for f in all.into_iter().chain([g.residual, g.residual_wide, g.store, g.norm_store]).flat_map(ByFormat::all)
-            {
+            for f in k.gemvs(shapes::GemvStream::Ring).all().into_iter().flat_map(ByFormat::all) {
                 f.set_max_dynamic_smem(ring)?;
             }
         }

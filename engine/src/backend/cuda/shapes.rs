@@ -39,15 +39,6 @@ pub enum GemvStream {
     Ring,
 }
 
-/// The ring and its mbarriers in front of a ring GEMV's shared memory, by weight format (`gemv::ring::bytes`).
-pub fn gemv_ring_bytes(format: TileFormat) -> u32 {
-    match format {
-        TileFormat::Int4 => 41024,
-        TileFormat::Int8 => 55344,
-        TileFormat::F16 => 65568,
-    }
-}
-
 /// 16-byte words a lane reads per K step of a tile of `format` (`lane_words` in tiles.cuh).
 fn lane_words(format: TileFormat) -> u32 {
     match format {
@@ -62,15 +53,30 @@ pub fn gemv_tile_bytes(k_pad: u32, format: TileFormat) -> u32 {
     k_pad / STEP_K as u32 * 32 * 16 * lane_words(format)
 }
 
-/// Weight bytes a ring GEMV block copies before it waits for the previous kernel: its ring's stages
-/// (`gemv::ring::stages` × 16 K steps), fewer where its tiles have fewer.
-pub fn gemv_ring_first_fill(format: TileFormat) -> u32 {
-    let stages = match format {
+/// K steps per stage of a ring GEMV's ring (`gemv::ring::STAGE_STEPS`).
+const GEMV_RING_STAGE_STEPS: u32 = 16;
+
+/// Stages of a ring GEMV's ring, by weight format (`gemv::ring::stages`).
+fn gemv_ring_stages(format: TileFormat) -> u32 {
+    match format {
         TileFormat::Int4 => 4,
         TileFormat::Int8 => 3,
         TileFormat::F16 => 2,
-    };
-    stages * 16 * 32 * 16 * lane_words(format)
+    }
+}
+
+/// Weight bytes a ring GEMV block copies before it waits for the previous kernel: its ring's stages, fewer where
+/// its tiles have fewer.
+pub fn gemv_ring_first_fill(format: TileFormat) -> u32 {
+    gemv_ring_stages(format) * gemv_tile_bytes(GEMV_RING_STAGE_STEPS * STEP_K as u32, format)
+}
+
+/// The ring and its mbarriers in front of a ring GEMV's shared memory, by weight format (`gemv::ring::bytes`): per
+/// stage its weights, the (scale, zero) rows they may use (groups of 32 rows, 16 slots of 4 bytes; none for fp16)
+/// and two 8-byte mbarriers.
+pub fn gemv_ring_bytes(format: TileFormat) -> u32 {
+    let scales = if format == TileFormat::F16 { 0 } else { 2 * GEMV_RING_STAGE_STEPS * 16 * 4 };
+    gemv_ring_first_fill(format) + gemv_ring_stages(format) * (scales + 16)
 }
 
 /// Dynamic shared memory of a GEMV with `warps` warps over K padded to `k_pad` staging `inputs` copies of its
