@@ -472,6 +472,19 @@ struct SmemLayout {
     }
 };
 
+// The first bytes of the next GEMV's weights into L2 (sm_90: one bulk prefetch per chunk; elsewhere nothing):
+// chunks j < next_blocks of next_bytes at next_qw + j · next_stride, spread over this kernel's blocks. Why: a decode
+// step is a chain of kernels whose GEMVs leave the DRAM partly idle (their blocks are latency-bound, and each
+// kernel's tail and the next one's first round trip stream little), so the next GEMV's head is asked for while
+// this one still runs, and its first loads then hit L2. One thread of a block, once its own loads are issued.
+ENGINE_DEV void prefetch_next(const GemvParams& p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    const unsigned char* next = reinterpret_cast<const unsigned char*>(p.next_qw);
+    for (uint32_t j = blockIdx.x; j < p.next_blocks; j += gridDim.x)
+        bulk::prefetch_l2(next + (size_t)j * p.next_stride, p.next_bytes);
+#endif
+}
+
 // The register-pipelined kernel (every card): each lane keeps its next batch of weights in flight in registers.
 template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT, int BITS = 4>
 ENGINE_DEV void run(const GemvParams& p) {
@@ -521,6 +534,7 @@ ENGINE_DEV void run(const GemvParams& p) {
         }
         finish_tile<EPI, NW, VAR, false>(p, v, t, o, acc, sm.red, sm.gate_v);
     }
+    if (threadIdx.x == 0) prefetch_next(p);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -587,16 +601,6 @@ ENGINE_DEV void fill(const GemvParams& p, unsigned char* ring, uint64_t* full, u
                    bar, policy);
 }
 
-// The head of the next GEMV's weights into L2: what its blocks copy first. Why: a decode step is a chain of
-// kernels, and each one's first copies would otherwise wait a DRAM round trip after the previous one has ended
-// (and its last blocks leave the memory system idle while they finish). Asked for by the copying thread once its
-// own stream is all asked for, so it fills the tail of this kernel; the stream's own lines go first from L2
-// (evict_first), these stay until the next kernel takes them.
-ENGINE_DEV void prefetch_next(const GemvParams& p) {
-    const unsigned char* next = reinterpret_cast<const unsigned char*>(p.next_qw);
-    for (uint32_t j = blockIdx.x; j < p.next_blocks; j += gridDim.x)
-        bulk::prefetch_l2(next + (size_t)j * p.next_stride, p.next_bytes);
-}
 }  // namespace ring
 
 template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT, int BITS = 4>
@@ -637,7 +641,7 @@ ENGINE_DEV void run_ring(const GemvParams& p) {
                 bulk::wait(empty + i % S, (i / S - 1) & 1);
                 ring::fill<EPI, BITS>(p, stages, full, i, v_begin, chunks, steps, policy);
             }
-            ring::prefetch_next(p);
+            prefetch_next(p);
         }
         return;
     }

@@ -117,9 +117,8 @@ struct GemvParams {
     const uint32_t* out_idx;
     float* y_sorted;
     const __half* out_norm_w;
-    // The ring kernels: the next GEMV of the step, whose blocks' first copies (next_bytes from next_qw + j ·
-    // next_stride for its blocks j < next_blocks) this one's blocks ask into L2 once their own weights are asked
-    // for. Null / 0: none.
+    // The next GEMV of the step (sm_90): chunks j < next_blocks of next_bytes at next_qw + j · next_stride, which
+    // this one's blocks ask into L2 once their own weights are asked for (gemv::prefetch_next). Null / 0: none.
     const uint4* next_qw;
     uint32_t k;               // input rows (unpadded)
     uint32_t k_pad;           // input rows padded to INT4_STEP_K

@@ -135,9 +135,13 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
 
         // The same 64 steps with the decode GEMVs on the weight ring (`Tuning::gemv_ring`; sm_90 only, elsewhere
         // the kernels above again).
-        let ring =
-            load_tuned(dir.path(), BackendKind::Cuda, 64, engine::Tuning { gemv_ring: true, ..Default::default() })
-                .unwrap();
+        let ring = load_tuned(
+            dir.path(),
+            BackendKind::Cuda,
+            64,
+            engine::Tuning { gemv_ring: true, gemv_prefetch_mb: 8, ..Default::default() },
+        )
+        .unwrap();
         let mut sr = ring.new_session(None).unwrap();
         let mut r_logits = sr.feed(prompt).unwrap();
         let mut e_ring = 0f64;

@@ -23,6 +23,10 @@ use super::tuning::{Tuning, WgmmaTile};
 use super::weights::{DevLinear, DeviceWeights};
 use crate::error::{Error, Result};
 
+/// Bytes per bulk L2 prefetch of the next GEMV's weights (`Tuning::gemv_prefetch_mb`): small enough that a
+/// projection's share spreads over many blocks, large enough that the instructions are few.
+const PREFETCH_CHUNK: u32 = 16 << 10;
+
 /// What a launch reads from memory, for the profiler: a fixed number of bytes, or the KV cache of one layer over
 /// the positions attended to.
 #[derive(Debug, Clone, Copy)]
@@ -473,22 +477,21 @@ impl Step<'_> {
         self.gpu.k.gemvs(self.gpu.gemv_stream(self.tuning))
     }
 
-    /// `p` with the fields by which a ring GEMV (sm_90a) asks the L2 for the head of `next`'s weights, the GEMV
-    /// that follows it in the step: each of `next`'s blocks' first fill of its ring. None where the module's GEMVs
-    /// have no ring, `Tuning::gemv_prefetch` is off, or `next` is the split gate/up (its blocks' tiles are not one range).
+    /// `p` with the fields by which a decode GEMV asks the L2 for the first `Tuning::gemv_prefetch_mb` MB of
+    /// `next`'s weights (the GEMV that follows it in the step), in chunks its blocks share. None where that is 0, or
+    /// `next` is the split gate/up (its first blocks' tiles are not its first bytes).
     fn prefetch_of(&self, next: Option<&DevLinear>, p: GemvParams) -> GemvParams {
-        let ring = self.gpu.gemv_stream(self.tuning) == shapes::GemvStream::Ring && self.tuning.gemv_prefetch;
-        let Some(next) = next.filter(|n| n.parts() == 1 && ring) else {
+        let Some(next) = next.filter(|n| n.parts() == 1 && self.tuning.gemv_prefetch_mb > 0) else {
             return p;
         };
-        let (grid, tiles_per_block) =
-            shapes::gemv_grid(next.tiles(), self.gpu.limits.sm_count, self.tuning.gemv_blocks_per_sm);
-        let stride = tiles_per_block * shapes::gemv_tile_bytes(next.k_pad, next.format);
+        let words = next.tiles() as u64 * next.words_per_tile() as u64;
+        let bytes = (self.tuning.gemv_prefetch_mb as u64) << 20;
+        let chunks = bytes.min(words * 16) / PREFETCH_CHUNK as u64;
         GemvParams {
             next_qw: next.qw,
-            next_stride: stride,
-            next_blocks: grid,
-            next_bytes: stride.min(shapes::gemv_ring_first_fill(next.format)),
+            next_stride: PREFETCH_CHUNK,
+            next_blocks: chunks as u32,
+            next_bytes: PREFETCH_CHUNK,
             ..p
         }
     }

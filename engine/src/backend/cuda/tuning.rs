@@ -23,9 +23,10 @@ pub struct Tuning {
     /// in a decode step: 589 against 567 tok/s on an H200 with the ring's best `gemv_blocks_per_sm`, 4; and racecheck
     /// reports potential hazards on its stages that are still to be settled: BENCHMARKS.md).
     pub gemv_ring: bool,
-    /// Ring GEMVs ask the L2 for the head of the next GEMV's weights once their own are asked for (measured
-    /// slower: 559 against 567 tok/s with `gemv_ring` and 4 blocks per SM, BENCHMARKS.md).
-    pub gemv_prefetch: bool,
+    /// MB of the next GEMV's weights (its first bytes) each decode GEMV asks the L2 for once its own loads are
+    /// issued, 0..=64 (sm_90; 0: none). No gain measured: 2-4 MB within the spread, 8 MB and more slower (572
+    /// against 588 tok/s at 8 on an H200: the prefetch takes DRAM time from the running GEMV; BENCHMARKS.md).
+    pub gemv_prefetch_mb: u32,
     /// The 128 × 128 prefill GEMM tile for chunks of at least 128 rows, where the card's shared memory allows it.
     pub gemm128: bool,
     /// Which 128-row prefill tile multiplies on Hopper's asynchronous tensor cores where the card has them (sm_90);
@@ -82,7 +83,7 @@ impl Default for Tuning {
             attn_splits: 64,
             gemv_wide: true,
             gemv_ring: false,
-            gemv_prefetch: false,
+            gemv_prefetch_mb: 0,
             gemm128: true,
             wgmma: WgmmaTile::WeightsInRegisters,
             wgmma_short: true,
@@ -99,7 +100,7 @@ pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
     ("attn_splits", "1..=64", "decode attention blocks per head at most (capped by the memory plan)"),
     ("gemv_wide", "on|off", "16-warp o/down GEMVs where a projection has fewer than 4 tiles per SM"),
     ("gemv_ring", "on|off", "decode GEMVs on a shared-memory ring filled by bulk copies (sm_90)"),
-    ("gemv_prefetch", "on|off", "ring GEMVs (sm_90) ask the L2 for the next GEMV's first weights"),
+    ("gemv_prefetch", "0..=64", "MB of the next GEMV's first weights each decode GEMV asks the L2 for (sm_90)"),
     ("gemm128", "on|off", "the 128 x 128 prefill GEMM tile for chunks of >= 128 rows"),
     ("wgmma", "off|128|256|ws|wreg", "the 128-row prefill tile on Hopper's wgmma tensor cores (sm_90; needs gemm128)"),
     ("wgmma_short", "on|off", "chunks of <= 16 rows on Hopper's wgmma, weights as the M side (sm_90, int4)"),
@@ -124,7 +125,6 @@ impl Tuning {
             "pdl" => self.pdl = flag(value)?,
             "gemv_wide" => self.gemv_wide = flag(value)?,
             "gemv_ring" => self.gemv_ring = flag(value)?,
-            "gemv_prefetch" => self.gemv_prefetch = flag(value)?,
             "gemm128" => self.gemm128 = flag(value)?,
             "wgmma" => {
                 self.wgmma = WgmmaTile::NAMES.iter().find(|(_, n)| *n == value).map(|(t, _)| *t).ok_or_else(|| {
@@ -136,6 +136,7 @@ impl Tuning {
             "gpu_repack" => self.gpu_repack = flag(value)?,
             "attn_splits" => self.attn_splits = count(value, 1..=64)?,
             "gemv_blocks_per_sm" => self.gemv_blocks_per_sm = count(value, 1..=16)?,
+            "gemv_prefetch" => self.gemv_prefetch_mb = count(value, 0..=64)?,
             _ => {
                 let keys: Vec<&str> = TUNING_KEYS.iter().map(|k| k.0).collect();
                 return Err(Error::InvalidArgument(format!(
@@ -170,7 +171,7 @@ impl Tuning {
             self.attn_splits,
             on(self.gemv_wide),
             on(self.gemv_ring),
-            on(self.gemv_prefetch),
+            self.gemv_prefetch_mb,
             on(self.gemm128),
             self.wgmma.name(),
             on(self.wgmma_short),
@@ -187,7 +188,7 @@ mod tests {
     #[test]
     fn parse_sets_each_key_and_describe_round_trips() {
         let t = Tuning::parse(
-            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemv_ring=on,gemv_prefetch=off,gemm128=false,wgmma=ws,wgmma_short=off,\
+            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemv_ring=on,gemv_prefetch=8,gemm128=false,wgmma=ws,wgmma_short=off,\
              gpu_repack=off,cubin=off",
         )
         .unwrap();
@@ -197,7 +198,7 @@ mod tests {
             attn_splits: 16,
             gemv_wide: false,
             gemv_ring: true,
-            gemv_prefetch: false,
+            gemv_prefetch_mb: 8,
             gemm128: false,
             wgmma: WgmmaTile::WarpSpecialized,
             wgmma_short: false,
