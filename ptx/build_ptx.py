@@ -75,6 +75,7 @@ SPILL_ALLOWLIST = {
     "gemm_wgmma256_int4_store16": "20 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 256 outputs; the K loop runs within the 255-register cap of one block per SM without spilling",
     "gemm_wgmma256_int4_residual": "20 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 256 outputs; the K loop runs within the 255-register cap of one block per SM without spilling",
     "gemm_wgmma256_int4_store32": "20 B spilled in the epilogue only (SASS: every STL/LDL after the K loop's last HGMMA wait), once per block of 128 x 256 outputs; the K loop runs within the 255-register cap of one block per SM without spilling",
+    "gemm_wgmma_short_int4_qkv_rope": "8 B (the split counter's address) spilled around the split-K merge only (SASS: one STL after the K loop's last HGMMA wait, one LDL after the merge), once per block; the K loop does not spill",
 }
 
 GENERATED_BANNER = (

@@ -31,8 +31,9 @@ constexpr int STAGES = 4;
 constexpr int THREADS = 128;
 constexpr int LDS = BK + 8;  // padded row (halves) of the shared A and dequantized-W tiles
 // SWIGLU_K: the short wgmma tile's own (gemm_wgmma_short.cu): SwiGLU of a paired gate/up into the down projection's
-// input, in its K order. store_one never sees it.
-enum Out { STORE16 = 0, RESIDUAL = 1, STORE32 = 2, SWIGLU_K = 3 };
+// input, in its K order; QKV_ROPE_K: its q/k/v epilogue, rotary embedding and KV-cache append. store_one never
+// sees them.
+enum Out { STORE16 = 0, RESIDUAL = 1, STORE32 = 2, SWIGLU_K = 3, QKV_ROPE_K = 4 };
 
 // The tensor-core building blocks (cp.async, ldmatrix, mma.sync) are tensor_core.cuh's.
 using tc::cp_async16;

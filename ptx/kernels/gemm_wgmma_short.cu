@@ -28,6 +28,7 @@
 #include "tiles.cuh"
 #include "tensor_core.cuh"
 #include "k_order.cuh"
+#include "rope.cuh"
 
 namespace wgs {
 
@@ -134,7 +135,8 @@ ENGINE_DEV void wgmma_k16(float (&d)[8], const uint32_t (&a)[4], Desc db) {
 // (a counter per grid.x · grid.y tile) adds them in split order, the loads of up to 32 / (N / 16) splits at once:
 // with ~16 splits of a short K range, one round trip per split would be the kernel's tail.
 template <int OUT, int ACC>
-ENGINE_DEV void finish(const GemmParams& p, float (&d)[ACC], uint32_t slot_l, uint32_t row0) {
+ENGINE_DEV void finish(const GemmParams& p, float (&d)[ACC], uint32_t slot_l, uint32_t row0,
+                       const RopeParams* rope = nullptr) {
     constexpr int BATCH = ACC >= 32 ? 1 : 32 / ACC;  // split partials whose loads are issued at once
     auto row_of = [&](int i) { return row0 + 8u * (i >> 2) + 2u * (threadIdx.x & 3u) + (i & 1); };
     auto slot_of = [&](int i) { return slot_l + 8u * ((i >> 1) & 1); };
@@ -182,9 +184,49 @@ ENGINE_DEV void finish(const GemmParams& p, float (&d)[ACC], uint32_t slot_l, ui
     }
     const uint32_t col[2] = {slot_l < p.n_pad ? p.col_map[slot_l] : INT4_PAD_SLOT,
                              slot_l + 8 < p.n_pad ? p.col_map[slot_l + 8] : INT4_PAD_SLOT};
+    if constexpr (OUT == gemm::QKV_ROPE_K) {
+        // q/k/v in ColumnOrder::QkvRope: the rotary partners d and d + head_dim / 2 of a q or k head sit in slots g
+        // and g + 8 of a tile, so this thread holds both of each row (h = 0 and 1) and does what rope_kv_rows would
+        // do after a plain GEMM — no q/k/v tensor and no launch of its own. It rounds the sums to fp16 first and
+        // rotates those, as that pass rotates the GEMM's fp16 output, so the two paths give the same bits (the
+        // kernel test checks it). Row r is at position *pos0 + r; where a column goes is worked out once per
+        // column, a row only moves it by one row of q or one cache position.
+        const RopeParams& r = *rope;
+        const uint32_t pos0 = *r.pos0, half_dim = r.head_dim >> 1;
 #pragma unroll
-    for (int i = 0; i < ACC; ++i)
-        if (row_of(i) < p.m) gemm::store_one<OUT>(p, (size_t)row_of(i) * p.ldy, col[(i >> 1) & 1], d[i]);
+        for (int h = 0; h < 2; ++h) {
+            const uint32_t c = col[h];
+            if (c == INT4_PAD_SLOT) continue;
+            const bool rotated = c < r.q_dim + r.kv_dim;
+            const uint32_t d_in = c % r.head_dim, angle = d_in % half_dim;
+            __half* dst;
+            size_t row_step;
+            if (c < r.q_dim) {
+                dst = r.q_out + c, row_step = r.q_dim;
+            } else {
+                const uint32_t kv = rotated ? c - r.q_dim : c - r.q_dim - r.kv_dim;
+                dst = cache_slot(rotated ? r.k_cache : r.v_cache, kv / r.head_dim, r.ctx, pos0, r.head_dim) + d_in;
+                row_step = r.head_dim;
+            }
+#pragma unroll
+            for (int i = 0; i < ACC; ++i) {
+                const uint32_t row = row_of(i);
+                if (((i >> 1) & 1) != h || row >= p.m) continue;  // slot h's accumulators
+                float v = __half2float(__float2half_rn(d[i]));
+                if (rotated) {
+                    const float partner = __half2float(__float2half_rn(d[i ^ 2]));
+                    const size_t t = (size_t)(pos0 + row) * half_dim + angle;
+                    const float cs = r.rope_cos[t], sn = r.rope_sin[t];
+                    v = d_in < half_dim ? rotate(v, partner, cs, sn).x : rotate(partner, v, cs, sn).y;
+                }
+                dst[row * row_step] = __float2half_rn(v);
+            }
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < ACC; ++i)
+            if (row_of(i) < p.m) gemm::store_one<OUT>(p, (size_t)row_of(i) * p.ldy, col[(i >> 1) & 1], d[i]);
+    }
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -316,7 +358,7 @@ ENGINE_DEV void mainloop(const GemmParams& p, const gemm::RowsBlock& blk, Smem& 
 #endif
 
 template <int OUT>
-ENGINE_DEV void run(const GemmParams& p) {
+ENGINE_DEV void run(const GemmParams& p, const RopeParams* rope = nullptr) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const uint32_t pad = (1024u - (tc::smem_addr(smem_raw) & 1023u)) & 1023u;
@@ -328,7 +370,7 @@ ENGINE_DEV void run(const GemmParams& p) {
     for (int i = 0; i < ACC; ++i) d[i] = 0.f;
     mainloop(p, blk, s, d);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, group = warp >> 2;
-    finish<OUT, ACC>(p, d, blk.slot0 + 64 * group + 16 * (warp & 3) + (lane >> 2), 0);
+    finish<OUT, ACC>(p, d, blk.slot0 + 64 * group + 16 * (warp & 3) + (lane >> 2), 0, rope);
 #else
     __trap();  // compute_80 module: the host launches these on sm_90 only, where the sm_90a module is loaded
 #endif
@@ -353,4 +395,14 @@ extern "C" __global__ void __launch_bounds__(256, 3) gemm_wgmma_short_int4_store
 // k_pad, which must equal inter: the columns past it are not written).
 extern "C" __global__ void __launch_bounds__(256, 3) gemm_wgmma_short_int4_swiglu(const GemmParams p) {
     wgs::run<gemm::SWIGLU_K>(p);
+}
+// q/k/v in ColumnOrder::QkvRope with the rotary embedding and the KV-cache append: what rope_kv_rows does after
+// gemm_wgmma_short_int4_store16, in its epilogue (p.gemm's y16 and ldy unused; p.rope's qkv unused, q_out [m][q_dim],
+// the caches at positions *pos0 + row). Its own parameter block, so that no other GEMM carries the rotary fields.
+struct GemmRopeParams {
+    GemmParams gemm;
+    RopeParams rope;
+};
+extern "C" __global__ void __launch_bounds__(256, 3) gemm_wgmma_short_int4_qkv_rope(const GemmRopeParams p) {
+    wgs::run<gemm::QKV_ROPE_K>(p.gemm, &p.rope);
 }

@@ -1,41 +1,18 @@
 // Rotary embedding and KV-cache append for prefill rows.
 //
-// Decode does this in the q/k/v GEMV's epilogue (gemv.cu). In prefill the GEMM writes q/k/v rows to memory
-// first and this pass rotates q and k (Hugging Face rotate_half: dimension i pairs with i + head_dim/2) and moves
-// k and v into the cache at their positions. Angles come from the host-computed f64 tables, so long positions
+// Decode does this in the q/k/v GEMV's epilogue (gemv.cu), and chunks of at most 16 rows on the short wgmma tile in
+// its epilogue (gemm_wgmma_short.cu, with rope.cuh's arithmetic). Otherwise in prefill the GEMM writes q/k/v rows to
+// memory first and this pass rotates q and k (Hugging Face rotate_half: dimension i pairs with i + head_dim/2) and
+// moves k and v into the cache at their positions. Angles come from the host-computed f64 tables, so long positions
 // keep their precision.
 // The work of a row is cut into units of 8 rotary pairs (or 8 value elements), one per thread, so that every access
 // is 16 bytes wide and a warp's touch 512 contiguous bytes: with one pair per thread and 2-byte accesses a 512-row
 // prompt took 16.6 µs per layer on an H200 for 25 MB. (Earlier layouts, measured: a block walking a whole row waited
 // a memory round trip per 128 pairs; one block per head made a 512-row prompt 49k tiny blocks.)
-#include "common.cuh"
-#include <cuda_fp16.h>
+#include "rope.cuh"
 
 // Pairs or elements per unit where a half head is a multiple of it (head_dim 16 and up); else units of one.
 #define ROPE_VEC 8
-
-struct RopeParams {
-    const __half* qkv;        // [rows][q_dim + 2 kv_dim]
-    __half* q_out;            // [rows][q_dim]
-    __half* k_cache;          // this layer's keys [kv_heads][ctx][head_dim]
-    __half* v_cache;          // this layer's values, same shape
-    const float* rope_cos;    // [max_pos][head_dim / 2]
-    const float* rope_sin;
-    const uint32_t* pos0;     // row r is at position *pos0 + r
-    uint32_t q_dim;
-    uint32_t kv_dim;
-    uint32_t head_dim;
-    uint32_t ctx;
-};
-
-// The cache slot of (kv head, position): [kv_heads][ctx][head_dim].
-ENGINE_DEV __half* cache_slot(__half* cache, uint32_t head, uint32_t ctx, uint32_t pos, uint32_t head_dim) {
-    return cache + ((size_t)head * ctx + pos) * head_dim;
-}
-
-ENGINE_DEV float2 rotate(float x0, float x1, float c, float sv) {
-    return make_float2(x0 * c - x1 * sv, x1 * c + x0 * sv);
-}
 
 // Grid: (rows, slices); 256 threads. A row's units are first (heads + kv_heads) · half_dim / v rotary units — v
 // pairs (i, i + half_dim) of q head y, then of k head y - heads (rotated and appended) — then kv_heads · head_dim / v

@@ -185,6 +185,9 @@ pub mod kernels {
     /// `gemm_wgmma_short.cu`: `gemm_wgmma_short_int4_swiglu(GemmParams)`: gate/up paired (`ColumnOrder::GateUp`)
     /// with SwiGLU into the down projection's input in its K order (y16, ldy = its k_pad = inter).
     pub const GEMM_WGMMA_SHORT_INT4_SWIGLU: &str = "gemm_wgmma_short_int4_swiglu";
+    /// `gemm_wgmma_short.cu`: `gemm_wgmma_short_int4_qkv_rope(GemmParams)`: q/k/v (`ColumnOrder::QkvRope`) with
+    /// the rotary embedding and the KV-cache append: rotated q into y16, k and v into the caches at *pos + row.
+    pub const GEMM_WGMMA_SHORT_INT4_QKV_ROPE: &str = "gemm_wgmma_short_int4_qkv_rope";
     /// `gemm_wgmma_wreg.cu`: `gemm_wgmma_wreg_int4_store16(GemmParams)`: chunks of 128 rows and more on wgmma with
     /// the weights, dequantized in registers, as the M side; A is `permute_k_steps`' output (lda = k_pad). sm_90a
     /// only. 256 threads, 87040 bytes of dynamic shared memory (two blocks per SM), grid (ceil(n_pad / 128),
@@ -372,6 +375,7 @@ pub mod kernels {
         GEMM_WGMMA_SHORT_INT4_RESIDUAL,
         GEMM_WGMMA_SHORT_INT4_STORE32,
         GEMM_WGMMA_SHORT_INT4_SWIGLU,
+        GEMM_WGMMA_SHORT_INT4_QKV_ROPE,
         GEMM_WGMMA_WREG_INT4_STORE16,
         GEMM_WGMMA_WREG_INT4_RESIDUAL,
         GEMM_WGMMA_WREG_INT4_STORE32,

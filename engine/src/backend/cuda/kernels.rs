@@ -169,6 +169,13 @@ kernel_params! {
         part_slot2: u32,
     }
 
+    /// The short wgmma tile's q/k/v GEMM with the rotary embedding and KV-cache append in its epilogue: the
+    /// GEMM's block and the rope pass's it replaces.
+    "gemm_wgmma_short.cu" struct GemmRopeParams {
+        gemm: GemmParams,
+        rope: RopeParams,
+    }
+
     /// Attention, decode and prefill.
     "attention.cu" struct AttnParams {
         q: DevPtr<f16>,
@@ -253,7 +260,7 @@ kernel_params! {
     }
 
     /// Rotary embedding and KV-cache append of prefill rows.
-    "rope.cu" struct RopeParams {
+    "rope.cuh" struct RopeParams {
         qkv: DevPtr<f16>,
         q_out: DevPtr<f16>,
         k_cache: DevPtr<f16>,
@@ -436,6 +443,7 @@ kernels! {
         gemm_wgmma_short_residual: GemmParams = name::GEMM_WGMMA_SHORT_INT4_RESIDUAL,
         gemm_wgmma_short_store32: GemmParams = name::GEMM_WGMMA_SHORT_INT4_STORE32,
         gemm_wgmma_short_swiglu: GemmParams = name::GEMM_WGMMA_SHORT_INT4_SWIGLU,
+        gemm_wgmma_short_qkv_rope: GemmRopeParams = name::GEMM_WGMMA_SHORT_INT4_QKV_ROPE,
         gemm_wgmma_wreg_store16: GemmParams = name::GEMM_WGMMA_WREG_INT4_STORE16,
         gemm_wgmma_wreg_residual: GemmParams = name::GEMM_WGMMA_WREG_INT4_RESIDUAL,
         gemm_wgmma_wreg_store32: GemmParams = name::GEMM_WGMMA_WREG_INT4_STORE32,
@@ -650,6 +658,9 @@ impl Kernels {
                 f.set_max_dynamic_smem(shapes::GEMM_WGMMA_SHORT_SMEM_BYTES)?;
                 f.prefer_shared_memory()?;
             }
+            let rope = &k.gemm_wgmma_short_qkv_rope;
+            rope.set_max_dynamic_smem(shapes::GEMM_WGMMA_SHORT_SMEM_BYTES)?;
+            rope.prefer_shared_memory()?;
             for f in [&k.gemm_wgmma_wreg_store16, &k.gemm_wgmma_wreg_residual, &k.gemm_wgmma_wreg_store32] {
                 f.set_max_dynamic_smem(shapes::GEMM_WGMMA_WREG_SMEM_BYTES)?;
                 f.prefer_shared_memory()?;
@@ -681,8 +692,9 @@ mod tests {
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
-    /// (field, C type without `const`, size) of `struct {name}` in `source`, one declaration per line.
-    fn c_fields(source: &str, name: &str) -> Vec<(String, String, usize)> {
+    /// (field, C type without `const`, size, alignment) of `struct {name}` in `source`, one declaration per line;
+    /// a field may be another of the parameter structs (its size is its mirror's, checked on its own).
+    fn c_fields(source: &str, name: &str) -> Vec<(String, String, usize, usize)> {
         let start = source.find(&format!("struct {name} {{")).unwrap_or_else(|| panic!("struct {name} not found"));
         let body = &source[start..];
         let body = &body[body.find('{').unwrap() + 1..body.find("};").unwrap()];
@@ -695,8 +707,13 @@ mod tests {
                 let pointer = ty.ends_with('*') || field.starts_with('*');
                 let ty = ty.trim_start_matches("const ").trim_end_matches('*').trim().to_string();
                 let ty = if pointer { format!("{ty}*") } else { ty };
-                let size = if pointer || ty == "uint64_t" { 8 } else { 4 };
-                (field.trim_start_matches('*').to_string(), ty, size)
+                let nested = PARAM_STRUCTS.iter().find(|s| s.1 == ty).map(|s| s.3);
+                let (size, align) = match nested {
+                    Some(size) => (size, 8),
+                    None if pointer || ty == "uint64_t" => (8, 8),
+                    None => (4, 4),
+                };
+                (field.trim_start_matches('*').to_string(), ty, size, align)
             })
             .collect()
     }
@@ -709,6 +726,8 @@ mod tests {
             "uint32_t*" => "DevPtr<u32>",
             "uint4*" => "DevPtr<[u32; 4]>",
             "SamplerConfig*" => "DevPtr<SamplerConfig>",
+            "GemmParams" => "GemmParams",
+            "RopeParams" => "RopeParams",
             "uint32_t" => "u32",
             "uint64_t" => "u64",
             "float" => "f32",
@@ -725,15 +744,15 @@ mod tests {
             let c_names: Vec<&str> = c.iter().map(|(n, ..)| if n == "in" { "input" } else { n.as_str() }).collect();
             let rust_names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
             assert_eq!(c_names, rust_names, "{name}: the Rust mirror's fields differ from {file}");
-            for ((field, c_ty, _), (_, rust_ty)) in c.iter().zip(fields.iter()) {
+            for ((field, c_ty, ..), (_, rust_ty)) in c.iter().zip(fields.iter()) {
                 let rust_ty: String = rust_ty.split_whitespace().collect::<Vec<_>>().join(" ").replace(" <", "<");
                 let rust_ty = rust_ty.replace("< ", "<").replace(" >", ">").replace("[ ", "[").replace(" ]", "]");
                 assert_eq!(rust_ty, rust_type_of(c_ty), "{name}.{field}: C type {c_ty}");
             }
             // Natural alignment, padded to the largest member (8 bytes: every struct holds a pointer or u64).
             let mut c_size = 0usize;
-            for (.., s) in &c {
-                c_size = c_size.next_multiple_of(*s) + s;
+            for (.., s, align) in &c {
+                c_size = c_size.next_multiple_of(*align) + s;
             }
             assert_eq!(c_size.next_multiple_of(8), size, "{name}: size");
         }

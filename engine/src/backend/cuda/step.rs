@@ -14,8 +14,8 @@ use half::f16;
 use super::buffers::{Activations, KvCacheMem, Workspace};
 use super::driver::{DevPtr, DeviceBuffer, Kernel, KernelParams, Launch};
 use super::kernels::{
-    AttnParams, ByFormat, DecodeAdvanceParams, Device, EmbedParams, GemmParams, GemvParams, Gemvs, LmHeadParams,
-    PermuteKParams, PermuteParams, RmsNormParams, RopeParams, SampleParams, ScoreParams, SwigluParams,
+    AttnParams, ByFormat, DecodeAdvanceParams, Device, EmbedParams, GemmParams, GemmRopeParams, GemvParams, Gemvs,
+    LmHeadParams, PermuteKParams, PermuteParams, RmsNormParams, RopeParams, SampleParams, ScoreParams, SwigluParams,
 };
 use super::layout::{self, TileFormat};
 use super::shapes::{self, GemmTile, GEMV_THREADS, LM_HEAD_ROWS};
@@ -81,6 +81,10 @@ enum GemmOut {
     /// SwiGLU of a paired gate/up (its gate column `i` and up column `i` side by side in each tile), f16 into the
     /// down projection's input `y[row][i]` in the K order of the weights-in-registers tiles: the short tile's only.
     SwiGlu(DevPtr<f16>),
+    /// q/k/v (`ColumnOrder::QkvRope`) followed by what `rope_kv_rows` does with these parameters (its `qkv` unused):
+    /// the rotated q rows into `q_out`, k and v into the layer's caches at the chunk's positions. The short tile's
+    /// only.
+    QkvRope(RopeParams),
 }
 
 /// A prefill GEMM's input rows as the kernel that produced them wrote them.
@@ -281,8 +285,7 @@ impl Step<'_> {
             let (k_cache, v_cache) = (kv.keys[l], kv.values[l]);
             // Attention block: x += o_proj(attention(rope(W_pack(rmsnorm(x))))).
             let xn = self.rmsnorm(act.x, lw.input_norm, act.xn, Some(&lw.qkv), m32)?;
-            self.gemm(&lw.qkv, xn, GemmOut::Store16(act.qkv), q_dim + 2 * kv_dim, m32)?;
-            let p = RopeParams {
+            let rope = RopeParams {
                 qkv: act.qkv,
                 q_out: act.q,
                 k_cache,
@@ -295,7 +298,14 @@ impl Step<'_> {
                 head_dim: hd,
                 ctx: kv.positions() as u32,
             };
-            self.run(&k.rope_kv_rows, shapes::rope(m32, c.num_attention_heads, c.num_key_value_heads, c.head_dim), &p)?;
+            if self.rope_in_qkv(&lw.qkv, m32) {
+                // The short tile rotates q and k and appends k and v in its epilogue.
+                self.gemm(&lw.qkv, xn, GemmOut::QkvRope(rope), q_dim, m32)?;
+            } else {
+                self.gemm(&lw.qkv, xn, GemmOut::Store16(act.qkv), q_dim + 2 * kv_dim, m32)?;
+                let launch = shapes::rope(m32, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+                self.run(&k.rope_kv_rows, launch, &rope)?;
+            }
             // The attention output as o_proj reads it: in its tile's K order where the kernel can write that
             // (a head is whole K steps), else in order, permuted for act-order.
             let (which, _) = shapes::attn_prefill(hd, c.num_attention_heads as u32, m32);
@@ -592,6 +602,15 @@ impl Step<'_> {
             && self.k_steps_for(down, m)
     }
 
+    /// Whether the q/k/v GEMM of `m` rows runs on the short tile alone, which then applies the rotary embedding
+    /// and appends to the KV cache in its epilogue (its layout pairs each rotary partner in one thread).
+    fn rope_in_qkv(&self, qkv: &DevLinear, m: u32) -> bool {
+        match self.gemm_launches(qkv, m) {
+            GemmLaunches::Whole(tile) => tile == GemmTile::WgmmaShort,
+            GemmLaunches::PerPart(parts) => parts.iter().all(|(_, tile)| *tile == GemmTile::WgmmaShort),
+        }
+    }
+
     /// Elements between the per-part copies of a normalized chunk (`act.xn`, `act.xn2`): one chunk of rows.
     fn part_stride(&self) -> u32 {
         (self.chunk * self.config.hidden_size) as u32
@@ -673,26 +692,31 @@ impl Step<'_> {
         let k = &self.gpu.k;
         let format = lin.format;
         let (kernel, y32, y16) = match (out, tile) {
-            (GemmOut::Store16(y), GemmTile::Small { .. }) => (k.gemm_small_store16.of(format), DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::Small { .. }) => (k.gemm_small_residual.of(format), y, DevPtr::NULL),
-            (GemmOut::Store16(y), GemmTile::Rows64) => (k.gemm_store16.of(format), DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::Rows64) => (k.gemm_residual.of(format), y, DevPtr::NULL),
-            (GemmOut::Store16(y), GemmTile::Rows128) => (&k.gemm128_store16, DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::Rows128) => (&k.gemm128_residual, y, DevPtr::NULL),
-            (GemmOut::Store16(y), GemmTile::Wgmma128) => (&k.gemm_wgmma_store16, DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::Wgmma128) => (&k.gemm_wgmma_residual, y, DevPtr::NULL),
-            (GemmOut::Store16(y), GemmTile::Wgmma256) => (&k.gemm_wgmma256_store16, DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::Wgmma256) => (&k.gemm_wgmma256_residual, y, DevPtr::NULL),
-            (GemmOut::Store16(y), GemmTile::WgmmaWs) => (&k.gemm_wgmma_ws_store16, DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::WgmmaWs) => (&k.gemm_wgmma_ws_residual, y, DevPtr::NULL),
-            (GemmOut::Store16(y), GemmTile::WgmmaShort) => (&k.gemm_wgmma_short_store16, DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::WgmmaShort) => (&k.gemm_wgmma_short_residual, y, DevPtr::NULL),
-            (GemmOut::SwiGlu(y), GemmTile::WgmmaShort) => (&k.gemm_wgmma_short_swiglu, DevPtr::NULL, y),
+            (GemmOut::Store16(y), GemmTile::Small { .. }) => (Some(k.gemm_small_store16.of(format)), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::Small { .. }) => (Some(k.gemm_small_residual.of(format)), y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::Rows64) => (Some(k.gemm_store16.of(format)), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::Rows64) => (Some(k.gemm_residual.of(format)), y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::Rows128) => (Some(&k.gemm128_store16), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::Rows128) => (Some(&k.gemm128_residual), y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::Wgmma128) => (Some(&k.gemm_wgmma_store16), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::Wgmma128) => (Some(&k.gemm_wgmma_residual), y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::Wgmma256) => (Some(&k.gemm_wgmma256_store16), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::Wgmma256) => (Some(&k.gemm_wgmma256_residual), y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::WgmmaWs) => (Some(&k.gemm_wgmma_ws_store16), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::WgmmaWs) => (Some(&k.gemm_wgmma_ws_residual), y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::WgmmaShort) => (Some(&k.gemm_wgmma_short_store16), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::WgmmaShort) => (Some(&k.gemm_wgmma_short_residual), y, DevPtr::NULL),
+            (GemmOut::SwiGlu(y), GemmTile::WgmmaShort) => (Some(&k.gemm_wgmma_short_swiglu), DevPtr::NULL, y),
+            // Its own kernel and parameter block (below).
+            (GemmOut::QkvRope(_), GemmTile::WgmmaShort) => (None, DevPtr::NULL, DevPtr::NULL),
             (GemmOut::SwiGlu(_), _) => {
                 return Err(Error::Device(format!("the {tile:?} GEMM tile has no SwiGLU epilogue")));
             }
-            (GemmOut::Store16(y), GemmTile::WgmmaWreg) => (&k.gemm_wgmma_wreg_store16, DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::WgmmaWreg) => (&k.gemm_wgmma_wreg_residual, y, DevPtr::NULL),
+            (GemmOut::QkvRope(_), _) => {
+                return Err(Error::Device(format!("the {tile:?} GEMM tile has no rotary epilogue")));
+            }
+            (GemmOut::Store16(y), GemmTile::WgmmaWreg) => (Some(&k.gemm_wgmma_wreg_store16), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::WgmmaWreg) => (Some(&k.gemm_wgmma_wreg_residual), y, DevPtr::NULL),
         };
         let int4_only = matches!(
             tile,
@@ -749,7 +773,16 @@ impl Step<'_> {
             part_slot1: lin.part_slots[0],
             part_slot2: lin.part_slots[1],
         };
-        self.run(kernel, tile.launch(lin.n_pad, lin.k_pad, m, k_splits, format), &p)
+        let launch = tile.launch(lin.n_pad, lin.k_pad, m, k_splits, format);
+        match (kernel, out) {
+            (Some(kernel), _) => self.run(kernel, launch, &p),
+            (None, GemmOut::QkvRope(rope)) => {
+                self.run(&k.gemm_wgmma_short_qkv_rope, launch, &GemmRopeParams { gemm: p, rope })
+            }
+            (None, _) => {
+                Err(Error::Device("a GEMM epilogue without a kernel (only the rotary one has its own)".into()))
+            }
+        }
     }
 
     /// Launch `kernel` with `params`, which the callers in this module build from the resolved plan within its

@@ -1412,6 +1412,101 @@ fn gemm_wgmma_short_swiglu_matches_f64() {
     }
 }
 
+/// The short tile's q/k/v epilogue (`gemm_wgmma_short_int4_qkv_rope`: rotary embedding and KV-cache append, what
+/// `rope_kv_rows` does after a plain GEMM) against float64 — every row's rotated q, its k and v at position
+/// pos0 + row of the caches and nothing else written there — and bit for bit against that plain GEMM and
+/// `rope_kv_rows` on the same input, with split-K, the GQA and MHA shapes, two runs bit-identical.
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn gemm_wgmma_short_qkv_rope_matches_f64_and_the_unfused_pass() {
+    let g = gpu();
+    if !g.has_wgmma() {
+        eprintln!("skipped: {} has no wgmma (sm_90 only)", g.describe());
+        return;
+    }
+    let mut rng = Rng(37);
+    for &(m, hidden, heads, kv_heads, hd, group, splits) in &[
+        (16usize, 4096usize, 32usize, 32usize, 128usize, 128usize, 4u32),
+        (9, 320, 4, 2, 64, 64, 2),
+        (1, 256, 2, 1, 16, 32, 1),
+        (5, 512, 8, 2, 32, 128, 3),
+    ] {
+        let (q_dim, kv_dim) = (heads * hd, kv_heads * hd);
+        let n = q_dim + 2 * kv_dim;
+        let lin = RandLinear::new(&mut rng, hidden, n, Some(group), false, true);
+        let dl = upload_linear(&g, lin.repack(ColumnOrder::QkvRope { head_dim: hd, q_dim, kv_dim }));
+        let a = rng.vec_f16(m * hidden, -1.0, 1.0);
+        let am = permuted_k(&g, &put(&g, &a), m, hidden, hidden, 1, 0);
+        let a64: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
+        let y = matmul_f64(&a64, &lin.dense(), m, hidden, n);
+        let (ctx, max_pos, pos0) = (64usize, 128usize, 40u32);
+        let rope_table = RopeTable::new(hd, 10000.0, max_pos);
+        let (cos, sin) = rope_table.tables();
+        let (cm, sm, pm) = (put(&g, cos), put(&g, sin), put(&g, &[pos0]));
+        let part = g.alloc(splits as usize * m * dl.d.n_pad * 4, "t").unwrap();
+        let counters = put(&g, &vec![0u32; 256]);
+        let cache_len = kv_heads * ctx * hd;
+        let l = GemmTile::WgmmaShort.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, TileFormat::Int4);
+        // Fused (twice), then the plain GEMM into a q/k/v tensor and rope_kv_rows.
+        let mut runs = Vec::new();
+        for fused in [true, true, false] {
+            let (q, kc, vc) = (poisoned(&g, m * q_dim * 2), poisoned(&g, cache_len * 2), poisoned(&g, cache_len * 2));
+            let qkv = poisoned(&g, m * n * 2);
+            let rope = RopeParams {
+                qkv: qkv.ptr(),
+                q_out: q.ptr(),
+                k_cache: kc.ptr(),
+                v_cache: vc.ptr(),
+                rope_cos: cm.ptr(),
+                rope_sin: sm.ptr(),
+                pos0: pm.ptr(),
+                q_dim: q_dim as u32,
+                kv_dim: kv_dim as u32,
+                head_dim: hd as u32,
+                ctx: ctx as u32,
+            };
+            let gemm = GemmParams {
+                part: part.ptr(),
+                counters: counters.ptr(),
+                k_splits: splits,
+                ..dl.gemm(am.ptr(), m, dl.p.k_pad as usize, n)
+            };
+            if fused {
+                launch(&g, &g.k.gemm_wgmma_short_qkv_rope, l, &GemmRopeParams { gemm, rope });
+            } else {
+                launch(&g, &g.k.gemm_wgmma_short_store16, l, &GemmParams { y16: qkv.ptr(), ..gemm });
+                launch(&g, &g.k.rope_kv_rows, shapes::rope(m as u32, heads, kv_heads, hd), &rope);
+            }
+            g.sync().unwrap();
+            runs.push((get::<u16>(&g, &q, m * q_dim), get::<u16>(&g, &kc, cache_len), get::<u16>(&g, &vc, cache_len)));
+        }
+        let what = format!("short q/k/v rope M={m} hidden={hidden} heads={heads}/{kv_heads} hd={hd} splits={splits}");
+        assert!(runs[0] == runs[1], "{what}: two runs differ");
+        assert!(runs[0] == runs[2], "{what}: not the bits of the plain GEMM and rope_kv_rows");
+        let (q, kall, vall) = (f16s(&runs[0].0), f16s(&runs[0].1), f16s(&runs[0].2));
+        let (mut want_q, mut want_k, mut want_v, mut got_k, mut got_v) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for r in 0..m {
+            let (row, pos) = (&y[r * n..][..n], pos0 + r as u32);
+            want_q.extend(rope_f64(&row[..q_dim], hd, pos));
+            want_k.extend(rope_f64(&row[q_dim..q_dim + kv_dim], hd, pos));
+            want_v.extend_from_slice(&row[q_dim + kv_dim..]);
+            for h in 0..kv_heads {
+                got_k.extend_from_slice(&kall[(h * ctx + pos as usize) * hd..][..hd]);
+                got_v.extend_from_slice(&vall[(h * ctx + pos as usize) * hd..][..hd]);
+            }
+        }
+        check(&q, &want_q, 3e-3, &format!("{what} q"));
+        check(&got_k, &want_k, 3e-3, &format!("{what} k"));
+        check(&got_v, &want_v, 3e-3, &format!("{what} v"));
+        let rows = pos0 as usize..pos0 as usize + m;
+        let written =
+            |all: &[f64]| (0..kv_heads * ctx).filter(|r| !rows.contains(&(r % ctx))).any(|r| all[r * hd].is_finite());
+        assert!(!written(&kall) && !written(&vall), "{what}: wrote cache positions outside the chunk's");
+        assert!(get::<u32>(&g, &counters, 256).iter().all(|&c| c == 0), "{what}: counters not reset");
+    }
+}
+
 /// The same cases on the warp-specialized wgmma tile (`--tune wgmma=ws`; sm_90 only). A test of its own: the
 /// tile's producer and consumers wait on each other through mbarriers, and a protocol error hangs instead of
 /// failing.
