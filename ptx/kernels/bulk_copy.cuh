@@ -1,5 +1,6 @@
 // Hopper's bulk asynchronous copies (cp.async.bulk, the TMA unit's one-dimensional form) and the mbarriers that
-// count their bytes. sm_90 only: everything here exists in the sm_90a module alone.
+// count their bytes — also the ones the warp-specialized GEMM's warpgroups wait on each other with
+// (gemm_wgmma_ws.cu). sm_90 only: everything here exists in the sm_90a module alone.
 //
 // Why a kernel wants them: one instruction of one thread moves kilobytes from global into shared memory, and the
 // bytes in flight cost no registers. A streaming kernel whose loads sit in registers can keep only as many bytes in
@@ -7,29 +8,29 @@
 // shared-memory stages filled by bulk copies keeps tens of kilobytes per block in flight, and can ask for them
 // before the kernel it depends on has finished (the weights never change).
 #pragma once
-#include "common.cuh"
+#include "tensor_core.cuh"
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 namespace bulk {
 
-ENGINE_DEV uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+using tc::smem_addr;
 
 // `count` arrivals complete a phase. Make the initialization visible to the copy engine (the async proxy) before
 // any copy names the barrier: `init_fence` once, by the initializing thread, after its last init.
 ENGINE_DEV void init(uint64_t* bar, uint32_t count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count) : "memory");
 }
 ENGINE_DEV void init_fence() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
 
 // One arrival (release: this thread's shared-memory reads before it are done when the phase completes).
 ENGINE_DEV void arrive(uint64_t* bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(bar)) : "memory");
 }
 
 // One arrival that also says `bytes` more are coming from bulk copies: the phase completes when both the arrivals
 // and the bytes are in.
 ENGINE_DEV void arrive_expect_bytes(uint64_t* bar, uint32_t bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes)
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes)
                  : "memory");
 }
 
@@ -38,7 +39,7 @@ ENGINE_DEV void wait(uint64_t* bar, uint32_t parity) {
     asm volatile(
         "{\n.reg .pred done;\nBULK_WAIT:\n"
         "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-        "@!done bra BULK_WAIT;\n}\n" ::"r"(smem_u32(bar)),
+        "@!done bra BULK_WAIT;\n}\n" ::"r"(smem_addr(bar)),
         "r"(parity)
         : "memory");
 }
@@ -48,8 +49,8 @@ ENGINE_DEV void wait(uint64_t* bar, uint32_t parity) {
 ENGINE_DEV void copy(void* dst, const void* src, uint32_t bytes, uint64_t* bar, uint64_t evict_first) {
     asm volatile(
         "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::
-            "r"(smem_u32(dst)),
-        "l"(src), "r"(bytes), "r"(smem_u32(bar)), "l"(evict_first)
+            "r"(smem_addr(dst)),
+        "l"(src), "r"(bytes), "r"(smem_addr(bar)), "l"(evict_first)
         : "memory");
 }
 

@@ -14,6 +14,7 @@
 // hold no tile (rows and slots past every bound, so they store nothing).
 #include "tiles.cuh"
 #include "tensor_core.cuh"
+#include "bulk_copy.cuh"
 
 namespace wgws {
 
@@ -37,22 +38,6 @@ struct Smem {
 static_assert(sizeof(Smem) + 1024 == 147520, "GEMM_WGMMA_WS_SMEM_BYTES in engine/src/backend/cuda/shapes.rs must match");
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// mbarrier: `count` arrivals complete a phase; waiting names the phase by its parity (0 for the first).
-ENGINE_DEV void mbar_init(uint64_t* bar, uint32_t count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(tc::smem_addr(bar)), "r"(count) : "memory");
-}
-ENGINE_DEV void mbar_arrive(uint64_t* bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(tc::smem_addr(bar)) : "memory");
-}
-ENGINE_DEV void mbar_wait(uint64_t* bar, uint32_t parity) {
-    asm volatile(
-        "{\n.reg .pred done;\nWAIT:\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-        "@!done bra WAIT;\n}\n" ::"r"(tc::smem_addr(bar)),
-        "r"(parity)
-        : "memory");
-}
-
 // The producer warpgroup (threads 0..127): copies, dequantization, `full` arrivals.
 ENGINE_DEV void produce(const GemmParams& p, Smem& s, const gemm::RowsBlock& b) {
     const int t = threadIdx.x, lane = t & 31, pw = t >> 5;
@@ -120,14 +105,14 @@ ENGINE_DEV void produce(const GemmParams& p, Smem& s, const gemm::RowsBlock& b) 
         const int c = i + AHEAD;
         if (c < n) {
             // Stage c % STAGES last held step c - STAGES: wait until both consumers released it.
-            if (c >= STAGES) mbar_wait(&s.empty[c % STAGES], (uint32_t)(c / STAGES - 1) & 1u);
+            if (c >= STAGES) bulk::wait(&s.empty[c % STAGES], (uint32_t)(c / STAGES - 1) & 1u);
             copy(c % STAGES, c % RAW_STAGES, b.step_begin + c);
         }
         tc::cp_async_commit();
         tc::cp_async_wait<AHEAD>();
         dequant(i % RAW_STAGES, i % STAGES);
         wg::fence_proxy_async();  // this thread's A copies and W stores, visible to the tensor cores
-        mbar_arrive(&s.full[i % STAGES]);
+        bulk::arrive(&s.full[i % STAGES]);
     }
     tc::cp_async_wait<0>();
 }
@@ -138,7 +123,7 @@ ENGINE_DEV void consume(Smem& s, const gemm::RowsBlock& b, int cg, float (&d)[64
     constexpr uint32_t A_STAGE_B = BM * BK * 2, W_STAGE_B = BN * BK * 2, K16_B = 32;
     for (int i = 0; i < b.n_steps; ++i) {
         const int st = i % STAGES;
-        mbar_wait(&s.full[st], (uint32_t)(i / STAGES) & 1u);
+        bulk::wait(&s.full[st], (uint32_t)(i / STAGES) & 1u);
         __syncwarp();  // wgmma is .aligned: the lanes leave the wait loop together before it
         wg::wgmma_fence();
         wg::fence_operands(d);
@@ -149,7 +134,7 @@ ENGINE_DEV void consume(Smem& s, const gemm::RowsBlock& b, int cg, float (&d)[64
         wg::wgmma_commit();
         wg::wgmma_wait<1>();  // step i - 1 is done: its stage goes back to the producer
         wg::fence_operands(d);
-        if (i > 0) mbar_arrive(&s.empty[(i - 1) % STAGES]);
+        if (i > 0) bulk::arrive(&s.empty[(i - 1) % STAGES]);
     }
     wg::wgmma_wait<0>();
     wg::fence_operands(d);
@@ -166,7 +151,7 @@ ENGINE_DEV void run(const GemmParams& p) {
     const gemm::RowsBlock b = gemm::rows_block(p, BN);
     if (tid == 0) {
 #pragma unroll
-        for (int i = 0; i < STAGES; ++i) mbar_init(&s.full[i], PRODUCERS), mbar_init(&s.empty[i], CONSUMERS);
+        for (int i = 0; i < STAGES; ++i) bulk::init(&s.full[i], PRODUCERS), bulk::init(&s.empty[i], CONSUMERS);
     }
     __syncthreads();  // the barriers exist before anyone waits on them
 

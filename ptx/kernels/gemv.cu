@@ -307,6 +307,12 @@ constexpr int batch_steps() {
     return UNROLL / lane_words<BITS>();
 }
 
+// The group of a 32-row chunk: group_size / 32 is a power of two (checked at load), so no division; the last group
+// holds every later chunk (one-group checkpoints).
+ENGINE_DEV uint32_t group_of_chunk(const GemvParams& p, uint32_t chunk) {
+    return min(chunk >> p.chunk_shift, p.groups - 1);
+}
+
 // Issue the loads of one batch: steps s0, s0 + NW, ... of tile t (batch_steps of them, fewer at the end), the
 // 16-byte weight chunks and the (scale, zero) word of each chunk's group. The scales go out with the weights:
 // loaded inside the multiply, each would cost the step a full memory round trip.
@@ -324,8 +330,7 @@ ENGINE_DEV void load_batch(const GemvParams& p, uint32_t t, uint32_t s0, uint32_
 #pragma unroll
             for (int h = 0; h < W; ++h) w[u * W + h] = ldg_stream_v4(wt + ((size_t)s * W + h) * 32);
             const uint32_t chunk = 2 * s + (lane >> 4);
-            // group_size / 32 is a power of two (checked at load), so no division here. (fp16: no scales.)
-            if constexpr (BITS != 16) sz[u] = __ldg(szt + min(chunk >> p.chunk_shift, p.groups - 1) * INT4_TILE_N);
+            if constexpr (BITS != 16) sz[u] = __ldg(szt + group_of_chunk(p, chunk) * INT4_TILE_N);  // fp16: none
         }
     }
 }
@@ -565,22 +570,13 @@ constexpr uint32_t bytes() { return stages<BITS>() * (stage_bytes<BITS>() + 16);
 static_assert(bytes<4>() == 41024 && bytes<8>() == 55344 && bytes<16>() == 65568,
               "GEMV_RING_BYTES in engine/src/backend/cuda/shapes.rs must match");
 
-// The group of a 32-row chunk (the last group holds every later chunk: one-group checkpoints).
-ENGINE_DEV uint32_t group_of_chunk(const GemvParams& p, uint32_t chunk) {
-    return min(chunk >> p.chunk_shift, p.groups - 1);
-}
-
-// Stage i of a block's stream: K steps s0 .. s0 + n − 1 of unit v_begin + i / chunks (chunks stages per tile), and
-// the first group they use.
-template <int EPI>
+// Stage c of a tile (its K steps s0 .. s0 + n − 1) and the first group they use: what the copying thread copies and
+// the multiplying warps read, worked out by both alike. Stage i of a block's stream is stage i % chunks of its unit
+// v_begin + i / chunks.
 struct Stage {
-    uint32_t tile, s0, n, g_lo;
-    __device__ __forceinline__ Stage(const GemvParams& p, uint32_t i, uint32_t v_begin, uint32_t chunks, uint32_t steps) {
-        tile = tile_at<EPI>(p, v_begin + i / chunks);
-        s0 = (i % chunks) * STAGE_STEPS;
-        n = min(STAGE_STEPS, steps - s0);
-        g_lo = group_of_chunk(p, 2 * s0);
-    }
+    uint32_t s0, n, g_lo;
+    __device__ __forceinline__ Stage(const GemvParams& p, uint32_t c, uint32_t steps)
+        : s0(c * STAGE_STEPS), n(min(STAGE_STEPS, steps - c * STAGE_STEPS)), g_lo(group_of_chunk(p, 2 * s0)) {}
 };
 
 // Copy stage i into its slot of the ring; full[slot] completes when its bytes have landed. One thread.
@@ -588,16 +584,17 @@ template <int EPI, int BITS>
 ENGINE_DEV void fill(const GemvParams& p, unsigned char* ring, uint64_t* full, uint32_t i, uint32_t v_begin,
                      uint32_t chunks, uint32_t steps, uint64_t policy) {
     constexpr uint32_t S = stages<BITS>();
-    const Stage<EPI> st(p, i, v_begin, chunks, steps);
+    const uint32_t tile = tile_at<EPI>(p, v_begin + i / chunks);
+    const Stage st(p, i % chunks, steps);
     unsigned char* dst = ring + (i % S) * stage_bytes<BITS>();
     const uint32_t wbytes = st.n * 512 * lane_words<BITS>();
     const uint32_t sbytes =
         BITS == 16 ? 0 : (group_of_chunk(p, 2 * (st.s0 + st.n) - 1) - st.g_lo + 1) * INT4_TILE_N * 4;
     uint64_t* bar = full + i % S;
     bulk::arrive_expect_bytes(bar, wbytes + sbytes);
-    bulk::copy(dst, p.qw + ((size_t)st.tile * steps + st.s0) * 32 * lane_words<BITS>(), wbytes, bar, policy);
+    bulk::copy(dst, p.qw + ((size_t)tile * steps + st.s0) * 32 * lane_words<BITS>(), wbytes, bar, policy);
     if (BITS != 16)
-        bulk::copy(dst + weight_bytes<BITS>(), p.sz + ((size_t)st.tile * p.groups + st.g_lo) * INT4_TILE_N, sbytes,
+        bulk::copy(dst + weight_bytes<BITS>(), p.sz + ((size_t)tile * p.groups + st.g_lo) * INT4_TILE_N, sbytes,
                    bar, policy);
 }
 
@@ -653,18 +650,18 @@ ENGINE_DEV void run_ring(const GemvParams& p) {
         const TileOut o = tile_out<EPI, VAR>(p, t);
         float acc = 0.f;
         for (uint32_t c = 0; c < chunks; ++c, ++i) {
-            const uint32_t slot = i % S, s0 = c * ring::STAGE_STEPS, n = min(ring::STAGE_STEPS, steps - s0);
-            const unsigned char* st = stages + slot * ring::stage_bytes<BITS>();
-            const uint4* w = reinterpret_cast<const uint4*>(st) + lane;
-            const uint32_t* sz = reinterpret_cast<const uint32_t*>(st + ring::weight_bytes<BITS>()) + j;
-            const uint32_t g_lo = ring::group_of_chunk(p, 2 * s0);
+            const uint32_t slot = i % S;
+            const ring::Stage st(p, c, steps);
+            const unsigned char* bytes = stages + slot * ring::stage_bytes<BITS>();
+            const uint4* w = reinterpret_cast<const uint4*>(bytes) + lane;
+            const uint32_t* sz = reinterpret_cast<const uint32_t*>(bytes + ring::weight_bytes<BITS>()) + j;
             bulk::wait(full + slot, (i / S) & 1);
 #pragma unroll
             for (uint32_t r = 0; r < ring::STAGE_STEPS / NW; ++r) {
-                const uint32_t u = warp + r * NW, s = s0 + u;
-                if (u >= n) break;
+                const uint32_t u = warp + r * NW, s = st.s0 + u;
+                if (u >= st.n) break;
                 uint32_t szb = 0;
-                if (BITS != 16) szb = sz[(ring::group_of_chunk(p, 2 * s + hsel) - g_lo) * INT4_TILE_N];
+                if (BITS != 16) szb = sz[(group_of_chunk(p, 2 * s + hsel) - st.g_lo) * INT4_TILE_N];
                 uint4 wv[W];
 #pragma unroll
                 for (uint32_t h = 0; h < W; ++h) wv[h] = w[(u * W + h) * 32];
