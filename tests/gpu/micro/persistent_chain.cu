@@ -5,14 +5,14 @@
 // A "step" is 128 phases over the 7B layer's four GEMV byte counts (q/k/v 25.2 MB, o 8.4, gate/up 45.1, down 22.5 MB,
 // 32 times: 3.24 GB). Each phase streams its bytes like a decode GEMV does — every thread keeps BATCH 16-byte
 // loads in flight, the first batch asked for before it may depend on the previous phase — and depends on it for
-// real: it reads a value the previous phase's blocks wrote and writes one for the next. Three ways to run it:
+// real: it reads a value the previous phase's blocks wrote and writes one for the next. Four ways to run it:
 //   one     : a single phase over all 3.24 GB (no boundary at all: the ideal);
 //   chain   : 128 kernels in a CUDA graph with programmatic dependent launch (griddepcontrol), as the engine runs;
-//             and the same with each block staging an 8 KB input vector after the wait, as a decode GEMV does;
 //   persist : one kernel whose blocks (all resident) walk the 128 phases, waiting on a global arrival counter
 //             between phases — after asking for the next phase's first batch;
-//   persist+ring : the same, with one more warp per block streaming the block's 16 KB chunks of every phase into a
-//             shared-memory ring by bulk copies, never waiting for the grid (up to the ring's depth ahead).
+//   persist+ring : the same, with one more warp per block streaming the block's 16 or 32 KB chunks of every phase
+//             into a shared-memory ring by bulk copies, never waiting for the grid (up to the ring's depth ahead);
+//             also over all the bytes as one phase, the ring's own rate.
 // Each with 1, 2 and 4 blocks of 256 threads per SM; medians of 7 timed runs after one warm-up, CUDA events.
 #include <algorithm>
 #include <cstdint>
@@ -83,24 +83,13 @@ __device__ uint32_t stream_rest(const Phase& ph, uint32_t b, uint32_t g, uint4 (
     return total;
 }
 
-// One phase as a kernel of the chain: x_in is what the previous phase's blocks wrote (one word per block). With
-// STAGE_X, every block first copies X_BYTES of an input vector from global memory (L2) into shared memory and
-// waits for it at a block barrier, as a decode GEMV stages its input after the wait.
-constexpr int X_BYTES = 8192;  // the 7B hidden state in fp16
-template <bool STAGE_X>
-__global__ void __launch_bounds__(THREADS) phase_kernel(Phase ph, const uint32_t* x_in, uint32_t* x_out,
-                                                        const uint4* xv) {
+// One phase as a kernel of the chain: x_in is what the previous phase's blocks wrote (one word per block).
+__global__ void __launch_bounds__(THREADS) phase_kernel(Phase ph, const uint32_t* x_in, uint32_t* x_out) {
     __shared__ uint32_t red[THREADS / 32];
-    __shared__ uint4 xs[X_BYTES / 16];
     uint4 v[BATCH];
     first_batch(ph, blockIdx.x, gridDim.x, v);
     asm volatile("griddepcontrol.wait;" ::: "memory");
-    uint32_t dep = x_in[blockIdx.x];
-    if (STAGE_X) {
-        for (int k = threadIdx.x; k < X_BYTES / 16; k += THREADS) xs[k] = xv[k];
-        __syncthreads();
-        dep += fold(xs[(threadIdx.x * 7) % (X_BYTES / 16)]);
-    }
+    const uint32_t dep = x_in[blockIdx.x];
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
     const uint32_t total = stream_rest(ph, blockIdx.x, gridDim.x, v, red);
     if (threadIdx.x == 0) x_out[blockIdx.x] = total + dep;
@@ -257,9 +246,6 @@ int main() {
     CHECK(cudaMemcpy(d_phases, chain.data(), n * sizeof(Phase), cudaMemcpyHostToDevice));
     const int max_grid = sms * 4;
     uint32_t *xs = nullptr, *arrived = nullptr;
-    uint4* xv = nullptr;
-    CHECK(cudaMalloc(&xv, X_BYTES));
-    CHECK(cudaMemset(xv, 0x3C, X_BYTES));
     CHECK(cudaMalloc(&xs, (size_t)(n + 1) * max_grid * 4));
     CHECK(cudaMalloc(&arrived, 4));
     cudaStream_t s;
@@ -277,7 +263,7 @@ int main() {
             std::printf("%d blocks/SM: only %d fit, skipped\n", per_sm, fits);
             continue;
         }
-        auto launch_phase = [&](const Phase& ph, const uint32_t* in, uint32_t* out, bool stage_x = false) {
+        auto launch_phase = [&](const Phase& ph, const uint32_t* in, uint32_t* out) {
             cudaLaunchConfig_t cfg = {};
             cfg.gridDim = dim3(grid);
             cfg.blockDim = dim3(THREADS);
@@ -287,10 +273,7 @@ int main() {
             attr.val.programmaticStreamSerializationAllowed = 1;
             cfg.attrs = &attr;
             cfg.numAttrs = 1;
-            if (stage_x)
-                CHECK(cudaLaunchKernelEx(&cfg, phase_kernel<true>, ph, in, out, (const uint4*)xv));
-            else
-                CHECK(cudaLaunchKernelEx(&cfg, phase_kernel<false>, ph, in, out, (const uint4*)xv));
+            CHECK(cudaLaunchKernelEx(&cfg, phase_kernel, ph, in, out));
         };
         // The chain, captured once as a graph.
         cudaGraph_t graph;
@@ -299,24 +282,6 @@ int main() {
         for (int p = 0; p < n; ++p) launch_phase(chain[p], xs + (size_t)p * grid, xs + (size_t)(p + 1) * grid);
         CHECK(cudaStreamEndCapture(s, &graph));
         CHECK(cudaGraphInstantiate(&exec, graph, 0));
-        cudaGraph_t graph_x;
-        cudaGraphExec_t exec_x;
-        CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-        for (int p = 0; p < n; ++p) launch_phase(chain[p], xs + (size_t)p * grid, xs + (size_t)(p + 1) * grid, true);
-        CHECK(cudaStreamEndCapture(s, &graph_x));
-        CHECK(cudaGraphInstantiate(&exec_x, graph_x, 0));
-        std::vector<float> t_chain_x;
-        for (int rep = 0; rep < 8; ++rep) {
-            float ms = 0;
-            CHECK(cudaEventRecord(e0, s));
-            CHECK(cudaGraphLaunch(exec_x, s));
-            CHECK(cudaEventRecord(e1, s));
-            CHECK(cudaEventSynchronize(e1));
-            CHECK(cudaEventElapsedTime(&ms, e0, e1));
-            if (rep) t_chain_x.push_back(ms * 1e3f);
-        }
-        CHECK(cudaGraphExecDestroy(exec_x));
-        CHECK(cudaGraphDestroy(graph_x));
         const Phase all = {w, total / 16};
         std::vector<float> t_one, t_chain, t_persist;
         for (int rep = 0; rep < 8; ++rep) {
@@ -388,10 +353,6 @@ int main() {
                     "persist %8.1f us (%5.0f GB/s, %.2f us per boundary)\n",
                     per_sm, one, total / one / 1e3, ch, total / ch / 1e3, (ch - one) / (n - 1), pe,
                     total / pe / 1e3, (pe - one) / (n - 1));
-        const float cx = median(t_chain_x);
-        std::printf("%d blocks/SM: chain staging %d KB of input per block after the wait %8.1f us (%5.0f GB/s, %.2f us "
-                    "per boundary)\n",
-                    per_sm, X_BYTES / 1024, cx, total / cx / 1e3, (cx - one) / (n - 1));
         CHECK(cudaGraphExecDestroy(exec));
         CHECK(cudaGraphDestroy(graph));
     }
