@@ -768,6 +768,62 @@ fn rope_f64(v: &[f64], hd: usize, pos: u32) -> Vec<f64> {
     out
 }
 
+/// The rope tests' setting on the device: the rotary tables for positions below `max_pos`, the chunk's start
+/// position `pos0` and the shapes, and the parameter block `rope_kv_rows` (and the short tile's rotary epilogue)
+/// take over them.
+struct RopeSetup {
+    cos: DeviceBuffer,
+    sin: DeviceBuffer,
+    pos0: DeviceBuffer,
+    q_dim: usize,
+    kv_dim: usize,
+    head_dim: usize,
+    ctx: usize,
+}
+
+impl RopeSetup {
+    fn new(
+        g: &Device,
+        (heads, kv_heads, head_dim): (usize, usize, usize),
+        ctx: usize,
+        max_pos: usize,
+        pos0: u32,
+    ) -> Self {
+        let table = RopeTable::new(head_dim, 10000.0, max_pos);
+        let (cos, sin) = table.tables();
+        RopeSetup {
+            cos: put(g, cos),
+            sin: put(g, sin),
+            pos0: put(g, &[pos0]),
+            q_dim: heads * head_dim,
+            kv_dim: kv_heads * head_dim,
+            head_dim,
+            ctx,
+        }
+    }
+    fn params(
+        &self,
+        qkv: &DeviceBuffer,
+        q: &DeviceBuffer,
+        k_cache: &DeviceBuffer,
+        v_cache: &DeviceBuffer,
+    ) -> RopeParams {
+        RopeParams {
+            qkv: qkv.ptr(),
+            q_out: q.ptr(),
+            k_cache: k_cache.ptr(),
+            v_cache: v_cache.ptr(),
+            rope_cos: self.cos.ptr(),
+            rope_sin: self.sin.ptr(),
+            pos0: self.pos0.ptr(),
+            q_dim: self.q_dim as u32,
+            kv_dim: self.kv_dim as u32,
+            head_dim: self.head_dim as u32,
+            ctx: self.ctx as u32,
+        }
+    }
+}
+
 /// What a q/k/v GEMV writes, poisoned: the rotated queries and a position of the KV caches, with the rotary tables
 /// and the position it reads.
 struct QkvOut {
@@ -1439,10 +1495,8 @@ fn gemm_wgmma_short_qkv_rope_matches_f64_and_the_unfused_pass() {
         let am = permuted_k(&g, &put(&g, &a), m, hidden, hidden, 1, 0);
         let a64: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
         let y = matmul_f64(&a64, &lin.dense(), m, hidden, n);
-        let (ctx, max_pos, pos0) = (64usize, 128usize, 40u32);
-        let rope_table = RopeTable::new(hd, 10000.0, max_pos);
-        let (cos, sin) = rope_table.tables();
-        let (cm, sm, pm) = (put(&g, cos), put(&g, sin), put(&g, &[pos0]));
+        let (ctx, pos0) = (64usize, 40u32);
+        let setup = RopeSetup::new(&g, (heads, kv_heads, hd), ctx, 128, pos0);
         let part = g.alloc(splits as usize * m * dl.d.n_pad * 4, "t").unwrap();
         let counters = put(&g, &vec![0u32; 256]);
         let cache_len = kv_heads * ctx * hd;
@@ -1452,19 +1506,7 @@ fn gemm_wgmma_short_qkv_rope_matches_f64_and_the_unfused_pass() {
         for fused in [true, true, false] {
             let (q, kc, vc) = (poisoned(&g, m * q_dim * 2), poisoned(&g, cache_len * 2), poisoned(&g, cache_len * 2));
             let qkv = poisoned(&g, m * n * 2);
-            let rope = RopeParams {
-                qkv: qkv.ptr(),
-                q_out: q.ptr(),
-                k_cache: kc.ptr(),
-                v_cache: vc.ptr(),
-                rope_cos: cm.ptr(),
-                rope_sin: sm.ptr(),
-                pos0: pm.ptr(),
-                q_dim: q_dim as u32,
-                kv_dim: kv_dim as u32,
-                head_dim: hd as u32,
-                ctx: ctx as u32,
-            };
+            let rope = setup.params(&qkv, &q, &kc, &vc);
             let gemm = GemmParams {
                 part: part.ptr(),
                 counters: counters.ptr(),
@@ -2384,31 +2426,18 @@ fn rope_kv_rows_matches_f64() {
     for &(heads, kv_heads, hd, rows) in
         &[(4usize, 4usize, 16usize, 3usize), (2, 1, 8, 5), (8, 2, 64, 9), (32, 32, 128, 20)]
     {
-        let (q_dim, kv_dim, ctx, max_pos) = (heads * hd, kv_heads * hd, 64usize, 128usize);
+        let (q_dim, kv_dim, ctx) = (heads * hd, kv_heads * hd, 64usize);
         let pos0 = 40u32;
         let qkv = rng.vec_f16(rows * (q_dim + 2 * kv_dim), -2.0, 2.0);
-        let rope = RopeTable::new(hd, 10000.0, max_pos);
-        let (cos, sin) = rope.tables();
-        let (qm, cm, sm, pm) = (put(&g, &qkv), put(&g, cos), put(&g, sin), put(&g, &[pos0]));
+        let setup = RopeSetup::new(&g, (heads, kv_heads, hd), ctx, 128, pos0);
+        let qm = put(&g, &qkv);
         // The production grid, and one block per row (the kernel strides over heads for any grid.y).
         let production = shapes::rope(rows as u32, heads, kv_heads, hd);
         for l in [production, Launch { grid: (rows as u32, 1, 1), ..production }] {
             let q = poisoned(&g, rows * q_dim * 2);
             let kc = poisoned(&g, kv_heads * ctx * hd * 2);
             let vc = poisoned(&g, kv_heads * ctx * hd * 2);
-            let p = RopeParams {
-                qkv: qm.ptr(),
-                q_out: q.ptr(),
-                k_cache: kc.ptr(),
-                v_cache: vc.ptr(),
-                rope_cos: cm.ptr(),
-                rope_sin: sm.ptr(),
-                pos0: pm.ptr(),
-                q_dim: q_dim as u32,
-                kv_dim: kv_dim as u32,
-                head_dim: hd as u32,
-                ctx: ctx as u32,
-            };
+            let p = setup.params(&qm, &q, &kc, &vc);
             launch(&g, &g.k.rope_kv_rows, l, &p);
             g.sync().unwrap();
             let width = q_dim + 2 * kv_dim;
