@@ -186,7 +186,7 @@ fn row_slices(blocks: u32) -> u32 {
     ROW_BLOCKS.div_ceil(blocks.max(1)).clamp(1, 8)
 }
 
-/// `rope_kv_rows`: one block per row and 4 of its q / k / v heads (`ROPE_HEADS` in rope.cu) of 64 threads.
+/// `rope_kv_rows`: blocks of 256 threads, grid (rows, enough blocks for a row's units of work; rope.cu).
 pub fn rope(rows: u32, heads: usize, kv_heads: usize, head_dim: usize) -> Launch {
     // A thread per unit of 8 rotary pairs or 8 value elements (1 where half a head is not a multiple of 8).
     let per = if (head_dim / 2) % 8 == 0 { 8 } else { 1 };
