@@ -605,10 +605,7 @@ impl Step<'_> {
     /// Whether the q/k/v GEMM of `m` rows runs on the short tile alone, which then applies the rotary embedding
     /// and appends to the KV cache in its epilogue (its layout pairs each rotary partner in one thread).
     fn rope_in_qkv(&self, qkv: &DevLinear, m: u32) -> bool {
-        match self.gemm_launches(qkv, m) {
-            GemmLaunches::Whole(tile) => tile == GemmTile::WgmmaShort,
-            GemmLaunches::PerPart(parts) => parts.iter().all(|(_, tile)| *tile == GemmTile::WgmmaShort),
-        }
+        self.every_launch(qkv, m, |tile| tile == GemmTile::WgmmaShort)
     }
 
     /// Elements between the per-part copies of a normalized chunk (`act.xn`, `act.xn2`): one chunk of rows.
@@ -669,9 +666,14 @@ impl Step<'_> {
     /// Whether every launch of the GEMM over `lin` with `m` rows runs a weights-in-registers tile: then the
     /// kernel producing its input writes it in those tiles' K order.
     fn k_steps_for(&self, lin: &DevLinear, m: u32) -> bool {
+        self.every_launch(lin, m, GemmTile::reads_k_steps)
+    }
+
+    /// Whether the tile of every launch of the GEMM over `lin` with `m` rows is one `ok` accepts.
+    fn every_launch(&self, lin: &DevLinear, m: u32, ok: impl Fn(GemmTile) -> bool) -> bool {
         match self.gemm_launches(lin, m) {
-            GemmLaunches::Whole(tile) => tile.reads_k_steps(),
-            GemmLaunches::PerPart(parts) => parts.iter().all(|(_, tile)| tile.reads_k_steps()),
+            GemmLaunches::Whole(tile) => ok(tile),
+            GemmLaunches::PerPart(parts) => parts.iter().all(|(_, tile)| ok(*tile)),
         }
     }
 
