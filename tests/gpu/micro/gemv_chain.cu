@@ -1,0 +1,762 @@
+// Where a decode step's GEMVs lose time against a pure read chain, for choosing issue 13's next change (not part of
+// the engine: built and run by hand with nvcc on the GPU machine, see tests/gpu/micro/README.md).
+//
+// persistent_chain.cu showed that 128 dependent phases that only read the 7B layer's GEMV bytes (3.24 GB) take
+// ~0.93 ms as a graph of PDL kernels, where the engine's decode GEMVs take ~1.46 ms in the step. This program runs
+// the same 128-phase chain (q/k/v 4096 × 12288, o 4096 × 4096, gate/up 4096 × 22016, down 11008 × 4096, 32 times)
+// with a GEMV that has the engine's memory layout and inner loop (16-column tiles, 512-byte warp loads of one K
+// step, UNROLL 4 loads per lane in flight and the next batch loaded while one is multiplied, the same dequantizing
+// dot product, per-group scale words) and switches its parts (`Variant`):
+//   tiled / balanced : one block per tile (the engine: 256 threads for q/k/v and gate/up, 512 for o and down), or
+//                      2-4 blocks of 256 threads per SM each streaming an equal contiguous share of all the tiles' K
+//                      steps (a tile cut between blocks is merged by the last of them to finish, in block order);
+//   dot              : 0 only an xor of the weight words (what the bytes cost alone), 1 the engine's dequantizing
+//                      dot product, 2 a lower bound for any dequantizer (the products on the raw words), 3 the
+//                      same tile on mma.sync m16n8k16 for a weight layout in fragment order (`gemv_phase_mma`);
+//   pre              : the input staged into shared memory by the block after the dependency wait (q/k/v and
+//                      gate/up with the RMSNorm: f32 x, fp16 norm weight, the previous phase's 256 partial sums of
+//                      squares; o and down: fp16 x), 1 before the wait (what staging costs on the critical path; not
+//                      a valid kernel), 2 by each warp for its own rows (no block barrier; for the mma kernel: its
+//                      bias and zero corrections left out, a timing bound only).
+// Medians of 7 replays of the captured graph after a warm-up, CUDA events. Checks: every variant of the engine's
+// dot product gives the engine-like kernel's outputs (outputs poisoned before each run); the mma kernel's o
+// outputs match a float64 reading of the same bytes on the host.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#define CHECK(x)                                                                                    \
+    do {                                                                                            \
+        cudaError_t e = (x);                                                                        \
+        if (e != cudaSuccess) {                                                                     \
+            std::printf("%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e));         \
+            std::exit(1);                                                                           \
+        }                                                                                           \
+    } while (0)
+
+constexpr int UNROLL = 4;     // 16-byte loads per lane per batch
+constexpr int GROUP = 128;    // rows per (scale, zero)
+constexpr int MAX_SEGS = 8;   // tiles a balanced block touches, at most (checked on the host)
+constexpr int MAX_PARTS = 4;  // blocks a balanced tile is cut between, at most (checked on the host)
+
+struct Phase {
+    const uint4* w;      // tiles × steps × 32 words
+    const uint32_t* sz;  // tiles × groups × 16 (scale, 1024 + zero) words
+    float* y;            // tiles × 16 outputs
+    uint32_t k, tiles;
+    int norm;            // input with the RMSNorm (f32 x, fp16 weight, sums of squares) or plain fp16
+};
+
+struct Inputs {
+    const float* x32;
+    const __half* x16;
+    const __half* gamma;
+    const float* ssq;  // 256 partial sums of squares
+    float* partials;   // [tile][part][16]
+    uint32_t* count;   // per tile
+};
+
+__device__ __forceinline__ uint4 ldg_stream(const uint4* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void pdl_launch() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+__device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+__device__ __forceinline__ __half2 h2(uint32_t v) { return *reinterpret_cast<__half2*>(&v); }
+__device__ __forceinline__ uint32_t u32(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
+
+// The engine's dot_chunk (ptx/kernels/gemv.cu): one lane's 32-row chunk times the staged input, times the scale.
+__device__ __forceinline__ float dot_chunk(uint4 w, const __half2* xs, uint32_t szb, float acc) {
+    const __half2 sz = h2(szb), zz = __high2half2(sz), zh = __hsub2(h2(0x63806380u), zz);
+    const __half2 sixteenth = h2(0x2C002C00u);
+    const uint4* xv = reinterpret_cast<const uint4*>(xs);
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    __half2 a0 = __float2half2_rn(0.f), a1 = a0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint4 xq = xv[i];
+        const uint32_t hi = words[i] >> 8;
+        const __half2 d0 = __hsub2(h2(lop3_and_or(words[i], 0x000F000Fu, 0x64006400u)), zz);
+        const __half2 d1 = __hfma2(h2(lop3_and_or(words[i], 0x00F000F0u, 0x64006400u)), sixteenth, zh);
+        const __half2 d2 = __hsub2(h2(lop3_and_or(hi, 0x000F000Fu, 0x64006400u)), zz);
+        const __half2 d3 = __hfma2(h2(lop3_and_or(hi, 0x00F000F0u, 0x64006400u)), sixteenth, zh);
+        a0 = __hfma2(d0, h2(xq.x), a0);
+        a1 = __hfma2(d1, h2(xq.y), a1);
+        a0 = __hfma2(d2, h2(xq.z), a0);
+        a1 = __hfma2(d3, h2(xq.w), a1);
+    }
+    const float2 f = __half22float2(__hadd2(a0, a1));
+    return fmaf(__low2float(sz), f.x + f.y, acc);
+}
+
+// A lower bound for any dequantizer: the products on the raw words as if they were fp16 pairs already (5
+// instructions per 8 weights with the shared-memory load, against dot_chunk's 14). Not a correct GEMV.
+__device__ __forceinline__ float dot_lite(uint4 w, const __half2* xs, uint32_t szb, float acc) {
+    const uint4* xv = reinterpret_cast<const uint4*>(xs);
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    __half2 a0 = __float2half2_rn(0.f), a1 = a0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint4 xq = xv[i];
+        const __half2 d = h2(words[i] & 0x3BFF3BFFu);  // finite, below 1
+        a0 = __hfma2(d, h2(xq.x), a0);
+        a1 = __hfma2(d, h2(xq.y), a1);
+        a0 = __hfma2(d, h2(xq.z), a0);
+        a1 = __hfma2(d, h2(xq.w), a1);
+    }
+    const float2 f = __half22float2(__hadd2(a0, a1));
+    return fmaf(__low2float(h2(szb)), f.x + f.y, acc);
+}
+
+// DOT: 0 only an xor of the words (the bytes alone), 1 the engine's dot product, 2 dot_lite.
+template <int DOT>
+__device__ __forceinline__ float consume(uint4 w, const __half2* xs_chunk, uint32_t szb, float acc) {
+    if (DOT == 1) return dot_chunk(w, xs_chunk, szb, acc);
+    if (DOT == 2) return dot_lite(w, xs_chunk, szb, acc);
+    return acc + (float)(w.x ^ w.y ^ w.z ^ w.w ^ szb);
+}
+
+template <int NW>
+__device__ float block_sum(float v, float* scratch) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float s = 0.f;
+    for (int w = 0; w < NW; ++w) s += scratch[w];
+    __syncthreads();
+    return s;
+}
+
+// The engine's stage_input for one part: words of 8 rows as (x[8r+i], x[8r+i+4]) fp16 pairs, two per thread and
+// round, the norm's sums of squares loaded in the first round.
+template <int NW>
+__device__ void stage(const Phase& ph, const Inputs& in, __half2* xs, float* scratch) {
+    const uint32_t words = ph.k / 8;
+    float inv_rms = 1.f;
+    for (uint32_t base = threadIdx.x; base == threadIdx.x || base < words; base += blockDim.x * 2) {
+        float v[2][8];
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            const uint32_t i = base + u * blockDim.x;
+            if (i < words) {
+                if (ph.norm) {
+                    const float4 a = *reinterpret_cast<const float4*>(in.x32 + 8 * i);
+                    const float4 b = *reinterpret_cast<const float4*>(in.x32 + 8 * i + 4);
+                    const uint4 g = *reinterpret_cast<const uint4*>(in.gamma + 8 * i);
+                    const __half2* gh = reinterpret_cast<const __half2*>(&g);
+                    const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+                    for (int j = 0; j < 4; ++j) {
+                        const float2 f = __half22float2(gh[j]);
+                        v[u][2 * j] = xv[2 * j] * f.x, v[u][2 * j + 1] = xv[2 * j + 1] * f.y;
+                    }
+                } else {
+                    const uint4 h = *reinterpret_cast<const uint4*>(in.x16 + 8 * i);
+                    const __half2* hh = reinterpret_cast<const __half2*>(&h);
+                    for (int j = 0; j < 4; ++j) {
+                        const float2 f = __half22float2(hh[j]);
+                        v[u][2 * j] = f.x, v[u][2 * j + 1] = f.y;
+                    }
+                }
+            }
+        }
+        if (ph.norm && base == threadIdx.x) {
+            float s = 0.f;
+            for (uint32_t i = threadIdx.x; i < 256; i += blockDim.x) s += in.ssq[i];
+            inv_rms = rsqrtf(block_sum<NW>(s, scratch) / (float)ph.k + 1e-6f);
+        }
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            const uint32_t i = base + u * blockDim.x;
+            if (i >= words) break;
+            uint4 out;
+            uint32_t* o = reinterpret_cast<uint32_t*>(&out);
+            for (int j = 0; j < 4; ++j) o[j] = u32(__floats2half2_rn(v[u][j] * inv_rms, v[u][j + 4] * inv_rms));
+            reinterpret_cast<uint4*>(xs)[i] = out;
+        }
+    }
+    __syncthreads();
+}
+
+// The same staging done by each warp for the K steps it multiplies (steps warp, warp + NW, ...: 8 words of 8 rows
+// each), with the norm's sum of squares summed by every warp alike: no block barrier between the dependency and a
+// warp's first multiply. Same values as stage() up to the order of the sum of squares.
+template <int NW>
+__device__ void stage_warp(const Phase& ph, const Inputs& in, __half2* xs) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const uint32_t steps = ph.k / 64, mine = (steps - warp + NW - 1) / NW * 8;  // words this warp stages
+    float inv_rms = 1.f;
+    for (uint32_t base = lane; base == (uint32_t)lane || base < mine; base += 64) {
+        float v[2][8];
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            const uint32_t i = base + 32 * u, word = 8 * (warp + NW * (i / 8)) + i % 8;
+            if (i < mine) {
+                if (ph.norm) {
+                    const float4 a = *reinterpret_cast<const float4*>(in.x32 + 8 * word);
+                    const float4 b = *reinterpret_cast<const float4*>(in.x32 + 8 * word + 4);
+                    const uint4 g = *reinterpret_cast<const uint4*>(in.gamma + 8 * word);
+                    const __half2* gh = reinterpret_cast<const __half2*>(&g);
+                    const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+                    for (int j = 0; j < 4; ++j) {
+                        const float2 f = __half22float2(gh[j]);
+                        v[u][2 * j] = xv[2 * j] * f.x, v[u][2 * j + 1] = xv[2 * j + 1] * f.y;
+                    }
+                } else {
+                    const uint4 h = *reinterpret_cast<const uint4*>(in.x16 + 8 * word);
+                    const __half2* hh = reinterpret_cast<const __half2*>(&h);
+                    for (int j = 0; j < 4; ++j) {
+                        const float2 f = __half22float2(hh[j]);
+                        v[u][2 * j] = f.x, v[u][2 * j + 1] = f.y;
+                    }
+                }
+            }
+        }
+        if (ph.norm && base == (uint32_t)lane) {
+            float sq = 0.f;
+            for (uint32_t i = lane; i < 256; i += 32) sq += in.ssq[i];
+            for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+            inv_rms = rsqrtf(sq / (float)ph.k + 1e-6f);
+        }
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            const uint32_t i = base + 32 * u, word = 8 * (warp + NW * (i / 8)) + i % 8;
+            if (i >= mine) break;
+            uint4 out;
+            uint32_t* o = reinterpret_cast<uint32_t*>(&out);
+            for (int j = 0; j < 4; ++j) o[j] = u32(__floats2half2_rn(v[u][j] * inv_rms, v[u][j + 4] * inv_rms));
+            reinterpret_cast<uint4*>(xs)[word] = out;
+        }
+    }
+    __syncwarp();
+}
+
+// Where a lane is in the phase's tiles laid end to end: flat K step f = tile · steps + step; a tile's words start
+// at tile · steps · 32, so f · 32 addresses step f. Advanced by adding, never dividing (steps is not a constant).
+struct Pos {
+    uint32_t f, t, s;
+    __device__ __forceinline__ Pos advanced(uint32_t by, uint32_t steps) const {  // by <= steps
+        Pos p = {f + by, t, s + by};
+        if (p.s >= steps) p.s -= steps, ++p.t;
+        return p;
+    }
+};
+
+// One batch of a lane's loads: flat steps at, at + NW, ... (< f_end), weights and the (scale, zero) words.
+template <int NW>
+__device__ __forceinline__ void load_batch(const Phase& ph, uint32_t steps, uint32_t groups, Pos at, uint32_t f_end,
+                                           uint4 (&w)[UNROLL], uint32_t (&sz)[UNROLL]) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+        const Pos q = at.advanced(u * NW, steps);
+        if (q.f < f_end) {
+            w[u] = ldg_stream(ph.w + (size_t)q.f * 32 + lane);
+            const uint32_t chunk = 2 * q.s + (lane >> 4);
+            sz[u] = __ldg(ph.sz + ((size_t)q.t * groups + chunk * 32 / GROUP) * 16 + (lane & 15));
+        }
+    }
+}
+
+__host__ __device__ inline uint32_t share_begin(uint64_t total, uint32_t b, uint32_t g) {
+    return (uint32_t)(total * b / g);
+}
+
+// The block of a balanced grid whose share holds flat step f.
+__device__ uint32_t block_of(uint64_t total, uint32_t g, uint32_t f) {
+    uint32_t b = (uint32_t)((uint64_t)f * g / total);
+    while (b + 1 < g && share_begin(total, b + 1, g) <= f) ++b;
+    while (b > 0 && share_begin(total, b, g) > f) --b;
+    return b;
+}
+
+// One phase. BAL: the block's share of flat steps [f0, f1) across tiles; else tile blockIdx.x. PRE: 1 the input
+// staged before the dependency wait, 2 staged by each warp for itself (tiled only), 0 staged by the block.
+template <int NW, bool BAL, int DOT, int PRE>
+__global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase(Phase ph, Inputs in) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    float* red = reinterpret_cast<float*>(smem);       // [MAX_SEGS][NW][16]
+    float* scratch = red + MAX_SEGS * NW * 16;         // [NW]
+    __half2* xs = reinterpret_cast<__half2*>(scratch + 32);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, j = lane & 15, hsel = lane >> 4;
+    const uint32_t steps = ph.k / 64, groups = ph.k / GROUP;
+    const uint64_t total = (uint64_t)ph.tiles * steps;
+    const uint32_t f0 = BAL ? share_begin(total, blockIdx.x, gridDim.x) : blockIdx.x * steps;
+    const uint32_t f1 = BAL ? share_begin(total, blockIdx.x + 1, gridDim.x) : f0 + steps;
+    const uint32_t t0 = f0 / steps;
+
+    // Balanced blocks may leave a (segment, warp) unwritten; tiled ones write each warp's entry (and the
+    // warp-staged variant has no barrier between here and those writes).
+    if (BAL)
+        for (int i = threadIdx.x; i < MAX_SEGS * NW * 16; i += blockDim.x) red[i] = 0.f;
+    uint4 cur[UNROLL], nxt[UNROLL];
+    uint32_t cur_sz[UNROLL], nxt_sz[UNROLL];
+    Pos at = Pos{f0, t0, f0 - t0 * steps}.advanced(warp, steps);
+    load_batch<NW>(ph, steps, groups, at, f1, cur, cur_sz);
+    if (PRE == 1) stage<NW>(ph, in, xs, scratch);
+    pdl_wait();
+    if (PRE == 0) stage<NW>(ph, in, xs, scratch);
+    if (PRE == 2) stage_warp<NW>(ph, in, xs);
+    pdl_launch();
+
+    float acc = 0.f;
+    uint32_t tile = t0;
+    for (; at.f < f1;) {
+        const Pos next = at.advanced(NW * UNROLL, steps);
+        load_batch<NW>(ph, steps, groups, next, f1, nxt, nxt_sz);
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const Pos q = at.advanced(u * NW, steps);
+            if (q.f < f1) {
+                if (BAL && q.t != tile) {  // warp-uniform: this warp's share of `tile` is done
+                    const float a = acc + __shfl_xor_sync(0xffffffffu, acc, 16);
+                    if (lane < 16) red[((tile - t0) * NW + warp) * 16 + j] = a;
+                    acc = 0.f, tile = q.t;
+                }
+                acc = consume<DOT>(cur[u], xs + (2 * q.s + hsel) * 16, cur_sz[u], acc);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
+        at = next;
+    }
+    {
+        const float a = acc + __shfl_xor_sync(0xffffffffu, acc, 16);
+        if (lane < 16 && f0 + warp < f1) red[((tile - t0) * NW + warp) * 16 + j] = a;
+    }
+    __syncthreads();
+    if (warp != 0) return;
+    const uint32_t t_last = (f1 - 1) / steps;
+    for (uint32_t t = t0; t <= t_last; ++t) {
+        float sum = 0.f;
+        for (int w = 0; w < NW; ++w) sum += red[((t - t0) * NW + w) * 16 + j];
+        const bool whole = !BAL || (t * steps >= f0 && (t + 1) * steps <= f1);
+        if (whole) {
+            if (lane < 16) ph.y[t * 16 + j] = sum;
+            continue;
+        }
+        // A tile cut between blocks: leave this block's part; the last part to arrive adds them up in block order.
+        const uint32_t first = block_of(total, gridDim.x, t * steps);
+        const uint32_t last = block_of(total, gridDim.x, (t + 1) * steps - 1);
+        if (lane < 16) in.partials[((size_t)t * MAX_PARTS + (blockIdx.x - first)) * 16 + j] = sum;
+        __threadfence();
+        __syncwarp();
+        uint32_t arrived = 0;
+        if (lane == 0) arrived = atomicAdd(in.count + t, 1u);
+        arrived = __shfl_sync(0xffffffffu, arrived, 0);
+        if (arrived == last - first) {
+            __threadfence();
+            float s = 0.f;
+            for (uint32_t q = 0; q <= last - first; ++q) s += __ldcg(in.partials + ((size_t)t * MAX_PARTS + q) * 16 + j);
+            if (lane < 16) ph.y[t * 16 + j] = s;
+            if (lane == 0) in.count[t] = 0;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The same tiled GEMV on mma.sync m16n8k16, for a layout in fragment order (not the engine's: the bytes here are
+// random, so they are simply read as such). Lane (g, t) of a warp loads, per K step, one uint4 whose word i is its
+// A fragment of k16 block i: slots g and g + 8 at rows 2t, 2t + 1 (nibbles 0, 4 and 2, 6) and 2t + 8, 2t + 9
+// (nibbles 1, 5 and 3, 7). The nibbles become fp16 1024 + q (rows 2t..: one LOP3) and 1024 + 16 q (rows 2t + 8..:
+// one LOP3, no shift, with B = x / 16 there), with no zero subtracted: B is the input broadcast to all 8 columns, the
+// f32 accumulators take the products exactly, and the bias (1024 Σ of the staged B values of the step) and the
+// zero (z Σ x) come off once per step and slot. 5 integer ops + 1 MMA + 1 LDS.64 per 8 weights and lane, against
+// dot_chunk's 14; per step and slot a few f32 ops more.
+__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint2 b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b.x), "r"(b.y));
+}
+
+// Shared memory: B fragments [k16 block][t] (uint2), step constants [step] (1024 Σ B, Σ x), the tile's (scale,
+// 1024 + zero) words [group][16], the warps' sums [NW][16].
+template <int NW, int PRE>
+__global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_mma(Phase ph, Inputs in) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    const uint32_t steps = ph.k / 64, groups = ph.k / GROUP;
+    uint2* bfrag = reinterpret_cast<uint2*>(smem);
+    float2* consts = reinterpret_cast<float2*>(bfrag + steps * 16);
+    float2* szs = consts + steps;
+    float* red = reinterpret_cast<float*>(szs + groups * 16);
+    float* scratch = red + NW * 16;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const uint32_t tile = blockIdx.x;
+
+    uint4 cur[UNROLL], nxt[UNROLL];
+    auto load = [&](uint32_t s0, uint4(&w)[UNROLL]) {
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const uint32_t s = s0 + u * NW;
+            if (s < steps) w[u] = ldg_stream(ph.w + ((size_t)tile * steps + s) * 32 + lane);
+        }
+    };
+    load(warp, cur);
+    // The tile's (scale, zero) as f32 pairs, before the wait (weights never change).
+    for (uint32_t i = threadIdx.x; i < groups * 16; i += blockDim.x) {
+        const float2 f = __half22float2(h2(__ldg(ph.sz + (size_t)tile * groups * 16 + i)));
+        szs[i] = make_float2(f.x, f.y - 1024.f);
+    }
+    auto stage_mma = [&]() {
+        // Word i (rows 8i .. 8i + 7) of k16 block i / 2: even i gives the 4 lanes t their b.x = (x[8i+2t], x[8i+2t+1]),
+        // odd i their b.y = the same / 16. Eight consecutive words are a step: their sums meet by shuffles.
+        const uint32_t words = ph.k / 8;
+        float inv_rms = 1.f;
+        if (ph.norm) {
+            float sq = 0.f;
+            for (uint32_t i = threadIdx.x; i < 256; i += blockDim.x) sq += in.ssq[i];
+            for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+            if (lane == 0) scratch[warp] = sq;
+            __syncthreads();
+            float s = 0.f;
+            for (int w = 0; w < NW; ++w) s += scratch[w];
+            inv_rms = rsqrtf(s / (float)ph.k + 1e-6f);
+        }
+        for (uint32_t i = threadIdx.x; i < words; i += blockDim.x) {
+            float v[8];
+            if (ph.norm) {
+                const float4 a = *reinterpret_cast<const float4*>(in.x32 + 8 * i);
+                const float4 b = *reinterpret_cast<const float4*>(in.x32 + 8 * i + 4);
+                const uint4 gm = *reinterpret_cast<const uint4*>(in.gamma + 8 * i);
+                const __half2* gh = reinterpret_cast<const __half2*>(&gm);
+                const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+                for (int j = 0; j < 4; ++j) {
+                    const float2 f = __half22float2(gh[j]);
+                    v[2 * j] = xv[2 * j] * f.x * inv_rms, v[2 * j + 1] = xv[2 * j + 1] * f.y * inv_rms;
+                }
+            } else {
+                const uint4 h = *reinterpret_cast<const uint4*>(in.x16 + 8 * i);
+                const __half2* hh = reinterpret_cast<const __half2*>(&h);
+                for (int j = 0; j < 4; ++j) {
+                    const float2 f = __half22float2(hh[j]);
+                    v[2 * j] = f.x, v[2 * j + 1] = f.y;
+                }
+            }
+            const bool hi = i & 1;
+            const float m = hi ? 1.f / 16.f : 1.f;
+            float sb = 0.f;
+            uint32_t* dst = reinterpret_cast<uint32_t*>(bfrag + (i / 2) * 4) + hi;
+            for (int tt = 0; tt < 4; ++tt) {
+                const __half2 pr = __floats2half2_rn(v[2 * tt] * m, v[2 * tt + 1] * m);
+                const float2 r = __half22float2(pr);
+                sb += r.x + r.y;
+                dst[2 * tt] = u32(pr);
+            }
+            float bias = 1024.f * sb, sx = hi ? 16.f * sb : sb;
+            for (int o = 1; o < 8; o <<= 1) {
+                bias += __shfl_xor_sync(0xffffffffu, bias, o);
+                sx += __shfl_xor_sync(0xffffffffu, sx, o);
+            }
+            if ((i & 7) == 0) consts[i / 8] = make_float2(bias, sx);
+        }
+        __syncthreads();
+    };
+    if (PRE == 1) stage_mma();
+    pdl_wait();
+    if (PRE != 1) stage_mma();
+    pdl_launch();
+
+    float acc0 = 0.f, acc1 = 0.f;  // slots g and g + 8
+    for (uint32_t s0 = warp; s0 < steps; s0 += NW * UNROLL) {
+        load(s0 + NW * UNROLL, nxt);
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const uint32_t s = s0 + u * NW;
+            if (s < steps) {
+                float d[4] = {0.f, 0.f, 0.f, 0.f};
+                const uint32_t words[4] = {cur[u].x, cur[u].y, cur[u].z, cur[u].w};
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const uint32_t hi = words[i] >> 8;
+                    const uint32_t a[4] = {lop3_and_or(words[i], 0x000F000Fu, 0x64006400u),
+                                           lop3_and_or(hi, 0x000F000Fu, 0x64006400u),
+                                           lop3_and_or(words[i], 0x00F000F0u, 0x64006400u),
+                                           lop3_and_or(hi, 0x00F000F0u, 0x64006400u)};
+                    mma16816(d, a, bfrag[(4 * s + i) * 4 + t]);
+                }
+                const float2 c = consts[s];
+                const uint32_t grp = s * 64 / GROUP;
+                const float2 sz0 = szs[grp * 16 + g], sz1 = szs[grp * 16 + g + 8];
+                if (PRE == 2) {  // timing only: the bias and zero left in (a wrong result)
+                    acc0 = fmaf(sz0.x, d[0], acc0), acc1 = fmaf(sz1.x, d[2], acc1);
+                } else {
+                    acc0 = fmaf(sz0.x, d[0] - c.x - sz0.y * c.y, acc0);
+                    acc1 = fmaf(sz1.x, d[2] - c.x - sz1.y * c.y, acc1);
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u];
+    }
+    if (t == 0) red[warp * 16 + g] = acc0, red[warp * 16 + g + 8] = acc1;
+    __syncthreads();
+    if (warp == 0 && lane < 16) {
+        float sum = 0.f;
+        for (int w = 0; w < NW; ++w) sum += red[w * 16 + lane];
+        ph.y[tile * 16 + lane] = sum;
+    }
+}
+
+// The host's value of the mma kernel's output y[tile · 16 + slot] (plain-input phases: x16 as staged).
+static double mma_reference(const std::vector<uint32_t>& w, const std::vector<__half>& x16, uint32_t k,
+                            uint32_t tile, uint32_t slot) {
+    const uint32_t steps = k / 64;
+    double y = 0;
+    for (uint32_t s = 0; s < steps; ++s)
+        for (uint32_t lane = 0; lane < 32; ++lane) {
+            const uint32_t g = lane >> 2, t = lane & 3;
+            if (g != slot % 8) continue;
+            const uint32_t h = slot / 8;
+            for (uint32_t i = 0; i < 4; ++i) {
+                const uint32_t word = w[(((size_t)tile * steps + s) * 32 + lane) * 4 + i];
+                const uint32_t row0 = 64 * s + 16 * i + 2 * t;
+                // (nibble, row): a0 / a1 = nibbles 0, 4 / 2, 6 at rows 2t, 2t + 1; a2 / a3 = 1, 5 / 3, 7 at + 8.
+                const uint32_t nib[4] = {h ? 2u : 0u, h ? 6u : 4u, h ? 3u : 1u, h ? 7u : 5u};
+                const uint32_t row[4] = {row0, row0 + 1, row0 + 8, row0 + 9};
+                for (int q = 0; q < 4; ++q) {
+                    const int v = (word >> (4 * nib[q])) & 15;
+                    y += (v - 8) * (double)__half2float(x16[row[q]]) / 1024.0;
+                }
+            }
+        }
+    return y;
+}
+
+__global__ void fill_random(uint32_t* p, size_t n, uint32_t seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
+        p[i] = h;
+    }
+}
+
+static float median(std::vector<float> t) {
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+}
+
+struct Variant {
+    const char* name;
+    int per_sm;  // balanced: blocks per SM; 0: tiled
+    int dot;     // 0 fold, 1 the engine's dot product, 2 dot_lite, 3 gemv_phase_mma
+    int pre;     // 0 block staging after the wait, 1 before it, 2 each warp its own rows after the wait
+};
+
+template <int NW, bool BAL, int DOT, int PRE>
+static void launch(const Phase& ph, const Inputs& in, int grid, cudaStream_t s) {
+    const size_t smem = (MAX_SEGS * NW * 16 + 32) * 4 + ph.k * 2;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(NW * 32);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    CHECK(cudaLaunchKernelEx(&cfg, gemv_phase<NW, BAL, DOT, PRE>, ph, in));
+}
+
+template <int NW, int PRE>
+static void launch_mma(const Phase& ph, const Inputs& in, cudaStream_t s) {
+    const uint32_t steps = ph.k / 64, groups = ph.k / GROUP;
+    const size_t smem = steps * 16 * 8 + steps * 8 + groups * 16 * 8 + (NW * 16 + 32) * 4;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(ph.tiles);
+    cfg.blockDim = dim3(NW * 32);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    CHECK(cudaLaunchKernelEx(&cfg, gemv_phase_mma<NW, PRE>, ph, in));
+}
+
+template <bool BAL, int DOT, int PRE>
+static void launch_phase(const Phase& ph, const Inputs& in, int grid, cudaStream_t s) {
+    if (BAL) launch<8, BAL, DOT, PRE>(ph, in, grid, s);
+    else if (ph.tiles <= 512) launch<16, BAL, DOT, PRE>(ph, in, ph.tiles, s);  // the engine's wide o / down
+    else launch<8, BAL, DOT, PRE>(ph, in, ph.tiles, s);
+}
+
+int main() {
+    std::setvbuf(stdout, nullptr, _IONBF, 0);
+    int sms = 0;
+    CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    const uint32_t shapes[4][2] = {{4096, 12288}, {4096, 4096}, {4096, 22016}, {11008, 4096}};  // K, N
+    std::vector<Phase> chain;
+    size_t wbytes = 0, sbytes = 0;
+    for (int l = 0; l < 32; ++l)
+        for (auto& sh : shapes) {
+            Phase ph = {};
+            ph.k = sh[0], ph.tiles = sh[1] / 16, ph.norm = sh[0] == 4096 && sh[1] != 4096;
+            chain.push_back(ph);
+            wbytes += (size_t)ph.k * sh[1] / 2, sbytes += (size_t)ph.k / GROUP * sh[1] * 4;
+        }
+    uint32_t *w = nullptr, *sz = nullptr;
+    CHECK(cudaMalloc(&w, wbytes));
+    CHECK(cudaMalloc(&sz, sbytes));
+    fill_random<<<1024, 256>>>(w, wbytes / 4, 12345u);
+    // Scale 1/1024 with zero 8 (1024 + 8 in the high half): the engine's (scale, 1024 + zero) word.
+    std::vector<uint32_t> hsz(sbytes / 4, (uint32_t)0x6408u << 16 | 0x1400u);
+    CHECK(cudaMemcpy(sz, hsz.data(), sbytes, cudaMemcpyHostToDevice));
+    float* y = nullptr;
+    CHECK(cudaMalloc(&y, 4 * 22016 * 4));
+    size_t wat = 0, sat = 0;
+    for (auto& ph : chain) {
+        ph.w = reinterpret_cast<const uint4*>(w) + wat / 16, ph.sz = sz + sat / 4;
+        const int type = ph.k == 11008 ? 3 : ph.tiles == 256 ? 1 : ph.tiles == 768 ? 0 : 2;
+        ph.y = y + type * 22016;
+        wat += (size_t)ph.k * ph.tiles * 8, sat += (size_t)ph.k / GROUP * ph.tiles * 64;
+    }
+    Inputs in = {};
+    std::vector<__half> x16(11008);
+    {
+        std::vector<float> x(11008), ssq(256, 4096.f / 256.f);
+        std::vector<__half> g(11008);
+        for (int i = 0; i < 11008; ++i) {
+            x[i] = std::sin(0.37f * i), x16[i] = __float2half(0.5f * std::cos(0.11f * i)), g[i] = __float2half(1.f);
+        }
+        float *dx, *dssq, *dpart;
+        __half *dx16, *dg;
+        uint32_t* dcount;
+        CHECK(cudaMalloc(&dx, 11008 * 4));
+        CHECK(cudaMalloc(&dssq, 256 * 4));
+        CHECK(cudaMalloc(&dx16, 11008 * 2));
+        CHECK(cudaMalloc(&dg, 11008 * 2));
+        CHECK(cudaMalloc(&dpart, (size_t)1376 * MAX_PARTS * 16 * 4));
+        CHECK(cudaMalloc(&dcount, 1376 * 4));
+        CHECK(cudaMemset(dcount, 0, 1376 * 4));
+        CHECK(cudaMemcpy(dx, x.data(), 11008 * 4, cudaMemcpyHostToDevice));
+        CHECK(cudaMemcpy(dssq, ssq.data(), 256 * 4, cudaMemcpyHostToDevice));
+        CHECK(cudaMemcpy(dx16, x16.data(), 11008 * 2, cudaMemcpyHostToDevice));
+        CHECK(cudaMemcpy(dg, g.data(), 11008 * 2, cudaMemcpyHostToDevice));
+        in = {dx, dx16, dg, dssq, dpart, dcount};
+    }
+    // The balanced shares must fit the kernel's fixed bounds (at the fewest blocks per SM a variant uses).
+    for (auto& sh : shapes) {
+        const uint64_t steps = sh[0] / 64, total = steps * (sh[1] / 16), g = (uint64_t)sms * 2;
+        const uint64_t share = total / g + 1;
+        if ((share + steps - 1) / steps + 1 > MAX_SEGS || (steps + share - 1) / share + 1 > MAX_PARTS) {
+            std::printf("shape %u x %u: shares outside MAX_SEGS / MAX_PARTS\n", sh[0], sh[1]);
+            return 1;
+        }
+    }
+    cudaStream_t s;
+    CHECK(cudaStreamCreate(&s));
+    cudaEvent_t e0, e1;
+    CHECK(cudaEventCreate(&e0));
+    CHECK(cudaEventCreate(&e1));
+    std::printf("%d SMs, %.3f GB of weights + %.3f GB of scales in %zu phases\n", sms, wbytes / 1e9, sbytes / 1e9,
+                chain.size());
+
+    const Variant variants[] = {
+        {"tiled          dot  stage (engine)", 0, 1, 0},
+        {"tiled          dot  prestage", 0, 1, 1},
+        {"tiled          fold stage", 0, 0, 0},
+        {"tiled          lite stage", 0, 2, 0},
+        {"tiled          mma  stage", 0, 3, 0},
+        {"tiled          mma  prestage", 0, 3, 1},
+        {"tiled          mma  stage, no bias/zero fix", 0, 3, 2},
+    };
+    const int n_variants = sizeof(variants) / sizeof(variants[0]);
+    std::vector<float> y_ref(4 * 22016), y_now(4 * 22016);
+    for (int v = 0; v < n_variants; ++v) {
+        const Variant& var = variants[v];
+        cudaGraph_t graph;
+        cudaGraphExec_t exec;
+        CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+        for (auto& ph : chain) {
+            // Dispatch on the variant's compile-time switches.
+            const bool bal = var.per_sm > 0;
+            const int grid = sms * var.per_sm;
+            const bool wide = ph.tiles <= 512;
+            if (var.dot == 3 && var.pre == 0) wide ? launch_mma<16, 0>(ph, in, s) : launch_mma<8, 0>(ph, in, s);
+            else if (var.dot == 3 && var.pre == 1) wide ? launch_mma<16, 1>(ph, in, s) : launch_mma<8, 1>(ph, in, s);
+            else if (var.dot == 3) wide ? launch_mma<16, 2>(ph, in, s) : launch_mma<8, 2>(ph, in, s);
+            else if (var.dot == 1 && var.pre == 0) launch_phase<false, 1, 0>(ph, in, grid, s);
+            else if (var.dot == 1 && var.pre == 1) launch_phase<false, 1, 1>(ph, in, grid, s);
+            else if (var.dot == 0 && var.pre == 0) launch_phase<false, 0, 0>(ph, in, grid, s);
+            else launch_phase<false, 2, 0>(ph, in, grid, s);
+            (void)bal;
+        }
+        CHECK(cudaStreamEndCapture(s, &graph));
+        CHECK(cudaGraphInstantiate(&exec, graph, 0));
+        std::vector<float> t;
+        for (int rep = 0; rep < 8; ++rep) {
+            float ms = 0;
+            CHECK(cudaMemsetAsync(y, 0xFF, 4 * 22016 * 4, s));  // poisoned: every output must be written again
+            CHECK(cudaEventRecord(e0, s));
+            CHECK(cudaGraphLaunch(exec, s));
+            CHECK(cudaEventRecord(e1, s));
+            CHECK(cudaEventSynchronize(e1));
+            CHECK(cudaGetLastError());
+            CHECK(cudaEventElapsedTime(&ms, e0, e1));
+            if (rep) t.push_back(ms * 1e3f);
+        }
+        CHECK(cudaMemcpy(y_now.data(), y, y_now.size() * 4, cudaMemcpyDeviceToHost));
+        const float m = median(t);
+        std::printf("%-36s %8.1f us per step (%5.0f GB/s)", var.name, m, (wbytes + sbytes) / m / 1e3);
+        if (var.dot == 3 && var.pre != 2) {
+            // The last layer's o projection (plain input) against the host, at a spread of outputs.
+            const Phase& o = chain[chain.size() - 3];
+            std::vector<uint32_t> hw((size_t)o.k * o.tiles * 2);  // 16 slots × k nibbles per tile
+            CHECK(cudaMemcpy(hw.data(), o.w, hw.size() * 4, cudaMemcpyDeviceToHost));
+            double worst = 0, scale = 0;
+            for (uint32_t q = 0; q < 64; ++q) {
+                const uint32_t tile = (q * 37) % o.tiles, slot = (q * 5) % 16;
+                const double r = mma_reference(hw, x16, o.k, tile, slot), got = y_now[1 * 22016 + tile * 16 + slot];
+                worst = std::max(worst, std::fabs(got - r)), scale = std::max(scale, std::fabs(r));
+                if (!std::isfinite(got)) worst = INFINITY;
+            }
+            std::printf("  o outputs vs the host: max |error| %.2e of max |y| %.2e%s", worst, scale,
+                        worst <= 1e-4 * scale ? "" : "  MISMATCH");
+        }
+        if (var.dot == 1) {
+            if (v == 0) {
+                y_ref = y_now;
+                for (int type = 0; type < 4; ++type)
+                    for (uint32_t i = 0; i < shapes[type][1]; ++i)
+                        if (!std::isfinite(y_ref[type * 22016 + i])) {
+                            std::printf("  output %d.%u is not finite", type, i);
+                            type = 4;
+                            break;
+                        }
+            } else {
+                double worst = 0;
+                for (int type = 0; type < 4; ++type) {
+                    const uint32_t n = shapes[type][1];
+                    double d = 0, r = 0;
+                    for (uint32_t i = 0; i < n; ++i) {
+                        const double a = y_now[type * 22016 + i], b = y_ref[type * 22016 + i];
+                        d += (a - b) * (a - b), r += b * b;
+                    }
+                    const double rel = std::sqrt(d / r);
+                    if (!(rel <= worst)) worst = rel;  // NaN (an output left unwritten) sticks
+                }
+                std::printf("  outputs vs the engine-like kernel: max rel L2 %.2e%s", worst,
+                            worst < 1e-5 ? "" : "  MISMATCH");
+            }
+        }
+        std::printf("\n");
+        CHECK(cudaGraphExecDestroy(exec));
+        CHECK(cudaGraphDestroy(graph));
+    }
+    return 0;
+}
