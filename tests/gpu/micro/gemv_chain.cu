@@ -595,6 +595,29 @@ static void launch_phase(const Phase& ph, const Inputs& in, int grid, cudaStream
     else launch<8, BAL, DOT, PRE>(ph, in, ph.tiles, s);
 }
 
+// The variant's compile-time switches from its run-time ones (the balanced kernel has no warp staging).
+template <bool BAL>
+static void launch_variant(const Phase& ph, const Inputs& in, int grid, int dot, int pre, cudaStream_t s) {
+    switch (dot * 3 + (BAL ? std::min(pre, 1) : pre)) {
+        case 0: return launch_phase<BAL, 0, 0>(ph, in, grid, s);
+        case 1: return launch_phase<BAL, 0, 1>(ph, in, grid, s);
+        case 2: return launch_phase<BAL, 0, 2>(ph, in, grid, s);
+        case 3: return launch_phase<BAL, 1, 0>(ph, in, grid, s);
+        case 4: return launch_phase<BAL, 1, 1>(ph, in, grid, s);
+        case 5: return launch_phase<BAL, 1, 2>(ph, in, grid, s);
+        case 6: return launch_phase<BAL, 2, 0>(ph, in, grid, s);
+        case 7: return launch_phase<BAL, 2, 1>(ph, in, grid, s);
+        default: return launch_phase<BAL, 2, 2>(ph, in, grid, s);
+    }
+}
+
+static void launch_mma_variant(const Phase& ph, const Inputs& in, int pre, cudaStream_t s) {
+    const bool wide = ph.tiles <= 512;  // as the engine's o / down: 16 warps
+    if (pre == 0) wide ? launch_mma<16, 0>(ph, in, s) : launch_mma<8, 0>(ph, in, s);
+    else if (pre == 1) wide ? launch_mma<16, 1>(ph, in, s) : launch_mma<8, 1>(ph, in, s);
+    else wide ? launch_mma<16, 2>(ph, in, s) : launch_mma<8, 2>(ph, in, s);
+}
+
 int main() {
     std::setvbuf(stdout, nullptr, _IONBF, 0);
     int sms = 0;
@@ -669,8 +692,19 @@ int main() {
     const Variant variants[] = {
         {"tiled          dot  stage (engine)", 0, 1, 0},
         {"tiled          dot  prestage", 0, 1, 1},
+        {"tiled          dot  warpstage", 0, 1, 2},
         {"tiled          fold stage", 0, 0, 0},
+        {"tiled          fold prestage", 0, 0, 1},
+        {"tiled          fold warpstage", 0, 0, 2},
         {"tiled          lite stage", 0, 2, 0},
+        {"tiled          lite prestage", 0, 2, 1},
+        {"tiled          lite warpstage", 0, 2, 2},
+        {"balanced 4/SM  dot  stage", 4, 1, 0},
+        {"balanced 4/SM  fold stage", 4, 0, 0},
+        {"balanced 3/SM  dot  stage", 3, 1, 0},
+        {"balanced 2/SM  dot  stage", 2, 1, 0},
+        {"balanced 2/SM  dot  prestage", 2, 1, 1},
+        {"balanced 2/SM  fold stage", 2, 0, 0},
         {"tiled          mma  stage", 0, 3, 0},
         {"tiled          mma  prestage", 0, 3, 1},
         {"tiled          mma  stage, no bias/zero fix", 0, 3, 2},
@@ -683,18 +717,10 @@ int main() {
         cudaGraphExec_t exec;
         CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
         for (auto& ph : chain) {
-            // Dispatch on the variant's compile-time switches.
-            const bool bal = var.per_sm > 0;
             const int grid = sms * var.per_sm;
-            const bool wide = ph.tiles <= 512;
-            if (var.dot == 3 && var.pre == 0) wide ? launch_mma<16, 0>(ph, in, s) : launch_mma<8, 0>(ph, in, s);
-            else if (var.dot == 3 && var.pre == 1) wide ? launch_mma<16, 1>(ph, in, s) : launch_mma<8, 1>(ph, in, s);
-            else if (var.dot == 3) wide ? launch_mma<16, 2>(ph, in, s) : launch_mma<8, 2>(ph, in, s);
-            else if (var.dot == 1 && var.pre == 0) launch_phase<false, 1, 0>(ph, in, grid, s);
-            else if (var.dot == 1 && var.pre == 1) launch_phase<false, 1, 1>(ph, in, grid, s);
-            else if (var.dot == 0 && var.pre == 0) launch_phase<false, 0, 0>(ph, in, grid, s);
-            else launch_phase<false, 2, 0>(ph, in, grid, s);
-            (void)bal;
+            if (var.dot == 3) launch_mma_variant(ph, in, var.pre, s);
+            else if (var.per_sm > 0) launch_variant<true>(ph, in, grid, var.dot, var.pre, s);
+            else launch_variant<false>(ph, in, grid, var.dot, var.pre, s);
         }
         CHECK(cudaStreamEndCapture(s, &graph));
         CHECK(cudaGraphInstantiate(&exec, graph, 0));
