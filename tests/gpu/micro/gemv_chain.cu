@@ -140,6 +140,28 @@ __device__ float block_sum(float v, float* scratch) {
     return s;
 }
 
+// Input word i (rows 8i .. 8i + 7) as f32: x · norm weight (the norm phases, before 1 / rms) or the fp16 input.
+__device__ __forceinline__ void load_word(const Phase& ph, const Inputs& in, uint32_t i, float (&v)[8]) {
+    if (ph.norm) {
+        const float4 a = *reinterpret_cast<const float4*>(in.x32 + 8 * i);
+        const float4 b = *reinterpret_cast<const float4*>(in.x32 + 8 * i + 4);
+        const uint4 g = *reinterpret_cast<const uint4*>(in.gamma + 8 * i);
+        const __half2* gh = reinterpret_cast<const __half2*>(&g);
+        const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+        for (int j = 0; j < 4; ++j) {
+            const float2 f = __half22float2(gh[j]);
+            v[2 * j] = xv[2 * j] * f.x, v[2 * j + 1] = xv[2 * j + 1] * f.y;
+        }
+    } else {
+        const uint4 h = *reinterpret_cast<const uint4*>(in.x16 + 8 * i);
+        const __half2* hh = reinterpret_cast<const __half2*>(&h);
+        for (int j = 0; j < 4; ++j) {
+            const float2 f = __half22float2(hh[j]);
+            v[2 * j] = f.x, v[2 * j + 1] = f.y;
+        }
+    }
+}
+
 // The engine's stage_input for one part: words of 8 rows as (x[8r+i], x[8r+i+4]) fp16 pairs, two per thread and
 // round, the norm's sums of squares loaded in the first round.
 template <int NW>
@@ -152,24 +174,7 @@ __device__ void stage(const Phase& ph, const Inputs& in, __half2* xs, float* scr
         for (int u = 0; u < 2; ++u) {
             const uint32_t i = base + u * blockDim.x;
             if (i < words) {
-                if (ph.norm) {
-                    const float4 a = *reinterpret_cast<const float4*>(in.x32 + 8 * i);
-                    const float4 b = *reinterpret_cast<const float4*>(in.x32 + 8 * i + 4);
-                    const uint4 g = *reinterpret_cast<const uint4*>(in.gamma + 8 * i);
-                    const __half2* gh = reinterpret_cast<const __half2*>(&g);
-                    const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-                    for (int j = 0; j < 4; ++j) {
-                        const float2 f = __half22float2(gh[j]);
-                        v[u][2 * j] = xv[2 * j] * f.x, v[u][2 * j + 1] = xv[2 * j + 1] * f.y;
-                    }
-                } else {
-                    const uint4 h = *reinterpret_cast<const uint4*>(in.x16 + 8 * i);
-                    const __half2* hh = reinterpret_cast<const __half2*>(&h);
-                    for (int j = 0; j < 4; ++j) {
-                        const float2 f = __half22float2(hh[j]);
-                        v[u][2 * j] = f.x, v[u][2 * j + 1] = f.y;
-                    }
-                }
+                load_word(ph, in, i, v[u]);
             }
         }
         if (ph.norm && base == threadIdx.x) {
@@ -204,24 +209,7 @@ __device__ void stage_warp(const Phase& ph, const Inputs& in, __half2* xs) {
         for (int u = 0; u < 2; ++u) {
             const uint32_t i = base + 32 * u, word = 8 * (warp + NW * (i / 8)) + i % 8;
             if (i < mine) {
-                if (ph.norm) {
-                    const float4 a = *reinterpret_cast<const float4*>(in.x32 + 8 * word);
-                    const float4 b = *reinterpret_cast<const float4*>(in.x32 + 8 * word + 4);
-                    const uint4 g = *reinterpret_cast<const uint4*>(in.gamma + 8 * word);
-                    const __half2* gh = reinterpret_cast<const __half2*>(&g);
-                    const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-                    for (int j = 0; j < 4; ++j) {
-                        const float2 f = __half22float2(gh[j]);
-                        v[u][2 * j] = xv[2 * j] * f.x, v[u][2 * j + 1] = xv[2 * j + 1] * f.y;
-                    }
-                } else {
-                    const uint4 h = *reinterpret_cast<const uint4*>(in.x16 + 8 * word);
-                    const __half2* hh = reinterpret_cast<const __half2*>(&h);
-                    for (int j = 0; j < 4; ++j) {
-                        const float2 f = __half22float2(hh[j]);
-                        v[u][2 * j] = f.x, v[u][2 * j + 1] = f.y;
-                    }
-                }
+                load_word(ph, in, word, v[u]);
             }
         }
         if (ph.norm && base == (uint32_t)lane) {
@@ -427,24 +415,8 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_mma(Phas
         }
         for (uint32_t i = threadIdx.x; i < words; i += blockDim.x) {
             float v[8];
-            if (ph.norm) {
-                const float4 a = *reinterpret_cast<const float4*>(in.x32 + 8 * i);
-                const float4 b = *reinterpret_cast<const float4*>(in.x32 + 8 * i + 4);
-                const uint4 gm = *reinterpret_cast<const uint4*>(in.gamma + 8 * i);
-                const __half2* gh = reinterpret_cast<const __half2*>(&gm);
-                const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-                for (int j = 0; j < 4; ++j) {
-                    const float2 f = __half22float2(gh[j]);
-                    v[2 * j] = xv[2 * j] * f.x * inv_rms, v[2 * j + 1] = xv[2 * j + 1] * f.y * inv_rms;
-                }
-            } else {
-                const uint4 h = *reinterpret_cast<const uint4*>(in.x16 + 8 * i);
-                const __half2* hh = reinterpret_cast<const __half2*>(&h);
-                for (int j = 0; j < 4; ++j) {
-                    const float2 f = __half22float2(hh[j]);
-                    v[2 * j] = f.x, v[2 * j + 1] = f.y;
-                }
-            }
+            load_word(ph, in, i, v);
+            for (int j = 0; j < 8; ++j) v[j] *= inv_rms;
             const bool hi = i & 1;
             const float m = hi ? 1.f / 16.f : 1.f;
             float sb = 0.f;
