@@ -13,11 +13,14 @@
 //   dot              : 0 only an xor of the weight words (what the bytes cost alone), 1 the engine's dequantizing
 //                      dot product, 2 a lower bound for any dequantizer (the products on the raw words), 3 the
 //                      same tile on mma.sync m16n8k16 for a weight layout in fragment order (`gemv_phase_mma`);
+//   warps            : 4, 8 or 16 warps per block for every phase instead of the engine's 8 (16 for o and down);
 //   pre              : the input staged into shared memory by the block after the dependency wait (q/k/v and
 //                      gate/up with the RMSNorm: f32 x, fp16 norm weight, the previous phase's 256 partial sums of
 //                      squares; o and down: fp16 x), 1 before the wait (what staging costs on the critical path; not
 //                      a valid kernel), 2 by each warp for its own rows (no block barrier; for the mma kernel: its
-//                      bias and zero correction made once per block and slot rather than per step).
+//                      bias and zero correction made once per block and slot rather than per step), 3 (mma
+//                      kernel) on the engine's layout, each step's words regrouped into fragments through shared
+//                      memory (the short wgmma tile's mapping).
 // Medians of 7 replays of the captured graph after a warm-up, CUDA events. Checks: every variant of the engine's
 // dot product gives the engine-like kernel's outputs (outputs poisoned before each run); the mma kernel's o
 // outputs match a float64 reading of the same bytes on the host.
@@ -384,6 +387,8 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_mma(Phas
     float* corr = scratch + 32;  // [16]: PRE 2's per-slot bias and zero correction
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const uint32_t tile = blockIdx.x;
+    uint4* gather = reinterpret_cast<uint4*>(corr + 16) + warp * 32;  // PRE 3: this warp's step, to regroup
+    constexpr bool GATHER = PRE == 3;
 
     uint4 cur[UNROLL], nxt[UNROLL];
     auto load = [&](uint32_t s0, uint4(&w)[UNROLL]) {
@@ -418,17 +423,31 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_mma(Phas
             float v[8];
             load_word(ph, in, i, v);
             for (int j = 0; j < 8; ++j) v[j] *= inv_rms;
-            const bool hi = i & 1;
-            const float m = hi ? 1.f / 16.f : 1.f;
-            float sb = 0.f;
-            uint32_t* dst = reinterpret_cast<uint32_t*>(bfrag + (i / 2) * 4) + hi;
-            for (int tt = 0; tt < 4; ++tt) {
-                const __half2 pr = __floats2half2_rn(v[2 * tt] * m, v[2 * tt + 1] * m);
-                const float2 r = __half22float2(pr);
-                sb += r.x + r.y;
-                dst[2 * tt] = u32(pr);
+            float bias = 0.f, sx = 0.f;
+            if (GATHER) {
+                // The engine's layout: word r = 2 t + hb of step s is rows 16 t + 8 hb .. + 7 and gives lane t
+                // of every k16 block j its pair (8r + j, 8r + j + 4) as b.x (hb 0) or b.y (hb 1), / 16 for odd j.
+                const uint32_t s = i / 8, r = i % 8, tq = r / 2, hb = r % 2;
+                for (int jj = 0; jj < 4; ++jj) {
+                    const float m = (jj & 1) ? 1.f / 16.f : 1.f;
+                    const __half2 pr = __floats2half2_rn(v[jj] * m, v[jj + 4] * m);
+                    const float2 rr = __half22float2(pr);
+                    bias += 1024.f * (rr.x + rr.y), sx += (jj & 1 ? 16.f : 1.f) * (rr.x + rr.y);
+                    reinterpret_cast<uint32_t*>(bfrag + (4 * s + jj) * 4 + tq)[hb] = u32(pr);
+                }
+            } else {
+                const bool hi = i & 1;
+                const float m = hi ? 1.f / 16.f : 1.f;
+                float sb = 0.f;
+                uint32_t* dst = reinterpret_cast<uint32_t*>(bfrag + (i / 2) * 4) + hi;
+                for (int tt = 0; tt < 4; ++tt) {
+                    const __half2 pr = __floats2half2_rn(v[2 * tt] * m, v[2 * tt + 1] * m);
+                    const float2 r = __half22float2(pr);
+                    sb += r.x + r.y;
+                    dst[2 * tt] = u32(pr);
+                }
+                bias = 1024.f * sb, sx = hi ? 16.f * sb : sb;
             }
-            float bias = 1024.f * sb, sx = hi ? 16.f * sb : sb;
             for (int o = 1; o < 8; o <<= 1) {
                 bias += __shfl_xor_sync(0xffffffffu, bias, o);
                 sx += __shfl_xor_sync(0xffffffffu, sx, o);
@@ -464,15 +483,37 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_mma(Phas
             const uint32_t s = s0 + u * NW;
             if (s < steps) {
                 float d[4] = {0.f, 0.f, 0.f, 0.f};
-                const uint32_t words[4] = {cur[u].x, cur[u].y, cur[u].z, cur[u].w};
+                if (GATHER) {
+                    // Lane (g, t) takes words 2 (t % 2), 2 (t % 2) + 1 of lanes g + 16 (t / 2) and g + 8 + 16 (t / 2)
+                    // (slots g and g + 8, rows 16 t .. 16 t + 15), as the short wgmma tile does; pair i of each
+                    // word goes into k16 block i.
+                    gather[lane] = cur[u];
+                    __syncwarp();
+                    const uint32_t src = g + 16 * (t >> 1);
+                    const uint2 w0 = reinterpret_cast<const uint2*>(gather + src)[t & 1];
+                    const uint2 w1 = reinterpret_cast<const uint2*>(gather + src + 8)[t & 1];
+                    __syncwarp();
+                    const uint32_t words[4] = {w0.x, w1.x, w0.y, w1.y};  // a0 .. a3's words
 #pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const uint32_t hi = words[i] >> 8;
-                    const uint32_t a[4] = {lop3_and_or(words[i], 0x000F000Fu, 0x64006400u),
-                                           lop3_and_or(hi, 0x000F000Fu, 0x64006400u),
-                                           lop3_and_or(words[i], 0x00F000F0u, 0x64006400u),
-                                           lop3_and_or(hi, 0x00F000F0u, 0x64006400u)};
-                    mma16816(d, a, bfrag[(4 * s + i) * 4 + t]);
+                    for (int i = 0; i < 4; ++i) {
+                        uint32_t a[4];
+#pragma unroll
+                        for (int q = 0; q < 4; ++q)
+                            a[q] = lop3_and_or(i >= 2 ? words[q] >> 8 : words[q], (i & 1) ? 0x00F000F0u : 0x000F000Fu,
+                                               0x64006400u);
+                        mma16816(d, a, bfrag[(4 * s + i) * 4 + t]);
+                    }
+                } else {
+                    const uint32_t words[4] = {cur[u].x, cur[u].y, cur[u].z, cur[u].w};
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        const uint32_t hi = words[i] >> 8;
+                        const uint32_t a[4] = {lop3_and_or(words[i], 0x000F000Fu, 0x64006400u),
+                                               lop3_and_or(hi, 0x000F000Fu, 0x64006400u),
+                                               lop3_and_or(words[i], 0x00F000F0u, 0x64006400u),
+                                               lop3_and_or(hi, 0x00F000F0u, 0x64006400u)};
+                        mma16816(d, a, bfrag[(4 * s + i) * 4 + t]);
+                    }
                 }
                 const float2 c = consts[s];
                 const uint32_t grp = s * 64 / GROUP;
@@ -540,6 +581,7 @@ struct Variant {
     int per_sm;  // balanced: blocks per SM; 0: tiled
     int dot;     // 0 fold, 1 the engine's dot product, 2 dot_lite, 3 gemv_phase_mma
     int pre;     // 0 block staging after the wait, 1 before it, 2 each warp its own rows after the wait
+    int warps;   // tiled, engine dot, staged after the wait: warps per block for every phase (0: the engine's 8 / 16)
 };
 
 template <int NW, bool BAL, int DOT, int PRE>
@@ -561,7 +603,7 @@ static void launch(const Phase& ph, const Inputs& in, int grid, cudaStream_t s) 
 template <int NW, int PRE>
 static void launch_mma(const Phase& ph, const Inputs& in, cudaStream_t s) {
     const uint32_t steps = ph.k / 64, groups = ph.k / GROUP;
-    const size_t smem = steps * 16 * 8 + steps * 8 + groups * 16 * 8 + (NW * 16 + 32 + 16) * 4;
+    const size_t smem = steps * 16 * 8 + steps * 8 + groups * 16 * 8 + (NW * 16 + 32 + 16) * 4 + NW * 512;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(ph.tiles);
     cfg.blockDim = dim3(NW * 32);
@@ -602,7 +644,8 @@ static void launch_mma_variant(const Phase& ph, const Inputs& in, int pre, cudaS
     const bool wide = ph.tiles <= 512;  // as the engine's o / down: 16 warps
     if (pre == 0) wide ? launch_mma<16, 0>(ph, in, s) : launch_mma<8, 0>(ph, in, s);
     else if (pre == 1) wide ? launch_mma<16, 1>(ph, in, s) : launch_mma<8, 1>(ph, in, s);
-    else wide ? launch_mma<16, 2>(ph, in, s) : launch_mma<8, 2>(ph, in, s);
+    else if (pre == 2) wide ? launch_mma<16, 2>(ph, in, s) : launch_mma<8, 2>(ph, in, s);
+    else wide ? launch_mma<16, 3>(ph, in, s) : launch_mma<8, 3>(ph, in, s);
 }
 
 int main() {
@@ -692,9 +735,13 @@ int main() {
         {"balanced 2/SM  dot  stage", 2, 1, 0},
         {"balanced 2/SM  dot  prestage", 2, 1, 1},
         {"balanced 2/SM  fold stage", 2, 0, 0},
+        {"tiled, 4 warps for every phase", 0, 1, 0, 4},
+        {"tiled, 8 warps for every phase", 0, 1, 0, 8},
+        {"tiled, 16 warps for every phase", 0, 1, 0, 16},
         {"tiled          mma  stage", 0, 3, 0},
         {"tiled          mma  prestage", 0, 3, 1},
         {"tiled          mma  stage, correction per block", 0, 3, 2},
+        {"tiled          mma  on the engine's layout", 0, 3, 3},
     };
     const int n_variants = sizeof(variants) / sizeof(variants[0]);
     std::vector<float> y_ref(4 * 22016), y_now(4 * 22016);
@@ -705,7 +752,10 @@ int main() {
         CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
         for (auto& ph : chain) {
             const int grid = sms * var.per_sm;
-            if (var.dot == 3) launch_mma_variant(ph, in, var.pre, s);
+            if (var.warps == 4) launch<4, false, 1, 0>(ph, in, ph.tiles, s);
+            else if (var.warps == 8) launch<8, false, 1, 0>(ph, in, ph.tiles, s);
+            else if (var.warps == 16) launch<16, false, 1, 0>(ph, in, ph.tiles, s);
+            else if (var.dot == 3) launch_mma_variant(ph, in, var.pre, s);
             else if (var.per_sm > 0) launch_variant<true>(ph, in, grid, var.dot, var.pre, s);
             else launch_variant<false>(ph, in, grid, var.dot, var.pre, s);
         }
@@ -726,7 +776,17 @@ int main() {
         CHECK(cudaMemcpy(y_now.data(), y, y_now.size() * 4, cudaMemcpyDeviceToHost));
         const float m = median(t);
         std::printf("%-36s %8.1f us per step (%5.0f GB/s)", var.name, m, (wbytes + sbytes) / m / 1e3);
-        if (var.dot == 3) {
+        if (var.dot == 3 && var.pre == 3) {
+            // The engine's layout, so the engine-like kernel's outputs (fp16 chunk sums there: ~1e-3 apart).
+            double d = 0, r = 0;
+            for (int type = 0; type < 4; ++type)
+                for (uint32_t i = 0; i < shapes[type][1]; ++i) {
+                    const double a = y_now[type * 22016 + i], b = y_ref[type * 22016 + i];
+                    d += (a - b) * (a - b), r += b * b;
+                }
+            const double rel = std::sqrt(d / r);
+            std::printf("  outputs vs the engine-like kernel: rel L2 %.2e%s", rel, rel < 2e-3 ? "" : "  MISMATCH");
+        } else if (var.dot == 3) {
             // The last layer's o projection (plain input) against the host, at a spread of outputs.
             const Phase& o = chain[chain.size() - 3];
             std::vector<uint32_t> hw((size_t)o.k * o.tiles * 2);  // 16 slots × k nibbles per tile
