@@ -478,15 +478,15 @@ struct SmemLayout {
 };
 
 // The first bytes of the next GEMV's weights into L2 (sm_90: one bulk prefetch per chunk; elsewhere nothing):
-// chunks j < next_blocks of next_bytes at next_qw + j · next_stride, spread over this kernel's blocks. Why: a decode
+// next_chunks chunks of next_chunk_bytes from next_qw on, spread over this kernel's blocks. Why: a decode
 // step is a chain of kernels whose GEMVs leave the DRAM partly idle (their blocks are latency-bound, and each
 // kernel's tail and the next one's first round trip stream little), so the next GEMV's head is asked for while
 // this one still runs, and its first loads then hit L2. One thread of a block, once its own loads are issued.
 ENGINE_DEV void prefetch_next(const GemvParams& p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     const unsigned char* next = reinterpret_cast<const unsigned char*>(p.next_qw);
-    for (uint32_t j = blockIdx.x; j < p.next_blocks; j += gridDim.x)
-        bulk::prefetch_l2(next + (size_t)j * p.next_stride, p.next_bytes);
+    for (uint32_t j = blockIdx.x; j < p.next_chunks; j += gridDim.x)
+        bulk::prefetch_l2(next + (size_t)j * p.next_chunk_bytes, p.next_chunk_bytes);
 #endif
 }
 

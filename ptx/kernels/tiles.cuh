@@ -117,8 +117,8 @@ struct GemvParams {
     const uint32_t* out_idx;
     float* y_sorted;
     const __half* out_norm_w;
-    // The next GEMV of the step (sm_90): chunks j < next_blocks of next_bytes at next_qw + j · next_stride, which
-    // this one's blocks ask into L2 once their own weights are asked for (gemv::prefetch_next). Null / 0: none.
+    // The next GEMV of the step (sm_90): its first next_chunks · next_chunk_bytes bytes at next_qw, which this one's
+    // blocks ask into L2 a chunk at a time once their own weights are asked for (gemv::prefetch_next). Null / 0: none.
     const uint4* next_qw;
     uint32_t k;               // input rows (unpadded)
     uint32_t k_pad;           // input rows padded to INT4_STEP_K
@@ -138,9 +138,8 @@ struct GemvParams {
                               // 0xFFFFFFFF where there is none
     uint32_t out_parts;       // RESIDUAL: copies in y_sorted (0: none)
     uint32_t out_stride;      // elements between two parts' rows of out_idx and y_sorted
-    uint32_t next_stride;     // bytes
-    uint32_t next_blocks;
-    uint32_t next_bytes;
+    uint32_t next_chunks;
+    uint32_t next_chunk_bytes;
 };
 
 // Everything the prefill GEMM kernels read and write: gemm.cu (row tiles of 64) and gemm_small.cu (chunks of

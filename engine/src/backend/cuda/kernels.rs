@@ -140,9 +140,8 @@ kernel_params! {
         part_slot2: u32,
         out_parts: u32,
         out_stride: u32,
-        next_stride: u32,
-        next_blocks: u32,
-        next_bytes: u32,
+        next_chunks: u32,
+        next_chunk_bytes: u32,
     }
 
     /// The prefill GEMM kernels' parameters (`gemm.cu`, `gemm_small.cu`).

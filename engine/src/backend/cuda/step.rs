@@ -71,6 +71,13 @@ pub(crate) enum StepEnd {
     Sample,
 }
 
+/// The kernel a GEMM launch runs: one that takes [`GemmParams`], or the short tile's q/k/v kernel with the rotary
+/// epilogue, whose parameter block adds the rotary fields.
+enum GemmKernel<'k> {
+    Plain(&'k Kernel<GemmParams>),
+    QkvRope(RopeParams),
+}
+
 /// Where a prefill GEMM puts its result.
 #[derive(Clone, Copy)]
 enum GemmOut {
@@ -497,13 +504,7 @@ impl Step<'_> {
         let words = next.tiles() as u64 * next.words_per_tile() as u64;
         let bytes = (self.tuning.gemv_prefetch_mb as u64) << 20;
         let chunks = bytes.min(words * 16) / PREFETCH_CHUNK as u64;
-        GemvParams {
-            next_qw: next.qw,
-            next_stride: PREFETCH_CHUNK,
-            next_blocks: chunks as u32,
-            next_bytes: PREFETCH_CHUNK,
-            ..p
-        }
+        GemvParams { next_qw: next.qw, next_chunks: chunks as u32, next_chunk_bytes: PREFETCH_CHUNK, ..p }
     }
 
     /// The fields by which the kernel that updates the residual stream writes `next`'s input with act-order: a copy
@@ -693,32 +694,34 @@ impl Step<'_> {
         let k_splits = shapes::gemm_splits(tile, lin.n_pad, lin.k_pad, m, &self.gpu.limits, self.ws_plan);
         let k = &self.gpu.k;
         let format = lin.format;
+        use GemmKernel::{Plain, QkvRope};
         let (kernel, y32, y16) = match (out, tile) {
-            (GemmOut::Store16(y), GemmTile::Small { .. }) => (Some(k.gemm_small_store16.of(format)), DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::Small { .. }) => (Some(k.gemm_small_residual.of(format)), y, DevPtr::NULL),
-            (GemmOut::Store16(y), GemmTile::Rows64) => (Some(k.gemm_store16.of(format)), DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::Rows64) => (Some(k.gemm_residual.of(format)), y, DevPtr::NULL),
-            (GemmOut::Store16(y), GemmTile::Rows128) => (Some(&k.gemm128_store16), DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::Rows128) => (Some(&k.gemm128_residual), y, DevPtr::NULL),
-            (GemmOut::Store16(y), GemmTile::Wgmma128) => (Some(&k.gemm_wgmma_store16), DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::Wgmma128) => (Some(&k.gemm_wgmma_residual), y, DevPtr::NULL),
-            (GemmOut::Store16(y), GemmTile::Wgmma256) => (Some(&k.gemm_wgmma256_store16), DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::Wgmma256) => (Some(&k.gemm_wgmma256_residual), y, DevPtr::NULL),
-            (GemmOut::Store16(y), GemmTile::WgmmaWs) => (Some(&k.gemm_wgmma_ws_store16), DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::WgmmaWs) => (Some(&k.gemm_wgmma_ws_residual), y, DevPtr::NULL),
-            (GemmOut::Store16(y), GemmTile::WgmmaShort) => (Some(&k.gemm_wgmma_short_store16), DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::WgmmaShort) => (Some(&k.gemm_wgmma_short_residual), y, DevPtr::NULL),
-            (GemmOut::SwiGlu(y), GemmTile::WgmmaShort) => (Some(&k.gemm_wgmma_short_swiglu), DevPtr::NULL, y),
-            // Its own kernel and parameter block (below).
-            (GemmOut::QkvRope(_), GemmTile::WgmmaShort) => (None, DevPtr::NULL, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::Small { .. }) => (Plain(k.gemm_small_store16.of(format)), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::Small { .. }) => {
+                (Plain(k.gemm_small_residual.of(format)), y, DevPtr::NULL)
+            }
+            (GemmOut::Store16(y), GemmTile::Rows64) => (Plain(k.gemm_store16.of(format)), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::Rows64) => (Plain(k.gemm_residual.of(format)), y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::Rows128) => (Plain(&k.gemm128_store16), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::Rows128) => (Plain(&k.gemm128_residual), y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::Wgmma128) => (Plain(&k.gemm_wgmma_store16), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::Wgmma128) => (Plain(&k.gemm_wgmma_residual), y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::Wgmma256) => (Plain(&k.gemm_wgmma256_store16), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::Wgmma256) => (Plain(&k.gemm_wgmma256_residual), y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::WgmmaWs) => (Plain(&k.gemm_wgmma_ws_store16), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::WgmmaWs) => (Plain(&k.gemm_wgmma_ws_residual), y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::WgmmaShort) => (Plain(&k.gemm_wgmma_short_store16), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::WgmmaShort) => (Plain(&k.gemm_wgmma_short_residual), y, DevPtr::NULL),
+            (GemmOut::SwiGlu(y), GemmTile::WgmmaShort) => (Plain(&k.gemm_wgmma_short_swiglu), DevPtr::NULL, y),
+            (GemmOut::QkvRope(rope), GemmTile::WgmmaShort) => (QkvRope(rope), DevPtr::NULL, DevPtr::NULL),
             (GemmOut::SwiGlu(_), _) => {
                 return Err(Error::Device(format!("the {tile:?} GEMM tile has no SwiGLU epilogue")));
             }
             (GemmOut::QkvRope(_), _) => {
                 return Err(Error::Device(format!("the {tile:?} GEMM tile has no rotary epilogue")));
             }
-            (GemmOut::Store16(y), GemmTile::WgmmaWreg) => (Some(&k.gemm_wgmma_wreg_store16), DevPtr::NULL, y),
-            (GemmOut::Residual(y), GemmTile::WgmmaWreg) => (Some(&k.gemm_wgmma_wreg_residual), y, DevPtr::NULL),
+            (GemmOut::Store16(y), GemmTile::WgmmaWreg) => (Plain(&k.gemm_wgmma_wreg_store16), DevPtr::NULL, y),
+            (GemmOut::Residual(y), GemmTile::WgmmaWreg) => (Plain(&k.gemm_wgmma_wreg_residual), y, DevPtr::NULL),
         };
         let int4_only = matches!(
             tile,
@@ -776,14 +779,9 @@ impl Step<'_> {
             part_slot2: lin.part_slots[1],
         };
         let launch = tile.launch(lin.n_pad, lin.k_pad, m, k_splits, format);
-        match (kernel, out) {
-            (Some(kernel), _) => self.run(kernel, launch, &p),
-            (None, GemmOut::QkvRope(rope)) => {
-                self.run(&k.gemm_wgmma_short_qkv_rope, launch, &GemmRopeParams { gemm: p, rope })
-            }
-            (None, _) => {
-                Err(Error::Device("a GEMM epilogue without a kernel (only the rotary one has its own)".into()))
-            }
+        match kernel {
+            Plain(kernel) => self.run(kernel, launch, &p),
+            QkvRope(rope) => self.run(&k.gemm_wgmma_short_qkv_rope, launch, &GemmRopeParams { gemm: p, rope }),
         }
     }
 
