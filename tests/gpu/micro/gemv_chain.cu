@@ -20,7 +20,8 @@
 //                      a valid kernel), 2 by each warp for its own rows (no block barrier; for the mma kernel: its
 //                      bias and zero correction made once per block and slot rather than per step), 3 (mma
 //                      kernel) on the engine's layout, each step's words regrouped into fragments through shared
-//                      memory (the short wgmma tile's mapping).
+//                      memory (the short wgmma tile's mapping); 4 / 5 (engine dot) block staging with the
+//                      second batch of weights loaded before the wait / right after it, before staging.
 // Medians of 7 replays of the captured graph after a warm-up, CUDA events. Checks: every variant of the engine's
 // dot product gives the engine-like kernel's outputs (outputs poisoned before each run); the mma kernel's o
 // outputs match a float64 reading of the same bytes on the host.
@@ -296,9 +297,13 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase(Phase ph
     uint32_t cur_sz[UNROLL], nxt_sz[UNROLL];
     Pos at = Pos{f0, t0, f0 - t0 * steps}.advanced(warp, steps);
     load_batch<NW>(ph, steps, groups, at, f1, cur, cur_sz);
+    // PRE 4 / 5: the second batch too before the wait / after it but before staging (block staging).
+    bool second_loaded = PRE == 4 || PRE == 5;
+    if (PRE == 4) load_batch<NW>(ph, steps, groups, at.advanced(NW * UNROLL, steps), f1, nxt, nxt_sz);
     if (PRE == 1) stage<NW>(ph, in, xs, scratch);
     pdl_wait();
-    if (PRE == 0) stage<NW>(ph, in, xs, scratch);
+    if (PRE == 5) load_batch<NW>(ph, steps, groups, at.advanced(NW * UNROLL, steps), f1, nxt, nxt_sz);
+    if (PRE == 0 || PRE >= 4) stage<NW>(ph, in, xs, scratch);
     if (PRE == 2) stage_warp<NW>(ph, in, xs);
     pdl_launch();
 
@@ -306,7 +311,8 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase(Phase ph
     uint32_t tile = t0;
     for (; at.f < f1;) {
         const Pos next = at.advanced(NW * UNROLL, steps);
-        load_batch<NW>(ph, steps, groups, next, f1, nxt, nxt_sz);
+        if (!second_loaded) load_batch<NW>(ph, steps, groups, next, f1, nxt, nxt_sz);
+        second_loaded = false;
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
             const Pos q = at.advanced(u * NW, steps);
@@ -726,6 +732,8 @@ int main() {
         {"tiled          fold stage", 0, 0, 0},
         {"tiled          fold prestage", 0, 0, 1},
         {"tiled          fold warpstage", 0, 0, 2},
+        {"tiled          dot  stage, 2nd batch before the wait", 0, 1, 4},
+        {"tiled          dot  stage, 2nd batch before staging", 0, 1, 5},
         {"tiled          lite stage", 0, 2, 0},
         {"tiled          lite prestage", 0, 2, 1},
         {"tiled          lite warpstage", 0, 2, 2},
@@ -756,6 +764,11 @@ int main() {
             else if (var.warps == 8) launch<8, false, 1, 0>(ph, in, ph.tiles, s);
             else if (var.warps == 16) launch<16, false, 1, 0>(ph, in, ph.tiles, s);
             else if (var.dot == 3) launch_mma_variant(ph, in, var.pre, s);
+            else if (var.dot == 1 && var.pre >= 4)
+                ph.tiles <= 512 ? (var.pre == 4 ? launch<16, false, 1, 4>(ph, in, ph.tiles, s)
+                                                : launch<16, false, 1, 5>(ph, in, ph.tiles, s))
+                                : (var.pre == 4 ? launch<8, false, 1, 4>(ph, in, ph.tiles, s)
+                                                : launch<8, false, 1, 5>(ph, in, ph.tiles, s));
             else if (var.per_sm > 0) launch_variant<true>(ph, in, grid, var.dot, var.pre, s);
             else launch_variant<false>(ph, in, grid, var.dot, var.pre, s);
         }
