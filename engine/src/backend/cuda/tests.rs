@@ -827,7 +827,7 @@ impl RopeSetup {
 /// What a q/k/v GEMV writes, poisoned: the rotated queries and a position of the KV caches, with the rotary tables
 /// and the position it reads.
 struct QkvOut {
-    _tables: Vec<DeviceBuffer>,
+    _rope: RopeSetup,
     q: DeviceBuffer,
     kc: DeviceBuffer,
     vc: DeviceBuffer,
@@ -838,26 +838,24 @@ struct QkvOut {
 
 impl QkvOut {
     fn new(g: &Device, heads: usize, kv_heads: usize, hd: usize, ctx: usize, max_pos: usize, pos: u32) -> QkvOut {
-        let (q_dim, kv_dim) = (heads * hd, kv_heads * hd);
-        let rope = RopeTable::new(hd, 10000.0, max_pos);
-        let (cos, sin) = rope.tables();
-        let (cm, snm, pm) = (put(g, cos), put(g, sin), put(g, &[pos]));
-        let q = poisoned(g, q_dim * 2);
+        let rope = RopeSetup::new(g, (heads, kv_heads, hd), ctx, max_pos, pos);
+        let q = poisoned(g, rope.q_dim * 2);
         let (kc, vc) = (poisoned(g, kv_heads * ctx * hd * 2), poisoned(g, kv_heads * ctx * hd * 2));
         let params = GemvParams {
             out16: q.ptr(),
             k_cache: kc.ptr(),
             v_cache: vc.ptr(),
-            rope_cos: cm.ptr(),
-            rope_sin: snm.ptr(),
-            pos: pm.ptr(),
+            rope_cos: rope.cos.ptr(),
+            rope_sin: rope.sin.ptr(),
+            pos: rope.pos0.ptr(),
             ctx: ctx as u32,
             head_dim: hd as u32,
-            q_dim: q_dim as u32,
-            kv_dim: kv_dim as u32,
+            q_dim: rope.q_dim as u32,
+            kv_dim: rope.kv_dim as u32,
             ..Default::default()
         };
-        QkvOut { _tables: vec![cm, snm, pm], q, kc, vc, dims: (q_dim, kv_heads, hd, ctx), pos, params }
+        let dims = (rope.q_dim, kv_heads, hd, ctx);
+        QkvOut { _rope: rope, q, kc, vc, dims, pos, params }
     }
 
     /// `lin`'s parameters with this output's.
