@@ -134,7 +134,9 @@ ENGINE_DEV void wgmma_k16(float (&d)[8], const uint32_t (&a)[4], Desc db) {
 // With split-K every block writes its partial sums into gemm.cu's [split][m][n_pad] buffer and the last to arrive
 // (a counter per grid.x · grid.y tile) adds them in split order, the loads of up to 32 / (N / 16) splits at once:
 // with ~16 splits of a short K range, one round trip per split would be the kernel's tail.
-template <int OUT, int ACC>
+// The 16-row GEMV-shaped GEMM (gemv_rows16.cu) ends the same way, with its sums rearranged into this layout;
+// `YOrder` is the order its SwiGLU output takes (the down projection's input order: korder::Order, frag16::Order).
+template <int OUT, int ACC, class YOrder = korder::Order>
 ENGINE_DEV void finish(const GemmParams& p, float (&d)[ACC], uint32_t slot_l, uint32_t row0,
                        const RopeParams* rope = nullptr) {
     constexpr int BATCH = ACC >= 32 ? 1 : 32 / ACC;  // split partials whose loads are issued at once
@@ -175,11 +177,10 @@ ENGINE_DEV void finish(const GemmParams& p, float (&d)[ACC], uint32_t slot_l, ui
         // to column i of the down projection's input (y16, ldy = its k_pad), in the K order of k_order.cuh.
         const uint32_t i_col = slot_l < p.n_pad ? p.col_map[slot_l] : INT4_PAD_SLOT;
         if (i_col == INT4_PAD_SLOT) return;
-        const uint32_t at = korder::dest(i_col);
 #pragma unroll
         for (int i = 0; i < ACC; ++i)
             if ((i & 2) == 0 && row_of(i) < p.m)
-                p.y16[(size_t)row_of(i) * p.ldy + at] = __float2half_rn(silu_times(d[i], d[i | 2]));
+                p.y16[YOrder::at(row_of(i), i_col, p.ldy)] = __float2half_rn(silu_times(d[i], d[i | 2]));
         return;
     }
     const uint32_t col[2] = {slot_l < p.n_pad ? p.col_map[slot_l] : INT4_PAD_SLOT,

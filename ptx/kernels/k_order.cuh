@@ -60,4 +60,9 @@ ENGINE_DEV uint4 chunk(const Words& words, uint32_t q) {
     return make_uint4(v[0], v[1], v[2], v[3]);
 }
 
+// The order as a type, for epilogues that write A one element at a time (wgs::finish's SwiGLU): row r of `ldy`.
+struct Order {
+    __device__ __forceinline__ static size_t at(uint32_t r, uint32_t k, uint32_t ldy) { return (size_t)r * ldy + dest(k); }
+};
+
 }  // namespace korder

@@ -3,14 +3,16 @@
 // Decode fuses the norm into the GEMV (gemv.cu); prefill GEMMs are compute-bound, and a separate pass over
 // [rows, dim] costs far less than the GEMM, so the norm stays simple here. With act-order weights the GEMM wants
 // its input columns in the weights' sorted row order, so the norm writes them permuted (perm may be null); with
-// the 128-row weights-in-registers GEMM next, it writes them in that tile's K order (k_order.cuh), zero-padded to
-// the GEMM's k_pad columns, which saves the GEMM a rearranging pass over its input.
+// the weights-in-registers GEMMs next, it writes them in those tiles' K order (k_order.cuh), zero-padded to the
+// GEMM's k_pad columns, and with the 16-row GEMV-shaped GEMM next in its fragment order (frag16.cuh): either saves
+// the GEMM a rearranging pass over its input.
 //
 // Why the loads are batched: one block owns a whole row, and a plain strided loop waits one memory round trip per
 // iteration (16 of them for a 4096-wide row: ~10 µs, measured, for a 16-row prompt). Loading ROW_UNROLL elements
 // per thread before using any of them makes it one or two round trips.
 #include "common.cuh"
 #include "k_order.cuh"
+#include "frag16.cuh"
 #include <cuda_fp16.h>
 
 #define ROW_UNROLL 8
@@ -24,13 +26,15 @@ struct RmsNormParams {
     float eps;
     uint32_t perm_stride;   // entries between the row orders of two parts
     uint32_t out_stride;    // elements between the outputs of two parts
-    uint32_t out_cols;      // columns of an output row: dim, or the GEMM's k_pad with k_steps
-    uint32_t k_steps;       // nonzero: output column j holds GEMM input k = korder::source(j) (zero from dim on)
+    uint32_t out_cols;      // columns of an output row: dim, or the GEMM's k_pad with an order
+    uint32_t order;         // 0 in order; 1 output column j holds GEMM input k = korder::source(j); 2 frag16's
+                            // order over out_cols columns (then the rows are < 16, out_cols a multiple of 128);
+                            // with 1 and 2 zero from dim on
 };
 
 // Grid: (rows, parts, slices); 256 threads. Part i of row r (i = blockIdx.y, one part without act-order):
 // out[i · out_stride + r · out_cols + j] = x[r][perm_i[k]] / rms(x[r]) * w[perm_i[k]], perm_i = perm + i · perm_stride,
-// k = j (or korder::source(j) with k_steps; zero where k ≥ dim).
+// k = j (or korder::source(j) with order 1; zero where k ≥ dim); order 2 puts element (r, k) at frag16::at(r, k).
 // Why the parts: with act-order each fused part (q, k, v; gate, up) has its own row order, so each gets its copy.
 extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows(const RmsNormParams a) {
     const float* x = a.x;
@@ -64,8 +68,22 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows(const RmsNormPara
         inv_rms = rsqrtf(total / (float)dim + eps);
     }
     __syncthreads();
+    if (a.order == 2) {
+        // frag16's order: a thread per natural 8-column chunk of this block's slice, four 4-byte stores.
+        const auto [lo, hi] = slice_of(a.out_cols / 8, blockIdx.z, gridDim.z);
+        for (uint32_t chunk = lo + threadIdx.x; chunk < hi; chunk += blockDim.x) {
+            __half v[8];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const uint32_t k = 8 * chunk + j, src = k < dim ? (perm ? perm[k] : k) : 0;
+                v[j] = __float2half_rn(k < dim ? xr[src] * inv_rms * __half2float(w[src]) : 0.f);
+            }
+            frag16::store_chunk(out, blockIdx.x, chunk, v);
+        }
+        return;
+    }
     __half* o = out + (size_t)blockIdx.x * a.out_cols;
-    if (a.k_steps) {
+    if (a.order == 1) {
         // In the K order: a thread per 16-byte output chunk (out_cols is a multiple of 64, so is its row's start),
         // its 8 sources gathered at once; this block's slice of the row's chunks (grid.z, as below).
         const auto [lo, hi] = slice_of(a.out_cols / 8, blockIdx.z, gridDim.z);

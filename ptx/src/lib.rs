@@ -201,6 +201,29 @@ pub mod kernels {
     /// `gemm_wgmma_wreg.cu`: `permute_k_steps(PermuteKParams)`: rows of A into the K order of the
     /// weights-in-registers tile, k_pad wide, zero past k. 128 threads, grid (rows, slices, parts).
     pub const PERMUTE_K_STEPS: &str = "permute_k_steps";
+    /// `gemv_rows16.cu`: `gemv_rows16_int4_store16(GemmParams)`: chunks of at most 16 rows shaped like the decode
+    /// GEMV, f16 output. 256 threads, grid n_pad / 16, no dynamic shared memory; k_pad a multiple of 128, one K
+    /// split, A in `frag16.cuh`'s fragment order (16 × k_pad halves).
+    pub const GEMV_ROWS16_INT4_STORE16: &str = "gemv_rows16_int4_store16";
+    /// `gemv_rows16.cu`: the same, adding into an f32 output.
+    pub const GEMV_ROWS16_INT4_RESIDUAL: &str = "gemv_rows16_int4_residual";
+    /// `gemv_rows16.cu`: the same, f32 output (tests).
+    pub const GEMV_ROWS16_INT4_STORE32: &str = "gemv_rows16_int4_store32";
+    /// `gemv_rows16.cu`: the same over a paired gate/up, silu(gate) · up into the down projection's input in the
+    /// fragment order.
+    pub const GEMV_ROWS16_INT4_SWIGLU: &str = "gemv_rows16_int4_swiglu";
+    /// `gemv_rows16.cu`: `gemv_rows16_int4_qkv_rope(GemmRopeParams)`: q/k/v with the rotary embedding and the
+    /// KV-cache append in the epilogue (as `gemm_wgmma_short_int4_qkv_rope`).
+    pub const GEMV_ROWS16_INT4_QKV_ROPE: &str = "gemv_rows16_int4_qkv_rope";
+    /// `gemv_rows16.cu`: the same five with 512 threads (16 warps per tile), for projections of few tiles.
+    pub const GEMV_ROWS16_WIDE_INT4_STORE16: &str = "gemv_rows16_wide_int4_store16";
+    pub const GEMV_ROWS16_WIDE_INT4_RESIDUAL: &str = "gemv_rows16_wide_int4_residual";
+    pub const GEMV_ROWS16_WIDE_INT4_STORE32: &str = "gemv_rows16_wide_int4_store32";
+    pub const GEMV_ROWS16_WIDE_INT4_SWIGLU: &str = "gemv_rows16_wide_int4_swiglu";
+    pub const GEMV_ROWS16_WIDE_INT4_QKV_ROPE: &str = "gemv_rows16_wide_int4_qkv_rope";
+    /// `gemv_rows16.cu`: `permute_frag16(PermuteKParams)`: at most 16 rows of A in order into the fragment order,
+    /// k_pad wide, zero past k. 128 threads, grid (rows, slices).
+    pub const PERMUTE_FRAG16: &str = "permute_frag16";
     /// `gemm_small.cu`: `gemm_small_int4_store16(GemmParams)`: chunks of at most 16 rows, f16 output. 256 threads,
     /// grid (ceil(tiles / tiles_per_block), k_splits) with tiles = n_pad / 16 (the kernel takes tiles_per_block =
     /// ceil(tiles / grid.x)), dynamic shared memory 16 · (per_split · 128 + 64) bytes, per_split = ceil(k_pad / 64 /
@@ -380,6 +403,17 @@ pub mod kernels {
         GEMM_WGMMA_WREG_INT4_RESIDUAL,
         GEMM_WGMMA_WREG_INT4_STORE32,
         PERMUTE_K_STEPS,
+        GEMV_ROWS16_INT4_STORE16,
+        GEMV_ROWS16_INT4_RESIDUAL,
+        GEMV_ROWS16_INT4_STORE32,
+        GEMV_ROWS16_INT4_SWIGLU,
+        GEMV_ROWS16_INT4_QKV_ROPE,
+        GEMV_ROWS16_WIDE_INT4_STORE16,
+        GEMV_ROWS16_WIDE_INT4_RESIDUAL,
+        GEMV_ROWS16_WIDE_INT4_STORE32,
+        GEMV_ROWS16_WIDE_INT4_SWIGLU,
+        GEMV_ROWS16_WIDE_INT4_QKV_ROPE,
+        PERMUTE_FRAG16,
         GEMM_SMALL_INT4_STORE16,
         GEMM_SMALL_INT4_RESIDUAL,
         GEMV_INT8_QKV,

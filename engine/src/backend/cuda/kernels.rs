@@ -63,15 +63,35 @@ impl<P> ByFormat<P> {
     }
 }
 
+/// A kernel compiled for two block widths: 8 warps, and 16 (`*_wide_*`) for launches over few tiles, where more
+/// warps per tile keep the bytes in flight. The launch shape picks one ([`ByWidth::of`]).
+pub(crate) struct ByWidth<P> {
+    narrow: Kernel<P>,
+    wide: Kernel<P>,
+}
+
+impl<P> ByWidth<P> {
+    pub fn of(&self, wide: bool) -> &Kernel<P> {
+        if wide {
+            &self.wide
+        } else {
+            &self.narrow
+        }
+    }
+}
+
 /// Declares the kernel table: each field a kernel of the module paired with its parameter struct; in `by_format`,
-/// the kernels compiled for every weight format, with their three names.
+/// the kernels compiled for every weight format, with their three names; in `by_width`, those compiled for two
+/// block widths, with their two names.
 macro_rules! kernels {
     (one { $( $(#[$doc:meta])* $field:ident: $params:ident = $name:path, )* }
-     by_format { $( $(#[$wdoc:meta])* $wfield:ident: $wparams:ident = $int4:path, $int8:path, $f16:path; )* }) => {
+     by_format { $( $(#[$wdoc:meta])* $wfield:ident: $wparams:ident = $int4:path, $int8:path, $f16:path; )* }
+     by_width { $( $(#[$bdoc:meta])* $bfield:ident: $bparams:ident = $narrow:path, $wide:path; )* }) => {
         /// Every kernel of the engine's module, resolved once when the module loads.
         pub(crate) struct Kernels {
             $( $(#[$doc])* pub $field: Kernel<$params>, )*
             $( $(#[$wdoc])* pub $wfield: ByFormat<$wparams>, )*
+            $( $(#[$bdoc])* pub $bfield: ByWidth<$bparams>, )*
         }
 
         impl Kernels {
@@ -82,6 +102,10 @@ macro_rules! kernels {
                         int4: Kernel::load(module, $int4)?,
                         int8: Kernel::load(module, $int8)?,
                         f16: Kernel::load(module, $f16)?,
+                    }, )*
+                    $( $bfield: ByWidth {
+                        narrow: Kernel::load(module, $narrow)?,
+                        wide: Kernel::load(module, $wide)?,
                     }, )*
                 })
             }
@@ -95,6 +119,10 @@ macro_rules! kernels {
                 ($int4, stringify!($wparams), std::mem::size_of::<$wparams>()),
                 ($int8, stringify!($wparams), std::mem::size_of::<$wparams>()),
                 ($f16, stringify!($wparams), std::mem::size_of::<$wparams>()),
+            )*
+            $(
+                ($narrow, stringify!($bparams), std::mem::size_of::<$bparams>()),
+                ($wide, stringify!($bparams), std::mem::size_of::<$bparams>()),
             )*
         ];
     };
@@ -237,7 +265,7 @@ kernel_params! {
         perm_stride: u32,
         out_stride: u32,
         out_cols: u32,
-        k_steps: u32,
+        order: u32,
     }
 
     /// Column permutation of fp16 rows.
@@ -447,6 +475,7 @@ kernels! {
         gemm_wgmma_wreg_residual: GemmParams = name::GEMM_WGMMA_WREG_INT4_RESIDUAL,
         gemm_wgmma_wreg_store32: GemmParams = name::GEMM_WGMMA_WREG_INT4_STORE32,
         permute_k_steps: PermuteKParams = name::PERMUTE_K_STEPS,
+        permute_frag16: PermuteKParams = name::PERMUTE_FRAG16,
         attn_decode: AttnParams = name::ATTN_DECODE,
         attn_prefill: AttnParams = name::ATTN_PREFILL,
         attn_prefill_tc64: AttnParams = name::ATTN_PREFILL_TC64,
@@ -485,6 +514,16 @@ kernels! {
         gemm_store32: GemmParams = name::GEMM_INT4_STORE32, name::GEMM_INT8_STORE32, name::GEMM_F16_STORE32;
         gemm_small_store16: GemmParams = name::GEMM_SMALL_INT4_STORE16, name::GEMM_SMALL_INT8_STORE16, name::GEMM_SMALL_F16_STORE16;
         gemm_small_residual: GemmParams = name::GEMM_SMALL_INT4_RESIDUAL, name::GEMM_SMALL_INT8_RESIDUAL, name::GEMM_SMALL_F16_RESIDUAL;
+    }
+    by_width {
+        /// The GEMV-shaped 16-row tile (`gemv_rows16.cu`), int4 only.
+        gemv_rows16_store16: GemmParams = name::GEMV_ROWS16_INT4_STORE16, name::GEMV_ROWS16_WIDE_INT4_STORE16;
+        gemv_rows16_residual: GemmParams = name::GEMV_ROWS16_INT4_RESIDUAL, name::GEMV_ROWS16_WIDE_INT4_RESIDUAL;
+        /// f32 output: the kernel tests' reference epilogue.
+        #[cfg_attr(not(test), allow(dead_code))]
+        gemv_rows16_store32: GemmParams = name::GEMV_ROWS16_INT4_STORE32, name::GEMV_ROWS16_WIDE_INT4_STORE32;
+        gemv_rows16_swiglu: GemmParams = name::GEMV_ROWS16_INT4_SWIGLU, name::GEMV_ROWS16_WIDE_INT4_SWIGLU;
+        gemv_rows16_qkv_rope: GemmRopeParams = name::GEMV_ROWS16_INT4_QKV_ROPE, name::GEMV_ROWS16_WIDE_INT4_QKV_ROPE;
     }
 }
 

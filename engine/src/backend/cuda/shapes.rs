@@ -366,16 +366,44 @@ pub enum GemmTile {
     /// (`gemm_wgmma_wreg_int4_*`, sm_90 only), two blocks per SM; A must first be in its K order
     /// (`permute_k_steps`).
     WgmmaWreg,
+    /// Chunks of at most 16 rows shaped like the decode GEMV (`gemv_rows16_int4_*`, `mma.sync`): a block per
+    /// 16-slot tile over all of K, 8 warps (16 when `wide`, for projections of few tiles), no split-K; A in
+    /// `ptx/kernels/frag16.cuh`'s order.
+    GemvRows16 { wide: bool },
 }
+
+/// The order a prefill GEMM tile reads its rows of A in, which the kernel producing them writes where it can
+/// (the value is what the producers' `order` fields take).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputOrder {
+    /// Row after row, columns in order.
+    Rows = 0,
+    /// Rows, each 64-column step permuted as the weights-in-registers tiles pair K (`ptx/kernels/k_order.cuh`),
+    /// k_pad columns with zeros past k.
+    KSteps = 1,
+    /// The 16-row tile's MMA fragments (`ptx/kernels/frag16.cuh`): 16 rows × k_pad halves interleaved.
+    Frag16 = 2,
+}
+
+/// Columns of A whose fragments lie together in [`InputOrder::Frag16`] (`frag16::SPAN`): K of a
+/// [`GemmTile::GemvRows16`] GEMM is padded to a multiple of it.
+pub const FRAG16_SPAN: u32 = 128;
+
+/// Tiles over fewer 16-slot tiles than this take the 16-warp [`GemmTile::GemvRows16`] (the decode GEMV's rule for
+/// its wide blocks: few tiles need more warps per tile to keep the bytes in flight).
+pub const GEMV_ROWS16_WIDE_BELOW: u32 = 512;
 
 /// Rows from which a prefill GEMM uses the 128 × 128 tile. Below, a 128-row tile would be mostly padding.
 pub const GEMM128_MIN_ROWS: u32 = 128;
 
 impl GemmTile {
-    /// Whether the tile reads its A in the K order of the weights-in-registers tiles (`ptx/kernels/k_order.cuh`),
-    /// k_pad columns wide, rather than in order.
-    pub fn reads_k_steps(self) -> bool {
-        matches!(self, GemmTile::WgmmaShort | GemmTile::WgmmaWreg)
+    /// The order the tile reads its rows of A in.
+    pub fn input_order(self) -> InputOrder {
+        match self {
+            GemmTile::WgmmaShort | GemmTile::WgmmaWreg => InputOrder::KSteps,
+            GemmTile::GemvRows16 { .. } => InputOrder::Frag16,
+            _ => InputOrder::Rows,
+        }
     }
 
     /// The tile for `m` rows of a GEMM over `tiles` slot tiles and `steps` K steps: `gemm_small` for at most 16
@@ -416,7 +444,7 @@ impl GemmTile {
 
     fn rows(self) -> u32 {
         match self {
-            GemmTile::Small { .. } | GemmTile::WgmmaShort => 16,
+            GemmTile::Small { .. } | GemmTile::WgmmaShort | GemmTile::GemvRows16 { .. } => 16,
             GemmTile::Rows64 => 64,
             GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::Wgmma256 | GemmTile::WgmmaWs | GemmTile::WgmmaWreg => {
                 128
@@ -438,6 +466,7 @@ impl GemmTile {
     pub fn slots(self) -> u32 {
         match self {
             GemmTile::Small { tiles_per_block, .. } => tiles_per_block * TILE_N as u32,
+            GemmTile::GemvRows16 { .. } => TILE_N as u32,
             GemmTile::Rows64 => 64,
             GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::WgmmaWs | GemmTile::WgmmaShort | GemmTile::WgmmaWreg => {
                 128
@@ -455,6 +484,7 @@ impl GemmTile {
             | GemmTile::WgmmaWreg => 256,
             GemmTile::WgmmaWs => 384,
             GemmTile::Rows64 => 128,
+            GemmTile::GemvRows16 { wide } => 32 * if wide { 16 } else { 8 },
         }
     }
 
@@ -478,6 +508,7 @@ impl GemmTile {
             GemmTile::WgmmaWs => GEMM_WGMMA_WS_SMEM_BYTES,
             GemmTile::WgmmaShort => GEMM_WGMMA_SHORT_SMEM_BYTES,
             GemmTile::WgmmaWreg => GEMM_WGMMA_WREG_SMEM_BYTES,
+            GemmTile::GemvRows16 { .. } => 0,
         };
         let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
         Launch::new(grid, self.threads(), smem)
@@ -627,6 +658,7 @@ pub fn gemm_splits(
 ) -> u32 {
     match tile {
         GemmTile::Small { splits, .. } => splits,
+        GemmTile::GemvRows16 { .. } => 1,
         GemmTile::Rows64 => gemm64_splits(n_pad, k_pad, m, limits.sm_count),
         GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::WgmmaWreg => {
             // Two blocks per SM either way on sm_90 (the wgmma tiles' shared memory is the smaller).

@@ -18,7 +18,7 @@ use super::kernels::{
     LmHeadParams, PermuteKParams, PermuteParams, RmsNormParams, RopeParams, SampleParams, ScoreParams, SwigluParams,
 };
 use super::layout::{self, TileFormat};
-use super::shapes::{self, GemmTile, GEMV_THREADS, LM_HEAD_ROWS};
+use super::shapes::{self, GemmTile, InputOrder, GEMV_THREADS, LM_HEAD_ROWS};
 use super::tuning::{Tuning, WgmmaTile};
 use super::weights::{DevLinear, DeviceWeights};
 use crate::error::{Error, Result};
@@ -75,7 +75,7 @@ pub(crate) enum StepEnd {
 /// epilogue, whose parameter block adds the rotary fields.
 enum GemmKernel<'k> {
     Plain(&'k Kernel<GemmParams>),
-    QkvRope(RopeParams),
+    QkvRope(&'k Kernel<GemmRopeParams>, RopeParams),
 }
 
 /// Where a prefill GEMM puts its result.
@@ -86,10 +86,11 @@ enum GemmOut {
     /// Added into the f32 residual stream `y[row][col]`.
     Residual(DevPtr<f32>),
     /// SwiGLU of a paired gate/up (its gate column `i` and up column `i` side by side in each tile), f16 into the
-    /// down projection's input `y[row][i]` in the K order of the weights-in-registers tiles: the short tile's only.
+    /// down projection's input `y[row][i]` in the order the down projection's tile reads: the 16-row tiles' only
+    /// (the wgmma short tile writes the K order, the GEMV-shaped one its fragment order).
     SwiGlu(DevPtr<f16>),
     /// q/k/v (`ColumnOrder::QkvRope`) followed by what `rope_kv_rows` does with these parameters (its `qkv` unused):
-    /// the rotated q rows into `q_out`, k and v into the layer's caches at the chunk's positions. The short tile's
+    /// the rotated q rows into `q_out`, k and v into the layer's caches at the chunk's positions. The 16-row tiles'
     /// only.
     QkvRope(RopeParams),
 }
@@ -102,9 +103,8 @@ struct GemmInput {
     lda: u32,
     /// Elements between the copies of two act-order parts (with one copy, unused).
     part_stride: u32,
-    /// In the K order of the weights-in-registers tile (`ptx/kernels/k_order.cuh`), `k_pad` columns with zeros
-    /// past k: what that tile reads. Otherwise in order, and the tile's input is rearranged before it runs.
-    k_steps: bool,
+    /// The order the rows are in. A tile that reads another order has its input rearranged before it runs.
+    order: InputOrder,
 }
 
 /// How a prefill GEMM over a linear is launched.
@@ -118,7 +118,7 @@ enum GemmLaunches {
 impl GemmInput {
     /// Rows in order.
     fn rows(a: DevPtr<f16>, lda: u32, part_stride: u32) -> GemmInput {
-        GemmInput { a, lda, part_stride, k_steps: false }
+        GemmInput { a, lda, part_stride, order: InputOrder::Rows }
     }
     /// Part `i`'s copy alone.
     fn part(self, i: usize) -> GemmInput {
@@ -314,9 +314,9 @@ impl Step<'_> {
                 self.run(&k.rope_kv_rows, launch, &rope)?;
             }
             // The attention output as o_proj reads it: in its tile's K order where the kernel can write that
-            // (a head is whole K steps), else in order, permuted for act-order.
+            // (a head is whole K steps), else in order, permuted for act-order (or by the GEMM for its tile).
             let (which, _) = shapes::attn_prefill(hd, c.num_attention_heads as u32, m32);
-            let att_k_steps = self.k_steps_for(&lw.o, m32)
+            let att_k_steps = self.order_for(&lw.o, m32) == Some(InputOrder::KSteps)
                 && lw.o.perm.is_null()
                 && which != shapes::AttnPrefill::PerRow
                 && lw.o.k_pad == q_dim;
@@ -337,7 +337,7 @@ impl Step<'_> {
                 ..Default::default()
             })?;
             let o_in = if att_k_steps {
-                GemmInput { a: act.att, lda: q_dim, part_stride: 0, k_steps: true }
+                GemmInput { a: act.att, lda: q_dim, part_stride: 0, order: InputOrder::KSteps }
             } else if lw.o.perm.is_null() {
                 GemmInput::rows(act.att, q_dim, 0)
             } else {
@@ -354,7 +354,8 @@ impl Step<'_> {
                 // Into `act.h`: the GEMM still reads its input from `act.gemm_in`.
                 let ld = lw.down.k_pad;
                 self.gemm(&lw.gate_up, xn2, GemmOut::SwiGlu(act.h), ld, m32)?;
-                GemmInput { a: act.h, lda: ld, part_stride: 0, k_steps: true }
+                let order = self.order_for(&lw.down, m32).unwrap_or(InputOrder::Rows);
+                GemmInput { a: act.h, lda: ld, part_stride: 0, order }
             } else {
                 self.gemm(&lw.gate_up, xn2, GemmOut::Store16(act.gate_up), 2 * inter, m32)?;
                 self.swiglu(&lw.down, m32)?
@@ -535,8 +536,8 @@ impl Step<'_> {
     }
 
     /// The norm of `m` rows as `next`, the projection it feeds, wants them: one copy per fused part with act-order
-    /// (in that part's row order), else (or with no projection) one in order; into `act.gemm_in` in the K order
-    /// of the weights-in-registers tile where `next` runs it, else into `out` ([`Step::part_stride`] apart).
+    /// (in that part's row order), else (or with no projection) one in order; into `act.gemm_in` in the order its
+    /// tile reads where that is not rows in order, else into `out` ([`Step::part_stride`] apart).
     fn rmsnorm(
         &self,
         x: DevPtr<f32>,
@@ -548,8 +549,9 @@ impl Step<'_> {
         let c = self.config;
         let dim = c.hidden_size as u32;
         let perm = next.map_or(DevPtr::NULL, |lin| lin.perm);
-        let written = match next.filter(|lin| self.k_steps_for(lin, m)) {
-            Some(lin) => GemmInput { a: self.act.gemm_in, lda: lin.k_pad, part_stride: m * lin.k_pad, k_steps: true },
+        let ordered = next.and_then(|lin| Some((lin, self.order_for(lin, m)?)));
+        let written = match ordered.filter(|(_, order)| *order != InputOrder::Rows) {
+            Some((lin, order)) => GemmInput { a: self.act.gemm_in, lda: lin.k_pad, part_stride: m * lin.k_pad, order },
             None => GemmInput::rows(out, dim, self.part_stride()),
         };
         let p = RmsNormParams {
@@ -562,7 +564,7 @@ impl Step<'_> {
             perm_stride: next.map_or(0, |lin| lin.k_pad),
             out_stride: written.part_stride,
             out_cols: written.lda,
-            k_steps: written.k_steps as u32,
+            order: written.order as u32,
         };
         let copies = next.filter(|_| !perm.is_null()).map_or(1, |lin| lin.parts());
         let launch = shapes::gathering(shapes::per_row_parts(m, copies), m, !perm.is_null());
@@ -571,11 +573,12 @@ impl Step<'_> {
     }
 
     /// SwiGLU of the `m` rows of `act.gate_up` as `down` reads them: in its act-order row order if it has one,
-    /// into `act.gemm_in` in the K order of the weights-in-registers tile where `down` runs it, else into `act.h`.
+    /// into `act.gemm_in` in the K order of the weights-in-registers tile where `down` runs it, else into `act.h`
+    /// in order (rearranged by the GEMM for a tile that reads another order).
     fn swiglu(&self, down: &DevLinear, m: u32) -> Result<GemmInput> {
         let inter = self.config.intermediate_size as u32;
-        let written = if self.k_steps_for(down, m) {
-            GemmInput { a: self.act.gemm_in, lda: down.k_pad, part_stride: 0, k_steps: true }
+        let written = if self.order_for(down, m) == Some(InputOrder::KSteps) {
+            GemmInput { a: self.act.gemm_in, lda: down.k_pad, part_stride: 0, order: InputOrder::KSteps }
         } else {
             GemmInput::rows(self.act.h, inter, 0)
         };
@@ -585,28 +588,33 @@ impl Step<'_> {
             perm: down.perm,
             inter,
             ldh: written.lda,
-            k_steps: written.k_steps as u32,
+            k_steps: (written.order == InputOrder::KSteps) as u32,
         };
         let launch = shapes::gathering(shapes::swiglu(m, inter), m, !down.perm.is_null());
         self.run(&self.gpu.k.swiglu_rows, launch, &p)?;
         Ok(written)
     }
 
-    /// Whether the gate/up GEMM of `m` rows can apply SwiGLU itself and write `down`'s input: one launch of the short
-    /// tile over a paired gate/up (no act-order split), `down` in its K order without a row order of its own, and no
-    /// padding columns in that input for the epilogue to leave zero (k_pad = inter).
+    /// Whether the gate/up GEMM of `m` rows can apply SwiGLU itself and write `down`'s input: one launch of a
+    /// 16-row tile over a paired gate/up (no act-order split), `down` reading the order that tile's epilogue writes
+    /// (the wgmma short tile: the K order; the GEMV-shaped one: its fragments) without a row order of its own, and
+    /// no padding columns in that input for the epilogue to leave zero (k_pad = inter).
     fn swiglu_in_gate_up(&self, gate_up: &DevLinear, down: &DevLinear, m: u32) -> bool {
+        let writes = match self.gemm_launches(gate_up, m) {
+            GemmLaunches::Whole(GemmTile::WgmmaShort) => InputOrder::KSteps,
+            GemmLaunches::Whole(GemmTile::GemvRows16 { .. }) => InputOrder::Frag16,
+            _ => return false,
+        };
         gate_up.parts() == 1
-            && matches!(self.gemm_launches(gate_up, m), GemmLaunches::Whole(GemmTile::WgmmaShort))
             && down.perm.is_null()
             && down.k_pad == self.config.intermediate_size as u32
-            && self.k_steps_for(down, m)
+            && self.order_for(down, m) == Some(writes)
     }
 
-    /// Whether the q/k/v GEMM of `m` rows runs on the short tile alone, which then applies the rotary embedding
-    /// and appends to the KV cache in its epilogue (its layout pairs each rotary partner in one thread).
+    /// Whether the q/k/v GEMM of `m` rows runs on a 16-row tile alone, which then applies the rotary embedding and
+    /// appends to the KV cache in its epilogue (its layout pairs each rotary partner in one thread).
     fn rope_in_qkv(&self, qkv: &DevLinear, m: u32) -> bool {
-        self.every_launch(qkv, m, |tile| tile == GemmTile::WgmmaShort)
+        self.every_launch(qkv, m, |tile| matches!(tile, GemmTile::WgmmaShort | GemmTile::GemvRows16 { .. }))
     }
 
     /// Elements between the per-part copies of a normalized chunk (`act.xn`, `act.xn2`): one chunk of rows.
@@ -664,10 +672,16 @@ impl Step<'_> {
         GemmLaunches::PerPart(parts)
     }
 
-    /// Whether every launch of the GEMM over `lin` with `m` rows runs a weights-in-registers tile: then the
-    /// kernel producing its input writes it in those tiles' K order.
-    fn k_steps_for(&self, lin: &DevLinear, m: u32) -> bool {
-        self.every_launch(lin, m, GemmTile::reads_k_steps)
+    /// The order every launch of the GEMM over `lin` with `m` rows reads its input in, where they agree: the
+    /// kernel producing that input then writes it so.
+    fn order_for(&self, lin: &DevLinear, m: u32) -> Option<InputOrder> {
+        match self.gemm_launches(lin, m) {
+            GemmLaunches::Whole(tile) => Some(tile.input_order()),
+            GemmLaunches::PerPart(parts) => {
+                let first = parts.first()?.1.input_order();
+                parts.iter().all(|(_, tile)| tile.input_order() == first).then_some(first)
+            }
+        }
     }
 
     /// Whether the tile of every launch of the GEMM over `lin` with `m` rows is one `ok` accepts.
@@ -678,9 +692,19 @@ impl Step<'_> {
         }
     }
 
-    /// The tile shapes.rs picks for `m` rows of `lin` (the 128-row tile is int4's only).
+    /// The tile shapes.rs picks for `m` rows of `lin` (the 128-row tile is int4's only), or the GEMV-shaped 16-row
+    /// tile where it applies: int4 without act-order, K whole spans of its fragment order, and a chunk of at least
+    /// 16 rows (its input is 16 rows × k_pad whatever `m`, in buffers sized for the chunk).
     fn gemm_tile(&self, lin: &DevLinear, m: u32) -> GemmTile {
         let limits = &self.gpu.limits;
+        let rows16 = self.tuning.gemv_rows16
+            && lin.format == TileFormat::Int4
+            && lin.perm.is_null()
+            && lin.k_pad % shapes::FRAG16_SPAN == 0
+            && self.chunk >= 16;
+        if m <= 16 && rows16 {
+            return GemmTile::GemvRows16 { wide: lin.tiles() < shapes::GEMV_ROWS16_WIDE_BELOW };
+        }
         let gemm128 = self.tuning.gemm128 && shapes::gemm128_fits(limits) && lin.format == TileFormat::Int4;
         let wgmma = if self.gpu.has_wgmma() { self.tuning.wgmma } else { WgmmaTile::Off };
         let wgmma_short = self.gpu.has_wgmma() && self.tuning.wgmma_short && lin.format == TileFormat::Int4;
@@ -713,7 +737,21 @@ impl Step<'_> {
             (GemmOut::Store16(y), GemmTile::WgmmaShort) => (Plain(&k.gemm_wgmma_short_store16), DevPtr::NULL, y),
             (GemmOut::Residual(y), GemmTile::WgmmaShort) => (Plain(&k.gemm_wgmma_short_residual), y, DevPtr::NULL),
             (GemmOut::SwiGlu(y), GemmTile::WgmmaShort) => (Plain(&k.gemm_wgmma_short_swiglu), DevPtr::NULL, y),
-            (GemmOut::QkvRope(rope), GemmTile::WgmmaShort) => (QkvRope(rope), DevPtr::NULL, DevPtr::NULL),
+            (GemmOut::QkvRope(rope), GemmTile::WgmmaShort) => {
+                (QkvRope(&k.gemm_wgmma_short_qkv_rope, rope), DevPtr::NULL, DevPtr::NULL)
+            }
+            (GemmOut::Store16(y), GemmTile::GemvRows16 { wide }) => {
+                (Plain(k.gemv_rows16_store16.of(wide)), DevPtr::NULL, y)
+            }
+            (GemmOut::Residual(y), GemmTile::GemvRows16 { wide }) => {
+                (Plain(k.gemv_rows16_residual.of(wide)), y, DevPtr::NULL)
+            }
+            (GemmOut::SwiGlu(y), GemmTile::GemvRows16 { wide }) => {
+                (Plain(k.gemv_rows16_swiglu.of(wide)), DevPtr::NULL, y)
+            }
+            (GemmOut::QkvRope(rope), GemmTile::GemvRows16 { wide }) => {
+                (QkvRope(k.gemv_rows16_qkv_rope.of(wide), rope), DevPtr::NULL, DevPtr::NULL)
+            }
             (GemmOut::SwiGlu(_), _) => {
                 return Err(Error::Device(format!("the {tile:?} GEMM tile has no SwiGLU epilogue")));
             }
@@ -731,15 +769,16 @@ impl Step<'_> {
                 | GemmTile::WgmmaWs
                 | GemmTile::WgmmaShort
                 | GemmTile::WgmmaWreg
+                | GemmTile::GemvRows16 { .. }
         );
         if int4_only && format != TileFormat::Int4 {
             return Err(Error::Device(format!("the {tile:?} GEMM tile runs int4 weights, not {format:?}")));
         }
-        // A as the tile reads it: the weights-in-registers tiles in their K order (rearranged here into
-        // `act.gemm_in` where the producer wrote the rows in order), every other tile in order.
-        let a = match (tile.reads_k_steps(), a.k_steps) {
-            (true, true) | (false, false) => a,
-            (true, false) => {
+        // A as the tile reads it: rearranged here into `act.gemm_in` where the producer wrote the rows in order
+        // and the tile reads another order.
+        let a = match (tile.input_order(), a.order) {
+            (want, have) if want == have => a,
+            (want, InputOrder::Rows) => {
                 let p = PermuteKParams {
                     input: a.a,
                     out: self.act.gemm_in,
@@ -748,11 +787,14 @@ impl Step<'_> {
                     k_pad: lin.k_pad,
                     in_part_stride: a.part_stride,
                 };
-                self.run(&k.permute_k_steps, shapes::permute_k(m, lin.parts()), &p)?;
-                GemmInput { a: self.act.gemm_in, lda: lin.k_pad, part_stride: m * lin.k_pad, k_steps: true }
+                let permute = if want == InputOrder::KSteps { &k.permute_k_steps } else { &k.permute_frag16 };
+                self.run(permute, shapes::permute_k(m, lin.parts()), &p)?;
+                GemmInput { a: self.act.gemm_in, lda: lin.k_pad, part_stride: m * lin.k_pad, order: want }
             }
-            (false, true) => {
-                return Err(Error::Device(format!("a {tile:?} GEMM was given its input in the K-step order")));
+            (want, have) => {
+                return Err(Error::Device(format!(
+                    "a {tile:?} GEMM, which reads {want:?} input, was given its input in {have:?} order"
+                )));
             }
         };
         let a_part_stride = if lin.parts() > 1 { a.part_stride } else { 0 };
@@ -781,7 +823,7 @@ impl Step<'_> {
         let launch = tile.launch(lin.n_pad, lin.k_pad, m, k_splits, format);
         match kernel {
             Plain(kernel) => self.run(kernel, launch, &p),
-            QkvRope(rope) => self.run(&k.gemm_wgmma_short_qkv_rope, launch, &GemmRopeParams { gemm: p, rope }),
+            QkvRope(kernel, rope) => self.run(kernel, launch, &GemmRopeParams { gemm: p, rope }),
         }
     }
 

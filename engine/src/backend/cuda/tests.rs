@@ -11,9 +11,9 @@ use super::driver::{DevPtr, DeviceBuffer, Kernel, KernelParams, Launch};
 use super::kernels::*;
 use super::layout::{self, ColumnOrder, DeviceLinear, GptqParts, TileFormat, PAD_SLOT, TILE_N};
 use super::shapes::{
-    self, gemm_small_per_split, gemm_small_shape, gemm_smem_bytes, GemmTile, GemvStream, GEMM128_SMEM_BYTES,
-    GEMM_SMALL_MAX_STEPS_PER_SPLIT, GEMM_WGMMA256_SMEM_BYTES, GEMM_WGMMA_SHORT_SMEM_BYTES, GEMM_WGMMA_SMEM_BYTES,
-    GEMM_WGMMA_WREG_SMEM_BYTES, GEMM_WGMMA_WS_SMEM_BYTES,
+    self, gemm_small_per_split, gemm_small_shape, gemm_smem_bytes, GemmTile, GemvStream, InputOrder,
+    GEMM128_SMEM_BYTES, GEMM_SMALL_MAX_STEPS_PER_SPLIT, GEMM_WGMMA256_SMEM_BYTES, GEMM_WGMMA_SHORT_SMEM_BYTES,
+    GEMM_WGMMA_SMEM_BYTES, GEMM_WGMMA_WREG_SMEM_BYTES, GEMM_WGMMA_WS_SMEM_BYTES,
 };
 use super::tuning::Tuning;
 use crate::backend::rope::RopeTable;
@@ -1088,15 +1088,15 @@ fn gemm_matches_f64_in_both_widths() {
     }
 }
 
-/// One GEMM tile's kernels (f32 store, residual, f16 store) and launch shape; `permute_k`: A must first go through
-/// `permute_k_steps` (the weights-in-registers tile).
+/// One GEMM tile's kernels (f32 store, residual, f16 store), launch shape and input order.
 struct GemmTileFns<'a> {
     rows: u32,
     slots: u32,
     threads: u32,
     smem: u32,
     fns: [&'a Kernel<GemmParams>; 3],
-    permute_k: bool,
+    /// The order the tile reads A in (A is rearranged on the device, and checked, before it runs).
+    order: InputOrder,
 }
 
 /// Input column that column `p` (< 64) of a K step holds after `permute_k_steps`, written from the fragment mapping
@@ -1163,6 +1163,61 @@ fn permuted_k(
     out
 }
 
+/// Where each half of a buffer in the 16-row tile's fragment order (`ptx/kernels/frag16.cuh`) over `k_pad` columns
+/// comes from, as (row, column) of A: written from mma.m16n8k16's A fragment and the lane mapping of
+/// `gemv_rows16.cu`, independently of the kernels' code. Per 128-column span s, k16 block j and lane (g, t), four
+/// words: (A[g][k0], A[g][k0 + 4]), (A[g + 8][k0], ..), (A[g][k0 + 1], A[g][k0 + 5]), (A[g + 8][k0 + 1], ..),
+/// k0 = 128 s + 32 t + 8 (j / 2) + 2 (j % 2).
+fn frag16_sources(k_pad: usize) -> Vec<(usize, usize)> {
+    assert_eq!(k_pad % 128, 0);
+    let mut at = Vec::with_capacity(16 * k_pad);
+    for s in 0..k_pad / 128 {
+        for j in 0..8 {
+            for lane in 0..32 {
+                let (g, t) = (lane / 4, lane % 4);
+                let k0 = 128 * s + 32 * t + 8 * (j / 2) + 2 * (j % 2);
+                for word in 0..4 {
+                    for half in 0..2 {
+                        at.push((g + 8 * (word % 2), k0 + word / 2 + 4 * half));
+                    }
+                }
+            }
+        }
+    }
+    at
+}
+
+/// `permute_frag16` of `m` ≤ 16 rows of A (`lda` wide, k columns) into a new buffer of 16 × k_pad halves (k_pad
+/// the next multiple of 128), checked against the host's rearrangement of what was uploaded: each half from
+/// `frag16_sources`, zero from k on, and the rows past m never written (the buffer starts poisoned).
+fn permuted_frag16(g: &Device, a: &DeviceBuffer, m: usize, lda: usize, k: usize) -> DeviceBuffer {
+    let k_pad = k.next_multiple_of(128);
+    let out = poisoned(g, 16 * k_pad * 2);
+    let p = PermuteKParams {
+        input: a.ptr(),
+        out: out.ptr(),
+        lda: lda as u32,
+        k: k as u32,
+        k_pad: k_pad as u32,
+        in_part_stride: 0,
+    };
+    launch(g, &g.k.permute_frag16, shapes::permute_k(m as u32, 1), &p);
+    g.sync().unwrap();
+    let input: Vec<u16> = get(g, a, (m - 1) * lda + k);
+    let got: Vec<u16> = get(g, &out, 16 * k_pad);
+    for (i, &(r, c)) in frag16_sources(k_pad).iter().enumerate() {
+        let want = if r >= m {
+            0xFFFF
+        } else if c < k {
+            input[r * lda + c]
+        } else {
+            0
+        };
+        assert_eq!(got[i], want, "permute_frag16 half {i}: row {r} column {c}");
+    }
+    out
+}
+
 impl<'a> GemmTileFns<'a> {
     fn rows64(g: &'a Device, bits: Bits) -> Self {
         let fns =
@@ -1173,32 +1228,66 @@ impl<'a> GemmTileFns<'a> {
             threads: 128,
             smem: gemm_smem_bytes(64, format(bits)),
             fns,
-            permute_k: false,
+            order: InputOrder::Rows,
         }
     }
     fn rows128(g: &'a Device) -> Self {
         let fns = [&g.k.gemm128_store32, &g.k.gemm128_residual, &g.k.gemm128_store16];
-        GemmTileFns { rows: 128, slots: 128, threads: 256, smem: GEMM128_SMEM_BYTES, fns, permute_k: false }
+        GemmTileFns { rows: 128, slots: 128, threads: 256, smem: GEMM128_SMEM_BYTES, fns, order: InputOrder::Rows }
     }
     fn wgmma128(g: &'a Device) -> Self {
         let fns = [&g.k.gemm_wgmma_store32, &g.k.gemm_wgmma_residual, &g.k.gemm_wgmma_store16];
-        GemmTileFns { rows: 128, slots: 128, threads: 256, smem: GEMM_WGMMA_SMEM_BYTES, fns, permute_k: false }
+        GemmTileFns { rows: 128, slots: 128, threads: 256, smem: GEMM_WGMMA_SMEM_BYTES, fns, order: InputOrder::Rows }
     }
     fn wgmma256(g: &'a Device) -> Self {
         let fns = [&g.k.gemm_wgmma256_store32, &g.k.gemm_wgmma256_residual, &g.k.gemm_wgmma256_store16];
-        GemmTileFns { rows: 128, slots: 256, threads: 256, smem: GEMM_WGMMA256_SMEM_BYTES, fns, permute_k: false }
+        GemmTileFns {
+            rows: 128,
+            slots: 256,
+            threads: 256,
+            smem: GEMM_WGMMA256_SMEM_BYTES,
+            fns,
+            order: InputOrder::Rows,
+        }
     }
     fn wgmma_ws(g: &'a Device) -> Self {
         let fns = [&g.k.gemm_wgmma_ws_store32, &g.k.gemm_wgmma_ws_residual, &g.k.gemm_wgmma_ws_store16];
-        GemmTileFns { rows: 128, slots: 128, threads: 384, smem: GEMM_WGMMA_WS_SMEM_BYTES, fns, permute_k: false }
+        GemmTileFns {
+            rows: 128,
+            slots: 128,
+            threads: 384,
+            smem: GEMM_WGMMA_WS_SMEM_BYTES,
+            fns,
+            order: InputOrder::Rows,
+        }
     }
     fn wgmma_short(g: &'a Device) -> Self {
         let fns = [&g.k.gemm_wgmma_short_store32, &g.k.gemm_wgmma_short_residual, &g.k.gemm_wgmma_short_store16];
-        GemmTileFns { rows: 16, slots: 128, threads: 256, smem: GEMM_WGMMA_SHORT_SMEM_BYTES, fns, permute_k: true }
+        GemmTileFns {
+            rows: 16,
+            slots: 128,
+            threads: 256,
+            smem: GEMM_WGMMA_SHORT_SMEM_BYTES,
+            fns,
+            order: InputOrder::KSteps,
+        }
+    }
+    fn gemv_rows16(g: &'a Device, wide: bool) -> Self {
+        let fns =
+            [g.k.gemv_rows16_store32.of(wide), g.k.gemv_rows16_residual.of(wide), g.k.gemv_rows16_store16.of(wide)];
+        let threads = if wide { 512 } else { 256 };
+        GemmTileFns { rows: 16, slots: 16, threads, smem: 0, fns, order: InputOrder::Frag16 }
     }
     fn wgmma_wreg(g: &'a Device) -> Self {
         let fns = [&g.k.gemm_wgmma_wreg_store32, &g.k.gemm_wgmma_wreg_residual, &g.k.gemm_wgmma_wreg_store16];
-        GemmTileFns { rows: 128, slots: 128, threads: 256, smem: GEMM_WGMMA_WREG_SMEM_BYTES, fns, permute_k: true }
+        GemmTileFns {
+            rows: 128,
+            slots: 128,
+            threads: 256,
+            smem: GEMM_WGMMA_WREG_SMEM_BYTES,
+            fns,
+            order: InputOrder::KSteps,
+        }
     }
 }
 
@@ -1285,7 +1374,7 @@ fn gemm_int4_per_part_act_order_matches_f64() {
         for t in &tiles {
             set(&g, &y, &vec![0xFFu8; m * 2 * n * 4]);
             let k_pad = dl.p.k_pad as usize;
-            let ap = t.permute_k.then(|| permuted_k(&g, &am, m, k, k, 2, stride));
+            let ap = (t.order == InputOrder::KSteps).then(|| permuted_k(&g, &am, m, k, k, 2, stride));
             let (a, lda, a_stride) = ap.as_ref().map_or((am.ptr(), k, stride), |ap| (ap.ptr(), k_pad, m * k_pad));
             let p = GemmParams {
                 y32: y.ptr(),
@@ -1407,22 +1496,46 @@ fn gemm_wgmma_short_int4_matches_f64() {
     gemm_tile_cases(&g, &GemmTileFns::wgmma_short(&g), "gemm_wgmma_short", cases);
 }
 
-/// The short tile's SwiGLU epilogue (`gemm_wgmma_short_int4_swiglu`, sm_90 only): a paired gate/up (gate column i
-/// in slot j, up column i in slot j + 8 of a tile) of random weights, silu(gate) · up written straight into the down
-/// projection's input in the K order (inter a multiple of 64, as the engine requires for it), against float64;
-/// 1–16 rows, split-K included, the same bits from two runs, every output column written.
+/// The 16-row tiles the engine runs chunks of at most 16 rows on, with what their epilogues need: the wgmma short
+/// tile (sm_90 only) in split-K, A in the K order; the GEMV-shaped tile in both widths, one split, A as fragments.
+fn short_tiles(g: &Device) -> Vec<(GemmTile, &'static [u32])> {
+    let mut tiles =
+        vec![(GemmTile::GemvRows16 { wide: false }, &[1u32][..]), (GemmTile::GemvRows16 { wide: true }, &[1])];
+    if g.has_wgmma() {
+        tiles.push((GemmTile::WgmmaShort, &[1, 2, 3, 4]));
+    } else {
+        eprintln!("{} has no wgmma (sm_90 only): the GEMV-shaped tile alone", g.describe());
+    }
+    tiles
+}
+
+/// `m` rows of A (`k` wide, in order) on the device as `tile` reads them: in the K order (`permute_k_steps`) or
+/// as fragments (`permute_frag16`), each checked against the host's rearrangement.
+fn a_for(g: &Device, tile: GemmTile, a: &[f16], m: usize, k: usize) -> DeviceBuffer {
+    let am = put(g, a);
+    match tile.input_order() {
+        InputOrder::Rows => am,
+        InputOrder::KSteps => permuted_k(g, &am, m, k, k, 1, 0),
+        InputOrder::Frag16 => permuted_frag16(g, &am, m, k, k),
+    }
+}
+
+/// The 16-row tiles' SwiGLU epilogues (`gemm_wgmma_short_int4_swiglu`, `gemv_rows16*_int4_swiglu`): a paired
+/// gate/up (gate column i in slot j, up column i in slot j + 8 of a tile) of random weights, silu(gate) · up written
+/// straight into the down projection's input in the order the down projection's tile reads (the K order, inter a
+/// multiple of 64; the fragment order, inter a multiple of 128), against float64; 1–16 rows, split-K included where
+/// the tile has it, the same bits from two runs, every output column written and nothing else.
 #[test]
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
-fn gemm_wgmma_short_swiglu_matches_f64() {
+fn gemm_short_swiglu_matches_f64() {
     let g = gpu();
-    if !g.has_wgmma() {
-        eprintln!("skipped: {} has no wgmma (sm_90 only)", g.describe());
-        return;
-    }
     let mut rng = Rng(31);
-    for &(m, k, inter, group, splits) in
-        &[(1usize, 320usize, 192usize, 64usize, 1u32), (16, 4096, 256, 128, 3), (9, 256, 128, 32, 2)]
-    {
+    for &(m, k, inter, group, splits) in &[
+        (1usize, 320usize, 192usize, 64usize, 1u32),
+        (16, 4096, 256, 128, 3),
+        (9, 256, 128, 32, 2),
+        (5, 384, 384, 128, 1),
+    ] {
         let (gate, up) = (
             RandLinear::new(&mut rng, k, inter, Some(group), false, true),
             RandLinear::new(&mut rng, k, inter, Some(group), false, false),
@@ -1431,53 +1544,74 @@ fn gemm_wgmma_short_swiglu_matches_f64() {
         let d = layout::repack_parts(&[gate.parts(), up.parts()], k, group, k / group, order, "gate_up").unwrap();
         let dl = upload_linear(&g, d);
         let a = rng.vec_f16(m * k, -1.0, 1.0);
-        let am = permuted_k(&g, &put(&g, &a), m, k, k, 1, 0);
         let a64: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
         let (yg, yu) = (matmul_f64(&a64, &gate.dense(), m, k, inter), matmul_f64(&a64, &up.dense(), m, k, inter));
-        // Column c of a row holds natural column 64 (c / 64) + k_step_source(c % 64).
-        let want: Vec<f64> = (0..m * inter)
-            .map(|i| {
-                let (r, c) = (i / inter, i % inter);
-                let src = r * inter + 64 * (c / 64) + k_step_source(c % 64);
-                yg[src] / (1.0 + (-yg[src]).exp()) * yu[src]
-            })
-            .collect();
-        let part = g.alloc(splits as usize * m * dl.d.n_pad * 4, "t").unwrap();
-        let counters = put(&g, &vec![0u32; 64]);
-        let mut runs = Vec::new();
-        for _ in 0..2 {
-            let y = poisoned(&g, m * inter * 2);
-            let p = GemmParams {
-                y16: y.ptr(),
-                part: part.ptr(),
-                counters: counters.ptr(),
-                k_splits: splits,
-                ..dl.gemm(am.ptr(), m, dl.p.k_pad as usize, inter)
+        let h = |r: usize, c: usize| {
+            let src = r * inter + c;
+            yg[src] / (1.0 + (-yg[src]).exp()) * yu[src]
+        };
+        for (tile, tile_splits) in short_tiles(&g) {
+            let frag = tile.input_order() == InputOrder::Frag16;
+            if frag && (k % 128 != 0 || inter % 128 != 0) {
+                continue;
+            }
+            let splits = if tile_splits.contains(&splits) { splits } else { 1 };
+            let am = a_for(&g, tile, &a, m, k);
+            // Output half i holds H[r][c] (NaN: never written): column c of a row of the K order holds natural
+            // column 64 (c / 64) + k_step_source(c % 64); the fragment order is 16 rows whatever m.
+            let want: Vec<f64> = if frag {
+                frag16_sources(inter).iter().map(|&(r, c)| if r < m { h(r, c) } else { f64::NAN }).collect()
+            } else {
+                (0..m * inter).map(|i| h(i / inter, 64 * (i % inter / 64) + k_step_source(i % 64))).collect()
             };
-            let l = GemmTile::WgmmaShort.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, TileFormat::Int4);
-            launch(&g, &g.k.gemm_wgmma_short_swiglu, l, &p);
-            g.sync().unwrap();
-            runs.push(get::<u16>(&g, &y, m * inter));
+            let part = g.alloc(splits as usize * m * dl.d.n_pad * 4, "t").unwrap();
+            let counters = put(&g, &vec![0u32; 64]);
+            let kernel = match tile {
+                GemmTile::GemvRows16 { wide } => g.k.gemv_rows16_swiglu.of(wide),
+                _ => &g.k.gemm_wgmma_short_swiglu,
+            };
+            let mut runs = Vec::new();
+            for _ in 0..2 {
+                let y = poisoned(&g, want.len() * 2);
+                let p = GemmParams {
+                    y16: y.ptr(),
+                    part: part.ptr(),
+                    counters: counters.ptr(),
+                    k_splits: splits,
+                    ..dl.gemm(am.ptr(), m, dl.p.k_pad as usize, inter)
+                };
+                launch(&g, kernel, tile.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, TileFormat::Int4), &p);
+                g.sync().unwrap();
+                runs.push(get::<u16>(&g, &y, want.len()));
+            }
+            let what = format!("{tile:?} swiglu M={m} K={k} inter={inter} G={group} splits={splits}");
+            assert_eq!(runs[0], runs[1], "{what}: two runs differ");
+            for (i, (&b, w)) in runs[0].iter().zip(&want).enumerate() {
+                assert_eq!(b == 0xFFFF, w.is_nan(), "{what}: half {i} written {}, expected {w}", b != 0xFFFF);
+            }
+            let keep =
+                |v: &[f64]| v.iter().zip(&want).filter(|(_, w)| !w.is_nan()).map(|(x, _)| *x).collect::<Vec<_>>();
+            check(&keep(&f16s(&runs[0])), &keep(&want), 3e-3, &what);
+            assert!(get::<u32>(&g, &counters, 64).iter().all(|&c| c == 0), "{what}: counters not reset");
         }
-        let what = format!("short swiglu M={m} K={k} inter={inter} G={group} splits={splits}");
-        assert_eq!(runs[0], runs[1], "{what}: two runs differ");
-        check(&f16s(&runs[0]), &want, 3e-3, &what);
-        assert!(get::<u32>(&g, &counters, 64).iter().all(|&c| c == 0), "{what}: counters not reset");
     }
 }
 
-/// The short tile's q/k/v epilogue (`gemm_wgmma_short_int4_qkv_rope`: rotary embedding and KV-cache append, what
-/// `rope_kv_rows` does after a plain GEMM) against float64 — every row's rotated q, its k and v at position
-/// pos0 + row of the caches and nothing else written there — and bit for bit against that plain GEMM and
-/// `rope_kv_rows` on the same input, with split-K, the GQA and MHA shapes, two runs bit-identical.
+/// The 16-row tiles' q/k/v epilogues (`gemm_wgmma_short_int4_qkv_rope`, `gemv_rows16*_int4_qkv_rope`: rotary
+/// embedding and KV-cache append, what `rope_kv_rows` does after a plain GEMM) against float64 — every row's rotated
+/// q, its k and v at position pos0 + row of the caches and nothing else written there — and bit for bit against that
+/// tile's plain GEMM and `rope_kv_rows` on the same input, with split-K where the tile has it, the GQA and MHA
+/// shapes, two runs bit-identical.
 #[test]
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
-fn gemm_wgmma_short_qkv_rope_matches_f64_and_the_unfused_pass() {
+fn gemm_short_qkv_rope_matches_f64_and_the_unfused_pass() {
     let g = gpu();
-    if !g.has_wgmma() {
-        eprintln!("skipped: {} has no wgmma (sm_90 only)", g.describe());
-        return;
+    for (tile, tile_splits) in short_tiles(&g) {
+        short_qkv_rope_cases(&g, tile, tile_splits);
     }
+}
+
+fn short_qkv_rope_cases(g: &Device, tile: GemmTile, tile_splits: &[u32]) {
     let mut rng = Rng(37);
     for &(m, hidden, heads, kv_heads, hd, group, splits) in &[
         (16usize, 4096usize, 32usize, 32usize, 128usize, 128usize, 4u32),
@@ -1488,22 +1622,30 @@ fn gemm_wgmma_short_qkv_rope_matches_f64_and_the_unfused_pass() {
         let (q_dim, kv_dim) = (heads * hd, kv_heads * hd);
         let n = q_dim + 2 * kv_dim;
         let lin = RandLinear::new(&mut rng, hidden, n, Some(group), false, true);
-        let dl = upload_linear(&g, lin.repack(ColumnOrder::QkvRope { head_dim: hd, q_dim, kv_dim }));
         let a = rng.vec_f16(m * hidden, -1.0, 1.0);
-        let am = permuted_k(&g, &put(&g, &a), m, hidden, hidden, 1, 0);
+        if tile.input_order() == InputOrder::Frag16 && hidden % 128 != 0 {
+            continue;
+        }
+        let splits = if tile_splits.contains(&splits) { splits } else { 1 };
+        let dl = upload_linear(g, lin.repack(ColumnOrder::QkvRope { head_dim: hd, q_dim, kv_dim }));
+        let am = a_for(g, tile, &a, m, hidden);
         let a64: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
         let y = matmul_f64(&a64, &lin.dense(), m, hidden, n);
         let (ctx, pos0) = (64usize, 40u32);
-        let setup = RopeSetup::new(&g, (heads, kv_heads, hd), ctx, 128, pos0);
+        let setup = RopeSetup::new(g, (heads, kv_heads, hd), ctx, 128, pos0);
         let part = g.alloc(splits as usize * m * dl.d.n_pad * 4, "t").unwrap();
-        let counters = put(&g, &vec![0u32; 256]);
+        let counters = put(g, &vec![0u32; 256]);
         let cache_len = kv_heads * ctx * hd;
-        let l = GemmTile::WgmmaShort.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, TileFormat::Int4);
+        let l = tile.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, TileFormat::Int4);
+        let (fused_k, plain_k) = match tile {
+            GemmTile::GemvRows16 { wide } => (g.k.gemv_rows16_qkv_rope.of(wide), g.k.gemv_rows16_store16.of(wide)),
+            _ => (&g.k.gemm_wgmma_short_qkv_rope, &g.k.gemm_wgmma_short_store16),
+        };
         // Fused (twice), then the plain GEMM into a q/k/v tensor and rope_kv_rows.
         let mut runs = Vec::new();
         for fused in [true, true, false] {
-            let (q, kc, vc) = (poisoned(&g, m * q_dim * 2), poisoned(&g, cache_len * 2), poisoned(&g, cache_len * 2));
-            let qkv = poisoned(&g, m * n * 2);
+            let (q, kc, vc) = (poisoned(g, m * q_dim * 2), poisoned(g, cache_len * 2), poisoned(g, cache_len * 2));
+            let qkv = poisoned(g, m * n * 2);
             let rope = setup.params(&qkv, &q, &kc, &vc);
             let gemm = GemmParams {
                 part: part.ptr(),
@@ -1512,15 +1654,16 @@ fn gemm_wgmma_short_qkv_rope_matches_f64_and_the_unfused_pass() {
                 ..dl.gemm(am.ptr(), m, dl.p.k_pad as usize, n)
             };
             if fused {
-                launch(&g, &g.k.gemm_wgmma_short_qkv_rope, l, &GemmRopeParams { gemm, rope });
+                launch(g, fused_k, l, &GemmRopeParams { gemm, rope });
             } else {
-                launch(&g, &g.k.gemm_wgmma_short_store16, l, &GemmParams { y16: qkv.ptr(), ..gemm });
-                launch(&g, &g.k.rope_kv_rows, shapes::rope(m as u32, heads, kv_heads, hd), &rope);
+                launch(g, plain_k, l, &GemmParams { y16: qkv.ptr(), ..gemm });
+                launch(g, &g.k.rope_kv_rows, shapes::rope(m as u32, heads, kv_heads, hd), &rope);
             }
             g.sync().unwrap();
-            runs.push((get::<u16>(&g, &q, m * q_dim), get::<u16>(&g, &kc, cache_len), get::<u16>(&g, &vc, cache_len)));
+            runs.push((get::<u16>(g, &q, m * q_dim), get::<u16>(g, &kc, cache_len), get::<u16>(g, &vc, cache_len)));
         }
-        let what = format!("short q/k/v rope M={m} hidden={hidden} heads={heads}/{kv_heads} hd={hd} splits={splits}");
+        let what =
+            format!("{tile:?} q/k/v rope M={m} hidden={hidden} heads={heads}/{kv_heads} hd={hd} splits={splits}");
         assert!(runs[0] == runs[1], "{what}: two runs differ");
         assert!(runs[0] == runs[2], "{what}: not the bits of the plain GEMM and rope_kv_rows");
         let (q, kall, vall) = (f16s(&runs[0].0), f16s(&runs[0].1), f16s(&runs[0].2));
@@ -1543,7 +1686,32 @@ fn gemm_wgmma_short_qkv_rope_matches_f64_and_the_unfused_pass() {
         let written =
             |all: &[f64]| (0..kv_heads * ctx).filter(|r| !rows.contains(&(r % ctx))).any(|r| all[r * hd].is_finite());
         assert!(!written(&kall) && !written(&vall), "{what}: wrote cache positions outside the chunk's");
-        assert!(get::<u32>(&g, &counters, 256).iter().all(|&c| c == 0), "{what}: counters not reset");
+        assert!(get::<u32>(g, &counters, 256).iter().all(|&c| c == 0), "{what}: counters not reset");
+    }
+}
+
+/// The GEMV-shaped 16-row tile (`gemv_rows16*_int4_*`, any card, both widths) on awkward shapes at 1 to 16 rows,
+/// each A first rearranged into its fragment order by `permute_frag16` (checked against the host's rearrangement:
+/// rows past m never written, zeros from k on): K of one span (128), of 200 (zero-filled columns in the last span),
+/// 384, 4096 and 11008 (86 spans); N of 9 to 69 tiles; group sizes 32 / 64 / 128 and one group; asymmetric zeros;
+/// padded output strides (the padding must stay poisoned); all three epilogues; the same bits from two runs.
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn gemv_rows16_int4_matches_f64() {
+    let g = gpu();
+    #[rustfmt::skip]
+    let cases: &[TileCase] = &[
+        (1, 4096, 16 * 37, Some(128), false, false, &[1], 0, 0),
+        (16, 384, 16 * 37, Some(32), false, true, &[1], 0, 1),
+        (9, 384, 16 * 37, None, false, false, &[1], 0, 2),
+        (16, 11008, 16 * 9, Some(128), false, false, &[1], 0, 0),
+        (3, 4096, 16 * 21, None, false, true, &[1], 0, 0),
+        (16, 200, 16 * 21, Some(32), false, false, &[1], 0, 3),
+        (8, 128, 16 * 69, Some(64), false, true, &[1], 0, 0),
+        (13, 256, 16 * 11, Some(64), false, false, &[1], 0, 0),
+    ];
+    for wide in [false, true] {
+        gemm_tile_cases(&g, &GemmTileFns::gemv_rows16(&g, wide), &format!("gemv_rows16 wide={wide}"), cases);
     }
 }
 
@@ -1598,8 +1766,12 @@ fn gemm_tile_cases(g: &Device, t: &GemmTileFns, label: &str, cases: &[TileCase])
             }
         }
         let am = put(g, &a_dev);
-        // The weights-in-registers tile reads A rearranged, k_pad wide.
-        let ap = t.permute_k.then(|| permuted_k(g, &am, m, lda, k, 1, 0));
+        // The weights-in-registers tiles read A rearranged, k_pad wide; the GEMV-shaped one as its fragments.
+        let ap = match t.order {
+            InputOrder::Rows => None,
+            InputOrder::KSteps => Some(permuted_k(g, &am, m, lda, k, 1, 0)),
+            InputOrder::Frag16 => Some(permuted_frag16(g, &am, m, lda, k)),
+        };
         let (am, lda) = match &ap {
             Some(ap) => (ap, dl.p.k_pad as usize),
             None => (&am, lda),
@@ -2360,13 +2532,34 @@ fn row_kernels_match_f64() {
             let steps = poisoned(&g, rows * k_pad * 2);
             let base = RmsNormParams { perm: perm_ptr, perm_stride: 0, out_stride: 0, ..p };
             launch(&g, &g.k.rmsnorm_rows, shapes::per_row(rows as u32), &RmsNormParams { out: plain.ptr(), ..base });
-            let ks = RmsNormParams { out: steps.ptr(), out_cols: k_pad as u32, k_steps: 1, ..base };
+            let ks = RmsNormParams { out: steps.ptr(), out_cols: k_pad as u32, order: 1, ..base };
             launch(&g, &g.k.rmsnorm_rows, shapes::per_row(rows as u32), &ks);
             g.sync().unwrap();
             let plain: Vec<u16> = get(&g, &plain, rows * dim);
             check(&f16s(&plain), &norm_rows(&order), 1e-3, "rmsnorm_rows in order");
             let what = format!("rmsnorm_rows k_steps perm={}", !perm_ptr.is_null());
             assert_eq!(get::<u16>(&g, &steps, rows * k_pad), in_k_steps(&plain, rows, dim), "{what}");
+            // ... and as the GEMV-shaped 16-row tile's fragments (its chunks have at most 16 rows): the same values
+            // where `frag16_sources` puts them, zeros past dim, the rows past the chunk's never written.
+            let (m16, k_pad128) = (rows.min(16), dim.next_multiple_of(128));
+            let frags = poisoned(&g, 16 * k_pad128 * 2);
+            let fp = RmsNormParams { out: frags.ptr(), out_cols: k_pad128 as u32, order: 2, ..base };
+            launch(&g, &g.k.rmsnorm_rows, shapes::per_row(m16 as u32), &fp);
+            g.sync().unwrap();
+            let want: Vec<u16> = frag16_sources(k_pad128)
+                .iter()
+                .map(|&(r, c)| {
+                    if r >= m16 {
+                        0xFFFF
+                    } else if c < dim {
+                        plain[r * dim + c]
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let what = format!("rmsnorm_rows frag16 perm={}", !perm_ptr.is_null());
+            assert_eq!(get::<u16>(&g, &frags, 16 * k_pad128), want, "{what}");
         }
 
         // permute_cols
