@@ -29,8 +29,9 @@ struct AttnParams {
     uint32_t splits;         // decode: blocks per head
     float scale_log2;        // log2(e) / sqrt(head_dim)
     uint32_t rows;           // prefill: query rows of the chunk (attn_prefill_tc*; attn_prefill uses gridDim.y)
-    uint32_t k_steps;        // attn_prefill_tc*: nonzero writes each row in the K order of the weights-in-registers
-                             // GEMM tiles (k_order.cuh), as o_proj's 128-row tile reads it
+    uint32_t order;          // attn_prefill_tc*: the order o_proj's tile reads its input in (shapes.rs InputOrder):
+                             // 0 rows, 1 the K order of the weights-in-registers tiles (k_order.cuh), 2 the 16-row
+                             // GEMV-shaped tile's fragments (frag16.cuh; then rows ≤ 16, heads · D a multiple of 128)
 };
 
 namespace attn {

@@ -29,6 +29,7 @@
 #include "common.cuh"
 #include "tensor_core.cuh"
 #include "k_order.cuh"
+#include "frag16.cuh"
 #include <cuda_fp16.h>
 
 namespace attn_tc {
@@ -51,7 +52,7 @@ struct Smem {
 template <int D>
 ENGINE_DEV void run(const AttnParams& p) {
     constexpr int CPR = D / 8;   // 16-byte chunks per row
-    static_assert(D % korder::STEP == 0, "k_steps keeps the K order's permutation inside a head");
+    static_assert(D % korder::STEP == 0, "order 1 keeps the K order's permutation inside a head");
     constexpr int KD = D / 16;   // k16 steps of Q·Kᵀ over the head dim
     constexpr int NO = D / 8;    // n8 tiles of O over the head dim
     constexpr int NS = BN / 8;   // n8 tiles of S over a key tile
@@ -229,8 +230,9 @@ ENGINE_DEV void run(const AttnParams& p) {
     // Epilogue: every warp is done with both buffers (and no copy is in flight: the last group committed was
     // empty, and all before it were waited for), so k[0] can stage the output. Each warp writes its 16 rows there
     // as f16 in the C layout, then stores them as whole 16-byte chunks (a quad's 4-byte pieces would make each
-    // store instruction touch 8 rows). With k_steps each stored chunk is gathered in the K order of o_proj's
-    // weights-in-registers tile (a head is D / 64 whole K steps, so the permutation stays inside it).
+    // store instruction touch 8 rows). With order 1 each stored chunk is gathered in the K order of o_proj's
+    // weights-in-registers tile (a head is D / 64 whole K steps, so the permutation stays inside it); with order 2
+    // each natural chunk goes out as the four words of the 16-row tile's fragments (frag16.cuh).
     __syncthreads();
     if (!active) return;
     float inv[2];
@@ -256,8 +258,14 @@ ENGINE_DEV void run(const AttnParams& p) {
         const uint32_t row = wr0 + r;
         if (row < rows) {
             const __half* staged = &s.k[0][warp * 16 + r][0];
+            if (p.order == 2) {
+                __half v[8];
+                *reinterpret_cast<uint4*>(v) = *reinterpret_cast<const uint4*>(staged + c);
+                frag16::store_chunk(p.out, row, (h * D + c) / 8, v);
+                continue;
+            }
             const uint32_t step0 = c - c % korder::STEP;
-            const uint4 v = p.k_steps
+            const uint4 v = p.order == 1
                                 ? korder::chunk(reinterpret_cast<const uint32_t*>(staged + step0), (c % korder::STEP) / 8)
                                 : *reinterpret_cast<const uint4*>(staged + c);
             stg_v4(reinterpret_cast<uint4*>(p.out + ((size_t)row * p.heads + h) * D + c), v);

@@ -221,7 +221,7 @@ kernel_params! {
         splits: u32,
         scale_log2: f32,
         rows: u32,
-        k_steps: u32,
+        order: u32,
     }
 
     /// The fp16 lm_head with the final norm in front and the argmax behind.

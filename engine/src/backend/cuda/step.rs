@@ -204,7 +204,7 @@ impl Step<'_> {
                 splits: self.tuning.attn_splits.min(plan::attention_splits(c) as u32),
                 scale_log2: std::f32::consts::LOG2_E / (hd as f32).sqrt(),
                 rows: 1,
-                k_steps: 0,
+                order: 0,
             };
             self.run(&k.attn_decode, shapes::attn_decode(p.heads, p.splits), &p)?;
             observe("attention (split-K decode)", Reads::LayerKv)?;
@@ -313,13 +313,14 @@ impl Step<'_> {
                 let launch = shapes::rope(m32, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
                 self.run(&k.rope_kv_rows, launch, &rope)?;
             }
-            // The attention output as o_proj reads it: in its tile's K order where the kernel can write that
-            // (a head is whole K steps), else in order, permuted for act-order (or by the GEMM for its tile).
+            // The attention output as o_proj reads it: in its tile's order (the K order or the 16-row fragments)
+            // where the kernel can write that (a head is whole K steps; no padding columns), else in order,
+            // permuted for act-order (or rearranged by the GEMM for its tile).
             let (which, _) = shapes::attn_prefill(hd, c.num_attention_heads as u32, m32);
-            let att_k_steps = self.order_for(&lw.o, m32) == Some(InputOrder::KSteps)
-                && lw.o.perm.is_null()
-                && which != shapes::AttnPrefill::PerRow
-                && lw.o.k_pad == q_dim;
+            let att_order = self
+                .order_for(&lw.o, m32)
+                .filter(|_| lw.o.perm.is_null() && which != shapes::AttnPrefill::PerRow && lw.o.k_pad == q_dim)
+                .unwrap_or(InputOrder::Rows);
             self.attention_prefill(&AttnParams {
                 q: act.q,
                 k_cache,
@@ -333,11 +334,11 @@ impl Step<'_> {
                 splits: 1,
                 scale_log2: std::f32::consts::LOG2_E / (hd as f32).sqrt(),
                 rows: m32,
-                k_steps: att_k_steps as u32,
+                order: att_order as u32,
                 ..Default::default()
             })?;
-            let o_in = if att_k_steps {
-                GemmInput { a: act.att, lda: q_dim, part_stride: 0, order: InputOrder::KSteps }
+            let o_in = if att_order != InputOrder::Rows {
+                GemmInput { a: act.att, lda: q_dim, part_stride: 0, order: att_order }
             } else if lw.o.perm.is_null() {
                 GemmInput::rows(act.att, q_dim, 0)
             } else {

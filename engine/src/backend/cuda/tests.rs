@@ -2273,7 +2273,7 @@ fn attention_decode_and_prefill_match_f64() {
                     splits,
                     scale_log2: std::f32::consts::LOG2_E / (hd as f32).sqrt(),
                     rows: 1,
-                    k_steps: 0,
+                    order: 0,
                 };
                 let mut want = Vec::new();
                 for h in 0..heads {
@@ -2413,10 +2413,23 @@ fn attention_prefill_tc_matches_f64_and_is_deterministic() {
         // Written in the K order of o_proj's weights-in-registers tile: the same bits, rearranged within each head.
         let steps = poisoned(&g, n_out * 2);
         let (which, l) = shapes::attn_prefill(p.head_dim, p.heads, p.rows);
-        launch(&g, g.k.attn_prefill_kernel(which), l, &AttnParams { out: steps.ptr(), k_steps: 1, ..p });
+        launch(&g, g.k.attn_prefill_kernel(which), l, &AttnParams { out: steps.ptr(), order: 1, ..p });
         g.sync().unwrap();
         let want = in_k_steps(first.as_ref().unwrap(), rows, heads * hd);
         assert!(get::<u16>(&g, &steps, n_out) == want, "{what}: k_steps output");
+        // ... and as the 16-row tile's fragments, where o_proj takes that tile (at most 16 rows, whole spans).
+        let q_dim = heads * hd;
+        if rows <= 16 && q_dim % 128 == 0 {
+            let frags = poisoned(&g, 16 * q_dim * 2);
+            launch(&g, g.k.attn_prefill_kernel(which), l, &AttnParams { out: frags.ptr(), order: 2, ..p });
+            g.sync().unwrap();
+            let plain = first.as_ref().unwrap();
+            let want: Vec<u16> = frag16_sources(q_dim)
+                .iter()
+                .map(|&(r, c)| if r < rows { plain[r * q_dim + c] } else { 0xFFFF })
+                .collect();
+            assert!(get::<u16>(&g, &frags, 16 * q_dim) == want, "{what}: frag16 output");
+        }
     }
 }
 
