@@ -50,6 +50,7 @@ struct Span {
 template <int NW, int OUT>
 ENGINE_DEV void run(const GemmParams& p, const RopeParams* rope = nullptr) {
     __shared__ float sums[NW][16 * 16];  // [warp][row][slot]
+    __shared__ float total[16 * 16];     // [row][slot]
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const uint32_t tile = blockIdx.x, steps = p.k_pad / INT4_STEP_K, spans = steps / 2;
     const uint32_t g_shift = 31 - __clz(p.group_size);
@@ -102,23 +103,25 @@ ENGINE_DEV void run(const GemmParams& p, const RopeParams* rope = nullptr) {
         multiply(s + NW, nxt);
     }
 
-    // C fragment of half h: element e is row g + 8 (e / 2), slot 8 h + 2 t + e % 2.
+    // C fragment of half h: element e is row g + 8 (e / 2), slot 8 h + 2 t + e % 2. Every thread then adds up
+    // outputs over the warps (in warp order), so that warp 0, which runs the epilogue, only reads its 8 sums.
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int e = 0; e < 4; ++e) sums[warp][(g + 8 * (e >> 1)) * 16 + 8 * h + 2 * t + (e & 1)] = acc[h][e];
     __syncthreads();
+    for (int q = threadIdx.x; q < 16 * 16; q += NW * 32) {
+        float v = sums[0][q];
+#pragma unroll
+        for (int wi = 1; wi < NW; ++wi) v += sums[wi][q];
+        total[q] = v;
+    }
+    __syncthreads();
     if (warp != 0) return;
     // The short tile's epilogue layout (wgs::finish): d[i] is row 8 (i / 4) + 2 t + i % 2, slot g + 8 ((i / 2) % 2).
     float d[8];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-        const int at = (8 * (i >> 2) + 2 * t + (i & 1)) * 16 + g + 8 * ((i >> 1) & 1);
-        float v = 0.f;
-#pragma unroll
-        for (int wi = 0; wi < NW; ++wi) v += sums[wi][at];
-        d[i] = v;
-    }
+    for (int i = 0; i < 8; ++i) d[i] = total[(8 * (i >> 2) + 2 * t + (i & 1)) * 16 + g + 8 * ((i >> 1) & 1)];
     wgs::finish<OUT, 8, frag16::Order>(p, d, tile * INT4_TILE_N + g, 0, rope);
 }
 
