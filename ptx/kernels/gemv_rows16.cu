@@ -18,9 +18,9 @@
 //     subtracted exactly, the group's scale multiplied in fp16 (as the short tile does): groups are whole 32-row
 //     chunks, so a lane's chunk has one (scale, zero) word per slot and span, for any group size.
 //   - Two batches of weights in flight per warp (this span's and the next one's), loaded before the PDL wait.
-//   - The warps' sums meet in shared memory; warp 0 then holds the tile's 16 × 16 results in the short tile's
-//     epilogue layout and runs its epilogue (wgs::finish: stores, residual, SwiGLU, the rotary embedding), with
-//     one K split.
+//   - The warps' sums meet in shared memory; warps 0 and 1 then hold the tile's 16 × 16 results (8 rows each) in
+//     the short tile's epilogue layout and run its epilogue (wgs::finish: stores, residual, SwiGLU, the rotary
+//     embedding), with one K split.
 // Contract (the host checks): int4 tiles, k_pad a multiple of 128, m ≤ 16, k_splits = 1, A in frag16's order
 // (16 × k_pad halves, lda unused), no act-order part copies.
 #include "tiles.cuh"
@@ -104,7 +104,7 @@ ENGINE_DEV void run(const GemmParams& p, const RopeParams* rope = nullptr) {
     }
 
     // C fragment of half h: element e is row g + 8 (e / 2), slot 8 h + 2 t + e % 2. Every thread then adds up
-    // outputs over the warps (in warp order), so that warp 0, which runs the epilogue, only reads its 8 sums.
+    // outputs over the warps (in warp order), so that the two warps that run the epilogue only read their sums.
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
@@ -117,12 +117,14 @@ ENGINE_DEV void run(const GemmParams& p, const RopeParams* rope = nullptr) {
         total[q] = v;
     }
     __syncthreads();
-    if (warp != 0) return;
-    // The short tile's epilogue layout (wgs::finish): d[i] is row 8 (i / 4) + 2 t + i % 2, slot g + 8 ((i / 2) % 2).
-    float d[8];
+    // Warps 0 and 1 run the epilogue, rows 8 · warp .. + 7 each, in the short tile's epilogue layout (wgs::finish
+    // with 4 sums per thread): d[i] is row 8 warp + 2 t + i % 2, slot g + 8 ((i / 2) % 2).
+    if (warp >= 2) return;
+    const uint32_t row0 = 8 * warp;
+    float d[4];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) d[i] = total[(8 * (i >> 2) + 2 * t + (i & 1)) * 16 + g + 8 * ((i >> 1) & 1)];
-    wgs::finish<OUT, 8, frag16::Order>(p, d, tile * INT4_TILE_N + g, 0, rope);
+    for (int i = 0; i < 4; ++i) d[i] = total[(row0 + 2 * t + (i & 1)) * 16 + g + 8 * ((i >> 1) & 1)];
+    wgs::finish<OUT, 4, frag16::Order>(p, d, tile * INT4_TILE_N + g, row0, rope);
 }
 
 }  // namespace rows16
