@@ -14,7 +14,8 @@
 # backend on synthetic checkpoints of awkward sizes (both namings, group sizes 32/64/128/-1, act-order, asym, 8-bit,
 # fp16, bf16);
 # the same greedy text from engine-cli on both backends; compute-sanitizer memcheck, racecheck and synccheck on the
-# tiny model (a short and a >128-token prompt); and on the 7B-shaped model: CUDA against the CPU backend (a 128-row
+# tiny model (a short and a >128-token prompt) and on one whose short prompts take the 16-row GEMV-shaped tile; and on
+# the 7B-shaped model: CUDA against the CPU backend (a 128-row
 # prefill and 64 decode steps), generating and benchmarking.
 set -uo pipefail
 BIN=${BIN:-.gpu}
@@ -74,6 +75,15 @@ gen_long=("$BIN/engine-cli" generate -m "$TINY" --backend cuda -p "$long_prompt"
 check memcheck-long-prompt compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_long[@]}"
 check racecheck-long-prompt compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_long[@]}"
 check synccheck-long-prompt compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_long[@]}"
+# The tiny model's K (64, 176) is not whole 128-column spans, so its prompts never take the GEMV-shaped 16-row tile
+# (gemv_rows16.cu); a model of hidden 128 and intermediate 384 does, for a prompt of at most 16 tokens (12 here;
+# head_dim 64: the attention writes that tile's fragments itself).
+R16=/tmp/engine-gpu-suite-rows16
+"$BIN/engine-cli" synth --out "$R16" --hidden 128 --intermediate 384 --heads 2 >/dev/null 2>&1
+gen_r16=("$BIN/engine-cli" generate -m "$R16" --backend cuda -p 'The quick brown fox' -n 8 --ignore-eos)
+check memcheck-rows16 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_r16[@]}"
+check racecheck-rows16 compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_r16[@]}"
+check synccheck-rows16 compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_r16[@]}"
 fi
 
 if [ "$SKIP_7B" != 1 ]; then
