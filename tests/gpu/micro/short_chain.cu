@@ -42,7 +42,8 @@
         }                                                                                           \
     } while (0)
 
-constexpr int ROWS = 16;      // input rows: one m16 MMA
+constexpr int ROWS = 16;      // input rows of one m16 MMA (a row block)
+constexpr int MAX_RB = 4;     // row blocks at most (RB: 16, 32, 48 or 64 input rows)
 constexpr int GROUP = 128;    // rows per (scale, zero) in this program's weights
 constexpr int MAX_K = 11008;
 constexpr int MAX_N = 22016;
@@ -50,7 +51,7 @@ constexpr int MAX_N = 22016;
 struct Phase {
     const uint4* w;      // tiles × steps × 32 uint4 (the engine's tile layout)
     const uint32_t* sz;  // tiles × groups × 16 half2 (scale, 1024 + zero)
-    float* y;            // [ROWS][n]
+    float* y;            // [16 RB][n]
     uint32_t k, tiles;
 };
 
@@ -115,23 +116,26 @@ __device__ __forceinline__ uint2 ldg64_keep(const __half* p) {
 // 4 (2 i + h) + j of a 64-column step holds halves i, i + 4 of natural 8-chunk 2 j + h), lda = MAX_K. With AK 1 the
 // k16 block j = 4 w0 + i takes pair i of the lane's words w0 (b0b1) and w0 + 2 (b2b3): in the K order those two
 // pairs of a row are adjacent words, so a block's A is one 8-byte load per row (g and g + 8).
-template <int NW, int TPB, int U, int DOT, int MINB, int AK>
+template <int NW, int TPB, int U, int DOT, int MINB, int AK, int RB>
 __global__ void __launch_bounds__(NW * 32, MINB) short_phase(Phase ph, const uint4* __restrict__ xf, const __half* __restrict__ xk,
                                                            const __half* __restrict__ xs) {
-    extern __shared__ __align__(16) float red[];  // [NW][TPB][ROWS * 16]
+    static_assert(AK == 0 || RB == 1, "several row blocks: fragments only");
+    extern __shared__ __align__(16) float red[];  // [NW][TPB][RB * ROWS * 16]
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const uint32_t steps = ph.k / 64, spans = steps / 2, groups = ph.k / GROUP;
     const uint32_t tile0 = blockIdx.x * TPB;
     // The lane's chunk t of slot g in a span (uint4 units from the span's first): step t / 2, uint4 16 (t % 2) + g.
     const uint32_t lane_off = (t >> 1) * 32 + 16 * (t & 1) + g;
 
-    float acc[TPB][2][4];
+    float acc[TPB][RB][2][4];
 #pragma unroll
     for (int i = 0; i < TPB; ++i)
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
+        for (int rb = 0; rb < RB; ++rb)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) acc[i][h][e] = 0.f;
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[i][rb][h][e] = 0.f;
 
     uint4 cur[U][TPB][2], nxt[U][TPB][2];
     uint32_t cur_sz[U][TPB][2], nxt_sz[U][TPB][2];
@@ -162,15 +166,18 @@ __global__ void __launch_bounds__(NW * 32, MINB) short_phase(Phase ph, const uin
                 for (int i = 0; i < TPB; ++i)
 #pragma unroll
                     for (int h = 0; h < 2; ++h)
-                        acc[i][h][0] += __uint_as_float((w[u][i][h].x ^ w[u][i][h].y ^ w[u][i][h].z ^ w[u][i][h].w ^
+                        acc[i][0][h][0] += __uint_as_float((w[u][i][h].x ^ w[u][i][h].y ^ w[u][i][h].z ^ w[u][i][h].w ^
                                                          sz[u][i][h]) & 0x3FFFFFFFu);
                 continue;
             }
 #pragma unroll
             for (int j = 0; j < 8; ++j) {
-                uint4 a;
+                uint4 a, ab[RB];
                 if (AK == 0) {
-                    a = ldg_keep(xf + ((size_t)s * 8 + j) * 32 + lane);
+#pragma unroll
+                    for (int rb = 0; rb < RB; ++rb)
+                        ab[rb] = ldg_keep(xf + (size_t)rb * (MAX_K / 128) * 8 * 32 + ((size_t)s * 8 + j) * 32 + lane);
+                    a = ab[0];
                 } else if (AK == 2) {
                     // Span order: 16-byte chunk 4 m + t of the span holds natural chunk 4 t + m, halves
                     // 0, 4, 1, 5, 2, 6, 3, 7: rows g and g + 8, m = j / 2, words 2 (j % 2), + 1.
@@ -199,7 +206,12 @@ __global__ void __launch_bounds__(NW * 32, MINB) short_phase(Phase ph, const uin
                             b0 = pair_of(word_of(w[u][i][h], j >> 2), j & 3, zz, hz, ss);
                             b1 = pair_of(word_of(w[u][i][h], (j >> 2) + 2), j & 3, zz, hz, ss);
                         }
-                        mma16816(acc[i][h], a, b0, b1);
+                        if (AK == 0) {
+#pragma unroll
+                            for (int rb = 0; rb < RB; ++rb) mma16816(acc[i][rb][h], ab[rb], b0, b1);
+                        } else {
+                            mma16816(acc[i][0][h], a, b0, b1);
+                        }
                     }
             }
         }
@@ -216,21 +228,25 @@ __global__ void __launch_bounds__(NW * 32, MINB) short_phase(Phase ph, const uin
         compute(s0 + U * NW, nxt, nxt_sz);
     }
 
-    // C fragment: element e of (tile i, half h) is row g + 8 (e / 2), slot 8 h + 2 t + e % 2.
+    // C fragment: element e of (tile i, row block rb, half h) is row 16 rb + g + 8 (e / 2), slot 8 h + 2 t + e % 2.
+    constexpr int R = RB * ROWS;
 #pragma unroll
     for (int i = 0; i < TPB; ++i)
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
+        for (int rb = 0; rb < RB; ++rb)
 #pragma unroll
-            for (int e = 0; e < 4; ++e)
-                red[(warp * TPB + i) * ROWS * 16 + (g + 8 * (e >> 1)) * 16 + 8 * h + 2 * t + (e & 1)] = acc[i][h][e];
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    red[(warp * TPB + i) * R * 16 + (16 * rb + g + 8 * (e >> 1)) * 16 + 8 * h + 2 * t + (e & 1)] =
+                        acc[i][rb][h][e];
     __syncthreads();
     const uint32_t n = ph.tiles * 16;
-    for (int q = threadIdx.x; q < TPB * ROWS * 16; q += NW * 32) {
-        const int i = q / (ROWS * 16), r = (q / 16) % ROWS, slot = q % 16;
+    for (int q = threadIdx.x; q < TPB * R * 16; q += NW * 32) {
+        const int i = q / (R * 16), r = (q / 16) % R, slot = q % 16;
         float sum = 0.f;
 #pragma unroll
-        for (int wi = 0; wi < NW; ++wi) sum += red[(wi * TPB + i) * ROWS * 16 + r * 16 + slot];
+        for (int wi = 0; wi < NW; ++wi) sum += red[(wi * TPB + i) * R * 16 + r * 16 + slot];
         ph.y[(size_t)r * n + (tile0 + i) * 16 + slot] = sum;
     }
 }
@@ -258,14 +274,15 @@ static int weight_at(const std::vector<uint32_t>& w, uint32_t k, uint32_t kk, ui
 struct Variant {
     int nw, tpb, u, dot, minb;  // minb: blocks per SM the registers are capped for (launch bounds), 1 = no cap
     int ak;  // the input's layout: 0 fragments, 1 rows in the short tile's K order, 2 rows in span order
+    int rb;  // row blocks of 16 input rows each (fragments only)
 };
 
-template <int NW, int TPB, int U, int DOT, int MINB, int AK>
+template <int NW, int TPB, int U, int DOT, int MINB, int AK, int RB>
 static void launch(const Phase& ph, const uint4* xf, const __half* xk, const __half* xs, cudaStream_t s) {
-    const size_t smem = (size_t)NW * TPB * ROWS * 16 * 4;
+    const size_t smem = (size_t)NW * TPB * RB * ROWS * 16 * 4;
     static bool configured = false;
     if (!configured) {
-        CHECK(cudaFuncSetAttribute(short_phase<NW, TPB, U, DOT, MINB, AK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        CHECK(cudaFuncSetAttribute(short_phase<NW, TPB, U, DOT, MINB, AK, RB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    (int)smem));
         configured = true;
     }
@@ -279,30 +296,35 @@ static void launch(const Phase& ph, const uint4* xf, const __half* xk, const __h
     attr.val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = &attr;
     cfg.numAttrs = 1;
-    CHECK(cudaLaunchKernelEx(&cfg, short_phase<NW, TPB, U, DOT, MINB, AK>, ph, xf, xk, xs));
+    CHECK(cudaLaunchKernelEx(&cfg, short_phase<NW, TPB, U, DOT, MINB, AK, RB>, ph, xf, xk, xs));
 }
 
-template <int NW, int TPB, int U, int DOT, int MINB, int AK>
+template <int NW, int TPB, int U, int DOT, int MINB, int AK, int RB>
 static int occupancy() {
     int b = 0;
-    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, short_phase<NW, TPB, U, DOT, MINB, AK>, NW * 32,
-                                                        (size_t)NW * TPB * ROWS * 16 * 4));
+    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, short_phase<NW, TPB, U, DOT, MINB, AK, RB>, NW * 32,
+                                                        (size_t)NW * TPB * RB * ROWS * 16 * 4));
     return b;
 }
 
-#define VARIANTS(X)       \
-    X(8, 1, 1, 1, 4, 0)   \
-    X(16, 1, 1, 1, 2, 0)  \
-    X(8, 1, 1, 1, 4, 2)   \
-    X(16, 1, 1, 1, 2, 2)  \
-    X(8, 1, 1, 1, 3, 2)   \
-    X(8, 1, 1, 1, 4, 1)
+#define VARIANTS(X)          \
+    X(8, 1, 1, 1, 4, 0, 1)   \
+    X(16, 1, 1, 1, 2, 0, 1)  \
+    X(8, 1, 1, 1, 4, 0, 2)   \
+    X(16, 1, 1, 1, 2, 0, 2)  \
+    X(8, 1, 1, 1, 3, 0, 2)   \
+    X(8, 1, 1, 1, 3, 0, 3)   \
+    X(16, 1, 1, 1, 1, 0, 3)  \
+    X(8, 1, 1, 1, 2, 0, 4)   \
+    X(16, 1, 1, 1, 1, 0, 4)  \
+    X(8, 1, 1, 1, 2, 0, 3)
 
 static void launch_variant(const Variant& v, const Phase& ph, const uint4* xf, const __half* xk, const __half* xs,
                            cudaStream_t s) {
-#define X(NW_, TPB_, U_, DOT_, MINB_, AK_)                                                                  \
-    if (v.nw == NW_ && v.tpb == TPB_ && v.u == U_ && v.dot == DOT_ && v.minb == MINB_ && v.ak == AK_) \
-        return launch<NW_, TPB_, U_, DOT_, MINB_, AK_>(ph, xf, xk, xs, s);
+#define X(NW_, TPB_, U_, DOT_, MINB_, AK_, RB_)                                                            \
+    if (v.nw == NW_ && v.tpb == TPB_ && v.u == U_ && v.dot == DOT_ && v.minb == MINB_ && v.ak == AK_ &&     \
+        v.rb == RB_)                                                                                         \
+        return launch<NW_, TPB_, U_, DOT_, MINB_, AK_, RB_>(ph, xf, xk, xs, s);
     VARIANTS(X)
 #undef X
     std::printf("no such variant\n");
@@ -335,29 +357,31 @@ int main() {
     }
     CHECK(cudaMemcpy(sz, hsz.data(), sbytes, cudaMemcpyHostToDevice));
     float* y = nullptr;
-    const size_t y_len = (size_t)4 * ROWS * MAX_N;
+    const size_t y_len = (size_t)4 * MAX_RB * ROWS * MAX_N;
     CHECK(cudaMalloc(&y, y_len * 4));
     size_t wat = 0, sat = 0;
     for (auto& ph : chain) {
         ph.w = reinterpret_cast<const uint4*>(w) + wat / 16, ph.sz = sz + sat / 4;
         const int type = ph.k == 11008 ? 3 : ph.tiles == 256 ? 1 : ph.tiles == 768 ? 0 : 2;
-        ph.y = y + (size_t)type * ROWS * MAX_N;
+        ph.y = y + (size_t)type * MAX_RB * ROWS * MAX_N;
         wat += (size_t)ph.k * ph.tiles * 8, sat += (size_t)ph.k / GROUP * ph.tiles * 64;
     }
     // The 16 input rows, and their fragments: [span][k16 block j][lane] uint4 = lane (g, t)'s four A registers.
-    std::vector<__half> x((size_t)ROWS * MAX_K);
-    for (int r = 0; r < ROWS; ++r)
+    std::vector<__half> x((size_t)MAX_RB * ROWS * MAX_K);
+    for (int r = 0; r < MAX_RB * ROWS; ++r)
         for (int k = 0; k < MAX_K; ++k) x[(size_t)r * MAX_K + k] = __float2half(std::sin(0.37f * k + 1.3f * r));
-    std::vector<uint32_t> xfh((size_t)MAX_K / 128 * 8 * 32 * 4);
+    // Row block rb (rows 16 rb ..) at fragment block rb.
+    std::vector<uint32_t> xfh((size_t)MAX_RB * MAX_K / 128 * 8 * 32 * 4);
+    for (int rb = 0; rb < MAX_RB; ++rb)
     for (int s = 0; s < MAX_K / 128; ++s)
         for (int j = 0; j < 8; ++j)
             for (int lane = 0; lane < 32; ++lane) {
-                const int g = lane >> 2, t = lane & 3, k0 = 128 * s + 32 * t + 8 * (j >> 1) + 2 * (j & 1);
+                const int g = 16 * rb + (lane >> 2), t = lane & 3, k0 = 128 * s + 32 * t + 8 * (j >> 1) + 2 * (j & 1);
                 auto pair = [&](int r, int kk) {
                     return (uint32_t)__half_as_ushort(x[(size_t)r * MAX_K + kk + 4]) << 16 |
                            __half_as_ushort(x[(size_t)r * MAX_K + kk]);
                 };
-                uint32_t* f = &xfh[(((size_t)s * 8 + j) * 32 + lane) * 4];
+                uint32_t* f = &xfh[((((size_t)rb * (MAX_K / 128) + s) * 8 + j) * 32 + lane) * 4];
                 f[0] = pair(g, k0), f[1] = pair(g + 8, k0), f[2] = pair(g, k0 + 1), f[3] = pair(g + 8, k0 + 1);
             }
     // The same rows in the short tile's K order (k_order.cuh's `source`), row stride MAX_K.
@@ -396,16 +420,17 @@ int main() {
                 sbytes / 1e9, chain.size(), ROWS);
 
     const Variant variants[] = {
-#define X(NW_, TPB_, U_, DOT_, MINB_, AK_) {NW_, TPB_, U_, DOT_, MINB_, AK_},
+#define X(NW_, TPB_, U_, DOT_, MINB_, AK_, RB_) {NW_, TPB_, U_, DOT_, MINB_, AK_, RB_},
         VARIANTS(X)
 #undef X
     };
     std::vector<float> y_now(y_len);
     for (const Variant& var : variants) {
         int occ = 0;
-#define X(NW_, TPB_, U_, DOT_, MINB_, AK_)                                                                      \
-    if (var.nw == NW_ && var.tpb == TPB_ && var.u == U_ && var.dot == DOT_ && var.minb == MINB_ && var.ak == AK_) \
-        occ = occupancy<NW_, TPB_, U_, DOT_, MINB_, AK_>();
+#define X(NW_, TPB_, U_, DOT_, MINB_, AK_, RB_)                                                             \
+    if (var.nw == NW_ && var.tpb == TPB_ && var.u == U_ && var.dot == DOT_ && var.minb == MINB_ &&           \
+        var.ak == AK_ && var.rb == RB_)                                                                       \
+        occ = occupancy<NW_, TPB_, U_, DOT_, MINB_, AK_, RB_>();
         VARIANTS(X)
 #undef X
         // The whole chain, then each projection's 32 launches alone (µs per launch).
@@ -437,9 +462,9 @@ int main() {
         for (int type = 0; type < 4; ++type) per_type[type] = time_chain(type) / 32;
         const float m = time_chain(-1);
         CHECK(cudaMemcpy(y_now.data(), y, y_len * 4, cudaMemcpyDeviceToHost));
-        std::printf("%s NW %2d TPB %d U %d cap %d/SM %s  %d blocks/SM  %7.1f us per step (%4.0f GB/s)  per launch "
+        std::printf("%2d rows %s NW %2d TPB %d U %d cap %d/SM %s  %d blocks/SM  %7.1f us per step (%4.0f GB/s)  per launch "
                     "q/k/v %5.2f o %5.2f gate/up %5.2f down %5.2f",
-                    var.ak == 2 ? "A spans" : var.ak ? "A korder" : "A frags ", var.nw, var.tpb, var.u, var.minb, var.dot ? "mma" : "xor", occ, m, (wbytes + sbytes) / m / 1e3,
+                    ROWS * var.rb, var.ak == 2 ? "A spans" : var.ak ? "A korder" : "A frags ", var.nw, var.tpb, var.u, var.minb, var.dot ? "mma" : "xor", occ, m, (wbytes + sbytes) / m / 1e3,
                     per_type[0], per_type[1], per_type[2], per_type[3]);
         if (var.dot) {
             // The last layer's o (type 1) and down (type 3) against float64, at a spread of outputs.
@@ -452,7 +477,7 @@ int main() {
                 CHECK(cudaMemcpy(hs.data(), ph.sz, hs.size() * 4, cudaMemcpyDeviceToHost));
                 const uint32_t n = ph.tiles * 16, groups = ph.k / GROUP;
                 for (uint32_t q = 0; q < 48; ++q) {
-                    const uint32_t col = (q * 97 + 13) % n, r = q % ROWS;
+                    const uint32_t col = (q * 97 + 13) % n, r = (q * 7) % (ROWS * var.rb);
                     double ref = 0;
                     for (uint32_t kk = 0; kk < ph.k; ++kk) {
                         const uint32_t word = hs[((size_t)(col / 16) * groups + kk / GROUP) * 16 + col % 16];
@@ -460,7 +485,7 @@ int main() {
                         const double z = __half2float(__ushort_as_half(word >> 16)) - 1024.0;
                         ref += (weight_at(hw, ph.k, kk, col) - z) * sc * __half2float(x[(size_t)r * MAX_K + kk]);
                     }
-                    const double got = y_now[(size_t)type * ROWS * MAX_N + (size_t)r * n + col];
+                    const double got = y_now[(size_t)type * MAX_RB * ROWS * MAX_N + (size_t)r * n + col];
                     worst = std::isfinite(got) ? std::max(worst, std::fabs(got - ref)) : INFINITY;
                     scale = std::max(scale, std::fabs(ref));
                 }
