@@ -31,7 +31,7 @@ struct AttnParams {
     uint32_t rows;           // prefill: query rows of the chunk (attn_prefill_tc*; attn_prefill uses gridDim.y)
     uint32_t order;          // attn_prefill_tc*: the order o_proj's tile reads its input in (shapes.rs InputOrder):
                              // 0 rows, 1 the K order of the weights-in-registers tiles (k_order.cuh), 2 the 16-row
-                             // GEMV-shaped tile's fragments (frag16.cuh; then rows ≤ 16, heads · D a multiple of 128)
+                             // GEMV-shaped tile's fragments (frag16.cuh; then heads · D is a multiple of 128)
 };
 
 namespace attn {

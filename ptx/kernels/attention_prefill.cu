@@ -261,7 +261,7 @@ ENGINE_DEV void run(const AttnParams& p) {
             if (p.order == 2) {
                 __half v[8];
                 *reinterpret_cast<uint4*>(v) = *reinterpret_cast<const uint4*>(staged + c);
-                frag16::store_chunk(p.out, row, (h * D + c) / 8, v);
+                frag16::store_chunk(p.out, row, (h * D + c) / 8, v, p.heads * D);
                 continue;
             }
             const uint32_t step0 = c - c % korder::STEP;

@@ -134,7 +134,7 @@ ENGINE_DEV void wgmma_k16(float (&d)[8], const uint32_t (&a)[4], Desc db) {
 // With split-K every block writes its partial sums into gemm.cu's [split][m][n_pad] buffer and the last to arrive
 // (a counter per grid.x · grid.y tile) adds them in split order, the loads of up to 32 / (N / 16) splits at once:
 // with ~16 splits of a short K range, one round trip per split would be the kernel's tail.
-// The 16-row GEMV-shaped GEMM (gemv_rows16.cu) ends the same way, with its sums rearranged into this layout;
+// The 16-row GEMV-shaped GEMM (gemv_rows.cu) ends the same way, with its sums rearranged into this layout;
 // `YOrder` is the order its SwiGLU output takes (the down projection's input order: korder::Order, frag16::Order).
 template <int OUT, int ACC, class YOrder = korder::Order>
 ENGINE_DEV void finish(const GemmParams& p, float (&d)[ACC], uint32_t slot_l, uint32_t row0,

@@ -28,13 +28,13 @@ struct RmsNormParams {
     uint32_t out_stride;    // elements between the outputs of two parts
     uint32_t out_cols;      // columns of an output row: dim, or the GEMM's k_pad with an order
     uint32_t order;         // 0 in order; 1 output column j holds GEMM input k = korder::source(j); 2 frag16's
-                            // order over out_cols columns (then the rows are < 16, out_cols a multiple of 128);
+                            // order over out_cols columns (out_cols a multiple of 128);
                             // with 1 and 2 zero from dim on
 };
 
 // Grid: (rows, parts, slices); 256 threads. Part i of row r (i = blockIdx.y, one part without act-order):
 // out[i · out_stride + r · out_cols + j] = x[r][perm_i[k]] / rms(x[r]) * w[perm_i[k]], perm_i = perm + i · perm_stride,
-// k = j (or korder::source(j) with order 1; zero where k ≥ dim); order 2 puts element (r, k) at frag16::at(r, k).
+// k = j (or korder::source(j) with order 1; zero where k ≥ dim); order 2 puts element (r, k) at frag16::at(r, k, out_cols).
 // Why the parts: with act-order each fused part (q, k, v; gate, up) has its own row order, so each gets its copy.
 extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows(const RmsNormParams a) {
     const float* x = a.x;
@@ -78,7 +78,7 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_rows(const RmsNormPara
                 const uint32_t k = 8 * chunk + j, src = k < dim ? (perm ? perm[k] : k) : 0;
                 v[j] = __float2half_rn(k < dim ? xr[src] * inv_rms * __half2float(w[src]) : 0.f);
             }
-            frag16::store_chunk(out, blockIdx.x, chunk, v);
+            frag16::store_chunk(out, blockIdx.x, chunk, v, a.out_cols);
         }
         return;
     }

@@ -201,27 +201,45 @@ pub mod kernels {
     /// `gemm_wgmma_wreg.cu`: `permute_k_steps(PermuteKParams)`: rows of A into the K order of the
     /// weights-in-registers tile, k_pad wide, zero past k. 128 threads, grid (rows, slices, parts).
     pub const PERMUTE_K_STEPS: &str = "permute_k_steps";
-    /// `gemv_rows16.cu`: `gemv_rows16_int4_store16(GemmParams)`: chunks of at most 16 rows shaped like the decode
+    /// `gemv_rows.cu`: `gemv_rows16_int4_store16(GemmParams)`: chunks of at most 16 rows shaped like the decode
     /// GEMV, f16 output. 256 threads, grid n_pad / 16, no dynamic shared memory; k_pad a multiple of 128, one K
-    /// split, A in `frag16.cuh`'s fragment order (16 × k_pad halves).
+    /// split, A in `frag16.cuh`'s fragment order (a block of 16 × k_pad halves per 16 rows).
     pub const GEMV_ROWS16_INT4_STORE16: &str = "gemv_rows16_int4_store16";
-    /// `gemv_rows16.cu`: the same, adding into an f32 output.
+    /// `gemv_rows.cu`: the same, adding into an f32 output.
     pub const GEMV_ROWS16_INT4_RESIDUAL: &str = "gemv_rows16_int4_residual";
-    /// `gemv_rows16.cu`: the same, f32 output (tests).
+    /// `gemv_rows.cu`: the same, f32 output (tests).
     pub const GEMV_ROWS16_INT4_STORE32: &str = "gemv_rows16_int4_store32";
-    /// `gemv_rows16.cu`: the same over a paired gate/up, silu(gate) · up into the down projection's input in the
+    /// `gemv_rows.cu`: the same over a paired gate/up, silu(gate) · up into the down projection's input in the
     /// fragment order.
     pub const GEMV_ROWS16_INT4_SWIGLU: &str = "gemv_rows16_int4_swiglu";
-    /// `gemv_rows16.cu`: `gemv_rows16_int4_qkv_rope(GemmRopeParams)`: q/k/v with the rotary embedding and the
+    /// `gemv_rows.cu`: `gemv_rows16_int4_qkv_rope(GemmRopeParams)`: q/k/v with the rotary embedding and the
     /// KV-cache append in the epilogue (as `gemm_wgmma_short_int4_qkv_rope`).
     pub const GEMV_ROWS16_INT4_QKV_ROPE: &str = "gemv_rows16_int4_qkv_rope";
-    /// `gemv_rows16.cu`: the same five with 512 threads (16 warps per tile), for projections of few tiles.
+    /// `gemv_rows.cu`: the same five with 512 threads (16 warps per tile), for projections of few tiles.
     pub const GEMV_ROWS16_WIDE_INT4_STORE16: &str = "gemv_rows16_wide_int4_store16";
     pub const GEMV_ROWS16_WIDE_INT4_RESIDUAL: &str = "gemv_rows16_wide_int4_residual";
     pub const GEMV_ROWS16_WIDE_INT4_STORE32: &str = "gemv_rows16_wide_int4_store32";
     pub const GEMV_ROWS16_WIDE_INT4_SWIGLU: &str = "gemv_rows16_wide_int4_swiglu";
     pub const GEMV_ROWS16_WIDE_INT4_QKV_ROPE: &str = "gemv_rows16_wide_int4_qkv_rope";
-    /// `gemv_rows16.cu`: `permute_frag16(PermuteKParams)`: at most 16 rows of A in order into the fragment order,
+    /// `gemv_rows.cu`: the same five for chunks of at most 32 rows (2 row blocks of A), 256 threads.
+    pub const GEMV_ROWS32_INT4_STORE16: &str = "gemv_rows32_int4_store16";
+    pub const GEMV_ROWS32_INT4_RESIDUAL: &str = "gemv_rows32_int4_residual";
+    pub const GEMV_ROWS32_INT4_STORE32: &str = "gemv_rows32_int4_store32";
+    pub const GEMV_ROWS32_INT4_SWIGLU: &str = "gemv_rows32_int4_swiglu";
+    pub const GEMV_ROWS32_INT4_QKV_ROPE: &str = "gemv_rows32_int4_qkv_rope";
+    /// `gemv_rows.cu`: the same five for chunks of at most 48 rows (3 row blocks of A), 256 threads.
+    pub const GEMV_ROWS48_INT4_STORE16: &str = "gemv_rows48_int4_store16";
+    pub const GEMV_ROWS48_INT4_RESIDUAL: &str = "gemv_rows48_int4_residual";
+    pub const GEMV_ROWS48_INT4_STORE32: &str = "gemv_rows48_int4_store32";
+    pub const GEMV_ROWS48_INT4_SWIGLU: &str = "gemv_rows48_int4_swiglu";
+    pub const GEMV_ROWS48_INT4_QKV_ROPE: &str = "gemv_rows48_int4_qkv_rope";
+    /// `gemv_rows.cu`: the same five for chunks of at most 64 rows (4 row blocks of A), 256 threads.
+    pub const GEMV_ROWS64_INT4_STORE16: &str = "gemv_rows64_int4_store16";
+    pub const GEMV_ROWS64_INT4_RESIDUAL: &str = "gemv_rows64_int4_residual";
+    pub const GEMV_ROWS64_INT4_STORE32: &str = "gemv_rows64_int4_store32";
+    pub const GEMV_ROWS64_INT4_SWIGLU: &str = "gemv_rows64_int4_swiglu";
+    pub const GEMV_ROWS64_INT4_QKV_ROPE: &str = "gemv_rows64_int4_qkv_rope";
+    /// `gemv_rows.cu`: `permute_frag16(PermuteKParams)`: at most 16 rows of A in order into the fragment order,
     /// k_pad wide, zero past k. 128 threads, grid (rows, slices).
     pub const PERMUTE_FRAG16: &str = "permute_frag16";
     /// `gemm_small.cu`: `gemm_small_int4_store16(GemmParams)`: chunks of at most 16 rows, f16 output. 256 threads,
@@ -413,6 +431,21 @@ pub mod kernels {
         GEMV_ROWS16_WIDE_INT4_STORE32,
         GEMV_ROWS16_WIDE_INT4_SWIGLU,
         GEMV_ROWS16_WIDE_INT4_QKV_ROPE,
+        GEMV_ROWS32_INT4_STORE16,
+        GEMV_ROWS32_INT4_RESIDUAL,
+        GEMV_ROWS32_INT4_STORE32,
+        GEMV_ROWS32_INT4_SWIGLU,
+        GEMV_ROWS32_INT4_QKV_ROPE,
+        GEMV_ROWS48_INT4_STORE16,
+        GEMV_ROWS48_INT4_RESIDUAL,
+        GEMV_ROWS48_INT4_STORE32,
+        GEMV_ROWS48_INT4_SWIGLU,
+        GEMV_ROWS48_INT4_QKV_ROPE,
+        GEMV_ROWS64_INT4_STORE16,
+        GEMV_ROWS64_INT4_RESIDUAL,
+        GEMV_ROWS64_INT4_STORE32,
+        GEMV_ROWS64_INT4_SWIGLU,
+        GEMV_ROWS64_INT4_QKV_ROPE,
         PERMUTE_FRAG16,
         GEMM_SMALL_INT4_STORE16,
         GEMM_SMALL_INT4_RESIDUAL,

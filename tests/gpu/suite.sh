@@ -76,14 +76,19 @@ check memcheck-long-prompt compute-sanitizer --tool memcheck --error-exitcode 99
 check racecheck-long-prompt compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_long[@]}"
 check synccheck-long-prompt compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_long[@]}"
 # The tiny model's K (64, 176) is not whole 128-column spans, so its prompts never take the GEMV-shaped 16-row tile
-# (gemv_rows16.cu); a model of hidden 128 and intermediate 384 does, for a prompt of at most 16 tokens (12 here;
-# head_dim 64: the attention writes that tile's fragments itself).
+# (gemv_rows.cu); a model of hidden 128 and intermediate 384 does, for prompts of at most 64 tokens (12 here: one row
+# block of 16; head_dim 64: the attention writes that tile's fragments itself).
 R16=/tmp/engine-gpu-suite-rows16
 "$BIN/engine-cli" synth --out "$R16" --hidden 128 --intermediate 384 --heads 2 >/dev/null 2>&1
 gen_r16=("$BIN/engine-cli" generate -m "$R16" --backend cuda -p 'The quick brown fox' -n 8 --ignore-eos)
 check memcheck-rows16 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_r16[@]}"
 check racecheck-rows16 compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_r16[@]}"
 check synccheck-rows16 compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_r16[@]}"
+# ... and a prompt of 17-64 tokens (the same tile with several row blocks of A).
+gen_r48=("$BIN/engine-cli" generate -m "$R16" --backend cuda -p "$(printf 'the quick brown fox %.0s' 1 2 3)" -n 4 --ignore-eos)
+check memcheck-rows48 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_r48[@]}"
+check racecheck-rows48 compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_r48[@]}"
+check synccheck-rows48 compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_r48[@]}"
 fi
 
 if [ "$SKIP_7B" != 1 ]; then

@@ -63,35 +63,43 @@ impl<P> ByFormat<P> {
     }
 }
 
-/// A kernel compiled for two block widths: 8 warps, and 16 (`*_wide_*`) for launches over few tiles, where more
-/// warps per tile keep the bytes in flight. The launch shape picks one ([`ByWidth::of`]).
-pub(crate) struct ByWidth<P> {
-    narrow: Kernel<P>,
-    wide: Kernel<P>,
+/// A kernel of the GEMV-shaped prefill tile compiled per row count: 16 rows with 8 warps and with 16 (`*_wide_*`,
+/// for launches over few tiles, where more warps per tile keep the bytes in flight), and 32, 48 and 64 rows (2 to 4
+/// row blocks of A). The launch shape picks one ([`ByRows::of`]).
+pub(crate) struct ByRows<P> {
+    r16: Kernel<P>,
+    r16_wide: Kernel<P>,
+    r32: Kernel<P>,
+    r48: Kernel<P>,
+    r64: Kernel<P>,
 }
 
-impl<P> ByWidth<P> {
-    pub fn of(&self, wide: bool) -> &Kernel<P> {
-        if wide {
-            &self.wide
-        } else {
-            &self.narrow
+impl<P> ByRows<P> {
+    /// The kernel for `blocks` row blocks of 16 (1..=4; `wide` applies to one block).
+    pub fn of(&self, blocks: u32, wide: bool) -> &Kernel<P> {
+        match (blocks, wide) {
+            (0 | 1, false) => &self.r16,
+            (0 | 1, true) => &self.r16_wide,
+            (2, _) => &self.r32,
+            (3, _) => &self.r48,
+            _ => &self.r64,
         }
     }
 }
 
 /// Declares the kernel table: each field a kernel of the module paired with its parameter struct; in `by_format`,
 /// the kernels compiled for every weight format, with their three names; in `by_width`, those compiled for two
-/// block widths, with their two names.
+/// row counts, with their five names.
 macro_rules! kernels {
     (one { $( $(#[$doc:meta])* $field:ident: $params:ident = $name:path, )* }
      by_format { $( $(#[$wdoc:meta])* $wfield:ident: $wparams:ident = $int4:path, $int8:path, $f16:path; )* }
-     by_width { $( $(#[$bdoc:meta])* $bfield:ident: $bparams:ident = $narrow:path, $wide:path; )* }) => {
+     by_rows { $( $(#[$bdoc:meta])* $bfield:ident: $bparams:ident =
+                  $r16:path, $r16w:path, $r32:path, $r48:path, $r64:path; )* }) => {
         /// Every kernel of the engine's module, resolved once when the module loads.
         pub(crate) struct Kernels {
             $( $(#[$doc])* pub $field: Kernel<$params>, )*
             $( $(#[$wdoc])* pub $wfield: ByFormat<$wparams>, )*
-            $( $(#[$bdoc])* pub $bfield: ByWidth<$bparams>, )*
+            $( $(#[$bdoc])* pub $bfield: ByRows<$bparams>, )*
         }
 
         impl Kernels {
@@ -103,9 +111,12 @@ macro_rules! kernels {
                         int8: Kernel::load(module, $int8)?,
                         f16: Kernel::load(module, $f16)?,
                     }, )*
-                    $( $bfield: ByWidth {
-                        narrow: Kernel::load(module, $narrow)?,
-                        wide: Kernel::load(module, $wide)?,
+                    $( $bfield: ByRows {
+                        r16: Kernel::load(module, $r16)?,
+                        r16_wide: Kernel::load(module, $r16w)?,
+                        r32: Kernel::load(module, $r32)?,
+                        r48: Kernel::load(module, $r48)?,
+                        r64: Kernel::load(module, $r64)?,
                     }, )*
                 })
             }
@@ -121,8 +132,11 @@ macro_rules! kernels {
                 ($f16, stringify!($wparams), std::mem::size_of::<$wparams>()),
             )*
             $(
-                ($narrow, stringify!($bparams), std::mem::size_of::<$bparams>()),
-                ($wide, stringify!($bparams), std::mem::size_of::<$bparams>()),
+                ($r16, stringify!($bparams), std::mem::size_of::<$bparams>()),
+                ($r16w, stringify!($bparams), std::mem::size_of::<$bparams>()),
+                ($r32, stringify!($bparams), std::mem::size_of::<$bparams>()),
+                ($r48, stringify!($bparams), std::mem::size_of::<$bparams>()),
+                ($r64, stringify!($bparams), std::mem::size_of::<$bparams>()),
             )*
         ];
     };
@@ -515,15 +529,20 @@ kernels! {
         gemm_small_store16: GemmParams = name::GEMM_SMALL_INT4_STORE16, name::GEMM_SMALL_INT8_STORE16, name::GEMM_SMALL_F16_STORE16;
         gemm_small_residual: GemmParams = name::GEMM_SMALL_INT4_RESIDUAL, name::GEMM_SMALL_INT8_RESIDUAL, name::GEMM_SMALL_F16_RESIDUAL;
     }
-    by_width {
-        /// The GEMV-shaped 16-row tile (`gemv_rows16.cu`), int4 only.
-        gemv_rows16_store16: GemmParams = name::GEMV_ROWS16_INT4_STORE16, name::GEMV_ROWS16_WIDE_INT4_STORE16;
-        gemv_rows16_residual: GemmParams = name::GEMV_ROWS16_INT4_RESIDUAL, name::GEMV_ROWS16_WIDE_INT4_RESIDUAL;
+    by_rows {
+        /// The GEMV-shaped prefill tile (`gemv_rows.cu`), int4 only.
+        gemv_rows_store16: GemmParams = name::GEMV_ROWS16_INT4_STORE16, name::GEMV_ROWS16_WIDE_INT4_STORE16,
+            name::GEMV_ROWS32_INT4_STORE16, name::GEMV_ROWS48_INT4_STORE16, name::GEMV_ROWS64_INT4_STORE16;
+        gemv_rows_residual: GemmParams = name::GEMV_ROWS16_INT4_RESIDUAL, name::GEMV_ROWS16_WIDE_INT4_RESIDUAL,
+            name::GEMV_ROWS32_INT4_RESIDUAL, name::GEMV_ROWS48_INT4_RESIDUAL, name::GEMV_ROWS64_INT4_RESIDUAL;
         /// f32 output: the kernel tests' reference epilogue.
         #[cfg_attr(not(test), allow(dead_code))]
-        gemv_rows16_store32: GemmParams = name::GEMV_ROWS16_INT4_STORE32, name::GEMV_ROWS16_WIDE_INT4_STORE32;
-        gemv_rows16_swiglu: GemmParams = name::GEMV_ROWS16_INT4_SWIGLU, name::GEMV_ROWS16_WIDE_INT4_SWIGLU;
-        gemv_rows16_qkv_rope: GemmRopeParams = name::GEMV_ROWS16_INT4_QKV_ROPE, name::GEMV_ROWS16_WIDE_INT4_QKV_ROPE;
+        gemv_rows_store32: GemmParams = name::GEMV_ROWS16_INT4_STORE32, name::GEMV_ROWS16_WIDE_INT4_STORE32,
+            name::GEMV_ROWS32_INT4_STORE32, name::GEMV_ROWS48_INT4_STORE32, name::GEMV_ROWS64_INT4_STORE32;
+        gemv_rows_swiglu: GemmParams = name::GEMV_ROWS16_INT4_SWIGLU, name::GEMV_ROWS16_WIDE_INT4_SWIGLU,
+            name::GEMV_ROWS32_INT4_SWIGLU, name::GEMV_ROWS48_INT4_SWIGLU, name::GEMV_ROWS64_INT4_SWIGLU;
+        gemv_rows_qkv_rope: GemmRopeParams = name::GEMV_ROWS16_INT4_QKV_ROPE, name::GEMV_ROWS16_WIDE_INT4_QKV_ROPE,
+            name::GEMV_ROWS32_INT4_QKV_ROPE, name::GEMV_ROWS48_INT4_QKV_ROPE, name::GEMV_ROWS64_INT4_QKV_ROPE;
     }
 }
 

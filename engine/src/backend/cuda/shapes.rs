@@ -366,10 +366,10 @@ pub enum GemmTile {
     /// (`gemm_wgmma_wreg_int4_*`, sm_90 only), two blocks per SM; A must first be in its K order
     /// (`permute_k_steps`).
     WgmmaWreg,
-    /// Chunks of at most 16 rows shaped like the decode GEMV (`gemv_rows16_int4_*`, `mma.sync`): a block per
-    /// 16-slot tile over all of K, 8 warps (16 when `wide`, for projections of few tiles), no split-K; A in
-    /// `ptx/kernels/frag16.cuh`'s order.
-    GemvRows16 { wide: bool },
+    /// Chunks of at most 16 · `blocks` rows (1..=4 row blocks) shaped like the decode GEMV (`gemv_rows*_int4_*`,
+    /// `mma.sync`): a block per 16-slot tile over all of K, 8 warps (16 when `wide`, one row block only, for
+    /// projections of few tiles), no split-K; A in `ptx/kernels/frag16.cuh`'s order.
+    GemvRows { blocks: u32, wide: bool },
 }
 
 /// The order a prefill GEMM tile reads its rows of A in, which the kernel producing them writes where it can
@@ -381,27 +381,33 @@ pub enum InputOrder {
     /// Rows, each 64-column step permuted as the weights-in-registers tiles pair K (`ptx/kernels/k_order.cuh`),
     /// k_pad columns with zeros past k.
     KSteps = 1,
-    /// The 16-row tile's MMA fragments (`ptx/kernels/frag16.cuh`): 16 rows × k_pad halves interleaved.
+    /// The GEMV-shaped tile's MMA fragments (`ptx/kernels/frag16.cuh`): blocks of 16 rows × k_pad halves
+    /// interleaved.
     Frag16 = 2,
 }
 
 /// Columns of A whose fragments lie together in [`InputOrder::Frag16`] (`frag16::SPAN`): K of a
-/// [`GemmTile::GemvRows16`] GEMM is padded to a multiple of it.
+/// [`GemmTile::GemvRows`] GEMM is padded to a multiple of it.
 pub const FRAG16_SPAN: u32 = 128;
 
-/// Tiles over fewer 16-slot tiles than this take the 16-warp [`GemmTile::GemvRows16`] (the decode GEMV's rule for
+/// Row blocks of 16 the [`GemmTile::GemvRows`] kernels take at most (64 rows).
+pub const GEMV_ROWS_MAX_BLOCKS: u32 = 4;
+
+/// Tiles over fewer 16-slot tiles than this take the 16-warp one-block [`GemmTile::GemvRows`] (the decode GEMV's rule for
 /// its wide blocks: few tiles need more warps per tile to keep the bytes in flight).
 pub const GEMV_ROWS16_WIDE_BELOW: u32 = 512;
 
 /// Rows from which a prefill GEMM uses the 128 × 128 tile. Below, a 128-row tile would be mostly padding.
 pub const GEMM128_MIN_ROWS: u32 = 128;
+/// The same for the 128-row wgmma tiles (sm_90).
+pub const GEMM128_WGMMA_MIN_ROWS: u32 = 65;
 
 impl GemmTile {
     /// The order the tile reads its rows of A in.
     pub fn input_order(self) -> InputOrder {
         match self {
             GemmTile::WgmmaShort | GemmTile::WgmmaWreg => InputOrder::KSteps,
-            GemmTile::GemvRows16 { .. } => InputOrder::Frag16,
+            GemmTile::GemvRows { .. } => InputOrder::Frag16,
             _ => InputOrder::Rows,
         }
     }
@@ -429,7 +435,10 @@ impl GemmTile {
                 return t;
             }
         }
-        if m >= GEMM128_MIN_ROWS && gemm128 {
+        // The wgmma tiles pay little for padding rows: from 65 rows one 128-row tile (at 100 rows on an H200: the
+        // 64 × 64 tile took 12.4 ms for the 7B prefill, the 128-row tile a 128-row chunk's ~7.5; BENCHMARKS.md).
+        let min_rows = if wgmma == WgmmaTile::Off { GEMM128_MIN_ROWS } else { GEMM128_WGMMA_MIN_ROWS };
+        if m >= min_rows && gemm128 {
             match wgmma {
                 WgmmaTile::Off => GemmTile::Rows128,
                 WgmmaTile::Slots128 => GemmTile::Wgmma128,
@@ -444,7 +453,8 @@ impl GemmTile {
 
     fn rows(self) -> u32 {
         match self {
-            GemmTile::Small { .. } | GemmTile::WgmmaShort | GemmTile::GemvRows16 { .. } => 16,
+            GemmTile::Small { .. } | GemmTile::WgmmaShort => 16,
+            GemmTile::GemvRows { blocks, .. } => 16 * blocks,
             GemmTile::Rows64 => 64,
             GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::Wgmma256 | GemmTile::WgmmaWs | GemmTile::WgmmaWreg => {
                 128
@@ -466,7 +476,7 @@ impl GemmTile {
     pub fn slots(self) -> u32 {
         match self {
             GemmTile::Small { tiles_per_block, .. } => tiles_per_block * TILE_N as u32,
-            GemmTile::GemvRows16 { .. } => TILE_N as u32,
+            GemmTile::GemvRows { .. } => TILE_N as u32,
             GemmTile::Rows64 => 64,
             GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::WgmmaWs | GemmTile::WgmmaShort | GemmTile::WgmmaWreg => {
                 128
@@ -484,7 +494,7 @@ impl GemmTile {
             | GemmTile::WgmmaWreg => 256,
             GemmTile::WgmmaWs => 384,
             GemmTile::Rows64 => 128,
-            GemmTile::GemvRows16 { wide } => 32 * if wide { 16 } else { 8 },
+            GemmTile::GemvRows { wide, .. } => 32 * if wide { 16 } else { 8 },
         }
     }
 
@@ -508,7 +518,7 @@ impl GemmTile {
             GemmTile::WgmmaWs => GEMM_WGMMA_WS_SMEM_BYTES,
             GemmTile::WgmmaShort => GEMM_WGMMA_SHORT_SMEM_BYTES,
             GemmTile::WgmmaWreg => GEMM_WGMMA_WREG_SMEM_BYTES,
-            GemmTile::GemvRows16 { .. } => 0,
+            GemmTile::GemvRows { .. } => 0,
         };
         let grid = (n_pad.div_ceil(self.slots()), m.div_ceil(self.rows()), k_splits);
         Launch::new(grid, self.threads(), smem)
@@ -658,7 +668,7 @@ pub fn gemm_splits(
 ) -> u32 {
     match tile {
         GemmTile::Small { splits, .. } => splits,
-        GemmTile::GemvRows16 { .. } => 1,
+        GemmTile::GemvRows { .. } => 1,
         GemmTile::Rows64 => gemm64_splits(n_pad, k_pad, m, limits.sm_count),
         GemmTile::Rows128 | GemmTile::Wgmma128 | GemmTile::WgmmaWreg => {
             // Two blocks per SM either way on sm_90 (the wgmma tiles' shared memory is the smaller).
@@ -755,7 +765,11 @@ mod tests {
             wreg.launch(4096, 4096, 512, 2, TileFormat::Int4),
             Launch::new((32, 4, 2), 256, GEMM_WGMMA_WREG_SMEM_BYTES)
         );
-        assert_eq!(GemmTile::choose(127, 256, 64, 132, true, WgmmaTile::Slots256, false), GemmTile::Rows64);
+        // The wgmma tiles from 65 rows, the mma.sync 128-row tile from 128.
+        assert_eq!(GemmTile::choose(127, 256, 64, 132, true, WgmmaTile::Slots256, false), GemmTile::Wgmma256);
+        assert_eq!(GemmTile::choose(65, 256, 64, 132, true, WgmmaTile::WeightsInRegisters, true), GemmTile::WgmmaWreg);
+        assert_eq!(GemmTile::choose(64, 256, 64, 132, true, WgmmaTile::WeightsInRegisters, true), GemmTile::Rows64);
+        assert_eq!(GemmTile::choose(127, 256, 64, 132, true, WgmmaTile::Off, false), GemmTile::Rows64);
         assert!(matches!(
             GemmTile::choose(16, 256, 64, 132, true, WgmmaTile::WarpSpecialized, false),
             GemmTile::Small { .. }

@@ -603,7 +603,7 @@ impl Step<'_> {
     fn swiglu_in_gate_up(&self, gate_up: &DevLinear, down: &DevLinear, m: u32) -> bool {
         let writes = match self.gemm_launches(gate_up, m) {
             GemmLaunches::Whole(GemmTile::WgmmaShort) => InputOrder::KSteps,
-            GemmLaunches::Whole(GemmTile::GemvRows16 { .. }) => InputOrder::Frag16,
+            GemmLaunches::Whole(GemmTile::GemvRows { .. }) => InputOrder::Frag16,
             _ => return false,
         };
         gate_up.parts() == 1
@@ -615,7 +615,7 @@ impl Step<'_> {
     /// Whether the q/k/v GEMM of `m` rows runs on a 16-row tile alone, which then applies the rotary embedding and
     /// appends to the KV cache in its epilogue (its layout pairs each rotary partner in one thread).
     fn rope_in_qkv(&self, qkv: &DevLinear, m: u32) -> bool {
-        self.every_launch(qkv, m, |tile| matches!(tile, GemmTile::WgmmaShort | GemmTile::GemvRows16 { .. }))
+        self.every_launch(qkv, m, |tile| matches!(tile, GemmTile::WgmmaShort | GemmTile::GemvRows { .. }))
     }
 
     /// Elements between the per-part copies of a normalized chunk (`act.xn`, `act.xn2`): one chunk of rows.
@@ -693,18 +693,22 @@ impl Step<'_> {
         }
     }
 
-    /// The tile shapes.rs picks for `m` rows of `lin` (the 128-row tile is int4's only), or the GEMV-shaped 16-row
-    /// tile where it applies: int4 without act-order, K whole spans of its fragment order, and a chunk of at least
-    /// 16 rows (its input is 16 rows × k_pad whatever `m`, in buffers sized for the chunk).
+    /// The tile shapes.rs picks for `m` rows of `lin` (the 128-row tile is int4's only), or the GEMV-shaped tile
+    /// for chunks of at most 64 rows where it applies: int4 without act-order, K whole spans of its fragment order,
+    /// and whole row blocks of 16 within the plan's chunk (its input is 16 · ceil(m / 16) rows × k_pad, in buffers
+    /// sized for the chunk).
     fn gemm_tile(&self, lin: &DevLinear, m: u32) -> GemmTile {
         let limits = &self.gpu.limits;
-        let rows16 = self.tuning.gemv_rows16
+        let blocks = m.div_ceil(16).max(1);
+        let gemv_rows = self.tuning.gemv_rows16
             && lin.format == TileFormat::Int4
             && lin.perm.is_null()
             && lin.k_pad % shapes::FRAG16_SPAN == 0
-            && self.chunk >= 16;
-        if m <= 16 && rows16 {
-            return GemmTile::GemvRows16 { wide: lin.tiles() < shapes::GEMV_ROWS16_WIDE_BELOW };
+            && blocks <= shapes::GEMV_ROWS_MAX_BLOCKS
+            && 16 * blocks as usize <= self.chunk;
+        if gemv_rows {
+            let wide = blocks == 1 && lin.tiles() < shapes::GEMV_ROWS16_WIDE_BELOW;
+            return GemmTile::GemvRows { blocks, wide };
         }
         let gemm128 = self.tuning.gemm128 && shapes::gemm128_fits(limits) && lin.format == TileFormat::Int4;
         let wgmma = if self.gpu.has_wgmma() { self.tuning.wgmma } else { WgmmaTile::Off };
@@ -741,17 +745,17 @@ impl Step<'_> {
             (GemmOut::QkvRope(rope), GemmTile::WgmmaShort) => {
                 (QkvRope(&k.gemm_wgmma_short_qkv_rope, rope), DevPtr::NULL, DevPtr::NULL)
             }
-            (GemmOut::Store16(y), GemmTile::GemvRows16 { wide }) => {
-                (Plain(k.gemv_rows16_store16.of(wide)), DevPtr::NULL, y)
+            (GemmOut::Store16(y), GemmTile::GemvRows { blocks, wide }) => {
+                (Plain(k.gemv_rows_store16.of(blocks, wide)), DevPtr::NULL, y)
             }
-            (GemmOut::Residual(y), GemmTile::GemvRows16 { wide }) => {
-                (Plain(k.gemv_rows16_residual.of(wide)), y, DevPtr::NULL)
+            (GemmOut::Residual(y), GemmTile::GemvRows { blocks, wide }) => {
+                (Plain(k.gemv_rows_residual.of(blocks, wide)), y, DevPtr::NULL)
             }
-            (GemmOut::SwiGlu(y), GemmTile::GemvRows16 { wide }) => {
-                (Plain(k.gemv_rows16_swiglu.of(wide)), DevPtr::NULL, y)
+            (GemmOut::SwiGlu(y), GemmTile::GemvRows { blocks, wide }) => {
+                (Plain(k.gemv_rows_swiglu.of(blocks, wide)), DevPtr::NULL, y)
             }
-            (GemmOut::QkvRope(rope), GemmTile::GemvRows16 { wide }) => {
-                (QkvRope(k.gemv_rows16_qkv_rope.of(wide), rope), DevPtr::NULL, DevPtr::NULL)
+            (GemmOut::QkvRope(rope), GemmTile::GemvRows { blocks, wide }) => {
+                (QkvRope(k.gemv_rows_qkv_rope.of(blocks, wide), rope), DevPtr::NULL, DevPtr::NULL)
             }
             (GemmOut::SwiGlu(_), _) => {
                 return Err(Error::Device(format!("the {tile:?} GEMM tile has no SwiGLU epilogue")));
@@ -770,7 +774,7 @@ impl Step<'_> {
                 | GemmTile::WgmmaWs
                 | GemmTile::WgmmaShort
                 | GemmTile::WgmmaWreg
-                | GemmTile::GemvRows16 { .. }
+                | GemmTile::GemvRows { .. }
         );
         if int4_only && format != TileFormat::Int4 {
             return Err(Error::Device(format!("the {tile:?} GEMM tile runs int4 weights, not {format:?}")));

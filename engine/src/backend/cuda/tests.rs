@@ -1163,22 +1163,24 @@ fn permuted_k(
     out
 }
 
-/// Where each half of a buffer in the 16-row tile's fragment order (`ptx/kernels/frag16.cuh`) over `k_pad` columns
-/// comes from, as (row, column) of A: written from mma.m16n8k16's A fragment and the lane mapping of
-/// `gemv_rows16.cu`, independently of the kernels' code. Per 128-column span s, k16 block j and lane (g, t), four
-/// words: (A[g][k0], A[g][k0 + 4]), (A[g + 8][k0], ..), (A[g][k0 + 1], A[g][k0 + 5]), (A[g + 8][k0 + 1], ..),
-/// k0 = 128 s + 32 t + 8 (j / 2) + 2 (j % 2).
-fn frag16_sources(k_pad: usize) -> Vec<(usize, usize)> {
+/// Where each half of a buffer in the GEMV-shaped tile's fragment order (`ptx/kernels/frag16.cuh`) over `k_pad`
+/// columns comes from, as (row, column) of A, for `rows` rows (whole blocks of 16): written from mma.m16n8k16's A
+/// fragment and the lane mapping of `gemv_rows.cu`, independently of the kernels' code. Per row block b, 128-column
+/// span s, k16 block j and lane (g, t), four words: (A[g][k0], A[g][k0 + 4]), (A[g + 8][k0], ..), (A[g][k0 + 1],
+/// A[g][k0 + 5]), (A[g + 8][k0 + 1], ..) of the block's rows, k0 = 128 s + 32 t + 8 (j / 2) + 2 (j % 2).
+fn frag16_sources(k_pad: usize, rows: usize) -> Vec<(usize, usize)> {
     assert_eq!(k_pad % 128, 0);
-    let mut at = Vec::with_capacity(16 * k_pad);
-    for s in 0..k_pad / 128 {
-        for j in 0..8 {
-            for lane in 0..32 {
-                let (g, t) = (lane / 4, lane % 4);
-                let k0 = 128 * s + 32 * t + 8 * (j / 2) + 2 * (j % 2);
-                for word in 0..4 {
-                    for half in 0..2 {
-                        at.push((g + 8 * (word % 2), k0 + word / 2 + 4 * half));
+    let mut at = Vec::with_capacity(rows.div_ceil(16) * 16 * k_pad);
+    for b in 0..rows.div_ceil(16) {
+        for s in 0..k_pad / 128 {
+            for j in 0..8 {
+                for lane in 0..32 {
+                    let (g, t) = (lane / 4, lane % 4);
+                    let k0 = 128 * s + 32 * t + 8 * (j / 2) + 2 * (j % 2);
+                    for word in 0..4 {
+                        for half in 0..2 {
+                            at.push((16 * b + g + 8 * (word % 2), k0 + word / 2 + 4 * half));
+                        }
                     }
                 }
             }
@@ -1187,12 +1189,13 @@ fn frag16_sources(k_pad: usize) -> Vec<(usize, usize)> {
     at
 }
 
-/// `permute_frag16` of `m` ≤ 16 rows of A (`lda` wide, k columns) into a new buffer of 16 × k_pad halves (k_pad
-/// the next multiple of 128), checked against the host's rearrangement of what was uploaded: each half from
+/// `permute_frag16` of `m` rows of A (`lda` wide, k columns) into a new buffer of 16 · ceil(m / 16) × k_pad halves
+/// (k_pad the next multiple of 128), checked against the host's rearrangement of what was uploaded: each half from
 /// `frag16_sources`, zero from k on, and the rows past m never written (the buffer starts poisoned).
 fn permuted_frag16(g: &Device, a: &DeviceBuffer, m: usize, lda: usize, k: usize) -> DeviceBuffer {
     let k_pad = k.next_multiple_of(128);
-    let out = poisoned(g, 16 * k_pad * 2);
+    let len = m.div_ceil(16) * 16 * k_pad;
+    let out = poisoned(g, len * 2);
     let p = PermuteKParams {
         input: a.ptr(),
         out: out.ptr(),
@@ -1204,8 +1207,8 @@ fn permuted_frag16(g: &Device, a: &DeviceBuffer, m: usize, lda: usize, k: usize)
     launch(g, &g.k.permute_frag16, shapes::permute_k(m as u32, 1), &p);
     g.sync().unwrap();
     let input: Vec<u16> = get(g, a, (m - 1) * lda + k);
-    let got: Vec<u16> = get(g, &out, 16 * k_pad);
-    for (i, &(r, c)) in frag16_sources(k_pad).iter().enumerate() {
+    let got: Vec<u16> = get(g, &out, len);
+    for (i, &(r, c)) in frag16_sources(k_pad, m).iter().enumerate() {
         let want = if r >= m {
             0xFFFF
         } else if c < k {
@@ -1272,11 +1275,15 @@ impl<'a> GemmTileFns<'a> {
             order: InputOrder::KSteps,
         }
     }
-    fn gemv_rows16(g: &'a Device, wide: bool) -> Self {
-        let fns =
-            [g.k.gemv_rows16_store32.of(wide), g.k.gemv_rows16_residual.of(wide), g.k.gemv_rows16_store16.of(wide)];
+    fn gemv_rows(g: &'a Device, blocks: u32, wide: bool) -> Self {
+        let k = &g.k;
+        let fns = [
+            k.gemv_rows_store32.of(blocks, wide),
+            k.gemv_rows_residual.of(blocks, wide),
+            k.gemv_rows_store16.of(blocks, wide),
+        ];
         let threads = if wide { 512 } else { 256 };
-        GemmTileFns { rows: 16, slots: 16, threads, smem: 0, fns, order: InputOrder::Frag16 }
+        GemmTileFns { rows: 16 * blocks, slots: 16, threads, smem: 0, fns, order: InputOrder::Frag16 }
     }
     fn wgmma_wreg(g: &'a Device) -> Self {
         let fns = [&g.k.gemm_wgmma_wreg_store32, &g.k.gemm_wgmma_wreg_residual, &g.k.gemm_wgmma_wreg_store16];
@@ -1496,12 +1503,16 @@ fn gemm_wgmma_short_int4_matches_f64() {
     gemm_tile_cases(&g, &GemmTileFns::wgmma_short(&g), "gemm_wgmma_short", cases);
 }
 
-/// The 16-row tiles the engine runs chunks of at most 16 rows on, with what their epilogues need: the wgmma short
-/// tile (sm_90 only) in split-K, A in the K order; the GEMV-shaped tile in both widths, one split, A as fragments.
-fn short_tiles(g: &Device) -> Vec<(GemmTile, &'static [u32])> {
-    let mut tiles =
-        vec![(GemmTile::GemvRows16 { wide: false }, &[1u32][..]), (GemmTile::GemvRows16 { wide: true }, &[1])];
-    if g.has_wgmma() {
+/// The tiles the engine runs chunks of `m` ≤ 64 rows on with their own epilogues: the wgmma short tile (sm_90 only,
+/// at most 16 rows) in split-K, A in the K order; the GEMV-shaped tile with the row blocks `m` needs (both widths
+/// for one block), one split, A as fragments.
+fn short_tiles(g: &Device, m: usize) -> Vec<(GemmTile, &'static [u32])> {
+    let blocks = m.div_ceil(16) as u32;
+    let mut tiles = vec![(GemmTile::GemvRows { blocks, wide: false }, &[1u32][..])];
+    if blocks == 1 {
+        tiles.push((GemmTile::GemvRows { blocks, wide: true }, &[1]));
+    }
+    if m <= 16 && g.has_wgmma() {
         tiles.push((GemmTile::WgmmaShort, &[1, 2, 3, 4]));
     } else {
         eprintln!("{} has no wgmma (sm_90 only): the GEMV-shaped tile alone", g.describe());
@@ -1535,6 +1546,8 @@ fn gemm_short_swiglu_matches_f64() {
         (16, 4096, 256, 128, 3),
         (9, 256, 128, 32, 2),
         (5, 384, 384, 128, 1),
+        (37, 384, 256, 64, 1),
+        (64, 256, 128, 128, 1),
     ] {
         let (gate, up) = (
             RandLinear::new(&mut rng, k, inter, Some(group), false, true),
@@ -1550,7 +1563,7 @@ fn gemm_short_swiglu_matches_f64() {
             let src = r * inter + c;
             yg[src] / (1.0 + (-yg[src]).exp()) * yu[src]
         };
-        for (tile, tile_splits) in short_tiles(&g) {
+        for (tile, tile_splits) in short_tiles(&g, m) {
             let frag = tile.input_order() == InputOrder::Frag16;
             if frag && (k % 128 != 0 || inter % 128 != 0) {
                 continue;
@@ -1560,14 +1573,14 @@ fn gemm_short_swiglu_matches_f64() {
             // Output half i holds H[r][c] (NaN: never written): column c of a row of the K order holds natural
             // column 64 (c / 64) + k_step_source(c % 64); the fragment order is 16 rows whatever m.
             let want: Vec<f64> = if frag {
-                frag16_sources(inter).iter().map(|&(r, c)| if r < m { h(r, c) } else { f64::NAN }).collect()
+                frag16_sources(inter, m).iter().map(|&(r, c)| if r < m { h(r, c) } else { f64::NAN }).collect()
             } else {
                 (0..m * inter).map(|i| h(i / inter, 64 * (i % inter / 64) + k_step_source(i % 64))).collect()
             };
             let part = g.alloc(splits as usize * m * dl.d.n_pad * 4, "t").unwrap();
             let counters = put(&g, &vec![0u32; 64]);
             let kernel = match tile {
-                GemmTile::GemvRows16 { wide } => g.k.gemv_rows16_swiglu.of(wide),
+                GemmTile::GemvRows { blocks, wide } => g.k.gemv_rows_swiglu.of(blocks, wide),
                 _ => &g.k.gemm_wgmma_short_swiglu,
             };
             let mut runs = Vec::new();
@@ -1606,39 +1619,48 @@ fn gemm_short_swiglu_matches_f64() {
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
 fn gemm_short_qkv_rope_matches_f64_and_the_unfused_pass() {
     let g = gpu();
-    for (tile, tile_splits) in short_tiles(&g) {
-        short_qkv_rope_cases(&g, tile, tile_splits);
-    }
-}
-
-fn short_qkv_rope_cases(g: &Device, tile: GemmTile, tile_splits: &[u32]) {
     let mut rng = Rng(37);
     for &(m, hidden, heads, kv_heads, hd, group, splits) in &[
         (16usize, 4096usize, 32usize, 32usize, 128usize, 128usize, 4u32),
         (9, 320, 4, 2, 64, 64, 2),
         (1, 256, 2, 1, 16, 32, 1),
         (5, 512, 8, 2, 32, 128, 3),
+        (29, 512, 8, 2, 32, 64, 1),
+        (50, 256, 2, 1, 64, 128, 1),
     ] {
+        for (tile, tile_splits) in short_tiles(&g, m) {
+            short_qkv_rope_case(&g, &mut rng, tile, tile_splits, (m, hidden, heads, kv_heads, hd, group, splits));
+        }
+    }
+}
+
+type QkvCase = (usize, usize, usize, usize, usize, usize, u32);
+
+fn short_qkv_rope_case(g: &Device, rng: &mut Rng, tile: GemmTile, tile_splits: &[u32], case: QkvCase) {
+    let (m, hidden, heads, kv_heads, hd, group, splits) = case;
+    {
         let (q_dim, kv_dim) = (heads * hd, kv_heads * hd);
         let n = q_dim + 2 * kv_dim;
-        let lin = RandLinear::new(&mut rng, hidden, n, Some(group), false, true);
+        let lin = RandLinear::new(rng, hidden, n, Some(group), false, true);
         let a = rng.vec_f16(m * hidden, -1.0, 1.0);
         if tile.input_order() == InputOrder::Frag16 && hidden % 128 != 0 {
-            continue;
+            return;
         }
         let splits = if tile_splits.contains(&splits) { splits } else { 1 };
         let dl = upload_linear(g, lin.repack(ColumnOrder::QkvRope { head_dim: hd, q_dim, kv_dim }));
         let am = a_for(g, tile, &a, m, hidden);
         let a64: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
         let y = matmul_f64(&a64, &lin.dense(), m, hidden, n);
-        let (ctx, pos0) = (64usize, 40u32);
+        let (ctx, pos0) = (128usize, 40u32);
         let setup = RopeSetup::new(g, (heads, kv_heads, hd), ctx, 128, pos0);
         let part = g.alloc(splits as usize * m * dl.d.n_pad * 4, "t").unwrap();
         let counters = put(g, &vec![0u32; 256]);
         let cache_len = kv_heads * ctx * hd;
         let l = tile.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, TileFormat::Int4);
         let (fused_k, plain_k) = match tile {
-            GemmTile::GemvRows16 { wide } => (g.k.gemv_rows16_qkv_rope.of(wide), g.k.gemv_rows16_store16.of(wide)),
+            GemmTile::GemvRows { blocks, wide } => {
+                (g.k.gemv_rows_qkv_rope.of(blocks, wide), g.k.gemv_rows_store16.of(blocks, wide))
+            }
             _ => (&g.k.gemm_wgmma_short_qkv_rope, &g.k.gemm_wgmma_short_store16),
         };
         // Fused (twice), then the plain GEMM into a q/k/v tensor and rope_kv_rows.
@@ -1690,7 +1712,7 @@ fn short_qkv_rope_cases(g: &Device, tile: GemmTile, tile_splits: &[u32]) {
     }
 }
 
-/// The GEMV-shaped 16-row tile (`gemv_rows16*_int4_*`, any card, both widths) on awkward shapes at 1 to 16 rows,
+/// The GEMV-shaped tile (`gemv_rows*_int4_*`, any card; 16 rows in both widths, 32, 48 and 64) on awkward shapes,
 /// each A first rearranged into its fragment order by `permute_frag16` (checked against the host's rearrangement:
 /// rows past m never written, zeros from k on): K of one span (128), of 200 (zero-filled columns in the last span),
 /// 384, 4096 and 11008 (86 spans); N of 9 to 69 tiles; group sizes 32 / 64 / 128 and one group; asymmetric zeros;
@@ -1711,7 +1733,22 @@ fn gemv_rows16_int4_matches_f64() {
         (13, 256, 16 * 11, Some(64), false, false, &[1], 0, 0),
     ];
     for wide in [false, true] {
-        gemm_tile_cases(&g, &GemmTileFns::gemv_rows16(&g, wide), &format!("gemv_rows16 wide={wide}"), cases);
+        gemm_tile_cases(&g, &GemmTileFns::gemv_rows(&g, 1, wide), &format!("gemv_rows16 wide={wide}"), cases);
+    }
+    #[rustfmt::skip]
+    let cases: &[TileCase] = &[
+        (17, 4096, 16 * 37, Some(128), false, false, &[1], 0, 0),
+        (32, 384, 16 * 21, Some(32), false, true, &[1], 0, 1),
+        (40, 11008, 16 * 9, Some(128), false, false, &[1], 0, 0),
+        (48, 200, 16 * 21, None, false, false, &[1], 0, 3),
+        (57, 256, 16 * 11, Some(64), false, true, &[1], 0, 0),
+        (64, 4096, 16 * 37, Some(128), false, false, &[1], 0, 2),
+    ];
+    for &(m, ..) in cases {
+        let blocks = (m as u32).div_ceil(16);
+        let tile = GemmTileFns::gemv_rows(&g, blocks, false);
+        let case = cases.iter().filter(|c| c.0 == m).copied().collect::<Vec<_>>();
+        gemm_tile_cases(&g, &tile, &format!("gemv_rows{}", 16 * blocks), &case);
     }
 }
 
@@ -1735,6 +1772,7 @@ type TileCase = (usize, usize, usize, Option<usize>, bool, bool, &'static [u32],
 /// The cases of the 128-row tiles (see `gemm128_int4_matches_f64_on_long_chunks`).
 const LONG_CASES: &[TileCase] = &[
     (128, 4096, 16 * 37, Some(128), false, false, &[1, 3], 0, 0),
+    (100, 320, 16 * 37, Some(64), false, true, &[1, 2], 0, 1),
     (200, 320, 16 * 37, Some(32), true, false, &[1, 2], 8, 1),
     (200, 320, 16 * 37, None, false, false, &[1], 0, 2),
     (512, 11008, 16 * 9, Some(128), false, false, &[1, 2], 0, 0),
@@ -2417,18 +2455,19 @@ fn attention_prefill_tc_matches_f64_and_is_deterministic() {
         g.sync().unwrap();
         let want = in_k_steps(first.as_ref().unwrap(), rows, heads * hd);
         assert!(get::<u16>(&g, &steps, n_out) == want, "{what}: k_steps output");
-        // ... and as the 16-row tile's fragments, where o_proj takes that tile (at most 16 rows, whole spans).
+        // ... and as the GEMV-shaped tile's fragments, where o_proj takes that tile (at most 64 rows, whole spans).
         let q_dim = heads * hd;
-        if rows <= 16 && q_dim % 128 == 0 {
-            let frags = poisoned(&g, 16 * q_dim * 2);
+        if rows <= 64 && q_dim % 128 == 0 {
+            let len = rows.div_ceil(16) * 16 * q_dim;
+            let frags = poisoned(&g, len * 2);
             launch(&g, g.k.attn_prefill_kernel(which), l, &AttnParams { out: frags.ptr(), order: 2, ..p });
             g.sync().unwrap();
             let plain = first.as_ref().unwrap();
-            let want: Vec<u16> = frag16_sources(q_dim)
+            let want: Vec<u16> = frag16_sources(q_dim, rows)
                 .iter()
                 .map(|&(r, c)| if r < rows { plain[r * q_dim + c] } else { 0xFFFF })
                 .collect();
-            assert!(get::<u16>(&g, &frags, 16 * q_dim) == want, "{what}: frag16 output");
+            assert!(get::<u16>(&g, &frags, len) == want, "{what}: frag16 output");
         }
     }
 }
@@ -2552,17 +2591,18 @@ fn row_kernels_match_f64() {
             check(&f16s(&plain), &norm_rows(&order), 1e-3, "rmsnorm_rows in order");
             let what = format!("rmsnorm_rows k_steps perm={}", !perm_ptr.is_null());
             assert_eq!(get::<u16>(&g, &steps, rows * k_pad), in_k_steps(&plain, rows, dim), "{what}");
-            // ... and as the GEMV-shaped 16-row tile's fragments (its chunks have at most 16 rows): the same values
-            // where `frag16_sources` puts them, zeros past dim, the rows past the chunk's never written.
-            let (m16, k_pad128) = (rows.min(16), dim.next_multiple_of(128));
-            let frags = poisoned(&g, 16 * k_pad128 * 2);
+            // ... and as the GEMV-shaped tile's fragments (blocks of 16 rows): the same values where
+            // `frag16_sources` puts them, zeros past dim, the rows past the chunk's never written.
+            let k_pad128 = dim.next_multiple_of(128);
+            let len = rows.div_ceil(16) * 16 * k_pad128;
+            let frags = poisoned(&g, len * 2);
             let fp = RmsNormParams { out: frags.ptr(), out_cols: k_pad128 as u32, order: 2, ..base };
-            launch(&g, &g.k.rmsnorm_rows, shapes::per_row(m16 as u32), &fp);
+            launch(&g, &g.k.rmsnorm_rows, shapes::per_row(rows as u32), &fp);
             g.sync().unwrap();
-            let want: Vec<u16> = frag16_sources(k_pad128)
+            let want: Vec<u16> = frag16_sources(k_pad128, rows)
                 .iter()
                 .map(|&(r, c)| {
-                    if r >= m16 {
+                    if r >= rows {
                         0xFFFF
                     } else if c < dim {
                         plain[r * dim + c]
@@ -2572,7 +2612,7 @@ fn row_kernels_match_f64() {
                 })
                 .collect();
             let what = format!("rmsnorm_rows frag16 perm={}", !perm_ptr.is_null());
-            assert_eq!(get::<u16>(&g, &frags, 16 * k_pad128), want, "{what}");
+            assert_eq!(get::<u16>(&g, &frags, len), want, "{what}");
         }
 
         // permute_cols

@@ -1,5 +1,6 @@
-// Prefill GEMM for chunks of at most 16 rows, shaped like the decode GEMV: a block per 16-slot tile over all of K,
-// its warps streaming disjoint K spans of the tile straight into registers, the 16 rows multiplied on mma.sync.
+// Prefill GEMM for chunks of at most 64 rows, shaped like the decode GEMV: a block per 16-slot tile over all of K,
+// its warps streaming disjoint K spans of the tile straight into registers, the rows multiplied on mma.sync in
+// blocks of 16 (each dequantized weight fragment serves every row block).
 //
 // Why. At 16 rows a GEMM is still a stream of weights (32 flops per weight), and what the split-K tiles lose is
 // the structure around the stream, not the multiply: gemm_wgmma_short's blocks run a block-wide chain per 4 KB
@@ -18,11 +19,15 @@
 //     subtracted exactly, the group's scale multiplied in fp16 (as the short tile does): groups are whole 32-row
 //     chunks, so a lane's chunk has one (scale, zero) word per slot and span, for any group size.
 //   - Two batches of weights in flight per warp (this span's and the next one's), loaded before the PDL wait.
-//   - The warps' sums meet in shared memory; warps 0 and 1 then hold the tile's 16 × 16 results (8 rows each) in
+//   - The warps' sums meet in shared memory; 2 RB warps then hold the tile's 16 RB × 16 results (8 rows each) in
 //     the short tile's epilogue layout and run its epilogue (wgs::finish: stores, residual, SwiGLU, the rotary
 //     embedding), with one K split.
-// Contract (the host checks): int4 tiles, k_pad a multiple of 128, m ≤ 16, k_splits = 1, A in frag16's order
-// (16 × k_pad halves, lda unused), no act-order part copies.
+//   - Row blocks (RB = 2..4 for chunks of 17..64 rows): every A load and MMA is made RB times per dequantized B, so
+//     A's traffic (RB × 4 the weights' bytes) and the accumulators grow with RB: measured per 32 layers' four GEMMs
+//     1.67-1.78 ms at 16 rows, 2.37 at 32, 3.01 at 48, 3.66 at 64 (short_chain.cu), against ~7 ms for the 64-row
+//     mma.sync tile this replaces there.
+// Contract (the host checks): int4 tiles, k_pad a multiple of 128, m ≤ 16 RB, k_splits = 1, A in frag16's order
+// (RB blocks of 16 × k_pad halves, lda unused), no act-order part copies.
 #include "tiles.cuh"
 #include "tensor_core.cuh"
 #include "frag16.cuh"
@@ -47,10 +52,12 @@ struct Span {
     uint32_t sz[2];
 };
 
-template <int NW, int OUT>
+template <int NW, int RB, int OUT>
 ENGINE_DEV void run(const GemmParams& p, const RopeParams* rope = nullptr) {
-    __shared__ float sums[NW][16 * 16];  // [warp][row][slot]
-    __shared__ float total[16 * 16];     // [row][slot]
+    static_assert(2 * RB <= NW, "two warps per row block run the epilogue");
+    constexpr int R = 16 * RB;         // rows
+    __shared__ float sums[NW][R * 16];  // [warp][row][slot]
+    __shared__ float total[R * 16];     // [row][slot]
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const uint32_t tile = blockIdx.x, steps = p.k_pad / INT4_STEP_K, spans = steps / 2;
     const uint32_t g_shift = 31 - __clz(p.group_size);
@@ -58,6 +65,7 @@ ENGINE_DEV void run(const GemmParams& p, const RopeParams* rope = nullptr) {
     const uint4* w_lane = p.qw + (size_t)tile * steps * 32 + (t >> 1) * 32 + 16 * (t & 1) + g;
     const uint32_t* sz_lane = p.sz + (size_t)tile * p.groups * INT4_TILE_N + g;
     const uint4* a_lane = reinterpret_cast<const uint4*>(p.a) + lane;
+    const size_t a_block = 2 * (size_t)p.k_pad;  // uint4s of one row block (16 × k_pad halves)
 
     auto load = [&](uint32_t s, Span& sp) {
         if (s >= spans) return;
@@ -68,7 +76,7 @@ ENGINE_DEV void run(const GemmParams& p, const RopeParams* rope = nullptr) {
             sp.sz[h] = __ldg(sz_lane + group * INT4_TILE_N + 8 * h);
         }
     };
-    float acc[2][4] = {};
+    float acc[RB][2][4] = {};
     auto multiply = [&](uint32_t s, const Span& sp) {
         if (s >= spans) return;
         __half2 zz[2], zh[2], sc[2];
@@ -79,13 +87,18 @@ ENGINE_DEV void run(const GemmParams& p, const RopeParams* rope = nullptr) {
         }
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-            const uint4 a4 = ldg_nc_v4(a_lane + ((size_t)s * 8 + j) * 32);
-            const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w};
+            uint32_t a[RB][4];
+#pragma unroll
+            for (int rb = 0; rb < RB; ++rb) {
+                const uint4 a4 = ldg_nc_v4(a_lane + rb * a_block + ((size_t)s * 8 + j) * 32);
+                a[rb][0] = a4.x, a[rb][1] = a4.y, a[rb][2] = a4.z, a[rb][3] = a4.w;
+            }
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 uint32_t b0, b1;
                 b_pairs(word_of(sp.w[h], j >> 1), j, zz[h], zh[h], sc[h], b0, b1);
-                tc::mma_16816(acc[h], a, b0, b1);
+#pragma unroll
+                for (int rb = 0; rb < RB; ++rb) tc::mma_16816(acc[rb][h], a[rb], b0, b1);
             }
         }
     };
@@ -103,23 +116,27 @@ ENGINE_DEV void run(const GemmParams& p, const RopeParams* rope = nullptr) {
         multiply(s + NW, nxt);
     }
 
-    // C fragment of half h: element e is row g + 8 (e / 2), slot 8 h + 2 t + e % 2. Every thread then adds up
-    // outputs over the warps (in warp order), so that the two warps that run the epilogue only read their sums.
+    // C fragment of row block rb, half h: element e is row 16 rb + g + 8 (e / 2), slot 8 h + 2 t + e % 2. Every
+    // thread then adds up outputs over the warps (in warp order), so that the warps that run the epilogue only read
+    // their sums.
 #pragma unroll
-    for (int h = 0; h < 2; ++h)
+    for (int rb = 0; rb < RB; ++rb)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) sums[warp][(g + 8 * (e >> 1)) * 16 + 8 * h + 2 * t + (e & 1)] = acc[h][e];
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                sums[warp][(16 * rb + g + 8 * (e >> 1)) * 16 + 8 * h + 2 * t + (e & 1)] = acc[rb][h][e];
     __syncthreads();
-    for (int q = threadIdx.x; q < 16 * 16; q += NW * 32) {
+    for (int q = threadIdx.x; q < R * 16; q += NW * 32) {
         float v = sums[0][q];
 #pragma unroll
         for (int wi = 1; wi < NW; ++wi) v += sums[wi][q];
         total[q] = v;
     }
     __syncthreads();
-    // Warps 0 and 1 run the epilogue, rows 8 · warp .. + 7 each, in the short tile's epilogue layout (wgs::finish
-    // with 4 sums per thread): d[i] is row 8 warp + 2 t + i % 2, slot g + 8 ((i / 2) % 2).
-    if (warp >= 2) return;
+    // Warps 0 .. 2 RB - 1 run the epilogue, rows 8 · warp .. + 7 each, in the short tile's epilogue layout
+    // (wgs::finish with 4 sums per thread): d[i] is row 8 warp + 2 t + i % 2, slot g + 8 ((i / 2) % 2).
+    if (warp >= 2 * RB) return;
     const uint32_t row0 = 8 * warp;
     float d[4];
 #pragma unroll
@@ -129,33 +146,36 @@ ENGINE_DEV void run(const GemmParams& p, const RopeParams* rope = nullptr) {
 
 }  // namespace rows16
 
-// Block: 256 threads (8 warps; for projections of many tiles) or 512 (16 warps, `_wide`: few tiles, so more warps
-// per tile keep the bytes in flight). Grid: n_pad / 16. No dynamic shared memory. At most 64 registers per thread:
-// four (two) blocks per SM.
-#define ROWS16_KERNELS(NAME, NW, MIN_BLOCKS)                                                                          \
+// Block: 256 threads (8 warps; for projections of many tiles) or, for 16 rows, 512 (16 warps, `_wide`: few tiles, so
+// more warps per tile keep the bytes in flight). Grid: n_pad / 16. No dynamic shared memory. Registers capped for
+// MIN_BLOCKS blocks per SM: 16 rows 4 (2 wide), 32 rows 3, 48 and 64 rows 2 (what measured best, short_chain.cu).
+#define ROWS16_KERNELS(NAME, NW, RB, MIN_BLOCKS)                                                                      \
     extern "C" __global__ void __launch_bounds__(NW * 32, MIN_BLOCKS) NAME##_int4_store16(const GemmParams p) {       \
-        rows16::run<NW, gemm::STORE16>(p);                                                                            \
+        rows16::run<NW, RB, gemm::STORE16>(p);                                                                            \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(NW * 32, MIN_BLOCKS) NAME##_int4_residual(const GemmParams p) {      \
-        rows16::run<NW, gemm::RESIDUAL>(p);                                                                           \
+        rows16::run<NW, RB, gemm::RESIDUAL>(p);                                                                           \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(NW * 32, MIN_BLOCKS) NAME##_int4_store32(const GemmParams p) {       \
-        rows16::run<NW, gemm::STORE32>(p);                                                                            \
+        rows16::run<NW, RB, gemm::STORE32>(p);                                                                            \
     }                                                                                                                 \
     /* gate/up paired (ColumnOrder::GateUp) with SwiGLU into the down projection's input in frag16's order. */       \
     extern "C" __global__ void __launch_bounds__(NW * 32, MIN_BLOCKS) NAME##_int4_swiglu(const GemmParams p) {        \
-        rows16::run<NW, gemm::SWIGLU_K>(p);                                                                           \
+        rows16::run<NW, RB, gemm::SWIGLU_K>(p);                                                                           \
     }                                                                                                                 \
     /* q/k/v in ColumnOrder::QkvRope with the rotary embedding and the KV-cache append (gemm_wgmma_short.cu's). */   \
     extern "C" __global__ void __launch_bounds__(NW * 32, MIN_BLOCKS) NAME##_int4_qkv_rope(const GemmRopeParams p) {  \
-        rows16::run<NW, gemm::QKV_ROPE_K>(p.gemm, &p.rope);                                                           \
+        rows16::run<NW, RB, gemm::QKV_ROPE_K>(p.gemm, &p.rope);                                                           \
     }
-ROWS16_KERNELS(gemv_rows16, 8, 4)
-ROWS16_KERNELS(gemv_rows16_wide, 16, 2)
+ROWS16_KERNELS(gemv_rows16, 8, 1, 4)
+ROWS16_KERNELS(gemv_rows16_wide, 16, 1, 2)
+ROWS16_KERNELS(gemv_rows32, 8, 2, 3)
+ROWS16_KERNELS(gemv_rows48, 8, 3, 2)
+ROWS16_KERNELS(gemv_rows64, 8, 4, 2)
 #undef ROWS16_KERNELS
 
 // Rows in order (lda apart, k columns) into frag16's order over k_pad columns (zeros from k on), for an A that no
-// producer wrote that way (the attention output). Grid: (rows, slices); 128 threads, a natural 8-column chunk each.
+// producer wrote that way. Grid: (rows, slices); 128 threads, a natural 8-column chunk each.
 extern "C" __global__ void __launch_bounds__(128) permute_frag16(const PermuteKParams a) {
     pdl_wait();
     pdl_launch_dependents();
@@ -167,6 +187,6 @@ extern "C" __global__ void __launch_bounds__(128) permute_frag16(const PermuteKP
         if (8 * c < a.k) raw = *reinterpret_cast<const uint4*>(row + 8 * c);
         __half v[8];
         *reinterpret_cast<uint4*>(v) = raw;
-        frag16::store_chunk(a.out, r, c, v);
+        frag16::store_chunk(a.out, r, c, v, a.k_pad);
     }
 }
