@@ -25,23 +25,8 @@
 // Medians of 7 replays of the captured graph after a warm-up, CUDA events. Checks: every variant of the engine's
 // dot product gives the engine-like kernel's outputs (outputs poisoned before each run); the mma kernel's o
 // outputs match a float64 reading of the same bytes on the host.
-#include <algorithm>
 #include <cmath>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <vector>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
-#define CHECK(x)                                                                                    \
-    do {                                                                                            \
-        cudaError_t e = (x);                                                                        \
-        if (e != cudaSuccess) {                                                                     \
-            std::printf("%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e));         \
-            std::exit(1);                                                                           \
-        }                                                                                           \
-    } while (0)
+#include "micro.cuh"
 
 constexpr int UNROLL = 4;     // 16-byte loads per lane per batch
 constexpr int GROUP = 128;    // rows per (scale, zero)
@@ -65,22 +50,6 @@ struct Inputs {
     uint32_t* count;   // per tile
 };
 
-__device__ __forceinline__ uint4 ldg_stream(const uint4* p) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-}
-__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
-__device__ __forceinline__ void pdl_launch() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
-__device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {
-    uint32_t d;
-    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    return d;
-}
-__device__ __forceinline__ __half2 h2(uint32_t v) { return *reinterpret_cast<__half2*>(&v); }
-__device__ __forceinline__ uint32_t u32(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
 
 // The engine's dot_chunk (ptx/kernels/gemv.cu): one lane's 32-row chunk times the staged input, times the scale.
 __device__ __forceinline__ float dot_chunk(uint4 w, const __half2* xs, uint32_t szb, float acc) {
@@ -567,19 +536,6 @@ static double mma_reference(const std::vector<uint32_t>& w, const std::vector<__
             }
         }
     return y;
-}
-
-__global__ void fill_random(uint32_t* p, size_t n, uint32_t seed) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-        h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
-        p[i] = h;
-    }
-}
-
-static float median(std::vector<float> t) {
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
 }
 
 struct Variant {

@@ -24,23 +24,8 @@
 // for all TPB tiles), NW warps per block, U spans per batch; DOT 0 only xors the weight words into the accumulators
 // (the bytes alone). Medians of 7 replays of the captured graph after a warm-up, CUDA events; outputs poisoned
 // before each run; the last layer's o and down outputs checked against a float64 reading of the same bytes.
-#include <algorithm>
 #include <cmath>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <vector>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
-#define CHECK(x)                                                                                    \
-    do {                                                                                            \
-        cudaError_t e = (x);                                                                        \
-        if (e != cudaSuccess) {                                                                     \
-            std::printf("%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e));         \
-            std::exit(1);                                                                           \
-        }                                                                                           \
-    } while (0)
+#include "micro.cuh"
 
 constexpr int ROWS = 16;      // input rows of one m16 MMA (a row block)
 constexpr int MAX_RB = 4;     // row blocks at most (RB: 16, 32, 48 or 64 input rows)
@@ -55,28 +40,12 @@ struct Phase {
     uint32_t k, tiles;
 };
 
-__device__ __forceinline__ uint4 ldg_stream(const uint4* p) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-}
 // The input fragments: read by every block, so kept in L1.
 __device__ __forceinline__ uint4 ldg_keep(const uint4* p) {
     uint4 v;
     asm("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
     return v;
 }
-__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
-__device__ __forceinline__ void pdl_launch() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
-__device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {
-    uint32_t d;
-    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    return d;
-}
-__device__ __forceinline__ __half2 h2(uint32_t v) { return *reinterpret_cast<__half2*>(&v); }
-__device__ __forceinline__ uint32_t u32(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
 __device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
@@ -249,19 +218,6 @@ __global__ void __launch_bounds__(NW * 32, MINB) short_phase(Phase ph, const uin
         for (int wi = 0; wi < NW; ++wi) sum += red[(wi * TPB + i) * R * 16 + r * 16 + slot];
         ph.y[(size_t)r * n + (tile0 + i) * 16 + slot] = sum;
     }
-}
-
-__global__ void fill_random(uint32_t* p, size_t n, uint32_t seed) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-        h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
-        p[i] = h;
-    }
-}
-
-static float median(std::vector<float> t) {
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
 }
 
 // The weight q of row kk, column col of a phase, read from its tile layout on the host.
