@@ -18,7 +18,8 @@
 //   - The dequantization: one LOP3 per pair (the odd pair unshifted, as 1024 + 16 q, see unshifted_zero), the zero
 //     subtracted exactly, the group's scale multiplied in fp16 (as the short tile does): groups are whole 32-row
 //     chunks, so a lane's chunk has one (scale, zero) word per slot and span, for any group size.
-//   - Two batches of weights in flight per warp (this span's and the next one's), loaded before the PDL wait.
+//   - Two spans of weights in flight per warp (this one's and the next), the first loaded before the PDL wait (both
+//     before it, or none, measured slower: BENCHMARKS.md).
 //   - The warps' sums meet in shared memory; 2 RB warps then hold the tile's 16 RB × 16 results (8 rows each) in
 //     the short tile's epilogue layout and run its epilogue (wgs::finish: stores, residual, SwiGLU, the rotary
 //     embedding), with one K split.

@@ -700,7 +700,7 @@ impl Step<'_> {
     fn gemm_tile(&self, lin: &DevLinear, m: u32) -> GemmTile {
         let limits = &self.gpu.limits;
         let blocks = m.div_ceil(16).max(1);
-        let gemv_rows = self.tuning.gemv_rows16
+        let gemv_rows = self.tuning.gemv_rows
             && lin.format == TileFormat::Int4
             && lin.perm.is_null()
             && lin.k_pad % shapes::FRAG16_SPAN == 0

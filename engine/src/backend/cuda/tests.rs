@@ -1531,7 +1531,7 @@ fn a_for(g: &Device, tile: GemmTile, a: &[f16], m: usize, k: usize) -> DeviceBuf
     }
 }
 
-/// The 16-row tiles' SwiGLU epilogues (`gemm_wgmma_short_int4_swiglu`, `gemv_rows16*_int4_swiglu`): a paired
+/// The 16- to 64-row tiles' SwiGLU epilogues (`gemm_wgmma_short_int4_swiglu`, `gemv_rows*_int4_swiglu`): a paired
 /// gate/up (gate column i in slot j, up column i in slot j + 8 of a tile) of random weights, silu(gate) · up written
 /// straight into the down projection's input in the order the down projection's tile reads (the K order, inter a
 /// multiple of 64; the fragment order, inter a multiple of 128), against float64; 1–16 rows, split-K included where
@@ -1610,7 +1610,7 @@ fn gemm_short_swiglu_matches_f64() {
     }
 }
 
-/// The 16-row tiles' q/k/v epilogues (`gemm_wgmma_short_int4_qkv_rope`, `gemv_rows16*_int4_qkv_rope`: rotary
+/// The 16- to 64-row tiles' q/k/v epilogues (`gemm_wgmma_short_int4_qkv_rope`, `gemv_rows*_int4_qkv_rope`: rotary
 /// embedding and KV-cache append, what `rope_kv_rows` does after a plain GEMM) against float64 — every row's rotated
 /// q, its k and v at position pos0 + row of the caches and nothing else written there — and bit for bit against that
 /// tile's plain GEMM and `rope_kv_rows` on the same input, with split-K where the tile has it, the GQA and MHA

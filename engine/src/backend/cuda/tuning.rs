@@ -37,11 +37,12 @@ pub struct Tuning {
     /// Chunks of at most 16 rows of int4 weights on Hopper's wgmma, the weights dequantized in registers as the M
     /// side (`gemm_wgmma_short_int4_*`), where the card has it (sm_90), instead of `gemm_small` on `mma.sync`.
     pub wgmma_short: bool,
-    /// Chunks of at most 16 rows of int4 weights on the GEMV-shaped tile (`gemv_rows16_int4_*`, `mma.sync`, any
+    /// Chunks of at most 64 rows of int4 weights on the GEMV-shaped tile (`gemv_rows*_int4_*`, `mma.sync`, any
     /// card): a block per 16-slot tile over all of K, no split-K, A in its fragment order. Where it applies (no
-    /// act-order, K a multiple of 128, a prefill chunk of at least 16 rows) it replaces `wgmma_short` and
-    /// `gemm_small`.
-    pub gemv_rows16: bool,
+    /// act-order, K a multiple of 128, the chunk's rows rounded up to 16 within the plan's chunk) it replaces
+    /// `wgmma_short`, `gemm_small` and the 64-row tile: 7B TTFT on an H200 2.46 ms at 16 tokens instead of 3.05,
+    /// 3.4 at 32 instead of 7.1 (BENCHMARKS.md).
+    pub gemv_rows: bool,
     /// Repack GPTQ int4 linears without act-order on the device (`repack.cu`: the checkpoint's tensors uploaded as
     /// they are, then reordered there) instead of on the host: 7B load 0.43 s instead of 1.0-1.2 s warm on an H200
     /// (BENCHMARKS.md).
@@ -92,7 +93,7 @@ impl Default for Tuning {
             gemm128: true,
             wgmma: WgmmaTile::WeightsInRegisters,
             wgmma_short: true,
-            gemv_rows16: true,
+            gemv_rows: true,
             gpu_repack: true,
             cubin: true,
         }
@@ -110,7 +111,7 @@ pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
     ("gemm128", "on|off", "the 128 x 128 prefill GEMM tile for chunks of >= 128 rows"),
     ("wgmma", "off|128|256|ws|wreg", "the 128-row prefill tile on Hopper's wgmma tensor cores (sm_90; needs gemm128)"),
     ("wgmma_short", "on|off", "chunks of <= 16 rows on Hopper's wgmma, weights as the M side (sm_90, int4)"),
-    ("gemv_rows16", "on|off", "chunks of <= 16 rows on the GEMV-shaped mma.sync tile (int4, no act-order)"),
+    ("gemv_rows", "on|off", "chunks of <= 64 rows on the GEMV-shaped mma.sync tile (int4, no act-order)"),
     ("gpu_repack", "on|off", "repack GPTQ int4 linears without act-order on the device instead of the host"),
     ("cubin", "on|off", "the prebuilt cubin (off: the PTX through the driver's JIT)"),
 ];
@@ -139,7 +140,7 @@ impl Tuning {
                 })?
             }
             "wgmma_short" => self.wgmma_short = flag(value)?,
-            "gemv_rows16" => self.gemv_rows16 = flag(value)?,
+            "gemv_rows" => self.gemv_rows = flag(value)?,
             "cubin" => self.cubin = flag(value)?,
             "gpu_repack" => self.gpu_repack = flag(value)?,
             "attn_splits" => self.attn_splits = count(value, 1..=64)?,
@@ -172,7 +173,7 @@ impl Tuning {
     pub fn describe(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "pdl={},gemv_blocks_per_sm={},attn_splits={},gemv_wide={},gemv_ring={},gemv_prefetch={},gemm128={},wgmma={},wgmma_short={},gemv_rows16={},\
+            "pdl={},gemv_blocks_per_sm={},attn_splits={},gemv_wide={},gemv_ring={},gemv_prefetch={},gemm128={},wgmma={},wgmma_short={},gemv_rows={},\
              gpu_repack={},\
              cubin={}",
             on(self.pdl),
@@ -184,7 +185,7 @@ impl Tuning {
             on(self.gemm128),
             self.wgmma.name(),
             on(self.wgmma_short),
-            on(self.gemv_rows16),
+            on(self.gemv_rows),
             on(self.gpu_repack),
             on(self.cubin)
         )
@@ -199,7 +200,7 @@ mod tests {
     fn parse_sets_each_key_and_describe_round_trips() {
         let t = Tuning::parse(
             "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemv_ring=on,gemv_prefetch=8,gemm128=false,wgmma=ws,wgmma_short=off,\
-             gemv_rows16=off,gpu_repack=off,cubin=off",
+             gemv_rows=off,gpu_repack=off,cubin=off",
         )
         .unwrap();
         let want = Tuning {
@@ -212,7 +213,7 @@ mod tests {
             gemm128: false,
             wgmma: WgmmaTile::WarpSpecialized,
             wgmma_short: false,
-            gemv_rows16: false,
+            gemv_rows: false,
             gpu_repack: false,
             cubin: false,
         };
