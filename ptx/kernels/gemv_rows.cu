@@ -150,22 +150,29 @@ ENGINE_DEV void run(const GemmParams& p, const RopeParams* rope = nullptr) {
 // Block: 256 threads (8 warps; for projections of many tiles) or, for 16 rows, 512 (16 warps, `_wide`: few tiles, so
 // more warps per tile keep the bytes in flight). Grid: n_pad / 16. No dynamic shared memory. Registers capped for
 // MIN_BLOCKS blocks per SM: 16 rows 4 (2 wide), 32 rows 3, 48 and 64 rows 2 (what measured best, short_chain.cu).
+// The compute_80 module (sm_80/86/89) needs more registers for the same loop: ptxas spilled 8-20 B at these caps
+// there, so it gets one block per SM fewer (not measured on such a card).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define ROWS_MIN_BLOCKS(n) ((n) > 1 ? (n) - 1 : 1)
+#else
+#define ROWS_MIN_BLOCKS(n) (n)
+#endif
 #define ROWS16_KERNELS(NAME, NW, RB, MIN_BLOCKS)                                                                      \
-    extern "C" __global__ void __launch_bounds__(NW * 32, MIN_BLOCKS) NAME##_int4_store16(const GemmParams p) {       \
+    extern "C" __global__ void __launch_bounds__(NW * 32, ROWS_MIN_BLOCKS(MIN_BLOCKS)) NAME##_int4_store16(const GemmParams p) {       \
         rows16::run<NW, RB, gemm::STORE16>(p);                                                                            \
     }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(NW * 32, MIN_BLOCKS) NAME##_int4_residual(const GemmParams p) {      \
+    extern "C" __global__ void __launch_bounds__(NW * 32, ROWS_MIN_BLOCKS(MIN_BLOCKS)) NAME##_int4_residual(const GemmParams p) {      \
         rows16::run<NW, RB, gemm::RESIDUAL>(p);                                                                           \
     }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(NW * 32, MIN_BLOCKS) NAME##_int4_store32(const GemmParams p) {       \
+    extern "C" __global__ void __launch_bounds__(NW * 32, ROWS_MIN_BLOCKS(MIN_BLOCKS)) NAME##_int4_store32(const GemmParams p) {       \
         rows16::run<NW, RB, gemm::STORE32>(p);                                                                            \
     }                                                                                                                 \
     /* gate/up paired (ColumnOrder::GateUp) with SwiGLU into the down projection's input in frag16's order. */       \
-    extern "C" __global__ void __launch_bounds__(NW * 32, MIN_BLOCKS) NAME##_int4_swiglu(const GemmParams p) {        \
+    extern "C" __global__ void __launch_bounds__(NW * 32, ROWS_MIN_BLOCKS(MIN_BLOCKS)) NAME##_int4_swiglu(const GemmParams p) {        \
         rows16::run<NW, RB, gemm::SWIGLU_K>(p);                                                                           \
     }                                                                                                                 \
     /* q/k/v in ColumnOrder::QkvRope with the rotary embedding and the KV-cache append (gemm_wgmma_short.cu's). */   \
-    extern "C" __global__ void __launch_bounds__(NW * 32, MIN_BLOCKS) NAME##_int4_qkv_rope(const GemmRopeParams p) {  \
+    extern "C" __global__ void __launch_bounds__(NW * 32, ROWS_MIN_BLOCKS(MIN_BLOCKS)) NAME##_int4_qkv_rope(const GemmRopeParams p) {  \
         rows16::run<NW, RB, gemm::QKV_ROPE_K>(p.gemm, &p.rope);                                                           \
     }
 ROWS16_KERNELS(gemv_rows16, 8, 1, 4)
@@ -174,6 +181,7 @@ ROWS16_KERNELS(gemv_rows32, 8, 2, 3)
 ROWS16_KERNELS(gemv_rows48, 8, 3, 2)
 ROWS16_KERNELS(gemv_rows64, 8, 4, 2)
 #undef ROWS16_KERNELS
+#undef ROWS_MIN_BLOCKS
 
 // Rows in order (lda apart, k columns) into frag16's order over k_pad columns (zeros from k on), for an A that no
 // producer wrote that way. Grid: (rows, slices); 128 threads, a natural 8-column chunk each.
