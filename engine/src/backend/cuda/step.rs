@@ -86,12 +86,12 @@ enum GemmOut {
     /// Added into the f32 residual stream `y[row][col]`.
     Residual(DevPtr<f32>),
     /// SwiGLU of a paired gate/up (its gate column `i` and up column `i` side by side in each tile), f16 into the
-    /// down projection's input `y[row][i]` in the order the down projection's tile reads: the 16-row tiles' only
-    /// (the wgmma short tile writes the K order, the GEMV-shaped one its fragment order).
+    /// down projection's input `y[row][i]` in the order the down projection's tile reads: the short-chunk tiles'
+    /// only (the wgmma short tile writes the K order, the GEMV-shaped one its fragment order).
     SwiGlu(DevPtr<f16>),
     /// q/k/v (`ColumnOrder::QkvRope`) followed by what `rope_kv_rows` does with these parameters (its `qkv` unused):
-    /// the rotated q rows into `q_out`, k and v into the layer's caches at the chunk's positions. The 16-row tiles'
-    /// only.
+    /// the rotated q rows into `q_out`, k and v into the layer's caches at the chunk's positions. The short-chunk
+    /// tiles' only.
     QkvRope(RopeParams),
 }
 
@@ -597,9 +597,9 @@ impl Step<'_> {
     }
 
     /// Whether the gate/up GEMM of `m` rows can apply SwiGLU itself and write `down`'s input: one launch of a
-    /// 16-row tile over a paired gate/up (no act-order split), `down` reading the order that tile's epilogue writes
-    /// (the wgmma short tile: the K order; the GEMV-shaped one: its fragments) without a row order of its own, and
-    /// no padding columns in that input for the epilogue to leave zero (k_pad = inter).
+    /// short-chunk tile over a paired gate/up (no act-order split), `down` reading the order that tile's epilogue
+    /// writes (the wgmma short tile: the K order; the GEMV-shaped one: its fragments) without a row order of its own,
+    /// and no padding columns in that input for the epilogue to leave zero (k_pad = inter).
     fn swiglu_in_gate_up(&self, gate_up: &DevLinear, down: &DevLinear, m: u32) -> bool {
         let writes = match self.gemm_launches(gate_up, m) {
             GemmLaunches::Whole(GemmTile::WgmmaShort) => InputOrder::KSteps,
@@ -612,8 +612,8 @@ impl Step<'_> {
             && self.order_for(down, m) == Some(writes)
     }
 
-    /// Whether the q/k/v GEMM of `m` rows runs on a 16-row tile alone, which then applies the rotary embedding and
-    /// appends to the KV cache in its epilogue (its layout pairs each rotary partner in one thread).
+    /// Whether the q/k/v GEMM of `m` rows runs on a short-chunk tile alone, which then applies the rotary embedding
+    /// and appends to the KV cache in its epilogue (its layout pairs each rotary partner in one thread).
     fn rope_in_qkv(&self, qkv: &DevLinear, m: u32) -> bool {
         self.every_launch(qkv, m, |tile| matches!(tile, GemmTile::WgmmaShort | GemmTile::GemvRows { .. }))
     }
