@@ -393,8 +393,10 @@ pub const FRAG16_SPAN: u32 = 128;
 /// Row blocks of 16 the [`GemmTile::GemvRows`] kernels take at most (64 rows).
 pub const GEMV_ROWS_MAX_BLOCKS: u32 = 4;
 
-/// Tiles over fewer 16-slot tiles than this take the 16-warp one-block [`GemmTile::GemvRows`] (the decode GEMV's rule for
-/// its wide blocks: few tiles need more warps per tile to keep the bytes in flight).
+/// Projections of fewer 16-slot tiles than this take the 16-warp one-block [`GemmTile::GemvRows`]: few tiles need more
+/// warps per tile to keep the bytes in flight. The reason of the decode GEMV's `residual_gemv_warps`, but a fixed
+/// count, measured on a 132-SM H200 (o / down, 256 tiles: wide; q/k/v and gate/up, 768 and 1376: not), where that
+/// rule's 4 tiles per SM would draw the line at 528.
 pub const GEMV_ROWS16_WIDE_BELOW: u32 = 512;
 
 /// Rows from which a prefill GEMM uses the 128 × 128 tile. Below, a 128-row tile would be mostly padding.

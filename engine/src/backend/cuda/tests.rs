@@ -1638,78 +1638,75 @@ type QkvCase = (usize, usize, usize, usize, usize, usize, u32);
 
 fn short_qkv_rope_case(g: &Device, rng: &mut Rng, tile: GemmTile, tile_splits: &[u32], case: QkvCase) {
     let (m, hidden, heads, kv_heads, hd, group, splits) = case;
-    {
-        let (q_dim, kv_dim) = (heads * hd, kv_heads * hd);
-        let n = q_dim + 2 * kv_dim;
-        let lin = RandLinear::new(rng, hidden, n, Some(group), false, true);
-        let a = rng.vec_f16(m * hidden, -1.0, 1.0);
-        if tile.input_order() == InputOrder::Frag16 && hidden % 128 != 0 {
-            return;
-        }
-        let splits = if tile_splits.contains(&splits) { splits } else { 1 };
-        let dl = upload_linear(g, lin.repack(ColumnOrder::QkvRope { head_dim: hd, q_dim, kv_dim }));
-        let am = a_for(g, tile, &a, m, hidden);
-        let a64: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
-        let y = matmul_f64(&a64, &lin.dense(), m, hidden, n);
-        let (ctx, pos0) = (128usize, 40u32);
-        let setup = RopeSetup::new(g, (heads, kv_heads, hd), ctx, 128, pos0);
-        let part = g.alloc(splits as usize * m * dl.d.n_pad * 4, "t").unwrap();
-        let counters = put(g, &vec![0u32; 256]);
-        let cache_len = kv_heads * ctx * hd;
-        let l = tile.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, TileFormat::Int4);
-        let (fused_k, plain_k) = match tile {
-            GemmTile::GemvRows { blocks, wide } => {
-                (g.k.gemv_rows_qkv_rope.of(blocks, wide), g.k.gemv_rows_store16.of(blocks, wide))
-            }
-            _ => (&g.k.gemm_wgmma_short_qkv_rope, &g.k.gemm_wgmma_short_store16),
-        };
-        // Fused (twice), then the plain GEMM into a q/k/v tensor and rope_kv_rows.
-        let mut runs = Vec::new();
-        for fused in [true, true, false] {
-            let (q, kc, vc) = (poisoned(g, m * q_dim * 2), poisoned(g, cache_len * 2), poisoned(g, cache_len * 2));
-            let qkv = poisoned(g, m * n * 2);
-            let rope = setup.params(&qkv, &q, &kc, &vc);
-            let gemm = GemmParams {
-                part: part.ptr(),
-                counters: counters.ptr(),
-                k_splits: splits,
-                ..dl.gemm(am.ptr(), m, dl.p.k_pad as usize, n)
-            };
-            if fused {
-                launch(g, fused_k, l, &GemmRopeParams { gemm, rope });
-            } else {
-                launch(g, plain_k, l, &GemmParams { y16: qkv.ptr(), ..gemm });
-                launch(g, &g.k.rope_kv_rows, shapes::rope(m as u32, heads, kv_heads, hd), &rope);
-            }
-            g.sync().unwrap();
-            runs.push((get::<u16>(g, &q, m * q_dim), get::<u16>(g, &kc, cache_len), get::<u16>(g, &vc, cache_len)));
-        }
-        let what =
-            format!("{tile:?} q/k/v rope M={m} hidden={hidden} heads={heads}/{kv_heads} hd={hd} splits={splits}");
-        assert!(runs[0] == runs[1], "{what}: two runs differ");
-        assert!(runs[0] == runs[2], "{what}: not the bits of the plain GEMM and rope_kv_rows");
-        let (q, kall, vall) = (f16s(&runs[0].0), f16s(&runs[0].1), f16s(&runs[0].2));
-        let (mut want_q, mut want_k, mut want_v, mut got_k, mut got_v) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for r in 0..m {
-            let (row, pos) = (&y[r * n..][..n], pos0 + r as u32);
-            want_q.extend(rope_f64(&row[..q_dim], hd, pos));
-            want_k.extend(rope_f64(&row[q_dim..q_dim + kv_dim], hd, pos));
-            want_v.extend_from_slice(&row[q_dim + kv_dim..]);
-            for h in 0..kv_heads {
-                got_k.extend_from_slice(&kall[(h * ctx + pos as usize) * hd..][..hd]);
-                got_v.extend_from_slice(&vall[(h * ctx + pos as usize) * hd..][..hd]);
-            }
-        }
-        check(&q, &want_q, 3e-3, &format!("{what} q"));
-        check(&got_k, &want_k, 3e-3, &format!("{what} k"));
-        check(&got_v, &want_v, 3e-3, &format!("{what} v"));
-        let rows = pos0 as usize..pos0 as usize + m;
-        let written =
-            |all: &[f64]| (0..kv_heads * ctx).filter(|r| !rows.contains(&(r % ctx))).any(|r| all[r * hd].is_finite());
-        assert!(!written(&kall) && !written(&vall), "{what}: wrote cache positions outside the chunk's");
-        assert!(get::<u32>(g, &counters, 256).iter().all(|&c| c == 0), "{what}: counters not reset");
+    let (q_dim, kv_dim) = (heads * hd, kv_heads * hd);
+    let n = q_dim + 2 * kv_dim;
+    let lin = RandLinear::new(rng, hidden, n, Some(group), false, true);
+    let a = rng.vec_f16(m * hidden, -1.0, 1.0);
+    if tile.input_order() == InputOrder::Frag16 && hidden % 128 != 0 {
+        return;
     }
+    let splits = if tile_splits.contains(&splits) { splits } else { 1 };
+    let dl = upload_linear(g, lin.repack(ColumnOrder::QkvRope { head_dim: hd, q_dim, kv_dim }));
+    let am = a_for(g, tile, &a, m, hidden);
+    let a64: Vec<f64> = a.iter().map(|v| v.to_f64()).collect();
+    let y = matmul_f64(&a64, &lin.dense(), m, hidden, n);
+    let (ctx, pos0) = (128usize, 40u32);
+    let setup = RopeSetup::new(g, (heads, kv_heads, hd), ctx, 128, pos0);
+    let part = g.alloc(splits as usize * m * dl.d.n_pad * 4, "t").unwrap();
+    let counters = put(g, &vec![0u32; 256]);
+    let cache_len = kv_heads * ctx * hd;
+    let l = tile.launch(dl.p.n_pad, dl.p.k_pad, m as u32, splits, TileFormat::Int4);
+    let (fused_k, plain_k) = match tile {
+        GemmTile::GemvRows { blocks, wide } => {
+            (g.k.gemv_rows_qkv_rope.of(blocks, wide), g.k.gemv_rows_store16.of(blocks, wide))
+        }
+        _ => (&g.k.gemm_wgmma_short_qkv_rope, &g.k.gemm_wgmma_short_store16),
+    };
+    // Fused (twice), then the plain GEMM into a q/k/v tensor and rope_kv_rows.
+    let mut runs = Vec::new();
+    for fused in [true, true, false] {
+        let (q, kc, vc) = (poisoned(g, m * q_dim * 2), poisoned(g, cache_len * 2), poisoned(g, cache_len * 2));
+        let qkv = poisoned(g, m * n * 2);
+        let rope = setup.params(&qkv, &q, &kc, &vc);
+        let gemm = GemmParams {
+            part: part.ptr(),
+            counters: counters.ptr(),
+            k_splits: splits,
+            ..dl.gemm(am.ptr(), m, dl.p.k_pad as usize, n)
+        };
+        if fused {
+            launch(g, fused_k, l, &GemmRopeParams { gemm, rope });
+        } else {
+            launch(g, plain_k, l, &GemmParams { y16: qkv.ptr(), ..gemm });
+            launch(g, &g.k.rope_kv_rows, shapes::rope(m as u32, heads, kv_heads, hd), &rope);
+        }
+        g.sync().unwrap();
+        runs.push((get::<u16>(g, &q, m * q_dim), get::<u16>(g, &kc, cache_len), get::<u16>(g, &vc, cache_len)));
+    }
+    let what = format!("{tile:?} q/k/v rope M={m} hidden={hidden} heads={heads}/{kv_heads} hd={hd} splits={splits}");
+    assert!(runs[0] == runs[1], "{what}: two runs differ");
+    assert!(runs[0] == runs[2], "{what}: not the bits of the plain GEMM and rope_kv_rows");
+    let (q, kall, vall) = (f16s(&runs[0].0), f16s(&runs[0].1), f16s(&runs[0].2));
+    let (mut want_q, mut want_k, mut want_v, mut got_k, mut got_v) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in 0..m {
+        let (row, pos) = (&y[r * n..][..n], pos0 + r as u32);
+        want_q.extend(rope_f64(&row[..q_dim], hd, pos));
+        want_k.extend(rope_f64(&row[q_dim..q_dim + kv_dim], hd, pos));
+        want_v.extend_from_slice(&row[q_dim + kv_dim..]);
+        for h in 0..kv_heads {
+            got_k.extend_from_slice(&kall[(h * ctx + pos as usize) * hd..][..hd]);
+            got_v.extend_from_slice(&vall[(h * ctx + pos as usize) * hd..][..hd]);
+        }
+    }
+    check(&q, &want_q, 3e-3, &format!("{what} q"));
+    check(&got_k, &want_k, 3e-3, &format!("{what} k"));
+    check(&got_v, &want_v, 3e-3, &format!("{what} v"));
+    let rows = pos0 as usize..pos0 as usize + m;
+    let written =
+        |all: &[f64]| (0..kv_heads * ctx).filter(|r| !rows.contains(&(r % ctx))).any(|r| all[r * hd].is_finite());
+    assert!(!written(&kall) && !written(&vall), "{what}: wrote cache positions outside the chunk's");
+    assert!(get::<u32>(g, &counters, 256).iter().all(|&c| c == 0), "{what}: counters not reset");
 }
 
 /// The GEMV-shaped tile (`gemv_rows*_int4_*`, any card; 16 rows in both widths, 32, 48 and 64) on awkward shapes,
@@ -1744,11 +1741,10 @@ fn gemv_rows16_int4_matches_f64() {
         (57, 256, 16 * 11, Some(64), false, true, &[1], 0, 0),
         (64, 4096, 16 * 37, Some(128), false, false, &[1], 0, 2),
     ];
-    for &(m, ..) in cases {
-        let blocks = (m as u32).div_ceil(16);
+    for case in cases {
+        let blocks = (case.0 as u32).div_ceil(16);
         let tile = GemmTileFns::gemv_rows(&g, blocks, false);
-        let case = cases.iter().filter(|c| c.0 == m).copied().collect::<Vec<_>>();
-        gemm_tile_cases(&g, &tile, &format!("gemv_rows{}", 16 * blocks), &case);
+        gemm_tile_cases(&g, &tile, &format!("gemv_rows{}", 16 * blocks), std::slice::from_ref(case));
     }
 }
 
