@@ -1,6 +1,7 @@
 // What the micro-benchmarks share: the error check, the weight-streaming load, programmatic dependent launch, the
-// nibble-to-fp16 LOP3, half2 bit casts, the random fill of a weight buffer and the median of timings. Not part of the
-// engine (whose own helpers are in ptx/kernels/); included by the programs in this folder, built with nvcc.
+// nibble-to-fp16 LOP3, half2 bit casts, the acquire load, mbarriers and bulk copies, the random fill of a weight
+// buffer and the median of timings. Not part of the engine (whose own helpers are in ptx/kernels/); included by the
+// programs in this folder, built with nvcc.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -37,6 +38,37 @@ __device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t
 }
 __device__ __forceinline__ __half2 h2(uint32_t v) { return *reinterpret_cast<__half2*>(&v); }
 __device__ __forceinline__ uint32_t u32(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
+
+// Grid-scope acquire load: a persistent kernel's wait on an arrival counter.
+__device__ __forceinline__ uint32_t load_acquire(const uint32_t* p) {
+    uint32_t v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+// mbarriers and bulk copies (sm_90), for the persistent kernels' shared-memory rings of weights.
+__device__ __forceinline__ uint32_t smem_addr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mbar_init(uint64_t* b, uint32_t n) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(b)), "r"(n) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* b) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(b)) : "memory");
+}
+__device__ __forceinline__ void mbar_expect(uint64_t* b, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(b)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
+    asm volatile("{\n.reg .pred d;\nW:\nmbarrier.try_wait.parity.shared::cta.b64 d, [%0], %1;\n@!d bra W;\n}\n" ::"r"(
+                     smem_addr(b)),
+                 "r"(parity)
+                 : "memory");
+}
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                     smem_addr(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_addr(bar))
+                 : "memory");
+}
 
 // Hashed 32-bit words: weights that are neither zero nor repetitive.
 __global__ void fill_random(uint32_t* p, size_t n, uint32_t seed) {

@@ -82,11 +82,6 @@ __global__ void __launch_bounds__(THREADS) phase_kernel(Phase ph, const uint32_t
     if (threadIdx.x == 0) x_out[blockIdx.x] = total + dep;
 }
 
-__device__ __forceinline__ uint32_t load_acquire(const uint32_t* p) {
-    uint32_t v;
-    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
 
 // The whole step in one kernel: phase p waits until every block has finished phase p − 1 (arrived == p · grid),
 // after asking for its own first batch. xs[p][block] is what phase p − 1 left for phase p.
@@ -118,28 +113,6 @@ __global__ void __launch_bounds__(THREADS) persistent(const Phase* phases, int n
 // ever waiting for the grid: it runs up to STAGES chunks ahead across phase boundaries, while the 256 consuming
 // threads wait for the previous phase at the barrier. Chunk j of phase p (`chunk` bytes) belongs to block j mod grid.
 
-__device__ __forceinline__ uint32_t smem(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
-__device__ __forceinline__ void mbar_init(uint64_t* b, uint32_t n) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem(b)), "r"(n) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t* b) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem(b)) : "memory");
-}
-__device__ __forceinline__ void mbar_expect(uint64_t* b, uint32_t bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem(b)), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
-    asm volatile("{\n.reg .pred d;\nW:\nmbarrier.try_wait.parity.shared::cta.b64 d, [%0], %1;\n@!d bra W;\n}\n" ::"r"(
-                     smem(b)),
-                 "r"(parity)
-                 : "memory");
-}
-__device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                     smem(dst)),
-                 "l"(src), "r"(bytes), "r"(smem(bar))
-                 : "memory");
-}
 __device__ __forceinline__ uint32_t chunk_bytes(uint64_t bytes, uint32_t j, uint32_t chunk) {
     const uint64_t left = bytes - (uint64_t)j * chunk;
     return left < chunk ? (uint32_t)left : chunk;
