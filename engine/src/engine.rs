@@ -2,7 +2,7 @@
 //! made from it; the C ABI's model handle and the CLI both hold one.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine_format::PlanLimits;
@@ -50,7 +50,7 @@ impl Default for EngineOptions {
 /// A model loaded on a backend, with its tokenizer.
 pub struct Engine {
     model: Arc<Model>,
-    backend: SharedBackend,
+    backend: Arc<SharedBackend>,
     backend_name: &'static str,
     device: String,
     tokenizer: Tokenizer,
@@ -96,7 +96,7 @@ impl Engine {
         let device = backend.device_description();
         Ok(Engine {
             model,
-            backend: Arc::new(Mutex::new(backend)),
+            backend: Arc::new(SharedBackend::new(backend)),
             backend_name,
             device,
             tokenizer,
@@ -145,7 +145,7 @@ impl Engine {
     /// Run `f` with the backend's measurement interface (benchmarks, kernel breakdowns), holding the backend for
     /// the call; `None` when the backend measures nothing (the CPU).
     pub fn with_measure<R>(&self, f: impl FnOnce(&mut dyn Measure) -> R) -> Option<R> {
-        let mut b = self.backend.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = self.backend.lock();
         b.measure().map(f)
     }
 }

@@ -168,7 +168,8 @@ pub unsafe extern "C" fn engine_session_new(
 
 /// Free a session and its KV cache. NULL is a no-op returning OK; a freed or foreign pointer gives INVALID_HANDLE
 /// and is not touched. If a call on this session is still running on another thread, it finishes safely and the
-/// memory is released when it returns.
+/// memory is released when it returns. Thread-safe, also from a generate callback of another session: the cache is
+/// released between two uses of the model's device, so the call may wait for another thread's call on the model.
 ///
 /// # Safety
 /// None: `session` is only dereferenced if the registry lists it as a live session.
