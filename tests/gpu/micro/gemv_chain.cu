@@ -733,9 +733,10 @@ __device__ void persist_copy(const Phase* phases, int n, unsigned char* ring, ui
 
 // MODE (timing bounds, not valid kernels unless 0), bits: 1 the words xor-folded instead of multiplied, 2 the input
 // staged only by the first phase of each width, 4 no wait for the previous phase (what a dataflow design with every
-// input ready in time could reach at best). CHAIN: one phase per launch instead (n = 1), the kernels
-// chained by programmatic dependent launch — each lets the next launch at once, so that the next kernel's blocks,
-// small enough to be resident beside this one's, fill their rings while this one runs.
+// input ready in time could reach at best), 8 dot_lite instead of dot_chunk (any dequantizer's lower bound).
+// CHAIN: one phase per launch instead (n = 1), the kernels chained by programmatic dependent launch — each lets the
+// next launch at once, so that the next kernel's blocks, small enough to be resident beside this one's, fill their
+// rings while this one runs.
 template <int NW, int MINB, int MODE = 0, bool CHAIN = false>
 __global__ void __launch_bounds__((NW + 1) * 32, MINB) gemv_persist(const Phase* phases, int n, Inputs in,
                                                                  uint32_t* arrived, uint32_t stages) {
@@ -780,6 +781,7 @@ __global__ void __launch_bounds__((NW + 1) * 32, MINB) gemv_persist(const Phase*
                     const uint32_t grp = (2 * s + hsel) * 32 / GROUP - g_lo;
                     const uint32_t szb = reinterpret_cast<const uint32_t*>(st + PS_WBYTES)[grp * 16 + j];
                     if (MODE & 1) acc += (float)(w.x ^ w.y ^ w.z ^ w.w ^ szb);
+                    else if (MODE & 8) acc = dot_lite(w, xs + (2 * s + hsel) * 16, szb, acc);
                     else acc = dot_chunk(w, xs + (2 * s + hsel) * 16, szb, acc);
                 }
                 __syncwarp();
@@ -1269,7 +1271,8 @@ int main(int argc, char** argv) {
             int per_sm, nw, mma, mode;
         };
         const Config configs[] = {{2, 8, 0, 0}, {2, 8, 0, 1}, {2, 8, 0, 2}, {2, 8, 0, 3}, {2, 8, 0, 4},
-                                  {2, 8, 0, 5}, {2, 8, 0, 6}, {2, 8, 0, 7}, {1, 16, 0, 1}, {2, 16, 0, 0},
+                                  {2, 8, 0, 5}, {2, 8, 0, 6}, {2, 8, 0, 7}, {2, 8, 0, 8}, {2, 8, 0, 12},
+                                  {2, 8, 0, 10}, {1, 16, 0, 1}, {2, 16, 0, 0},
                                   {2, 8, 1, 0}, {2, 8, 1, 2}};
         for (const Config& c : configs) {
             int smem_max = 0;
@@ -1289,6 +1292,9 @@ int main(int argc, char** argv) {
             else if (c.mode == 5) kernel = gemv_persist<8, 2, 5>;
             else if (c.mode == 6) kernel = gemv_persist<8, 2, 6>;
             else if (c.mode == 7) kernel = gemv_persist<8, 2, 7>;
+            else if (c.mode == 8) kernel = gemv_persist<8, 2, 8>;
+            else if (c.mode == 10) kernel = gemv_persist<8, 2, 10>;
+            else if (c.mode == 12) kernel = gemv_persist<8, 2, 12>;
             else kernel = c.nw == 16 ? gemv_persist<16, 2> : c.per_sm == 2 ? gemv_persist<8, 2> : gemv_persist<8, 3>;
             CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
             int fits = 0;
@@ -1326,7 +1332,8 @@ int main(int argc, char** argv) {
             const float m = median(t);
             const double tol = c.mma ? 2e-3 : 1e-5;  // mma: f32 sums against the engine's fp16 chunk sums
             const char* modes[] = {"", ", xor only", ", staged once", ", xor only, staged once", ", no wait",
-                                   ", xor only, no wait", ", staged once, no wait", ", xor only, staged once, no wait"};
+                                   ", xor only, no wait", ", staged once, no wait", ", xor only, staged once, no wait",
+                                   ", dot_lite", "", ", dot_lite, staged once", "", ", dot_lite, no wait"};
             std::printf("persistent%s, %d x %2d warps per SM, %2u stages of %u KB %8.1f us per step (%5.0f GB/s)",
                         c.mma ? " mma" : "    ", c.per_sm, c.nw, stages, PS_STAGE / 1024, m, (wbytes + sbytes) / m / 1e3);
             if (c.mode) std::printf("%s (a timing bound)\n", modes[c.mode]);
