@@ -362,6 +362,21 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], 
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b.x), "r"(b.y));
 }
 
+// The four k16 blocks of one K step on mma.sync from the words lane (g, t) gathered in the short wgmma tile's mapping
+// (w0: slot g, w1: slot g + 8, each words 2 (t % 2), 2 (t % 2) + 1 of the lane that loaded rows 16 t .. 16 t + 15),
+// against the step's B fragments `bstep` [k16 block][t]: pair i of each word goes into block i.
+__device__ __forceinline__ void mma_step_gathered(float (&d)[4], uint2 w0, uint2 w1, const uint2* bstep, int t) {
+    const uint32_t words[4] = {w0.x, w1.x, w0.y, w1.y};  // a0 .. a3's words
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        uint32_t a[4];
+#pragma unroll
+        for (int q = 0; q < 4; ++q)
+            a[q] = lop3_and_or(i >= 2 ? words[q] >> 8 : words[q], (i & 1) ? 0x00F000F0u : 0x000F000Fu, 0x64006400u);
+        mma16816(d, a, bstep[i * 4 + t]);
+    }
+}
+
 // Shared memory: B fragments [k16 block][t] (uint2), step constants [step] (1024 Σ B, Σ x), the tile's (scale,
 // 1024 + zero) words [group][16], the warps' sums [NW][16].
 template <int NW, int PRE>
@@ -482,16 +497,7 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_mma(Phas
                     const uint2 w0 = reinterpret_cast<const uint2*>(gather + src)[t & 1];
                     const uint2 w1 = reinterpret_cast<const uint2*>(gather + src + 8)[t & 1];
                     __syncwarp();
-                    const uint32_t words[4] = {w0.x, w1.x, w0.y, w1.y};  // a0 .. a3's words
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) {
-                        uint32_t a[4];
-#pragma unroll
-                        for (int q = 0; q < 4; ++q)
-                            a[q] = lop3_and_or(i >= 2 ? words[q] >> 8 : words[q], (i & 1) ? 0x00F000F0u : 0x000F000Fu,
-                                               0x64006400u);
-                        mma16816(d, a, bfrag[(4 * s + i) * 4 + t]);
-                    }
+                    mma_step_gathered(d, w0, w1, bfrag + 16 * s, t);
                 } else {
                     const uint32_t words[4] = {cur[u].x, cur[u].y, cur[u].z, cur[u].w};
 #pragma unroll
@@ -731,6 +737,37 @@ __device__ void persist_copy(const Phase* phases, int n, unsigned char* ring, ui
     }
 }
 
+// The persistent kernels' shared memory: the ring's stages, their full and empty mbarriers, the warps' sums [NW][16],
+// a scratch of 32, then the staged input in whatever form the kernel stages it.
+template <int NW>
+struct PersistSmem {
+    unsigned char* ring;
+    uint64_t *full, *empty;
+    float *red, *scratch;
+    unsigned char* input;
+    __device__ PersistSmem(unsigned char* base, uint32_t stages)
+        : ring(base),
+          full(reinterpret_cast<uint64_t*>(base + stages * PS_STAGE)),
+          empty(full + stages),
+          red(reinterpret_cast<float*>(empty + stages)),
+          scratch(red + NW * 16),
+          input(reinterpret_cast<unsigned char*>(scratch + 32)) {}
+};
+
+// Every thread: set up the ring's mbarriers, then the copying warp (warp NW) streams the block's stages and is done:
+// true for it, false for the computing warps.
+template <int NW>
+__device__ bool persist_start(const PersistSmem<NW>& sm, const Phase* phases, int n, uint32_t stages) {
+    if (threadIdx.x == 0) {
+        for (uint32_t q = 0; q < stages; ++q) mbar_init(sm.full + q, 1), mbar_init(sm.empty + q, NW);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    if ((threadIdx.x >> 5) != NW) return false;
+    if ((threadIdx.x & 31) == 0) persist_copy(phases, n, sm.ring, sm.full, sm.empty, stages);
+    return true;
+}
+
 // MODE (timing bounds, not valid kernels unless 0), bits: 1 the words xor-folded instead of multiplied, 2 the input
 // staged only by the first phase of each width, 4 no wait for the previous phase (what a dataflow design with every
 // input ready in time could reach at best), 8 dot_lite instead of dot_chunk (any dequantizer's lower bound).
@@ -741,24 +778,15 @@ template <int NW, int MINB, int MODE = 0, bool CHAIN = false>
 __global__ void __launch_bounds__((NW + 1) * 32, MINB) gemv_persist(const Phase* phases, int n, Inputs in,
                                                                  uint32_t* arrived, uint32_t stages) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
-    unsigned char* ring = smem_raw;
-    uint64_t* full = reinterpret_cast<uint64_t*>(ring + stages * PS_STAGE);
-    uint64_t* empty = full + stages;
-    float* red = reinterpret_cast<float*>(empty + stages);  // [NW][16]
-    float* scratch = red + NW * 16;                          // [32]
-    __half2* xs = reinterpret_cast<__half2*>(scratch + 32);
+    const PersistSmem<NW> sm(smem_raw, stages);
+    unsigned char* ring = sm.ring;
+    uint64_t *full = sm.full, *empty = sm.empty;
+    float *red = sm.red, *scratch = sm.scratch;
+    __half2* xs = reinterpret_cast<__half2*>(sm.input);
     const uint32_t G = gridDim.x, b = blockIdx.x;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, j = lane & 15, hsel = lane >> 4;
-    if (threadIdx.x == 0) {
-        for (uint32_t q = 0; q < stages; ++q) mbar_init(full + q, 1), mbar_init(empty + q, NW);
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    }
-    __syncthreads();
     if (CHAIN) pdl_launch();
-    if (warp == NW) {  // the copying warp
-        if (lane == 0) persist_copy(phases, n, ring, full, empty, stages);
-        return;
-    }
+    if (persist_start(sm, phases, n, stages)) return;
     uint32_t i = 0;
     for (int p = 0; p < n; ++p) {
         const Phase ph = phases[p];
@@ -852,24 +880,15 @@ template <int NW, int MINB, int MODE = 0>
 __global__ void __launch_bounds__((NW + 1) * 32, MINB) gemv_persist_mma(const Phase* phases, int n, Inputs in,
                                                                         uint32_t* arrived, uint32_t stages) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
-    unsigned char* ring = smem_raw;
-    uint64_t* full = reinterpret_cast<uint64_t*>(ring + stages * PS_STAGE);
-    uint64_t* empty = full + stages;
-    float* red = reinterpret_cast<float*>(empty + stages);  // [NW][16]
-    float* scratch = red + NW * 16;                          // [32]
-    uint2* bfrag = reinterpret_cast<uint2*>(scratch + 32);   // [k / 16][4]
+    const PersistSmem<NW> sm(smem_raw, stages);
+    unsigned char* ring = sm.ring;
+    uint64_t *full = sm.full, *empty = sm.empty;
+    float *red = sm.red, *scratch = sm.scratch;
+    uint2* bfrag = reinterpret_cast<uint2*>(sm.input);                    // [k / 16][4]
     float2* consts = reinterpret_cast<float2*>(bfrag + PS_XS_BYTES / 8);  // [k / 64]
     const uint32_t G = gridDim.x, b = blockIdx.x;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    if (threadIdx.x == 0) {
-        for (uint32_t q = 0; q < stages; ++q) mbar_init(full + q, 1), mbar_init(empty + q, NW);
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    }
-    __syncthreads();
-    if (warp == NW) {
-        if (lane == 0) persist_copy(phases, n, ring, full, empty, stages);
-        return;
-    }
+    if (persist_start(sm, phases, n, stages)) return;
     uint32_t i = 0;
     for (int p = 0; p < n; ++p) {
         const Phase ph = phases[p];
@@ -890,17 +909,8 @@ __global__ void __launch_bounds__((NW + 1) * 32, MINB) gemv_persist_mma(const Ph
                     const uint4* step = reinterpret_cast<const uint4*>(st) + u * 32 + g + 16 * (t >> 1);
                     const uint2 w0 = reinterpret_cast<const uint2*>(step)[t & 1];
                     const uint2 w1 = reinterpret_cast<const uint2*>(step + 8)[t & 1];
-                    const uint32_t words[4] = {w0.x, w1.x, w0.y, w1.y};
                     float d[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-                    for (int q = 0; q < 4; ++q) {
-                        uint32_t a[4];
-#pragma unroll
-                        for (int r = 0; r < 4; ++r)
-                            a[r] = lop3_and_or(q >= 2 ? words[r] >> 8 : words[r], (q & 1) ? 0x00F000F0u : 0x000F000Fu,
-                                               0x64006400u);
-                        mma16816(d, a, bfrag[(4 * s + q) * 4 + t]);
-                    }
+                    mma_step_gathered(d, w0, w1, bfrag + 16 * s, t);
                     const float2 c = consts[s];
                     const uint32_t* szr = reinterpret_cast<const uint32_t*>(st + PS_WBYTES) + (s * 64 / GROUP - g_lo) * 16;
                     const float2 sz0 = __half22float2(h2(szr[g])), sz1 = __half22float2(h2(szr[g + 8]));
@@ -959,50 +969,20 @@ struct Variant {
 template <int NW, bool BAL, int DOT, int PRE>
 static void launch(const Phase& ph, const Inputs& in, int grid, cudaStream_t s) {
     const size_t smem = (MAX_SEGS * NW * 16 + 32) * 4 + ph.k * 2;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(grid);
-    cfg.blockDim = dim3(NW * 32);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    CHECK(cudaLaunchKernelEx(&cfg, gemv_phase<NW, BAL, DOT, PRE>, ph, in));
+    launch_pdl(gemv_phase<NW, BAL, DOT, PRE>, dim3(grid), dim3(NW * 32), smem, s, ph, in);
 }
 
 template <int NW, int PRE>
 static void launch_mma(const Phase& ph, const Inputs& in, cudaStream_t s) {
     const uint32_t steps = ph.k / 64, groups = ph.k / GROUP;
     const size_t smem = steps * 16 * 8 + steps * 8 + groups * 16 * 8 + (NW * 16 + 32 + 16) * 4 + NW * 512;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(ph.tiles);
-    cfg.blockDim = dim3(NW * 32);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    CHECK(cudaLaunchKernelEx(&cfg, gemv_phase_mma<NW, PRE>, ph, in));
+    launch_pdl(gemv_phase_mma<NW, PRE>, dim3(ph.tiles), dim3(NW * 32), smem, s, ph, in);
 }
 
 template <int NW>
 static void launch_bmma(const Phase& ph, const Inputs& in, cudaStream_t s) {
     const size_t smem = ph.k * 2 + ph.k / 32 * 8 + 64 + (NW * 16 + 32) * 4;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(ph.tiles);
-    cfg.blockDim = dim3(NW * 32);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    CHECK(cudaLaunchKernelEx(&cfg, gemv_phase_bmma<NW>, ph, in));
+    launch_pdl(gemv_phase_bmma<NW>, dim3(ph.tiles), dim3(NW * 32), smem, s, ph, in);
 }
 
 template <bool BAL, int DOT, int PRE>
@@ -1034,6 +1014,42 @@ static void launch_mma_variant(const Phase& ph, const Inputs& in, int pre, cudaS
     else if (pre == 1) wide ? launch_mma<16, 1>(ph, in, s) : launch_mma<8, 1>(ph, in, s);
     else if (pre == 2) wide ? launch_mma<16, 2>(ph, in, s) : launch_mma<8, 2>(ph, in, s);
     else wide ? launch_mma<16, 3>(ph, in, s) : launch_mma<8, 3>(ph, in, s);
+}
+
+// The median of 7 timed runs of `run` after a warm-up, µs, by CUDA events on stream s; `before` runs ahead of each,
+// untimed (poisoning the outputs, resetting counters).
+template <typename Before, typename Run>
+static float time_us(cudaStream_t s, cudaEvent_t e0, cudaEvent_t e1, Before before, Run run) {
+    std::vector<float> t;
+    for (int rep = 0; rep < 8; ++rep) {
+        float ms = 0;
+        before();
+        CHECK(cudaEventRecord(e0, s));
+        run();
+        CHECK(cudaEventRecord(e1, s));
+        CHECK(cudaEventSynchronize(e1));
+        CHECK(cudaGetLastError());
+        CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        if (rep) t.push_back(ms * 1e3f);
+    }
+    return median(t);
+}
+
+// The largest relative L2 distance over the four projections' outputs (each 22016 apart in y); NaN (an output left
+// unwritten) sticks.
+static const uint32_t OUTPUTS[4] = {12288, 4096, 22016, 4096};
+static double max_rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
+    double worst = 0;
+    for (int type = 0; type < 4; ++type) {
+        double d = 0, r = 0;
+        for (uint32_t i = 0; i < OUTPUTS[type]; ++i) {
+            const double a = got[type * 22016 + i], b = want[type * 22016 + i];
+            d += (a - b) * (a - b), r += b * b;
+        }
+        const double rel = std::sqrt(d / r);
+        if (!(rel <= worst)) worst = rel;
+    }
+    return worst;
 }
 
 int main(int argc, char** argv) {
@@ -1166,31 +1182,15 @@ int main(int argc, char** argv) {
         }
         CHECK(cudaStreamEndCapture(s, &graph));
         CHECK(cudaGraphInstantiate(&exec, graph, 0));
-        std::vector<float> t;
-        for (int rep = 0; rep < 8; ++rep) {
-            float ms = 0;
-            CHECK(cudaMemsetAsync(y, 0xFF, 4 * 22016 * 4, s));  // poisoned: every output must be written again
-            CHECK(cudaEventRecord(e0, s));
-            CHECK(cudaGraphLaunch(exec, s));
-            CHECK(cudaEventRecord(e1, s));
-            CHECK(cudaEventSynchronize(e1));
-            CHECK(cudaGetLastError());
-            CHECK(cudaEventElapsedTime(&ms, e0, e1));
-            if (rep) t.push_back(ms * 1e3f);
-        }
+        // Outputs poisoned before each run: every one must be written again.
+        const float m = time_us(s, e0, e1, [&] { CHECK(cudaMemsetAsync(y, 0xFF, 4 * 22016 * 4, s)); },
+                                [&] { CHECK(cudaGraphLaunch(exec, s)); });
         CHECK(cudaMemcpy(y_now.data(), y, y_now.size() * 4, cudaMemcpyDeviceToHost));
-        const float m = median(t);
         std::printf("%-36s %8.1f us per step (%5.0f GB/s)", var.name, m, (wbytes + sbytes) / m / 1e3);
         if (var.dot == 4) {
             // The engine's layout: the engine-like kernel's outputs (fp16 chunk sums there: ~1e-3 apart), and the
             // last layer's o projection against a float64 reading of its bytes.
-            double d = 0, r = 0;
-            for (int type = 0; type < 4; ++type)
-                for (uint32_t i = 0; i < shapes[type][1]; ++i) {
-                    const double a = y_now[type * 22016 + i], b = y_ref[type * 22016 + i];
-                    d += (a - b) * (a - b), r += b * b;
-                }
-            const double rel = std::sqrt(d / r);
+            const double rel = max_rel_l2(y_now, y_ref);
             const Phase& o = chain[chain.size() - 3];
             std::vector<uint32_t> hw((size_t)o.k * o.tiles * 2);
             CHECK(cudaMemcpy(hw.data(), o.w, hw.size() * 4, cudaMemcpyDeviceToHost));
@@ -1202,19 +1202,13 @@ int main(int argc, char** argv) {
                 worst_ref = std::max(worst_ref, std::fabs(y_ref[1 * 22016 + tile * 16 + slot] - h));
                 if (!std::isfinite(got)) worst = INFINITY;
             }
-            std::printf("  vs engine-like: rel L2 %.2e%s; o vs the host: max |error| %.2e (engine-like %.2e) of %.2e%s",
+            std::printf("  vs engine-like: max rel L2 %.2e%s; o vs the host: max |error| %.2e (engine-like %.2e) of %.2e%s",
                         rel, rel < 2e-3 ? "" : "  MISMATCH", worst, worst_ref, scale,
                         worst <= 1e-4 * scale ? "" : "  MISMATCH");
         } else if (var.dot == 3 && var.pre == 3) {
             // The engine's layout, so the engine-like kernel's outputs (fp16 chunk sums there: ~1e-3 apart).
-            double d = 0, r = 0;
-            for (int type = 0; type < 4; ++type)
-                for (uint32_t i = 0; i < shapes[type][1]; ++i) {
-                    const double a = y_now[type * 22016 + i], b = y_ref[type * 22016 + i];
-                    d += (a - b) * (a - b), r += b * b;
-                }
-            const double rel = std::sqrt(d / r);
-            std::printf("  outputs vs the engine-like kernel: rel L2 %.2e%s", rel, rel < 2e-3 ? "" : "  MISMATCH");
+            const double rel = max_rel_l2(y_now, y_ref);
+            std::printf("  outputs vs the engine-like kernel: max rel L2 %.2e%s", rel, rel < 2e-3 ? "" : "  MISMATCH");
         } else if (var.dot == 3) {
             // The last layer's o projection (plain input) against the host, at a spread of outputs.
             const Phase& o = chain[chain.size() - 3];
@@ -1241,17 +1235,7 @@ int main(int argc, char** argv) {
                             break;
                         }
             } else {
-                double worst = 0;
-                for (int type = 0; type < 4; ++type) {
-                    const uint32_t n = shapes[type][1];
-                    double d = 0, r = 0;
-                    for (uint32_t i = 0; i < n; ++i) {
-                        const double a = y_now[type * 22016 + i], b = y_ref[type * 22016 + i];
-                        d += (a - b) * (a - b), r += b * b;
-                    }
-                    const double rel = std::sqrt(d / r);
-                    if (!(rel <= worst)) worst = rel;  // NaN (an output left unwritten) sticks
-                }
+                const double worst = max_rel_l2(y_now, y_ref);
                 std::printf("  outputs vs the engine-like kernel: max rel L2 %.2e%s", worst,
                             worst < 1e-5 ? "" : "  MISMATCH");
             }
@@ -1305,31 +1289,12 @@ int main(int argc, char** argv) {
                 continue;
             }
             const int grid = sms * c.per_sm;
-            std::vector<float> t;
-            for (int rep = 0; rep < 8; ++rep) {
-                float ms = 0;
+            const float m = time_us(s, e0, e1, [&] {
                 CHECK(cudaMemsetAsync(y, 0xFF, 4 * 22016 * 4, s));
                 CHECK(cudaMemsetAsync(arrived, 0, 4, s));
-                CHECK(cudaEventRecord(e0, s));
-                kernel<<<grid, (c.nw + 1) * 32, bytes, s>>>(d_chain, (int)chain.size(), in, arrived, stages);
-                CHECK(cudaEventRecord(e1, s));
-                CHECK(cudaEventSynchronize(e1));
-                CHECK(cudaGetLastError());
-                CHECK(cudaEventElapsedTime(&ms, e0, e1));
-                if (rep) t.push_back(ms * 1e3f);
-            }
+            }, [&] { kernel<<<grid, (c.nw + 1) * 32, bytes, s>>>(d_chain, (int)chain.size(), in, arrived, stages); });
             CHECK(cudaMemcpy(y_now.data(), y, y_now.size() * 4, cudaMemcpyDeviceToHost));
-            double worst = 0;
-            for (int type = 0; type < 4; ++type) {
-                double d = 0, r = 0;
-                for (uint32_t q = 0; q < shapes[type][1]; ++q) {
-                    const double a = y_now[type * 22016 + q], bb = y_ref[type * 22016 + q];
-                    d += (a - bb) * (a - bb), r += bb * bb;
-                }
-                const double rel = std::sqrt(d / r);
-                if (!(rel <= worst)) worst = rel;
-            }
-            const float m = median(t);
+            const double worst = max_rel_l2(y_now, y_ref);
             const double tol = c.mma ? 2e-3 : 1e-5;  // mma: f32 sums against the engine's fp16 chunk sums
             const char* modes[] = {"", ", xor only", ", staged once", ", xor only, staged once", ", no wait",
                                    ", xor only, no wait", ", staged once, no wait", ", xor only, staged once, no wait",
@@ -1363,45 +1328,15 @@ int main(int argc, char** argv) {
             cudaGraph_t graph;
             cudaGraphExec_t exec;
             CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-            for (size_t q = 0; q < chain.size(); ++q) {
-                cudaLaunchConfig_t cfg = {};
-                cfg.gridDim = dim3(grid);
-                cfg.blockDim = dim3((c.nw + 1) * 32);
-                cfg.dynamicSmemBytes = bytes;
-                cfg.stream = s;
-                cudaLaunchAttribute attr;
-                attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-                attr.val.programmaticStreamSerializationAllowed = 1;
-                cfg.attrs = &attr;
-                cfg.numAttrs = 1;
-                CHECK(cudaLaunchKernelEx(&cfg, kernel, (const Phase*)(d_chain + q), 1, in, arrived, stages));
-            }
+            for (size_t q = 0; q < chain.size(); ++q)
+                launch_pdl(kernel, dim3(grid), dim3((c.nw + 1) * 32), bytes, s, (const Phase*)(d_chain + q), 1, in,
+                           arrived, stages);
             CHECK(cudaStreamEndCapture(s, &graph));
             CHECK(cudaGraphInstantiate(&exec, graph, 0));
-            std::vector<float> t;
-            for (int rep = 0; rep < 8; ++rep) {
-                float ms = 0;
-                CHECK(cudaMemsetAsync(y, 0xFF, 4 * 22016 * 4, s));
-                CHECK(cudaEventRecord(e0, s));
-                CHECK(cudaGraphLaunch(exec, s));
-                CHECK(cudaEventRecord(e1, s));
-                CHECK(cudaEventSynchronize(e1));
-                CHECK(cudaGetLastError());
-                CHECK(cudaEventElapsedTime(&ms, e0, e1));
-                if (rep) t.push_back(ms * 1e3f);
-            }
+            const float m = time_us(s, e0, e1, [&] { CHECK(cudaMemsetAsync(y, 0xFF, 4 * 22016 * 4, s)); },
+                                    [&] { CHECK(cudaGraphLaunch(exec, s)); });
             CHECK(cudaMemcpy(y_now.data(), y, y_now.size() * 4, cudaMemcpyDeviceToHost));
-            double worst = 0;
-            for (int type = 0; type < 4; ++type) {
-                double d = 0, r = 0;
-                for (uint32_t q = 0; q < shapes[type][1]; ++q) {
-                    const double a = y_now[type * 22016 + q], bb = y_ref[type * 22016 + q];
-                    d += (a - bb) * (a - bb), r += bb * bb;
-                }
-                const double rel = std::sqrt(d / r);
-                if (!(rel <= worst)) worst = rel;
-            }
-            const float m = median(t);
+            const double worst = max_rel_l2(y_now, y_ref);
             std::printf("ring chain    , %d x %2d warps per SM, %2u stages of %u KB %8.1f us per step (%5.0f GB/s)",
                         c.per_sm, c.nw, stages, PS_STAGE / 1024, m, (wbytes + sbytes) / m / 1e3);
             if (c.mode) std::printf(", xor only (a timing bound)\n");

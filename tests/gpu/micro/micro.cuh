@@ -1,12 +1,13 @@
 // What the micro-benchmarks share: the error check, the weight-streaming load, programmatic dependent launch, the
 // nibble-to-fp16 LOP3, half2 bit casts, the acquire load, mbarriers and bulk copies, the random fill of a weight
-// buffer and the median of timings. Not part of the engine (whose own helpers are in ptx/kernels/); included by the
+// buffer, a launch with programmatic dependent launch and the median of timings. Not part of the engine (whose own helpers are in ptx/kernels/); included by the
 // programs in this folder, built with nvcc.
 #pragma once
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 #include <vector>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -77,6 +78,22 @@ __global__ void fill_random(uint32_t* p, size_t n, uint32_t seed) {
         h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
         p[i] = h;
     }
+}
+
+// Launch `kernel` with programmatic dependent launch allowed, as the engine launches every kernel of a decode step.
+template <typename... Params, typename... Args>
+static void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
 
 static float median(std::vector<float> t) {

@@ -219,16 +219,7 @@ int main() {
             continue;
         }
         auto launch_phase = [&](const Phase& ph, const uint32_t* in, uint32_t* out) {
-            cudaLaunchConfig_t cfg = {};
-            cfg.gridDim = dim3(grid);
-            cfg.blockDim = dim3(THREADS);
-            cfg.stream = s;
-            cudaLaunchAttribute attr;
-            attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-            attr.val.programmaticStreamSerializationAllowed = 1;
-            cfg.attrs = &attr;
-            cfg.numAttrs = 1;
-            CHECK(cudaLaunchKernelEx(&cfg, phase_kernel, ph, in, out));
+            launch_pdl(phase_kernel, dim3(grid), dim3(THREADS), 0, s, ph, in, out);
         };
         // The chain, captured once as a graph.
         cudaGraph_t graph;

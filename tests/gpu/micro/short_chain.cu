@@ -242,17 +242,7 @@ static void launch(const Phase& ph, const uint4* xf, const __half* xk, const __h
                                    (int)smem));
         configured = true;
     }
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(ph.tiles / TPB);
-    cfg.blockDim = dim3(NW * 32);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    CHECK(cudaLaunchKernelEx(&cfg, short_phase<NW, TPB, U, DOT, MINB, AK, RB>, ph, xf, xk, xs));
+    launch_pdl(short_phase<NW, TPB, U, DOT, MINB, AK, RB>, dim3(ph.tiles / TPB), dim3(NW * 32), smem, s, ph, xf, xk, xs);
 }
 
 template <int NW, int TPB, int U, int DOT, int MINB, int AK, int RB>
