@@ -12,7 +12,7 @@
 #
 # It prints one table: every kernel against its float64 CPU counterpart; the CUDA backend against the CPU
 # backend on synthetic checkpoints of awkward sizes (both namings, group sizes 32/64/128/-1, act-order, asym, 8-bit,
-# fp16, bf16);
+# fp16, bf16), and sessions of one model created, run and dropped on several threads against one alone;
 # the same greedy text from engine-cli on both backends; compute-sanitizer memcheck, racecheck and synccheck on the
 # tiny model (a short and a >128-token prompt) and on one whose short prompts take the 16-row GEMV-shaped tile; and on
 # the 7B-shaped model: CUDA against the CPU backend (a 128-row
