@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::backend::Backend;
 
+/// A model's backend behind a lock that records its holder; sessions and the model hold it through an `Arc`.
 pub struct SharedBackend {
     backend: Mutex<Box<dyn Backend>>,
     /// [`this_thread`] of the thread holding the lock; 0 when none does.
@@ -44,6 +45,7 @@ impl SharedBackend {
     }
 }
 
+/// The backend while held: derefs to it; the holder is cleared before the lock is released.
 pub struct BackendGuard<'a> {
     guard: MutexGuard<'a, Box<dyn Backend>>,
     holder: &'a AtomicUsize,
