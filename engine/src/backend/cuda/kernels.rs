@@ -88,8 +88,8 @@ impl<P> ByRows<P> {
 }
 
 /// Declares the kernel table: each field a kernel of the module paired with its parameter struct; in `by_format`,
-/// the kernels compiled for every weight format, with their three names; in `by_width`, those compiled for two
-/// row counts, with their five names.
+/// the kernels compiled for every weight format, with their three names; in `by_rows`, those compiled per
+/// row count (and 16-row width), with their five names.
 macro_rules! kernels {
     (one { $( $(#[$doc:meta])* $field:ident: $params:ident = $name:path, )* }
      by_format { $( $(#[$wdoc:meta])* $wfield:ident: $wparams:ident = $int4:path, $int8:path, $f16:path; )* }
