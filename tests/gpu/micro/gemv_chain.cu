@@ -13,7 +13,10 @@
 //   dot              : 0 only an xor of the weight words (what the bytes cost alone), 1 the engine's dequantizing
 //                      dot product, 2 a lower bound for any dequantizer (the products on the raw words), 3 the
 //                      same tile on mma.sync m16n8k16 for a weight layout in fragment order (`gemv_phase_mma`),
-//                      4 on mma.sync with the weights as B on the engine's own layout (`gemv_phase_bmma`);
+//                      4 on mma.sync with the weights as B on the engine's own layout (`gemv_phase_bmma`),
+//                      5 the nibbles as fp16 subnormals times an input staged at 2^s per chunk (`dot_denorm`,
+//                      `stage_denorm`), 6 / 7 timing splits of it (its dot on the engine's staging, the engine's
+//                      dot on its staging: wrong results);
 //   warps            : 4, 8 or 16 warps per block for every phase instead of the engine's 8 (16 for o and down);
 //   pre              : the input staged into shared memory by the block after the dependency wait (q/k/v and
 //                      gate/up with the RMSNorm: f32 x, fp16 norm weight, the previous phase's 256 partial sums of
@@ -100,11 +103,37 @@ __device__ __forceinline__ float dot_lite(uint4 w, const __half2* xs, uint32_t s
     return fmaf(__low2float(h2(szb)), f.x + f.y, acc);
 }
 
-// DOT: 0 only an xor of the words (the bytes alone), 1 the engine's dot product, 2 dot_lite.
+// The nibbles as fp16 subnormals (q · 2^-24, exact: a nibble masked into the low mantissa bits needs no magic
+// exponent, so no bias to subtract), multiplied by an input staged per 32-row chunk at 2^s times its value (s chosen
+// so that the chunk's largest |x| lands in [2^14, 2^15)) and by 1/16 more on the rows whose nibbles sit 4 bits up.
+// No zero is subtracted per weight: Σ (q − z) x = Σ q x − z Σ x, with Σ x per chunk staged beside 2^(24 − s).
+// 10 instructions per 8 weights with the shared-memory load (one shift, four LOP3s, four HFMA2s), against 14.
+__device__ __forceinline__ float dot_denorm(uint4 w, const __half2* xs, uint32_t szb, float2 cs, float acc) {
+    const uint4* xv = reinterpret_cast<const uint4*>(xs);
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    __half2 a0 = __float2half2_rn(0.f), a1 = a0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint4 xq = xv[i];
+        const uint32_t hi = words[i] >> 8;
+        a0 = __hfma2(h2(words[i] & 0x000F000Fu), h2(xq.x), a0);
+        a1 = __hfma2(h2(words[i] & 0x00F000F0u), h2(xq.y), a1);
+        a0 = __hfma2(h2(hi & 0x000F000Fu), h2(xq.z), a0);
+        a1 = __hfma2(h2(hi & 0x00F000F0u), h2(xq.w), a1);
+    }
+    const float2 f = __half22float2(__hadd2(a0, a1));
+    const __half2 sz = h2(szb);
+    return fmaf(__low2float(sz), fmaf(f.x + f.y, cs.x, (1024.f - __high2float(sz)) * cs.y), acc);
+}
+
+// DOT: 0 only an xor of the words (the bytes alone), 1 the engine's dot product, 2 dot_lite, 5 dot_denorm (`cs`:
+// the chunk's (2^(24 − s), Σ x)).
 template <int DOT>
-__device__ __forceinline__ float consume(uint4 w, const __half2* xs_chunk, uint32_t szb, float acc) {
+__device__ __forceinline__ float consume(uint4 w, const __half2* xs_chunk, uint32_t szb, float acc, float2 cs = {}) {
     if (DOT == 1) return dot_chunk(w, xs_chunk, szb, acc);
     if (DOT == 2) return dot_lite(w, xs_chunk, szb, acc);
+    if (DOT == 5 || DOT == 6) return dot_denorm(w, xs_chunk, szb, cs, acc);
+    if (DOT == 7) return dot_chunk(w, xs_chunk, szb, acc);
     return acc + (float)(w.x ^ w.y ^ w.z ^ w.w ^ szb);
 }
 
@@ -180,6 +209,58 @@ __device__ void stage(const Phase& ph, const Inputs& in, __half2* xs, float* scr
         }
     }
     sync_warps<NW, NAMED>();
+}
+
+// stage() for dot_denorm: each 32-row chunk (4 words, staged by 4 adjacent threads) scaled by 2^s so that its
+// largest |x| lands in [2^14, 2^15), pairs 1 and 3 of each word by 1/16 more, and cs[chunk] = (2^(24 − s), Σ x) with
+// Σ x over the values as rounded to fp16 (so that z Σ x cancels exactly what the products carry).
+template <int NW>
+__device__ void stage_denorm(const Phase& ph, const Inputs& in, __half2* xs, float2* cs, float* scratch) {
+    const uint32_t words = ph.k / 8;
+    float inv_rms = 1.f;
+    for (uint32_t base = threadIdx.x; base == threadIdx.x || base < words; base += (NW * 32) * 2) {
+        float v[2][8] = {};
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            const uint32_t i = base + u * (NW * 32);
+            if (i < words) load_word(ph, in, i, v[u]);
+        }
+        if (ph.norm && base == threadIdx.x) {
+            float s = 0.f;
+            for (uint32_t i = threadIdx.x; i < 256; i += (NW * 32)) s += in.ssq[i];
+            inv_rms = rsqrtf(block_sum<NW>(s, scratch) / (float)ph.k + 1e-6f);
+        }
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            const uint32_t i = base + u * (NW * 32);
+            float m = 0.f;
+            for (int j = 0; j < 8; ++j) v[u][j] *= inv_rms, m = fmaxf(m, fabsf(v[u][j]));
+            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+            const int e = (int)((__float_as_uint(m) >> 23) & 0xFF) - 127;  // m in [2^e, 2^(e + 1))
+            const int sh = max(-100, min(100, 14 - e));
+            const float up = __uint_as_float((uint32_t)(sh + 127) << 23);
+            uint4 out;
+            uint32_t* o = reinterpret_cast<uint32_t*>(&out);
+            float sum = 0.f;
+            for (int j = 0; j < 4; ++j) {
+                const float f = (j & 1) ? up * 0.0625f : up;
+                const __half2 h = __floats2half2_rn(v[u][j] * f, v[u][j + 4] * f);
+                o[j] = u32(h);
+                const float2 r = __half22float2(h);
+                sum += (r.x + r.y) * ((j & 1) ? 16.f : 1.f);
+            }
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            if (i < words) {
+                reinterpret_cast<uint4*>(xs)[i] = out;
+                if (i % 4 == 0)
+                    cs[i / 4] = make_float2(__uint_as_float((uint32_t)(24 - sh + 127) << 23),
+                                            sum * __uint_as_float((uint32_t)(127 - sh) << 23));
+            }
+        }
+    }
+    __syncthreads();
 }
 
 // The same staging done by each warp for the K steps it multiplies (steps warp, warp + NW, ...: 8 words of 8 rows
@@ -286,7 +367,9 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase(Phase ph
     if (PRE == 1) stage<NW>(ph, in, xs, scratch);
     pdl_wait();
     if (PRE == 5) load_batch<NW>(ph, steps, groups, at.advanced(NW * UNROLL, steps), f1, nxt, nxt_sz);
-    if (PRE == 0 || PRE >= 4) stage<NW>(ph, in, xs, scratch);
+    float2* cs = reinterpret_cast<float2*>(xs + ph.k / 2);  // dot_denorm's per-chunk constants
+    if (DOT == 5 || DOT == 7) stage_denorm<NW>(ph, in, xs, cs, scratch);
+    else if (PRE == 0 || PRE >= 4) stage<NW>(ph, in, xs, scratch);
     if (PRE == 2) stage_warp<NW>(ph, in, xs);
     pdl_launch();
 
@@ -305,7 +388,8 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase(Phase ph
                     if (lane < 16) red[((tile - t0) * NW + warp) * 16 + j] = a;
                     acc = 0.f, tile = q.t;
                 }
-                acc = consume<DOT>(cur[u], xs + (2 * q.s + hsel) * 16, cur_sz[u], acc);
+                acc = consume<DOT>(cur[u], xs + (2 * q.s + hsel) * 16, cur_sz[u], acc,
+                                   DOT == 5 ? cs[2 * q.s + hsel] : float2{1.f, 0.f});
             }
         }
 #pragma unroll
@@ -961,14 +1045,14 @@ static double mma_reference(const std::vector<uint32_t>& w, const std::vector<__
 struct Variant {
     const char* name;
     int per_sm;  // balanced: blocks per SM; 0: tiled
-    int dot;     // 0 fold, 1 the engine's dot product, 2 dot_lite, 3 gemv_phase_mma
+    int dot;     // 0 fold, 1 the engine's dot product, 2 dot_lite, 3 gemv_phase_mma, 4 _bmma, 5 dot_denorm
     int pre;     // 0 block staging after the wait, 1 before it, 2 each warp its own rows after the wait
     int warps;   // tiled, engine dot, staged after the wait: warps per block for every phase (0: the engine's 8 / 16)
 };
 
 template <int NW, bool BAL, int DOT, int PRE>
 static void launch(const Phase& ph, const Inputs& in, int grid, cudaStream_t s) {
-    const size_t smem = (MAX_SEGS * NW * 16 + 32) * 4 + ph.k * 2;
+    const size_t smem = (MAX_SEGS * NW * 16 + 32) * 4 + ph.k * 2 + (DOT == 5 || DOT == 7 ? ph.k / 32 * 8 : 0);
     launch_pdl(gemv_phase<NW, BAL, DOT, PRE>, dim3(grid), dim3(NW * 32), smem, s, ph, in);
 }
 
@@ -1149,6 +1233,9 @@ int main(int argc, char** argv) {
         {"tiled          mma  stage, correction per block", 0, 3, 2},
         {"tiled          mma  on the engine's layout", 0, 3, 3},
         {"tiled          mma, weights as B (engine layout)", 0, 4, 0},
+        {"tiled          denorm stage", 0, 5, 0},
+        {"tiled          denorm dot, engine's staging (timing)", 0, 6, 0},
+        {"tiled          engine dot, denorm staging (timing)", 0, 7, 0},
     };
     const int n_variants = sizeof(variants) / sizeof(variants[0]);
     std::vector<float> y_ref(4 * 22016), y_now(4 * 22016);
@@ -1171,6 +1258,9 @@ int main(int argc, char** argv) {
             else if (var.warps == 8) launch<8, false, 1, 0>(ph, in, ph.tiles, s);
             else if (var.warps == 16) launch<16, false, 1, 0>(ph, in, ph.tiles, s);
             else if (var.dot == 3) launch_mma_variant(ph, in, var.pre, s);
+            else if (var.dot == 5) launch_phase<false, 5, 0>(ph, in, ph.tiles, s);
+            else if (var.dot == 6) launch_phase<false, 6, 0>(ph, in, ph.tiles, s);
+            else if (var.dot == 7) launch_phase<false, 7, 0>(ph, in, ph.tiles, s);
             else if (var.dot == 4) ph.tiles <= 512 ? launch_bmma<16>(ph, in, s) : launch_bmma<8>(ph, in, s);
             else if (var.dot == 1 && var.pre >= 4)
                 ph.tiles <= 512 ? (var.pre == 4 ? launch<16, false, 1, 4>(ph, in, ph.tiles, s)
@@ -1187,7 +1277,7 @@ int main(int argc, char** argv) {
                                 [&] { CHECK(cudaGraphLaunch(exec, s)); });
         CHECK(cudaMemcpy(y_now.data(), y, y_now.size() * 4, cudaMemcpyDeviceToHost));
         std::printf("%-36s %8.1f us per step (%5.0f GB/s)", var.name, m, (wbytes + sbytes) / m / 1e3);
-        if (var.dot == 4) {
+        if (var.dot == 4 || var.dot == 5) {
             // The engine's layout: the engine-like kernel's outputs (fp16 chunk sums there: ~1e-3 apart), and the
             // last layer's o projection against a float64 reading of its bytes.
             const double rel = max_rel_l2(y_now, y_ref);
