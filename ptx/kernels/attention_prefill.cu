@@ -26,7 +26,7 @@
 // Shared-memory rows are padded by 8 halves (16 bytes): the 8 row addresses of each ldmatrix then fall in 8
 // distinct 4-bank groups (stride 36 or 68 words ≡ 4 mod 32), so ldmatrix is conflict-free.
 // The tile order, the reductions and the accumulation order are fixed, so the result is the same bits every run.
-#include "common.cuh"
+#include "attn_params.cuh"
 #include "tensor_core.cuh"
 #include "k_order.cuh"
 #include "frag16.cuh"

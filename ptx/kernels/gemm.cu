@@ -370,7 +370,7 @@ struct SmemBig {
     uint4 wraw[BIG_STAGES][BIG_TILES][32];
     uint32_t sz[BIG_STAGES][BIG_THREADS];  // each thread's (scale, zero) word for its chunk of the step
 };
-static_assert(sizeof(SmemBig) == 107520, "GEMM128_SMEM_BYTES in engine/src/backend/cuda/params.rs must match");
+static_assert(sizeof(SmemBig) == 107520, "GEMM128_SMEM_BYTES in engine/src/backend/cuda/shapes.rs must match");
 
 // What a block of a 128-row tile of `bn` slots works on (gemm128 here, gemm_wgmma.cu's tiles): its first row and
 // slot, the A it reads (its part's copy with act-order), and its split of the K steps (a split left without steps

@@ -63,7 +63,7 @@ constexpr int STAGE = 8;  // 16-byte A loads a thread issues before storing any:
 enum Out { STORE16 = 0, RESIDUAL = 1 };
 
 // K steps (64 rows) per split: even, so that every split starts on a double step. The host mirrors this
-// (params.rs: gemm_small_per_split) to size the shared memory.
+// (shapes.rs: gemm_small_per_split) to size the shared memory.
 ENGINE_DEV uint32_t per_split_steps(uint32_t steps, uint32_t splits) {
     const uint32_t s = (steps + splits - 1) / splits;
     return (s + 1) & ~1u;
@@ -394,7 +394,7 @@ ENGINE_DEV void run(const GemmParams& p) {
 
 // Block: 256 threads (8 warps). Grid: (ceil(tiles / tiles_per_block), k_splits) with tiles = n_pad / 16; the kernel
 // takes tiles_per_block = ceil(tiles / grid.x). Dynamic shared memory: 16 · (per_split · 128 + 64) bytes, per_split
-// = ceil(k_pad / 64 / k_splits) rounded up to even (params.rs: gemm_small_smem_bytes). Split-K needs part
+// = ceil(k_pad / 64 / k_splits) rounded up to even (shapes.rs: gemm_small_smem_bytes). Split-K needs part
 // (k_splits · 16 · n_pad floats) and one counter per tile, zero at rest. m ≤ 16.
 // Two blocks per SM: at most 128 registers per thread.
 

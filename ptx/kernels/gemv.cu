@@ -14,6 +14,8 @@
 //     left behind (summed in a fixed order, so the result is the same every run);
 //   - epilogues: rotary embedding + KV-cache append for q/k/v, SwiGLU for gate/up, the residual add (+ the
 //     partial sums of squares for the next norm) for o/down. Each saves a launch and a round trip through memory.
+//   - q/k/v may also run the decode attention in blocks of its own (`attend`), which wait for their heads' columns
+//     instead of for the kernel's end: no kernel boundary between the projection and the attention.
 //   - blocks are persistent over `tiles_per_block` tiles, so x is staged once per block, not once per tile.
 //   - the first weight loads are issued before the prologue, and the next batch is always in flight while the
 //     current one is multiplied (software pipelining in registers);
@@ -22,6 +24,7 @@
 //     without registers (measured: faster on large matrices, slower inside a decode step; BENCHMARKS.md).
 // All reductions are in a fixed order: the same inputs give the same bits, run after run.
 #include "tiles.cuh"
+#include "attention.cuh"
 #include "bulk_copy.cuh"
 
 namespace gemv {
@@ -249,6 +252,28 @@ ENGINE_DEV uint32_t swiglu_dst(const GemvParams& p, uint32_t col) {
     return p.out_idx ? __ldg(p.out_idx + col) : col;
 }
 
+// The KV head whose attention q/k/v column `col` feeds (a query column: the KV head its query head shares).
+ENGINE_DEV uint32_t kv_head_of(const GemvParams& p, uint32_t col) {
+    if (col < p.q_dim) return col / p.head_dim / (p.q_dim / p.kv_dim);
+    if (col < p.q_dim + p.kv_dim) return (col - p.q_dim) / p.head_dim;
+    return (col - p.q_dim - p.kv_dim) / p.head_dim;
+}
+
+// With the attention fused: count the tile's columns, once written, toward their KV heads (p.arrivals), so that
+// the attention blocks of each KV head know when all of its q, k and v are in memory. Warp 0, every lane, after
+// its stores; lanes 16..31 mirror 0..15 and count nothing.
+ENGINE_DEV void arrive(const GemvParams& p, uint32_t col) {
+    const int lane = threadIdx.x & 31;
+    __threadfence();  // this lane's stores before the count that announces them
+    __syncwarp();
+    if (lane < 16) {
+        const uint32_t g = col != INT4_PAD_SLOT ? kv_head_of(p, col) : 0xFFFFFFFFu;
+        // One atomic per KV head the tile touches (one, but for head sizes below 16), by its lowest lane.
+        const uint32_t same = __match_any_sync(0x0000FFFFu, g);
+        if (g != 0xFFFFFFFFu && lane == __ffs(same) - 1) atomicAdd(p.arrivals + g, __popc(same));
+    }
+}
+
 // Called by all 32 lanes of warp 0 with the tile's 16 results (lanes 16..31 mirror lanes 0..15).
 // `col` is the slot's output column (prefetched), `resid` its residual-stream value (RESIDUAL only).
 template <int EPI, bool SCATTER>
@@ -291,6 +316,7 @@ ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, uint32_t col, float
                 p.v_cache[((size_t)h * p.ctx + pos) * p.head_dim + d] = __float2half_rn(v);
             }
         }
+        if (p.arrivals) arrive(p, col);
     } else if (EPI == SWIGLU) {
         const float up = __shfl_xor_sync(0xffffffffu, v, 8, 16);
         if (lane < 8 && real) {
@@ -490,11 +516,84 @@ ENGINE_DEV void prefetch_next(const GemvParams& p) {
 #endif
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// The decode attention in the q/k/v kernel's own blocks (p.arrivals set): blocks gemv_blocks .. gemv_blocks +
+// heads · splits − 1, one per (head, split), split-major so that every head's first split is among the first to
+// start. Why: as a kernel of its own the attention starts only once the whole projection has finished, and the
+// projection's blocks all finish at about the same time, so the step pays that boundary 32 times; here each
+// attention block is resident while the projection streams, asks the L2 for the cache rows of earlier steps (they
+// need nothing from this kernel), and starts as soon as its KV head's columns have arrived.
+// Forward progress: the attention blocks come after every projection block in the grid, so they are dispatched
+// after them, and a projection block never waits for anything inside the kernel.
+namespace fused_attn {
+// Positions per lane group and round: one, not the attention kernel's four. The pass holds a round's keys and
+// values in registers, and under the GEMV's register cap two already put a stack frame on the sm_90a kernels.
+constexpr int UNROLL = 1;
+
+// Shared memory of an attention block with NW warps over heads of head_dim (a GEMV launch with the attention fused
+// takes the larger of this and its own; shapes.rs: fused_attention_smem): the warps' states, the split merge's
+// weights and the last-block flag.
+template <int NW>
+ENGINE_DEV void carve(unsigned char* smem, uint32_t head_dim, attn::State*& states, float*& w, bool*& last) {
+    states = reinterpret_cast<attn::State*>(smem);
+    w = reinterpret_cast<float*>(states + NW * (head_dim / 8));
+    last = reinterpret_cast<bool*>(w + 2 * attn::MAX_SPLITS);
+}
+
+// The cache rows [begin, end) of KV head `kvh` into L2 (sm_90: one bulk prefetch per array; elsewhere nothing).
+ENGINE_DEV void prefetch_rows(const AttnParams& a, uint32_t kvh, uint32_t begin, uint32_t end) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    if (threadIdx.x == 0 && begin < end) {
+        const size_t at = ((size_t)kvh * a.ctx + begin) * a.head_dim;
+        const uint32_t bytes = (end - begin) * a.head_dim * 2;
+        bulk::prefetch_l2(a.k_cache + at, bytes);
+        bulk::prefetch_l2(a.v_cache + at, bytes);
+    }
+#endif
+}
+}  // namespace fused_attn
+
+// Not inlined, so that the projection's register allocation need not make room for it (inlined, it made the
+// sm_90a projection spill in its prologue under the 64-register cap). `pp` points at the kernel's parameter, which
+// is a __grid_constant__ for this: read in place, not copied to the stack.
+template <int NW>
+static __device__ __noinline__ void attend(const GemvParams* pp, unsigned char* smem) {
+    const GemvParams& p = *pp;
+    const AttnParams& a = p.attn;
+    const uint32_t b = blockIdx.x - p.gemv_blocks, h = b % a.heads, split = b / a.heads;
+    // The caches' earlier rows, the position and the split buffers were last touched by earlier kernels.
+    pdl_wait();
+    pdl_launch_dependents();
+    const attn::Split s(a, split);
+    if (split >= s.active) return;
+    const uint32_t group = a.heads / a.kv_heads, kvh = h / group;
+    fused_attn::prefetch_rows(a, kvh, s.begin, min(s.end, s.len - 1));
+    if (a.out_idx && threadIdx.x < a.head_dim / 8) prefetch_l1(a.out_idx + h * a.head_dim + threadIdx.x * 8);
+    // Wait until every q, k and v column of this KV head has been written: its query heads' and its own.
+    uint32_t* arrived = p.arrivals + kvh;
+    uint32_t* seen = p.arrivals + a.kv_heads + kvh;
+    if (threadIdx.x == 0) {
+        const uint32_t columns = (group + 2) * a.head_dim;
+        while (ld_acquire_gpu(arrived) < columns) __nanosleep(64);
+        // The last of the KV head's attention blocks to get here resets both counts for the next layer's kernel:
+        // every block that waits on them has seen them.
+        if (atomicAdd(seen, 1u) == group * s.active - 1) *arrived = 0, *seen = 0;
+    }
+    __syncthreads();
+    attn::State* states;
+    float* w;
+    bool* last;
+    fused_attn::carve<NW>(smem, a.head_dim, states, w, last);
+    const attn::State st = attn::block_pass<NW, fused_attn::UNROLL, true>(a, 0, h, s.begin, s.end, states);
+    attn::finish_split(a, h, split, s.active, st, w, last);
+}
+
 // The register-pipelined kernel (every card): each lane keeps its next batch of weights in flight in registers.
 template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT, int BITS = 4>
 ENGINE_DEV void run(const GemvParams& p) {
     constexpr int SB = batch_steps<BITS>();
     extern __shared__ __align__(16) unsigned char smem[];
+    if (EPI == QKV_ROPE && p.arrivals && blockIdx.x >= p.gemv_blocks) return attend<NW>(&p, smem);
     const SmemLayout<NW, false> sm(smem);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int hsel = lane >> 4;
@@ -604,6 +703,7 @@ template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT, int BITS = 4>
 ENGINE_DEV void run_ring(const GemvParams& p) {
     constexpr uint32_t S = ring::stages<BITS>(), W = lane_words<BITS>();
     extern __shared__ __align__(128) unsigned char smem[];
+    if (EPI == QKV_ROPE && p.arrivals && blockIdx.x >= p.gemv_blocks) return attend<NW>(&p, smem);
     unsigned char* stages = smem;
     uint64_t* full = reinterpret_cast<uint64_t*>(smem + S * ring::stage_bytes<BITS>());
     uint64_t* empty = full + S;
@@ -706,11 +806,12 @@ ENGINE_DEV void run_ring_or_trap(const GemvParams& p) {
 // Every kernel comes six times, gemv_int4_NAME over 4-bit tiles, gemv_int8_NAME over 8-bit tiles and gemv_f16_NAME
 // over fp16 tiles (the same code), and gemv_ring_int4_NAME, ... on the weight ring.
 #define GEMV_ONE(NAME, FMT, BITS, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)                                       \
-    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) gemv_##FMT##_##NAME(const GemvParams p) { \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                            \
+        gemv_##FMT##_##NAME(const __grid_constant__ GemvParams p) {                                             \
         gemv::run<PRO, EPI, NW, VAR, BITS>(p);                                                                  \
     }                                                                                                            \
     extern "C" __global__ void __launch_bounds__(THREADS + 32, MIN_BLOCKS)                                       \
-        gemv_ring_##FMT##_##NAME(const GemvParams p) {                                                          \
+        gemv_ring_##FMT##_##NAME(const __grid_constant__ GemvParams p) {                                        \
         run_ring_or_trap<PRO, EPI, NW, VAR, BITS>(p);                                                           \
     }
 #define GEMV_KERNEL(NAME, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)          \

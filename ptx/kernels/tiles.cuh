@@ -7,6 +7,7 @@
 //   fp16: qw[tile][step][4][lane], its 32 halves in four (see dequant_rows8); sz[tile][group][slot] is a half2
 //   (scale, 1024 + zero).
 #pragma once
+#include "attn_params.cuh"
 #include "common.cuh"
 #include "tile_layout.h"
 #include <cuda_fp16.h>
@@ -90,8 +91,9 @@ ENGINE_DEV void dequant_rows8(const uint4* w, int i, __half2 zz, __half2 out[4])
 }
 
 // Everything the decode GEMV kernels read and write. One struct for every variant keeps the host side to one
-// #[repr(C)] mirror (engine/src/backend/cuda/params.rs); fields a variant does not use are ignored.
-// Pointers first, then 32-bit scalars, so that the C and Rust layouts have no padding to disagree on.
+// #[repr(C)] mirror (engine/src/backend/cuda/kernels.rs); fields a variant does not use are ignored.
+// Pointers first, then an even number of 32-bit scalars, then the attention's own block, so that the C and Rust
+// layouts have no padding to disagree on.
 struct GemvParams {
     // Weights in the tile layout.
     const uint4* qw;
@@ -120,6 +122,9 @@ struct GemvParams {
     // The next GEMV of the step (sm_90): its first next_chunks · next_chunk_bytes bytes at next_qw, which this one's
     // blocks ask into L2 a chunk at a time once their own weights are asked for (gemv::prefetch_next). Null / 0: none.
     const uint4* next_qw;
+    // QKV with the decode attention fused (gemv::attend): per KV head the q/k/v columns written so far, then per KV
+    // head the attention blocks that have seen them all ([2][kv_heads], zero at rest). Null: attention not fused.
+    uint32_t* arrivals;
     uint32_t k;               // input rows (unpadded)
     uint32_t k_pad;           // input rows padded to INT4_STEP_K
     uint32_t n_pad;           // slots (a multiple of INT4_TILE_N)
@@ -140,10 +145,12 @@ struct GemvParams {
     uint32_t out_stride;      // elements between two parts' rows of out_idx and y_sorted
     uint32_t next_chunks;
     uint32_t next_chunk_bytes;
+    uint32_t gemv_blocks;     // QKV with `arrivals`: blocks below this one multiply, the rest run the attention
+    AttnParams attn;          // QKV with `arrivals`: the decode attention the extra blocks run
 };
 
 // Everything the prefill GEMM kernels read and write: gemm.cu (row tiles of 64) and gemm_small.cu (chunks of
-// at most 16 rows). Mirrored in engine/src/backend/cuda/params.rs. Pointers first, then 32-bit scalars.
+// at most 16 rows). Mirrored in engine/src/backend/cuda/kernels.rs. Pointers first, then 32-bit scalars.
 struct GemmParams {
     const uint4* qw;          // the tile layout (above)
     const uint32_t* sz;       // half2 (scale, 1024 + zero) per [tile][group][slot]

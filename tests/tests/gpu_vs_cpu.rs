@@ -133,25 +133,29 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
             g_argmax = sa.feed_and_sample(&[t], &mut greedy).unwrap();
         }
 
-        // The same 64 steps with the decode GEMVs on the weight ring (`Tuning::gemv_ring`; sm_90 only, elsewhere
-        // the kernels above again).
-        let ring = load_tuned(
-            dir.path(),
-            BackendKind::Cuda,
-            64,
-            engine::Tuning { gemv_ring: true, gemv_prefetch_mb: 8, ..Default::default() },
-        )
-        .unwrap();
-        let mut sr = ring.new_session(None).unwrap();
-        let mut r_logits = sr.feed(prompt).unwrap();
-        let mut e_ring = 0f64;
-        for (step, (c, &t)) in c_steps.iter().zip(&c_tokens).enumerate() {
-            let e = worst(&r_logits, c, vocab).0;
-            e_ring = e_ring.max(e);
-            assert!(e <= TOL, "{}: decode step {step} on the weight ring: relative L2 {e:.2e}", case.name);
-            r_logits = sr.feed(&[t]).unwrap();
+        // The same 64 steps under other decode tunings: the GEMVs on the weight ring (`Tuning::gemv_ring`; sm_90
+        // only, elsewhere the kernels above again), the attention in the q/k/v GEMV's own blocks
+        // (`Tuning::attn_in_qkv`, its splits merged from 33 positions on), and both.
+        let variants = [
+            ("weight ring", engine::Tuning { gemv_ring: true, gemv_prefetch_mb: 8, ..Default::default() }),
+            ("attention in q/k/v", engine::Tuning { attn_in_qkv: true, ..Default::default() }),
+            ("both", engine::Tuning { gemv_ring: true, attn_in_qkv: true, ..Default::default() }),
+        ];
+        let mut e_tuned = Vec::new();
+        for (what, tuning) in variants {
+            let tuned = load_tuned(dir.path(), BackendKind::Cuda, 64, tuning).unwrap();
+            let mut st = tuned.new_session(None).unwrap();
+            let mut t_logits = st.feed(prompt).unwrap();
+            let mut e_worst = 0f64;
+            for (step, (c, &t)) in c_steps.iter().zip(&c_tokens).enumerate() {
+                let e = worst(&t_logits, c, vocab).0;
+                e_worst = e_worst.max(e);
+                assert!(e <= TOL, "{}: decode step {step} ({what}): relative L2 {e:.2e}", case.name);
+                t_logits = st.feed(&[t]).unwrap();
+            }
+            e_tuned.push(format!("{what}: {e_worst:.2e}"));
         }
-        drop((sr, ring));
+        let e_tuned = e_tuned.join(", ");
 
         // Greedy generation end to end (the GPU's graph replays with the fused argmax): identical tokens, up to
         // the first near tie if there is one.
@@ -218,7 +222,7 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
         }
 
         println!(
-            "{:<30} prefill max rel L2 {e_prefill:.2e} (chunks of 160: {e_long:.2e}) | 64 decode steps max rel L2 {e_decode:.2e} (weight ring: {e_ring:.2e}) | {identical} ({ties} near ties) | losses max rel err {e_score:.1e} | seeded sampling repeatable; sampled picks equal to the CPU's at {sampled_agree} of 64 steps ({sampled_ties} near a boundary)",
+            "{:<30} prefill max rel L2 {e_prefill:.2e} (chunks of 160: {e_long:.2e}) | 64 decode steps max rel L2 {e_decode:.2e} ({e_tuned}) | {identical} ({ties} near ties) | losses max rel err {e_score:.1e} | seeded sampling repeatable; sampled picks equal to the CPU's at {sampled_agree} of 64 steps ({sampled_ties} near a boundary)",
             case.name
         );
     }
@@ -255,6 +259,7 @@ fn cuda_matches_cpu_on_the_7b_shape() {
     let mut g_argmax = sa.feed_and_sample(&ids, &mut greedy).unwrap();
     let (mut c_logits, mut g_logits) = (lc[(ids.len() - 1) * vocab..].to_vec(), lg[(ids.len() - 1) * vocab..].to_vec());
     let (mut e_decode, mut ties) = (0f64, 0);
+    let (mut c_steps, mut c_tokens) = (Vec::new(), Vec::new());
     for step in 0..64 {
         let e = worst(&g_logits, &c_logits, vocab).0;
         e_decode = e_decode.max(e);
@@ -266,6 +271,8 @@ fn cuda_matches_cpu_on_the_7b_shape() {
             assert_eq!(argmax(&g_logits), t, "7b: step {step}: CUDA logits pick another token");
             assert_eq!(g_argmax, t, "7b: step {step}: the on-device argmax picks another token");
         }
+        c_tokens.push(t);
+        c_steps.push(std::mem::take(&mut c_logits));
         c_logits = sc.feed(&[t]).unwrap();
         g_logits = sg.feed(&[t]).unwrap();
         g_argmax = sa.feed_and_sample(&[t], &mut greedy).unwrap();
@@ -273,6 +280,21 @@ fn cuda_matches_cpu_on_the_7b_shape() {
             progress(&format!("{} decode steps", step + 1));
         }
     }
+    // The same 64 steps with the attention in the q/k/v GEMV's own blocks (`Tuning::attn_in_qkv`): the real grid
+    // (768 tiles' blocks, then 32 heads × the plan's splits), contexts of 129 to 192 positions (several splits).
+    let fused = load_tuned(dir, BackendKind::Cuda, 128, engine::Tuning { attn_in_qkv: true, ..Default::default() });
+    let fused = fused.unwrap();
+    let mut sf = fused.new_session(None).unwrap();
+    let mut f_logits = sf.feed(&ids).unwrap();
+    let mut e_fused = 0f64;
+    for (step, (c, &t)) in c_steps.iter().zip(&c_tokens).enumerate() {
+        let e = worst(&f_logits, c, vocab).0;
+        e_fused = e_fused.max(e);
+        assert!(e <= TOL, "7b: decode step {step} with the attention in q/k/v: relative L2 {e:.2e}");
+        f_logits = sf.feed(&[t]).unwrap();
+    }
+    drop((sf, fused));
+    progress("64 decode steps with the attention in q/k/v");
     // A 16-row prefill in fresh sessions, the logits of every position: chunks of at most 16 rows take their own
     // GEMM tile (on int4 without act-order the GEMV-shaped one), which the 128 rows above never reach.
     let short = &ids[..16];
@@ -281,7 +303,7 @@ fn cuda_matches_cpu_on_the_7b_shape() {
     let (e_short, p) = worst(&lg16, &lc16, vocab);
     assert!(e_short <= TOL, "7b: 16-row prefill position {p}: relative L2 {e_short:.2e}");
     println!(
-        "7b-shape                       128-row prefill max rel L2 {e_prefill:.2e} | 64 decode steps max rel L2 {e_decode:.2e} | greedy picks identical ({ties} near ties) | 16-row prefill max rel L2 {e_short:.2e} | {:.0} s",
+        "7b-shape                       128-row prefill max rel L2 {e_prefill:.2e} | 64 decode steps max rel L2 {e_decode:.2e} (attention in q/k/v: {e_fused:.2e}) | greedy picks identical ({ties} near ties) | 16-row prefill max rel L2 {e_short:.2e} | {:.0} s",
         t0.elapsed().as_secs_f64()
     );
 }

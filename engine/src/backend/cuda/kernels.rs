@@ -165,6 +165,7 @@ kernel_params! {
         y_sorted: DevPtr<f32>,
         out_norm_w: DevPtr<f16>,
         next_qw: DevPtr<[u32; 4]>,
+        arrivals: DevPtr<u32>,
         k: u32,
         k_pad: u32,
         n_pad: u32,
@@ -184,6 +185,8 @@ kernel_params! {
         out_stride: u32,
         next_chunks: u32,
         next_chunk_bytes: u32,
+        gemv_blocks: u32,
+        attn: AttnParams,
     }
 
     /// The prefill GEMM kernels' parameters (`gemm.cu`, `gemm_small.cu`).
@@ -218,7 +221,7 @@ kernel_params! {
     }
 
     /// Attention, decode and prefill.
-    "attention.cu" struct AttnParams {
+    "attn_params.cuh" struct AttnParams {
         q: DevPtr<f16>,
         k_cache: DevPtr<f16>,
         v_cache: DevPtr<f16>,
@@ -785,6 +788,7 @@ mod tests {
             "SamplerConfig*" => "DevPtr<SamplerConfig>",
             "GemmParams" => "GemmParams",
             "RopeParams" => "RopeParams",
+            "AttnParams" => "AttnParams",
             "uint32_t" => "u32",
             "uint64_t" => "u64",
             "float" => "f32",

@@ -152,6 +152,7 @@ impl Measure for CudaBackend {
                 let bytes = match reads {
                     Reads::Bytes(b) => b,
                     Reads::LayerKv => layer_kv,
+                    Reads::BytesAndLayerKv(b) => b + layer_kv,
                 };
                 marks.push((name, bytes, e));
                 Ok(())

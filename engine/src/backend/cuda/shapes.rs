@@ -5,6 +5,7 @@
 use engine_format::plan::{self, GEMM_SPLIT_ROWS, STEP_K, TILE_N};
 
 use super::driver::{DeviceLimits, Launch};
+use super::kernels::AttnParams;
 use super::layout::TileFormat;
 use super::tuning::{Tuning, WgmmaTile};
 
@@ -233,6 +234,26 @@ pub fn single_thread() -> Launch {
 /// Split-K decode attention: one block of 128 threads per (head, split).
 pub fn attn_decode(heads: u32, splits: u32) -> Launch {
     Launch::new((heads, splits), 128, 0)
+}
+
+/// Bytes of the decode attention's online-softmax state of one lane group (`attn::State`: max, sum, 8 outputs).
+const ATTN_STATE_BYTES: u32 = 10 * 4;
+
+/// Splits of one head's sequence at most (`attn::MAX_SPLITS`; the plan's `attention_splits` stays below it).
+const ATTN_MAX_SPLITS: u32 = 64;
+
+/// Shared memory of an attention block of a q/k/v GEMV with the attention fused (`gemv::fused_attn::carve`): the
+/// states of `warps` warps over heads of `head_dim`, the split merge's weights and its last-block flag.
+pub fn fused_attention_smem(warps: u32, head_dim: u32) -> u32 {
+    warps * (head_dim / 8) * ATTN_STATE_BYTES + 2 * ATTN_MAX_SPLITS * 4 + 16
+}
+
+/// The q/k/v GEMV's launch `gemv` with the decode attention in blocks of its own (`gemv::attend`): one more block
+/// per (head, split) after the GEMV's, and the larger of the two roles' shared memory.
+pub fn gemv_with_attention(gemv: Launch, warps: u32, attn: &AttnParams) -> Launch {
+    let blocks = gemv.grid.0 + attn.heads * attn.splits;
+    let smem = gemv.smem.max(fused_attention_smem(warps, attn.head_dim));
+    Launch { grid: (blocks, 1, 1), smem, ..gemv }
 }
 
 /// Query rows per block of `attn_prefill_tc{64,128}`.

@@ -2330,6 +2330,7 @@ fn attention_decode_and_prefill_match_f64() {
                 let got: Vec<f64> = (0..heads * hd).map(|c| all[inv[c] as usize]).collect();
                 check(&got, &want, 3e-3, &format!("{what} scattered"));
                 assert!(get::<u32>(&g, &counters, heads).iter().all(|&c| c == 0), "{what}: counters not reset");
+                fused_attention_matches(&g, &p, &counters, &want, &what);
             }
         }
         // Prefill: rows at positions pos0.. attend causally.
@@ -2362,6 +2363,42 @@ fn attention_decode_and_prefill_match_f64() {
             }
         }
         check(&f16s(&get::<u16>(&g, &out, rows * heads * hd)), &want, 3e-3, &format!("attn prefill hd={hd}"));
+    }
+}
+
+/// The decode attention as the q/k/v GEMV's own blocks run it (`gemv::attend`, `Tuning::attn_in_qkv`), against the
+/// float64 reference `want` of `p`'s attention: a launch of the q/k/v kernels with no GEMV blocks at all and every
+/// KV head's column count already complete, so that the attention blocks start at once on `p`'s q and caches. Both
+/// counts must be back at zero after it, and the split counters too; on the weight ring as well where the card has
+/// it.
+fn fused_attention_matches(g: &Device, p: &AttnParams, counters: &DeviceBuffer, want: &[f64], what: &str) {
+    let (heads, kv_heads, hd) = (p.heads as usize, p.kv_heads as usize, p.head_dim as usize);
+    let columns = ((heads / kv_heads + 2) * hd) as u32;
+    let mut streams = vec![GemvStream::Registers];
+    if g.has_wgmma() {
+        streams.push(GemvStream::Ring);
+    }
+    for stream in streams {
+        let mut arrivals = vec![columns; kv_heads];
+        arrivals.extend(vec![0u32; kv_heads]);
+        let arrivals = put(g, &arrivals);
+        let out = poisoned(g, heads * hd * 2);
+        let gp = GemvParams {
+            arrivals: arrivals.ptr(),
+            gemv_blocks: 0,
+            attn: AttnParams { out: out.ptr(), ..*p },
+            ..Default::default()
+        };
+        let warps = shapes::GEMV_THREADS / 32;
+        let smem = shapes::fused_attention_smem(warps, p.head_dim);
+        let l = Launch::new(p.heads * p.splits, shapes::gemv_threads(warps, stream), smem);
+        launch(g, g.k.gemvs(stream).qkv.of(TileFormat::Int4), l, &gp);
+        g.sync().unwrap();
+        check(&f16s(&get::<u16>(g, &out, heads * hd)), want, 3e-3, &format!("{what} in q/k/v ({stream:?})"));
+        let left = get::<u32>(g, &arrivals, 2 * kv_heads);
+        assert!(left.iter().all(|&c| c == 0), "{what} in q/k/v ({stream:?}): arrivals not reset: {left:?}");
+        let counters = get::<u32>(g, counters, heads);
+        assert!(counters.iter().all(|&c| c == 0), "{what} in q/k/v ({stream:?}): split counters not reset");
     }
 }
 

@@ -16,6 +16,10 @@ pub struct Tuning {
     /// Decode attention blocks per head at most (1..=64; the plan's `attention_splits` caps it): a long context's
     /// positions are split over that many blocks, merged by the last.
     pub attn_splits: u32,
+    /// The decode attention run by extra blocks of the q/k/v GEMV (`gemv::attend`), each starting as soon as its KV
+    /// head's columns are written, instead of as a kernel of its own after the whole projection. Off until measured
+    /// on a GPU (BENCHMARKS.md): it was written in a session without one.
+    pub attn_in_qkv: bool,
     /// Residual GEMVs (o/down) with 16 warps per block where the projection has fewer than 4 tiles per SM.
     pub gemv_wide: bool,
     /// Decode GEMVs on the weight ring (sm_90; `gemv_ring_*`): one more warp per block streams the weights into
@@ -87,6 +91,7 @@ impl Default for Tuning {
             pdl: true,
             gemv_blocks_per_sm: 12,
             attn_splits: 64,
+            attn_in_qkv: false,
             gemv_wide: true,
             gemv_ring: false,
             gemv_prefetch_mb: 0,
@@ -105,6 +110,7 @@ pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
     ("pdl", "on|off", "programmatic dependent launch between kernels (sm_90+)"),
     ("gemv_blocks_per_sm", "1..=16", "GEMV blocks per SM the decode grids are sized for"),
     ("attn_splits", "1..=64", "decode attention blocks per head at most (capped by the memory plan)"),
+    ("attn_in_qkv", "on|off", "the decode attention in extra blocks of the q/k/v GEMV instead of a kernel of its own"),
     ("gemv_wide", "on|off", "16-warp o/down GEMVs where a projection has fewer than 4 tiles per SM"),
     ("gemv_ring", "on|off", "decode GEMVs on a shared-memory ring filled by bulk copies (sm_90)"),
     ("gemv_prefetch", "0..=64", "MB of the next GEMV's first weights each decode GEMV asks the L2 for (sm_90)"),
@@ -131,6 +137,7 @@ impl Tuning {
         };
         match key {
             "pdl" => self.pdl = flag(value)?,
+            "attn_in_qkv" => self.attn_in_qkv = flag(value)?,
             "gemv_wide" => self.gemv_wide = flag(value)?,
             "gemv_ring" => self.gemv_ring = flag(value)?,
             "gemm128" => self.gemm128 = flag(value)?,
@@ -173,12 +180,13 @@ impl Tuning {
     pub fn describe(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "pdl={},gemv_blocks_per_sm={},attn_splits={},gemv_wide={},gemv_ring={},gemv_prefetch={},gemm128={},wgmma={},wgmma_short={},gemv_rows={},\
+            "pdl={},gemv_blocks_per_sm={},attn_splits={},attn_in_qkv={},gemv_wide={},gemv_ring={},gemv_prefetch={},gemm128={},wgmma={},wgmma_short={},gemv_rows={},\
              gpu_repack={},\
              cubin={}",
             on(self.pdl),
             self.gemv_blocks_per_sm,
             self.attn_splits,
+            on(self.attn_in_qkv),
             on(self.gemv_wide),
             on(self.gemv_ring),
             self.gemv_prefetch_mb,
@@ -199,7 +207,7 @@ mod tests {
     #[test]
     fn parse_sets_each_key_and_describe_round_trips() {
         let t = Tuning::parse(
-            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemv_ring=on,gemv_prefetch=8,gemm128=false,wgmma=ws,wgmma_short=off,\
+            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,attn_in_qkv=on,gemv_wide=0,gemv_ring=on,gemv_prefetch=8,gemm128=false,wgmma=ws,wgmma_short=off,\
              gemv_rows=off,gpu_repack=off,cubin=off",
         )
         .unwrap();
@@ -207,6 +215,7 @@ mod tests {
             pdl: false,
             gemv_blocks_per_sm: 8,
             attn_splits: 16,
+            attn_in_qkv: true,
             gemv_wide: false,
             gemv_ring: true,
             gemv_prefetch_mb: 8,
