@@ -596,10 +596,18 @@ fn bench_on_the_cpu_reports_json() {
 }
 
 #[test]
-fn bench_help_lists_every_tuning_key() {
-    let s = Scratch::new("bench-help");
-    let help = ok(&s.run(&["bench", "--help"]));
-    for (key, values, _) in engine::TUNING_KEYS {
-        assert!(help.contains(&format!("{key}={values}")), "bench --help does not list {key}={values}:\n{help}");
+fn help_of_every_model_command_lists_every_tuning_key() {
+    let s = Scratch::new("tune-help");
+    for command in ["bench", "generate", "chat", "logits", "perplexity"] {
+        let help = ok(&s.run(&[command, "--help"]));
+        for (key, values, _) in engine::TUNING_KEYS {
+            let listed = help.contains(&format!("{key}={values}"));
+            assert!(listed, "{command} --help does not list {key}={values}:\n{help}");
+        }
     }
+    // Checked before anything loads, with the same message as bench's; the CPU backend says it ignores them.
+    fails(&s.on_model("generate", &["-p", "hi", "--tune", "attn_in_qkv=2"]), 1, &["--tune", "attn_in_qkv=2"]);
+    let out = s.on_model("generate", &["-p", "hi", "-n", "1", "--tune", "attn_in_qkv=on"]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tune changes CUDA launches only"));
 }

@@ -44,11 +44,19 @@ fn model_dir(arg: &Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
+/// Load the model `m` names, with the CUDA launch choices of its `--tune` (the defaults without).
 fn load(m: &ModelArgs) -> Result<Engine> {
-    load_tuned(m, engine::Tuning::default())
+    let tuning = engine::Tuning::parse(&m.tune.join(",")).map_err(|e| match e {
+        Error::InvalidArgument(why) => Error::InvalidArgument(format!("--tune: {why}")),
+        e => e,
+    })?;
+    let engine = load_tuned(m, tuning)?;
+    if !m.tune.is_empty() && engine.backend_name() != "cuda" {
+        eprintln!("engine-cli: --tune changes CUDA launches only; the {} backend ignores it", engine.backend_name());
+    }
+    Ok(engine)
 }
 
-/// [`load`] with CUDA launch choices other than the defaults (`bench --tune`).
 fn load_tuned(m: &ModelArgs, tuning: engine::Tuning) -> Result<Engine> {
     if let Some(n) = m.threads {
         if n == 0 {
@@ -500,14 +508,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     if prompts.contains(&0) || a.reps == 0 || a.decode_tokens == 0 {
         return Err(Error::InvalidArgument("--prompts lengths, --reps and --decode-tokens must be at least 1".into()));
     }
-    let tuning = engine::Tuning::parse(&a.tune.join(",")).map_err(|e| match e {
-        Error::InvalidArgument(why) => Error::InvalidArgument(format!("--tune: {why}")),
-        e => e,
-    })?;
-    let engine = load_tuned(&a.model, tuning)?;
-    if !a.tune.is_empty() && engine.backend_name() != "cuda" {
-        eprintln!("engine-cli: --tune changes CUDA launches only; the {} backend ignores it", engine.backend_name());
-    }
+    let engine = load(&a.model)?;
     let c = engine.config().clone();
     let (vocab, ctx) = (c.vocab_size, engine.max_context());
     let mut report = serde_json::Map::new();
