@@ -14,7 +14,8 @@
 # backend on synthetic checkpoints of awkward sizes (both namings, group sizes 32/64/128/-1, act-order, asym, 8-bit,
 # fp16, bf16), and sessions of one model created, run and dropped on several threads against one alone;
 # the same greedy text from engine-cli on both backends; compute-sanitizer memcheck, racecheck and synccheck on the
-# tiny model (a short and a >128-token prompt) and on one whose short prompts take the 16-row GEMV-shaped tile; and on
+# tiny model (a short and a >128-token prompt, each also with the attention in the q/k/v GEMV) and on one whose short
+# prompts take the 16-row GEMV-shaped tile; and on
 # the 7B-shaped model: CUDA against the CPU backend (a 128-row
 # prefill and 64 decode steps), generating and benchmarking.
 set -uo pipefail
@@ -37,12 +38,15 @@ echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --forma
 # The small checks (not indented: the heredoc below must start its lines).
 if [ "$SKIP_SMALL" != 1 ]; then
 check kernels "$BIN/engine-unit" --ignored --test-threads 1 backend::cuda --skip time_per_launch --skip repack_time \
-    --skip gemm_wgmma_ws
-# The warp-specialized wgmma tile synchronizes its warps through mbarriers: a protocol error would hang, so it runs
-# on its own with a time limit.
+    --skip gemm_wgmma_ws --skip attention_decode_and_prefill_match_f64
+# The warp-specialized wgmma tile synchronizes its warps through mbarriers, and the decode attention in the q/k/v
+# GEMV's own blocks (Tuning::attn_in_qkv, tested with the attention kernels) waits on counters: a protocol error
+# would hang, so they run on their own with a time limit, as does everything that runs that attention.
 check kernel-wgmma-ws timeout 180 "$BIN/engine-unit" --ignored --exact \
     backend::cuda::tests::gemm_wgmma_ws_int4_matches_f64_on_long_chunks
-check cuda-vs-cpu "$BIN/gpu_vs_cpu" --ignored --test-threads 1 --nocapture --skip the_7b_shape
+check kernel-attention timeout 300 "$BIN/engine-unit" --ignored --exact \
+    backend::cuda::tests::attention_decode_and_prefill_match_f64
+check cuda-vs-cpu timeout 900 "$BIN/gpu_vs_cpu" --ignored --test-threads 1 --nocapture --skip the_7b_shape
 grep -E '^(baichuan|llama)' "$OUT/cuda-vs-cpu.log" | sed 's/^/       /' >"$OUT/cuda-vs-cpu.summary" || true
 
 # The same greedy text on both backends through the CLI.
@@ -75,6 +79,15 @@ gen_long=("$BIN/engine-cli" generate -m "$TINY" --backend cuda -p "$long_prompt"
 check memcheck-long-prompt compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_long[@]}"
 check racecheck-long-prompt compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_long[@]}"
 check synccheck-long-prompt compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_long[@]}"
+# The same two with the decode attention in the q/k/v GEMV's own blocks (the long one's decode over several splits).
+for g in tiny long; do
+    declare -n gen="gen_$g"
+    for tool in memcheck racecheck synccheck; do
+        check "$tool-$g-attn-in-qkv" timeout 600 compute-sanitizer --tool "$tool" --error-exitcode 99 "${gen[@]}" \
+            --tune attn_in_qkv=on
+    done
+    unset -n gen
+done
 # The tiny model's K (64, 176) is not whole 128-column spans, so its prompts never take the GEMV-shaped 16-row tile
 # (gemv_rows.cu); a model of hidden 128 and intermediate 384 does, for prompts of at most 64 tokens (12 here: one row
 # block of 16; head_dim 64: the attention writes that tile's fragments itself).
@@ -93,11 +106,13 @@ fi
 
 if [ "$SKIP_7B" != 1 ]; then
     check synth-7b "$BIN/engine-cli" synth --preset 7b --out /tmp/engine-7b
-    ENGINE_7B_MODEL=/tmp/engine-7b check cuda-vs-cpu-7b "$BIN/gpu_vs_cpu" --ignored --exact cuda_matches_cpu_on_the_7b_shape --nocapture
+    ENGINE_7B_MODEL=/tmp/engine-7b check cuda-vs-cpu-7b timeout 900 "$BIN/gpu_vs_cpu" --ignored --exact cuda_matches_cpu_on_the_7b_shape --nocapture
     grep -E '^7b-shape' "$OUT/cuda-vs-cpu-7b.log" | sed 's/^/       /' >>"$OUT/cuda-vs-cpu.summary" || true
     check generate-7b "$BIN/engine-cli" generate -m /tmp/engine-7b --backend cuda -p 'Hamlet->Shakespeare' -n 64 --ignore-eos
     check bench-7b "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --breakdown --json
     check bench-7b-no-pdl "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,512 --reps 3 --tune pdl=off
+    check bench-7b-attn-in-qkv timeout 300 "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,2048 \
+        --reps 3 --tune attn_in_qkv=on
     MODEL=/tmp/engine-7b check sampling-7b bash tests/gpu/sampling.sh
     for i in $(seq 1 12); do cat tools/testdata/corpus.txt; done >"$OUT/corpus.txt"
     check perplexity-7b "$BIN/engine-cli" perplexity -m /tmp/engine-7b --backend cuda --file "$OUT/corpus.txt" --stride 512
