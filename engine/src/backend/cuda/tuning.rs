@@ -17,8 +17,8 @@ pub struct Tuning {
     /// positions are split over that many blocks, merged by the last.
     pub attn_splits: u32,
     /// The decode attention run by extra blocks of the q/k/v GEMV (`gemv::attend`), each starting as soon as its KV
-    /// head's columns are written, instead of as a kernel of its own after the whole projection. Off until measured
-    /// on a GPU (BENCHMARKS.md): it was written in a session without one.
+    /// head's columns are written, instead of as a kernel of its own after the whole projection. Off: written in a
+    /// session without a GPU, not yet run or measured; its tests are in the GPU suite.
     pub attn_in_qkv: bool,
     /// Residual GEMVs (o/down) with 16 warps per block where the projection has fewer than 4 tiles per SM.
     pub gemv_wide: bool,
