@@ -533,6 +533,8 @@ constexpr int UNROLL = 1;
 // Shared memory of an attention block with NW warps over heads of head_dim (a GEMV launch with the attention fused
 // takes the larger of this and its own; shapes.rs: fused_attention_smem): the warps' states, the split merge's
 // weights and the last-block flag.
+static_assert(sizeof(attn::State) == 40 && attn::MAX_SPLITS == 64,
+              "ATTN_STATE_BYTES and ATTN_MAX_SPLITS in engine/src/backend/cuda/shapes.rs must match");
 template <int NW>
 ENGINE_DEV void carve(unsigned char* smem, uint32_t head_dim, attn::State*& states, float*& w, bool*& last) {
     states = reinterpret_cast<attn::State*>(smem);

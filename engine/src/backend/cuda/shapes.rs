@@ -5,7 +5,6 @@
 use engine_format::plan::{self, GEMM_SPLIT_ROWS, STEP_K, TILE_N};
 
 use super::driver::{DeviceLimits, Launch};
-use super::kernels::AttnParams;
 use super::layout::TileFormat;
 use super::tuning::{Tuning, WgmmaTile};
 
@@ -250,9 +249,9 @@ pub fn fused_attention_smem(warps: u32, head_dim: u32) -> u32 {
 
 /// The q/k/v GEMV's launch `gemv` with the decode attention in blocks of its own (`gemv::attend`): one more block
 /// per (head, split) after the GEMV's, and the larger of the two roles' shared memory.
-pub fn gemv_with_attention(gemv: Launch, warps: u32, attn: &AttnParams) -> Launch {
-    let blocks = gemv.grid.0 + attn.heads * attn.splits;
-    let smem = gemv.smem.max(fused_attention_smem(warps, attn.head_dim));
+pub fn gemv_with_attention(gemv: Launch, warps: u32, heads: u32, splits: u32, head_dim: u32) -> Launch {
+    let blocks = gemv.grid.0 + heads * splits;
+    let smem = gemv.smem.max(fused_attention_smem(warps, head_dim));
     Launch { grid: (blocks, 1, 1), smem, ..gemv }
 }
 
@@ -885,6 +884,14 @@ mod tests {
         let src = std::fs::read_to_string(format!("{}/../ptx/kernels/gemv.cu", env!("CARGO_MANIFEST_DIR"))).unwrap();
         let [a, b, c] = [TileFormat::Int4, TileFormat::Int8, TileFormat::F16].map(gemv_ring_bytes);
         assert!(src.contains(&format!("static_assert(bytes<4>() == {a} && bytes<8>() == {b} && bytes<16>() == {c}")));
+    }
+
+    #[test]
+    fn fused_attention_smem_matches_the_kernels_static_assert() {
+        let src = std::fs::read_to_string(format!("{}/../ptx/kernels/gemv.cu", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let want =
+            format!("static_assert(sizeof(attn::State) == {ATTN_STATE_BYTES} && attn::MAX_SPLITS == {ATTN_MAX_SPLITS}");
+        assert!(src.contains(&want), "gemv.cu: {want}");
     }
 
     #[test]

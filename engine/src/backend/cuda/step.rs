@@ -470,7 +470,7 @@ impl Step<'_> {
         let (launch, p) = match attention {
             None => (launch, p),
             Some(attn) => (
-                shapes::gemv_with_attention(launch, warps, &attn),
+                shapes::gemv_with_attention(launch, warps, attn.heads, attn.splits, attn.head_dim),
                 GemvParams { arrivals: self.ws.qkv_arrivals, gemv_blocks: launch.grid.0, attn, ..p },
             ),
         };
