@@ -16,7 +16,7 @@
 //                      4 on mma.sync with the weights as B on the engine's own layout (`gemv_phase_bmma`),
 //                      5 the nibbles as fp16 subnormals times an input staged at 2^s per chunk (`dot_denorm`,
 //                      `stage_denorm`), 6 / 7 timing splits of it (its dot on the engine's staging, the engine's
-//                      dot on its staging: wrong results);
+//                      dot on its staging: wrong results), 8 the engine's with its shift as a multiply-high;
 //   warps            : 4, 8 or 16 warps per block for every phase instead of the engine's 8 (16 for o and down);
 //   pre              : the input staged into shared memory by the block after the dependency wait (q/k/v and
 //                      gate/up with the RMSNorm: f32 x, fp16 norm weight, the previous phase's 256 partial sums of
@@ -60,7 +60,13 @@ struct Inputs {
 };
 
 
+// 2^24, from the host: `hi` as a multiply-high by it (IMAD.HI, the FMA pipe) instead of a shift (SHF, the integer
+// pipe), a value the compiler cannot see so that it cannot turn the multiply back into the shift.
+__constant__ uint32_t c_shift_mul;
+
 // The engine's dot_chunk (ptx/kernels/gemv.cu): one lane's 32-row chunk times the staged input, times the scale.
+// MULHI: the shift as a multiply-high (see c_shift_mul), one integer-pipe instruction fewer per 8 weights.
+template <bool MULHI = false>
 __device__ __forceinline__ float dot_chunk(uint4 w, const __half2* xs, uint32_t szb, float acc) {
     const __half2 sz = h2(szb), zz = __high2half2(sz), zh = __hsub2(h2(0x63806380u), zz);
     const __half2 sixteenth = h2(0x2C002C00u);
@@ -70,7 +76,7 @@ __device__ __forceinline__ float dot_chunk(uint4 w, const __half2* xs, uint32_t 
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         const uint4 xq = xv[i];
-        const uint32_t hi = words[i] >> 8;
+        const uint32_t hi = MULHI ? __umulhi(words[i], c_shift_mul) : words[i] >> 8;
         const __half2 d0 = __hsub2(h2(lop3_and_or(words[i], 0x000F000Fu, 0x64006400u)), zz);
         const __half2 d1 = __hfma2(h2(lop3_and_or(words[i], 0x00F000F0u, 0x64006400u)), sixteenth, zh);
         const __half2 d2 = __hsub2(h2(lop3_and_or(hi, 0x000F000Fu, 0x64006400u)), zz);
@@ -134,6 +140,7 @@ __device__ __forceinline__ float consume(uint4 w, const __half2* xs_chunk, uint3
     if (DOT == 2) return dot_lite(w, xs_chunk, szb, acc);
     if (DOT == 5 || DOT == 6) return dot_denorm(w, xs_chunk, szb, cs, acc);
     if (DOT == 7) return dot_chunk(w, xs_chunk, szb, acc);
+    if (DOT == 8) return dot_chunk<true>(w, xs_chunk, szb, acc);
     return acc + (float)(w.x ^ w.y ^ w.z ^ w.w ^ szb);
 }
 
@@ -1189,6 +1196,8 @@ int main(int argc, char** argv) {
         CHECK(cudaMemcpy(dx16, x16.data(), 11008 * 2, cudaMemcpyHostToDevice));
         CHECK(cudaMemcpy(dg, g.data(), 11008 * 2, cudaMemcpyHostToDevice));
         in = {dx, dx16, dg, dssq, dpart, dcount};
+        const uint32_t shift_mul = 1u << 24;
+        CHECK(cudaMemcpyToSymbol(c_shift_mul, &shift_mul, sizeof shift_mul));
     }
     // The balanced shares must fit the kernel's fixed bounds (at the fewest blocks per SM a variant uses).
     for (auto& sh : shapes) {
@@ -1236,6 +1245,7 @@ int main(int argc, char** argv) {
         {"tiled          denorm stage", 0, 5, 0},
         {"tiled          denorm dot, engine's staging (timing)", 0, 6, 0},
         {"tiled          engine dot, denorm staging (timing)", 0, 7, 0},
+        {"tiled          engine dot, shift as IMAD.HI", 0, 8, 0},
     };
     const int n_variants = sizeof(variants) / sizeof(variants[0]);
     std::vector<float> y_ref(4 * 22016), y_now(4 * 22016);
@@ -1261,6 +1271,7 @@ int main(int argc, char** argv) {
             else if (var.dot == 5) launch_phase<false, 5, 0>(ph, in, ph.tiles, s);
             else if (var.dot == 6) launch_phase<false, 6, 0>(ph, in, ph.tiles, s);
             else if (var.dot == 7) launch_phase<false, 7, 0>(ph, in, ph.tiles, s);
+            else if (var.dot == 8) launch_phase<false, 8, 0>(ph, in, ph.tiles, s);
             else if (var.dot == 4) ph.tiles <= 512 ? launch_bmma<16>(ph, in, s) : launch_bmma<8>(ph, in, s);
             else if (var.dot == 1 && var.pre >= 4)
                 ph.tiles <= 512 ? (var.pre == 4 ? launch<16, false, 1, 4>(ph, in, ph.tiles, s)
@@ -1314,7 +1325,7 @@ int main(int argc, char** argv) {
             std::printf("  o outputs vs the host: max |error| %.2e of max |y| %.2e%s", worst, scale,
                         worst <= 1e-4 * scale ? "" : "  MISMATCH");
         }
-        if (var.dot == 1) {
+        if (var.dot == 1 || var.dot == 8) {
             if (v == 0) {
                 y_ref = y_now;
                 for (int type = 0; type < 4; ++type)
