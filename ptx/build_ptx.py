@@ -273,6 +273,9 @@ def postprocess(ptx, name, arch, ptx_target, options, version, toolchain):
     for path in {str(REPO), str(toolchain.venv.resolve()), str(toolchain.root)}:
         if path in ptx:
             die(f"{name}: the PTX contains the local path {path}; it would differ between machines")
+    # NVVM numbers the call sequences of device-function calls in comments (`// callseq N`) with a counter that lives
+    # as long as the process, so a second compile in the same process numbers them on: a comment, dropped.
+    ptx = re.sub(r"(// callseq) \d+", r"\1", ptx)
     banner = GENERATED_BANNER.format(major=version[0], minor=version[1], options=" ".join(options))
     return banner + ptx
 

@@ -557,9 +557,10 @@ ENGINE_DEV void prefetch_rows(const AttnParams& a, uint32_t kvh, uint32_t begin,
 
 // Not inlined, so that the projection's register allocation need not make room for it (inlined, it made the
 // sm_90a projection spill in its prologue under the 64-register cap). `pp` points at the kernel's parameter, which
-// is a __grid_constant__ for this: read in place, not copied to the stack.
+// is a __grid_constant__ for this: read in place, not copied to the stack. Not static either: an internal function's
+// PTX name carries a hash that differs from compile to compile, and the committed PTX must be reproducible.
 template <int NW>
-static __device__ __noinline__ void attend(const GemvParams* pp, unsigned char* smem) {
+__device__ __noinline__ void attend(const GemvParams* pp, unsigned char* smem) {
     const GemvParams& p = *pp;
     const AttnParams& a = p.attn;
     const uint32_t b = blockIdx.x - p.gemv_blocks, h = b % a.heads, split = b / a.heads;
