@@ -16,7 +16,8 @@
 //                      4 on mma.sync with the weights as B on the engine's own layout (`gemv_phase_bmma`),
 //                      5 the nibbles as fp16 subnormals times an input staged at 2^s per chunk (`dot_denorm`,
 //                      `stage_denorm`), 6 / 7 timing splits of it (its dot on the engine's staging, the engine's
-//                      dot on its staging: wrong results), 8 the engine's with its shift as a multiply-high;
+//                      dot on its staging: wrong results), 8 the engine's with its shift as a multiply-high,
+//                      9 the engine's in a K loop with strength-reduced addressing (`gemv_phase_lean`);
 //   warps            : 4, 8 or 16 warps per block for every phase instead of the engine's 8 (16 for o and down);
 //   pre              : the input staged into shared memory by the block after the dependency wait (q/k/v and
 //                      gate/up with the RMSNorm: f32 x, fp16 norm weight, the previous phase's 256 partial sums of
@@ -435,6 +436,72 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase(Phase ph
             if (lane == 0) in.count[t] = 0;
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The engine-like tile (block staging after the wait, dot_chunk, the same loads in the same order, so the same
+// bits) with its K loop's addressing strength-reduced. Why: in the SASS of both the engine's K loop and
+// gemv_phase's, a 4-step batch spends as many instructions on addresses, bounds and branches as the 14 per 8
+// weights of its dot products take (the engine's gate/up: 412 per 16 words, 224 of them the dot), and dot_lite,
+// which removes 9 per 8 weights, is 220 µs faster per step. Here a warp's steps warp, warp + NW, ... are simply its
+// step 0, 1, ...: their weight words lie NW · 32 uint4 apart, their (scale, zero) words NW / 2 groups apart (groups
+// of 128 rows: 4 chunks) and their input 2 NW chunks apart, all compile-time strides, so a batch is one base
+// address per array plus immediate offsets; and a batch wholly inside the warp's steps has no bounds checks.
+template <int NW>
+__global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_lean(Phase ph, Inputs in) {
+    static_assert(GROUP == 128 && NW % 2 == 0, "the strides below assume 4 chunks per group");
+    extern __shared__ __align__(16) unsigned char smem[];
+    float* red = reinterpret_cast<float*>(smem);  // [NW][16]
+    float* scratch = red + MAX_SEGS * NW * 16;    // [NW]
+    __half2* xs = reinterpret_cast<__half2*>(scratch + 32);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, j = lane & 15, hsel = lane >> 4;
+    const uint32_t steps = ph.k / 64, groups = ph.k / GROUP, t = blockIdx.x;
+    constexpr uint32_t W_STRIDE = NW * 32, SZ_STRIDE = NW / 2 * 16, X_STRIDE = 2 * NW * 16;
+    const uint4* w = ph.w + ((size_t)t * steps + warp) * 32 + lane;
+    const uint32_t* sz = ph.sz + ((size_t)t * groups + (2 * warp + hsel) / 4) * 16 + j;
+    const __half2* x = xs + (2 * warp + hsel) * 16;
+    const uint32_t n = steps > (uint32_t)warp ? (steps - warp + NW - 1) / NW : 0;  // this warp's steps
+    auto load = [&](uint32_t i0, uint4 (&wv)[UNROLL], uint32_t (&sv)[UNROLL]) {
+        const uint4* wb = w + i0 * W_STRIDE;
+        const uint32_t* sb = sz + i0 * SZ_STRIDE;
+        if (i0 + UNROLL <= n) {
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) wv[u] = ldg_stream(wb + u * W_STRIDE), sv[u] = __ldg(sb + u * SZ_STRIDE);
+        } else {
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u)
+                if (i0 + u < n) wv[u] = ldg_stream(wb + u * W_STRIDE), sv[u] = __ldg(sb + u * SZ_STRIDE);
+        }
+    };
+    uint4 cur[UNROLL], nxt[UNROLL];
+    uint32_t cur_sz[UNROLL], nxt_sz[UNROLL];
+    load(0, cur, cur_sz);
+    pdl_wait();
+    stage<NW>(ph, in, xs, scratch);
+    pdl_launch();
+
+    float acc = 0.f;
+    for (uint32_t i0 = 0; i0 < n; i0 += UNROLL) {
+        load(i0 + UNROLL, nxt, nxt_sz);
+        const __half2* xb = x + i0 * X_STRIDE;
+        if (i0 + UNROLL <= n) {
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) acc = dot_chunk(cur[u], xb + u * X_STRIDE, cur_sz[u], acc);
+        } else {
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u)
+                if (i0 + u < n) acc = dot_chunk(cur[u], xb + u * X_STRIDE, cur_sz[u], acc);
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
+    }
+    const float a = acc + __shfl_xor_sync(0xffffffffu, acc, 16);
+    if (lane < 16) red[warp * 16 + j] = a;
+    __syncthreads();
+    if (warp != 0) return;
+    float sum = 0.f;
+    for (int v = 0; v < NW; ++v) sum += red[v * 16 + j];
+    if (lane < 16) ph.y[t * 16 + j] = sum;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1099,6 +1166,12 @@ static void launch_variant(const Phase& ph, const Inputs& in, int grid, int dot,
     }
 }
 
+template <int NW>
+static void launch_lean(const Phase& ph, const Inputs& in, cudaStream_t s) {
+    const size_t smem = (MAX_SEGS * NW * 16 + 32) * 4 + ph.k * 2;
+    launch_pdl(gemv_phase_lean<NW>, dim3(ph.tiles), dim3(NW * 32), smem, s, ph, in);
+}
+
 static void launch_mma_variant(const Phase& ph, const Inputs& in, int pre, cudaStream_t s) {
     const bool wide = ph.tiles <= 512;  // as the engine's o / down: 16 warps
     if (pre == 0) wide ? launch_mma<16, 0>(ph, in, s) : launch_mma<8, 0>(ph, in, s);
@@ -1246,6 +1319,7 @@ int main(int argc, char** argv) {
         {"tiled          denorm dot, engine's staging (timing)", 0, 6, 0},
         {"tiled          engine dot, denorm staging (timing)", 0, 7, 0},
         {"tiled          engine dot, shift as IMAD.HI", 0, 8, 0},
+        {"tiled          engine dot, lean K loop", 0, 9, 0},
     };
     const int n_variants = sizeof(variants) / sizeof(variants[0]);
     std::vector<float> y_ref(4 * 22016), y_now(4 * 22016);
@@ -1272,6 +1346,7 @@ int main(int argc, char** argv) {
             else if (var.dot == 6) launch_phase<false, 6, 0>(ph, in, ph.tiles, s);
             else if (var.dot == 7) launch_phase<false, 7, 0>(ph, in, ph.tiles, s);
             else if (var.dot == 8) launch_phase<false, 8, 0>(ph, in, ph.tiles, s);
+            else if (var.dot == 9) ph.tiles <= 512 ? launch_lean<16>(ph, in, s) : launch_lean<8>(ph, in, s);
             else if (var.dot == 4) ph.tiles <= 512 ? launch_bmma<16>(ph, in, s) : launch_bmma<8>(ph, in, s);
             else if (var.dot == 1 && var.pre >= 4)
                 ph.tiles <= 512 ? (var.pre == 4 ? launch<16, false, 1, 4>(ph, in, ph.tiles, s)
@@ -1325,7 +1400,7 @@ int main(int argc, char** argv) {
             std::printf("  o outputs vs the host: max |error| %.2e of max |y| %.2e%s", worst, scale,
                         worst <= 1e-4 * scale ? "" : "  MISMATCH");
         }
-        if (var.dot == 1 || var.dot == 8) {
+        if (var.dot == 1 || var.dot == 8 || var.dot == 9) {
             if (v == 0) {
                 y_ref = y_now;
                 for (int type = 0; type < 4; ++type)
