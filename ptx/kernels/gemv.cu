@@ -384,6 +384,50 @@ ENGINE_DEV void prefetch_batch(const GemvParams& p, uint32_t t, uint32_t s0, uin
     }
 }
 
+// The lean K loop (`run<..., LEAN>`, the gemv_lean_* kernels): a warp's steps warp, warp + NW, ... of a tile are its
+// steps 0, 1, ..., n − 1, and everything a step reads advances by a constant from one to the next — its weight words
+// by NW · 32 · W uint4, its input by 2 NW chunks — so a batch is one base address per array plus compile-time
+// offsets, and a batch wholly inside the warp's steps has no bounds checks. Why: in the register-pipelined loop
+// (load_batch + the per-step checks) a 4-step int4 batch spends about as many instructions on 64-bit addresses,
+// group indices, checks and their branches as on its 14-instruction dot products (sm_90a SASS of gate/up: 412 per
+// 16 words, 224 of them the dots), and the loop is short of issue slots. Same loads, same order of the products:
+// the same bits as the register-pipelined kernels.
+// The steps of a warp of an NW-warp block in a K of `steps` steps.
+template <int NW>
+ENGINE_DEV uint32_t warp_steps(uint32_t steps) {
+    const uint32_t warp = threadIdx.x >> 5;
+    return steps > warp ? (steps - warp + NW - 1) / NW : 0;
+}
+
+// Issue the loads of the warp's steps i0 .. i0 + batch_steps − 1 of tile t (fewer past its n steps): what load_batch
+// loads for steps warp + NW · i0, ... (the group index stays a 32-bit computation per step: group sizes need not
+// divide the warp's stride of 2 NW chunks).
+template <int NW, int BITS>
+ENGINE_DEV void load_lean(const GemvParams& p, uint32_t t, uint32_t steps, uint32_t n, uint32_t i0,
+                          uint4 (&w)[UNROLL], uint32_t (&sz)[UNROLL]) {
+    constexpr int W = lane_words<BITS>(), SB = batch_steps<BITS>();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const uint32_t s0 = warp + i0 * NW;
+    // 32-bit element offsets from the parameters' bases (the plan keeps a linear's words below 2^32 uint4): fewer
+    // registers live across the loop than 64-bit pointers, under the 64-register cap.
+    const uint32_t wi = (t * steps + s0) * 32 * W + lane;
+    const uint32_t zi = t * p.groups * INT4_TILE_N + (lane & 15);
+    const uint32_t c0 = 2 * s0 + (lane >> 4);
+    auto step = [&](int u) {
+#pragma unroll
+        for (int h = 0; h < W; ++h) w[u * W + h] = ldg_stream_v4(p.qw + wi + (u * NW * W + h) * 32);
+        if constexpr (BITS != 16) sz[u] = __ldg(p.sz + zi + group_of_chunk(p, c0 + 2 * NW * u) * INT4_TILE_N);
+    };
+    if (i0 + SB <= n) {
+#pragma unroll
+        for (int u = 0; u < SB; ++u) step(u);
+    } else {
+#pragma unroll
+        for (int u = 0; u < SB; ++u)
+            if (i0 + u < n) step(u);
+    }
+}
+
 // The act-order variants: PARTS (the input in a copy per fused part) and SCATTER (the residual epilogue also writes
 // the next projection's copies); template parameters so that the other kernels carry none of it in registers.
 enum Variant { ONE_INPUT = 0, PARTS = 1, SCATTER = 2 };
@@ -592,7 +636,8 @@ __device__ __noinline__ void attend(const GemvParams* pp, unsigned char* smem) {
 }
 
 // The register-pipelined kernel (every card): each lane keeps its next batch of weights in flight in registers.
-template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT, int BITS = 4>
+// LEAN: its K loop with the addressing strength-reduced (see load_lean), the same bits.
+template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT, int BITS = 4, bool LEAN = false>
 ENGINE_DEV void run(const GemvParams& p) {
     constexpr int SB = batch_steps<BITS>();
     extern __shared__ __align__(16) unsigned char smem[];
@@ -611,35 +656,71 @@ ENGINE_DEV void run(const GemvParams& p) {
     // (The split gate/up kernel loads them after staging its two inputs, held across which they would spill; it
     // asks for them into L2 here instead.)
     constexpr bool EARLY = EPI != SWIGLU_SPLIT;
-    if (EARLY && v_begin < v_end) load_batch<NW, BITS>(p, tile_at<EPI>(p, v_begin), warp, steps, cur, cur_sz);
+    const uint32_t n = warp_steps<NW>(steps);  // LEAN: this warp's steps of each tile
+    auto first_batch = [&] {
+        if (LEAN) load_lean<NW, BITS>(p, tile_at<EPI>(p, v_begin), steps, n, 0, cur, cur_sz);
+        else load_batch<NW, BITS>(p, tile_at<EPI>(p, v_begin), warp, steps, cur, cur_sz);
+    };
+    if (EARLY && v_begin < v_end) first_batch();
     if (!EARLY && v_begin < v_end) prefetch_batch<NW, BITS>(p, tile_at<EPI>(p, v_begin), warp, steps);
 
     // Nothing before this line may read what the previous kernel writes (x, ssq, the caches).
     pdl_wait();
     stage_input<PRO, NW, VAR == PARTS>(p, sm.xs, b.part_lo, b.part_hi, sm.scratch);
-    if (!EARLY && v_begin < v_end) load_batch<NW, BITS>(p, tile_at<EPI>(p, v_begin), warp, steps, cur, cur_sz);
+    if (!EARLY && v_begin < v_end) first_batch();
     pdl_launch_dependents();
 
-    for (uint32_t v = v_begin; v < v_end; ++v) {
-        const uint32_t t = tile_at<EPI>(p, v);
-        const __half2* xt = b.input_of(p, sm.xs, t);
-        const TileOut o = tile_out<EPI, VAR>(p, t);
-        float acc = 0.f;
-        for (uint32_t s0 = warp; s0 < steps; s0 += NW * SB) {
-            // Software pipelining: the next batch (of this tile, or the next tile's first) is in flight while
-            // this one is multiplied, so each lane keeps up to 2 × UNROLL loads outstanding.
-            uint32_t ns0 = s0 + NW * SB, nv = v;
-            if (ns0 >= steps) ns0 = warp, nv = v + 1;
-            if (nv < v_end) load_batch<NW, BITS>(p, tile_at<EPI>(p, nv), ns0, steps, nxt, nxt_sz);
+    if constexpr (LEAN) {
+        constexpr uint32_t X_STEP = 2 * NW * 16;  // half2 of staged input between a warp's steps
+        for (uint32_t v = v_begin; v < v_end; ++v) {
+            const uint32_t t = tile_at<EPI>(p, v);
+            const __half2* xw = b.input_of(p, sm.xs, t) + (2 * warp + hsel) * 16;
+            const TileOut o = tile_out<EPI, VAR>(p, t);
+            float acc = 0.f;
+            for (uint32_t i0 = 0; i0 < n; i0 += SB) {
+                // The next batch (of this tile, or the next tile's first) in flight while this one is multiplied.
+                uint32_t ni = i0 + SB, nv = v;
+                if (ni >= n) ni = 0, nv = v + 1;
+                if (nv < v_end) load_lean<NW, BITS>(p, tile_at<EPI>(p, nv), steps, n, ni, nxt, nxt_sz);
+                const __half2* xb = xw + i0 * X_STEP;
+                if (i0 + SB <= n) {
 #pragma unroll
-            for (int u = 0; u < SB; ++u) {
-                const uint32_t s = s0 + u * NW;
-                if (s < steps) acc = dot_words<BITS>(cur + u * lane_words<BITS>(), xt + (2 * s + hsel) * 16, cur_sz[u], acc);
+                    for (int u = 0; u < SB; ++u)
+                        acc = dot_words<BITS>(cur + u * lane_words<BITS>(), xb + u * X_STEP, cur_sz[u], acc);
+                } else {
+#pragma unroll
+                    for (int u = 0; u < SB; ++u)
+                        if (i0 + u < n)
+                            acc = dot_words<BITS>(cur + u * lane_words<BITS>(), xb + u * X_STEP, cur_sz[u], acc);
+                }
+#pragma unroll
+                for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
             }
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
+            finish_tile<EPI, NW, VAR, false>(p, v, t, o, acc, sm.red, sm.gate_v);
         }
-        finish_tile<EPI, NW, VAR, false>(p, v, t, o, acc, sm.red, sm.gate_v);
+    } else {
+        for (uint32_t v = v_begin; v < v_end; ++v) {
+            const uint32_t t = tile_at<EPI>(p, v);
+            const __half2* xt = b.input_of(p, sm.xs, t);
+            const TileOut o = tile_out<EPI, VAR>(p, t);
+            float acc = 0.f;
+            for (uint32_t s0 = warp; s0 < steps; s0 += NW * SB) {
+                // Software pipelining: the next batch (of this tile, or the next tile's first) is in flight while
+                // this one is multiplied, so each lane keeps up to 2 × UNROLL loads outstanding.
+                uint32_t ns0 = s0 + NW * SB, nv = v;
+                if (ns0 >= steps) ns0 = warp, nv = v + 1;
+                if (nv < v_end) load_batch<NW, BITS>(p, tile_at<EPI>(p, nv), ns0, steps, nxt, nxt_sz);
+#pragma unroll
+                for (int u = 0; u < SB; ++u) {
+                    const uint32_t s = s0 + u * NW;
+                    if (s < steps)
+                        acc = dot_words<BITS>(cur + u * lane_words<BITS>(), xt + (2 * s + hsel) * 16, cur_sz[u], acc);
+                }
+#pragma unroll
+                for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
+            }
+            finish_tile<EPI, NW, VAR, false>(p, v, t, o, acc, sm.red, sm.gate_v);
+        }
     }
     if (threadIdx.x == 0) prefetch_next(p);
 }
@@ -806,12 +887,17 @@ ENGINE_DEV void run_ring_or_trap(const GemvParams& p) {
 // int8 / fp16). Block: 32 · NW threads, the ring kernels 32 · (NW + 1). Grid: ceil(units / tiles_per_block)
 // blocks, units = n_pad / 16 tiles (gate/up split: part_slot1 / 16 pairs of tiles).
 //
-// Every kernel comes six times, gemv_int4_NAME over 4-bit tiles, gemv_int8_NAME over 8-bit tiles and gemv_f16_NAME
-// over fp16 tiles (the same code), and gemv_ring_int4_NAME, ... on the weight ring.
+// Every kernel comes nine times, gemv_int4_NAME over 4-bit tiles, gemv_int8_NAME over 8-bit tiles and gemv_f16_NAME
+// over fp16 tiles (the same code), gemv_lean_int4_NAME, ... with the lean K loop, and gemv_ring_int4_NAME, ... on the
+// weight ring.
 #define GEMV_ONE(NAME, FMT, BITS, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)                                       \
     extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                            \
         gemv_##FMT##_##NAME(const __grid_constant__ GemvParams p) {                                             \
         gemv::run<PRO, EPI, NW, VAR, BITS>(p);                                                                  \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                            \
+        gemv_lean_##FMT##_##NAME(const __grid_constant__ GemvParams p) {                                        \
+        gemv::run<PRO, EPI, NW, VAR, BITS, true>(p);                                                            \
     }                                                                                                            \
     extern "C" __global__ void __launch_bounds__(THREADS + 32, MIN_BLOCKS)                                       \
         gemv_ring_##FMT##_##NAME(const __grid_constant__ GemvParams p) {                                        \

@@ -345,8 +345,70 @@ pub mod kernels {
     pub const GEMV_RING_F16_RESIDUAL_WIDE: &str = "gemv_ring_f16_residual_wide";
     pub const GEMV_RING_F16_STORE: &str = "gemv_ring_f16_store";
     pub const GEMV_RING_F16_NORM_STORE: &str = "gemv_ring_f16_norm_store";
+    /// The same GEMVs with the lean K loop (`gemv.cu`, `run<..., LEAN>`: the addressing strength-reduced, the same
+    /// bits): launched as the register-pipelined ones.
+    pub const GEMV_LEAN_INT4_QKV: &str = "gemv_lean_int4_qkv";
+    pub const GEMV_LEAN_INT4_GATE_UP: &str = "gemv_lean_int4_gate_up";
+    pub const GEMV_LEAN_INT4_GATE_UP_SPLIT: &str = "gemv_lean_int4_gate_up_split";
+    pub const GEMV_LEAN_INT4_QKV_SORTED: &str = "gemv_lean_int4_qkv_sorted";
+    pub const GEMV_LEAN_INT4_RESIDUAL_SORTED: &str = "gemv_lean_int4_residual_sorted";
+    pub const GEMV_LEAN_INT4_RESIDUAL_WIDE_SORTED: &str = "gemv_lean_int4_residual_wide_sorted";
+    pub const GEMV_LEAN_INT4_RESIDUAL: &str = "gemv_lean_int4_residual";
+    pub const GEMV_LEAN_INT4_RESIDUAL_WIDE: &str = "gemv_lean_int4_residual_wide";
+    pub const GEMV_LEAN_INT4_STORE: &str = "gemv_lean_int4_store";
+    pub const GEMV_LEAN_INT4_NORM_STORE: &str = "gemv_lean_int4_norm_store";
+    pub const GEMV_LEAN_INT8_QKV: &str = "gemv_lean_int8_qkv";
+    pub const GEMV_LEAN_INT8_GATE_UP: &str = "gemv_lean_int8_gate_up";
+    pub const GEMV_LEAN_INT8_GATE_UP_SPLIT: &str = "gemv_lean_int8_gate_up_split";
+    pub const GEMV_LEAN_INT8_QKV_SORTED: &str = "gemv_lean_int8_qkv_sorted";
+    pub const GEMV_LEAN_INT8_RESIDUAL_SORTED: &str = "gemv_lean_int8_residual_sorted";
+    pub const GEMV_LEAN_INT8_RESIDUAL_WIDE_SORTED: &str = "gemv_lean_int8_residual_wide_sorted";
+    pub const GEMV_LEAN_INT8_RESIDUAL: &str = "gemv_lean_int8_residual";
+    pub const GEMV_LEAN_INT8_RESIDUAL_WIDE: &str = "gemv_lean_int8_residual_wide";
+    pub const GEMV_LEAN_INT8_STORE: &str = "gemv_lean_int8_store";
+    pub const GEMV_LEAN_INT8_NORM_STORE: &str = "gemv_lean_int8_norm_store";
+    pub const GEMV_LEAN_F16_QKV: &str = "gemv_lean_f16_qkv";
+    pub const GEMV_LEAN_F16_GATE_UP: &str = "gemv_lean_f16_gate_up";
+    pub const GEMV_LEAN_F16_GATE_UP_SPLIT: &str = "gemv_lean_f16_gate_up_split";
+    pub const GEMV_LEAN_F16_QKV_SORTED: &str = "gemv_lean_f16_qkv_sorted";
+    pub const GEMV_LEAN_F16_RESIDUAL_SORTED: &str = "gemv_lean_f16_residual_sorted";
+    pub const GEMV_LEAN_F16_RESIDUAL_WIDE_SORTED: &str = "gemv_lean_f16_residual_wide_sorted";
+    pub const GEMV_LEAN_F16_RESIDUAL: &str = "gemv_lean_f16_residual";
+    pub const GEMV_LEAN_F16_RESIDUAL_WIDE: &str = "gemv_lean_f16_residual_wide";
+    pub const GEMV_LEAN_F16_STORE: &str = "gemv_lean_f16_store";
+    pub const GEMV_LEAN_F16_NORM_STORE: &str = "gemv_lean_f16_norm_store";
     /// Every kernel above.
     pub const ALL: &[&str] = &[
+        GEMV_LEAN_INT4_QKV,
+        GEMV_LEAN_INT4_GATE_UP,
+        GEMV_LEAN_INT4_GATE_UP_SPLIT,
+        GEMV_LEAN_INT4_QKV_SORTED,
+        GEMV_LEAN_INT4_RESIDUAL_SORTED,
+        GEMV_LEAN_INT4_RESIDUAL_WIDE_SORTED,
+        GEMV_LEAN_INT4_RESIDUAL,
+        GEMV_LEAN_INT4_RESIDUAL_WIDE,
+        GEMV_LEAN_INT4_STORE,
+        GEMV_LEAN_INT4_NORM_STORE,
+        GEMV_LEAN_INT8_QKV,
+        GEMV_LEAN_INT8_GATE_UP,
+        GEMV_LEAN_INT8_GATE_UP_SPLIT,
+        GEMV_LEAN_INT8_QKV_SORTED,
+        GEMV_LEAN_INT8_RESIDUAL_SORTED,
+        GEMV_LEAN_INT8_RESIDUAL_WIDE_SORTED,
+        GEMV_LEAN_INT8_RESIDUAL,
+        GEMV_LEAN_INT8_RESIDUAL_WIDE,
+        GEMV_LEAN_INT8_STORE,
+        GEMV_LEAN_INT8_NORM_STORE,
+        GEMV_LEAN_F16_QKV,
+        GEMV_LEAN_F16_GATE_UP,
+        GEMV_LEAN_F16_GATE_UP_SPLIT,
+        GEMV_LEAN_F16_QKV_SORTED,
+        GEMV_LEAN_F16_RESIDUAL_SORTED,
+        GEMV_LEAN_F16_RESIDUAL_WIDE_SORTED,
+        GEMV_LEAN_F16_RESIDUAL,
+        GEMV_LEAN_F16_RESIDUAL_WIDE,
+        GEMV_LEAN_F16_STORE,
+        GEMV_LEAN_F16_NORM_STORE,
         GEMV_RING_INT4_QKV,
         GEMV_RING_INT4_GATE_UP,
         GEMV_RING_INT4_GATE_UP_SPLIT,

@@ -113,6 +113,8 @@ if [ "$SKIP_7B" != 1 ]; then
     check bench-7b-no-pdl "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,512 --reps 3 --tune pdl=off
     check bench-7b-attn-in-qkv timeout 300 "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,2048 \
         --reps 3 --tune attn_in_qkv=on
+    check bench-7b-gemv-lean timeout 300 "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,2048 \
+        --reps 3 --tune gemv_lean=on
     MODEL=/tmp/engine-7b check sampling-7b bash tests/gpu/sampling.sh
     for i in $(seq 1 12); do cat tools/testdata/corpus.txt; done >"$OUT/corpus.txt"
     check perplexity-7b "$BIN/engine-cli" perplexity -m /tmp/engine-7b --backend cuda --file "$OUT/corpus.txt" --stride 512

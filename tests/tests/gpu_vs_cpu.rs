@@ -135,11 +135,12 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
 
         // The same 64 steps under other decode tunings: the GEMVs on the weight ring (`Tuning::gemv_ring`; sm_90
         // only, elsewhere the kernels above again), the attention in the q/k/v GEMV's own blocks
-        // (`Tuning::attn_in_qkv`, its splits merged from 33 positions on), and both.
+        // (`Tuning::attn_in_qkv`, its splits merged from 33 positions on), both, and the GEMVs' lean K loop.
         let variants = [
             ("weight ring", engine::Tuning { gemv_ring: true, gemv_prefetch_mb: 8, ..Default::default() }),
             ("attention in q/k/v", engine::Tuning { attn_in_qkv: true, ..Default::default() }),
             ("both", engine::Tuning { gemv_ring: true, attn_in_qkv: true, ..Default::default() }),
+            ("lean K loop", engine::Tuning { gemv_lean: true, ..Default::default() }),
         ];
         let mut e_tuned = Vec::new();
         for (what, tuning) in variants {

@@ -515,6 +515,17 @@ kernels! {
         gemv_residual_wide: GemvParams = name::GEMV_INT4_RESIDUAL_WIDE, name::GEMV_INT8_RESIDUAL_WIDE, name::GEMV_F16_RESIDUAL_WIDE;
         gemv_store: GemvParams = name::GEMV_INT4_STORE, name::GEMV_INT8_STORE, name::GEMV_F16_STORE;
         gemv_norm_store: GemvParams = name::GEMV_INT4_NORM_STORE, name::GEMV_INT8_NORM_STORE, name::GEMV_F16_NORM_STORE;
+        /// The same with the lean K loop (see `Kernels::gemvs`).
+        lean_qkv: GemvParams = name::GEMV_LEAN_INT4_QKV, name::GEMV_LEAN_INT8_QKV, name::GEMV_LEAN_F16_QKV;
+        lean_gate_up: GemvParams = name::GEMV_LEAN_INT4_GATE_UP, name::GEMV_LEAN_INT8_GATE_UP, name::GEMV_LEAN_F16_GATE_UP;
+        lean_gate_up_split: GemvParams = name::GEMV_LEAN_INT4_GATE_UP_SPLIT, name::GEMV_LEAN_INT8_GATE_UP_SPLIT, name::GEMV_LEAN_F16_GATE_UP_SPLIT;
+        lean_qkv_sorted: GemvParams = name::GEMV_LEAN_INT4_QKV_SORTED, name::GEMV_LEAN_INT8_QKV_SORTED, name::GEMV_LEAN_F16_QKV_SORTED;
+        lean_residual_sorted: GemvParams = name::GEMV_LEAN_INT4_RESIDUAL_SORTED, name::GEMV_LEAN_INT8_RESIDUAL_SORTED, name::GEMV_LEAN_F16_RESIDUAL_SORTED;
+        lean_residual_wide_sorted: GemvParams = name::GEMV_LEAN_INT4_RESIDUAL_WIDE_SORTED, name::GEMV_LEAN_INT8_RESIDUAL_WIDE_SORTED, name::GEMV_LEAN_F16_RESIDUAL_WIDE_SORTED;
+        lean_residual: GemvParams = name::GEMV_LEAN_INT4_RESIDUAL, name::GEMV_LEAN_INT8_RESIDUAL, name::GEMV_LEAN_F16_RESIDUAL;
+        lean_residual_wide: GemvParams = name::GEMV_LEAN_INT4_RESIDUAL_WIDE, name::GEMV_LEAN_INT8_RESIDUAL_WIDE, name::GEMV_LEAN_F16_RESIDUAL_WIDE;
+        lean_store: GemvParams = name::GEMV_LEAN_INT4_STORE, name::GEMV_LEAN_INT8_STORE, name::GEMV_LEAN_F16_STORE;
+        lean_norm_store: GemvParams = name::GEMV_LEAN_INT4_NORM_STORE, name::GEMV_LEAN_INT8_NORM_STORE, name::GEMV_LEAN_F16_NORM_STORE;
         /// The same on the weight ring: sm_90 only (see `Kernels::gemvs`).
         ring_qkv: GemvParams = name::GEMV_RING_INT4_QKV, name::GEMV_RING_INT8_QKV, name::GEMV_RING_F16_QKV;
         ring_gate_up: GemvParams = name::GEMV_RING_INT4_GATE_UP, name::GEMV_RING_INT8_GATE_UP, name::GEMV_RING_F16_GATE_UP;
@@ -578,17 +589,21 @@ impl Device {
 
 impl Device {
     /// How the decode GEMVs stream their weights under `tuning`: on the weight ring where it asks for it and the
-    /// sm_90a module (the one [`Gpu::has_wgmma`] names) is loaded, else in registers.
+    /// sm_90a module (the one [`Gpu::has_wgmma`] names) is loaded, else in registers (with the lean K loop where it
+    /// asks for that).
     pub fn gemv_stream(&self, tuning: &Tuning) -> shapes::GemvStream {
         if tuning.gemv_ring && self.has_wgmma() {
             shapes::GemvStream::Ring
+        } else if tuning.gemv_lean {
+            shapes::GemvStream::Lean
         } else {
             shapes::GemvStream::Registers
         }
     }
 }
 
-/// One set of decode GEMV kernels: the register-pipelined ones or the same on the weight ring ([`Kernels::gemvs`]).
+/// One set of decode GEMV kernels: the register-pipelined ones, the same with the lean K loop, or the same on the
+/// weight ring ([`Kernels::gemvs`]).
 pub(crate) struct Gemvs<'a> {
     pub qkv: &'a ByFormat<GemvParams>,
     pub gate_up: &'a ByFormat<GemvParams>,
@@ -636,6 +651,18 @@ impl Kernels {
                 store: &self.gemv_store,
                 norm_store: &self.gemv_norm_store,
             },
+            shapes::GemvStream::Lean => Gemvs {
+                qkv: &self.lean_qkv,
+                gate_up: &self.lean_gate_up,
+                gate_up_split: &self.lean_gate_up_split,
+                qkv_sorted: &self.lean_qkv_sorted,
+                residual_sorted: &self.lean_residual_sorted,
+                residual_wide_sorted: &self.lean_residual_wide_sorted,
+                residual: &self.lean_residual,
+                residual_wide: &self.lean_residual_wide,
+                store: &self.lean_store,
+                norm_store: &self.lean_norm_store,
+            },
             shapes::GemvStream::Ring => Gemvs {
                 qkv: &self.ring_qkv,
                 gate_up: &self.ring_gate_up,
@@ -668,8 +695,10 @@ impl Kernels {
         let k = Kernels::functions(module)?;
         // The GEMVs and lm_head stage their input in shared memory: K × 2 (or × 4) bytes, up to the card's limit.
         let staged = shapes::GEMV_MAX_SMEM_BYTES.min(limits.smem_per_block);
-        for f in k.gemvs(shapes::GemvStream::Registers).all().into_iter().flat_map(ByFormat::all) {
-            f.set_max_dynamic_smem(staged)?;
+        for stream in [shapes::GemvStream::Registers, shapes::GemvStream::Lean] {
+            for f in k.gemvs(stream).all().into_iter().flat_map(ByFormat::all) {
+                f.set_max_dynamic_smem(staged)?;
+            }
         }
         if gpu.has_wgmma() {
             // The ring in front of the staged input.

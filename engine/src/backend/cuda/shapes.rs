@@ -36,6 +36,8 @@ pub fn gemv_grid(tiles: u32, sm_count: u32, blocks_per_sm: u32) -> (u32, u32) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GemvStream {
     Registers,
+    /// The same as `Registers` with the K loop's addressing strength-reduced (`gemv_lean_*`; `Tuning::gemv_lean`).
+    Lean,
     Ring,
 }
 
@@ -85,7 +87,7 @@ pub fn gemv_ring_bytes(format: TileFormat) -> u32 {
 pub fn gemv_smem(k_pad: u32, warps: u32, inputs: u32, format: TileFormat, stream: GemvStream) -> u32 {
     let staged = (warps * 16 + warps + 32) * 4 + inputs * k_pad * 2;
     match stream {
-        GemvStream::Registers => staged,
+        GemvStream::Registers | GemvStream::Lean => staged,
         GemvStream::Ring => gemv_ring_bytes(format) + 16 + staged,
     }
 }
@@ -946,7 +948,7 @@ mod tests {
     fn gemv_inputs_stay_16_byte_aligned() {
         // The staged input follows the ring and the sums; it is stored with 16-byte stores.
         for format in [TileFormat::Int4, TileFormat::Int8, TileFormat::F16] {
-            for stream in [GemvStream::Registers, GemvStream::Ring] {
+            for stream in [GemvStream::Registers, GemvStream::Lean, GemvStream::Ring] {
                 for warps in [8, 16] {
                     assert_eq!(gemv_smem(0, warps, 0, format, stream) % 16, 0, "{format:?} {stream:?} {warps}");
                 }
