@@ -408,8 +408,8 @@ ENGINE_DEV void load_lean(const GemvParams& p, uint32_t t, uint32_t steps, uint3
     constexpr int W = lane_words<BITS>(), SB = batch_steps<BITS>();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const uint32_t s0 = warp + i0 * NW;
-    // 32-bit element offsets from the parameters' bases (the plan keeps a linear's words below 2^32 uint4): fewer
-    // registers live across the loop than 64-bit pointers, under the 64-register cap.
+    // 32-bit element offsets from the parameters' bases (the backend refuses gemv_lean for a linear of 2^32 uint4 or
+    // more): fewer registers live across the loop than 64-bit pointers, under the 64-register cap.
     const uint32_t wi = (t * steps + s0) * 32 * W + lane;
     const uint32_t zi = t * p.groups * INT4_TILE_N + (lane & 15);
     const uint32_t c0 = 2 * s0 + (lane >> 4);

@@ -51,6 +51,10 @@ impl DevLinear {
     pub fn words_per_tile(&self) -> usize {
         (self.k_pad as usize / layout::STEP_K) * 32 * self.format.lane_words()
     }
+    /// 16-byte words of `qw`: every tile's.
+    pub fn words(&self) -> u64 {
+        self.tiles() as u64 * self.words_per_tile() as u64
+    }
     /// Fused parts with a row order of their own: the inputs a kernel stages (1 without act-order).
     pub fn parts(&self) -> u32 {
         layout::part_count(self.part_slots)
