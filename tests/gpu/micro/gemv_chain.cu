@@ -17,7 +17,7 @@
 //                      5 the nibbles as fp16 subnormals times an input staged at 2^s per chunk (`dot_denorm`,
 //                      `stage_denorm`), 6 / 7 timing splits of it (its dot on the engine's staging, the engine's
 //                      dot on its staging: wrong results), 8 the engine's with its shift as a multiply-high,
-//                      9 the engine's in a K loop with strength-reduced addressing (`gemv_phase_lean`);
+//                      9 the engine's in a K loop with strength-reduced addressing (`gemv_phase_lean`), 10 both;
 //   warps            : 4, 8 or 16 warps per block for every phase instead of the engine's 8 (16 for o and down);
 //   pre              : the input staged into shared memory by the block after the dependency wait (q/k/v and
 //                      gate/up with the RMSNorm: f32 x, fp16 norm weight, the previous phase's 256 partial sums of
@@ -447,7 +447,8 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase(Phase ph
 // step 0, 1, ...: their weight words lie NW · 32 uint4 apart, their (scale, zero) words NW / 2 groups apart (groups
 // of 128 rows: 4 chunks) and their input 2 NW chunks apart, all compile-time strides, so a batch is one base
 // address per array plus immediate offsets; and a batch wholly inside the warp's steps has no bounds checks.
-template <int NW>
+// MULHI: with dot_chunk<true> (variant 30: do the two savings add up?).
+template <int NW, bool MULHI = false>
 __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_lean(Phase ph, Inputs in) {
     static_assert(GROUP == 128 && NW % 2 == 0, "the strides below assume 4 chunks per group");
     extern __shared__ __align__(16) unsigned char smem[];
@@ -486,11 +487,11 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_lean(Pha
         const __half2* xb = x + i0 * X_STRIDE;
         if (i0 + UNROLL <= n) {
 #pragma unroll
-            for (int u = 0; u < UNROLL; ++u) acc = dot_chunk(cur[u], xb + u * X_STRIDE, cur_sz[u], acc);
+            for (int u = 0; u < UNROLL; ++u) acc = dot_chunk<MULHI>(cur[u], xb + u * X_STRIDE, cur_sz[u], acc);
         } else {
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u)
-                if (i0 + u < n) acc = dot_chunk(cur[u], xb + u * X_STRIDE, cur_sz[u], acc);
+                if (i0 + u < n) acc = dot_chunk<MULHI>(cur[u], xb + u * X_STRIDE, cur_sz[u], acc);
         }
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
@@ -1166,10 +1167,10 @@ static void launch_variant(const Phase& ph, const Inputs& in, int grid, int dot,
     }
 }
 
-template <int NW>
+template <int NW, bool MULHI = false>
 static void launch_lean(const Phase& ph, const Inputs& in, cudaStream_t s) {
     const size_t smem = (MAX_SEGS * NW * 16 + 32) * 4 + ph.k * 2;
-    launch_pdl(gemv_phase_lean<NW>, dim3(ph.tiles), dim3(NW * 32), smem, s, ph, in);
+    launch_pdl(gemv_phase_lean<NW, MULHI>, dim3(ph.tiles), dim3(NW * 32), smem, s, ph, in);
 }
 
 static void launch_mma_variant(const Phase& ph, const Inputs& in, int pre, cudaStream_t s) {
@@ -1320,6 +1321,7 @@ int main(int argc, char** argv) {
         {"tiled          engine dot, denorm staging (timing)", 0, 7, 0},
         {"tiled          engine dot, shift as IMAD.HI", 0, 8, 0},
         {"tiled          engine dot, lean K loop", 0, 9, 0},
+        {"tiled          lean K loop, shift as IMAD.HI", 0, 10, 0},
     };
     const int n_variants = sizeof(variants) / sizeof(variants[0]);
     std::vector<float> y_ref(4 * 22016), y_now(4 * 22016);
@@ -1347,6 +1349,7 @@ int main(int argc, char** argv) {
             else if (var.dot == 7) launch_phase<false, 7, 0>(ph, in, ph.tiles, s);
             else if (var.dot == 8) launch_phase<false, 8, 0>(ph, in, ph.tiles, s);
             else if (var.dot == 9) ph.tiles <= 512 ? launch_lean<16>(ph, in, s) : launch_lean<8>(ph, in, s);
+            else if (var.dot == 10) ph.tiles <= 512 ? launch_lean<16, true>(ph, in, s) : launch_lean<8, true>(ph, in, s);
             else if (var.dot == 4) ph.tiles <= 512 ? launch_bmma<16>(ph, in, s) : launch_bmma<8>(ph, in, s);
             else if (var.dot == 1 && var.pre >= 4)
                 ph.tiles <= 512 ? (var.pre == 4 ? launch<16, false, 1, 4>(ph, in, ph.tiles, s)
@@ -1400,7 +1403,7 @@ int main(int argc, char** argv) {
             std::printf("  o outputs vs the host: max |error| %.2e of max |y| %.2e%s", worst, scale,
                         worst <= 1e-4 * scale ? "" : "  MISMATCH");
         }
-        if (var.dot == 1 || var.dot == 8 || var.dot == 9) {
+        if (var.dot == 1 || var.dot == 8 || var.dot == 9 || var.dot == 10) {
             if (v == 0) {
                 y_ref = y_now;
                 for (int type = 0; type < 4; ++type)
