@@ -670,13 +670,14 @@ ENGINE_DEV void run(const GemvParams& p) {
     if (!EARLY && v_begin < v_end) first_batch();
     pdl_launch_dependents();
 
-    if constexpr (LEAN) {
-        constexpr uint32_t X_STEP = 2 * NW * 16;  // half2 of staged input between a warp's steps
-        for (uint32_t v = v_begin; v < v_end; ++v) {
-            const uint32_t t = tile_at<EPI>(p, v);
-            const __half2* xw = b.input_of(p, sm.xs, t) + (2 * warp + hsel) * 16;
-            const TileOut o = tile_out<EPI, VAR>(p, t);
-            float acc = 0.f;
+    constexpr uint32_t X_STEP = 2 * NW * 16;  // LEAN: half2 of staged input between a warp's steps
+    for (uint32_t v = v_begin; v < v_end; ++v) {
+        const uint32_t t = tile_at<EPI>(p, v);
+        const __half2* xt = b.input_of(p, sm.xs, t);
+        const TileOut o = tile_out<EPI, VAR>(p, t);
+        float acc = 0.f;
+        if constexpr (LEAN) {
+            const __half2* xw = xt + (2 * warp + hsel) * 16;
             for (uint32_t i0 = 0; i0 < n; i0 += SB) {
                 // The next batch (of this tile, or the next tile's first) in flight while this one is multiplied.
                 uint32_t ni = i0 + SB, nv = v;
@@ -696,14 +697,7 @@ ENGINE_DEV void run(const GemvParams& p) {
 #pragma unroll
                 for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
             }
-            finish_tile<EPI, NW, VAR, false>(p, v, t, o, acc, sm.red, sm.gate_v);
-        }
-    } else {
-        for (uint32_t v = v_begin; v < v_end; ++v) {
-            const uint32_t t = tile_at<EPI>(p, v);
-            const __half2* xt = b.input_of(p, sm.xs, t);
-            const TileOut o = tile_out<EPI, VAR>(p, t);
-            float acc = 0.f;
+        } else {
             for (uint32_t s0 = warp; s0 < steps; s0 += NW * SB) {
                 // Software pipelining: the next batch (of this tile, or the next tile's first) is in flight while
                 // this one is multiplied, so each lane keeps up to 2 × UNROLL loads outstanding.
@@ -719,8 +713,8 @@ ENGINE_DEV void run(const GemvParams& p) {
 #pragma unroll
                 for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
             }
-            finish_tile<EPI, NW, VAR, false>(p, v, t, o, acc, sm.red, sm.gate_v);
         }
+        finish_tile<EPI, NW, VAR, false>(p, v, t, o, acc, sm.red, sm.gate_v);
     }
     if (threadIdx.x == 0) prefetch_next(p);
 }
