@@ -133,13 +133,14 @@ impl CudaBackend {
         let weights = DeviceWeights::upload(&gpu, &model, &plan, opts.tuning.gpu_repack, opts.progress)?;
         let upload_s = t0.elapsed().as_secs_f64();
         // The lean K loop addresses a linear's words by 32-bit offsets.
-        let widest = weights.layers.iter().flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down]).map(|l| l.words()).max();
-        if opts.tuning.gemv_lean && widest.is_some_and(|w| w > u32::MAX as u64) {
-            return Err(Error::InvalidArgument(format!(
-                "tuning gemv_lean: a linear of {} 16-byte words is past the lean K loop's 32-bit offsets; run \
-                 without it",
-                widest.unwrap_or(0)
-            )));
+        if opts.tuning.gemv_lean {
+            let linears = weights.layers.iter().flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down]);
+            if let Some(words) = linears.map(|l| l.words()).find(|&w| w > u32::MAX as u64) {
+                return Err(Error::InvalidArgument(format!(
+                    "tuning gemv_lean: a linear of {words} 16-byte words is past the lean K loop's 32-bit offsets; \
+                     run without it"
+                )));
+            }
         }
         let act_mem = gpu.alloc(plan.region_size(Region::Activations), "activations")?;
         let ws_mem = gpu.alloc(plan.region_size(Region::Workspace), "workspace")?;

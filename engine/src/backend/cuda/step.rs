@@ -187,7 +187,6 @@ impl Step<'_> {
                 rows: 1,
                 order: 0,
             };
-            let fused = self.tuning.attn_in_qkv;
             // q/k/v with the input norm fused in front and rotary + KV append fused behind (and, fused, the
             // attention in blocks of its own that start as their heads' columns arrive).
             let p = GemvParams {
@@ -207,7 +206,7 @@ impl Step<'_> {
             };
             let p = self.prefetch_of(Some(&lw.o), p);
             let qkv = if lw.qkv.inv.is_null() { g.qkv } else { g.qkv_sorted };
-            if fused {
+            if self.tuning.attn_in_qkv {
                 self.gemv_units(qkv, &lw.qkv, lw.qkv.tiles(), GEMV_THREADS / 32, p, Some(attn))?;
                 observe("gemv q/k/v + norm + rope + kv append + attention", Reads::BytesAndLayerKv(lw.qkv.bytes()))?;
             } else {
