@@ -37,6 +37,22 @@ fn worst(a: &[f32], b: &[f32], vocab: usize) -> (f64, usize) {
         .fold((0.0, 0), |m, x| if x.0 > m.0 { x } else { m })
 }
 
+/// Decode on `engine`: `prompt`, then the CPU's tokens `tokens` one by one, each step's logits within TOL of the
+/// CPU's `steps` (what `what` names in the failure). Returns the largest relative L2 distance.
+fn decode_matches(engine: &Engine, prompt: &[u32], steps: &[Vec<f32>], tokens: &[u32], what: &str) -> f64 {
+    let vocab = engine.config().vocab_size;
+    let mut session = engine.new_session(None).unwrap();
+    let mut logits = session.feed(prompt).unwrap();
+    let mut e_worst = 0f64;
+    for (step, (c, &t)) in steps.iter().zip(tokens).enumerate() {
+        let e = worst(&logits, c, vocab).0;
+        e_worst = e_worst.max(e);
+        assert!(e <= TOL, "{what}: decode step {step}: relative L2 {e:.2e}");
+        logits = session.feed(&[t]).unwrap();
+    }
+    e_worst
+}
+
 /// The gap between the two largest logits, relative to the logits' RMS.
 fn margin(l: &[f32]) -> f64 {
     let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
@@ -145,16 +161,8 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
         let mut e_tuned = Vec::new();
         for (what, tuning) in variants {
             let tuned = load_tuned(dir.path(), BackendKind::Cuda, 64, tuning).unwrap();
-            let mut st = tuned.new_session(None).unwrap();
-            let mut t_logits = st.feed(prompt).unwrap();
-            let mut e_worst = 0f64;
-            for (step, (c, &t)) in c_steps.iter().zip(&c_tokens).enumerate() {
-                let e = worst(&t_logits, c, vocab).0;
-                e_worst = e_worst.max(e);
-                assert!(e <= TOL, "{}: decode step {step} ({what}): relative L2 {e:.2e}", case.name);
-                t_logits = st.feed(&[t]).unwrap();
-            }
-            e_tuned.push(format!("{what}: {e_worst:.2e}"));
+            let e = decode_matches(&tuned, prompt, &c_steps, &c_tokens, &format!("{} ({what})", case.name));
+            e_tuned.push(format!("{what}: {e:.2e}"));
         }
         let e_tuned = e_tuned.join(", ");
 
@@ -284,17 +292,7 @@ fn cuda_matches_cpu_on_the_7b_shape() {
     // The same 64 steps with the attention in the q/k/v GEMV's own blocks (`Tuning::attn_in_qkv`): the real grid
     // (768 tiles' blocks, then 32 heads × the plan's splits), contexts of 129 to 192 positions (several splits).
     let fused = load_tuned(dir, BackendKind::Cuda, 128, engine::Tuning { attn_in_qkv: true, ..Default::default() });
-    let fused = fused.unwrap();
-    let mut sf = fused.new_session(None).unwrap();
-    let mut f_logits = sf.feed(&ids).unwrap();
-    let mut e_fused = 0f64;
-    for (step, (c, &t)) in c_steps.iter().zip(&c_tokens).enumerate() {
-        let e = worst(&f_logits, c, vocab).0;
-        e_fused = e_fused.max(e);
-        assert!(e <= TOL, "7b: decode step {step} with the attention in q/k/v: relative L2 {e:.2e}");
-        f_logits = sf.feed(&[t]).unwrap();
-    }
-    drop((sf, fused));
+    let e_fused = decode_matches(&fused.unwrap(), &ids, &c_steps, &c_tokens, "7b with the attention in q/k/v");
     progress("64 decode steps with the attention in q/k/v");
     // A 16-row prefill in fresh sessions, the logits of every position: chunks of at most 16 rows take their own
     // GEMM tile (on int4 without act-order the GEMV-shaped one), which the 128 rows above never reach.

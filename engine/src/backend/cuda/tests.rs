@@ -2378,16 +2378,11 @@ fn attention_decode_and_prefill_match_f64() {
 /// The decode attention as the q/k/v GEMV's own blocks run it (`gemv::attend`, `Tuning::attn_in_qkv`), against the
 /// float64 reference `want` of `p`'s attention: a launch of the q/k/v kernels with no GEMV blocks at all and every
 /// KV head's column count already complete, so that the attention blocks start at once on `p`'s q and caches. Both
-/// counts must be back at zero after it, and the split counters too; on the weight ring as well where the card has
-/// it.
+/// counts must be back at zero after it, and the split counters too; in every GEMV stream's q/k/v kernel.
 fn fused_attention_matches(g: &Device, p: &AttnParams, counters: &DeviceBuffer, want: &[f64], what: &str) {
     let (heads, kv_heads, hd) = (p.heads as usize, p.kv_heads as usize, p.head_dim as usize);
     let columns = ((heads / kv_heads + 2) * hd) as u32;
-    let mut streams = vec![GemvStream::Registers];
-    if g.has_wgmma() {
-        streams.push(GemvStream::Ring);
-    }
-    for stream in streams {
+    for stream in streams(g) {
         let mut arrivals = vec![columns; kv_heads];
         arrivals.extend(vec![0u32; kv_heads]);
         let arrivals = put(g, &arrivals);
