@@ -576,6 +576,7 @@ impl Layout<'_> {
         let scales = self.take(&format!("{prefix}.scales"), &[DType::F16], &[groups, n], "[groups, out_features]")?;
         let g_idx = self.take(&format!("{prefix}.g_idx"), &[DType::I32], &[k], "[in_features]")?;
         let g_idx_is_trivial = self.check_g_idx(&g_idx, group_size, groups)?;
+        let symmetric = self.zeros_are_symmetric(&qzeros, bits)?;
         Ok(Linear::Gptq {
             bits,
             qweight,
@@ -587,18 +588,33 @@ impl Layout<'_> {
             group_size,
             groups,
             g_idx_is_trivial,
+            symmetric,
         })
+    }
+
+    /// The bytes of tensor `t` in its shard (checked to lie inside it when the tensor was taken).
+    fn data_of(&self, t: &TensorRef) -> Result<&[u8], FormatError> {
+        self.shards.get(t.shard).and_then(|s| s.bytes.get(t.range())).ok_or_else(|| {
+            // Unreachable after read_shard's checks; an error rather than a panic all the same.
+            FormatError::new(
+                FormatErrorKind::InvalidOffsets,
+                self.shard_name(t.shard),
+                "tensor data lies outside the file",
+            )
+            .with_subject(t.name.as_str())
+        })
+    }
+
+    /// Whether every field of `qzeros` holds `2^(bits - 1) - 1`: every packed word is that value repeated.
+    fn zeros_are_symmetric(&self, t: &TensorRef, bits: Bits) -> Result<bool, FormatError> {
+        let sym = bits.pack(&[(1 << (bits.count() - 1)) - 1; 8][..bits.per_word()]);
+        Ok(self.data_of(t)?.chunks_exact(4).all(|w| w == sym.to_le_bytes()))
     }
 
     /// Check every `g_idx` entry names a group; return whether it is the plain `k / group_size` mapping.
     fn check_g_idx(&self, t: &TensorRef, group_size: usize, groups: usize) -> Result<bool, FormatError> {
         let file = self.shard_name(t.shard);
-        let bytes = self.shards.get(t.shard).and_then(|s| s.bytes.get(t.range()));
-        let Some(bytes) = bytes else {
-            // Unreachable after read_shard's checks; an error rather than a panic all the same.
-            return Err(FormatError::new(FormatErrorKind::InvalidOffsets, file, "tensor data lies outside the file")
-                .with_subject(t.name.as_str()));
-        };
+        let bytes = self.data_of(t)?;
         let mut trivial = true;
         for (k, word) in bytes.chunks_exact(4).enumerate() {
             let &[a, b, c, d] = word else { continue };

@@ -82,6 +82,10 @@ pub enum Linear {
         groups: usize,
         /// Whether `g_idx` is exactly `k / group_size` for every row (no act-order permutation in effect).
         g_idx_is_trivial: bool,
+        /// Whether every stored zero point is `2^(bits - 1) - 1` (AutoGPTQ's `sym: true`, the zero point
+        /// `2^(bits - 1)`): read from `qzeros` itself, not from the config, so that a kernel that takes the zero as a
+        /// constant never meets a linear that has others.
+        symmetric: bool,
     },
     /// Unquantized, PyTorch `nn.Linear` layout: `weight` F16 or BF16 [N, K].
     Dense { weight: TensorRef, in_features: usize, out_features: usize },

@@ -147,6 +147,10 @@ pub struct TileBuffers {
     pub qw: Buf<[u32; 4]>,
     /// `[tiles][groups][TILE_N]` (scale, 1024 + zero) half2 pairs (fp16 weights: one group of (1, 1024)).
     pub sz: Buf<u32>,
+    /// A symmetric 4-bit linear (every part's zero points 8, [`Linear::Gptq`]'s `symmetric`): the scales of `sz`
+    /// alone, `[tiles][groups][TILE_N]` fp16, which the decode GEMVs can read instead of `sz` — half the bytes, as
+    /// the zero is a constant there. The prefill GEMMs read `sz`. `None` for every other linear.
+    pub scales: Option<Buf<f16>>,
     /// Output column of each slot.
     pub col_map: Buf<u32>,
     /// Act-order: the original row of each sorted row, one permutation of `k_pad` rows per fused part
@@ -427,7 +431,7 @@ impl Builder {
     }
 
     /// The buffers of one linear (`parts` fused along N into `slots` slots) in the tile layout, named
-    /// `{prefix}.{qw,sz,col_map,perm,inv}`.
+    /// `{prefix}.{qw,sz,scales,col_map,perm,inv}`.
     fn linear(&mut self, prefix: &str, parts: &[&Linear], slots: usize) -> LinearBuffers {
         let (bits, groups) = match parts[0] {
             Linear::Gptq { bits, groups, .. } => (bits.count() as usize, *groups),
@@ -440,6 +444,7 @@ impl Builder {
         let buffers = TileBuffers {
             qw: self.push(format!("{prefix}.qw"), w, kp * slots * bits / 128),
             sz: self.push(format!("{prefix}.sz"), w, slots * groups),
+            scales: symmetric_int4(parts).then(|| self.push(format!("{prefix}.scales"), w, slots * groups)),
             col_map: self.push(format!("{prefix}.col_map"), w, slots),
             perm: (perms > 0).then(|| self.push(format!("{prefix}.perm"), w, perms * kp)),
             inv: (perms > 0).then(|| self.push(format!("{prefix}.inv"), w, perms * kp)),
@@ -450,6 +455,12 @@ impl Builder {
             Linear::Dense { .. } => LinearBuffers::F16(buffers),
         }
     }
+}
+
+/// Whether every part of a fused linear is 4-bit GPTQ with every zero point 8: what the decode GEMVs' scales-only
+/// kernels take ([`TileBuffers::scales`]).
+pub fn symmetric_int4(parts: &[&Linear]) -> bool {
+    parts.iter().all(|p| matches!(p, Linear::Gptq { bits: Bits::Four, symmetric: true, .. }))
 }
 
 /// Compute the plan. The config's limits already keep every product in range.
@@ -735,6 +746,37 @@ mod tests {
     }
 
     #[test]
+    fn symmetric_int4_linears_get_a_scales_only_copy() {
+        let plan_of = |spec: testutil::TinySpec| {
+            let config = crate::config::parse_model_config("config.json", spec.config_json().as_bytes()).unwrap();
+            let quant = spec.quant_json().unwrap();
+            let quant = crate::config::parse_quant_config("quantize_config.json", quant.as_bytes()).unwrap();
+            let shard = testutil::serialize(&spec.tensors());
+            let desc = crate::describe(&config, Some(&quant), &[crate::Shard { name: "m", bytes: &shard }]).unwrap();
+            plan(&desc, PlanLimits { max_context: 64, prefill_chunk: 16 })
+        };
+        // Baichuan's tiny spec is symmetric: every linear gets one scale per sz word, listed.
+        let p = plan_of(testutil::TinySpec::baichuan());
+        for (l, layer) in p.weights.layers.iter().enumerate() {
+            for (name, lin) in [("qkv", &layer.qkv), ("o_proj", &layer.o_proj), ("gate_up", &layer.gate_up)] {
+                let LinearBuffers::Int4(t) = lin else { panic!("{lin:?}") };
+                let scales = t.scales.unwrap_or_else(|| panic!("layer {l} {name}: symmetric int4 without scales"));
+                assert_eq!(scales.len, t.sz.len);
+                let listed = p.buffers.iter().find(|b| b.name == format!("layers.{l}.{name}.scales")).unwrap();
+                assert_eq!((listed.offset, listed.size), (scales.offset, scales.bytes()));
+            }
+        }
+        // Symmetric 8-bit and asymmetric 4-bit: none.
+        for spec in [
+            testutil::TinySpec { bits: 8, ..testutil::TinySpec::baichuan() },
+            testutil::TinySpec { sym: false, ..testutil::TinySpec::baichuan() },
+        ] {
+            let p = plan_of(spec);
+            assert!(!p.buffers.iter().any(|b| b.name.ends_with(".scales")));
+        }
+    }
+
+    #[test]
     fn weight_buffers_match_the_listing() {
         let desc = tiny_desc();
         let p = plan(&desc, PlanLimits { max_context: 64, prefill_chunk: 16 });
@@ -743,6 +785,8 @@ mod tests {
         let LinearBuffers::Int4(qkv) = &l0.qkv else { panic!("tiny model is GPTQ") };
         assert_eq!(find("layers.0.qkv.qw"), (qkv.qw.offset, qkv.qw.bytes()));
         assert_eq!(find("layers.0.qkv.sz"), (qkv.sz.offset, qkv.sz.bytes()));
+        // The tiny model is asymmetric: no scales-only copy.
+        assert!(qkv.scales.is_none() && !p.buffers.iter().any(|b| b.name.ends_with(".scales")));
         assert_eq!(find("layers.0.post_attention_layernorm"), (l0.post_norm.offset, l0.post_norm.bytes()));
         assert_eq!(find("rope.sin"), (p.weights.rope_sin.offset, p.weights.rope_sin.bytes()));
         assert_eq!(qkv.qw.bytes(), k_pad(desc.config.hidden_size) * slots_qkv(&desc.config) / 2);

@@ -81,9 +81,12 @@ fn baichuan_gptq_loads() {
     assert_eq!((l.qkv.in_features(), l.qkv.out_features()), (16, 48));
     assert_eq!(l.qkv.parts[0].clone(), l.qkv.parts[0]);
     match &l.down_proj {
-        Linear::Gptq { in_features, out_features, group_size, groups, g_idx_is_trivial, qweight, .. } => {
+        Linear::Gptq {
+            in_features, out_features, group_size, groups, g_idx_is_trivial, symmetric, qweight, ..
+        } => {
             assert_eq!((*in_features, *out_features, *group_size, *groups), (24, 16, 8, 3));
             assert!(g_idx_is_trivial);
+            assert!(symmetric, "every stored zero is 7");
             assert_eq!(qweight.shape, [3, 16]);
             assert_eq!(qweight.name, "model.layers.1.mlp.down_proj.qweight");
         }
@@ -107,7 +110,10 @@ fn llama_gqa_act_order_loads() {
     assert_eq!(outs, [32, 16, 16]);
     for p in parts {
         match p {
-            Linear::Gptq { g_idx_is_trivial, groups, .. } => assert!(!g_idx_is_trivial && *groups == 4),
+            Linear::Gptq { g_idx_is_trivial, groups, symmetric, .. } => {
+                assert!(!g_idx_is_trivial && *groups == 4);
+                assert!(!symmetric, "random zero points");
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -142,12 +148,22 @@ fn eight_bit_gptq_loads_with_four_values_per_word() {
         for l in &d.layers {
             for lin in l.linears() {
                 let Linear::Gptq {
-                    bits, qweight, qzeros, scales, g_idx, in_features: k, out_features: n, groups, ..
+                    bits,
+                    qweight,
+                    qzeros,
+                    scales,
+                    g_idx,
+                    in_features: k,
+                    out_features: n,
+                    groups,
+                    symmetric,
+                    ..
                 } = lin
                 else {
                     panic!("{lin:?}")
                 };
                 assert_eq!(*bits, Bits::Eight);
+                assert_eq!(*symmetric, spec.sym, "8-bit zero points 127 in every byte, or random");
                 assert_eq!(qweight.shape, [k / 4, *n], "{}", qweight.name);
                 assert_eq!(qzeros.shape, [*groups, n / 4], "{}", qzeros.name);
                 assert_eq!(scales.shape, [*groups, *n]);
