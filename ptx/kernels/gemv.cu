@@ -166,10 +166,12 @@ ENGINE_DEV uint32_t part_of(const GemvParams& p, uint32_t t) {
 // HFMA2 (× 1/16, − (64 + zero)) each for the second, both exact, and four HFMA2s for the products: 14 with the
 // shared-memory load, against 16 when every pair needs its own shift. The chunk's two fp16 accumulators meet in
 // one HADD2, and the group scale is one f32 FMA.
+// SYM (a symmetric linear, zero 8): `sz_bits` is the scale alone in its low half, the zero terms are constants.
+template <bool SYM = false>
 ENGINE_DEV float dot_chunk(uint4 w, const __half2* xs_chunk, uint32_t sz_bits, float acc) {
     const __half2 sz = u32_as_half2(sz_bits);
-    const __half2 zz = __high2half2(sz);                                   // 1024 + zero
-    const __half2 zh = unshifted_zero(zz);                                 // −(64 + zero)
+    const __half2 zz = SYM ? u32_as_half2(SYM4_ZZ) : __high2half2(sz);     // 1024 + zero
+    const __half2 zh = SYM ? u32_as_half2(SYM4_ZH) : unshifted_zero(zz);   // −(64 + zero)
     const __half2 sixteenth = u32_as_half2(0x2C002C00u);                   // 1/16
     const uint4* xv = reinterpret_cast<const uint4*>(xs_chunk);
     const uint32_t words[4] = {w.x, w.y, w.z, w.w};
@@ -339,16 +341,24 @@ ENGINE_DEV uint32_t group_of_chunk(const GemvParams& p, uint32_t chunk) {
     return min(chunk >> p.chunk_shift, p.groups - 1);
 }
 
+// The scales-only copy of a symmetric linear as 16-bit words (GemvParams::scales): with SYM the kernels load a
+// lane's group scale from it, zero-extended, where the others load the (scale, 1024 + zero) word from sz — half the
+// bytes, and dot_chunk<true> finds the scale in the same low half.
+ENGINE_DEV const unsigned short* scale_words(const GemvParams& p) {
+    return reinterpret_cast<const unsigned short*>(p.scales);
+}
+
 // Issue the loads of one batch: steps s0, s0 + NW, ... of tile t (batch_steps of them, fewer at the end), the
-// 16-byte weight chunks and the (scale, zero) word of each chunk's group. The scales go out with the weights:
-// loaded inside the multiply, each would cost the step a full memory round trip.
-template <int NW, int BITS>
+// 16-byte weight chunks and the (scale, zero) word of each chunk's group (SYM: the scale alone). The scales go out
+// with the weights: loaded inside the multiply, each would cost the step a full memory round trip.
+template <int NW, int BITS, bool SYM = false>
 ENGINE_DEV void load_batch(const GemvParams& p, uint32_t t, uint32_t s0, uint32_t steps, uint4 (&w)[UNROLL],
                            uint32_t (&sz)[UNROLL]) {
     constexpr int W = lane_words<BITS>();
     const int lane = threadIdx.x & 31;
     const uint4* wt = p.qw + (size_t)t * steps * 32 * W + lane;
     const uint32_t* szt = p.sz + (size_t)t * p.groups * INT4_TILE_N + (lane & 15);
+    const unsigned short* sct = scale_words(p) + (size_t)t * p.groups * INT4_TILE_N + (lane & 15);
 #pragma unroll
     for (int u = 0; u < batch_steps<BITS>(); ++u) {
         const uint32_t s = s0 + u * NW;
@@ -356,7 +366,9 @@ ENGINE_DEV void load_batch(const GemvParams& p, uint32_t t, uint32_t s0, uint32_
 #pragma unroll
             for (int h = 0; h < W; ++h) w[u * W + h] = ldg_stream_v4(wt + ((size_t)s * W + h) * 32);
             const uint32_t chunk = 2 * s + (lane >> 4);
-            if constexpr (BITS != 16) sz[u] = __ldg(szt + group_of_chunk(p, chunk) * INT4_TILE_N);  // fp16: none
+            const uint32_t at = group_of_chunk(p, chunk) * INT4_TILE_N;
+            if constexpr (SYM) sz[u] = __ldg(sct + at);
+            else if constexpr (BITS != 16) sz[u] = __ldg(szt + at);  // fp16: none
         }
     }
 }
@@ -402,7 +414,7 @@ ENGINE_DEV uint32_t warp_steps(uint32_t steps) {
 // Issue the loads of the warp's steps i0 .. i0 + batch_steps − 1 of tile t (fewer past its n steps): what load_batch
 // loads for steps warp + NW · i0, ... (the group index stays a 32-bit computation per step: group sizes need not
 // divide the warp's stride of 2 NW chunks).
-template <int NW, int BITS>
+template <int NW, int BITS, bool SYM = false>
 ENGINE_DEV void load_lean(const GemvParams& p, uint32_t t, uint32_t steps, uint32_t n, uint32_t i0,
                           uint4 (&w)[UNROLL], uint32_t (&sz)[UNROLL]) {
     constexpr int W = lane_words<BITS>(), SB = batch_steps<BITS>();
@@ -416,7 +428,9 @@ ENGINE_DEV void load_lean(const GemvParams& p, uint32_t t, uint32_t steps, uint3
     auto step = [&](int u) {
 #pragma unroll
         for (int h = 0; h < W; ++h) w[u * W + h] = ldg_stream_v4(p.qw + wi + (u * NW * W + h) * 32);
-        if constexpr (BITS != 16) sz[u] = __ldg(p.sz + zi + group_of_chunk(p, c0 + 2 * NW * u) * INT4_TILE_N);
+        const uint32_t at = zi + group_of_chunk(p, c0 + 2 * NW * u) * INT4_TILE_N;
+        if constexpr (SYM) sz[u] = __ldg(scale_words(p) + at);
+        else if constexpr (BITS != 16) sz[u] = __ldg(p.sz + at);
     };
     if (i0 + SB <= n) {
 #pragma unroll
@@ -516,10 +530,12 @@ ENGINE_DEV void finish_tile(const GemvParams& p, uint32_t v, uint32_t t, const T
 }
 
 // The dot product of one lane's 32-row chunk, whatever the weights' width: `w` its lane_words<BITS>() words.
-template <int BITS>
+// SYM: a symmetric 4-bit linear, `sz_bits` the scale alone.
+template <int BITS, bool SYM = false>
 ENGINE_DEV float dot_words(const uint4* w, const __half2* xs_chunk, uint32_t sz_bits, float acc) {
+    static_assert(!SYM || BITS == 4, "the scales-only kernels are 4-bit");
     if constexpr (BITS == 4) {
-        return dot_chunk(w[0], xs_chunk, sz_bits, acc);
+        return dot_chunk<SYM>(w[0], xs_chunk, sz_bits, acc);
     } else if constexpr (BITS == 8) {
         const uint4 w2[2] = {w[0], w[1]};
         return dot_chunk8(w2, xs_chunk, sz_bits, acc);
@@ -636,8 +652,9 @@ __device__ __noinline__ void attend(const GemvParams* pp, unsigned char* smem) {
 }
 
 // The register-pipelined kernel (every card): each lane keeps its next batch of weights in flight in registers.
-// LEAN: its K loop with the addressing strength-reduced (see load_lean), the same bits.
-template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT, int BITS = 4, bool LEAN = false>
+// LEAN: its K loop with the addressing strength-reduced (see load_lean), the same bits. SYM: a symmetric 4-bit
+// linear's scales-only copy instead of sz (see scale_words), the same bits.
+template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT, int BITS = 4, bool LEAN = false, bool SYM = false>
 ENGINE_DEV void run(const GemvParams& p) {
     constexpr int SB = batch_steps<BITS>();
     extern __shared__ __align__(16) unsigned char smem[];
@@ -658,8 +675,8 @@ ENGINE_DEV void run(const GemvParams& p) {
     constexpr bool EARLY = EPI != SWIGLU_SPLIT;
     const uint32_t n = warp_steps<NW>(steps);  // LEAN: this warp's steps of each tile
     auto first_batch = [&] {
-        if (LEAN) load_lean<NW, BITS>(p, tile_at<EPI>(p, v_begin), steps, n, 0, cur, cur_sz);
-        else load_batch<NW, BITS>(p, tile_at<EPI>(p, v_begin), warp, steps, cur, cur_sz);
+        if (LEAN) load_lean<NW, BITS, SYM>(p, tile_at<EPI>(p, v_begin), steps, n, 0, cur, cur_sz);
+        else load_batch<NW, BITS, SYM>(p, tile_at<EPI>(p, v_begin), warp, steps, cur, cur_sz);
     };
     if (EARLY && v_begin < v_end) first_batch();
     if (!EARLY && v_begin < v_end) prefetch_batch<NW, BITS>(p, tile_at<EPI>(p, v_begin), warp, steps);
@@ -682,17 +699,18 @@ ENGINE_DEV void run(const GemvParams& p) {
                 // The next batch (of this tile, or the next tile's first) in flight while this one is multiplied.
                 uint32_t ni = i0 + SB, nv = v;
                 if (ni >= n) ni = 0, nv = v + 1;
-                if (nv < v_end) load_lean<NW, BITS>(p, tile_at<EPI>(p, nv), steps, n, ni, nxt, nxt_sz);
+                if (nv < v_end) load_lean<NW, BITS, SYM>(p, tile_at<EPI>(p, nv), steps, n, ni, nxt, nxt_sz);
                 const __half2* xb = xw + i0 * X_STEP;
                 if (i0 + SB <= n) {
 #pragma unroll
                     for (int u = 0; u < SB; ++u)
-                        acc = dot_words<BITS>(cur + u * lane_words<BITS>(), xb + u * X_STEP, cur_sz[u], acc);
+                        acc = dot_words<BITS, SYM>(cur + u * lane_words<BITS>(), xb + u * X_STEP, cur_sz[u], acc);
                 } else {
 #pragma unroll
                     for (int u = 0; u < SB; ++u)
                         if (i0 + u < n)
-                            acc = dot_words<BITS>(cur + u * lane_words<BITS>(), xb + u * X_STEP, cur_sz[u], acc);
+                            acc = dot_words<BITS, SYM>(cur + u * lane_words<BITS>(), xb + u * X_STEP, cur_sz[u],
+                                                       acc);
                 }
 #pragma unroll
                 for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
@@ -703,12 +721,13 @@ ENGINE_DEV void run(const GemvParams& p) {
                 // this one is multiplied, so each lane keeps up to 2 × UNROLL loads outstanding.
                 uint32_t ns0 = s0 + NW * SB, nv = v;
                 if (ns0 >= steps) ns0 = warp, nv = v + 1;
-                if (nv < v_end) load_batch<NW, BITS>(p, tile_at<EPI>(p, nv), ns0, steps, nxt, nxt_sz);
+                if (nv < v_end) load_batch<NW, BITS, SYM>(p, tile_at<EPI>(p, nv), ns0, steps, nxt, nxt_sz);
 #pragma unroll
                 for (int u = 0; u < SB; ++u) {
                     const uint32_t s = s0 + u * NW;
                     if (s < steps)
-                        acc = dot_words<BITS>(cur + u * lane_words<BITS>(), xt + (2 * s + hsel) * 16, cur_sz[u], acc);
+                        acc = dot_words<BITS, SYM>(cur + u * lane_words<BITS>(), xt + (2 * s + hsel) * 16,
+                                                   cur_sz[u], acc);
                 }
 #pragma unroll
                 for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
@@ -881,9 +900,10 @@ ENGINE_DEV void run_ring_or_trap(const GemvParams& p) {
 // int8 / fp16). Block: 32 · NW threads, the ring kernels 32 · (NW + 1). Grid: ceil(units / tiles_per_block)
 // blocks, units = n_pad / 16 tiles (gate/up split: part_slot1 / 16 pairs of tiles).
 //
-// Every kernel comes nine times, gemv_int4_NAME over 4-bit tiles, gemv_int8_NAME over 8-bit tiles and gemv_f16_NAME
-// over fp16 tiles (the same code), gemv_lean_int4_NAME, ... with the lean K loop, and gemv_ring_int4_NAME, ... on the
-// weight ring.
+// Every kernel comes eleven times, gemv_int4_NAME over 4-bit tiles, gemv_int8_NAME over 8-bit tiles and
+// gemv_f16_NAME over fp16 tiles (the same code), gemv_lean_int4_NAME, ... with the lean K loop, gemv_ring_int4_NAME,
+// ... on the weight ring, and gemv_sym_int4_NAME and gemv_lean_sym_int4_NAME over symmetric 4-bit tiles, reading
+// their scales-only copy.
 #define GEMV_ONE(NAME, FMT, BITS, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)                                       \
     extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                            \
         gemv_##FMT##_##NAME(const __grid_constant__ GemvParams p) {                                             \
@@ -897,10 +917,21 @@ ENGINE_DEV void run_ring_or_trap(const GemvParams& p) {
         gemv_ring_##FMT##_##NAME(const __grid_constant__ GemvParams p) {                                        \
         run_ring_or_trap<PRO, EPI, NW, VAR, BITS>(p);                                                           \
     }
+// A symmetric 4-bit linear's scales-only kernels, register-pipelined and lean (not on the ring, which copies sz).
+#define GEMV_SYM(NAME, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)                                                     \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                            \
+        gemv_sym_int4_##NAME(const __grid_constant__ GemvParams p) {                                            \
+        gemv::run<PRO, EPI, NW, VAR, 4, false, true>(p);                                                        \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                            \
+        gemv_lean_sym_int4_##NAME(const __grid_constant__ GemvParams p) {                                       \
+        gemv::run<PRO, EPI, NW, VAR, 4, true, true>(p);                                                         \
+    }
 #define GEMV_KERNEL(NAME, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)          \
     GEMV_ONE(NAME, int4, 4, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)       \
     GEMV_ONE(NAME, int8, 8, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)       \
-    GEMV_ONE(NAME, f16, 16, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)
+    GEMV_ONE(NAME, f16, 16, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)       \
+    GEMV_SYM(NAME, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)
 
 // q/k/v projection of the normalized residual stream, with rotary embedding and the KV-cache append.
 GEMV_KERNEL(qkv, 256, GEMV_MIN_BLOCKS, gemv::NORM, gemv::QKV_ROPE, gemv::WARPS, gemv::ONE_INPUT)

@@ -27,6 +27,7 @@ struct RepackParams {
     const uint32_t* col_map;   // [tiles · 16] the column of each slot; INT4_PAD_SLOT for padding
     uint32_t* qw;              // [tiles][steps][32 lanes][4 words]
     uint32_t* sz;              // [tiles][groups][16] half2 (scale, 1024 + zero)
+    __half* scales;            // a symmetric linear's scales-only copy of sz, same order; null: none
     uint32_t n0;               // part widths (0 where there is no such part)
     uint32_t n1;
     uint32_t n2;
@@ -76,7 +77,8 @@ extern "C" __global__ void repack_int4_words(const RepackParams p) {
 }
 
 // Every (scale, 1024 + zero) word of sz: the scale's bits in the low half, and 1024 + zero (zero = stored nibble
-// + 1 ∈ 1..16) as fp16 in the high half, which is 0x6400 + zero exactly. Any 1-D grid.
+// + 1 ∈ 1..16) as fp16 in the high half, which is 0x6400 + zero exactly; with `scales`, the scale alone there too.
+// Any 1-D grid.
 extern "C" __global__ void repack_int4_scales(const RepackParams p) {
     pdl_wait();
     const uint64_t total = (uint64_t)p.tiles * p.groups * INT4_TILE_N;
@@ -94,5 +96,6 @@ extern "C" __global__ void repack_int4_scales(const RepackParams p) {
             v = scale | (0x6400u + zero) << 16;
         }
         p.sz[i] = v;
+        if (p.scales) p.scales[i] = __ushort_as_half((unsigned short)(v & 0xFFFFu));
     }
 }

@@ -32,6 +32,12 @@ ENGINE_DEV uint32_t half2_as_u32(__half2 h) { return *reinterpret_cast<uint32_t*
 // 960 − (1024 + zero) = −(64 + zero), exact, so that one HFMA2 (× 1/16, + this) brings them to q − zero.
 ENGINE_DEV __half2 unshifted_zero(__half2 zz) { return __hsub2(u32_as_half2(0x63806380u), zz); }
 
+// A symmetric 4-bit linear's zero point, 8 (AutoGPTQ's sym: every stored nibble 7), as the decode GEMV's dot product
+// takes it: 1024 + 8 = 0x6408 and −(64 + 8) = −72 = 0xD480, both exact in fp16. The scales-only GEMVs (GemvParams::
+// scales) use these constants where the others read the zero from their (scale, 1024 + zero) word.
+constexpr uint32_t SYM4_ZZ = 0x64086408u;  // 1024 + 8 in both halves
+constexpr uint32_t SYM4_ZH = 0xD480D480u;  // unshifted_zero of it
+
 // The four half2 pairs (q_i − zero, q_{i+4} − zero), i = 0..3, of one packed word, exactly.
 // Why it works: 0x6400 is fp16 1024.0, whose mantissa step is exactly 1, so OR-ing a 4-bit value into the low
 // mantissa bits gives the fp16 number 1024 + q; masking with 0x000F000F picks nibble i into the low half and
@@ -98,6 +104,7 @@ struct GemvParams {
     // Weights in the tile layout.
     const uint4* qw;
     const uint32_t* sz;       // half2 (scale, 1024 + zero) per [tile][group][slot]
+    const __half* scales;     // a symmetric 4-bit linear: the scales of sz alone, same order (the gemv_*sym* kernels)
     const uint32_t* col_map;  // output column of each slot; INT4_PAD_SLOT = padding
     // Prologue inputs.
     const float* x;           // NORM: the residual stream, f32 [k] (act-order: its copies, see part_slot1)

@@ -377,8 +377,51 @@ pub mod kernels {
     pub const GEMV_LEAN_F16_RESIDUAL_WIDE: &str = "gemv_lean_f16_residual_wide";
     pub const GEMV_LEAN_F16_STORE: &str = "gemv_lean_f16_store";
     pub const GEMV_LEAN_F16_NORM_STORE: &str = "gemv_lean_f16_norm_store";
+    /// The int4 GEMVs over a symmetric linear (every zero point 8), register-pipelined and with the lean K loop
+    /// (`gemv.cu`, `run<..., SYM>`): the scales from `GemvParams::scales` (2 bytes per group and slot) instead of the
+    /// (scale, zero) words of `sz` (4), the zero a constant; the same bits. Launched as the others.
+    pub const GEMV_SYM_INT4_QKV: &str = "gemv_sym_int4_qkv";
+    pub const GEMV_SYM_INT4_GATE_UP: &str = "gemv_sym_int4_gate_up";
+    pub const GEMV_SYM_INT4_GATE_UP_SPLIT: &str = "gemv_sym_int4_gate_up_split";
+    pub const GEMV_SYM_INT4_QKV_SORTED: &str = "gemv_sym_int4_qkv_sorted";
+    pub const GEMV_SYM_INT4_RESIDUAL_SORTED: &str = "gemv_sym_int4_residual_sorted";
+    pub const GEMV_SYM_INT4_RESIDUAL_WIDE_SORTED: &str = "gemv_sym_int4_residual_wide_sorted";
+    pub const GEMV_SYM_INT4_RESIDUAL: &str = "gemv_sym_int4_residual";
+    pub const GEMV_SYM_INT4_RESIDUAL_WIDE: &str = "gemv_sym_int4_residual_wide";
+    pub const GEMV_SYM_INT4_STORE: &str = "gemv_sym_int4_store";
+    pub const GEMV_SYM_INT4_NORM_STORE: &str = "gemv_sym_int4_norm_store";
+    pub const GEMV_LEAN_SYM_INT4_QKV: &str = "gemv_lean_sym_int4_qkv";
+    pub const GEMV_LEAN_SYM_INT4_GATE_UP: &str = "gemv_lean_sym_int4_gate_up";
+    pub const GEMV_LEAN_SYM_INT4_GATE_UP_SPLIT: &str = "gemv_lean_sym_int4_gate_up_split";
+    pub const GEMV_LEAN_SYM_INT4_QKV_SORTED: &str = "gemv_lean_sym_int4_qkv_sorted";
+    pub const GEMV_LEAN_SYM_INT4_RESIDUAL_SORTED: &str = "gemv_lean_sym_int4_residual_sorted";
+    pub const GEMV_LEAN_SYM_INT4_RESIDUAL_WIDE_SORTED: &str = "gemv_lean_sym_int4_residual_wide_sorted";
+    pub const GEMV_LEAN_SYM_INT4_RESIDUAL: &str = "gemv_lean_sym_int4_residual";
+    pub const GEMV_LEAN_SYM_INT4_RESIDUAL_WIDE: &str = "gemv_lean_sym_int4_residual_wide";
+    pub const GEMV_LEAN_SYM_INT4_STORE: &str = "gemv_lean_sym_int4_store";
+    pub const GEMV_LEAN_SYM_INT4_NORM_STORE: &str = "gemv_lean_sym_int4_norm_store";
     /// Every kernel above.
     pub const ALL: &[&str] = &[
+        GEMV_SYM_INT4_QKV,
+        GEMV_SYM_INT4_GATE_UP,
+        GEMV_SYM_INT4_GATE_UP_SPLIT,
+        GEMV_SYM_INT4_QKV_SORTED,
+        GEMV_SYM_INT4_RESIDUAL_SORTED,
+        GEMV_SYM_INT4_RESIDUAL_WIDE_SORTED,
+        GEMV_SYM_INT4_RESIDUAL,
+        GEMV_SYM_INT4_RESIDUAL_WIDE,
+        GEMV_SYM_INT4_STORE,
+        GEMV_SYM_INT4_NORM_STORE,
+        GEMV_LEAN_SYM_INT4_QKV,
+        GEMV_LEAN_SYM_INT4_GATE_UP,
+        GEMV_LEAN_SYM_INT4_GATE_UP_SPLIT,
+        GEMV_LEAN_SYM_INT4_QKV_SORTED,
+        GEMV_LEAN_SYM_INT4_RESIDUAL_SORTED,
+        GEMV_LEAN_SYM_INT4_RESIDUAL_WIDE_SORTED,
+        GEMV_LEAN_SYM_INT4_RESIDUAL,
+        GEMV_LEAN_SYM_INT4_RESIDUAL_WIDE,
+        GEMV_LEAN_SYM_INT4_STORE,
+        GEMV_LEAN_SYM_INT4_NORM_STORE,
         GEMV_LEAN_INT4_QKV,
         GEMV_LEAN_INT4_GATE_UP,
         GEMV_LEAN_INT4_GATE_UP_SPLIT,

@@ -38,8 +38,16 @@ fn worst(a: &[f32], b: &[f32], vocab: usize) -> (f64, usize) {
 }
 
 /// Decode on `engine`: `prompt`, then the CPU's tokens `tokens` one by one, each step's logits within TOL of the
-/// CPU's `steps` (what `what` names in the failure). Returns the largest relative L2 distance.
-fn decode_matches(engine: &Engine, prompt: &[u32], steps: &[Vec<f32>], tokens: &[u32], what: &str) -> f64 {
+/// CPU's `steps` and, with `same_bits`, bit for bit the logits of those steps on the default tuning (for tunings
+/// that must not change a bit); `what` names the run in a failure. Returns the largest relative L2 distance.
+fn decode_matches(
+    engine: &Engine,
+    prompt: &[u32],
+    steps: &[Vec<f32>],
+    tokens: &[u32],
+    same_bits: Option<&[Vec<f32>]>,
+    what: &str,
+) -> f64 {
     let vocab = engine.config().vocab_size;
     let mut session = engine.new_session(None).unwrap();
     let mut logits = session.feed(prompt).unwrap();
@@ -48,6 +56,10 @@ fn decode_matches(engine: &Engine, prompt: &[u32], steps: &[Vec<f32>], tokens: &
         let e = worst(&logits, c, vocab).0;
         e_worst = e_worst.max(e);
         assert!(e <= TOL, "{what}: decode step {step}: relative L2 {e:.2e}");
+        if let Some(want) = same_bits {
+            let same = logits.iter().zip(&want[step]).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same && logits.len() == want[step].len(), "{what}: decode step {step}: not the default's bits");
+        }
         logits = session.feed(&[t]).unwrap();
     }
     e_worst
@@ -126,7 +138,7 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
         let mut g_logits = sg.feed(prompt).unwrap();
         let mut g_argmax = sa.feed_and_sample(prompt, &mut greedy).unwrap();
         let (mut e_decode, mut ties, mut first_tie) = (0f64, 0, None);
-        let (mut c_tokens, mut c_steps) = (Vec::new(), Vec::new());
+        let (mut c_tokens, mut c_steps, mut g_steps) = (Vec::new(), Vec::new(), Vec::new());
         for step in 0..64 {
             let e = worst(&g_logits, &c_logits, vocab).0;
             e_decode = e_decode.max(e);
@@ -144,6 +156,7 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
             }
             c_tokens.push(t);
             c_steps.push(std::mem::take(&mut c_logits));
+            g_steps.push(std::mem::take(&mut g_logits));
             c_logits = sc.feed(&[t]).unwrap();
             g_logits = sg.feed(&[t]).unwrap();
             g_argmax = sa.feed_and_sample(&[t], &mut greedy).unwrap();
@@ -151,17 +164,22 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
 
         // The same 64 steps under other decode tunings: the GEMVs on the weight ring (`Tuning::gemv_ring`; sm_90
         // only, elsewhere the kernels above again), the attention in the q/k/v GEMV's own blocks
-        // (`Tuning::attn_in_qkv`, its splits merged from 33 positions on), both, and the GEMVs' lean K loop.
+        // (`Tuning::attn_in_qkv`, its splits merged from 33 positions on), both; and, the default's bits exactly,
+        // the GEMVs' lean K loop, the scales-only GEMVs of symmetric int4 linears (`Tuning::gemv_sym`; on the
+        // other checkpoints the default kernels again) and both.
         let variants = [
-            ("weight ring", engine::Tuning { gemv_ring: true, gemv_prefetch_mb: 8, ..Default::default() }),
-            ("attention in q/k/v", engine::Tuning { attn_in_qkv: true, ..Default::default() }),
-            ("both", engine::Tuning { gemv_ring: true, attn_in_qkv: true, ..Default::default() }),
-            ("lean K loop", engine::Tuning { gemv_lean: true, ..Default::default() }),
+            ("weight ring", engine::Tuning { gemv_ring: true, gemv_prefetch_mb: 8, ..Default::default() }, false),
+            ("attention in q/k/v", engine::Tuning { attn_in_qkv: true, ..Default::default() }, false),
+            ("both", engine::Tuning { gemv_ring: true, attn_in_qkv: true, ..Default::default() }, false),
+            ("lean K loop", engine::Tuning { gemv_lean: true, ..Default::default() }, true),
+            ("scales only", engine::Tuning { gemv_sym: true, ..Default::default() }, true),
+            ("lean + scales only", engine::Tuning { gemv_lean: true, gemv_sym: true, ..Default::default() }, true),
         ];
         let mut e_tuned = Vec::new();
-        for (what, tuning) in variants {
+        for (what, tuning, same_bits) in variants {
             let tuned = load_tuned(dir.path(), BackendKind::Cuda, 64, tuning).unwrap();
-            let e = decode_matches(&tuned, prompt, &c_steps, &c_tokens, &format!("{} ({what})", case.name));
+            let same = same_bits.then_some(&g_steps[..]);
+            let e = decode_matches(&tuned, prompt, &c_steps, &c_tokens, same, &format!("{} ({what})", case.name));
             e_tuned.push(format!("{what}: {e:.2e}"));
         }
         let e_tuned = e_tuned.join(", ");
@@ -268,7 +286,7 @@ fn cuda_matches_cpu_on_the_7b_shape() {
     let mut g_argmax = sa.feed_and_sample(&ids, &mut greedy).unwrap();
     let (mut c_logits, mut g_logits) = (lc[(ids.len() - 1) * vocab..].to_vec(), lg[(ids.len() - 1) * vocab..].to_vec());
     let (mut e_decode, mut ties) = (0f64, 0);
-    let (mut c_steps, mut c_tokens) = (Vec::new(), Vec::new());
+    let (mut c_steps, mut c_tokens, mut g_steps) = (Vec::new(), Vec::new(), Vec::new());
     for step in 0..64 {
         let e = worst(&g_logits, &c_logits, vocab).0;
         e_decode = e_decode.max(e);
@@ -282,6 +300,7 @@ fn cuda_matches_cpu_on_the_7b_shape() {
         }
         c_tokens.push(t);
         c_steps.push(std::mem::take(&mut c_logits));
+        g_steps.push(std::mem::take(&mut g_logits));
         c_logits = sc.feed(&[t]).unwrap();
         g_logits = sg.feed(&[t]).unwrap();
         g_argmax = sa.feed_and_sample(&[t], &mut greedy).unwrap();
@@ -292,8 +311,14 @@ fn cuda_matches_cpu_on_the_7b_shape() {
     // The same 64 steps with the attention in the q/k/v GEMV's own blocks (`Tuning::attn_in_qkv`): the real grid
     // (768 tiles' blocks, then 32 heads × the plan's splits), contexts of 129 to 192 positions (several splits).
     let fused = load_tuned(dir, BackendKind::Cuda, 128, engine::Tuning { attn_in_qkv: true, ..Default::default() });
-    let e_fused = decode_matches(&fused.unwrap(), &ids, &c_steps, &c_tokens, "7b with the attention in q/k/v");
+    let e_fused = decode_matches(&fused.unwrap(), &ids, &c_steps, &c_tokens, None, "7b with the attention in q/k/v");
     progress("64 decode steps with the attention in q/k/v");
+    // And with the lean K loop and the scales-only GEMVs (the 7B synth is symmetric): the default's bits exactly.
+    let lean_sym = engine::Tuning { gemv_lean: true, gemv_sym: true, ..Default::default() };
+    let lean_sym = load_tuned(dir, BackendKind::Cuda, 128, lean_sym).unwrap();
+    decode_matches(&lean_sym, &ids, &c_steps, &c_tokens, Some(&g_steps), "7b with the lean scales-only GEMVs");
+    drop(lean_sym);
+    progress("64 decode steps with the lean scales-only GEMVs, bit for bit");
     // A 16-row prefill in fresh sessions, the logits of every position: chunks of at most 16 rows take their own
     // GEMM tile (on int4 without act-order the GEMV-shaped one), which the 128 rows above never reach.
     let short = &ids[..16];
@@ -302,7 +327,7 @@ fn cuda_matches_cpu_on_the_7b_shape() {
     let (e_short, p) = worst(&lg16, &lc16, vocab);
     assert!(e_short <= TOL, "7b: 16-row prefill position {p}: relative L2 {e_short:.2e}");
     println!(
-        "7b-shape                       128-row prefill max rel L2 {e_prefill:.2e} | 64 decode steps max rel L2 {e_decode:.2e} (attention in q/k/v: {e_fused:.2e}) | greedy picks identical ({ties} near ties) | 16-row prefill max rel L2 {e_short:.2e} | {:.0} s",
+        "7b-shape                       128-row prefill max rel L2 {e_prefill:.2e} | 64 decode steps max rel L2 {e_decode:.2e} (attention in q/k/v: {e_fused:.2e}) | greedy picks identical ({ties} near ties), the lean scales-only GEMVs bit for bit | 16-row prefill max rel L2 {e_short:.2e} | {:.0} s",
         t0.elapsed().as_secs_f64()
     );
 }

@@ -148,6 +148,7 @@ kernel_params! {
     "tiles.cuh" struct GemvParams {
         qw: DevPtr<[u32; 4]>,
         sz: DevPtr<u32>,
+        scales: DevPtr<f16>,
         col_map: DevPtr<u32>,
         x: DevPtr<f32>,
         x16: DevPtr<f16>,
@@ -391,6 +392,7 @@ kernel_params! {
         col_map: DevPtr<u32>,
         qw: DevPtr<u32>,
         sz: DevPtr<u32>,
+        scales: DevPtr<f16>,
         n0: u32,
         n1: u32,
         n2: u32,
@@ -493,6 +495,27 @@ kernels! {
         gemm_wgmma_wreg_store32: GemmParams = name::GEMM_WGMMA_WREG_INT4_STORE32,
         permute_k_steps: PermuteKParams = name::PERMUTE_K_STEPS,
         permute_frag16: PermuteKParams = name::PERMUTE_FRAG16,
+        /// The int4 GEMVs over a symmetric linear's scales-only copy (see `GemvKernel`), register-pipelined and lean.
+        sym_qkv: GemvParams = name::GEMV_SYM_INT4_QKV,
+        sym_gate_up: GemvParams = name::GEMV_SYM_INT4_GATE_UP,
+        sym_gate_up_split: GemvParams = name::GEMV_SYM_INT4_GATE_UP_SPLIT,
+        sym_qkv_sorted: GemvParams = name::GEMV_SYM_INT4_QKV_SORTED,
+        sym_residual_sorted: GemvParams = name::GEMV_SYM_INT4_RESIDUAL_SORTED,
+        sym_residual_wide_sorted: GemvParams = name::GEMV_SYM_INT4_RESIDUAL_WIDE_SORTED,
+        sym_residual: GemvParams = name::GEMV_SYM_INT4_RESIDUAL,
+        sym_residual_wide: GemvParams = name::GEMV_SYM_INT4_RESIDUAL_WIDE,
+        sym_store: GemvParams = name::GEMV_SYM_INT4_STORE,
+        sym_norm_store: GemvParams = name::GEMV_SYM_INT4_NORM_STORE,
+        lean_sym_qkv: GemvParams = name::GEMV_LEAN_SYM_INT4_QKV,
+        lean_sym_gate_up: GemvParams = name::GEMV_LEAN_SYM_INT4_GATE_UP,
+        lean_sym_gate_up_split: GemvParams = name::GEMV_LEAN_SYM_INT4_GATE_UP_SPLIT,
+        lean_sym_qkv_sorted: GemvParams = name::GEMV_LEAN_SYM_INT4_QKV_SORTED,
+        lean_sym_residual_sorted: GemvParams = name::GEMV_LEAN_SYM_INT4_RESIDUAL_SORTED,
+        lean_sym_residual_wide_sorted: GemvParams = name::GEMV_LEAN_SYM_INT4_RESIDUAL_WIDE_SORTED,
+        lean_sym_residual: GemvParams = name::GEMV_LEAN_SYM_INT4_RESIDUAL,
+        lean_sym_residual_wide: GemvParams = name::GEMV_LEAN_SYM_INT4_RESIDUAL_WIDE,
+        lean_sym_store: GemvParams = name::GEMV_LEAN_SYM_INT4_STORE,
+        lean_sym_norm_store: GemvParams = name::GEMV_LEAN_SYM_INT4_NORM_STORE,
         attn_decode: AttnParams = name::ATTN_DECODE,
         attn_prefill: AttnParams = name::ATTN_PREFILL,
         attn_prefill_tc64: AttnParams = name::ATTN_PREFILL_TC64,
@@ -602,24 +625,57 @@ impl Device {
     }
 }
 
+/// One decode GEMV's kernels: one per weight format, and (in the register-pipelined and lean sets) the int4 kernel
+/// that reads a symmetric linear's scales-only copy (`GemvParams::scales`) instead of its (scale, zero) words.
+#[derive(Clone, Copy)]
+pub(crate) struct GemvKernel<'a> {
+    by_format: &'a ByFormat<GemvParams>,
+    scales_only: Option<&'a Kernel<GemvParams>>,
+}
+
+impl<'a> GemvKernel<'a> {
+    /// The kernel over `format` tiles that reads `sz`.
+    pub fn of(&self, format: TileFormat) -> &'a Kernel<GemvParams> {
+        self.by_format.of(format)
+    }
+    /// The int4 kernel that reads the scales-only copy of a symmetric linear (none on the weight ring).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn scales_only(&self) -> Option<&'a Kernel<GemvParams>> {
+        self.scales_only
+    }
+    /// The kernel for a linear of `format` whose scales-only copy is `scales` (null: it has none, or the decode
+    /// does not read it), and the `GemvParams::scales` to launch it with: that copy where this set has a kernel
+    /// for it, else the `sz` kernel and null.
+    pub fn for_linear(&self, format: TileFormat, scales: DevPtr<f16>) -> (&'a Kernel<GemvParams>, DevPtr<f16>) {
+        match self.scales_only {
+            Some(k) if format == TileFormat::Int4 && !scales.is_null() => (k, scales),
+            _ => (self.of(format), DevPtr::NULL),
+        }
+    }
+    /// Every kernel of it.
+    fn all(&self) -> impl Iterator<Item = &'a Kernel<GemvParams>> {
+        self.by_format.all().into_iter().chain(self.scales_only)
+    }
+}
+
 /// One set of decode GEMV kernels: the register-pipelined ones, the same with the lean K loop, or the same on the
 /// weight ring ([`Kernels::gemvs`]).
 pub(crate) struct Gemvs<'a> {
-    pub qkv: &'a ByFormat<GemvParams>,
-    pub gate_up: &'a ByFormat<GemvParams>,
-    pub gate_up_split: &'a ByFormat<GemvParams>,
-    pub qkv_sorted: &'a ByFormat<GemvParams>,
-    pub residual_sorted: &'a ByFormat<GemvParams>,
-    pub residual_wide_sorted: &'a ByFormat<GemvParams>,
-    pub residual: &'a ByFormat<GemvParams>,
-    pub residual_wide: &'a ByFormat<GemvParams>,
-    pub store: &'a ByFormat<GemvParams>,
-    pub norm_store: &'a ByFormat<GemvParams>,
+    pub qkv: GemvKernel<'a>,
+    pub gate_up: GemvKernel<'a>,
+    pub gate_up_split: GemvKernel<'a>,
+    pub qkv_sorted: GemvKernel<'a>,
+    pub residual_sorted: GemvKernel<'a>,
+    pub residual_wide_sorted: GemvKernel<'a>,
+    pub residual: GemvKernel<'a>,
+    pub residual_wide: GemvKernel<'a>,
+    pub store: GemvKernel<'a>,
+    pub norm_store: GemvKernel<'a>,
 }
 
-impl Gemvs<'_> {
+impl<'a> Gemvs<'a> {
     /// Every kernel of the set.
-    fn all(&self) -> [&ByFormat<GemvParams>; 10] {
+    fn all(&self) -> impl Iterator<Item = &'a Kernel<GemvParams>> {
         [
             self.qkv,
             self.gate_up,
@@ -632,49 +688,60 @@ impl Gemvs<'_> {
             self.store,
             self.norm_store,
         ]
+        .into_iter()
+        .flat_map(|g| g.all())
     }
+}
+
+/// Builds a `Gemvs` from the kernel table's fields named `$prefix$role` (and `$sym$role` for the scales-only ones).
+macro_rules! gemv_set {
+    ($k:expr, $($role:ident: $plain:ident $(, $sym:ident)?;)*) => {
+        Gemvs { $($role: GemvKernel { by_format: &$k.$plain, scales_only: gemv_set!(@sym $k $(, $sym)?) },)* }
+    };
+    (@sym $k:expr) => { None };
+    (@sym $k:expr, $sym:ident) => { Some(&$k.$sym) };
 }
 
 impl Kernels {
     /// The decode GEMVs that stream their weights by `stream`.
     pub fn gemvs(&self, stream: shapes::GemvStream) -> Gemvs<'_> {
         match stream {
-            shapes::GemvStream::Registers => Gemvs {
-                qkv: &self.gemv_qkv,
-                gate_up: &self.gemv_gate_up,
-                gate_up_split: &self.gemv_gate_up_split,
-                qkv_sorted: &self.gemv_qkv_sorted,
-                residual_sorted: &self.gemv_residual_sorted,
-                residual_wide_sorted: &self.gemv_residual_wide_sorted,
-                residual: &self.gemv_residual,
-                residual_wide: &self.gemv_residual_wide,
-                store: &self.gemv_store,
-                norm_store: &self.gemv_norm_store,
-            },
-            shapes::GemvStream::Lean => Gemvs {
-                qkv: &self.lean_qkv,
-                gate_up: &self.lean_gate_up,
-                gate_up_split: &self.lean_gate_up_split,
-                qkv_sorted: &self.lean_qkv_sorted,
-                residual_sorted: &self.lean_residual_sorted,
-                residual_wide_sorted: &self.lean_residual_wide_sorted,
-                residual: &self.lean_residual,
-                residual_wide: &self.lean_residual_wide,
-                store: &self.lean_store,
-                norm_store: &self.lean_norm_store,
-            },
-            shapes::GemvStream::Ring => Gemvs {
-                qkv: &self.ring_qkv,
-                gate_up: &self.ring_gate_up,
-                gate_up_split: &self.ring_gate_up_split,
-                qkv_sorted: &self.ring_qkv_sorted,
-                residual_sorted: &self.ring_residual_sorted,
-                residual_wide_sorted: &self.ring_residual_wide_sorted,
-                residual: &self.ring_residual,
-                residual_wide: &self.ring_residual_wide,
-                store: &self.ring_store,
-                norm_store: &self.ring_norm_store,
-            },
+            shapes::GemvStream::Registers => gemv_set!(self,
+                qkv: gemv_qkv, sym_qkv;
+                gate_up: gemv_gate_up, sym_gate_up;
+                gate_up_split: gemv_gate_up_split, sym_gate_up_split;
+                qkv_sorted: gemv_qkv_sorted, sym_qkv_sorted;
+                residual_sorted: gemv_residual_sorted, sym_residual_sorted;
+                residual_wide_sorted: gemv_residual_wide_sorted, sym_residual_wide_sorted;
+                residual: gemv_residual, sym_residual;
+                residual_wide: gemv_residual_wide, sym_residual_wide;
+                store: gemv_store, sym_store;
+                norm_store: gemv_norm_store, sym_norm_store;
+            ),
+            shapes::GemvStream::Lean => gemv_set!(self,
+                qkv: lean_qkv, lean_sym_qkv;
+                gate_up: lean_gate_up, lean_sym_gate_up;
+                gate_up_split: lean_gate_up_split, lean_sym_gate_up_split;
+                qkv_sorted: lean_qkv_sorted, lean_sym_qkv_sorted;
+                residual_sorted: lean_residual_sorted, lean_sym_residual_sorted;
+                residual_wide_sorted: lean_residual_wide_sorted, lean_sym_residual_wide_sorted;
+                residual: lean_residual, lean_sym_residual;
+                residual_wide: lean_residual_wide, lean_sym_residual_wide;
+                store: lean_store, lean_sym_store;
+                norm_store: lean_norm_store, lean_sym_norm_store;
+            ),
+            shapes::GemvStream::Ring => gemv_set!(self,
+                qkv: ring_qkv;
+                gate_up: ring_gate_up;
+                gate_up_split: ring_gate_up_split;
+                qkv_sorted: ring_qkv_sorted;
+                residual_sorted: ring_residual_sorted;
+                residual_wide_sorted: ring_residual_wide_sorted;
+                residual: ring_residual;
+                residual_wide: ring_residual_wide;
+                store: ring_store;
+                norm_store: ring_norm_store;
+            ),
         }
     }
 }
@@ -696,14 +763,14 @@ impl Kernels {
         // The GEMVs and lm_head stage their input in shared memory: K × 2 (or × 4) bytes, up to the card's limit.
         let staged = shapes::GEMV_MAX_SMEM_BYTES.min(limits.smem_per_block);
         for stream in [shapes::GemvStream::Registers, shapes::GemvStream::Lean] {
-            for f in k.gemvs(stream).all().into_iter().flat_map(ByFormat::all) {
+            for f in k.gemvs(stream).all() {
                 f.set_max_dynamic_smem(staged)?;
             }
         }
         if gpu.has_wgmma() {
             // The ring in front of the staged input.
             let ring = (staged + shapes::gemv_ring_bytes(TileFormat::F16) + 16).min(limits.smem_per_block);
-            for f in k.gemvs(shapes::GemvStream::Ring).all().into_iter().flat_map(ByFormat::all) {
+            for f in k.gemvs(shapes::GemvStream::Ring).all() {
                 f.set_max_dynamic_smem(ring)?;
             }
         }

@@ -110,6 +110,12 @@ impl DeviceLinear {
     }
 }
 
+/// The scales-only copy of a symmetric linear's (scale, 1024 + zero) words: each word's low half, in the same order
+/// ([`engine_format::plan::TileBuffers::scales`]; the device repack writes the same in `repack_int4_scales`).
+pub fn scales_only(sz: &[u32]) -> Vec<f16> {
+    sz.iter().map(|&w| f16::from_bits(w as u16)).collect()
+}
+
 /// How the output columns of a fused projection are arranged into slots.
 #[derive(Debug, Clone, Copy)]
 pub enum ColumnOrder {

@@ -130,7 +130,7 @@ impl CudaBackend {
         let limits = PlanLimits::new(opts.max_context, opts.prefill_chunk);
         let plan = plan::plan(&model.desc, limits);
         let t0 = std::time::Instant::now();
-        let weights = DeviceWeights::upload(&gpu, &model, &plan, opts.tuning.gpu_repack, opts.progress)?;
+        let weights = DeviceWeights::upload(&gpu, &model, &plan, &opts.tuning, opts.progress)?;
         let upload_s = t0.elapsed().as_secs_f64();
         // The lean K loop addresses a linear's words by 32-bit offsets.
         if opts.tuning.gemv_lean {

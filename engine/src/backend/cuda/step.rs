@@ -14,7 +14,7 @@ use half::f16;
 use super::buffers::{Activations, KvCacheMem, Workspace};
 use super::driver::{DevPtr, DeviceBuffer, Kernel, KernelParams, Launch};
 use super::kernels::{
-    AttnParams, ByFormat, DecodeAdvanceParams, Device, EmbedParams, GemmParams, GemmRopeParams, GemvParams, Gemvs,
+    AttnParams, DecodeAdvanceParams, Device, EmbedParams, GemmParams, GemmRopeParams, GemvKernel, GemvParams, Gemvs,
     LmHeadParams, PermuteKParams, PermuteParams, RmsNormParams, RopeParams, SampleParams, ScoreParams, SwigluParams,
 };
 use super::layout::{self, TileFormat};
@@ -447,16 +447,16 @@ impl Step<'_> {
 
     /// A GEMV over `lin` with `warps` warps per block: `p` says what comes in and goes out, the linear's fields
     /// are filled in here.
-    fn gemv(&self, kernel: &ByFormat<GemvParams>, lin: &DevLinear, warps: u32, p: GemvParams) -> Result<()> {
+    fn gemv(&self, kernel: GemvKernel<'_>, lin: &DevLinear, warps: u32, p: GemvParams) -> Result<()> {
         self.gemv_units(kernel, lin, lin.tiles(), warps, p, None)
     }
 
     /// [`Step::gemv`] over `units` units of work (a kernel's tiles, or pairs of them), with the kernel instance
-    /// of the linear's weight format; with `attention` (a q/k/v kernel) the decode attention runs in blocks of its
-    /// own after the GEMV's, counting on `ws.qkv_arrivals`.
+    /// of the linear's weight format (and scales: see [`GemvKernel::for_linear`]); with `attention` (a q/k/v
+    /// kernel) the decode attention runs in blocks of its own after the GEMV's, counting on `ws.qkv_arrivals`.
     fn gemv_units(
         &self,
-        kernel: &ByFormat<GemvParams>,
+        kernel: GemvKernel<'_>,
         lin: &DevLinear,
         units: u32,
         warps: u32,
@@ -473,9 +473,11 @@ impl Step<'_> {
                 GemvParams { arrivals: self.ws.qkv_arrivals, gemv_blocks: launch.grid.0, attn, ..p },
             ),
         };
+        let (kernel, scales) = kernel.for_linear(lin.format, lin.scales);
         let p = GemvParams {
             qw: lin.qw,
             sz: lin.sz,
+            scales,
             col_map: lin.col_map,
             k: lin.k,
             k_pad: lin.k_pad,
@@ -489,7 +491,7 @@ impl Step<'_> {
             eps: self.config.rms_norm_eps,
             ..p
         };
-        self.run(kernel.of(lin.format), launch, &p)
+        self.run(kernel, launch, &p)
     }
 
     /// `x += x16 · W` over `lin` (o_proj, down_proj), leaving the new sums of squares in `ws.ssq` and, with

@@ -215,11 +215,14 @@ struct DevLin {
     _mem: Vec<DeviceBuffer>,
     p: GemvParams,
     d: DeviceLinear,
+    /// The scales-only copy of `sz` (what a symmetric linear's `GemvParams::scales` points at; `p` leaves it null).
+    scales: DevPtr<f16>,
 }
 
 fn upload_linear(g: &Device, d: DeviceLinear) -> DevLin {
     let qw = put(g, &d.qw);
     let sz = put(g, &d.sz);
+    let sc = put(g, &layout::scales_only(&d.sz));
     let cm = put(g, &d.col_map);
     let p = GemvParams {
         qw: qw.ptr(),
@@ -237,7 +240,7 @@ fn upload_linear(g: &Device, d: DeviceLinear) -> DevLin {
         eps: 1e-6,
         ..Default::default()
     };
-    DevLin { _mem: vec![qw, sz, cm], p, d }
+    DevLin { scales: sc.ptr(), _mem: vec![qw, sz, sc, cm], p, d }
 }
 
 impl DevLin {
@@ -533,7 +536,8 @@ fn plan_slots_qkv(heads: usize, kv_heads: usize, hd: usize) -> usize {
 // Device repack
 
 /// The device repack (`repack.cu`) of int4 linears without act-order against the host repack, word for word, with
-/// poisoned outputs: one part over every such shape of the GEMV tests, q/k/v from three parts (GQA), gate/up from two.
+/// poisoned outputs (the scales-only copy too): one part over every such shape of the GEMV tests, q/k/v from three
+/// parts (GQA), gate/up from two.
 #[test]
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
 fn repack_int4_on_the_device_matches_the_host() {
@@ -564,6 +568,7 @@ fn repack_int4_on_the_device_matches_the_host() {
         let mem: Vec<[DeviceBuffer; 3]> =
             lins.iter().map(|l| [put(&g, &l.qweight), put(&g, &l.qzeros), put(&g, &l.scales)]).collect();
         let (cm, qw, sz) = (put(&g, &d.col_map), poisoned(&g, d.qw.len() * 4), poisoned(&g, d.sz.len() * 4));
+        let scales = poisoned(&g, d.sz.len() * 2);
         let part = |i: usize| {
             mem.get(i).map_or((DevPtr::NULL, DevPtr::NULL, DevPtr::NULL), |m| (m[0].ptr(), m[1].ptr(), m[2].ptr()))
         };
@@ -582,6 +587,7 @@ fn repack_int4_on_the_device_matches_the_host() {
             col_map: cm.ptr(),
             qw: qw.ptr(),
             sz: sz.ptr(),
+            scales: scales.ptr(),
             n0: width(0),
             n1: width(1),
             n2: width(2),
@@ -596,6 +602,8 @@ fn repack_int4_on_the_device_matches_the_host() {
         g.sync().unwrap();
         assert!(get::<u32>(&g, &qw, d.qw.len()) == d.qw, "device repack {what}: the words differ from the host's");
         assert!(get::<u32>(&g, &sz, d.sz.len()) == d.sz, "device repack {what}: the scales differ from the host's");
+        let want: Vec<u16> = layout::scales_only(&d.sz).iter().map(|h| h.to_bits()).collect();
+        assert!(get::<u16>(&g, &scales, d.sz.len()) == want, "device repack {what}: the scales-only copy differs");
     }
 }
 
@@ -624,6 +632,13 @@ fn gemv_store_matches_f64_in_both_widths() {
                 let want = lin.apply(&x.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
                 let what = format!("gemv store {bits:?} K={k} N={n} G={group:?} act={act} sym={sym} tpb={tpb}");
                 let bits_of: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+                // A symmetric int4 linear: the scales-only kernel of the stream gives the same bits.
+                if let Some(f) = gk.store.scales_only().filter(|_| sym && bits == Bits::Four) {
+                    let y = poisoned(&g, n * 4);
+                    gemv(&g, s, f, &dl, &GemvParams { y: y.ptr(), scales: dl.scales, ..p });
+                    let got: Vec<u32> = get::<f32>(&g, &y, n).iter().map(|v| v.to_bits()).collect();
+                    assert!(got == bits_of, "{what} ({s:?}): the scales-only kernel differs in bits");
+                }
                 match s {
                     GemvStream::Registers => drop(registers.insert(what.clone(), bits_of)),
                     GemvStream::Lean => assert!(registers[&what] == bits_of, "{what}: lean K loop differs in bits"),

@@ -32,6 +32,12 @@ pub struct Tuning {
     /// Off: written in a session without a GPU, not yet run or measured (the micro-benchmark's variant 29 is the
     /// same change to its engine-like tile). Ignored with `gemv_ring`.
     pub gemv_lean: bool,
+    /// Decode GEMVs over symmetric int4 linears (every zero point 8, as AutoGPTQ's `sym: true` writes them) read
+    /// a scales-only copy of their (scale, zero) words, 2 bytes per group and column instead of 4, with the zero a
+    /// constant (`gemv_sym_int4_*`, `gemv_lean_sym_int4_*`): ~2.5% fewer bytes per 7B decode step, the same bits.
+    /// The copy is planned for every symmetric linear (+0.1 GB on the 7B) and filled only with this on. Off: written
+    /// in a session without a GPU, not yet run or measured. Ignored with `gemv_ring`.
+    pub gemv_sym: bool,
     /// MB of the next GEMV's weights (its first bytes) each decode GEMV asks the L2 for once its own loads are
     /// issued, 0..=64 (sm_90; 0: none). No gain measured: 2-4 MB within the spread, 8 MB and more slower (572
     /// against 588 tok/s at 8 on an H200: the prefetch takes DRAM time from the running GEMV; BENCHMARKS.md).
@@ -100,6 +106,7 @@ impl Default for Tuning {
             gemv_wide: true,
             gemv_ring: false,
             gemv_lean: false,
+            gemv_sym: false,
             gemv_prefetch_mb: 0,
             gemm128: true,
             wgmma: WgmmaTile::WeightsInRegisters,
@@ -120,6 +127,7 @@ pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
     ("gemv_wide", "on|off", "16-warp o/down GEMVs where a projection has fewer than 4 tiles per SM"),
     ("gemv_ring", "on|off", "decode GEMVs on a shared-memory ring filled by bulk copies (sm_90)"),
     ("gemv_lean", "on|off", "decode GEMVs with the lean K loop (strength-reduced addressing; the same bits)"),
+    ("gemv_sym", "on|off", "decode GEMVs over symmetric int4 linears read their scales alone (half the scale bytes)"),
     ("gemv_prefetch", "0..=64", "MB of the next GEMV's first weights each decode GEMV asks the L2 for (sm_90)"),
     ("gemm128", "on|off", "the 128 x 128 prefill GEMM tile for chunks of >= 128 rows"),
     ("wgmma", "off|128|256|ws|wreg", "the 128-row prefill tile on Hopper's wgmma tensor cores (sm_90; needs gemm128)"),
@@ -148,6 +156,7 @@ impl Tuning {
             "gemv_wide" => self.gemv_wide = flag(value)?,
             "gemv_ring" => self.gemv_ring = flag(value)?,
             "gemv_lean" => self.gemv_lean = flag(value)?,
+            "gemv_sym" => self.gemv_sym = flag(value)?,
             "gemm128" => self.gemm128 = flag(value)?,
             "wgmma" => {
                 self.wgmma = WgmmaTile::NAMES.iter().find(|(_, n)| *n == value).map(|(t, _)| *t).ok_or_else(|| {
@@ -188,7 +197,7 @@ impl Tuning {
     pub fn describe(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "pdl={},gemv_blocks_per_sm={},attn_splits={},attn_in_qkv={},gemv_wide={},gemv_ring={},gemv_lean={},gemv_prefetch={},gemm128={},wgmma={},wgmma_short={},gemv_rows={},\
+            "pdl={},gemv_blocks_per_sm={},attn_splits={},attn_in_qkv={},gemv_wide={},gemv_ring={},gemv_lean={},gemv_sym={},gemv_prefetch={},gemm128={},wgmma={},wgmma_short={},gemv_rows={},\
              gpu_repack={},\
              cubin={}",
             on(self.pdl),
@@ -198,6 +207,7 @@ impl Tuning {
             on(self.gemv_wide),
             on(self.gemv_ring),
             on(self.gemv_lean),
+            on(self.gemv_sym),
             self.gemv_prefetch_mb,
             on(self.gemm128),
             self.wgmma.name(),
@@ -216,7 +226,7 @@ mod tests {
     #[test]
     fn parse_sets_each_key_and_describe_round_trips() {
         let t = Tuning::parse(
-            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,attn_in_qkv=on,gemv_wide=0,gemv_ring=on,gemv_lean=on,gemv_prefetch=8,gemm128=false,wgmma=ws,wgmma_short=off,\
+            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,attn_in_qkv=on,gemv_wide=0,gemv_ring=on,gemv_lean=on,gemv_sym=on,gemv_prefetch=8,gemm128=false,wgmma=ws,wgmma_short=off,\
              gemv_rows=off,gpu_repack=off,cubin=off",
         )
         .unwrap();
@@ -228,6 +238,7 @@ mod tests {
             gemv_wide: false,
             gemv_ring: true,
             gemv_lean: true,
+            gemv_sym: true,
             gemv_prefetch_mb: 8,
             gemm128: false,
             wgmma: WgmmaTile::WarpSpecialized,

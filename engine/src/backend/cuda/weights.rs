@@ -14,7 +14,9 @@ use half::f16;
 use super::driver::{DevPtr, DeviceBuffer, Launch};
 use super::kernels::{Device, RepackParams};
 use super::layout::{self, ColumnOrder, DeviceLinear, TileFormat, STEP_K, TILE_N};
+use super::shapes::GemvStream;
 use super::staging::Staging;
+use super::tuning::Tuning;
 use crate::backend::rope::RopeTable;
 use crate::error::{Error, Result};
 use crate::model::{Floats, Model};
@@ -26,6 +28,9 @@ pub(crate) struct DevLinear {
     pub format: TileFormat,
     pub qw: DevPtr<[u32; 4]>,
     pub sz: DevPtr<u32>,
+    /// A symmetric int4 linear's scales-only copy of `sz` ([`TileBuffers::scales`]), where the decode GEMVs read it
+    /// instead of `sz` (`Tuning::gemv_sym`, not on the weight ring); null otherwise.
+    pub scales: DevPtr<f16>,
     /// Null without act-order; `[parts][k_pad]` with it.
     pub perm: DevPtr<u32>,
     /// The inverse permutations (null without act-order): where the producer of this linear's input puts each
@@ -66,10 +71,12 @@ impl DevLinear {
         (0..n).map(move |i| (starts[i], if i + 1 < n { starts[i + 1] } else { self.n_pad }))
     }
     /// Bytes a decode GEMV streams from memory for this linear: its repacked weights and tables (the permutations
-    /// are the producers' business: each reads its inverse, one word per output column).
+    /// are the producers' business: each reads its inverse, one word per output column): 4 bytes per group and slot
+    /// from `sz`, or 2 from the scales-only copy.
     pub fn bytes(&self) -> u64 {
         let (k_pad, n_pad, groups) = (self.k_pad as u64, self.n_pad as u64, self.groups as u64);
-        k_pad * n_pad * self.format.bits() as u64 / 8 + n_pad * groups * 4 + n_pad * 4
+        let per_group = if self.scales.is_null() { 4 } else { 2 };
+        k_pad * n_pad * self.format.bits() as u64 / 8 + n_pad * groups * per_group + n_pad * 4
     }
 }
 
@@ -105,6 +112,8 @@ struct Uploader<'a> {
     progress: bool,
     /// The repack buffer of the previous linear, reused (see [`layout::repack_in`]).
     spare: Vec<u32>,
+    /// Whether the decode GEMVs read the symmetric linears' scales-only copies: only then are they filled.
+    scales_only: bool,
 }
 
 impl Uploader<'_> {
@@ -131,6 +140,18 @@ impl Uploader<'_> {
             let _ = e.flush();
         }
         Ok(ptr)
+    }
+
+    /// Where a symmetric linear's scales-only copy goes: its plan buffer, where the decode reads it. None where
+    /// there is no copy to make (a plan buffer the decode does not read stays unfilled, counted as done for the
+    /// progress).
+    fn scales_at(&mut self, at: &TileBuffers) -> Option<Buf<f16>> {
+        let buf = at.scales?;
+        if !self.scales_only {
+            self.done += buf.bytes();
+            return None;
+        }
+        Some(buf)
     }
 
     /// An fp16 tensor as it is; a bf16 one rounded to fp16 (the kernels' type), refused if a value overflows.
@@ -222,6 +243,9 @@ impl Uploader<'_> {
             widths[i] = s.n as u32;
         }
         let col_map_ptr = self.put(at.col_map, &col_map)?;
+        // The repack's scales kernel writes the scales-only copy beside sz.
+        let scales_at = self.scales_at(at);
+        let scales = scales_at.map_or(DevPtr::NULL, |b| self.mem.at(b));
         self.staging.flush()?;
         let p = RepackParams {
             qweight0: ptrs[0].0,
@@ -236,6 +260,7 @@ impl Uploader<'_> {
             col_map: col_map_ptr,
             qw: self.mem.at(at.qw).cast(),
             sz: self.mem.at(at.sz),
+            scales,
             n0: widths[0],
             n1: widths[1],
             n2: widths[2],
@@ -246,17 +271,19 @@ impl Uploader<'_> {
         };
         let launch = Launch::new(4 * self.gpu.limits.sm_count, 256, 0).after_previous();
         // SAFETY: the sources lie in `raw` (checked above against its size) and were queued on this stream before
-        // the launches (flush); qw, sz and col_map are this linear's plan buffers in `mem`, sized for n_pad × k_pad
-        // (checked above); both allocations outlive the upload, which ends with a synchronize.
+        // the launches (flush); qw, sz, scales (null or the plan's copy, as long as sz) and col_map are this
+        // linear's plan buffers in `mem`, sized for n_pad × k_pad (checked above); both allocations outlive the
+        // upload, which ends with a synchronize.
         unsafe {
             self.gpu.launch(&self.gpu.k.repack_int4_words, launch, &p)?;
             self.gpu.launch(&self.gpu.k.repack_int4_scales, launch, &p)?;
         }
-        self.done += at.qw.bytes() + at.sz.bytes();
+        self.done += at.qw.bytes() + at.sz.bytes() + scales_at.map_or(0, |b| b.bytes());
         Ok(Some(DevLinear {
             format: TileFormat::Int4,
             qw: self.mem.at(at.qw),
             sz: self.mem.at(at.sz),
+            scales,
             perm: DevPtr::NULL,
             inv: DevPtr::NULL,
             part_slots: [layout::NO_PART; 2],
@@ -273,6 +300,10 @@ impl Uploader<'_> {
     fn upload_linear(&mut self, at: &TileBuffers, d: &DeviceLinear) -> Result<DevLinear> {
         let qw = self.put(at.qw, bytemuck::cast_slice(&d.qw))?;
         let sz = self.put(at.sz, &d.sz)?;
+        let scales = match self.scales_at(at) {
+            Some(buf) => self.put(buf, &layout::scales_only(&d.sz))?,
+            None => DevPtr::NULL,
+        };
         let col_map = self.put(at.col_map, &d.col_map)?;
         let (perm, inv) = match (&d.perm, &d.inv, at.perm, at.inv) {
             (Some(p), Some(i), Some(p_at), Some(i_at)) => (self.put(p_at, p)?, self.put(i_at, i)?),
@@ -283,6 +314,7 @@ impl Uploader<'_> {
             format: d.format,
             qw,
             sz,
+            scales,
             perm,
             inv,
             part_slots: d.part_slots,
@@ -379,9 +411,10 @@ impl DeviceWeights {
         gpu: &Device,
         model: &Model,
         plan: &MemoryPlan,
-        gpu_repack: bool,
+        tuning: &Tuning,
         progress: bool,
     ) -> Result<DeviceWeights> {
+        let gpu_repack = tuning.gpu_repack;
         let d = &model.desc;
         let c = &d.config;
         let p = &plan.weights;
@@ -399,6 +432,7 @@ impl DeviceWeights {
                 total,
                 progress,
                 spare: Vec::new(),
+                scales_only: tuning.gemv_sym && gpu.gemv_stream(tuning) != GemvStream::Ring,
             };
 
             let embed = up.tensor(p.embed, model, &d.embed_tokens)?;
