@@ -17,7 +17,8 @@
 //                      5 the nibbles as fp16 subnormals times an input staged at 2^s per chunk (`dot_denorm`,
 //                      `stage_denorm`), 6 / 7 timing splits of it (its dot on the engine's staging, the engine's
 //                      dot on its staging: wrong results), 8 the engine's with its shift as a multiply-high,
-//                      9 the engine's in a K loop with strength-reduced addressing (`gemv_phase_lean`), 10 both;
+//                      9 the engine's in a K loop with strength-reduced addressing (`gemv_phase_lean`), 10 both,
+//                      11 the lean loop reading a symmetric linear's scales alone (2 bytes per group and slot);
 //   warps            : 4, 8 or 16 warps per block for every phase instead of the engine's 8 (16 for o and down);
 //   pre              : the input staged into shared memory by the block after the dependency wait (q/k/v and
 //                      gate/up with the RMSNorm: f32 x, fp16 norm weight, the previous phase's 256 partial sums of
@@ -46,6 +47,7 @@ constexpr int MAX_PARTS = 4;  // blocks a balanced tile is cut between, at most 
 struct Phase {
     const uint4* w;      // tiles × steps × 32 words
     const uint32_t* sz;  // tiles × groups × 16 (scale, 1024 + zero) words
+    const unsigned short* sc;  // the same scales alone (a symmetric linear's scales-only copy: zero 8)
     float* y;            // tiles × 16 outputs
     uint32_t k, tiles;
     int norm;            // input with the RMSNorm (f32 x, fp16 weight, sums of squares) or plain fp16
@@ -66,10 +68,12 @@ struct Inputs {
 __constant__ uint32_t c_shift_mul;
 
 // The engine's dot_chunk (ptx/kernels/gemv.cu): one lane's 32-row chunk times the staged input, times the scale.
-// MULHI: the shift as a multiply-high (see c_shift_mul), one integer-pipe instruction fewer per 8 weights.
-template <bool MULHI = false>
+// MULHI: the shift as a multiply-high (see c_shift_mul), one integer-pipe instruction fewer per 8 weights. SYM: the
+// engine's scales-only kernels (a symmetric linear): `szb` the scale alone, the zero 8 a constant.
+template <bool MULHI = false, bool SYM = false>
 __device__ __forceinline__ float dot_chunk(uint4 w, const __half2* xs, uint32_t szb, float acc) {
-    const __half2 sz = h2(szb), zz = __high2half2(sz), zh = __hsub2(h2(0x63806380u), zz);
+    const __half2 sz = h2(szb), zz = SYM ? h2(0x64086408u) : __high2half2(sz);
+    const __half2 zh = SYM ? h2(0xD480D480u) : __hsub2(h2(0x63806380u), zz);
     const __half2 sixteenth = h2(0x2C002C00u);
     const uint4* xv = reinterpret_cast<const uint4*>(xs);
     const uint32_t words[4] = {w.x, w.y, w.z, w.w};
@@ -447,8 +451,9 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase(Phase ph
 // step 0, 1, ...: their weight words lie NW · 32 uint4 apart, their (scale, zero) words NW / 2 groups apart (groups
 // of 128 rows: 4 chunks) and their input 2 NW chunks apart, all compile-time strides, so a batch is one base
 // address per array plus immediate offsets; and a batch wholly inside the warp's steps has no bounds checks.
-// MULHI: with dot_chunk<true> (variant 30: do the two savings add up?).
-template <int NW, bool MULHI = false>
+// MULHI: with dot_chunk<true> (variant 30: do the two savings add up?). SYM: the scales alone from ph.sc (2 bytes
+// per group and slot instead of 4; the engine's gemv_lean_sym_int4_*: variant 31, the same bits).
+template <int NW, bool MULHI = false, bool SYM = false>
 __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_lean(Phase ph, Inputs in) {
     static_assert(GROUP == 128 && NW % 2 == 0, "the strides below assume 4 chunks per group");
     extern __shared__ __align__(16) unsigned char smem[];
@@ -459,19 +464,26 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_lean(Pha
     const uint32_t steps = ph.k / 64, groups = ph.k / GROUP, t = blockIdx.x;
     constexpr uint32_t W_STRIDE = NW * 32, SZ_STRIDE = NW / 2 * 16, X_STRIDE = 2 * NW * 16;
     const uint4* w = ph.w + ((size_t)t * steps + warp) * 32 + lane;
-    const uint32_t* sz = ph.sz + ((size_t)t * groups + (2 * warp + hsel) / 4) * 16 + j;
+    const size_t sz_at = ((size_t)t * groups + (2 * warp + hsel) / 4) * 16 + j;
+    const uint32_t* sz = ph.sz + sz_at;
+    const unsigned short* sc = ph.sc + sz_at;
     const __half2* x = xs + (2 * warp + hsel) * 16;
     const uint32_t n = steps > (uint32_t)warp ? (steps - warp + NW - 1) / NW : 0;  // this warp's steps
     auto load = [&](uint32_t i0, uint4 (&wv)[UNROLL], uint32_t (&sv)[UNROLL]) {
         const uint4* wb = w + i0 * W_STRIDE;
         const uint32_t* sb = sz + i0 * SZ_STRIDE;
+        const unsigned short* cb = sc + i0 * SZ_STRIDE;
+        auto one = [&](int u) {
+            wv[u] = ldg_stream(wb + u * W_STRIDE);
+            sv[u] = SYM ? __ldg(cb + u * SZ_STRIDE) : __ldg(sb + u * SZ_STRIDE);
+        };
         if (i0 + UNROLL <= n) {
 #pragma unroll
-            for (int u = 0; u < UNROLL; ++u) wv[u] = ldg_stream(wb + u * W_STRIDE), sv[u] = __ldg(sb + u * SZ_STRIDE);
+            for (int u = 0; u < UNROLL; ++u) one(u);
         } else {
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u)
-                if (i0 + u < n) wv[u] = ldg_stream(wb + u * W_STRIDE), sv[u] = __ldg(sb + u * SZ_STRIDE);
+                if (i0 + u < n) one(u);
         }
     };
     uint4 cur[UNROLL], nxt[UNROLL];
@@ -487,11 +499,11 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_lean(Pha
         const __half2* xb = x + i0 * X_STRIDE;
         if (i0 + UNROLL <= n) {
 #pragma unroll
-            for (int u = 0; u < UNROLL; ++u) acc = dot_chunk<MULHI>(cur[u], xb + u * X_STRIDE, cur_sz[u], acc);
+            for (int u = 0; u < UNROLL; ++u) acc = dot_chunk<MULHI, SYM>(cur[u], xb + u * X_STRIDE, cur_sz[u], acc);
         } else {
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u)
-                if (i0 + u < n) acc = dot_chunk<MULHI>(cur[u], xb + u * X_STRIDE, cur_sz[u], acc);
+                if (i0 + u < n) acc = dot_chunk<MULHI, SYM>(cur[u], xb + u * X_STRIDE, cur_sz[u], acc);
         }
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
@@ -1167,10 +1179,10 @@ static void launch_variant(const Phase& ph, const Inputs& in, int grid, int dot,
     }
 }
 
-template <int NW, bool MULHI = false>
+template <int NW, bool MULHI = false, bool SYM = false>
 static void launch_lean(const Phase& ph, const Inputs& in, cudaStream_t s) {
     const size_t smem = (MAX_SEGS * NW * 16 + 32) * 4 + ph.k * 2;
-    launch_pdl(gemv_phase_lean<NW, MULHI>, dim3(ph.tiles), dim3(NW * 32), smem, s, ph, in);
+    launch_pdl(gemv_phase_lean<NW, MULHI, SYM>, dim3(ph.tiles), dim3(NW * 32), smem, s, ph, in);
 }
 
 static void launch_mma_variant(const Phase& ph, const Inputs& in, int pre, cudaStream_t s) {
@@ -1232,17 +1244,22 @@ int main(int argc, char** argv) {
             wbytes += (size_t)ph.k * sh[1] / 2, sbytes += (size_t)ph.k / GROUP * sh[1] * 4;
         }
     uint32_t *w = nullptr, *sz = nullptr;
+    unsigned short* sc = nullptr;
     CHECK(cudaMalloc(&w, wbytes));
     CHECK(cudaMalloc(&sz, sbytes));
+    CHECK(cudaMalloc(&sc, sbytes / 2));
     fill_random<<<1024, 256>>>(w, wbytes / 4, 12345u);
-    // Scale 1/1024 with zero 8 (1024 + 8 in the high half): the engine's (scale, 1024 + zero) word.
+    // Scale 1/1024 with zero 8 (1024 + 8 in the high half): the engine's (scale, 1024 + zero) word; and the same
+    // scales alone, as the engine's scales-only copy of a symmetric linear.
     std::vector<uint32_t> hsz(sbytes / 4, (uint32_t)0x6408u << 16 | 0x1400u);
     CHECK(cudaMemcpy(sz, hsz.data(), sbytes, cudaMemcpyHostToDevice));
+    std::vector<unsigned short> hsc(sbytes / 4, 0x1400u);
+    CHECK(cudaMemcpy(sc, hsc.data(), sbytes / 2, cudaMemcpyHostToDevice));
     float* y = nullptr;
     CHECK(cudaMalloc(&y, 4 * 22016 * 4));
     size_t wat = 0, sat = 0;
     for (auto& ph : chain) {
-        ph.w = reinterpret_cast<const uint4*>(w) + wat / 16, ph.sz = sz + sat / 4;
+        ph.w = reinterpret_cast<const uint4*>(w) + wat / 16, ph.sz = sz + sat / 4, ph.sc = sc + sat / 4;
         const int type = ph.k == 11008 ? 3 : ph.tiles == 256 ? 1 : ph.tiles == 768 ? 0 : 2;
         ph.y = y + type * 22016;
         wat += (size_t)ph.k * ph.tiles * 8, sat += (size_t)ph.k / GROUP * ph.tiles * 64;
@@ -1322,6 +1339,7 @@ int main(int argc, char** argv) {
         {"tiled          engine dot, shift as IMAD.HI", 0, 8, 0},
         {"tiled          engine dot, lean K loop", 0, 9, 0},
         {"tiled          lean K loop, shift as IMAD.HI", 0, 10, 0},
+        {"tiled          lean K loop, scales only", 0, 11, 0},
     };
     const int n_variants = sizeof(variants) / sizeof(variants[0]);
     std::vector<float> y_ref(4 * 22016), y_now(4 * 22016);
@@ -1350,6 +1368,8 @@ int main(int argc, char** argv) {
             else if (var.dot == 8) launch_phase<false, 8, 0>(ph, in, ph.tiles, s);
             else if (var.dot == 9) ph.tiles <= 512 ? launch_lean<16>(ph, in, s) : launch_lean<8>(ph, in, s);
             else if (var.dot == 10) ph.tiles <= 512 ? launch_lean<16, true>(ph, in, s) : launch_lean<8, true>(ph, in, s);
+            else if (var.dot == 11)
+                ph.tiles <= 512 ? launch_lean<16, false, true>(ph, in, s) : launch_lean<8, false, true>(ph, in, s);
             else if (var.dot == 4) ph.tiles <= 512 ? launch_bmma<16>(ph, in, s) : launch_bmma<8>(ph, in, s);
             else if (var.dot == 1 && var.pre >= 4)
                 ph.tiles <= 512 ? (var.pre == 4 ? launch<16, false, 1, 4>(ph, in, ph.tiles, s)
@@ -1365,7 +1385,8 @@ int main(int argc, char** argv) {
         const float m = time_us(s, e0, e1, [&] { CHECK(cudaMemsetAsync(y, 0xFF, 4 * 22016 * 4, s)); },
                                 [&] { CHECK(cudaGraphLaunch(exec, s)); });
         CHECK(cudaMemcpy(y_now.data(), y, y_now.size() * 4, cudaMemcpyDeviceToHost));
-        std::printf("%-36s %8.1f us per step (%5.0f GB/s)", var.name, m, (wbytes + sbytes) / m / 1e3);
+        const double bytes = wbytes + (var.dot == 11 ? sbytes / 2 : sbytes);  // scales only: half the scale bytes
+        std::printf("%-36s %8.1f us per step (%5.0f GB/s)", var.name, m, bytes / m / 1e3);
         if (var.dot == 4 || var.dot == 5) {
             // The engine's layout: the engine-like kernel's outputs (fp16 chunk sums there: ~1e-3 apart), and the
             // last layer's o projection against a float64 reading of its bytes.
@@ -1403,7 +1424,7 @@ int main(int argc, char** argv) {
             std::printf("  o outputs vs the host: max |error| %.2e of max |y| %.2e%s", worst, scale,
                         worst <= 1e-4 * scale ? "" : "  MISMATCH");
         }
-        if (var.dot == 1 || var.dot == 8 || var.dot == 9 || var.dot == 10) {
+        if (var.dot == 1 || var.dot == 8 || var.dot == 9 || var.dot == 10 || var.dot == 11) {
             if (v == 0) {
                 y_ref = y_now;
                 for (int type = 0; type < 4; ++type)
