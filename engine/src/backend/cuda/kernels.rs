@@ -693,7 +693,8 @@ impl<'a> Gemvs<'a> {
     }
 }
 
-/// Builds a `Gemvs` from the kernel table's fields named `$prefix$role` (and `$sym$role` for the scales-only ones).
+/// Builds a `Gemvs` from the kernel table: per role the field of its by-format kernels and, where the set has one,
+/// the field of its scales-only kernel.
 macro_rules! gemv_set {
     ($k:expr, $($role:ident: $plain:ident $(, $sym:ident)?;)*) => {
         Gemvs { $($role: GemvKernel { by_format: &$k.$plain, scales_only: gemv_set!(@sym $k $(, $sym)?) },)* }
