@@ -18,7 +18,9 @@
 //                      `stage_denorm`), 6 / 7 timing splits of it (its dot on the engine's staging, the engine's
 //                      dot on its staging: wrong results), 8 the engine's with its shift as a multiply-high,
 //                      9 the engine's in a K loop with strength-reduced addressing (`gemv_phase_lean`), 10 both,
-//                      11 the lean loop reading a symmetric linear's scales alone (2 bytes per group and slot);
+//                      11 the lean loop reading a symmetric linear's scales alone (2 bytes per group and slot),
+//                      12 the input staged as int16 per chunk and the products summed exactly by dp2a (`dot_i16`),
+//                      13 that in the lean K loop;
 //   warps            : 4, 8 or 16 warps per block for every phase instead of the engine's 8 (16 for o and down);
 //   pre              : the input staged into shared memory by the block after the dependency wait (q/k/v and
 //                      gate/up with the RMSNorm: f32 x, fp16 norm weight, the previous phase's 256 partial sums of
@@ -137,13 +139,50 @@ __device__ __forceinline__ float dot_denorm(uint4 w, const __half2* xs, uint32_t
     return fmaf(__low2float(sz), fmaf(f.x + f.y, cs.x, (1024.f - __high2float(sz)) * cs.y), acc);
 }
 
+// Two-way dot product of two int16 values (a, signed) with two bytes of b (unsigned: bytes 0-1, or with HI 2-3),
+// accumulated in int32: one IDP.2A, on the FMA-heavy pipe, not the half-rate integer one.
+template <bool HI>
+__device__ __forceinline__ int dp2a(uint32_t a, uint32_t b, int c) {
+    int d;
+    if (HI) asm("dp2a.hi.s32.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    else asm("dp2a.lo.s32.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+// The nibbles times an input staged as int16 per 32-row chunk (`stage_i16`: x · 2^s rounded, s chosen so that the
+// chunk's largest |x| lands in [2^14, 2^15)), summed exactly in int32 by dp2a. Why: the engine's dot spends five of
+// its 14 instructions per 8 weights on the half-rate integer pipe (a shift and four LOP3s), and dot_lite, which has
+// none there, is 220 µs faster per step while dot_denorm, which keeps all five, is not; here two LOP3s per word
+// make the bytes (nibbles 0, 2, 4, 6 as they are; 1, 3, 5, 7 as 16 q, no shift) and four IDP.2A take the products,
+// 7 instructions per 8 weights with the load. The zero comes off once per chunk as z Σ x16, and the int16 input
+// carries 15 bits where fp16 carries 11: closer to float64 than dot_chunk. `cs`: the chunk's (2^-s, Σ x16).
+__device__ __forceinline__ float dot_i16(uint4 w, const __half2* xs, uint32_t szb, float2 cs, float acc) {
+    const uint4* xv = reinterpret_cast<const uint4*>(xs);
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    int a0 = 0, a1 = 0;  // Σ q x16 over the even nibbles; 16 × that over the odd ones
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint4 xq = xv[i];  // int16 pairs (x0, x2), (x4, x6), (x1, x3), (x5, x7) of the word's 8 rows
+        const uint32_t even = words[i] & 0x0F0F0F0Fu, odd = words[i] & 0xF0F0F0F0u;
+        a0 = dp2a<false>(xq.x, even, a0);
+        a0 = dp2a<true>(xq.y, even, a0);
+        a1 = dp2a<false>(xq.z, odd, a1);
+        a1 = dp2a<true>(xq.w, odd, a1);
+    }
+    // |a1| < 2^27: its float is within 2^-24 relative, far below the weights' own rounding.
+    const float qx = fmaf((float)a1, 0.0625f, (float)a0);
+    const __half2 sz = h2(szb);
+    return fmaf(__low2float(sz) * cs.x, fmaf(1024.f - __high2float(sz), cs.y, qx), acc);
+}
+
 // DOT: 0 only an xor of the words (the bytes alone), 1 the engine's dot product, 2 dot_lite, 5 dot_denorm (`cs`:
-// the chunk's (2^(24 − s), Σ x)).
+// the chunk's (2^(24 − s), Σ x)), 12 dot_i16 (`cs`: the chunk's (2^-s, Σ x16)).
 template <int DOT>
 __device__ __forceinline__ float consume(uint4 w, const __half2* xs_chunk, uint32_t szb, float acc, float2 cs = {}) {
     if (DOT == 1) return dot_chunk(w, xs_chunk, szb, acc);
     if (DOT == 2) return dot_lite(w, xs_chunk, szb, acc);
     if (DOT == 5 || DOT == 6) return dot_denorm(w, xs_chunk, szb, cs, acc);
+    if (DOT == 12) return dot_i16(w, xs_chunk, szb, cs, acc);
     if (DOT == 7) return dot_chunk(w, xs_chunk, szb, acc);
     if (DOT == 8) return dot_chunk<true>(w, xs_chunk, szb, acc);
     return acc + (float)(w.x ^ w.y ^ w.z ^ w.w ^ szb);
@@ -275,6 +314,51 @@ __device__ void stage_denorm(const Phase& ph, const Inputs& in, __half2* xs, flo
     __syncthreads();
 }
 
+// stage() for dot_i16: each 32-row chunk (4 words, staged by 4 adjacent threads) as int16 x · 2^s, s chosen so that
+// its largest |x| lands in [2^14, 2^15) (rounded, clamped to 32767), each word's rows as the pairs (0, 2), (4, 6),
+// (1, 3), (5, 7) that dp2a meets the nibble bytes with; cs[chunk] = (2^-s, Σ x16).
+template <int NW>
+__device__ void stage_i16(const Phase& ph, const Inputs& in, __half2* xs, float2* cs, float* scratch) {
+    const uint32_t words = ph.k / 8;
+    float inv_rms = 1.f;
+    for (uint32_t base = threadIdx.x; base == threadIdx.x || base < words; base += (NW * 32) * 2) {
+        float v[2][8] = {};
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            const uint32_t i = base + u * (NW * 32);
+            if (i < words) load_word(ph, in, i, v[u]);
+        }
+        if (ph.norm && base == threadIdx.x) {
+            float s = 0.f;
+            for (uint32_t i = threadIdx.x; i < 256; i += (NW * 32)) s += in.ssq[i];
+            inv_rms = rsqrtf(block_sum<NW>(s, scratch) / (float)ph.k + 1e-6f);
+        }
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            const uint32_t i = base + u * (NW * 32);
+            float m = 0.f;
+            for (int j = 0; j < 8; ++j) v[u][j] *= inv_rms, m = fmaxf(m, fabsf(v[u][j]));
+            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+            const int e = (int)((__float_as_uint(m) >> 23) & 0xFF) - 127;  // m in [2^e, 2^(e + 1))
+            const int sh = max(-100, min(100, 14 - e));
+            const float up = __uint_as_float((uint32_t)(sh + 127) << 23);
+            int q[8];
+            int sum = 0;
+            for (int j = 0; j < 8; ++j) q[j] = max(-32767, min(32767, __float2int_rn(v[u][j] * up))), sum += q[j];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            const auto pair = [](int a, int b) { return (uint32_t)(a & 0xFFFF) | (uint32_t)b << 16; };
+            if (i < words) {
+                reinterpret_cast<uint4*>(xs)[i] = make_uint4(pair(q[0], q[2]), pair(q[4], q[6]), pair(q[1], q[3]),
+                                                             pair(q[5], q[7]));
+                if (i % 4 == 0) cs[i / 4] = make_float2(__uint_as_float((uint32_t)(127 - sh) << 23), (float)sum);
+            }
+        }
+    }
+    __syncthreads();
+}
+
 // The same staging done by each warp for the K steps it multiplies (steps warp, warp + NW, ...: 8 words of 8 rows
 // each), with the norm's sum of squares summed by every warp alike: no block barrier between the dependency and a
 // warp's first multiply. Same values as stage() up to the order of the sum of squares.
@@ -381,6 +465,7 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase(Phase ph
     if (PRE == 5) load_batch<NW>(ph, steps, groups, at.advanced(NW * UNROLL, steps), f1, nxt, nxt_sz);
     float2* cs = reinterpret_cast<float2*>(xs + ph.k / 2);  // dot_denorm's per-chunk constants
     if (DOT == 5 || DOT == 7) stage_denorm<NW>(ph, in, xs, cs, scratch);
+    else if (DOT == 12) stage_i16<NW>(ph, in, xs, cs, scratch);
     else if (PRE == 0 || PRE >= 4) stage<NW>(ph, in, xs, scratch);
     if (PRE == 2) stage_warp<NW>(ph, in, xs);
     pdl_launch();
@@ -401,7 +486,7 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase(Phase ph
                     acc = 0.f, tile = q.t;
                 }
                 acc = consume<DOT>(cur[u], xs + (2 * q.s + hsel) * 16, cur_sz[u], acc,
-                                   DOT == 5 ? cs[2 * q.s + hsel] : float2{1.f, 0.f});
+                                   DOT == 5 || DOT == 12 ? cs[2 * q.s + hsel] : float2{1.f, 0.f});
             }
         }
 #pragma unroll
@@ -452,10 +537,12 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase(Phase ph
 // of 128 rows: 4 chunks) and their input 2 NW chunks apart, all compile-time strides, so a batch is one base
 // address per array plus immediate offsets; and a batch wholly inside the warp's steps has no bounds checks.
 // MULHI: with dot_chunk<true> (variant 30: do the two savings add up?). SYM: the scales alone from ph.sc (2 bytes
-// per group and slot instead of 4; the engine's gemv_lean_sym_int4_*: variant 31, the same bits).
-template <int NW, bool MULHI = false, bool SYM = false>
+// per group and slot instead of 4; the engine's gemv_lean_sym_int4_*: variant 31, the same bits). I16: dot_i16 on
+// stage_i16's input (variant 33: the lean loop with the int16 dot product).
+template <int NW, bool MULHI = false, bool SYM = false, bool I16 = false>
 __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_lean(Phase ph, Inputs in) {
     static_assert(GROUP == 128 && NW % 2 == 0, "the strides below assume 4 chunks per group");
+    static_assert(!(I16 && (SYM || MULHI)), "dot_i16 reads the zero from the (scale, zero) word");
     extern __shared__ __align__(16) unsigned char smem[];
     float* red = reinterpret_cast<float*>(smem);  // [NW][16]
     float* scratch = red + MAX_SEGS * NW * 16;    // [NW]
@@ -468,6 +555,8 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_lean(Pha
     const uint32_t* sz = ph.sz + sz_at;
     const unsigned short* sc = ph.sc + sz_at;
     const __half2* x = xs + (2 * warp + hsel) * 16;
+    float2* cs = reinterpret_cast<float2*>(xs + ph.k / 2);  // I16: the chunks' (2^-s, Σ x16)
+    const float2* csw = cs + 2 * warp + hsel;
     const uint32_t n = steps > (uint32_t)warp ? (steps - warp + NW - 1) / NW : 0;  // this warp's steps
     auto load = [&](uint32_t i0, uint4 (&wv)[UNROLL], uint32_t (&sv)[UNROLL]) {
         const uint4* wb = w + i0 * W_STRIDE;
@@ -490,20 +579,26 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_lean(Pha
     uint32_t cur_sz[UNROLL], nxt_sz[UNROLL];
     load(0, cur, cur_sz);
     pdl_wait();
-    stage<NW>(ph, in, xs, scratch);
+    if (I16) stage_i16<NW>(ph, in, xs, cs, scratch);
+    else stage<NW>(ph, in, xs, scratch);
     pdl_launch();
 
     float acc = 0.f;
+    auto dot = [&](int u, const __half2* xb, const float2* cb) {
+        if (I16) acc = dot_i16(cur[u], xb + u * X_STRIDE, cur_sz[u], cb[u * 2 * NW], acc);
+        else acc = dot_chunk<MULHI, SYM>(cur[u], xb + u * X_STRIDE, cur_sz[u], acc);
+    };
     for (uint32_t i0 = 0; i0 < n; i0 += UNROLL) {
         load(i0 + UNROLL, nxt, nxt_sz);
         const __half2* xb = x + i0 * X_STRIDE;
+        const float2* cb = csw + i0 * 2 * NW;
         if (i0 + UNROLL <= n) {
 #pragma unroll
-            for (int u = 0; u < UNROLL; ++u) acc = dot_chunk<MULHI, SYM>(cur[u], xb + u * X_STRIDE, cur_sz[u], acc);
+            for (int u = 0; u < UNROLL; ++u) dot(u, xb, cb);
         } else {
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u)
-                if (i0 + u < n) acc = dot_chunk<MULHI, SYM>(cur[u], xb + u * X_STRIDE, cur_sz[u], acc);
+                if (i0 + u < n) dot(u, xb, cb);
         }
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
@@ -1132,14 +1227,14 @@ static double mma_reference(const std::vector<uint32_t>& w, const std::vector<__
 struct Variant {
     const char* name;
     int per_sm;  // balanced: blocks per SM; 0: tiled
-    int dot;     // 0 fold, 1 the engine's dot product, 2 dot_lite, 3 gemv_phase_mma, 4 _bmma, 5 dot_denorm
+    int dot;     // 0 fold, 1 the engine's dot product, 2 dot_lite, 3 gemv_phase_mma, 4 _bmma, 5 dot_denorm, ..., 12 dot_i16
     int pre;     // 0 block staging after the wait, 1 before it, 2 each warp its own rows after the wait
     int warps;   // tiled, engine dot, staged after the wait: warps per block for every phase (0: the engine's 8 / 16)
 };
 
 template <int NW, bool BAL, int DOT, int PRE>
 static void launch(const Phase& ph, const Inputs& in, int grid, cudaStream_t s) {
-    const size_t smem = (MAX_SEGS * NW * 16 + 32) * 4 + ph.k * 2 + (DOT == 5 || DOT == 7 ? ph.k / 32 * 8 : 0);
+    const size_t smem = (MAX_SEGS * NW * 16 + 32) * 4 + ph.k * 2 + (DOT == 5 || DOT == 7 || DOT == 12 ? ph.k / 32 * 8 : 0);
     launch_pdl(gemv_phase<NW, BAL, DOT, PRE>, dim3(grid), dim3(NW * 32), smem, s, ph, in);
 }
 
@@ -1179,10 +1274,10 @@ static void launch_variant(const Phase& ph, const Inputs& in, int grid, int dot,
     }
 }
 
-template <int NW, bool MULHI = false, bool SYM = false>
+template <int NW, bool MULHI = false, bool SYM = false, bool I16 = false>
 static void launch_lean(const Phase& ph, const Inputs& in, cudaStream_t s) {
-    const size_t smem = (MAX_SEGS * NW * 16 + 32) * 4 + ph.k * 2;
-    launch_pdl(gemv_phase_lean<NW, MULHI, SYM>, dim3(ph.tiles), dim3(NW * 32), smem, s, ph, in);
+    const size_t smem = (MAX_SEGS * NW * 16 + 32) * 4 + ph.k * 2 + (I16 ? ph.k / 32 * 8 : 0);
+    launch_pdl(gemv_phase_lean<NW, MULHI, SYM, I16>, dim3(ph.tiles), dim3(NW * 32), smem, s, ph, in);
 }
 
 static void launch_mma_variant(const Phase& ph, const Inputs& in, int pre, cudaStream_t s) {
@@ -1340,6 +1435,8 @@ int main(int argc, char** argv) {
         {"tiled          engine dot, lean K loop", 0, 9, 0},
         {"tiled          lean K loop, shift as IMAD.HI", 0, 10, 0},
         {"tiled          lean K loop, scales only", 0, 11, 0},
+        {"tiled          int16 input, dp2a", 0, 12, 0},
+        {"tiled          int16 input, dp2a, lean K loop", 0, 13, 0},
     };
     const int n_variants = sizeof(variants) / sizeof(variants[0]);
     std::vector<float> y_ref(4 * 22016), y_now(4 * 22016);
@@ -1363,6 +1460,7 @@ int main(int argc, char** argv) {
             else if (var.warps == 16) launch<16, false, 1, 0>(ph, in, ph.tiles, s);
             else if (var.dot == 3) launch_mma_variant(ph, in, var.pre, s);
             else if (var.dot == 5) launch_phase<false, 5, 0>(ph, in, ph.tiles, s);
+            else if (var.dot == 12) launch_phase<false, 12, 0>(ph, in, ph.tiles, s);
             else if (var.dot == 6) launch_phase<false, 6, 0>(ph, in, ph.tiles, s);
             else if (var.dot == 7) launch_phase<false, 7, 0>(ph, in, ph.tiles, s);
             else if (var.dot == 8) launch_phase<false, 8, 0>(ph, in, ph.tiles, s);
@@ -1370,6 +1468,9 @@ int main(int argc, char** argv) {
             else if (var.dot == 10) ph.tiles <= 512 ? launch_lean<16, true>(ph, in, s) : launch_lean<8, true>(ph, in, s);
             else if (var.dot == 11)
                 ph.tiles <= 512 ? launch_lean<16, false, true>(ph, in, s) : launch_lean<8, false, true>(ph, in, s);
+            else if (var.dot == 13)
+                ph.tiles <= 512 ? launch_lean<16, false, false, true>(ph, in, s)
+                                : launch_lean<8, false, false, true>(ph, in, s);
             else if (var.dot == 4) ph.tiles <= 512 ? launch_bmma<16>(ph, in, s) : launch_bmma<8>(ph, in, s);
             else if (var.dot == 1 && var.pre >= 4)
                 ph.tiles <= 512 ? (var.pre == 4 ? launch<16, false, 1, 4>(ph, in, ph.tiles, s)
@@ -1387,7 +1488,7 @@ int main(int argc, char** argv) {
         CHECK(cudaMemcpy(y_now.data(), y, y_now.size() * 4, cudaMemcpyDeviceToHost));
         const double bytes = wbytes + (var.dot == 11 ? sbytes / 2 : sbytes);  // scales only: half the scale bytes
         std::printf("%-36s %8.1f us per step (%5.0f GB/s)", var.name, m, bytes / m / 1e3);
-        if (var.dot == 4 || var.dot == 5) {
+        if (var.dot == 4 || var.dot == 5 || var.dot == 12 || var.dot == 13) {
             // The engine's layout: the engine-like kernel's outputs (fp16 chunk sums there: ~1e-3 apart), and the
             // last layer's o projection against a float64 reading of its bytes.
             const double rel = max_rel_l2(y_now, y_ref);
