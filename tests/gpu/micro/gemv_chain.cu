@@ -317,7 +317,7 @@ __device__ void stage_denorm(const Phase& ph, const Inputs& in, __half2* xs, flo
 // stage() for dot_i16: each 32-row chunk (4 words, staged by 4 adjacent threads) as int16 x · 2^s, s chosen so that
 // its largest |x| lands in [2^14, 2^15) (rounded, clamped to 32767), each word's rows as the pairs (0, 2), (4, 6),
 // (1, 3), (5, 7) that dp2a meets the nibble bytes with; cs[chunk] = (2^-s, Σ x16).
-template <int NW>
+template <int NW, bool NAMED = false>
 __device__ void stage_i16(const Phase& ph, const Inputs& in, __half2* xs, float2* cs, float* scratch) {
     const uint32_t words = ph.k / 8;
     float inv_rms = 1.f;
@@ -331,7 +331,7 @@ __device__ void stage_i16(const Phase& ph, const Inputs& in, __half2* xs, float2
         if (ph.norm && base == threadIdx.x) {
             float s = 0.f;
             for (uint32_t i = threadIdx.x; i < 256; i += (NW * 32)) s += in.ssq[i];
-            inv_rms = rsqrtf(block_sum<NW>(s, scratch) / (float)ph.k + 1e-6f);
+            inv_rms = rsqrtf(block_sum<NW, NAMED>(s, scratch) / (float)ph.k + 1e-6f);
         }
 #pragma unroll
         for (int u = 0; u < 2; ++u) {
@@ -356,7 +356,7 @@ __device__ void stage_i16(const Phase& ph, const Inputs& in, __half2* xs, float2
             }
         }
     }
-    __syncthreads();
+    sync_warps<NW, NAMED>();
 }
 
 // The same staging done by each warp for the K steps it multiplies (steps warp, warp + NW, ...: 8 words of 8 rows
@@ -977,8 +977,8 @@ constexpr uint32_t PS_XS_BYTES = 11008 * 2;  // the widest staged input
 
 // Shared memory besides the ring: the warps' sums, a scratch, the staged input (mma: its B fragments and the
 // per-step constants).
-static size_t persist_smem(int nw, int mma) {
-    return (nw * 16 + 32) * 4 + PS_XS_BYTES + (mma ? 11008 / 64 * 8 : 0);
+static size_t persist_smem(int nw, int mma, bool i16 = false) {
+    return (nw * 16 + 32) * 4 + PS_XS_BYTES + (mma ? 11008 / 64 * 8 : 0) + (i16 ? 11008 / 32 * 8 : 0);
 }
 
 // The copying thread of a persistent kernel: the block's tiles of every phase in order, a stage at a time, each
@@ -1036,7 +1036,8 @@ __device__ bool persist_start(const PersistSmem<NW>& sm, const Phase* phases, in
 
 // MODE (timing bounds, not valid kernels unless 0), bits: 1 the words xor-folded instead of multiplied, 2 the input
 // staged only by the first phase of each width, 4 no wait for the previous phase (what a dataflow design with every
-// input ready in time could reach at best), 8 dot_lite instead of dot_chunk (any dequantizer's lower bound).
+// input ready in time could reach at best), 8 dot_lite instead of dot_chunk (any dequantizer's lower bound); 16 (a
+// valid kernel) dot_i16 on stage_i16's input instead of dot_chunk.
 // CHAIN: one phase per launch instead (n = 1), the kernels chained by programmatic dependent launch — each lets the
 // next launch at once, so that the next kernel's blocks, small enough to be resident beside this one's, fill their
 // rings while this one runs.
@@ -1062,7 +1063,9 @@ __global__ void __launch_bounds__((NW + 1) * 32, MINB) gemv_persist(const Phase*
             while (load_acquire(arrived) < (uint32_t)p * G) {
             }
         sync_warps<NW, true>();
-        if (!(MODE & 2) || p < 4) stage<NW, true>(ph, in, xs, scratch);
+        float2* cs = reinterpret_cast<float2*>(xs + PS_XS_BYTES / 4);  // MODE 16: the chunks' (2^-s, Σ x16)
+        if (MODE & 16) stage_i16<NW, true>(ph, in, xs, cs, scratch);
+        else if (!(MODE & 2) || p < 4) stage<NW, true>(ph, in, xs, scratch);
         for (uint32_t t = b; t < ph.tiles; t += G) {
             float acc = 0.f;
             for (uint32_t s0 = 0; s0 < steps; s0 += PS_STEPS, ++i) {
@@ -1076,6 +1079,7 @@ __global__ void __launch_bounds__((NW + 1) * 32, MINB) gemv_persist(const Phase*
                     const uint32_t szb = reinterpret_cast<const uint32_t*>(st + PS_WBYTES)[grp * 16 + j];
                     if (MODE & 1) acc += (float)(w.x ^ w.y ^ w.z ^ w.w ^ szb);
                     else if (MODE & 8) acc = dot_lite(w, xs + (2 * s + hsel) * 16, szb, acc);
+                    else if (MODE & 16) acc = dot_i16(w, xs + (2 * s + hsel) * 16, szb, cs[2 * s + hsel], acc);
                     else acc = dot_chunk(w, xs + (2 * s + hsel) * 16, szb, acc);
                 }
                 __syncwarp();
@@ -1557,12 +1561,12 @@ int main(int argc, char** argv) {
         };
         const Config configs[] = {{2, 8, 0, 0}, {2, 8, 0, 1}, {2, 8, 0, 2}, {2, 8, 0, 3}, {2, 8, 0, 4},
                                   {2, 8, 0, 5}, {2, 8, 0, 6}, {2, 8, 0, 7}, {2, 8, 0, 8}, {2, 8, 0, 12},
-                                  {2, 8, 0, 10}, {1, 16, 0, 1}, {2, 16, 0, 0},
+                                  {2, 8, 0, 10}, {1, 16, 0, 1}, {2, 16, 0, 0}, {2, 8, 0, 16},
                                   {2, 8, 1, 0}, {2, 8, 1, 2}};
         for (const Config& c : configs) {
             int smem_max = 0;
             CHECK(cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerMultiprocessor, 0));
-            const size_t fixed = persist_smem(c.nw, c.mma);
+            const size_t fixed = persist_smem(c.nw, c.mma, c.mode == 16);
             const uint32_t stages = (uint32_t)std::min<size_t>(24, (smem_max / c.per_sm - 1024 - fixed) / (PS_STAGE + 16));
             const size_t bytes = fixed + stages * (PS_STAGE + 16);
             using Kernel = void (*)(const Phase*, int, Inputs, uint32_t*, uint32_t);
@@ -1580,6 +1584,7 @@ int main(int argc, char** argv) {
             else if (c.mode == 8) kernel = gemv_persist<8, 2, 8>;
             else if (c.mode == 10) kernel = gemv_persist<8, 2, 10>;
             else if (c.mode == 12) kernel = gemv_persist<8, 2, 12>;
+            else if (c.mode == 16) kernel = gemv_persist<8, 2, 16>;
             else kernel = c.nw == 16 ? gemv_persist<16, 2> : c.per_sm == 2 ? gemv_persist<8, 2> : gemv_persist<8, 3>;
             CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
             int fits = 0;
@@ -1596,13 +1601,16 @@ int main(int argc, char** argv) {
             }, [&] { kernel<<<grid, (c.nw + 1) * 32, bytes, s>>>(d_chain, (int)chain.size(), in, arrived, stages); });
             CHECK(cudaMemcpy(y_now.data(), y, y_now.size() * 4, cudaMemcpyDeviceToHost));
             const double worst = max_rel_l2(y_now, y_ref);
-            const double tol = c.mma ? 2e-3 : 1e-5;  // mma: f32 sums against the engine's fp16 chunk sums
+            // mma and dot_i16: exact or f32 sums against the engine's fp16 chunk sums
+            const double tol = c.mma || c.mode == 16 ? 2e-3 : 1e-5;
             const char* modes[] = {"", ", xor only", ", staged once", ", xor only, staged once", ", no wait",
                                    ", xor only, no wait", ", staged once, no wait", ", xor only, staged once, no wait",
                                    ", dot_lite", "", ", dot_lite, staged once", "", ", dot_lite, no wait"};
             std::printf("persistent%s, %d x %2d warps per SM, %2u stages of %u KB %8.1f us per step (%5.0f GB/s)",
                         c.mma ? " mma" : "    ", c.per_sm, c.nw, stages, PS_STAGE / 1024, m, (wbytes + sbytes) / m / 1e3);
-            if (c.mode) std::printf("%s (a timing bound)\n", modes[c.mode]);
+            if (c.mode == 16) std::printf(", dot_i16  outputs vs the engine-like kernel: max rel L2 %.2e%s\n", worst,
+                                          worst < tol ? "" : "  MISMATCH");
+            else if (c.mode) std::printf("%s (a timing bound)\n", modes[c.mode]);
             else std::printf("  outputs vs the engine-like kernel: max rel L2 %.2e%s\n", worst, worst < tol ? "" : "  MISMATCH");
         }
         // The same kernel one phase per launch, in a graph with programmatic dependent launch: per_sm blocks per SM
