@@ -79,8 +79,7 @@ ENGINE_DEV uint4 pack_word(const float v[8]) {
 // The ragged end of K, row by row (rows past k are zero). `base`: the element of row0 in the input, `row0`: its
 // row in its part.
 template <int PRO>
-ENGINE_DEV uint4 ragged_word(const GemvParams& p, uint32_t base, uint32_t row0, float inv_rms) {
-    float v[8];
+ENGINE_DEV void ragged_values(const GemvParams& p, uint32_t base, uint32_t row0, float inv_rms, float (&v)[8]) {
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
         const uint32_t row = row0 + i;
@@ -91,7 +90,43 @@ ENGINE_DEV uint4 ragged_word(const GemvParams& p, uint32_t base, uint32_t row0, 
         }
         v[i] = val;
     }
+}
+
+template <int PRO>
+ENGINE_DEV uint4 ragged_word(const GemvParams& p, uint32_t base, uint32_t row0, float inv_rms) {
+    float v[8];
+    ragged_values<PRO>(p, base, row0, inv_rms, v);
     return pack_word(v);
+}
+
+// A whole word of the input (8 rows from row0, element `at`) as f32: x · norm weight (NORM, before 1 / rms; the
+// norm weight may be folded in already) or the fp16 input (PLAIN), from 16-byte loads.
+template <int PRO>
+ENGINE_DEV void input_word(const GemvParams& p, uint32_t at, uint32_t row0, float (&v)[8]) {
+    uint4 hq = make_uint4(0x3C003C00u, 0x3C003C00u, 0x3C003C00u, 0x3C003C00u);  // 1.0: norm folded in
+    if (PRO == PLAIN) hq = *reinterpret_cast<const uint4*>(p.x16 + at);
+    else if (p.norm_w) hq = *reinterpret_cast<const uint4*>(p.norm_w + row0);
+    const __half2* h = reinterpret_cast<const __half2*>(&hq);
+    float4 a = make_float4(1.f, 1.f, 1.f, 1.f), b = a;
+    if (PRO == NORM) {
+        a = *reinterpret_cast<const float4*>(p.x + at);
+        b = *reinterpret_cast<const float4*>(p.x + at + 4);
+    }
+    const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const float2 f = __half22float2(h[j]);
+        v[2 * j] = xv[2 * j] * f.x;
+        v[2 * j + 1] = xv[2 * j + 1] * f.y;
+    }
+}
+
+// The norm's 1 / rms from the n_ssq partial sums of squares the previous kernel left (every thread of the block).
+template <int NW>
+ENGINE_DEV float norm_scale(const GemvParams& p, float* scratch) {
+    float s = 0.f;
+    for (uint32_t i = threadIdx.x; i < p.n_ssq; i += blockDim.x) s += p.ssq[i];
+    return rsqrtf(block_sum<NW>(s, scratch) / (float)p.k + p.eps);
 }
 
 // Stage the input of parts part_lo..part_hi into shared memory, one after another (one part: the kernels without
@@ -110,31 +145,10 @@ ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, uint32_t part_lo, 
 #pragma unroll
         for (int u = 0; u < STAGE_WORDS; ++u) {
             const uint32_t i = base + u * blockDim.x, row0 = row_of(i), at = 8 * (first + i);
-            if (i < total && row0 + 8 <= p.k) {
-                uint4 hq = make_uint4(0x3C003C00u, 0x3C003C00u, 0x3C003C00u, 0x3C003C00u);  // 1.0: norm folded in
-                if (PRO == PLAIN) hq = *reinterpret_cast<const uint4*>(p.x16 + at);
-                else if (p.norm_w) hq = *reinterpret_cast<const uint4*>(p.norm_w + row0);
-                const __half2* h = reinterpret_cast<const __half2*>(&hq);
-                float4 a = make_float4(1.f, 1.f, 1.f, 1.f), b = a;
-                if (PRO == NORM) {
-                    a = *reinterpret_cast<const float4*>(p.x + at);
-                    b = *reinterpret_cast<const float4*>(p.x + at + 4);
-                }
-                const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-#pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    const float2 f = __half22float2(h[j]);
-                    v[u][2 * j] = xv[2 * j] * f.x;
-                    v[u][2 * j + 1] = xv[2 * j + 1] * f.y;
-                }
-            }
+            if (i < total && row0 + 8 <= p.k) input_word<PRO>(p, at, row0, v[u]);
         }
-        if (PRO == NORM && base == threadIdx.x) {
-            // First round: the sums of squares the previous kernel left, loaded while the loads above fly.
-            float s = 0.f;
-            for (uint32_t i = threadIdx.x; i < p.n_ssq; i += blockDim.x) s += p.ssq[i];
-            inv_rms = rsqrtf(block_sum<NW>(s, scratch) / (float)p.k + p.eps);
-        }
+        // First round: the sums of squares the previous kernel left, loaded while the loads above fly.
+        if (PRO == NORM && base == threadIdx.x) inv_rms = norm_scale<NW>(p, scratch);
 #pragma unroll
         for (int u = 0; u < STAGE_WORDS; ++u) {
             const uint32_t i = base + u * blockDim.x, row0 = row_of(i);
@@ -148,6 +162,75 @@ ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, uint32_t part_lo, 
                 out = ragged_word<PRO>(p, 8 * (first + i), row0, inv_rms);
             }
             reinterpret_cast<uint4*>(xs)[i] = out;
+        }
+    }
+    __syncthreads();
+}
+
+// stage_input for the int16 dot product (dot_i16): the same words, parts, norm and ragged end, each 32-row chunk (4
+// words, staged by 4 adjacent threads) as int16 x · 2^s, s chosen so that the chunk's largest |x| lands in [2^13,
+// 2^14) (no value can round past int16), each word's rows as the pairs (0, 2), (4, 6), (1, 3), (5, 7) that dp2a
+// meets the nibble bytes with; and per chunk cs = (2^-s, Σ x16), the parts' chunks one after another like their
+// words. The rounding is one FFMA with 1.5 · 2^23 (the float's low 16 bits are then the int16, two's complement),
+// not a conversion on the slow XU pipe, and the chunk's max and sum are shuffles over its 4 lanes, so every thread
+// runs the same number of rounds.
+// One word per thread and round, not stage_input's two: with the first batch of weights held across it, two words'
+// values and their int16s made the gate/up and residual kernels spill at the 64-register cap.
+constexpr int I16_WORDS = 1;
+
+template <int PRO, int NW, bool PARTS>
+ENGINE_DEV void stage_input_i16(const GemvParams& p, __half2* xs, float2* cs, uint32_t part_lo, uint32_t part_hi,
+                                float* scratch) {
+    const uint32_t words = p.k_pad / 8, total = (part_hi - part_lo + 1) * words, first = part_lo * words;
+    auto row_of = [&](uint32_t i) { return 8 * (PARTS ? i % words : i); };
+    const uint32_t per_round = blockDim.x * I16_WORDS, rounds = max(1u, (total + per_round - 1) / per_round);
+    constexpr float ROUND = 12582912.f;  // 1.5 · 2^23: adding it rounds to an integer in the low mantissa bits
+    float inv_rms = 1.f;
+    for (uint32_t r = 0; r < rounds; ++r) {
+        const uint32_t base = threadIdx.x + r * per_round;
+        float v[I16_WORDS][8];
+#pragma unroll
+        for (int u = 0; u < I16_WORDS; ++u) {
+            const uint32_t i = base + u * blockDim.x, row0 = row_of(i), at = 8 * (first + i);
+            if (i < total && row0 + 8 <= p.k) input_word<PRO>(p, at, row0, v[u]);
+        }
+        if (PRO == NORM && r == 0) inv_rms = norm_scale<NW>(p, scratch);
+#pragma unroll
+        for (int u = 0; u < I16_WORDS; ++u) {
+            const uint32_t i = base + u * blockDim.x, row0 = row_of(i);
+            float m = 0.f;
+            if (i < total) {
+                if (row0 + 8 <= p.k) {
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) v[u][j] *= inv_rms;
+                } else {
+                    ragged_values<PRO>(p, 8 * (first + i), row0, inv_rms, v[u]);
+                }
+#pragma unroll
+                for (int j = 0; j < 8; ++j) m = fmaxf(m, fabsf(v[u][j]));
+            }
+            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+            const int e = (int)((__float_as_uint(m) >> 23) & 0xFF) - 127;  // m in [2^e, 2^(e + 1))
+            const int sh = max(-100, min(100, 13 - e));
+            const float up = __uint_as_float((uint32_t)(sh + 127) << 23);
+            uint32_t q[8];
+            float sum = 0.f;
+            if (i < total) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    const float r16 = fmaf(v[u][j], up, ROUND);
+                    q[j] = __float_as_uint(r16);
+                    sum += r16 - ROUND;
+                }
+            }
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            if (i < total) {
+                reinterpret_cast<uint4*>(xs)[i] = make_uint4(__byte_perm(q[0], q[2], 0x5410), __byte_perm(q[4], q[6], 0x5410),
+                                                             __byte_perm(q[1], q[3], 0x5410), __byte_perm(q[5], q[7], 0x5410));
+                if (i % 4 == 0) cs[i / 4] = make_float2(__uint_as_float((uint32_t)(127 - sh) << 23), sum);
+            }
         }
     }
     __syncthreads();
@@ -238,6 +321,42 @@ ENGINE_DEV float dot_chunk16(const uint4 (&w)[4], const __half2* xs_chunk, float
     }
     const float2 f = __half22float2(__hadd2(a0, a1));
     return acc + (f.x + f.y);
+}
+
+// Two int16 values of a (signed) times two bytes of b (unsigned: bytes 0-1, or with HI 2-3), added to c: one
+// IDP.2A, which runs on the FMA-heavy pipe, not the half-rate integer pipe the LOP3s and shifts share.
+template <bool HI>
+ENGINE_DEV int dp2a(uint32_t a, uint32_t b, int c) {
+    int d;
+    if (HI) asm("dp2a.hi.s32.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    else asm("dp2a.lo.s32.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+// dot_chunk on stage_input_i16's input: the products summed exactly in int32 by dp2a. Why: of dot_chunk's 14
+// instructions per 8 weights five (a shift and four LOP3s) run on the half-rate integer pipe, and in the micro-
+// benchmark a dot product without them was 15% faster per step where one that kept them was not. Here two LOP3s per
+// word make its bytes — nibbles 0, 2, 4, 6 as they are, 1, 3, 5, 7 as 16 q, so no shift — and four IDP.2A take the
+// products: 7 instructions with the load. The zero comes off once per chunk as z Σ x16 (`cs`: the chunk's 2^-s and
+// Σ x16), and the int16 input carries 14 bits where fp16 carries 11. SYM: the scale alone in `sz_bits`, zero 8.
+template <bool SYM = false>
+ENGINE_DEV float dot_i16(uint4 w, const __half2* xs_chunk, uint32_t sz_bits, float2 cs, float acc) {
+    const uint4* xv = reinterpret_cast<const uint4*>(xs_chunk);
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    int a0 = 0, a1 = 0;  // Σ q x16 over the even nibbles; 16 × that over the odd ones (|a1| < 2^26 per chunk)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint4 xq = xv[i];  // int16 pairs (x0, x2), (x4, x6), (x1, x3), (x5, x7) of the word's rows
+        const uint32_t even = words[i] & 0x0F0F0F0Fu, odd = words[i] & 0xF0F0F0F0u;
+        a0 = dp2a<false>(xq.x, even, a0);
+        a0 = dp2a<true>(xq.y, even, a0);
+        a1 = dp2a<false>(xq.z, odd, a1);
+        a1 = dp2a<true>(xq.w, odd, a1);
+    }
+    const float qx = fmaf((float)a1, 0.0625f, (float)a0);  // floats within 2^-24 relative
+    const __half2 sz = u32_as_half2(sz_bits);
+    const float zneg = SYM ? -8.f : 1024.f - __high2float(sz);  // −zero
+    return fmaf(__low2float(sz) * cs.x, fmaf(zneg, cs.y, qx), acc);
 }
 
 // Rotate a value with its rotary partner (both lanes of one 16-lane group hold the pair in slots j, j + 8).
@@ -466,6 +585,11 @@ struct BlockWork {
     __device__ __forceinline__ const __half2* input_of(const GemvParams& p, const __half2* xs, uint32_t t) const {
         return VAR == PARTS ? xs + (size_t)(part_of(p, t) - part_lo) * (p.k_pad / 2) : xs;
     }
+    // The (2^-s, Σ x16) of the staged int16 input tile t multiplies (stage_input_i16: a part's chunks follow the
+    // previous part's).
+    __device__ __forceinline__ const float2* chunks_of(const GemvParams& p, const float2* cs, uint32_t t) const {
+        return VAR == PARTS ? cs + (size_t)(part_of(p, t) - part_lo) * (p.k_pad / 32) : cs;
+    }
 };
 
 // What a tile's epilogue reads besides its sums, fetched by warp 0 when the tile starts so that the loads overlap
@@ -653,9 +777,12 @@ __device__ __noinline__ void attend(const GemvParams* pp, unsigned char* smem) {
 
 // The register-pipelined kernel (every card): each lane keeps its next batch of weights in flight in registers.
 // LEAN: its K loop with the addressing strength-reduced (see load_lean), the same bits. SYM: a symmetric 4-bit
-// linear's scales-only copy instead of sz (see scale_words), the same bits.
-template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT, int BITS = 4, bool LEAN = false, bool SYM = false>
+// linear's scales-only copy instead of sz (see scale_words), the same bits. I16 (int4, lean): the input staged as
+// int16 and the products summed by dp2a (stage_input_i16, dot_i16).
+template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT, int BITS = 4, bool LEAN = false, bool SYM = false,
+          bool I16 = false>
 ENGINE_DEV void run(const GemvParams& p) {
+    static_assert(!I16 || (BITS == 4 && LEAN), "the int16 dot product is int4's, in the lean K loop");
     constexpr int SB = batch_steps<BITS>();
     extern __shared__ __align__(16) unsigned char smem[];
     if (EPI == QKV_ROPE && p.arrivals && blockIdx.x >= p.gemv_blocks) return attend<NW>(&p, smem);
@@ -683,7 +810,10 @@ ENGINE_DEV void run(const GemvParams& p) {
 
     // Nothing before this line may read what the previous kernel writes (x, ssq, the caches).
     pdl_wait();
-    stage_input<PRO, NW, VAR == PARTS>(p, sm.xs, b.part_lo, b.part_hi, sm.scratch);
+    // I16: the chunks' (2^-s, Σ x16) after the staged inputs.
+    float2* const cs = reinterpret_cast<float2*>(sm.xs + (size_t)(b.part_hi - b.part_lo + 1) * (p.k_pad / 2));
+    if (I16) stage_input_i16<PRO, NW, VAR == PARTS>(p, sm.xs, cs, b.part_lo, b.part_hi, sm.scratch);
+    else stage_input<PRO, NW, VAR == PARTS>(p, sm.xs, b.part_lo, b.part_hi, sm.scratch);
     if (!EARLY && v_begin < v_end) first_batch();
     pdl_launch_dependents();
 
@@ -695,22 +825,26 @@ ENGINE_DEV void run(const GemvParams& p) {
         float acc = 0.f;
         if constexpr (LEAN) {
             const __half2* xw = xt + (2 * warp + hsel) * 16;
+            const float2* cw = b.chunks_of(p, cs, t) + 2 * warp + hsel;  // I16: a warp's chunks lie 2 NW apart
+            // Step i0 + u of the batch at xb (and cb): its chunk's product.
+            auto dot = [&](int u, const __half2* xb, const float2* cb) {
+                if constexpr (I16) acc = dot_i16<SYM>(cur[u], xb + u * X_STEP, cur_sz[u], cb[u * 2 * NW], acc);
+                else acc = dot_words<BITS, SYM>(cur + u * lane_words<BITS>(), xb + u * X_STEP, cur_sz[u], acc);
+            };
             for (uint32_t i0 = 0; i0 < n; i0 += SB) {
                 // The next batch (of this tile, or the next tile's first) in flight while this one is multiplied.
                 uint32_t ni = i0 + SB, nv = v;
                 if (ni >= n) ni = 0, nv = v + 1;
                 if (nv < v_end) load_lean<NW, BITS, SYM>(p, tile_at<EPI>(p, nv), steps, n, ni, nxt, nxt_sz);
                 const __half2* xb = xw + i0 * X_STEP;
+                const float2* cb = cw + i0 * 2 * NW;
                 if (i0 + SB <= n) {
 #pragma unroll
-                    for (int u = 0; u < SB; ++u)
-                        acc = dot_words<BITS, SYM>(cur + u * lane_words<BITS>(), xb + u * X_STEP, cur_sz[u], acc);
+                    for (int u = 0; u < SB; ++u) dot(u, xb, cb);
                 } else {
 #pragma unroll
                     for (int u = 0; u < SB; ++u)
-                        if (i0 + u < n)
-                            acc = dot_words<BITS, SYM>(cur + u * lane_words<BITS>(), xb + u * X_STEP, cur_sz[u],
-                                                       acc);
+                        if (i0 + u < n) dot(u, xb, cb);
                 }
 #pragma unroll
                 for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
@@ -900,10 +1034,11 @@ ENGINE_DEV void run_ring_or_trap(const GemvParams& p) {
 // int8 / fp16). Block: 32 · NW threads, the ring kernels 32 · (NW + 1). Grid: ceil(units / tiles_per_block)
 // blocks, units = n_pad / 16 tiles (gate/up split: part_slot1 / 16 pairs of tiles).
 //
-// Every kernel comes eleven times, gemv_int4_NAME over 4-bit tiles, gemv_int8_NAME over 8-bit tiles and
+// Every kernel comes thirteen times, gemv_int4_NAME over 4-bit tiles, gemv_int8_NAME over 8-bit tiles and
 // gemv_f16_NAME over fp16 tiles (the same code), gemv_lean_int4_NAME, ... with the lean K loop, gemv_ring_int4_NAME,
-// ... on the weight ring, and gemv_sym_int4_NAME and gemv_lean_sym_int4_NAME over symmetric 4-bit tiles, reading
-// their scales-only copy.
+// ... on the weight ring, gemv_sym_int4_NAME and gemv_lean_sym_int4_NAME over symmetric 4-bit tiles, reading their
+// scales-only copy, and gemv_lean_i16_int4_NAME and gemv_lean_sym_i16_int4_NAME with the int16 dot product (dynamic
+// shared memory k_pad / 4 bytes more per staged input: the chunks' (2^-s, Σ x16)).
 #define GEMV_ONE(NAME, FMT, BITS, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)                                       \
     extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                            \
         gemv_##FMT##_##NAME(const __grid_constant__ GemvParams p) {                                             \
@@ -917,7 +1052,8 @@ ENGINE_DEV void run_ring_or_trap(const GemvParams& p) {
         gemv_ring_##FMT##_##NAME(const __grid_constant__ GemvParams p) {                                        \
         run_ring_or_trap<PRO, EPI, NW, VAR, BITS>(p);                                                           \
     }
-// A symmetric 4-bit linear's scales-only kernels, register-pipelined and lean (not on the ring, which copies sz).
+// A symmetric 4-bit linear's scales-only kernels, register-pipelined and lean (not on the ring, which copies sz);
+// and the int4 kernels with the int16 dot product (lean), over sz and over the scales alone.
 #define GEMV_SYM(NAME, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)                                                     \
     extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                            \
         gemv_sym_int4_##NAME(const __grid_constant__ GemvParams p) {                                            \
@@ -926,6 +1062,14 @@ ENGINE_DEV void run_ring_or_trap(const GemvParams& p) {
     extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                            \
         gemv_lean_sym_int4_##NAME(const __grid_constant__ GemvParams p) {                                       \
         gemv::run<PRO, EPI, NW, VAR, 4, true, true>(p);                                                         \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                            \
+        gemv_lean_i16_int4_##NAME(const __grid_constant__ GemvParams p) {                                       \
+        gemv::run<PRO, EPI, NW, VAR, 4, true, false, true>(p);                                                  \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                            \
+        gemv_lean_sym_i16_int4_##NAME(const __grid_constant__ GemvParams p) {                                   \
+        gemv::run<PRO, EPI, NW, VAR, 4, true, true, true>(p);                                                   \
     }
 #define GEMV_KERNEL(NAME, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)          \
     GEMV_ONE(NAME, int4, 4, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)       \

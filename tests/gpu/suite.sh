@@ -88,9 +88,14 @@ for g in tiny long; do
     done
     unset -n gen
 done
-# The lean K loop with the scales-only GEMVs (the synth is symmetric int4): off by default, so checked here too.
+# The lean K loop with the scales-only GEMVs (the synth is symmetric int4) and the int16 dot product: off by
+# default, so checked here too.
 check memcheck-tiny-lean-sym timeout 600 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}" \
     --tune gemv_lean=on,gemv_sym=on
+check memcheck-tiny-i16 timeout 600 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}" \
+    --tune gemv_i16=on
+check racecheck-tiny-i16 timeout 600 compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_tiny[@]}" \
+    --tune gemv_i16=on
 # The tiny model's K (64, 176) is not whole 128-column spans, so its prompts never take the GEMV-shaped 16-row tile
 # (gemv_rows.cu); a model of hidden 128 and intermediate 384 does, for prompts of at most 64 tokens (12 here: one row
 # block of 16; head_dim 64: the attention writes that tile's fragments itself).
@@ -120,6 +125,8 @@ if [ "$SKIP_7B" != 1 ]; then
         --reps 3 --tune gemv_lean=on
     check bench-7b-gemv-sym timeout 300 "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,2048 \
         --reps 3 --tune gemv_lean=on,gemv_sym=on
+    check bench-7b-gemv-i16 timeout 300 "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,2048 \
+        --reps 3 --tune gemv_i16=on,gemv_sym=on
     MODEL=/tmp/engine-7b check sampling-7b bash tests/gpu/sampling.sh
     for i in $(seq 1 12); do cat tools/testdata/corpus.txt; done >"$OUT/corpus.txt"
     check perplexity-7b "$BIN/engine-cli" perplexity -m /tmp/engine-7b --backend cuda --file "$OUT/corpus.txt" --stride 512

@@ -38,6 +38,9 @@ pub enum GemvStream {
     Registers,
     /// The same as `Registers` with the K loop's addressing strength-reduced (`gemv_lean_*`; `Tuning::gemv_lean`).
     Lean,
+    /// `Lean` with int4's products on the int16 input (`gemv_lean_i16_int4_*`; `Tuning::gemv_i16`; the other formats
+    /// take the `Lean` kernels).
+    LeanI16,
     Ring,
 }
 
@@ -83,11 +86,13 @@ pub fn gemv_ring_bytes(format: TileFormat) -> u32 {
 
 /// Dynamic shared memory of a GEMV with `warps` warps over K padded to `k_pad` staging `inputs` copies of its
 /// input (act-order: one per fused part): the per-warp sums, the split gate/up's 16 gate values and columns, and
-/// the staged inputs; the ring kernels' ring in front and the copying warp's scratch (16 bytes).
+/// the staged inputs (with the int16 dot product, each 32-row chunk's (2^-s, Σ x16) after them); the ring kernels'
+/// ring in front and the copying warp's scratch (16 bytes).
 pub fn gemv_smem(k_pad: u32, warps: u32, inputs: u32, format: TileFormat, stream: GemvStream) -> u32 {
     let staged = (warps * 16 + warps + 32) * 4 + inputs * k_pad * 2;
     match stream {
-        GemvStream::Registers | GemvStream::Lean => staged,
+        GemvStream::LeanI16 if format == TileFormat::Int4 => staged + inputs * (k_pad / 32) * 8,
+        GemvStream::Registers | GemvStream::Lean | GemvStream::LeanI16 => staged,
         GemvStream::Ring => gemv_ring_bytes(format) + 16 + staged,
     }
 }
@@ -948,12 +953,17 @@ mod tests {
     fn gemv_inputs_stay_16_byte_aligned() {
         // The staged input follows the ring and the sums; it is stored with 16-byte stores.
         for format in [TileFormat::Int4, TileFormat::Int8, TileFormat::F16] {
-            for stream in [GemvStream::Registers, GemvStream::Lean, GemvStream::Ring] {
+            for stream in [GemvStream::Registers, GemvStream::Lean, GemvStream::LeanI16, GemvStream::Ring] {
                 for warps in [8, 16] {
                     assert_eq!(gemv_smem(0, warps, 0, format, stream) % 16, 0, "{format:?} {stream:?} {warps}");
                 }
             }
         }
+        // The int16 dot product's per-chunk constants, 8 bytes per 32 rows of each staged input, int4 only.
+        let extra = |format| {
+            gemv_smem(4096, 8, 3, format, GemvStream::LeanI16) - gemv_smem(4096, 8, 3, format, GemvStream::Lean)
+        };
+        assert_eq!((extra(TileFormat::Int4), extra(TileFormat::Int8), extra(TileFormat::F16)), (3 * 4096 / 4, 0, 0));
         assert_eq!(gemv_threads(8, GemvStream::Ring), 288);
         assert_eq!(gemv_threads(16, GemvStream::Registers), 512);
     }

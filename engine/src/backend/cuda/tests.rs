@@ -288,10 +288,10 @@ fn gemv_launch(s: GemvStream, grid: u32, warps: u32, k_pad: u32, inputs: u32, fo
     Launch::new((grid, 1, 1), shapes::gemv_threads(warps, s), smem)
 }
 
-/// The ways this device's GEMVs can stream their weights: in registers (with either K loop), and on the ring where
-/// the card has it.
+/// The ways this device's GEMVs can stream their weights: in registers (with either K loop, the lean one also with
+/// the int16 dot product), and on the ring where the card has it.
 fn streams(g: &Device) -> Vec<GemvStream> {
-    let mut all = vec![GemvStream::Registers, GemvStream::Lean];
+    let mut all = vec![GemvStream::Registers, GemvStream::Lean, GemvStream::LeanI16];
     if g.has_wgmma() {
         all.push(GemvStream::Ring);
     }
@@ -642,7 +642,7 @@ fn gemv_store_matches_f64_in_both_widths() {
                 match s {
                     GemvStream::Registers => drop(registers.insert(what.clone(), bits_of)),
                     GemvStream::Lean => assert!(registers[&what] == bits_of, "{what}: lean K loop differs in bits"),
-                    GemvStream::Ring => {}
+                    GemvStream::LeanI16 | GemvStream::Ring => {}
                 }
                 let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
                 check(&got, &want, 2e-3, &format!("{what} ({s:?})"));

@@ -38,6 +38,13 @@ pub struct Tuning {
     /// The copy is planned for every symmetric linear (+0.1 GB on the 7B) and filled only with this on. Off: written
     /// in a session without a GPU, not yet run or measured. Ignored with `gemv_ring`.
     pub gemv_sym: bool,
+    /// Decode GEMVs over int4 linears with the int16 dot product (`gemv_lean_i16_int4_*`, in the lean K loop, which
+    /// this implies): the input staged as int16 per 32-row chunk and the products summed exactly by dp2a, two LOP3s
+    /// and four IDP.2A per 8 weights where dot_chunk has a shift, four LOP3s and eight fp16 operations; more exact
+    /// than the fp16 input (14 bits against 11). Off: written in a session without a GPU, not yet run or measured
+    /// (the micro-benchmark's variants 32-33 and the persistent kernel's mode 16 are the same dot product).
+    /// Ignored with `gemv_ring`.
+    pub gemv_i16: bool,
     /// MB of the next GEMV's weights (its first bytes) each decode GEMV asks the L2 for once its own loads are
     /// issued, 0..=64 (sm_90; 0: none). No gain measured: 2-4 MB within the spread, 8 MB and more slower (572
     /// against 588 tok/s at 8 on an H200: the prefetch takes DRAM time from the running GEMV; BENCHMARKS.md).
@@ -107,6 +114,7 @@ impl Default for Tuning {
             gemv_ring: false,
             gemv_lean: false,
             gemv_sym: false,
+            gemv_i16: false,
             gemv_prefetch_mb: 0,
             gemm128: true,
             wgmma: WgmmaTile::WeightsInRegisters,
@@ -128,6 +136,7 @@ pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
     ("gemv_ring", "on|off", "decode GEMVs on a shared-memory ring filled by bulk copies (sm_90)"),
     ("gemv_lean", "on|off", "decode GEMVs with the lean K loop (strength-reduced addressing; the same bits)"),
     ("gemv_sym", "on|off", "decode GEMVs over symmetric int4 linears read their scales alone (half the scale bytes)"),
+    ("gemv_i16", "on|off", "int4 decode GEMVs on an int16 input with dp2a (implies the lean K loop)"),
     ("gemv_prefetch", "0..=64", "MB of the next GEMV's first weights each decode GEMV asks the L2 for (sm_90)"),
     ("gemm128", "on|off", "the 128 x 128 prefill GEMM tile for chunks of >= 128 rows"),
     ("wgmma", "off|128|256|ws|wreg", "the 128-row prefill tile on Hopper's wgmma tensor cores (sm_90; needs gemm128)"),
@@ -157,6 +166,7 @@ impl Tuning {
             "gemv_ring" => self.gemv_ring = flag(value)?,
             "gemv_lean" => self.gemv_lean = flag(value)?,
             "gemv_sym" => self.gemv_sym = flag(value)?,
+            "gemv_i16" => self.gemv_i16 = flag(value)?,
             "gemm128" => self.gemm128 = flag(value)?,
             "wgmma" => {
                 self.wgmma = WgmmaTile::NAMES.iter().find(|(_, n)| *n == value).map(|(t, _)| *t).ok_or_else(|| {
@@ -197,7 +207,7 @@ impl Tuning {
     pub fn describe(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "pdl={},gemv_blocks_per_sm={},attn_splits={},attn_in_qkv={},gemv_wide={},gemv_ring={},gemv_lean={},gemv_sym={},gemv_prefetch={},gemm128={},wgmma={},wgmma_short={},gemv_rows={},\
+            "pdl={},gemv_blocks_per_sm={},attn_splits={},attn_in_qkv={},gemv_wide={},gemv_ring={},gemv_lean={},gemv_sym={},gemv_i16={},gemv_prefetch={},gemm128={},wgmma={},wgmma_short={},gemv_rows={},\
              gpu_repack={},\
              cubin={}",
             on(self.pdl),
@@ -208,6 +218,7 @@ impl Tuning {
             on(self.gemv_ring),
             on(self.gemv_lean),
             on(self.gemv_sym),
+            on(self.gemv_i16),
             self.gemv_prefetch_mb,
             on(self.gemm128),
             self.wgmma.name(),
@@ -226,7 +237,7 @@ mod tests {
     #[test]
     fn parse_sets_each_key_and_describe_round_trips() {
         let t = Tuning::parse(
-            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,attn_in_qkv=on,gemv_wide=0,gemv_ring=on,gemv_lean=on,gemv_sym=on,gemv_prefetch=8,gemm128=false,wgmma=ws,wgmma_short=off,\
+            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,attn_in_qkv=on,gemv_wide=0,gemv_ring=on,gemv_lean=on,gemv_sym=on,gemv_i16=on,gemv_prefetch=8,gemm128=false,wgmma=ws,wgmma_short=off,\
              gemv_rows=off,gpu_repack=off,cubin=off",
         )
         .unwrap();
@@ -239,6 +250,7 @@ mod tests {
             gemv_ring: true,
             gemv_lean: true,
             gemv_sym: true,
+            gemv_i16: true,
             gemv_prefetch_mb: 8,
             gemm128: false,
             wgmma: WgmmaTile::WarpSpecialized,
