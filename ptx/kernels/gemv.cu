@@ -338,7 +338,9 @@ ENGINE_DEV int dp2a(uint32_t a, uint32_t b, int c) {
 // benchmark a dot product without them was 15% faster per step where one that kept them was not. Here two LOP3s per
 // word make its bytes — nibbles 0, 2, 4, 6 as they are, 1, 3, 5, 7 as 16 q, so no shift — and four IDP.2A take the
 // products: 7 instructions with the load. The zero comes off once per chunk as z Σ x16 (`cs`: the chunk's 2^-s and
-// Σ x16), and the int16 input carries 14 bits where fp16 carries 11. SYM: the scale alone in `sz_bits`, zero 8.
+// Σ x16). Precision: the chunk resolves 2^-14 of its largest |x| where fp16 resolves 2^-11 of each value, so it is
+// more exact than dot_chunk's input where the chunk's values are within 8x of its largest, less beside an outlier
+// (which costs its neighbours' low bits). SYM: the scale alone in `sz_bits`, zero 8.
 template <bool SYM = false>
 ENGINE_DEV float dot_i16(uint4 w, const __half2* xs_chunk, uint32_t sz_bits, float2 cs, float acc) {
     const uint4* xv = reinterpret_cast<const uint4*>(xs_chunk);

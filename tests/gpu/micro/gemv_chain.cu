@@ -154,8 +154,9 @@ __device__ __forceinline__ int dp2a(uint32_t a, uint32_t b, int c) {
 // its 14 instructions per 8 weights on the half-rate integer pipe (a shift and four LOP3s), and dot_lite, which has
 // none there, is 220 µs faster per step while dot_denorm, which keeps all five, is not; here two LOP3s per word
 // make the bytes (nibbles 0, 2, 4, 6 as they are; 1, 3, 5, 7 as 16 q, no shift) and four IDP.2A take the products,
-// 7 instructions per 8 weights with the load. The zero comes off once per chunk as z Σ x16, and the int16 input
-// carries 15 bits where fp16 carries 11: closer to float64 than dot_chunk. `cs`: the chunk's (2^-s, Σ x16).
+// 7 instructions per 8 weights with the load. The zero comes off once per chunk as z Σ x16; the int16 input resolves
+// 2^-15 of the chunk's largest |x| (fp16: 2^-11 of each value), so it is closer to float64 than dot_chunk unless an
+// outlier dominates a chunk. `cs`: the chunk's (2^-s, Σ x16).
 __device__ __forceinline__ float dot_i16(uint4 w, const __half2* xs, uint32_t szb, float2 cs, float acc) {
     const uint4* xv = reinterpret_cast<const uint4*>(xs);
     const uint32_t words[4] = {w.x, w.y, w.z, w.w};

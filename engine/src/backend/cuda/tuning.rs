@@ -40,8 +40,10 @@ pub struct Tuning {
     pub gemv_sym: bool,
     /// Decode GEMVs over int4 linears with the int16 dot product (`gemv_lean_i16_int4_*`, in the lean K loop, which
     /// this implies): the input staged as int16 per 32-row chunk and the products summed exactly by dp2a, two LOP3s
-    /// and four IDP.2A per 8 weights where dot_chunk has a shift, four LOP3s and eight fp16 operations; more exact
-    /// than the fp16 input (14 bits against 11). Off: written in a session without a GPU, not yet run or measured
+    /// and four IDP.2A per 8 weights where dot_chunk has a shift, four LOP3s and eight fp16 operations. Precision: a
+    /// chunk in block floating point resolves 2^-14 of its largest value, fp16 2^-11 of each value, so it is more
+    /// exact where a chunk's values are within 8x of its largest and less where one outlier dominates a chunk (the
+    /// small values beside it lose bits). Off: written in a session without a GPU, not yet run or measured
     /// (the micro-benchmark's variants 32-33 and the persistent kernel's mode 16 are the same dot product).
     /// Ignored with `gemv_ring`.
     pub gemv_i16: bool,
