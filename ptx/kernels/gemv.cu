@@ -167,6 +167,10 @@ ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, uint32_t part_lo, 
     __syncthreads();
 }
 
+// One word per thread and round, not stage_input's two: with the first batch of weights held across it, two words'
+// values and their int16s made the gate/up and residual kernels spill at the 64-register cap.
+constexpr int I16_WORDS = 1;
+
 // stage_input for the int16 dot product (dot_i16): the same words, parts, norm and ragged end, each 32-row chunk (4
 // words, staged by 4 adjacent threads) as int16 x · 2^s, s chosen so that the chunk's largest |x| lands in [2^13,
 // 2^14) (no value can round past int16), each word's rows as the pairs (0, 2), (4, 6), (1, 3), (5, 7) that dp2a
@@ -174,10 +178,6 @@ ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, uint32_t part_lo, 
 // words. The rounding is one FFMA with 1.5 · 2^23 (the float's low 16 bits are then the int16, two's complement),
 // not a conversion on the slow XU pipe, and the chunk's max and sum are shuffles over its 4 lanes, so every thread
 // runs the same number of rounds.
-// One word per thread and round, not stage_input's two: with the first batch of weights held across it, two words'
-// values and their int16s made the gate/up and residual kernels spill at the 64-register cap.
-constexpr int I16_WORDS = 1;
-
 template <int PRO, int NW, bool PARTS>
 ENGINE_DEV void stage_input_i16(const GemvParams& p, __half2* xs, float2* cs, uint32_t part_lo, uint32_t part_hi,
                                 float* scratch) {
@@ -227,8 +227,9 @@ ENGINE_DEV void stage_input_i16(const GemvParams& p, __half2* xs, float2* cs, ui
             sum += __shfl_xor_sync(0xffffffffu, sum, 1);
             sum += __shfl_xor_sync(0xffffffffu, sum, 2);
             if (i < total) {
-                reinterpret_cast<uint4*>(xs)[i] = make_uint4(__byte_perm(q[0], q[2], 0x5410), __byte_perm(q[4], q[6], 0x5410),
-                                                             __byte_perm(q[1], q[3], 0x5410), __byte_perm(q[5], q[7], 0x5410));
+                // Low halves: the int16s of rows (0, 2), (4, 6), (1, 3), (5, 7).
+                const auto pair = [&](int a, int b) { return __byte_perm(q[a], q[b], 0x5410); };
+                reinterpret_cast<uint4*>(xs)[i] = make_uint4(pair(0, 2), pair(4, 6), pair(1, 3), pair(5, 7));
                 if (i % 4 == 0) cs[i / 4] = make_float2(__uint_as_float((uint32_t)(127 - sh) << 23), sum);
             }
         }
