@@ -8,7 +8,8 @@
 #
 # The 7B comparison's CPU reference took 6.5 minutes on the H200 machine's 16 cores before the CPU matmul was
 # vectorized (5562f3f: ~4x faster on 2 cores since, not yet timed there); SKIP_7B=1 runs the small checks only
-# (~3.5 minutes), SKIP_SMALL=1 the 7B part only, so that each fits one 10-minute device call.
+# (~3.5 minutes), SKIP_SMALL=1 the 7B part only, so that each fits one 10-minute device call; of the small checks,
+# SANITIZE=0 runs all but the compute-sanitizer ones, SANITIZE=only those alone.
 #
 # It prints one table: every kernel against its float64 CPU counterpart; the CUDA backend against the CPU
 # backend on synthetic checkpoints of awkward sizes (both namings, group sizes 32/64/128/-1, act-order, asym, 8-bit,
@@ -23,6 +24,7 @@ BIN=${BIN:-.gpu}
 OUT=${OUT:-/tmp/gpu-suite}
 SKIP_7B=${SKIP_7B:-0}
 SKIP_SMALL=${SKIP_SMALL:-0}
+SANITIZE=${SANITIZE:-1}
 mkdir -p "$OUT"
 declare -a rows
 
@@ -33,20 +35,26 @@ check() { # name, command...: PASS if it exits 0
     local t0=$SECONDS
     if "$@" >"$OUT/$name.log" 2>&1; then row PASS "$name" "$((SECONDS - t0)) s"; else row FAIL "$name" "exit $? after $((SECONDS - t0)) s, see $name.log"; fi
 }
+sanitize() { # a compute-sanitizer check: skipped with SANITIZE=0
+    [ "$SANITIZE" = 0 ] || check "$@"
+}
+tested() { # a small check that is not a sanitizer's: skipped with SANITIZE=only
+    [ "$SANITIZE" = only ] || check "$@"
+}
 
 echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 # The small checks (not indented: the heredoc below must start its lines).
 if [ "$SKIP_SMALL" != 1 ]; then
-check kernels "$BIN/engine-unit" --ignored --test-threads 1 backend::cuda --skip time_per_launch --skip repack_time \
+tested kernels "$BIN/engine-unit" --ignored --test-threads 1 backend::cuda --skip time_per_launch --skip repack_time \
     --skip gemm_wgmma_ws --skip attention_decode_and_prefill_match_f64
 # The warp-specialized wgmma tile synchronizes its warps through mbarriers, and the decode attention in the q/k/v
 # GEMV's own blocks (Tuning::attn_in_qkv, tested with the attention kernels) waits on counters: a protocol error
 # would hang, so they run on their own with a time limit, as does everything that runs that attention.
-check kernel-wgmma-ws timeout 180 "$BIN/engine-unit" --ignored --exact \
+tested kernel-wgmma-ws timeout 180 "$BIN/engine-unit" --ignored --exact \
     backend::cuda::tests::gemm_wgmma_ws_int4_matches_f64_on_long_chunks
-check kernel-attention timeout 300 "$BIN/engine-unit" --ignored --exact \
+tested kernel-attention timeout 300 "$BIN/engine-unit" --ignored --exact \
     backend::cuda::tests::attention_decode_and_prefill_match_f64
-check cuda-vs-cpu timeout 900 "$BIN/gpu_vs_cpu" --ignored --test-threads 1 --nocapture --skip the_7b_shape
+tested cuda-vs-cpu timeout 900 "$BIN/gpu_vs_cpu" --ignored --test-threads 1 --nocapture --skip the_7b_shape
 grep -E '^(baichuan|llama)' "$OUT/cuda-vs-cpu.log" | sed 's/^/       /' >"$OUT/cuda-vs-cpu.summary" || true
 
 # The same greedy text on both backends through the CLI.
@@ -66,35 +74,35 @@ PY
 then row PASS cli-greedy-text-cpu-eq-cuda "$(wc -c <"$OUT/cli-cuda.json") bytes of JSON"; else row FAIL cli-greedy-text-cpu-eq-cuda "see cli-*.json"; fi
 
 # The C ABI on the GPU, through the Python ctypes client (the same client runs on the CPU in CI).
-ENGINE_CLIENT_BACKEND=CUDA check c-abi-python-cuda python3 tests/python/client.py "$BIN/libengine.so" "$TINY" engine/include/engine.h
+ENGINE_CLIENT_BACKEND=CUDA tested c-abi-python-cuda python3 tests/python/client.py "$BIN/libengine.so" "$TINY" engine/include/engine.h
 
 gen_tiny=("$BIN/engine-cli" generate -m "$TINY" --backend cuda -p 'The quick brown fox jumps over the lazy dog and' -n 24 --ignore-eos)
-check memcheck compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}"
-check racecheck compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_tiny[@]}"
-check synccheck compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_tiny[@]}"
+sanitize memcheck compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}"
+sanitize racecheck compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_tiny[@]}"
+sanitize synccheck compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_tiny[@]}"
 # A prompt of more than 128 tokens takes the 128-row prefill tiles (on sm_90 the weights-in-registers wgmma tile and
 # the K rearrangement in front of it), which the short prompt above never reaches.
 long_prompt=$(for _ in $(seq 1 15); do printf 'the quick brown fox jumps over the lazy dog '; done)
 gen_long=("$BIN/engine-cli" generate -m "$TINY" --backend cuda -p "$long_prompt" -n 4 --ignore-eos)
-check memcheck-long-prompt compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_long[@]}"
-check racecheck-long-prompt compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_long[@]}"
-check synccheck-long-prompt compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_long[@]}"
+sanitize memcheck-long-prompt compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_long[@]}"
+sanitize racecheck-long-prompt compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_long[@]}"
+sanitize synccheck-long-prompt compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_long[@]}"
 # The same two with the decode attention in the q/k/v GEMV's own blocks (the long one's decode over several splits).
 for g in tiny long; do
     declare -n gen="gen_$g"
     for tool in memcheck racecheck synccheck; do
-        check "$tool-$g-attn-in-qkv" timeout 600 compute-sanitizer --tool "$tool" --error-exitcode 99 "${gen[@]}" \
+        sanitize "$tool-$g-attn-in-qkv" timeout 600 compute-sanitizer --tool "$tool" --error-exitcode 99 "${gen[@]}" \
             --tune attn_in_qkv=on
     done
     unset -n gen
 done
 # The lean K loop with the scales-only GEMVs (the synth is symmetric int4) and the int16 dot product: off by
 # default, so checked here too.
-check memcheck-tiny-lean-sym timeout 600 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}" \
+sanitize memcheck-tiny-lean-sym timeout 600 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}" \
     --tune gemv_lean=on,gemv_sym=on
-check memcheck-tiny-i16 timeout 600 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}" \
+sanitize memcheck-tiny-i16 timeout 600 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}" \
     --tune gemv_i16=on
-check racecheck-tiny-i16 timeout 600 compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_tiny[@]}" \
+sanitize racecheck-tiny-i16 timeout 600 compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_tiny[@]}" \
     --tune gemv_i16=on
 # The tiny model's K (64, 176) is not whole 128-column spans, so its prompts never take the GEMV-shaped 16-row tile
 # (gemv_rows.cu); a model of hidden 128 and intermediate 384 does, for prompts of at most 64 tokens (12 here: one row
@@ -102,14 +110,14 @@ check racecheck-tiny-i16 timeout 600 compute-sanitizer --tool racecheck --error-
 R16=/tmp/engine-gpu-suite-rows16
 "$BIN/engine-cli" synth --out "$R16" --hidden 128 --intermediate 384 --heads 2 >/dev/null 2>&1
 gen_r16=("$BIN/engine-cli" generate -m "$R16" --backend cuda -p 'The quick brown fox' -n 8 --ignore-eos)
-check memcheck-rows16 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_r16[@]}"
-check racecheck-rows16 compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_r16[@]}"
-check synccheck-rows16 compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_r16[@]}"
+sanitize memcheck-rows16 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_r16[@]}"
+sanitize racecheck-rows16 compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_r16[@]}"
+sanitize synccheck-rows16 compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_r16[@]}"
 # ... and a prompt of 17-64 tokens (the same tile with several row blocks of A).
 gen_r48=("$BIN/engine-cli" generate -m "$R16" --backend cuda -p "$(printf 'the quick brown fox %.0s' 1 2 3)" -n 4 --ignore-eos)
-check memcheck-rows48 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_r48[@]}"
-check racecheck-rows48 compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_r48[@]}"
-check synccheck-rows48 compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_r48[@]}"
+sanitize memcheck-rows48 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_r48[@]}"
+sanitize racecheck-rows48 compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_r48[@]}"
+sanitize synccheck-rows48 compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_r48[@]}"
 fi
 
 if [ "$SKIP_7B" != 1 ]; then
