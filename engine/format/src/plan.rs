@@ -718,17 +718,19 @@ mod tests {
         assert!(p.kv.layer_keys(c.num_hidden_layers - 1).end() <= p.kv.values().offset);
     }
 
+    /// The plan of a tiny GPTQ checkpoint made from `spec`.
+    fn plan_of(spec: testutil::TinySpec) -> MemoryPlan {
+        let config = crate::config::parse_model_config("config.json", spec.config_json().as_bytes()).unwrap();
+        let quant = spec.quant_json().unwrap();
+        let quant = crate::config::parse_quant_config("quantize_config.json", quant.as_bytes()).unwrap();
+        let shard = testutil::serialize(&spec.tensors());
+        let desc = crate::describe(&config, Some(&quant), &[crate::Shard { name: "m", bytes: &shard }]).unwrap();
+        plan(&desc, PlanLimits { max_context: 64, prefill_chunk: 16 })
+    }
+
     #[test]
     fn eight_bit_linears_take_one_byte_per_weight_in_the_same_tiles() {
-        let describe = |bits: u32| {
-            let spec = testutil::TinySpec { bits, ..testutil::TinySpec::llama() };
-            let config = crate::config::parse_model_config("config.json", spec.config_json().as_bytes()).unwrap();
-            let quant = spec.quant_json().unwrap();
-            let quant = crate::config::parse_quant_config("quantize_config.json", quant.as_bytes()).unwrap();
-            let shard = testutil::serialize(&spec.tensors());
-            let desc = crate::describe(&config, Some(&quant), &[crate::Shard { name: "m", bytes: &shard }]).unwrap();
-            plan(&desc, PlanLimits { max_context: 64, prefill_chunk: 16 })
-        };
+        let describe = |bits: u32| plan_of(testutil::TinySpec { bits, ..testutil::TinySpec::llama() });
         let (p4, p8) = (describe(4), describe(8));
         for (l4, l8) in p4.weights.layers.iter().zip(&p8.weights.layers) {
             for (a, b) in [(&l4.qkv, &l8.qkv), (&l4.o_proj, &l8.o_proj), (&l4.gate_up, &l8.gate_up)] {
@@ -747,14 +749,6 @@ mod tests {
 
     #[test]
     fn symmetric_int4_linears_get_a_scales_only_copy() {
-        let plan_of = |spec: testutil::TinySpec| {
-            let config = crate::config::parse_model_config("config.json", spec.config_json().as_bytes()).unwrap();
-            let quant = spec.quant_json().unwrap();
-            let quant = crate::config::parse_quant_config("quantize_config.json", quant.as_bytes()).unwrap();
-            let shard = testutil::serialize(&spec.tensors());
-            let desc = crate::describe(&config, Some(&quant), &[crate::Shard { name: "m", bytes: &shard }]).unwrap();
-            plan(&desc, PlanLimits { max_context: 64, prefill_chunk: 16 })
-        };
         // Baichuan's tiny spec is symmetric: every linear gets one scale per sz word, listed.
         let p = plan_of(testutil::TinySpec::baichuan());
         for (l, layer) in p.weights.layers.iter().enumerate() {
