@@ -75,7 +75,15 @@ pub struct SynthSpec {
     /// in the style of `transformers`' fast tokenizers naming ids 1 and 2 (the `bos_token_id` and `eos_token_id` of
     /// `config.json`) as BOS and EOS, BOS added.
     pub tokenizer_json: Option<Vec<u8>>,
+    /// Hidden dims (evenly spaced, at most `hidden`) whose weight in every decoder layer's two RMSNorms is
+    /// [`OUTLIER_NORM_WEIGHT`] instead of ~1: the projections' normalized inputs then carry a few values ~30x the
+    /// others, as trained models' "massive activations" do — what a block-scaled input (`Tuning::gemv_i16`) or
+    /// fp16 sums must get right. 0: none.
+    pub outliers: usize,
 }
+
+/// The RMSNorm weight of an outlier dim ([`SynthSpec::outliers`]).
+pub const OUTLIER_NORM_WEIGHT: f32 = 30.0;
 
 impl SynthSpec {
     /// A tiny Baichuan-named GPTQ model with awkward-but-valid sizes: `intermediate` 176 is not a multiple of the
@@ -103,6 +111,7 @@ impl SynthSpec {
             tie_word_embeddings: false,
             tokenizer_model: Vec::new(),
             tokenizer_json: None,
+            outliers: 0,
         }
     }
 
@@ -166,6 +175,9 @@ impl SynthSpec {
                 "Baichuan has no grouped-query attention: kv_heads ({}) must equal heads ({})",
                 self.kv_heads, self.heads
             ));
+        }
+        if self.outliers > self.hidden {
+            return bad(format!("outliers = {}: expected at most hidden ({})", self.outliers, self.hidden));
         }
         if self.vocab < 3 {
             return bad(format!("vocab = {}: expected at least 3 (bos 1 and eos 2 must exist)", self.vocab));
@@ -282,9 +294,17 @@ impl SynthSpec {
         };
         out.push(float("model.embed_tokens.weight", vec![self.vocab, h], 0.0, embed_half_width));
         let norm = |name: String| float(&name, vec![h], 1.0, 0.05);
+        // The decoder layers' norms carry the outlier dims (the final norm does not: the lm_head reads no GEMV tile).
+        let layer_norm = |name: String| match self.outliers {
+            0 => norm(name),
+            n => TensorPlan {
+                fill: Fill::Spiked { center: 1.0, half_width: 0.05, every: h / n, value: OUTLIER_NORM_WEIGHT },
+                ..norm(name)
+            },
+        };
         for l in 0..self.layers {
             let p = format!("model.layers.{l}");
-            out.push(norm(format!("{p}.input_layernorm.weight")));
+            out.push(layer_norm(format!("{p}.input_layernorm.weight")));
             // The g_idx table of each linear: by its input (q/k/v or W_pack, o_proj, gate/up, down_proj) and its
             // place among the linears reading that input (see g_idx_tables).
             let g = |input: usize, part: usize| self.g_table(l, input, part);
@@ -299,7 +319,7 @@ impl SynthSpec {
                 }
             }
             self.linear(&mut out, &format!("{p}.self_attn.o_proj"), q_dim, h, g(1, 0));
-            out.push(norm(format!("{p}.post_attention_layernorm.weight")));
+            out.push(layer_norm(format!("{p}.post_attention_layernorm.weight")));
             self.linear(&mut out, &format!("{p}.mlp.gate_proj"), h, inter, g(2, 0));
             self.linear(&mut out, &format!("{p}.mlp.up_proj"), h, inter, g(2, 1));
             self.linear(&mut out, &format!("{p}.mlp.down_proj"), inter, h, g(3, 0));
@@ -592,6 +612,8 @@ enum Fill {
     Const(u32),
     /// A copy of `g_idx` table `n`.
     GIdx(usize),
+    /// `Uniform`, but element `every / 2` of every `every` is `value`.
+    Spiked { center: f32, half_width: f32, every: usize, value: f32 },
 }
 
 #[derive(Debug, Clone)]
@@ -628,17 +650,29 @@ impl TensorPlan {
                     *w = *v as u32;
                 }
             }
-            Fill::Uniform { center, half_width } => {
+            &Fill::Uniform { center, half_width } | &Fill::Spiked { center, half_width, .. } => {
                 let halves: &mut [u16] = bytemuck::cast_slice_mut(&mut words);
                 let (lo, width) = (center - half_width, 2.0 * half_width);
+                let spike = match self.fill {
+                    Fill::Spiked { every, value, .. } => Some((every, value)),
+                    _ => None,
+                };
                 // Small blocks on the stack, converted with the CPU's f16 instructions where it has them.
                 let mut scratch = [0f32; 64];
-                for block in halves.chunks_mut(64) {
+                let first = c * CHUNK_BYTES / self.dtype.size();
+                for (b, block) in halves.chunks_mut(64).enumerate() {
                     let xs = &mut scratch[..block.len()];
                     for pair in xs.chunks_mut(2) {
                         let r = rng.next();
                         for (x, bits) in pair.iter_mut().zip([r as u32, (r >> 32) as u32]) {
                             *x = lo + width * ((bits >> 8) as f32 * (1.0 / (1u32 << 24) as f32));
+                        }
+                    }
+                    if let Some((every, value)) = spike {
+                        for (i, x) in xs.iter_mut().enumerate() {
+                            if (first + 64 * b + i) % every == every / 2 {
+                                *x = value;
+                            }
                         }
                     }
                     // validate() allows only the two float types here.

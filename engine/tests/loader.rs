@@ -365,6 +365,25 @@ fn synth_is_deterministic() {
 }
 
 #[test]
+fn synth_outliers_are_evenly_spaced_norm_weights_in_every_layer() {
+    let spec = SynthSpec { outliers: 4, ..SynthSpec::tiny() };
+    let (_dir, m) = synth("outliers", &spec);
+    let every = spec.hidden / spec.outliers;
+    for layer in &m.desc.layers {
+        for t in [&layer.input_layernorm, &layer.post_attention_layernorm] {
+            let w: Vec<f32> = m.f16(t).iter().map(|v| v.to_f32()).collect();
+            for (i, &v) in w.iter().enumerate() {
+                let want_spike = i % every == every / 2;
+                assert_eq!(v == engine::synth::OUTLIER_NORM_WEIGHT, want_spike, "{} [{i}] = {v}", t.name);
+                assert!(want_spike || (0.94..=1.06).contains(&v), "{} [{i}] = {v}", t.name);
+            }
+        }
+    }
+    // The final norm keeps none.
+    assert!(m.f16(&m.desc.norm).iter().all(|v| v.to_f32() < 2.0));
+}
+
+#[test]
 fn synth_rejects_bad_specs() {
     let dir = TempDir::new("bad-spec");
     for (spec, needle) in [
@@ -378,6 +397,7 @@ fn synth_rejects_bad_specs() {
         (SynthSpec { bits: 3, ..SynthSpec::tiny() }, "bits = 3: expected 4 or 8"),
         (SynthSpec { g_idx_per_linear: true, ..SynthSpec::tiny() }, "desc_act"),
         (SynthSpec { bits: 8, intermediate: 170, ..SynthSpec::tiny() }, "multiple of 4"),
+        (SynthSpec { outliers: 65, ..SynthSpec::tiny() }, "outliers = 65"),
     ] {
         match write_checkpoint(dir.path(), &spec) {
             Err(Error::InvalidArgument(msg)) => assert!(msg.contains(needle), "{msg}"),

@@ -48,8 +48,8 @@ impl Case {
 }
 
 /// Checkpoints of awkward sizes covering both namings, GQA, 4- and 8-bit GPTQ, every group size, act-order (one
-/// permutation per input, and one per linear as AutoGPTQ writes them), sym/asym, fp16 and bf16, tied embeddings and
-/// shards.
+/// permutation per input, and one per linear as AutoGPTQ writes them), sym/asym, fp16 and bf16, tied embeddings,
+/// shards, and activation outliers.
 pub fn cases() -> Vec<Case> {
     let tiny = SynthSpec::tiny();
     let llama = SynthSpec {
@@ -87,6 +87,12 @@ pub fn cases() -> Vec<Case> {
             SynthSpec { group_size: Some(64), sym: false, shards: 2, seed: 4, ..tiny.clone() },
         ),
         Case::new("baichuan-one-group", SynthSpec { group_size: None, seed: 5, ..tiny.clone() }),
+        // A few hidden dims ~30x the others in every projection's normalized input (SynthSpec::outliers): half of
+        // the 32-row chunks of K carry one, as trained models' massive activations do.
+        Case::new(
+            "baichuan-g128-outliers",
+            SynthSpec { hidden: 256, intermediate: 640, group_size: Some(128), outliers: 4, seed: 18, ..tiny.clone() },
+        ),
         Case::new("llama-gqa-g64-actorder-asym", llama.clone()),
         Case::new(
             "llama-g32-tied",

@@ -461,6 +461,7 @@ fn synth(a: SynthArgs) -> Result<()> {
     spec.shards = a.shards;
     spec.seed = a.seed;
     spec.tie_word_embeddings = a.tie_embeddings;
+    spec.outliers = a.outliers;
     let (spec, tokenizer_file) = match a.tokenizer {
         TokenizerArg::Sentencepiece => (engine::tiny::with_test_tokenizer(spec)?, "tokenizer.model"),
         TokenizerArg::Json => (engine::tiny::with_test_tokenizer_json(spec)?, "tokenizer.json"),
