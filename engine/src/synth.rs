@@ -76,16 +76,19 @@ pub struct SynthSpec {
     /// `config.json`) as BOS and EOS, BOS added.
     pub tokenizer_json: Option<Vec<u8>>,
     /// Hidden dims (evenly spaced, at most `hidden`) whose weight in every decoder layer's two RMSNorms is
-    /// [`OUTLIER_NORM_WEIGHT`] instead of ~1: the projections' normalized inputs then carry a few values ~30x the
+    /// [`SynthSpec::outlier_norm_weight`] instead of ~1: the projections' normalized inputs then carry a few values ~30x the
     /// others, as trained models' "massive activations" do — what a block-scaled input (`Tuning::gemv_i16`) or
     /// fp16 sums must get right. 0: none.
     pub outliers: usize,
 }
 
-/// The RMSNorm weight of an outlier dim ([`SynthSpec::outliers`]).
-pub const OUTLIER_NORM_WEIGHT: f32 = 30.0;
-
 impl SynthSpec {
+    /// The RMSNorm weight of an outlier dim ([`SynthSpec::outliers`]). (A function, not a public constant: those
+    /// reach the C header the Python package generates, whose parser takes integer constants only.)
+    pub const fn outlier_norm_weight() -> f32 {
+        30.0
+    }
+
     /// A tiny Baichuan-named GPTQ model with awkward-but-valid sizes: `intermediate` 176 is not a multiple of the
     /// group size 32 (the last group of `down_proj` is partial), the vocabulary is not a power of the hidden size.
     pub fn tiny() -> Self {
@@ -298,7 +301,7 @@ impl SynthSpec {
         let layer_norm = |name: String| match self.outliers {
             0 => norm(name),
             n => TensorPlan {
-                fill: Fill::Spiked { center: 1.0, half_width: 0.05, every: h / n, value: OUTLIER_NORM_WEIGHT },
+                fill: Fill::Spiked { center: 1.0, half_width: 0.05, every: h / n, value: Self::outlier_norm_weight() },
                 ..norm(name)
             },
         };

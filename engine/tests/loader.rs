@@ -374,7 +374,7 @@ fn synth_outliers_are_evenly_spaced_norm_weights_in_every_layer() {
             let w: Vec<f32> = m.f16(t).iter().map(|v| v.to_f32()).collect();
             for (i, &v) in w.iter().enumerate() {
                 let want_spike = i % every == every / 2;
-                assert_eq!(v == engine::synth::OUTLIER_NORM_WEIGHT, want_spike, "{} [{i}] = {v}", t.name);
+                assert_eq!(v == SynthSpec::outlier_norm_weight(), want_spike, "{} [{i}] = {v}", t.name);
                 assert!(want_spike || (0.94..=1.06).contains(&v), "{} [{i}] = {v}", t.name);
             }
         }
