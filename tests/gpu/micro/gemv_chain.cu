@@ -208,6 +208,25 @@ __device__ float block_sum(float v, float* scratch) {
     return s;
 }
 
+// The norm's 1 / rms from the previous phase's 256 partial sums of squares (every thread of the block).
+template <int NW, bool NAMED = false>
+__device__ float block_inv_rms(const Phase& ph, const Inputs& in, float* scratch) {
+    float s = 0.f;
+    for (uint32_t i = threadIdx.x; i < 256; i += (NW * 32)) s += in.ssq[i];
+    return rsqrtf(block_sum<NW, NAMED>(s, scratch) / (float)ph.k + 1e-6f);
+}
+
+// The exponent s that brings the largest |x| of a 32-row chunk into [2^14, 2^15) (the block-scaled stagings): the
+// chunk's 4 words lie in lanes l, l ^ 1, l ^ 2, l ^ 3, this lane's in `v`.
+__device__ __forceinline__ int chunk_shift(const float (&v)[8]) {
+    float m = 0.f;
+    for (int j = 0; j < 8; ++j) m = fmaxf(m, fabsf(v[j]));
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+    const int e = (int)((__float_as_uint(m) >> 23) & 0xFF) - 127;  // m in [2^e, 2^(e + 1))
+    return max(-100, min(100, 14 - e));
+}
+
 // Input word i (rows 8i .. 8i + 7) as f32: x · norm weight (the norm phases, before 1 / rms) or the fp16 input.
 __device__ __forceinline__ void load_word(const Phase& ph, const Inputs& in, uint32_t i, float (&v)[8]) {
     if (ph.norm) {
@@ -245,11 +264,7 @@ __device__ void stage(const Phase& ph, const Inputs& in, __half2* xs, float* scr
                 load_word(ph, in, i, v[u]);
             }
         }
-        if (ph.norm && base == threadIdx.x) {
-            float s = 0.f;
-            for (uint32_t i = threadIdx.x; i < 256; i += (NW * 32)) s += in.ssq[i];
-            inv_rms = rsqrtf(block_sum<NW, NAMED>(s, scratch) / (float)ph.k + 1e-6f);
-        }
+        if (ph.norm && base == threadIdx.x) inv_rms = block_inv_rms<NW, NAMED>(ph, in, scratch);
 #pragma unroll
         for (int u = 0; u < 2; ++u) {
             const uint32_t i = base + u * (NW * 32);
@@ -277,20 +292,12 @@ __device__ void stage_denorm(const Phase& ph, const Inputs& in, __half2* xs, flo
             const uint32_t i = base + u * (NW * 32);
             if (i < words) load_word(ph, in, i, v[u]);
         }
-        if (ph.norm && base == threadIdx.x) {
-            float s = 0.f;
-            for (uint32_t i = threadIdx.x; i < 256; i += (NW * 32)) s += in.ssq[i];
-            inv_rms = rsqrtf(block_sum<NW>(s, scratch) / (float)ph.k + 1e-6f);
-        }
+        if (ph.norm && base == threadIdx.x) inv_rms = block_inv_rms<NW>(ph, in, scratch);
 #pragma unroll
         for (int u = 0; u < 2; ++u) {
             const uint32_t i = base + u * (NW * 32);
-            float m = 0.f;
-            for (int j = 0; j < 8; ++j) v[u][j] *= inv_rms, m = fmaxf(m, fabsf(v[u][j]));
-            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
-            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-            const int e = (int)((__float_as_uint(m) >> 23) & 0xFF) - 127;  // m in [2^e, 2^(e + 1))
-            const int sh = max(-100, min(100, 14 - e));
+            for (int j = 0; j < 8; ++j) v[u][j] *= inv_rms;
+            const int sh = chunk_shift(v[u]);
             const float up = __uint_as_float((uint32_t)(sh + 127) << 23);
             uint4 out;
             uint32_t* o = reinterpret_cast<uint32_t*>(&out);
@@ -329,20 +336,12 @@ __device__ void stage_i16(const Phase& ph, const Inputs& in, __half2* xs, float2
             const uint32_t i = base + u * (NW * 32);
             if (i < words) load_word(ph, in, i, v[u]);
         }
-        if (ph.norm && base == threadIdx.x) {
-            float s = 0.f;
-            for (uint32_t i = threadIdx.x; i < 256; i += (NW * 32)) s += in.ssq[i];
-            inv_rms = rsqrtf(block_sum<NW, NAMED>(s, scratch) / (float)ph.k + 1e-6f);
-        }
+        if (ph.norm && base == threadIdx.x) inv_rms = block_inv_rms<NW, NAMED>(ph, in, scratch);
 #pragma unroll
         for (int u = 0; u < 2; ++u) {
             const uint32_t i = base + u * (NW * 32);
-            float m = 0.f;
-            for (int j = 0; j < 8; ++j) v[u][j] *= inv_rms, m = fmaxf(m, fabsf(v[u][j]));
-            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
-            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-            const int e = (int)((__float_as_uint(m) >> 23) & 0xFF) - 127;  // m in [2^e, 2^(e + 1))
-            const int sh = max(-100, min(100, 14 - e));
+            for (int j = 0; j < 8; ++j) v[u][j] *= inv_rms;
+            const int sh = chunk_shift(v[u]);
             const float up = __uint_as_float((uint32_t)(sh + 127) << 23);
             int q[8];
             int sum = 0;
