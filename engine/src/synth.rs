@@ -357,9 +357,7 @@ impl SynthSpec {
         let i32_plan =
             |name: String, shape: Vec<usize>, fill: Fill| TensorPlan { name, dtype: DType::I32, shape, fill };
         out.push(i32_plan(format!("{prefix}.qweight"), vec![k / p, n], Fill::Words));
-        // Sym: every stored zero is 2^(bits-1) - 1 (the zero point 2^(bits-1), stored minus one), in every field.
-        let sym_zero = bits.pack(&[(1 << (bits.count() - 1)) - 1; 8][..p]);
-        let zeros = if self.sym { Fill::Const(sym_zero) } else { Fill::Words };
+        let zeros = if self.sym { Fill::Const(bits.symmetric_zeros()) } else { Fill::Words };
         out.push(i32_plan(format!("{prefix}.qzeros"), vec![groups, n / p], zeros));
         // U(0.5, 1.5) × base.
         out.push(TensorPlan::uniform(&format!("{prefix}.scales"), DType::F16, vec![groups, n], base, 0.5 * base));

@@ -607,8 +607,8 @@ impl Layout<'_> {
 
     /// Whether every field of `qzeros` holds `2^(bits - 1) - 1`: every packed word is that value repeated.
     fn zeros_are_symmetric(&self, t: &TensorRef, bits: Bits) -> Result<bool, FormatError> {
-        let sym = bits.pack(&[(1 << (bits.count() - 1)) - 1; 8][..bits.per_word()]);
-        Ok(self.data_of(t)?.chunks_exact(4).all(|w| w == sym.to_le_bytes()))
+        let sym = bits.symmetric_zeros().to_le_bytes();
+        Ok(self.data_of(t)?.chunks_exact(4).all(|w| w == sym))
     }
 
     /// Check every `g_idx` entry names a group; return whether it is the plain `k / group_size` mapping.

@@ -65,6 +65,11 @@ impl Bits {
         debug_assert!(values.len() <= self.per_word());
         values.iter().enumerate().fold(0, |w, (j, &v)| w | (v & self.max_value()) << (self.count() as usize * j))
     }
+    /// The `qzeros` word of a symmetric checkpoint (AutoGPTQ's `sym: true`): every field `2^(bits - 1) - 1`, the
+    /// zero point `2^(bits - 1)` stored minus one.
+    pub fn symmetric_zeros(self) -> u32 {
+        self.pack(&[(1 << (self.count() - 1)) - 1; 8][..self.per_word()])
+    }
 }
 
 /// Values per packed 32-bit word at 4 bits.
@@ -112,6 +117,11 @@ mod tests {
         // Low nibble first: the first value sits in bits 0..4.
         assert_eq!(w & 0xF, 1);
         assert_eq!(w >> 28, 9);
+    }
+
+    #[test]
+    fn symmetric_zeros_hold_the_zero_point_minus_one_in_every_field() {
+        assert_eq!((Bits::Four.symmetric_zeros(), Bits::Eight.symmetric_zeros()), (0x7777_7777, 0x7F7F_7F7F));
     }
 
     #[test]
