@@ -87,8 +87,8 @@ pub fn cases() -> Vec<Case> {
             SynthSpec { group_size: Some(64), sym: false, shards: 2, seed: 4, ..tiny.clone() },
         ),
         Case::new("baichuan-one-group", SynthSpec { group_size: None, seed: 5, ..tiny.clone() }),
-        // A few hidden dims ~30x the others in every projection's normalized input (SynthSpec::outliers): half of
-        // the 32-row chunks of K carry one, as trained models' massive activations do.
+        // A few hidden dims ~30x the others in the gate/up projections' normalized input (SynthSpec::outliers):
+        // half of the 32-row chunks of K carry one, as trained models' massive activations do.
         Case::new(
             "baichuan-g128-outliers",
             SynthSpec { hidden: 256, intermediate: 640, group_size: Some(128), outliers: 4, seed: 18, ..tiny.clone() },

@@ -343,8 +343,8 @@ pub struct SynthArgs {
     /// Tie lm_head to the embedding (LLaMA naming only).
     #[arg(long)]
     pub tie_embeddings: bool,
-    /// Give N evenly spaced hidden dims an RMSNorm weight of 30 in every layer, so that the projections' inputs
-    /// carry a few values ~30x the others (as trained models' massive activations do).
+    /// Give N evenly spaced hidden dims an RMSNorm weight of 30 in every layer's feed-forward norm, so that the
+    /// gate/up projections' input carries a few values ~30x the others (as trained models' massive activations do).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub outliers: usize,
     /// Which tokenizer to write, padded to the vocabulary size.
