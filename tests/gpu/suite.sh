@@ -96,10 +96,10 @@ for g in tiny long; do
     done
     unset -n gen
 done
-# The lean K loop with the scales-only GEMVs (the synth is symmetric int4) and the int16 dot product: off by
-# default, so checked here too.
-sanitize memcheck-tiny-lean-sym timeout 600 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}" \
-    --tune gemv_lean=on,gemv_sym=on
+# The register K loop on (scale, zero) words (the default before the lean scales-only GEMVs) and the int16 dot
+# product: off by default, so checked here too.
+sanitize memcheck-tiny-registers timeout 600 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}" \
+    --tune gemv_lean=off,gemv_sym=off
 sanitize memcheck-tiny-i16 timeout 600 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}" \
     --tune gemv_i16=on
 sanitize racecheck-tiny-i16 timeout 600 compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_tiny[@]}" \
@@ -129,10 +129,8 @@ if [ "$SKIP_7B" != 1 ]; then
     check bench-7b-no-pdl "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,512 --reps 3 --tune pdl=off
     check bench-7b-attn-in-qkv timeout 300 "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,2048 \
         --reps 3 --tune attn_in_qkv=on
-    check bench-7b-gemv-lean timeout 300 "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,2048 \
-        --reps 3 --tune gemv_lean=on
-    check bench-7b-gemv-sym timeout 300 "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,2048 \
-        --reps 3 --tune gemv_lean=on,gemv_sym=on
+    check bench-7b-gemv-registers timeout 300 "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,2048 \
+        --reps 3 --tune gemv_lean=off,gemv_sym=off
     check bench-7b-gemv-i16 timeout 300 "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,2048 \
         --reps 3 --tune gemv_i16=on,gemv_sym=on
     MODEL=/tmp/engine-7b check sampling-7b bash tests/gpu/sampling.sh

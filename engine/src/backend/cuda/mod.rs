@@ -139,7 +139,7 @@ impl CudaBackend {
             if let Some(words) = linears.map(|l| l.words()).find(|&w| w > u32::MAX as u64) {
                 return Err(Error::InvalidArgument(format!(
                     "tuning gemv_lean / gemv_i16: a linear of {words} 16-byte words is past the lean K loop's 32-bit \
-                     offsets; run without them"
+                     offsets; run with --tune gemv_lean=off,gemv_i16=off (Tuning::gemv_lean, gemv_i16 = false)"
                 )));
             }
         }
