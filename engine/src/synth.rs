@@ -78,7 +78,7 @@ pub struct SynthSpec {
     /// Hidden dims (evenly spaced, at most `hidden`) whose weight in every decoder layer's feed-forward RMSNorm
     /// (`post_attention_layernorm`) is [`SynthSpec::outlier_norm_weight`] instead of ~1: the gate/up projections'
     /// normalized input then carries a few values ~30x the others, as trained models' "massive activations" do —
-    /// what a block-scaled input (`Tuning::gemv_i16`) or fp16 sums must get right. 0: none.
+    /// what the GEMVs' fp16 input and sums must get right. 0: none.
     ///
     /// The attention's norm keeps none: with random weights, outliers in the q/k/v input make the attention scores
     /// ~15x larger and the softmax nearly one-hot, a model so ill-conditioned that rounding the normalized input to

@@ -606,8 +606,8 @@ fn help_of_every_model_command_lists_every_tuning_key() {
         }
     }
     // Checked before anything loads, with the same message as bench's; the CPU backend says it ignores them.
-    fails(&s.on_model("generate", &["-p", "hi", "--tune", "attn_in_qkv=2"]), 1, &["--tune", "attn_in_qkv=2"]);
-    let out = s.on_model("generate", &["-p", "hi", "-n", "1", "--tune", "attn_in_qkv=on"]);
+    fails(&s.on_model("generate", &["-p", "hi", "--tune", "gemv_wide=2"]), 1, &["--tune", "gemv_wide=2"]);
+    let out = s.on_model("generate", &["-p", "hi", "-n", "1", "--tune", "gemv_wide=on"]);
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tune changes CUDA launches only"));
 }

@@ -1,5 +1,4 @@
-// The decode attention's building blocks, shared by the attention kernels (attention.cu) and by the q/k/v GEMV that
-// runs the decode attention in blocks of its own (gemv.cu): the online-softmax pass of one block over a range of
+// The decode attention's building blocks (attention.cu): the online-softmax pass of one block over a range of
 // positions, the split of a sequence over blocks, and the merge of the splits.
 //
 // Why this shape. At decode, one query per head meets up to `ctx` keys: too little work per head to fill the card
@@ -38,17 +37,11 @@ ENGINE_DEV void merge(State& a, const State& b) {
     a.m = m;
 }
 
-// 16 bytes of the query, keys or values: plain, or (L2) from L2 past L1 — for a pass inside the kernel that wrote
-// the newest of them (the q/k/v GEMV's attention blocks), where nothing may be taken from a line L1 held before.
-template <bool L2>
-ENGINE_DEV uint4 load16(const __half* p) {
-    const uint4* v = reinterpret_cast<const uint4*>(p);
-    return L2 ? __ldcg(v) : *v;
-}
+// 16 bytes of the query, keys or values.
+ENGINE_DEV uint4 load16(const __half* p) { return *reinterpret_cast<const uint4*>(p); }
 
-template <bool L2 = false>
 ENGINE_DEV void load8(const __half* p, float out[8]) {
-    const uint4 v = load16<L2>(p);
+    const uint4 v = load16(p);
     const __half2* h = reinterpret_cast<const __half2*>(&v);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -60,8 +53,8 @@ ENGINE_DEV void load8(const __half* p, float out[8]) {
 
 // One warp's pass over its share of positions [p_begin, p_end) (positions warp · ppw · UNR + ..., every NW · ppw ·
 // UNR) for query head `h` of row `row`, UNR positions per lane group and round; returns the warp's merged state in
-// its lanes 0 .. head_dim / 8 − 1 (lane % lp = which 8 dims). L2: see load16.
-template <int NW, int UNR, bool L2>
+// its lanes 0 .. head_dim / 8 − 1 (lane % lp = which 8 dims).
+template <int NW, int UNR>
 ENGINE_DEV State warp_pass(const AttnParams& p, uint32_t row, uint32_t h, uint32_t p_begin, uint32_t p_end) {
     const uint32_t lp = p.head_dim / 8;   // lanes per position
     const uint32_t ppw = 32 / lp;         // positions per warp per iteration
@@ -75,7 +68,7 @@ ENGINE_DEV State warp_pass(const AttnParams& p, uint32_t row, uint32_t h, uint32
 #pragma unroll
     for (int i = 0; i < 8; ++i) st.o[i] = 0.f;
     float q[8];
-    load8<L2>(p.q + (size_t)row * p.heads * p.head_dim + h * p.head_dim + dl * 8, q);
+    load8(p.q + (size_t)row * p.heads * p.head_dim + h * p.head_dim + dl * 8, q);
 
     const __half* kbase = p.k_cache + (size_t)kvh * p.ctx * p.head_dim + dl * 8;
     const __half* vbase = p.v_cache + (size_t)kvh * p.ctx * p.head_dim + dl * 8;
@@ -89,8 +82,8 @@ ENGINE_DEV State warp_pass(const AttnParams& p, uint32_t row, uint32_t h, uint32
         for (int u = 0; u < UNR; ++u) {
             const uint32_t pos = base + u * ppw + pg;
             if (pos < p_end) {
-                kr[u] = load16<L2>(kbase + (size_t)pos * p.head_dim);
-                vr[u] = load16<L2>(vbase + (size_t)pos * p.head_dim);
+                kr[u] = load16(kbase + (size_t)pos * p.head_dim);
+                vr[u] = load16(vbase + (size_t)pos * p.head_dim);
             }
         }
         float s[UNR];
@@ -150,14 +143,14 @@ ENGINE_DEV State warp_pass(const AttnParams& p, uint32_t row, uint32_t h, uint32
 // One block's pass over positions [p_begin, p_end) for query head `h` of row `row` by its first NW warps (any
 // further warps only meet the barrier). Returns the block's merged state in every thread of warp 0 (lane layout:
 // lane % lp = which 8 dims). `smem`: NW · head_dim / 8 States.
-template <int NW = WARPS, int UNR = UNROLL, bool L2 = false>
+template <int NW = WARPS, int UNR = UNROLL>
 ENGINE_DEV State block_pass(const AttnParams& p, uint32_t row, uint32_t h, uint32_t p_begin, uint32_t p_end,
                             State* smem) {
     const uint32_t lp = p.head_dim / 8;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     State st{};
     if (warp < NW) {
-        st = warp_pass<NW, UNR, L2>(p, row, h, p_begin, p_end);
+        st = warp_pass<NW, UNR>(p, row, h, p_begin, p_end);
         if (lane < (int)lp) smem[warp * lp + lane] = st;
     }
     __syncthreads();

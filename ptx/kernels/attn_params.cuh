@@ -1,5 +1,4 @@
-// The attention kernels' parameter block (attention.cu, attention_prefill.cu). The decode q/k/v GEMV carries one
-// too (GemvParams::attn): with the attention fused into it, its extra blocks run the decode attention themselves.
+// The attention kernels' parameter block (attention.cu, attention_prefill.cu).
 #pragma once
 #include "common.cuh"
 #include <cuda_fp16.h>

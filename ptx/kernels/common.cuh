@@ -72,13 +72,6 @@ ENGINE_DEV void stg_stream_v4(uint4* p, uint4 v) {
 // Ask for the line holding `p` to be brought into L2 (and L1 with `_l1`), without waiting and without a
 // register to receive it: for data a kernel will need later, where a load held in flight would cost registers.
 ENGINE_DEV void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
-// A load that orders every later load of this thread after it (acquire, device scope): for reading a count that
-// other blocks raise after their stores (fence, then atomic add), before reading what the count announces.
-ENGINE_DEV uint32_t ld_acquire_gpu(const uint32_t* p) {
-    uint32_t v;
-    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
 ENGINE_DEV void prefetch_l1(const void* p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -14,8 +14,6 @@
 //     left behind (summed in a fixed order, so the result is the same every run);
 //   - epilogues: rotary embedding + KV-cache append for q/k/v, SwiGLU for gate/up, the residual add (+ the
 //     partial sums of squares for the next norm) for o/down. Each saves a launch and a round trip through memory.
-//   - q/k/v may also run the decode attention in blocks of its own (`attend`), which wait for their heads' columns
-//     instead of for the kernel's end: no kernel boundary between the projection and the attention.
 //   - blocks are persistent over `tiles_per_block` tiles, so x is staged once per block, not once per tile.
 //   - the first weight loads are issued before the prologue, and the next batch is always in flight while the
 //     current one is multiplied (software pipelining in registers);
@@ -24,7 +22,6 @@
 //     without registers (measured: faster on large matrices, slower inside a decode step; BENCHMARKS.md).
 // All reductions are in a fixed order: the same inputs give the same bits, run after run.
 #include "tiles.cuh"
-#include "attention.cuh"
 #include "bulk_copy.cuh"
 
 namespace gemv {
@@ -167,76 +164,6 @@ ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, uint32_t part_lo, 
     __syncthreads();
 }
 
-// One word per thread and round, not stage_input's two: with the first batch of weights held across it, two words'
-// values and their int16s made the gate/up and residual kernels spill at the 64-register cap.
-constexpr int I16_WORDS = 1;
-
-// stage_input for the int16 dot product (dot_i16): the same words, parts, norm and ragged end, each 32-row chunk (4
-// words, staged by 4 adjacent threads) as int16 x · 2^s, s chosen so that the chunk's largest |x| lands in [2^13,
-// 2^14) (no value can round past int16), each word's rows as the pairs (0, 2), (4, 6), (1, 3), (5, 7) that dp2a
-// meets the nibble bytes with; and per chunk cs = (2^-s, Σ x16), the parts' chunks one after another like their
-// words. The rounding is one FFMA with 1.5 · 2^23 (the float's low 16 bits are then the int16, two's complement),
-// not a conversion on the slow XU pipe, and the chunk's max and sum are shuffles over its 4 lanes, so every thread
-// runs the same number of rounds.
-template <int PRO, int NW, bool PARTS>
-ENGINE_DEV void stage_input_i16(const GemvParams& p, __half2* xs, float2* cs, uint32_t part_lo, uint32_t part_hi,
-                                float* scratch) {
-    const uint32_t words = p.k_pad / 8, total = (part_hi - part_lo + 1) * words, first = part_lo * words;
-    auto row_of = [&](uint32_t i) { return 8 * (PARTS ? i % words : i); };
-    const uint32_t per_round = blockDim.x * I16_WORDS, rounds = max(1u, (total + per_round - 1) / per_round);
-    constexpr float ROUND = 12582912.f;  // 1.5 · 2^23: adding it rounds to an integer in the low mantissa bits
-    float inv_rms = 1.f;
-    for (uint32_t r = 0; r < rounds; ++r) {
-        const uint32_t base = threadIdx.x + r * per_round;
-        float v[I16_WORDS][8];
-#pragma unroll
-        for (int u = 0; u < I16_WORDS; ++u) {
-            const uint32_t i = base + u * blockDim.x, row0 = row_of(i), at = 8 * (first + i);
-            if (i < total && row0 + 8 <= p.k) input_word<PRO>(p, at, row0, v[u]);
-        }
-        if (PRO == NORM && r == 0) inv_rms = norm_scale<NW>(p, scratch);
-#pragma unroll
-        for (int u = 0; u < I16_WORDS; ++u) {
-            const uint32_t i = base + u * blockDim.x, row0 = row_of(i);
-            float m = 0.f;
-            if (i < total) {
-                if (row0 + 8 <= p.k) {
-#pragma unroll
-                    for (int j = 0; j < 8; ++j) v[u][j] *= inv_rms;
-                } else {
-                    ragged_values<PRO>(p, 8 * (first + i), row0, inv_rms, v[u]);
-                }
-#pragma unroll
-                for (int j = 0; j < 8; ++j) m = fmaxf(m, fabsf(v[u][j]));
-            }
-            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
-            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-            const int e = (int)((__float_as_uint(m) >> 23) & 0xFF) - 127;  // m in [2^e, 2^(e + 1))
-            const int sh = max(-100, min(100, 13 - e));
-            const float up = __uint_as_float((uint32_t)(sh + 127) << 23);
-            uint32_t q[8];
-            float sum = 0.f;
-            if (i < total) {
-#pragma unroll
-                for (int j = 0; j < 8; ++j) {
-                    const float r16 = fmaf(v[u][j], up, ROUND);
-                    q[j] = __float_as_uint(r16);
-                    sum += r16 - ROUND;
-                }
-            }
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-            if (i < total) {
-                // Low halves: the int16s of rows (0, 2), (4, 6), (1, 3), (5, 7).
-                const auto pair = [&](int a, int b) { return __byte_perm(q[a], q[b], 0x5410); };
-                reinterpret_cast<uint4*>(xs)[i] = make_uint4(pair(0, 2), pair(4, 6), pair(1, 3), pair(5, 7));
-                if (i % 4 == 0) cs[i / 4] = make_float2(__uint_as_float((uint32_t)(127 - sh) << 23), sum);
-            }
-        }
-    }
-    __syncthreads();
-}
-
 // The part of the fused projection tile t belongs to (act-order with a permutation per part; 0 otherwise).
 ENGINE_DEV uint32_t part_of(const GemvParams& p, uint32_t t) {
     return part_of_slot(p, t * INT4_TILE_N);
@@ -324,44 +251,6 @@ ENGINE_DEV float dot_chunk16(const uint4 (&w)[4], const __half2* xs_chunk, float
     return acc + (f.x + f.y);
 }
 
-// Two int16 values of a (signed) times two bytes of b (unsigned: bytes 0-1, or with HI 2-3), added to c: one
-// IDP.2A, which runs on the FMA-heavy pipe, not the half-rate integer pipe the LOP3s and shifts share.
-template <bool HI>
-ENGINE_DEV int dp2a(uint32_t a, uint32_t b, int c) {
-    int d;
-    if (HI) asm("dp2a.hi.s32.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    else asm("dp2a.lo.s32.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    return d;
-}
-
-// dot_chunk on stage_input_i16's input: the products summed exactly in int32 by dp2a. Why: of dot_chunk's 14
-// instructions per 8 weights five (a shift and four LOP3s) run on the half-rate integer pipe, and in the micro-
-// benchmark a dot product without them was 15% faster per step where one that kept them was not. Here two LOP3s per
-// word make its bytes — nibbles 0, 2, 4, 6 as they are, 1, 3, 5, 7 as 16 q, so no shift — and four IDP.2A take the
-// products: 7 instructions with the load. The zero comes off once per chunk as z Σ x16 (`cs`: the chunk's 2^-s and
-// Σ x16). Precision: the chunk resolves 2^-14 of its largest |x| where fp16 resolves 2^-11 of each value, so it is
-// more exact than dot_chunk's input where the chunk's values are within 8x of its largest, less beside an outlier
-// (which costs its neighbours' low bits). SYM: the scale alone in `sz_bits`, zero 8.
-template <bool SYM = false>
-ENGINE_DEV float dot_i16(uint4 w, const __half2* xs_chunk, uint32_t sz_bits, float2 cs, float acc) {
-    const uint4* xv = reinterpret_cast<const uint4*>(xs_chunk);
-    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-    int a0 = 0, a1 = 0;  // Σ q x16 over the even nibbles; 16 × that over the odd ones (|a1| < 2^26 per chunk)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const uint4 xq = xv[i];  // int16 pairs (x0, x2), (x4, x6), (x1, x3), (x5, x7) of the word's rows
-        const uint32_t even = words[i] & 0x0F0F0F0Fu, odd = words[i] & 0xF0F0F0F0u;
-        a0 = dp2a<false>(xq.x, even, a0);
-        a0 = dp2a<true>(xq.y, even, a0);
-        a1 = dp2a<false>(xq.z, odd, a1);
-        a1 = dp2a<true>(xq.w, odd, a1);
-    }
-    const float qx = fmaf((float)a1, 0.0625f, (float)a0);  // floats within 2^-24 relative
-    const __half2 sz = u32_as_half2(sz_bits);
-    const float zneg = SYM ? -8.f : 1024.f - __high2float(sz);  // −zero
-    return fmaf(__low2float(sz) * cs.x, fmaf(zneg, cs.y, qx), acc);
-}
-
 // Rotate a value with its rotary partner (both lanes of one 16-lane group hold the pair in slots j, j + 8).
 ENGINE_DEV float rope_rotate(const GemvParams& p, uint32_t col, float v, float partner, uint32_t pos) {
     const uint32_t half_dim = p.head_dim >> 1;
@@ -374,28 +263,6 @@ ENGINE_DEV float rope_rotate(const GemvParams& p, uint32_t col, float v, float p
 // Where SwiGLU's output for column `col` goes: act-order puts it in down_proj's sorted row order.
 ENGINE_DEV uint32_t swiglu_dst(const GemvParams& p, uint32_t col) {
     return p.out_idx ? __ldg(p.out_idx + col) : col;
-}
-
-// The KV head whose attention q/k/v column `col` feeds (a query column: the KV head its query head shares).
-ENGINE_DEV uint32_t kv_head_of(const GemvParams& p, uint32_t col) {
-    if (col < p.q_dim) return col / p.head_dim / (p.q_dim / p.kv_dim);
-    if (col < p.q_dim + p.kv_dim) return (col - p.q_dim) / p.head_dim;
-    return (col - p.q_dim - p.kv_dim) / p.head_dim;
-}
-
-// With the attention fused: count the tile's columns, once written, toward their KV heads (p.arrivals), so that
-// the attention blocks of each KV head know when all of its q, k and v are in memory. Warp 0, every lane, after
-// its stores; lanes 16..31 mirror 0..15 and count nothing.
-ENGINE_DEV void arrive(const GemvParams& p, uint32_t col) {
-    const int lane = threadIdx.x & 31;
-    __threadfence();  // this lane's stores before the count that announces them
-    __syncwarp();
-    if (lane < 16) {
-        const uint32_t g = col != INT4_PAD_SLOT ? kv_head_of(p, col) : 0xFFFFFFFFu;
-        // One atomic per KV head the tile touches (one, but for head sizes below 16), by its lowest lane.
-        const uint32_t same = __match_any_sync(0x0000FFFFu, g);
-        if (g != 0xFFFFFFFFu && lane == __ffs(same) - 1) atomicAdd(p.arrivals + g, __popc(same));
-    }
 }
 
 // Called by all 32 lanes of warp 0 with the tile's 16 results (lanes 16..31 mirror lanes 0..15).
@@ -440,7 +307,6 @@ ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, uint32_t col, float
                 p.v_cache[((size_t)h * p.ctx + pos) * p.head_dim + d] = __float2half_rn(v);
             }
         }
-        if (p.arrivals) arrive(p, col);
     } else if (EPI == SWIGLU) {
         const float up = __shfl_xor_sync(0xffffffffu, v, 8, 16);
         if (lane < 8 && real) {
@@ -588,11 +454,6 @@ struct BlockWork {
     __device__ __forceinline__ const __half2* input_of(const GemvParams& p, const __half2* xs, uint32_t t) const {
         return VAR == PARTS ? xs + (size_t)(part_of(p, t) - part_lo) * (p.k_pad / 2) : xs;
     }
-    // The (2^-s, Σ x16) of the staged int16 input tile t multiplies (stage_input_i16: a part's chunks follow the
-    // previous part's).
-    __device__ __forceinline__ const float2* chunks_of(const GemvParams& p, const float2* cs, uint32_t t) const {
-        return VAR == PARTS ? cs + (size_t)(part_of(p, t) - part_lo) * (p.k_pad / 32) : cs;
-    }
 };
 
 // What a tile's epilogue reads besides its sums, fetched by warp 0 when the tile starts so that the loads overlap
@@ -703,92 +564,13 @@ ENGINE_DEV void prefetch_next(const GemvParams& p) {
 #endif
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// The decode attention in the q/k/v kernel's own blocks (p.arrivals set): blocks gemv_blocks .. gemv_blocks +
-// heads · splits − 1, one per (head, split), split-major so that every head's first split is among the first to
-// start. Why: as a kernel of its own the attention starts only once the whole projection has finished, and the
-// projection's blocks all finish at about the same time, so the step pays that boundary 32 times; here each
-// attention block is resident while the projection streams, asks the L2 for the cache rows of earlier steps (they
-// need nothing from this kernel), and starts as soon as its KV head's columns have arrived.
-// Forward progress: the attention blocks come after every projection block in the grid, so they are dispatched
-// after them, and a projection block never waits for anything inside the kernel.
-namespace fused_attn {
-// Positions per lane group and round: one, not the attention kernel's four. The pass holds a round's keys and
-// values in registers, and under the GEMV's register cap two already put a stack frame on the sm_90a kernels.
-constexpr int UNROLL = 1;
-
-// Shared memory of an attention block with NW warps over heads of head_dim (a GEMV launch with the attention fused
-// takes the larger of this and its own; shapes.rs: fused_attention_smem): the warps' states, the split merge's
-// weights and the last-block flag.
-static_assert(sizeof(attn::State) == 40 && attn::MAX_SPLITS == 64,
-              "ATTN_STATE_BYTES and ATTN_MAX_SPLITS in engine/src/backend/cuda/shapes.rs must match");
-template <int NW>
-ENGINE_DEV void carve(unsigned char* smem, uint32_t head_dim, attn::State*& states, float*& w, bool*& last) {
-    states = reinterpret_cast<attn::State*>(smem);
-    w = reinterpret_cast<float*>(states + NW * (head_dim / 8));
-    last = reinterpret_cast<bool*>(w + 2 * attn::MAX_SPLITS);
-}
-
-// The cache rows [begin, end) of KV head `kvh` into L2 (sm_90: one bulk prefetch per array; elsewhere nothing).
-ENGINE_DEV void prefetch_rows(const AttnParams& a, uint32_t kvh, uint32_t begin, uint32_t end) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    if (threadIdx.x == 0 && begin < end) {
-        const size_t at = ((size_t)kvh * a.ctx + begin) * a.head_dim;
-        const uint32_t bytes = (end - begin) * a.head_dim * 2;
-        bulk::prefetch_l2(a.k_cache + at, bytes);
-        bulk::prefetch_l2(a.v_cache + at, bytes);
-    }
-#endif
-}
-}  // namespace fused_attn
-
-// Not inlined, so that the projection's register allocation need not make room for it (inlined, it made the
-// sm_90a projection spill in its prologue under the 64-register cap). `pp` points at the kernel's parameter, which
-// is a __grid_constant__ for this: read in place, not copied to the stack. Not static either: an internal function's
-// PTX name carries a hash that differs from compile to compile, and the committed PTX must be reproducible.
-template <int NW>
-__device__ __noinline__ void attend(const GemvParams* pp, unsigned char* smem) {
-    const GemvParams& p = *pp;
-    const AttnParams& a = p.attn;
-    const uint32_t b = blockIdx.x - p.gemv_blocks, h = b % a.heads, split = b / a.heads;
-    // The caches' earlier rows, the position and the split buffers were last touched by earlier kernels.
-    pdl_wait();
-    pdl_launch_dependents();
-    const attn::Split s(a, split);
-    if (split >= s.active) return;
-    const uint32_t group = a.heads / a.kv_heads, kvh = h / group;
-    fused_attn::prefetch_rows(a, kvh, s.begin, min(s.end, s.len - 1));
-    if (a.out_idx && threadIdx.x < a.head_dim / 8) prefetch_l1(a.out_idx + h * a.head_dim + threadIdx.x * 8);
-    // Wait until every q, k and v column of this KV head has been written: its query heads' and its own.
-    uint32_t* arrived = p.arrivals + kvh;
-    uint32_t* seen = p.arrivals + a.kv_heads + kvh;
-    if (threadIdx.x == 0) {
-        const uint32_t columns = (group + 2) * a.head_dim;
-        while (ld_acquire_gpu(arrived) < columns) __nanosleep(64);
-        // The last of the KV head's attention blocks to get here resets both counts for the next layer's kernel:
-        // every block that waits on them has seen them.
-        if (atomicAdd(seen, 1u) == group * s.active - 1) *arrived = 0, *seen = 0;
-    }
-    __syncthreads();
-    attn::State* states;
-    float* w;
-    bool* last;
-    fused_attn::carve<NW>(smem, a.head_dim, states, w, last);
-    const attn::State st = attn::block_pass<NW, fused_attn::UNROLL, true>(a, 0, h, s.begin, s.end, states);
-    attn::finish_split(a, h, split, s.active, st, w, last);
-}
-
 // The register-pipelined kernel (every card): each lane keeps its next batch of weights in flight in registers.
 // LEAN: its K loop with the addressing strength-reduced (see load_lean), the same bits. SYM: a symmetric 4-bit
-// linear's scales-only copy instead of sz (see scale_words), the same bits. I16 (int4, lean): the input staged as
-// int16 and the products summed by dp2a (stage_input_i16, dot_i16).
-template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT, int BITS = 4, bool LEAN = false, bool SYM = false,
-          bool I16 = false>
+// linear's scales-only copy instead of sz (see scale_words), the same bits.
+template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT, int BITS = 4, bool LEAN = false, bool SYM = false>
 ENGINE_DEV void run(const GemvParams& p) {
-    static_assert(!I16 || (BITS == 4 && LEAN), "the int16 dot product is int4's, in the lean K loop");
     constexpr int SB = batch_steps<BITS>();
     extern __shared__ __align__(16) unsigned char smem[];
-    if (EPI == QKV_ROPE && p.arrivals && blockIdx.x >= p.gemv_blocks) return attend<NW>(&p, smem);
     const SmemLayout<NW, false> sm(smem);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int hsel = lane >> 4;
@@ -813,10 +595,7 @@ ENGINE_DEV void run(const GemvParams& p) {
 
     // Nothing before this line may read what the previous kernel writes (x, ssq, the caches).
     pdl_wait();
-    // I16: the chunks' (2^-s, Σ x16) after the staged inputs.
-    float2* const cs = reinterpret_cast<float2*>(sm.xs + (size_t)(b.part_hi - b.part_lo + 1) * (p.k_pad / 2));
-    if (I16) stage_input_i16<PRO, NW, VAR == PARTS>(p, sm.xs, cs, b.part_lo, b.part_hi, sm.scratch);
-    else stage_input<PRO, NW, VAR == PARTS>(p, sm.xs, b.part_lo, b.part_hi, sm.scratch);
+    stage_input<PRO, NW, VAR == PARTS>(p, sm.xs, b.part_lo, b.part_hi, sm.scratch);
     if (!EARLY && v_begin < v_end) first_batch();
     pdl_launch_dependents();
 
@@ -828,26 +607,22 @@ ENGINE_DEV void run(const GemvParams& p) {
         float acc = 0.f;
         if constexpr (LEAN) {
             const __half2* xw = xt + (2 * warp + hsel) * 16;
-            const float2* cw = b.chunks_of(p, cs, t) + 2 * warp + hsel;  // I16: a warp's chunks lie 2 NW apart
-            // Step i0 + u of the batch at xb (and cb): its chunk's product.
-            auto dot = [&](int u, const __half2* xb, const float2* cb) {
-                if constexpr (I16) acc = dot_i16<SYM>(cur[u], xb + u * X_STEP, cur_sz[u], cb[u * 2 * NW], acc);
-                else acc = dot_words<BITS, SYM>(cur + u * lane_words<BITS>(), xb + u * X_STEP, cur_sz[u], acc);
-            };
             for (uint32_t i0 = 0; i0 < n; i0 += SB) {
                 // The next batch (of this tile, or the next tile's first) in flight while this one is multiplied.
                 uint32_t ni = i0 + SB, nv = v;
                 if (ni >= n) ni = 0, nv = v + 1;
                 if (nv < v_end) load_lean<NW, BITS, SYM>(p, tile_at<EPI>(p, nv), steps, n, ni, nxt, nxt_sz);
                 const __half2* xb = xw + i0 * X_STEP;
-                const float2* cb = cw + i0 * 2 * NW;
                 if (i0 + SB <= n) {
 #pragma unroll
-                    for (int u = 0; u < SB; ++u) dot(u, xb, cb);
+                    for (int u = 0; u < SB; ++u)
+                        acc = dot_words<BITS, SYM>(cur + u * lane_words<BITS>(), xb + u * X_STEP, cur_sz[u], acc);
                 } else {
 #pragma unroll
                     for (int u = 0; u < SB; ++u)
-                        if (i0 + u < n) dot(u, xb, cb);
+                        if (i0 + u < n)
+                            acc = dot_words<BITS, SYM>(cur + u * lane_words<BITS>(), xb + u * X_STEP, cur_sz[u],
+                                                       acc);
                 }
 #pragma unroll
                 for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
@@ -937,7 +712,6 @@ template <int PRO, int EPI, int NW = WARPS, int VAR = ONE_INPUT, int BITS = 4>
 ENGINE_DEV void run_ring(const GemvParams& p) {
     constexpr uint32_t S = ring::stages<BITS>(), W = lane_words<BITS>();
     extern __shared__ __align__(128) unsigned char smem[];
-    if (EPI == QKV_ROPE && p.arrivals && blockIdx.x >= p.gemv_blocks) return attend<NW>(&p, smem);
     unsigned char* stages = smem;
     uint64_t* full = reinterpret_cast<uint64_t*>(smem + S * ring::stage_bytes<BITS>());
     uint64_t* empty = full + S;
@@ -1037,11 +811,10 @@ ENGINE_DEV void run_ring_or_trap(const GemvParams& p) {
 // int8 / fp16). Block: 32 · NW threads, the ring kernels 32 · (NW + 1). Grid: ceil(units / tiles_per_block)
 // blocks, units = n_pad / 16 tiles (gate/up split: part_slot1 / 16 pairs of tiles).
 //
-// Every kernel comes thirteen times, gemv_int4_NAME over 4-bit tiles, gemv_int8_NAME over 8-bit tiles and
+// Every kernel comes eleven times, gemv_int4_NAME over 4-bit tiles, gemv_int8_NAME over 8-bit tiles and
 // gemv_f16_NAME over fp16 tiles (the same code), gemv_lean_int4_NAME, ... with the lean K loop, gemv_ring_int4_NAME,
-// ... on the weight ring, gemv_sym_int4_NAME and gemv_lean_sym_int4_NAME over symmetric 4-bit tiles, reading their
-// scales-only copy, and gemv_lean_i16_int4_NAME and gemv_lean_sym_i16_int4_NAME with the int16 dot product (dynamic
-// shared memory k_pad / 4 bytes more per staged input: the chunks' (2^-s, Σ x16)).
+// ... on the weight ring, and gemv_sym_int4_NAME and gemv_lean_sym_int4_NAME over symmetric 4-bit tiles, reading
+// their scales-only copy.
 #define GEMV_ONE(NAME, FMT, BITS, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)                                       \
     extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                            \
         gemv_##FMT##_##NAME(const __grid_constant__ GemvParams p) {                                             \
@@ -1055,8 +828,7 @@ ENGINE_DEV void run_ring_or_trap(const GemvParams& p) {
         gemv_ring_##FMT##_##NAME(const __grid_constant__ GemvParams p) {                                        \
         run_ring_or_trap<PRO, EPI, NW, VAR, BITS>(p);                                                           \
     }
-// A symmetric 4-bit linear's scales-only kernels, register-pipelined and lean (not on the ring, which copies sz);
-// and the int4 kernels with the int16 dot product (lean), over sz and over the scales alone.
+// A symmetric 4-bit linear's scales-only kernels, register-pipelined and lean (not on the ring, which copies sz).
 #define GEMV_SYM(NAME, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)                                                     \
     extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                            \
         gemv_sym_int4_##NAME(const __grid_constant__ GemvParams p) {                                            \
@@ -1065,14 +837,6 @@ ENGINE_DEV void run_ring_or_trap(const GemvParams& p) {
     extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                            \
         gemv_lean_sym_int4_##NAME(const __grid_constant__ GemvParams p) {                                       \
         gemv::run<PRO, EPI, NW, VAR, 4, true, true>(p);                                                         \
-    }                                                                                                            \
-    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                            \
-        gemv_lean_i16_int4_##NAME(const __grid_constant__ GemvParams p) {                                       \
-        gemv::run<PRO, EPI, NW, VAR, 4, true, false, true>(p);                                                  \
-    }                                                                                                            \
-    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                            \
-        gemv_lean_sym_i16_int4_##NAME(const __grid_constant__ GemvParams p) {                                   \
-        gemv::run<PRO, EPI, NW, VAR, 4, true, true, true>(p);                                                   \
     }
 #define GEMV_KERNEL(NAME, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)          \
     GEMV_ONE(NAME, int4, 4, THREADS, MIN_BLOCKS, PRO, EPI, NW, VAR)       \

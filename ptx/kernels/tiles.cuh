@@ -7,7 +7,6 @@
 //   fp16: qw[tile][step][4][lane], its 32 halves in four (see dequant_rows8); sz[tile][group][slot] is a half2
 //   (scale, 1024 + zero).
 #pragma once
-#include "attn_params.cuh"
 #include "common.cuh"
 #include "tile_layout.h"
 #include <cuda_fp16.h>
@@ -129,9 +128,6 @@ struct GemvParams {
     // The next GEMV of the step (sm_90): its first next_chunks · next_chunk_bytes bytes at next_qw, which this one's
     // blocks ask into L2 a chunk at a time once their own weights are asked for (gemv::prefetch_next). Null / 0: none.
     const uint4* next_qw;
-    // QKV with the decode attention fused (gemv::attend): per KV head the q/k/v columns written so far, then per KV
-    // head the attention blocks that have seen them all ([2][kv_heads], zero at rest). Null: attention not fused.
-    uint32_t* arrivals;
     uint32_t k;               // input rows (unpadded)
     uint32_t k_pad;           // input rows padded to INT4_STEP_K
     uint32_t n_pad;           // slots (a multiple of INT4_TILE_N)
@@ -152,8 +148,6 @@ struct GemvParams {
     uint32_t out_stride;      // elements between two parts' rows of out_idx and y_sorted
     uint32_t next_chunks;
     uint32_t next_chunk_bytes;
-    uint32_t gemv_blocks;     // QKV with `arrivals`: blocks below this one multiply, the rest run the attention
-    AttnParams attn;          // QKV with `arrivals`: the decode attention the extra blocks run
 };
 
 // Everything the prefill GEMM kernels read and write: gemm.cu (row tiles of 64) and gemm_small.cu (chunks of

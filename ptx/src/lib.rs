@@ -400,51 +400,8 @@ pub mod kernels {
     pub const GEMV_LEAN_SYM_INT4_RESIDUAL_WIDE: &str = "gemv_lean_sym_int4_residual_wide";
     pub const GEMV_LEAN_SYM_INT4_STORE: &str = "gemv_lean_sym_int4_store";
     pub const GEMV_LEAN_SYM_INT4_NORM_STORE: &str = "gemv_lean_sym_int4_norm_store";
-    /// The lean int4 GEMVs with the int16 dot product (`gemv.cu`, `run<..., I16>`: the input staged as int16 per
-    /// 32-row chunk, the products summed exactly by dp2a), over sz and over a symmetric linear's scales alone.
-    /// Launched as the others with k_pad / 4 bytes more dynamic shared memory per staged input.
-    pub const GEMV_LEAN_I16_INT4_QKV: &str = "gemv_lean_i16_int4_qkv";
-    pub const GEMV_LEAN_I16_INT4_GATE_UP: &str = "gemv_lean_i16_int4_gate_up";
-    pub const GEMV_LEAN_I16_INT4_GATE_UP_SPLIT: &str = "gemv_lean_i16_int4_gate_up_split";
-    pub const GEMV_LEAN_I16_INT4_QKV_SORTED: &str = "gemv_lean_i16_int4_qkv_sorted";
-    pub const GEMV_LEAN_I16_INT4_RESIDUAL_SORTED: &str = "gemv_lean_i16_int4_residual_sorted";
-    pub const GEMV_LEAN_I16_INT4_RESIDUAL_WIDE_SORTED: &str = "gemv_lean_i16_int4_residual_wide_sorted";
-    pub const GEMV_LEAN_I16_INT4_RESIDUAL: &str = "gemv_lean_i16_int4_residual";
-    pub const GEMV_LEAN_I16_INT4_RESIDUAL_WIDE: &str = "gemv_lean_i16_int4_residual_wide";
-    pub const GEMV_LEAN_I16_INT4_STORE: &str = "gemv_lean_i16_int4_store";
-    pub const GEMV_LEAN_I16_INT4_NORM_STORE: &str = "gemv_lean_i16_int4_norm_store";
-    pub const GEMV_LEAN_SYM_I16_INT4_QKV: &str = "gemv_lean_sym_i16_int4_qkv";
-    pub const GEMV_LEAN_SYM_I16_INT4_GATE_UP: &str = "gemv_lean_sym_i16_int4_gate_up";
-    pub const GEMV_LEAN_SYM_I16_INT4_GATE_UP_SPLIT: &str = "gemv_lean_sym_i16_int4_gate_up_split";
-    pub const GEMV_LEAN_SYM_I16_INT4_QKV_SORTED: &str = "gemv_lean_sym_i16_int4_qkv_sorted";
-    pub const GEMV_LEAN_SYM_I16_INT4_RESIDUAL_SORTED: &str = "gemv_lean_sym_i16_int4_residual_sorted";
-    pub const GEMV_LEAN_SYM_I16_INT4_RESIDUAL_WIDE_SORTED: &str = "gemv_lean_sym_i16_int4_residual_wide_sorted";
-    pub const GEMV_LEAN_SYM_I16_INT4_RESIDUAL: &str = "gemv_lean_sym_i16_int4_residual";
-    pub const GEMV_LEAN_SYM_I16_INT4_RESIDUAL_WIDE: &str = "gemv_lean_sym_i16_int4_residual_wide";
-    pub const GEMV_LEAN_SYM_I16_INT4_STORE: &str = "gemv_lean_sym_i16_int4_store";
-    pub const GEMV_LEAN_SYM_I16_INT4_NORM_STORE: &str = "gemv_lean_sym_i16_int4_norm_store";
     /// Every kernel above.
     pub const ALL: &[&str] = &[
-        GEMV_LEAN_I16_INT4_QKV,
-        GEMV_LEAN_I16_INT4_GATE_UP,
-        GEMV_LEAN_I16_INT4_GATE_UP_SPLIT,
-        GEMV_LEAN_I16_INT4_QKV_SORTED,
-        GEMV_LEAN_I16_INT4_RESIDUAL_SORTED,
-        GEMV_LEAN_I16_INT4_RESIDUAL_WIDE_SORTED,
-        GEMV_LEAN_I16_INT4_RESIDUAL,
-        GEMV_LEAN_I16_INT4_RESIDUAL_WIDE,
-        GEMV_LEAN_I16_INT4_STORE,
-        GEMV_LEAN_I16_INT4_NORM_STORE,
-        GEMV_LEAN_SYM_I16_INT4_QKV,
-        GEMV_LEAN_SYM_I16_INT4_GATE_UP,
-        GEMV_LEAN_SYM_I16_INT4_GATE_UP_SPLIT,
-        GEMV_LEAN_SYM_I16_INT4_QKV_SORTED,
-        GEMV_LEAN_SYM_I16_INT4_RESIDUAL_SORTED,
-        GEMV_LEAN_SYM_I16_INT4_RESIDUAL_WIDE_SORTED,
-        GEMV_LEAN_SYM_I16_INT4_RESIDUAL,
-        GEMV_LEAN_SYM_I16_INT4_RESIDUAL_WIDE,
-        GEMV_LEAN_SYM_I16_INT4_STORE,
-        GEMV_LEAN_SYM_I16_INT4_NORM_STORE,
         GEMV_SYM_INT4_QKV,
         GEMV_SYM_INT4_GATE_UP,
         GEMV_SYM_INT4_GATE_UP_SPLIT,

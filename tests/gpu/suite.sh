@@ -15,10 +15,9 @@
 # backend on synthetic checkpoints of awkward sizes (both namings, group sizes 32/64/128/-1, act-order, asym, 8-bit,
 # fp16, bf16), and sessions of one model created, run and dropped on several threads against one alone;
 # the same greedy text from engine-cli on both backends; compute-sanitizer memcheck, racecheck and synccheck on the
-# tiny model (a short and a >128-token prompt, each also with the attention in the q/k/v GEMV) and on one whose short
-# prompts take the 16-row GEMV-shaped tile; and on
-# the 7B-shaped model: CUDA against the CPU backend (a 128-row
-# prefill and 64 decode steps), generating and benchmarking.
+# tiny model (a short and a >128-token prompt) and on one whose short prompts take the 16-row GEMV-shaped tile; and
+# on the 7B-shaped model: CUDA against the CPU backend (a 128-row prefill and 64 decode steps), generating and
+# benchmarking.
 set -uo pipefail
 BIN=${BIN:-.gpu}
 OUT=${OUT:-/tmp/gpu-suite}
@@ -47,9 +46,8 @@ echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --forma
 if [ "$SKIP_SMALL" != 1 ]; then
 tested kernels "$BIN/engine-unit" --ignored --test-threads 1 backend::cuda --skip time_per_launch --skip repack_time \
     --skip gemm_wgmma_ws --skip attention_decode_and_prefill_match_f64
-# The warp-specialized wgmma tile synchronizes its warps through mbarriers, and the decode attention in the q/k/v
-# GEMV's own blocks (Tuning::attn_in_qkv, tested with the attention kernels) waits on counters: a protocol error
-# would hang, so they run on their own with a time limit, as does everything that runs that attention.
+# The warp-specialized wgmma tile synchronizes its warps through mbarriers, and the decode attention's last block
+# merges on a counter: a protocol error would hang, so they run on their own with a time limit.
 tested kernel-wgmma-ws timeout 180 "$BIN/engine-unit" --ignored --exact \
     backend::cuda::tests::gemm_wgmma_ws_int4_matches_f64_on_long_chunks
 tested kernel-attention timeout 300 "$BIN/engine-unit" --ignored --exact \
@@ -87,23 +85,10 @@ gen_long=("$BIN/engine-cli" generate -m "$TINY" --backend cuda -p "$long_prompt"
 sanitize memcheck-long-prompt compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_long[@]}"
 sanitize racecheck-long-prompt compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_long[@]}"
 sanitize synccheck-long-prompt compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_long[@]}"
-# The same two with the decode attention in the q/k/v GEMV's own blocks (the long one's decode over several splits).
-for g in tiny long; do
-    declare -n gen="gen_$g"
-    for tool in memcheck racecheck synccheck; do
-        sanitize "$tool-$g-attn-in-qkv" timeout 600 compute-sanitizer --tool "$tool" --error-exitcode 99 "${gen[@]}" \
-            --tune attn_in_qkv=on
-    done
-    unset -n gen
-done
-# The register K loop on (scale, zero) words (the default before the lean scales-only GEMVs) and the int16 dot
-# product: off by default, so checked here too.
+# The register K loop on (scale, zero) words (the default before the lean scales-only GEMVs): off by default, so
+# checked here too.
 sanitize memcheck-tiny-registers timeout 600 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}" \
     --tune gemv_lean=off,gemv_sym=off
-sanitize memcheck-tiny-i16 timeout 600 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}" \
-    --tune gemv_i16=on
-sanitize racecheck-tiny-i16 timeout 600 compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_tiny[@]}" \
-    --tune gemv_i16=on
 # The tiny model's K (64, 176) is not whole 128-column spans, so its prompts never take the GEMV-shaped 16-row tile
 # (gemv_rows.cu); a model of hidden 128 and intermediate 384 does, for prompts of at most 64 tokens (12 here: one row
 # block of 16; head_dim 64: the attention writes that tile's fragments itself).
@@ -127,12 +112,8 @@ if [ "$SKIP_7B" != 1 ]; then
     check generate-7b "$BIN/engine-cli" generate -m /tmp/engine-7b --backend cuda -p 'Hamlet->Shakespeare' -n 64 --ignore-eos
     check bench-7b "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --breakdown --json
     check bench-7b-no-pdl "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,512 --reps 3 --tune pdl=off
-    check bench-7b-attn-in-qkv timeout 300 "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,2048 \
-        --reps 3 --tune attn_in_qkv=on
     check bench-7b-gemv-registers timeout 300 "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,2048 \
         --reps 3 --tune gemv_lean=off,gemv_sym=off
-    check bench-7b-gemv-i16 timeout 300 "$BIN/engine-cli" bench -m /tmp/engine-7b --backend cuda --prompts 16,2048 \
-        --reps 3 --tune gemv_i16=on,gemv_sym=on
     MODEL=/tmp/engine-7b check sampling-7b bash tests/gpu/sampling.sh
     for i in $(seq 1 12); do cat tools/testdata/corpus.txt; done >"$OUT/corpus.txt"
     check perplexity-7b "$BIN/engine-cli" perplexity -m /tmp/engine-7b --backend cuda --file "$OUT/corpus.txt" --stride 512

@@ -163,19 +163,14 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
         }
 
         // The same 64 steps under other decode tunings: the GEMVs on the weight ring (`Tuning::gemv_ring`; sm_90
-        // only, elsewhere the kernels above again), the attention in the q/k/v GEMV's own blocks
-        // (`Tuning::attn_in_qkv`, its splits merged from 33 positions on), both; and, the default's bits exactly,
-        // the GEMVs without the lean K loop (`Tuning::gemv_lean` off), without the scales-only kernels of
+        // only, elsewhere the kernels above again); and, the default's bits exactly, the GEMVs without the lean K loop (`Tuning::gemv_lean` off), without the scales-only kernels of
         // symmetric int4 linears (`Tuning::gemv_sym` off; on the other checkpoints the default kernels again) and
-        // without either; and the int16 dot product of the int4 GEMVs (`Tuning::gemv_i16`, another rounding).
+        // without either.
         let variants = [
             ("weight ring", engine::Tuning { gemv_ring: true, gemv_prefetch_mb: 8, ..Default::default() }, false),
-            ("attention in q/k/v", engine::Tuning { attn_in_qkv: true, ..Default::default() }, false),
-            ("both", engine::Tuning { gemv_ring: true, attn_in_qkv: true, ..Default::default() }, false),
             ("register K loop", engine::Tuning { gemv_lean: false, ..Default::default() }, true),
             ("(scale, zero) words", engine::Tuning { gemv_sym: false, ..Default::default() }, true),
             ("neither", engine::Tuning { gemv_lean: false, gemv_sym: false, ..Default::default() }, true),
-            ("int16 dot", engine::Tuning { gemv_i16: true, ..Default::default() }, false),
         ];
         let mut e_tuned = Vec::new();
         for (what, tuning, same_bits) in variants {
@@ -310,24 +305,13 @@ fn cuda_matches_cpu_on_the_7b_shape() {
             progress(&format!("{} decode steps", step + 1));
         }
     }
-    // The same 64 steps with the attention in the q/k/v GEMV's own blocks (`Tuning::attn_in_qkv`): the real grid
-    // (768 tiles' blocks, then 32 heads × the plan's splits), contexts of 129 to 192 positions (several splits).
-    let fused = load_tuned(dir, BackendKind::Cuda, 128, engine::Tuning { attn_in_qkv: true, ..Default::default() });
-    let e_fused = decode_matches(&fused.unwrap(), &ids, &c_steps, &c_tokens, None, "7b with the attention in q/k/v");
-    progress("64 decode steps with the attention in q/k/v");
-    // And without the lean K loop and the scales-only GEMVs (the 7B synth is symmetric, so the default reads the
+    // The same 64 steps without the lean K loop and the scales-only GEMVs (the 7B synth is symmetric, so the default reads the
     // scales-only copies): the default's bits exactly.
     let registers = engine::Tuning { gemv_lean: false, gemv_sym: false, ..Default::default() };
     let registers = load_tuned(dir, BackendKind::Cuda, 128, registers).unwrap();
     decode_matches(&registers, &ids, &c_steps, &c_tokens, Some(&g_steps), "7b with the register K loop, sz words");
     drop(registers);
     progress("64 decode steps with the register K loop on (scale, zero) words, bit for bit");
-    // And with the int16 dot product (another rounding: within TOL of the CPU like the default).
-    let i16 = engine::Tuning { gemv_i16: true, gemv_sym: true, ..Default::default() };
-    let i16 = load_tuned(dir, BackendKind::Cuda, 128, i16).unwrap();
-    let e_i16 = decode_matches(&i16, &ids, &c_steps, &c_tokens, None, "7b with the int16 dot product");
-    drop(i16);
-    progress("64 decode steps with the int16 dot product");
     // A 16-row prefill in fresh sessions, the logits of every position: chunks of at most 16 rows take their own
     // GEMM tile (on int4 without act-order the GEMV-shaped one), which the 128 rows above never reach.
     let short = &ids[..16];
@@ -336,7 +320,7 @@ fn cuda_matches_cpu_on_the_7b_shape() {
     let (e_short, p) = worst(&lg16, &lc16, vocab);
     assert!(e_short <= TOL, "7b: 16-row prefill position {p}: relative L2 {e_short:.2e}");
     println!(
-        "7b-shape                       128-row prefill max rel L2 {e_prefill:.2e} | 64 decode steps max rel L2 {e_decode:.2e} (attention in q/k/v: {e_fused:.2e}, int16 dot: {e_i16:.2e}) | greedy picks identical ({ties} near ties), the register K loop on (scale, zero) words bit for bit | 16-row prefill max rel L2 {e_short:.2e} | {:.0} s",
+        "7b-shape                       128-row prefill max rel L2 {e_prefill:.2e} | 64 decode steps max rel L2 {e_decode:.2e} | greedy picks identical ({ties} near ties), the register K loop on (scale, zero) words bit for bit | 16-row prefill max rel L2 {e_short:.2e} | {:.0} s",
         t0.elapsed().as_secs_f64()
     );
 }

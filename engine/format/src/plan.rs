@@ -285,9 +285,6 @@ pub struct WorkspaceBuffers {
     pub attn_partial_ml: Buf<f32>,
     /// Decode attention counters, one per head, zero at rest.
     pub attn_counters: Buf<u32>,
-    /// Decode with the attention in the q/k/v GEMV's own blocks: per KV head the q/k/v columns written, then per KV
-    /// head the attention blocks that have seen them all (`[2][kv_heads]`), zero at rest.
-    pub qkv_arrivals: Buf<u32>,
     /// The logits of one row.
     pub logits: Buf<f32>,
     /// lm_head's per-block best logit and its id, and the counter of the block that merges them.
@@ -555,7 +552,6 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
         attn_partial_o: b.push("ws.attn_partial_o".into(), s, heads * splits * hd),
         attn_partial_ml: b.push("ws.attn_partial_ml".into(), s, heads * splits * 2),
         attn_counters: b.push("ws.attn_counters".into(), s, heads),
-        qkv_arrivals: b.push("ws.qkv_arrivals".into(), s, 2 * c.num_key_value_heads),
         logits: b.push("ws.logits".into(), s, vocab),
         argmax_val: b.push("ws.argmax_val".into(), s, lm_head_blocks(c)),
         argmax_idx: b.push("ws.argmax_idx".into(), s, lm_head_blocks(c)),

@@ -166,7 +166,6 @@ kernel_params! {
         y_sorted: DevPtr<f32>,
         out_norm_w: DevPtr<f16>,
         next_qw: DevPtr<[u32; 4]>,
-        arrivals: DevPtr<u32>,
         k: u32,
         k_pad: u32,
         n_pad: u32,
@@ -186,8 +185,6 @@ kernel_params! {
         out_stride: u32,
         next_chunks: u32,
         next_chunk_bytes: u32,
-        gemv_blocks: u32,
-        attn: AttnParams,
     }
 
     /// The prefill GEMM kernels' parameters (`gemm.cu`, `gemm_small.cu`).
@@ -516,17 +513,6 @@ kernels! {
         lean_sym_residual_wide: GemvParams = name::GEMV_LEAN_SYM_INT4_RESIDUAL_WIDE,
         lean_sym_store: GemvParams = name::GEMV_LEAN_SYM_INT4_STORE,
         lean_sym_norm_store: GemvParams = name::GEMV_LEAN_SYM_INT4_NORM_STORE,
-        /// The same with the int16 dot product (see `GemvStream::LeanI16`).
-        lean_sym_i16_qkv: GemvParams = name::GEMV_LEAN_SYM_I16_INT4_QKV,
-        lean_sym_i16_gate_up: GemvParams = name::GEMV_LEAN_SYM_I16_INT4_GATE_UP,
-        lean_sym_i16_gate_up_split: GemvParams = name::GEMV_LEAN_SYM_I16_INT4_GATE_UP_SPLIT,
-        lean_sym_i16_qkv_sorted: GemvParams = name::GEMV_LEAN_SYM_I16_INT4_QKV_SORTED,
-        lean_sym_i16_residual_sorted: GemvParams = name::GEMV_LEAN_SYM_I16_INT4_RESIDUAL_SORTED,
-        lean_sym_i16_residual_wide_sorted: GemvParams = name::GEMV_LEAN_SYM_I16_INT4_RESIDUAL_WIDE_SORTED,
-        lean_sym_i16_residual: GemvParams = name::GEMV_LEAN_SYM_I16_INT4_RESIDUAL,
-        lean_sym_i16_residual_wide: GemvParams = name::GEMV_LEAN_SYM_I16_INT4_RESIDUAL_WIDE,
-        lean_sym_i16_store: GemvParams = name::GEMV_LEAN_SYM_I16_INT4_STORE,
-        lean_sym_i16_norm_store: GemvParams = name::GEMV_LEAN_SYM_I16_INT4_NORM_STORE,
         attn_decode: AttnParams = name::ATTN_DECODE,
         attn_prefill: AttnParams = name::ATTN_PREFILL,
         attn_prefill_tc64: AttnParams = name::ATTN_PREFILL_TC64,
@@ -560,17 +546,6 @@ kernels! {
         lean_residual_wide: GemvParams = name::GEMV_LEAN_INT4_RESIDUAL_WIDE, name::GEMV_LEAN_INT8_RESIDUAL_WIDE, name::GEMV_LEAN_F16_RESIDUAL_WIDE;
         lean_store: GemvParams = name::GEMV_LEAN_INT4_STORE, name::GEMV_LEAN_INT8_STORE, name::GEMV_LEAN_F16_STORE;
         lean_norm_store: GemvParams = name::GEMV_LEAN_INT4_NORM_STORE, name::GEMV_LEAN_INT8_NORM_STORE, name::GEMV_LEAN_F16_NORM_STORE;
-        /// The lean set with the int16 dot product for int4 (the lean kernels for the other formats).
-        lean_i16_qkv: GemvParams = name::GEMV_LEAN_I16_INT4_QKV, name::GEMV_LEAN_INT8_QKV, name::GEMV_LEAN_F16_QKV;
-        lean_i16_gate_up: GemvParams = name::GEMV_LEAN_I16_INT4_GATE_UP, name::GEMV_LEAN_INT8_GATE_UP, name::GEMV_LEAN_F16_GATE_UP;
-        lean_i16_gate_up_split: GemvParams = name::GEMV_LEAN_I16_INT4_GATE_UP_SPLIT, name::GEMV_LEAN_INT8_GATE_UP_SPLIT, name::GEMV_LEAN_F16_GATE_UP_SPLIT;
-        lean_i16_qkv_sorted: GemvParams = name::GEMV_LEAN_I16_INT4_QKV_SORTED, name::GEMV_LEAN_INT8_QKV_SORTED, name::GEMV_LEAN_F16_QKV_SORTED;
-        lean_i16_residual_sorted: GemvParams = name::GEMV_LEAN_I16_INT4_RESIDUAL_SORTED, name::GEMV_LEAN_INT8_RESIDUAL_SORTED, name::GEMV_LEAN_F16_RESIDUAL_SORTED;
-        lean_i16_residual_wide_sorted: GemvParams = name::GEMV_LEAN_I16_INT4_RESIDUAL_WIDE_SORTED, name::GEMV_LEAN_INT8_RESIDUAL_WIDE_SORTED, name::GEMV_LEAN_F16_RESIDUAL_WIDE_SORTED;
-        lean_i16_residual: GemvParams = name::GEMV_LEAN_I16_INT4_RESIDUAL, name::GEMV_LEAN_INT8_RESIDUAL, name::GEMV_LEAN_F16_RESIDUAL;
-        lean_i16_residual_wide: GemvParams = name::GEMV_LEAN_I16_INT4_RESIDUAL_WIDE, name::GEMV_LEAN_INT8_RESIDUAL_WIDE, name::GEMV_LEAN_F16_RESIDUAL_WIDE;
-        lean_i16_store: GemvParams = name::GEMV_LEAN_I16_INT4_STORE, name::GEMV_LEAN_INT8_STORE, name::GEMV_LEAN_F16_STORE;
-        lean_i16_norm_store: GemvParams = name::GEMV_LEAN_I16_INT4_NORM_STORE, name::GEMV_LEAN_INT8_NORM_STORE, name::GEMV_LEAN_F16_NORM_STORE;
         /// The same on the weight ring: sm_90 only (see `Kernels::gemvs`).
         ring_qkv: GemvParams = name::GEMV_RING_INT4_QKV, name::GEMV_RING_INT8_QKV, name::GEMV_RING_F16_QKV;
         ring_gate_up: GemvParams = name::GEMV_RING_INT4_GATE_UP, name::GEMV_RING_INT8_GATE_UP, name::GEMV_RING_F16_GATE_UP;
@@ -635,12 +610,10 @@ impl Device {
 impl Device {
     /// How the decode GEMVs stream their weights under `tuning`: on the weight ring where it asks for it and the
     /// sm_90a module (the one [`Gpu::has_wgmma`] names) is loaded, else in registers (with the lean K loop where it
-    /// asks for that or for the int16 dot product, which only that loop has).
+    /// asks for that).
     pub fn gemv_stream(&self, tuning: &Tuning) -> shapes::GemvStream {
         if tuning.gemv_ring && self.has_wgmma() {
             shapes::GemvStream::Ring
-        } else if tuning.gemv_i16 {
-            shapes::GemvStream::LeanI16
         } else if tuning.gemv_lean {
             shapes::GemvStream::Lean
         } else {
@@ -755,18 +728,6 @@ impl Kernels {
                 store: lean_store, lean_sym_store;
                 norm_store: lean_norm_store, lean_sym_norm_store;
             ),
-            shapes::GemvStream::LeanI16 => gemv_set!(self,
-                qkv: lean_i16_qkv, lean_sym_i16_qkv;
-                gate_up: lean_i16_gate_up, lean_sym_i16_gate_up;
-                gate_up_split: lean_i16_gate_up_split, lean_sym_i16_gate_up_split;
-                qkv_sorted: lean_i16_qkv_sorted, lean_sym_i16_qkv_sorted;
-                residual_sorted: lean_i16_residual_sorted, lean_sym_i16_residual_sorted;
-                residual_wide_sorted: lean_i16_residual_wide_sorted, lean_sym_i16_residual_wide_sorted;
-                residual: lean_i16_residual, lean_sym_i16_residual;
-                residual_wide: lean_i16_residual_wide, lean_sym_i16_residual_wide;
-                store: lean_i16_store, lean_sym_i16_store;
-                norm_store: lean_i16_norm_store, lean_sym_i16_norm_store;
-            ),
             shapes::GemvStream::Ring => gemv_set!(self,
                 qkv: ring_qkv;
                 gate_up: ring_gate_up;
@@ -799,7 +760,7 @@ impl Kernels {
         let k = Kernels::functions(module)?;
         // The GEMVs and lm_head stage their input in shared memory: K × 2 (or × 4) bytes, up to the card's limit.
         let staged = shapes::GEMV_MAX_SMEM_BYTES.min(limits.smem_per_block);
-        for stream in [shapes::GemvStream::Registers, shapes::GemvStream::Lean, shapes::GemvStream::LeanI16] {
+        for stream in [shapes::GemvStream::Registers, shapes::GemvStream::Lean] {
             for f in k.gemvs(stream).all() {
                 f.set_max_dynamic_smem(staged)?;
             }
@@ -954,12 +915,10 @@ mod tests {
 
     #[test]
     fn every_kernel_takes_its_param_struct_as_the_ptx_declares_it() {
-        // Every kernel of the module has a typed handle, and nothing else does (a set may share kernels with
-        // another: the int16 set's int8 and fp16 kernels are the lean set's).
+        // Every kernel of the module has a typed handle, and nothing else does.
         let mut listed: Vec<&str> = KERNEL_PARAMS.iter().map(|(k, ..)| *k).collect();
         let mut all = engine_ptx::kernels::ALL.to_vec();
         listed.sort();
-        listed.dedup();
         all.sort();
         assert_eq!(listed, all, "the kernel table and engine_ptx::kernels::ALL differ");
         for (module, ptx) in [("sm80", engine_ptx::PTX_SM80), ("sm90a", engine_ptx::PTX_SM90A)] {

@@ -152,7 +152,6 @@ impl Measure for CudaBackend {
                 let bytes = match reads {
                     Reads::Bytes(b) => b,
                     Reads::LayerKv => layer_kv,
-                    Reads::BytesAndLayerKv(b) => b + layer_kv,
                 };
                 marks.push((name, bytes, e));
                 Ok(())

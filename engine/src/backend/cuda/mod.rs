@@ -134,12 +134,12 @@ impl CudaBackend {
         let weights = DeviceWeights::upload(&gpu, &model, &plan, &opts.tuning, opts.progress)?;
         let upload_s = t0.elapsed().as_secs_f64();
         // The lean K loop addresses a linear's words by 32-bit offsets.
-        if matches!(gpu.gemv_stream(&opts.tuning), GemvStream::Lean | GemvStream::LeanI16) {
+        if gpu.gemv_stream(&opts.tuning) == GemvStream::Lean {
             let linears = weights.layers.iter().flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down]);
             if let Some(words) = linears.map(|l| l.words()).find(|&w| w > u32::MAX as u64) {
                 return Err(Error::InvalidArgument(format!(
-                    "tuning gemv_lean / gemv_i16: a linear of {words} 16-byte words is past the lean K loop's 32-bit \
-                     offsets; run with --tune gemv_lean=off,gemv_i16=off (Tuning::gemv_lean, gemv_i16 = false)"
+                    "tuning gemv_lean: a linear of {words} 16-byte words is past the lean K loop's 32-bit offsets; \
+                     run with --tune gemv_lean=off (Tuning::gemv_lean = false)"
                 )));
             }
         }

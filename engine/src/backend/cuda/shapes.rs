@@ -38,9 +38,6 @@ pub enum GemvStream {
     Registers,
     /// The same as `Registers` with the K loop's addressing strength-reduced (`gemv_lean_*`; `Tuning::gemv_lean`).
     Lean,
-    /// `Lean` with int4's products on the int16 input (`gemv_lean_i16_int4_*`; `Tuning::gemv_i16`; the other formats
-    /// take the `Lean` kernels).
-    LeanI16,
     Ring,
 }
 
@@ -86,13 +83,11 @@ pub fn gemv_ring_bytes(format: TileFormat) -> u32 {
 
 /// Dynamic shared memory of a GEMV with `warps` warps over K padded to `k_pad` staging `inputs` copies of its
 /// input (act-order: one per fused part): the per-warp sums, the split gate/up's 16 gate values and columns, and
-/// the staged inputs (with the int16 dot product, each 32-row chunk's (2^-s, Σ x16) after them); the ring kernels'
-/// ring in front and the copying warp's scratch (16 bytes).
+/// the staged inputs; the ring kernels' ring in front and the copying warp's scratch (16 bytes).
 pub fn gemv_smem(k_pad: u32, warps: u32, inputs: u32, format: TileFormat, stream: GemvStream) -> u32 {
     let staged = (warps * 16 + warps + 32) * 4 + inputs * k_pad * 2;
     match stream {
-        GemvStream::LeanI16 if format == TileFormat::Int4 => staged + inputs * (k_pad / 32) * 8,
-        GemvStream::Registers | GemvStream::Lean | GemvStream::LeanI16 => staged,
+        GemvStream::Registers | GemvStream::Lean => staged,
         GemvStream::Ring => gemv_ring_bytes(format) + 16 + staged,
     }
 }
@@ -240,26 +235,6 @@ pub fn single_thread() -> Launch {
 /// Split-K decode attention: one block of 128 threads per (head, split).
 pub fn attn_decode(heads: u32, splits: u32) -> Launch {
     Launch::new((heads, splits), 128, 0)
-}
-
-/// Bytes of the decode attention's online-softmax state of one lane group (`attn::State`: max, sum, 8 outputs).
-const ATTN_STATE_BYTES: u32 = 10 * 4;
-
-/// Splits of one head's sequence at most (`attn::MAX_SPLITS`; the plan's `attention_splits` stays below it).
-const ATTN_MAX_SPLITS: u32 = 64;
-
-/// Shared memory of an attention block of a q/k/v GEMV with the attention fused (`gemv::fused_attn::carve`): the
-/// states of `warps` warps over heads of `head_dim`, the split merge's weights and its last-block flag.
-pub fn fused_attention_smem(warps: u32, head_dim: u32) -> u32 {
-    warps * (head_dim / 8) * ATTN_STATE_BYTES + 2 * ATTN_MAX_SPLITS * 4 + 16
-}
-
-/// The q/k/v GEMV's launch `gemv` with the decode attention in blocks of its own (`gemv::attend`): one more block
-/// per (head, split) after the GEMV's, and the larger of the two roles' shared memory.
-pub fn gemv_with_attention(gemv: Launch, warps: u32, heads: u32, splits: u32, head_dim: u32) -> Launch {
-    let blocks = gemv.grid.0 + heads * splits;
-    let smem = gemv.smem.max(fused_attention_smem(warps, head_dim));
-    Launch { grid: (blocks, 1, 1), smem, ..gemv }
 }
 
 /// Query rows per block of `attn_prefill_tc{64,128}`.
@@ -894,14 +869,6 @@ mod tests {
     }
 
     #[test]
-    fn fused_attention_smem_matches_the_kernels_static_assert() {
-        let src = std::fs::read_to_string(format!("{}/../ptx/kernels/gemv.cu", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        let want =
-            format!("static_assert(sizeof(attn::State) == {ATTN_STATE_BYTES} && attn::MAX_SPLITS == {ATTN_MAX_SPLITS}");
-        assert!(src.contains(&want), "gemv.cu: {want}");
-    }
-
-    #[test]
     fn score_smem_matches_the_kernels_static_assert() {
         let src = std::fs::read_to_string(format!("{}/../ptx/kernels/score.cu", env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert!(src.contains(&format!("static_assert(sizeof(Smem) == {SCORE_SMEM_BYTES}")));
@@ -953,17 +920,12 @@ mod tests {
     fn gemv_inputs_stay_16_byte_aligned() {
         // The staged input follows the ring and the sums; it is stored with 16-byte stores.
         for format in [TileFormat::Int4, TileFormat::Int8, TileFormat::F16] {
-            for stream in [GemvStream::Registers, GemvStream::Lean, GemvStream::LeanI16, GemvStream::Ring] {
+            for stream in [GemvStream::Registers, GemvStream::Lean, GemvStream::Ring] {
                 for warps in [8, 16] {
                     assert_eq!(gemv_smem(0, warps, 0, format, stream) % 16, 0, "{format:?} {stream:?} {warps}");
                 }
             }
         }
-        // The int16 dot product's per-chunk constants, 8 bytes per 32 rows of each staged input, int4 only.
-        let extra = |format| {
-            gemv_smem(4096, 8, 3, format, GemvStream::LeanI16) - gemv_smem(4096, 8, 3, format, GemvStream::Lean)
-        };
-        assert_eq!((extra(TileFormat::Int4), extra(TileFormat::Int8), extra(TileFormat::F16)), (3 * 4096 / 4, 0, 0));
         assert_eq!(gemv_threads(8, GemvStream::Ring), 288);
         assert_eq!(gemv_threads(16, GemvStream::Registers), 512);
     }

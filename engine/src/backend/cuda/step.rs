@@ -27,13 +27,12 @@ use crate::error::{Error, Result};
 /// projection's share spreads over many blocks, large enough that the instructions are few.
 const PREFETCH_CHUNK: u32 = 16 << 10;
 
-/// What a launch reads from memory, for the profiler: a fixed number of bytes, the KV cache of one layer over
-/// the positions attended to, or both (the q/k/v GEMV with the attention in its own blocks).
+/// What a launch reads from memory, for the profiler: a fixed number of bytes, or the KV cache of one layer over
+/// the positions attended to.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Reads {
     Bytes(u64),
     LayerKv,
-    BytesAndLayerKv(u64),
 }
 
 /// Called after each launch of a decode step with the kernel's label and what it reads (the profiler records an
@@ -187,8 +186,7 @@ impl Step<'_> {
                 rows: 1,
                 order: 0,
             };
-            // q/k/v with the input norm fused in front and rotary + KV append fused behind (and, fused, the
-            // attention in blocks of its own that start as their heads' columns arrive).
+            // q/k/v with the input norm fused in front and rotary + KV append fused behind.
             let p = GemvParams {
                 ssq: ws.ssq,
                 n_ssq: if l == 0 { embed_slices } else { hidden_tiles },
@@ -206,15 +204,10 @@ impl Step<'_> {
             };
             let p = self.prefetch_of(Some(&lw.o), p);
             let qkv = if lw.qkv.inv.is_null() { g.qkv } else { g.qkv_sorted };
-            if self.tuning.attn_in_qkv {
-                self.gemv_units(qkv, &lw.qkv, lw.qkv.tiles(), GEMV_THREADS / 32, p, Some(attn))?;
-                observe("gemv q/k/v + norm + rope + kv append + attention", Reads::BytesAndLayerKv(lw.qkv.bytes()))?;
-            } else {
-                self.gemv(qkv, &lw.qkv, GEMV_THREADS / 32, p)?;
-                observe("gemv q/k/v + norm + rope + kv append", Reads::Bytes(lw.qkv.bytes()))?;
-                self.run(&k.attn_decode, shapes::attn_decode(attn.heads, attn.splits), &attn)?;
-                observe("attention (split-K decode)", Reads::LayerKv)?;
-            }
+            self.gemv(qkv, &lw.qkv, GEMV_THREADS / 32, p)?;
+            observe("gemv q/k/v + norm + rope + kv append", Reads::Bytes(lw.qkv.bytes()))?;
+            self.run(&k.attn_decode, shapes::attn_decode(attn.heads, attn.splits), &attn)?;
+            observe("attention (split-K decode)", Reads::LayerKv)?;
             // o_proj, added to the residual stream, leaving the sums of squares for the next norm (and gate/up's
             // sorted inputs).
             let sorted = self.prefetch_of(Some(&lw.gate_up), self.sorted_input(&lw.gate_up, lw.post_norm));
@@ -234,7 +227,7 @@ impl Step<'_> {
             // unit of work is a gate tile and its up tile.
             if lw.gate_up.parts() > 1 {
                 let pairs = lw.gate_up.part_slots[0] / plan::TILE_N as u32;
-                self.gemv_units(g.gate_up_split, &lw.gate_up, pairs, GEMV_THREADS / 32, p, None)?;
+                self.gemv_units(g.gate_up_split, &lw.gate_up, pairs, GEMV_THREADS / 32, p)?;
             } else {
                 self.gemv(g.gate_up, &lw.gate_up, GEMV_THREADS / 32, p)?;
             }
@@ -448,31 +441,15 @@ impl Step<'_> {
     /// A GEMV over `lin` with `warps` warps per block: `p` says what comes in and goes out, the linear's fields
     /// are filled in here.
     fn gemv(&self, kernel: GemvKernel<'_>, lin: &DevLinear, warps: u32, p: GemvParams) -> Result<()> {
-        self.gemv_units(kernel, lin, lin.tiles(), warps, p, None)
+        self.gemv_units(kernel, lin, lin.tiles(), warps, p)
     }
 
     /// [`Step::gemv`] over `units` units of work (a kernel's tiles, or pairs of them), with the kernel instance
-    /// of the linear's weight format (and scales: see [`GemvKernel::for_linear`]); with `attention` (a q/k/v
-    /// kernel) the decode attention runs in blocks of its own after the GEMV's, counting on `ws.qkv_arrivals`.
-    fn gemv_units(
-        &self,
-        kernel: GemvKernel<'_>,
-        lin: &DevLinear,
-        units: u32,
-        warps: u32,
-        p: GemvParams,
-        attention: Option<AttnParams>,
-    ) -> Result<()> {
+    /// of the linear's weight format (and scales: see [`GemvKernel::for_linear`]).
+    fn gemv_units(&self, kernel: GemvKernel<'_>, lin: &DevLinear, units: u32, warps: u32, p: GemvParams) -> Result<()> {
         let limits = &self.gpu.limits;
         let stream = (lin.format, self.gpu.gemv_stream(self.tuning));
         let (launch, tiles_per_block) = shapes::gemv(units, lin.k_pad, warps, lin.parts(), stream, limits, self.tuning);
-        let (launch, p) = match attention {
-            None => (launch, p),
-            Some(attn) => (
-                shapes::gemv_with_attention(launch, warps, attn.heads, attn.splits, attn.head_dim),
-                GemvParams { arrivals: self.ws.qkv_arrivals, gemv_blocks: launch.grid.0, attn, ..p },
-            ),
-        };
         let (kernel, scales) = kernel.for_linear(lin.format, lin.scales);
         let p = GemvParams {
             qw: lin.qw,

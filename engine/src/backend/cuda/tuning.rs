@@ -16,10 +16,6 @@ pub struct Tuning {
     /// Decode attention blocks per head at most (1..=64; the plan's `attention_splits` caps it): a long context's
     /// positions are split over that many blocks, merged by the last.
     pub attn_splits: u32,
-    /// The decode attention run by extra blocks of the q/k/v GEMV (`gemv::attend`), each starting as soon as its KV
-    /// head's columns are written, instead of as a kernel of its own after the whole projection. Off: written in a
-    /// session without a GPU, not yet run or measured; its tests are in the GPU suite.
-    pub attn_in_qkv: bool,
     /// Residual GEMVs (o/down) with 16 warps per block where the projection has fewer than 4 tiles per SM.
     pub gemv_wide: bool,
     /// Decode GEMVs on the weight ring (sm_90; `gemv_ring_*`): one more warp per block streams the weights into
@@ -39,16 +35,6 @@ pub struct Tuning {
     /// on an H200 with `gemv_lean`: 616.1 tok/s after 16 tokens against 601.9 without, 504.2 against 495.0 after
     /// 2048 (BENCHMARKS.md). Ignored with `gemv_ring`.
     pub gemv_sym: bool,
-    /// Decode GEMVs over int4 linears with the int16 dot product (`gemv_lean_i16_int4_*`, in the lean K loop, which
-    /// this implies): the input staged as int16 per 32-row chunk and the products summed exactly by dp2a, two LOP3s
-    /// and four IDP.2A per 8 weights where dot_chunk has a shift, four LOP3s and eight fp16 operations. Precision: a
-    /// chunk in block floating point resolves 2^-14 of its largest value, fp16 2^-11 of each value, and the sums are
-    /// exact where dot_chunk's are fp16: a numpy emulation of a 4096 x 512 GEMV puts it at 6e-5 relative L2 against
-    /// dot_chunk's ~7e-4, and at 1.3e-4 / 1.6e-4 with 16 inputs 30x / 300x the rest (the outliers' neighbours lose
-    /// bits, but far less than fp16 sums do). Off: written in a session without a GPU, not yet run or measured
-    /// (the micro-benchmark's variants 32-33 and the persistent kernel's mode 16 are the same dot product).
-    /// Ignored with `gemv_ring`.
-    pub gemv_i16: bool,
     /// MB of the next GEMV's weights (its first bytes) each decode GEMV asks the L2 for once its own loads are
     /// issued, 0..=64 (sm_90; 0: none). No gain measured: 2-4 MB within the spread, 8 MB and more slower (572
     /// against 588 tok/s at 8 on an H200: the prefetch takes DRAM time from the running GEMV; BENCHMARKS.md).
@@ -113,12 +99,10 @@ impl Default for Tuning {
             pdl: true,
             gemv_blocks_per_sm: 12,
             attn_splits: 64,
-            attn_in_qkv: false,
             gemv_wide: true,
             gemv_ring: false,
             gemv_lean: true,
             gemv_sym: true,
-            gemv_i16: false,
             gemv_prefetch_mb: 0,
             gemm128: true,
             wgmma: WgmmaTile::WeightsInRegisters,
@@ -135,12 +119,10 @@ pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
     ("pdl", "on|off", "programmatic dependent launch between kernels (sm_90+)"),
     ("gemv_blocks_per_sm", "1..=16", "GEMV blocks per SM the decode grids are sized for"),
     ("attn_splits", "1..=64", "decode attention blocks per head at most (capped by the memory plan)"),
-    ("attn_in_qkv", "on|off", "the decode attention in extra blocks of the q/k/v GEMV instead of a kernel of its own"),
     ("gemv_wide", "on|off", "16-warp o/down GEMVs where a projection has fewer than 4 tiles per SM"),
     ("gemv_ring", "on|off", "decode GEMVs on a shared-memory ring filled by bulk copies (sm_90)"),
     ("gemv_lean", "on|off", "decode GEMVs with the lean K loop (strength-reduced addressing; the same bits)"),
     ("gemv_sym", "on|off", "decode GEMVs over symmetric int4 linears read their scales alone (half the scale bytes)"),
-    ("gemv_i16", "on|off", "int4 decode GEMVs on an int16 input with dp2a (implies the lean K loop)"),
     ("gemv_prefetch", "0..=64", "MB of the next GEMV's first weights each decode GEMV asks the L2 for (sm_90)"),
     ("gemm128", "on|off", "the 128 x 128 prefill GEMM tile for chunks of >= 128 rows"),
     ("wgmma", "off|128|256|ws|wreg", "the 128-row prefill tile on Hopper's wgmma tensor cores (sm_90; needs gemm128)"),
@@ -165,12 +147,10 @@ impl Tuning {
         };
         match key {
             "pdl" => self.pdl = flag(value)?,
-            "attn_in_qkv" => self.attn_in_qkv = flag(value)?,
             "gemv_wide" => self.gemv_wide = flag(value)?,
             "gemv_ring" => self.gemv_ring = flag(value)?,
             "gemv_lean" => self.gemv_lean = flag(value)?,
             "gemv_sym" => self.gemv_sym = flag(value)?,
-            "gemv_i16" => self.gemv_i16 = flag(value)?,
             "gemm128" => self.gemm128 = flag(value)?,
             "wgmma" => {
                 self.wgmma = WgmmaTile::NAMES.iter().find(|(_, n)| *n == value).map(|(t, _)| *t).ok_or_else(|| {
@@ -211,18 +191,16 @@ impl Tuning {
     pub fn describe(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "pdl={},gemv_blocks_per_sm={},attn_splits={},attn_in_qkv={},gemv_wide={},gemv_ring={},gemv_lean={},gemv_sym={},gemv_i16={},gemv_prefetch={},gemm128={},wgmma={},wgmma_short={},gemv_rows={},\
+            "pdl={},gemv_blocks_per_sm={},attn_splits={},gemv_wide={},gemv_ring={},gemv_lean={},gemv_sym={},gemv_prefetch={},gemm128={},wgmma={},wgmma_short={},gemv_rows={},\
              gpu_repack={},\
              cubin={}",
             on(self.pdl),
             self.gemv_blocks_per_sm,
             self.attn_splits,
-            on(self.attn_in_qkv),
             on(self.gemv_wide),
             on(self.gemv_ring),
             on(self.gemv_lean),
             on(self.gemv_sym),
-            on(self.gemv_i16),
             self.gemv_prefetch_mb,
             on(self.gemm128),
             self.wgmma.name(),
@@ -241,7 +219,7 @@ mod tests {
     #[test]
     fn parse_sets_each_key_and_describe_round_trips() {
         let t = Tuning::parse(
-            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,attn_in_qkv=on,gemv_wide=0,gemv_ring=on,gemv_lean=off,gemv_sym=off,gemv_i16=on,gemv_prefetch=8,gemm128=false,wgmma=ws,wgmma_short=off,\
+            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemv_ring=on,gemv_lean=off,gemv_sym=off,gemv_prefetch=8,gemm128=false,wgmma=ws,wgmma_short=off,\
              gemv_rows=off,gpu_repack=off,cubin=off",
         )
         .unwrap();
@@ -249,12 +227,10 @@ mod tests {
             pdl: false,
             gemv_blocks_per_sm: 8,
             attn_splits: 16,
-            attn_in_qkv: true,
             gemv_wide: false,
             gemv_ring: true,
             gemv_lean: false,
             gemv_sym: false,
-            gemv_i16: true,
             gemv_prefetch_mb: 8,
             gemm128: false,
             wgmma: WgmmaTile::WarpSpecialized,
