@@ -20,7 +20,9 @@
 //                      9 the engine's in a K loop with strength-reduced addressing (`gemv_phase_lean`), 10 both,
 //                      11 the lean loop reading a symmetric linear's scales alone (2 bytes per group and slot),
 //                      12 the input staged as int16 per chunk and the products summed exactly by dp2a (`dot_i16`),
-//                      13 that in the lean K loop;
+//                      13 that in the lean K loop, 14 variant 11's lean loop at 3 blocks of 8 warps per SM (an
+//                      80-register cap instead of 64) for q/k/v and gate/up, 15 that with its two batch buffers'
+//                      roles alternating (no register moves between batches);
 //   warps            : 4, 8 or 16 warps per block for every phase instead of the engine's 8 (16 for o and down);
 //   pre              : the input staged into shared memory by the block after the dependency wait (q/k/v and
 //                      gate/up with the RMSNorm: f32 x, fp16 norm weight, the previous phase's 256 partial sums of
@@ -538,11 +540,17 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase(Phase ph
 // address per array plus immediate offsets; and a batch wholly inside the warp's steps has no bounds checks.
 // MULHI: with dot_chunk<true> (variant 30: do the two savings add up?). SYM: the scales alone from ph.sc (2 bytes
 // per group and slot instead of 4; the engine's gemv_lean_sym_int4_*: variant 31, the same bits). I16: dot_i16 on
-// stage_i16's input (variant 33: the lean loop with the int16 dot product).
-template <int NW, bool MULHI = false, bool SYM = false, bool I16 = false>
-__global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_lean(Phase ph, Inputs in) {
+// stage_i16's input (variant 33: the lean loop with the int16 dot product). MINB: blocks per SM the register cap is
+// set for (variant 34: 3 instead of 4 at 8 warps, 80 registers instead of 64). PP: two batches per round, the
+// buffers' roles alternating (variant 35). Why: in the engine's sm_90a SASS (gemv_lean_sym_int4_gate_up) a 4-step
+// batch is ~335 instructions, 18 of them moving the next batch's words and scales into the current ones; the
+// alternating loop removes them but spills under the 64-register cap, so it is measured here with the cap raised,
+// beside the raised cap alone (the same bits as variant 31 both).
+template <int NW, bool MULHI = false, bool SYM = false, bool I16 = false, int MINB = 1024 / (NW * 32), bool PP = false>
+__global__ void __launch_bounds__(NW * 32, MINB) gemv_phase_lean(Phase ph, Inputs in) {
     static_assert(GROUP == 128 && NW % 2 == 0, "the strides below assume 4 chunks per group");
     static_assert(!(I16 && (SYM || MULHI)), "dot_i16 reads the zero from the (scale, zero) word");
+    static_assert(!(PP && I16), "the alternating loop is written for dot_chunk");
     extern __shared__ __align__(16) unsigned char smem[];
     float* red = reinterpret_cast<float*>(smem);  // [NW][16]
     float* scratch = red + MAX_SEGS * NW * 16;    // [NW]
@@ -588,20 +596,41 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_lean(Pha
         if (I16) acc = dot_i16(cur[u], xb + u * X_STRIDE, cur_sz[u], cb[u * 2 * NW], acc);
         else acc = dot_chunk<MULHI, SYM>(cur[u], xb + u * X_STRIDE, cur_sz[u], acc);
     };
-    for (uint32_t i0 = 0; i0 < n; i0 += UNROLL) {
-        load(i0 + UNROLL, nxt, nxt_sz);
+    // PP: batch i0 multiplied from (wv, sv) while the next one is loaded into (nw, ns).
+    auto batch = [&](uint32_t i0, const uint4(&wv)[UNROLL], const uint32_t(&sv)[UNROLL], uint4(&nw)[UNROLL],
+                     uint32_t(&ns)[UNROLL]) {
+        load(i0 + UNROLL, nw, ns);
         const __half2* xb = x + i0 * X_STRIDE;
-        const float2* cb = csw + i0 * 2 * NW;
         if (i0 + UNROLL <= n) {
 #pragma unroll
-            for (int u = 0; u < UNROLL; ++u) dot(u, xb, cb);
+            for (int u = 0; u < UNROLL; ++u) acc = dot_chunk<MULHI, SYM>(wv[u], xb + u * X_STRIDE, sv[u], acc);
         } else {
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u)
-                if (i0 + u < n) dot(u, xb, cb);
+                if (i0 + u < n) acc = dot_chunk<MULHI, SYM>(wv[u], xb + u * X_STRIDE, sv[u], acc);
         }
+    };
+    if constexpr (PP) {
+        for (uint32_t i0 = 0; i0 < n; i0 += 2 * UNROLL) {
+            batch(i0, cur, cur_sz, nxt, nxt_sz);
+            if (i0 + UNROLL < n) batch(i0 + UNROLL, nxt, nxt_sz, cur, cur_sz);
+        }
+    } else {
+        for (uint32_t i0 = 0; i0 < n; i0 += UNROLL) {
+            load(i0 + UNROLL, nxt, nxt_sz);
+            const __half2* xb = x + i0 * X_STRIDE;
+            const float2* cb = csw + i0 * 2 * NW;
+            if (i0 + UNROLL <= n) {
 #pragma unroll
-        for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
+                for (int u = 0; u < UNROLL; ++u) dot(u, xb, cb);
+            } else {
+#pragma unroll
+                for (int u = 0; u < UNROLL; ++u)
+                    if (i0 + u < n) dot(u, xb, cb);
+            }
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
+        }
     }
     const float a = acc + __shfl_xor_sync(0xffffffffu, acc, 16);
     if (lane < 16) red[warp * 16 + j] = a;
@@ -1278,10 +1307,10 @@ static void launch_variant(const Phase& ph, const Inputs& in, int grid, int dot,
     }
 }
 
-template <int NW, bool MULHI = false, bool SYM = false, bool I16 = false>
+template <int NW, bool MULHI = false, bool SYM = false, bool I16 = false, int MINB = 1024 / (NW * 32), bool PP = false>
 static void launch_lean(const Phase& ph, const Inputs& in, cudaStream_t s) {
     const size_t smem = (MAX_SEGS * NW * 16 + 32) * 4 + ph.k * 2 + (I16 ? ph.k / 32 * 8 : 0);
-    launch_pdl(gemv_phase_lean<NW, MULHI, SYM, I16>, dim3(ph.tiles), dim3(NW * 32), smem, s, ph, in);
+    launch_pdl(gemv_phase_lean<NW, MULHI, SYM, I16, MINB, PP>, dim3(ph.tiles), dim3(NW * 32), smem, s, ph, in);
 }
 
 static void launch_mma_variant(const Phase& ph, const Inputs& in, int pre, cudaStream_t s) {
@@ -1441,6 +1470,8 @@ int main(int argc, char** argv) {
         {"tiled          lean K loop, scales only", 0, 11, 0},
         {"tiled          int16 input, dp2a", 0, 12, 0},
         {"tiled          int16 input, dp2a, lean K loop", 0, 13, 0},
+        {"tiled          lean, scales only, 80 registers", 0, 14, 0},
+        {"tiled          lean, scales only, 80 regs, 2 buffers", 0, 15, 0},
     };
     const int n_variants = sizeof(variants) / sizeof(variants[0]);
     std::vector<float> y_ref(4 * 22016), y_now(4 * 22016);
@@ -1475,6 +1506,11 @@ int main(int argc, char** argv) {
             else if (var.dot == 13)
                 ph.tiles <= 512 ? launch_lean<16, false, false, true>(ph, in, s)
                                 : launch_lean<8, false, false, true>(ph, in, s);
+            else if (var.dot == 14)  // o and down as variant 11: 16 warps at 2 blocks per SM are already at 64
+                ph.tiles <= 512 ? launch_lean<16, false, true>(ph, in, s) : launch_lean<8, false, true, false, 3>(ph, in, s);
+            else if (var.dot == 15)
+                ph.tiles <= 512 ? launch_lean<16, false, true>(ph, in, s)
+                                : launch_lean<8, false, true, false, 3, true>(ph, in, s);
             else if (var.dot == 4) ph.tiles <= 512 ? launch_bmma<16>(ph, in, s) : launch_bmma<8>(ph, in, s);
             else if (var.dot == 1 && var.pre >= 4)
                 ph.tiles <= 512 ? (var.pre == 4 ? launch<16, false, 1, 4>(ph, in, ph.tiles, s)
@@ -1490,7 +1526,8 @@ int main(int argc, char** argv) {
         const float m = time_us(s, e0, e1, [&] { CHECK(cudaMemsetAsync(y, 0xFF, 4 * 22016 * 4, s)); },
                                 [&] { CHECK(cudaGraphLaunch(exec, s)); });
         CHECK(cudaMemcpy(y_now.data(), y, y_now.size() * 4, cudaMemcpyDeviceToHost));
-        const double bytes = wbytes + (var.dot == 11 ? sbytes / 2 : sbytes);  // scales only: half the scale bytes
+        const bool scales_only = var.dot == 11 || var.dot == 14 || var.dot == 15;
+        const double bytes = wbytes + (scales_only ? sbytes / 2 : sbytes);  // scales only: half the scale bytes
         std::printf("%-36s %8.1f us per step (%5.0f GB/s)", var.name, m, bytes / m / 1e3);
         if (var.dot == 4 || var.dot == 5 || var.dot == 12 || var.dot == 13) {
             // The engine's layout: the engine-like kernel's outputs (fp16 chunk sums there: ~1e-3 apart), and the
@@ -1529,7 +1566,7 @@ int main(int argc, char** argv) {
             std::printf("  o outputs vs the host: max |error| %.2e of max |y| %.2e%s", worst, scale,
                         worst <= 1e-4 * scale ? "" : "  MISMATCH");
         }
-        if (var.dot == 1 || var.dot == 8 || var.dot == 9 || var.dot == 10 || var.dot == 11) {
+        if (var.dot == 1 || var.dot == 8 || var.dot == 9 || var.dot == 10 || scales_only) {
             if (v == 0) {
                 y_ref = y_now;
                 for (int type = 0; type < 4; ++type)
