@@ -33,7 +33,8 @@ pub struct Tuning {
     /// constant (`gemv_sym_int4_*`, `gemv_lean_sym_int4_*`): ~2.5% fewer bytes per 7B decode step, the same bits.
     /// The copy is planned for every symmetric linear (+0.1 GB on the 7B) and filled only with this on. 7B decode
     /// on an H200 with `gemv_lean`: 616.1 tok/s after 16 tokens against 601.9 without, 504.2 against 495.0 after
-    /// 2048 (BENCHMARKS.md). Ignored with `gemv_ring`.
+    /// 2048; on an H100, both on against both off: 534.6 against 513.2, 434.1 against 419.3 (BENCHMARKS.md).
+    /// Ignored with `gemv_ring`.
     pub gemv_sym: bool,
     /// MB of the next GEMV's weights (its first bytes) each decode GEMV asks the L2 for once its own loads are
     /// issued, 0..=64 (sm_90; 0: none). No gain measured: 2-4 MB within the spread, 8 MB and more slower (572
