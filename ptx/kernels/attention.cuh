@@ -51,10 +51,9 @@ ENGINE_DEV void load8(const __half* p, float out[8]) {
     }
 }
 
-// One warp's pass over its share of positions [p_begin, p_end) (positions warp · ppw · UNR + ..., every NW · ppw ·
-// UNR) for query head `h` of row `row`, UNR positions per lane group and round; returns the warp's merged state in
-// its lanes 0 .. head_dim / 8 − 1 (lane % lp = which 8 dims).
-template <int NW, int UNR>
+// One warp's pass over its share of positions [p_begin, p_end) (positions warp · ppw · UNROLL + ..., every WARPS ·
+// ppw · UNROLL) for query head `h` of row `row`, UNROLL positions per lane group and round; returns the warp's merged
+// state in its lanes 0 .. head_dim / 8 − 1 (lane % lp = which 8 dims).
 ENGINE_DEV State warp_pass(const AttnParams& p, uint32_t row, uint32_t h, uint32_t p_begin, uint32_t p_end) {
     const uint32_t lp = p.head_dim / 8;   // lanes per position
     const uint32_t ppw = 32 / lp;         // positions per warp per iteration
@@ -72,23 +71,23 @@ ENGINE_DEV State warp_pass(const AttnParams& p, uint32_t row, uint32_t h, uint32
 
     const __half* kbase = p.k_cache + (size_t)kvh * p.ctx * p.head_dim + dl * 8;
     const __half* vbase = p.v_cache + (size_t)kvh * p.ctx * p.head_dim + dl * 8;
-    // Each lane position group takes UNR positions per iteration and issues all their K and V loads before
+    // Each lane position group takes UNROLL positions per iteration and issues all their K and V loads before
     // the first use: without it the online-softmax dependency leaves one 16-byte load per array in flight.
     // Every lane runs the same number of iterations, so the shuffles below always see the full warp.
-    const uint32_t stride = NW * ppw * UNR;
-    for (uint32_t base = p_begin + warp * ppw * UNR; base < p_end; base += stride) {
-        uint4 kr[UNR], vr[UNR];
+    const uint32_t stride = WARPS * ppw * UNROLL;
+    for (uint32_t base = p_begin + warp * ppw * UNROLL; base < p_end; base += stride) {
+        uint4 kr[UNROLL], vr[UNROLL];
 #pragma unroll
-        for (int u = 0; u < UNR; ++u) {
+        for (int u = 0; u < UNROLL; ++u) {
             const uint32_t pos = base + u * ppw + pg;
             if (pos < p_end) {
                 kr[u] = load16(kbase + (size_t)pos * p.head_dim);
                 vr[u] = load16(vbase + (size_t)pos * p.head_dim);
             }
         }
-        float s[UNR];
+        float s[UNROLL];
 #pragma unroll
-        for (int u = 0; u < UNR; ++u) {
+        for (int u = 0; u < UNROLL; ++u) {
             const uint32_t pos = base + u * ppw + pg;
             float acc = 0.f;
             if (pos < p_end) {
@@ -102,17 +101,17 @@ ENGINE_DEV State warp_pass(const AttnParams& p, uint32_t row, uint32_t h, uint32
             for (uint32_t o = lp / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
             s[u] = pos < p_end ? acc * p.scale_log2 : ATTN_NEG_INF;
         }
-        // One rescale of the running state per UNR positions.
+        // One rescale of the running state per UNROLL positions.
         float m = st.m;
 #pragma unroll
-        for (int u = 0; u < UNR; ++u) m = fmaxf(m, s[u]);
+        for (int u = 0; u < UNROLL; ++u) m = fmaxf(m, s[u]);
         if (m == ATTN_NEG_INF) continue;  // nothing valid yet for this lane group
         const float c = exp2f(st.m - m);
         st.l *= c;
 #pragma unroll
         for (int i = 0; i < 8; ++i) st.o[i] *= c;
 #pragma unroll
-        for (int u = 0; u < UNR; ++u) {
+        for (int u = 0; u < UNROLL; ++u) {
             const uint32_t pos = base + u * ppw + pg;
             if (pos < p_end) {
                 const float e = exp2f(s[u] - m);
@@ -140,22 +139,21 @@ ENGINE_DEV State warp_pass(const AttnParams& p, uint32_t row, uint32_t h, uint32
     return st;
 }
 
-// One block's pass over positions [p_begin, p_end) for query head `h` of row `row` by its first NW warps (any
+// One block's pass over positions [p_begin, p_end) for query head `h` of row `row` by its first WARPS warps (any
 // further warps only meet the barrier). Returns the block's merged state in every thread of warp 0 (lane layout:
-// lane % lp = which 8 dims). `smem`: NW · head_dim / 8 States.
-template <int NW = WARPS, int UNR = UNROLL>
+// lane % lp = which 8 dims). `smem`: WARPS · head_dim / 8 States.
 ENGINE_DEV State block_pass(const AttnParams& p, uint32_t row, uint32_t h, uint32_t p_begin, uint32_t p_end,
                             State* smem) {
     const uint32_t lp = p.head_dim / 8;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     State st{};
-    if (warp < NW) {
-        st = warp_pass<NW, UNR>(p, row, h, p_begin, p_end);
+    if (warp < WARPS) {
+        st = warp_pass(p, row, h, p_begin, p_end);
         if (lane < (int)lp) smem[warp * lp + lane] = st;
     }
     __syncthreads();
     if (warp == 0 && lane < (int)lp) {
-        for (int w = 1; w < NW; ++w) merge(st, smem[w * lp + lane]);
+        for (int w = 1; w < WARPS; ++w) merge(st, smem[w * lp + lane]);
     }
     return st;
 }

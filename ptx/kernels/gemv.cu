@@ -73,10 +73,11 @@ ENGINE_DEV uint4 pack_word(const float v[8]) {
     return out;
 }
 
-// The ragged end of K, row by row (rows past k are zero). `base`: the element of row0 in the input, `row0`: its
-// row in its part.
+// The word at the ragged end of K, row by row (rows past k are zero). `base`: the element of row0 in the input,
+// `row0`: its row in its part.
 template <int PRO>
-ENGINE_DEV void ragged_values(const GemvParams& p, uint32_t base, uint32_t row0, float inv_rms, float (&v)[8]) {
+ENGINE_DEV uint4 ragged_word(const GemvParams& p, uint32_t base, uint32_t row0, float inv_rms) {
+    float v[8];
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
         const uint32_t row = row0 + i;
@@ -87,12 +88,6 @@ ENGINE_DEV void ragged_values(const GemvParams& p, uint32_t base, uint32_t row0,
         }
         v[i] = val;
     }
-}
-
-template <int PRO>
-ENGINE_DEV uint4 ragged_word(const GemvParams& p, uint32_t base, uint32_t row0, float inv_rms) {
-    float v[8];
-    ragged_values<PRO>(p, base, row0, inv_rms, v);
     return pack_word(v);
 }
 
