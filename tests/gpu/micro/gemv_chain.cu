@@ -550,7 +550,6 @@ template <int NW, bool MULHI = false, bool SYM = false, bool I16 = false, int MI
 __global__ void __launch_bounds__(NW * 32, MINB) gemv_phase_lean(Phase ph, Inputs in) {
     static_assert(GROUP == 128 && NW % 2 == 0, "the strides below assume 4 chunks per group");
     static_assert(!(I16 && (SYM || MULHI)), "dot_i16 reads the zero from the (scale, zero) word");
-    static_assert(!(PP && I16), "the alternating loop is written for dot_chunk");
     extern __shared__ __align__(16) unsigned char smem[];
     float* red = reinterpret_cast<float*>(smem);  // [NW][16]
     float* scratch = red + MAX_SEGS * NW * 16;    // [NW]
@@ -592,22 +591,23 @@ __global__ void __launch_bounds__(NW * 32, MINB) gemv_phase_lean(Phase ph, Input
     pdl_launch();
 
     float acc = 0.f;
-    auto dot = [&](int u, const __half2* xb, const float2* cb) {
-        if (I16) acc = dot_i16(cur[u], xb + u * X_STRIDE, cur_sz[u], cb[u * 2 * NW], acc);
-        else acc = dot_chunk<MULHI, SYM>(cur[u], xb + u * X_STRIDE, cur_sz[u], acc);
-    };
-    // PP: batch i0 multiplied from (wv, sv) while the next one is loaded into (nw, ns).
+    // Batch i0 multiplied from (wv, sv) while the next one is loaded into (nw, ns).
     auto batch = [&](uint32_t i0, const uint4(&wv)[UNROLL], const uint32_t(&sv)[UNROLL], uint4(&nw)[UNROLL],
                      uint32_t(&ns)[UNROLL]) {
         load(i0 + UNROLL, nw, ns);
         const __half2* xb = x + i0 * X_STRIDE;
+        const float2* cb = csw + i0 * 2 * NW;
+        auto dot = [&](int u) {
+            if (I16) acc = dot_i16(wv[u], xb + u * X_STRIDE, sv[u], cb[u * 2 * NW], acc);
+            else acc = dot_chunk<MULHI, SYM>(wv[u], xb + u * X_STRIDE, sv[u], acc);
+        };
         if (i0 + UNROLL <= n) {
 #pragma unroll
-            for (int u = 0; u < UNROLL; ++u) acc = dot_chunk<MULHI, SYM>(wv[u], xb + u * X_STRIDE, sv[u], acc);
+            for (int u = 0; u < UNROLL; ++u) dot(u);
         } else {
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u)
-                if (i0 + u < n) acc = dot_chunk<MULHI, SYM>(wv[u], xb + u * X_STRIDE, sv[u], acc);
+                if (i0 + u < n) dot(u);
         }
     };
     if constexpr (PP) {
@@ -617,17 +617,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) gemv_phase_lean(Phase ph, Input
         }
     } else {
         for (uint32_t i0 = 0; i0 < n; i0 += UNROLL) {
-            load(i0 + UNROLL, nxt, nxt_sz);
-            const __half2* xb = x + i0 * X_STRIDE;
-            const float2* cb = csw + i0 * 2 * NW;
-            if (i0 + UNROLL <= n) {
-#pragma unroll
-                for (int u = 0; u < UNROLL; ++u) dot(u, xb, cb);
-            } else {
-#pragma unroll
-                for (int u = 0; u < UNROLL; ++u)
-                    if (i0 + u < n) dot(u, xb, cb);
-            }
+            batch(i0, cur, cur_sz, nxt, nxt_sz);
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u], cur_sz[u] = nxt_sz[u];
         }
