@@ -163,9 +163,9 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
         }
 
         // The same 64 steps under other decode tunings: the GEMVs on the weight ring (`Tuning::gemv_ring`; sm_90
-        // only, elsewhere the kernels above again); and, the default's bits exactly, the GEMVs without the lean K loop (`Tuning::gemv_lean` off), without the scales-only kernels of
-        // symmetric int4 linears (`Tuning::gemv_sym` off; on the other checkpoints the default kernels again) and
-        // without either.
+        // only, elsewhere the kernels above again); and, the default's bits exactly, the GEMVs without the lean K
+        // loop (`Tuning::gemv_lean` off), without the scales-only kernels of symmetric int4 linears
+        // (`Tuning::gemv_sym` off; on the other checkpoints the default kernels again) and without either.
         let variants = [
             ("weight ring", engine::Tuning { gemv_ring: true, gemv_prefetch_mb: 8, ..Default::default() }, false),
             ("register K loop", engine::Tuning { gemv_lean: false, ..Default::default() }, true),
