@@ -5,9 +5,8 @@ kernel's end to its own end — so that the charges of one step add up to the st
 predecessor (programmatic dependent launch) is charged only for what it adds. A measurement tool for the GPU
 machine (PyTorch there; not a dependency of the engine).
 
-Status: written in a session whose device time ran out; its step-splitting and charging were checked on synthetic
-events only, not yet run on a GPU (whether CUPTI, started by PyTorch, records the kernels of another library's graph
-replays is the first thing its first run answers). No number in BENCHMARKS.md comes from it yet.
+CUPTI, started by PyTorch, does record the kernels of another library's graph replays (first run: H200, 2026-12-06,
+BENCHMARKS.md "Where a decode step's time goes inside the graph").
 
 Usage: timeline.py LIBRARY MODEL_DIR [OUT_DIR]
   LIBRARY    .gpu/libengine.so
@@ -106,7 +105,7 @@ def main(argv):
     mo.backend = client.BACKEND["CUDA"]
     model = client.Model()
     client.ok(lib.engine_model_load(model_dir.encode(), C.byref(mo), C.byref(model)), "load")
-    prompts = {"short": "the quick brown fox", "long": "the quick brown fox jumps over the lazy dog " * 200}
+    prompts = {"short": "the quick brown fox", "long": "the quick brown fox jumps over the lazy dog " * 80}
     for label, text in prompts.items():
         n_prompt = len(client.tokenize(model, text))
         session = client.Session()
