@@ -9,14 +9,17 @@ CUPTI, started by PyTorch, does record the kernels of another library's graph re
 BENCHMARKS.md "Where a decode step's time goes inside the graph").
 
 Usage: timeline.py LIBRARY MODEL_DIR [OUT_DIR]
+       timeline.py --trace TRACE.json MODEL_DIR PROMPT_TOKENS   (again from a saved trace; no GPU needed)
   LIBRARY    .gpu/libengine.so
   MODEL_DIR  the 7B synth (engine-cli synth --preset 7b)
   OUT_DIR    where the chrome traces go (default /tmp/timeline)
 
 For a short and a ~2000-token prompt it generates 48 greedy tokens with the CUDA backend and prints, per role of
 the decode step (embed, q/k/v, attention, o_proj, gate/up, down, lm_head, the token ring's advance), the median
-over the steps of its charged time summed over the layers, its share of the step, and its rate against the bytes
-it must read (weights from the checkpoint's shapes, the KV cache at the step's context).
+over the steps of its charged time summed over the layers, its share of the step, its rate against the bytes it
+must read (weights from the checkpoint's shapes, the KV cache at the step's context), and per launch the median
+kernel duration and how long it started before its predecessor ended (the overlap programmatic dependent launch
+buys).
 """
 
 import ctypes as C
@@ -68,26 +71,76 @@ def decode_steps(events):
     return steps
 
 
+def role_of(i, e, layers):
+    """The role of the i-th kernel of a decode step."""
+    if i == 0:
+        return "embed"
+    if i <= 5 * layers:
+        return ROLES[(i - 1) % 5]
+    return "lm_head" if e["name"].startswith("lm_head") else e["name"]
+
+
 def charge(prev, step, layers):
     """Per role: the time from the previous kernel's end to this kernel's end, summed over the step."""
     out = {}
     end = prev["ts"] + prev["dur"] if prev else step[0]["ts"]
     for i, e in enumerate(step):
-        if i == 0:
-            role = "embed"
-        elif i <= 5 * layers:
-            role = ROLES[(i - 1) % 5]
-        elif e["name"].startswith("lm_head"):
-            role = "lm_head"
-        else:
-            role = e["name"]
+        role = role_of(i, e, layers)
         t_end = e["ts"] + e["dur"]
         out[role] = out.get(role, 0.0) + max(0.0, t_end - end)
         end = max(end, t_end)
     return out
 
 
+def launches(prev, step, layers):
+    """Per role: each launch's (duration, how long before its predecessor's end it started)."""
+    out = {}
+    before = prev
+    for i, e in enumerate(step):
+        if before is not None:
+            early = before["ts"] + before["dur"] - e["ts"]
+            out.setdefault(role_of(i, e, layers), []).append((e["dur"], early))
+        before = e
+    return out
+
+
+def summarize(label, events, wb, n_prompt):
+    """Print the per-role table of the decode steps in one trace."""
+    steps = decode_steps(events)[4:-2]  # the run's first and last steps aside
+    if not steps:
+        print(f"{label}: no decode steps in the trace ({sum(e.get('cat') == 'kernel' for e in events)} kernels)")
+        return
+    per_role, per_launch, totals = {}, {}, []
+    for prev, step in steps:
+        c = charge(prev, step, wb["layers"])
+        totals.append(sum(c.values()))
+        for r, t in c.items():
+            per_role.setdefault(r, []).append(t)
+        for r, ls in launches(prev, step, wb["layers"]).items():
+            per_launch.setdefault(r, []).extend(ls)
+    step_us = statistics.median(totals)
+    ctx = n_prompt + 24
+    reads = {r: wb[r] * wb["layers"] for r in ["q/k/v", "o_proj", "gate/up", "down"]}
+    reads["lm_head"] = wb["lm_head"]
+    reads["attention"] = wb["kv_row"] * ctx * wb["layers"]
+    print(f"\n{label} prompt ({n_prompt} tokens), {len(steps)} decode steps in the graph: median step "
+          f"{step_us:.1f} µs = {1e6 / step_us:.1f} tok/s (CUPTI tracing on)")
+    print(f"  {'role':<16} {'µs/step':>9} {'share':>7} {'GB/s':>7}  kernels  per launch: {'µs':>6} {'early':>6}")
+    for r, ts in sorted(per_role.items(), key=lambda kv: -statistics.median(kv[1])):
+        t = statistics.median(ts)
+        rate = f"{reads[r] / t / 1e3:7.0f}" if r in reads and t > 0 else "       "
+        n = wb["layers"] if r in ROLES else 1
+        ls = per_launch.get(r, [])
+        dur = statistics.median(d for d, _ in ls) if ls else float("nan")
+        early = statistics.median(b for _, b in ls) if ls else float("nan")
+        print(f"  {r:<16} {t:9.1f} {100 * t / step_us:6.1f}% {rate}  {n:7d}  {'':11} {dur:6.2f} {early:6.2f}")
+
+
 def main(argv):
+    if len(argv) == 5 and argv[1] == "--trace":
+        summarize(os.path.basename(argv[2]), json.load(open(argv[2]))["traceEvents"], weight_bytes(argv[3]),
+                  int(argv[4]))
+        return 0
     if len(argv) not in (3, 4):
         print(__doc__, file=sys.stderr)
         return 2
@@ -119,31 +172,7 @@ def main(argv):
         trace = os.path.join(out_dir, f"{label}.json")
         prof.export_chrome_trace(trace)
         client.ok(lib.engine_session_free(session), "free")
-        events = json.load(open(trace))["traceEvents"]
-        steps = decode_steps(events)[4:-2]  # the run's first and last steps aside
-        if not steps:
-            print(f"{label}: no decode steps in the trace ({sum(e.get('cat') == 'kernel' for e in events)} kernels)")
-            continue
-        per_role = {}
-        totals = []
-        for prev, step in steps:
-            c = charge(prev, step, wb["layers"])
-            totals.append(sum(c.values()))
-            for r, t in c.items():
-                per_role.setdefault(r, []).append(t)
-        step_us = statistics.median(totals)
-        ctx = n_prompt + 24
-        reads = {r: wb[r] * wb["layers"] for r in ["q/k/v", "o_proj", "gate/up", "down"]}
-        reads["lm_head"] = wb["lm_head"]
-        reads["attention"] = wb["kv_row"] * ctx * wb["layers"]
-        print(f"\n{label} prompt ({n_prompt} tokens), {len(steps)} decode steps in the graph: median step "
-              f"{step_us:.1f} µs = {1e6 / step_us:.1f} tok/s (CUPTI tracing on)")
-        print(f"  {'role':<16} {'µs/step':>9} {'share':>7} {'GB/s':>7}   kernels per step")
-        for r, ts in sorted(per_role.items(), key=lambda kv: -statistics.median(kv[1])):
-            t = statistics.median(ts)
-            rate = f"{reads[r] / t / 1e3:7.0f}" if r in reads and t > 0 else "       "
-            n = wb["layers"] if r in ROLES else 1
-            print(f"  {r:<16} {t:9.1f} {100 * t / step_us:6.1f}% {rate}   {n}")
+        summarize(label, json.load(open(trace))["traceEvents"], wb, n_prompt)
     client.ok(lib.engine_model_free(model), "free model")
     return 0
 
