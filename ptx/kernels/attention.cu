@@ -7,10 +7,14 @@ extern "C" __global__ void __launch_bounds__(128) attn_decode(const AttnParams p
     __shared__ attn::State smem[attn::WARPS * 32];
     __shared__ float split_w[2 * attn::MAX_SPLITS];
     __shared__ bool is_last;
+    const uint32_t h = blockIdx.x, split = blockIdx.y;
+    // The position and this block's cached keys and values are known before the q/k/v kernel ends (see
+    // attn::decode_position): the split and an L2 prefetch of those rows go first, so that after the wait only q
+    // and the new position's row are a round trip away.
+    const attn::Split s(p, split, attn::decode_position(p));
+    if (split < s.active) attn::prefetch_cached_rows(p, h, s);
     pdl_wait();
     pdl_launch_dependents();
-    const uint32_t h = blockIdx.x, split = blockIdx.y;
-    const attn::Split s(p, split);
     if (split >= s.active) return;
     // Act-order: the output's indices, into L1 while the pass runs (whichever block stores them).
     if (p.out_idx && threadIdx.x < p.head_dim / 8) prefetch_l1(p.out_idx + h * p.head_dim + threadIdx.x * 8);

@@ -213,8 +213,9 @@ ENGINE_DEV void merge_splits(const AttnParams& p, uint32_t h, uint32_t active, f
 // 128): a split of 33 would spend a second round on one position.
 struct Split {
     uint32_t len, active, begin, end;
-    __device__ __forceinline__ Split(const AttnParams& p, uint32_t split) {
-        len = *p.pos + 1;
+    // `pos`: the decode row's position (decode_position).
+    __device__ __forceinline__ Split(const AttnParams& p, uint32_t split, uint32_t pos) {
+        len = pos + 1;
         const uint32_t per =
             ((len + p.splits - 1) / p.splits + MIN_PER_SPLIT - 1) / MIN_PER_SPLIT * MIN_PER_SPLIT;
         active = (len + per - 1) / per;
@@ -222,6 +223,34 @@ struct Split {
         end = min(len, begin + per);
     }
 };
+
+// The decode row's position, read before the kernel waits for its predecessor. Why that is sound: the position is
+// written only by decode_advance (the step's last kernel) and by the host between graph launches, and the kernel
+// before this one (the q/k/v projection) lets it start only after its own pdl_wait, i.e. after every earlier kernel
+// has completed; `ld.global.cg` reads it from L2, where those writes are, not from a stale L1 line.
+ENGINE_DEV uint32_t decode_position(const AttnParams& p) { return __ldcg(p.pos); }
+
+// Ask L2 for the keys and values of split `s` that earlier steps wrote (positions before the newest, whose row the
+// q/k/v kernel is writing), before the wait: by the time q is ready they are an L2 hit, not a DRAM round trip —
+// at short contexts the whole of the pass's loads; at long ones the bulk of a step's KV bytes, which then stream
+// while the q/k/v projection's last blocks run. A prefetch reads into L2 only, the point of coherence, so even a
+// line written later would be seen fresh.
+ENGINE_DEV void prefetch_cached_rows(const AttnParams& p, uint32_t h, const Split& s) {
+    const uint32_t kvh = h / (p.heads / p.kv_heads);
+    const uint32_t rows_end = min(s.end, s.len - 1);
+    if (rows_end <= s.begin) return;
+    const size_t first = ((size_t)kvh * p.ctx + s.begin) * p.head_dim;  // elements
+    const uint32_t bytes = (rows_end - s.begin) * p.head_dim * 2;
+    // One address per 128-byte line the span touches (one more than its length in lines, as it need not start on
+    // a line), each clamped to the span's last byte: every line is asked for and nothing outside the cache.
+    const uint32_t lines = bytes / 128 + 2;
+    const char* k = reinterpret_cast<const char*>(p.k_cache + first);
+    const char* v = reinterpret_cast<const char*>(p.v_cache + first);
+    for (uint32_t i = threadIdx.x; i < 2 * lines; i += blockDim.x) {
+        const uint32_t at = min((i % lines) * 128, bytes - 1);
+        prefetch_l2((i < lines ? k : v) + at);
+    }
+}
 
 // The end of a decode block's pass over its split (`st` from block_pass): the head's output straight away when one
 // split covers the sequence, else the split's partial state, and the last of the head's splits to arrive merges
