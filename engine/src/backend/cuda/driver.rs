@@ -50,6 +50,18 @@ impl<T> DevPtr<T> {
     }
 }
 
+/// The device's address of page-locked host memory allocated with `CU_MEMHOSTALLOC_DEVICEMAP` (`host`: its host
+/// address, from `cuMemHostAlloc`).
+pub(crate) fn mapped_host<T>(host: *mut c_void) -> Result<DevPtr<T>> {
+    let mut addr: sys::CUdeviceptr = 0;
+    // SAFETY: writes one CUdeviceptr into `addr`; the driver checks that `host` is a mapped page-locked allocation
+    // of the current context and fails otherwise.
+    unsafe { sys::cuMemHostGetDevicePointer_v2(&mut addr, host, 0) }
+        .result()
+        .map_err(|e| dev_err("mapping page-locked host memory into the device's address space", e))?;
+    Ok(DevPtr::at(addr))
+}
+
 impl<T> Clone for DevPtr<T> {
     fn clone(&self) -> Self {
         *self

@@ -330,6 +330,7 @@ kernel_params! {
         pos: DevPtr<u32>,
         token: DevPtr<u32>,
         ring: DevPtr<u32>,
+        host_ring: DevPtr<u32>,
         ring_len: u32,
     }
 

@@ -12,8 +12,9 @@ use cudarc::driver::{sys, CudaEvent};
 use engine_format::plan::Buf;
 use rayon::prelude::*;
 
-use super::driver::{dev_err, DevPtr, DeviceBuffer, Gpu};
+use super::driver::{dev_err, mapped_host, DevPtr, DeviceBuffer, Gpu};
 use crate::error::Result;
+use engine_format::plan::TOKEN_RING;
 
 /// Page-locked host memory, freed on drop.
 struct Pinned {
@@ -25,8 +26,15 @@ unsafe impl Send for Pinned {}
 
 impl Pinned {
     fn new(len: usize) -> Result<Pinned> {
-        // SAFETY: a plain page-locked allocation of `len` bytes, freed in Drop.
-        let ptr = unsafe { cudarc::driver::result::malloc_host(len.max(1), 0) }
+        Self::with_flags(len, 0)
+    }
+    /// Mapped into the device's address space as well ([`mapped_host`] gives its device address).
+    fn mapped(len: usize) -> Result<Pinned> {
+        Self::with_flags(len, sys::CU_MEMHOSTALLOC_DEVICEMAP)
+    }
+    fn with_flags(len: usize, flags: u32) -> Result<Pinned> {
+        // SAFETY: a page-locked allocation of `len` bytes, freed in Drop.
+        let ptr = unsafe { cudarc::driver::result::malloc_host(len.max(1), flags) }
             .map_err(|e| dev_err(&format!("allocating {len} bytes of pinned host memory"), e))?;
         Ok(Pinned { ptr: ptr as *mut u8 })
     }
@@ -149,64 +157,97 @@ impl Drop for Staging<'_> {
     }
 }
 
-/// Decode steps the device may run ahead of the host in the greedy loop, and so the tokens in flight to the host.
+/// Decode steps the device may run ahead of the host in the decode loop, and so the tokens in flight to the host.
 pub(crate) const RUN_AHEAD: usize = 8;
+const _: () = assert!(RUN_AHEAD < TOKEN_RING, "a slot of the token ring must not be rewritten before it is read");
 
-/// The host end of the greedy loop's tokens: each decode step's token is copied from the device's token ring into
-/// one of [`RUN_AHEAD`] page-locked words, and an event recorded after the copy; the host reads a word only after
-/// its event completed, and a word is copied into again only after it was read.
+/// The host end of the decode loop's tokens. `decode_advance` writes each step's token into a ring of page-locked
+/// words mapped into the device's address space (slot: its position modulo the ring's length), and the host records
+/// an event after each replay (of one decode graph, one or more steps); it reads a token only after its replay's
+/// event completed. Nothing is copied on the stream: replays follow each other with only the events between them.
+/// The device rewrites a slot only a whole ring later, and the host lets at most [`RUN_AHEAD`] tokens run ahead of
+/// the one it reads, fewer than the ring holds.
 pub(crate) struct TokenRing {
     words: Pinned,
+    device_words: DevPtr<u32>,
+    /// One per replay in flight (each has at least one token, so RUN_AHEAD suffice).
     events: Vec<CudaEvent>,
-    /// Tokens fetched and taken so far (sequence numbers; fetched − taken ≤ RUN_AHEAD).
+    /// The sequence number one past each in-flight replay's last token, by replay number modulo RUN_AHEAD.
+    ends: [usize; RUN_AHEAD],
+    /// The position of token 0 of this loop.
+    start: usize,
+    /// Tokens launched and taken, replays launched and waited for, and the end of the last replay waited for.
     fetched: usize,
     taken: usize,
+    replays: usize,
+    synced: usize,
+    synced_end: usize,
 }
 
 impl TokenRing {
     pub fn new(gpu: &Gpu) -> Result<TokenRing> {
         let events = (0..RUN_AHEAD).map(|_| gpu.event(false)).collect::<Result<_>>()?;
-        Ok(TokenRing { words: Pinned::new(RUN_AHEAD * 4)?, events, fetched: 0, taken: 0 })
+        let words = Pinned::mapped(TOKEN_RING * 4)?;
+        let device_words = mapped_host(words.ptr as *mut std::ffi::c_void)?;
+        Ok(TokenRing {
+            words,
+            device_words,
+            events,
+            ends: [0; RUN_AHEAD],
+            start: 0,
+            fetched: 0,
+            taken: 0,
+            replays: 0,
+            synced: 0,
+            synced_end: 0,
+        })
     }
 
-    /// Forget every token in flight (after the stream has been synchronized).
-    pub fn reset(&mut self) {
-        self.fetched = 0;
-        self.taken = 0;
+    /// The ring as the device addresses it (`decode_advance`'s `host_ring`, [`TOKEN_RING`] words).
+    pub fn device_words(&self) -> DevPtr<u32> {
+        self.device_words
     }
 
-    /// Whether another token may be fetched before one is taken.
-    pub fn has_room(&self) -> bool {
-        self.fetched - self.taken < RUN_AHEAD
+    /// Start a loop whose first token is decoded at `start`, forgetting every token in flight (after the stream
+    /// has been synchronized).
+    pub fn reset(&mut self, start: usize) {
+        self.start = start;
+        (self.fetched, self.taken, self.replays, self.synced, self.synced_end) = (0, 0, 0, 0, 0);
     }
 
-    /// Queue the copy of the token at `src` (a word of the device ring, written by the work queued before) and
-    /// the event after it. Panics if [`TokenRing::has_room`] is false (a bug in the loop).
-    pub fn fetch(&mut self, gpu: &Gpu, src: DevPtr<u32>) -> Result<()> {
-        assert!(self.has_room(), "token ring overrun");
-        let slot = self.fetched % RUN_AHEAD;
-        // SAFETY: `slot < RUN_AHEAD` words of the pinned buffer; its previous token was taken (has_room), so no
-        // copy targets it and nothing reads it until the event below completes. `src` is a word of the device
-        // ring inside the workspace allocation, which outlives the backend's use of this ring.
-        unsafe {
-            let dst = self.words.ptr.add(4 * slot) as *mut std::ffi::c_void;
-            sys::cuMemcpyDtoHAsync_v2(dst, src.addr(), 4, gpu.stream.cu_stream())
-        }
-        .result()
-        .map_err(|e| dev_err("copying a token", e))?;
+    /// Whether a replay of `steps` more tokens may be launched before one is taken.
+    pub fn has_room(&self, steps: usize) -> bool {
+        self.fetched + steps - self.taken <= RUN_AHEAD
+    }
+
+    /// Record the event after a replay of `steps` decode steps just queued on the stream. Panics if
+    /// [`TokenRing::has_room`] is false (a bug in the loop).
+    pub fn launched(&mut self, gpu: &Gpu, steps: usize) -> Result<()> {
+        assert!(steps >= 1 && self.has_room(steps), "token ring overrun");
+        let slot = self.replays % RUN_AHEAD;
         gpu.record(&self.events[slot])?;
-        self.fetched += 1;
+        self.fetched += steps;
+        self.ends[slot] = self.fetched;
+        self.replays += 1;
         Ok(())
     }
 
-    /// Wait for the oldest fetched token and read it. Panics if none is in flight (a bug in the loop).
+    /// Wait for the oldest launched token and read it. Panics if none is in flight (a bug in the loop).
     pub fn take(&mut self) -> Result<u32> {
         assert!(self.taken < self.fetched, "no token in flight");
-        let slot = self.taken % RUN_AHEAD;
-        self.events[slot].synchronize().map_err(|e| dev_err("running the decode graph", e))?;
-        // SAFETY: the event orders this read after the copy into the slot, and no later copy targets the slot
-        // before this read (it would need the slot's token taken); 4-byte aligned inside page-aligned memory.
-        let token = unsafe { std::ptr::read_volatile(self.words.ptr.add(4 * slot) as *const u32) };
+        if self.taken == self.synced_end {
+            // The token is the first of the next replay not yet waited for.
+            let slot = self.synced % RUN_AHEAD;
+            self.events[slot].synchronize().map_err(|e| dev_err("running the decode graph", e))?;
+            self.synced_end = self.ends[slot];
+            self.synced += 1;
+        }
+        let at = (self.start + self.taken) % TOKEN_RING;
+        // SAFETY: `at < TOKEN_RING` words of the mapped buffer, 4-byte aligned inside page-aligned memory. The event
+        // of the replay that wrote it has completed (kernel completion makes device writes to mapped memory visible
+        // to the host), and the device writes the slot again only TOKEN_RING positions later, which the loop does
+        // not launch before this token is taken (RUN_AHEAD < TOKEN_RING).
+        let token = unsafe { std::ptr::read_volatile(self.words.ptr.add(4 * at) as *const u32) };
         self.taken += 1;
         Ok(token)
     }

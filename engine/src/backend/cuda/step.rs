@@ -58,6 +58,8 @@ pub(crate) struct Step<'a> {
     pub ws_plan: &'a WorkspaceBuffers,
     /// Rows the activation buffers hold (the plan's prefill chunk).
     pub chunk: usize,
+    /// The host's mapped token ring (`TokenRing::device_words`), where `decode_advance` also writes each token.
+    pub host_ring: DevPtr<u32>,
 }
 
 /// How a decode step ends.
@@ -245,8 +247,13 @@ impl Step<'_> {
             observe("sample", Reads::Bytes((c.vocab_size * 4) as u64))?;
         }
         if end != StepEnd::Logits {
-            let p =
-                DecodeAdvanceParams { pos: ws.pos, token: ws.tokens, ring: ws.token_ring, ring_len: TOKEN_RING as u32 };
+            let p = DecodeAdvanceParams {
+                pos: ws.pos,
+                token: ws.tokens,
+                ring: ws.token_ring,
+                host_ring: self.host_ring,
+                ring_len: TOKEN_RING as u32,
+            };
             self.run(&k.decode_advance, shapes::single_thread(), &p)?;
             observe("decode_advance", Reads::Bytes(0))?;
         }
