@@ -231,14 +231,16 @@ struct Split {
 ENGINE_DEV uint32_t decode_position(const AttnParams& p) { return __ldcg(p.pos); }
 
 // Ask L2 for the keys and values of split `s` that earlier steps wrote (positions before the newest, whose row the
-// q/k/v kernel is writing), before the wait: by the time q is ready they are an L2 hit, not a DRAM round trip —
-// at short contexts the whole of the pass's loads; at long ones the bulk of a step's KV bytes, which then stream
-// while the q/k/v projection's last blocks run. A prefetch reads into L2 only, the point of coherence, so even a
-// line written later would be seen fresh.
+// q/k/v kernel is writing), before the wait: by the time q is ready they are an L2 hit, not a DRAM round trip. A
+// prefetch reads into L2 only, the point of coherence, so even a line written later would be seen fresh.
+// Only for splits of at most MIN_PER_SPLIT positions (contexts up to splits × 32): there the rows are a few KB per
+// block and the pass's latency is their round trip; at longer contexts they are a large share of the step's bytes,
+// and asked for before the wait they take DRAM time from the q/k/v projection's own loads (H100, 7B: +1.5% decode
+// after 16 tokens, −0.8% after 2048 with the prefetch at every context; BENCHMARKS.md).
 ENGINE_DEV void prefetch_cached_rows(const AttnParams& p, uint32_t h, const Split& s) {
     const uint32_t kvh = h / (p.heads / p.kv_heads);
     const uint32_t rows_end = min(s.end, s.len - 1);
-    if (rows_end <= s.begin) return;
+    if (rows_end <= s.begin || s.end - s.begin > MIN_PER_SPLIT) return;
     const size_t first = ((size_t)kvh * p.ctx + s.begin) * p.head_dim;  // elements
     const uint32_t bytes = (rows_end - s.begin) * p.head_dim * 2;
     // One address per 128-byte line the span touches (one more than its length in lines, as it need not start on

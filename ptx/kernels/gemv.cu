@@ -14,7 +14,7 @@
 //     left behind (summed in a fixed order, so the result is the same every run);
 //   - epilogues: rotary embedding + KV-cache append for q/k/v, SwiGLU for gate/up, the residual add (+ the
 //     partial sums of squares for the next norm) for o/down. Each saves a launch and a round trip through memory.
-//   - blocks are persistent over their share of the tiles, so x is staged once per block, not once per tile.
+//   - blocks are persistent over `tiles_per_block` tiles, so x is staged once per block, not once per tile.
 //   - the first weight loads are issued before the prologue, and the next batch is always in flight while the
 //     current one is multiplied (software pipelining in registers);
 //   - or, on sm_90 (`gemv_ring_*`, `run_ring`), one more warp streams the block's weights into a ring of
@@ -438,13 +438,8 @@ struct BlockWork {
         steps = p.k_pad / INT4_STEP_K;
         // SWIGLU_SPLIT: the up tiles start at part 1; a unit is a (gate, up) pair of tiles.
         const uint32_t units = EPI == SWIGLU_SPLIT ? p.part_slot1 / INT4_TILE_N : p.n_pad / INT4_TILE_N;
-        // U units over a grid of G: every block takes U / G, the first U % G one more. With fewer blocks than
-        // units no block has more than one unit more than another, so none trails the rest by a whole unit's
-        // round trips (a grid of more blocks than units leaves the extra ones empty). 32-bit: a 64-bit division
-        // would be a call, and its registers spill the act-order kernels.
-        const uint32_t share = units / gridDim.x, extra = units % gridDim.x;
-        const uint32_t u_begin = blockIdx.x * share + min(blockIdx.x, extra);
-        const uint32_t u_end = u_begin + share + (blockIdx.x < extra ? 1u : 0u);
+        const uint32_t u_begin = blockIdx.x * p.tiles_per_block;
+        const uint32_t u_end = min(units, u_begin + p.tiles_per_block);
         const uint32_t per_unit = EPI == SWIGLU_SPLIT ? 2 : 1;
         v_begin = u_begin * per_unit, v_end = u_end * per_unit;
         part_lo = VAR == PARTS && v_begin < v_end ? part_of(p, tile_at<EPI>(p, v_begin)) : 0;
@@ -808,9 +803,8 @@ ENGINE_DEV void run_ring_or_trap(const GemvParams& p) {
 // Shared memory: (NW * 16 + NW + 32) * 4 + k_pad * 2 bytes per staged input (one; with act-order up to one per
 // fused part: as many as part_slot1 / part_slot2 name) with NW warps per block (8, or 16 for the `_wide` kernel);
 // the ring kernels 16 bytes more and the ring in front (gemv::ring::bytes: 41024 / 55344 / 65568 bytes for int4 /
-// int8 / fp16). Block: 32 · NW threads, the ring kernels 32 · (NW + 1). Grid: any number of blocks
-// up to the units (BlockWork spreads them evenly), units = n_pad / 16 tiles (gate/up split: part_slot1 / 16 pairs of
-// tiles).
+// int8 / fp16). Block: 32 · NW threads, the ring kernels 32 · (NW + 1). Grid: ceil(units / tiles_per_block)
+// blocks, units = n_pad / 16 tiles (gate/up split: part_slot1 / 16 pairs of tiles).
 //
 // Every kernel comes eleven times, gemv_int4_NAME over 4-bit tiles, gemv_int8_NAME over 8-bit tiles and
 // gemv_f16_NAME over fp16 tiles (the same code), gemv_lean_int4_NAME, ... with the lean K loop, gemv_ring_int4_NAME,

@@ -133,6 +133,7 @@ struct GemvParams {
     uint32_t n_pad;           // slots (a multiple of INT4_TILE_N)
     uint32_t groups;
     uint32_t group_size;      // rows per group after sorting (a multiple of INT4_CHUNK_K)
+    uint32_t tiles_per_block;
     uint32_t n_ssq;
     float eps;
     uint32_t ctx;             // QKV: positions per KV head in the caches

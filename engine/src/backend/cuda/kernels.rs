@@ -171,6 +171,7 @@ kernel_params! {
         n_pad: u32,
         groups: u32,
         group_size: u32,
+        tiles_per_block: u32,
         n_ssq: u32,
         eps: f32,
         ctx: u32,

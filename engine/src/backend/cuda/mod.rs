@@ -86,18 +86,24 @@ pub(crate) struct CudaKvCache {
     mem: KvCacheMem,
 }
 
-/// The decode graphs of a cache, one per way a step ends (see [`StepEnd`]) and number of steps it runs, captured
-/// when first needed: a step that ends in the fused argmax or the sampler and `decode_advance` leaves the next
-/// token and position on the device, so such a graph may run several steps back to back (`Tuning::graph_steps`);
-/// one that ends with the logits for the host runs one.
+/// One graph per way a step ends (see [`StepEnd`]), captured when first needed.
 #[derive(Default)]
 struct DecodeGraphs {
-    graphs: Vec<((StepEnd, usize), SendGraph)>,
+    /// Ends in the fused argmax and `decode_advance`: the next token never leaves the device.
+    argmax: Option<SendGraph>,
+    /// Ends in the sampler and `decode_advance`: likewise, under the settings in the workspace.
+    sample: Option<SendGraph>,
+    /// Ends with the logits in the workspace, for the host.
+    logits: Option<SendGraph>,
 }
 
 impl DecodeGraphs {
-    fn get(&self, end: StepEnd, steps: usize) -> Option<&SendGraph> {
-        self.graphs.iter().find(|(key, _)| *key == (end, steps)).map(|(_, g)| g)
+    fn slot(&mut self, end: StepEnd) -> &mut Option<SendGraph> {
+        match end {
+            StepEnd::Argmax => &mut self.argmax,
+            StepEnd::Sample => &mut self.sample,
+            StepEnd::Logits => &mut self.logits,
+        }
     }
 }
 
@@ -216,11 +222,10 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Capture the decode graph of `cache` that runs `steps` steps, each ending as `end` says (more than one only
-    /// for an end that advances the position on the device), if it has not been captured yet.
-    fn ensure_graph(&self, cache: &mut CudaKvCache, end: StepEnd, steps: usize) -> Result<()> {
-        assert!(steps == 1 || end != StepEnd::Logits, "a step that ends with the logits leaves the position as it was");
-        if cache.graphs.get(end, steps).is_some() {
+    /// Capture the decode graph of `cache` that ends as `end` says, if it has not been captured yet.
+    fn ensure_graph(&self, cache: &mut CudaKvCache, end: StepEnd) -> Result<()> {
+        let slot = cache.graphs.slot(end);
+        if slot.is_some() {
             return Ok(());
         }
         let stream = &self.gpu.stream;
@@ -231,26 +236,26 @@ impl CudaBackend {
         // the cache's capacity into ws.tokens / ws.pos first (`decode_step`), or bound the greedy steps, which
         // write argmax tokens and advance the position on the device, by the capacity (`decode_greedy`); the cache
         // owns the graph, so it outlives every replay.
-        let launched = (0..steps).try_for_each(|_| unsafe { self.step().decode(&cache.mem, end, &mut no_observer) });
+        let launched = unsafe { self.step().decode(&cache.mem, end, &mut no_observer) };
         let graph = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
         launched?;
         let graph = graph
             .map_err(|e| Error::Device(format!("capturing the decode graph: {e}")))?
             .ok_or_else(|| Error::Device("graph capture produced no graph".into()))?;
-        cache.graphs.graphs.push(((end, steps), SendGraph(graph)));
+        *slot = Some(SendGraph(graph));
         Ok(())
     }
 
-    fn replay(cache: &CudaKvCache, end: StepEnd, steps: usize) -> Result<()> {
-        let graph = &cache.graphs.get(end, steps).expect("ensure_graph ran first").0;
+    fn replay(cache: &mut CudaKvCache, end: StepEnd) -> Result<()> {
+        let graph = &cache.graphs.slot(end).as_ref().expect("ensure_graph ran first").0;
         graph.launch().map_err(|e| Error::Device(format!("replaying the decode graph: {e}")))
     }
 
     /// Run one decode step for `token` at `pos` (< the cache's capacity) through the graph that ends as `end`.
     fn decode_step(&self, cache: &mut CudaKvCache, pos: usize, token: u32, end: StepEnd) -> Result<()> {
         self.step().upload(pos, &[token])?;
-        self.ensure_graph(cache, end, 1)?;
-        Self::replay(cache, end, 1)
+        self.ensure_graph(cache, end)?;
+        Self::replay(cache, end)
     }
 
     /// Run a prefill chunk of `tokens` at positions `start..`; leaves the rows' residual stream in `act.x`.
@@ -388,24 +393,15 @@ impl Backend for CudaBackend {
             self.load_sampler(params, history)?;
         }
         self.step().upload(start, &[first])?;
-        // Replays of `graph_steps` steps while that many are left, then single steps: never past max_tokens.
-        let many = (self.tuning.graph_steps as usize).min(max_tokens.max(1));
-        self.ensure_graph(cache, end, many)?;
-        if max_tokens % many != 0 {
-            self.ensure_graph(cache, end, 1)?;
-        }
+        self.ensure_graph(cache, end)?;
         self.token_ring.reset(start);
         let (mut launched, mut consumed) = (0usize, 0usize);
         let mut run = || -> Result<usize> {
             while consumed < max_tokens {
-                while launched < max_tokens {
-                    let steps = if max_tokens - launched >= many { many } else { 1 };
-                    if !self.token_ring.has_room(steps) {
-                        break;
-                    }
-                    Self::replay(cache, end, steps)?;
-                    self.token_ring.launched(&self.gpu, steps)?;
-                    launched += steps;
+                while launched < max_tokens && self.token_ring.has_room() {
+                    Self::replay(cache, end)?;
+                    self.token_ring.launched(&self.gpu)?;
+                    launched += 1;
                 }
                 let token = self.token_ring.take()?;
                 consumed += 1;

@@ -20,12 +20,14 @@ pub const GEMV_MAX_SMEM_BYTES: u32 = 160 * 1024;
 /// Vocabulary rows per lm_head block (8 warps × 4 rows).
 pub const LM_HEAD_ROWS: u32 = 32;
 
-/// Grid of a GEMV over `tiles` units of work: `blocks_per_sm` blocks per SM, or one per unit where there are fewer
-/// (the kernel spreads the units evenly over its blocks). More blocks than fit at once is deliberate: a block that
-/// finishes frees its slot for one that starts streaming at once, and the kernel is bound by memory latency, so
-/// more independent blocks keep more loads in flight.
-pub fn gemv_grid(tiles: u32, sm_count: u32, blocks_per_sm: u32) -> u32 {
-    (sm_count * blocks_per_sm).clamp(1, tiles.max(1))
+/// Grid and tiles per block of a GEMV over `tiles` slot tiles: as few tiles per block as give the card
+/// `blocks_per_sm` blocks per SM. More blocks than fit at once is deliberate: a block that finishes frees its slot
+/// for one that starts streaming at once, and the kernel is bound by memory latency, so more independent blocks
+/// keep more loads in flight.
+pub fn gemv_grid(tiles: u32, sm_count: u32, blocks_per_sm: u32) -> (u32, u32) {
+    let blocks = (sm_count * blocks_per_sm).max(1);
+    let tpb = tiles.div_ceil(blocks).max(1);
+    (tiles.div_ceil(tpb), tpb)
 }
 
 /// How the loaded module's GEMV kernels stream their weights (gemv.cu): each lane's next batch in registers (the
@@ -96,7 +98,7 @@ pub fn gemv_threads(warps: u32, stream: GemvStream) -> u32 {
 }
 
 /// The launch of a GEMV over `units` units of work (tiles; pairs of tiles for the split gate/up) of K `k_pad` with
-/// `warps` multiplying warps per block staging `inputs` inputs.
+/// `warps` multiplying warps per block staging `inputs` inputs, and its units per block.
 pub fn gemv(
     units: u32,
     k_pad: u32,
@@ -105,10 +107,10 @@ pub fn gemv(
     (format, stream): (TileFormat, GemvStream),
     limits: &DeviceLimits,
     tuning: &Tuning,
-) -> Launch {
-    let grid = gemv_grid(units, limits.sm_count, tuning.gemv_blocks_per_sm);
+) -> (Launch, u32) {
+    let (grid, per_block) = gemv_grid(units, limits.sm_count, tuning.gemv_blocks_per_sm);
     let smem = gemv_smem(k_pad, warps, inputs, format, stream);
-    Launch::new(grid, gemv_threads(warps, stream), smem)
+    (Launch::new(grid, gemv_threads(warps, stream), smem), per_block)
 }
 
 /// Warps of the residual GEMV (o/down) over `tiles` tiles: 16 where the projection has fewer than 4 tiles per SM
@@ -929,11 +931,11 @@ mod tests {
     }
 
     #[test]
-    fn gemv_grids_leave_no_block_without_work() {
+    fn gemv_grids_cover_every_tile() {
         for tiles in [1u32, 5, 256, 1376, 10000] {
             for bps in [1u32, 4, 12, 16] {
-                let grid = gemv_grid(tiles, 132, bps);
-                assert!(grid >= 1 && grid <= tiles && grid <= (132 * bps).max(1), "{tiles} {bps}");
+                let (grid, tpb) = gemv_grid(tiles, 132, bps);
+                assert!(grid * tpb >= tiles && (grid - 1) * tpb < tiles, "{tiles} {bps}");
             }
         }
     }

@@ -163,25 +163,19 @@ const _: () = assert!(RUN_AHEAD < TOKEN_RING, "a slot of the token ring must not
 
 /// The host end of the decode loop's tokens. `decode_advance` writes each step's token into a ring of page-locked
 /// words mapped into the device's address space (slot: its position modulo the ring's length), and the host records
-/// an event after each replay (of one decode graph, one or more steps); it reads a token only after its replay's
-/// event completed. Nothing is copied on the stream: replays follow each other with only the events between them.
-/// The device rewrites a slot only a whole ring later, and the host lets at most [`RUN_AHEAD`] tokens run ahead of
-/// the one it reads, fewer than the ring holds.
+/// an event after each replay of the decode graph; it reads a token only after its replay's event completed.
+/// Nothing is copied on the stream: replays follow each other with only the events between them (a 4-byte copy
+/// there left the H200 idle ~15 µs per step; BENCHMARKS.md). The device rewrites a slot only a whole ring later, and
+/// the host lets at most [`RUN_AHEAD`] replays run ahead of the token it reads, fewer than the ring holds.
 pub(crate) struct TokenRing {
     words: Pinned,
     device_words: DevPtr<u32>,
-    /// One per replay in flight (each has at least one token, so RUN_AHEAD suffice).
     events: Vec<CudaEvent>,
-    /// The sequence number one past each in-flight replay's last token, by replay number modulo RUN_AHEAD.
-    ends: [usize; RUN_AHEAD],
     /// The position of token 0 of this loop.
     start: usize,
-    /// Tokens launched and taken, replays launched and waited for, and the end of the last replay waited for.
-    fetched: usize,
+    /// Tokens launched and taken so far (sequence numbers; launched − taken ≤ RUN_AHEAD).
+    launched: usize,
     taken: usize,
-    replays: usize,
-    synced: usize,
-    synced_end: usize,
 }
 
 impl TokenRing {
@@ -189,18 +183,7 @@ impl TokenRing {
         let events = (0..RUN_AHEAD).map(|_| gpu.event(false)).collect::<Result<_>>()?;
         let words = Pinned::mapped(TOKEN_RING * 4)?;
         let device_words = mapped_host(words.ptr as *mut std::ffi::c_void)?;
-        Ok(TokenRing {
-            words,
-            device_words,
-            events,
-            ends: [0; RUN_AHEAD],
-            start: 0,
-            fetched: 0,
-            taken: 0,
-            replays: 0,
-            synced: 0,
-            synced_end: 0,
-        })
+        Ok(TokenRing { words, device_words, events, start: 0, launched: 0, taken: 0 })
     }
 
     /// The ring as the device addresses it (`decode_advance`'s `host_ring`, [`TOKEN_RING`] words).
@@ -211,37 +194,27 @@ impl TokenRing {
     /// Start a loop whose first token is decoded at `start`, forgetting every token in flight (after the stream
     /// has been synchronized).
     pub fn reset(&mut self, start: usize) {
-        self.start = start;
-        (self.fetched, self.taken, self.replays, self.synced, self.synced_end) = (0, 0, 0, 0, 0);
+        (self.start, self.launched, self.taken) = (start, 0, 0);
     }
 
-    /// Whether a replay of `steps` more tokens may be launched before one is taken.
-    pub fn has_room(&self, steps: usize) -> bool {
-        self.fetched + steps - self.taken <= RUN_AHEAD
+    /// Whether another replay may be launched before a token is taken.
+    pub fn has_room(&self) -> bool {
+        self.launched - self.taken < RUN_AHEAD
     }
 
-    /// Record the event after a replay of `steps` decode steps just queued on the stream. Panics if
-    /// [`TokenRing::has_room`] is false (a bug in the loop).
-    pub fn launched(&mut self, gpu: &Gpu, steps: usize) -> Result<()> {
-        assert!(steps >= 1 && self.has_room(steps), "token ring overrun");
-        let slot = self.replays % RUN_AHEAD;
-        gpu.record(&self.events[slot])?;
-        self.fetched += steps;
-        self.ends[slot] = self.fetched;
-        self.replays += 1;
+    /// Record the event after the replay just queued on the stream. Panics if [`TokenRing::has_room`] is false (a
+    /// bug in the loop).
+    pub fn launched(&mut self, gpu: &Gpu) -> Result<()> {
+        assert!(self.has_room(), "token ring overrun");
+        gpu.record(&self.events[self.launched % RUN_AHEAD])?;
+        self.launched += 1;
         Ok(())
     }
 
     /// Wait for the oldest launched token and read it. Panics if none is in flight (a bug in the loop).
     pub fn take(&mut self) -> Result<u32> {
-        assert!(self.taken < self.fetched, "no token in flight");
-        if self.taken == self.synced_end {
-            // The token is the first of the next replay not yet waited for.
-            let slot = self.synced % RUN_AHEAD;
-            self.events[slot].synchronize().map_err(|e| dev_err("running the decode graph", e))?;
-            self.synced_end = self.ends[slot];
-            self.synced += 1;
-        }
+        assert!(self.taken < self.launched, "no token in flight");
+        self.events[self.taken % RUN_AHEAD].synchronize().map_err(|e| dev_err("running the decode graph", e))?;
         let at = (self.start + self.taken) % TOKEN_RING;
         // SAFETY: `at < TOKEN_RING` words of the mapped buffer, 4-byte aligned inside page-aligned memory. The event
         // of the replay that wrote it has completed (kernel completion makes device writes to mapped memory visible

@@ -456,7 +456,7 @@ impl Step<'_> {
     fn gemv_units(&self, kernel: GemvKernel<'_>, lin: &DevLinear, units: u32, warps: u32, p: GemvParams) -> Result<()> {
         let limits = &self.gpu.limits;
         let stream = (lin.format, self.gpu.gemv_stream(self.tuning));
-        let launch = shapes::gemv(units, lin.k_pad, warps, lin.parts(), stream, limits, self.tuning);
+        let (launch, tiles_per_block) = shapes::gemv(units, lin.k_pad, warps, lin.parts(), stream, limits, self.tuning);
         let (kernel, scales) = kernel.for_linear(lin.format, lin.scales);
         let p = GemvParams {
             qw: lin.qw,
@@ -471,6 +471,7 @@ impl Step<'_> {
             chunk_shift: lin.chunk_shift,
             part_slot1: lin.part_slots[0],
             part_slot2: lin.part_slots[1],
+            tiles_per_block,
             eps: self.config.rms_norm_eps,
             ..p
         };

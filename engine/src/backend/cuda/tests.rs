@@ -236,6 +236,7 @@ fn upload_linear(g: &Device, d: DeviceLinear) -> DevLin {
         chunk_shift: d.chunk_shift,
         part_slot1: d.part_slots[0],
         part_slot2: d.part_slots[1],
+        tiles_per_block: 1,
         eps: 1e-6,
         ..Default::default()
     };
@@ -267,18 +268,14 @@ fn gemv(g: &Device, s: GemvStream, f: &Kernel<GemvParams>, lin: &DevLin, p: &Gem
     gemv_warps(g, s, f, 8, lin, p)
 }
 
-/// A GEMV launch whose blocks take about `per_block` tiles each (the kernel spreads them evenly).
-fn gemv_per_block(g: &Device, s: GemvStream, f: &Kernel<GemvParams>, per_block: u32, lin: &DevLin, p: &GemvParams) {
-    gemv_blocks(g, s, f, 8, (lin.d.tiles() as u32).div_ceil(per_block), lin, p)
-}
-
 fn gemv_warps(g: &Device, s: GemvStream, f: &Kernel<GemvParams>, warps: u32, lin: &DevLin, p: &GemvParams) {
-    gemv_blocks(g, s, f, warps, lin.d.tiles() as u32, lin, p)
+    gemv_units(g, s, f, warps, lin.d.tiles() as u32, lin, p)
 }
 
-/// A GEMV launch of `grid` blocks (the kernel spreads its units of work, tiles or the split gate/up's pairs of
-/// tiles, over them); `f` one of the kernels that stream by `s`.
-fn gemv_blocks(g: &Device, s: GemvStream, f: &Kernel<GemvParams>, warps: u32, grid: u32, lin: &DevLin, p: &GemvParams) {
+/// A GEMV launch over `units` units of work (tiles, or the split gate/up's pairs of tiles); `f` one of the kernels
+/// that stream by `s`.
+fn gemv_units(g: &Device, s: GemvStream, f: &Kernel<GemvParams>, warps: u32, units: u32, lin: &DevLin, p: &GemvParams) {
+    let grid = units.div_ceil(p.tiles_per_block);
     let inputs = layout::part_count(lin.d.part_slots);
     launch(g, f, gemv_launch(s, grid, warps, lin.p.k_pad, inputs, lin.d.format), p);
     g.sync().unwrap();
@@ -629,8 +626,8 @@ fn gemv_store_matches_f64_in_both_widths() {
                 let x = rng.vec_f16(k, -1.0, 1.0);
                 let xm = put(&g, &sorted(&dl.d, 0, &x));
                 let y = poisoned(&g, n * 4);
-                let p = GemvParams { x16: xm.ptr(), y: y.ptr(), ..dl.p };
-                gemv_per_block(&g, s, gk.store.of(format(bits)), tpb, &dl, &p);
+                let p = GemvParams { x16: xm.ptr(), y: y.ptr(), tiles_per_block: tpb, ..dl.p };
+                gemv(&g, s, gk.store.of(format(bits)), &dl, &p);
                 let got: Vec<f32> = get(&g, &y, n);
                 let want = lin.apply(&x.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
                 let what = format!("gemv store {bits:?} K={k} N={n} G={group:?} act={act} sym={sym} tpb={tpb}");
@@ -638,7 +635,7 @@ fn gemv_store_matches_f64_in_both_widths() {
                 // A symmetric int4 linear: the scales-only kernel of the stream gives the same bits.
                 if let Some(f) = gk.store.scales_only().filter(|_| sym && bits == Bits::Four) {
                     let y = poisoned(&g, n * 4);
-                    gemv_per_block(&g, s, f, tpb, &dl, &GemvParams { y: y.ptr(), scales: dl.scales, ..p });
+                    gemv(&g, s, f, &dl, &GemvParams { y: y.ptr(), scales: dl.scales, ..p });
                     let got: Vec<u32> = get::<f32>(&g, &y, n).iter().map(|v| v.to_bits()).collect();
                     assert!(got == bits_of, "{what} ({s:?}): the scales-only kernel differs in bits");
                 }
@@ -1005,8 +1002,8 @@ fn gemv_int4_per_part_act_order_matches_f64() {
                 let out = QkvOut::new(&g, heads, kv_heads, hd, 16, 16, 5);
                 let (copies, ss, xn) = norm_input(&mut rng, &dl.d, 3);
                 let (xm, sm) = (put(&g, &copies), put(&g, &[ss]));
-                let p = GemvParams { x: xm.ptr(), ssq: sm.ptr(), n_ssq: 1, ..out.params(dl.p) };
-                gemv_per_block(&g, s, gk.qkv_sorted.of(TileFormat::Int4), tpb, &dl, &p);
+                let p = GemvParams { x: xm.ptr(), ssq: sm.ptr(), n_ssq: 1, tiles_per_block: tpb, ..out.params(dl.p) };
+                gemv(&g, s, gk.qkv_sorted.of(TileFormat::Int4), &dl, &p);
                 let y: Vec<f64> = lins.iter().flat_map(|l| l.apply(&xn)).collect();
                 out.check(&g, &y, &format!("per-part qkv hidden={hidden} tpb={tpb}"));
             }
@@ -1025,9 +1022,16 @@ fn gemv_int4_per_part_act_order_matches_f64() {
                 // SwiGLU's output goes where down_proj's sorted input wants it.
                 let down_inv = shuffled(&mut rng, inter);
                 let (h, im) = (poisoned(&g, inter * 2), put(&g, &down_inv));
-                let p = GemvParams { x: xm.ptr(), ssq: sm.ptr(), n_ssq: 1, out16: h.ptr(), out_idx: im.ptr(), ..dl.p };
-                let grid = pairs.div_ceil(tpb);
-                gemv_blocks(&g, s, gk.gate_up_split.of(TileFormat::Int4), 8, grid, &dl, &p);
+                let p = GemvParams {
+                    x: xm.ptr(),
+                    ssq: sm.ptr(),
+                    n_ssq: 1,
+                    out16: h.ptr(),
+                    out_idx: im.ptr(),
+                    tiles_per_block: tpb,
+                    ..dl.p
+                };
+                gemv_units(&g, s, gk.gate_up_split.of(TileFormat::Int4), 8, pairs, &dl, &p);
                 let (gv, uv) = (gate.apply(&xn), up.apply(&xn));
                 let want: Vec<f64> = gv.iter().zip(&uv).map(|(&a, &b)| a / (1.0 + (-a).exp()) * b).collect();
                 let all = f16s(&get::<u16>(&g, &h, inter));
@@ -2033,7 +2037,8 @@ fn gemm_small_int4_time_per_launch() {
         let gb = |us: f64| (bytes + dl.d.sz.len() * 4) as f64 / us / 1e3;
 
         let gp = GemvParams { x16: x16.ptr(), y: y.ptr(), ..dl.p };
-        let grid = shapes::gemv_grid(tiles, g.limits.sm_count, 12);
+        let (grid, tpb) = shapes::gemv_grid(tiles, g.limits.sm_count, 12);
+        let gp = GemvParams { tiles_per_block: tpb, ..gp };
         let shape = gemv_launch(GemvStream::Registers, grid, 8, dl.p.k_pad, 1, TileFormat::Int4);
         let us = time(&|i| {
             let q = GemvParams { qw: pool[i % copies].ptr(), ..gp };
@@ -2104,8 +2109,8 @@ fn gemm_wgmma_short_int4_time_per_launch() {
         let counters = put(&g, &vec![0u32; 4096]);
         let gb = |us: f64| (bytes + dl.d.sz.len() * 4) as f64 / us / 1e3;
 
-        let grid = shapes::gemv_grid(dl.d.tiles() as u32, g.limits.sm_count, 12);
-        let gp = GemvParams { x16: x16.ptr(), y: yg.ptr(), ..dl.p };
+        let (grid, tpb) = shapes::gemv_grid(dl.d.tiles() as u32, g.limits.sm_count, 12);
+        let gp = GemvParams { x16: x16.ptr(), y: yg.ptr(), tiles_per_block: tpb, ..dl.p };
         let shape = gemv_launch(GemvStream::Registers, grid, 8, dl.p.k_pad, 1, TileFormat::Int4);
         let us = time(&|i| {
             let q = GemvParams { qw: pool[i % copies].ptr(), ..gp };
@@ -3040,8 +3045,7 @@ fn gemv_int4_time_per_launch() {
             let y = poisoned(&g, n * 4);
             let bytes = (dl.d.qw.len() * 4 + dl.d.sz.len() * 4) as f64;
             for per_sm in [4u32, 6, 8, 12, 16] {
-                let grid = shapes::gemv_grid(dl.d.tiles() as u32, g.limits.sm_count, per_sm);
-                let tpb = (dl.d.tiles() as u32).div_ceil(grid);
+                let (grid, tpb) = shapes::gemv_grid(dl.d.tiles() as u32, g.limits.sm_count, per_sm);
                 for (name, f) in
                     [("plain", gk.store.of(TileFormat::Int4)), ("norm", gk.norm_store.of(TileFormat::Int4))]
                 {
@@ -3052,11 +3056,12 @@ fn gemv_int4_time_per_launch() {
                         ssq: sm.ptr(),
                         n_ssq: 256,
                         y: y.ptr(),
+                        tiles_per_block: tpb,
                         ..dl.p
                     };
                     let us = time_gemv_chain(&g, s, f, &dl, &p, grid);
                     println!(
-                    "gemv {s:?} {name:5} K={k:5} N={n:5} blocks/SM {per_sm:2} (grid {grid:4}, ≤ {tpb} tiles each): {us:7.2} µs {:6.0} GB/s",
+                    "gemv {s:?} {name:5} K={k:5} N={n:5} blocks/SM {per_sm:2} (grid {grid:4} × {tpb} tiles): {us:7.2} µs {:6.0} GB/s",
                     bytes / us / 1e3
                 );
                 }

@@ -2,7 +2,6 @@
 //! (BENCHMARKS.md), and experiments change them through the API (`EngineOptions::tuning`) or
 //! `engine-cli bench --tune key=value`. Nothing here is read from the environment.
 
-use super::staging::RUN_AHEAD;
 use crate::error::{Error, Result};
 
 /// Launch choices of the CUDA backend. [`Tuning::default`] is what measured best; the other values exist to
@@ -61,10 +60,6 @@ pub struct Tuning {
     /// they are, then reordered there) instead of on the host: 7B load 0.43 s instead of 1.0-1.2 s warm on an H200
     /// (BENCHMARKS.md).
     pub gpu_repack: bool,
-    /// Decode steps per graph replay in the decode loop (1..=8, at most `RUN_AHEAD`): the steps of one replay
-    /// follow each other inside the graph, where the next kernel starts as the previous one drains, instead of
-    /// across the boundary between two replays.
-    pub graph_steps: u32,
     /// Load the prebuilt cubin for the card when there is one; off loads the PTX through the driver's JIT
     /// (seconds on a first run).
     pub cubin: bool,
@@ -115,7 +110,6 @@ impl Default for Tuning {
             wgmma_short: true,
             gemv_rows: true,
             gpu_repack: true,
-            graph_steps: 1,
             cubin: true,
         }
     }
@@ -136,7 +130,6 @@ pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
     ("wgmma_short", "on|off", "chunks of <= 16 rows on Hopper's wgmma, weights as the M side (sm_90, int4)"),
     ("gemv_rows", "on|off", "chunks of <= 64 rows on the GEMV-shaped mma.sync tile (int4, no act-order)"),
     ("gpu_repack", "on|off", "repack GPTQ int4 linears without act-order on the device instead of the host"),
-    ("graph_steps", "1..=8", "decode steps per graph replay in the decode loop"),
     ("cubin", "on|off", "the prebuilt cubin (off: the PTX through the driver's JIT)"),
 ];
 
@@ -172,7 +165,6 @@ impl Tuning {
             "attn_splits" => self.attn_splits = count(value, 1..=64)?,
             "gemv_blocks_per_sm" => self.gemv_blocks_per_sm = count(value, 1..=16)?,
             "gemv_prefetch" => self.gemv_prefetch_mb = count(value, 0..=64)?,
-            "graph_steps" => self.graph_steps = count(value, 1..=RUN_AHEAD as u32)?,
             _ => {
                 let keys: Vec<&str> = TUNING_KEYS.iter().map(|k| k.0).collect();
                 return Err(Error::InvalidArgument(format!(
@@ -201,7 +193,7 @@ impl Tuning {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
             "pdl={},gemv_blocks_per_sm={},attn_splits={},gemv_wide={},gemv_ring={},gemv_lean={},gemv_sym={},gemv_prefetch={},gemm128={},wgmma={},wgmma_short={},gemv_rows={},\
-             gpu_repack={},graph_steps={},\
+             gpu_repack={},\
              cubin={}",
             on(self.pdl),
             self.gemv_blocks_per_sm,
@@ -216,7 +208,6 @@ impl Tuning {
             on(self.wgmma_short),
             on(self.gemv_rows),
             on(self.gpu_repack),
-            self.graph_steps,
             on(self.cubin)
         )
     }
@@ -230,7 +221,7 @@ mod tests {
     fn parse_sets_each_key_and_describe_round_trips() {
         let t = Tuning::parse(
             "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,gemv_wide=0,gemv_ring=on,gemv_lean=off,gemv_sym=off,gemv_prefetch=8,gemm128=false,wgmma=ws,wgmma_short=off,\
-             gemv_rows=off,gpu_repack=off,graph_steps=4,cubin=off",
+             gemv_rows=off,gpu_repack=off,cubin=off",
         )
         .unwrap();
         let want = Tuning {
@@ -247,7 +238,6 @@ mod tests {
             wgmma_short: false,
             gemv_rows: false,
             gpu_repack: false,
-            graph_steps: 4,
             cubin: false,
         };
         assert_eq!(t, want);
@@ -263,7 +253,6 @@ mod tests {
         assert!(e("gemv_blocks_per_sm=0").contains("expected 1..=16"));
         assert!(e("gemv_blocks_per_sm=x").contains("expected 1..=16"));
         assert!(e("attn_splits=65").contains("expected 1..=64"));
-        assert!(e("graph_steps=9").contains("expected 1..=8"));
         assert!(e("warp_speed=9").contains("unknown tuning key `warp_speed`: expected one of pdl,"));
         assert!(e("pdl").contains("expected key=value"));
         assert!(e("wgmma=64").contains("wgmma=64: expected off, 128, 256, ws or wreg"));

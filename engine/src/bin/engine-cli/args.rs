@@ -71,7 +71,7 @@ pub struct ModelArgs {
     /// comma-separated): pdl=on|off, gemv_blocks_per_sm=1..=16, attn_splits=1..=64, gemv_wide=on|off,
     /// gemv_ring=on|off, gemv_lean=on|off, gemv_sym=on|off, gemv_prefetch=0..=64 (MB),
     /// gemm128=on|off, wgmma=off|128|256|ws|wreg, wgmma_short=on|off, gemv_rows=on|off, gpu_repack=on|off,
-    /// graph_steps=1..=8, cubin=on|off. The defaults are what measured fastest.
+    /// cubin=on|off. The defaults are what measured fastest.
     #[arg(long, value_name = "KEY=VALUE")]
     pub tune: Vec<String>,
 }
