@@ -9,8 +9,8 @@ extern "C" __global__ void __launch_bounds__(128) attn_decode(const AttnParams p
     __shared__ bool is_last;
     const uint32_t h = blockIdx.x, split = blockIdx.y;
     // The position and this block's cached keys and values are known before the q/k/v kernel ends (see
-    // attn::decode_position): the split and an L2 prefetch of those rows go first, so that after the wait only q
-    // and the new position's row are a round trip away.
+    // attn::decode_position): the split and, at short contexts, an L2 prefetch of those rows go first, so that
+    // after the wait only q and the new position's row are a round trip away.
     const attn::Split s(p, split, attn::decode_position(p));
     if (split < s.active) attn::prefetch_cached_rows(p, h, s);
     pdl_wait();
