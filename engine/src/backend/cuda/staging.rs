@@ -9,12 +9,11 @@
 
 use bytemuck::Pod;
 use cudarc::driver::{sys, CudaEvent};
-use engine_format::plan::Buf;
+use engine_format::plan::{Buf, TOKEN_RING};
 use rayon::prelude::*;
 
 use super::driver::{dev_err, mapped_host, DevPtr, DeviceBuffer, Gpu};
 use crate::error::Result;
-use engine_format::plan::TOKEN_RING;
 
 /// Page-locked host memory, freed on drop.
 struct Pinned {
