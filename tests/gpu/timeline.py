@@ -61,7 +61,8 @@ def weight_bytes(model_dir):
 
 def decode_steps(events):
     """The decode steps among the traced kernels: each starts at embed_tokens followed by a q/k/v GEMV and runs
-    1 + 5 · layers kernels, then lm_head and what follows it up to the next embed."""
+    the layers' kernels (q/k/v, the attention where it is a kernel of its own, o_proj, gate/up, down), then lm_head
+    and what follows it up to the next embed."""
     ks = sorted((e for e in events if e.get("cat") == "kernel"), key=lambda e: e["ts"])
     starts = [i for i, e in enumerate(ks) if e["name"] == "embed_tokens" and i + 1 < len(ks)
               and "qkv" in ks[i + 1]["name"] and "gemm" not in ks[i + 1]["name"]]
@@ -71,21 +72,35 @@ def decode_steps(events):
     return steps
 
 
-def role_of(i, e, layers):
-    """The role of the i-th kernel of a decode step."""
-    if i == 0:
-        return "embed"
-    if i <= 5 * layers:
-        return ROLES[(i - 1) % 5]
-    return "lm_head" if e["name"].startswith("lm_head") else e["name"]
+def roles(step):
+    """The role of each kernel of a decode step, by name: the residual GEMVs alternate o_proj, down (with the
+    attention inside the q/k/v kernel at short contexts a layer has four kernels, not five)."""
+    out, residuals = [], 0
+    for e in step:
+        n = e["name"]
+        if n == "embed_tokens":
+            out.append("embed")
+        elif "qkv" in n:
+            out.append("q/k/v")
+        elif n.startswith("attn_decode"):
+            out.append("attention")
+        elif "gate_up" in n:
+            out.append("gate/up")
+        elif "residual" in n:
+            out.append("o_proj" if residuals % 2 == 0 else "down")
+            residuals += 1
+        elif n.startswith("lm_head"):
+            out.append("lm_head")
+        else:
+            out.append(n)
+    return out
 
 
 def charge(prev, step, layers):
     """Per role: the time from the previous kernel's end to this kernel's end, summed over the step."""
     out = {}
     end = prev["ts"] + prev["dur"] if prev else step[0]["ts"]
-    for i, e in enumerate(step):
-        role = role_of(i, e, layers)
+    for e, role in zip(step, roles(step)):
         t_end = e["ts"] + e["dur"]
         out[role] = out.get(role, 0.0) + max(0.0, t_end - end)
         end = max(end, t_end)
@@ -96,10 +111,10 @@ def launches(prev, step, layers):
     """Per role: each launch's (duration, how long before its predecessor's end it started)."""
     out = {}
     before = prev
-    for i, e in enumerate(step):
+    for e, role in zip(step, roles(step)):
         if before is not None:
             early = before["ts"] + before["dur"] - e["ts"]
-            out.setdefault(role_of(i, e, layers), []).append((e["dur"], early))
+            out.setdefault(role, []).append((e["dur"], early))
         before = e
     return out
 
