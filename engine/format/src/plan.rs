@@ -295,8 +295,6 @@ pub struct WorkspaceBuffers {
     pub tokens: Buf<u32>,
     /// The position of the first row.
     pub pos: Buf<u32>,
-    /// The tokens the on-device decode loop produced, by position modulo [`TOKEN_RING`].
-    pub token_ring: Buf<u32>,
     /// The sampler's settings (8 words: `SamplerConfig` of `ptx/kernels/sample.cu`).
     pub sampler: Buf<u32>,
     /// The repetition penalty's set: one bit per vocabulary id, set for the tokens in the context.
@@ -371,10 +369,6 @@ pub fn k_pad(k: usize) -> usize {
 pub fn attention_splits(c: &ModelConfig) -> usize {
     (512 / c.num_attention_heads).clamp(1, 64)
 }
-
-/// Decode steps whose sampled tokens the device keeps before the host must have read them (decode runs ahead of
-/// the host by at most this many steps).
-pub const TOKEN_RING: usize = 64;
 
 /// Words of the sampler's settings on the device (`SamplerConfig` of `ptx/kernels/sample.cu`).
 pub const SAMPLER_CONFIG_WORDS: usize = 8;
@@ -558,7 +552,6 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
         argmax_counter: b.push("ws.argmax_counter".into(), s, 1),
         tokens: b.push("ws.tokens".into(), s, m.max(1)),
         pos: b.push("ws.pos".into(), s, 1),
-        token_ring: b.push("ws.token_ring".into(), s, TOKEN_RING),
         sampler: b.push("ws.sampler".into(), s, SAMPLER_CONFIG_WORDS),
         seen: b.push("ws.seen".into(), s, vocab.div_ceil(32)),
         score_targets: b.push("ws.score_targets".into(), s, m.max(1)),

@@ -330,7 +330,6 @@ kernel_params! {
     "decode.cu" struct DecodeAdvanceParams {
         pos: DevPtr<u32>,
         token: DevPtr<u32>,
-        ring: DevPtr<u32>,
         host_ring: DevPtr<u32>,
         ring_len: u32,
     }

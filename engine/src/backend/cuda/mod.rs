@@ -353,9 +353,9 @@ impl Backend for CudaBackend {
         }
         let mut next = [0u32];
         if tokens.len() == 1 {
+            // The step's token is where the graph's argmax or sampler wrote it (decode_advance only copies it).
             self.decode_step(cache, start, tokens[0], end)?;
-            let slot = self.plan.ws.token_ring.slice(start % plan::TOKEN_RING, 1);
-            self.gpu.download(&mut next, &self.ws_mem, slot)?;
+            self.gpu.download(&mut next, &self.ws_mem, self.plan.ws.tokens)?;
         } else {
             self.prefill(cache, start, tokens)?;
             let step = self.step();

@@ -9,7 +9,7 @@
 
 use bytemuck::Pod;
 use cudarc::driver::{sys, CudaEvent};
-use engine_format::plan::{Buf, TOKEN_RING};
+use engine_format::plan::Buf;
 use rayon::prelude::*;
 
 use super::driver::{dev_err, mapped_host, DevPtr, DeviceBuffer, Gpu};
@@ -158,6 +158,9 @@ impl Drop for Staging<'_> {
 
 /// Decode steps the device may run ahead of the host in the decode loop, and so the tokens in flight to the host.
 pub(crate) const RUN_AHEAD: usize = 8;
+/// Slots of the host's token ring (by position modulo this): more than [`RUN_AHEAD`], so that no slot is rewritten
+/// before the host has read it.
+pub(crate) const TOKEN_RING: usize = 64;
 const _: () = assert!(RUN_AHEAD < TOKEN_RING, "a slot of the token ring must not be rewritten before it is read");
 
 /// The host end of the decode loop's tokens. `decode_advance` writes each step's token into a ring of page-locked

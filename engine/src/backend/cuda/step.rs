@@ -7,7 +7,7 @@
 //! ids, rows and positions it is given against it, and `decode`, whose token and position live on the device (a
 //! captured graph advances them itself), states it as its contract.
 
-use engine_format::plan::{self, WorkspaceBuffers, TOKEN_RING};
+use engine_format::plan::{self, WorkspaceBuffers};
 use engine_format::ModelConfig;
 use half::f16;
 
@@ -19,6 +19,7 @@ use super::kernels::{
 };
 use super::layout::{self, TileFormat};
 use super::shapes::{self, GemmTile, InputOrder, GEMV_THREADS, LM_HEAD_ROWS};
+use super::staging::TOKEN_RING;
 use super::tuning::{Tuning, WgmmaTile};
 use super::weights::{DevLinear, DeviceWeights};
 use crate::error::{Error, Result};
@@ -58,7 +59,7 @@ pub(crate) struct Step<'a> {
     pub ws_plan: &'a WorkspaceBuffers,
     /// Rows the activation buffers hold (the plan's prefill chunk).
     pub chunk: usize,
-    /// The host's mapped token ring (`TokenRing::device_words`), where `decode_advance` also writes each token.
+    /// The host's mapped token ring (`TokenRing::device_words`), where `decode_advance` writes each token.
     pub host_ring: DevPtr<u32>,
 }
 
@@ -250,7 +251,6 @@ impl Step<'_> {
             let p = DecodeAdvanceParams {
                 pos: ws.pos,
                 token: ws.tokens,
-                ring: ws.token_ring,
                 host_ring: self.host_ring,
                 ring_len: TOKEN_RING as u32,
             };
