@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the binaries the GPU suite needs and copy them into .gpu/ (git-ignored), and pack them into
-# target/gpu-pack/gpu.tar.xz (about 8.5 MB; the binaries themselves are ~200 MB, more than a device run may carry):
+# target/gpu-pack/gpu.tar.xz (6-9 MB; the binaries themselves are ~200 MB, more than a device run may carry):
 # carry `target/gpu-pack` and run `tar xJf target/gpu-pack/gpu.tar.xz` first on the GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,7 +23,7 @@ for line in sys.stdin:
 done
 strip .gpu/* 2>/dev/null || true
 mkdir -p target/gpu-pack
-# xz -9: its 64 MB window spans the binaries, which all embed the same kernel modules (8.4 MB against 19.5 at the
+# xz -9: its 64 MB window spans the binaries, which all embed the same kernel modules (6.0 MB against 17.5 at the
 # default level, whose 8 MB window does not; ~1.5 minutes on 2 cores, one thread so that the window is not split).
 XZ_OPT=-9 tar cJf target/gpu-pack/gpu.tar.xz .gpu
 ls -la .gpu target/gpu-pack
