@@ -61,8 +61,8 @@ def weight_bytes(model_dir):
 
 def decode_steps(events):
     """The decode steps among the traced kernels: each starts at embed_tokens followed by a q/k/v GEMV and runs
-    the layers' kernels (q/k/v, the attention where it is a kernel of its own, o_proj, gate/up, down), then lm_head
-    and what follows it up to the next embed."""
+    the layers' kernels (q/k/v, attention, o_proj, gate/up, down), then lm_head and what follows it up to the next
+    embed."""
     ks = sorted((e for e in events if e.get("cat") == "kernel"), key=lambda e: e["ts"])
     starts = [i for i, e in enumerate(ks) if e["name"] == "embed_tokens" and i + 1 < len(ks)
               and "qkv" in ks[i + 1]["name"] and "gemm" not in ks[i + 1]["name"]]
@@ -73,8 +73,8 @@ def decode_steps(events):
 
 
 def roles(step):
-    """The role of each kernel of a decode step, by name: the residual GEMVs alternate o_proj, down (with the
-    attention inside the q/k/v kernel at short contexts a layer has four kernels, not five)."""
+    """The role of each kernel of a decode step, by name, so that the charges hold whatever kernels a layer has;
+    the residual GEMVs alternate o_proj, down."""
     out, residuals = [], 0
     for e in step:
         n = e["name"]
@@ -96,22 +96,22 @@ def roles(step):
     return out
 
 
-def charge(prev, step, layers):
+def charge(prev, step, step_roles):
     """Per role: the time from the previous kernel's end to this kernel's end, summed over the step."""
     out = {}
     end = prev["ts"] + prev["dur"] if prev else step[0]["ts"]
-    for e, role in zip(step, roles(step)):
+    for e, role in zip(step, step_roles):
         t_end = e["ts"] + e["dur"]
         out[role] = out.get(role, 0.0) + max(0.0, t_end - end)
         end = max(end, t_end)
     return out
 
 
-def launches(prev, step, layers):
+def launches(prev, step, step_roles):
     """Per role: each launch's (duration, how long before its predecessor's end it started)."""
     out = {}
     before = prev
-    for e, role in zip(step, roles(step)):
+    for e, role in zip(step, step_roles):
         if before is not None:
             early = before["ts"] + before["dur"] - e["ts"]
             out.setdefault(role, []).append((e["dur"], early))
@@ -127,11 +127,12 @@ def summarize(label, events, wb, n_prompt):
         return
     per_role, per_launch, totals = {}, {}, []
     for prev, step in steps:
-        c = charge(prev, step, wb["layers"])
+        step_roles = roles(step)
+        c = charge(prev, step, step_roles)
         totals.append(sum(c.values()))
         for r, t in c.items():
             per_role.setdefault(r, []).append(t)
-        for r, ls in launches(prev, step, wb["layers"]).items():
+        for r, ls in launches(prev, step, step_roles).items():
             per_launch.setdefault(r, []).extend(ls)
     step_us = statistics.median(totals)
     ctx = n_prompt + 24
