@@ -20,6 +20,7 @@ constexpr int UNROLL = 4;      // positions per lane group per iteration
 // decode after a 16-token prompt (H100: 508.1 → 513.9 tok/s), the same after 2048 tokens.
 constexpr uint32_t MIN_PER_SPLIT = 32;
 constexpr uint32_t MAX_SPLITS = 64;  // decode blocks per head at most (the plan's attention_splits clamps to it)
+constexpr uint32_t MAX_CLUSTER = 16; // attn_decode_cluster's splits at most (the largest cluster sm_90 allows)
 #define ATTN_NEG_INF (-__int_as_float(0x7f800000))
 
 // Online-softmax state of one lane: its 8 output dims plus the running max and sum of its position group.

@@ -287,6 +287,9 @@ pub mod kernels {
     pub const GEMM_SMALL_F16_RESIDUAL: &str = "gemm_small_f16_residual";
     /// `attention.cu`: `attn_decode(AttnParams)`: grid (heads, splits), 128 threads.
     pub const ATTN_DECODE: &str = "attn_decode";
+    /// `attention.cu`: `attn_decode_cluster(AttnParams)`: grid (heads, splits) in clusters of (1, splits), splits at
+    /// most 16, 128 threads; sm_90 only (it traps in the compute_80 module).
+    pub const ATTN_DECODE_CLUSTER: &str = "attn_decode_cluster";
     /// `attention.cu`: `attn_prefill(AttnParams)`: grid (heads, rows), 128 threads.
     pub const ATTN_PREFILL: &str = "attn_prefill";
     /// `attention_prefill.cu`: `attn_prefill_tc64(AttnParams)`: tensor-core prefill attention for head_dim 64
@@ -585,6 +588,7 @@ pub mod kernels {
         GEMM_SMALL_F16_STORE16,
         GEMM_SMALL_F16_RESIDUAL,
         ATTN_DECODE,
+        ATTN_DECODE_CLUSTER,
         ATTN_PREFILL,
         ATTN_PREFILL_TC64,
         ATTN_PREFILL_TC128,

@@ -133,6 +133,12 @@ impl<P: KernelParams> Kernel<P> {
             .set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
             .map_err(|e| dev_err("raising the shared-memory limit", e))
     }
+    /// Allow clusters of more than 8 blocks (sm_90 allows 16 with this opt-in).
+    pub fn allow_large_clusters(&self) -> Result<()> {
+        self.f
+            .set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)
+            .map_err(|e| dev_err("allowing clusters of 16 blocks", e))
+    }
     /// Ask for the largest shared-memory carveout of the SM's unified L1 / shared memory (a hint).
     pub fn prefer_shared_memory(&self) -> Result<()> {
         self.f
@@ -158,11 +164,17 @@ pub(crate) struct Launch {
     /// while the previous kernel's last blocks run (each waits in `pdl_wait` for its inputs). False: the kernel
     /// starts once the previous one has finished.
     pub overlap: bool,
+    /// Blocks per thread block cluster along the grid's y (sm_90; 1: no clusters).
+    pub cluster_y: u32,
 }
 
 impl Launch {
     pub fn new(grid: impl Into<Grid>, threads: u32, smem: u32) -> Launch {
-        Launch { grid: grid.into().0, threads, smem, overlap: true }
+        Launch { grid: grid.into().0, threads, smem, overlap: true, cluster_y: 1 }
+    }
+    /// The same launch with the grid's blocks in clusters of `y` consecutive blocks along y (sm_90 kernels only).
+    pub fn in_clusters_y(self, y: u32) -> Launch {
+        Launch { cluster_y: y, ..self }
     }
     /// The same launch, started only once the previous kernel has finished.
     pub fn after_previous(self) -> Launch {
@@ -357,10 +369,22 @@ impl Gpu {
     /// that holds what the kernel reads and writes for the sizes in `params` and `launch` (see the kernel's
     /// comment in `ptx/kernels/`); `launch` must be a shape the kernel accepts.
     pub unsafe fn launch<P: KernelParams>(&self, kernel: &Kernel<P>, launch: Launch, params: &P) -> Result<()> {
-        // SAFETY: zeroed is a valid launch attribute (id 0 = ignored); the fields set below make it the PDL one.
-        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-        attr.value.programmaticStreamSerializationAllowed = 1;
+        // SAFETY: zeroed is a valid launch attribute (id 0 = ignored); the fields set below make them the PDL and
+        // the cluster ones.
+        let mut attrs: [sys::CUlaunchAttribute; 2] = unsafe { std::mem::zeroed() };
+        let mut n = 0;
+        if self.pdl && launch.overlap {
+            attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attrs[n].value.programmaticStreamSerializationAllowed = 1;
+            n += 1;
+        }
+        if launch.cluster_y > 1 {
+            attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+            attrs[n].value.clusterDim.x = 1;
+            attrs[n].value.clusterDim.y = launch.cluster_y;
+            attrs[n].value.clusterDim.z = 1;
+            n += 1;
+        }
         let config = sys::CUlaunchConfig {
             gridDimX: launch.grid.0,
             gridDimY: launch.grid.1,
@@ -370,8 +394,8 @@ impl Gpu {
             blockDimZ: 1,
             sharedMemBytes: launch.smem,
             hStream: self.stream.cu_stream(),
-            attrs: &mut attr,
-            numAttrs: if self.pdl && launch.overlap { 1 } else { 0 },
+            attrs: attrs.as_mut_ptr(),
+            numAttrs: n as u32,
         };
         // The kernel takes one parameter of type `P` (the `Kernel<P>` pairing, `KernelParams` layout); the driver
         // copies it from `params` before returning.

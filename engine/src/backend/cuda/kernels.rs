@@ -514,6 +514,8 @@ kernels! {
         lean_sym_store: GemvParams = name::GEMV_LEAN_SYM_INT4_STORE,
         lean_sym_norm_store: GemvParams = name::GEMV_LEAN_SYM_INT4_NORM_STORE,
         attn_decode: AttnParams = name::ATTN_DECODE,
+        /// sm_90 only (the sm_90a module; it traps in the compute_80 one): see `Gpu::has_wgmma`.
+        attn_decode_cluster: AttnParams = name::ATTN_DECODE_CLUSTER,
         attn_prefill: AttnParams = name::ATTN_PREFILL,
         attn_prefill_tc64: AttnParams = name::ATTN_PREFILL_TC64,
         attn_prefill_tc128: AttnParams = name::ATTN_PREFILL_TC128,
@@ -791,6 +793,8 @@ impl Kernels {
             }
         }
         if gpu.has_wgmma() {
+            // Its clusters are a head's splits, up to 16.
+            k.attn_decode_cluster.allow_large_clusters()?;
             for f in [&k.gemm_wgmma_store16, &k.gemm_wgmma_residual, &k.gemm_wgmma_store32] {
                 f.set_max_dynamic_smem(shapes::GEMM_WGMMA_SMEM_BYTES)?;
                 f.prefer_shared_memory()?;

@@ -237,6 +237,15 @@ pub fn attn_decode(heads: u32, splits: u32) -> Launch {
     Launch::new((heads, splits), 128, 0)
 }
 
+/// Most splits per head of `attn_decode_cluster` (`attn::MAX_CLUSTER`: the largest cluster sm_90 allows).
+pub const ATTN_MAX_CLUSTER: u32 = 16;
+
+/// Split-K decode attention with each head's splits in one thread block cluster (`attn_decode_cluster`, sm_90,
+/// `splits` <= [`ATTN_MAX_CLUSTER`]).
+pub fn attn_decode_cluster(heads: u32, splits: u32) -> Launch {
+    attn_decode(heads, splits).in_clusters_y(splits)
+}
+
 /// Query rows per block of `attn_prefill_tc{64,128}`.
 pub const ATTN_TC_ROWS: u32 = 64;
 

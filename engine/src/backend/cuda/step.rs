@@ -209,7 +209,11 @@ impl Step<'_> {
             let qkv = if lw.qkv.inv.is_null() { g.qkv } else { g.qkv_sorted };
             self.gemv(qkv, &lw.qkv, GEMV_THREADS / 32, p)?;
             observe("gemv q/k/v + norm + rope + kv append", Reads::Bytes(lw.qkv.bytes()))?;
-            self.run(&k.attn_decode, shapes::attn_decode(attn.heads, attn.splits), &attn)?;
+            if self.tuning.attn_cluster && self.gpu.has_wgmma() && attn.splits <= shapes::ATTN_MAX_CLUSTER {
+                self.run(&k.attn_decode_cluster, shapes::attn_decode_cluster(attn.heads, attn.splits), &attn)?;
+            } else {
+                self.run(&k.attn_decode, shapes::attn_decode(attn.heads, attn.splits), &attn)?;
+            }
             observe("attention (split-K decode)", Reads::LayerKv)?;
             // o_proj, added to the residual stream, leaving the sums of squares for the next norm (and gate/up's
             // sorted inputs).

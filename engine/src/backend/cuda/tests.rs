@@ -2339,20 +2339,37 @@ fn attention_decode_and_prefill_match_f64() {
                     want.extend(attention_ref(&qh, &kf, &vf, hd, ctx, h / (heads / kv_heads), pos + 1));
                 }
                 let what = format!("attn decode heads={heads}/{kv_heads} hd={hd} pos={pos} splits={splits}");
-                for run in 0..2 {
-                    launch(&g, &g.k.attn_decode, Launch::new((heads as u32, splits, 1), 128, 0), &p);
-                    g.sync().unwrap();
-                    check(&f16s(&get::<u16>(&g, &out, heads * hd)), &want, 3e-3, &format!("{what} run {run}"));
+                // Twice each on fresh poisoned outputs, the same bits both times: the split kernel, and on sm_90 the
+                // cluster merge (bits of its own: another merge order).
+                let decode = shapes::attn_decode(heads as u32, splits);
+                let mut kernels = vec![("split", &g.k.attn_decode, decode)];
+                if g.has_wgmma() && splits <= shapes::ATTN_MAX_CLUSTER {
+                    kernels.push(("cluster", &g.k.attn_decode_cluster, decode.in_clusters_y(splits)));
+                }
+                for &(name, kernel, shape) in &kernels {
+                    let mut first = None;
+                    for run in 0..2 {
+                        let out = poisoned(&g, heads * hd * 2);
+                        let p = AttnParams { out: out.ptr(), ..p };
+                        launch(&g, kernel, shape, &p);
+                        g.sync().unwrap();
+                        let bits = get::<u16>(&g, &out, heads * hd);
+                        check(&f16s(&bits), &want, 3e-3, &format!("{what} {name} run {run}"));
+                        let first = first.get_or_insert_with(|| bits.clone());
+                        assert_eq!(*first, bits, "{what} {name}: run {run} changed bits");
+                    }
                 }
                 // Act-order: the output scattered into o_proj's sorted row order.
                 let inv = shuffled(&mut rng, heads * hd);
                 let (im, out2) = (put(&g, &inv), poisoned(&g, heads * hd * 2));
                 let p2 = AttnParams { out: out2.ptr(), out_idx: im.ptr(), ..p };
-                launch(&g, &g.k.attn_decode, Launch::new((heads as u32, splits, 1), 128, 0), &p2);
-                g.sync().unwrap();
-                let all = f16s(&get::<u16>(&g, &out2, heads * hd));
-                let got: Vec<f64> = (0..heads * hd).map(|c| all[inv[c] as usize]).collect();
-                check(&got, &want, 3e-3, &format!("{what} scattered"));
+                for &(name, kernel, shape) in &kernels {
+                    launch(&g, kernel, shape, &p2);
+                    g.sync().unwrap();
+                    let all = f16s(&get::<u16>(&g, &out2, heads * hd));
+                    let got: Vec<f64> = (0..heads * hd).map(|c| all[inv[c] as usize]).collect();
+                    check(&got, &want, 3e-3, &format!("{what} {name} scattered"));
+                }
                 assert!(get::<u32>(&g, &counters, heads).iter().all(|&c| c == 0), "{what}: counters not reset");
             }
         }
