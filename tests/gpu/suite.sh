@@ -87,6 +87,14 @@ sanitize synccheck-long-prompt compute-sanitizer --tool synccheck --error-exitco
 # checked here too.
 sanitize memcheck-tiny-registers timeout 600 compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}" \
     --tune gemv_lean=off,gemv_sym=off
+# The decode attention's cluster merge (sm_90, attn_decode_cluster) takes heads of at most 16 splits, which the tiny
+# model's 4 heads (64 splits each) never are: its kernel test, and the tiny model at 4 splits per head (contexts past
+# 32 positions merge two splits).
+sanitize racecheck-attn-kernel compute-sanitizer --tool racecheck --error-exitcode 99 "$BIN/engine-unit" --ignored \
+    --exact backend::cuda::tests::attention_decode_and_prefill_match_f64
+sanitize memcheck-attn-cluster compute-sanitizer --tool memcheck --error-exitcode 99 "${gen_tiny[@]}" --tune attn_splits=4
+sanitize racecheck-attn-cluster compute-sanitizer --tool racecheck --error-exitcode 99 "${gen_tiny[@]}" --tune attn_splits=4
+sanitize synccheck-attn-cluster compute-sanitizer --tool synccheck --error-exitcode 99 "${gen_tiny[@]}" --tune attn_splits=4
 # The tiny model's K (64, 176) is not whole 128-column spans, so its prompts never take the GEMV-shaped 16-row tile
 # (gemv_rows.cu); a model of hidden 128 and intermediate 384 does, for prompts of at most 64 tokens (12 here: one row
 # block of 16; head_dim 64: the attention writes that tile's fragments itself).
