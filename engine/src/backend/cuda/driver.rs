@@ -139,6 +139,34 @@ impl<P: KernelParams> Kernel<P> {
             .set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)
             .map_err(|e| dev_err("allowing clusters of 16 blocks", e))
     }
+    /// How many clusters of `launch`'s shape (its threads, shared memory and `cluster_y`) the device can hold at
+    /// once; 0 where it cannot run one (e.g. a GPU partition with too few SMs per GPC).
+    pub fn max_active_clusters(&self, launch: Launch) -> Result<u32> {
+        // SAFETY: zeroed is a valid launch attribute (id 0 = ignored); the fields set below make it the cluster one.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+        attr.value.clusterDim.x = 1;
+        attr.value.clusterDim.y = launch.cluster_y;
+        attr.value.clusterDim.z = 1;
+        let config = sys::CUlaunchConfig {
+            gridDimX: launch.grid.0,
+            gridDimY: launch.grid.1,
+            gridDimZ: launch.grid.2,
+            blockDimX: launch.threads,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: launch.smem,
+            hStream: std::ptr::null_mut(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        let mut n: std::ffi::c_int = 0;
+        // SAFETY: `config` and `n` are valid for the call; `f` is a live function of its module; nothing launches.
+        unsafe { sys::cuOccupancyMaxActiveClusters(&mut n, self.f.cu_function(), &config) }
+            .result()
+            .map_err(|e| dev_err("asking how many clusters fit", e))?;
+        Ok(n.max(0) as u32)
+    }
     /// Ask for the largest shared-memory carveout of the SM's unified L1 / shared memory (a hint).
     pub fn prefer_shared_memory(&self) -> Result<()> {
         self.f

@@ -588,6 +588,9 @@ pub(crate) struct Device {
     pub k: Kernels,
     /// Seconds spent loading the module (the driver's JIT of the PTX, or the prebuilt cubin).
     pub module_load_s: f64,
+    /// Most splits per head `attn_decode_cluster` runs with here: [`shapes::ATTN_MAX_CLUSTER`] where a cluster of
+    /// that many blocks fits the device, else 0 (the split kernel for every head; sm_80 modules too).
+    pub attn_cluster_max: u32,
 }
 
 impl Device {
@@ -605,7 +608,13 @@ impl Device {
         let module = gpu.load_module(ptx, cubin)?;
         let module_load_s = t0.elapsed().as_secs_f64();
         let k = Kernels::load(&module, &gpu)?;
-        Ok(Device { gpu, k, module_load_s })
+        // A cluster must fit in one GPC; a partitioned GPU (MIG) may not hold one of 16 blocks, and the launch would
+        // fail where the split kernel runs. A failed query means the same: the split kernel (the GPU suite's
+        // attention test fails on an H100 or H200 where that happens, so it cannot go unnoticed there).
+        let most = shapes::ATTN_MAX_CLUSTER;
+        let fits = |c| k.attn_decode_cluster.max_active_clusters(shapes::attn_decode_cluster(1, c)).unwrap_or(0);
+        let attn_cluster_max = if gpu.has_wgmma() && fits(most) > 0 { most } else { 0 };
+        Ok(Device { gpu, k, module_load_s, attn_cluster_max })
     }
 }
 

@@ -209,7 +209,7 @@ impl Step<'_> {
             let qkv = if lw.qkv.inv.is_null() { g.qkv } else { g.qkv_sorted };
             self.gemv(qkv, &lw.qkv, GEMV_THREADS / 32, p)?;
             observe("gemv q/k/v + norm + rope + kv append", Reads::Bytes(lw.qkv.bytes()))?;
-            if self.tuning.attn_cluster && self.gpu.has_wgmma() && attn.splits <= shapes::ATTN_MAX_CLUSTER {
+            if self.tuning.attn_cluster && attn.splits <= self.gpu.attn_cluster_max {
                 self.run(&k.attn_decode_cluster, shapes::attn_decode_cluster(attn.heads, attn.splits), &attn)?;
             } else {
                 self.run(&k.attn_decode, shapes::attn_decode(attn.heads, attn.splits), &attn)?;
