@@ -142,24 +142,8 @@ impl<P: KernelParams> Kernel<P> {
     /// How many clusters of `launch`'s shape (its threads, shared memory and `cluster_y`) the device can hold at
     /// once; 0 where it cannot run one (e.g. a GPU partition with too few SMs per GPC).
     pub fn max_active_clusters(&self, launch: Launch) -> Result<u32> {
-        // SAFETY: zeroed is a valid launch attribute (id 0 = ignored); the fields set below make it the cluster one.
-        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-        attr.value.clusterDim.x = 1;
-        attr.value.clusterDim.y = launch.cluster_y;
-        attr.value.clusterDim.z = 1;
-        let config = sys::CUlaunchConfig {
-            gridDimX: launch.grid.0,
-            gridDimY: launch.grid.1,
-            gridDimZ: launch.grid.2,
-            blockDimX: launch.threads,
-            blockDimY: 1,
-            blockDimZ: 1,
-            sharedMemBytes: launch.smem,
-            hStream: std::ptr::null_mut(),
-            attrs: &mut attr,
-            numAttrs: 1,
-        };
+        let mut attrs = LaunchAttributes::new(&launch, false);
+        let config = attrs.config(&launch, std::ptr::null_mut());
         let mut n: std::ffi::c_int = 0;
         // SAFETY: `config` and `n` are valid for the call; `f` is a live function of its module; nothing launches.
         unsafe { sys::cuOccupancyMaxActiveClusters(&mut n, self.f.cu_function(), &config) }
@@ -207,6 +191,51 @@ impl Launch {
     /// The same launch, started only once the previous kernel has finished.
     pub fn after_previous(self) -> Launch {
         Launch { overlap: false, ..self }
+    }
+}
+
+/// The driver's attributes of a launch (programmatic dependent launch, the cluster shape), which the launch
+/// configuration points at: keep it alive while the configuration is in use.
+struct LaunchAttributes {
+    attrs: [sys::CUlaunchAttribute; 2],
+    n: usize,
+}
+
+impl LaunchAttributes {
+    fn new(launch: &Launch, pdl: bool) -> LaunchAttributes {
+        // SAFETY: zeroed is a valid launch attribute (id 0 = ignored); the fields set below make them the PDL and
+        // the cluster ones.
+        let mut attrs: [sys::CUlaunchAttribute; 2] = unsafe { std::mem::zeroed() };
+        let mut n = 0;
+        if pdl {
+            attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attrs[n].value.programmaticStreamSerializationAllowed = 1;
+            n += 1;
+        }
+        if launch.cluster_y > 1 {
+            attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+            attrs[n].value.clusterDim.x = 1;
+            attrs[n].value.clusterDim.y = launch.cluster_y;
+            attrs[n].value.clusterDim.z = 1;
+            n += 1;
+        }
+        LaunchAttributes { attrs, n }
+    }
+
+    /// The driver's configuration of `launch` on `stream` (null: none, for queries) with these attributes.
+    fn config(&mut self, launch: &Launch, stream: sys::CUstream) -> sys::CUlaunchConfig {
+        sys::CUlaunchConfig {
+            gridDimX: launch.grid.0,
+            gridDimY: launch.grid.1,
+            gridDimZ: launch.grid.2,
+            blockDimX: launch.threads,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: launch.smem,
+            hStream: stream,
+            attrs: self.attrs.as_mut_ptr(),
+            numAttrs: self.n as u32,
+        }
     }
 }
 
@@ -397,34 +426,8 @@ impl Gpu {
     /// that holds what the kernel reads and writes for the sizes in `params` and `launch` (see the kernel's
     /// comment in `ptx/kernels/`); `launch` must be a shape the kernel accepts.
     pub unsafe fn launch<P: KernelParams>(&self, kernel: &Kernel<P>, launch: Launch, params: &P) -> Result<()> {
-        // SAFETY: zeroed is a valid launch attribute (id 0 = ignored); the fields set below make them the PDL and
-        // the cluster ones.
-        let mut attrs: [sys::CUlaunchAttribute; 2] = unsafe { std::mem::zeroed() };
-        let mut n = 0;
-        if self.pdl && launch.overlap {
-            attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-            attrs[n].value.programmaticStreamSerializationAllowed = 1;
-            n += 1;
-        }
-        if launch.cluster_y > 1 {
-            attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-            attrs[n].value.clusterDim.x = 1;
-            attrs[n].value.clusterDim.y = launch.cluster_y;
-            attrs[n].value.clusterDim.z = 1;
-            n += 1;
-        }
-        let config = sys::CUlaunchConfig {
-            gridDimX: launch.grid.0,
-            gridDimY: launch.grid.1,
-            gridDimZ: launch.grid.2,
-            blockDimX: launch.threads,
-            blockDimY: 1,
-            blockDimZ: 1,
-            sharedMemBytes: launch.smem,
-            hStream: self.stream.cu_stream(),
-            attrs: attrs.as_mut_ptr(),
-            numAttrs: n as u32,
-        };
+        let mut attrs = LaunchAttributes::new(&launch, self.pdl && launch.overlap);
+        let config = attrs.config(&launch, self.stream.cu_stream());
         // The kernel takes one parameter of type `P` (the `Kernel<P>` pairing, `KernelParams` layout); the driver
         // copies it from `params` before returning.
         let mut args = [params as *const P as *mut c_void];
