@@ -612,8 +612,8 @@ impl Device {
         // fail where the split kernel runs. A failed query means the same: the split kernel (the GPU suite's
         // attention test fails on an H100 or H200 where that happens, so it cannot go unnoticed there).
         let most = shapes::ATTN_MAX_CLUSTER;
-        let fits = |c| k.attn_decode_cluster.max_active_clusters(shapes::attn_decode_cluster(1, c)).unwrap_or(0);
-        let attn_cluster_max = if gpu.has_wgmma() && fits(most) > 0 { most } else { 0 };
+        let fits = || k.attn_decode_cluster.max_active_clusters(shapes::attn_decode_cluster(1, most)).unwrap_or(0) > 0;
+        let attn_cluster_max = if gpu.has_wgmma() && fits() { most } else { 0 };
         Ok(Device { gpu, k, module_load_s, attn_cluster_max })
     }
 }
