@@ -52,6 +52,89 @@ ENGINE_DEV void load8(const __half* p, float out[8]) {
     }
 }
 
+// A lane's empty online-softmax state.
+ENGINE_DEV State empty_state() {
+    State st;
+    st.m = ATTN_NEG_INF;
+    st.l = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) st.o[i] = 0.f;
+    return st;
+}
+
+// One round of a lane group: positions base + u·ppw + pg (u < UNROLL; those at or past p_end are not there), whose
+// 8 dims of key and value the lane holds in kr / vr, into its online-softmax state — scores summed over the group's
+// lp lanes, one rescale of the state per round. Every lane of the warp calls it (the shuffles need the full warp).
+ENGINE_DEV void softmax_round(State& st, const float (&q)[8], const uint4 (&kr)[UNROLL], const uint4 (&vr)[UNROLL],
+                              uint32_t base, uint32_t ppw, uint32_t pg, uint32_t p_end, uint32_t lp,
+                              float scale_log2) {
+    float s[UNROLL];
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+        const uint32_t pos = base + u * ppw + pg;
+        float acc = 0.f;
+        if (pos < p_end) {
+            const __half2* kh = reinterpret_cast<const __half2*>(&kr[u]);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const float2 f = __half22float2(kh[i]);
+                acc += q[2 * i] * f.x + q[2 * i + 1] * f.y;
+            }
+        }
+        s[u] = acc;
+    }
+    // Each position's dot summed over its lp lanes, in the same butterfly order as one position at a time, but the
+    // positions' shuffles interleaved level by level and the levels unrolled: UNROLL independent shuffles in
+    // flight instead of one chain of UNROLL · log2(lp) round trips, which made a round's latency (and with 3-4
+    // warps per scheduler, the pass's time) about that of its DRAM reads (BENCHMARKS.md).
+#pragma unroll
+    for (uint32_t o = 16; o > 0; o >>= 1) {
+        if (o >= lp) continue;
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) s[u] += __shfl_xor_sync(0xffffffffu, s[u], o);
+    }
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) s[u] = base + u * ppw + pg < p_end ? s[u] * scale_log2 : ATTN_NEG_INF;
+    float m = st.m;
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) m = fmaxf(m, s[u]);
+    if (m == ATTN_NEG_INF) return;  // nothing valid yet for this lane group
+    const float c = exp2f(st.m - m);
+    st.l *= c;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) st.o[i] *= c;
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+        const uint32_t pos = base + u * ppw + pg;
+        if (pos < p_end) {
+            const float e = exp2f(s[u] - m);
+            st.l += e;
+            const __half2* vh = reinterpret_cast<const __half2*>(&vr[u]);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const float2 f = __half22float2(vh[i]);
+                st.o[2 * i] += e * f.x;
+                st.o[2 * i + 1] += e * f.y;
+            }
+        }
+    }
+    st.m = m;
+}
+
+// Merge the position groups of a warp (lanes with the same dims, lane % lp): the warp's state in lanes 0..lp − 1.
+ENGINE_DEV void merge_lane_groups(State& st, uint32_t lp) {
+#pragma unroll
+    for (uint32_t o = 1; o < 32; o <<= 1) {
+        if (o < lp) continue;
+        State other;
+        other.m = __shfl_xor_sync(0xffffffffu, st.m, o);
+        other.l = __shfl_xor_sync(0xffffffffu, st.l, o);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) other.o[i] = __shfl_xor_sync(0xffffffffu, st.o[i], o);
+        merge(st, other);
+    }
+}
+
 // One warp's pass over its share of positions [p_begin, p_end) (positions warp · ppw · UNROLL + ..., every WARPS ·
 // ppw · UNROLL) for query head `h` of row `row`, UNROLL positions per lane group and round; returns the warp's merged
 // state in its lanes 0 .. head_dim / 8 − 1 (lane % lp = which 8 dims).
@@ -62,11 +145,7 @@ ENGINE_DEV State warp_pass(const AttnParams& p, uint32_t row, uint32_t h, uint32
     const uint32_t dl = lane % lp, pg = lane / lp;
     const uint32_t kvh = h / (p.heads / p.kv_heads);
 
-    State st;
-    st.m = ATTN_NEG_INF;
-    st.l = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) st.o[i] = 0.f;
+    State st = empty_state();
     float q[8];
     load8(p.q + (size_t)row * p.heads * p.head_dim + h * p.head_dim + dl * 8, q);
 
@@ -86,57 +165,9 @@ ENGINE_DEV State warp_pass(const AttnParams& p, uint32_t row, uint32_t h, uint32
                 vr[u] = load16(vbase + (size_t)pos * p.head_dim);
             }
         }
-        float s[UNROLL];
-#pragma unroll
-        for (int u = 0; u < UNROLL; ++u) {
-            const uint32_t pos = base + u * ppw + pg;
-            float acc = 0.f;
-            if (pos < p_end) {
-                const __half2* kh = reinterpret_cast<const __half2*>(&kr[u]);
-#pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const float2 f = __half22float2(kh[i]);
-                    acc += q[2 * i] * f.x + q[2 * i + 1] * f.y;
-                }
-            }
-            for (uint32_t o = lp / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-            s[u] = pos < p_end ? acc * p.scale_log2 : ATTN_NEG_INF;
-        }
-        // One rescale of the running state per UNROLL positions.
-        float m = st.m;
-#pragma unroll
-        for (int u = 0; u < UNROLL; ++u) m = fmaxf(m, s[u]);
-        if (m == ATTN_NEG_INF) continue;  // nothing valid yet for this lane group
-        const float c = exp2f(st.m - m);
-        st.l *= c;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) st.o[i] *= c;
-#pragma unroll
-        for (int u = 0; u < UNROLL; ++u) {
-            const uint32_t pos = base + u * ppw + pg;
-            if (pos < p_end) {
-                const float e = exp2f(s[u] - m);
-                st.l += e;
-                const __half2* vh = reinterpret_cast<const __half2*>(&vr[u]);
-#pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const float2 f = __half22float2(vh[i]);
-                    st.o[2 * i] += e * f.x;
-                    st.o[2 * i + 1] += e * f.y;
-                }
-            }
-        }
-        st.m = m;
+        softmax_round(st, q, kr, vr, base, ppw, pg, p_end, lp, p.scale_log2);
     }
-    // Merge the position groups of the warp (lanes with the same dl).
-    for (uint32_t o = lp; o < 32; o <<= 1) {
-        State other;
-        other.m = __shfl_xor_sync(0xffffffffu, st.m, o);
-        other.l = __shfl_xor_sync(0xffffffffu, st.l, o);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) other.o[i] = __shfl_xor_sync(0xffffffffu, st.o[i], o);
-        merge(st, other);
-    }
+    merge_lane_groups(st, lp);
     return st;
 }
 
