@@ -12,21 +12,13 @@
 // ~4-5 µs of each figure is the launch, as the 20-position run shows), and the split kernel's outputs are compared
 // with the cluster kernel's.
 #include "../../../ptx/kernels/attention.cu"
+#include "micro_check.cuh"
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 #include <cuda_runtime.h>
-
-#define CHECK(x)                                                                                    \
-    do {                                                                                            \
-        cudaError_t e = (x);                                                                        \
-        if (e != cudaSuccess) {                                                                     \
-            std::printf("%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e));         \
-            std::exit(1);                                                                           \
-        }                                                                                           \
-    } while (0)
 
 // Diagnostics of the engine's pass (attn::block_pass over attn::warp_pass): MODE 1 keeps its loads (the same
 // addresses, rounds and UNROLL) and replaces the online softmax by an xor of the words (the access pattern's own

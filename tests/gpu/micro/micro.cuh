@@ -1,4 +1,4 @@
-// What the micro-benchmarks share: the error check, the weight-streaming load, programmatic dependent launch, the
+// What the micro-benchmarks share: the error check (micro_check.cuh), the weight-streaming load, programmatic dependent launch, the
 // nibble-to-fp16 LOP3, half2 bit casts, the acquire load, mbarriers and bulk copies, the random fill of a weight
 // buffer, a launch with programmatic dependent launch and the median of timings. Not part of the engine (whose own helpers are in ptx/kernels/); included by the
 // programs in this folder, built with nvcc.
@@ -11,15 +11,7 @@
 #include <vector>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-
-#define CHECK(x)                                                                                    \
-    do {                                                                                            \
-        cudaError_t e = (x);                                                                        \
-        if (e != cudaSuccess) {                                                                     \
-            std::printf("%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e));         \
-            std::exit(1);                                                                           \
-        }                                                                                           \
-    } while (0)
+#include "micro_check.cuh"
 
 // A weight load as the engine's GEMVs make it: not kept in L1, the L2 asked for the whole 128-byte line.
 __device__ __forceinline__ uint4 ldg_stream(const uint4* p) {
