@@ -194,10 +194,10 @@ impl Launch {
     }
 }
 
-/// The driver's attributes of a launch (programmatic dependent launch, the cluster shape), which the launch
-/// configuration points at: keep it alive while the configuration is in use.
+/// The driver's attributes of a launch (programmatic dependent launch, the cluster shape and scheduling), which the
+/// launch configuration points at: keep it alive while the configuration is in use.
 struct LaunchAttributes {
-    attrs: [sys::CUlaunchAttribute; 2],
+    attrs: [sys::CUlaunchAttribute; 3],
     n: usize,
 }
 
@@ -205,7 +205,7 @@ impl LaunchAttributes {
     fn new(launch: &Launch, pdl: bool) -> LaunchAttributes {
         // SAFETY: zeroed is a valid launch attribute (id 0 = ignored); the fields set below make them the PDL and
         // the cluster ones.
-        let mut attrs: [sys::CUlaunchAttribute; 2] = unsafe { std::mem::zeroed() };
+        let mut attrs: [sys::CUlaunchAttribute; 3] = unsafe { std::mem::zeroed() };
         let mut n = 0;
         if pdl {
             attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
@@ -217,6 +217,13 @@ impl LaunchAttributes {
             attrs[n].value.clusterDim.x = 1;
             attrs[n].value.clusterDim.y = launch.cluster_y;
             attrs[n].value.clusterDim.z = 1;
+            n += 1;
+            // Load balancing rather than the driver's default placement of clusters: the decode attention's
+            // clusters of 16 (a head's splits) otherwise land so that the step is slower (7B decode on an H100:
+            // +1.0% after 16 tokens, +1.7% after 2048; spreading them measured the same as the default).
+            attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE;
+            attrs[n].value.clusterSchedulingPolicyPreference =
+                sys::CUclusterSchedulingPolicy_enum::CU_CLUSTER_SCHEDULING_POLICY_LOAD_BALANCING;
             n += 1;
         }
         LaunchAttributes { attrs, n }
