@@ -99,11 +99,10 @@ struct Variant {
 };
 
 static uint32_t* g_sink;
-static void launch_cluster_kernel(const void* fn, const AttnParams& p, size_t smem, cudaStream_t st) {
+static void run_cluster(const AttnParams& p, cudaStream_t st) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(p.heads, p.splits);
     cfg.blockDim = dim3(128);
-    cfg.dynamicSmemBytes = smem;
     cfg.stream = st;
     cudaLaunchAttribute a[1];
     a[0].id = cudaLaunchAttributeClusterDimension;
@@ -111,10 +110,7 @@ static void launch_cluster_kernel(const void* fn, const AttnParams& p, size_t sm
     cfg.attrs = a;
     cfg.numAttrs = 1;
     void* args[] = {(void*)&p};
-    CHECK(cudaLaunchKernelExC(&cfg, fn, args));
-}
-static void run_cluster(const AttnParams& p, cudaStream_t st) {
-    launch_cluster_kernel((const void*)attn_decode_cluster, p, 0, st);
+    CHECK(cudaLaunchKernelExC(&cfg, (const void*)attn_decode_cluster, args));
 }
 static void run_split(const AttnParams& p, cudaStream_t st) { attn_decode<<<dim3(p.heads, p.splits), 128, 0, st>>>(p); }
 template <int MODE>
@@ -162,8 +158,11 @@ int main(int argc, char** argv) {
         return p;
     };
     const Variant variants[] = {
-        {"engine attn_decode_cluster", run_cluster}, {"engine attn_decode (split)", run_split},
-        {"probe: the pass's loads, no softmax", run_probe<1>}, {"probe: the pass's softmax on cached rows", run_probe<2>},           {"read-only, 4 loads per array", run_read<4>},
+        {"engine attn_decode_cluster", run_cluster},
+        {"engine attn_decode (split)", run_split},
+        {"probe: the pass's loads, no softmax", run_probe<1>},
+        {"probe: the pass's softmax on cached rows", run_probe<2>},
+        {"read-only, 4 loads per array", run_read<4>},
         {"read-only, 8 per array", run_read<8>},
     };
     std::vector<__half> ref((size_t)layers * heads * hd), got(ref.size());
