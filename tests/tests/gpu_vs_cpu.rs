@@ -171,6 +171,8 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
             ("register K loop", engine::Tuning { gemv_lean: false, ..Default::default() }, true),
             ("(scale, zero) words", engine::Tuning { gemv_sym: false, ..Default::default() }, true),
             ("neither", engine::Tuning { gemv_lean: false, gemv_sym: false, ..Default::default() }, true),
+            // The attention on one split per head up to position 32, on the full count after: the steps cross.
+            ("attention splits switched at 32", engine::Tuning { attn_short_splits: 1, ..Default::default() }, false),
         ];
         let mut e_tuned = Vec::new();
         for (what, tuning, same_bits) in variants {
@@ -190,6 +192,12 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
         // Up to (not including) the first near tie, where either pick is right.
         let upto = first_tie.unwrap_or(64);
         assert_eq!(&tg[..upto], &tc[..upto], "{}: greedy tokens differ between CUDA and CPU", case.name);
+        // The same with the graphs switched at position 32 (attn_short_splits=1): the loop replays the short
+        // graph, then the full one.
+        let switching = engine::Tuning { attn_short_splits: 1, ..Default::default() };
+        let switching = load_tuned(dir.path(), BackendKind::Cuda, 64, switching).unwrap();
+        let (ts, _, _) = switching.new_session(None).unwrap().generate(prompt, &opts, |_| true).unwrap();
+        assert_eq!(&ts[..upto], &tc[..upto], "{}: greedy tokens across the attention's switch differ", case.name);
         let identical = if tg == tc {
             "64 greedy tokens identical".to_string()
         } else {

@@ -156,9 +156,10 @@ impl Measure for CudaBackend {
                 marks.push((name, bytes, e));
                 Ok(())
             };
+            let kind = self.step().attn_splits().kind(pos, StepEnd::Logits);
             // SAFETY: ws.tokens / ws.pos hold the checked `token` and `pos` < kv.positions() (uploaded just above,
             // after check_forward_args); `kv` lives until the sync below.
-            unsafe { self.step().decode(&kv, StepEnd::Logits, &mut observe)? };
+            unsafe { self.step().decode(&kv, kind, &mut observe)? };
             g.sync()?;
             let mut prev = &start;
             let mut row = Vec::new();

@@ -43,7 +43,7 @@ use kernels::Device;
 use kernels::SamplerConfig;
 use shapes::GemvStream;
 use staging::TokenRing;
-use step::{no_observer, Step, StepEnd};
+use step::{no_observer, DecodeKind, Step, StepEnd};
 use weights::DeviceWeights;
 
 pub use tuning::{Tuning, WgmmaTile, TUNING_KEYS};
@@ -86,24 +86,16 @@ pub(crate) struct CudaKvCache {
     mem: KvCacheMem,
 }
 
-/// One graph per way a step ends (see [`StepEnd`]), captured when first needed.
+/// One graph per kind of decode step (see [`DecodeKind`]: how it ends, how many attention splits), captured when
+/// first needed. At most two split counts per ending (short and long contexts, `AttnSplits::kind`).
 #[derive(Default)]
 struct DecodeGraphs {
-    /// Ends in the fused argmax and `decode_advance`: the next token never leaves the device.
-    argmax: Option<SendGraph>,
-    /// Ends in the sampler and `decode_advance`: likewise, under the settings in the workspace.
-    sample: Option<SendGraph>,
-    /// Ends with the logits in the workspace, for the host.
-    logits: Option<SendGraph>,
+    graphs: Vec<(DecodeKind, SendGraph)>,
 }
 
 impl DecodeGraphs {
-    fn slot(&mut self, end: StepEnd) -> &mut Option<SendGraph> {
-        match end {
-            StepEnd::Argmax => &mut self.argmax,
-            StepEnd::Sample => &mut self.sample,
-            StepEnd::Logits => &mut self.logits,
-        }
+    fn get(&self, kind: DecodeKind) -> Option<&SendGraph> {
+        self.graphs.iter().find(|(k, _)| *k == kind).map(|(_, g)| g)
     }
 }
 
@@ -222,10 +214,9 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Capture the decode graph of `cache` that ends as `end` says, if it has not been captured yet.
-    fn ensure_graph(&self, cache: &mut CudaKvCache, end: StepEnd) -> Result<()> {
-        let slot = cache.graphs.slot(end);
-        if slot.is_some() {
+    /// Capture the decode graph of `cache` for steps of `kind`, if it has not been captured yet.
+    fn ensure_graph(&self, cache: &mut CudaKvCache, kind: DecodeKind) -> Result<()> {
+        if cache.graphs.get(kind).is_some() {
             return Ok(());
         }
         let stream = &self.gpu.stream;
@@ -236,26 +227,27 @@ impl CudaBackend {
         // the cache's capacity into ws.tokens / ws.pos first (`decode_step`), or bound the greedy steps, which
         // write argmax tokens and advance the position on the device, by the capacity (`decode_greedy`); the cache
         // owns the graph, so it outlives every replay.
-        let launched = unsafe { self.step().decode(&cache.mem, end, &mut no_observer) };
+        let launched = unsafe { self.step().decode(&cache.mem, kind, &mut no_observer) };
         let graph = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
         launched?;
         let graph = graph
             .map_err(|e| Error::Device(format!("capturing the decode graph: {e}")))?
             .ok_or_else(|| Error::Device("graph capture produced no graph".into()))?;
-        *slot = Some(SendGraph(graph));
+        cache.graphs.graphs.push((kind, SendGraph(graph)));
         Ok(())
     }
 
-    fn replay(cache: &mut CudaKvCache, end: StepEnd) -> Result<()> {
-        let graph = &cache.graphs.slot(end).as_ref().expect("ensure_graph ran first").0;
+    fn replay(cache: &CudaKvCache, kind: DecodeKind) -> Result<()> {
+        let graph = &cache.graphs.get(kind).expect("ensure_graph ran first").0;
         graph.launch().map_err(|e| Error::Device(format!("replaying the decode graph: {e}")))
     }
 
     /// Run one decode step for `token` at `pos` (< the cache's capacity) through the graph that ends as `end`.
     fn decode_step(&self, cache: &mut CudaKvCache, pos: usize, token: u32, end: StepEnd) -> Result<()> {
         self.step().upload(pos, &[token])?;
-        self.ensure_graph(cache, end)?;
-        Self::replay(cache, end)
+        let kind = self.step().attn_splits().kind(pos, end);
+        self.ensure_graph(cache, kind)?;
+        Self::replay(cache, kind)
     }
 
     /// Run a prefill chunk of `tokens` at positions `start..`; leaves the rows' residual stream in `act.x`.
@@ -393,13 +385,19 @@ impl Backend for CudaBackend {
             self.load_sampler(params, history)?;
         }
         self.step().upload(start, &[first])?;
-        self.ensure_graph(cache, end)?;
+        // Replay i decodes at position start + i, and the split count only grows with the position: the graphs of
+        // the first and the last position are every graph the loop replays, captured before any replay is queued.
+        let splits = self.step().attn_splits();
+        let kind_at = |i: usize| splits.kind(start + i, end);
+        let (first_kind, last_kind) = (kind_at(0), kind_at(max_tokens.saturating_sub(1)));
+        self.ensure_graph(cache, first_kind)?;
+        self.ensure_graph(cache, last_kind)?;
         self.token_ring.reset(start);
         let (mut launched, mut consumed) = (0usize, 0usize);
         let mut run = || -> Result<usize> {
             while consumed < max_tokens {
                 while launched < max_tokens && self.token_ring.has_room() {
-                    Self::replay(cache, end)?;
+                    Self::replay(cache, kind_at(launched))?;
                     self.token_ring.launched(&self.gpu)?;
                     launched += 1;
                 }

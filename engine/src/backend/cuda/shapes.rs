@@ -237,6 +237,10 @@ pub fn attn_decode(heads: u32, splits: u32) -> Launch {
     Launch::new((heads, splits), 128, 0)
 }
 
+/// Fewest positions per decode attention split (`attn::MIN_PER_SPLIT`): a context of `len` positions keeps
+/// `ceil(len / 32)` splits busy at most, whatever the split count.
+pub const ATTN_MIN_PER_SPLIT: u32 = 32;
+
 /// Most splits per head of `attn_decode_cluster` (`attn::MAX_CLUSTER`: the largest cluster sm_90 allows).
 pub const ATTN_MAX_CLUSTER: u32 = 16;
 

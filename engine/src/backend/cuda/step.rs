@@ -74,6 +74,31 @@ pub(crate) enum StepEnd {
     Sample,
 }
 
+/// What a captured decode step is specialized for: how it ends, and how many blocks per head its attention
+/// launches. The step's kernels read the token and position from the device, so one graph serves every position
+/// whose attention wants that split count ([`AttnSplits::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DecodeKind {
+    pub end: StepEnd,
+    pub attn_splits: u32,
+}
+
+/// The decode attention's split counts: `short` blocks per head while the context is at most `short ×
+/// ATTN_MIN_PER_SPLIT` positions (0: never), `full` beyond ([`Step::attn_splits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AttnSplits {
+    pub short: u32,
+    pub full: u32,
+}
+
+impl AttnSplits {
+    /// The decode step for position `pos` that ends as `end`.
+    pub fn kind(self, pos: usize, end: StepEnd) -> DecodeKind {
+        let fits_short = (pos as u64) < self.short as u64 * shapes::ATTN_MIN_PER_SPLIT as u64;
+        DecodeKind { end, attn_splits: if fits_short { self.short } else { self.full } }
+    }
+}
+
 /// The kernel a GEMM launch runs: one that takes [`GemmParams`], or the short tile's q/k/v kernel with the rotary
 /// epilogue, whose parameter block adds the rotary fields.
 enum GemmKernel<'k> {
@@ -130,16 +155,27 @@ impl GemmInput {
 }
 
 impl Step<'_> {
+    /// How many blocks per head the decode attention runs with at each position: `Tuning::attn_splits` (capped by
+    /// the plan), or `Tuning::attn_short_splits` while the context fits that many splits of
+    /// [`shapes::ATTN_MIN_PER_SPLIT`] positions — there the larger count's extra splits would have no positions, so
+    /// both run the same splits over the same positions (the same bits) and the short one launches no idle blocks.
+    pub fn attn_splits(&self) -> AttnSplits {
+        let full = self.tuning.attn_splits.min(plan::attention_splits(self.config) as u32);
+        AttnSplits { full, short: self.tuning.attn_short_splits.min(full) }
+    }
+
     /// One decode step for the token in `ws.tokens[0]` at the position in `ws.pos`, over the KV cache `kv`. With
     /// `StepEnd::Argmax` or `StepEnd::Sample` the step ends by writing the next token back into `ws.tokens[0]` and
     /// the token ring and advancing `ws.pos`, so that the captured graph can be replayed step after step; with
-    /// `StepEnd::Logits` it ends with the logits in `ws.logits`.
+    /// `StepEnd::Logits` it ends with the logits in `ws.logits`. Its attention runs `kind.attn_splits` blocks per
+    /// head.
     ///
     /// # Safety
     /// Whenever these launches run (now, or as a captured graph's replay), `ws.tokens[0]` holds an id below the
     /// vocabulary size, `ws.pos` a position below `kv.positions()`, and `kv` is alive: the kernels index the
     /// embedding table and the cache by them ([`Step::upload`] puts checked values there).
-    pub unsafe fn decode(&self, kv: &KvCacheMem, end: StepEnd, observe: Observe) -> Result<()> {
+    pub unsafe fn decode(&self, kv: &KvCacheMem, kind: DecodeKind, observe: Observe) -> Result<()> {
+        let end = kind.end;
         let c = self.config;
         let (hidden, hd) = (c.hidden_size as u32, c.head_dim as u32);
         let (q_dim, kv_dim) = ((c.num_attention_heads * c.head_dim) as u32, c.kv_dim() as u32);
@@ -184,7 +220,7 @@ impl Step<'_> {
                 kv_heads: c.num_key_value_heads as u32,
                 head_dim: hd,
                 ctx,
-                splits: self.tuning.attn_splits.min(plan::attention_splits(c) as u32),
+                splits: kind.attn_splits,
                 scale_log2: std::f32::consts::LOG2_E / (hd as f32).sqrt(),
                 rows: 1,
                 order: 0,
@@ -846,5 +882,22 @@ impl Step<'_> {
         // points checked (or, for `decode`, that its caller guarantees); the launch shapes come from shapes.rs,
         // which follows each kernel's stated launch contract.
         unsafe { self.gpu.launch(kernel, launch, params) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_short_split_count_holds_exactly_while_the_full_counts_extra_splits_would_idle() {
+        let splits = AttnSplits { short: 8, full: 16 };
+        let at = |pos| splits.kind(pos, StepEnd::Argmax).attn_splits;
+        // Up to 8 × 32 positions (pos 255) no more than 8 splits have any; from 257 the ninth does.
+        assert_eq!((at(0), at(16), at(255)), (8, 8, 8));
+        assert_eq!((at(256), at(2047)), (16, 16));
+        assert_eq!(splits.kind(3, StepEnd::Sample), DecodeKind { end: StepEnd::Sample, attn_splits: 8 });
+        let one = AttnSplits { short: 0, full: 16 };
+        assert_eq!(one.kind(0, StepEnd::Logits).attn_splits, 16);
     }
 }
