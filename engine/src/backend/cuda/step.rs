@@ -158,7 +158,8 @@ impl Step<'_> {
     /// How many blocks per head the decode attention runs with at each position: `Tuning::attn_splits` (capped by
     /// the plan), or `Tuning::attn_short_splits` while the context fits that many splits of
     /// [`shapes::ATTN_MIN_PER_SPLIT`] positions — there the larger count's extra splits would have no positions, so
-    /// both run the same splits over the same positions (the same bits) and the short one launches no idle blocks.
+    /// both run the same splits over the same positions and the short one launches no idle blocks (the same bits
+    /// where both counts take the same kernel: on sm_90 the cluster kernel, up to 16 splits).
     pub fn attn_splits(&self) -> AttnSplits {
         let full = self.tuning.attn_splits.min(plan::attention_splits(self.config) as u32);
         AttnSplits { full, short: self.tuning.attn_short_splits.min(full) }
@@ -893,7 +894,7 @@ mod tests {
     fn the_short_split_count_holds_exactly_while_the_full_counts_extra_splits_would_idle() {
         let splits = AttnSplits { short: 8, full: 16 };
         let at = |pos| splits.kind(pos, StepEnd::Argmax).attn_splits;
-        // Up to 8 × 32 positions (pos 255) no more than 8 splits have any; from 257 the ninth does.
+        // Up to 8 × 32 positions (position 255) at most 8 splits have any; from position 256 the ninth has one.
         assert_eq!((at(0), at(16), at(255)), (8, 8, 8));
         assert_eq!((at(256), at(2047)), (16, 16));
         assert_eq!(splits.kind(3, StepEnd::Sample), DecodeKind { end: StepEnd::Sample, attn_splits: 8 });
