@@ -1,7 +1,7 @@
 // What the micro-benchmarks share: the error check (micro_check.cuh), the weight-streaming load, programmatic
-// dependent launch, the nibble-to-fp16 LOP3, half2 bit casts, the acquire load, mbarriers and bulk copies, the random fill of a weight
-// buffer, a launch with programmatic dependent launch and the median of timings. Not part of the engine (whose own helpers are in ptx/kernels/); included by the
-// programs in this folder, built with nvcc.
+// dependent launch, the nibble-to-fp16 LOP3, half2 bit casts, the acquire load, mbarriers and bulk copies, the random
+// fill of a weight buffer, a launch with programmatic dependent launch and the median of timings. Not part of the
+// engine (whose own helpers are in ptx/kernels/); included by the programs in this folder, built with nvcc.
 #pragma once
 #include <algorithm>
 #include <cstdint>
