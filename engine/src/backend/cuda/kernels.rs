@@ -904,6 +904,18 @@ mod tests {
     }
 
     #[test]
+    fn the_attention_constants_mirror_the_kernels() {
+        // The host sizes launches and picks the short decode graph by them; a kernel that changed one alone would
+        // run other splits than the host planned.
+        let src = kernel_source("attention.cuh");
+        for (decl, value) in [("MIN_PER_SPLIT", shapes::ATTN_MIN_PER_SPLIT), ("MAX_CLUSTER", shapes::ATTN_MAX_CLUSTER)]
+        {
+            let want = format!("constexpr uint32_t {decl} = {value};");
+            assert!(src.contains(&want), "attention.cuh does not declare `{want}`");
+        }
+    }
+
+    #[test]
     fn every_param_struct_mirrors_its_c_struct() {
         let config = ("sample.cu", "SamplerConfig", SamplerConfig::FIELDS, std::mem::size_of::<SamplerConfig>());
         for &(file, name, fields, size) in PARAM_STRUCTS.iter().chain([&config]) {

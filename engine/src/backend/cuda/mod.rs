@@ -97,6 +97,9 @@ impl DecodeGraphs {
     fn get(&self, kind: DecodeKind) -> Option<&SendGraph> {
         self.graphs.iter().find(|(k, _)| *k == kind).map(|(_, g)| g)
     }
+    fn insert(&mut self, kind: DecodeKind, graph: SendGraph) {
+        self.graphs.push((kind, graph));
+    }
 }
 
 /// A captured graph. cudarc's `CudaGraph` is not `Send` because graph handles must not be used from two threads
@@ -233,7 +236,7 @@ impl CudaBackend {
         let graph = graph
             .map_err(|e| Error::Device(format!("capturing the decode graph: {e}")))?
             .ok_or_else(|| Error::Device("graph capture produced no graph".into()))?;
-        cache.graphs.graphs.push((kind, SendGraph(graph)));
+        cache.graphs.insert(kind, SendGraph(graph));
         Ok(())
     }
 
