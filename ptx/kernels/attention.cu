@@ -1,6 +1,7 @@
 // Causal attention over the fp16 KV cache, for decode (one query, split over the sequence, flash-decoding style)
 // and for prefill (one block per query row); the pieces and why they are shaped so are in attention.cuh.
 #include "attention.cuh"
+#include "bulk_copy.cuh"
 #include "cluster.cuh"
 
 // Decode: grid (heads, splits), 128 threads. Row 0 at position *pos attends to positions 0..=*pos.
@@ -27,45 +28,45 @@ extern "C" __global__ void __launch_bounds__(128) attn_decode(const AttnParams p
 // splits <= attn::MAX_CLUSTER, 128 threads. The same pass as attn_decode; the merge differs. Why: attn_decode's last
 // block finds out it is last through a fence and a returning atomic, then reads every split's partial state from
 // L2 — three dependent round trips between the pass and the output, on the path to o_proj in every layer. Here
-// each split's warp 0 stores its state straight into split 0's shared memory and the split's threads arrive on the
-// cluster barrier; split 0's warp 0 waits on it and merges the states in split order (the same bits every run),
-// and every other warp leaves at once. (The merge is the online-softmax one, so the bits differ from
-// attn_decode's, within rounding.) The barrier, not an mbarrier, because it is what also proves to a reader
-// (and to compute-sanitizer's racecheck) that split 0 is still there when the others write into it.
+// each split's warp 0 stores its state straight into split 0's shared memory with counted stores (`st.async`: each
+// store's bytes land on split 0's mbarrier `states_in`, so no fence is needed on either side), and every other warp
+// leaves at once; split 0's warp 0 waits on the barrier for all of them and merges the states in split order (the
+// same bits every run). (The merge is the online-softmax one, so the bits differ from attn_decode's, within
+// rounding.) Split 0 cannot leave before the stores land: it waits for their bytes.
 extern "C" __global__ void __launch_bounds__(128) attn_decode_cluster(const AttnParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     __shared__ attn::State smem[attn::WARPS * 32];
     __shared__ attn::State states[attn::MAX_CLUSTER][32];  // split 0's: the splits' states, lane by lane
+    __shared__ uint64_t states_in;                          // split 0's: complete when the other states have landed
     const uint32_t h = blockIdx.x, split = blockIdx.y, lp = p.head_dim / 8;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const attn::Split s(p, split, attn::decode_position(p));
     if (split < s.active) attn::prefetch_cached_rows(p, h, s);
-    // Every block of the cluster has started before anyone writes into split 0 (before the wait, so that it
-    // overlaps the q/k/v kernel).
+    if (split == 0 && threadIdx.x == 0) {
+        bulk::init(&states_in, 1);
+        bulk::init_fence();
+        bulk::arrive_expect_bytes(&states_in, (s.active - 1) * lp * (uint32_t)sizeof(attn::State));
+    }
+    // Every block of the cluster has started, and split 0's barrier is initialized, before anyone stores into
+    // split 0 (before the wait, so that it overlaps the q/k/v kernel).
     cluster::sync();
     pdl_wait();
     pdl_launch_dependents();
-    if (split >= s.active) {
-        cluster::arrive();  // the merge's phase does not wait for this block
-        return;
-    }
+    if (split >= s.active) return;
     if (p.out_idx && threadIdx.x < lp) prefetch_l1(p.out_idx + h * p.head_dim + threadIdx.x * 8);
     attn::State st = attn::block_pass(p, 0, h, s.begin, s.end, smem);
-    if (split != 0 || warp != 0) {
-        // Into split 0's states[split][lane]; the arrival releases the stores to split 0's wait.
-        if (split != 0 && warp == 0 && lane < (int)lp) {
-            const uint32_t at = cluster::map(&states[split][lane], 0);
-            cluster::store(at, st.m);
-            cluster::store(at + 4, st.l);
+    if (split != 0) {
+        // Into split 0's states[split][lane]: (m, l), then o in pairs (a State is 40 bytes: 8-byte aligned).
+        if (warp == 0 && lane < (int)lp) {
+            const uint32_t at = cluster::map(&states[split][lane], 0), bar = cluster::map(&states_in, 0);
+            cluster::store_counted(at, st.m, st.l, bar);
 #pragma unroll
-            for (int i = 0; i < 8; ++i) cluster::store(at + 8 + 4 * i, st.o[i]);
+            for (int i = 0; i < 4; ++i) cluster::store_counted(at + 8 + 8 * i, st.o[2 * i], st.o[2 * i + 1], bar);
         }
-        cluster::arrive();
         return;
     }
-    cluster::arrive();
-    cluster::wait();
-    if (lane >= (int)lp) return;
+    if (warp != 0 || lane >= (int)lp) return;
+    bulk::wait(&states_in, 0);
     for (uint32_t i = 1; i < s.active; ++i) attn::merge(st, states[i][lane]);
     attn::store_out(p, h * p.head_dim + lane * 8, st.o, 1.f / st.l);
 #else

@@ -28,11 +28,16 @@ ENGINE_DEV void store(uint32_t cluster_addr, float v) {
     asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(cluster_addr), "f"(v) : "memory");
 }
 
-// The two halves of `sync`, for blocks that only hand data on: `arrive` releases this thread's earlier writes
-// (shared memory of other blocks included) to whoever passes the phase's `wait`, and a block may leave after it;
-// `wait` returns once every thread of the cluster that has not exited has arrived. All threads of a warp alike.
-ENGINE_DEV void arrive() { asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory"); }
-ENGINE_DEV void wait() { asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory"); }
+// A remote store that counts its 8 bytes on an mbarrier of the receiving block (`st.async`; `cluster_addr` 8-byte
+// aligned, `cluster_bar` that block's barrier, both from `map`): the receiver's wait on the barrier's phase sees
+// the data. Why not the cluster barrier: its arrival's release is a GPU-scope fence in SASS (MEMBAR.ALL.GPU, then
+// ERRBAR), on the sender's path between its pass and the merge; a counted store needs no fence on either side.
+ENGINE_DEV void store_counted(uint32_t cluster_addr, float a, float b, uint32_t cluster_bar) {
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32 [%0], {%1, %2}, [%3];" ::"r"(
+                     cluster_addr),
+                 "f"(a), "f"(b), "r"(cluster_bar)
+                 : "memory");
+}
 
 }  // namespace cluster
 #endif
