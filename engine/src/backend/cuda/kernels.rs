@@ -904,14 +904,22 @@ mod tests {
     }
 
     #[test]
-    fn the_attention_constants_mirror_the_kernels() {
-        // The host sizes launches and picks the short decode graph by them; a kernel that changed one alone would
-        // run other splits than the host planned.
-        let src = kernel_source("attention.cuh");
-        for (decl, value) in [("MIN_PER_SPLIT", shapes::ATTN_MIN_PER_SPLIT), ("MAX_CLUSTER", shapes::ATTN_MAX_CLUSTER)]
-        {
-            let want = format!("constexpr uint32_t {decl} = {value};");
-            assert!(src.contains(&want), "attention.cuh does not declare `{want}`");
+    fn the_kernels_constants_mirror_the_host() {
+        // The host sizes launches by these (threads, rows and columns per block, splits) and picks the short decode
+        // graph by the attention's; a kernel that changed one alone would run other work than the host planned.
+        // (The tile layout's numbers need no such check: the host reads them from the kernels' header.)
+        let mirrors = [
+            ("attention.cuh", format!("constexpr uint32_t MIN_PER_SPLIT = {};", shapes::ATTN_MIN_PER_SPLIT)),
+            ("attention.cuh", format!("constexpr uint32_t MAX_CLUSTER = {};", shapes::ATTN_MAX_CLUSTER)),
+            ("gemv.cu", format!("constexpr int WARPS = {};", shapes::GEMV_THREADS / 32)),
+            ("gemv.cu", format!("constexpr int WIDE_WARPS = {};", shapes::GEMV_WIDE_WARPS)),
+            ("lm_head.cu", format!("constexpr int WARPS = {};", shapes::GEMV_THREADS / 32)),
+            ("lm_head.cu", format!("constexpr int ROWS = {};", shapes::LM_HEAD_ROWS / (shapes::GEMV_THREADS / 32))),
+            ("score.cu", format!("constexpr int BM = {0}, BN = {0},", shapes::SCORE_TILE)),
+            ("frag16.cuh", format!("constexpr uint32_t SPAN = {};", shapes::FRAG16_SPAN)),
+        ];
+        for (file, want) in &mirrors {
+            assert!(kernel_source(file).contains(want.as_str()), "{file} does not declare `{want}`");
         }
     }
 
