@@ -24,10 +24,6 @@ ENGINE_DEV uint32_t map(const void* p, uint32_t rank) {
     return out;
 }
 
-ENGINE_DEV void store(uint32_t cluster_addr, float v) {
-    asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(cluster_addr), "f"(v) : "memory");
-}
-
 // A remote store that counts its 8 bytes on an mbarrier of the receiving block (`st.async`; `cluster_addr` 8-byte
 // aligned, `cluster_bar` that block's barrier, both from `map`): the receiver's wait on the barrier's phase sees
 // the data. Why not the cluster barrier: its arrival's release is a GPU-scope fence in SASS (MEMBAR.ALL.GPU, then
