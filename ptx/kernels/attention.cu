@@ -36,8 +36,10 @@ extern "C" __global__ void __launch_bounds__(128) attn_decode(const AttnParams p
 extern "C" __global__ void __launch_bounds__(128) attn_decode_cluster(const AttnParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     __shared__ attn::State smem[attn::WARPS * 32];
-    __shared__ attn::State states[attn::MAX_CLUSTER][32];  // split 0's: the splits' states, lane by lane
-    __shared__ uint64_t states_in;                          // split 0's: complete when the other states have landed
+    // Split 0's: the splits' states, lane by lane; 8-byte aligned for the counted stores of float pairs (a State
+    // alone asks for 4).
+    __shared__ __align__(8) attn::State states[attn::MAX_CLUSTER][32];
+    __shared__ uint64_t states_in;  // split 0's: complete when the other states have landed
     const uint32_t h = blockIdx.x, split = blockIdx.y, lp = p.head_dim / 8;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const attn::Split s(p, split, attn::decode_position(p));
