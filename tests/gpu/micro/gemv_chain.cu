@@ -22,7 +22,9 @@
 //                      12 the input staged as int16 per chunk and the products summed exactly by dp2a (`dot_i16`),
 //                      13 that in the lean K loop, 14 variant 11's lean loop at 3 blocks of 8 warps per SM (an
 //                      80-register cap instead of 64) for q/k/v and gate/up, 15 that with its two batch buffers'
-//                      roles alternating (no register moves between batches);
+//                      roles alternating (no register moves between batches), 16 / 17 `gemv_phase_mma` in the lean
+//                      K loop (17: scales only), 18-20 timing bounds of variant 11's lean loop: the words xor-folded,
+//                      the input staged before the wait, the norm phases staging an 8 KB fp16 input;
 //   warps            : 4, 8 or 16 warps per block for every phase instead of the engine's 8 (16 for o and down);
 //   pre              : the input staged into shared memory by the block after the dependency wait (q/k/v and
 //                      gate/up with the RMSNorm: f32 x, fp16 norm weight, the previous phase's 256 partial sums of
@@ -230,8 +232,9 @@ __device__ __forceinline__ int chunk_shift(const float (&v)[8]) {
 }
 
 // Input word i (rows 8i .. 8i + 7) as f32: x · norm weight (the norm phases, before 1 / rms) or the fp16 input.
+template <bool X16 = false>
 __device__ __forceinline__ void load_word(const Phase& ph, const Inputs& in, uint32_t i, float (&v)[8]) {
-    if (ph.norm) {
+    if (ph.norm && !X16) {
         const float4 a = *reinterpret_cast<const float4*>(in.x32 + 8 * i);
         const float4 b = *reinterpret_cast<const float4*>(in.x32 + 8 * i + 4);
         const uint4 g = *reinterpret_cast<const uint4*>(in.gamma + 8 * i);
@@ -252,9 +255,10 @@ __device__ __forceinline__ void load_word(const Phase& ph, const Inputs& in, uin
 }
 
 // The engine's stage_input for one part: words of 8 rows as (x[8r+i], x[8r+i+4]) fp16 pairs, two per thread and
-// round, the norm's sums of squares loaded in the first round.
-template <int NW, bool NAMED = false>
-__device__ void stage(const Phase& ph, const Inputs& in, __half2* xs, float* scratch) {
+// round, the norm's sums of squares loaded in the first round. X16 (a timing bound for an input its producer wrote
+// as fp16 x · norm weight): the norm phases stage the fp16 input too and leave 1 / rms to the caller (returned).
+template <int NW, bool NAMED = false, bool X16 = false>
+__device__ float stage(const Phase& ph, const Inputs& in, __half2* xs, float* scratch) {
     const uint32_t words = ph.k / 8;
     float inv_rms = 1.f;
     for (uint32_t base = threadIdx.x; base == threadIdx.x || base < words; base += (NW * 32) * 2) {
@@ -263,21 +267,23 @@ __device__ void stage(const Phase& ph, const Inputs& in, __half2* xs, float* scr
         for (int u = 0; u < 2; ++u) {
             const uint32_t i = base + u * (NW * 32);
             if (i < words) {
-                load_word(ph, in, i, v[u]);
+                load_word<X16>(ph, in, i, v[u]);
             }
         }
         if (ph.norm && base == threadIdx.x) inv_rms = block_inv_rms<NW, NAMED>(ph, in, scratch);
+        const float applied = X16 ? 1.f : inv_rms;
 #pragma unroll
         for (int u = 0; u < 2; ++u) {
             const uint32_t i = base + u * (NW * 32);
             if (i >= words) break;
             uint4 out;
             uint32_t* o = reinterpret_cast<uint32_t*>(&out);
-            for (int j = 0; j < 4; ++j) o[j] = u32(__floats2half2_rn(v[u][j] * inv_rms, v[u][j + 4] * inv_rms));
+            for (int j = 0; j < 4; ++j) o[j] = u32(__floats2half2_rn(v[u][j] * applied, v[u][j + 4] * applied));
             reinterpret_cast<uint4*>(xs)[i] = out;
         }
     }
     sync_warps<NW, NAMED>();
+    return X16 ? inv_rms : 1.f;
 }
 
 // stage() for dot_denorm: each 32-row chunk (4 words, staged by 4 adjacent threads) scaled by 2^s so that its
@@ -546,7 +552,12 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase(Phase ph
 // batch is ~335 instructions, 18 of them moving the next batch's words and scales into the current ones; the
 // alternating loop removes them but spills under the 64-register cap, so it is measured here with the cap raised,
 // beside the raised cap alone (the same bits as variant 31 both).
-template <int NW, bool MULHI = false, bool SYM = false, bool I16 = false, int MINB = 1024 / (NW * 32), bool PP = false>
+// BOUND (timing bounds of variant 31, not valid kernels): 1 the words xor-folded instead of multiplied (what the dot
+// product costs in the lean loop), 2 the input staged before the wait (what staging costs on the critical path), 3
+// the norm phases staging an fp16 input of 8 KB (as if their producer wrote x · norm weight in fp16, 1 / rms applied
+// to the sums) instead of f32 x and the norm weight (24 KB).
+template <int NW, bool MULHI = false, bool SYM = false, bool I16 = false, int MINB = 1024 / (NW * 32), bool PP = false,
+          int BOUND = 0>
 __global__ void __launch_bounds__(NW * 32, MINB) gemv_phase_lean(Phase ph, Inputs in) {
     static_assert(GROUP == 128 && NW % 2 == 0, "the strides below assume 4 chunks per group");
     static_assert(!(I16 && (SYM || MULHI)), "dot_i16 reads the zero from the (scale, zero) word");
@@ -585,9 +596,12 @@ __global__ void __launch_bounds__(NW * 32, MINB) gemv_phase_lean(Phase ph, Input
     uint4 cur[UNROLL], nxt[UNROLL];
     uint32_t cur_sz[UNROLL], nxt_sz[UNROLL];
     load(0, cur, cur_sz);
+    float inv_after = 1.f;
+    if (BOUND == 2) stage<NW>(ph, in, xs, scratch);
     pdl_wait();
     if (I16) stage_i16<NW>(ph, in, xs, cs, scratch);
-    else stage<NW>(ph, in, xs, scratch);
+    else if (BOUND == 3) inv_after = stage<NW, false, true>(ph, in, xs, scratch);
+    else if (BOUND != 2) stage<NW>(ph, in, xs, scratch);
     pdl_launch();
 
     float acc = 0.f;
@@ -599,6 +613,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) gemv_phase_lean(Phase ph, Input
         const float2* cb = csw + i0 * 2 * NW;
         auto dot = [&](int u) {
             if (I16) acc = dot_i16(wv[u], xb + u * X_STRIDE, sv[u], cb[u * 2 * NW], acc);
+            else if (BOUND == 1) acc = consume<0>(wv[u], xb + u * X_STRIDE, sv[u], acc);
             else acc = dot_chunk<MULHI, SYM>(wv[u], xb + u * X_STRIDE, sv[u], acc);
         };
         if (i0 + UNROLL <= n) {
@@ -628,7 +643,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) gemv_phase_lean(Phase ph, Input
     if (warp != 0) return;
     float sum = 0.f;
     for (int v = 0; v < NW; ++v) sum += red[v * 16 + j];
-    if (lane < 16) ph.y[t * 16 + j] = sum;
+    if (lane < 16) ph.y[t * 16 + j] = sum * inv_after;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -662,6 +677,63 @@ __device__ __forceinline__ void mma_step_gathered(float (&d)[4], uint2 w0, uint2
     }
 }
 
+// The input as the mma kernels' B fragments [k16 block][t] and the step constants (1024 Σ B, Σ x) (see
+// gemv_phase_mma; GATHER: for the engine's layout regrouped per step).
+template <int NW, bool GATHER>
+__device__ void stage_mma_input(const Phase& ph, const Inputs& in, uint2* bfrag, float2* consts, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    // Word i (rows 8i .. 8i + 7) of k16 block i / 2: even i gives the 4 lanes t their b.x = (x[8i+2t], x[8i+2t+1]),
+    // odd i their b.y = the same / 16. Eight consecutive words are a step: their sums meet by shuffles.
+    const uint32_t words = ph.k / 8;
+    float inv_rms = 1.f;
+    if (ph.norm) {
+        float sq = 0.f;
+        for (uint32_t i = threadIdx.x; i < 256; i += blockDim.x) sq += in.ssq[i];
+        for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+        if (lane == 0) scratch[warp] = sq;
+        __syncthreads();
+        float s = 0.f;
+        for (int w = 0; w < NW; ++w) s += scratch[w];
+        inv_rms = rsqrtf(s / (float)ph.k + 1e-6f);
+    }
+    for (uint32_t i = threadIdx.x; i < words; i += blockDim.x) {
+        float v[8];
+        load_word(ph, in, i, v);
+        for (int j = 0; j < 8; ++j) v[j] *= inv_rms;
+        float bias = 0.f, sx = 0.f;
+        if (GATHER) {
+            // The engine's layout: word r = 2 t + hb of step s is rows 16 t + 8 hb .. + 7 and gives lane t
+            // of every k16 block j its pair (8r + j, 8r + j + 4) as b.x (hb 0) or b.y (hb 1), / 16 for odd j.
+            const uint32_t s = i / 8, r = i % 8, tq = r / 2, hb = r % 2;
+            for (int jj = 0; jj < 4; ++jj) {
+                const float m = (jj & 1) ? 1.f / 16.f : 1.f;
+                const __half2 pr = __floats2half2_rn(v[jj] * m, v[jj + 4] * m);
+                const float2 rr = __half22float2(pr);
+                bias += 1024.f * (rr.x + rr.y), sx += (jj & 1 ? 16.f : 1.f) * (rr.x + rr.y);
+                reinterpret_cast<uint32_t*>(bfrag + (4 * s + jj) * 4 + tq)[hb] = u32(pr);
+            }
+        } else {
+            const bool hi = i & 1;
+            const float m = hi ? 1.f / 16.f : 1.f;
+            float sb = 0.f;
+            uint32_t* dst = reinterpret_cast<uint32_t*>(bfrag + (i / 2) * 4) + hi;
+            for (int tt = 0; tt < 4; ++tt) {
+                const __half2 pr = __floats2half2_rn(v[2 * tt] * m, v[2 * tt + 1] * m);
+                const float2 r = __half22float2(pr);
+                sb += r.x + r.y;
+                dst[2 * tt] = u32(pr);
+            }
+            bias = 1024.f * sb, sx = hi ? 16.f * sb : sb;
+        }
+        for (int o = 1; o < 8; o <<= 1) {
+            bias += __shfl_xor_sync(0xffffffffu, bias, o);
+            sx += __shfl_xor_sync(0xffffffffu, sx, o);
+        }
+        if ((i & 7) == 0) consts[i / 8] = make_float2(bias, sx);
+    }
+    __syncthreads();
+}
+
 // Shared memory: B fragments [k16 block][t] (uint2), step constants [step] (1024 Σ B, Σ x), the tile's (scale,
 // 1024 + zero) words [group][16], the warps' sums [NW][16].
 template <int NW, int PRE>
@@ -693,58 +765,7 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_mma(Phas
         const float2 f = __half22float2(h2(__ldg(ph.sz + (size_t)tile * groups * 16 + i)));
         szs[i] = make_float2(f.x, f.y - 1024.f);
     }
-    auto stage_mma = [&]() {
-        // Word i (rows 8i .. 8i + 7) of k16 block i / 2: even i gives the 4 lanes t their b.x = (x[8i+2t], x[8i+2t+1]),
-        // odd i their b.y = the same / 16. Eight consecutive words are a step: their sums meet by shuffles.
-        const uint32_t words = ph.k / 8;
-        float inv_rms = 1.f;
-        if (ph.norm) {
-            float sq = 0.f;
-            for (uint32_t i = threadIdx.x; i < 256; i += blockDim.x) sq += in.ssq[i];
-            for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-            if (lane == 0) scratch[warp] = sq;
-            __syncthreads();
-            float s = 0.f;
-            for (int w = 0; w < NW; ++w) s += scratch[w];
-            inv_rms = rsqrtf(s / (float)ph.k + 1e-6f);
-        }
-        for (uint32_t i = threadIdx.x; i < words; i += blockDim.x) {
-            float v[8];
-            load_word(ph, in, i, v);
-            for (int j = 0; j < 8; ++j) v[j] *= inv_rms;
-            float bias = 0.f, sx = 0.f;
-            if (GATHER) {
-                // The engine's layout: word r = 2 t + hb of step s is rows 16 t + 8 hb .. + 7 and gives lane t
-                // of every k16 block j its pair (8r + j, 8r + j + 4) as b.x (hb 0) or b.y (hb 1), / 16 for odd j.
-                const uint32_t s = i / 8, r = i % 8, tq = r / 2, hb = r % 2;
-                for (int jj = 0; jj < 4; ++jj) {
-                    const float m = (jj & 1) ? 1.f / 16.f : 1.f;
-                    const __half2 pr = __floats2half2_rn(v[jj] * m, v[jj + 4] * m);
-                    const float2 rr = __half22float2(pr);
-                    bias += 1024.f * (rr.x + rr.y), sx += (jj & 1 ? 16.f : 1.f) * (rr.x + rr.y);
-                    reinterpret_cast<uint32_t*>(bfrag + (4 * s + jj) * 4 + tq)[hb] = u32(pr);
-                }
-            } else {
-                const bool hi = i & 1;
-                const float m = hi ? 1.f / 16.f : 1.f;
-                float sb = 0.f;
-                uint32_t* dst = reinterpret_cast<uint32_t*>(bfrag + (i / 2) * 4) + hi;
-                for (int tt = 0; tt < 4; ++tt) {
-                    const __half2 pr = __floats2half2_rn(v[2 * tt] * m, v[2 * tt + 1] * m);
-                    const float2 r = __half22float2(pr);
-                    sb += r.x + r.y;
-                    dst[2 * tt] = u32(pr);
-                }
-                bias = 1024.f * sb, sx = hi ? 16.f * sb : sb;
-            }
-            for (int o = 1; o < 8; o <<= 1) {
-                bias += __shfl_xor_sync(0xffffffffu, bias, o);
-                sx += __shfl_xor_sync(0xffffffffu, sx, o);
-            }
-            if ((i & 7) == 0) consts[i / 8] = make_float2(bias, sx);
-        }
-        __syncthreads();
-    };
+    auto stage_mma = [&]() { stage_mma_input<NW, GATHER>(ph, in, bfrag, consts, scratch); };
     if (PRE == 1) stage_mma();
     pdl_wait();
     if (PRE != 1) stage_mma();
@@ -815,6 +836,101 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_mma(Phas
         float sum = 0.f;
         for (int w = 0; w < NW; ++w) sum += red[w * 16 + lane];
         ph.y[tile * 16 + lane] = PRE == 2 ? sum - corr[lane] : sum;
+    }
+}
+
+// 16 / 17: gemv_phase_mma (block staging after the wait) in the lean K loop of gemv_phase_lean: one base address per
+// array and warp with compile-time strides, no bounds checks in batches wholly inside the warp's steps. Why: the
+// mma kernel's −75 µs (2026-12-03) was measured against the register K loop, before the lean loop took 270 µs off
+// the engine-like chain; whether the fragment-order layout still pays must be measured against the lean loop.
+// SYM (17): the tile's scales from the scales-only copy (ph.sc), the zero the constant 8.
+template <int NW, bool SYM>
+__global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_mma_lean(Phase ph, Inputs in) {
+    static_assert(GROUP == 128 && NW % 2 == 0, "the strides below assume 2 steps per group");
+    extern __shared__ __align__(16) unsigned char smem[];
+    const uint32_t steps = ph.k / 64, groups = ph.k / GROUP;
+    uint2* bfrag = reinterpret_cast<uint2*>(smem);
+    float2* consts = reinterpret_cast<float2*>(bfrag + steps * 16);
+    float2* szs = consts + steps;
+    float* red = reinterpret_cast<float*>(szs + groups * 16);
+    float* scratch = red + NW * 16;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const uint32_t tile = blockIdx.x;
+    constexpr uint32_t W_STRIDE = NW * 32, B_STRIDE = NW * 16, SZ_STRIDE = NW / 2 * 16;
+    const uint4* w = ph.w + ((size_t)tile * steps + warp) * 32 + lane;
+    const uint32_t n = steps > (uint32_t)warp ? (steps - warp + NW - 1) / NW : 0;  // this warp's steps
+    auto load = [&](uint32_t i0, uint4(&wv)[UNROLL]) {
+        const uint4* wb = w + i0 * W_STRIDE;
+        if (i0 + UNROLL <= n) {
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) wv[u] = ldg_stream(wb + u * W_STRIDE);
+        } else {
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u)
+                if (i0 + u < n) wv[u] = ldg_stream(wb + u * W_STRIDE);
+        }
+    };
+    uint4 cur[UNROLL], nxt[UNROLL];
+    load(0, cur);
+    for (uint32_t i = threadIdx.x; i < groups * 16; i += blockDim.x) {
+        const size_t at = (size_t)tile * groups * 16 + i;
+        if (SYM) {
+            szs[i] = make_float2(__half2float(__ushort_as_half(__ldg(ph.sc + at))), 8.f);
+        } else {
+            const float2 f = __half22float2(h2(__ldg(ph.sz + at)));
+            szs[i] = make_float2(f.x, f.y - 1024.f);
+        }
+    }
+    pdl_wait();
+    stage_mma_input<NW, false>(ph, in, bfrag, consts, scratch);
+    pdl_launch();
+
+    float acc0 = 0.f, acc1 = 0.f;  // slots g and g + 8
+    const uint2* bw = bfrag + warp * 16 + t;
+    const float2* cw = consts + warp;
+    const float2* sw = szs + (warp / 2) * 16 + g;
+    auto batch = [&](uint32_t i0, const uint4(&wv)[UNROLL], uint4(&nw)[UNROLL]) {
+        load(i0 + UNROLL, nw);
+        auto step = [&](int u) {
+            const uint32_t i = i0 + u;
+            const uint2* b = bw + i * B_STRIDE;
+            float d[4] = {0.f, 0.f, 0.f, 0.f};
+            const uint32_t words[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                const uint32_t hi = words[q] >> 8;
+                const uint32_t a[4] = {lop3_and_or(words[q], 0x000F000Fu, 0x64006400u),
+                                       lop3_and_or(hi, 0x000F000Fu, 0x64006400u),
+                                       lop3_and_or(words[q], 0x00F000F0u, 0x64006400u),
+                                       lop3_and_or(hi, 0x00F000F0u, 0x64006400u)};
+                mma16816(d, a, b[4 * q]);
+            }
+            const float2 c = cw[i * NW];
+            const float2* sz = sw + i * SZ_STRIDE;
+            const float2 sz0 = sz[0], sz1 = sz[8];
+            acc0 = fmaf(sz0.x, d[0] - c.x - sz0.y * c.y, acc0);
+            acc1 = fmaf(sz1.x, d[2] - c.x - sz1.y * c.y, acc1);
+        };
+        if (i0 + UNROLL <= n) {
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) step(u);
+        } else {
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u)
+                if (i0 + u < n) step(u);
+        }
+    };
+    for (uint32_t i0 = 0; i0 < n; i0 += UNROLL) {
+        batch(i0, cur, nxt);
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u];
+    }
+    if (t == 0) red[warp * 16 + g] = acc0, red[warp * 16 + g + 8] = acc1;
+    __syncthreads();
+    if (warp == 0 && lane < 16) {
+        float sum = 0.f;
+        for (int v = 0; v < NW; ++v) sum += red[v * 16 + lane];
+        ph.y[tile * 16 + lane] = sum;
     }
 }
 
@@ -1297,10 +1413,18 @@ static void launch_variant(const Phase& ph, const Inputs& in, int grid, int dot,
     }
 }
 
-template <int NW, bool MULHI = false, bool SYM = false, bool I16 = false, int MINB = 1024 / (NW * 32), bool PP = false>
+template <int NW, bool MULHI = false, bool SYM = false, bool I16 = false, int MINB = 1024 / (NW * 32), bool PP = false,
+          int BOUND = 0>
 static void launch_lean(const Phase& ph, const Inputs& in, cudaStream_t s) {
     const size_t smem = (MAX_SEGS * NW * 16 + 32) * 4 + ph.k * 2 + (I16 ? ph.k / 32 * 8 : 0);
-    launch_pdl(gemv_phase_lean<NW, MULHI, SYM, I16, MINB, PP>, dim3(ph.tiles), dim3(NW * 32), smem, s, ph, in);
+    launch_pdl(gemv_phase_lean<NW, MULHI, SYM, I16, MINB, PP, BOUND>, dim3(ph.tiles), dim3(NW * 32), smem, s, ph, in);
+}
+
+template <int NW, bool SYM>
+static void launch_mma_lean(const Phase& ph, const Inputs& in, cudaStream_t s) {
+    const uint32_t steps = ph.k / 64, groups = ph.k / GROUP;
+    const size_t smem = steps * 16 * 8 + steps * 8 + groups * 16 * 8 + (NW * 16 + 32) * 4;
+    launch_pdl(gemv_phase_mma_lean<NW, SYM>, dim3(ph.tiles), dim3(NW * 32), smem, s, ph, in);
 }
 
 static void launch_mma_variant(const Phase& ph, const Inputs& in, int pre, cudaStream_t s) {
@@ -1462,6 +1586,11 @@ int main(int argc, char** argv) {
         {"tiled          int16 input, dp2a, lean K loop", 0, 13, 0},
         {"tiled          lean, scales only, 80 registers", 0, 14, 0},
         {"tiled          lean, scales only, 80 regs, 2 buffers", 0, 15, 0},
+        {"tiled          mma  stage, lean K loop", 0, 16, 0},
+        {"tiled          mma  stage, lean K loop, scales only", 0, 17, 0},
+        {"tiled          lean, scales only, xor only (timing)", 0, 18, 0},
+        {"tiled          lean, scales only, prestage (timing)", 0, 19, 0},
+        {"tiled          lean, scales only, fp16 norm input (timing)", 0, 20, 0},
     };
     const int n_variants = sizeof(variants) / sizeof(variants[0]);
     std::vector<float> y_ref(4 * 22016), y_now(4 * 22016);
@@ -1501,6 +1630,16 @@ int main(int argc, char** argv) {
             else if (var.dot == 15)
                 ph.tiles <= 512 ? launch_lean<16, false, true>(ph, in, s)
                                 : launch_lean<8, false, true, false, 3, true>(ph, in, s);
+            else if (var.dot >= 18 && var.dot <= 20) {
+                if (var.dot == 18) ph.tiles <= 512 ? launch_lean<16, false, true, false, 2, false, 1>(ph, in, s)
+                                                   : launch_lean<8, false, true, false, 4, false, 1>(ph, in, s);
+                else if (var.dot == 19) ph.tiles <= 512 ? launch_lean<16, false, true, false, 2, false, 2>(ph, in, s)
+                                                        : launch_lean<8, false, true, false, 4, false, 2>(ph, in, s);
+                else ph.tiles <= 512 ? launch_lean<16, false, true, false, 2, false, 3>(ph, in, s)
+                                     : launch_lean<8, false, true, false, 4, false, 3>(ph, in, s);
+            }
+            else if (var.dot == 16) ph.tiles <= 512 ? launch_mma_lean<16, false>(ph, in, s) : launch_mma_lean<8, false>(ph, in, s);
+            else if (var.dot == 17) ph.tiles <= 512 ? launch_mma_lean<16, true>(ph, in, s) : launch_mma_lean<8, true>(ph, in, s);
             else if (var.dot == 4) ph.tiles <= 512 ? launch_bmma<16>(ph, in, s) : launch_bmma<8>(ph, in, s);
             else if (var.dot == 1 && var.pre >= 4)
                 ph.tiles <= 512 ? (var.pre == 4 ? launch<16, false, 1, 4>(ph, in, ph.tiles, s)
@@ -1516,7 +1655,7 @@ int main(int argc, char** argv) {
         const float m = time_us(s, e0, e1, [&] { CHECK(cudaMemsetAsync(y, 0xFF, 4 * 22016 * 4, s)); },
                                 [&] { CHECK(cudaGraphLaunch(exec, s)); });
         CHECK(cudaMemcpy(y_now.data(), y, y_now.size() * 4, cudaMemcpyDeviceToHost));
-        const bool scales_only = var.dot == 11 || var.dot == 14 || var.dot == 15;
+        const bool scales_only = var.dot == 11 || var.dot == 14 || var.dot == 15 || (var.dot >= 17 && var.dot <= 20);
         const double bytes = wbytes + (scales_only ? sbytes / 2 : sbytes);  // scales only: half the scale bytes
         std::printf("%-36s %8.1f us per step (%5.0f GB/s)", var.name, m, bytes / m / 1e3);
         if (var.dot == 4 || var.dot == 5 || var.dot == 12 || var.dot == 13) {
@@ -1541,7 +1680,7 @@ int main(int argc, char** argv) {
             // The engine's layout, so the engine-like kernel's outputs (fp16 chunk sums there: ~1e-3 apart).
             const double rel = max_rel_l2(y_now, y_ref);
             std::printf("  outputs vs the engine-like kernel: max rel L2 %.2e%s", rel, rel < 2e-3 ? "" : "  MISMATCH");
-        } else if (var.dot == 3) {
+        } else if (var.dot == 3 || var.dot == 16 || var.dot == 17) {
             // The last layer's o projection (plain input) against the host, at a spread of outputs.
             const Phase& o = chain[chain.size() - 3];
             std::vector<uint32_t> hw((size_t)o.k * o.tiles * 2);  // 16 slots × k nibbles per tile
@@ -1556,7 +1695,7 @@ int main(int argc, char** argv) {
             std::printf("  o outputs vs the host: max |error| %.2e of max |y| %.2e%s", worst, scale,
                         worst <= 1e-4 * scale ? "" : "  MISMATCH");
         }
-        if (var.dot == 1 || var.dot == 8 || var.dot == 9 || var.dot == 10 || scales_only) {
+        if (var.dot == 1 || var.dot == 8 || var.dot == 9 || var.dot == 10 || (scales_only && var.dot < 17)) {
             if (v == 0) {
                 y_ref = y_now;
                 for (int type = 0; type < 4; ++type)

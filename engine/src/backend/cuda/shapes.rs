@@ -123,9 +123,15 @@ pub fn residual_gemv_warps(tiles: u32, limits: &DeviceLimits, tuning: &Tuning) -
     }
 }
 
-/// lm_head over a vocabulary of `vocab` rows of `hidden`: the f32 input row is staged in shared memory.
-pub fn lm_head(vocab: u32, hidden: u32) -> Launch {
-    Launch::new(vocab.div_ceil(LM_HEAD_ROWS), GEMV_THREADS, hidden * 4)
+/// lm_head over a vocabulary of `vocab` rows of `hidden`, blocks of `rows_per_block` (see [`lm_head_rows`]): the
+/// f32 input row is staged in shared memory.
+pub fn lm_head(vocab: u32, hidden: u32, rows_per_block: u32) -> Launch {
+    Launch::new(vocab.div_ceil(rows_per_block), GEMV_THREADS, hidden * 4)
+}
+
+/// Vocabulary rows per lm_head block: `Tuning::lm_head_passes` passes of the block's warps, LM_HEAD_ROWS each.
+pub fn lm_head_rows(tuning: &Tuning) -> u32 {
+    LM_HEAD_ROWS * tuning.lm_head_passes.clamp(1, 16)
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ use super::kernels::{
     LmHeadParams, PermuteKParams, PermuteParams, RmsNormParams, RopeParams, SampleParams, ScoreParams, SwigluParams,
 };
 use super::layout::{self, TileFormat};
-use super::shapes::{self, GemmTile, InputOrder, GEMV_THREADS, LM_HEAD_ROWS};
+use super::shapes::{self, GemmTile, InputOrder, GEMV_THREADS};
 use super::staging::TOKEN_RING;
 use super::tuning::{Tuning, WgmmaTile};
 use super::weights::{DevLinear, DeviceWeights};
@@ -480,10 +480,10 @@ impl Step<'_> {
             token_out: if argmax { ws.tokens } else { DevPtr::NULL },
             vocab: c.vocab_size as u32,
             k: c.hidden_size as u32,
-            rows_per_block: LM_HEAD_ROWS,
+            rows_per_block: shapes::lm_head_rows(self.tuning),
             eps: c.rms_norm_eps,
         };
-        self.run(&self.gpu.k.lm_head, shapes::lm_head(p.vocab, p.k), &p)
+        self.run(&self.gpu.k.lm_head, shapes::lm_head(p.vocab, p.k, p.rows_per_block), &p)
     }
 
     /// A GEMV over `lin` with `warps` warps per block: `p` says what comes in and goes out, the linear's fields

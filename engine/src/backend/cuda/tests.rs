@@ -2751,13 +2751,16 @@ fn rope_kv_rows_matches_f64() {
 fn lm_head_logits_and_argmax_match() {
     let g = gpu();
     let mut rng = Rng(61);
-    for &(vocab, k) in &[(100usize, 64usize), (1000, 200), (64000, 4096)] {
+    // 32 rows per block (one pass of the block's warps) and 96 (three: Tuning::lm_head_passes).
+    for &(vocab, k, rows_per_block) in
+        &[(100usize, 64usize, 32usize), (1000, 200, 32), (1000, 200, 96), (64000, 4096, 32)]
+    {
         let w = rng.vec_f16(vocab * k, -0.05, 0.05);
         let x = rng.vec_f32(k, -3.0, 3.0);
         let nw = rng.vec_f16(k, 0.5, 1.5);
         let (wm, xm, nm) = (put(&g, &w), put(&g, &x), put(&g, &nw));
         let logits = poisoned(&g, vocab * 4);
-        let blocks = vocab.div_ceil(32);
+        let blocks = vocab.div_ceil(rows_per_block);
         let (pv, pi) = (g.alloc(blocks * 4, "t").unwrap(), g.alloc(blocks * 4, "t").unwrap());
         let counter = put(&g, &[0u32]);
         let tok = poisoned(&g, 4);
@@ -2772,7 +2775,7 @@ fn lm_head_logits_and_argmax_match() {
             token_out: tok.ptr(),
             vocab: vocab as u32,
             k: k as u32,
-            rows_per_block: 32,
+            rows_per_block: rows_per_block as u32,
             eps: 1e-6,
         };
         for _ in 0..2 {
@@ -2782,7 +2785,12 @@ fn lm_head_logits_and_argmax_match() {
             let xn: Vec<f64> = x.iter().zip(&nw).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
             let want: Vec<f64> = (0..vocab).map(|r| (0..k).map(|i| w[r * k + i].to_f64() * xn[i]).sum()).collect();
             let got: Vec<f32> = get(&g, &logits, vocab);
-            check(&got.iter().map(|&v| v as f64).collect::<Vec<_>>(), &want, 1e-5, &format!("lm_head vocab={vocab}"));
+            check(
+                &got.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                &want,
+                1e-5,
+                &format!("lm_head vocab={vocab} rows/block={rows_per_block}"),
+            );
             let best = crate::sampling::argmax(&got);
             assert_eq!(get::<u32>(&g, &tok, 1)[0], best, "lm_head argmax vocab={vocab}");
             assert_eq!(get::<u32>(&g, &counter, 1)[0], 0, "argmax counter not reset");

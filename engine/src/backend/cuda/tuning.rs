@@ -51,6 +51,9 @@ pub struct Tuning {
     /// issued, 0..=64 (sm_90; 0: none). No gain measured: 2-4 MB within the spread, 8 MB and more slower (572
     /// against 588 tok/s at 8 on an H200: the prefetch takes DRAM time from the running GEMV; BENCHMARKS.md).
     pub gemv_prefetch_mb: u32,
+    /// 32-row passes of each lm_head block, 1..=16: every block stages and normalizes the whole input row before
+    /// it streams its rows, so more passes per block mean fewer of those prologues (and fewer, longer blocks).
+    pub lm_head_passes: u32,
     /// The 128 × 128 prefill GEMM tile for chunks of at least 128 rows, where the card's shared memory allows it.
     pub gemm128: bool,
     /// Which 128-row prefill tile multiplies on Hopper's asynchronous tensor cores where the card has them (sm_90);
@@ -118,6 +121,7 @@ impl Default for Tuning {
             gemv_lean: true,
             gemv_sym: true,
             gemv_prefetch_mb: 0,
+            lm_head_passes: 1,
             gemm128: true,
             wgmma: WgmmaTile::WeightsInRegisters,
             wgmma_short: true,
@@ -144,6 +148,7 @@ pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
     ("gemv_lean", "on|off", "decode GEMVs with the lean K loop (strength-reduced addressing; the same bits)"),
     ("gemv_sym", "on|off", "decode GEMVs over symmetric int4 linears read their scales alone (half the scale bytes)"),
     ("gemv_prefetch", "0..=64", "MB of the next GEMV's first weights each decode GEMV asks the L2 for (sm_90)"),
+    ("lm_head_passes", "1..=16", "32-row passes of each lm_head block (each block stages the input row once)"),
     ("gemm128", "on|off", "the 128 x 128 prefill GEMM tile for chunks of >= 128 rows"),
     ("wgmma", "off|128|256|ws|wreg", "the 128-row prefill tile on Hopper's wgmma tensor cores (sm_90; needs gemm128)"),
     ("wgmma_short", "on|off", "chunks of <= 16 rows on Hopper's wgmma, weights as the M side (sm_90, int4)"),
@@ -186,6 +191,7 @@ impl Tuning {
             "attn_cluster" => self.attn_cluster = flag(value)?,
             "gemv_blocks_per_sm" => self.gemv_blocks_per_sm = count(value, 1..=16)?,
             "gemv_prefetch" => self.gemv_prefetch_mb = count(value, 0..=64)?,
+            "lm_head_passes" => self.lm_head_passes = count(value, 1..=16)?,
             _ => {
                 let keys: Vec<&str> = TUNING_KEYS.iter().map(|k| k.0).collect();
                 return Err(Error::InvalidArgument(format!(
@@ -213,7 +219,7 @@ impl Tuning {
     pub fn describe(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "pdl={},gemv_blocks_per_sm={},attn_splits={},attn_short_splits={},attn_cluster={},gemv_wide={},gemv_ring={},gemv_lean={},gemv_sym={},gemv_prefetch={},gemm128={},wgmma={},wgmma_short={},gemv_rows={},\
+            "pdl={},gemv_blocks_per_sm={},attn_splits={},attn_short_splits={},attn_cluster={},gemv_wide={},gemv_ring={},gemv_lean={},gemv_sym={},gemv_prefetch={},lm_head_passes={},gemm128={},wgmma={},wgmma_short={},gemv_rows={},\
              gpu_repack={},\
              cubin={}",
             on(self.pdl),
@@ -226,6 +232,7 @@ impl Tuning {
             on(self.gemv_lean),
             on(self.gemv_sym),
             self.gemv_prefetch_mb,
+            self.lm_head_passes,
             on(self.gemm128),
             self.wgmma.name(),
             on(self.wgmma_short),
@@ -243,7 +250,7 @@ mod tests {
     #[test]
     fn parse_sets_each_key_and_describe_round_trips() {
         let t = Tuning::parse(
-            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,attn_short_splits=4,attn_cluster=off,gemv_wide=0,gemv_ring=on,gemv_lean=off,gemv_sym=off,gemv_prefetch=8,gemm128=false,wgmma=ws,wgmma_short=off,\
+            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,attn_short_splits=4,attn_cluster=off,gemv_wide=0,gemv_ring=on,gemv_lean=off,gemv_sym=off,gemv_prefetch=8,lm_head_passes=4,gemm128=false,wgmma=ws,wgmma_short=off,\
              gemv_rows=off,gpu_repack=off,cubin=off",
         )
         .unwrap();
@@ -258,6 +265,7 @@ mod tests {
             gemv_lean: false,
             gemv_sym: false,
             gemv_prefetch_mb: 8,
+            lm_head_passes: 4,
             gemm128: false,
             wgmma: WgmmaTile::WarpSpecialized,
             wgmma_short: false,
@@ -278,6 +286,7 @@ mod tests {
         assert!(e("gemv_blocks_per_sm=0").contains("expected 1..=16"));
         assert!(e("gemv_blocks_per_sm=x").contains("expected 1..=16"));
         assert!(e("attn_splits=65").contains("expected 1..=64"));
+        assert!(e("lm_head_passes=0").contains("expected 1..=16"));
         assert!(e("warp_speed=9").contains("unknown tuning key `warp_speed`: expected one of pdl,"));
         assert!(e("pdl").contains("expected key=value"));
         assert!(e("wgmma=64").contains("wgmma=64: expected off, 128, 256, ws or wreg"));
