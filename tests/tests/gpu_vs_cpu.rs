@@ -173,6 +173,8 @@ fn cuda_matches_cpu_on_every_synthetic_checkpoint() {
             ("neither", engine::Tuning { gemv_lean: false, gemv_sym: false, ..Default::default() }, true),
             // The attention on one split per head up to position 32, on the full count after: the steps cross.
             ("attention splits switched at 32", engine::Tuning { attn_short_splits: 1, ..Default::default() }, false),
+            // The lm_head in blocks of one pass: the same sums, the same bits.
+            ("lm_head 1-pass blocks", engine::Tuning { lm_head_passes: 1, ..Default::default() }, true),
         ];
         let mut e_tuned = Vec::new();
         for (what, tuning, same_bits) in variants {

@@ -53,6 +53,8 @@ pub struct Tuning {
     pub gemv_prefetch_mb: u32,
     /// 32-row passes of each lm_head block, 1..=16: every block stages and normalizes the whole input row before
     /// it streams its rows, so more passes per block mean fewer of those prologues (and fewer, longer blocks).
+    /// 7B decode after 16 tokens: 2 passes 672.8 / 673.5 tok/s against 667.7 / 666.6 with 1 on an H200, 569.8
+    /// against 567.6 / 567.4 on an H100 (4: the same as 2; 8 slower; BENCHMARKS.md).
     pub lm_head_passes: u32,
     /// The 128 × 128 prefill GEMM tile for chunks of at least 128 rows, where the card's shared memory allows it.
     pub gemm128: bool,
@@ -121,7 +123,7 @@ impl Default for Tuning {
             gemv_lean: true,
             gemv_sym: true,
             gemv_prefetch_mb: 0,
-            lm_head_passes: 1,
+            lm_head_passes: 2,
             gemm128: true,
             wgmma: WgmmaTile::WeightsInRegisters,
             wgmma_short: true,
