@@ -535,6 +535,20 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase(Phase ph
     }
 }
 
+// f(u) for the steps u of the batch at i0 that lie within a warp's n steps: a whole batch unrolled without checks
+// (the lean loops' point), the last one checked.
+template <typename F>
+__device__ __forceinline__ void each_in_batch(uint32_t i0, uint32_t n, F f) {
+    if (i0 + UNROLL <= n) {
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) f(u);
+    } else {
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u)
+            if (i0 + u < n) f(u);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // The engine-like tile (block staging after the wait, dot_chunk, the same loads in the same order, so the same
 // bits) with its K loop's addressing strength-reduced. Why: in the SASS of both the engine's K loop and
@@ -584,14 +598,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) gemv_phase_lean(Phase ph, Input
             wv[u] = ldg_stream(wb + u * W_STRIDE);
             sv[u] = SYM ? __ldg(cb + u * SZ_STRIDE) : __ldg(sb + u * SZ_STRIDE);
         };
-        if (i0 + UNROLL <= n) {
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u) one(u);
-        } else {
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u)
-                if (i0 + u < n) one(u);
-        }
+        each_in_batch(i0, n, one);
     };
     uint4 cur[UNROLL], nxt[UNROLL];
     uint32_t cur_sz[UNROLL], nxt_sz[UNROLL];
@@ -616,14 +623,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) gemv_phase_lean(Phase ph, Input
             else if (BOUND == 1) acc = consume<0>(wv[u], xb + u * X_STRIDE, sv[u], acc);
             else acc = dot_chunk<MULHI, SYM>(wv[u], xb + u * X_STRIDE, sv[u], acc);
         };
-        if (i0 + UNROLL <= n) {
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u) dot(u);
-        } else {
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u)
-                if (i0 + u < n) dot(u);
-        }
+        each_in_batch(i0, n, dot);
     };
     if constexpr (PP) {
         for (uint32_t i0 = 0; i0 < n; i0 += 2 * UNROLL) {
@@ -660,6 +660,49 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], 
                  "{%0, %1, %2, %3};"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b.x), "r"(b.y));
+}
+
+// The mma kernels' shared memory: B fragments [k16 block][t] (uint2), step constants [step] (1024 Σ B, Σ x), the
+// tile's (scale, zero) pairs [group][16], the warps' sums [NW][16], a scratch of 32 floats; a kernel's own after.
+template <int NW>
+struct MmaSmem {
+    uint2* bfrag;
+    float2 *consts, *szs;
+    float *red, *scratch;
+    __device__ MmaSmem(unsigned char* base, uint32_t steps, uint32_t groups) {
+        bfrag = reinterpret_cast<uint2*>(base);
+        consts = reinterpret_cast<float2*>(bfrag + steps * 16);
+        szs = consts + steps;
+        red = reinterpret_cast<float*>(szs + groups * 16);
+        scratch = red + NW * 16;
+    }
+};
+
+// The mma kernels' end: every warp's sums of slots g (acc0) and g + 8 (acc1) added in warp order, less `corr`
+// (per slot, or null), into the tile's 16 outputs.
+template <int NW>
+__device__ void mma_tile_out(const Phase& ph, float* red, float acc0, float acc1, uint32_t tile, const float* corr) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    if (t == 0) red[warp * 16 + g] = acc0, red[warp * 16 + g + 8] = acc1;
+    __syncthreads();
+    if (warp == 0 && lane < 16) {
+        float sum = 0.f;
+        for (int w = 0; w < NW; ++w) sum += red[w * 16 + lane];
+        ph.y[tile * 16 + lane] = corr ? sum - corr[lane] : sum;
+    }
+}
+
+// The four k16 blocks of one K step on mma.sync from lane (g, t)'s uint4 in fragment order (word i: its A fragment
+// of block i, see above), against the step's B fragments for lane t at b[0], b[4], b[8], b[12].
+__device__ __forceinline__ void mma_step_fragments(float (&d)[4], uint4 w, const uint2* b) {
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint32_t hi = words[i] >> 8;
+        const uint32_t a[4] = {lop3_and_or(words[i], 0x000F000Fu, 0x64006400u), lop3_and_or(hi, 0x000F000Fu, 0x64006400u),
+                               lop3_and_or(words[i], 0x00F000F0u, 0x64006400u), lop3_and_or(hi, 0x00F000F0u, 0x64006400u)};
+        mma16816(d, a, b[4 * i]);
+    }
 }
 
 // The four k16 blocks of one K step on mma.sync from the words lane (g, t) gathered in the short wgmma tile's mapping
@@ -740,11 +783,10 @@ template <int NW, int PRE>
 __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_mma(Phase ph, Inputs in) {
     extern __shared__ __align__(16) unsigned char smem[];
     const uint32_t steps = ph.k / 64, groups = ph.k / GROUP;
-    uint2* bfrag = reinterpret_cast<uint2*>(smem);
-    float2* consts = reinterpret_cast<float2*>(bfrag + steps * 16);
-    float2* szs = consts + steps;
-    float* red = reinterpret_cast<float*>(szs + groups * 16);
-    float* scratch = red + NW * 16;
+    const MmaSmem<NW> sm(smem, steps, groups);
+    uint2* bfrag = sm.bfrag;
+    float2 *consts = sm.consts, *szs = sm.szs;
+    float *red = sm.red, *scratch = sm.scratch;
     float* corr = scratch + 32;  // [16]: PRE 2's per-slot bias and zero correction
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const uint32_t tile = blockIdx.x;
@@ -805,16 +847,7 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_mma(Phas
                     __syncwarp();
                     mma_step_gathered(d, w0, w1, bfrag + 16 * s, t);
                 } else {
-                    const uint32_t words[4] = {cur[u].x, cur[u].y, cur[u].z, cur[u].w};
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) {
-                        const uint32_t hi = words[i] >> 8;
-                        const uint32_t a[4] = {lop3_and_or(words[i], 0x000F000Fu, 0x64006400u),
-                                               lop3_and_or(hi, 0x000F000Fu, 0x64006400u),
-                                               lop3_and_or(words[i], 0x00F000F0u, 0x64006400u),
-                                               lop3_and_or(hi, 0x00F000F0u, 0x64006400u)};
-                        mma16816(d, a, bfrag[(4 * s + i) * 4 + t]);
-                    }
+                    mma_step_fragments(d, cur[u], bfrag + 16 * s + t);
                 }
                 const float2 c = consts[s];
                 const uint32_t grp = s * 64 / GROUP;
@@ -830,13 +863,7 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_mma(Phas
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u];
     }
-    if (t == 0) red[warp * 16 + g] = acc0, red[warp * 16 + g + 8] = acc1;
-    __syncthreads();
-    if (warp == 0 && lane < 16) {
-        float sum = 0.f;
-        for (int w = 0; w < NW; ++w) sum += red[w * 16 + lane];
-        ph.y[tile * 16 + lane] = PRE == 2 ? sum - corr[lane] : sum;
-    }
+    mma_tile_out<NW>(ph, red, acc0, acc1, tile, PRE == 2 ? corr : nullptr);
 }
 
 // 16 / 17: gemv_phase_mma (block staging after the wait) in the lean K loop of gemv_phase_lean: one base address per
@@ -849,11 +876,7 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_mma_lean
     static_assert(GROUP == 128 && NW % 2 == 0, "the strides below assume 2 steps per group");
     extern __shared__ __align__(16) unsigned char smem[];
     const uint32_t steps = ph.k / 64, groups = ph.k / GROUP;
-    uint2* bfrag = reinterpret_cast<uint2*>(smem);
-    float2* consts = reinterpret_cast<float2*>(bfrag + steps * 16);
-    float2* szs = consts + steps;
-    float* red = reinterpret_cast<float*>(szs + groups * 16);
-    float* scratch = red + NW * 16;
+    const MmaSmem<NW> sm(smem, steps, groups);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const uint32_t tile = blockIdx.x;
     constexpr uint32_t W_STRIDE = NW * 32, B_STRIDE = NW * 16, SZ_STRIDE = NW / 2 * 16;
@@ -861,77 +884,48 @@ __global__ void __launch_bounds__(NW * 32, 1024 / (NW * 32)) gemv_phase_mma_lean
     const uint32_t n = steps > (uint32_t)warp ? (steps - warp + NW - 1) / NW : 0;  // this warp's steps
     auto load = [&](uint32_t i0, uint4(&wv)[UNROLL]) {
         const uint4* wb = w + i0 * W_STRIDE;
-        if (i0 + UNROLL <= n) {
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u) wv[u] = ldg_stream(wb + u * W_STRIDE);
-        } else {
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u)
-                if (i0 + u < n) wv[u] = ldg_stream(wb + u * W_STRIDE);
-        }
+        each_in_batch(i0, n, [&](int u) { wv[u] = ldg_stream(wb + u * W_STRIDE); });
     };
     uint4 cur[UNROLL], nxt[UNROLL];
     load(0, cur);
     for (uint32_t i = threadIdx.x; i < groups * 16; i += blockDim.x) {
         const size_t at = (size_t)tile * groups * 16 + i;
         if (SYM) {
-            szs[i] = make_float2(__half2float(__ushort_as_half(__ldg(ph.sc + at))), 8.f);
+            sm.szs[i] = make_float2(__half2float(__ushort_as_half(__ldg(ph.sc + at))), 8.f);
         } else {
             const float2 f = __half22float2(h2(__ldg(ph.sz + at)));
-            szs[i] = make_float2(f.x, f.y - 1024.f);
+            sm.szs[i] = make_float2(f.x, f.y - 1024.f);
         }
     }
     pdl_wait();
-    stage_mma_input<NW, false>(ph, in, bfrag, consts, scratch);
+    stage_mma_input<NW, false>(ph, in, sm.bfrag, sm.consts, sm.scratch);
     pdl_launch();
 
     float acc0 = 0.f, acc1 = 0.f;  // slots g and g + 8
-    const uint2* bw = bfrag + warp * 16 + t;
-    const float2* cw = consts + warp;
-    const float2* sw = szs + (warp / 2) * 16 + g;
+    const uint2* bw = sm.bfrag + warp * 16 + t;
+    const float2* cw = sm.consts + warp;
+    const float2* sw = sm.szs + (warp / 2) * 16 + g;
     auto batch = [&](uint32_t i0, const uint4(&wv)[UNROLL], uint4(&nw)[UNROLL]) {
         load(i0 + UNROLL, nw);
         auto step = [&](int u) {
             const uint32_t i = i0 + u;
             const uint2* b = bw + i * B_STRIDE;
             float d[4] = {0.f, 0.f, 0.f, 0.f};
-            const uint32_t words[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
-#pragma unroll
-            for (int q = 0; q < 4; ++q) {
-                const uint32_t hi = words[q] >> 8;
-                const uint32_t a[4] = {lop3_and_or(words[q], 0x000F000Fu, 0x64006400u),
-                                       lop3_and_or(hi, 0x000F000Fu, 0x64006400u),
-                                       lop3_and_or(words[q], 0x00F000F0u, 0x64006400u),
-                                       lop3_and_or(hi, 0x00F000F0u, 0x64006400u)};
-                mma16816(d, a, b[4 * q]);
-            }
+            mma_step_fragments(d, wv[u], b);
             const float2 c = cw[i * NW];
             const float2* sz = sw + i * SZ_STRIDE;
             const float2 sz0 = sz[0], sz1 = sz[8];
             acc0 = fmaf(sz0.x, d[0] - c.x - sz0.y * c.y, acc0);
             acc1 = fmaf(sz1.x, d[2] - c.x - sz1.y * c.y, acc1);
         };
-        if (i0 + UNROLL <= n) {
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u) step(u);
-        } else {
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u)
-                if (i0 + u < n) step(u);
-        }
+        each_in_batch(i0, n, step);
     };
     for (uint32_t i0 = 0; i0 < n; i0 += UNROLL) {
         batch(i0, cur, nxt);
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) cur[u] = nxt[u];
     }
-    if (t == 0) red[warp * 16 + g] = acc0, red[warp * 16 + g + 8] = acc1;
-    __syncthreads();
-    if (warp == 0 && lane < 16) {
-        float sum = 0.f;
-        for (int v = 0; v < NW; ++v) sum += red[v * 16 + lane];
-        ph.y[tile * 16 + lane] = sum;
-    }
+    mma_tile_out<NW>(ph, sm.red, acc0, acc1, tile, nullptr);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
