@@ -2,7 +2,7 @@
 //
 // The sums of squares come out too (one per row), because the first layer's fused RMSNorm (gemv.cu) wants
 // them, exactly as every later layer gets them from the residual epilogue of the GEMV before it.
-#include "common.cuh"
+#include "tiles.cuh"  // half_input: the decode GEMV's half input
 #include <cuda_fp16.h>
 
 struct EmbedParams {
@@ -15,7 +15,10 @@ struct EmbedParams {
     // its norm weight folded in: x_sorted[q · stride + idx[q · stride + i]] = x[i] · norm_w[i] for q < parts.
     float* x_sorted;
     const uint32_t* idx;
-    const __half* norm_w;
+    const __half* norm_w;    // the first norm's weight (act-order's copies and the half input)
+    // Decode without act-order: null, or the first q/k/v's half input, x · norm_w · HALF_INPUT_SCALE in fp16 (see
+    // tiles.cuh: the fused norm reads it instead of x and norm_w).
+    __half* x16;
     uint32_t dim;            // a multiple of 8 (16-byte rows of fp16)
     uint32_t parts;          // 0: none (row 0 only)
     uint32_t stride;
@@ -48,6 +51,18 @@ extern "C" __global__ void __launch_bounds__(256) embed_tokens(const EmbedParams
             dst[8 * i + 2 * j] = f.x;
             dst[8 * i + 2 * j + 1] = f.y;
             ss += f.x * f.x + f.y * f.y;
+        }
+        if (a.x16) {
+            const uint4 w = ldg_nc_v4(reinterpret_cast<const uint4*>(a.norm_w) + i);
+            const __half2* wh = reinterpret_cast<const __half2*>(&w);
+            uint4 out;
+            __half2* oh = reinterpret_cast<__half2*>(&out);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const float2 f = __half22float2(h[j]), g = __half22float2(wh[j]);
+                oh[j] = __halves2half2(half_input(f.x * g.x), half_input(f.y * g.y));
+            }
+            reinterpret_cast<uint4*>(a.x16)[i] = out;
         }
         for (uint32_t q = 0; q < a.parts; ++q) {
             const size_t o = (size_t)q * a.stride;

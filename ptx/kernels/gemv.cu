@@ -73,18 +73,31 @@ ENGINE_DEV uint4 pack_word(const float v[8]) {
     return out;
 }
 
+// Whether a kernel with prologue PRO stages its input from fp16 (x16): PLAIN always, and NORM with one input
+// (HALF), which reads the half input (see HALF_INPUT_SCALE); act-order's NORM kernels read their per-part f32
+// copies (the step never runs a one-input NORM kernel with act-order: its gate/up is always split). A compile-time
+// choice: tested at run time in every NORM kernel, it cost as much as the smaller staging saved (BENCHMARKS.md).
+template <int PRO, bool HALF>
+ENGINE_DEV bool half_in(const GemvParams& p) {
+    return PRO == PLAIN || HALF;
+}
+
 // The word at the ragged end of K, row by row (rows past k are zero). `base`: the element of row0 in the input,
-// `row0`: its row in its part.
-template <int PRO>
-ENGINE_DEV uint4 ragged_word(const GemvParams& p, uint32_t base, uint32_t row0, float inv_rms) {
+// `row0`: its row in its part; `scale`: what the loaded values are multiplied by (see stage_input).
+template <int PRO, bool HALF>
+ENGINE_DEV uint4 ragged_word(const GemvParams& p, uint32_t base, uint32_t row0, float scale) {
     float v[8];
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
         const uint32_t row = row0 + i;
         float val = 0.f;
         if (row < p.k) {
-            const float w = p.norm_w ? __half2float(p.norm_w[row]) : 1.f;
-            val = PRO == NORM ? p.x[base + i] * inv_rms * w : __half2float(p.x16[base + i]);
+            if (half_in<PRO, HALF>(p)) {
+                val = __half2float(p.x16[base + i]) * scale;
+            } else {
+                const float w = p.norm_w ? __half2float(p.norm_w[row]) : 1.f;
+                val = p.x[base + i] * scale * w;
+            }
         }
         v[i] = val;
     }
@@ -92,15 +105,16 @@ ENGINE_DEV uint4 ragged_word(const GemvParams& p, uint32_t base, uint32_t row0, 
 }
 
 // A whole word of the input (8 rows from row0, element `at`) as f32: x · norm weight (NORM, before 1 / rms; the
-// norm weight may be folded in already) or the fp16 input (PLAIN), from 16-byte loads.
-template <int PRO>
+// norm weight may be folded in already), or the fp16 input (PLAIN, and NORM's half input), from 16-byte loads.
+template <int PRO, bool HALF>
 ENGINE_DEV void input_word(const GemvParams& p, uint32_t at, uint32_t row0, float (&v)[8]) {
+    const bool from_half = half_in<PRO, HALF>(p);
     uint4 hq = make_uint4(0x3C003C00u, 0x3C003C00u, 0x3C003C00u, 0x3C003C00u);  // 1.0: norm folded in
-    if (PRO == PLAIN) hq = *reinterpret_cast<const uint4*>(p.x16 + at);
+    if (from_half) hq = *reinterpret_cast<const uint4*>(p.x16 + at);
     else if (p.norm_w) hq = *reinterpret_cast<const uint4*>(p.norm_w + row0);
     const __half2* h = reinterpret_cast<const __half2*>(&hq);
     float4 a = make_float4(1.f, 1.f, 1.f, 1.f), b = a;
-    if (PRO == NORM) {
+    if (!from_half) {
         a = *reinterpret_cast<const float4*>(p.x + at);
         b = *reinterpret_cast<const float4*>(p.x + at + 4);
     }
@@ -137,10 +151,12 @@ ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, uint32_t part_lo, 
 #pragma unroll
         for (int u = 0; u < STAGE_WORDS; ++u) {
             const uint32_t i = base + u * blockDim.x, row0 = row_of(i), at = 8 * (first + i);
-            if (i < total && row0 + 8 <= p.k) input_word<PRO>(p, at, row0, v[u]);
+            if (i < total && row0 + 8 <= p.k) input_word<PRO, !PARTS>(p, at, row0, v[u]);
         }
-        // First round: the sums of squares the previous kernel left, loaded while the loads above fly.
-        if (PRO == NORM && base == threadIdx.x) inv_rms = norm_scale<NW>(p, scratch);
+        // First round: the sums of squares the previous kernel left, loaded while the loads above fly. The half
+        // input comes scaled by HALF_INPUT_SCALE: its inverse goes into the same multiply.
+        if (PRO == NORM && base == threadIdx.x)
+            inv_rms = norm_scale<NW>(p, scratch) * (half_in<PRO, !PARTS>(p) ? 1.f / HALF_INPUT_SCALE : 1.f);
 #pragma unroll
         for (int u = 0; u < STAGE_WORDS; ++u) {
             const uint32_t i = base + u * blockDim.x, row0 = row_of(i);
@@ -151,7 +167,7 @@ ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, uint32_t part_lo, 
                 for (int j = 0; j < 8; ++j) v[u][j] *= inv_rms;
                 out = pack_word(v[u]);
             } else {
-                out = ragged_word<PRO>(p, 8 * (first + i), row0, inv_rms);
+                out = ragged_word<PRO, !PARTS>(p, 8 * (first + i), row0, inv_rms);
             }
             reinterpret_cast<uint4*>(xs)[i] = out;
         }
@@ -261,9 +277,10 @@ ENGINE_DEV uint32_t swiglu_dst(const GemvParams& p, uint32_t col) {
 }
 
 // Called by all 32 lanes of warp 0 with the tile's 16 results (lanes 16..31 mirror lanes 0..15).
-// `col` is the slot's output column (prefetched), `resid` its residual-stream value (RESIDUAL only).
+// `col` is the slot's output column (prefetched), `resid` its residual-stream value and `next_w` the next norm's
+// weight there (RESIDUAL only).
 template <int EPI, bool SCATTER>
-ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, uint32_t col, float resid, float v) {
+ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, uint32_t col, float resid, float next_w, float v) {
     const int lane = threadIdx.x & 31;
     const bool real = col != INT4_PAD_SLOT;
     if (EPI == STORE) {
@@ -273,6 +290,8 @@ ENGINE_DEV void epilogue(const GemvParams& p, uint32_t tile, uint32_t col, float
         if (real) nv = resid + v;
         if (lane < 16 && real) {
             p.y[col] = nv;
+            // The next NORM kernel's half input (see HALF_INPUT_SCALE), where it reads one.
+            if (!SCATTER && p.out16) p.out16[col] = half_input(nv * next_w);
             // Act-order: the next projection's input, a copy per part in that part's row order, norm weight folded
             // in (a scatter of 16 words per part and tile, so the next kernel stages with 16-byte loads).
             if (SCATTER) {
@@ -456,6 +475,7 @@ struct BlockWork {
 struct TileOut {
     uint32_t col = INT4_PAD_SLOT;
     float resid = 0.f;
+    float next_w = 0.f;  // RESIDUAL with the half input (out16): the next norm's weight at col
 };
 
 template <int EPI, int VAR>
@@ -465,6 +485,8 @@ ENGINE_DEV TileOut tile_out(const GemvParams& p, uint32_t t) {
     if ((threadIdx.x >> 5) != 0) return o;
     o.col = __ldg(p.col_map + t * INT4_TILE_N + (lane & 15));
     if (EPI == RESIDUAL && o.col != INT4_PAD_SLOT) o.resid = p.y[o.col];
+    if (EPI == RESIDUAL && VAR != SCATTER && p.out16 && o.col != INT4_PAD_SLOT)
+        o.next_w = __half2float(__ldg(p.out_norm_w + o.col));
     // The scatter's indices and norm weight, into L1 while the K loop runs (lanes 16..31 mirror 0..15).
     if (VAR == SCATTER && lane < 16 && o.col != INT4_PAD_SLOT) {
         prefetch_l1(p.out_norm_w + o.col);
@@ -496,7 +518,7 @@ ENGINE_DEV void finish_tile(const GemvParams& p, uint32_t v, uint32_t t, const T
 #pragma unroll
         for (int w = 0; w < NW; ++w) sum += red[w * INT4_TILE_N + j];
         if (EPI != SWIGLU_SPLIT) {
-            epilogue<EPI, VAR == SCATTER>(p, t, o.col, o.resid, sum);
+            epilogue<EPI, VAR == SCATTER>(p, t, o.col, o.resid, o.next_w, sum);
         } else if (lane < 16) {
             // A unit's gate tile leaves its values (and columns) in shared memory, each lane its own slot, for
             // its up tile: h = silu(gate) · up, stored at the gate's column (up column i is gate i + inter).

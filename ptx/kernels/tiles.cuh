@@ -95,6 +95,20 @@ ENGINE_DEV void dequant_rows8(const uint4* w, int i, __half2 zz, __half2 out[4])
     }
 }
 
+// The normalized input in half precision (GemvParams::x16 of a NORM kernel): the kernel that updated the residual
+// stream wrote x · norm weight · HALF_INPUT_SCALE as fp16, and the norm's 1 / rms comes on top when it is staged.
+// Why: every block of a NORM kernel stages the whole input after the wait, and staging 8 KB of fp16 (7B) instead of
+// the f32 x and the fp16 norm weight (24 KB) shortens that step (BENCHMARKS.md). Why the scale: it keeps the fp16
+// copy finite up to |x · w| of 2^20 (the residual stream's largest values in LLaMA-family models are ~10^3), at
+// the cost of precision only below 2^-10, where fp16 turns subnormal: far under what a row's norm is made of.
+constexpr float HALF_INPUT_SCALE = 0.0625f;
+
+// The fp16 copy of one normalized-input value (the residual epilogue and the embedding write it), saturated rather
+// than infinite for a value past fp16's range.
+ENGINE_DEV __half half_input(float x_times_w) {
+    return __float2half_rn(fminf(fmaxf(x_times_w * HALF_INPUT_SCALE, -65504.f), 65504.f));
+}
+
 // Everything the decode GEMV kernels read and write. One struct for every variant keeps the host side to one
 // #[repr(C)] mirror (engine/src/backend/cuda/kernels.rs); fields a variant does not use are ignored.
 // Pointers first, then an even number of 32-bit scalars, then the attention's own block, so that the C and Rust
@@ -107,13 +121,15 @@ struct GemvParams {
     const uint32_t* col_map;  // output column of each slot; INT4_PAD_SLOT = padding
     // Prologue inputs.
     const float* x;           // NORM: the residual stream, f32 [k] (act-order: its copies, see part_slot1)
-    const __half* x16;        // PLAIN: the input, f16 [k], in the weights' sorted row order
+    const __half* x16;        // PLAIN: the input, f16 [k], in the weights' sorted row order; NORM with one input:
+                              // the half input x · norm weight · HALF_INPUT_SCALE (below), read instead of x, norm_w
     const __half* norm_w;     // NORM: RMSNorm weight [k]; null where x already has it folded in
     const float* ssq;         // NORM: partial sums of squares of x, n_ssq of them
     // Epilogue outputs.
     float* y;                 // STORE: y[n] = acc; RESIDUAL: y[n] += acc (y is the residual stream)
     float* ssq_out;           // RESIDUAL: sum of squares of the new y over each tile's slots, one per tile
-    __half* out16;            // QKV: q [q_dim]; SWIGLU: h [inter]
+    __half* out16;            // QKV: q [q_dim]; SWIGLU: h [inter]; RESIDUAL (not act-order): null, or the next NORM
+                              // kernel's half input, y · out_norm_w · HALF_INPUT_SCALE [n]
     __half* k_cache;          // QKV: this layer's keys [kv_heads][ctx][head_dim]
     __half* v_cache;          // QKV: this layer's values, same shape
     const float* rope_cos;    // QKV: [max_pos][head_dim / 2]
@@ -121,7 +137,8 @@ struct GemvParams {
     const uint32_t* pos;      // QKV: position of the token being decoded
     // Act-order: where the next projection wants each output column in its sorted input ([out_parts][out_stride]
     // sorted rows, i.e. inverse permutations). RESIDUAL: y_sorted[q][out_idx[q][col]] = y[col] · out_norm_w[col]
-    // for q < out_parts; SWIGLU: out16[out_idx[col]] instead of out16[col]. Null / 0: none.
+    // for q < out_parts; SWIGLU: out16[out_idx[col]] instead of out16[col]. Null / 0: none. (out_norm_w is also
+    // the norm weight of RESIDUAL's half input.)
     const uint32_t* out_idx;
     float* y_sorted;
     const __half* out_norm_w;

@@ -280,6 +280,10 @@ pub struct WorkspaceBuffers {
     /// Decode with act-order: the residual stream × the next norm's weight, a copy per fused part of the next
     /// projection in that part's sorted row order (`[parts][k_pad(hidden)]`).
     pub x_sorted: Buf<f32>,
+    /// Decode without act-order: the residual stream × the next norm's weight in fp16 (scaled: the CUDA backend's
+    /// `HALF_INPUT_SCALE`), which the fused norm in front of the next GEMV stages instead of the f32 stream and the
+    /// norm weight (`[k_pad(hidden)]`).
+    pub x_half: Buf<f16>,
     /// Decode attention partials: `[heads][splits][head_dim]` outputs and `[heads][splits][2]` (max, sum).
     pub attn_partial_o: Buf<f32>,
     pub attn_partial_ml: Buf<f32>,
@@ -543,6 +547,7 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
         gemm_counters: b.push("ws.gemm_counters".into(), s, GEMM_SPLIT_ROWS.div_ceil(64) * max_slots(c).div_ceil(64)),
         ssq: b.push("ws.ssq".into(), s, slots_identity(hidden) / TILE_N),
         x_sorted: b.push("ws.x_sorted".into(), s, xn_copies.max(xn2_copies) * k_pad(hidden)),
+        x_half: b.push("ws.x_half".into(), s, k_pad(hidden)),
         attn_partial_o: b.push("ws.attn_partial_o".into(), s, heads * splits * hd),
         attn_partial_ml: b.push("ws.attn_partial_ml".into(), s, heads * splits * 2),
         attn_counters: b.push("ws.attn_counters".into(), s, heads),

@@ -264,6 +264,7 @@ kernel_params! {
         x_sorted: DevPtr<f32>,
         idx: DevPtr<u32>,
         norm_w: DevPtr<f16>,
+        x16: DevPtr<f16>,
         dim: u32,
         parts: u32,
         stride: u32,

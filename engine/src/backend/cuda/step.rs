@@ -187,7 +187,7 @@ impl Step<'_> {
 
         // Embedding, with the sum of squares the first layer's fused norm needs (and, with act-order, the first
         // q/k/v's input in its sorted row order).
-        let first = w.layers.first().map(|lw| self.sorted_input(&lw.qkv, lw.input_norm)).unwrap_or_default();
+        let first = w.layers.first().map(|lw| self.next_input(&lw.qkv, lw.input_norm)).unwrap_or_default();
         let p = EmbedParams {
             tokens: ws.tokens,
             table: w.embed,
@@ -196,6 +196,7 @@ impl Step<'_> {
             x_sorted: first.y_sorted,
             idx: first.out_idx,
             norm_w: first.out_norm_w,
+            x16: first.out16,
             dim: hidden,
             parts: first.out_parts,
             stride: first.out_stride,
@@ -240,7 +241,7 @@ impl Step<'_> {
                 head_dim: hd,
                 q_dim,
                 kv_dim,
-                ..self.norm_input(&lw.qkv, lw.input_norm)
+                ..self.norm_input(&lw.qkv)
             };
             let p = self.prefetch_of(Some(&lw.o), p);
             let qkv = if lw.qkv.inv.is_null() { g.qkv } else { g.qkv_sorted };
@@ -254,8 +255,8 @@ impl Step<'_> {
             observe("attention (split-K decode)", Reads::LayerKv)?;
             // o_proj, added to the residual stream, leaving the sums of squares for the next norm (and gate/up's
             // sorted inputs).
-            let sorted = self.prefetch_of(Some(&lw.gate_up), self.sorted_input(&lw.gate_up, lw.post_norm));
-            self.residual_gemv(&lw.o, act.att, sorted)?;
+            let next = self.prefetch_of(Some(&lw.gate_up), self.next_input(&lw.gate_up, lw.post_norm));
+            self.residual_gemv(&lw.o, act.att, next)?;
             observe("gemv o_proj + residual", Reads::Bytes(lw.o.bytes()))?;
             // gate/up with the post-attention norm fused in front and SwiGLU behind (its output in down_proj's
             // row order).
@@ -264,7 +265,7 @@ impl Step<'_> {
                 n_ssq: hidden_tiles,
                 out16: act.h,
                 out_idx: lw.down.inv,
-                ..self.norm_input(&lw.gate_up, lw.post_norm)
+                ..self.norm_input(&lw.gate_up)
             };
             let p = self.prefetch_of(Some(&lw.down), p);
             // Act-order lays gate and up out in tiles of their own (each has its row order): the split kernel, whose
@@ -277,7 +278,7 @@ impl Step<'_> {
             }
             observe("gemv gate/up + norm + swiglu", Reads::Bytes(lw.gate_up.bytes()))?;
             // down_proj, added to the residual stream (and the next q/k/v's sorted inputs).
-            let next = w.layers.get(l + 1).map(|n| self.sorted_input(&n.qkv, n.input_norm)).unwrap_or_default();
+            let next = w.layers.get(l + 1).map(|n| self.next_input(&n.qkv, n.input_norm)).unwrap_or_default();
             let next = self.prefetch_of(w.layers.get(l + 1).map(|n| &n.qkv), next);
             self.residual_gemv(&lw.down, act.h, next)?;
             observe("gemv down_proj + residual", Reads::Bytes(lw.down.bytes()))?;
@@ -520,7 +521,7 @@ impl Step<'_> {
     }
 
     /// `x += x16 · W` over `lin` (o_proj, down_proj), leaving the new sums of squares in `ws.ssq` and, with
-    /// `sorted` (from [`Step::sorted_input`]), the next projection's act-order inputs.
+    /// `sorted` (from [`Step::next_input`]), the next projection's input the epilogue writes (act-order copies or the half input).
     fn residual_gemv(&self, lin: &DevLinear, x16: DevPtr<f16>, sorted: GemvParams) -> Result<()> {
         let warps = shapes::residual_gemv_warps(lin.tiles(), &self.gpu.limits, self.tuning);
         let g = self.gemvs();
@@ -552,12 +553,13 @@ impl Step<'_> {
         GemvParams { next_qw: next.qw, next_chunks: chunks as u32, next_chunk_bytes: PREFETCH_CHUNK, ..p }
     }
 
-    /// The fields by which the kernel that updates the residual stream writes `next`'s input with act-order: a copy
-    /// per part in `ws.x_sorted`, in that part's row order, times `norm` (the norm in front of `next`). Nothing
-    /// without act-order.
-    fn sorted_input(&self, next: &DevLinear, norm: DevPtr<f16>) -> GemvParams {
+    /// The fields by which the kernel that updates the residual stream writes `next`'s input: with act-order a copy
+    /// per part in `ws.x_sorted`, in that part's row order, times `norm` (the norm in front of `next`); without, the
+    /// half input in `ws.x_half` (`HALF_INPUT_SCALE` in ptx/kernels/tiles.cuh).
+    fn next_input(&self, next: &DevLinear, norm: DevPtr<f16>) -> GemvParams {
         if next.inv.is_null() {
-            return GemvParams::default();
+            // `next`'s half input, which Step::norm_input's GEMV reads.
+            return GemvParams { out16: self.ws.x_half, out_norm_w: norm, ..Default::default() };
         }
         GemvParams {
             out_idx: next.inv,
@@ -569,11 +571,11 @@ impl Step<'_> {
         }
     }
 
-    /// The input fields of a GEMV with the norm `norm` fused in front of `lin`: the residual stream and the norm
-    /// weight, or with act-order the sorted copies [`Step::sorted_input`] had written (norm folded in).
-    fn norm_input(&self, lin: &DevLinear, norm: DevPtr<f16>) -> GemvParams {
+    /// The input fields of a GEMV with a norm fused in front of `lin`: the half input, or with act-order the sorted
+    /// copies, that [`Step::next_input`] had the kernel before write (the norm's weight folded into both).
+    fn norm_input(&self, lin: &DevLinear) -> GemvParams {
         if lin.inv.is_null() {
-            GemvParams { x: self.act.x, norm_w: norm, ..Default::default() }
+            GemvParams { x16: self.ws.x_half, ..Default::default() }
         } else {
             GemvParams { x: self.ws.x_sorted, ..Default::default() }
         }

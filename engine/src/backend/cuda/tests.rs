@@ -106,6 +106,11 @@ fn rel_l2(got: &[f64], want: &[f64], what: &str) -> f64 {
     (num / den.max(1e-300)).sqrt()
 }
 
+/// The half input as the kernels write it (`half_input` in ptx/kernels/tiles.cuh): x · w / 16 in fp16, saturated.
+fn half_input(x_times_w: f32) -> f16 {
+    f16::from_f32((x_times_w * 0.0625).clamp(-65504.0, 65504.0))
+}
+
 fn check(got: &[f64], want: &[f64], tol: f64, what: &str) {
     let e = rel_l2(got, want, what);
     assert!(e <= tol, "{what}: relative L2 error {e:.3e} > {tol:.1e}");
@@ -666,14 +671,16 @@ fn gemv_norm_and_residual_match_f64_in_both_widths() {
             let w = rng.vec_f16(k, 0.5, 1.5);
             let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
             let parts = [ss * 0.25, ss * 0.5, ss * 0.25].map(|v| v as f32);
-            let (xm, wm, sm) = (put(&g, &sorted(&dl.d, 0, &x)), put(&g, &sorted(&dl.d, 0, &w)), put(&g, &parts));
-            let y = poisoned(&g, n * 4);
-            let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 3, y: y.ptr(), ..dl.p };
-            gemv(&g, s, gk.norm_store.of(format(bits)), &dl, &p);
+            // Its input is the half input (x · w / 16 in fp16, as the residual epilogue writes it).
             let inv = 1.0 / (ss / k as f64 + 1e-6).sqrt();
             let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
+            let half: Vec<f16> = x.iter().zip(&w).map(|(&a, b)| half_input(a * b.to_f32())).collect();
+            let (hm, sm) = (put(&g, &sorted(&dl.d, 0, &half)), put(&g, &parts));
+            let y = poisoned(&g, n * 4);
+            let p = GemvParams { x16: hm.ptr(), ssq: sm.ptr(), n_ssq: 3, y: y.ptr(), ..dl.p };
+            gemv(&g, s, gk.norm_store.of(format(bits)), &dl, &p);
             let got: Vec<f64> = get::<f32>(&g, &y, n).iter().map(|&v| v as f64).collect();
-            check(&got, &lin.apply(&xn), 2e-3, &format!("gemv norm {bits:?} K={k} N={n}"));
+            check(&got, &lin.apply(&xn), 2e-3, &format!("gemv norm, half input {bits:?} K={k} N={n}"));
 
             // Residual epilogue: y += x·W, and per-tile sums of squares of the new y; 8 and 16 warps per block; with
             // the next projection's act-order inputs (two parts, a padded stride) scattered behind.
@@ -693,10 +700,13 @@ fn gemv_norm_and_residual_match_f64_in_both_widths() {
                 let idx = two_part_scatter(&mut rng, n, stride);
                 let next_w = rng.vec_f16(n, 0.5, 1.5);
                 let (im, nwm, ys) = (put(&g, &idx), put(&g, &next_w), poisoned(&g, 2 * stride * 4));
+                // Without act-order the next norm's half input instead of the copies.
+                let half = poisoned(&g, n * 2);
                 let p = GemvParams {
                     x16: xm.ptr(),
                     y: ym.ptr(),
                     ssq_out: ssq.ptr(),
+                    out16: if scatter { DevPtr::NULL } else { half.ptr() },
                     out_idx: im.ptr(),
                     y_sorted: ys.ptr(),
                     out_norm_w: nwm.ptr(),
@@ -731,6 +741,11 @@ fn gemv_norm_and_residual_match_f64_in_both_widths() {
                         all.iter().all(|v| v.is_nan()),
                         "gemv residual K={k} N={n} warps={warps} wrote sorted copies"
                     );
+                    // The half input of the new residual (as the kernel stored it) times the next norm's weight.
+                    let want: Vec<f64> =
+                        (0..n).map(|c| half_input(got[c] as f32 * next_w[c].to_f32()).to_f64()).collect();
+                    let half = f16s(&get::<u16>(&g, &half, n));
+                    check(&half, &want, 1e-3, &format!("gemv residual half input K={k} N={n} warps={warps}"));
                     continue;
                 }
                 // Each copy holds the new residual (as the kernel stored it) times the next norm's weight.
@@ -769,8 +784,9 @@ fn gemv_int4_qkv_rotates_and_appends_to_the_cache() {
             let x = rng.vec_f32(hidden, -2.0, 2.0);
             let w = vec![f16::ONE; hidden];
             let ss: f32 = x.iter().map(|v| v * v).sum();
-            let (xm, wm, sm) = (put(&g, &sorted(&dl.d, 0, &x)), put(&g, &w), put(&g, &[ss]));
-            let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 1, ..out.params(dl.p) };
+            let half: Vec<f16> = x.iter().zip(&w).map(|(&a, b)| half_input(a * b.to_f32())).collect();
+            let (hm, sm) = (put(&g, &sorted(&dl.d, 0, &half)), put(&g, &[ss]));
+            let p = GemvParams { x16: hm.ptr(), ssq: sm.ptr(), n_ssq: 1, ..out.params(dl.p) };
             gemv(&g, s, gk.qkv.of(TileFormat::Int4), &dl, &p);
             let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
             let xn: Vec<f64> = x.iter().map(|&v| v as f64 * inv).collect();
@@ -945,9 +961,10 @@ fn gemv_int4_gate_up_applies_swiglu() {
             let x = rng.vec_f32(hidden, -2.0, 2.0);
             let w = rng.vec_f16(hidden, 0.5, 1.5);
             let ss: f32 = x.iter().map(|v| v * v).sum();
-            let (xm, wm, sm) = (put(&g, &x), put(&g, &w), put(&g, &[ss]));
+            let half: Vec<f16> = x.iter().zip(&w).map(|(&a, b)| half_input(a * b.to_f32())).collect();
+            let (hm, sm) = (put(&g, &half), put(&g, &[ss]));
             let h = poisoned(&g, inter * 2);
-            let p = GemvParams { x: xm.ptr(), norm_w: wm.ptr(), ssq: sm.ptr(), n_ssq: 1, out16: h.ptr(), ..dl.p };
+            let p = GemvParams { x16: hm.ptr(), ssq: sm.ptr(), n_ssq: 1, out16: h.ptr(), ..dl.p };
             gemv(&g, s, gk.gate_up.of(TileFormat::Int4), &dl, &p);
             let inv = 1.0 / (ss as f64 / hidden as f64 + 1e-6).sqrt();
             let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
@@ -2231,8 +2248,9 @@ fn f16_tiles_match_f64() {
             let xs = rng.vec_f32(k, -3.0, 3.0);
             let nw = rng.vec_f16(k, 0.5, 1.5);
             let ss: f64 = xs.iter().map(|&v| v as f64 * v as f64).sum();
-            let (xsm, nwm, ssm) = (put(&g, &xs), put(&g, &nw), put(&g, &[ss as f32]));
-            let p = GemvParams { x: xsm.ptr(), norm_w: nwm.ptr(), ssq: ssm.ptr(), n_ssq: 1, y: y.ptr(), ..dl.p };
+            let half: Vec<f16> = xs.iter().zip(&nw).map(|(&a, b)| half_input(a * b.to_f32())).collect();
+            let (hm, ssm) = (put(&g, &half), put(&g, &[ss as f32]));
+            let p = GemvParams { x16: hm.ptr(), ssq: ssm.ptr(), n_ssq: 1, y: y.ptr(), ..dl.p };
             set(&g, &y, &vec![0xFFu8; n * 4]);
             gemv(&g, s, gk.norm_store.of(f16f), &dl, &p);
             let inv = 1.0 / (ss / k as f64 + 1e-6).sqrt();
@@ -2563,6 +2581,13 @@ fn row_kernels_match_f64() {
             check(&got, &want, 1e-6, &format!("embed sorted copy {q}"));
             assert!(all[q * stride + dim..][..8].iter().all(|v| v.is_nan()), "embed wrote past copy {q}");
         }
+        // Decode without act-order: the first q/k/v's half input (x · w / 16 in fp16), bit for bit.
+        let hx = poisoned(&g, dim * 2);
+        launch(&g, &g.k.embed, shapes::embed_decode(3), &EmbedParams { x16: hx.ptr(), norm_w: nm.ptr(), ..p });
+        g.sync().unwrap();
+        let got = get::<u16>(&g, &hx, dim);
+        let want: Vec<u16> = (0..dim).map(|i| half_input(row0[i].to_f32() * norm[i].to_f32()).to_bits()).collect();
+        assert_eq!(got, want, "embed half input");
 
         // rmsnorm_rows with a permutation, then with three (act-order q/k/v: one copy per part, a gap between the
         // copies and a padded permutation stride, which must stay unread and unwritten)
