@@ -185,8 +185,8 @@ impl Step<'_> {
         let ctx = kv.positions() as u32;
         let hidden_tiles = (plan::slots_identity(c.hidden_size) / plan::TILE_N) as u32;
 
-        // Embedding, with the sum of squares the first layer's fused norm needs (and, with act-order, the first
-        // q/k/v's input in its sorted row order).
+        // Embedding, with the sum of squares the first layer's fused norm needs and its input (the half input, or
+        // with act-order the first q/k/v's input in its sorted row order).
         let first = w.layers.first().map(|lw| self.next_input(&lw.qkv, lw.input_norm)).unwrap_or_default();
         let p = EmbedParams {
             tokens: ws.tokens,
@@ -253,8 +253,7 @@ impl Step<'_> {
                 self.run(&k.attn_decode, shapes::attn_decode(attn.heads, attn.splits), &attn)?;
             }
             observe("attention (split-K decode)", Reads::LayerKv)?;
-            // o_proj, added to the residual stream, leaving the sums of squares for the next norm (and gate/up's
-            // sorted inputs).
+            // o_proj, added to the residual stream, leaving the sums of squares for the next norm and gate/up's input.
             let next = self.prefetch_of(Some(&lw.gate_up), self.next_input(&lw.gate_up, lw.post_norm));
             self.residual_gemv(&lw.o, act.att, next)?;
             observe("gemv o_proj + residual", Reads::Bytes(lw.o.bytes()))?;
@@ -277,7 +276,7 @@ impl Step<'_> {
                 self.gemv(g.gate_up, &lw.gate_up, GEMV_THREADS / 32, p)?;
             }
             observe("gemv gate/up + norm + swiglu", Reads::Bytes(lw.gate_up.bytes()))?;
-            // down_proj, added to the residual stream (and the next q/k/v's sorted inputs).
+            // down_proj, added to the residual stream (and the next q/k/v's input).
             let next = w.layers.get(l + 1).map(|n| self.next_input(&n.qkv, n.input_norm)).unwrap_or_default();
             let next = self.prefetch_of(w.layers.get(l + 1).map(|n| &n.qkv), next);
             self.residual_gemv(&lw.down, act.h, next)?;
@@ -520,18 +519,18 @@ impl Step<'_> {
         self.run(kernel, launch, &p)
     }
 
-    /// `x += x16 · W` over `lin` (o_proj, down_proj), leaving the new sums of squares in `ws.ssq` and, with
-    /// `sorted` (from [`Step::next_input`]), the next projection's input the epilogue writes (act-order copies or the half input).
-    fn residual_gemv(&self, lin: &DevLinear, x16: DevPtr<f16>, sorted: GemvParams) -> Result<()> {
+    /// `x += x16 · W` over `lin` (o_proj, down_proj), leaving the new sums of squares in `ws.ssq` and what `next`
+    /// (from [`Step::next_input`]) asks for: the next projection's input (act-order copies, or the half input).
+    fn residual_gemv(&self, lin: &DevLinear, x16: DevPtr<f16>, next: GemvParams) -> Result<()> {
         let warps = shapes::residual_gemv_warps(lin.tiles(), &self.gpu.limits, self.tuning);
         let g = self.gemvs();
-        let kernel = match (warps == shapes::GEMV_WIDE_WARPS, sorted.out_parts > 0) {
+        let kernel = match (warps == shapes::GEMV_WIDE_WARPS, next.out_parts > 0) {
             (false, false) => g.residual,
             (true, false) => g.residual_wide,
             (false, true) => g.residual_sorted,
             (true, true) => g.residual_wide_sorted,
         };
-        let p = GemvParams { x16, y: self.act.x, ssq_out: self.ws.ssq, ..sorted };
+        let p = GemvParams { x16, y: self.act.x, ssq_out: self.ws.ssq, ..next };
         self.gemv(kernel, lin, warps, p)
     }
 
