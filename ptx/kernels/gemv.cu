@@ -78,7 +78,7 @@ ENGINE_DEV uint4 pack_word(const float v[8]) {
 // copies (the step never runs a one-input NORM kernel with act-order: its gate/up is always split). A compile-time
 // choice: tested at run time in every NORM kernel, it cost as much as the smaller staging saved (BENCHMARKS.md).
 template <int PRO, bool HALF>
-ENGINE_DEV bool half_in(const GemvParams& p) {
+ENGINE_DEV constexpr bool half_in() {
     return PRO == PLAIN || HALF;
 }
 
@@ -92,7 +92,7 @@ ENGINE_DEV uint4 ragged_word(const GemvParams& p, uint32_t base, uint32_t row0, 
         const uint32_t row = row0 + i;
         float val = 0.f;
         if (row < p.k) {
-            if (half_in<PRO, HALF>(p)) {
+            if (half_in<PRO, HALF>()) {
                 val = __half2float(p.x16[base + i]) * scale;
             } else {
                 const float w = p.norm_w ? __half2float(p.norm_w[row]) : 1.f;
@@ -108,7 +108,7 @@ ENGINE_DEV uint4 ragged_word(const GemvParams& p, uint32_t base, uint32_t row0, 
 // norm weight may be folded in already), or the fp16 input (PLAIN, and NORM's half input), from 16-byte loads.
 template <int PRO, bool HALF>
 ENGINE_DEV void input_word(const GemvParams& p, uint32_t at, uint32_t row0, float (&v)[8]) {
-    const bool from_half = half_in<PRO, HALF>(p);
+    constexpr bool from_half = half_in<PRO, HALF>();
     uint4 hq = make_uint4(0x3C003C00u, 0x3C003C00u, 0x3C003C00u, 0x3C003C00u);  // 1.0: norm folded in
     if (from_half) hq = *reinterpret_cast<const uint4*>(p.x16 + at);
     else if (p.norm_w) hq = *reinterpret_cast<const uint4*>(p.norm_w + row0);
@@ -156,7 +156,7 @@ ENGINE_DEV void stage_input(const GemvParams& p, __half2* xs, uint32_t part_lo, 
         // First round: the sums of squares the previous kernel left, loaded while the loads above fly. The half
         // input comes scaled by HALF_INPUT_SCALE: its inverse goes into the same multiply.
         if (PRO == NORM && base == threadIdx.x)
-            inv_rms = norm_scale<NW>(p, scratch) * (half_in<PRO, !PARTS>(p) ? 1.f / HALF_INPUT_SCALE : 1.f);
+            inv_rms = norm_scale<NW>(p, scratch) * (half_in<PRO, !PARTS>() ? 1.f / HALF_INPUT_SCALE : 1.f);
 #pragma unroll
         for (int u = 0; u < STAGE_WORDS; ++u) {
             const uint32_t i = base + u * blockDim.x, row0 = row_of(i);

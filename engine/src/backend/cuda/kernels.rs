@@ -918,6 +918,7 @@ mod tests {
             ("lm_head.cu", format!("constexpr int ROWS = {};", shapes::LM_HEAD_ROWS / (shapes::GEMV_THREADS / 32))),
             ("score.cu", format!("constexpr int BM = {0}, BN = {0},", shapes::SCORE_TILE)),
             ("frag16.cuh", format!("constexpr uint32_t SPAN = {};", shapes::FRAG16_SPAN)),
+            ("tiles.cuh", format!("constexpr float HALF_INPUT_SCALE = {}f;", shapes::HALF_INPUT_SCALE)),
         ];
         for (file, want) in &mirrors {
             assert!(kernel_source(file).contains(want.as_str()), "{file} does not declare `{want}`");

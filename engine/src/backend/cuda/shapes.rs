@@ -19,6 +19,10 @@ pub const GEMV_WIDE_WARPS: u32 = 16;
 pub const GEMV_MAX_SMEM_BYTES: u32 = 160 * 1024;
 /// Vocabulary rows per lm_head block (8 warps × 4 rows).
 pub const LM_HEAD_ROWS: u32 = 32;
+/// The scale of the fused norms' half input (`HALF_INPUT_SCALE` in ptx/kernels/tiles.cuh): the kernel tests write
+/// that input as the kernels do.
+#[cfg(test)]
+pub const HALF_INPUT_SCALE: f32 = 0.0625;
 
 /// Grid and tiles per block of a GEMV over `tiles` slot tiles: as few tiles per block as give the card
 /// `blocks_per_sm` blocks per SM. More blocks than fit at once is deliberate: a block that finishes frees its slot

@@ -106,9 +106,15 @@ fn rel_l2(got: &[f64], want: &[f64], what: &str) -> f64 {
     (num / den.max(1e-300)).sqrt()
 }
 
-/// The half input as the kernels write it (`half_input` in ptx/kernels/tiles.cuh): x · w / 16 in fp16, saturated.
+/// The half input as the kernels write it (`half_input` in ptx/kernels/tiles.cuh): x · w · HALF_INPUT_SCALE in
+/// fp16, saturated.
 fn half_input(x_times_w: f32) -> f16 {
-    f16::from_f32((x_times_w * 0.0625).clamp(-65504.0, 65504.0))
+    f16::from_f32((x_times_w * shapes::HALF_INPUT_SCALE).clamp(-65504.0, 65504.0))
+}
+
+/// The half input of a whole row `x` with the norm weight `w`.
+fn half_inputs(x: &[f32], w: &[f16]) -> Vec<f16> {
+    x.iter().zip(w).map(|(&a, b)| half_input(a * b.to_f32())).collect()
 }
 
 fn check(got: &[f64], want: &[f64], tol: f64, what: &str) {
@@ -674,7 +680,7 @@ fn gemv_norm_and_residual_match_f64_in_both_widths() {
             // Its input is the half input (x · w / 16 in fp16, as the residual epilogue writes it).
             let inv = 1.0 / (ss / k as f64 + 1e-6).sqrt();
             let xn: Vec<f64> = x.iter().zip(&w).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
-            let half: Vec<f16> = x.iter().zip(&w).map(|(&a, b)| half_input(a * b.to_f32())).collect();
+            let half = half_inputs(&x, &w);
             let (hm, sm) = (put(&g, &sorted(&dl.d, 0, &half)), put(&g, &parts));
             let y = poisoned(&g, n * 4);
             let p = GemvParams { x16: hm.ptr(), ssq: sm.ptr(), n_ssq: 3, y: y.ptr(), ..dl.p };
@@ -784,7 +790,7 @@ fn gemv_int4_qkv_rotates_and_appends_to_the_cache() {
             let x = rng.vec_f32(hidden, -2.0, 2.0);
             let w = vec![f16::ONE; hidden];
             let ss: f32 = x.iter().map(|v| v * v).sum();
-            let half: Vec<f16> = x.iter().zip(&w).map(|(&a, b)| half_input(a * b.to_f32())).collect();
+            let half = half_inputs(&x, &w);
             let (hm, sm) = (put(&g, &sorted(&dl.d, 0, &half)), put(&g, &[ss]));
             let p = GemvParams { x16: hm.ptr(), ssq: sm.ptr(), n_ssq: 1, ..out.params(dl.p) };
             gemv(&g, s, gk.qkv.of(TileFormat::Int4), &dl, &p);
@@ -961,7 +967,7 @@ fn gemv_int4_gate_up_applies_swiglu() {
             let x = rng.vec_f32(hidden, -2.0, 2.0);
             let w = rng.vec_f16(hidden, 0.5, 1.5);
             let ss: f32 = x.iter().map(|v| v * v).sum();
-            let half: Vec<f16> = x.iter().zip(&w).map(|(&a, b)| half_input(a * b.to_f32())).collect();
+            let half = half_inputs(&x, &w);
             let (hm, sm) = (put(&g, &half), put(&g, &[ss]));
             let h = poisoned(&g, inter * 2);
             let p = GemvParams { x16: hm.ptr(), ssq: sm.ptr(), n_ssq: 1, out16: h.ptr(), ..dl.p };
@@ -2248,7 +2254,7 @@ fn f16_tiles_match_f64() {
             let xs = rng.vec_f32(k, -3.0, 3.0);
             let nw = rng.vec_f16(k, 0.5, 1.5);
             let ss: f64 = xs.iter().map(|&v| v as f64 * v as f64).sum();
-            let half: Vec<f16> = xs.iter().zip(&nw).map(|(&a, b)| half_input(a * b.to_f32())).collect();
+            let half = half_inputs(&xs, &nw);
             let (hm, ssm) = (put(&g, &half), put(&g, &[ss as f32]));
             let p = GemvParams { x16: hm.ptr(), ssq: ssm.ptr(), n_ssq: 1, y: y.ptr(), ..dl.p };
             set(&g, &y, &vec![0xFFu8; n * 4]);
