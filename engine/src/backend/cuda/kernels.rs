@@ -244,6 +244,8 @@ kernel_params! {
         w: DevPtr<f16>,
         x: DevPtr<f32>,
         norm_w: DevPtr<f16>,
+        x16: DevPtr<f16>,
+        ssq: DevPtr<f32>,
         logits: DevPtr<f32>,
         part_val: DevPtr<f32>,
         part_idx: DevPtr<u32>,
@@ -252,6 +254,7 @@ kernel_params! {
         vocab: u32,
         k: u32,
         rows_per_block: u32,
+        n_ssq: u32,
         eps: f32,
     }
 

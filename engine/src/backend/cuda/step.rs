@@ -123,6 +123,16 @@ enum GemmOut {
     QkvRope(RopeParams),
 }
 
+/// What the lm_head projects.
+#[derive(Clone, Copy)]
+enum HeadInput {
+    /// A row of the f32 residual stream, normalized in the kernel (prefill).
+    Row(DevPtr<f32>),
+    /// The decode step's half input in `ws.x_half` (the final norm's weight folded in, see [`Step::head_input`])
+    /// and the `n_ssq` partial sums of squares in `ws.ssq` that its writer left.
+    Half { n_ssq: u32 },
+}
+
 /// A prefill GEMM's input rows as the kernel that produced them wrote them.
 #[derive(Clone, Copy)]
 struct GemmInput {
@@ -186,8 +196,9 @@ impl Step<'_> {
         let hidden_tiles = (plan::slots_identity(c.hidden_size) / plan::TILE_N) as u32;
 
         // Embedding, with the sum of squares the first layer's fused norm needs and its input (the half input, or
-        // with act-order the first q/k/v's input in its sorted row order).
-        let first = w.layers.first().map(|lw| self.next_input(&lw.qkv, lw.input_norm)).unwrap_or_default();
+        // with act-order the first q/k/v's input in its sorted row order; with no layers, the lm_head's).
+        let first =
+            w.layers.first().map(|lw| self.next_input(&lw.qkv, lw.input_norm)).unwrap_or_else(|| self.head_input());
         let p = EmbedParams {
             tokens: ws.tokens,
             table: w.embed,
@@ -277,12 +288,15 @@ impl Step<'_> {
             }
             observe("gemv gate/up + norm + swiglu", Reads::Bytes(lw.gate_up.bytes()))?;
             // down_proj, added to the residual stream (and the next q/k/v's input).
-            let next = w.layers.get(l + 1).map(|n| self.next_input(&n.qkv, n.input_norm)).unwrap_or_default();
+            let next =
+                w.layers.get(l + 1).map(|n| self.next_input(&n.qkv, n.input_norm)).unwrap_or_else(|| self.head_input());
             let next = self.prefetch_of(w.layers.get(l + 1).map(|n| &n.qkv), next);
             self.residual_gemv(&lw.down, act.h, next)?;
             observe("gemv down_proj + residual", Reads::Bytes(lw.down.bytes()))?;
         }
-        self.lm_head_of(act.x, end == StepEnd::Argmax)?;
+        // The lm_head reads the half input the last residual update (or the embedding) wrote, with its sums of squares.
+        let n_ssq = if w.layers.is_empty() { embed_slices } else { hidden_tiles };
+        self.lm_head_of(HeadInput::Half { n_ssq }, end == StepEnd::Argmax)?;
         observe("lm_head + norm + argmax", Reads::Bytes((c.vocab_size * c.hidden_size * 2) as u64))?;
         if end == StepEnd::Sample {
             self.sample(1)?;
@@ -420,7 +434,7 @@ impl Step<'_> {
         if row >= self.chunk {
             return Err(Error::InvalidArgument(format!("lm_head of row {row}: the plan holds {} rows", self.chunk)));
         }
-        self.lm_head_of(self.act.x.add(row * self.config.hidden_size), argmax)
+        self.lm_head_of(HeadInput::Row(self.act.x.add(row * self.config.hidden_size)), argmax)
     }
 
     /// The negative log-likelihood of each of the `m` prefilled rows' next token (the ids in `ws.score_targets`;
@@ -467,12 +481,18 @@ impl Step<'_> {
         self.run(&self.gpu.k.sample, shapes::sample(), &p)
     }
 
-    fn lm_head_of(&self, x: DevPtr<f32>, argmax: bool) -> Result<()> {
+    fn lm_head_of(&self, input: HeadInput, argmax: bool) -> Result<()> {
         let (c, ws, w) = (self.config, self.ws, self.weights);
+        let (x, x16, n_ssq) = match input {
+            HeadInput::Row(x) => (x, DevPtr::NULL, 0),
+            HeadInput::Half { n_ssq } => (DevPtr::NULL, ws.x_half, n_ssq),
+        };
         let p = LmHeadParams {
             w: w.lm_head,
             x,
             norm_w: w.norm,
+            x16,
+            ssq: ws.ssq,
             logits: ws.logits,
             part_val: ws.argmax_val,
             part_idx: ws.argmax_idx,
@@ -481,6 +501,7 @@ impl Step<'_> {
             vocab: c.vocab_size as u32,
             k: c.hidden_size as u32,
             rows_per_block: shapes::lm_head_rows(self.tuning),
+            n_ssq,
             eps: c.rms_norm_eps,
         };
         self.run(&self.gpu.k.lm_head, shapes::lm_head(p.vocab, p.k, p.rows_per_block), &p)
@@ -568,6 +589,12 @@ impl Step<'_> {
             out_stride: next.k_pad,
             ..Default::default()
         }
+    }
+
+    /// The fields by which the last kernel that updates the residual stream writes the lm_head's half input (the
+    /// final norm's weight folded in), which [`HeadInput::Half`] reads.
+    fn head_input(&self) -> GemvParams {
+        GemvParams { out16: self.ws.x_half, out_norm_w: self.weights.norm, ..Default::default() }
     }
 
     /// The input fields of a GEMV with a norm fused in front of `lin`: the half input, or with act-order the sorted

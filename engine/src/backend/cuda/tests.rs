@@ -2782,14 +2782,20 @@ fn rope_kv_rows_matches_f64() {
 fn lm_head_logits_and_argmax_match() {
     let g = gpu();
     let mut rng = Rng(61);
-    // 32 rows per block (one pass of the block's warps) and 96 (three: Tuning::lm_head_passes).
+    // 32 rows per block (one pass of the block's warps) and 96 (three: Tuning::lm_head_passes); K past 8192 takes
+    // the half input's second round of loads. Each shape from the f32 row (prefill) and from the half input (decode).
     for &(vocab, k, rows_per_block) in
-        &[(100usize, 64usize, 32usize), (1000, 200, 32), (1000, 200, 96), (64000, 4096, 32)]
+        &[(100usize, 64usize, 32usize), (1000, 200, 32), (1000, 200, 96), (300, 8200, 64), (64000, 4096, 32)]
     {
         let w = rng.vec_f16(vocab * k, -0.05, 0.05);
         let x = rng.vec_f32(k, -3.0, 3.0);
         let nw = rng.vec_f16(k, 0.5, 1.5);
-        let (wm, xm, nm) = (put(&g, &w), put(&g, &x), put(&g, &nw));
+        let ssq = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>();
+        let inv = 1.0 / (ssq / k as f64 + 1e-6).sqrt();
+        // The half input with its sum of squares in 3 partials, as the residual epilogue leaves them.
+        let x16 = half_inputs(&x, &nw);
+        let thirds: Vec<f32> = x.chunks(k.div_ceil(3)).map(|c| c.iter().map(|&v| v * v).sum()).collect();
+        let (wm, xm, nm, x16m, ssqm) = (put(&g, &w), put(&g, &x), put(&g, &nw), put(&g, &x16), put(&g, &thirds));
         let logits = poisoned(&g, vocab * 4);
         let blocks = vocab.div_ceil(rows_per_block);
         let (pv, pi) = (g.alloc(blocks * 4, "t").unwrap(), g.alloc(blocks * 4, "t").unwrap());
@@ -2799,6 +2805,8 @@ fn lm_head_logits_and_argmax_match() {
             w: wm.ptr(),
             x: xm.ptr(),
             norm_w: nm.ptr(),
+            x16: DevPtr::NULL,
+            ssq: DevPtr::NULL,
             logits: logits.ptr(),
             part_val: pv.ptr(),
             part_idx: pi.ptr(),
@@ -2807,24 +2815,31 @@ fn lm_head_logits_and_argmax_match() {
             vocab: vocab as u32,
             k: k as u32,
             rows_per_block: rows_per_block as u32,
+            n_ssq: 0,
             eps: 1e-6,
         };
-        for _ in 0..2 {
-            launch(&g, &g.k.lm_head, Launch::new((blocks as u32, 1, 1), 256, k as u32 * 4), &p);
-            g.sync().unwrap();
-            let inv = 1.0 / (x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / k as f64 + 1e-6).sqrt();
-            let xn: Vec<f64> = x.iter().zip(&nw).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
+        let half =
+            LmHeadParams { x: DevPtr::NULL, norm_w: DevPtr::NULL, x16: x16m.ptr(), ssq: ssqm.ptr(), n_ssq: 3, ..p };
+        // What each input means in float64: the row normalized, or the half input's own fp16 values unscaled.
+        let row_xn: Vec<f64> = x.iter().zip(&nw).map(|(&a, b)| a as f64 * inv * b.to_f64()).collect();
+        let half_xn: Vec<f64> = x16.iter().map(|h| h.to_f64() / shapes::HALF_INPUT_SCALE as f64 * inv).collect();
+        for (what, p, xn) in [("row", &p, &row_xn), ("half input", &half, &half_xn)] {
             let want: Vec<f64> = (0..vocab).map(|r| (0..k).map(|i| w[r * k + i].to_f64() * xn[i]).sum()).collect();
-            let got: Vec<f32> = get(&g, &logits, vocab);
-            check(
-                &got.iter().map(|&v| v as f64).collect::<Vec<_>>(),
-                &want,
-                1e-5,
-                &format!("lm_head vocab={vocab} rows/block={rows_per_block}"),
-            );
-            let best = crate::sampling::argmax(&got);
-            assert_eq!(get::<u32>(&g, &tok, 1)[0], best, "lm_head argmax vocab={vocab}");
-            assert_eq!(get::<u32>(&g, &counter, 1)[0], 0, "argmax counter not reset");
+            for _ in 0..2 {
+                set(&g, &logits, &vec![f32::NAN; vocab]);
+                launch(&g, &g.k.lm_head, Launch::new((blocks as u32, 1, 1), 256, k as u32 * 4), p);
+                g.sync().unwrap();
+                let got: Vec<f32> = get(&g, &logits, vocab);
+                check(
+                    &got.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                    &want,
+                    1e-5,
+                    &format!("lm_head from the {what}, vocab={vocab} k={k} rows/block={rows_per_block}"),
+                );
+                let best = crate::sampling::argmax(&got);
+                assert_eq!(get::<u32>(&g, &tok, 1)[0], best, "lm_head argmax from the {what}, vocab={vocab}");
+                assert_eq!(get::<u32>(&g, &counter, 1)[0], 0, "argmax counter not reset");
+            }
         }
     }
 }
