@@ -115,10 +115,10 @@ ENGINE_DEV void stage_normalized(const LmHeadParams& p, float* xs, float* scratc
 }
 
 // The normalized input row from the decode step's half input (x16, the norm weight folded in) and the partial sums
-// of squares the last residual update left. Why: 8 KB (7B) of fp16 and a few partials, loaded in one breath, where
-// the f32 path loads 16 KB of x, reduces, then loads 8 KB of norm weight: one L2 round trip per block instead of two,
-// and a third of the bytes, in front of each of the head's ~1000 blocks (the fused-norm GEMVs' half input, the same
-// way: BENCHMARKS.md).
+// of squares the last residual update left (one per tile of its columns). Why: 8 KB (7B) of fp16 and 1 KB of
+// partials, loaded in one breath, where the f32 path loads 16 KB of x, reduces, then loads 8 KB of norm weight: one
+// L2 round trip per block instead of two, and a third of the bytes, in front of each of the head's ~1000 blocks (the
+// fused-norm GEMVs' half input, the same way; measured: BENCHMARKS.md).
 ENGINE_DEV void stage_half_input(const LmHeadParams& p, float* xs, float* scratch) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const uint32_t k8 = p.k / 8;
