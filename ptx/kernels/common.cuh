@@ -97,6 +97,23 @@ ENGINE_DEV float warp_reduce_sum(float v) {
     return v;
 }
 
+// Block-wide sum of NW warps with a fixed order: warp sums, then every thread sums the warps in index order, so every
+// thread gets the same bits, and so does every kernel that reduces the same values through it (the fused-norm GEMVs
+// and the lm_head compute the same 1 / rms). `scratch` holds NW floats; the trailing barrier lets the caller reuse
+// it at once.
+template <int NW>
+ENGINE_DEV float block_sum(float v, float* scratch) {
+    v = warp_reduce_sum(v);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float s = 0.f;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) s += scratch[w];
+    __syncthreads();
+    return s;
+}
+
 // fmaxf returns the other operand when one is NaN, so a NaN lane does not poison the max: callers that must see
 // NaNs (e.g. NaN-poison tests) have to check for them separately.
 ENGINE_DEV float warp_reduce_max(float v) {

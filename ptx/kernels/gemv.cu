@@ -36,20 +36,6 @@ constexpr int UNROLL = 4; // 16-byte loads in flight per lane before the first i
 enum Prologue { NORM = 0, PLAIN = 1 };
 enum Epilogue { STORE = 0, RESIDUAL = 1, QKV_ROPE = 2, SWIGLU = 3, SWIGLU_SPLIT = 4 };
 
-// Block-wide sum with a fixed order: warp sums, then warp 0 sums the warps in index order. All threads get it.
-template <int NW>
-ENGINE_DEV float block_sum(float v, float* scratch) {
-    v = warp_reduce_sum(v);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    float s = 0.f;
-#pragma unroll
-    for (int w = 0; w < NW; ++w) s += scratch[w];
-    __syncthreads();
-    return s;
-}
-
 // Stage the input into shared memory as fp16 pairs in the order the dequantizer produces weights: for packed word
 // r (rows 8r..8r+7), the pairs (x[8r+i], x[8r+i+4]) for i = 0..3. The input is already in the weights' sorted row
 // order (act-order: the kernel before this one wrote it so); padding rows are zero, so the padded weights they

@@ -62,8 +62,7 @@ ENGINE_DEV void block_best(float& v, uint32_t& i, float* sv, uint32_t* si) {
 // of squares reduced, then each thread scales the float4s it staged itself (so no barrier is needed between the
 // passes) with the norm weight's four halves loaded 8 bytes at a time. 16-byte loads, four per thread in flight
 // before the first is used: every block pays this prologue before it streams.
-ENGINE_DEV void stage_normalized(const LmHeadParams& p, float* xs, float* scratch, float* inv_rms_s) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+ENGINE_DEV void stage_normalized(const LmHeadParams& p, float* xs, float* scratch) {
     const uint32_t k4 = p.k / 4;
     const float4* x4 = reinterpret_cast<const float4*>(p.x);
     float4* xs4 = reinterpret_cast<float4*>(xs);
@@ -82,16 +81,7 @@ ENGINE_DEV void stage_normalized(const LmHeadParams& p, float* xs, float* scratc
             ss += v[u].x * v[u].x + v[u].y * v[u].y + v[u].z * v[u].z + v[u].w * v[u].w;
         }
     }
-    ss = warp_reduce_sum(ss);
-    if (lane == 0) scratch[warp] = ss;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        float t = 0.f;
-        for (int w = 0; w < WARPS; ++w) t += scratch[w];
-        *inv_rms_s = rsqrtf(t / (float)p.k + p.eps);
-    }
-    __syncthreads();
-    const float inv_rms = *inv_rms_s;
+    const float inv_rms = rsqrtf(block_sum<WARPS>(ss, scratch) / (float)p.k + p.eps);
     for (uint32_t base = threadIdx.x; base < k4; base += blockDim.x * 4) {
         uint2 w[4];
 #pragma unroll
@@ -120,7 +110,6 @@ ENGINE_DEV void stage_normalized(const LmHeadParams& p, float* xs, float* scratc
 // L2 round trip per block instead of two, and a third of the bytes, in front of each of the head's ~1000 blocks (the
 // fused-norm GEMVs' half input, the same way; measured: BENCHMARKS.md).
 ENGINE_DEV void stage_half_input(const LmHeadParams& p, float* xs, float* scratch) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const uint32_t k8 = p.k / 8;
     const uint4* x8 = reinterpret_cast<const uint4*>(p.x16);
     constexpr int IN_FLIGHT = 4;
@@ -132,16 +121,11 @@ ENGINE_DEV void stage_half_input(const LmHeadParams& p, float* xs, float* scratc
             if (i < k8) v[u] = x8[i];
         }
     };
-    // The first round's words and the partials are loaded before the block's one barrier.
+    // The first round's words and the partials are loaded before the reduction's barriers.
     load_round(threadIdx.x);
     float ss = 0.f;
     for (uint32_t i = threadIdx.x; i < p.n_ssq; i += blockDim.x) ss += p.ssq[i];
-    ss = warp_reduce_sum(ss);
-    if (lane == 0) scratch[warp] = ss;
-    __syncthreads();
-    float t = 0.f;
-    for (int w = 0; w < WARPS; ++w) t += scratch[w];
-    const float scale = rsqrtf(t / (float)p.k + p.eps) * (1.f / HALF_INPUT_SCALE);
+    const float scale = rsqrtf(block_sum<WARPS>(ss, scratch) / (float)p.k + p.eps) * (1.f / HALF_INPUT_SCALE);
     for (uint32_t base = threadIdx.x; base < k8; base += blockDim.x * IN_FLIGHT) {
         if (base != threadIdx.x) load_round(base);  // K past IN_FLIGHT words per thread (8192 at 256 threads)
 #pragma unroll
@@ -177,7 +161,6 @@ extern "C" __global__ void __launch_bounds__(256) lm_head_f16(const LmHeadParams
     extern __shared__ __align__(16) float xs[];
     __shared__ float sv[lmhead::WARPS];
     __shared__ uint32_t si[lmhead::WARPS];
-    __shared__ float inv_rms_s;
     __shared__ bool is_last;
     using namespace lmhead;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -192,7 +175,7 @@ extern "C" __global__ void __launch_bounds__(256) lm_head_f16(const LmHeadParams
     pdl_launch_dependents();
 
     if (p.x16) stage_half_input(p, xs, sv);
-    else stage_normalized(p, xs, sv, &inv_rms_s);
+    else stage_normalized(p, xs, sv);
 
     float best_v = __int_as_float(0x7fc00000);  // NaN: "nothing yet"
     uint32_t best_i = 0xFFFFFFFFu;

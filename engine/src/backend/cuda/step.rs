@@ -215,6 +215,9 @@ impl Step<'_> {
         // Sliced over several blocks (the act-order scatter is scalar), each leaving a partial sum of squares.
         let embed_slices = hidden_tiles.min(shapes::EMBED_SLICES);
         self.run(&k.embed, shapes::embed_decode(embed_slices), &p)?;
+        // How many partial sums of squares the residual writer in front of layer l (l = layers: the lm_head) left:
+        // the embedding's slices in front of the first, one per column tile of a residual GEMV after that.
+        let ssq_partials_before = |l: usize| if l == 0 { embed_slices } else { hidden_tiles };
         observe("embed", Reads::Bytes(hidden as u64 * 2))?;
         for (l, lw) in w.layers.iter().enumerate() {
             let (k_cache, v_cache) = (kv.keys[l], kv.values[l]);
@@ -241,7 +244,7 @@ impl Step<'_> {
             // q/k/v with the input norm fused in front and rotary + KV append fused behind.
             let p = GemvParams {
                 ssq: ws.ssq,
-                n_ssq: if l == 0 { embed_slices } else { hidden_tiles },
+                n_ssq: ssq_partials_before(l),
                 out16: act.q,
                 k_cache,
                 v_cache,
@@ -295,8 +298,7 @@ impl Step<'_> {
             observe("gemv down_proj + residual", Reads::Bytes(lw.down.bytes()))?;
         }
         // The lm_head reads the half input the last residual update (or the embedding) wrote, with its sums of squares.
-        let n_ssq = if w.layers.is_empty() { embed_slices } else { hidden_tiles };
-        self.lm_head_of(HeadInput::Half { n_ssq }, end == StepEnd::Argmax)?;
+        self.lm_head_of(HeadInput::Half { n_ssq: ssq_partials_before(w.layers.len()) }, end == StepEnd::Argmax)?;
         observe("lm_head + norm + argmax", Reads::Bytes((c.vocab_size * c.hidden_size * 2) as u64))?;
         if end == StepEnd::Sample {
             self.sample(1)?;
