@@ -37,8 +37,8 @@ pub trait Measure {
     /// Bytes per second a read-only stream (nothing written) reaches over a buffer far larger than the caches: a
     /// decode step only reads, so this is the other denominator of its floor, reported beside the copy's.
     fn read_bandwidth(&mut self) -> Result<f64>;
-    /// Bytes one decode step must read at context length `len`: every weight it uses once (the embedding only for
-    /// its one row) and the KV cache of `len` positions.
+    /// Bytes one greedy decode step must read at context length `len`: every weight it uses once (the embedding
+    /// only for its one row; the head as the greedy step reads it) and the KV cache of `len` positions.
     fn decode_step_bytes(&self, len: usize) -> u64;
     /// Bytes of one session's KV cache of `positions` positions.
     fn kv_cache_bytes(&self, positions: usize) -> u64;

@@ -301,6 +301,15 @@ pub mod kernels {
     /// `lm_head.cu`: `lm_head_f16(LmHeadParams)`: 256 threads, dynamic shared memory `k * 4`, grid
     /// ceil(vocab / rows_per_block).
     pub const LM_HEAD_F16: &str = "lm_head_f16";
+    /// `lm_head.cu`: `lm_head_screen_pack(HeadScreenPackParams)`: the head's int8 copy for the greedy screen, once at
+    /// load; 256 threads (a warp per row and 128-column group), grid ceil(vocab · groups / 8).
+    pub const LM_HEAD_SCREEN_PACK: &str = "lm_head_screen_pack";
+    /// `lm_head.cu`: `lm_head_screen(LmHeadParams)`: every row's bounds from the int8 copy (greedy decode); 256
+    /// threads, dynamic shared memory `k * 4 + k / 16 * 4`, grid ceil(vocab / rows_per_block).
+    pub const LM_HEAD_SCREEN: &str = "lm_head_screen";
+    /// `lm_head.cu`: `lm_head_exact(LmHeadParams)`: the rows the screen left, from the fp16 head, and the argmax; 256
+    /// threads, dynamic shared memory `k * 4`, grid ceil(vocab / 256).
+    pub const LM_HEAD_EXACT: &str = "lm_head_exact";
     /// `decode.cu`: `decode_advance(DecodeAdvanceParams)`: one thread.
     pub const DECODE_ADVANCE: &str = "decode_advance";
     /// `sample.cu`: `sample_token(SampleParams)`: the next token from one row of logits under the sampler settings
@@ -593,6 +602,9 @@ pub mod kernels {
         ATTN_PREFILL_TC64,
         ATTN_PREFILL_TC128,
         LM_HEAD_F16,
+        LM_HEAD_SCREEN_PACK,
+        LM_HEAD_SCREEN,
+        LM_HEAD_EXACT,
         DECODE_ADVANCE,
         SAMPLE_TOKEN,
         SCORE_TILE,

@@ -40,15 +40,26 @@ pub struct PlanLimits {
     pub max_context: usize,
     /// Most tokens processed by one prefill chunk: never more than `max_context`.
     pub prefill_chunk: usize,
+    /// Plan the int8 copy of the head that the CUDA backend's greedy decode screens with
+    /// ([`WeightBuffers::lm_head_screen`]; half the head's bytes again, ~0.27 GB on a 7B). On unless turned off.
+    pub lm_head_screen: bool,
 }
 
 impl PlanLimits {
     /// Limits for sessions of `max_context` positions, prefilled in chunks of `prefill_chunk` tokens. A chunk longer
     /// than the context is planned as long as the context: the extra activation rows are ones no prompt can fill.
     pub fn new(max_context: usize, prefill_chunk: usize) -> PlanLimits {
-        PlanLimits { max_context, prefill_chunk: prefill_chunk.min(max_context) }
+        PlanLimits { max_context, prefill_chunk: prefill_chunk.min(max_context), lm_head_screen: true }
+    }
+
+    /// The same limits with the head's int8 copy planned or not.
+    pub fn with_lm_head_screen(self, on: bool) -> PlanLimits {
+        PlanLimits { lm_head_screen: on, ..self }
     }
 }
+
+/// Columns per scale of the head's int8 copy (`SCREEN_GROUP` in the CUDA kernels' lm_head.cu).
+pub const LM_HEAD_SCREEN_GROUP: usize = 128;
 
 /// Which allocation a buffer lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -192,9 +203,20 @@ pub struct WeightBuffers {
     pub norm: Buf<f16>,
     /// The same buffer as `embed` when the embeddings are tied.
     pub lm_head: Buf<f16>,
+    /// The head in int8 for the greedy decode's screen, where [`PlanLimits::lm_head_screen`] asks for it and the
+    /// hidden size is a multiple of 16 (whole 16-byte chunks per row).
+    pub lm_head_screen: Option<HeadScreenBuffers>,
     /// `[max_position_embeddings][head_dim / 2]` rotary cosines and sines.
     pub rope_cos: Buf<f32>,
     pub rope_sin: Buf<f32>,
+}
+
+/// The head's int8 copy: `q` holds `q + 128` as bytes, four per word in column order (`[vocab][hidden / 4]`), and
+/// `scales` one fp16 scale per row and [`LM_HEAD_SCREEN_GROUP`] columns (`[vocab][ceil(hidden / group)]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadScreenBuffers {
+    pub q: Buf<u32>,
+    pub scales: Buf<f16>,
 }
 
 /// Keys and values of one sequence of `positions` positions: all keys `[layer][kv_head][position][head_dim]` fp16,
@@ -291,6 +313,10 @@ pub struct WorkspaceBuffers {
     pub attn_counters: Buf<u32>,
     /// The logits of one row.
     pub logits: Buf<f32>,
+    /// The greedy screen's upper bound on each row's logit, and the largest lower bound (an order key, zero at
+    /// rest).
+    pub screen_hi: Buf<f32>,
+    pub screen_max: Buf<u32>,
     /// lm_head's per-block best logit and its id, and the counter of the block that merges them.
     pub argmax_val: Buf<f32>,
     pub argmax_idx: Buf<u32>,
@@ -483,10 +509,14 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
     }
     let norm = b.push("norm".into(), w, hidden);
     let lm_head = if desc.lm_head != desc.embed_tokens { b.push("lm_head".into(), w, vocab * hidden) } else { embed };
+    let lm_head_screen = (limits.lm_head_screen && hidden % 16 == 0).then(|| HeadScreenBuffers {
+        q: b.push("lm_head.screen_q".into(), w, vocab * hidden / 4),
+        scales: b.push("lm_head.screen_scales".into(), w, vocab * hidden.div_ceil(LM_HEAD_SCREEN_GROUP)),
+    });
     let rope = c.max_position_embeddings * (hd / 2);
     let rope_cos = b.push("rope.cos".into(), w, rope);
     let rope_sin = b.push("rope.sin".into(), w, rope);
-    let weights = WeightBuffers { embed, layers, norm, lm_head, rope_cos, rope_sin };
+    let weights = WeightBuffers { embed, layers, norm, lm_head, lm_head_screen, rope_cos, rope_sin };
 
     // KV cache of one sequence.
     let kv = KvLayout::new(c, limits.max_context);
@@ -552,6 +582,8 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
         attn_partial_ml: b.push("ws.attn_partial_ml".into(), s, heads * splits * 2),
         attn_counters: b.push("ws.attn_counters".into(), s, heads),
         logits: b.push("ws.logits".into(), s, vocab),
+        screen_hi: b.push("ws.screen_hi".into(), s, vocab),
+        screen_max: b.push("ws.screen_max".into(), s, 1),
         argmax_val: b.push("ws.argmax_val".into(), s, lm_head_blocks(c)),
         argmax_idx: b.push("ws.argmax_idx".into(), s, lm_head_blocks(c)),
         argmax_counter: b.push("ws.argmax_counter".into(), s, 1),
@@ -624,8 +656,11 @@ mod tests {
 
     #[test]
     fn a_chunk_is_never_planned_longer_than_the_context() {
-        assert_eq!(PlanLimits::new(64, 1024), PlanLimits { max_context: 64, prefill_chunk: 64 });
-        assert_eq!(PlanLimits::new(4096, 1024), PlanLimits { max_context: 4096, prefill_chunk: 1024 });
+        assert_eq!(PlanLimits::new(64, 1024), PlanLimits { max_context: 64, prefill_chunk: 64, lm_head_screen: true });
+        assert_eq!(
+            PlanLimits::new(4096, 1024),
+            PlanLimits { max_context: 4096, prefill_chunk: 1024, lm_head_screen: true }
+        );
     }
 
     fn tiny_desc() -> ModelDesc {
@@ -639,7 +674,7 @@ mod tests {
     fn activations_with_overlapping_lifetimes_never_share_bytes() {
         let desc = tiny_desc();
         for chunk in [1, 7, 512] {
-            let p = plan(&desc, PlanLimits { max_context: 64, prefill_chunk: chunk });
+            let p = plan(&desc, PlanLimits { prefill_chunk: chunk, ..PlanLimits::new(64, 64) });
             let acts: Vec<&PlanBuffer> = p.buffers.iter().filter(|b| b.region == Region::Activations).collect();
             assert_eq!(acts.len(), ACTIVATIONS.len());
             for a in &acts {
@@ -665,7 +700,7 @@ mod tests {
 
     #[test]
     fn typed_activation_fields_are_the_listed_buffers() {
-        let p = plan(&tiny_desc(), PlanLimits { max_context: 64, prefill_chunk: 9 });
+        let p = plan(&tiny_desc(), PlanLimits::new(64, 9));
         let a = &p.act;
         let fields = [
             (a.x.offset, a.x.bytes()),
@@ -691,7 +726,7 @@ mod tests {
     #[test]
     fn buffers_are_aligned_and_disjoint_within_fixed_regions() {
         let desc = tiny_desc();
-        let p = plan(&desc, PlanLimits { max_context: 100, prefill_chunk: 16 });
+        let p = plan(&desc, PlanLimits::new(100, 16));
         for r in [Region::Weights, Region::KvCache, Region::Workspace] {
             let mut bufs: Vec<&PlanBuffer> = p.buffers.iter().filter(|b| b.region == r).collect();
             bufs.sort_by_key(|b| b.offset);
@@ -719,7 +754,7 @@ mod tests {
         let quant = crate::config::parse_quant_config("quantize_config.json", quant.as_bytes()).unwrap();
         let shard = testutil::serialize(&spec.tensors());
         let desc = crate::describe(&config, Some(&quant), &[crate::Shard { name: "m", bytes: &shard }]).unwrap();
-        plan(&desc, PlanLimits { max_context: 64, prefill_chunk: 16 })
+        plan(&desc, PlanLimits::new(64, 16))
     }
 
     #[test]
@@ -767,7 +802,7 @@ mod tests {
     #[test]
     fn weight_buffers_match_the_listing() {
         let desc = tiny_desc();
-        let p = plan(&desc, PlanLimits { max_context: 64, prefill_chunk: 16 });
+        let p = plan(&desc, PlanLimits::new(64, 16));
         let find = |name: &str| p.buffers.iter().find(|b| b.name == name).map(|b| (b.offset, b.size)).unwrap();
         let l0 = &p.weights.layers[0];
         let LinearBuffers::Int4(qkv) = &l0.qkv else { panic!("tiny model is GPTQ") };

@@ -251,11 +251,24 @@ kernel_params! {
         part_idx: DevPtr<u32>,
         counter: DevPtr<u32>,
         token_out: DevPtr<u32>,
+        screen_q: DevPtr<u32>,
+        screen_scales: DevPtr<f16>,
+        screen_hi: DevPtr<f32>,
+        screen_max: DevPtr<u32>,
         vocab: u32,
         k: u32,
         rows_per_block: u32,
         n_ssq: u32,
         eps: f32,
+    }
+
+    /// The int8 copy of the head that the greedy decode step screens with (`lm_head_screen_pack`).
+    "lm_head.cu" struct HeadScreenPackParams {
+        w: DevPtr<f16>,
+        q: DevPtr<u32>,
+        scales: DevPtr<f16>,
+        vocab: u32,
+        k: u32,
     }
 
     /// Token embedding rows into the residual stream.
@@ -524,6 +537,10 @@ kernels! {
         attn_prefill_tc64: AttnParams = name::ATTN_PREFILL_TC64,
         attn_prefill_tc128: AttnParams = name::ATTN_PREFILL_TC128,
         lm_head: LmHeadParams = name::LM_HEAD_F16,
+        /// The greedy decode step's lm_head: the screen over the int8 copy, then the rows it leaves (`Step::decode`).
+        lm_head_screen_pack: HeadScreenPackParams = name::LM_HEAD_SCREEN_PACK,
+        lm_head_screen: LmHeadParams = name::LM_HEAD_SCREEN,
+        lm_head_exact: LmHeadParams = name::LM_HEAD_EXACT,
         decode_advance: DecodeAdvanceParams = name::DECODE_ADVANCE,
         sample: SampleParams = name::SAMPLE_TOKEN,
         score_tile: ScoreParams = name::SCORE_TILE,
@@ -922,6 +939,7 @@ mod tests {
             ("score.cu", format!("constexpr int BM = {0}, BN = {0},", shapes::SCORE_TILE)),
             ("frag16.cuh", format!("constexpr uint32_t SPAN = {};", shapes::FRAG16_SPAN)),
             ("tiles.cuh", format!("constexpr float HALF_INPUT_SCALE = {}f;", shapes::HALF_INPUT_SCALE)),
+            ("lm_head.cu", format!("constexpr uint32_t SCREEN_GROUP = {};", engine_format::plan::LM_HEAD_SCREEN_GROUP)),
         ];
         for (file, want) in &mirrors {
             assert!(kernel_source(file).contains(want.as_str()), "{file} does not declare `{want}`");

@@ -98,8 +98,8 @@ impl Measure for CudaBackend {
             .iter()
             .map(|l| l.qkv.bytes() + l.o.bytes() + l.gate_up.bytes() + l.down.bytes() + 2 * 2 * c.hidden_size as u64)
             .sum();
-        // lm_head, the final norm, one embedding row.
-        let head = (c.vocab_size * c.hidden_size * 2 + c.hidden_size * 2 + c.hidden_size * 2) as u64;
+        // lm_head (greedy: its int8 screen where there is one), the final norm, one embedding row.
+        let head = self.step().head_bytes(StepEnd::Argmax) + (c.hidden_size * 2 + c.hidden_size * 2) as u64;
         layers + head + KvLayout::new(c, len).data_bytes() as u64
     }
 

@@ -123,7 +123,8 @@ impl CudaBackend {
         support::check(&model)?;
         support::check_chunk(&model.desc, opts.prefill_chunk)?;
         let gpu = Device::open(opts.device, &opts.tuning)?;
-        let limits = PlanLimits::new(opts.max_context, opts.prefill_chunk);
+        let limits =
+            PlanLimits::new(opts.max_context, opts.prefill_chunk).with_lm_head_screen(opts.tuning.lm_head_screen);
         let plan = plan::plan(&model.desc, limits);
         let t0 = std::time::Instant::now();
         let weights = DeviceWeights::upload(&gpu, &model, &plan, &opts.tuning, opts.progress)?;

@@ -133,6 +133,16 @@ pub fn lm_head(vocab: u32, hidden: u32, rows_per_block: u32) -> Launch {
     Launch::new(vocab.div_ceil(rows_per_block), GEMV_THREADS, hidden * 4)
 }
 
+/// The greedy screen over the head's int8 copy: lm_head's grid, with a ‖x‖₁ per 16 columns beside the row.
+pub fn lm_head_screen(vocab: u32, hidden: u32, rows_per_block: u32) -> Launch {
+    Launch::new(vocab.div_ceil(rows_per_block), GEMV_THREADS, hidden * 4 + hidden / 16 * 4)
+}
+
+/// The rows the screen leaves: one 32-row batch per warp.
+pub fn lm_head_exact(vocab: u32, hidden: u32) -> Launch {
+    Launch::new(vocab.div_ceil(GEMV_THREADS), GEMV_THREADS, hidden * 4)
+}
+
 /// Vocabulary rows per lm_head block: `Tuning::lm_head_passes` passes of the block's warps, LM_HEAD_ROWS each.
 pub fn lm_head_rows(tuning: &Tuning) -> u32 {
     LM_HEAD_ROWS * tuning.lm_head_passes.clamp(1, 16)

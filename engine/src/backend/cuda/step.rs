@@ -299,7 +299,7 @@ impl Step<'_> {
         }
         // The lm_head reads the half input the last residual update (or the embedding) wrote, with its sums of squares.
         self.lm_head_of(HeadInput::Half { n_ssq: ssq_partials_before(w.layers.len()) }, end == StepEnd::Argmax)?;
-        observe("lm_head + norm + argmax", Reads::Bytes((c.vocab_size * c.hidden_size * 2) as u64))?;
+        observe("lm_head + norm + argmax", Reads::Bytes(self.head_bytes(end)))?;
         if end == StepEnd::Sample {
             self.sample(1)?;
             observe("sample", Reads::Bytes((c.vocab_size * 4) as u64))?;
@@ -483,12 +483,25 @@ impl Step<'_> {
         self.run(&self.gpu.k.sample, shapes::sample(), &p)
     }
 
+    /// Bytes the decode step's head streams: with the greedy screen the int8 copy and its scales (the few fp16
+    /// rows it leaves to compute are not counted: their number depends on the logits), else the fp16 head.
+    pub fn head_bytes(&self, end: StepEnd) -> u64 {
+        let (vocab, hidden) = (self.config.vocab_size as u64, self.config.hidden_size as u64);
+        match self.weights.lm_head_screen {
+            Some(_) if end == StepEnd::Argmax => {
+                vocab * hidden + vocab * hidden.div_ceil(engine_format::plan::LM_HEAD_SCREEN_GROUP as u64) * 2
+            }
+            _ => vocab * hidden * 2,
+        }
+    }
+
     fn lm_head_of(&self, input: HeadInput, argmax: bool) -> Result<()> {
         let (c, ws, w) = (self.config, self.ws, self.weights);
         let (x, x16, n_ssq) = match input {
             HeadInput::Row(x) => (x, DevPtr::NULL, 0),
             HeadInput::Half { n_ssq } => (DevPtr::NULL, ws.x_half, n_ssq),
         };
+        let screen = w.lm_head_screen.filter(|_| argmax && !x16.is_null());
         let p = LmHeadParams {
             w: w.lm_head,
             x,
@@ -500,13 +513,23 @@ impl Step<'_> {
             part_idx: ws.argmax_idx,
             counter: ws.argmax_counter,
             token_out: if argmax { ws.tokens } else { DevPtr::NULL },
+            screen_q: screen.map_or(DevPtr::NULL, |s| s.q),
+            screen_scales: screen.map_or(DevPtr::NULL, |s| s.scales),
+            screen_hi: ws.screen_hi,
+            screen_max: ws.screen_max,
             vocab: c.vocab_size as u32,
             k: c.hidden_size as u32,
             rows_per_block: shapes::lm_head_rows(self.tuning),
             n_ssq,
             eps: c.rms_norm_eps,
         };
-        self.run(&self.gpu.k.lm_head, shapes::lm_head(p.vocab, p.k, p.rows_per_block), &p)
+        if screen.is_none() {
+            return self.run(&self.gpu.k.lm_head, shapes::lm_head(p.vocab, p.k, p.rows_per_block), &p);
+        }
+        // Greedy from the half input: the int8 screen bounds every row, then the rows it leaves are computed from
+        // the fp16 head as lm_head_f16 would (the same token; lm_head.cu says why it is).
+        self.run(&self.gpu.k.lm_head_screen, shapes::lm_head_screen(p.vocab, p.k, p.rows_per_block), &p)?;
+        self.run(&self.gpu.k.lm_head_exact, shapes::lm_head_exact(p.vocab, p.k), &p)
     }
 
     /// A GEMV over `lin` with `warps` warps per block: `p` says what comes in and goes out, the linear's fields

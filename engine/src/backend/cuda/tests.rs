@@ -2817,6 +2817,7 @@ fn lm_head_logits_and_argmax_match() {
             rows_per_block: rows_per_block as u32,
             n_ssq: 0,
             eps: 1e-6,
+            ..Default::default()
         };
         let half =
             LmHeadParams { x: DevPtr::NULL, norm_w: DevPtr::NULL, x16: x16m.ptr(), ssq: ssqm.ptr(), n_ssq: 3, ..p };
@@ -2840,6 +2841,160 @@ fn lm_head_logits_and_argmax_match() {
                 assert_eq!(get::<u32>(&g, &tok, 1)[0], best, "lm_head argmax from the {what}, vocab={vocab}");
                 assert_eq!(get::<u32>(&g, &counter, 1)[0], 0, "argmax counter not reset");
             }
+        }
+    }
+}
+
+/// The greedy screen (`lm_head_screen_pack`, `lm_head_screen`, `lm_head_exact`) against `lm_head_f16` on the same
+/// half input: the same token every time, including rows that tie the best exactly or within an ulp, rows with a
+/// NaN or an infinite weight, and an input of zeros (every row a candidate). Also: the int8 copy keeps every weight
+/// within half a scale of its value and |w| ≤ 127 · scale (what the screen's bound rests on); every row's upper
+/// bound covers lm_head_f16's logit; the screen rules out most rows of random weights (so it is not computing the
+/// whole head twice); the counters are back at zero; two runs give the same token.
+#[test]
+#[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
+fn lm_head_screen_picks_the_full_heads_token() {
+    use engine_format::plan::LM_HEAD_SCREEN_GROUP;
+    let g = gpu();
+    let mut rng = Rng(67);
+    // K of one partial group (80), of a partial last group (208), the 7B's, and past the half input's first round.
+    for &(vocab, k, case) in &[
+        (1000usize, 80usize, "plain"),
+        (3000, 208, "plain"),
+        (64000, 4096, "plain"),
+        (500, 8208, "plain"),
+        (5000, 4096, "ties"),
+        (5000, 4096, "nan"),
+        (5000, 4096, "inf"),
+        (2000, 256, "zeros"),
+    ] {
+        let what = format!("vocab={vocab} k={k} {case}");
+        let mut w = rng.vec_f16(vocab * k, -0.05, 0.05);
+        let mut x = rng.vec_f32(k, -3.0, 3.0);
+        let nw = rng.vec_f16(k, 0.5, 1.5);
+        if case == "zeros" {
+            x.iter_mut().for_each(|v| *v = 0.0);
+        }
+        let x16 = half_inputs(&x, &nw);
+        // The row the full head picks, found on the host from the same fp16 input (close enough to aim at).
+        let xn: Vec<f64> = x16.iter().map(|h| h.to_f64()).collect();
+        let logit = |w: &[f16], r: usize| (0..k).map(|i| w[r * k + i].to_f64() * xn[i]).sum::<f64>();
+        let best = (0..vocab).max_by(|&a, &b| logit(&w, a).total_cmp(&logit(&w, b))).unwrap();
+        match case {
+            // Exact copies of the best row (the smaller id must win) and copies one ulp off in one weight.
+            "ties" => {
+                for (n, r) in [17usize, 4000, 4999, 2500].into_iter().enumerate() {
+                    let row: Vec<f16> = w[best * k..(best + 1) * k].to_vec();
+                    w[r * k..(r + 1) * k].copy_from_slice(&row);
+                    if n >= 2 {
+                        let e = &mut w[r * k + n];
+                        *e = f16::from_bits(e.to_bits() + 1);
+                    }
+                }
+            }
+            // A NaN in the best row (never chosen), and one in another.
+            "nan" => {
+                w[best * k + 3] = f16::NAN;
+                w[7 * k + 100] = f16::NAN;
+            }
+            // +inf where the input is positive: that row's logit is +inf and wins.
+            "inf" => {
+                let i = xn.iter().position(|&v| v > 0.0).unwrap();
+                w[123 * k + i] = f16::INFINITY;
+            }
+            _ => {}
+        }
+        let ssq: Vec<f32> = x.chunks(k.div_ceil(3)).map(|c| c.iter().map(|&v| v * v).sum()).collect();
+        let (wm, x16m, ssqm) = (put(&g, &w), put(&g, &x16), put(&g, &ssq));
+        let groups = k.div_ceil(LM_HEAD_SCREEN_GROUP);
+        let (qm, scm) = (poisoned(&g, vocab * k), poisoned(&g, vocab * groups * 2));
+        let pack =
+            HeadScreenPackParams { w: wm.ptr(), q: qm.ptr(), scales: scm.ptr(), vocab: vocab as u32, k: k as u32 };
+        launch(&g, &g.k.lm_head_screen_pack, Launch::new(((vocab * groups).div_ceil(8)) as u32, 256, 0), &pack);
+        g.sync().unwrap();
+        let q: Vec<u8> = get(&g, &qm, vocab * k);
+        let scales: Vec<f16> = get(&g, &scm, vocab * groups);
+        for r in 0..vocab {
+            for i in 0..k {
+                let (wv, s) = (w[r * k + i].to_f64(), scales[r * groups + i / LM_HEAD_SCREEN_GROUP].to_f64());
+                if !wv.is_finite() || !s.is_finite() {
+                    assert!(s.is_infinite() && q[r * k + i] == 128, "{what}: row {r} col {i}: a non-finite group");
+                    continue;
+                }
+                let qv = q[r * k + i] as f64 - 128.0;
+                assert!(qv.abs() <= 127.0 && wv.abs() <= 127.0 * s, "{what}: row {r} col {i}: |w| past 127 scales");
+                assert!((wv - qv * s).abs() <= s / 2.0, "{what}: row {r} col {i}: {wv} is not within s/2 of {qv}·{s}");
+            }
+        }
+
+        let rows_per_block = 64usize;
+        let blocks = vocab.div_ceil(32);
+        let (pv, pi) = (g.alloc(blocks * 4, "t").unwrap(), g.alloc(blocks * 4, "t").unwrap());
+        let (counter, smax) = (put(&g, &[0u32]), put(&g, &[0u32]));
+        let (logits, hi, tok) = (poisoned(&g, vocab * 4), poisoned(&g, vocab * 4), poisoned(&g, 4));
+        let p = LmHeadParams {
+            w: wm.ptr(),
+            x16: x16m.ptr(),
+            ssq: ssqm.ptr(),
+            logits: logits.ptr(),
+            part_val: pv.ptr(),
+            part_idx: pi.ptr(),
+            counter: counter.ptr(),
+            token_out: tok.ptr(),
+            screen_q: qm.ptr(),
+            screen_scales: scm.ptr(),
+            screen_hi: hi.ptr(),
+            screen_max: smax.ptr(),
+            vocab: vocab as u32,
+            k: k as u32,
+            rows_per_block: rows_per_block as u32,
+            n_ssq: 3,
+            eps: 1e-6,
+            ..Default::default()
+        };
+        let full = Launch::new(vocab.div_ceil(rows_per_block) as u32, 256, k as u32 * 4);
+        launch(&g, &g.k.lm_head, full, &p);
+        g.sync().unwrap();
+        let want = get::<u32>(&g, &tok, 1)[0];
+        let full_logits: Vec<f32> = get(&g, &logits, vocab);
+        assert_eq!(want, crate::sampling::argmax(&full_logits), "{what}: the full head's argmax");
+        if case == "ties" {
+            // The exact copies tie the best row bit for bit (the smaller id wins); the ulp-off ones may pass it.
+            for r in [17usize, 4000] {
+                assert_eq!(full_logits[r].to_bits(), full_logits[best].to_bits(), "{what}: row {r} copies row {best}");
+            }
+            let w_id = want as usize;
+            assert!(w_id == best.min(17) || [2500, 4999].contains(&w_id), "{what}: picked {want}");
+        }
+        for run in 0..2 {
+            set(&g, &tok, &[u32::MAX]);
+            set(&g, &hi, &vec![f32::NAN; vocab]);
+            launch(&g, &g.k.lm_head_screen, shapes::lm_head_screen(vocab as u32, k as u32, rows_per_block as u32), &p);
+            launch(&g, &g.k.lm_head_exact, shapes::lm_head_exact(vocab as u32, k as u32), &p);
+            g.sync().unwrap();
+            assert_eq!(
+                get::<u32>(&g, &tok, 1)[0],
+                want,
+                "{what}: run {run}: the screen's token against the full head's"
+            );
+            assert_eq!(get::<u32>(&g, &counter, 1)[0], 0, "{what}: argmax counter not reset");
+            assert_eq!(get::<u32>(&g, &smax, 1)[0], 0, "{what}: screen max not reset");
+        }
+        // Every finite logit under its row's upper bound; the rows left to compute are few where the data is random.
+        let his: Vec<f32> = get(&g, &hi, vocab);
+        for (r, (&h, &l)) in his.iter().zip(&full_logits).enumerate() {
+            assert!(!l.is_finite() || h.is_nan() || h >= l, "{what}: row {r}: bound {h} under the logit {l}");
+        }
+        let lo_best = his
+            .iter()
+            .zip(&full_logits)
+            .filter(|(h, l)| h.is_finite() && l.is_finite())
+            .map(|(&h, &l)| 2.0 * l - h) // ~ the row's lower bound (the bound is symmetric about the screen's value)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let left = his.iter().filter(|&&h| h.is_nan() || h >= lo_best).count();
+        eprintln!("{what}: about {left} of {vocab} rows left to the exact pass");
+        if case == "plain" && vocab >= 3000 {
+            assert!(left * 10 < vocab, "{what}: the screen left {left} of {vocab} rows");
         }
     }
 }

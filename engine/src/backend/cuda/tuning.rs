@@ -56,6 +56,11 @@ pub struct Tuning {
     /// 7B decode after 16 tokens: 2 passes 672.8 / 673.5 tok/s against 667.7 / 666.6 with 1 on an H200, 569.8
     /// against 567.6 / 567.4 on an H100 (4: the same as 2; 8 slower; BENCHMARKS.md).
     pub lm_head_passes: u32,
+    /// Greedy decode screens the head first: an int8 copy of it (planned beside the weights, half the head's bytes
+    /// again) bounds every row's logit, and only the rows that can still be the argmax are computed from the fp16
+    /// head (`lm_head_screen`, `lm_head_exact`): the same token as the full head, from about half its bytes. Off:
+    /// no copy is planned, and every step runs the full head (`lm_head_f16`).
+    pub lm_head_screen: bool,
     /// The 128 × 128 prefill GEMM tile for chunks of at least 128 rows, where the card's shared memory allows it.
     pub gemm128: bool,
     /// Which 128-row prefill tile multiplies on Hopper's asynchronous tensor cores where the card has them (sm_90);
@@ -124,6 +129,7 @@ impl Default for Tuning {
             gemv_sym: true,
             gemv_prefetch_mb: 0,
             lm_head_passes: 2,
+            lm_head_screen: true,
             gemm128: true,
             wgmma: WgmmaTile::WeightsInRegisters,
             wgmma_short: true,
@@ -151,6 +157,7 @@ pub const TUNING_KEYS: &[(&str, &str, &str)] = &[
     ("gemv_sym", "on|off", "decode GEMVs over symmetric int4 linears read their scales alone (half the scale bytes)"),
     ("gemv_prefetch", "0..=64", "MB of the next GEMV's first weights each decode GEMV asks the L2 for (sm_90)"),
     ("lm_head_passes", "1..=16", "32-row passes of each lm_head block (each block stages the input row once)"),
+    ("lm_head_screen", "on|off", "greedy decode screens the head with an int8 copy (+0.5x the head's memory)"),
     ("gemm128", "on|off", "the 128 x 128 prefill GEMM tile for chunks of >= 128 rows"),
     ("wgmma", "off|128|256|ws|wreg", "the 128-row prefill tile on Hopper's wgmma tensor cores (sm_90; needs gemm128)"),
     ("wgmma_short", "on|off", "chunks of <= 16 rows on Hopper's wgmma, weights as the M side (sm_90, int4)"),
@@ -179,6 +186,7 @@ impl Tuning {
             "gemv_lean" => self.gemv_lean = flag(value)?,
             "gemv_sym" => self.gemv_sym = flag(value)?,
             "gemm128" => self.gemm128 = flag(value)?,
+            "lm_head_screen" => self.lm_head_screen = flag(value)?,
             "wgmma" => {
                 self.wgmma = WgmmaTile::NAMES.iter().find(|(_, n)| *n == value).map(|(t, _)| *t).ok_or_else(|| {
                     Error::InvalidArgument(format!("tuning wgmma={value}: expected off, 128, 256, ws or wreg"))
@@ -221,7 +229,7 @@ impl Tuning {
     pub fn describe(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "pdl={},gemv_blocks_per_sm={},attn_splits={},attn_short_splits={},attn_cluster={},gemv_wide={},gemv_ring={},gemv_lean={},gemv_sym={},gemv_prefetch={},lm_head_passes={},gemm128={},wgmma={},wgmma_short={},gemv_rows={},\
+            "pdl={},gemv_blocks_per_sm={},attn_splits={},attn_short_splits={},attn_cluster={},gemv_wide={},gemv_ring={},gemv_lean={},gemv_sym={},gemv_prefetch={},lm_head_passes={},lm_head_screen={},gemm128={},wgmma={},wgmma_short={},gemv_rows={},\
              gpu_repack={},\
              cubin={}",
             on(self.pdl),
@@ -235,6 +243,7 @@ impl Tuning {
             on(self.gemv_sym),
             self.gemv_prefetch_mb,
             self.lm_head_passes,
+            on(self.lm_head_screen),
             on(self.gemm128),
             self.wgmma.name(),
             on(self.wgmma_short),
@@ -252,7 +261,7 @@ mod tests {
     #[test]
     fn parse_sets_each_key_and_describe_round_trips() {
         let t = Tuning::parse(
-            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,attn_short_splits=4,attn_cluster=off,gemv_wide=0,gemv_ring=on,gemv_lean=off,gemv_sym=off,gemv_prefetch=8,lm_head_passes=4,gemm128=false,wgmma=ws,wgmma_short=off,\
+            "pdl=off, gemv_blocks_per_sm=8,attn_splits=16,attn_short_splits=4,attn_cluster=off,gemv_wide=0,gemv_ring=on,gemv_lean=off,gemv_sym=off,gemv_prefetch=8,lm_head_passes=4,lm_head_screen=off,gemm128=false,wgmma=ws,wgmma_short=off,\
              gemv_rows=off,gpu_repack=off,cubin=off",
         )
         .unwrap();
@@ -268,6 +277,7 @@ mod tests {
             gemv_sym: false,
             gemv_prefetch_mb: 8,
             lm_head_passes: 4,
+            lm_head_screen: false,
             gemm128: false,
             wgmma: WgmmaTile::WarpSpecialized,
             wgmma_short: false,

@@ -7,12 +7,14 @@
 use std::io::Write;
 
 use engine_format::gptq::Bits;
-use engine_format::plan::{Buf, LinearBuffers, MemoryPlan, Region, TileBuffers};
+use engine_format::plan::{
+    Buf, HeadScreenBuffers, LinearBuffers, MemoryPlan, Region, TileBuffers, LM_HEAD_SCREEN_GROUP,
+};
 use engine_format::{Linear, TensorRef};
 use half::f16;
 
 use super::driver::{DevPtr, DeviceBuffer, Launch};
-use super::kernels::{Device, RepackParams};
+use super::kernels::{Device, HeadScreenPackParams, RepackParams};
 use super::layout::{self, ColumnOrder, DeviceLinear, TileFormat, STEP_K, TILE_N};
 use super::shapes::GemvStream;
 use super::staging::Staging;
@@ -90,12 +92,21 @@ pub(crate) struct LayerWeights {
     pub down: DevLinear,
 }
 
+/// The int8 copy of the head (`HeadScreenBuffers` of the plan), filled on the device by `lm_head_screen_pack`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadScreen {
+    pub q: DevPtr<u32>,
+    pub scales: DevPtr<f16>,
+}
+
 pub(crate) struct DeviceWeights {
     pub mem: DeviceBuffer,
     pub embed: DevPtr<f16>,
     pub layers: Vec<LayerWeights>,
     pub norm: DevPtr<f16>,
     pub lm_head: DevPtr<f16>,
+    /// The head in int8 for the greedy decode's screen, where the plan has it (`Tuning::lm_head_screen`).
+    pub lm_head_screen: Option<HeadScreen>,
     pub rope_cos: DevPtr<f32>,
     pub rope_sin: DevPtr<f32>,
 }
@@ -297,6 +308,40 @@ impl Uploader<'_> {
         }))
     }
 
+    /// The head's int8 copy into `at`, made on the device from the head at `lm_head` (`vocab` × `hidden`, already
+    /// queued for upload: the flush puts the kernel behind it).
+    fn head_screen(
+        &mut self,
+        at: HeadScreenBuffers,
+        lm_head: DevPtr<f16>,
+        vocab: usize,
+        hidden: usize,
+    ) -> Result<HeadScreen> {
+        let groups = hidden.div_ceil(LM_HEAD_SCREEN_GROUP);
+        if hidden % 16 != 0 || at.q.len != vocab * hidden / 4 || at.scales.len != vocab * groups {
+            return Err(Error::Device(format!(
+                "the memory plan's int8 head ({} words, {} scales) does not fit a {vocab} x {hidden} head",
+                at.q.len, at.scales.len
+            )));
+        }
+        let screen = HeadScreen { q: self.mem.at(at.q), scales: self.mem.at(at.scales) };
+        self.staging.flush()?;
+        let p = HeadScreenPackParams {
+            w: lm_head,
+            q: screen.q,
+            scales: screen.scales,
+            vocab: vocab as u32,
+            k: hidden as u32,
+        };
+        let launch = Launch::new(((vocab * groups).div_ceil(8)) as u32, 256, 0).after_previous();
+        // SAFETY: the head (vocab × hidden halves) lies in `mem`, its upload queued on this stream before the launch
+        // (flush); q and scales are the plan's buffers in `mem`, sized for this head (checked above); `mem`
+        // outlives the upload, which ends with a synchronize.
+        unsafe { self.gpu.launch(&self.gpu.k.lm_head_screen_pack, launch, &p)? };
+        self.done += at.q.bytes() + at.scales.bytes();
+        Ok(screen)
+    }
+
     fn upload_linear(&mut self, at: &TileBuffers, d: &DeviceLinear) -> Result<DevLinear> {
         let qw = self.put(at.qw, bytemuck::cast_slice(&d.qw))?;
         let sz = self.put(at.sz, &d.sz)?;
@@ -420,7 +465,7 @@ impl DeviceWeights {
         let p = &plan.weights;
         let total = plan.region_size(Region::Weights);
         let mem = gpu.alloc(total, "the weights")?;
-        let (embed, layers, norm, lm_head, rope_cos, rope_sin) = {
+        let (embed, layers, norm, lm_head, lm_head_screen, rope_cos, rope_sin) = {
             let room = if gpu_repack { device_repack_room(model) } else { 0 };
             let raw = if room > 0 { Some(gpu.alloc(room, "the device repack's room")?) } else { None };
             let mut up = Uploader {
@@ -455,16 +500,18 @@ impl DeviceWeights {
             }
             let norm = up.tensor(p.norm, model, &d.norm)?;
             let lm_head = if d.lm_head == d.embed_tokens { embed } else { up.tensor(p.lm_head, model, &d.lm_head)? };
+            let lm_head_screen =
+                p.lm_head_screen.map(|at| up.head_screen(at, lm_head, c.vocab_size, c.hidden_size)).transpose()?;
             let rope = RopeTable::new(c.head_dim, c.rope_theta as f64, c.max_position_embeddings);
             let (cos, sin) = rope.tables();
             let rope_cos = up.put(p.rope_cos, cos)?;
             let rope_sin = up.put(p.rope_sin, sin)?;
             up.staging.finish()?;
-            (embed, layers, norm, lm_head, rope_cos, rope_sin)
+            (embed, layers, norm, lm_head, lm_head_screen, rope_cos, rope_sin)
         };
         if progress {
             eprintln!();
         }
-        Ok(DeviceWeights { mem, embed, layers, norm, lm_head, rope_cos, rope_sin })
+        Ok(DeviceWeights { mem, embed, layers, norm, lm_head, lm_head_screen, rope_cos, rope_sin })
     }
 }
