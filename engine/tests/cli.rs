@@ -465,6 +465,13 @@ fn plan_sizes_the_kv_cache_from_the_context() {
     assert_eq!(bytes, s.config("num_hidden_layers") * s.config("num_attention_heads") * 64 * head_dim * 2, "{keys}");
     let short = ok(&s.on_model("plan", &["--ctx", "64"]));
     assert!(short.lines().count() < out.lines().count() && short.contains("--all lists every buffer"));
+    // The lm_head's int8 copy for the greedy screen: a byte per weight, and one scale per 128 columns; gone with
+    // --no-lm-head-screen.
+    let screen = out.lines().find(|l| l.starts_with("lm_head.screen_q")).expect("an lm_head.screen_q buffer");
+    let bytes: usize = screen.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(bytes, s.config("vocab_size") * s.config("hidden_size"), "{screen}");
+    let without = ok(&s.on_model("plan", &["--ctx", "64", "--all", "--no-lm-head-screen"]));
+    assert!(!without.contains("lm_head.screen"), "{without}");
 
     fails(&s.on_model("plan", &["--ctx", "0"]), 1, &["--ctx"]);
 }

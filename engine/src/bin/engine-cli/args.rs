@@ -264,6 +264,10 @@ pub struct PlanArgs {
     /// List every buffer, not only the per-region totals and the largest buffers.
     #[arg(long)]
     pub all: bool,
+    /// Plan without the int8 copy of the lm_head that greedy decoding screens with (what `--tune
+    /// lm_head_screen=off` loads).
+    #[arg(long)]
+    pub no_lm_head_screen: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

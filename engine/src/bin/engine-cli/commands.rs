@@ -387,7 +387,7 @@ fn plan(a: PlanArgs) -> Result<()> {
     if a.prefill_chunk == 0 {
         return Err(Error::InvalidArgument("--prefill-chunk must be at least 1".into()));
     }
-    let p = plan(&model.desc, PlanLimits::new(ctx, a.prefill_chunk));
+    let p = plan(&model.desc, PlanLimits::new(ctx, a.prefill_chunk).with_lm_head_screen(!a.no_lm_head_screen));
     let mb = |b: usize| b as f64 / (1 << 20) as f64;
     println!("memory plan for {} at context {ctx}, prefill chunk {}", dir.display(), p.limits.prefill_chunk);
     println!();
