@@ -70,8 +70,9 @@ pub struct ModelArgs {
     /// Change a CUDA launch choice for this run, to measure or check an alternative (repeatable or
     /// comma-separated): pdl=on|off, gemv_blocks_per_sm=1..=16, attn_splits=1..=64, attn_short_splits=0..=64,
     /// attn_cluster=on|off, gemv_wide=on|off, gemv_ring=on|off, gemv_lean=on|off, gemv_sym=on|off,
-    /// gemv_prefetch=0..=64 (MB), lm_head_passes=1..=16, gemm128=on|off, wgmma=off|128|256|ws|wreg,
-    /// wgmma_short=on|off, gemv_rows=on|off, gpu_repack=on|off, cubin=on|off. The defaults are what measured fastest.
+    /// gemv_prefetch=0..=64 (MB), lm_head_passes=1..=16, lm_head_screen=on|off, gemm128=on|off,
+    /// wgmma=off|128|256|ws|wreg, wgmma_short=on|off, gemv_rows=on|off, gpu_repack=on|off, cubin=on|off. The
+    /// defaults are what measured fastest.
     #[arg(long, value_name = "KEY=VALUE")]
     pub tune: Vec<String>,
 }
