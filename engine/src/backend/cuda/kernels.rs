@@ -804,7 +804,9 @@ impl Kernels {
                 f.set_max_dynamic_smem(ring)?;
             }
         }
-        k.lm_head.set_max_dynamic_smem(staged)?;
+        for f in [&k.lm_head, &k.lm_head_screen, &k.lm_head_exact] {
+            f.set_max_dynamic_smem(staged)?;
+        }
         for f in [&k.gemm_store16, &k.gemm_residual, &k.gemm_store32] {
             for format in [TileFormat::Int4, TileFormat::Int8, TileFormat::F16] {
                 f.of(format).set_max_dynamic_smem(shapes::gemm_smem_bytes(64, format))?;
