@@ -133,6 +133,12 @@ pub fn lm_head(vocab: u32, hidden: u32, rows_per_block: u32) -> Launch {
     Launch::new(vocab.div_ceil(rows_per_block), GEMV_THREADS, hidden * 4)
 }
 
+/// The head's int8 copy, made once at load: a warp per row and 128-column group, 8 warps per block.
+pub fn lm_head_screen_pack(vocab: u32, hidden: u32) -> Launch {
+    let groups = hidden.div_ceil(engine_format::plan::LM_HEAD_SCREEN_GROUP as u32);
+    Launch::new((vocab * groups).div_ceil(8), 256, 0)
+}
+
 /// The greedy screen over the head's int8 copy: lm_head's grid, with a ‖x‖₁ per 16 columns beside the row.
 pub fn lm_head_screen(vocab: u32, hidden: u32, rows_per_block: u32) -> Launch {
     Launch::new(vocab.div_ceil(rows_per_block), GEMV_THREADS, hidden * 4 + hidden / 16 * 4)

@@ -2910,7 +2910,7 @@ fn lm_head_screen_picks_the_full_heads_token() {
         let (qm, scm) = (poisoned(&g, vocab * k), poisoned(&g, vocab * groups * 2));
         let pack =
             HeadScreenPackParams { w: wm.ptr(), q: qm.ptr(), scales: scm.ptr(), vocab: vocab as u32, k: k as u32 };
-        launch(&g, &g.k.lm_head_screen_pack, Launch::new(((vocab * groups).div_ceil(8)) as u32, 256, 0), &pack);
+        launch(&g, &g.k.lm_head_screen_pack, shapes::lm_head_screen_pack(vocab as u32, k as u32), &pack);
         g.sync().unwrap();
         let q: Vec<u8> = get(&g, &qm, vocab * k);
         let scales: Vec<f16> = get(&g, &scm, vocab * groups);

@@ -16,7 +16,7 @@ use half::f16;
 use super::driver::{DevPtr, DeviceBuffer, Launch};
 use super::kernels::{Device, HeadScreenPackParams, RepackParams};
 use super::layout::{self, ColumnOrder, DeviceLinear, TileFormat, STEP_K, TILE_N};
-use super::shapes::GemvStream;
+use super::shapes::{self, GemvStream};
 use super::staging::Staging;
 use super::tuning::Tuning;
 use crate::backend::rope::RopeTable;
@@ -333,7 +333,7 @@ impl Uploader<'_> {
             vocab: vocab as u32,
             k: hidden as u32,
         };
-        let launch = Launch::new(((vocab * groups).div_ceil(8)) as u32, 256, 0).after_previous();
+        let launch = shapes::lm_head_screen_pack(p.vocab, p.k).after_previous();
         // SAFETY: the head (vocab × hidden halves) lies in `mem`, its upload queued on this stream before the launch
         // (flush); q and scales are the plan's buffers in `mem`, sized for this head (checked above); `mem`
         // outlives the upload, which ends with a synchronize.
