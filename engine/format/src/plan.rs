@@ -314,7 +314,7 @@ pub struct WorkspaceBuffers {
     /// The logits of one row.
     pub logits: Buf<f32>,
     /// The greedy screen's upper bound on each row's logit, and the largest lower bound (an order key, zero at
-    /// rest).
+    /// rest); empty where the head's int8 copy is not planned ([`WeightBuffers::lm_head_screen`]).
     pub screen_hi: Buf<f32>,
     pub screen_max: Buf<u32>,
     /// lm_head's per-block best logit and its id, and the counter of the block that merges them.
@@ -509,7 +509,8 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
     }
     let norm = b.push("norm".into(), w, hidden);
     let lm_head = if desc.lm_head != desc.embed_tokens { b.push("lm_head".into(), w, vocab * hidden) } else { embed };
-    let lm_head_screen = (limits.lm_head_screen && hidden % 16 == 0).then(|| HeadScreenBuffers {
+    let screened = limits.lm_head_screen && hidden % 16 == 0;
+    let lm_head_screen = screened.then(|| HeadScreenBuffers {
         q: b.push("lm_head.screen_q".into(), w, vocab * hidden / 4),
         scales: b.push("lm_head.screen_scales".into(), w, vocab * hidden.div_ceil(LM_HEAD_SCREEN_GROUP)),
     });
@@ -582,8 +583,8 @@ pub fn plan(desc: &ModelDesc, limits: PlanLimits) -> MemoryPlan {
         attn_partial_ml: b.push("ws.attn_partial_ml".into(), s, heads * splits * 2),
         attn_counters: b.push("ws.attn_counters".into(), s, heads),
         logits: b.push("ws.logits".into(), s, vocab),
-        screen_hi: b.push("ws.screen_hi".into(), s, vocab),
-        screen_max: b.push("ws.screen_max".into(), s, 1),
+        screen_hi: b.push("ws.screen_hi".into(), s, if screened { vocab } else { 0 }),
+        screen_max: b.push("ws.screen_max".into(), s, usize::from(screened)),
         argmax_val: b.push("ws.argmax_val".into(), s, lm_head_blocks(c)),
         argmax_idx: b.push("ws.argmax_idx".into(), s, lm_head_blocks(c)),
         argmax_counter: b.push("ws.argmax_counter".into(), s, 1),
@@ -696,6 +697,22 @@ mod tests {
                 assert!(p.region_size(Region::Activations) < sum, "no reuse at chunk {chunk}");
             }
         }
+    }
+
+    #[test]
+    fn the_heads_screen_is_planned_only_where_asked() {
+        let desc = tiny_desc();
+        let (vocab, hidden) = (desc.config.vocab_size, desc.config.hidden_size);
+        let on = plan(&desc, PlanLimits::new(64, 16));
+        let copy = on.weights.lm_head_screen.expect("the screen is on by default");
+        assert_eq!(copy.q.bytes(), vocab * hidden);
+        assert_eq!(copy.scales.len, vocab * hidden.div_ceil(LM_HEAD_SCREEN_GROUP));
+        assert_eq!((on.ws.screen_hi.len, on.ws.screen_max.len), (vocab, 1));
+        let off = plan(&desc, PlanLimits::new(64, 16).with_lm_head_screen(false));
+        assert!(off.weights.lm_head_screen.is_none());
+        assert_eq!((off.ws.screen_hi.len, off.ws.screen_max.len), (0, 0));
+        let saved = vocab * hidden + copy.scales.bytes();
+        assert!(off.region_size(Region::Weights) + saved <= on.region_size(Region::Weights));
     }
 
     #[test]
