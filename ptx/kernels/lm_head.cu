@@ -201,6 +201,13 @@ ENGINE_DEV bool merge_best(const LmHeadParams& p, float v, uint32_t i, float* sv
     return true;
 }
 
+// The normalized row into xs from whichever input the launch has (the decode step's half input, or a prefill row):
+// every lm_head kernel stages through this, so the screen and the exact pass see the values lm_head_f16 sees.
+ENGINE_DEV void stage_row(const LmHeadParams& p, float* xs, float* scratch) {
+    if (p.x16) stage_half_input(p, xs, scratch);
+    else stage_normalized(p, xs, scratch);
+}
+
 // Chunk c (16 bytes) of vocabulary rows r .. r + ROWS − 1; rows past the vocabulary are clamped to its last (computed,
 // never stored).
 ENGINE_DEV void load_rows(const LmHeadParams& p, uint32_t r, uint32_t c, uint4 (&wv)[ROWS]) {
@@ -231,8 +238,7 @@ extern "C" __global__ void __launch_bounds__(256) lm_head_f16(const LmHeadParams
     pdl_wait();
     pdl_launch_dependents();
 
-    if (p.x16) stage_half_input(p, xs, sv);
-    else stage_normalized(p, xs, sv);
+    stage_row(p, xs, sv);
 
     float best_v = __int_as_float(0x7fc00000);  // NaN: "nothing yet"
     uint32_t best_i = 0xFFFFFFFFu;
@@ -398,7 +404,7 @@ extern "C" __global__ void __launch_bounds__(256) lm_head_screen_pack(const Head
     if (lane == 0) p.scales[(size_t)row * groups + g] = s;
 }
 
-// The screen (greedy decode, from the half input): each row's bounds from the int8 copy; writes hi per row and the
+// The screen (a greedy step's head): each row's bounds from the int8 copy; writes hi per row and the
 // largest lo (over the block's finite ones: one atomicMax per block). Block: 256 threads; shared memory k · 4 +
 // k / 16 · 4 bytes. Grid: ceil(vocab / rows_per_block), rows_per_block a multiple of 32.
 extern "C" __global__ void __launch_bounds__(256) lm_head_screen(const LmHeadParams p) {
@@ -417,7 +423,7 @@ extern "C" __global__ void __launch_bounds__(256) lm_head_screen(const LmHeadPar
     if (row0 + warp * ROWS < row_end && (uint32_t)lane < c16) load_screen_rows(p, row0 + warp * ROWS, lane, groups, wv, sc);
     pdl_wait();
     if (threadIdx.x == 0) block_lo = 0;
-    stage_half_input(p, xs, sv);
+    stage_row(p, xs, sv);
     // ‖x‖₁ of each chunk: the bound's E sums s · ‖x_chunk‖₁ chunk by chunk.
     float* l1 = xs + p.k;
     for (uint32_t c = threadIdx.x; c < c16; c += blockDim.x) {
@@ -491,7 +497,7 @@ extern "C" __global__ void __launch_bounds__(256) lm_head_exact(const LmHeadPara
     float best_v = __int_as_float(0x7fc00000);
     uint32_t best_i = 0xFFFFFFFFu;
     if (__syncthreads_or(any)) {
-        stage_half_input(p, xs, sv);
+        stage_row(p, xs, sv);
         for (uint32_t base = first; base < p.vocab; base += stride) {
             const uint32_t r = base + lane;
             uint32_t mask = __ballot_sync(0xffffffffu, r < p.vocab && !(__ldcg(p.screen_hi + r) < m));

@@ -501,7 +501,7 @@ impl Step<'_> {
             HeadInput::Row(x) => (x, DevPtr::NULL, 0),
             HeadInput::Half { n_ssq } => (DevPtr::NULL, ws.x_half, n_ssq),
         };
-        let screen = w.lm_head_screen.filter(|_| argmax && !x16.is_null());
+        let screen = w.lm_head_screen.filter(|_| argmax);
         let p = LmHeadParams {
             w: w.lm_head,
             x,
@@ -526,8 +526,8 @@ impl Step<'_> {
         if screen.is_none() {
             return self.run(&self.gpu.k.lm_head, shapes::lm_head(p.vocab, p.k, p.rows_per_block), &p);
         }
-        // Greedy from the half input: the int8 screen bounds every row, then the rows it leaves are computed from
-        // the fp16 head as lm_head_f16 would (the same token; lm_head.cu says why it is).
+        // Greedy: the int8 screen bounds every row, then the rows it leaves are computed from the fp16 head as
+        // lm_head_f16 would (the same token; lm_head.cu says why it is).
         self.run(&self.gpu.k.lm_head_screen, shapes::lm_head_screen(p.vocab, p.k, p.rows_per_block), &p)?;
         self.run(&self.gpu.k.lm_head_exact, shapes::lm_head_exact(p.vocab, p.k), &p)
     }

@@ -2846,7 +2846,7 @@ fn lm_head_logits_and_argmax_match() {
 }
 
 /// The greedy screen (`lm_head_screen_pack`, `lm_head_screen`, `lm_head_exact`) against `lm_head_f16` on the same
-/// half input: the same token every time, including rows that tie the best exactly or within an ulp, rows with a
+/// input (the decode step's half input, and a prefill row): the same token every time, including rows that tie the best exactly or within an ulp, rows with a
 /// NaN or an infinite weight, and an input of zeros (every row a candidate). Also: the int8 copy keeps every weight
 /// within half a scale of its value and |w| ≤ 127 · scale (what the screen's bound rests on); every row's upper
 /// bound covers lm_head_f16's logit; the screen rules out most rows of random weights (so it is not computing the
@@ -2952,49 +2952,66 @@ fn lm_head_screen_picks_the_full_heads_token() {
             eps: 1e-6,
             ..Default::default()
         };
-        let full = Launch::new(vocab.div_ceil(rows_per_block) as u32, 256, k as u32 * 4);
-        launch(&g, &g.k.lm_head, full, &p);
-        g.sync().unwrap();
-        let want = get::<u32>(&g, &tok, 1)[0];
-        let full_logits: Vec<f32> = get(&g, &logits, vocab);
-        assert_eq!(want, crate::sampling::argmax(&full_logits), "{what}: the full head's argmax");
-        if case == "ties" {
-            // The exact copies tie the best row bit for bit (the smaller id wins); the ulp-off ones may pass it.
-            for r in [17usize, 4000] {
-                assert_eq!(full_logits[r].to_bits(), full_logits[best].to_bits(), "{what}: row {r} copies row {best}");
-            }
-            let w_id = want as usize;
-            assert!(w_id == best.min(17) || [2500, 4999].contains(&w_id), "{what}: picked {want}");
-        }
-        for run in 0..2 {
-            set(&g, &tok, &[u32::MAX]);
-            set(&g, &hi, &vec![f32::NAN; vocab]);
-            launch(&g, &g.k.lm_head_screen, shapes::lm_head_screen(vocab as u32, k as u32, rows_per_block as u32), &p);
-            launch(&g, &g.k.lm_head_exact, shapes::lm_head_exact(vocab as u32, k as u32), &p);
+        // The same from a prefill row (the f32 residual stream and the norm weight): the first token's head.
+        let (xm, nm) = (put(&g, &x), put(&g, &nw));
+        let row_p = LmHeadParams { x: xm.ptr(), norm_w: nm.ptr(), x16: DevPtr::NULL, ssq: DevPtr::NULL, n_ssq: 0, ..p };
+        for (input, p) in [("half input", &p), ("row", &row_p)] {
+            let full = Launch::new(vocab.div_ceil(rows_per_block) as u32, 256, k as u32 * 4);
+            launch(&g, &g.k.lm_head, full, p);
             g.sync().unwrap();
-            assert_eq!(
-                get::<u32>(&g, &tok, 1)[0],
-                want,
-                "{what}: run {run}: the screen's token against the full head's"
-            );
-            assert_eq!(get::<u32>(&g, &counter, 1)[0], 0, "{what}: argmax counter not reset");
-            assert_eq!(get::<u32>(&g, &smax, 1)[0], 0, "{what}: screen max not reset");
-        }
-        // Every finite logit under its row's upper bound; the rows left to compute are few where the data is random.
-        let his: Vec<f32> = get(&g, &hi, vocab);
-        for (r, (&h, &l)) in his.iter().zip(&full_logits).enumerate() {
-            assert!(!l.is_finite() || h.is_nan() || h >= l, "{what}: row {r}: bound {h} under the logit {l}");
-        }
-        let lo_best = his
-            .iter()
-            .zip(&full_logits)
-            .filter(|(h, l)| h.is_finite() && l.is_finite())
-            .map(|(&h, &l)| 2.0 * l - h) // ~ the row's lower bound (the bound is symmetric about the screen's value)
-            .fold(f32::NEG_INFINITY, f32::max);
-        let left = his.iter().filter(|&&h| h.is_nan() || h >= lo_best).count();
-        eprintln!("{what}: about {left} of {vocab} rows left to the exact pass");
-        if case == "plain" && vocab >= 3000 {
-            assert!(left * 10 < vocab, "{what}: the screen left {left} of {vocab} rows");
+            let want = get::<u32>(&g, &tok, 1)[0];
+            let full_logits: Vec<f32> = get(&g, &logits, vocab);
+            assert_eq!(want, crate::sampling::argmax(&full_logits), "{what} from the {input}: the full head's argmax");
+            if case == "ties" {
+                // The exact copies tie the best row bit for bit (the smaller id wins); the ulp-off ones may pass it.
+                for r in [17usize, 4000] {
+                    assert_eq!(
+                        full_logits[r].to_bits(),
+                        full_logits[best].to_bits(),
+                        "{what} from the {input}: row {r} copies row {best}"
+                    );
+                }
+                let w_id = want as usize;
+                assert!(w_id == best.min(17) || [2500, 4999].contains(&w_id), "{what} from the {input}: picked {want}");
+            }
+            for run in 0..2 {
+                set(&g, &tok, &[u32::MAX]);
+                set(&g, &hi, &vec![f32::NAN; vocab]);
+                launch(
+                    &g,
+                    &g.k.lm_head_screen,
+                    shapes::lm_head_screen(vocab as u32, k as u32, rows_per_block as u32),
+                    p,
+                );
+                launch(&g, &g.k.lm_head_exact, shapes::lm_head_exact(vocab as u32, k as u32), p);
+                g.sync().unwrap();
+                assert_eq!(
+                    get::<u32>(&g, &tok, 1)[0],
+                    want,
+                    "{what} from the {input}: run {run}: the screen's token against the full head's"
+                );
+                assert_eq!(get::<u32>(&g, &counter, 1)[0], 0, "{what} from the {input}: argmax counter not reset");
+                assert_eq!(get::<u32>(&g, &smax, 1)[0], 0, "{what} from the {input}: screen max not reset");
+            }
+            // Every finite logit under its row's upper bound; the rows left to compute are few where the data is random.
+            let his: Vec<f32> = get(&g, &hi, vocab);
+            for (r, (&h, &l)) in his.iter().zip(&full_logits).enumerate() {
+                assert!(
+                    !l.is_finite() || h.is_nan() || h >= l,
+                    "{what} from the {input}: row {r}: bound {h} under the logit {l}"
+                );
+            }
+            let lo_best = his
+                .iter()
+                .zip(&full_logits)
+                .filter(|(h, l)| h.is_finite() && l.is_finite())
+                .map(|(&h, &l)| 2.0 * l - h) // ~ the row's lower bound (the bound is symmetric about the screen's value)
+                .fold(f32::NEG_INFINITY, f32::max);
+            let left = his.iter().filter(|&&h| h.is_nan() || h >= lo_best).count();
+            eprintln!("{what} from the {input}: about {left} of {vocab} rows left to the exact pass");
+            if case == "plain" && vocab >= 3000 {
+                assert!(left * 10 < vocab, "{what} from the {input}: the screen left {left} of {vocab} rows");
+            }
         }
     }
 }
