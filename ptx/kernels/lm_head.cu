@@ -210,11 +210,36 @@ ENGINE_DEV void stage_row(const LmHeadParams& p, float* xs, float* scratch) {
 
 // Chunk c (16 bytes) of vocabulary rows r .. r + ROWS − 1; rows past the vocabulary are clamped to its last (computed,
 // never stored).
-ENGINE_DEV void load_rows(const LmHeadParams& p, uint32_t r, uint32_t c, uint4 (&wv)[ROWS]) {
+struct HalfChunk {
+    uint4 w[ROWS];
+};
+ENGINE_DEV void load_rows(const LmHeadParams& p, uint32_t r, uint32_t c, HalfChunk& out) {
 #pragma unroll
     for (int j = 0; j < ROWS; ++j) {
         const uint32_t row = min(r + j, p.vocab - 1);
-        wv[j] = ldg_stream_v4(reinterpret_cast<const uint4*>(p.w + (size_t)row * p.k) + c);
+        out.w[j] = ldg_stream_v4(reinterpret_cast<const uint4*>(p.w + (size_t)row * p.k) + c);
+    }
+}
+
+// A warp's pass over its rows of the block (r0, r0 + WARPS · ROWS, ... below row_end, ROWS at a time), each lane
+// taking chunks lane, lane + 32, ... of `chunks`. Why: the next chunk — of these rows, or of the warp's next rows —
+// is loaded before this one is used, so every lane keeps one chunk's loads in flight while it multiplies, across
+// the row boundary too. `cur` holds chunk `lane` of rows r0 on entry (loaded before the kernel's wait);
+// load(r, c, chunk) fills a chunk, use(c, chunk) consumes one, rows_done(r) follows the last chunk of rows r.
+template <class Chunk, class Load, class Use, class RowsDone>
+ENGINE_DEV void stream_rows(uint32_t r0, uint32_t row_end, uint32_t chunks, Chunk& cur, Load load, Use use,
+                            RowsDone rows_done) {
+    const uint32_t lane = threadIdx.x & 31;
+    for (uint32_t r = r0; r < row_end; r += WARPS * ROWS) {
+        for (uint32_t c = lane; c < chunks; c += 32) {
+            uint32_t nc = c + 32, nr = r;
+            if (nc >= chunks) nc = lane, nr = r + WARPS * ROWS;
+            Chunk next;
+            if (nr < row_end) load(nr, nc, next);
+            use(c, cur);
+            cur = next;
+        }
+        rows_done(r);
     }
 }
 
@@ -233,8 +258,9 @@ extern "C" __global__ void __launch_bounds__(256) lm_head_f16(const LmHeadParams
     const uint32_t k16 = p.k / 8;  // 16-byte chunks per row
     // The head's weights never change, so each lane's first chunks go out before the wait for the previous kernel
     // and the staging of x: their DRAM latency hides behind those instead of following them.
-    uint4 wv[ROWS];
-    if (row0 + warp * ROWS < row_end && (uint32_t)lane < k16) load_rows(p, row0 + warp * ROWS, lane, wv);
+    const uint32_t r0 = row0 + warp * ROWS;
+    HalfChunk wv;
+    if (r0 < row_end && (uint32_t)lane < k16) load_rows(p, r0, lane, wv);
     pdl_wait();
     pdl_launch_dependents();
 
@@ -242,29 +268,25 @@ extern "C" __global__ void __launch_bounds__(256) lm_head_f16(const LmHeadParams
 
     float best_v = __int_as_float(0x7fc00000);  // NaN: "nothing yet"
     uint32_t best_i = 0xFFFFFFFFu;
-    for (uint32_t r = row0 + warp * ROWS; r < row_end; r += WARPS * ROWS) {
-        float acc[ROWS] = {0.f, 0.f, 0.f, 0.f};
-        for (uint32_t c = lane; c < k16; c += 32) {
-            // The next chunks (of these rows, or the warp's next rows) in flight while these are multiplied.
-            uint32_t nc = c + 32, nr = r;
-            if (nc >= k16) nc = lane, nr = r + WARPS * ROWS;
-            uint4 next[ROWS];
-            if (nr < row_end) load_rows(p, nr, nc, next);
+    float acc[ROWS] = {0.f, 0.f, 0.f, 0.f};
+    stream_rows(
+        r0, row_end, k16, wv, [&](uint32_t r, uint32_t c, HalfChunk& w) { load_rows(p, r, c, w); },
+        [&](uint32_t c, const HalfChunk& w) {
 #pragma unroll
-            for (int j = 0; j < ROWS; ++j) acc[j] = chunk_fma(acc[j], wv[j], xs, c);
+            for (int j = 0; j < ROWS; ++j) acc[j] = chunk_fma(acc[j], w.w[j], xs, c);
+        },
+        [&](uint32_t r) {
 #pragma unroll
-            for (int j = 0; j < ROWS; ++j) wv[j] = next[j];
-        }
-#pragma unroll
-        for (int j = 0; j < ROWS; ++j) {
-            const float v = warp_reduce_sum(acc[j]);
-            const uint32_t row = r + j;
-            if (row < row_end) {
-                if (lane == 0) p.logits[row] = v;
-                if (better(v, row, best_v, best_i)) best_v = v, best_i = row;
+            for (int j = 0; j < ROWS; ++j) {
+                const float v = warp_reduce_sum(acc[j]);
+                acc[j] = 0.f;
+                const uint32_t row = r + j;
+                if (row < row_end) {
+                    if (lane == 0) p.logits[row] = v;
+                    if (better(v, row, best_v, best_i)) best_v = v, best_i = row;
+                }
             }
-        }
-    }
+        });
     if (p.token_out != nullptr) merge_best(p, best_v, best_i, sv, si);
 }
 
@@ -335,13 +357,16 @@ ENGINE_DEV float screen_chunk_dot(const uint4& w, const float* xs, uint32_t c) {
 
 // Chunk c (16 bytes, 16 columns) of screen rows r .. r + ROWS − 1 and the scale of its group; rows past the
 // vocabulary are clamped to its last (computed, never stored).
-ENGINE_DEV void load_screen_rows(const LmHeadParams& p, uint32_t r, uint32_t c, uint32_t groups, uint4 (&wv)[ROWS],
-                                 __half (&sc)[ROWS]) {
+struct ScreenChunk {
+    uint4 q[ROWS];
+    __half s[ROWS];
+};
+ENGINE_DEV void load_screen_rows(const LmHeadParams& p, uint32_t r, uint32_t c, uint32_t groups, ScreenChunk& out) {
 #pragma unroll
     for (int j = 0; j < ROWS; ++j) {
         const uint32_t row = min(r + j, p.vocab - 1);
-        wv[j] = ldg_stream_v4(reinterpret_cast<const uint4*>(p.screen_q + (size_t)row * (p.k / 4)) + c);
-        sc[j] = p.screen_scales[(size_t)row * groups + c * 16 / SCREEN_GROUP];
+        out.q[j] = ldg_stream_v4(reinterpret_cast<const uint4*>(p.screen_q + (size_t)row * (p.k / 4)) + c);
+        out.s[j] = p.screen_scales[(size_t)row * groups + c * 16 / SCREEN_GROUP];
     }
 }
 
@@ -418,9 +443,9 @@ extern "C" __global__ void __launch_bounds__(256) lm_head_screen(const LmHeadPar
     const uint32_t c16 = p.k / 16;  // 16-byte chunks (16 columns) per int8 row
     const uint32_t groups = (p.k + SCREEN_GROUP - 1) / SCREEN_GROUP;
     // As lm_head_f16: the first chunks before the wait for the previous kernel.
-    uint4 wv[ROWS];
-    __half sc[ROWS];
-    if (row0 + warp * ROWS < row_end && (uint32_t)lane < c16) load_screen_rows(p, row0 + warp * ROWS, lane, groups, wv, sc);
+    const uint32_t r0 = row0 + warp * ROWS;
+    ScreenChunk wv;
+    if (r0 < row_end && (uint32_t)lane < c16) load_screen_rows(p, r0, lane, groups, wv);
     pdl_wait();
     if (threadIdx.x == 0) block_lo = 0;
     stage_row(p, xs, sv);
@@ -437,36 +462,32 @@ extern "C" __global__ void __launch_bounds__(256) lm_head_screen(const LmHeadPar
 
     const float widen = (0.5f + 254.f * (float)(p.k / 32 + 64) * 0x1p-24f) * (1.f + 0x1p-8f);
     uint32_t best_lo = 0;
-    for (uint32_t r = row0 + warp * ROWS; r < row_end; r += WARPS * ROWS) {
-        float acc[ROWS] = {0.f, 0.f, 0.f, 0.f}, e1[ROWS] = {0.f, 0.f, 0.f, 0.f};
-        for (uint32_t c = lane; c < c16; c += 32) {
-            uint32_t nc = c + 32, nr = r;
-            if (nc >= c16) nc = lane, nr = r + WARPS * ROWS;
-            uint4 next[ROWS];
-            __half next_sc[ROWS];
-            if (nr < row_end) load_screen_rows(p, nr, nc, groups, next, next_sc);
+    float acc[ROWS] = {0.f, 0.f, 0.f, 0.f}, e1[ROWS] = {0.f, 0.f, 0.f, 0.f};
+    stream_rows(
+        r0, row_end, c16, wv, [&](uint32_t r, uint32_t c, ScreenChunk& w) { load_screen_rows(p, r, c, groups, w); },
+        [&](uint32_t c, const ScreenChunk& w) {
             const float n = l1[c];
 #pragma unroll
             for (int j = 0; j < ROWS; ++j) {
-                const float s = __half2float(sc[j]);
-                acc[j] = fmaf(s, screen_chunk_dot(wv[j], xs, c), acc[j]);
+                const float s = __half2float(w.s[j]);
+                acc[j] = fmaf(s, screen_chunk_dot(w.q[j], xs, c), acc[j]);
                 e1[j] = fmaf(s, n, e1[j]);
             }
+        },
+        [&](uint32_t r) {
 #pragma unroll
-            for (int j = 0; j < ROWS; ++j) wv[j] = next[j], sc[j] = next_sc[j];
-        }
-#pragma unroll
-        for (int j = 0; j < ROWS; ++j) {
-            const float a = warp_reduce_sum(acc[j]);
-            const float bound = widen * warp_reduce_sum(e1[j]) + 0x1p-20f * fabsf(a);
-            const uint32_t row = r + j;
-            if (row < row_end) {
-                if (lane == 0) p.screen_hi[row] = a + bound;
-                const float lo = a - bound;
-                if (isfinite(lo)) best_lo = max(best_lo, screen_key(lo));
+            for (int j = 0; j < ROWS; ++j) {
+                const float a = warp_reduce_sum(acc[j]);
+                const float bound = widen * warp_reduce_sum(e1[j]) + 0x1p-20f * fabsf(a);
+                acc[j] = 0.f, e1[j] = 0.f;
+                const uint32_t row = r + j;
+                if (row < row_end) {
+                    if (lane == 0) p.screen_hi[row] = a + bound;
+                    const float lo = a - bound;
+                    if (isfinite(lo)) best_lo = max(best_lo, screen_key(lo));
+                }
             }
-        }
-    }
+        });
     if (lane == 0 && best_lo != 0) atomicMax(&block_lo, best_lo);
     __syncthreads();
     if (threadIdx.x == 0 && block_lo != 0) atomicMax(p.screen_max, block_lo);
@@ -489,18 +510,22 @@ extern "C" __global__ void __launch_bounds__(256) lm_head_exact(const LmHeadPara
     const float m = screen_key_value(__ldcg(p.screen_max));
     const uint32_t stride = gridDim.x * WARPS * 32;
     const uint32_t first = (blockIdx.x * WARPS + warp) * 32;
-    bool any = false;
-    for (uint32_t base = first; base < p.vocab; base += stride) {
+    // The warp's candidates among rows base .. base + 31 (the whole warp calls this).
+    auto candidates = [&](uint32_t base) {
         const uint32_t r = base + lane;
-        any = any || (r < p.vocab && !(__ldcg(p.screen_hi + r) < m));
-    }
+        return __ballot_sync(0xffffffffu, r < p.vocab && !(__ldcg(p.screen_hi + r) < m));
+    };
+    // The first batch's candidates are kept for the pass below: with the default grid a warp has only that batch,
+    // and reading screen_hi again after the staging would put a second L2 round trip on the step's critical path.
+    const uint32_t first_mask = first < p.vocab ? candidates(first) : 0u;
+    bool any = first_mask != 0;
+    for (uint32_t base = first + stride; !any && base < p.vocab; base += stride) any = candidates(base) != 0;
     float best_v = __int_as_float(0x7fc00000);
     uint32_t best_i = 0xFFFFFFFFu;
     if (__syncthreads_or(any)) {
         stage_row(p, xs, sv);
         for (uint32_t base = first; base < p.vocab; base += stride) {
-            const uint32_t r = base + lane;
-            uint32_t mask = __ballot_sync(0xffffffffu, r < p.vocab && !(__ldcg(p.screen_hi + r) < m));
+            uint32_t mask = base == first ? first_mask : candidates(base);
             while (mask) {
                 const uint32_t row = base + __ffs(mask) - 1;
                 mask &= mask - 1;

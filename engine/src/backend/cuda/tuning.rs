@@ -56,10 +56,10 @@ pub struct Tuning {
     /// 7B decode after 16 tokens: 2 passes 672.8 / 673.5 tok/s against 667.7 / 666.6 with 1 on an H200, 569.8
     /// against 567.6 / 567.4 on an H100 (4: the same as 2; 8 slower; BENCHMARKS.md).
     pub lm_head_passes: u32,
-    /// Greedy steps (decode, and the prompt's first token) screen the head first: an int8 copy of it (planned beside the weights, half the head's bytes
-    /// again) bounds every row's logit, and only the rows that can still be the argmax are computed from the fp16
-    /// head (`lm_head_screen`, `lm_head_exact`): the same token as the full head, from about half its bytes. Off:
-    /// no copy is planned, and every step runs the full head (`lm_head_f16`).
+    /// Greedy steps (decode, and the prompt's first token) screen the head first: an int8 copy of it (planned
+    /// beside the weights, half the head's bytes again) bounds every row's logit, and only the rows that can still
+    /// be the argmax are computed from the fp16 head (`lm_head_screen`, `lm_head_exact`): the same token as the full
+    /// head, from about half its bytes. Off: no copy is planned, and every step runs the full head (`lm_head_f16`).
     pub lm_head_screen: bool,
     /// The 128 × 128 prefill GEMM tile for chunks of at least 128 rows, where the card's shared memory allows it.
     pub gemm128: bool,
