@@ -14,12 +14,12 @@ Usage: timeline.py LIBRARY MODEL_DIR [OUT_DIR]
   MODEL_DIR  the 7B synth (engine-cli synth --preset 7b)
   OUT_DIR    where the chrome traces go (default /tmp/timeline)
 
-For a short and a ~2000-token prompt it generates 48 greedy tokens with the CUDA backend and prints, per role of
-the decode step (embed, q/k/v, attention, o_proj, gate/up, down, lm_head, the token ring's advance), the median
-over the steps of its charged time summed over the layers, its share of the step, its rate against the bytes it
-must read (weights from the checkpoint's shapes, the KV cache at the step's context), and per launch the median
-kernel duration and how long it started before its predecessor ended (the overlap programmatic dependent launch
-buys).
+For a short and a ~2000-token prompt it generates 48 greedy tokens with the CUDA backend and prints, per role of the
+decode step (embed, q/k/v, attention, o_proj, gate/up, down, lm_head or its screen and exact pass, the token ring's
+advance), the median over the steps of its charged time summed over the layers, its share of the step, its rate
+against the bytes it must read (weights from the checkpoint's shapes, the KV cache at the step's context), and per
+launch the median kernel duration and how long it started before its predecessor ended (the overlap programmatic
+dependent launch buys).
 """
 
 import ctypes as C
@@ -56,6 +56,8 @@ def weight_bytes(model_dir):
     return {
         "q/k/v": lin(h, qkv_n), "o_proj": lin(h, h), "gate/up": lin(h, 2 * inter), "down": lin(inter, h),
         "lm_head": vocab * h * 2, "layers": cfg["num_hidden_layers"], "kv_row": 2 * kv_heads * hd * 2,
+        # The greedy screen's int8 copy of the head and its fp16 scales (one per row and 128 columns).
+        "lm_head screen": vocab * h + vocab * ((h + 127) // 128) * 2,
     }
 
 
@@ -89,6 +91,10 @@ def roles(step):
         elif "residual" in n:
             out.append("o_proj" if residuals % 2 == 0 else "down")
             residuals += 1
+        elif n == "lm_head_screen":
+            out.append("lm_head screen")
+        elif n == "lm_head_exact":
+            out.append("lm_head exact")
         elif n.startswith("lm_head"):
             out.append("lm_head")
         else:
@@ -138,6 +144,7 @@ def summarize(label, events, wb, n_prompt):
     ctx = n_prompt + 24
     reads = {r: wb[r] * wb["layers"] for r in ["q/k/v", "o_proj", "gate/up", "down"]}
     reads["lm_head"] = wb["lm_head"]
+    reads["lm_head screen"] = wb["lm_head screen"]
     reads["attention"] = wb["kv_row"] * ctx * wb["layers"]
     print(f"\n{label} prompt ({n_prompt} tokens), {len(steps)} decode steps in the graph: median step "
           f"{step_us:.1f} µs = {1e6 / step_us:.1f} tok/s (CUPTI tracing on)")
