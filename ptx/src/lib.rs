@@ -304,7 +304,7 @@ pub mod kernels {
     /// `lm_head.cu`: `lm_head_screen_pack(HeadScreenPackParams)`: the head's int8 copy for the greedy screen, once at
     /// load; 256 threads (a warp per row and 128-column group), grid ceil(vocab · groups / 8).
     pub const LM_HEAD_SCREEN_PACK: &str = "lm_head_screen_pack";
-    /// `lm_head.cu`: `lm_head_screen(LmHeadParams)`: every row's bounds from the int8 copy (greedy decode); 256
+    /// `lm_head.cu`: `lm_head_screen(LmHeadParams)`: every row's bounds from the int8 copy (a greedy step); 256
     /// threads, dynamic shared memory `k * 4 + k / 16 * 4`, grid ceil(vocab / rows_per_block).
     pub const LM_HEAD_SCREEN: &str = "lm_head_screen";
     /// `lm_head.cu`: `lm_head_exact(LmHeadParams)`: the rows the screen left, from the fp16 head, and the argmax; 256

@@ -40,7 +40,7 @@ pub struct PlanLimits {
     pub max_context: usize,
     /// Most tokens processed by one prefill chunk: never more than `max_context`.
     pub prefill_chunk: usize,
-    /// Plan the int8 copy of the head that the CUDA backend's greedy decode screens with
+    /// Plan the int8 copy of the head that the CUDA backend's greedy steps screen with
     /// ([`WeightBuffers::lm_head_screen`]; half the head's bytes again, ~0.27 GB on a 7B). On unless turned off.
     pub lm_head_screen: bool,
 }
@@ -203,7 +203,7 @@ pub struct WeightBuffers {
     pub norm: Buf<f16>,
     /// The same buffer as `embed` when the embeddings are tied.
     pub lm_head: Buf<f16>,
-    /// The head in int8 for the greedy decode's screen, where [`PlanLimits::lm_head_screen`] asks for it and the
+    /// The head in int8 for the greedy steps' screen, where [`PlanLimits::lm_head_screen`] asks for it and the
     /// hidden size is a multiple of 16 (whole 16-byte chunks per row).
     pub lm_head_screen: Option<HeadScreenBuffers>,
     /// `[max_position_embeddings][head_dim / 2]` rotary cosines and sines.

@@ -537,7 +537,7 @@ kernels! {
         attn_prefill_tc64: AttnParams = name::ATTN_PREFILL_TC64,
         attn_prefill_tc128: AttnParams = name::ATTN_PREFILL_TC128,
         lm_head: LmHeadParams = name::LM_HEAD_F16,
-        /// The greedy decode step's lm_head: the screen over the int8 copy, then the rows it leaves (`Step::decode`).
+        /// A greedy step's lm_head: the screen over the int8 copy, then the rows it leaves (`Step::lm_head_of`).
         lm_head_screen_pack: HeadScreenPackParams = name::LM_HEAD_SCREEN_PACK,
         lm_head_screen: LmHeadParams = name::LM_HEAD_SCREEN,
         lm_head_exact: LmHeadParams = name::LM_HEAD_EXACT,
