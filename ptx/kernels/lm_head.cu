@@ -8,10 +8,10 @@
 // last block to finish reduces those in block order — a fixed order, ties to the smaller id, NaN never chosen — so
 // greedy decoding needs no extra launch and no copy of the logits to the host.
 //
-// The greedy decode step screens first (lm_head_screen, lm_head_exact below): a copy of the head in int8 — half
-// the bytes of the largest matrix of the step — gives every row's logit to within a bound, and only the rows whose
-// bound reaches the best row's lower bound are computed again from the fp16 weights, exactly as lm_head_f16
-// computes them. The token is the same one lm_head_f16 picks, not an approximation of it.
+// A greedy step (decode, and the prompt's first token) screens first (lm_head_screen, lm_head_exact below): a copy
+// of the head in int8 — half the bytes of the largest matrix of the step — gives every row's logit to within a
+// bound, and only the rows whose bound reaches the best row's lower bound are computed again from the fp16 weights,
+// exactly as lm_head_f16 computes them. The token is the same one lm_head_f16 picks, not an approximation of it.
 #include "tiles.cuh"  // HALF_INPUT_SCALE: the decode step's half input
 #include <cuda_fp16.h>
 
@@ -291,7 +291,7 @@ extern "C" __global__ void __launch_bounds__(256) lm_head_f16(const LmHeadParams
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The screen of the greedy decode step.
+// The screen of a greedy step (decode, and the prompt's first token).
 //
 // Why: the head is ~13% of a 7B decode step's bytes and the greedy step needs only its argmax. The screen streams
 // an int8 copy (half the bytes) and proves which rows can still be the argmax; lm_head_exact recomputes just those
