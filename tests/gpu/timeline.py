@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import client  # noqa: E402  (the ctypes transcription of engine.h)
 
 ROLES = ["q/k/v", "attention", "o_proj", "gate/up", "down"]
+SCREEN_GROUP = 128  # columns per scale of the head's int8 copy: engine_format::plan::LM_HEAD_SCREEN_GROUP
 
 
 def weight_bytes(model_dir):
@@ -56,8 +57,8 @@ def weight_bytes(model_dir):
     return {
         "q/k/v": lin(h, qkv_n), "o_proj": lin(h, h), "gate/up": lin(h, 2 * inter), "down": lin(inter, h),
         "lm_head": vocab * h * 2, "layers": cfg["num_hidden_layers"], "kv_row": 2 * kv_heads * hd * 2,
-        # The greedy screen's int8 copy of the head and its fp16 scales (one per row and 128 columns).
-        "lm_head screen": vocab * h + vocab * ((h + 127) // 128) * 2,
+        # The greedy screen's int8 copy of the head and its fp16 scales (HeadScreenBuffers::bytes in the plan).
+        "lm_head screen": vocab * h + vocab * ((h + SCREEN_GROUP - 1) // SCREEN_GROUP) * 2,
     }
 
 

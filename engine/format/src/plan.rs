@@ -219,6 +219,13 @@ pub struct HeadScreenBuffers {
     pub scales: Buf<f16>,
 }
 
+impl HeadScreenBuffers {
+    /// Bytes a greedy step's screen streams: the int8 copy and its scales.
+    pub const fn bytes(&self) -> usize {
+        self.q.bytes() + self.scales.bytes()
+    }
+}
+
 /// Keys and values of one sequence of `positions` positions: all keys `[layer][kv_head][position][head_dim]` fp16,
 /// then (at the next aligned offset) all values in the same shape. The one place KV-cache sizes are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -711,8 +718,8 @@ mod tests {
         let off = plan(&desc, PlanLimits::new(64, 16).with_lm_head_screen(false));
         assert!(off.weights.lm_head_screen.is_none());
         assert_eq!((off.ws.screen_hi.len, off.ws.screen_max.len), (0, 0));
-        let saved = vocab * hidden + copy.scales.bytes();
-        assert!(off.region_size(Region::Weights) + saved <= on.region_size(Region::Weights));
+        assert_eq!(copy.bytes(), vocab * hidden + vocab * hidden.div_ceil(LM_HEAD_SCREEN_GROUP) * 2);
+        assert!(off.region_size(Region::Weights) + copy.bytes() <= on.region_size(Region::Weights));
     }
 
     #[test]

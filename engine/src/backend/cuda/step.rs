@@ -486,12 +486,9 @@ impl Step<'_> {
     /// Bytes the decode step's head streams: with the greedy screen the int8 copy and its scales (the few fp16
     /// rows it leaves to compute are not counted: their number depends on the logits), else the fp16 head.
     pub fn head_bytes(&self, end: StepEnd) -> u64 {
-        let (vocab, hidden) = (self.config.vocab_size as u64, self.config.hidden_size as u64);
         match self.weights.lm_head_screen {
-            Some(_) if end == StepEnd::Argmax => {
-                vocab * hidden + vocab * hidden.div_ceil(engine_format::plan::LM_HEAD_SCREEN_GROUP as u64) * 2
-            }
-            _ => vocab * hidden * 2,
+            Some(screen) if end == StepEnd::Argmax => screen.bytes,
+            _ => self.config.vocab_size as u64 * self.config.hidden_size as u64 * 2,
         }
     }
 

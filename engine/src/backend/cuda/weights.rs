@@ -97,6 +97,8 @@ pub(crate) struct LayerWeights {
 pub(crate) struct HeadScreen {
     pub q: DevPtr<u32>,
     pub scales: DevPtr<f16>,
+    /// What the screen streams a step ([`HeadScreenBuffers::bytes`]), kept for the step's byte counts.
+    pub bytes: u64,
 }
 
 pub(crate) struct DeviceWeights {
@@ -324,7 +326,7 @@ impl Uploader<'_> {
                 at.q.len, at.scales.len
             )));
         }
-        let screen = HeadScreen { q: self.mem.at(at.q), scales: self.mem.at(at.scales) };
+        let screen = HeadScreen { q: self.mem.at(at.q), scales: self.mem.at(at.scales), bytes: at.bytes() as u64 };
         self.staging.flush()?;
         let p = HeadScreenPackParams {
             w: lm_head,
