@@ -20,6 +20,8 @@ Usage (stdlib only; any python3 runs it, the toolchain comes from the venv that 
     python3 ptx/build_ptx.py --ptxas         assemble the committed PTX with ptxas for every target card, print
                                              registers / shared memory / stack / spills per kernel, fail on spills
     python3 ptx/build_ptx.py --cubin DIR     as --ptxas, and keep the cubins in DIR (engine_sm_80.cubin, ...)
+    python3 ptx/build_ptx.py --sass REGEX    print the SASS of the committed sm_90a cubin's kernels matching REGEX,
+                                             and which parameter lines each first reads after its PDL wait
 Options: --allow-warnings (do not fail on compiler warnings), --venv PATH (default: $ENGINE_PTX_VENV, else
 <repo>/.venv-ptx).
 """
@@ -141,6 +143,13 @@ class Toolchain:
         path = self._need("cuda_nvcc/bin/ptxas", "ptxas (nvidia-cuda-nvcc-cu12)")
         if not os.access(path, os.X_OK):
             die(f"{path} is not executable; rerun ptx/setup.sh")
+        return path
+
+    @property
+    def cuobjdump(self):
+        # The CUDA 13 wheels keep their tools under nvidia/cu13; cuobjdump calls the nvdisasm beside it.
+        path = self._need("cu13/bin/cuobjdump", "cuobjdump (nvidia-cuda-cuobjdump)")
+        self._need("cu13/bin/nvdisasm", "nvdisasm (nvidia-cuda-nvdisasm)")
         return path
 
 
@@ -475,11 +484,51 @@ def ptxas_check(toolchain, allow_warnings, cubin_dir):
     print(f"ok: {len(jobs)} ptxas runs, no spills, no stack frames")
 
 
+def sass(toolchain, pattern):
+    """Print the SASS of the committed sm_90a cubin's kernels whose names match `pattern` (a full match), each
+    followed by the lines of its parameter block it first reads after `griddepcontrol.wait` (SASS `ACQBULK`): each
+    such first read is a constant-cache miss between the kernel's dependency and its work (common.cuh, pdl_wait)."""
+    cubin = GENERATED_DIR / "engine_sm_90a.cubin"
+    out = subprocess.run([str(toolchain.cuobjdump), "-sass", str(cubin)], capture_output=True, text=True)
+    if out.returncode != 0:
+        die(f"cuobjdump -sass {rel(cubin)} failed:\n{out.stderr}")
+    found = 0
+    for body in re.split(r"\n\s*Function : ", out.stdout)[1:]:
+        name, _, text = body.partition("\n")
+        name = name.strip()
+        if not re.fullmatch(pattern, name):
+            continue
+        found += 1
+        code = [re.sub(r"\s*/\* 0x[0-9a-f]{16} \*/", "", l).rstrip() for l in text.split("\n")]
+        code = [l for l in code if re.search(r"/\*[0-9a-f]{4}\*/", l)]
+        print(f"== {name}")
+        print("\n".join(code))
+        before, late, waited = set(), [], False
+        for line in code:
+            if "ACQBULK" in line:
+                waited = True
+                continue
+            for m in re.finditer(r"c\[0x0\]\[(0x[0-9a-f]+)\]", line):
+                at = int(m.group(1), 16) // 64
+                if not waited:
+                    before.add(at)
+                elif at not in before and at not in late:
+                    late.append(at)
+        if not waited:
+            print(f"-- {name}: no griddepcontrol.wait")
+        else:
+            lines = ", ".join(f"0x{64 * at:x}" for at in late) or "none"
+            print(f"-- {name}: 64-byte parameter lines first read after the wait: {lines}")
+    if not found:
+        die(f"no kernel of {rel(cubin)} matches {pattern!r}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="fail if the committed PTX differs from a fresh compile")
     ap.add_argument("--ptxas", action="store_true", help="assemble the committed PTX and print the per-kernel table")
     ap.add_argument("--cubin", metavar="DIR", help="with the ptxas step, write cubins to DIR")
+    ap.add_argument("--sass", metavar="REGEX", help="print the SASS of the sm_90a kernels whose names match REGEX")
     ap.add_argument("--allow-warnings", action="store_true", help="do not fail on compiler warnings")
     ap.add_argument("--venv", help="venv holding the pinned wheels (default $ENGINE_PTX_VENV or <repo>/.venv-ptx)")
     args = ap.parse_args()
@@ -490,7 +539,9 @@ def main():
         check(toolchain, args.allow_warnings)
     if args.ptxas or args.cubin:
         ptxas_check(toolchain, args.allow_warnings, args.cubin)
-    if not (args.check or args.ptxas or args.cubin):
+    if args.sass:
+        sass(toolchain, args.sass)
+    if not (args.check or args.ptxas or args.cubin or args.sass):
         regenerate(toolchain, args.allow_warnings)
 
 
