@@ -486,8 +486,9 @@ def ptxas_check(toolchain, allow_warnings, cubin_dir):
 
 def sass(toolchain, pattern):
     """Print the SASS of the committed sm_90a cubin's kernels whose names match `pattern` (a full match), each
-    followed by the lines of its parameter block it first reads after `griddepcontrol.wait` (SASS `ACQBULK`): each
-    such first read is a constant-cache miss between the kernel's dependency and its work (common.cuh, pdl_wait)."""
+    followed by the 64-byte lines of its parameter block it first reads after `griddepcontrol.wait` (SASS
+    `ACQBULK`): a constant-cache miss there would sit between the kernel's dependency and its work. (Reading every
+    line before the wait measured no faster in the decode step: BENCHMARKS.md, session 31.)"""
     cubin = GENERATED_DIR / "engine_sm_90a.cubin"
     out = subprocess.run([str(toolchain.cuobjdump), "-sass", str(cubin)], capture_output=True, text=True)
     if out.returncode != 0:
