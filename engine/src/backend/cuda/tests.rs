@@ -2846,8 +2846,9 @@ fn lm_head_logits_and_argmax_match() {
 }
 
 /// The greedy screen (`lm_head_screen_pack`, `lm_head_screen`, `lm_head_exact`) against `lm_head_f16` on the same
-/// input (the decode step's half input, and a prefill row): the same token every time, including rows that tie the best exactly or within an ulp, rows with a
-/// NaN or an infinite weight, and an input of zeros (every row a candidate). Also: the int8 copy keeps every weight
+/// input (the decode step's half input, and a prefill row): the same token every time, including rows that tie the
+/// best exactly or within an ulp, rows with a NaN or an infinite weight, and an input of zeros (every row a
+/// candidate). Also: the int8 copy keeps every weight
 /// within half a scale of its value and |w| ≤ 127 · scale (what the screen's bound rests on); every row's upper
 /// bound covers lm_head_f16's logit; the screen rules out most rows of random weights (so it is not computing the
 /// whole head twice); the counters are back at zero; two runs give the same token.
@@ -2993,7 +2994,8 @@ fn lm_head_screen_picks_the_full_heads_token() {
                 assert_eq!(get::<u32>(&g, &counter, 1)[0], 0, "{what} from the {input}: argmax counter not reset");
                 assert_eq!(get::<u32>(&g, &smax, 1)[0], 0, "{what} from the {input}: screen max not reset");
             }
-            // Every finite logit under its row's upper bound; the rows left to compute are few where the data is random.
+            // Every finite logit under its row's upper bound; the rows left to compute are few where the data is
+            // random.
             let his: Vec<f32> = get(&g, &hi, vocab);
             for (r, (&h, &l)) in his.iter().zip(&full_logits).enumerate() {
                 assert!(
