@@ -47,7 +47,8 @@ pub trait Measure {
     /// lm_head of the last row, measured with events around the launches (so host launch cost is excluded when the
     /// device runs ahead of it).
     fn time_prefill(&mut self, tokens: &[u32]) -> Result<f64>;
-    /// Each kernel's time in one decode step of `token` at context length `pos + 1`: the step's kernels launched one
-    /// by one (no graph) with an event after each, `reps` times; the median of each launch, summed per kernel.
+    /// Each kernel's time in one greedy decode step of `token` at context length `pos + 1`: the step's kernels
+    /// launched one by one (no graph) with an event after each, `reps` times; the median of each launch, summed per
+    /// kernel.
     fn profile_decode_step(&mut self, pos: usize, token: u32, reps: usize) -> Result<Vec<KernelTime>>;
 }

@@ -156,7 +156,9 @@ impl Measure for CudaBackend {
                 marks.push((name, bytes, e));
                 Ok(())
             };
-            let kind = self.step().attn_splits().kind(pos, StepEnd::Logits);
+            // The greedy step, the one `bench`'s decode figure times: its head is the int8 screen and the exact
+            // pass where the checkpoint has the screen's copy, and the token goes back through decode_advance.
+            let kind = self.step().attn_splits().kind(pos, StepEnd::Argmax);
             // SAFETY: ws.tokens / ws.pos hold the checked `token` and `pos` < kv.positions() (uploaded just above,
             // after check_forward_args); `kv` lives until the sync below.
             unsafe { self.step().decode(&kv, kind, &mut observe)? };
