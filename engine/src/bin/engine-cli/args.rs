@@ -364,7 +364,8 @@ pub struct BenchArgs {
     /// Tokens to decode after each prompt.
     #[arg(long, default_value_t = 128, value_name = "N")]
     pub decode_tokens: usize,
-    /// Prompt lengths to measure time to first token for (comma-separated).
+    /// Prompt lengths to measure time to first token for (comma-separated). Decode is timed after a 16-token
+    /// prompt and after each of these of 1024 tokens or more.
     #[arg(long, default_value = "16,512,2048", value_name = "LIST")]
     pub prompts: String,
     /// Repetitions of each measurement (the median is reported).
