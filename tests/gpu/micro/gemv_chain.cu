@@ -24,7 +24,9 @@
 //                      80-register cap instead of 64) for q/k/v and gate/up, 15 that with its two batch buffers'
 //                      roles alternating (no register moves between batches), 16 / 17 `gemv_phase_mma` in the lean
 //                      K loop (17: scales only), 18-20 timing bounds of variant 11's lean loop: the words xor-folded,
-//                      the input staged before the wait, the norm phases staging an 8 KB fp16 input;
+//                      the input staged before the wait, the norm phases staging an 8 KB fp16 input; 21 / 22 the
+//                      last with dot_i16 / dot_i8 on it (timing: what an integer dot product on an input its
+//                      producer wrote ready would cost), 23 with the words xor-folded;
 //   warps            : 4, 8 or 16 warps per block for every phase instead of the engine's 8 (16 for o and down);
 //   pre              : the input staged into shared memory by the block after the dependency wait (q/k/v and
 //                      gate/up with the RMSNorm: f32 x, fp16 norm weight, the previous phase's 256 partial sums of
@@ -161,6 +163,7 @@ __device__ __forceinline__ int dp2a(uint32_t a, uint32_t b, int c) {
 // 7 instructions per 8 weights with the load. The zero comes off once per chunk as z Σ x16; the int16 input resolves
 // 2^-15 of the chunk's largest |x| (fp16: 2^-11 of each value), so it is closer to float64 than dot_chunk unless an
 // outlier dominates a chunk. `cs`: the chunk's (2^-s, Σ x16).
+template <bool SYM = false>
 __device__ __forceinline__ float dot_i16(uint4 w, const __half2* xs, uint32_t szb, float2 cs, float acc) {
     const uint4* xv = reinterpret_cast<const uint4*>(xs);
     const uint32_t words[4] = {w.x, w.y, w.z, w.w};
@@ -177,7 +180,26 @@ __device__ __forceinline__ float dot_i16(uint4 w, const __half2* xs, uint32_t sz
     // |a1| < 2^27: its float is within 2^-24 relative, far below the weights' own rounding.
     const float qx = fmaf((float)a1, 0.0625f, (float)a0);
     const __half2 sz = h2(szb);
-    return fmaf(__low2float(sz) * cs.x, fmaf(1024.f - __high2float(sz), cs.y, qx), acc);
+    const float neg_zero = SYM ? -8.f : 1024.f - __high2float(sz);
+    return fmaf(__low2float(sz) * cs.x, fmaf(neg_zero, cs.y, qx), acc);
+}
+
+// An int8 input (llama.cpp's kind of int4 dot product: the input rounded to int8 per chunk, every product summed
+// exactly by dp4a), for a timing bound only: it reads the first 8 of each word's 16 staged bytes as the word's 8
+// int8 rows (nibbles 0, 2, 4, 6 against x.x, 1, 3, 5, 7 against x.y) and a symmetric linear's zero 8. Per 8 weights
+// a shift, two LOP3s, two IDP.4A and half a 16-byte load, against dot_chunk's 14 and dot_i16's 7: what the cheapest
+// exact integer product would cost if a producer wrote the input in that form (the values here are not a GEMV's).
+__device__ __forceinline__ float dot_i8(uint4 w, const __half2* xs, uint32_t szb, float2 cs, float acc) {
+    const uint2* xv = reinterpret_cast<const uint2*>(xs);
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    int a = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint2 xq = xv[2 * i];
+        a = __dp4a((int)(words[i] & 0x0F0F0F0Fu), (int)xq.x, a);
+        a = __dp4a((int)((words[i] >> 4) & 0x0F0F0F0Fu), (int)xq.y, a);
+    }
+    return fmaf(__low2float(h2(szb)) * cs.x, fmaf(-8.f, cs.y, (float)a), acc);
 }
 
 // DOT: 0 only an xor of the words (the bytes alone), 1 the engine's dot product, 2 dot_lite, 5 dot_denorm (`cs`:
@@ -569,7 +591,10 @@ __device__ __forceinline__ void each_in_batch(uint32_t i0, uint32_t n, F f) {
 // BOUND (timing bounds of variant 31, not valid kernels): 1 the words xor-folded instead of multiplied (what the dot
 // product costs in the lean loop), 2 the input staged before the wait (what staging costs on the critical path), 3
 // the norm phases staging an fp16 input of 8 KB (as if their producer wrote x · norm weight in fp16, 1 / rms applied
-// to the sums) instead of f32 x and the norm weight (24 KB).
+// to the sums) instead of f32 x and the norm weight (24 KB) — what the engine has done since (its half input); 4 / 5
+// that staging with dot_i16 / dot_i8 instead of dot_chunk (the staged bytes read as int16 / int8 and the chunk
+// constants left unwritten: what the integer dot products would cost on an input their producer wrote ready); 6
+// that staging with the words xor-folded (what the dot product costs there).
 template <int NW, bool MULHI = false, bool SYM = false, bool I16 = false, int MINB = 1024 / (NW * 32), bool PP = false,
           int BOUND = 0>
 __global__ void __launch_bounds__(NW * 32, MINB) gemv_phase_lean(Phase ph, Inputs in) {
@@ -607,7 +632,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) gemv_phase_lean(Phase ph, Input
     if (BOUND == 2) stage<NW>(ph, in, xs, scratch);
     pdl_wait();
     if (I16) stage_i16<NW>(ph, in, xs, cs, scratch);
-    else if (BOUND == 3) inv_after = stage<NW, false, true>(ph, in, xs, scratch);
+    else if (BOUND >= 3) inv_after = stage<NW, false, true>(ph, in, xs, scratch);
     else if (BOUND != 2) stage<NW>(ph, in, xs, scratch);
     pdl_launch();
 
@@ -620,7 +645,9 @@ __global__ void __launch_bounds__(NW * 32, MINB) gemv_phase_lean(Phase ph, Input
         const float2* cb = csw + i0 * 2 * NW;
         auto dot = [&](int u) {
             if (I16) acc = dot_i16(wv[u], xb + u * X_STRIDE, sv[u], cb[u * 2 * NW], acc);
-            else if (BOUND == 1) acc = consume<0>(wv[u], xb + u * X_STRIDE, sv[u], acc);
+            else if (BOUND == 4) acc = dot_i16<SYM>(wv[u], xb + u * X_STRIDE, sv[u], cb[u * 2 * NW], acc);
+            else if (BOUND == 5) acc = dot_i8(wv[u], xb + u * X_STRIDE, sv[u], cb[u * 2 * NW], acc);
+            else if (BOUND == 1 || BOUND == 6) acc = consume<0>(wv[u], xb + u * X_STRIDE, sv[u], acc);
             else acc = dot_chunk<MULHI, SYM>(wv[u], xb + u * X_STRIDE, sv[u], acc);
         };
         each_in_batch(i0, n, dot);
@@ -1410,7 +1437,7 @@ static void launch_variant(const Phase& ph, const Inputs& in, int grid, int dot,
 template <int NW, bool MULHI = false, bool SYM = false, bool I16 = false, int MINB = 1024 / (NW * 32), bool PP = false,
           int BOUND = 0>
 static void launch_lean(const Phase& ph, const Inputs& in, cudaStream_t s) {
-    const size_t smem = (MAX_SEGS * NW * 16 + 32) * 4 + ph.k * 2 + (I16 ? ph.k / 32 * 8 : 0);
+    const size_t smem = (MAX_SEGS * NW * 16 + 32) * 4 + ph.k * 2 + (I16 || BOUND >= 4 ? ph.k / 32 * 8 : 0);
     launch_pdl(gemv_phase_lean<NW, MULHI, SYM, I16, MINB, PP, BOUND>, dim3(ph.tiles), dim3(NW * 32), smem, s, ph, in);
 }
 
@@ -1585,6 +1612,9 @@ int main(int argc, char** argv) {
         {"tiled          lean, scales only, xor only (timing)", 0, 18, 0},
         {"tiled          lean, scales only, prestage (timing)", 0, 19, 0},
         {"tiled          lean, scales only, fp16 norm input (timing)", 0, 20, 0},
+        {"tiled          lean sym, fp16 in, i16 dot (timing)", 0, 21, 0},
+        {"tiled          lean sym, fp16 in, i8 dot (timing)", 0, 22, 0},
+        {"tiled          lean sym, fp16 in, xor only (timing)", 0, 23, 0},
     };
     const int n_variants = sizeof(variants) / sizeof(variants[0]);
     std::vector<float> y_ref(4 * 22016), y_now(4 * 22016);
@@ -1624,6 +1654,15 @@ int main(int argc, char** argv) {
             else if (var.dot == 15)
                 ph.tiles <= 512 ? launch_lean<16, false, true>(ph, in, s)
                                 : launch_lean<8, false, true, false, 3, true>(ph, in, s);
+            else if (var.dot == 21)
+                ph.tiles <= 512 ? launch_lean<16, false, true, false, 2, false, 4>(ph, in, s)
+                                : launch_lean<8, false, true, false, 4, false, 4>(ph, in, s);
+            else if (var.dot == 22)
+                ph.tiles <= 512 ? launch_lean<16, false, true, false, 2, false, 5>(ph, in, s)
+                                : launch_lean<8, false, true, false, 4, false, 5>(ph, in, s);
+            else if (var.dot == 23)
+                ph.tiles <= 512 ? launch_lean<16, false, true, false, 2, false, 6>(ph, in, s)
+                                : launch_lean<8, false, true, false, 4, false, 6>(ph, in, s);
             else if (var.dot >= 18 && var.dot <= 20) {
                 if (var.dot == 18) ph.tiles <= 512 ? launch_lean<16, false, true, false, 2, false, 1>(ph, in, s)
                                                    : launch_lean<8, false, true, false, 4, false, 1>(ph, in, s);
@@ -1649,7 +1688,7 @@ int main(int argc, char** argv) {
         const float m = time_us(s, e0, e1, [&] { CHECK(cudaMemsetAsync(y, 0xFF, 4 * 22016 * 4, s)); },
                                 [&] { CHECK(cudaGraphLaunch(exec, s)); });
         CHECK(cudaMemcpy(y_now.data(), y, y_now.size() * 4, cudaMemcpyDeviceToHost));
-        const bool scales_only = var.dot == 11 || var.dot == 14 || var.dot == 15 || (var.dot >= 17 && var.dot <= 20);
+        const bool scales_only = var.dot == 11 || var.dot == 14 || var.dot == 15 || (var.dot >= 17 && var.dot <= 23);
         const double bytes = wbytes + (scales_only ? sbytes / 2 : sbytes);  // scales only: half the scale bytes
         std::printf("%-36s %8.1f us per step (%5.0f GB/s)", var.name, m, bytes / m / 1e3);
         if (var.dot == 4 || var.dot == 5 || var.dot == 12 || var.dot == 13) {
