@@ -1441,6 +1441,26 @@ static void launch_lean(const Phase& ph, const Inputs& in, cudaStream_t s) {
     launch_pdl(gemv_phase_lean<NW, MULHI, SYM, I16, MINB, PP, BOUND>, dim3(ph.tiles), dim3(NW * 32), smem, s, ph, in);
 }
 
+// Variant 31's lean scales-only loop (16 warps for o and down, 8 at 4 blocks per SM for the others) under timing
+// bound `bound` (1-6, see gemv_phase_lean): variants 18-23.
+static void launch_lean_bound(int bound, const Phase& ph, const Inputs& in, cudaStream_t s) {
+    const bool wide = ph.tiles <= 512;
+    switch (bound) {
+        case 1: return wide ? launch_lean<16, false, true, false, 2, false, 1>(ph, in, s)
+                            : launch_lean<8, false, true, false, 4, false, 1>(ph, in, s);
+        case 2: return wide ? launch_lean<16, false, true, false, 2, false, 2>(ph, in, s)
+                            : launch_lean<8, false, true, false, 4, false, 2>(ph, in, s);
+        case 3: return wide ? launch_lean<16, false, true, false, 2, false, 3>(ph, in, s)
+                            : launch_lean<8, false, true, false, 4, false, 3>(ph, in, s);
+        case 4: return wide ? launch_lean<16, false, true, false, 2, false, 4>(ph, in, s)
+                            : launch_lean<8, false, true, false, 4, false, 4>(ph, in, s);
+        case 5: return wide ? launch_lean<16, false, true, false, 2, false, 5>(ph, in, s)
+                            : launch_lean<8, false, true, false, 4, false, 5>(ph, in, s);
+        default: return wide ? launch_lean<16, false, true, false, 2, false, 6>(ph, in, s)
+                             : launch_lean<8, false, true, false, 4, false, 6>(ph, in, s);
+    }
+}
+
 template <int NW, bool SYM>
 static void launch_mma_lean(const Phase& ph, const Inputs& in, cudaStream_t s) {
     const uint32_t steps = ph.k / 64, groups = ph.k / GROUP;
@@ -1654,23 +1674,7 @@ int main(int argc, char** argv) {
             else if (var.dot == 15)
                 ph.tiles <= 512 ? launch_lean<16, false, true>(ph, in, s)
                                 : launch_lean<8, false, true, false, 3, true>(ph, in, s);
-            else if (var.dot == 21)
-                ph.tiles <= 512 ? launch_lean<16, false, true, false, 2, false, 4>(ph, in, s)
-                                : launch_lean<8, false, true, false, 4, false, 4>(ph, in, s);
-            else if (var.dot == 22)
-                ph.tiles <= 512 ? launch_lean<16, false, true, false, 2, false, 5>(ph, in, s)
-                                : launch_lean<8, false, true, false, 4, false, 5>(ph, in, s);
-            else if (var.dot == 23)
-                ph.tiles <= 512 ? launch_lean<16, false, true, false, 2, false, 6>(ph, in, s)
-                                : launch_lean<8, false, true, false, 4, false, 6>(ph, in, s);
-            else if (var.dot >= 18 && var.dot <= 20) {
-                if (var.dot == 18) ph.tiles <= 512 ? launch_lean<16, false, true, false, 2, false, 1>(ph, in, s)
-                                                   : launch_lean<8, false, true, false, 4, false, 1>(ph, in, s);
-                else if (var.dot == 19) ph.tiles <= 512 ? launch_lean<16, false, true, false, 2, false, 2>(ph, in, s)
-                                                        : launch_lean<8, false, true, false, 4, false, 2>(ph, in, s);
-                else ph.tiles <= 512 ? launch_lean<16, false, true, false, 2, false, 3>(ph, in, s)
-                                     : launch_lean<8, false, true, false, 4, false, 3>(ph, in, s);
-            }
+            else if (var.dot >= 18 && var.dot <= 23) launch_lean_bound(var.dot - 17, ph, in, s);
             else if (var.dot == 16) ph.tiles <= 512 ? launch_mma_lean<16, false>(ph, in, s) : launch_mma_lean<8, false>(ph, in, s);
             else if (var.dot == 17) ph.tiles <= 512 ? launch_mma_lean<16, true>(ph, in, s) : launch_mma_lean<8, true>(ph, in, s);
             else if (var.dot == 4) ph.tiles <= 512 ? launch_bmma<16>(ph, in, s) : launch_bmma<8>(ph, in, s);
