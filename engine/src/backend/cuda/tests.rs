@@ -2848,10 +2848,10 @@ fn lm_head_logits_and_argmax_match() {
 /// The greedy screen (`lm_head_screen_pack`, `lm_head_screen`, `lm_head_exact`) against `lm_head_f16` on the same
 /// input (the decode step's half input, and a prefill row): the same token every time, including rows that tie the
 /// best exactly or within an ulp, rows with a NaN or an infinite weight, and an input of zeros (every row a
-/// candidate). Also: the int8 copy keeps every weight
-/// within half a scale of its value and |w| ≤ 127 · scale (what the screen's bound rests on); every row's upper
-/// bound covers lm_head_f16's logit; the screen rules out most rows of random weights (so it is not computing the
-/// whole head twice); the counters are back at zero; two runs give the same token.
+/// candidate). Also: the int8 copy keeps every weight within half a scale of its value and |w| ≤ 127 · scale (what
+/// the screen's bound rests on); every row's upper bound covers lm_head_f16's logit; the screen rules out most rows
+/// of random weights (so it is not computing the whole head twice); the counters are back at zero; two runs give the
+/// same token.
 #[test]
 #[ignore = "needs a GPU: run through tests/gpu/suite.sh"]
 fn lm_head_screen_picks_the_full_heads_token() {
